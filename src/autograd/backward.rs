@@ -1,0 +1,156 @@
+//! The backward pass and where its gradients are stored.
+
+use super::grad_mode::NoGradGuard;
+use crate::tensor::{Tensor, TensorId};
+use crate::{Error, Result};
+use std::collections::{HashMap, HashSet};
+
+/// Gradients of one backward pass, keyed by tensor id. Only variables (leaves
+/// created with [`Tensor::variable`]) are kept; intermediate gradients are
+/// freed as soon as their node has been processed.
+#[derive(Default, Clone)]
+pub struct GradStore {
+    grads: HashMap<TensorId, Tensor>,
+}
+
+impl GradStore {
+    /// The gradient of the loss with respect to `t` (same shape as `t`).
+    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+        self.grads.get(&t.id())
+    }
+    pub fn get_by_id(&self, id: TensorId) -> Option<&Tensor> {
+        self.grads.get(&id)
+    }
+    pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
+        self.grads.remove(&t.id())
+    }
+    pub fn insert(&mut self, t: &Tensor, grad: Tensor) {
+        self.grads.insert(t.id(), grad);
+    }
+    pub fn len(&self) -> usize {
+        self.grads.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&TensorId, &Tensor)> {
+        self.grads.iter()
+    }
+}
+
+impl Tensor {
+    /// Gradients of this scalar with respect to every variable it depends on.
+    ///
+    /// ```
+    /// use tamer::{Tensor, DType};
+    /// let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], [3]).unwrap().variable();
+    /// let loss = x.square().unwrap().sum_all().unwrap(); // Σ x²
+    /// let grads = loss.backward().unwrap();
+    /// assert_eq!(grads.get(&x).unwrap().to_vec::<f64>().unwrap(), vec![2.0, 4.0, 6.0]);
+    /// ```
+    pub fn backward(&self) -> Result<GradStore> {
+        if self.numel() != 1 {
+            return Err(Error::autograd(
+                "backward",
+                format!(
+                    "the loss must hold one element, got shape {}; reduce it (e.g. .mean_all()) or use backward_with_grad",
+                    self.shape()
+                ),
+            ));
+        }
+        let seed = Tensor::ones(self.shape().clone(), self.dtype())?;
+        self.backward_with_grad(&seed)
+    }
+
+    /// Backward from a non-scalar output, given the gradient of the loss with respect to it.
+    pub fn backward_with_grad(&self, grad: &Tensor) -> Result<GradStore> {
+        if !self.requires_grad() {
+            return Err(Error::autograd(
+                "backward",
+                "the tensor does not require grad: no variable (Tensor::variable) took part in computing it, or it was computed under no_grad",
+            ));
+        }
+        if grad.shape() != self.shape() {
+            return Err(Error::shape(
+                "backward",
+                format!("gradient shape {} does not match output shape {}", grad.shape(), self.shape()),
+            ));
+        }
+        // Gradients are computed with ordinary ops; recording them would only build
+        // a second graph nobody asked for.
+        let _guard = NoGradGuard::new();
+        let order = topological_order(self);
+        let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
+        pending.insert(self.id(), grad.clone());
+        let mut store = GradStore::default();
+        for t in order.iter().rev() {
+            let Some(g) = pending.remove(&t.id()) else {
+                continue;
+            };
+            let Some(node) = t.node() else {
+                if t.is_variable() {
+                    store.grads.insert(t.id(), g);
+                }
+                continue;
+            };
+            let input_grads = node.op.backward(&node.inputs, t, &g)?;
+            debug_assert_eq!(
+                input_grads.len(),
+                node.inputs.len(),
+                "{} returned the wrong number of gradients",
+                node.op.name()
+            );
+            for (input, ig) in node.inputs.iter().zip(input_grads) {
+                let Some(ig) = ig else { continue };
+                if !input.requires_grad() {
+                    continue;
+                }
+                if ig.shape() != input.shape() {
+                    return Err(Error::autograd(
+                        "backward",
+                        format!(
+                            "{}'s backward produced a gradient of shape {} for an input of shape {}",
+                            node.op.name(),
+                            ig.shape(),
+                            input.shape()
+                        ),
+                    ));
+                }
+                let acc = match pending.remove(&input.id()) {
+                    Some(prev) => prev.add(&ig)?,
+                    None => ig,
+                };
+                pending.insert(input.id(), acc);
+            }
+        }
+        Ok(store)
+    }
+}
+
+/// Tensors reachable from `root` through recorded nodes, each after all of its
+/// inputs (so reversing the list visits consumers before producers). Iterative,
+/// because deep graphs would overflow the stack of a recursive DFS.
+fn topological_order(root: &Tensor) -> Vec<Tensor> {
+    let mut order = Vec::new();
+    let mut visited: HashSet<TensorId> = HashSet::new();
+    // (tensor, whether its inputs have been pushed already)
+    let mut stack: Vec<(Tensor, bool)> = vec![(root.clone(), false)];
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            order.push(t);
+            continue;
+        }
+        if !visited.insert(t.id()) {
+            continue;
+        }
+        stack.push((t.clone(), true));
+        if let Some(node) = t.node() {
+            for input in &node.inputs {
+                if input.requires_grad() && !visited.contains(&input.id()) {
+                    stack.push((input.clone(), false));
+                }
+            }
+        }
+    }
+    order
+}

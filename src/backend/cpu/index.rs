@@ -1,0 +1,6 @@
+//! CPU kernels for `ops::index`.
+
+use super::CpuStorage;
+use crate::ops::index::IndexKernels;
+
+impl IndexKernels for CpuStorage {}

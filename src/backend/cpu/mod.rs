@@ -1,0 +1,281 @@
+//! The CPU backend: storage as plain `Vec`s, scalar reference kernels, SIMD
+//! fast paths (`backend::simd`), matrixmultiply for GEMM and rayon for threads.
+//!
+//! Kernel files mirror the op families: `unary.rs` implements
+//! `ops::unary::UnaryKernels`, and so on.
+
+pub mod binary;
+pub mod index;
+pub mod matmul;
+pub mod nn;
+pub mod reduce;
+pub mod unary;
+
+use crate::backend::BackendStorage;
+use crate::tensor::{DType, Device, Float, Layout};
+use crate::{Error, Result};
+use half::{bf16, f16};
+
+/// Elementwise work below this many elements stays on the calling thread:
+/// waking rayon's workers costs a few microseconds, more than the work itself.
+pub const PARALLEL_THRESHOLD: usize = 1 << 15;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CpuStorage {
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+}
+
+/// Element types a `CpuStorage` can hold, with typed access to its `Vec`.
+pub trait CpuElem: Copy + Send + Sync + std::fmt::Debug + 'static {
+    const DTYPE: DType;
+    fn slice(s: &CpuStorage) -> Option<&[Self]>;
+    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
+    fn wrap(v: Vec<Self>) -> CpuStorage;
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+}
+
+macro_rules! impl_cpu_elem {
+    ($t:ty, $variant:ident, $to:expr, $from:expr) => {
+        impl CpuElem for $t {
+            const DTYPE: DType = DType::$variant;
+            fn slice(s: &CpuStorage) -> Option<&[Self]> {
+                match s {
+                    CpuStorage::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]> {
+                match s {
+                    CpuStorage::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn wrap(v: Vec<Self>) -> CpuStorage {
+                CpuStorage::$variant(v)
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                ($to)(self)
+            }
+            #[inline(always)]
+            fn from_f64(v: f64) -> Self {
+                ($from)(v)
+            }
+        }
+    };
+}
+impl_cpu_elem!(f16, F16, |x: f16| x.to_f64(), f16::from_f64);
+impl_cpu_elem!(bf16, BF16, |x: bf16| x.to_f64(), bf16::from_f64);
+impl_cpu_elem!(f32, F32, |x: f32| x as f64, |v: f64| v as f32);
+impl_cpu_elem!(f64, F64, |x: f64| x, |v: f64| v);
+impl_cpu_elem!(i64, I64, |x: i64| x as f64, |v: f64| v as i64);
+
+/// Run `$body` with `$v` bound to the typed slice and `$T` to f32 or f64; other
+/// dtypes are an error naming `$op`. This is how kernels stay generic over floats.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! cpu_float_dispatch {
+    ($op:expr, $storage:expr, |$v:ident : $T:ident| $body:expr) => {
+        match $storage {
+            $crate::backend::cpu::CpuStorage::F32($v) => {
+                #[allow(dead_code)]
+                type $T = f32;
+                $body
+            }
+            $crate::backend::cpu::CpuStorage::F64($v) => {
+                #[allow(dead_code)]
+                type $T = f64;
+                $body
+            }
+            other => Err($crate::backend::cpu::unsupported_dtype($op, other.dtype())),
+        }
+    };
+}
+
+pub fn unsupported_dtype(op: &'static str, dtype: DType) -> Error {
+    let hint = match dtype {
+        DType::F16 | DType::BF16 => " (f16/bf16 are storage formats: convert with .to_dtype(DType::F32) first)",
+        DType::I64 => " (integer tensors hold indices)",
+        _ => "",
+    };
+    Error::dtype(op, format!("dtype {dtype} is not supported, expected f32 or f64{hint}"))
+}
+
+/// Elements of `data` selected by `layout`, in row-major order.
+pub fn gather<T: Copy>(data: &[T], layout: &Layout) -> Vec<T> {
+    match layout.contiguous_range() {
+        Some(r) => data[r].to_vec(),
+        None => layout.offsets().map(|o| data[o]).collect(),
+    }
+}
+
+/// Borrow the selected elements without a copy when the layout is contiguous.
+pub fn contiguous_or_gather<'a, T: Copy>(data: &'a [T], layout: &Layout) -> std::borrow::Cow<'a, [T]> {
+    match layout.contiguous_range() {
+        Some(r) => std::borrow::Cow::Borrowed(&data[r]),
+        None => std::borrow::Cow::Owned(layout.offsets().map(|o| data[o]).collect()),
+    }
+}
+
+impl CpuStorage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F16(_) => DType::F16,
+            CpuStorage::BF16(_) => DType::BF16,
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+            CpuStorage::I64(_) => DType::I64,
+        }
+    }
+
+    /// A zero-filled storage of `len` elements.
+    pub fn zeros(dtype: DType, len: usize) -> Self {
+        match dtype {
+            DType::F16 => CpuStorage::F16(vec![f16::ZERO; len]),
+            DType::BF16 => CpuStorage::BF16(vec![bf16::ZERO; len]),
+            DType::F32 => CpuStorage::F32(vec![0.0; len]),
+            DType::F64 => CpuStorage::F64(vec![0.0; len]),
+            DType::I64 => CpuStorage::I64(vec![0; len]),
+        }
+    }
+
+    /// Every element as f64 (used by `to_vec`, Display and the gradient checker).
+    pub fn to_f64_vec(&self, layout: &Layout) -> Vec<f64> {
+        fn go<T: CpuElem>(v: &[T], l: &Layout) -> Vec<f64> {
+            match l.contiguous_range() {
+                Some(r) => v[r].iter().map(|x| x.to_f64()).collect(),
+                None => l.offsets().map(|o| v[o].to_f64()).collect(),
+            }
+        }
+        match self {
+            CpuStorage::F16(v) => go(v, layout),
+            CpuStorage::BF16(v) => go(v, layout),
+            CpuStorage::F32(v) => go(v, layout),
+            CpuStorage::F64(v) => go(v, layout),
+            CpuStorage::I64(v) => go(v, layout),
+        }
+    }
+
+    /// A storage of `dtype` from f64 values (creation helpers use this).
+    pub fn from_f64_vec(values: &[f64], dtype: DType) -> Self {
+        fn go<T: CpuElem>(v: &[f64]) -> CpuStorage {
+            T::wrap(v.iter().map(|&x| T::from_f64(x)).collect())
+        }
+        match dtype {
+            DType::F16 => go::<f16>(values),
+            DType::BF16 => go::<bf16>(values),
+            DType::F32 => go::<f32>(values),
+            DType::F64 => go::<f64>(values),
+            DType::I64 => go::<i64>(values),
+        }
+    }
+
+    /// The contiguous elements as a typed `Vec`, if `T` is this storage's dtype.
+    pub fn typed<T: CpuElem>(&self, op: &'static str, layout: &Layout) -> Result<Vec<T>> {
+        let data = T::slice(self).ok_or_else(|| Error::dtype(op, format!("expected dtype {}, got {}", T::DTYPE, self.dtype())))?;
+        Ok(gather(data, layout))
+    }
+}
+
+impl BackendStorage for CpuStorage {
+    fn dtype(&self) -> DType {
+        CpuStorage::dtype(self)
+    }
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+    fn len(&self) -> usize {
+        match self {
+            CpuStorage::F16(v) => v.len(),
+            CpuStorage::BF16(v) => v.len(),
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::F64(v) => v.len(),
+            CpuStorage::I64(v) => v.len(),
+        }
+    }
+    fn copy_contiguous(&self, layout: &Layout) -> Result<Self> {
+        Ok(match self {
+            CpuStorage::F16(v) => CpuStorage::F16(gather(v, layout)),
+            CpuStorage::BF16(v) => CpuStorage::BF16(gather(v, layout)),
+            CpuStorage::F32(v) => CpuStorage::F32(gather(v, layout)),
+            CpuStorage::F64(v) => CpuStorage::F64(gather(v, layout)),
+            CpuStorage::I64(v) => CpuStorage::I64(gather(v, layout)),
+        })
+    }
+    fn to_dtype(&self, layout: &Layout, dtype: DType) -> Result<Self> {
+        if self.dtype() == dtype {
+            return self.copy_contiguous(layout);
+        }
+        // f32 <-> f16/bf16 directly: going through f64 would double-round.
+        Ok(match (self, dtype) {
+            (CpuStorage::F32(v), DType::F16) => CpuStorage::F16(gather(v, layout).into_iter().map(f16::from_f32).collect()),
+            (CpuStorage::F32(v), DType::BF16) => CpuStorage::BF16(gather(v, layout).into_iter().map(bf16::from_f32).collect()),
+            (CpuStorage::F16(v), DType::F32) => CpuStorage::F32(gather(v, layout).into_iter().map(f32::from).collect()),
+            (CpuStorage::BF16(v), DType::F32) => CpuStorage::F32(gather(v, layout).into_iter().map(f32::from).collect()),
+            _ => CpuStorage::from_f64_vec(&self.to_f64_vec(layout), dtype),
+        })
+    }
+    fn copy_into(&mut self, dst_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<()> {
+        fn go<T: CpuElem>(dst: &mut [T], dl: &Layout, src: &[T], sl: &Layout) {
+            let values = contiguous_or_gather(src, sl);
+            match dl.contiguous_range() {
+                Some(r) => dst[r].copy_from_slice(&values),
+                None => {
+                    for (o, &v) in dl.offsets().zip(values.iter()) {
+                        dst[o] = v;
+                    }
+                }
+            }
+        }
+        if dst_layout.numel() != src_layout.numel() {
+            return Err(Error::shape(
+                "copy_into",
+                format!(
+                    "destination {} and source {} hold different numbers of elements",
+                    dst_layout.shape(),
+                    src_layout.shape()
+                ),
+            ));
+        }
+        match (self, src) {
+            (CpuStorage::F16(d), CpuStorage::F16(s)) => go(d, dst_layout, s, src_layout),
+            (CpuStorage::BF16(d), CpuStorage::BF16(s)) => go(d, dst_layout, s, src_layout),
+            (CpuStorage::F32(d), CpuStorage::F32(s)) => go(d, dst_layout, s, src_layout),
+            (CpuStorage::F64(d), CpuStorage::F64(s)) => go(d, dst_layout, s, src_layout),
+            (CpuStorage::I64(d), CpuStorage::I64(s)) => go(d, dst_layout, s, src_layout),
+            (d, s) => return Err(Error::dtype("copy_into", format!("destination is {} but source is {}", d.dtype(), s.dtype()))),
+        }
+        Ok(())
+    }
+}
+
+/// Apply `f` elementwise from `src` into a fresh Vec, splitting across rayon
+/// workers above `PARALLEL_THRESHOLD`.
+pub fn par_map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(src: &[T], f: impl Fn(&[T], &mut [U]) + Sync) -> Vec<U> {
+    use rayon::prelude::*;
+    let mut out = vec![U::default(); src.len()];
+    if src.len() < PARALLEL_THRESHOLD {
+        f(src, &mut out);
+    } else {
+        let chunk = chunk_len(src.len());
+        out.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(o, s)| f(s, o));
+    }
+    out
+}
+
+/// Chunk size that gives each rayon worker a few chunks (for load balance)
+/// while staying a multiple of 64 elements (whole cache lines, whole SIMD vectors).
+pub fn chunk_len(n: usize) -> usize {
+    let parts = rayon::current_num_threads().max(1) * 4;
+    (n.div_ceil(parts)).div_ceil(64).max(1) * 64
+}
+
+/// Convenience for generic code: a float kernel's output storage.
+pub fn wrap_float<T: Float + CpuElem>(v: Vec<T>) -> CpuStorage {
+    T::wrap(v)
+}

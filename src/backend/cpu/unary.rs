@@ -1,0 +1,48 @@
+//! CPU kernels for `ops::unary`.
+
+use super::{contiguous_or_gather, par_map, CpuStorage};
+use crate::cpu_float_dispatch;
+use crate::ops::unary::{UnaryFn, UnaryKernels};
+use crate::tensor::{Float, Layout};
+use crate::Result;
+
+/// The plain reference: one scalar call per element.
+pub fn unary_reference<T: Float, U: UnaryFn>(src: &[T], f: U) -> Vec<T> {
+    src.iter().map(|&x| f.apply(x)).collect()
+}
+
+impl UnaryKernels for CpuStorage {
+    fn unary<U: UnaryFn>(&self, layout: &Layout, f: U) -> Result<Self> {
+        cpu_float_dispatch!(U::NAME, self, |v: T| {
+            let src = contiguous_or_gather(v, layout);
+            let out: Vec<T> = apply::<T, U>(&src, f);
+            Ok(super::wrap_float(out))
+        })
+    }
+
+    fn unary_backward<U: UnaryFn>(&self, x_layout: &Layout, y: &Self, y_layout: &Layout, dy: &Self, dy_layout: &Layout, f: U) -> Result<Self> {
+        cpu_float_dispatch!(U::NAME, self, |xv: T| {
+            let (Some(yv), Some(gv)) = (<T as super::CpuElem>::slice(y), <T as super::CpuElem>::slice(dy)) else {
+                return Err(crate::Error::dtype(U::NAME, "backward operands have mixed dtypes"));
+            };
+            let x = contiguous_or_gather(xv, x_layout);
+            let y = contiguous_or_gather(yv, y_layout);
+            let g = contiguous_or_gather(gv, dy_layout);
+            let out: Vec<T> = x.iter().zip(y.iter()).zip(g.iter()).map(|((&x, &y), &g)| g * f.derivative(x, y)).collect();
+            Ok(super::wrap_float(out))
+        })
+    }
+}
+
+/// f32 goes through the function's slice method (SIMD where it has one); other
+/// floats through the scalar formula. Both split across threads when large.
+fn apply<T: Float, U: UnaryFn>(src: &[T], f: U) -> Vec<T> {
+    par_map(src, |s: &[T], d: &mut [T]| match (T::as_f32_slice(s), T::as_f32_slice_mut(d)) {
+        (Some(s), Some(d)) => f.apply_f32_slice(s, d),
+        _ => {
+            for (d, &s) in d.iter_mut().zip(s) {
+                *d = f.apply(s);
+            }
+        }
+    })
+}

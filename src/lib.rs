@@ -1,0 +1,27 @@
+//! # tamer
+//!
+//! A from-scratch tensor engine with reverse-mode autodiff, a SIMD CPU backend
+//! (and a CUDA backend behind the `cuda` feature), built for training
+//! transformers well.
+//!
+//! ```
+//! use tamer::{DType, Tensor};
+//! let x = Tensor::from_vec(vec![1.0f64, -2.0, 3.0], [3]).unwrap().variable();
+//! let y = x.tanh().unwrap().sum_all().unwrap();
+//! let grads = y.backward().unwrap();
+//! let dx = grads.get(&x).unwrap().to_vec::<f64>().unwrap();
+//! assert!((dx[0] - (1.0 - 1f64.tanh().powi(2))).abs() < 1e-12);
+//! ```
+//!
+//! Start with ARCHITECTURE.md for the map of the crate.
+
+pub mod autograd;
+pub mod backend;
+mod error;
+pub mod ops;
+pub mod tensor;
+pub mod testing;
+
+pub use autograd::{is_grad_enabled, no_grad, GradStore, NoGradGuard};
+pub use error::{Error, ErrorKind, Result};
+pub use tensor::{rng, DType, Device, Layout, Shape, Tensor, TensorId, TensorRng};

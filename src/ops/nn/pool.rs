@@ -1,0 +1,4 @@
+//! pool (to be implemented).
+
+/// The kernels a backend provides for pool.
+pub trait PoolKernels: Sized {}

@@ -1,0 +1,191 @@
+//! Creating tensors: constants, ranges, host data and seeded random values.
+
+use super::{DType, Layout, Shape, Tensor};
+use crate::backend::cpu::CpuElem;
+use crate::backend::{CpuStorage, Storage};
+use crate::{Error, Result};
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+
+/// The random number generator every random constructor takes explicitly,
+/// so a run is reproducible from its seed.
+pub type TensorRng = rand::rngs::StdRng;
+
+/// A seeded RNG for the random constructors.
+pub fn rng(seed: u64) -> TensorRng {
+    TensorRng::seed_from_u64(seed)
+}
+
+impl Tensor {
+    /// A tensor from host data in row-major order.
+    ///
+    /// ```
+    /// let t = tamer::Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]).unwrap();
+    /// assert_eq!(t.dims(), &[2, 3]);
+    /// assert!(tamer::Tensor::from_vec(vec![1.0f32; 5], [2, 3]).is_err());
+    /// ```
+    pub fn from_vec<T: CpuElem>(data: Vec<T>, shape: impl Into<Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        if data.len() != shape.numel() {
+            return Err(Error::shape(
+                "from_vec",
+                format!("{} values cannot fill shape {} ({} elements expected)", data.len(), shape, shape.numel()),
+            ));
+        }
+        Ok(Tensor::from_storage(Storage::Cpu(T::wrap(data)), Layout::contiguous(shape)))
+    }
+
+    /// A tensor copied from a slice.
+    pub fn from_slice<T: CpuElem>(data: &[T], shape: impl Into<Shape>) -> Result<Tensor> {
+        Self::from_vec(data.to_vec(), shape)
+    }
+
+    /// A rank-0 tensor.
+    pub fn scalar<T: CpuElem>(value: T) -> Tensor {
+        Tensor::from_storage(Storage::Cpu(T::wrap(vec![value])), Layout::contiguous(Shape::scalar()))
+    }
+
+    /// Every element equal to `value` (converted to `dtype`).
+    pub fn full(shape: impl Into<Shape>, value: f64, dtype: DType) -> Result<Tensor> {
+        let shape = shape.into();
+        let storage = CpuStorage::from_f64_vec(&vec![value; shape.numel()], dtype);
+        Ok(Tensor::from_storage(Storage::Cpu(storage), Layout::contiguous(shape)))
+    }
+    pub fn zeros(shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
+        let shape = shape.into();
+        Ok(Tensor::from_storage(
+            Storage::Cpu(CpuStorage::zeros(dtype, shape.numel())),
+            Layout::contiguous(shape),
+        ))
+    }
+    pub fn ones(shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
+        Self::full(shape, 1.0, dtype)
+    }
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Self::zeros(self.shape().clone(), self.dtype())
+    }
+    pub fn ones_like(&self) -> Result<Tensor> {
+        Self::ones(self.shape().clone(), self.dtype())
+    }
+    pub fn full_like(&self, value: f64) -> Result<Tensor> {
+        Self::full(self.shape().clone(), value, self.dtype())
+    }
+
+    /// `start, start+step, ...` below `end` (like `numpy.arange`).
+    pub fn arange(start: f64, end: f64, step: f64, dtype: DType) -> Result<Tensor> {
+        if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
+            return Err(Error::value(
+                "arange",
+                format!("start {start}, end {end}, step {step}: expected finite values and a non-zero step"),
+            ));
+        }
+        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
+        Ok(Tensor::from_storage(
+            Storage::Cpu(CpuStorage::from_f64_vec(&values, dtype)),
+            Layout::contiguous([n]),
+        ))
+    }
+
+    /// The `n × n` identity matrix.
+    pub fn eye(n: usize, dtype: DType) -> Result<Tensor> {
+        let mut values = vec![0.0; n * n];
+        for i in 0..n {
+            values[i * n + i] = 1.0;
+        }
+        Ok(Tensor::from_storage(
+            Storage::Cpu(CpuStorage::from_f64_vec(&values, dtype)),
+            Layout::contiguous([n, n]),
+        ))
+    }
+
+    /// Uniform on `[low, high)`.
+    pub fn uniform(shape: impl Into<Shape>, low: f64, high: f64, dtype: DType, rng: &mut impl Rng) -> Result<Tensor> {
+        let shape = shape.into();
+        if !(low < high) {
+            return Err(Error::value("uniform", format!("low {low} must be below high {high}")));
+        }
+        let values: Vec<f64> = (0..shape.numel()).map(|_| rng.random_range(low..high)).collect();
+        Ok(Tensor::from_storage(
+            Storage::Cpu(CpuStorage::from_f64_vec(&values, dtype)),
+            Layout::contiguous(shape),
+        ))
+    }
+    /// Uniform on `[0, 1)`.
+    pub fn rand(shape: impl Into<Shape>, dtype: DType, rng: &mut impl Rng) -> Result<Tensor> {
+        Self::uniform(shape, 0.0, 1.0, dtype, rng)
+    }
+    /// Standard normal.
+    pub fn randn(shape: impl Into<Shape>, dtype: DType, rng: &mut impl Rng) -> Result<Tensor> {
+        Self::normal(shape, 0.0, 1.0, dtype, rng)
+    }
+    /// Normal with the given mean and standard deviation.
+    pub fn normal(shape: impl Into<Shape>, mean: f64, std: f64, dtype: DType, rng: &mut impl Rng) -> Result<Tensor> {
+        let shape = shape.into();
+        if !(std >= 0.0) {
+            return Err(Error::value("normal", format!("standard deviation {std} must be non-negative")));
+        }
+        let values: Vec<f64> = (0..shape.numel())
+            .map(|_| {
+                let z: f64 = StandardNormal.sample(rng);
+                mean + std * z
+            })
+            .collect();
+        Ok(Tensor::from_storage(
+            Storage::Cpu(CpuStorage::from_f64_vec(&values, dtype)),
+            Layout::contiguous(shape),
+        ))
+    }
+
+    /// Convert to another dtype (a copy; f16/bf16 round to nearest even).
+    /// Gradients flow through float-to-float casts; index tensors have none.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        let storage = self.storage().to_dtype(self.layout(), dtype)?;
+        let layout = Layout::contiguous(self.shape().clone());
+        if dtype.is_float() && self.dtype().is_float() {
+            Ok(Tensor::from_op(storage, layout, vec![self.clone()], CastBackward))
+        } else {
+            Ok(Tensor::from_storage(storage, layout))
+        }
+    }
+}
+
+struct CastBackward;
+impl crate::autograd::BackwardOp for CastBackward {
+    fn name(&self) -> &'static str {
+        "to_dtype"
+    }
+    fn backward(&self, inputs: &[Tensor], _out: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(grad.to_dtype(inputs[0].dtype())?)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn seeded_random_is_reproducible() {
+        let a = Tensor::randn([4, 4], DType::F32, &mut rng(7)).unwrap().to_vec::<f32>().unwrap();
+        let b = Tensor::randn([4, 4], DType::F32, &mut rng(7)).unwrap().to_vec::<f32>().unwrap();
+        let c = Tensor::randn([4, 4], DType::F32, &mut rng(8)).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+    #[test]
+    fn arange_and_eye() {
+        assert_eq!(Tensor::arange(0.0, 5.0, 2.0, DType::F64).unwrap().to_vec::<f64>().unwrap(), vec![0.0, 2.0, 4.0]);
+        assert_eq!(Tensor::eye(2, DType::F32).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 0.0, 0.0, 1.0]);
+        assert!(Tensor::arange(0.0, 1.0, 0.0, DType::F32).is_err());
+    }
+    #[test]
+    fn half_precision_round_trips_through_f32() {
+        let t = Tensor::from_vec(vec![1.0f32, 0.333_333, -2.5], [3]).unwrap();
+        let h = t.to_dtype(DType::BF16).unwrap();
+        assert_eq!(h.dtype(), DType::BF16);
+        let back = h.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(back[0], 1.0);
+        assert!((back[1] - 0.333_333).abs() < 2e-3);
+        let f = t.to_dtype(DType::F16).unwrap().to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+        assert!((f[1] - 0.333_333).abs() < 1e-3);
+    }
+}
