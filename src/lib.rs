@@ -26,3 +26,8 @@ pub mod testing;
 pub use autograd::{is_grad_enabled, no_grad, GradStore, NoGradGuard};
 pub use error::{Error, ErrorKind, Result};
 pub use tensor::{rng, DType, Device, Layout, Shape, Tensor, TensorId, TensorRng};
+
+/// The README's code blocks, compiled and run as doctests so the tour cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
