@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 /// Gradients of one backward pass, keyed by tensor id. Only variables (leaves
 /// created with [`Tensor::variable`]) are kept; intermediate gradients are
 /// freed as soon as their node has been processed.
-#[derive(Default, Clone)]
+#[derive(Default, Clone, Debug)]
 pub struct GradStore {
     grads: HashMap<TensorId, Tensor>,
 }
