@@ -76,6 +76,17 @@ impl Tensor {
                 format!("gradient shape {} does not match output shape {}", grad.shape(), self.shape()),
             ));
         }
+        if grad.dtype() != self.dtype() {
+            return Err(Error::dtype(
+                "backward",
+                format!(
+                    "gradient dtype {} does not match output dtype {} (shape {})",
+                    grad.dtype(),
+                    self.dtype(),
+                    self.shape()
+                ),
+            ));
+        }
         // Gradients are computed with ordinary ops; recording them would only build
         // a second graph nobody asked for.
         let _guard = NoGradGuard::new();
