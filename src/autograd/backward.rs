@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 /// Gradients of one backward pass, keyed by tensor id. Only variables (leaves
 /// created with [`Tensor::variable`]) are kept; intermediate gradients are
 /// freed as soon as their node has been processed.
-#[derive(Default, Clone)]
+#[derive(Default, Clone, Debug)]
 pub struct GradStore {
     grads: HashMap<TensorId, Tensor>,
 }
@@ -74,6 +74,17 @@ impl Tensor {
             return Err(Error::shape(
                 "backward",
                 format!("gradient shape {} does not match output shape {}", grad.shape(), self.shape()),
+            ));
+        }
+        if grad.dtype() != self.dtype() {
+            return Err(Error::dtype(
+                "backward",
+                format!(
+                    "gradient dtype {} does not match output dtype {} (shape {})",
+                    grad.dtype(),
+                    self.dtype(),
+                    self.shape()
+                ),
             ));
         }
         // Gradients are computed with ordinary ops; recording them would only build

@@ -70,6 +70,15 @@ fn squeezed_shape(shape: &Shape, axes: &[usize]) -> Shape {
     )
 }
 
+/// Composite reductions check the dtype up front so the error names them, not the op they call.
+fn require_compute_float(op: &'static str, x: &Tensor) -> Result<()> {
+    if x.dtype().is_compute_float() {
+        Ok(())
+    } else {
+        Err(crate::backend::cpu::unsupported_dtype(op, x.dtype()))
+    }
+}
+
 fn reduce_forward(x: &Tensor, axes: &[usize], op: ReduceOp) -> Result<Storage> {
     match &*x.storage() {
         Storage::Cpu(s) => Ok(Storage::Cpu(s.reduce(x.layout(), axes, op)?)),
@@ -126,6 +135,7 @@ impl Tensor {
     }
     /// Mean over `axes`.
     pub fn mean(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        require_compute_float("mean", self)?;
         let resolved = resolve_axes("mean", self.shape(), axes)?;
         let count: usize = resolved.iter().map(|&a| self.dims()[a]).product();
         if count == 0 {
@@ -139,6 +149,7 @@ impl Tensor {
     /// Variance over `axes` with `correction` subtracted from the count
     /// (0: population variance; 1: unbiased, torch.var's default).
     pub fn var(&self, axes: &[isize], keepdim: bool, correction: usize) -> Result<Tensor> {
+        require_compute_float("var", self)?;
         let resolved = resolve_axes("var", self.shape(), axes)?;
         let count: usize = resolved.iter().map(|&a| self.dims()[a]).product();
         if count <= correction {

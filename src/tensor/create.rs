@@ -102,8 +102,11 @@ impl Tensor {
     /// Uniform on `[low, high)`.
     pub fn uniform(shape: impl Into<Shape>, low: f64, high: f64, dtype: DType, rng: &mut impl Rng) -> Result<Tensor> {
         let shape = shape.into();
-        if !(low < high) {
-            return Err(Error::value("uniform", format!("low {low} must be below high {high}")));
+        if !(low < high) || !low.is_finite() || !high.is_finite() || !(high - low).is_finite() {
+            return Err(Error::value(
+                "uniform",
+                format!("low {low} must be below high {high}, both finite and their difference too"),
+            ));
         }
         let values: Vec<f64> = (0..shape.numel()).map(|_| rng.random_range(low..high)).collect();
         Ok(Tensor::from_storage(

@@ -189,6 +189,24 @@ impl Tensor {
     }
 }
 
+/// Dropping the last handle to a long chain of ops (an unrolled loop, thousands of
+/// steps of `acc = acc.add(..)`) would otherwise drop node after node recursively
+/// and overflow the stack. Inputs this node owns alone are dismantled from an
+/// explicit stack instead; shared ones only lose a reference.
+impl Drop for TensorInner {
+    fn drop(&mut self) {
+        let Some(node) = self.node.as_mut() else { return };
+        let mut stack = std::mem::take(&mut node.inputs);
+        while let Some(t) = stack.pop() {
+            if let Ok(mut inner) = Arc::try_unwrap(t.0) {
+                if let Some(node) = inner.node.as_mut() {
+                    stack.append(&mut node.inputs);
+                }
+            }
+        }
+    }
+}
+
 fn read_lock(s: &RwLock<Storage>) -> RwLockReadGuard<'_, Storage> {
     // A poisoned lock only means another thread panicked mid-kernel; the data
     // is still a valid Vec, so reading on is sound.

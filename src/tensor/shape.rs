@@ -36,7 +36,7 @@ impl Shape {
     }
     /// Resolve a possibly negative axis (`-1` is the last) into `0..rank`.
     pub fn axis(&self, op: &'static str, axis: isize) -> Result<usize> {
-        normalize_axis(op, axis, self.rank())
+        normalize_axis(op, axis, self.rank()).map_err(|e| e.with_shape(self))
     }
     pub fn dim(&self, op: &'static str, axis: isize) -> Result<usize> {
         Ok(self.0[self.axis(op, axis)?])
@@ -72,6 +72,14 @@ fn dim_from_right(dims: &[usize], i_from_right: usize) -> usize {
         dims[dims.len() - 1 - i_from_right]
     } else {
         1
+    }
+}
+
+impl Error {
+    /// Append the shape an axis error refers to (`normalize_axis` only knows the rank).
+    pub(crate) fn with_shape(mut self, shape: &Shape) -> Self {
+        self.message = format!("{} (shape {shape})", self.message);
+        self
     }
 }
 

@@ -108,7 +108,7 @@ impl Tensor {
     /// Alias of [`Tensor::narrow`] taking a range.
     pub fn slice(&self, axis: isize, range: std::ops::Range<usize>) -> Result<Tensor> {
         if range.end < range.start {
-            return Err(Error::index("slice", format!("range {range:?} is reversed")));
+            return Err(Error::index("slice", format!("range {range:?} is reversed (shape {})", self.shape())));
         }
         self.narrow(axis, range.start, range.end - range.start)
     }
@@ -129,7 +129,7 @@ impl Tensor {
 
     /// Insert a size-1 axis at `axis` (which may equal the rank).
     pub fn unsqueeze(&self, axis: isize) -> Result<Tensor> {
-        let axis = normalize_axis("unsqueeze", axis, self.rank() + 1)?;
+        let axis = normalize_axis("unsqueeze", axis, self.rank() + 1).map_err(|e| e.with_shape(self.shape()))?;
         let mut dims = self.dims().to_vec();
         dims.insert(axis, 1);
         self.reshape(dims)
@@ -156,7 +156,11 @@ impl Tensor {
         }
         let (s, e) = (self.shape().axis("flatten", start)?, self.shape().axis("flatten", end)?);
         if s > e {
-            return Err(Error::axis("flatten", end, self.rank()));
+            return Err(Error::new(
+                "flatten",
+                crate::ErrorKind::Axis,
+                format!("start axis {start} comes after end axis {end} of shape {}", self.shape()),
+            ));
         }
         let mut dims = self.dims()[..s].to_vec();
         dims.push(self.dims()[s..=e].iter().product());

@@ -53,26 +53,35 @@ pub fn view_kind() -> impl Strategy<Value = ViewKind> {
 
 /// An f64 tensor of `dims` with values in `[-2, 2)`, laid out as `kind` says.
 pub fn tensor_with(dims: &[usize], kind: ViewKind, seed: u64) -> Tensor {
+    tensor_with_dtype(dims, kind, seed, DType::F64)
+}
+
+/// Like [`tensor_with`] for any float dtype: the values are drawn in f64 and
+/// rounded to `dtype` before the view is taken, so the layout is the same.
+pub fn tensor_with_dtype(dims: &[usize], kind: ViewKind, seed: u64, dtype: DType) -> Tensor {
     let mut r = rng(seed);
+    let mut uniform = |dims: Vec<usize>| Tensor::uniform(dims, -2.0, 2.0, DType::F64, &mut r)?.to_dtype(dtype);
     let mut build = || -> crate::Result<Tensor> {
         match kind {
-            ViewKind::Contiguous => Tensor::uniform(dims.to_vec(), -2.0, 2.0, DType::F64, &mut r),
+            ViewKind::Contiguous => uniform(dims.to_vec()),
             ViewKind::Permuted => {
                 let rev: Vec<usize> = dims.iter().rev().copied().collect();
                 let perm: Vec<usize> = (0..dims.len()).rev().collect();
-                Tensor::uniform(rev, -2.0, 2.0, DType::F64, &mut r)?.permute(&perm)
+                uniform(rev)?.permute(&perm)
             }
             ViewKind::Sliced => {
                 if dims.is_empty() {
-                    return Tensor::uniform(Vec::<usize>::new(), -2.0, 2.0, DType::F64, &mut r);
+                    return uniform(Vec::new());
+                }
+                if dims.len() == 1 {
+                    // A column of a [d+1, 2] matrix: stride 2 and an offset.
+                    return uniform(vec![dims[0] + 1, 2])?.narrow(0, 1, dims[0])?.narrow(1, 1, 1)?.squeeze(1);
                 }
                 let mut big = dims.to_vec();
                 let last = big.len() - 1;
                 big[last] += 2;
                 big[0] += 1;
-                Tensor::uniform(big, -2.0, 2.0, DType::F64, &mut r)?
-                    .narrow(0, 1, dims[0])?
-                    .narrow(last as isize, 1, dims[last])
+                uniform(big)?.narrow(0, 1, dims[0])?.narrow(last as isize, 1, dims[last])
             }
         }
     };
@@ -96,6 +105,12 @@ mod tests {
         assert_eq!(s.dims(), &[2, 3, 4]);
         assert!(!s.is_contiguous());
         assert!(s.layout().offset() > 0);
+        for dims in [vec![1], vec![4], vec![1, 1], vec![3, 1, 2]] {
+            let v = tensor_with(&dims, ViewKind::Sliced, 2);
+            assert_eq!(v.dims(), &dims[..]);
+            assert!(v.layout().offset() > 0);
+        }
+        assert!(!tensor_with(&[4], ViewKind::Sliced, 3).is_contiguous());
     }
     proptest! {
         #[test]
