@@ -69,10 +69,13 @@ pub fn tensor_with(dims: &[usize], kind: ViewKind, seed: u64) -> Tensor {
                 let mut big = dims.to_vec();
                 let last = big.len() - 1;
                 big[last] += 2;
-                big[0] += 1;
-                Tensor::uniform(big, -2.0, 2.0, DType::F64, &mut r)?
-                    .narrow(0, 1, dims[0])?
-                    .narrow(last as isize, 1, dims[last])
+                // A 1-D tensor has a single axis: it gets only the gap-and-offset narrow.
+                if last > 0 {
+                    big[0] += 1;
+                }
+                let t = Tensor::uniform(big, -2.0, 2.0, DType::F64, &mut r)?;
+                let t = if last > 0 { t.narrow(0, 1, dims[0])? } else { t };
+                t.narrow(last as isize, 1, dims[last])
             }
         }
     };
@@ -96,6 +99,9 @@ mod tests {
         assert_eq!(s.dims(), &[2, 3, 4]);
         assert!(!s.is_contiguous());
         assert!(s.layout().offset() > 0);
+        let v = tensor_with(&[3], ViewKind::Sliced, 1);
+        assert_eq!(v.dims(), &[3]);
+        assert!(v.layout().offset() > 0);
     }
     proptest! {
         #[test]
