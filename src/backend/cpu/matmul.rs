@@ -1,12 +1,453 @@
-//! CPU kernels for `ops::matmul`.
+//! CPU kernels for `ops::matmul`: matrixmultiply's `sgemm`/`dgemm`, which pack
+//! operands of any row/column strides themselves (so transposed and sliced views
+//! cost nothing extra), driven over batch entries and output blocks by rayon.
+//!
+//! Threads come from the current rayon pool (`ThreadPool::install` sets them):
+//! several batch entries run as separate tasks; a large single product is split
+//! into blocks of output rows (or of columns when it is short and wide), each
+//! an independent GEMM on a slice of A (or B).
 
-use super::CpuStorage;
+use super::{CpuElem, CpuStorage};
+use crate::cpu_float_dispatch;
 use crate::ops::matmul::MatmulKernels;
-use crate::tensor::Layout;
+use crate::tensor::{Float, Layout, Shape};
 use crate::{Error, Result};
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Products below this many multiply-adds (`batch·m·n·k`) stay on the calling
+/// thread: a 64³ GEMM takes a few microseconds, about what waking workers costs.
+const PARALLEL_MIN_WORK: usize = 1 << 18;
+/// Each block handed to a rayon task keeps at least this much work, so that
+/// re-packing the shared operand per block stays negligible.
+const MIN_BLOCK_WORK: usize = 1 << 20;
+/// Block edges are multiples of the widest micro-kernel (16 lanes of f32 with
+/// AVX-512), so no block ends in a partial micro-tile that a neighbour could
+/// have completed.
+const BLOCK_ALIGN: usize = 16;
+
+/// Element types with a GEMM: C ← A·B with arbitrary strides.
+pub trait GemmElem: Float + CpuElem {
+    /// `c[i·rsc + j·csc] = Σ_p a[i·rsa + p·csa] · b[p·rsb + j·csb]` for an m×k A,
+    /// k×n B and m×n C (C is overwritten, not accumulated).
+    ///
+    /// # Safety
+    /// Every element the strides address must be in bounds of its allocation;
+    /// C's elements must not alias each other or A/B, and no other thread may
+    /// touch them during the call.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+}
+
+impl GemmElem for f32 {
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
+    }
+}
+impl GemmElem for f64 {
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f64,
+        rsa: isize,
+        csa: isize,
+        b: *const f64,
+        rsb: isize,
+        csb: isize,
+        c: *mut f64,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
+    }
+}
+
+/// One batched product resolved from its layouts: where each batch entry's
+/// matrices start and the row/column strides they share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GemmPlan {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// Storage offset of A's first element for each batch entry, in output order.
+    pub a_offsets: Vec<usize>,
+    pub b_offsets: Vec<usize>,
+    /// (row stride, column stride) of A: `[m, k]`.
+    pub a_strides: (usize, usize),
+    /// (row stride, column stride) of B: `[k, n]`.
+    pub b_strides: (usize, usize),
+}
+
+impl GemmPlan {
+    /// Validate `[batch.., m, k] @ [batch.., k, n]` layouts against storages of
+    /// `lhs_len` and `rhs_len` elements (an out-of-bounds layout is an error, as
+    /// the GEMM reads through raw pointers).
+    pub fn new(lhs: &Layout, lhs_len: usize, rhs: &Layout, rhs_len: usize) -> Result<GemmPlan> {
+        let (r, a, b) = (lhs.rank(), lhs.dims(), rhs.dims());
+        if r < 2 || rhs.rank() != r || a[..r - 2] != b[..r - 2] || a[r - 1] != b[r - 2] {
+            return Err(Error::shape(
+                "matmul",
+                format!(
+                    "kernel layouts {} and {} do not form [batch.., m, k] @ [batch.., k, n] with equal batch dims and k",
+                    lhs.shape(),
+                    rhs.shape()
+                ),
+            ));
+        }
+        for (side, layout, len) in [("lhs", lhs, lhs_len), ("rhs", rhs, rhs_len)] {
+            if layout.required_len() > len {
+                return Err(Error::shape(
+                    "matmul",
+                    format!(
+                        "{side} layout (shape {}, strides {:?}, offset {}) reaches element {} of a storage of {len}",
+                        layout.shape(),
+                        layout.strides(),
+                        layout.offset(),
+                        layout.required_len() - 1
+                    ),
+                ));
+            }
+        }
+        let (m, k, n) = (a[r - 2], a[r - 1], b[r - 1]);
+        let (sa, sb) = (lhs.strides(), rhs.strides());
+        let batch = Shape::new(&a[..r - 2]);
+        // B shared by every batch entry (x[B, T, C] @ W[C, D]): when A's batch and
+        // row axes merge into one strided axis, the whole batch is one taller GEMM.
+        // The output [batch.., m, n] is contiguous, so its rows merge the same way.
+        if batch.numel() > 1 && sb[..r - 2].iter().all(|&s| s == 0) {
+            let rows = Layout::new(Shape::new(&a[..r - 1]), sa[..r - 1].to_vec(), lhs.offset());
+            if let Some(merged) = rows.reshape_view(&Shape::new([batch.numel() * m])) {
+                return Ok(GemmPlan {
+                    m: batch.numel() * m,
+                    k,
+                    n,
+                    a_offsets: vec![merged.offset()],
+                    b_offsets: vec![rhs.offset()],
+                    a_strides: (merged.strides()[0], sa[r - 1]),
+                    b_strides: (sb[r - 2], sb[r - 1]),
+                });
+            }
+        }
+        let offsets = |l: &Layout| Layout::new(batch.clone(), l.strides()[..r - 2].to_vec(), l.offset()).offsets_vec();
+        Ok(GemmPlan {
+            m,
+            k,
+            n,
+            a_offsets: offsets(lhs),
+            b_offsets: offsets(rhs),
+            a_strides: (sa[r - 2], sa[r - 1]),
+            b_strides: (sb[r - 2], sb[r - 1]),
+        })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.a_offsets.len()
+    }
+}
+
+/// The plain reference: a triple loop per batch entry over the same plan.
+pub fn matmul_reference<T: Float>(a: &[T], b: &[T], p: &GemmPlan) -> Vec<T> {
+    let (m, k, n) = (p.m, p.k, p.n);
+    let ((rsa, csa), (rsb, csb)) = (p.a_strides, p.b_strides);
+    let mut out = vec![T::ZERO; p.batch() * m * n];
+    for (e, (&oa, &ob)) in p.a_offsets.iter().zip(&p.b_offsets).enumerate() {
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = T::ZERO;
+                for q in 0..k {
+                    acc += a[oa + i * rsa + q * csa] * b[ob + q * rsb + j * csb];
+                }
+                out[(e * m + i) * n + j] = acc;
+            }
+        }
+    }
+    out
+}
+
+/// A block of one batch entry's output.
+#[derive(Clone, Debug)]
+struct Tile {
+    entry: usize,
+    rows: Range<usize>,
+    cols: Range<usize>,
+}
+
+/// The output's base pointer, shared by tasks that write disjoint tiles.
+#[derive(Clone, Copy)]
+struct OutPtr<T>(*mut T);
+// SAFETY: tasks write disjoint tiles of one allocation that outlives them.
+unsafe impl<T: Send> Send for OutPtr<T> {}
+unsafe impl<T: Send> Sync for OutPtr<T> {}
+
+/// `len` split into at most `parts` ranges of `BLOCK_ALIGN`-multiple length.
+fn split(len: usize, parts: usize) -> Vec<Range<usize>> {
+    let block = len.div_ceil(parts.max(1)).div_ceil(BLOCK_ALIGN).max(1) * BLOCK_ALIGN;
+    (0..len).step_by(block).map(|s| s..(s + block).min(len)).collect()
+}
+
+/// The tiles for `threads` workers: whole batch entries when there are enough of
+/// them, otherwise each entry cut into row blocks (column blocks when the output
+/// is short and wide), each block keeping at least `MIN_BLOCK_WORK`.
+fn tiles(p: &GemmPlan, threads: usize) -> Vec<Tile> {
+    let (batch, m, n) = (p.batch(), p.m, p.n);
+    let work = m * n * p.k;
+    let parts = if batch >= threads { 1 } else { threads.div_ceil(batch) };
+    let parts = parts.min((work / MIN_BLOCK_WORK).max(1));
+    let by_rows = m >= n.min(parts * 4 * BLOCK_ALIGN);
+    let (row_blocks, col_blocks) = if by_rows {
+        (split(m, parts), vec![0..n])
+    } else {
+        (vec![0..m], split(n, parts))
+    };
+    let mut out = Vec::with_capacity(batch * parts);
+    for entry in 0..batch {
+        for rows in &row_blocks {
+            for cols in &col_blocks {
+                out.push(Tile {
+                    entry,
+                    rows: rows.clone(),
+                    cols: cols.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `A @ B` for a validated plan through the platform GEMM; contiguous `[batch, m, n]`.
+pub fn matmul_fast<T: GemmElem>(a: &[T], b: &[T], p: &GemmPlan) -> Vec<T> {
+    let (m, k, n) = (p.m, p.k, p.n);
+    let mut out = vec![T::ZERO; p.batch() * m * n];
+    if out.is_empty() || k == 0 {
+        return out;
+    }
+    let c = OutPtr(out.as_mut_ptr());
+    let ((rsa, csa), (rsb, csb)) = (p.a_strides, p.b_strides);
+    let run = |t: &Tile| {
+        let c = c;
+        let (oa, ob) = (p.a_offsets[t.entry], p.b_offsets[t.entry]);
+        // SAFETY: GemmPlan::new checked that every element the layouts address lies
+        // inside `a` and `b`; the tile's rows/cols are within m/n, so A's rows
+        // `t.rows` and B's columns `t.cols` are among them. C's tile is inside
+        // `out` (batch·m·n elements, row-major) and tiles never overlap.
+        unsafe {
+            T::gemm(
+                t.rows.len(),
+                k,
+                t.cols.len(),
+                a.as_ptr().add(oa + t.rows.start * rsa),
+                rsa as isize,
+                csa as isize,
+                b.as_ptr().add(ob + t.cols.start * csb),
+                rsb as isize,
+                csb as isize,
+                c.0.add((t.entry * m + t.rows.start) * n + t.cols.start),
+                n as isize,
+                1,
+            )
+        }
+    };
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || p.batch() * m * n * k < PARALLEL_MIN_WORK {
+        (0..p.batch()).for_each(|entry| run(&Tile { entry, rows: 0..m, cols: 0..n }));
+    } else {
+        tiles(p, threads).par_iter().with_max_len(1).for_each(run);
+    }
+    out
+}
 
 impl MatmulKernels for CpuStorage {
-    fn matmul(&self, _lhs_layout: &Layout, _rhs: &Self, _rhs_layout: &Layout) -> Result<Self> {
-        Err(Error::dtype("matmul", "not yet implemented"))
+    fn matmul(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout) -> Result<Self> {
+        cpu_float_dispatch!("matmul", self, |a: T| {
+            let b = <T as CpuElem>::slice(rhs).ok_or_else(|| {
+                Error::dtype(
+                    "matmul",
+                    format!("operands have dtypes {} and {}; expected the same dtype", self.dtype(), rhs.dtype()),
+                )
+            })?;
+            let plan = GemmPlan::new(lhs_layout, a.len(), rhs_layout, b.len())?;
+            Ok(<T as CpuElem>::wrap(matmul_fast(a, b, &plan)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
+
+    /// A random `dims` layout inside a bigger buffer: optionally stored transposed in
+    /// its last two axes, with a row gap and an offset (a slice).
+    fn random_layout(dims: &[usize], transposed: bool, gap: usize, offset: usize) -> (Layout, usize) {
+        let r = dims.len();
+        let mut stored = dims.to_vec();
+        if transposed {
+            stored.swap(r - 1, r - 2);
+        }
+        stored[r - 1] += gap;
+        let base = Layout::new(Shape::new(stored.clone()), Shape::new(stored.clone()).contiguous_strides(), offset);
+        let mut l = base.narrow(r - 1, 0, stored[r - 1] - gap);
+        if transposed {
+            let mut perm: Vec<usize> = (0..r).collect();
+            perm.swap(r - 1, r - 2);
+            l = l.permute("test", &perm).unwrap();
+        }
+        (l, offset + Shape::new(stored).numel())
+    }
+
+    fn check<T: GemmElem>(lhs: &Layout, la: usize, rhs: &Layout, lb: usize, seed: u64, tol: f64) -> std::result::Result<(), TestCaseError> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let a: Vec<T> = (0..la).map(|_| <T as Float>::from_f64(rng.random_range(-1.0..1.0))).collect();
+        let b: Vec<T> = (0..lb).map(|_| <T as Float>::from_f64(rng.random_range(-1.0..1.0))).collect();
+        let plan = GemmPlan::new(lhs, la, rhs, lb).unwrap();
+        let fast = matmul_fast(&a, &b, &plan);
+        // The reference walks batch entries one by one, whatever the plan folded.
+        let r = lhs.rank();
+        let batch = Shape::new(&lhs.dims()[..r - 2]);
+        let unfolded = GemmPlan {
+            m: lhs.dims()[r - 2],
+            k: lhs.dims()[r - 1],
+            n: rhs.dims()[r - 1],
+            a_offsets: Layout::new(batch.clone(), lhs.strides()[..r - 2].to_vec(), lhs.offset()).offsets_vec(),
+            b_offsets: Layout::new(batch, rhs.strides()[..r - 2].to_vec(), rhs.offset()).offsets_vec(),
+            a_strides: (lhs.strides()[r - 2], lhs.strides()[r - 1]),
+            b_strides: (rhs.strides()[r - 2], rhs.strides()[r - 1]),
+        };
+        let reference = matmul_reference(&a, &b, &unfolded);
+        prop_assert_eq!(fast.len(), reference.len());
+        for (i, (x, y)) in fast.iter().zip(&reference).enumerate() {
+            let (x, y) = (Float::to_f64(*x), Float::to_f64(*y));
+            prop_assert!((x - y).abs() <= tol * (1.0 + y.abs()), "element {}: fast {} vs reference {}", i, x, y);
+        }
+        Ok(())
+    }
+
+    /// Batch dims `batch`, each operand broadcast (stride 0) on the axes in its mask.
+    fn batched(
+        batch: &[usize],
+        m: usize,
+        k: usize,
+        n: usize,
+        a_kind: (bool, usize, usize),
+        b_kind: (bool, usize, usize),
+        a_bcast: &[bool],
+        b_bcast: &[bool],
+    ) -> (Layout, usize, Layout, usize) {
+        let own = |mask: &[bool]| -> Vec<usize> { batch.iter().zip(mask).map(|(&d, &bc)| if bc { 1 } else { d }).collect() };
+        let (mut da, mut db) = (own(a_bcast), own(b_bcast));
+        da.extend([m, k]);
+        db.extend([k, n]);
+        let (la, lena) = random_layout(&da, a_kind.0, a_kind.1, a_kind.2);
+        let (lb, lenb) = random_layout(&db, b_kind.0, b_kind.1, b_kind.2);
+        let mut full_a = batch.to_vec();
+        full_a.extend([m, k]);
+        let mut full_b = batch.to_vec();
+        full_b.extend([k, n]);
+        (
+            la.broadcast_as("t", &Shape::new(full_a)).unwrap(),
+            lena,
+            lb.broadcast_as("t", &Shape::new(full_b)).unwrap(),
+            lenb,
+        )
+    }
+
+    fn kind() -> impl Strategy<Value = (bool, usize, usize)> {
+        (any::<bool>(), 0..3usize, 0..5usize)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn fast_matches_reference_on_strided_broadcast_batches(
+            batch in proptest::collection::vec(1..4usize, 0..3),
+            masks in (proptest::collection::vec(any::<bool>(), 2), proptest::collection::vec(any::<bool>(), 2)),
+            (m, k, n) in (1..40usize, 0..40usize, 1..40usize),
+            ka in kind(), kb in kind(), seed in any::<u64>(),
+        ) {
+            let (la, lena, lb, lenb) = batched(&batch, m, k, n, ka, kb, &masks.0[..batch.len()], &masks.1[..batch.len()]);
+            check::<f64>(&la, lena, &lb, lenb, seed, 1e-12)?;
+            check::<f32>(&la, lena, &lb, lenb, seed, 1e-4)?;
+        }
+    }
+
+    /// Large enough to take the threaded tiles (rows, columns, batch entries).
+    #[test]
+    fn threaded_tiles_match_reference() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        pool.install(|| {
+            for &(batch, m, k, n, ta, tb) in &[
+                (&[][..], 203, 150, 97, false, true),
+                (&[][..], 9, 300, 700, true, false),
+                (&[2][..], 130, 64, 190, true, true),
+                (&[5][..], 40, 80, 60, false, false),
+            ] {
+                let (la, lena, lb, lenb) = batched(batch, m, k, n, (ta, 1, 3), (tb, 0, 2), &[false], &[false]);
+                check::<f32>(&la, lena, &lb, lenb, 7, 1e-4).unwrap();
+                check::<f64>(&la, lena, &lb, lenb, 7, 1e-12).unwrap();
+            }
+            // [4, 70, 90] @ [90, 50] folds into one 280-row product.
+            let (la, lena, lb, lenb) = batched(&[4], 70, 90, 50, (false, 0, 1), (true, 1, 0), &[false], &[true]);
+            assert_eq!(GemmPlan::new(&la, lena, &lb, lenb).unwrap().m, 280);
+            check::<f64>(&la, lena, &lb, lenb, 3, 1e-12).unwrap();
+        });
+    }
+
+    #[test]
+    fn tiles_follow_the_thread_count() {
+        let plan = |batch: usize, m: usize, k: usize, n: usize| GemmPlan {
+            m,
+            k,
+            n,
+            a_offsets: vec![0; batch],
+            b_offsets: vec![0; batch],
+            a_strides: (k, 1),
+            b_strides: (n, 1),
+        };
+        let t = tiles(&plan(1, 1024, 1024, 1024), 2);
+        assert_eq!(t.iter().map(|t| t.rows.clone()).collect::<Vec<_>>(), vec![0..512, 512..1024]);
+        assert!(t.iter().all(|t| t.cols == (0..1024)));
+        let wide = tiles(&plan(1, 8, 1024, 4096), 2);
+        assert_eq!(wide.len(), 2);
+        assert!(wide.iter().all(|t| t.rows == (0..8)));
+        assert_eq!(tiles(&plan(64, 128, 32, 128), 2).len(), 64);
+        assert_eq!(tiles(&plan(1, 32, 32, 32), 8).len(), 1);
+    }
+
+    #[test]
+    fn out_of_bounds_layouts_are_errors() {
+        let l = Layout::contiguous([3, 4]);
+        let r = Layout::contiguous([4, 2]);
+        assert!(GemmPlan::new(&l, 12, &r, 8).is_ok());
+        let err = GemmPlan::new(&l, 11, &r, 8).unwrap_err().to_string();
+        assert!(err.contains("reaches element 11 of a storage of 11"), "{err}");
+        assert!(GemmPlan::new(&l, 12, &Layout::contiguous([3, 2]), 6).is_err());
     }
 }

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""numpy reference for benches/matmul.rs: the same cases, the same JSON lines.
+
+Run it as
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 benches/numpy_matmul.py
+
+This environment sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which make OpenBLAS pick
+a slower kernel and blocking (about half its speed); unset them, as above, to compare
+against what numpy does by default. (With the project's venv: .venv/bin/python instead
+of python3; benches/compare_matmul.sh does this.)
+
+Prints one line per case:
+  {"bench":"matmul","impl":"numpy","dtype":"f32","batch":B,"m":M,"n":N,"k":K,"threads":T,"median_ms":..,"gflops":..}
+and first a {"bench":"blas_info",...} line saying which BLAS library and kernel
+(core type) numpy uses, from threadpoolctl. Threads are set with threadpoolctl when it
+is installed, otherwise through OPENBLAS_NUM_THREADS (then this script re-runs itself
+once per thread count, because OpenBLAS reads the variable at load time).
+
+Options: --size N (only the N x N square case), --threads T, --dtype f32|f64.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+try:
+    from threadpoolctl import threadpool_info, threadpool_limits
+except ImportError:  # fall back to the environment variable
+    threadpool_info = None
+    threadpool_limits = None
+
+SQUARES = [256, 512, 1024, 2048]
+# (batch, m, n, k): attention scores q @ k^T and weighted values p @ v
+BATCHED = [(64, 128, 128, 32), (64, 128, 32, 128)]
+
+
+def cases(size):
+    out = [(1, s, s, s) for s in SQUARES]
+    out += BATCHED
+    if size is not None:
+        out = [c for c in out if c[0] == 1 and c[1] == size]
+    return out
+
+
+def time_case(a, b):
+    """Median seconds of a @ b after warm-up; ~0.5 s of runs (5 to 50)."""
+    start = time.perf_counter()
+    warm = 0
+    while warm < 3 or time.perf_counter() - start < 0.1:
+        a @ b
+        warm += 1
+    per_run = (time.perf_counter() - start) / warm
+    runs = min(50, max(5, int(0.5 / per_run)))
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def blas_info():
+    info = {"bench": "blas_info", "impl": "numpy", "numpy": np.__version__}
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS"):
+        if var in os.environ:
+            info[var] = os.environ[var]
+    if threadpool_info is not None:
+        info["threadpools"] = [
+            {k: p.get(k) for k in ("internal_api", "version", "architecture", "threading_layer", "num_threads")}
+            for p in threadpool_info()
+            if p.get("user_api") == "blas"
+        ]
+    else:
+        info["threadpools"] = "threadpoolctl not installed"
+        info["openblas_corename"] = openblas_corename()
+    return info
+
+
+def openblas_corename():
+    """The OpenBLAS kernel name asked of the library numpy loaded (no threadpoolctl)."""
+    import ctypes
+    import glob
+
+    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in glob.glob(os.path.join(libs, "*openblas*")):
+        lib = ctypes.CDLL(path)
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename64_", "openblas_get_corename"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                return fn().decode()
+    return "unknown"
+
+
+def run(args, thread_counts):
+    dtype = np.float64 if args.dtype == "f64" else np.float32
+    rng = np.random.default_rng(0)
+    for batch, m, n, k in cases(args.size):
+        shape_a = (m, k) if batch == 1 else (batch, m, k)
+        shape_b = (k, n) if batch == 1 else (batch, k, n)
+        a = rng.standard_normal(shape_a).astype(dtype)
+        b = rng.standard_normal(shape_b).astype(dtype)
+        for threads in thread_counts:
+            if threadpool_limits is not None:
+                with threadpool_limits(limits=threads, user_api="blas"):
+                    secs = time_case(a, b)
+            else:
+                secs = time_case(a, b)
+            line = {
+                "bench": "matmul",
+                "impl": "numpy",
+                "dtype": args.dtype,
+                "batch": batch,
+                "m": m,
+                "n": n,
+                "k": k,
+                "threads": threads,
+                "median_ms": round(secs * 1e3, 4),
+                "gflops": round(2.0 * batch * m * n * k / secs / 1e9, 2),
+            }
+            print(json.dumps(line, separators=(",", ":")), flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--dtype", default="f32", choices=["f32", "f64"])
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if var in os.environ:
+            print(f"warning: {var}={os.environ[var]} is set and slows OpenBLAS down; "
+                  f"run with env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE", file=sys.stderr)
+    thread_counts = [args.threads] if args.threads else [1, 2]
+    if threadpool_limits is not None or args.child:
+        if not args.child:
+            print(json.dumps(blas_info(), separators=(",", ":")), flush=True)
+        run(args, thread_counts)
+        return
+    # No threadpoolctl: one child process per thread count, each with OPENBLAS_NUM_THREADS set.
+    print(json.dumps(blas_info(), separators=(",", ":")), flush=True)
+    for t in thread_counts:
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(t))
+        cmd = [sys.executable, __file__, "--child", "--threads", str(t), "--dtype", args.dtype]
+        if args.size:
+            cmd += ["--size", str(args.size)]
+        subprocess.run(cmd, env=env, check=True)
+
+
+if __name__ == "__main__":
+    main()

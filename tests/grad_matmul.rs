@@ -1,0 +1,200 @@
+//! Gradient, forward-value and error tests for `Tensor::matmul`.
+
+use proptest::prelude::*;
+use tamer::testing::strategies::{broadcast_pair, tensor_with, view_kind, ViewKind};
+use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::{DType, Tensor};
+
+fn dims(batch: &[usize], rows: usize, cols: usize) -> Vec<usize> {
+    let mut d = batch.to_vec();
+    d.extend([rows, cols]);
+    d
+}
+
+/// Plain reference for `[batch.., m, k] @ [batch.., k, n]` with numpy-broadcast batch dims.
+fn reference(a: &Tensor, b: &Tensor) -> (Vec<usize>, Vec<f64>) {
+    let (ra, rb) = (a.rank(), b.rank());
+    let (m, k, n) = (a.dims()[ra - 2], a.dims()[ra - 1], b.dims()[rb - 1]);
+    let batch = tamer::Shape::new(&a.dims()[..ra - 2])
+        .broadcast_with("ref", &tamer::Shape::new(&b.dims()[..rb - 2]))
+        .unwrap();
+    let (av, bv) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
+    let (ba, bb) = (a.dims()[..ra - 2].to_vec(), b.dims()[..rb - 2].to_vec());
+    // Row-major index of batch entry `idx` in an operand whose batch dims are `own`.
+    let entry = |own: &[usize], idx: &[usize]| -> usize {
+        let lead = idx.len() - own.len();
+        own.iter().enumerate().fold(0, |acc, (i, &d)| acc * d + if d == 1 { 0 } else { idx[lead + i] })
+    };
+    let mut out = Vec::new();
+    let mut idx = vec![0; batch.rank()];
+    for _ in 0..batch.numel() {
+        let (ea, eb) = (entry(&ba, &idx), entry(&bb, &idx));
+        for i in 0..m {
+            for j in 0..n {
+                out.push((0..k).map(|q| av[(ea * m + i) * k + q] * bv[(eb * k + q) * n + j]).sum());
+            }
+        }
+        for ax in (0..idx.len()).rev() {
+            idx[ax] += 1;
+            if idx[ax] < batch.dims()[ax] {
+                break;
+            }
+            idx[ax] = 0;
+        }
+    }
+    (dims(batch.dims(), m, n), out)
+}
+
+fn assert_close(got: &Tensor, want: (Vec<usize>, Vec<f64>)) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.dims(), &want.0[..]);
+    for (x, y) in got.to_f64_vec().unwrap().iter().zip(&want.1) {
+        prop_assert!((x - y).abs() <= 1e-10 * (1.0 + y.abs()), "{} vs {}", x, y);
+    }
+    Ok(())
+}
+
+fn grad_ok(f: impl Fn(&[Tensor]) -> tamer::Result<Tensor>, inputs: &[Tensor]) -> Result<(), TestCaseError> {
+    let report = check_gradients(f, inputs, &GradCheckConfig::default()).unwrap();
+    prop_assert!(report.passed(), "{}", report);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn matrices((m, k, n) in (1..6usize, 1..6usize, 1..6usize), ka in view_kind(), kb in view_kind(), seed in any::<u64>()) {
+        let a = tensor_with(&[m, k], ka, seed);
+        let b = tensor_with(&[k, n], kb, seed ^ 1);
+        assert_close(&a.matmul(&b).unwrap(), reference(&a, &b))?;
+        grad_ok(|xs| xs[0].matmul(&xs[1]), &[a, b])?;
+    }
+
+    /// `a @ bᵀ` and `aᵀ @ b` with the transpose taken inside, as a linear layer does.
+    #[test]
+    fn transposed_operands((m, k, n) in (1..6usize, 1..6usize, 1..6usize), ka in view_kind(), kb in view_kind(), seed in any::<u64>()) {
+        let a = tensor_with(&[m, k], ka, seed);
+        let w = tensor_with(&[n, k], kb, seed ^ 1);
+        assert_close(&a.matmul(&w.t().unwrap()).unwrap(), reference(&a, &w.t().unwrap().contiguous().unwrap()))?;
+        grad_ok(|xs| xs[0].matmul(&xs[1].t()?), &[a.clone(), w])?;
+        let c = tensor_with(&[m, n], kb, seed ^ 2);
+        grad_ok(|xs| xs[0].t()?.matmul(&xs[1]), &[a, c])?;
+    }
+
+    /// Batch dims that broadcast: [2, 1] vs [3], [b] vs none, [1] vs [b], ...
+    #[test]
+    fn broadcast_batches(
+        (ba, bb) in broadcast_pair(2, 3),
+        drop in 0..3usize,
+        (m, k, n) in (1..4usize, 1..4usize, 1..4usize),
+        ka in view_kind(), kb in view_kind(), seed in any::<u64>(),
+    ) {
+        // Sometimes one side has no batch dims at all ([b, m, k] @ [k, n] and the converse).
+        let ba = if drop == 1 { vec![] } else { ba };
+        let bb = if drop == 2 { vec![] } else { bb };
+        let a = tensor_with(&dims(&ba, m, k), ka, seed);
+        let b = tensor_with(&dims(&bb, k, n), kb, seed ^ 1);
+        assert_close(&a.matmul(&b).unwrap(), reference(&a, &b))?;
+        grad_ok(|xs| xs[0].matmul(&xs[1]), &[a, b])?;
+    }
+
+    /// A weight shared by a batch, used transposed: x[B, T, C] @ W[D, C]ᵀ.
+    #[test]
+    fn shared_weight_transposed((bt, t, c, d) in (1..4usize, 1..4usize, 1..5usize, 1..5usize), kx in view_kind(), kw in view_kind(), seed in any::<u64>()) {
+        let x = tensor_with(&[bt, t, c], kx, seed);
+        let w = tensor_with(&[d, c], kw, seed ^ 1);
+        grad_ok(|xs| xs[0].matmul(&xs[1].t()?), &[x, w])?;
+    }
+
+    /// Batched attention-style products with a sliced batch: q @ kᵀ over [B, H, T, D].
+    #[test]
+    fn attention_scores((b, h, t, d) in (1..3usize, 1..3usize, 1..4usize, 1..4usize), seed in any::<u64>()) {
+        let q = tensor_with(&[b, h, t, d], ViewKind::Sliced, seed);
+        let k = tensor_with(&[b, h, t, d], ViewKind::Permuted, seed ^ 1);
+        grad_ok(|xs| xs[0].matmul(&xs[1].transpose(-2, -1)?), &[q, k])?;
+    }
+
+    /// 1-D operands as torch.matmul promotes them.
+    #[test]
+    fn vectors((batch, m, k) in (0..3usize, 1..4usize, 1..5usize), kind in view_kind(), seed in any::<u64>()) {
+        let v = tensor_with(&[k], ViewKind::Contiguous, seed);
+        let w = tensor_with(&[k], ViewKind::Sliced, seed ^ 1);
+        let bdims: Vec<usize> = (0..batch).map(|i| i + 2).collect();
+        let mat = tensor_with(&dims(&bdims, m, k), kind, seed ^ 2);
+        grad_ok(|xs| xs[0].matmul(&xs[1]), &[v.clone(), w.clone()])?;
+        grad_ok(|xs| xs[0].matmul(&xs[1]), &[mat.clone(), w.clone()])?;
+        grad_ok(|xs| xs[0].matmul(&xs[1].t()?), &[v.clone(), mat.clone()])?;
+        let mv = mat.matmul(&w).unwrap();
+        let want = reference(&mat, &w.reshape([k, 1]).unwrap());
+        prop_assert_eq!(mv.dims(), &want.0[..want.0.len() - 1]);
+        assert_close(&mv.reshape(want.0.clone()).unwrap(), want)?;
+    }
+}
+
+#[test]
+fn f32_and_f64_agree_and_k_zero_gives_zeros() {
+    let a = Tensor::randn([3, 17, 33], DType::F64, &mut tamer::rng(1)).unwrap();
+    let b = Tensor::randn([33, 9], DType::F64, &mut tamer::rng(2)).unwrap();
+    let exact = a.matmul(&b).unwrap().to_vec::<f64>().unwrap();
+    let single = a.to_dtype(DType::F32).unwrap().matmul(&b.to_dtype(DType::F32).unwrap()).unwrap();
+    for (x, y) in single.to_vec::<f32>().unwrap().iter().zip(&exact) {
+        assert!((*x as f64 - y).abs() < 1e-4 * (1.0 + y.abs()));
+    }
+    let e = Tensor::zeros([2, 4, 0], DType::F32)
+        .unwrap()
+        .matmul(&Tensor::zeros([0, 3], DType::F32).unwrap())
+        .unwrap();
+    assert_eq!(e.dims(), &[2, 4, 3]);
+    assert!(e.to_vec::<f32>().unwrap().iter().all(|&x| x == 0.0));
+}
+
+#[test]
+fn large_threaded_products_are_right() {
+    // Big enough to be split across threads; checked against the f64 reference.
+    let a = Tensor::randn([300, 200], DType::F64, &mut tamer::rng(3)).unwrap();
+    let b = Tensor::randn([130, 200], DType::F64, &mut tamer::rng(4)).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let got = pool.install(|| a.matmul(&b.t().unwrap())).unwrap();
+    let bt = b.t().unwrap().contiguous().unwrap();
+    let want = reference(&a, &bt);
+    assert_eq!(got.dims(), &want.0[..]);
+    for (x, y) in got.to_vec::<f64>().unwrap().iter().zip(&want.1) {
+        assert!((x - y).abs() < 1e-9 * (1.0 + y.abs()));
+    }
+}
+
+#[test]
+fn errors_name_both_shapes_and_the_inner_dims() {
+    let a = Tensor::ones([2, 3], DType::F32).unwrap();
+    let err = a.matmul(&Tensor::ones([4, 5], DType::F32).unwrap()).unwrap_err();
+    assert_eq!(err.kind, tamer::ErrorKind::Shape);
+    assert_eq!(
+        err.to_string(),
+        "matmul: shapes [2, 3] and [4, 5] are incompatible: expected lhs.k (3) == rhs.k (4)"
+    );
+
+    let err = Tensor::ones([3], DType::F32)
+        .unwrap()
+        .matmul(&Tensor::ones([4], DType::F32).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[3] and [4]") && err.contains("lhs.k (3) == rhs.k (4)"), "{err}");
+
+    let err = Tensor::ones([2, 3, 4], DType::F32)
+        .unwrap()
+        .matmul(&Tensor::ones([3, 4, 5], DType::F32).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[2, 3, 4] and [3, 4, 5]") && err.contains("batch dims [2] and [3]"), "{err}");
+
+    let err = Tensor::scalar(2.0f32).matmul(&a).unwrap_err().to_string();
+    assert!(err.contains("[] and [2, 3]") && err.contains("at least one dimension"), "{err}");
+
+    let err = a.matmul(&Tensor::ones([3, 2], DType::F64).unwrap()).unwrap_err();
+    assert_eq!(err.kind, tamer::ErrorKind::DType);
+    assert!(err.to_string().contains("f32 and f64"), "{err}");
+
+    let idx = Tensor::from_vec(vec![1i64, 2, 3, 4], [2, 2]).unwrap();
+    let err = idx.matmul(&idx).unwrap_err().to_string();
+    assert!(err.contains("matmul") && err.contains("i64"), "{err}");
+}
