@@ -1,6 +1,558 @@
 //! CPU kernels for `ops::index`.
+//!
+//! Every kernel sees its input as `[outer, axis, inner]`: the axes before the
+//! indexed one, the indexed one, and the axes after it. Storage offsets of the
+//! outer and inner parts are computed once (`sub_offsets`), so the strided
+//! path costs one table lookup per element; when the inner part is contiguous
+//! (always for a contiguous input), whole rows are copied with `memcpy` —
+//! `index_select` along axis 0 of a `[V, D]` table (the embedding lookup) is
+//! one row copy per id. Each fast kernel has a `*_reference` twin that walks
+//! the output element by element; the tests compare the two.
+//!
+//! Selection and concatenation move data, so they take every dtype; the
+//! scatter-adds (the backward passes) compute, so they take f32 and f64.
 
-use super::CpuStorage;
+use super::{contiguous_or_gather, gather as gather_layout, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::cpu_float_dispatch;
 use crate::ops::index::IndexKernels;
+use crate::tensor::{Float, Layout, Shape};
+use crate::{Error, Result};
+use rayon::prelude::*;
+use std::borrow::Cow;
 
-impl IndexKernels for CpuStorage {}
+/// Like `cpu_float_dispatch!`, for kernels that only move data: every dtype.
+macro_rules! any_dtype_dispatch {
+    ($storage:expr, |$v:ident : $T:ident| $body:expr) => {
+        match $storage {
+            CpuStorage::F16($v) => {
+                #[allow(dead_code)]
+                type $T = half::f16;
+                $body
+            }
+            CpuStorage::BF16($v) => {
+                #[allow(dead_code)]
+                type $T = half::bf16;
+                $body
+            }
+            CpuStorage::F32($v) => {
+                #[allow(dead_code)]
+                type $T = f32;
+                $body
+            }
+            CpuStorage::F64($v) => {
+                #[allow(dead_code)]
+                type $T = f64;
+                $body
+            }
+            CpuStorage::I64($v) => {
+                #[allow(dead_code)]
+                type $T = i64;
+                $body
+            }
+        }
+    };
+}
+
+/// Rows handed to one rayon task: at least a few thousand elements, so the
+/// scheduling cost stays small next to the copying.
+fn min_rows(row_len: usize) -> usize {
+    (4096 / row_len.max(1)).max(1)
+}
+
+/// Storage offsets (relative to the layout's offset) of a sub-block with `dims` and `strides`, row-major.
+fn sub_offsets(dims: &[usize], strides: &[usize]) -> Vec<usize> {
+    Layout::new(Shape::new(dims), strides.to_vec(), 0).offsets_vec()
+}
+
+/// Row-major multi-index of flat position `flat` in `dims` (references only).
+fn unravel(mut flat: usize, dims: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; dims.len()];
+    for (i, &d) in idx.iter_mut().zip(dims).rev() {
+        *i = flat % d.max(1);
+        flat /= d.max(1);
+    }
+    idx
+}
+
+fn offset_of(layout: &Layout, idx: &[usize]) -> usize {
+    layout.offset() + idx.iter().zip(layout.strides()).map(|(i, s)| i * s).sum::<usize>()
+}
+
+fn ids_slice<'a>(op: &'static str, ids: &'a CpuStorage, layout: &Layout) -> Result<Cow<'a, [i64]>> {
+    match ids {
+        CpuStorage::I64(v) => Ok(contiguous_or_gather(v, layout)),
+        other => Err(Error::dtype(op, format!("indices must have dtype i64, got {}", other.dtype()))),
+    }
+}
+
+/// Every index in `0..size`; the error names the first bad one.
+fn check_range(op: &'static str, ids: &[i64], size: usize, axis: usize, shape: &Shape) -> Result<()> {
+    if let Some(&bad) = ids.iter().find(|&&i| i < 0 || i as u64 >= size as u64) {
+        let hint = if bad < 0 { " (negative indices are not supported)" } else { "" };
+        return Err(Error::index(
+            op,
+            format!("index {bad} is out of range for axis {axis} of size {size} (input shape {shape}); expected 0 <= index < {size}{hint}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_axis(op: &'static str, axis: usize, rank: usize) -> Result<()> {
+    if axis >= rank {
+        return Err(Error::axis(op, axis as isize, rank));
+    }
+    Ok(())
+}
+
+fn check_dims(op: &'static str, what: &str, got: &[usize], expected: &[usize]) -> Result<()> {
+    if got != expected {
+        return Err(Error::shape(op, format!("{what} has shape {got:?}, expected {expected:?}")));
+    }
+    Ok(())
+}
+
+/// torch.gather's rule: ids have x's rank and no larger dims off `axis`.
+fn check_gather_dims(op: &'static str, x: &[usize], axis: usize, ids: &[usize]) -> Result<()> {
+    if ids.len() != x.len() || ids.iter().zip(x).enumerate().any(|(d, (&i, &s))| d != axis && i > s) {
+        return Err(Error::shape(
+            op,
+            format!("indices shape {ids:?} does not fit input shape {x:?} off axis {axis}"),
+        ));
+    }
+    Ok(())
+}
+
+fn typed<'a, T: CpuElem>(op: &'static str, s: &'a CpuStorage, expected: crate::DType) -> Result<&'a [T]> {
+    T::slice(s).ok_or_else(|| Error::dtype(op, format!("operands have dtypes {expected} and {}; expected the same dtype", s.dtype())))
+}
+
+// ---- index_select / index_add ------------------------------------------------------
+
+/// x: [outer, size, inner] (any strides) -> out: [outer, n, inner] contiguous, n = ids.len().
+pub fn index_select_fast<T: Copy + Default + Send + Sync>(x: &[T], layout: &Layout, axis: usize, ids: &[i64]) -> Vec<T> {
+    let (dims, strides) = (layout.dims(), layout.strides());
+    let outer = sub_offsets(&dims[..axis], &strides[..axis]);
+    let inner = sub_offsets(&dims[axis + 1..], &strides[axis + 1..]);
+    let inner_contiguous = inner.iter().enumerate().all(|(k, &o)| k == o);
+    let (n, ii, base, stride) = (ids.len(), inner.len(), layout.offset(), strides[axis]);
+    let mut out = vec![T::default(); outer.len() * n * ii];
+    if out.is_empty() {
+        return out;
+    }
+    // Output row r is (outer o, selected j).
+    let fill = |r: usize, row: &mut [T]| {
+        let start = base + outer[r / n] + ids[r % n] as usize * stride;
+        if inner_contiguous {
+            row.copy_from_slice(&x[start..start + ii]);
+        } else {
+            for (d, &k) in row.iter_mut().zip(&inner) {
+                *d = x[start + k];
+            }
+        }
+    };
+    if out.len() >= PARALLEL_THRESHOLD {
+        out.par_chunks_mut(ii).enumerate().with_min_len(min_rows(ii)).for_each(|(r, row)| fill(r, row));
+    } else {
+        out.chunks_mut(ii).enumerate().for_each(|(r, row)| fill(r, row));
+    }
+    out
+}
+
+/// The plain reference: one multi-index per output element.
+pub fn index_select_reference<T: Copy>(x: &[T], layout: &Layout, axis: usize, ids: &[i64]) -> Vec<T> {
+    let mut dims = layout.dims().to_vec();
+    dims[axis] = ids.len();
+    (0..dims.iter().product::<usize>())
+        .map(|e| {
+            let mut idx = unravel(e, &dims);
+            idx[axis] = ids[idx[axis]] as usize;
+            x[offset_of(layout, &idx)]
+        })
+        .collect()
+}
+
+/// out = x (contiguous copy) with src[o, j, :] added into out[o, ids[j], :].
+/// x: [outer, size, inner], src: [outer, n, inner], any strides.
+pub fn index_add_fast<T: Float>(x: &[T], x_layout: &Layout, axis: usize, ids: &[i64], src: &[T], src_layout: &Layout) -> Vec<T> {
+    let mut out = gather_layout(x, x_layout);
+    let src = contiguous_or_gather(src, src_layout);
+    let dims = x_layout.dims();
+    let (size, inner, n) = (dims[axis], dims[axis + 1..].iter().product::<usize>(), ids.len());
+    if out.is_empty() || inner == 0 || n == 0 {
+        return out;
+    }
+    // Bucket the positions j by target (CSR): each output row then sums its sources in
+    // increasing j, the same order on one thread or many, and rows never race.
+    let mut starts = vec![0usize; size + 1];
+    for &i in ids {
+        starts[i as usize + 1] += 1;
+    }
+    for v in 0..size {
+        starts[v + 1] += starts[v];
+    }
+    let mut next = starts.clone();
+    let mut order = vec![0usize; n];
+    for (j, &i) in ids.iter().enumerate() {
+        order[next[i as usize]] = j;
+        next[i as usize] += 1;
+    }
+    // Output row r is (outer o, target v).
+    let add_row = |r: usize, row: &mut [T]| {
+        let (o, v) = (r / size, r % size);
+        for &j in &order[starts[v]..starts[v + 1]] {
+            for (d, &s) in row.iter_mut().zip(&src[(o * n + j) * inner..][..inner]) {
+                *d += s;
+            }
+        }
+    };
+    if out.len() >= PARALLEL_THRESHOLD {
+        out.par_chunks_mut(inner)
+            .enumerate()
+            .with_min_len(min_rows(inner))
+            .for_each(|(r, row)| add_row(r, row));
+    } else {
+        out.chunks_mut(inner).enumerate().for_each(|(r, row)| add_row(r, row));
+    }
+    out
+}
+
+pub fn index_add_reference<T: Float>(x: &[T], x_layout: &Layout, axis: usize, ids: &[i64], src: &[T], src_layout: &Layout) -> Vec<T> {
+    let mut out = gather_layout(x, x_layout);
+    let out_layout = Layout::contiguous(x_layout.shape().clone());
+    for (e, o) in src_layout.offsets().enumerate() {
+        let mut idx = unravel(e, src_layout.dims());
+        idx[axis] = ids[idx[axis]] as usize;
+        out[offset_of(&out_layout, &idx)] += src[o];
+    }
+    out
+}
+
+// ---- gather / scatter_add ----------------------------------------------------------
+
+/// out[i] = x[i with i[axis] = ids[i]]; x any strides; ids, out: `ids_dims`, contiguous.
+pub fn gather_fast<T: Copy + Default + Send + Sync>(x: &[T], layout: &Layout, axis: usize, ids: &[i64], ids_dims: &[usize]) -> Vec<T> {
+    let strides = layout.strides();
+    // x's strides over the ids-shaped block: ids may be smaller than x off `axis`.
+    let outer = sub_offsets(&ids_dims[..axis], &strides[..axis]);
+    let inner = sub_offsets(&ids_dims[axis + 1..], &strides[axis + 1..]);
+    let (na, ii, base, stride) = (ids_dims[axis], inner.len(), layout.offset(), strides[axis]);
+    let mut out = vec![T::default(); ids.len()];
+    if out.is_empty() {
+        return out;
+    }
+    // Output row r (of the inner block) is (outer q, position j along axis).
+    let fill = |r: usize, row: &mut [T]| {
+        let start = base + outer[r / na];
+        for ((d, &i), &k) in row.iter_mut().zip(&ids[r * ii..(r + 1) * ii]).zip(&inner) {
+            *d = x[start + i as usize * stride + k];
+        }
+    };
+    if out.len() >= PARALLEL_THRESHOLD {
+        out.par_chunks_mut(ii).enumerate().with_min_len(min_rows(ii)).for_each(|(r, row)| fill(r, row));
+    } else {
+        out.chunks_mut(ii).enumerate().for_each(|(r, row)| fill(r, row));
+    }
+    out
+}
+
+pub fn gather_reference<T: Copy>(x: &[T], layout: &Layout, axis: usize, ids: &[i64], ids_dims: &[usize]) -> Vec<T> {
+    ids.iter()
+        .enumerate()
+        .map(|(e, &i)| {
+            let mut idx = unravel(e, ids_dims);
+            idx[axis] = i as usize;
+            x[offset_of(layout, &idx)]
+        })
+        .collect()
+}
+
+/// out = x (contiguous copy) with src[i] added at i with i[axis] = ids[i].
+/// x: [x dims], any strides; ids: `ids_dims` contiguous; src: `ids_dims`, any strides.
+pub fn scatter_add_fast<T: Float>(x: &[T], x_layout: &Layout, axis: usize, ids: &[i64], ids_dims: &[usize], src: &[T], src_layout: &Layout) -> Vec<T> {
+    let mut out = gather_layout(x, x_layout);
+    let src = contiguous_or_gather(src, src_layout);
+    if out.is_empty() || ids.is_empty() {
+        return out;
+    }
+    let x_dims = x_layout.dims();
+    let cs = x_layout.shape().contiguous_strides();
+    let x_inner = cs[axis];
+    let slab = x_dims[axis] * x_inner;
+    // Output slab p (one per outer coordinate of x) receives only the ids block q with
+    // the same outer coordinates, so slabs can be filled independently.
+    let slab_strides: Vec<usize> = cs[..axis].iter().map(|s| s / slab).collect();
+    let mut q_of_p = vec![usize::MAX; out.len() / slab];
+    for (q, p) in sub_offsets(&ids_dims[..axis], &slab_strides).into_iter().enumerate() {
+        q_of_p[p] = q;
+    }
+    let inner = sub_offsets(&ids_dims[axis + 1..], &cs[axis + 1..]);
+    let (ii, block) = (inner.len(), ids_dims[axis..].iter().product::<usize>());
+    let add_slab = |p: usize, dst: &mut [T]| {
+        let q = q_of_p[p];
+        if q == usize::MAX {
+            return;
+        }
+        let (ids_q, src_q) = (&ids[q * block..(q + 1) * block], &src[q * block..(q + 1) * block]);
+        for (row_ids, row_src) in ids_q.chunks(ii).zip(src_q.chunks(ii)) {
+            for ((&i, &s), &k) in row_ids.iter().zip(row_src).zip(&inner) {
+                dst[i as usize * x_inner + k] += s;
+            }
+        }
+    };
+    if out.len() >= PARALLEL_THRESHOLD && q_of_p.len() > 1 {
+        out.par_chunks_mut(slab).enumerate().for_each(|(p, dst)| add_slab(p, dst));
+    } else {
+        out.chunks_mut(slab).enumerate().for_each(|(p, dst)| add_slab(p, dst));
+    }
+    out
+}
+
+pub fn scatter_add_reference<T: Float>(x: &[T], x_layout: &Layout, axis: usize, ids: &[i64], ids_dims: &[usize], src: &[T], src_layout: &Layout) -> Vec<T> {
+    let mut out = gather_layout(x, x_layout);
+    let out_layout = Layout::contiguous(x_layout.shape().clone());
+    for ((e, &i), o) in ids.iter().enumerate().zip(src_layout.offsets()) {
+        let mut idx = unravel(e, ids_dims);
+        idx[axis] = i as usize;
+        out[offset_of(&out_layout, &idx)] += src[o];
+    }
+    out
+}
+
+// ---- cat ---------------------------------------------------------------------------
+
+/// parts: [outer, s_p, inner] (any strides) -> out: [outer, Σ s_p, inner]. Each outer
+/// slab of the output is the parts' slabs back to back.
+pub fn cat_fast<T: Copy + Default + Send + Sync>(parts: &[(&[T], &Layout)], axis: usize) -> Vec<T> {
+    let Some((_, l0)) = parts.first() else {
+        return Vec::new();
+    };
+    let dims = l0.dims();
+    let (outer, inner) = (dims[..axis].iter().product::<usize>(), dims[axis + 1..].iter().product::<usize>());
+    let sizes: Vec<usize> = parts.iter().map(|(_, l)| l.dims()[axis] * inner).collect();
+    let slab: usize = sizes.iter().sum();
+    let data: Vec<Cow<[T]>> = parts.iter().map(|(d, l)| contiguous_or_gather(d, l)).collect();
+    let mut out = vec![T::default(); outer * slab];
+    if out.is_empty() {
+        return out;
+    }
+    let fill = |o: usize, dst: &mut [T]| {
+        let mut at = 0;
+        for (d, &len) in data.iter().zip(&sizes) {
+            dst[at..at + len].copy_from_slice(&d[o * len..(o + 1) * len]);
+            at += len;
+        }
+    };
+    if out.len() >= PARALLEL_THRESHOLD && outer > 1 {
+        out.par_chunks_mut(slab)
+            .enumerate()
+            .with_min_len(min_rows(slab))
+            .for_each(|(o, dst)| fill(o, dst));
+    } else {
+        out.chunks_mut(slab).enumerate().for_each(|(o, dst)| fill(o, dst));
+    }
+    out
+}
+
+pub fn cat_reference<T: Copy>(parts: &[(&[T], &Layout)], axis: usize) -> Vec<T> {
+    let Some((_, l0)) = parts.first() else {
+        return Vec::new();
+    };
+    let mut dims = l0.dims().to_vec();
+    dims[axis] = parts.iter().map(|(_, l)| l.dims()[axis]).sum();
+    (0..dims.iter().product::<usize>())
+        .map(|e| {
+            let mut idx = unravel(e, &dims);
+            let mut p = 0;
+            while idx[axis] >= parts[p].1.dims()[axis] {
+                idx[axis] -= parts[p].1.dims()[axis];
+                p += 1;
+            }
+            parts[p].0[offset_of(parts[p].1, &idx)]
+        })
+        .collect()
+}
+
+// ---- the trait ---------------------------------------------------------------------
+
+impl IndexKernels for CpuStorage {
+    fn index_select(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout) -> Result<Self> {
+        const OP: &str = "index_select";
+        check_axis(OP, axis, layout.rank())?;
+        let ids = ids_slice(OP, ids, ids_layout)?;
+        check_range(OP, &ids, layout.dims()[axis], axis, layout.shape())?;
+        any_dtype_dispatch!(self, |x: T| Ok(<T as CpuElem>::wrap(index_select_fast(x, layout, axis, &ids))))
+    }
+
+    fn index_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self> {
+        const OP: &str = "index_add";
+        check_axis(OP, axis, layout.rank())?;
+        let ids = ids_slice(OP, ids, ids_layout)?;
+        check_range(OP, &ids, layout.dims()[axis], axis, layout.shape())?;
+        let mut expected = layout.dims().to_vec();
+        expected[axis] = ids.len();
+        check_dims(OP, "source", src_layout.dims(), &expected)?;
+        cpu_float_dispatch!(OP, self, |x: T| {
+            let s = typed::<T>(OP, src, self.dtype())?;
+            Ok(super::wrap_float(index_add_fast(x, layout, axis, &ids, s, src_layout)))
+        })
+    }
+
+    fn gather(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout) -> Result<Self> {
+        const OP: &str = "gather";
+        check_axis(OP, axis, layout.rank())?;
+        check_gather_dims(OP, layout.dims(), axis, ids_layout.dims())?;
+        let ids_v = ids_slice(OP, ids, ids_layout)?;
+        check_range(OP, &ids_v, layout.dims()[axis], axis, layout.shape())?;
+        any_dtype_dispatch!(self, |x: T| Ok(<T as CpuElem>::wrap(gather_fast(x, layout, axis, &ids_v, ids_layout.dims()))))
+    }
+
+    fn scatter_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self> {
+        const OP: &str = "scatter_add";
+        check_axis(OP, axis, layout.rank())?;
+        check_gather_dims(OP, layout.dims(), axis, ids_layout.dims())?;
+        check_dims(OP, "source", src_layout.dims(), ids_layout.dims())?;
+        let ids_v = ids_slice(OP, ids, ids_layout)?;
+        check_range(OP, &ids_v, layout.dims()[axis], axis, layout.shape())?;
+        cpu_float_dispatch!(OP, self, |x: T| {
+            let s = typed::<T>(OP, src, self.dtype())?;
+            Ok(super::wrap_float(scatter_add_fast(x, layout, axis, &ids_v, ids_layout.dims(), s, src_layout)))
+        })
+    }
+
+    fn cat(parts: &[(&Self, &Layout)], axis: usize) -> Result<Self> {
+        const OP: &str = "cat";
+        let Some(&(first, l0)) = parts.first() else {
+            return Err(Error::value(OP, "expected at least one tensor, got an empty list"));
+        };
+        check_axis(OP, axis, l0.rank())?;
+        for (k, (_, l)) in parts.iter().enumerate() {
+            let fits = l.rank() == l0.rank() && l.dims().iter().zip(l0.dims()).enumerate().all(|(d, (&a, &b))| d == axis || a == b);
+            if !fits {
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "part {k} has shape {} but part 0 has shape {}; expected equal dims off axis {axis}",
+                        l.shape(),
+                        l0.shape()
+                    ),
+                ));
+            }
+        }
+        any_dtype_dispatch!(first, |_v: T| {
+            let typed_parts = parts
+                .iter()
+                .map(|&(s, l)| Ok((typed::<T>(OP, s, first.dtype())?, l)))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(<T as CpuElem>::wrap(cat_fast(&typed_parts, axis)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize) -> Vec<f64> {
+        (0..n).map(|i| ((i * 7919) % 997) as f64 / 97.0 - 5.0).collect()
+    }
+    fn ids(n: usize, size: usize, seed: usize) -> Vec<i64> {
+        (0..n).map(|j| ((j * 31 + seed * 17 + j * j) % size) as i64).collect()
+    }
+    /// Contiguous, permuted (all axes reversed) and sliced layouts of `dims`, over storage big enough for each.
+    fn layouts(dims: &[usize]) -> Vec<Layout> {
+        let rev: Vec<usize> = dims.iter().rev().copied().collect();
+        let perm: Vec<usize> = (0..dims.len()).rev().collect();
+        let mut big = dims.to_vec();
+        big[0] += 2;
+        let last = big.len() - 1;
+        big[last] += 3;
+        let sliced = Layout::contiguous(big).narrow(0, 1, dims[0]).narrow(last, 2, dims[last]);
+        vec![Layout::contiguous(dims), Layout::contiguous(rev).permute("t", &perm).unwrap(), sliced]
+    }
+    const SHAPES: &[&[usize]] = &[&[7], &[5, 3], &[4, 1, 6], &[3, 4, 2, 5], &[400, 170]];
+
+    #[test]
+    fn index_select_and_index_add_match_the_reference() {
+        for dims in SHAPES {
+            for l in layouts(dims) {
+                let x = data(l.required_len() + 3);
+                for axis in 0..dims.len() {
+                    for n in [0, 1, 5, 2 * dims[axis] + 1] {
+                        let ids = ids(n, dims[axis], axis);
+                        let fast = index_select_fast(&x, &l, axis, &ids);
+                        assert_eq!(fast, index_select_reference(&x, &l, axis, &ids), "{dims:?} axis {axis} n {n}");
+                        let mut sd = dims.to_vec();
+                        sd[axis] = n;
+                        for sl in layouts(&sd).into_iter().filter(|_| n > 0) {
+                            let src = data(sl.required_len());
+                            let fast = index_add_fast(&x, &l, axis, &ids, &src, &sl);
+                            assert_eq!(fast, index_add_reference(&x, &l, axis, &ids, &src, &sl), "{dims:?} axis {axis} n {n}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gather_and_scatter_add_match_the_reference() {
+        for dims in SHAPES {
+            for l in layouts(dims) {
+                let x = data(l.required_len());
+                for axis in 0..dims.len() {
+                    // ids smaller than x off the axis and of any length along it
+                    let mut id_dims: Vec<usize> = dims.iter().map(|&d| d.div_ceil(2)).collect();
+                    id_dims[axis] = dims[axis] + 2;
+                    let n: usize = id_dims.iter().product();
+                    let ids = ids(n, dims[axis], axis + 3);
+                    let fast = gather_fast(&x, &l, axis, &ids, &id_dims);
+                    assert_eq!(fast, gather_reference(&x, &l, axis, &ids, &id_dims), "{dims:?} axis {axis}");
+                    for sl in layouts(&id_dims) {
+                        let src = data(sl.required_len() + 1);
+                        let fast = scatter_add_fast(&x, &l, axis, &ids, &id_dims, &src, &sl);
+                        assert_eq!(fast, scatter_add_reference(&x, &l, axis, &ids, &id_dims, &src, &sl), "{dims:?} axis {axis}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cat_matches_the_reference() {
+        for dims in SHAPES {
+            for axis in 0..dims.len() {
+                let mut layouts_all = Vec::new();
+                for (k, extra) in [0usize, 2, 1].into_iter().enumerate() {
+                    let mut d = dims.to_vec();
+                    d[axis] = extra + k;
+                    layouts_all.push(layouts(&d).swap_remove(k % 3));
+                }
+                let datas: Vec<Vec<f64>> = layouts_all.iter().map(|l| data(l.required_len() + 2)).collect();
+                let parts: Vec<(&[f64], &Layout)> = datas.iter().map(|d| d.as_slice()).zip(&layouts_all).collect();
+                assert_eq!(cat_fast(&parts, axis), cat_reference(&parts, axis), "{dims:?} axis {axis}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_indices_are_errors_naming_value_size_and_op() {
+        let x = CpuStorage::F32(vec![0.0; 6]);
+        let l = Layout::contiguous([3, 2]);
+        let bad = CpuStorage::I64(vec![0, 3]);
+        let err = x.index_select(&l, 0, &bad, &Layout::contiguous([2])).unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::Index);
+        assert!(
+            err.to_string().contains("index_select") && err.message.contains("index 3") && err.message.contains("size 3"),
+            "{err}"
+        );
+        let neg = CpuStorage::I64(vec![-1]);
+        let err = x.gather(&l, 1, &neg, &Layout::contiguous([1, 1])).unwrap_err();
+        assert!(err.message.contains("-1") && err.message.contains("negative"), "{err}");
+        let float_ids = CpuStorage::F32(vec![0.0]);
+        assert_eq!(
+            x.index_select(&l, 0, &float_ids, &Layout::contiguous([1])).unwrap_err().kind,
+            crate::ErrorKind::DType
+        );
+        assert_eq!(x.index_select(&l, 2, &bad, &Layout::contiguous([2])).unwrap_err().kind, crate::ErrorKind::Axis);
+    }
+}
