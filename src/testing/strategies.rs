@@ -66,6 +66,13 @@ pub fn tensor_with(dims: &[usize], kind: ViewKind, seed: u64) -> Tensor {
                 if dims.is_empty() {
                     return Tensor::uniform(Vec::<usize>::new(), -2.0, 2.0, DType::F64, &mut r);
                 }
+                if dims.len() == 1 {
+                    // A column of a [d+1, 2] matrix: stride 2 and an offset.
+                    return Tensor::uniform(vec![dims[0] + 1, 2], -2.0, 2.0, DType::F64, &mut r)?
+                        .narrow(0, 1, dims[0])?
+                        .narrow(1, 1, 1)?
+                        .squeeze(1);
+                }
                 let mut big = dims.to_vec();
                 let last = big.len() - 1;
                 big[last] += 2;
@@ -96,6 +103,12 @@ mod tests {
         assert_eq!(s.dims(), &[2, 3, 4]);
         assert!(!s.is_contiguous());
         assert!(s.layout().offset() > 0);
+        for dims in [vec![1], vec![4], vec![1, 1], vec![3, 1, 2]] {
+            let v = tensor_with(&dims, ViewKind::Sliced, 2);
+            assert_eq!(v.dims(), &dims[..]);
+            assert!(v.layout().offset() > 0);
+        }
+        assert!(!tensor_with(&[4], ViewKind::Sliced, 3).is_contiguous());
     }
     proptest! {
         #[test]
