@@ -1,4 +1,239 @@
-//! cross_entropy (to be implemented).
+//! Cross-entropy of logits against class indices, fused: one kernel computes
+//! each row's log-softmax and loss, one computes the logits' gradient.
+//!
+//! With `ε` the label smoothing and `C` the number of classes, the target
+//! distribution of a row with class `t` is `q = (1−ε)·onehot(t) + ε/C`
+//! (PyTorch's definition), its loss `−Σ_c q_c · log_softmax(x)_c`, and the
+//! gradient of that loss wrt the row's logits `softmax(x) − q`. Rows whose
+//! target is the ignore index have loss 0 and gradient 0, and do not count
+//! towards the mean.
+
+use crate::autograd::BackwardOp;
+use crate::backend::Storage;
+use crate::tensor::{DType, Layout, Shape, Tensor};
+use crate::{Error, Result};
+
+/// How per-row losses are combined.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reduction {
+    /// Mean over the rows that are not ignored (PyTorch's default).
+    #[default]
+    Mean,
+    /// Sum over all rows (ignored rows contribute 0).
+    Sum,
+    /// One loss per row, of the targets' shape (0 at ignored rows).
+    None,
+}
+
+/// Options of [`Tensor::cross_entropy`]; `Default` is PyTorch's defaults
+/// except that no index is ignored unless asked for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CrossEntropyOptions {
+    /// `ε` in `[0, 1]`: the target puts `1 − ε` on the class and `ε/C` on every class.
+    pub label_smoothing: f64,
+    /// Rows with this target are skipped (PyTorch uses -100).
+    pub ignore_index: Option<i64>,
+    pub reduction: Reduction,
+}
+
+impl Default for CrossEntropyOptions {
+    fn default() -> Self {
+        CrossEntropyOptions {
+            label_smoothing: 0.0,
+            ignore_index: None,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+impl CrossEntropyOptions {
+    pub fn with_label_smoothing(mut self, epsilon: f64) -> Self {
+        self.label_smoothing = epsilon;
+        self
+    }
+    pub fn with_ignore_index(mut self, index: i64) -> Self {
+        self.ignore_index = Some(index);
+        self
+    }
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+/// What the forward kernel returns.
+pub struct CrossEntropyForward<S> {
+    /// losses: [rows], 0 at ignored rows.
+    pub losses: S,
+    /// max: [rows], each row's largest logit.
+    pub row_max: S,
+    /// log_sum: [rows], `ln Σ_c exp(x_c − max)`; with `max` it gives the softmax back.
+    pub row_log_sum: S,
+    /// Rows whose target is not the ignore index.
+    pub count: usize,
+}
 
 /// The kernels a backend provides for cross_entropy.
-pub trait CrossEntropyKernels: Sized {}
+pub trait CrossEntropyKernels: Sized {
+    /// logits: [rows.., C] (`self`, any strides), targets: i64 [rows..] (any strides).
+    /// A target outside `0..C` that is not the ignore index is an error naming it.
+    fn cross_entropy(
+        &self,
+        logits_layout: &Layout,
+        targets: &Self,
+        targets_layout: &Layout,
+        options: &CrossEntropyOptions,
+    ) -> Result<CrossEntropyForward<Self>>;
+    /// dlogits (contiguous, the logits' shape) = `row_grad[r] · (softmax − q)` per
+    /// non-ignored row, 0 for ignored rows. `row_max` and `row_log_sum` are the
+    /// forward's (contiguous [rows]); `row_grad` has `rows` elements (any strides,
+    /// stride 0 to share one value).
+    #[allow(clippy::too_many_arguments)]
+    fn cross_entropy_backward(
+        &self,
+        logits_layout: &Layout,
+        targets: &Self,
+        targets_layout: &Layout,
+        row_max: &Self,
+        row_log_sum: &Self,
+        row_grad: &Self,
+        row_grad_layout: &Layout,
+        options: &CrossEntropyOptions,
+    ) -> Result<Self>;
+}
+
+impl Tensor {
+    /// Cross-entropy between `self`, logits of shape `[.., C]` (classes on the
+    /// last axis: `[N, C]` or `[B, T, C]`), and i64 class indices of shape
+    /// `[..]` (`[N]` or `[B, T]`).
+    ///
+    /// ```
+    /// use tamer::Tensor;
+    /// use tamer::ops::nn::cross_entropy::{CrossEntropyOptions, Reduction};
+    /// let logits = Tensor::from_vec(vec![2.0f64, 0.0, 0.0, 0.0, 1.0, 0.0], [2, 3]).unwrap();
+    /// let targets = Tensor::from_vec(vec![0i64, 2], [2]).unwrap();
+    /// let loss = logits.cross_entropy(&targets, CrossEntropyOptions::default()).unwrap();
+    /// let l0 = -(2f64.exp() / (2f64.exp() + 2.0)).ln();
+    /// let l1 = -(1.0 / (1f64.exp() + 2.0)).ln();
+    /// assert!((loss.to_scalar().unwrap() - (l0 + l1) / 2.0).abs() < 1e-12);
+    ///
+    /// // Ignored rows have no loss and do not count towards the mean.
+    /// let targets = Tensor::from_vec(vec![0i64, -100], [2]).unwrap();
+    /// let opts = CrossEntropyOptions::default().with_ignore_index(-100);
+    /// assert!((logits.cross_entropy(&targets, opts).unwrap().to_scalar().unwrap() - l0).abs() < 1e-12);
+    /// let per_row = logits.cross_entropy(&targets, opts.with_reduction(Reduction::None)).unwrap();
+    /// assert_eq!(per_row.to_vec::<f64>().unwrap()[1], 0.0);
+    ///
+    /// // A class outside 0..C is an error naming it.
+    /// let bad = Tensor::from_vec(vec![0i64, 3], [2]).unwrap();
+    /// assert!(logits.cross_entropy(&bad, CrossEntropyOptions::default()).unwrap_err().to_string().contains("3"));
+    /// ```
+    pub fn cross_entropy(&self, targets: &Tensor, options: CrossEntropyOptions) -> Result<Tensor> {
+        const OP: &str = "cross_entropy";
+        let eps = options.label_smoothing;
+        if !(0.0..=1.0).contains(&eps) {
+            return Err(Error::value(OP, format!("label_smoothing {eps} is outside [0, 1]")));
+        }
+        if self.rank() == 0 {
+            return Err(Error::shape(OP, "logits are a scalar; expected shape [.., C] with classes on the last axis"));
+        }
+        if targets.dtype() != DType::I64 {
+            return Err(Error::dtype(
+                OP,
+                format!("targets (shape {}) have dtype {}, expected i64 class indices", targets.shape(), targets.dtype()),
+            ));
+        }
+        if !self.dtype().is_compute_float() {
+            return Err(crate::backend::cpu::unsupported_dtype(OP, self.dtype()));
+        }
+        if self.device() != targets.device() {
+            return Err(Error::device(
+                OP,
+                format!("logits are on {} and targets on {}", self.device(), targets.device()),
+            ));
+        }
+        let c = self.dims()[self.rank() - 1];
+        if targets.dims() != &self.dims()[..self.rank() - 1] {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "logits of shape {} need targets of shape {:?} (the logits' shape without the class axis), got {}",
+                    self.shape(),
+                    &self.dims()[..self.rank() - 1],
+                    targets.shape()
+                ),
+            ));
+        }
+        if c == 0 && targets.numel() > 0 {
+            return Err(Error::shape(OP, format!("logits of shape {} have no classes", self.shape())));
+        }
+        let fwd = match (&*self.storage(), &*targets.storage()) {
+            (Storage::Cpu(x), Storage::Cpu(t)) => {
+                let f = x.cross_entropy(self.layout(), t, targets.layout(), &options)?;
+                CrossEntropyForward {
+                    losses: Storage::Cpu(f.losses),
+                    row_max: Storage::Cpu(f.row_max),
+                    row_log_sum: Storage::Cpu(f.row_log_sum),
+                    count: f.count,
+                }
+            }
+        };
+        let rows = targets.numel();
+        let per_row = |s| Tensor::from_storage(s, Layout::contiguous(Shape::new([rows])));
+        let losses = per_row(fwd.losses);
+        let value = match options.reduction {
+            Reduction::None => losses.reshape(targets.shape().clone())?,
+            Reduction::Sum => losses.sum_all()?,
+            // 0/0 = NaN when every row is ignored, as in PyTorch.
+            Reduction::Mean => losses.sum_all()?.scale(1.0 / fwd.count as f64)?,
+        };
+        let storage = value.storage().copy_contiguous(value.layout())?;
+        Ok(Tensor::from_op(
+            storage,
+            Layout::contiguous(value.shape().clone()),
+            vec![self.clone(), targets.clone()],
+            CrossEntropyBackward {
+                row_max: per_row(fwd.row_max),
+                row_log_sum: per_row(fwd.row_log_sum),
+                count: fwd.count,
+                options,
+            },
+        ))
+    }
+}
+
+struct CrossEntropyBackward {
+    row_max: Tensor,
+    row_log_sum: Tensor,
+    count: usize,
+    options: CrossEntropyOptions,
+}
+
+impl BackwardOp for CrossEntropyBackward {
+    fn name(&self) -> &'static str {
+        "cross_entropy"
+    }
+    fn backward(&self, inputs: &[Tensor], _output: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (logits, targets) = (&inputs[0], &inputs[1]);
+        let rows = Shape::new([targets.numel()]);
+        // Every row's upstream gradient; for the reductions one value shared by all rows.
+        let row_grad = match self.options.reduction {
+            Reduction::None => grad.reshape(rows.clone())?,
+            Reduction::Sum => grad.reshape(Shape::scalar())?.broadcast_as(rows.clone())?,
+            Reduction::Mean => grad.reshape(Shape::scalar())?.scale(1.0 / self.count as f64)?.broadcast_as(rows.clone())?,
+        };
+        let (xs, ts, ms, ls, gs) = (
+            logits.storage(),
+            targets.storage(),
+            self.row_max.storage(),
+            self.row_log_sum.storage(),
+            row_grad.storage(),
+        );
+        let dx = match (&*xs, &*ts, &*ms, &*ls, &*gs) {
+            (Storage::Cpu(x), Storage::Cpu(t), Storage::Cpu(m), Storage::Cpu(l), Storage::Cpu(g)) => {
+                Storage::Cpu(x.cross_entropy_backward(logits.layout(), t, targets.layout(), m, l, g, row_grad.layout(), &self.options)?)
+            }
+        };
+        Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(logits.shape().clone()))), None])
+    }
+}

@@ -1,4 +1,176 @@
-//! layer_norm (to be implemented).
+//! Layer normalisation over the last axis, fused, with a hand-written backward.
+//!
+//! Forward per row (C elements): `x̂ = (x − mean)·rstd` with
+//! `rstd = 1/√(var + eps)` (population variance), `y = x̂ ⊙ weight + bias`.
+//! The forward saves `mean` and `rstd` per row; the backward recomputes `x̂`
+//! from them and forms, with `g = dy ⊙ weight`:
+//! - `dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂))`
+//! - `dweight = Σ_rows dy ⊙ x̂`, `dbias = Σ_rows dy`
+
+use crate::autograd::BackwardOp;
+use crate::backend::{CpuStorage, Storage};
+use crate::tensor::{Layout, Shape, Tensor};
+use crate::{Error, Result};
+use std::sync::RwLockReadGuard;
+
+/// What the forward kernel returns: the output and the per-row statistics.
+pub struct LayerNormForward<S> {
+    /// y: contiguous, the input's shape.
+    pub y: S,
+    /// mean: [rows]
+    pub mean: S,
+    /// rstd: [rows], `1/√(var + eps)`
+    pub rstd: S,
+}
+
+/// What the backward kernel returns; `dweight`/`dbias` only when asked for.
+pub struct LayerNormGrads<S> {
+    /// dx: contiguous, the input's shape.
+    pub dx: S,
+    /// dweight: [C]
+    pub dweight: Option<S>,
+    /// dbias: [C]
+    pub dbias: Option<S>,
+}
 
 /// The kernels a backend provides for layer_norm.
-pub trait LayerNormKernels: Sized {}
+pub trait LayerNormKernels: Sized {
+    /// Normalise the last axis of `x: [.., C]` (`self`, any strides). `weight`
+    /// and `bias` are `[C]` of the same dtype; `None` means 1 and 0.
+    fn layer_norm(&self, layout: &Layout, weight: Option<(&Self, &Layout)>, bias: Option<(&Self, &Layout)>, eps: f64) -> Result<LayerNormForward<Self>>;
+    /// Gradients from the input `x` (`self`), `weight`, the saved `mean` and
+    /// `rstd` (contiguous `[rows]`) and `dy` (the input's shape, any strides).
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_backward(
+        &self,
+        x_layout: &Layout,
+        weight: Option<(&Self, &Layout)>,
+        mean: &Self,
+        rstd: &Self,
+        dy: &Self,
+        dy_layout: &Layout,
+        want_dweight: bool,
+        want_dbias: bool,
+    ) -> Result<LayerNormGrads<Self>>;
+}
+
+impl Tensor {
+    /// Layer normalisation over the last axis (`F.layer_norm(x, [C], weight, bias, eps)`):
+    /// `(x − mean) / √(var + eps) · weight + bias`, with `weight` and `bias` of shape `[C]`.
+    ///
+    /// ```
+    /// use tamer::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0, 4.0, 4.0], [2, 3]).unwrap();
+    /// let w = Tensor::from_vec(vec![1.0f64, 2.0, 1.0], [3]).unwrap();
+    /// let b = Tensor::from_vec(vec![0.0f64, 0.0, 1.0], [3]).unwrap();
+    /// let y = x.layer_norm(Some(&w), Some(&b), 1e-5).unwrap().to_vec2::<f64>().unwrap();
+    /// let r = 1.0 / (2.0f64 / 3.0 + 1e-5).sqrt(); // row 0: mean 2, variance 2/3
+    /// assert!((y[0][0] + r).abs() < 1e-12);
+    /// assert!((y[0][1] - 0.0).abs() < 1e-12);
+    /// assert!((y[0][2] - (r + 1.0)).abs() < 1e-12);
+    /// assert_eq!(y[1], vec![0.0, 0.0, 1.0]); // a constant row normalises to 0
+    /// ```
+    pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        const OP: &str = "layer_norm";
+        if self.rank() == 0 {
+            return Err(Error::shape(OP, "input is a scalar; expected at least one axis to normalise over"));
+        }
+        if !(eps >= 0.0 && eps.is_finite()) {
+            return Err(Error::value(OP, format!("eps {eps} must be finite and non-negative")));
+        }
+        let c = self.dims()[self.rank() - 1];
+        for (name, p) in [("weight", weight), ("bias", bias)] {
+            let Some(p) = p else { continue };
+            if p.dims() != [c] {
+                return Err(Error::shape(
+                    OP,
+                    format!("{name} has shape {}, expected [{c}] (the last axis of input shape {})", p.shape(), self.shape()),
+                ));
+            }
+            self.same_dtype_device(OP, p)?;
+        }
+        let rows = self.numel() / c.max(1);
+        let (xs, ws, bs) = (self.storage(), weight.map(Tensor::storage), bias.map(Tensor::storage));
+        let fwd = match &*xs {
+            Storage::Cpu(x) => {
+                let out = x.layer_norm(self.layout(), cpu_operand(&ws, weight), cpu_operand(&bs, bias), eps)?;
+                LayerNormForward {
+                    y: Storage::Cpu(out.y),
+                    mean: Storage::Cpu(out.mean),
+                    rstd: Storage::Cpu(out.rstd),
+                }
+            }
+        };
+        drop((xs, ws, bs));
+        let stats = |s| Tensor::from_storage(s, Layout::contiguous(Shape::new([rows])));
+        let mut inputs = vec![self.clone()];
+        inputs.extend(weight.cloned());
+        inputs.extend(bias.cloned());
+        Ok(Tensor::from_op(
+            fwd.y,
+            Layout::contiguous(self.shape().clone()),
+            inputs,
+            LayerNormBackward {
+                mean: stats(fwd.mean),
+                rstd: stats(fwd.rstd),
+                has_weight: weight.is_some(),
+                has_bias: bias.is_some(),
+            },
+        ))
+    }
+}
+
+/// The CPU storage and layout of an optional operand whose read guard is held in `guard`.
+fn cpu_operand<'a>(guard: &'a Option<RwLockReadGuard<'_, Storage>>, t: Option<&'a Tensor>) -> Option<(&'a CpuStorage, &'a Layout)> {
+    match (guard.as_deref(), t) {
+        (Some(Storage::Cpu(s)), Some(t)) => Some((s, t.layout())),
+        _ => None,
+    }
+}
+
+struct LayerNormBackward {
+    mean: Tensor,
+    rstd: Tensor,
+    has_weight: bool,
+    has_bias: bool,
+}
+
+impl BackwardOp for LayerNormBackward {
+    fn name(&self) -> &'static str {
+        "layer_norm"
+    }
+    fn backward(&self, inputs: &[Tensor], _output: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let x = &inputs[0];
+        let weight = self.has_weight.then(|| &inputs[1]);
+        let bias = self.has_bias.then(|| &inputs[1 + usize::from(self.has_weight)]);
+        let want_dweight = weight.is_some_and(Tensor::requires_grad);
+        let want_dbias = bias.is_some_and(Tensor::requires_grad);
+        let c = x.dims()[x.rank() - 1];
+        let (xs, ws, ms, rs, gs) = (
+            x.storage(),
+            weight.map(Tensor::storage),
+            self.mean.storage(),
+            self.rstd.storage(),
+            grad.storage(),
+        );
+        let grads = match (&*xs, &*ms, &*rs, &*gs) {
+            (Storage::Cpu(xs), Storage::Cpu(m), Storage::Cpu(r), Storage::Cpu(g)) => {
+                let out = xs.layer_norm_backward(x.layout(), cpu_operand(&ws, weight), m, r, g, grad.layout(), want_dweight, want_dbias)?;
+                LayerNormGrads {
+                    dx: Storage::Cpu(out.dx),
+                    dweight: out.dweight.map(Storage::Cpu),
+                    dbias: out.dbias.map(Storage::Cpu),
+                }
+            }
+        };
+        let param = |s| Tensor::from_storage(s, Layout::contiguous(Shape::new([c])));
+        let mut out = vec![Some(Tensor::from_storage(grads.dx, Layout::contiguous(x.shape().clone())))];
+        if self.has_weight {
+            out.push(grads.dweight.map(param));
+        }
+        if self.has_bias {
+            out.push(grads.dbias.map(param));
+        }
+        Ok(out)
+    }
+}

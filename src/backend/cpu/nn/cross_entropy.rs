@@ -1,6 +1,279 @@
 //! CPU kernels for `ops::nn::cross_entropy`.
+//!
+//! logits: [rows, C] (leading axes flattened), targets: [rows]. Forward per
+//! row: `max`, `log_sum = ln Σ exp(x − max)` and
+//! `loss = log_sum + (1−ε)(max − x_t) + ε/C · Σ_c (max − x_c)`, which is
+//! `−Σ q_c log_softmax_c` written so that large logits (±1e4) lose no digits.
+//! Backward per row: `g · (exp((x − max) − log_sum) − q)`.
 
-use crate::backend::cpu::CpuStorage;
-use crate::ops::nn::cross_entropy::CrossEntropyKernels;
+use super::softmax::{exp_shifted_into, row_len, row_max, sum_exp_shifted};
+use crate::backend::cpu::{contiguous_or_gather, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::cpu_float_dispatch;
+use crate::ops::nn::cross_entropy::{CrossEntropyForward, CrossEntropyKernels, CrossEntropyOptions};
+use crate::ops::nn::softmax::SoftmaxKind;
+use crate::tensor::{Float, Layout};
+use crate::{Error, Result};
+use rayon::prelude::*;
 
-impl CrossEntropyKernels for CpuStorage {}
+const OP: &str = "cross_entropy";
+
+/// Each row's class, `None` for ignored rows; any other target outside `0..c` is an error.
+fn target_rows(targets: &CpuStorage, layout: &Layout, c: usize, ignore_index: Option<i64>) -> Result<Vec<Option<usize>>> {
+    let t = <i64 as CpuElem>::slice(targets).ok_or_else(|| Error::dtype(OP, format!("targets have dtype {}, expected i64 class indices", targets.dtype())))?;
+    contiguous_or_gather(t, layout)
+        .iter()
+        .enumerate()
+        .map(|(r, &k)| {
+            if Some(k) == ignore_index {
+                Ok(None)
+            } else if k >= 0 && (k as u64) < c as u64 {
+                Ok(Some(k as usize))
+            } else {
+                let ignore = ignore_index.map_or(String::new(), |i| format!(" or the ignore index {i}"));
+                Err(Error::index(
+                    OP,
+                    format!(
+                        "target {k} (row {r} of targets shape {}) is out of range for {c} classes; expected 0..{c}{ignore}",
+                        layout.shape()
+                    ),
+                ))
+            }
+        })
+        .collect()
+}
+
+/// Rows per rayon task: enough elements to pay for the split.
+fn min_rows(c: usize) -> usize {
+    (PARALLEL_THRESHOLD / 4 / c.max(1)).max(1)
+}
+
+/// x: [rows, c] contiguous → (loss, max, log_sum) per row; ignored rows get zeros.
+pub fn cross_entropy_rows<T: Float>(x: &[T], c: usize, targets: &[Option<usize>], epsilon: f64) -> Vec<(T, T, T)> {
+    let keep = <T as Float>::from_f64(1.0 - epsilon);
+    let spread = <T as Float>::from_f64(epsilon / c as f64);
+    let row = |r: usize| -> (T, T, T) {
+        let Some(k) = targets[r] else {
+            return (T::ZERO, T::ZERO, T::ZERO);
+        };
+        let xr = &x[r * c..(r + 1) * c];
+        let max = row_max(xr);
+        let log_sum = sum_exp_shifted(xr, max).ln();
+        let mut loss = log_sum + keep * (max - xr[k]);
+        if epsilon > 0.0 {
+            let gap: T = xr.iter().map(|&v| max - v).sum();
+            loss += spread * gap;
+        }
+        (loss, max, log_sum)
+    };
+    if x.len() < PARALLEL_THRESHOLD {
+        (0..targets.len()).map(row).collect()
+    } else {
+        (0..targets.len()).into_par_iter().with_min_len(min_rows(c)).map(row).collect()
+    }
+}
+
+/// dlogits: [rows, c] = `row_grad[r] · (softmax − q)`, 0 for ignored rows.
+pub fn cross_entropy_backward_rows<T: Float>(x: &[T], c: usize, targets: &[Option<usize>], max: &[T], log_sum: &[T], row_grad: &[T], epsilon: f64) -> Vec<T> {
+    let keep = <T as Float>::from_f64(1.0 - epsilon);
+    let spread = <T as Float>::from_f64(epsilon / c as f64);
+    let mut dx = vec![T::ZERO; x.len()];
+    super::softmax::for_each_row(&mut dx, c, |r, d| {
+        let Some(k) = targets[r] else { return };
+        let g = row_grad[r];
+        exp_shifted_into(&x[r * c..(r + 1) * c], max[r], log_sum[r], d);
+        for v in d.iter_mut() {
+            *v = g * (*v - spread);
+        }
+        d[k] = d[k] - g * keep;
+    });
+    dx
+}
+
+/// The plain reference: log-softmax from the reference kernel, then
+/// `−Σ q_c log p_c` term by term.
+pub fn cross_entropy_reference<T: Float>(x: &[T], c: usize, targets: &[i64], epsilon: f64, ignore_index: Option<i64>) -> Vec<T> {
+    let logp = super::softmax::softmax_reference(x, c, SoftmaxKind::LogSoftmax);
+    let mut out = Vec::new();
+    for (r, &t) in targets.iter().enumerate() {
+        if Some(t) == ignore_index {
+            out.push(T::ZERO);
+            continue;
+        }
+        let mut loss = T::ZERO;
+        for j in 0..c {
+            let onehot = if j as i64 == t { 1.0 } else { 0.0 };
+            let q = <T as Float>::from_f64((1.0 - epsilon) * onehot + epsilon / c as f64);
+            loss += -(q * logp[r * c + j]);
+        }
+        out.push(loss);
+    }
+    out
+}
+
+/// The plain reference backward: `g · (softmax − q)` element by element.
+pub fn cross_entropy_backward_reference<T: Float>(x: &[T], c: usize, targets: &[i64], row_grad: &[T], epsilon: f64, ignore_index: Option<i64>) -> Vec<T> {
+    let p = super::softmax::softmax_reference(x, c, SoftmaxKind::Softmax);
+    let mut out = Vec::new();
+    for (r, &t) in targets.iter().enumerate() {
+        for j in 0..c {
+            if Some(t) == ignore_index {
+                out.push(T::ZERO);
+                continue;
+            }
+            let onehot = if j as i64 == t { 1.0 } else { 0.0 };
+            let q = <T as Float>::from_f64((1.0 - epsilon) * onehot + epsilon / c as f64);
+            out.push(row_grad[r] * (p[r * c + j] - q));
+        }
+    }
+    out
+}
+
+fn check_rows(logits_layout: &Layout, rows: usize, c: usize) -> Result<()> {
+    if rows * c != logits_layout.numel() {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "logits of shape {} do not hold {rows} rows of {c} classes (one row per target)",
+                logits_layout.shape()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl CrossEntropyKernels for CpuStorage {
+    fn cross_entropy(
+        &self,
+        logits_layout: &Layout,
+        targets: &Self,
+        targets_layout: &Layout,
+        options: &CrossEntropyOptions,
+    ) -> Result<CrossEntropyForward<Self>> {
+        cpu_float_dispatch!(OP, self, |v: T| {
+            let c = row_len(logits_layout);
+            let t = target_rows(targets, targets_layout, c, options.ignore_index)?;
+            check_rows(logits_layout, t.len(), c)?;
+            let x = contiguous_or_gather(v, logits_layout);
+            let per_row = cross_entropy_rows(&x, c, &t, options.label_smoothing);
+            let mut losses = Vec::with_capacity(t.len());
+            let mut row_max = Vec::with_capacity(t.len());
+            let mut row_log_sum = Vec::with_capacity(t.len());
+            for (l, m, s) in per_row {
+                losses.push(l);
+                row_max.push(m);
+                row_log_sum.push(s);
+            }
+            Ok(CrossEntropyForward {
+                losses: wrap_float(losses),
+                row_max: wrap_float(row_max),
+                row_log_sum: wrap_float(row_log_sum),
+                count: t.iter().filter(|k| k.is_some()).count(),
+            })
+        })
+    }
+
+    fn cross_entropy_backward(
+        &self,
+        logits_layout: &Layout,
+        targets: &Self,
+        targets_layout: &Layout,
+        row_max: &Self,
+        row_log_sum: &Self,
+        row_grad: &Self,
+        row_grad_layout: &Layout,
+        options: &CrossEntropyOptions,
+    ) -> Result<Self> {
+        cpu_float_dispatch!(OP, self, |v: T| {
+            let c = row_len(logits_layout);
+            let t = target_rows(targets, targets_layout, c, options.ignore_index)?;
+            let rows = t.len();
+            check_rows(logits_layout, rows, c)?;
+            let (Some(m), Some(s), Some(g)) = (
+                <T as CpuElem>::slice(row_max),
+                <T as CpuElem>::slice(row_log_sum),
+                <T as CpuElem>::slice(row_grad),
+            ) else {
+                return Err(Error::dtype(OP, format!("backward operands have mixed dtypes (logits are {})", self.dtype())));
+            };
+            if m.len() != rows || s.len() != rows || row_grad_layout.numel() != rows {
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "backward got {} saved maxima, {} saved sums and {} row gradients for {rows} rows",
+                        m.len(),
+                        s.len(),
+                        row_grad_layout.numel()
+                    ),
+                ));
+            }
+            let g = contiguous_or_gather(g, row_grad_layout);
+            let x = contiguous_or_gather(v, logits_layout);
+            Ok(wrap_float(cross_entropy_backward_rows(&x, c, &t, m, s, &g, options.label_smoothing)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data<T: Float>(n: usize, spread: f64, salt: usize) -> Vec<T> {
+        (0..n)
+            .map(|i| <T as Float>::from_f64((((i + salt) * 7919 % 1013) as f64 / 1013.0 - 0.5) * spread))
+            .collect()
+    }
+
+    fn assert_close<T: Float>(a: &[T], b: &[T], tol: f64, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            let (x, y) = (x.to_f64(), y.to_f64());
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+        }
+    }
+
+    fn fast_matches_reference<T: Float>(tol: f64) {
+        for (rows, c, spread) in [(4, 5, 4.0), (3, 600, 10.0), (6, 7, 2e4), (300, 130, 6.0)] {
+            let x = data::<T>(rows * c, spread, 0);
+            let targets: Vec<i64> = (0..rows).map(|r| if r % 4 == 3 { -100 } else { ((r * 37) % c) as i64 }).collect();
+            let row_grad = data::<T>(rows, 2.0, 7);
+            for epsilon in [0.0, 0.1, 1.0] {
+                let t: Vec<Option<usize>> = targets.iter().map(|&k| (k != -100).then_some(k as usize)).collect();
+                let per_row = cross_entropy_rows(&x, c, &t, epsilon);
+                let losses: Vec<T> = per_row.iter().map(|p| p.0).collect();
+                // The reference goes through log p = x − max − log_sum: compare relative to the logits' size.
+                let scale = spread.max(1.0);
+                let want = cross_entropy_reference(&x, c, &targets, epsilon, Some(-100));
+                for (a, b) in losses.iter().zip(&want) {
+                    assert!((a.to_f64() - b.to_f64()).abs() <= tol * scale * (1.0 + b.to_f64().abs()), "loss {a} vs {b}");
+                }
+                let m: Vec<T> = per_row.iter().map(|p| p.1).collect();
+                let s: Vec<T> = per_row.iter().map(|p| p.2).collect();
+                let dx = cross_entropy_backward_rows(&x, c, &t, &m, &s, &row_grad, epsilon);
+                let dx_ref = cross_entropy_backward_reference(&x, c, &targets, &row_grad, epsilon, Some(-100));
+                assert_close(&dx, &dx_ref, tol, "dlogits");
+            }
+        }
+    }
+
+    #[test]
+    fn fast_paths_match_the_reference_f32() {
+        fast_matches_reference::<f32>(2e-5);
+    }
+
+    #[test]
+    fn fast_paths_match_the_reference_f64() {
+        fast_matches_reference::<f64>(1e-12);
+    }
+
+    #[test]
+    fn bad_targets_are_named() {
+        let t = CpuStorage::I64(vec![0, 5, 1]);
+        let err = target_rows(&t, &Layout::contiguous([3]), 5, Some(-100)).unwrap_err();
+        assert!(
+            err.message.contains("target 5") && err.message.contains("5 classes") && err.message.contains("-100"),
+            "{err}"
+        );
+        let t = CpuStorage::I64(vec![-1]);
+        assert!(target_rows(&t, &Layout::contiguous([1]), 5, None).unwrap_err().message.contains("target -1"));
+    }
+}

@@ -1,6 +1,384 @@
 //! CPU kernels for `ops::nn::layer_norm`.
+//!
+//! x: [rows, C] (leading axes flattened), weight/bias: [C], mean/rstd: [rows].
+//! The forward is one pass per row (f32 rows through `simd::layer_norm_row_f32`).
+//! The backward is two passes per row; weight and bias gradients are summed
+//! over rows per rayon task, then the task partials are added.
 
-use crate::backend::cpu::CpuStorage;
-use crate::ops::nn::layer_norm::LayerNormKernels;
+use super::softmax::row_len;
+use crate::backend::cpu::{contiguous_or_gather, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::simd;
+use crate::cpu_float_dispatch;
+use crate::ops::nn::layer_norm::{LayerNormForward, LayerNormGrads, LayerNormKernels};
+use crate::tensor::{Float, Layout};
+use crate::{Error, Result};
+use rayon::prelude::*;
+use std::borrow::Cow;
 
-impl LayerNormKernels for CpuStorage {}
+/// Normalise one row into `dst`; returns `(mean, rstd)`.
+fn forward_row<T: Float>(src: &[T], w: Option<&[T]>, b: Option<&[T]>, eps: T, dst: &mut [T]) -> (T, T) {
+    if let (Some(s), Some(d)) = (T::as_f32_slice(src), T::as_f32_slice_mut(dst)) {
+        let w = w.and_then(T::as_f32_slice);
+        let b = b.and_then(T::as_f32_slice);
+        let (m, r) = simd::layer_norm_row_f32(s, w, b, eps.to_f64() as f32, d);
+        return (T::from_f64(m as f64), T::from_f64(r as f64));
+    }
+    let n = T::from_f64(src.len() as f64);
+    let mean = src.iter().copied().sum::<T>() / n;
+    let var = src.iter().map(|&x| (x - mean) * (x - mean)).sum::<T>() / n;
+    let rstd = T::ONE / (var + eps).sqrt();
+    for (j, (d, &x)) in dst.iter_mut().zip(src).enumerate() {
+        let xhat = (x - mean) * rstd;
+        let scaled = match w {
+            Some(w) => xhat * w[j],
+            None => xhat,
+        };
+        *d = match b {
+            Some(b) => scaled + b[j],
+            None => scaled,
+        };
+    }
+    (mean, rstd)
+}
+
+/// x: [rows, c] contiguous → (y: [rows, c], mean: [rows], rstd: [rows]).
+pub fn layer_norm_rows<T: Float>(x: &[T], c: usize, w: Option<&[T]>, b: Option<&[T]>, eps: T) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let rows = if c == 0 { 0 } else { x.len() / c };
+    let mut y = vec![T::ZERO; x.len()];
+    let mut stats = vec![(T::ZERO, T::ZERO); rows];
+    let run = |(r, (o, s)): (usize, (&mut [T], &mut (T, T)))| *s = forward_row(&x[r * c..(r + 1) * c], w, b, eps, o);
+    if rows > 0 {
+        if x.len() < PARALLEL_THRESHOLD {
+            y.chunks_mut(c).zip(stats.iter_mut()).enumerate().for_each(run);
+        } else {
+            let min_rows = (PARALLEL_THRESHOLD / 4 / c).max(1);
+            y.par_chunks_mut(c).zip(stats.par_iter_mut()).enumerate().with_min_len(min_rows).for_each(run);
+        }
+    }
+    let (mean, rstd) = stats.into_iter().unzip();
+    (y, mean, rstd)
+}
+
+/// Accumulators of one task: dweight and dbias partial sums over its rows.
+struct Partial<T> {
+    dw: Vec<T>,
+    db: Vec<T>,
+}
+
+/// x, dy: [rows, c]; mean, rstd: [rows] → (dx: [rows, c], dweight: [c], dbias: [c]).
+/// dweight/dbias are returned empty unless asked for.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_backward_rows<T: Float>(
+    x: &[T],
+    dy: &[T],
+    c: usize,
+    w: Option<&[T]>,
+    mean: &[T],
+    rstd: &[T],
+    want_dw: bool,
+    want_db: bool,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let mut dx = vec![T::ZERO; x.len()];
+    let rows = mean.len();
+    if rows == 0 || c == 0 {
+        return (dx, vec![T::ZERO; if want_dw { c } else { 0 }], vec![T::ZERO; if want_db { c } else { 0 }]);
+    }
+    let n = T::from_f64(c as f64);
+    // One task: rows starting at `first`, written into `dx_chunk`.
+    let task = |first: usize, dx_chunk: &mut [T]| -> Partial<T> {
+        let mut p = Partial {
+            dw: vec![T::ZERO; if want_dw { c } else { 0 }],
+            db: vec![T::ZERO; if want_db { c } else { 0 }],
+        };
+        for (k, dxr) in dx_chunk.chunks_mut(c).enumerate() {
+            let r = first + k;
+            let (xr, gr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
+            let (m, s) = (mean[r], rstd[r]);
+            let wj = |j: usize| w.map_or(T::ONE, |w| w[j]);
+            let (mut sum_g, mut sum_gx) = (T::ZERO, T::ZERO);
+            for j in 0..c {
+                let g = gr[j] * wj(j);
+                sum_g += g;
+                sum_gx += g * ((xr[j] - m) * s);
+            }
+            let (mean_g, mean_gx) = (sum_g / n, sum_gx / n);
+            for j in 0..c {
+                let xhat = (xr[j] - m) * s;
+                dxr[j] = s * (gr[j] * wj(j) - mean_g - xhat * mean_gx);
+            }
+            if want_dw {
+                for j in 0..c {
+                    p.dw[j] += gr[j] * ((xr[j] - m) * s);
+                }
+            }
+            if want_db {
+                for j in 0..c {
+                    p.db[j] += gr[j];
+                }
+            }
+        }
+        p
+    };
+    let partials: Vec<Partial<T>> = if x.len() < PARALLEL_THRESHOLD {
+        vec![task(0, &mut dx)]
+    } else {
+        let parts = rayon::current_num_threads().max(1) * 4;
+        let rows_per_task = rows.div_ceil(parts).max((PARALLEL_THRESHOLD / 4 / c).max(1));
+        dx.par_chunks_mut(rows_per_task * c)
+            .enumerate()
+            .map(|(t, chunk)| task(t * rows_per_task, chunk))
+            .collect()
+    };
+    let mut total = Partial {
+        dw: vec![T::ZERO; if want_dw { c } else { 0 }],
+        db: vec![T::ZERO; if want_db { c } else { 0 }],
+    };
+    for p in partials {
+        for (a, v) in total.dw.iter_mut().zip(p.dw) {
+            *a += v;
+        }
+        for (a, v) in total.db.iter_mut().zip(p.db) {
+            *a += v;
+        }
+    }
+    (dx, total.dw, total.db)
+}
+
+/// The plain reference forward: textbook formulas, one row after another.
+pub fn layer_norm_reference<T: Float>(x: &[T], c: usize, w: Option<&[T]>, b: Option<&[T]>, eps: T) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let (mut y, mut means, mut rstds) = (Vec::new(), Vec::new(), Vec::new());
+    let n = T::from_f64(c as f64);
+    for row in x.chunks(c.max(1)) {
+        let mut mean = T::ZERO;
+        for &v in row {
+            mean += v;
+        }
+        mean = mean / n;
+        let mut var = T::ZERO;
+        for &v in row {
+            var += (v - mean) * (v - mean);
+        }
+        var = var / n;
+        let std = (var + eps).sqrt();
+        for (j, &v) in row.iter().enumerate() {
+            let wj = w.map_or(T::ONE, |w| w[j]);
+            let bj = b.map_or(T::ZERO, |b| b[j]);
+            y.push((v - mean) / std * wj + bj);
+        }
+        means.push(mean);
+        rstds.push(T::ONE / std);
+    }
+    (y, means, rstds)
+}
+
+/// The plain reference backward: the full Jacobian-vector product, O(c²) per row,
+/// with `∂x̂ᵢ/∂xⱼ = rstd·(δᵢⱼ − 1/c − x̂ᵢx̂ⱼ/c)`.
+pub fn layer_norm_backward_reference<T: Float>(x: &[T], dy: &[T], c: usize, w: Option<&[T]>, eps: T) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let (_, means, rstds) = layer_norm_reference(x, c, None, None, eps);
+    let n = T::from_f64(c as f64);
+    let (mut dx, mut dw, mut db) = (Vec::new(), vec![T::ZERO; c], vec![T::ZERO; c]);
+    for (r, (row, g)) in x.chunks(c.max(1)).zip(dy.chunks(c.max(1))).enumerate() {
+        let (m, s) = (means[r], rstds[r]);
+        let xhat: Vec<T> = row.iter().map(|&v| (v - m) * s).collect();
+        for j in 0..c {
+            let mut acc = T::ZERO;
+            for i in 0..c {
+                let delta = if i == j { T::ONE } else { T::ZERO };
+                acc += g[i] * w.map_or(T::ONE, |w| w[i]) * s * (delta - T::ONE / n - xhat[i] * xhat[j] / n);
+            }
+            dx.push(acc);
+            dw[j] += g[j] * xhat[j];
+            db[j] += g[j];
+        }
+    }
+    (dx, dw, db)
+}
+
+/// An optional `[C]` operand as a typed contiguous slice.
+fn operand<'a, T: CpuElem>(op: &'static str, name: &str, p: Option<(&'a CpuStorage, &Layout)>, x_dtype: crate::DType) -> Result<Option<Cow<'a, [T]>>> {
+    p.map(|(s, l)| {
+        T::slice(s).map(|d| contiguous_or_gather(d, l)).ok_or_else(|| {
+            Error::dtype(
+                op,
+                format!("{name} has dtype {} but the input has dtype {x_dtype}; expected equal dtypes", s.dtype()),
+            )
+        })
+    })
+    .transpose()
+}
+
+impl LayerNormKernels for CpuStorage {
+    fn layer_norm(&self, layout: &Layout, weight: Option<(&Self, &Layout)>, bias: Option<(&Self, &Layout)>, eps: f64) -> Result<LayerNormForward<Self>> {
+        const OP: &str = "layer_norm";
+        cpu_float_dispatch!(OP, self, |v: T| {
+            let c = row_len(layout);
+            let w = operand::<T>(OP, "weight", weight, self.dtype())?;
+            let b = operand::<T>(OP, "bias", bias, self.dtype())?;
+            for (name, p) in [("weight", &w), ("bias", &b)] {
+                if let Some(p) = p {
+                    if p.len() != c {
+                        return Err(Error::shape(
+                            OP,
+                            format!("{name} has {} elements, expected {c} (the last axis of {})", p.len(), layout.shape()),
+                        ));
+                    }
+                }
+            }
+            let x = contiguous_or_gather(v, layout);
+            let (y, mean, rstd) = layer_norm_rows(&x, c, w.as_deref(), b.as_deref(), <T as Float>::from_f64(eps));
+            Ok(LayerNormForward {
+                y: wrap_float(y),
+                mean: wrap_float(mean),
+                rstd: wrap_float(rstd),
+            })
+        })
+    }
+
+    fn layer_norm_backward(
+        &self,
+        x_layout: &Layout,
+        weight: Option<(&Self, &Layout)>,
+        mean: &Self,
+        rstd: &Self,
+        dy: &Self,
+        dy_layout: &Layout,
+        want_dweight: bool,
+        want_dbias: bool,
+    ) -> Result<LayerNormGrads<Self>> {
+        const OP: &str = "layer_norm";
+        if x_layout.dims() != dy_layout.dims() {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "backward got input shape {} and gradient shape {}; expected equal shapes",
+                    x_layout.shape(),
+                    dy_layout.shape()
+                ),
+            ));
+        }
+        cpu_float_dispatch!(OP, self, |v: T| {
+            let c = row_len(x_layout);
+            let rows = if c == 0 { 0 } else { x_layout.numel() / c };
+            let mismatch = || Error::dtype(OP, format!("backward operands have mixed dtypes (input is {})", self.dtype()));
+            let (Some(m), Some(r), Some(g)) = (<T as CpuElem>::slice(mean), <T as CpuElem>::slice(rstd), <T as CpuElem>::slice(dy)) else {
+                return Err(mismatch());
+            };
+            if m.len() != rows || r.len() != rows {
+                return Err(Error::shape(
+                    OP,
+                    format!("saved statistics hold {} and {} values, expected {rows}", m.len(), r.len()),
+                ));
+            }
+            let w = operand::<T>(OP, "weight", weight, self.dtype())?;
+            if w.as_ref().is_some_and(|w| w.len() != c) {
+                return Err(Error::shape(
+                    OP,
+                    format!("weight does not have {c} elements (the last axis of {})", x_layout.shape()),
+                ));
+            }
+            let x = contiguous_or_gather(v, x_layout);
+            let g = contiguous_or_gather(g, dy_layout);
+            let (dx, dw, db) = layer_norm_backward_rows(&x, &g, c, w.as_deref(), m, r, want_dweight, want_dbias);
+            Ok(LayerNormGrads {
+                dx: wrap_float(dx),
+                dweight: want_dweight.then(|| wrap_float(dw)),
+                dbias: want_dbias.then(|| wrap_float(db)),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data<T: Float>(n: usize, spread: f64, salt: usize) -> Vec<T> {
+        (0..n)
+            .map(|i| T::from_f64((((i + salt) * 7919 % 1013) as f64 / 1013.0 - 0.5) * spread))
+            .collect()
+    }
+
+    fn assert_close<T: Float>(a: &[T], b: &[T], tol: f64, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            let (x, y) = (x.to_f64(), y.to_f64());
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+        }
+    }
+
+    fn fast_matches_reference<T: Float>(tol: f64) {
+        for (rows, c) in [(3, 5), (1, 700), (4, 33), (200, 200), (5, 1)] {
+            let x = data::<T>(rows * c, 6.0, 0);
+            let dy = data::<T>(rows * c, 2.0, 17);
+            let w = data::<T>(c, 3.0, 5);
+            let b = data::<T>(c, 1.0, 9);
+            let eps = T::from_f64(1e-5);
+            for (wo, bo) in [(None, None), (Some(&w[..]), Some(&b[..])), (Some(&w[..]), None)] {
+                let (y, m, r) = layer_norm_rows(&x, c, wo, bo, eps);
+                let (y_ref, m_ref, r_ref) = layer_norm_reference(&x, c, wo, bo, eps);
+                assert_close(&y, &y_ref, tol, "y");
+                assert_close(&m, &m_ref, tol, "mean");
+                assert_close(&r, &r_ref, tol, "rstd");
+                let (dx, dw, db) = layer_norm_backward_rows(&x, &dy, c, wo, &m, &r, true, true);
+                if c <= 200 {
+                    let (dx_ref, dw_ref, db_ref) = layer_norm_backward_reference(&x, &dy, c, wo, eps);
+                    // dx sums cancelling terms of size rstd·|g|: compare on that scale.
+                    assert_close(&dx, &dx_ref, tol * 50.0, "dx");
+                    assert_close(&dw, &dw_ref, tol * 50.0, "dweight");
+                    assert_close(&db, &db_ref, tol * 50.0, "dbias");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_paths_match_the_reference_f32() {
+        fast_matches_reference::<f32>(1e-5);
+    }
+
+    #[test]
+    fn fast_paths_match_the_reference_f64() {
+        fast_matches_reference::<f64>(1e-12);
+    }
+
+    #[test]
+    fn threaded_backward_sums_partials_like_one_task() {
+        let (rows, c) = (400, 128); // above PARALLEL_THRESHOLD: several tasks
+        let x = data::<f64>(rows * c, 4.0, 3);
+        let dy = data::<f64>(rows * c, 2.0, 11);
+        let w = data::<f64>(c, 2.0, 1);
+        let (_, m, r) = layer_norm_rows(&x, c, Some(&w), None, 1e-5);
+        let (dx, dw, db) = layer_norm_backward_rows(&x, &dy, c, Some(&w), &m, &r, true, true);
+        let (mut dw1, mut db1) = (vec![0.0; c], vec![0.0; c]);
+        for rr in 0..rows {
+            let (_, dwr, dbr) = layer_norm_backward_rows(
+                &x[rr * c..(rr + 1) * c],
+                &dy[rr * c..(rr + 1) * c],
+                c,
+                Some(&w),
+                &m[rr..rr + 1],
+                &r[rr..rr + 1],
+                true,
+                true,
+            );
+            for j in 0..c {
+                dw1[j] += dwr[j];
+                db1[j] += dbr[j];
+            }
+            let dxr = layer_norm_backward_rows(
+                &x[rr * c..(rr + 1) * c],
+                &dy[rr * c..(rr + 1) * c],
+                c,
+                Some(&w),
+                &m[rr..rr + 1],
+                &r[rr..rr + 1],
+                false,
+                false,
+            )
+            .0;
+            assert_eq!(&dx[rr * c..(rr + 1) * c], &dxr[..]);
+        }
+        assert_close(&dw, &dw1, 1e-12, "dweight");
+        assert_close(&db, &db1, 1e-12, "dbias");
+    }
+}
