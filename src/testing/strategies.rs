@@ -70,9 +70,12 @@ pub fn tensor_with(dims: &[usize], kind: ViewKind, seed: u64) -> Tensor {
                 let last = big.len() - 1;
                 big[last] += 2;
                 big[0] += 1;
-                Tensor::uniform(big, -2.0, 2.0, DType::F64, &mut r)?
-                    .narrow(0, 1, dims[0])?
-                    .narrow(last as isize, 1, dims[last])
+                let rows = Tensor::uniform(big, -2.0, 2.0, DType::F64, &mut r)?.narrow(0, 1, dims[0])?;
+                // Rank 1: axis 0 is also the last axis, already narrowed.
+                if last == 0 {
+                    return Ok(rows);
+                }
+                rows.narrow(last as isize, 1, dims[last])
             }
         }
     };
