@@ -1,4 +1,203 @@
-//! pool (to be implemented).
+//! 2-D max and average pooling over `[N, C, H, W]`, PyTorch semantics
+//! (`max_pool2d`, `avg_pool2d`; no ceil mode, no dilation).
+//!
+//! Max pooling saves the flat index (`h·W + w` within the image plane) of each
+//! window's maximum; backward routes the gradient there. Average pooling's
+//! backward spreads each output gradient evenly over its window.
 
-/// The kernels a backend provides for pool.
-pub trait PoolKernels: Sized {}
+use super::conv::window_output_len;
+use crate::autograd::BackwardOp;
+use crate::backend::Storage;
+use crate::tensor::{Layout, Tensor};
+use crate::{Error, Result};
+
+/// Sizes of one 2-D pooling, checked, with the output size worked out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dParams {
+    pub batch: usize,
+    pub channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    /// (kh, kw)
+    pub kernel: (usize, usize),
+    /// (sh, sw), both ≥ 1
+    pub stride: (usize, usize),
+    /// (ph, pw), each at most half the kernel size (as PyTorch requires)
+    pub padding: (usize, usize),
+    /// OH = (H + 2ph − kh)/sh + 1, OW likewise
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl Pool2dParams {
+    /// Image planes (N·C): pooling treats each independently.
+    pub fn planes(&self) -> usize {
+        self.batch * self.channels
+    }
+    pub fn input_dims(&self) -> [usize; 4] {
+        [self.batch, self.channels, self.in_h, self.in_w]
+    }
+    pub fn output_dims(&self) -> [usize; 4] {
+        [self.batch, self.channels, self.out_h, self.out_w]
+    }
+}
+
+/// The kernels a backend provides for pooling. Results are new contiguous storages.
+pub trait PoolKernels: Sized {
+    /// Window maxima of x `[N, C, H, W]` (padding counts as −∞) and, as i64, the
+    /// flat in-plane index `h·W + w` of each (the first one at ties; NaN wins).
+    fn max_pool2d(&self, layout: &Layout, p: &Pool2dParams) -> Result<(Self, Self)>;
+    /// dx `[N, C, H, W]`: each `dy` element `[N, C, OH, OW]` added at its saved index.
+    fn max_pool2d_backward(&self, dy_layout: &Layout, indices: &Self, indices_layout: &Layout, p: &Pool2dParams) -> Result<Self>;
+    /// Window means; the divisor is kh·kw when `count_include_pad`, else the
+    /// number of in-bounds elements.
+    fn avg_pool2d(&self, layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self>;
+    /// dx: each `dy` element divided by its window's divisor, added over the window.
+    fn avg_pool2d_backward(&self, dy_layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self>;
+}
+
+fn pool2d_params(op: &'static str, x: &Tensor, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<Pool2dParams> {
+    if x.rank() != 4 {
+        return Err(Error::shape(op, format!("input must have rank 4 [N, C, H, W], got shape {}", x.shape())));
+    }
+    if 2 * padding.0 > kernel.0 || 2 * padding.1 > kernel.1 {
+        return Err(Error::value(
+            op,
+            format!(
+                "padding {padding:?} must be at most half the kernel size {kernel:?} (input {}): otherwise a window can hold only padding",
+                x.shape()
+            ),
+        ));
+    }
+    let d = x.dims();
+    if d[2] == 0 || d[3] == 0 {
+        return Err(Error::shape(
+            op,
+            format!("input {} has an empty spatial dimension; expected H and W of at least 1", x.shape()),
+        ));
+    }
+    let size_err = |e: Error| Error::new(op, e.kind.clone(), format!("{} (input {}, kernel {kernel:?})", e.message, x.shape()));
+    let out_h = window_output_len(op, "height", d[2], kernel.0, stride.0, padding.0).map_err(size_err)?;
+    let out_w = window_output_len(op, "width", d[3], kernel.1, stride.1, padding.1).map_err(size_err)?;
+    Ok(Pool2dParams {
+        batch: d[0],
+        channels: d[1],
+        in_h: d[2],
+        in_w: d[3],
+        kernel,
+        stride,
+        padding,
+        out_h,
+        out_w,
+    })
+}
+
+impl Tensor {
+    /// 2-D max pooling of `[N, C, H, W]` (as `torch.nn.functional.max_pool2d`
+    /// without ceil mode or dilation). Padding counts as −∞ and may be at most
+    /// half the kernel. The gradient goes to the first maximum of each window.
+    ///
+    /// ```
+    /// use tamer::Tensor;
+    /// let x = Tensor::from_vec((0..16).map(|v| v as f32).collect(), [1, 1, 4, 4]).unwrap();
+    /// let y = x.max_pool2d((2, 2), (2, 2), (0, 0)).unwrap();
+    /// assert_eq!(y.dims(), &[1, 1, 2, 2]);
+    /// assert_eq!(y.to_vec::<f32>().unwrap(), vec![5.0, 7.0, 13.0, 15.0]);
+    /// ```
+    pub fn max_pool2d(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
+        Ok(self.max_pool2d_with_indices(kernel, stride, padding)?.0)
+    }
+
+    /// [`Tensor::max_pool2d`] that also returns, as an i64 tensor of the output's
+    /// shape, the flat index `h·W + w` of each maximum within its image plane
+    /// (PyTorch's `return_indices=True`).
+    ///
+    /// ```
+    /// use tamer::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 3.0, 2.0, 3.0], [1, 1, 2, 2]).unwrap();
+    /// let (y, idx) = x.max_pool2d_with_indices((2, 2), (2, 2), (0, 0)).unwrap();
+    /// assert_eq!(y.to_vec::<f32>().unwrap(), vec![3.0]);
+    /// assert_eq!(idx.to_vec::<i64>().unwrap(), vec![1]); // the first of the tied maxima
+    /// ```
+    pub fn max_pool2d_with_indices(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<(Tensor, Tensor)> {
+        let p = pool2d_params("max_pool2d", self, kernel, stride, padding)?;
+        let (values, indices) = match &*self.storage() {
+            Storage::Cpu(s) => {
+                let (v, i) = s.max_pool2d(self.layout(), &p)?;
+                (Storage::Cpu(v), Storage::Cpu(i))
+            }
+        };
+        let layout = Layout::contiguous(p.output_dims().to_vec());
+        let indices = Tensor::from_storage(indices, layout.clone());
+        let backward = MaxPoolBackward {
+            params: p,
+            indices: indices.clone(),
+        };
+        Ok((Tensor::from_op(values, layout, vec![self.clone()], backward), indices))
+    }
+
+    /// 2-D average pooling of `[N, C, H, W]` (as `torch.nn.functional.avg_pool2d`
+    /// without ceil mode). Padding adds zeros and may be at most half the kernel.
+    /// `count_include_pad = true` (PyTorch's default) divides every window by
+    /// kh·kw; `false` divides by the number of elements inside the input.
+    ///
+    /// ```
+    /// use tamer::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]).unwrap();
+    /// let y = x.avg_pool2d((2, 2), (2, 2), (0, 0), true).unwrap();
+    /// assert_eq!(y.to_vec::<f32>().unwrap(), vec![2.5]);
+    /// // With padding 1, the corner window holds one element and three zeros.
+    /// let y = x.avg_pool2d((2, 2), (1, 1), (1, 1), true).unwrap();
+    /// assert_eq!(y.to_vec::<f32>().unwrap()[0], 0.25);
+    /// let y = x.avg_pool2d((2, 2), (1, 1), (1, 1), false).unwrap();
+    /// assert_eq!(y.to_vec::<f32>().unwrap()[0], 1.0);
+    /// ```
+    pub fn avg_pool2d(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize), count_include_pad: bool) -> Result<Tensor> {
+        let p = pool2d_params("avg_pool2d", self, kernel, stride, padding)?;
+        let storage = match &*self.storage() {
+            Storage::Cpu(s) => Storage::Cpu(s.avg_pool2d(self.layout(), &p, count_include_pad)?),
+        };
+        let backward = AvgPoolBackward { params: p, count_include_pad };
+        Ok(Tensor::from_op(
+            storage,
+            Layout::contiguous(p.output_dims().to_vec()),
+            vec![self.clone()],
+            backward,
+        ))
+    }
+}
+
+struct MaxPoolBackward {
+    params: Pool2dParams,
+    /// i64 `[N, C, OH, OW]`
+    indices: Tensor,
+}
+
+impl BackwardOp for MaxPoolBackward {
+    fn name(&self) -> &'static str {
+        "max_pool2d"
+    }
+    fn backward(&self, _inputs: &[Tensor], _output: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let dx = match (&*grad.storage(), &*self.indices.storage()) {
+            (Storage::Cpu(g), Storage::Cpu(i)) => Storage::Cpu(g.max_pool2d_backward(grad.layout(), i, self.indices.layout(), &self.params)?),
+        };
+        Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(self.params.input_dims().to_vec())))])
+    }
+}
+
+struct AvgPoolBackward {
+    params: Pool2dParams,
+    count_include_pad: bool,
+}
+
+impl BackwardOp for AvgPoolBackward {
+    fn name(&self) -> &'static str {
+        "avg_pool2d"
+    }
+    fn backward(&self, _inputs: &[Tensor], _output: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let dx = match &*grad.storage() {
+            Storage::Cpu(g) => Storage::Cpu(g.avg_pool2d_backward(grad.layout(), &self.params, self.count_include_pad)?),
+        };
+        Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(self.params.input_dims().to_vec())))])
+    }
+}
