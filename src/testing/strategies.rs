@@ -77,20 +77,6 @@ pub fn tensor_with_dtype(dims: &[usize], kind: ViewKind, seed: u64, dtype: DType
                     // A column of a [d+1, 2] matrix: stride 2 and an offset.
                     return uniform(vec![dims[0] + 1, 2])?.narrow(0, 1, dims[0])?.narrow(1, 1, 1)?.squeeze(1);
                 }
-                if dims.len() == 1 {
-                    // A column of a [d+1, 2] matrix: stride 2 and an offset.
-                    return Tensor::uniform(vec![dims[0] + 1, 2], -2.0, 2.0, DType::F64, &mut r)?
-                        .narrow(0, 1, dims[0])?
-                        .narrow(1, 1, 1)?
-                        .squeeze(1);
-                }
-                if dims.len() == 1 {
-                    // A column of a [d+1, 2] matrix: stride 2 and an offset.
-                    return Tensor::uniform(vec![dims[0] + 1, 2], -2.0, 2.0, DType::F64, &mut r)?
-                        .narrow(0, 1, dims[0])?
-                        .narrow(1, 1, 1)?
-                        .squeeze(1);
-                }
                 let mut big = dims.to_vec();
                 let last = big.len() - 1;
                 big[last] += 2;
