@@ -30,6 +30,13 @@ pub trait IndexKernels: Sized {
     /// The adjoint of `gather`: a copy of `self` with `src[i]` added at `i` with `i[axis]`
     /// replaced by `ids[i]`. `src_layout` has `ids_layout`'s shape.
     fn scatter_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self>;
+    /// The backward of `index_select`: zeros of `input_shape` with the slices of `self`
+    /// (the output gradient) added at `ids` along `axis` — `index_add` into zeros,
+    /// without materialising the zeros first (an embedding table is large, a batch's
+    /// ids touch few of its rows).
+    fn index_select_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self>;
+    /// The backward of `gather`: `scatter_add` of `self` (shaped like `ids`) into zeros of `input_shape`.
+    fn gather_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self>;
     /// Concatenate along `axis`; every part has the same rank, dtype and dims off `axis`.
     fn cat(parts: &[(&Self, &Layout)], axis: usize) -> Result<Self>;
 }
@@ -465,6 +472,7 @@ fn cat_storage(tensors: &[Tensor], axis: usize) -> Result<Storage> {
 }
 
 /// `dx = index_add(zeros, ids, dy)`: each picked slice sends its gradient home.
+/// A dedicated kernel, so the zeros are never copied.
 struct IndexSelectBackward {
     axis: usize,
     ids: Tensor,
@@ -474,8 +482,11 @@ impl BackwardOp for IndexSelectBackward {
         "index_select"
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let zeros = Tensor::zeros(inputs[0].shape().clone(), grad.dtype())?;
-        Ok(vec![Some(zeros.index_add(self.axis as isize, &self.ids, grad)?)])
+        let shape = inputs[0].shape();
+        let dx = match (&*grad.storage(), &*self.ids.storage()) {
+            (Storage::Cpu(g), Storage::Cpu(i)) => Storage::Cpu(g.index_select_backward(grad.layout(), self.axis, i, self.ids.layout(), shape)?),
+        };
+        Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(shape.clone())))])
     }
 }
 
@@ -498,7 +509,7 @@ impl BackwardOp for IndexAddBackward {
     }
 }
 
-/// `dx = scatter_add(zeros, ids, dy)`.
+/// `dx = scatter_add(zeros, ids, dy)`, by a dedicated kernel.
 struct GatherBackward {
     axis: usize,
     ids: Tensor,
@@ -508,8 +519,11 @@ impl BackwardOp for GatherBackward {
         "gather"
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let zeros = Tensor::zeros(inputs[0].shape().clone(), grad.dtype())?;
-        Ok(vec![Some(zeros.scatter_add(self.axis as isize, &self.ids, grad)?)])
+        let shape = inputs[0].shape();
+        let dx = match (&*grad.storage(), &*self.ids.storage()) {
+            (Storage::Cpu(g), Storage::Cpu(i)) => Storage::Cpu(g.gather_backward(grad.layout(), self.axis, i, self.ids.layout(), shape)?),
+        };
+        Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(shape.clone())))])
     }
 }
 

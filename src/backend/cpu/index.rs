@@ -175,11 +175,16 @@ pub fn index_select_reference<T: Copy>(x: &[T], layout: &Layout, axis: usize, id
 /// x: [outer, size, inner], src: [outer, n, inner], any strides.
 pub fn index_add_fast<T: Float>(x: &[T], x_layout: &Layout, axis: usize, ids: &[i64], src: &[T], src_layout: &Layout) -> Vec<T> {
     let mut out = gather_layout(x, x_layout);
+    index_add_into(&mut out, x_layout.dims(), axis, ids, src, src_layout);
+    out
+}
+
+/// out: [outer, size, inner] contiguous (`dims`); src: [outer, n, inner], any strides.
+fn index_add_into<T: Float>(out: &mut [T], dims: &[usize], axis: usize, ids: &[i64], src: &[T], src_layout: &Layout) {
     let src = contiguous_or_gather(src, src_layout);
-    let dims = x_layout.dims();
     let (size, inner, n) = (dims[axis], dims[axis + 1..].iter().product::<usize>(), ids.len());
     if out.is_empty() || inner == 0 || n == 0 {
-        return out;
+        return;
     }
     // Bucket the positions j by target (CSR): each output row then sums its sources in
     // increasing j, the same order on one thread or many, and rows never race.
@@ -213,7 +218,6 @@ pub fn index_add_fast<T: Float>(x: &[T], x_layout: &Layout, axis: usize, ids: &[
     } else {
         out.chunks_mut(inner).enumerate().for_each(|(r, row)| add_row(r, row));
     }
-    out
 }
 
 pub fn index_add_reference<T: Float>(x: &[T], x_layout: &Layout, axis: usize, ids: &[i64], src: &[T], src_layout: &Layout) -> Vec<T> {
@@ -270,12 +274,18 @@ pub fn gather_reference<T: Copy>(x: &[T], layout: &Layout, axis: usize, ids: &[i
 /// x: [x dims], any strides; ids: `ids_dims` contiguous; src: `ids_dims`, any strides.
 pub fn scatter_add_fast<T: Float>(x: &[T], x_layout: &Layout, axis: usize, ids: &[i64], ids_dims: &[usize], src: &[T], src_layout: &Layout) -> Vec<T> {
     let mut out = gather_layout(x, x_layout);
+    scatter_add_into(&mut out, x_layout.shape(), axis, ids, ids_dims, src, src_layout);
+    out
+}
+
+/// out: `x_shape`, contiguous; ids: `ids_dims` contiguous; src: `ids_dims`, any strides.
+fn scatter_add_into<T: Float>(out: &mut [T], x_shape: &Shape, axis: usize, ids: &[i64], ids_dims: &[usize], src: &[T], src_layout: &Layout) {
     let src = contiguous_or_gather(src, src_layout);
     if out.is_empty() || ids.is_empty() {
-        return out;
+        return;
     }
-    let x_dims = x_layout.dims();
-    let cs = x_layout.shape().contiguous_strides();
+    let x_dims = x_shape.dims();
+    let cs = x_shape.contiguous_strides();
     let x_inner = cs[axis];
     let slab = x_dims[axis] * x_inner;
     // Output slab p (one per outer coordinate of x) receives only the ids block q with
@@ -304,7 +314,6 @@ pub fn scatter_add_fast<T: Float>(x: &[T], x_layout: &Layout, axis: usize, ids: 
     } else {
         out.chunks_mut(slab).enumerate().for_each(|(p, dst)| add_slab(p, dst));
     }
-    out
 }
 
 pub fn scatter_add_reference<T: Float>(x: &[T], x_layout: &Layout, axis: usize, ids: &[i64], ids_dims: &[usize], src: &[T], src_layout: &Layout) -> Vec<T> {
@@ -419,6 +428,36 @@ impl IndexKernels for CpuStorage {
         })
     }
 
+    fn index_select_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self> {
+        const OP: &str = "index_select_backward";
+        check_axis(OP, axis, input_shape.rank())?;
+        let ids = ids_slice(OP, ids, ids_layout)?;
+        check_range(OP, &ids, input_shape.dims()[axis], axis, input_shape)?;
+        let mut expected = input_shape.dims().to_vec();
+        expected[axis] = ids.len();
+        check_dims(OP, "gradient", layout.dims(), &expected)?;
+        cpu_float_dispatch!(OP, self, |g: T| {
+            // Zeroed allocation is lazy: rows no id touches cost nothing (most of a vocabulary).
+            let mut out = vec![T::ZERO; input_shape.numel()];
+            index_add_into(&mut out, input_shape.dims(), axis, &ids, g, layout);
+            Ok(super::wrap_float(out))
+        })
+    }
+
+    fn gather_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self> {
+        const OP: &str = "gather_backward";
+        check_axis(OP, axis, input_shape.rank())?;
+        check_gather_dims(OP, input_shape.dims(), axis, ids_layout.dims())?;
+        check_dims(OP, "gradient", layout.dims(), ids_layout.dims())?;
+        let ids_v = ids_slice(OP, ids, ids_layout)?;
+        check_range(OP, &ids_v, input_shape.dims()[axis], axis, input_shape)?;
+        cpu_float_dispatch!(OP, self, |g: T| {
+            let mut out = vec![T::ZERO; input_shape.numel()];
+            scatter_add_into(&mut out, input_shape, axis, &ids_v, ids_layout.dims(), g, layout);
+            Ok(super::wrap_float(out))
+        })
+    }
+
     fn cat(parts: &[(&Self, &Layout)], axis: usize) -> Result<Self> {
         const OP: &str = "cat";
         let Some(&(first, l0)) = parts.first() else {
@@ -513,6 +552,37 @@ mod tests {
                         assert_eq!(fast, scatter_add_reference(&x, &l, axis, &ids, &id_dims, &src, &sl), "{dims:?} axis {axis}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn backward_kernels_equal_adds_into_zeros() {
+        let shape = Shape::new([6, 5, 4]);
+        for axis in 0..3 {
+            let size = shape.dims()[axis];
+            let mut gd = shape.dims().to_vec();
+            gd[axis] = 2 * size + 1;
+            let ids_v = ids(gd[axis], size, axis);
+            for gl in layouts(&gd) {
+                let g = CpuStorage::F64(data(gl.required_len()));
+                let ids_s = CpuStorage::I64(ids_v.clone());
+                let dx = g.index_select_backward(&gl, axis, &ids_s, &Layout::contiguous([ids_v.len()]), &shape).unwrap();
+                let zeros = CpuStorage::F64(vec![0.0; shape.numel()]);
+                let via_add = zeros
+                    .index_add(&Layout::contiguous(shape.clone()), axis, &ids_s, &Layout::contiguous([ids_v.len()]), &g, &gl)
+                    .unwrap();
+                assert_eq!(dx, via_add);
+            }
+            let gd2: Vec<usize> = shape.dims().iter().enumerate().map(|(d, &n)| if d == axis { 3 } else { n - 1 }).collect();
+            let ids_v = ids(gd2.iter().product(), size, axis + 1);
+            let ids_s = CpuStorage::I64(ids_v);
+            let il = Layout::contiguous(gd2.clone());
+            for gl in layouts(&gd2) {
+                let g = CpuStorage::F64(data(gl.required_len()));
+                let dx = g.gather_backward(&gl, axis, &ids_s, &il, &shape).unwrap();
+                let zeros = CpuStorage::F64(vec![0.0; shape.numel()]);
+                assert_eq!(dx, zeros.scatter_add(&Layout::contiguous(shape.clone()), axis, &ids_s, &il, &g, &gl).unwrap());
             }
         }
     }
