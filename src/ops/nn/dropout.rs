@@ -7,12 +7,11 @@
 //! for the backward pass, which multiplies the gradient by the same mask.
 
 use crate::autograd::BackwardOp;
-use crate::backend::cpu::unsupported_dtype;
+use crate::backend::cpu::{unsupported_dtype, CpuElem};
 use crate::backend::{CpuStorage, Storage};
 use crate::ops::binary::{BinaryKernels, Mul};
 use crate::tensor::{DType, Layout, Shape, Tensor};
 use crate::{Error, Result};
-use rand::distr::{Bernoulli, Distribution};
 use rand::Rng;
 
 const OP: &str = "dropout";
@@ -53,7 +52,8 @@ impl Tensor {
             return Ok(self.clone());
         }
         let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
-        let scaled_mask = Self::dropout_mask(self.shape().clone(), p, self.dtype(), rng)?.scale(scale)?;
+        let keep = keep_flags(self.numel(), p, rng);
+        let scaled_mask = mask_tensor(&keep, scale, self.shape().clone(), self.dtype())?;
         let storage = match (&*self.storage(), &*scaled_mask.storage()) {
             (Storage::Cpu(x), Storage::Cpu(m)) => Storage::Cpu(x.binary(self.layout(), m, scaled_mask.layout(), Mul)?),
         };
@@ -66,8 +66,8 @@ impl Tensor {
     }
 
     /// The keep mask [`Tensor::dropout`] draws: 1 where an element survives,
-    /// 0 (with probability `p`) where it is dropped, one draw per element in
-    /// row-major order.
+    /// 0 (with probability `p`) where it is dropped; one 32-bit draw per element,
+    /// in row-major order.
     ///
     /// ```
     /// use tamer::{rng, DType, Tensor};
@@ -76,17 +76,41 @@ impl Tensor {
     /// ```
     pub fn dropout_mask(shape: impl Into<Shape>, p: f64, dtype: DType, rng: &mut impl Rng) -> Result<Tensor> {
         check_p(p)?;
-        if !dtype.is_float() {
-            return Err(Error::dtype(OP, format!("mask dtype {dtype} is not a float dtype")));
-        }
         let shape = shape.into();
-        let drop = Bernoulli::new(p).map_err(|e| Error::value(OP, format!("drop probability {p}: {e}")))?;
-        let values: Vec<f64> = (0..shape.numel()).map(|_| if drop.sample(rng) { 0.0 } else { 1.0 }).collect();
-        Ok(Tensor::from_storage(
-            Storage::Cpu(CpuStorage::from_f64_vec(&values, dtype)),
-            Layout::contiguous(shape),
-        ))
+        let keep = keep_flags(shape.numel(), p, rng);
+        mask_tensor(&keep, 1.0, shape, dtype)
     }
+}
+
+/// One keep/drop decision per element, in row-major order: an element is
+/// dropped when a uniform 32-bit draw falls below `p·2³²` (two draws per `u64`).
+fn keep_flags(n: usize, p: f64, rng: &mut impl Rng) -> Vec<bool> {
+    // p = 1 gives 2³², above every u32: everything is dropped.
+    let threshold = (p * 4_294_967_296.0) as u64;
+    let mut keep = Vec::with_capacity(n + 1);
+    while keep.len() < n {
+        let bits = rng.next_u64();
+        keep.push((bits & 0xFFFF_FFFF) >= threshold);
+        keep.push((bits >> 32) >= threshold);
+    }
+    keep.truncate(n);
+    keep
+}
+
+/// `value` where kept, 0 where dropped, as a tensor of `dtype`.
+fn mask_tensor(keep: &[bool], value: f64, shape: Shape, dtype: DType) -> Result<Tensor> {
+    fn fill<T: CpuElem>(keep: &[bool], value: f64) -> CpuStorage {
+        let (on, off) = (T::from_f64(value), T::from_f64(0.0));
+        T::wrap(keep.iter().map(|&k| if k { on } else { off }).collect())
+    }
+    let storage = match dtype {
+        DType::F16 => fill::<half::f16>(keep, value),
+        DType::BF16 => fill::<half::bf16>(keep, value),
+        DType::F32 => fill::<f32>(keep, value),
+        DType::F64 => fill::<f64>(keep, value),
+        DType::I64 => return Err(Error::dtype(OP, "mask dtype i64 is not a float dtype")),
+    };
+    Ok(Tensor::from_storage(Storage::Cpu(storage), Layout::contiguous(shape)))
 }
 
 struct DropoutBackward {

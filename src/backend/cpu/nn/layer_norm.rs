@@ -43,7 +43,7 @@ fn forward_row<T: Float>(src: &[T], w: Option<&[T]>, b: Option<&[T]>, eps: T, ds
 
 /// x: [rows, c] contiguous → (y: [rows, c], mean: [rows], rstd: [rows]).
 pub fn layer_norm_rows<T: Float>(x: &[T], c: usize, w: Option<&[T]>, b: Option<&[T]>, eps: T) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let rows = if c == 0 { 0 } else { x.len() / c };
+    let rows = x.len().checked_div(c).unwrap_or(0);
     let mut y = vec![T::ZERO; x.len()];
     let mut stats = vec![(T::ZERO, T::ZERO); rows];
     let run = |(r, (o, s)): (usize, (&mut [T], &mut (T, T)))| *s = forward_row(&x[r * c..(r + 1) * c], w, b, eps, o);
@@ -96,24 +96,24 @@ pub fn layer_norm_backward_rows<T: Float>(
             let (m, s) = (mean[r], rstd[r]);
             let wj = |j: usize| w.map_or(T::ONE, |w| w[j]);
             let (mut sum_g, mut sum_gx) = (T::ZERO, T::ZERO);
-            for j in 0..c {
-                let g = gr[j] * wj(j);
+            for (j, (&xv, &gv)) in xr.iter().zip(gr).enumerate() {
+                let g = gv * wj(j);
                 sum_g += g;
-                sum_gx += g * ((xr[j] - m) * s);
+                sum_gx += g * ((xv - m) * s);
             }
             let (mean_g, mean_gx) = (sum_g / n, sum_gx / n);
-            for j in 0..c {
-                let xhat = (xr[j] - m) * s;
-                dxr[j] = s * (gr[j] * wj(j) - mean_g - xhat * mean_gx);
+            for (j, ((d, &xv), &gv)) in dxr.iter_mut().zip(xr).zip(gr).enumerate() {
+                let xhat = (xv - m) * s;
+                *d = s * (gv * wj(j) - mean_g - xhat * mean_gx);
             }
             if want_dw {
-                for j in 0..c {
-                    p.dw[j] += gr[j] * ((xr[j] - m) * s);
+                for ((a, &xv), &gv) in p.dw.iter_mut().zip(xr).zip(gr) {
+                    *a += gv * ((xv - m) * s);
                 }
             }
             if want_db {
-                for j in 0..c {
-                    p.db[j] += gr[j];
+                for (a, &gv) in p.db.iter_mut().zip(gr) {
+                    *a += gv;
                 }
             }
         }
@@ -258,7 +258,7 @@ impl LayerNormKernels for CpuStorage {
         }
         cpu_float_dispatch!(OP, self, |v: T| {
             let c = row_len(x_layout);
-            let rows = if c == 0 { 0 } else { x_layout.numel() / c };
+            let rows = x_layout.numel().checked_div(c).unwrap_or(0);
             let mismatch = || Error::dtype(OP, format!("backward operands have mixed dtypes (input is {})", self.dtype()));
             let (Some(m), Some(r), Some(g)) = (<T as CpuElem>::slice(mean), <T as CpuElem>::slice(rstd), <T as CpuElem>::slice(dy)) else {
                 return Err(mismatch());
