@@ -278,3 +278,14 @@ fn where_and_masked_fill_values() {
     assert_eq!(g.get(&f).unwrap().to_scalar().unwrap(), 1.0);
     assert!(g.get(&c).is_none());
 }
+
+#[test]
+fn nan_propagates_through_maximum_and_minimum() {
+    for dtype in [DType::F32, DType::F64] {
+        let a = Tensor::from_vec(vec![f64::NAN, 1.0, f64::NAN], [3]).unwrap().to_dtype(dtype).unwrap();
+        let b = Tensor::from_vec(vec![1.0, f64::NAN, f64::NAN], [3]).unwrap().to_dtype(dtype).unwrap();
+        for y in [a.maximum(&b).unwrap(), b.maximum(&a).unwrap(), a.minimum(&b).unwrap(), b.minimum(&a).unwrap()] {
+            assert!(y.to_f64_vec().unwrap().iter().all(|v| v.is_nan()), "{y}");
+        }
+    }
+}
