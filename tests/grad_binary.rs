@@ -131,7 +131,7 @@ proptest! {
 fn naive(a: &Tensor, b: &Tensor, f: impl Fn(f64, f64) -> f64) -> (Vec<usize>, Vec<f64>) {
     let (av, bv) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
     let rank = a.rank().max(b.rank());
-    let pad = |d: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, rank - d.len()).chain(d.iter().copied()).collect() };
+    let pad = |d: &[usize]| -> Vec<usize> { std::iter::repeat(1).take(rank - d.len()).chain(d.iter().copied()).collect() };
     let (pa, pb) = (pad(a.dims()), pad(b.dims()));
     let out: Vec<usize> = pa.iter().zip(&pb).map(|(&x, &y)| x.max(y)).collect();
     let n: usize = out.iter().product();
@@ -277,4 +277,15 @@ fn where_and_masked_fill_values() {
     assert_eq!(g.get(&t).unwrap().to_vec::<f64>().unwrap(), vec![1.0, 0.0, 1.0]);
     assert_eq!(g.get(&f).unwrap().to_scalar().unwrap(), 1.0);
     assert!(g.get(&c).is_none());
+}
+
+#[test]
+fn nan_propagates_through_maximum_and_minimum() {
+    for dtype in [DType::F32, DType::F64] {
+        let a = Tensor::from_vec(vec![f64::NAN, 1.0, f64::NAN], [3]).unwrap().to_dtype(dtype).unwrap();
+        let b = Tensor::from_vec(vec![1.0, f64::NAN, f64::NAN], [3]).unwrap().to_dtype(dtype).unwrap();
+        for y in [a.maximum(&b).unwrap(), b.maximum(&a).unwrap(), a.minimum(&b).unwrap(), b.minimum(&a).unwrap()] {
+            assert!(y.to_f64_vec().unwrap().iter().all(|v| v.is_nan()), "{y}");
+        }
+    }
 }

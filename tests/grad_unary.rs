@@ -272,3 +272,20 @@ fn special_values() {
     let g = v(x.gelu());
     assert!(g[1] == 0.0 && g[3] == 100.0, "{g:?}");
 }
+
+#[test]
+fn nan_propagates() {
+    // NaN must not be hidden by relu or clamp: a diverging run should show NaN, as in PyTorch.
+    for dtype in [DType::F32, DType::F64] {
+        let x = Tensor::from_vec(vec![f64::NAN, 1.0], [2]).unwrap().to_dtype(dtype).unwrap();
+        for (name, y) in [
+            ("relu", x.relu()),
+            ("clamp", x.clamp(-0.5, 0.5)),
+            ("abs", x.abs()),
+            ("gelu", x.gelu()),
+            ("sigmoid", x.sigmoid()),
+        ] {
+            assert!(y.unwrap().to_f64_vec().unwrap()[0].is_nan(), "{name}({dtype} NaN) should be NaN");
+        }
+    }
+}

@@ -12,7 +12,7 @@ fn shapes() -> impl Strategy<Value = Vec<usize>> {
 }
 
 fn grad_ok(f: impl Fn(&Tensor) -> Result<Tensor>, x: &Tensor) -> std::result::Result<(), TestCaseError> {
-    let report = check_gradients(|xs| f(&xs[0]), &[x.clone()], &GradCheckConfig::default()).unwrap();
+    let report = check_gradients(|xs| f(&xs[0]), std::slice::from_ref(x), &GradCheckConfig::default()).unwrap();
     prop_assert!(report.passed(), "{:?} strides {:?}: {}", x.dims(), x.layout().strides(), report);
     Ok(())
 }
@@ -292,4 +292,109 @@ fn variable_of_a_view_is_a_new_leaf() {
     let g = v.square().unwrap().sum_all().unwrap().backward().unwrap();
     assert_eq!(g.get(&v).unwrap().dims(), &[3, 2]);
     assert_eq!(g.get(&v).unwrap().to_vec::<f64>().unwrap(), vec![0.0, 6.0, 2.0, 8.0, 4.0, 10.0]);
+}
+
+/// A tensor with an arbitrary strided layout over distinct values: a permuted,
+/// narrowed (and sometimes broadcast) view of an arange.
+fn strided_layout() -> impl Strategy<Value = Tensor> {
+    (strategies::shape(1..=4, 1..=5), any::<u64>(), any::<bool>())
+        .prop_flat_map(|(dims, seed, broadcast)| {
+            let n: usize = dims.iter().product();
+            let base = Tensor::arange(0.0, n as f64, 1.0, DType::F64).unwrap().reshape(dims.clone()).unwrap();
+            let perm: Vec<usize> = (0..dims.len()).collect();
+            (
+                Just(base),
+                Just(perm).prop_shuffle(),
+                proptest::collection::vec((any::<usize>(), any::<usize>()), dims.len()),
+                Just(seed),
+                Just(broadcast),
+            )
+        })
+        .prop_map(|(base, perm, cuts, seed, broadcast)| {
+            let mut x = base.permute(&perm).unwrap();
+            for (axis, &(s, l)) in cuts.iter().enumerate() {
+                let size = x.dims()[axis];
+                let start = s % size;
+                let len = 1 + l % (size - start);
+                x = x.narrow(axis as isize, start, len).unwrap();
+            }
+            if broadcast {
+                let mut target = x.dims().to_vec();
+                target.insert(0, 1 + (seed % 3) as usize);
+                x = x.broadcast_as(target).unwrap();
+            }
+            x
+        })
+}
+
+/// A random shape with `n` elements: `n`'s prime factors shuffled into groups, with some 1s.
+fn factorization(n: usize, seed: u64) -> Vec<usize> {
+    let mut primes = Vec::new();
+    let (mut m, mut p) = (n, 2);
+    while m > 1 {
+        while m % p == 0 {
+            primes.push(p);
+            m /= p;
+        }
+        p += 1;
+    }
+    let mut h = seed;
+    let mut next = || {
+        h = h.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (h >> 33) as usize
+    };
+    for i in (1..primes.len()).rev() {
+        primes.swap(i, next() % (i + 1));
+    }
+    let mut dims = vec![1usize];
+    for q in primes {
+        if next() % 2 == 0 {
+            dims.push(q);
+        } else {
+            *dims.last_mut().unwrap() *= q;
+        }
+    }
+    if next() % 3 == 0 {
+        let at = next() % (dims.len() + 1);
+        dims.insert(at, 1);
+    }
+    if dims.len() > 1 && dims[0] == 1 && next() % 2 == 0 {
+        dims.remove(0);
+    }
+    dims
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// reshape of any strided layout (view when the strides allow, copy otherwise)
+    /// reads the elements in row-major order.
+    #[test]
+    fn reshape_of_any_layout(x in strided_layout(), seed in any::<u64>()) {
+        let target = factorization(x.numel(), seed);
+        let y = x.reshape(target.clone()).unwrap();
+        prop_assert_eq!(y.dims(), &target[..]);
+        prop_assert_eq!(y.to_f64_vec().unwrap(), x.to_f64_vec().unwrap(), "{:?} strides {:?} -> {:?}", x.dims(), x.layout().strides(), target);
+        // And back again.
+        prop_assert_eq!(y.reshape(x.dims().to_vec()).unwrap().to_f64_vec().unwrap(), x.to_f64_vec().unwrap());
+    }
+}
+
+#[test]
+fn empty_tensors_flow_through_forward_and_backward() {
+    let x = Tensor::ones([0, 3], DType::F64).unwrap().variable();
+    let y = x.exp().unwrap().mul(&Tensor::ones([3], DType::F64).unwrap()).unwrap();
+    assert_eq!(y.dims(), &[0, 3]);
+    assert_eq!(y.sum(&[0], false).unwrap().to_vec::<f64>().unwrap(), vec![0.0; 3]);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(&x).unwrap().dims(), &[0, 3]);
+    // A zero-length slice of a variable gets a zero gradient.
+    let v = Tensor::ones([2, 3], DType::F64).unwrap().variable();
+    let loss = v.narrow(1, 1, 0).unwrap().sum_all().unwrap().add(&v.sum_all().unwrap()).unwrap();
+    let g = loss.backward().unwrap();
+    assert_eq!(g.get(&v).unwrap().to_vec::<f64>().unwrap(), vec![1.0; 6]);
+    assert_eq!(
+        Tensor::zeros([4, 0], DType::F32).unwrap().t().unwrap().reshape([0, 2, 2]).unwrap().dims(),
+        &[0, 2, 2]
+    );
 }

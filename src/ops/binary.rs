@@ -59,10 +59,10 @@ binary_fn!(/// `a / b`
     Div, "div", |a, b| a / b);
 binary_fn!(/// `aᵇ`
     Pow, "pow", |a, b| a.powf(b));
-binary_fn!(/// `max(a, b)`
-    Maximum, "maximum", |a, b| if a >= b { a } else { b });
-binary_fn!(/// `min(a, b)`
-    Minimum, "minimum", |a, b| if a <= b { a } else { b });
+binary_fn!(/// `max(a, b)`; NaN in either operand gives NaN (as PyTorch).
+    Maximum, "maximum", |a, b| if a >= b || a.is_nan() { a } else { b });
+binary_fn!(/// `min(a, b)`; NaN in either operand gives NaN (as PyTorch).
+    Minimum, "minimum", |a, b| if a <= b || a.is_nan() { a } else { b });
 binary_fn!(/// `a == b` as 1.0 / 0.0
     Eq, "eq", |a, b| if a == b { T::ONE } else { T::ZERO });
 binary_fn!(/// `a != b` as 1.0 / 0.0

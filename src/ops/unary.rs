@@ -122,8 +122,8 @@ unary_fn!(/// Hyperbolic tangent.
     Tanh, "tanh", tanh, |x| x.tanh(), |x, y| T::ONE - y * y);
 unary_fn!(/// `1 / (1 + e⁻ˣ)`
     Sigmoid, "sigmoid", sigmoid, |x| sigmoid(x), |x, y| y * (T::ONE - y));
-unary_fn!(/// `max(x, 0)`; the derivative at 0 is 0.
-    Relu, "relu", relu, |x| if x > T::ZERO { x } else { T::ZERO }, |x, y| if x > T::ZERO { T::ONE } else { T::ZERO });
+unary_fn!(/// `max(x, 0)`; the derivative at 0 is 0. NaN stays NaN (as PyTorch), so divergence is not hidden.
+    Relu, "relu", relu, |x| if x <= T::ZERO { T::ZERO } else { x }, |x, y| if x > T::ZERO { T::ONE } else { T::ZERO });
 unary_fn!(/// `x · σ(x)` (swish).
     Silu, "silu", silu, |x| x * sigmoid(x), |x, y| { let s = sigmoid(x); s * (T::ONE + x * (T::ONE - s)) });
 unary_fn!(/// Sine.
@@ -242,7 +242,15 @@ pub struct Clamp(pub f64, pub f64);
 impl UnaryFn for Clamp {
     const NAME: &'static str = "clamp";
     fn apply<T: Float>(&self, x: T) -> T {
-        x.max(c(self.0)).min(c(self.1))
+        // Comparisons rather than f64::max/min, which would turn NaN into a bound.
+        let (lo, hi) = (c::<T>(self.0), c::<T>(self.1));
+        if x < lo {
+            lo
+        } else if x > hi {
+            hi
+        } else {
+            x
+        }
     }
     fn derivative<T: Float>(&self, x: T, _y: T) -> T {
         if x >= c(self.0) && x <= c(self.1) {

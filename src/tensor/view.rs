@@ -91,7 +91,7 @@ impl Tensor {
     pub fn narrow(&self, axis: isize, start: usize, len: usize) -> Result<Tensor> {
         let axis = self.shape().axis("narrow", axis)?;
         let size = self.dims()[axis];
-        if start.checked_add(len).is_none_or(|end| end > size) {
+        if start.checked_add(len).map_or(true, |end| end > size) {
             return Err(Error::index(
                 "narrow",
                 format!(
