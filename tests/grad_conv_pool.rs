@@ -261,6 +261,15 @@ fn max_pool2d_routes_ties_to_the_first_maximum_and_treats_padding_as_minus_infin
 }
 
 #[test]
+fn max_pool2d_propagates_nan_like_pytorch() {
+    let x = Tensor::from_vec(vec![1.0f32, f32::NAN, 5.0, 2.0, 0.0, 1.0, 3.0, 4.0], [1, 2, 2, 2]).unwrap();
+    let (y, idx) = x.max_pool2d_with_indices((2, 2), (2, 2), (0, 0)).unwrap();
+    let y = y.to_vec::<f32>().unwrap();
+    assert!(y[0].is_nan() && y[1] == 4.0, "{y:?}");
+    assert_eq!(idx.to_vec::<i64>().unwrap(), vec![1, 3]);
+}
+
+#[test]
 fn avg_pool2d_backward_spreads_evenly() {
     let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0], [1, 1, 2, 2]).unwrap().variable();
     let g = x.avg_pool2d((2, 2), (2, 2), (0, 0), true).unwrap().sum_all().unwrap().backward().unwrap();

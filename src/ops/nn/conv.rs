@@ -180,7 +180,6 @@ impl Tensor {
                 Storage::Cpu(xs.conv2d(self.layout(), ws, weight.layout(), b, &p)?)
             }
         };
-        drop(bias_guard);
         let mut inputs = vec![self.clone(), weight.clone()];
         inputs.extend(bias.cloned());
         Ok(Tensor::from_op(

@@ -301,10 +301,24 @@ fn conv2d_db<T: Float>(dy: &[T], p: &Conv2dParams) -> Vec<T> {
     let mut db = vec![T::ZERO; o];
     for image in dy.chunks_exact(o * l) {
         for (d, row) in db.iter_mut().zip(image.chunks_exact(l)) {
-            *d += row.iter().copied().sum::<T>();
+            *d += lane_sum(row);
         }
     }
     db
+}
+
+/// Σ row with eight independent accumulators: a serial sum is bound by the
+/// add latency, lanes let the compiler use one vector add per eight elements.
+fn lane_sum<T: Float>(row: &[T]) -> T {
+    let mut acc = [T::ZERO; 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder().iter().copied().sum::<T>();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().copied().sum::<T>() + tail
 }
 
 /// The naive seven-loop convolution on contiguous x `[N, C, H, W]`, w `[O, C, kh, kw]`.

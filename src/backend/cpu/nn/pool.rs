@@ -46,30 +46,87 @@ fn plane_base(layout: &Layout, p: &Pool2dParams, i: usize) -> (usize, [usize; 2]
 
 fn max_pool_forward<T: Float>(x: &[T], layout: &Layout, p: &Pool2dParams) -> (Vec<T>, Vec<i64>) {
     let plane_out = p.out_h * p.out_w;
-    // Values and indices in one buffer so that one parallel pass fills both.
-    let mut pairs = vec![(T::ZERO, 0i64); p.planes() * plane_out];
-    for_planes(&mut pairs, plane_out, p, |i, out| {
-        let (base, [hs, ws]) = plane_base(layout, p, i);
+    let mut y = vec![T::ZERO; p.planes() * plane_out];
+    let mut idx = vec![0i64; y.len()];
+    let plane = |i: usize, (y, idx): (&mut [T], &mut [i64])| {
+        let (base, strides) = plane_base(layout, p, i);
         for oy in 0..p.out_h {
-            let (y0, y1) = window(oy, p.stride.0, p.padding.0, p.kernel.0, p.in_h);
+            let wy = window(oy, p.stride.0, p.padding.0, p.kernel.0, p.in_h);
             for ox in 0..p.out_w {
-                let (x0, x1) = window(ox, p.stride.1, p.padding.1, p.kernel.1, p.in_w);
-                // Padding is −∞, never chosen; an all −∞ window reports its first in-bounds tap (as PyTorch).
-                let mut best = (T::NEG_INFINITY, (y0 * p.in_w + x0) as i64);
-                for iy in y0..y1 {
-                    let row = base + iy * hs;
-                    for ix in x0..x1 {
-                        let v = x[row + ix * ws];
-                        if v > best.0 || v.is_nan() {
-                            best = (v, (iy * p.in_w + ix) as i64);
-                        }
-                    }
-                }
-                out[oy * p.out_w + ox] = best;
+                let wx = window(ox, p.stride.1, p.padding.1, p.kernel.1, p.in_w);
+                (y[oy * p.out_w + ox], idx[oy * p.out_w + ox]) = window_max(x, base, strides, p.in_w, wy, wx);
             }
         }
-    });
-    pairs.into_iter().unzip()
+    };
+    if plane_out == 0 {
+        return (y, idx);
+    }
+    if parallel(p) {
+        y.par_chunks_mut(plane_out)
+            .zip(idx.par_chunks_mut(plane_out))
+            .enumerate()
+            .for_each(|(i, c)| plane(i, c));
+    } else {
+        y.chunks_mut(plane_out)
+            .zip(idx.chunks_mut(plane_out))
+            .enumerate()
+            .for_each(|(i, c)| plane(i, c));
+    }
+    (y, idx)
+}
+
+/// The maximum of one clipped window and its flat in-plane index: the first
+/// maximum at ties (taps in row-major order), NaN wins. An all −∞ window
+/// reports its first tap, as PyTorch does.
+#[inline]
+fn window_max<T: Float>(x: &[T], base: usize, [hs, ws]: [usize; 2], in_w: usize, (y0, y1): (usize, usize), (x0, x1): (usize, usize)) -> (T, i64) {
+    // Selects instead of branches: on real data `v > best` is a coin flip, and
+    // a mispredicted branch costs more than the whole window.
+    let (mut best, mut idx, mut nan) = (T::NEG_INFINITY, (y0 * in_w + x0) as i64, false);
+    for iy in y0..y1 {
+        let (row, flat) = (base + iy * hs, (iy * in_w + x0) as i64);
+        let mut tap = |j: usize, v: T| {
+            let gt = v > best;
+            // `best` is never NaN (a NaN fails `>`), so this plain select is
+            // exact and cheaper than NaN-aware `max`.
+            best = if gt { v } else { best };
+            idx += gt as i64 * (flat + j as i64 - idx);
+            nan |= v.is_nan();
+        };
+        if ws == 1 {
+            // Contiguous rows: a slice, so no bounds check per tap.
+            x[row + x0..row + x1].iter().enumerate().for_each(|(j, &v)| tap(j, v));
+        } else {
+            (0..x1 - x0).for_each(|j| tap(j, x[row + (x0 + j) * ws]));
+        }
+    }
+    if nan {
+        return nan_window_max(x, base, [hs, ws], in_w, (y0, y1), (x0, x1), (best, idx));
+    }
+    (best, idx)
+}
+
+/// Redo one window under PyTorch's NaN rule (a NaN replaces anything, so the
+/// last NaN wins); `found` is the NaN-blind result, kept when there is no NaN.
+fn nan_window_max<T: Float>(
+    x: &[T],
+    base: usize,
+    [hs, ws]: [usize; 2],
+    in_w: usize,
+    (y0, y1): (usize, usize),
+    (x0, x1): (usize, usize),
+    found: (T, i64),
+) -> (T, i64) {
+    let mut found = found;
+    for iy in y0..y1 {
+        for ix in x0..x1 {
+            let v = x[base + iy * hs + ix * ws];
+            if v.is_nan() {
+                found = (v, (iy * in_w + ix) as i64);
+            }
+        }
+    }
+    found
 }
 
 fn max_pool_backward<T: Float>(dy: &[T], idx: &[i64], p: &Pool2dParams) -> Result<Vec<T>> {
@@ -107,18 +164,20 @@ fn avg_pool_forward<T: Float>(x: &[T], layout: &Layout, p: &Pool2dParams, count_
     let mut y = vec![T::ZERO; p.planes() * plane_out];
     for_planes(&mut y, plane_out, p, |i, out| {
         let (base, [hs, ws]) = plane_base(layout, p, i);
-        for oy in 0..p.out_h {
+        for (oy, out_row) in out.chunks_exact_mut(p.out_w).enumerate() {
             let wy = window(oy, p.stride.0, p.padding.0, p.kernel.0, p.in_h);
-            for ox in 0..p.out_w {
+            for (ox, o) in out_row.iter_mut().enumerate() {
                 let wx = window(ox, p.stride.1, p.padding.1, p.kernel.1, p.in_w);
                 let mut acc = T::ZERO;
                 for iy in wy.0..wy.1 {
                     let row = base + iy * hs;
-                    for ix in wx.0..wx.1 {
-                        acc += x[row + ix * ws];
+                    if ws == 1 {
+                        x[row + wx.0..row + wx.1].iter().for_each(|&v| acc += v);
+                    } else {
+                        (wx.0..wx.1).for_each(|ix| acc += x[row + ix * ws]);
                     }
                 }
-                out[oy * p.out_w + ox] = acc / T::from_f64(divisor(p, count_include_pad, wy, wx) as f64);
+                *o = acc / T::from_f64(divisor(p, count_include_pad, wy, wx) as f64);
             }
         }
     });
