@@ -66,7 +66,11 @@ fn causal_attention_ignores_the_future() {
     let v = Tensor::randn([1, 5, 4], DType::F32, &mut r).unwrap();
     let out = q.scaled_dot_product_attention(&k, &v, true, None).unwrap().to_vec::<f32>().unwrap();
     let bump = Tensor::from_vec([vec![0.0f32; 16], vec![5.0; 4]].concat(), [1, 5, 4]).unwrap();
-    let out2 = q.scaled_dot_product_attention(&k.add(&bump).unwrap(), &v.add(&bump).unwrap(), true, None).unwrap().to_vec::<f32>().unwrap();
+    let out2 = q
+        .scaled_dot_product_attention(&k.add(&bump).unwrap(), &v.add(&bump).unwrap(), true, None)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
     assert_eq!(out[..16], out2[..16]);
     assert_ne!(out[16..], out2[16..]);
     // The first query attends only to the first key: its output is v[0].
@@ -78,7 +82,10 @@ fn shape_errors_name_the_operands() {
     let q = Tensor::zeros([2, 3, 4], DType::F32).unwrap();
     let k = Tensor::zeros([2, 3, 5], DType::F32).unwrap();
     let err = q.scaled_dot_product_attention(&k, &k, false, None).unwrap_err().to_string();
-    assert!(err.contains("scaled_dot_product_attention") && err.contains("[2, 3, 4]") && err.contains("[2, 3, 5]"), "{err}");
+    assert!(
+        err.contains("scaled_dot_product_attention") && err.contains("[2, 3, 4]") && err.contains("[2, 3, 5]"),
+        "{err}"
+    );
     let short = Tensor::zeros([2, 2, 4], DType::F32).unwrap();
     let err = q.scaled_dot_product_attention(&short, &short, true, None).unwrap_err().to_string();
     assert!(err.contains("causal"), "{err}");

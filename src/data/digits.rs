@@ -33,7 +33,10 @@ impl Digits {
     }
     /// Images as `[n, 64]` f32 and labels as `[n]` i64 tensors.
     pub fn tensors(&self) -> Result<(Tensor, Tensor)> {
-        Ok((Tensor::from_slice(&self.pixels, [self.len(), NUM_PIXELS])?, Tensor::from_slice(&self.labels, [self.len()])?))
+        Ok((
+            Tensor::from_slice(&self.pixels, [self.len(), NUM_PIXELS])?,
+            Tensor::from_slice(&self.labels, [self.len()])?,
+        ))
     }
     /// The examples at `indices`, in that order.
     pub fn subset(&self, indices: &[usize]) -> Digits {
@@ -55,7 +58,9 @@ pub fn load() -> Result<Digits> {
 /// Parse a gzip-compressed digits CSV; `name` is used in error messages.
 pub fn parse_gz(bytes: &[u8], name: &str) -> Result<Digits> {
     let mut text = String::new();
-    GzDecoder::new(bytes).read_to_string(&mut text).map_err(|e| Error::format("digits", format!("{name}: not a valid gzip-compressed text file: {e}")))?;
+    GzDecoder::new(bytes)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::format("digits", format!("{name}: not a valid gzip-compressed text file: {e}")))?;
     parse_csv(&text, name)
 }
 
@@ -66,16 +71,31 @@ pub fn parse_csv(text: &str, name: &str) -> Result<Digits> {
     for (line_no, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         if fields.len() != NUM_PIXELS + 1 {
-            return Err(Error::format("digits", format!("{name} line {}: {} fields, expected {} (64 pixels and a label)", line_no + 1, fields.len(), NUM_PIXELS + 1)));
+            return Err(Error::format(
+                "digits",
+                format!(
+                    "{name} line {}: {} fields, expected {} (64 pixels and a label)",
+                    line_no + 1,
+                    fields.len(),
+                    NUM_PIXELS + 1
+                ),
+            ));
         }
         for f in &fields[..NUM_PIXELS] {
-            let v: f32 = f.parse().map_err(|_| Error::format("digits", format!("{name} line {}: pixel {f:?} is not a number", line_no + 1)))?;
+            let v: f32 = f
+                .parse()
+                .map_err(|_| Error::format("digits", format!("{name} line {}: pixel {f:?} is not a number", line_no + 1)))?;
             if !(0.0..=16.0).contains(&v) {
                 return Err(Error::format("digits", format!("{name} line {}: pixel {v} outside 0..=16", line_no + 1)));
             }
             pixels.push(v / 16.0);
         }
-        let label: i64 = fields[NUM_PIXELS].parse().map_err(|_| Error::format("digits", format!("{name} line {}: label {:?} is not an integer", line_no + 1, fields[NUM_PIXELS])))?;
+        let label: i64 = fields[NUM_PIXELS].parse().map_err(|_| {
+            Error::format(
+                "digits",
+                format!("{name} line {}: label {:?} is not an integer", line_no + 1, fields[NUM_PIXELS]),
+            )
+        })?;
         if !(0..NUM_CLASSES as i64).contains(&label) {
             return Err(Error::format("digits", format!("{name} line {}: label {label} outside 0..=9", line_no + 1)));
         }

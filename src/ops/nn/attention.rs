@@ -38,18 +38,34 @@ impl Tensor {
         q.same_dtype_device(OP, v)?;
         let (qr, kr, vr) = (q.rank(), k.rank(), v.rank());
         if qr < 2 || qr != kr || qr != vr {
-            return Err(Error::shape(OP, format!("q {}, k {}, v {}: expected three tensors of the same rank >= 2", q.shape(), k.shape(), v.shape())));
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "q {}, k {}, v {}: expected three tensors of the same rank >= 2",
+                    q.shape(),
+                    k.shape(),
+                    v.shape()
+                ),
+            ));
         }
         let (batch, tq, d) = (&q.dims()[..qr - 2], q.dims()[qr - 2], q.dims()[qr - 1]);
         let (tk, dk) = (k.dims()[qr - 2], k.dims()[qr - 1]);
         if &k.dims()[..qr - 2] != batch || &v.dims()[..qr - 2] != batch || dk != d || v.dims()[qr - 2] != tk {
             return Err(Error::shape(
                 OP,
-                format!("q {}, k {}, v {}: expected q [.., Tq, D], k [.., Tk, D], v [.., Tk, Dv] with equal leading dims", q.shape(), k.shape(), v.shape()),
+                format!(
+                    "q {}, k {}, v {}: expected q [.., Tq, D], k [.., Tk, D], v [.., Tk, Dv] with equal leading dims",
+                    q.shape(),
+                    k.shape(),
+                    v.shape()
+                ),
             ));
         }
         if causal && tq > tk {
-            return Err(Error::shape(OP, format!("causal attention with {tq} queries but only {tk} keys: expected Tq <= Tk")));
+            return Err(Error::shape(
+                OP,
+                format!("causal attention with {tq} queries but only {tk} keys: expected Tq <= Tk"),
+            ));
         }
         let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
         let (probs, out) = no_grad(|| -> Result<(Tensor, Tensor)> {
@@ -63,7 +79,12 @@ impl Tensor {
         })?;
         let layout = out.layout().clone();
         let storage = out.storage().copy_contiguous(&layout)?;
-        Ok(Tensor::from_op(storage, layout, vec![q.clone(), k.clone(), v.clone()], AttentionBackward { probs, scale }))
+        Ok(Tensor::from_op(
+            storage,
+            layout,
+            vec![q.clone(), k.clone(), v.clone()],
+            AttentionBackward { probs, scale },
+        ))
     }
 }
 
