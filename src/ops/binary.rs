@@ -52,7 +52,7 @@ macro_rules! binary_fn {
 binary_fn!(/// `a + b`
     Add, "add", |a, b| a + b, simd = crate::backend::simd::add_f32);
 binary_fn!(/// `a - b`
-    Sub, "sub", |a, b| a - b);
+    Sub, "sub", |a, b| a - b, simd = crate::backend::simd::sub_f32);
 binary_fn!(/// `a · b`
     Mul, "mul", |a, b| a * b, simd = crate::backend::simd::mul_f32);
 binary_fn!(/// `a / b`

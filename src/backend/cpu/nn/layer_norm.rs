@@ -94,6 +94,14 @@ pub fn layer_norm_backward_rows<T: Float>(
             let r = first + k;
             let (xr, gr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
             let (m, s) = (mean[r], rstd[r]);
+            if let (Some(x32), Some(g32), Some(dx32)) = (T::as_f32_slice(xr), T::as_f32_slice(gr), T::as_f32_slice_mut(dxr)) {
+                // f32 rows: the SIMD kernel computes the same formulas (tested against the scalar path below).
+                let w32 = w.and_then(T::as_f32_slice);
+                let dw32 = if want_dw { T::as_f32_slice_mut(&mut p.dw) } else { None };
+                let db32 = if want_db { T::as_f32_slice_mut(&mut p.db) } else { None };
+                simd::layer_norm_backward_row_f32(x32, g32, w32, m.to_f64() as f32, s.to_f64() as f32, dx32, dw32, db32);
+                continue;
+            }
             let wj = |j: usize| w.map_or(T::ONE, |w| w[j]);
             let (mut sum_g, mut sum_gx) = (T::ZERO, T::ZERO);
             for (j, (&xv, &gv)) in xr.iter().zip(gr).enumerate() {

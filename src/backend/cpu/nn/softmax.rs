@@ -108,6 +108,9 @@ fn log_softmax_row<T: Float>(src: &[T], dst: &mut [T]) {
 
 /// `dx = y ⊙ (dy − Σ dy ⊙ y)` for one row.
 fn softmax_backward_row<T: Float>(y: &[T], dy: &[T], dx: &mut [T]) {
+    if let (Some(y32), Some(dy32), Some(dx32)) = (T::as_f32_slice(y), T::as_f32_slice(dy), T::as_f32_slice_mut(dx)) {
+        return simd::softmax_backward_row_f32(y32, dy32, dx32);
+    }
     let dot: T = y.iter().zip(dy).map(|(&y, &g)| y * g).sum();
     for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
         *d = y * (g - dot);
