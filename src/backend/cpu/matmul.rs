@@ -244,10 +244,14 @@ fn tiles(p: &GemmPlan, threads: usize) -> Vec<Tile> {
 /// `A @ B` for a validated plan through the platform GEMM; contiguous `[batch, m, n]`.
 pub fn matmul_fast<T: GemmElem>(a: &[T], b: &[T], p: &GemmPlan) -> Vec<T> {
     let (m, k, n) = (p.m, p.k, p.n);
-    let mut out = vec![T::ZERO; p.batch() * m * n];
-    if out.is_empty() || k == 0 {
-        return out;
+    let len = p.batch() * m * n;
+    if len == 0 || k == 0 {
+        return vec![T::ZERO; len];
     }
+    // The GEMM runs with β = 0, so it writes every element of C without reading
+    // it: zero-filling the output first would only add a pass over memory (a
+    // tenth of the time of a batch of [128, 32] @ [32, 128] products).
+    let mut out: Vec<T> = Vec::with_capacity(len);
     let c = OutPtr(out.as_mut_ptr());
     let ((rsa, csa), (rsb, csb)) = (p.a_strides, p.b_strides);
     let run = |t: &Tile| {
@@ -280,6 +284,9 @@ pub fn matmul_fast<T: GemmElem>(a: &[T], b: &[T], p: &GemmPlan) -> Vec<T> {
     } else {
         tiles(p, threads).par_iter().with_max_len(1).for_each(run);
     }
+    // SAFETY: the tiles cover every (entry, row, column) of the output exactly
+    // once, and each GEMM with β = 0 initialised all of its tile.
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -439,6 +446,24 @@ mod tests {
         assert!(wide.iter().all(|t| t.rows == (0..8)));
         assert_eq!(tiles(&plan(64, 128, 32, 128), 2).len(), 64);
         assert_eq!(tiles(&plan(1, 32, 32, 32), 8).len(), 1);
+        // The output is left uninitialised for the GEMMs: tiles must cover it exactly once.
+        for &(batch, m, k, n, threads) in &[
+            (1, 1000, 700, 999, 3),
+            (2, 17, 4096, 3000, 5),
+            (3, 300, 300, 300, 2),
+            (1, 5, 1, 7, 4),
+            (7, 64, 512, 64, 16),
+        ] {
+            let mut hits = vec![0u8; batch * m * n];
+            for t in tiles(&plan(batch, m, k, n), threads) {
+                for i in t.rows.clone() {
+                    for j in t.cols.clone() {
+                        hits[(t.entry * m + i) * n + j] += 1;
+                    }
+                }
+            }
+            assert!(hits.iter().all(|&h| h == 1), "{batch}x{m}x{k}x{n} on {threads} threads");
+        }
     }
 
     #[test]
