@@ -7,8 +7,8 @@
 //! Each case is warmed up, then timed over enough runs for ~0.5 s (5 to 50), and the
 //! median reported; `gflops` counts `2·batch·m·n·k` flops.
 //!
-//! `cargo bench --bench matmul [-- --size 1024] [--threads 2] [--dtype f64]` narrows the cases
-//! (`--size N` keeps only the N² square case). benches/compare_matmul.sh runs this next
+//! `cargo bench --bench matmul [-- --size 1024] [--batched] [--threads 2] [--dtype f64]` narrows
+//! the cases (`--size N` keeps only the N² square case, `--batched` the attention-shaped ones). benches/compare_matmul.sh runs this next
 //! to benches/numpy_matmul.py.
 
 use std::time::{Duration, Instant};
@@ -96,8 +96,9 @@ fn main() -> tamer::Result<()> {
         Some("f64") => DType::F64,
         _ => DType::F32,
     };
+    let batched_only = args.iter().any(|a| a == "--batched");
     for c in cases() {
-        if size.is_some_and(|s| !(c.batch == 1 && c.m == s)) {
+        if size.is_some_and(|s| !(c.batch == 1 && c.m == s)) || (batched_only && c.batch == 1) {
             continue;
         }
         let (a, b) = operands(c, dtype)?;

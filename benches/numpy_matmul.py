@@ -17,7 +17,8 @@ and first a {"bench":"blas_info",...} line saying which BLAS library and kernel
 is installed, otherwise through OPENBLAS_NUM_THREADS (then this script re-runs itself
 once per thread count, because OpenBLAS reads the variable at load time).
 
-Options: --size N (only the N x N square case), --threads T, --dtype f32|f64.
+Options: --size N (only the N x N square case), --batched (only the batched cases),
+--threads T, --dtype f32|f64.
 """
 
 import argparse
@@ -41,11 +42,13 @@ SQUARES = [256, 512, 1024, 2048]
 BATCHED = [(64, 128, 128, 32), (64, 128, 32, 128)]
 
 
-def cases(size):
+def cases(size, batched_only):
     out = [(1, s, s, s) for s in SQUARES]
     out += BATCHED
     if size is not None:
         out = [c for c in out if c[0] == 1 and c[1] == size]
+    if batched_only:
+        out = [c for c in out if c[0] > 1]
     return out
 
 
@@ -102,7 +105,7 @@ def openblas_corename():
 def run(args, thread_counts):
     dtype = np.float64 if args.dtype == "f64" else np.float32
     rng = np.random.default_rng(0)
-    for batch, m, n, k in cases(args.size):
+    for batch, m, n, k in cases(args.size, args.batched):
         shape_a = (m, k) if batch == 1 else (batch, m, k)
         shape_b = (k, n) if batch == 1 else (batch, k, n)
         a = rng.standard_normal(shape_a).astype(dtype)
@@ -131,6 +134,7 @@ def run(args, thread_counts):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int)
+    p.add_argument("--batched", action="store_true", help="only the attention-shaped batched cases")
     p.add_argument("--threads", type=int)
     p.add_argument("--dtype", default="f32", choices=["f32", "f64"])
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -152,6 +156,8 @@ def main():
         cmd = [sys.executable, __file__, "--child", "--threads", str(t), "--dtype", args.dtype]
         if args.size:
             cmd += ["--size", str(args.size)]
+        if args.batched:
+            cmd += ["--batched"]
         subprocess.run(cmd, env=env, check=True)
 
 

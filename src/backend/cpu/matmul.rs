@@ -29,7 +29,8 @@ const BLOCK_ALIGN: usize = 16;
 /// Element types with a GEMM: C ← A·B with arbitrary strides.
 pub trait GemmElem: Float + CpuElem {
     /// `c[i·rsc + j·csc] = Σ_p a[i·rsa + p·csa] · b[p·rsb + j·csb]` for an m×k A,
-    /// k×n B and m×n C (C is overwritten, not accumulated).
+    /// k×n B and m×n C. C's prior contents are never read (it may be uninitialised
+    /// memory): β = 0, not accumulation.
     ///
     /// # Safety
     /// Every element the strides address must be in bounds of its allocation;
@@ -206,6 +207,13 @@ struct OutPtr<T>(*mut T);
 unsafe impl<T: Send> Send for OutPtr<T> {}
 unsafe impl<T: Send> Sync for OutPtr<T> {}
 
+impl<T> OutPtr<T> {
+    /// A method rather than `.0`, so that closures capture the whole (Sync) wrapper.
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 /// `len` split into at most `parts` ranges of `BLOCK_ALIGN`-multiple length.
 fn split(len: usize, parts: usize) -> Vec<Range<usize>> {
     let block = len.div_ceil(parts.max(1)).div_ceil(BLOCK_ALIGN).max(1) * BLOCK_ALIGN;
@@ -214,17 +222,27 @@ fn split(len: usize, parts: usize) -> Vec<Range<usize>> {
 
 /// The tiles for `threads` workers: whole batch entries when there are enough of
 /// them, otherwise each entry cut into row blocks (column blocks when the output
-/// is short and wide), each block keeping at least `MIN_BLOCK_WORK`.
+/// is short and wide), each block keeping at least `MIN_BLOCK_WORK`. One block per
+/// thread for a single matrix: at 1024² on 2 threads this measured 275 GFLOP/s,
+/// against 268 with 4 blocks and 231-255 for matrixmultiply's own `threading`.
 fn tiles(p: &GemmPlan, threads: usize) -> Vec<Tile> {
     let (batch, m, n) = (p.batch(), p.m, p.n);
     let work = m * n * p.k;
-    let parts = if batch >= threads { 1 } else { threads.div_ceil(batch) };
+    // Enough tasks that every worker gets the same share: whole entries when they
+    // divide evenly among the threads, else blocks of them, ~4 tasks per thread.
+    let parts = if batch >= threads && batch % threads == 0 {
+        1
+    } else if batch < threads && threads % batch == 0 {
+        threads / batch
+    } else {
+        (4 * threads).div_ceil(batch)
+    };
     let parts = parts.min((work / MIN_BLOCK_WORK).max(1));
     let by_rows = m >= n.min(parts * 4 * BLOCK_ALIGN);
     let (row_blocks, col_blocks) = if by_rows {
-        (split(m, parts), vec![0..n])
+        (split(m, parts), std::iter::once(0..n).collect())
     } else {
-        (vec![0..m], split(n, parts))
+        (std::iter::once(0..m).collect(), split(n, parts))
     };
     let mut out = Vec::with_capacity(batch * parts);
     for entry in 0..batch {
@@ -244,14 +262,17 @@ fn tiles(p: &GemmPlan, threads: usize) -> Vec<Tile> {
 /// `A @ B` for a validated plan through the platform GEMM; contiguous `[batch, m, n]`.
 pub fn matmul_fast<T: GemmElem>(a: &[T], b: &[T], p: &GemmPlan) -> Vec<T> {
     let (m, k, n) = (p.m, p.k, p.n);
-    let mut out = vec![T::ZERO; p.batch() * m * n];
-    if out.is_empty() || k == 0 {
-        return out;
+    let len = p.batch() * m * n;
+    if len == 0 || k == 0 {
+        return vec![T::ZERO; len];
     }
+    // The GEMM runs with β = 0, so it writes every element of C without reading
+    // it: zero-filling the output first would only add a pass over memory (a
+    // tenth of the time of a batch of [128, 32] @ [32, 128] products).
+    let mut out: Vec<T> = Vec::with_capacity(len);
     let c = OutPtr(out.as_mut_ptr());
     let ((rsa, csa), (rsb, csb)) = (p.a_strides, p.b_strides);
     let run = |t: &Tile| {
-        let c = c;
         let (oa, ob) = (p.a_offsets[t.entry], p.b_offsets[t.entry]);
         // SAFETY: GemmPlan::new checked that every element the layouts address lies
         // inside `a` and `b`; the tile's rows/cols are within m/n, so A's rows
@@ -268,7 +289,7 @@ pub fn matmul_fast<T: GemmElem>(a: &[T], b: &[T], p: &GemmPlan) -> Vec<T> {
                 b.as_ptr().add(ob + t.cols.start * csb),
                 rsb as isize,
                 csb as isize,
-                c.0.add((t.entry * m + t.rows.start) * n + t.cols.start),
+                c.get().add((t.entry * m + t.rows.start) * n + t.cols.start),
                 n as isize,
                 1,
             )
@@ -280,6 +301,9 @@ pub fn matmul_fast<T: GemmElem>(a: &[T], b: &[T], p: &GemmPlan) -> Vec<T> {
     } else {
         tiles(p, threads).par_iter().with_max_len(1).for_each(run);
     }
+    // SAFETY: the tiles cover every (entry, row, column) of the output exactly
+    // once, and each GEMM with β = 0 initialised all of its tile.
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -351,6 +375,7 @@ mod tests {
     }
 
     /// Batch dims `batch`, each operand broadcast (stride 0) on the axes in its mask.
+    #[allow(clippy::too_many_arguments)]
     fn batched(
         batch: &[usize],
         m: usize,
@@ -438,7 +463,27 @@ mod tests {
         assert_eq!(wide.len(), 2);
         assert!(wide.iter().all(|t| t.rows == (0..8)));
         assert_eq!(tiles(&plan(64, 128, 32, 128), 2).len(), 64);
+        // 3 large entries on 2 threads: blocks of entries, so neither thread idles for a third.
+        assert_eq!(tiles(&plan(3, 512, 512, 512), 2).len(), 9);
         assert_eq!(tiles(&plan(1, 32, 32, 32), 8).len(), 1);
+        // The output is left uninitialised for the GEMMs: tiles must cover it exactly once.
+        for &(batch, m, k, n, threads) in &[
+            (1, 1000, 700, 999, 3),
+            (2, 17, 4096, 3000, 5),
+            (3, 300, 300, 300, 2),
+            (1, 5, 1, 7, 4),
+            (7, 64, 512, 64, 16),
+        ] {
+            let mut hits = vec![0u8; batch * m * n];
+            for t in tiles(&plan(batch, m, k, n), threads) {
+                for i in t.rows.clone() {
+                    for j in t.cols.clone() {
+                        hits[(t.entry * m + i) * n + j] += 1;
+                    }
+                }
+            }
+            assert!(hits.iter().all(|&h| h == 1), "{batch}x{m}x{k}x{n} on {threads} threads");
+        }
     }
 
     #[test]
