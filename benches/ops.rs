@@ -4,10 +4,11 @@
 //! layer norm as 4096 rows of 1024) in three ways:
 //! - `impl: "kernel"`: each ISA's kernel (`scalar` is the reference) called
 //!   directly into a preallocated buffer on one thread;
-//! - `impl: "tensor"`: the public Tensor API (`x.exp()`, `x.gelu()`, `a.add(&b)`),
-//!   which also allocates its output, inside a rayon pool of 1 and 2 threads;
+//! - `impl: "tensor"`: the public Tensor API (`x.exp()`, `x.gelu()`, `a.add(&b)`,
+//!   `x.softmax(-1)`, `x.layer_norm(..)`), which also allocates its output, inside
+//!   a rayon pool of 1 and 2 threads;
 //! - `impl: "rows"`: softmax / layer norm rows through the dispatched row
-//!   functions, split over the pool's threads (their tensor ops are not merged yet).
+//!   functions into a preallocated buffer, split over the pool's threads.
 //!
 //! GB/s (from the median) counts bytes read + written once (`8n` for unary ops
 //! and rows, `12n` for add). Median and minimum of 15 runs after 2 warm-ups.
@@ -107,6 +108,13 @@ fn main() {
         let ms = median_ms(|| p.install(|| x.par_chunks(ROW).zip(out.par_chunks_mut(ROW)).for_each(|(r, o)| simd::softmax_row_f32(r, o))));
         report("softmax", "rows", best.isa().name(), *threads, 8 * N, ms);
     }
+    let tx_rows = tx.reshape([N / ROW, ROW]).expect("bench reshape");
+    for (threads, p) in &pools {
+        let ms = median_ms(|| {
+            p.install(|| tx_rows.softmax(-1)).expect("tensor softmax");
+        });
+        report("softmax", "tensor", best.isa().name(), *threads, 8 * N, ms);
+    }
 
     let ln = |s: Simd, r: &[f32], o: &mut [f32]| {
         s.layer_norm_row_f32(r, Some(&gamma), Some(&beta), 1e-5, o);
@@ -118,5 +126,14 @@ fn main() {
     for (threads, p) in &pools {
         let ms = median_ms(|| p.install(|| x.par_chunks(ROW).zip(out.par_chunks_mut(ROW)).for_each(|(r, o)| ln(best, r, o))));
         report("layer_norm", "rows", best.isa().name(), *threads, 8 * N, ms);
+    }
+    let t_gamma = Tensor::from_slice(&gamma, [ROW]).expect("bench gamma");
+    let t_beta = Tensor::from_slice(&beta, [ROW]).expect("bench beta");
+    for (threads, p) in &pools {
+        let ms = median_ms(|| {
+            p.install(|| tx_rows.layer_norm(Some(&t_gamma), Some(&t_beta), 1e-5))
+                .expect("tensor layer_norm");
+        });
+        report("layer_norm", "tensor", best.isa().name(), *threads, 8 * N, ms);
     }
 }
