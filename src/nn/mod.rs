@@ -1,0 +1,80 @@
+//! Layers and the module convention.
+//!
+//! A module is a plain struct owning [`Param`]s and child modules. It lists its
+//! parameters with hierarchical, PyTorch-compatible names
+//! ("blocks.0.attn.qkv.weight") through [`Module::named_params`], and its
+//! non-learned state (BatchNorm running statistics) through
+//! [`Module::named_buffers`]. Train/eval mode is a flag each module keeps and
+//! [`Module::set_training`] sets recursively.
+
+mod param;
+
+pub use param::Param;
+
+/// What every layer and model implements.
+pub trait Module {
+    /// Every parameter with its hierarchical name, in a stable order.
+    fn named_params(&self) -> Vec<(String, Param)>;
+    /// Non-learned state saved in checkpoints (running statistics); none by default.
+    fn named_buffers(&self) -> Vec<(String, Param)> {
+        Vec::new()
+    }
+    /// Train mode (dropout, drop-path and batch statistics on) or eval mode.
+    fn set_training(&mut self, training: bool);
+
+    /// The parameters without names.
+    fn params(&self) -> Vec<Param> {
+        self.named_params().into_iter().map(|(_, p)| p).collect()
+    }
+    /// Total number of parameter elements.
+    fn num_params(&self) -> usize {
+        self.named_params().iter().map(|(_, p)| p.numel()).sum()
+    }
+    /// Number of trainable parameter elements.
+    fn num_trainable_params(&self) -> usize {
+        self.named_params().iter().filter(|(_, p)| p.is_trainable()).map(|(_, p)| p.numel()).sum()
+    }
+    /// Freeze (or unfreeze) every parameter whose name matches `pattern`
+    /// (see [`name_matches`]); returns how many matched.
+    fn set_trainable_matching(&self, pattern: &str, trainable: bool) -> usize {
+        let mut n = 0;
+        for (name, p) in self.named_params() {
+            if name_matches(pattern, &name) {
+                p.set_trainable(trainable);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// Prefix every name in `params` with `prefix.` (how a parent lists a child's parameters).
+pub fn prefixed(prefix: &str, params: Vec<(String, Param)>) -> Vec<(String, Param)> {
+    params.into_iter().map(|(n, p)| (format!("{prefix}.{n}"), p)).collect()
+}
+
+/// Glob matching on parameter names: `*` matches any run of characters
+/// (including dots), everything else matches itself. `"blocks.*.attn.*"`,
+/// `"head.*"`, `"*bias"`.
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => (0..=n.len()).any(|k| go(rest, &n[k..])),
+            Some((c, rest)) => n.split_first().is_some_and(|(d, nrest)| c == d && go(rest, nrest)),
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn glob_patterns() {
+        assert!(name_matches("blocks.*.attn.*", "blocks.3.attn.qkv.weight"));
+        assert!(name_matches("*bias", "head.bias"));
+        assert!(!name_matches("head.*", "blocks.0.head.weight"));
+        assert!(name_matches("head.weight", "head.weight"));
+    }
+}

@@ -1,0 +1,83 @@
+//! Parameters: named, shareable, trainable or frozen tensors owned by modules.
+
+use crate::{Error, Result, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// A learnable tensor. Cloning shares it (as `Arc`): the optimizer, the model
+/// and a checkpoint writer all see the same values.
+///
+/// The value is a variable (`Tensor::variable`), so gradients of a loss are
+/// found under `param.tensor()` in the `GradStore`. A frozen parameter hands out
+/// a detached handle instead, so no gradient flows to it.
+#[derive(Clone)]
+pub struct Param(Arc<ParamInner>);
+
+struct ParamInner {
+    value: RwLock<Tensor>,
+    trainable: AtomicBool,
+}
+
+impl Param {
+    /// Wrap `t` as a trainable parameter.
+    pub fn new(t: Tensor) -> Param {
+        Param(Arc::new(ParamInner {
+            value: RwLock::new(t.detach().variable()),
+            trainable: AtomicBool::new(true),
+        }))
+    }
+
+    /// The handle to use in a forward pass: the variable, or a detached view when frozen.
+    pub fn tensor(&self) -> Tensor {
+        let t = self.0.value.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if self.is_trainable() {
+            t
+        } else {
+            t.detach()
+        }
+    }
+
+    pub fn dims(&self) -> Vec<usize> {
+        self.tensor().dims().to_vec()
+    }
+    pub fn numel(&self) -> usize {
+        self.tensor().numel()
+    }
+    pub fn is_trainable(&self) -> bool {
+        self.0.trainable.load(Ordering::Relaxed)
+    }
+    /// Stop (false) or resume (true) gradient flow to this parameter.
+    pub fn set_trainable(&self, trainable: bool) {
+        self.0.trainable.store(trainable, Ordering::Relaxed)
+    }
+
+    /// Overwrite the values in place (same shape; the dtype is converted).
+    /// Used by initialisers, optimizers and checkpoint loading.
+    pub fn set(&self, values: &Tensor) -> Result<()> {
+        let current = self.tensor();
+        if current.shape() != values.shape() {
+            return Err(Error::shape(
+                "Param::set",
+                format!("parameter has shape {}, new values have shape {}", current.shape(), values.shape()),
+            ));
+        }
+        let values = if values.dtype() == current.dtype() {
+            values.detach()
+        } else {
+            values.to_dtype(current.dtype())?.detach()
+        };
+        current.assign(&values)
+    }
+
+    /// Replace the value with a tensor of a possibly different shape (e.g. a
+    /// re-sized classifier head). Gradients are then keyed by the new handle.
+    pub fn replace(&self, t: Tensor) {
+        *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = t.detach().variable();
+    }
+}
+
+impl std::fmt::Debug for Param {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Param({:?}, trainable={})", self.dims(), self.is_trainable())
+    }
+}
