@@ -7,9 +7,22 @@
 //! [`Module::named_buffers`]. Train/eval mode is a flag each module keeps and
 //! [`Module::set_training`] sets recursively.
 
+mod dropout;
+mod embedding;
+pub mod init;
+mod layer_norm;
+mod linear;
+mod mlp;
 mod param;
 
+pub use dropout::{DropPath, Dropout};
+pub use embedding::Embedding;
+pub use layer_norm::LayerNorm;
+pub use linear::Linear;
+pub use mlp::{Activation, Mlp};
 pub use param::Param;
+
+use crate::{DType, Result};
 
 /// What every layer and model implements.
 pub trait Module {
@@ -45,6 +58,20 @@ pub trait Module {
             }
         }
         n
+    }
+    /// Convert every float parameter and buffer to `dtype` (e.g. f64 for
+    /// gradient checks). Index buffers (i64) are left alone.
+    fn to_dtype(&self, dtype: DType) -> Result<()> {
+        if !dtype.is_float() {
+            return Err(crate::Error::dtype("Module::to_dtype", format!("target dtype {dtype} is not a float type")));
+        }
+        for (_, p) in self.named_params().into_iter().chain(self.named_buffers()) {
+            let t = p.tensor();
+            if t.dtype().is_float() && t.dtype() != dtype {
+                p.replace(t.to_dtype(dtype)?);
+            }
+        }
+        Ok(())
     }
 }
 
