@@ -7,6 +7,8 @@
 //! [`Module::named_buffers`]. Train/eval mode is a flag each module keeps and
 //! [`Module::set_training`] sets recursively.
 
+mod batch_norm;
+mod conv;
 mod dropout;
 mod embedding;
 pub mod init;
@@ -15,6 +17,8 @@ mod linear;
 mod mlp;
 mod param;
 
+pub use batch_norm::BatchNorm2d;
+pub use conv::Conv2d;
 pub use dropout::{DropPath, Dropout};
 pub use embedding::Embedding;
 pub use layer_norm::LayerNorm;
