@@ -16,6 +16,7 @@ mod layer_norm;
 mod linear;
 mod mlp;
 mod param;
+mod pos_encoding;
 
 pub use batch_norm::BatchNorm2d;
 pub use conv::Conv2d;
@@ -25,6 +26,7 @@ pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use mlp::{Activation, Mlp};
 pub use param::Param;
+pub use pos_encoding::{sincos_1d, sincos_2d, LearnedPosEmbed};
 
 use crate::{DType, Result};
 
