@@ -28,7 +28,23 @@ pub use mlp::{Activation, Mlp};
 pub use param::Param;
 pub use pos_encoding::{sincos_1d, sincos_2d, LearnedPosEmbed};
 
-use crate::{DType, Result};
+use crate::{DType, Error, Result, Tensor};
+
+/// The error a layer returns when its input's dtype differs from its parameters'.
+pub(crate) fn check_dtype(layer: &'static str, x: &Tensor, param: &Tensor) -> Result<()> {
+    if x.dtype() != param.dtype() {
+        return Err(Error::dtype(
+            layer,
+            format!(
+                "input dtype {} (shape {}) differs from the parameter dtype {}; convert the module with Module::to_dtype",
+                x.dtype(),
+                x.shape(),
+                param.dtype()
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// What every layer and model implements.
 pub trait Module {
@@ -69,7 +85,7 @@ pub trait Module {
     /// gradient checks). Index buffers (i64) are left alone.
     fn to_dtype(&self, dtype: DType) -> Result<()> {
         if !dtype.is_float() {
-            return Err(crate::Error::dtype("Module::to_dtype", format!("target dtype {dtype} is not a float type")));
+            return Err(Error::dtype("Module::to_dtype", format!("target dtype {dtype} is not a float type")));
         }
         for (_, p) in self.named_params().into_iter().chain(self.named_buffers()) {
             let t = p.tensor();
