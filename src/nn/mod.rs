@@ -6,6 +6,13 @@
 //! non-learned state (BatchNorm running statistics) through
 //! [`Module::named_buffers`]. Train/eval mode is a flag each module keeps and
 //! [`Module::set_training`] sets recursively.
+//!
+//! Layers: [`Linear`], [`Embedding`], [`LayerNorm`], [`Dropout`], [`DropPath`],
+//! [`Conv2d`], [`BatchNorm2d`], [`Mlp`], [`LearnedPosEmbed`]; fixed encodings
+//! [`sincos_1d`] and [`sincos_2d`]; initialisers in [`init`]. Constructors make
+//! f32 parameters with PyTorch's default initialisation and modules start in
+//! train mode; [`Module::to_dtype`] converts a module (e.g. to f64 for gradient
+//! checks). Parameter shapes and names follow PyTorch, so state dicts map 1:1.
 
 mod batch_norm;
 mod conv;
