@@ -6,10 +6,52 @@
 //! non-learned state (BatchNorm running statistics) through
 //! [`Module::named_buffers`]. Train/eval mode is a flag each module keeps and
 //! [`Module::set_training`] sets recursively.
+//!
+//! Layers: [`Linear`], [`Embedding`], [`LayerNorm`], [`Dropout`], [`DropPath`],
+//! [`Conv2d`], [`BatchNorm2d`], [`Mlp`], [`LearnedPosEmbed`]; fixed encodings
+//! [`sincos_1d`] and [`sincos_2d`]; initialisers in [`init`]. Constructors make
+//! f32 parameters with PyTorch's default initialisation and modules start in
+//! train mode; [`Module::to_dtype`] converts a module (e.g. to f64 for gradient
+//! checks). Parameter shapes and names follow PyTorch, so state dicts map 1:1.
 
+mod batch_norm;
+mod conv;
+mod dropout;
+mod embedding;
+pub mod init;
+mod layer_norm;
+mod linear;
+mod mlp;
 mod param;
+mod pos_encoding;
 
+pub use batch_norm::BatchNorm2d;
+pub use conv::Conv2d;
+pub use dropout::{DropPath, Dropout};
+pub use embedding::Embedding;
+pub use layer_norm::LayerNorm;
+pub use linear::Linear;
+pub use mlp::{Activation, Mlp};
 pub use param::Param;
+pub use pos_encoding::{sincos_1d, sincos_2d, LearnedPosEmbed};
+
+use crate::{DType, Error, Result, Tensor};
+
+/// The error a layer returns when its input's dtype differs from its parameters'.
+pub(crate) fn check_dtype(layer: &'static str, x: &Tensor, param: &Tensor) -> Result<()> {
+    if x.dtype() != param.dtype() {
+        return Err(Error::dtype(
+            layer,
+            format!(
+                "input dtype {} (shape {}) differs from the parameter dtype {}; convert the module with Module::to_dtype",
+                x.dtype(),
+                x.shape(),
+                param.dtype()
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// What every layer and model implements.
 pub trait Module {
@@ -45,6 +87,20 @@ pub trait Module {
             }
         }
         n
+    }
+    /// Convert every float parameter and buffer to `dtype` (e.g. f64 for
+    /// gradient checks). Index buffers (i64) are left alone.
+    fn to_dtype(&self, dtype: DType) -> Result<()> {
+        if !dtype.is_float() {
+            return Err(Error::dtype("Module::to_dtype", format!("target dtype {dtype} is not a float type")));
+        }
+        for (_, p) in self.named_params().into_iter().chain(self.named_buffers()) {
+            let t = p.tensor();
+            if t.dtype().is_float() && t.dtype() != dtype {
+                p.replace(t.to_dtype(dtype)?);
+            }
+        }
+        Ok(())
     }
 }
 
