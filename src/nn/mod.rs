@@ -7,7 +7,9 @@
 //! [`Module::named_buffers`]. Train/eval mode is a flag each module keeps and
 //! [`Module::set_training`] sets recursively.
 
+mod attention;
 mod batch_norm;
+mod block;
 mod conv;
 mod dropout;
 mod embedding;
@@ -17,7 +19,9 @@ mod linear;
 mod mlp;
 mod param;
 
+pub use attention::{attention_probs, KvCache, MultiHeadSelfAttention};
 pub use batch_norm::BatchNorm2d;
+pub use block::{admin_profile_blocks, BlockConfig, NormPlacement, TransformerBlock};
 pub use conv::Conv2d;
 pub use dropout::{DropPath, Dropout};
 pub use embedding::Embedding;
