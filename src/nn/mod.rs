@@ -18,6 +18,7 @@ mod layer_norm;
 mod linear;
 mod mlp;
 mod param;
+mod pos_encoding;
 
 pub use attention::{attention_probs, KvCache, MultiHeadSelfAttention};
 pub use batch_norm::BatchNorm2d;
@@ -29,6 +30,7 @@ pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use mlp::{Activation, Mlp};
 pub use param::Param;
+pub use pos_encoding::{sincos_1d, sincos_2d, LearnedPosEmbed};
 
 use crate::{DType, Result};
 
