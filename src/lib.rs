@@ -19,6 +19,7 @@ pub mod autograd;
 pub mod backend;
 pub mod data;
 mod error;
+pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod tensor;
