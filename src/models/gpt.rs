@@ -159,7 +159,8 @@ impl GptCache {
 /// let gpt = Gpt::new(cfg.clone(), &mut rng(0)).unwrap();
 /// assert_eq!(gpt.num_params(), cfg.num_params_closed_form());
 /// let idx = Tensor::from_vec(vec![1i64, 2, 3, 4, 5, 6], [2, 3]).unwrap();
-/// let (logits, loss) = gpt.forward(&idx, Some(&idx)).unwrap();
+/// let targets = Tensor::from_vec(vec![2i64, 3, 4, 5, 6, 7], [2, 3]).unwrap();
+/// let (logits, loss) = gpt.forward(&idx, Some(&targets)).unwrap();
 /// assert_eq!(logits.dims(), &[2, 3, 11]);
 /// assert!((loss.unwrap().to_scalar().unwrap() - 11f64.ln()).abs() < 0.1); // near-uniform at init
 /// let out = gpt.generate(&idx, 4, 0.0, None, &mut rng(1)).unwrap();
