@@ -101,7 +101,7 @@ impl GptConfig {
         if c.vocab_size == 0 || c.block_size == 0 || c.n_layer == 0 || c.n_head == 0 || c.n_embd == 0 {
             return Err(Error::value("Gpt", format!("every size in the config must be positive: {c:?}")));
         }
-        if c.n_embd % c.n_head != 0 {
+        if !c.n_embd.is_multiple_of(c.n_head) {
             return Err(Error::value("Gpt", format!("n_embd {} must be a multiple of n_head {}", c.n_embd, c.n_head)));
         }
         Ok(())

@@ -48,7 +48,8 @@ pub fn check_param_gradients<M: Module + ?Sized>(module: &M, f: impl Fn() -> Res
         for (j, a) in analytic.iter().enumerate() {
             let numeric = (eval_at(j, eps) - eval_at(j, -eps)) / (2.0 * eps);
             checked += 1;
-            if !((a - numeric).abs() <= atol + rtol * numeric.abs()) {
+            let within = (a - numeric).abs() <= atol + rtol * numeric.abs();
+            if !within {
                 failures.push(format!("{name}[{j}]: analytic {a:.8e} vs numeric {numeric:.8e}"));
             }
         }
