@@ -20,6 +20,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod data;
 mod error;
+pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod tensor;

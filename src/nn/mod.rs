@@ -13,8 +13,14 @@
 //! f32 parameters with PyTorch's default initialisation and modules start in
 //! train mode; [`Module::to_dtype`] converts a module (e.g. to f64 for gradient
 //! checks). Parameter shapes and names follow PyTorch, so state dicts map 1:1.
+//!
+//! Transformer pieces: [`MultiHeadSelfAttention`] (fused qkv, causal mask,
+//! attention dropout, [`KvCache`] for decoding) and [`TransformerBlock`], whose
+//! structure (pre/post-LN, residuals, MLP, Admin ω) is a [`BlockConfig`].
 
+mod attention;
 mod batch_norm;
+mod block;
 mod conv;
 mod dropout;
 mod embedding;
@@ -25,7 +31,9 @@ mod mlp;
 mod param;
 mod pos_encoding;
 
+pub use attention::{attention_probs, KvCache, MultiHeadSelfAttention};
 pub use batch_norm::BatchNorm2d;
+pub use block::{admin_profile_blocks, BlockConfig, NormPlacement, TransformerBlock};
 pub use conv::Conv2d;
 pub use dropout::{DropPath, Dropout};
 pub use embedding::Embedding;

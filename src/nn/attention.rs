@@ -1,0 +1,212 @@
+//! Multi-head self-attention with a fused qkv projection (timm's `Attention`,
+//! nanoGPT's `CausalSelfAttention`) and a KV cache for incremental decoding.
+//!
+//! ```text
+//! x [B, T, C] --qkv--> [B, T, 3C] = [B, T, 3, H, D] --permute--> q, k, v [B, H, T, D]
+//! y = softmax(q kᵀ / √D [+ causal mask]) v          [B, H, T, D]
+//!   --permute/reshape--> [B, T, C] --proj--> [B, T, C]
+//! ```
+//!
+//! The 3C axis of the qkv output is `[3, H, D]`: the first C channels are the
+//! queries of every head in order, then the keys, then the values. timm
+//! (`reshape(B, N, 3, H, D)`) and nanoGPT (`split(C)` then `view(B, T, H, D)`)
+//! both use this layout, so their fused weights load unchanged.
+
+use super::{prefixed, Dropout, Linear, Module, Param};
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+use rand::Rng;
+
+/// Multi-head self-attention: `proj(attention(split(qkv(x))))`.
+///
+/// Parameter names (timm's): `qkv.weight [3C, C]`, `qkv.bias [3C]`,
+/// `proj.weight [C, C]`, `proj.bias [C]`.
+///
+/// Dropout: `attn_dropout` on the attention probabilities and `proj_dropout`
+/// on the output, in training mode only. With attention dropout active the
+/// probabilities are materialised by an explicit softmax (the dropout sits
+/// between the softmax and the product with `v`); otherwise the fused
+/// [`Tensor::scaled_dot_product_attention`] runs.
+///
+/// ```
+/// use tamer::nn::{KvCache, MultiHeadSelfAttention};
+/// use tamer::{rng, DType, Tensor};
+/// let attn = MultiHeadSelfAttention::new(16, 4, true, true, 0.0, 0.0, &mut rng(0)).unwrap();
+/// let x = Tensor::randn([2, 5, 16], DType::F32, &mut rng(1)).unwrap();
+/// assert_eq!(attn.forward(&x).unwrap().dims(), &[2, 5, 16]);
+/// // Decoding one position at a time through a cache gives the same outputs.
+/// let mut cache = KvCache::default();
+/// let first = attn.forward_with_cache(&x.narrow(1, 0, 4).unwrap(), &mut cache).unwrap();
+/// let last = attn.forward_with_cache(&x.narrow(1, 4, 1).unwrap(), &mut cache).unwrap();
+/// assert_eq!((first.dims(), last.dims(), cache.len()), (&[2, 4, 16][..], &[2, 1, 16][..], 5));
+/// ```
+pub struct MultiHeadSelfAttention {
+    pub qkv: Linear,
+    pub proj: Linear,
+    pub n_head: usize,
+    pub causal: bool,
+    pub attn_dropout: Dropout,
+    pub proj_dropout: Dropout,
+    training: bool,
+}
+
+/// Keys and values of the positions seen so far, for one attention layer:
+/// `k`, `v` are `[B, H, T_cached, D]` (empty before the first call).
+#[derive(Clone, Default)]
+pub struct KvCache {
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+}
+
+impl KvCache {
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.k.as_ref().map_or(0, |k| k.dims()[2])
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Forget every cached position.
+    pub fn clear(&mut self) {
+        self.k = None;
+        self.v = None;
+    }
+    /// The cached keys and values, `[B, H, T, D]` each.
+    pub fn get(&self) -> Option<(&Tensor, &Tensor)> {
+        self.k.as_ref().zip(self.v.as_ref())
+    }
+}
+
+impl MultiHeadSelfAttention {
+    /// An f32 layer of width `dim` with `n_head` heads (`dim % n_head == 0`);
+    /// `bias` applies to both projections. Weights use [`Linear::new`]'s default
+    /// initialisation; models re-initialise them.
+    pub fn new(dim: usize, n_head: usize, bias: bool, causal: bool, attn_dropout: f64, proj_dropout: f64, rng: &mut impl Rng) -> Result<Self> {
+        if n_head == 0 || !dim.is_multiple_of(n_head) {
+            return Err(Error::shape(
+                "MultiHeadSelfAttention",
+                format!("width {dim} must be a positive multiple of the number of heads {n_head}"),
+            ));
+        }
+        Ok(MultiHeadSelfAttention {
+            qkv: Linear::new(dim, 3 * dim, bias, rng)?,
+            proj: Linear::new(dim, dim, bias, rng)?,
+            n_head,
+            causal,
+            attn_dropout: Dropout::new(attn_dropout, rng.next_u64())?,
+            proj_dropout: Dropout::new(proj_dropout, rng.next_u64())?,
+            training: true,
+        })
+    }
+
+    /// Model width C.
+    pub fn dim(&self) -> usize {
+        self.proj.out_features()
+    }
+    pub fn head_dim(&self) -> usize {
+        self.dim() / self.n_head
+    }
+
+    /// `x: [B, T, C] -> [B, T, C]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (q, k, v) = self.split_qkv(x)?;
+        self.attend(&q, &k, &v, x)
+    }
+
+    /// Incremental form: `x` holds the `T_new` newest positions `[B, T_new, C]`;
+    /// their keys and values are appended to `cache` and the queries attend to
+    /// every cached position (with the causal mask shifted so that new position
+    /// `i` sees cached positions `≤ T_cached + i`). Feeding a sequence in pieces
+    /// gives the outputs of one [`forward`](Self::forward) over the whole of it.
+    pub fn forward_with_cache(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (q, k, v) = self.split_qkv(x)?;
+        let (k, v) = match cache.get() {
+            None => (k, v),
+            Some((ck, cv)) => {
+                if ck.dims()[0] != k.dims()[0] {
+                    return Err(Error::shape(
+                        "MultiHeadSelfAttention",
+                        format!(
+                            "input batch {} differs from the KV cache's batch {} (cache keys {})",
+                            k.dims()[0],
+                            ck.dims()[0],
+                            ck.shape()
+                        ),
+                    ));
+                }
+                (Tensor::cat(&[ck.clone(), k], 2)?, Tensor::cat(&[cv.clone(), v], 2)?)
+            }
+        };
+        cache.k = Some(k.clone());
+        cache.v = Some(v.clone());
+        self.attend(&q, &k, &v, x)
+    }
+
+    /// `x [B, T, C]` -> q, k, v `[B, H, T, D]` (strided views of the qkv output).
+    fn split_qkv(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let c = self.dim();
+        if x.rank() != 3 || x.dims()[2] != c {
+            return Err(Error::shape(
+                "MultiHeadSelfAttention",
+                format!("input shape {} must be [B, T, {c}] (batch, sequence, width)", x.shape()),
+            ));
+        }
+        let (b, t) = (x.dims()[0], x.dims()[1]);
+        let (h, d) = (self.n_head, self.head_dim());
+        let qkv = self.qkv.forward(x)?.reshape([b, t, 3, h, d])?.permute(&[2, 0, 3, 1, 4])?; // [3, B, H, T, D]
+        let part = |i: usize| qkv.narrow(0, i, 1)?.squeeze(0);
+        Ok((part(0)?, part(1)?, part(2)?))
+    }
+
+    /// Attention of q `[B, H, Tq, D]` over k, v `[B, H, Tk, D]`, merged heads, projection.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, x: &Tensor) -> Result<Tensor> {
+        let (b, tq) = (x.dims()[0], x.dims()[1]);
+        let y = if self.training && self.attn_dropout.p > 0.0 {
+            let probs = attention_probs(q, k, self.causal)?; // [B, H, Tq, Tk]
+            self.attn_dropout.forward(&probs)?.matmul(v)?
+        } else {
+            q.scaled_dot_product_attention(k, v, self.causal, None)?
+        }; // [B, H, Tq, D]
+        let y = y.permute(&[0, 2, 1, 3])?.reshape([b, tq, self.dim()])?;
+        self.proj_dropout.forward(&self.proj.forward(&y)?)
+    }
+}
+
+/// `softmax(q kᵀ / √D)` with the causal mask (shifted for `Tq < Tk`): the
+/// explicit form of the fused op, `[.., Tq, Tk]`.
+pub fn attention_probs(q: &Tensor, k: &Tensor, causal: bool) -> Result<Tensor> {
+    let d = q.dims()[q.rank() - 1];
+    let (tq, tk) = (q.dims()[q.rank() - 2], k.dims()[k.rank() - 2]);
+    let mut scores = q.matmul(&k.t()?)?.scale(1.0 / (d as f64).sqrt())?;
+    if causal {
+        if tq > tk {
+            return Err(Error::shape(
+                "attention",
+                format!("causal attention with {tq} queries but only {tk} keys: expected Tq <= Tk"),
+            ));
+        }
+        scores = scores.masked_fill(&causal_mask(tq, tk, q)?, f64::NEG_INFINITY)?;
+    }
+    scores.softmax(-1)
+}
+
+/// `[Tq, Tk]`, 1 where key `j` lies in the future of query `i` (`j > i + Tk − Tq`),
+/// in `like`'s dtype.
+fn causal_mask(tq: usize, tk: usize, like: &Tensor) -> Result<Tensor> {
+    let shift = tk - tq;
+    let values: Vec<f64> = (0..tq).flat_map(|i| (0..tk).map(move |j| if j > i + shift { 1.0 } else { 0.0 })).collect();
+    Tensor::from_vec(values, [tq, tk])?.to_dtype(like.dtype())
+}
+
+impl Module for MultiHeadSelfAttention {
+    fn named_params(&self) -> Vec<(String, Param)> {
+        let mut v = prefixed("qkv", self.qkv.named_params());
+        v.extend(prefixed("proj", self.proj.named_params()));
+        v
+    }
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+        self.attn_dropout.set_training(training);
+        self.proj_dropout.set_training(training);
+    }
+}
