@@ -11,7 +11,16 @@ use tamer::{rng, Tensor};
 
 /// The fixture's configuration (fixtures.json: gpt_tiny.safetensors).
 fn fixture_config() -> GptConfig {
-    GptConfig { vocab_size: 11, block_size: 8, n_layer: 2, n_head: 2, n_embd: 16, dropout: 0.0, bias: true, tie_weights: true }
+    GptConfig {
+        vocab_size: 11,
+        block_size: 8,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 16,
+        dropout: 0.0,
+        bias: true,
+        tie_weights: true,
+    }
 }
 
 /// A GPT with random weights, then overwritten by the checkpoint. `lm_head.weight`
@@ -44,8 +53,18 @@ fn logits_loss_and_gradients_match_pytorch() {
     let grads = loss.backward().unwrap();
     let params = gpt.named_params();
     let mut compared = 0;
-    for name in io.names().into_iter().filter_map(|n| n.strip_prefix("grad.")).map(str::to_string).collect::<Vec<_>>() {
-        let param = params.iter().find(|(n, _)| *n == name).map(|(_, p)| p.tensor()).unwrap_or_else(|| panic!("no parameter {name}"));
+    for name in io
+        .names()
+        .into_iter()
+        .filter_map(|n| n.strip_prefix("grad."))
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+    {
+        let param = params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p.tensor())
+            .unwrap_or_else(|| panic!("no parameter {name}"));
         let grad = grads.get(&param).unwrap_or_else(|| panic!("no gradient for {name}"));
         io.check_close(&format!("grad.{name}"), grad, 1e-3, 1e-6).unwrap();
         compared += 1;
