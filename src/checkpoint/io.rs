@@ -124,14 +124,20 @@ pub fn save_module(path: impl AsRef<Path>, module: &dyn Module) -> Result<()> {
     save(path, &module_tensors(module))
 }
 
-/// A module's parameters then buffers as `(name, value)` pairs.
+/// A module's parameters, then buffers, then tied aliases as `(name, value)` pairs.
 pub fn module_tensors(module: &dyn Module) -> Vec<(String, Tensor)> {
-    module
+    let mut tensors: Vec<(String, Tensor)> = module
         .named_params()
         .into_iter()
         .chain(module.named_buffers())
         .map(|(n, p)| (n, p.tensor().detach()))
-        .collect()
+        .collect();
+    for (alias, canonical) in module.tied_aliases() {
+        if let Some(t) = tensors.iter().find(|(n, _)| *n == canonical).map(|(_, t)| t.clone()) {
+            tensors.push((alias, t));
+        }
+    }
+    tensors
 }
 
 /// Write `bytes` to a temp file beside `path`, fsync it, and rename it over

@@ -166,11 +166,24 @@ pub fn load_module(path: impl AsRef<Path>, module: &dyn Module, options: &LoadOp
 /// assert!(err.contains("weight: checkpoint [3], model [2]") && err.contains("unexpected") && err.contains("bias"));
 /// ```
 pub fn load_into(module: &dyn Module, checkpoint: impl Into<Checkpoint>, options: &LoadOptions) -> Result<LoadReport> {
-    let ckpt: Checkpoint = checkpoint.into();
+    let mut ckpt: Checkpoint = checkpoint.into();
+    let mut report = LoadReport::default();
+    // A tied alias (lm_head.weight for a tied GPT) is the canonical tensor under a
+    // second name: drop it when the canonical name is present, else load it there.
+    for (alias, canonical) in module.tied_aliases() {
+        let has_canonical = ckpt.tensors.iter().any(|(n, _)| *n == canonical);
+        if let Some(pos) = ckpt.tensors.iter().position(|(n, _)| *n == alias) {
+            if has_canonical {
+                ckpt.tensors.remove(pos);
+                report.skipped.push(alias);
+            } else {
+                ckpt.tensors[pos].0 = canonical;
+            }
+        }
+    }
     let targets: Vec<(String, Param)> = module.named_params().into_iter().chain(module.named_buffers()).collect();
     let by_name: BTreeMap<&str, &Param> = targets.iter().map(|(n, p)| (n.as_str(), p)).collect();
 
-    let mut report = LoadReport::default();
     let mut shape_problems = Vec::new();
     let mut dtype_problems = Vec::new();
     let mut duplicates = Vec::new();

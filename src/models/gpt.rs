@@ -17,7 +17,7 @@
 //! `transformer.wte.weight` are one [`Param`]. [`Module::named_params`] lists it
 //! once, as `transformer.wte.weight` (as PyTorch's `named_parameters()` does, so
 //! parameter counts and optimizers see it once); nanoGPT's `state_dict()` has
-//! both keys, and [`Gpt::tied_aliases`] names the second so a checkpoint writer
+//! both keys, and [`Module::tied_aliases`] names the second so a checkpoint writer
 //! can emit it.
 
 use super::sampling::sample_token;
@@ -388,16 +388,6 @@ impl Gpt {
     pub fn num_params_non_embedding(&self) -> usize {
         self.num_params() - self.wpe.weight.numel()
     }
-
-    /// State-dict keys that alias a listed parameter: `("lm_head.weight",
-    /// "transformer.wte.weight")` when the weights are tied, else none.
-    pub fn tied_aliases(&self) -> Vec<(String, String)> {
-        if self.config.tie_weights {
-            vec![("lm_head.weight".into(), "transformer.wte.weight".into())]
-        } else {
-            Vec::new()
-        }
-    }
 }
 
 impl Module for Gpt {
@@ -413,6 +403,15 @@ impl Module for Gpt {
             v.extend(prefixed("lm_head", self.lm_head.named_params()));
         }
         v
+    }
+    /// `lm_head.weight` is `transformer.wte.weight` when tied: nanoGPT's
+    /// state_dict lists both, so checkpoints do too.
+    fn tied_aliases(&self) -> Vec<(String, String)> {
+        if self.config.tie_weights {
+            vec![("lm_head.weight".into(), "transformer.wte.weight".into())]
+        } else {
+            Vec::new()
+        }
     }
     fn set_training(&mut self, training: bool) {
         self.drop.set_training(training);

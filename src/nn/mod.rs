@@ -69,6 +69,12 @@ pub trait Module {
     fn named_buffers(&self) -> Vec<(String, Param)> {
         Vec::new()
     }
+    /// Extra state-dict names for tied parameters, as `(alias, canonical name)`:
+    /// checkpoints are written with both (as PyTorch's state_dict does) and an
+    /// alias found in a checkpoint loads into the canonical parameter.
+    fn tied_aliases(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// Train mode (dropout, drop-path and batch statistics on) or eval mode.
     fn set_training(&mut self, training: bool);
 
