@@ -40,7 +40,11 @@ fn logits_loss_and_gradients_match_pytorch() {
     let lm_head = weights.get("lm_head.weight").unwrap().to_vec::<f32>().unwrap();
     let wte = weights.get("transformer.wte.weight").unwrap().to_vec::<f32>().unwrap();
     assert_eq!(lm_head, wte, "the fixture's head is tied to the embedding");
+    // PyTorch's parameter count: every tensor of its state_dict but the tied head.
+    let torch_count: usize = weights.tensors.iter().filter(|(n, _)| n != "lm_head.weight").map(|(_, t)| t.numel()).sum();
     let gpt = load_gpt(weights);
+    assert_eq!(gpt.num_params(), torch_count);
+    assert_eq!(gpt.num_params(), fixture_config().num_params_closed_form());
     let io = fixture("gpt_tiny_io.safetensors").unwrap();
     let idx = io.get("idx").unwrap().clone();
     let targets = io.get("targets").unwrap().clone();
