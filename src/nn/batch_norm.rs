@@ -29,6 +29,7 @@ use crate::{DType, Error, NoGradGuard, Result, Tensor};
 /// let names: Vec<String> = bn.named_buffers().into_iter().map(|(n, _)| n).collect();
 /// assert_eq!(names, ["running_mean", "running_var", "num_batches_tracked"]);
 /// ```
+#[derive(Debug)]
 pub struct BatchNorm2d {
     pub weight: Param,
     pub bias: Param,

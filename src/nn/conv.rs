@@ -1,6 +1,6 @@
 //! 2-D convolution layer (patch embeddings, CNN stems).
 
-use super::{init, Module, Param};
+use super::{check_dtype, init, Module, Param};
 use crate::{DType, Error, Result, Tensor};
 use rand::Rng;
 
@@ -17,6 +17,7 @@ use rand::Rng;
 /// assert_eq!(proj.num_params(), 16 * 3 * 4 * 4 + 16);
 /// assert!(proj.forward(&Tensor::ones([2, 1, 32, 32], DType::F32).unwrap()).unwrap_err().to_string().contains("Conv2d"));
 /// ```
+#[derive(Debug)]
 pub struct Conv2d {
     pub weight: Param,
     pub bias: Option<Param>,
@@ -99,6 +100,7 @@ impl Conv2d {
     /// `x: [N, C, H, W] -> [N, O, OH, OW]`, `OH = (H + 2·ph − kh)/sh + 1`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = self.weight.tensor();
+        check_dtype("Conv2d", x, &w)?;
         let wd = w.dims();
         if x.rank() != 4 || x.dims()[1] != wd[1] {
             return Err(Error::shape(

@@ -26,6 +26,7 @@ fn check_p(layer: &'static str, p: f64) -> Result<()> {
 /// d.set_training(false);
 /// assert_eq!(d.forward(&x).unwrap().to_vec::<f32>().unwrap(), vec![1.0; 100]);
 /// ```
+#[derive(Debug)]
 pub struct Dropout {
     pub p: f64,
     pub training: bool,
@@ -77,6 +78,7 @@ impl Module for Dropout {
 ///     assert!(s.iter().all(|&e| e == 0.0) || s.iter().all(|&e| e == 2.0));
 /// }
 /// ```
+#[derive(Debug)]
 pub struct DropPath {
     pub p: f64,
     pub training: bool,

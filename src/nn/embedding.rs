@@ -14,6 +14,7 @@ use rand::Rng;
 /// assert_eq!(emb.forward(&ids).unwrap().dims(), &[2, 3, 4]);
 /// assert!(emb.forward(&Tensor::from_indices(&[10])).is_err());
 /// ```
+#[derive(Debug)]
 pub struct Embedding {
     pub weight: Param,
 }

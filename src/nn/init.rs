@@ -133,11 +133,11 @@ pub fn trunc_normal_(param: &Param, mean: f64, std: f64, a: f64, b: f64, rng: &m
     if !(std > 0.0 && std.is_finite() && mean.is_finite()) {
         return Err(Error::value(OP, format!("std {std} must be positive and finite, mean {mean} finite")));
     }
-    if !(a < b) {
+    if a.is_nan() || b.is_nan() || a >= b {
         return Err(Error::value(OP, format!("lower bound {a} must be below upper bound {b}")));
     }
     let mass = normal_cdf((b - mean) / std) - normal_cdf((a - mean) / std);
-    if !(mass >= 1e-4) {
+    if mass.is_nan() || mass < 1e-4 {
         return Err(Error::value(
             OP,
             format!("[{a}, {b}] holds only {mass:.3e} of N({mean}, {std}²); too little to sample by rejection"),

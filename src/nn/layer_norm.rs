@@ -1,6 +1,6 @@
 //! Layer normalisation over the last axis.
 
-use super::{Module, Param};
+use super::{check_dtype, Module, Param};
 use crate::{DType, Error, Result, Tensor};
 
 /// `torch.nn.LayerNorm(dim, eps, bias=...)`: normalise the last axis to zero
@@ -16,6 +16,7 @@ use crate::{DType, Error, Result, Tensor};
 /// assert!(v[1].abs() < 1e-6 && (v[0] + v[2]).abs() < 1e-6);
 /// assert!(ln.forward(&Tensor::ones([2, 4], tamer::DType::F32).unwrap()).is_err());
 /// ```
+#[derive(Debug)]
 pub struct LayerNorm {
     pub weight: Param,
     pub bias: Option<Param>,
@@ -58,6 +59,7 @@ impl LayerNorm {
     /// `x: [.., dim] -> [.., dim]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = self.weight.tensor();
+        check_dtype("LayerNorm", x, &w)?;
         let dim = w.dims()[0];
         if x.rank() == 0 || x.dims()[x.rank() - 1] != dim {
             return Err(Error::shape(

@@ -1,6 +1,6 @@
 //! Fully connected layer with PyTorch's parameter layout.
 
-use super::{init, Module, Param};
+use super::{check_dtype, init, Module, Param};
 use crate::{DType, Error, Result, Tensor};
 use rand::Rng;
 
@@ -18,6 +18,7 @@ use rand::Rng;
 /// assert_eq!(lin.num_params(), 4 * 3 + 3);
 /// assert!(lin.forward(&Tensor::ones([2, 5], DType::F32).unwrap()).unwrap_err().to_string().contains("Linear"));
 /// ```
+#[derive(Debug)]
 pub struct Linear {
     pub weight: Param,
     pub bias: Option<Param>,
@@ -82,6 +83,7 @@ impl Linear {
     /// transposed view (no copy).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = self.weight.tensor();
+        check_dtype("Linear", x, &w)?;
         let (out_f, in_f) = (w.dims()[0], w.dims()[1]);
         if x.rank() == 0 || x.dims()[x.rank() - 1] != in_f {
             return Err(Error::shape(

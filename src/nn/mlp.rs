@@ -36,6 +36,7 @@ impl Activation {
 /// let names: Vec<String> = mlp.named_params().into_iter().map(|(n, _)| n).collect();
 /// assert_eq!(names, ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]);
 /// ```
+#[derive(Debug)]
 pub struct Mlp {
     pub fc1: Linear,
     pub fc2: Linear,

@@ -6,6 +6,13 @@
 //! non-learned state (BatchNorm running statistics) through
 //! [`Module::named_buffers`]. Train/eval mode is a flag each module keeps and
 //! [`Module::set_training`] sets recursively.
+//!
+//! Layers: [`Linear`], [`Embedding`], [`LayerNorm`], [`Dropout`], [`DropPath`],
+//! [`Conv2d`], [`BatchNorm2d`], [`Mlp`], [`LearnedPosEmbed`]; fixed encodings
+//! [`sincos_1d`] and [`sincos_2d`]; initialisers in [`init`]. Constructors make
+//! f32 parameters with PyTorch's default initialisation and modules start in
+//! train mode; [`Module::to_dtype`] converts a module (e.g. to f64 for gradient
+//! checks). Parameter shapes and names follow PyTorch, so state dicts map 1:1.
 
 mod attention;
 mod batch_norm;
@@ -32,7 +39,23 @@ pub use mlp::{Activation, Mlp};
 pub use param::Param;
 pub use pos_encoding::{sincos_1d, sincos_2d, LearnedPosEmbed};
 
-use crate::{DType, Result};
+use crate::{DType, Error, Result, Tensor};
+
+/// The error a layer returns when its input's dtype differs from its parameters'.
+pub(crate) fn check_dtype(layer: &'static str, x: &Tensor, param: &Tensor) -> Result<()> {
+    if x.dtype() != param.dtype() {
+        return Err(Error::dtype(
+            layer,
+            format!(
+                "input dtype {} (shape {}) differs from the parameter dtype {}; convert the module with Module::to_dtype",
+                x.dtype(),
+                x.shape(),
+                param.dtype()
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// What every layer and model implements.
 pub trait Module {
@@ -73,7 +96,7 @@ pub trait Module {
     /// gradient checks). Index buffers (i64) are left alone.
     fn to_dtype(&self, dtype: DType) -> Result<()> {
         if !dtype.is_float() {
-            return Err(crate::Error::dtype("Module::to_dtype", format!("target dtype {dtype} is not a float type")));
+            return Err(Error::dtype("Module::to_dtype", format!("target dtype {dtype} is not a float type")));
         }
         for (_, p) in self.named_params().into_iter().chain(self.named_buffers()) {
             let t = p.tensor();

@@ -27,6 +27,27 @@ impl Param {
         }))
     }
 
+    /// Wrap `t` as it is, without detaching it: gradients are keyed by `t`
+    /// itself, and if `t` has history they flow on into it. Lets
+    /// `testing::check_gradients` differentiate a layer with respect to its
+    /// parameters by building the layer from the checker's inputs.
+    ///
+    /// ```
+    /// use tamer::nn::{Linear, Param};
+    /// use tamer::Tensor;
+    /// let w = Tensor::ones([2, 3], tamer::DType::F64).unwrap().variable();
+    /// let lin = Linear { weight: Param::wrap(w.clone()), bias: None };
+    /// let y = lin.forward(&Tensor::ones([1, 3], tamer::DType::F64).unwrap()).unwrap();
+    /// let grads = y.sum_all().unwrap().backward().unwrap();
+    /// assert!(grads.get(&w).is_some());
+    /// ```
+    pub fn wrap(t: Tensor) -> Param {
+        Param(Arc::new(ParamInner {
+            value: RwLock::new(t),
+            trainable: AtomicBool::new(true),
+        }))
+    }
+
     /// The handle to use in a forward pass: the variable, or a detached view when frozen.
     pub fn tensor(&self) -> Tensor {
         let t = self.0.value.read().unwrap_or_else(|p| p.into_inner()).clone();

@@ -20,6 +20,7 @@ use rand::Rng;
 /// assert_eq!(pe.forward(&x).unwrap().dims(), &[2, 10, 8]); // the first 10 positions
 /// assert!(pe.forward(&Tensor::zeros([2, 17, 8], DType::F32).unwrap()).is_err());
 /// ```
+#[derive(Debug)]
 pub struct LearnedPosEmbed {
     pub weight: Param,
 }
@@ -67,7 +68,7 @@ impl Module for LearnedPosEmbed {
 /// assert!((pe[1][0] - 1f32.sin()).abs() < 1e-6 && (pe[1][1] - 1f32.cos()).abs() < 1e-6);
 /// ```
 pub fn sincos_1d(positions: usize, dim: usize) -> Result<Tensor> {
-    if dim == 0 || dim % 2 != 0 {
+    if dim == 0 || !dim.is_multiple_of(2) {
         return Err(Error::shape("sincos_1d", format!("dim {dim} must be even and positive")));
     }
     let mut v = Vec::with_capacity(positions * dim);
@@ -110,7 +111,7 @@ pub fn sincos_1d(positions: usize, dim: usize) -> Result<Tensor> {
 /// assert!((t[4] - 1f32.sin()).abs() < 1e-6 && (t[7] - 0.01f32.cos()).abs() < 1e-6);
 /// ```
 pub fn sincos_2d(h: usize, w: usize, dim: usize, cls_token: bool) -> Result<Tensor> {
-    if dim == 0 || dim % 4 != 0 {
+    if dim == 0 || !dim.is_multiple_of(4) {
         return Err(Error::shape("sincos_2d", format!("dim {dim} must be a positive multiple of 4")));
     }
     let q = dim / 4;
