@@ -17,6 +17,7 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod checkpoint;
 pub mod data;
 mod error;
 pub mod models;
