@@ -73,6 +73,22 @@ fn preset_parameter_counts_match_the_closed_form_and_timm() {
 }
 
 #[test]
+fn config_is_read_back_from_a_timm_state_dict() {
+    let cfg = VitConfig::vit_tiny_patch16_224();
+    let vit = VisionTransformer::new(cfg.clone(), &mut rng(0)).unwrap();
+    let ckpt = tamer::checkpoint::Checkpoint::from_tensors("state dict", tamer::checkpoint::module_tensors(&vit));
+    // 192 wide: timm's 64-wide heads give the 3 heads without being told.
+    assert_eq!(VitConfig::from_checkpoint(&ckpt, None).unwrap(), cfg);
+    let mean = VitConfig { pool: Pool::Mean, num_classes: 0, qkv_bias: false, ..VitConfig::vit_cifar() };
+    let vit = VisionTransformer::new(mean.clone(), &mut rng(0)).unwrap();
+    let ckpt = tamer::checkpoint::Checkpoint::from_tensors("state dict", tamer::checkpoint::module_tensors(&vit));
+    assert_eq!(VitConfig::from_checkpoint(&ckpt, Some(3)).unwrap(), mean);
+    let hybrid = VisionTransformer::new(VitConfig::hybrid_mnist(), &mut rng(0)).unwrap();
+    let ckpt = tamer::checkpoint::Checkpoint::from_tensors("state dict", tamer::checkpoint::module_tensors(&hybrid));
+    assert!(VitConfig::from_checkpoint(&ckpt, Some(4)).unwrap_err().to_string().contains("hybrid"));
+}
+
+#[test]
 fn preset_shapes() {
     let t = VitConfig::vit_tiny_patch16_224();
     assert_eq!((t.grid().unwrap(), t.num_patches().unwrap(), t.num_prefix_tokens()), ((14, 14), 196, 1));
@@ -127,6 +143,7 @@ fn hybrid_forward_backward_and_batch_norm_state() {
     }
     let buffers: Vec<String> = vit.named_buffers().into_iter().map(|(n, _)| n).collect();
     assert!(buffers.contains(&"patch_embed.backbone.bn2.running_var".to_string()), "{buffers:?}");
+    assert_eq!(vit.named_buffers().iter().map(|(_, b)| b.numel()).sum::<usize>(), 194);
     assert_eq!(vit.patch_embed.proj.weight.dims(), [64, 64, 1, 1]);
 
     let x = Tensor::randn([3, 1, 28, 28], DType::F32, &mut rng(1)).unwrap();

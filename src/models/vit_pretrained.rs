@@ -1,7 +1,7 @@
 //! Transfer learning: load a timm-format ViT checkpoint into a model of
 //! another class count, image size or pooling, saying what was changed.
 
-use super::vit::{PosEmbed, VisionTransformer, VitConfig};
+use super::vit::{Pool, PosEmbed, VisionTransformer, VitConfig};
 use crate::checkpoint::interop::{resample_pos_embed, PosEmbedResize};
 use crate::checkpoint::{self, load_into, Checkpoint, LoadOptions};
 use crate::nn::init::{timm_trunc_normal_, zeros_};
@@ -275,5 +275,67 @@ impl VisionTransformer {
         }
         notes.push(line);
         Ok(notes)
+    }
+}
+
+impl VitConfig {
+    /// The configuration of a plain timm ViT checkpoint, read off its tensor
+    /// shapes: `patch_embed.proj.weight [D, C, p, p]` gives width, channels and
+    /// patch; `cls_token` the pooling (`fc_norm.*` marks timm's avg pool);
+    /// `pos_embed [1, n_prefix + N, D]` a square grid and so the image size;
+    /// the `blocks.{i}` the depth; `mlp.fc1.weight [H, D]` the MLP ratio;
+    /// `attn.qkv.bias` the qkv bias; `head.weight [K, D]` the classes (0
+    /// without a head). The number of heads is not in the shapes: pass it, or
+    /// `None` for timm's 64-wide heads (`D / 64`). `norm_eps` is timm's 1e-6.
+    ///
+    /// ```
+    /// use tamer::checkpoint::fixture;
+    /// use tamer::models::{Pool, VitConfig};
+    /// let cfg = VitConfig::from_checkpoint(&fixture("vit_tiny.safetensors").unwrap(), Some(2)).unwrap();
+    /// assert_eq!(cfg, VitConfig::new((8, 8), 4, 1, 10, 16, 2, 2, 2.0));
+    /// let avg = VitConfig::from_checkpoint(&fixture("vit_tiny_avg.safetensors").unwrap(), Some(2)).unwrap();
+    /// assert_eq!(avg.pool, Pool::Mean);
+    /// ```
+    pub fn from_checkpoint(ckpt: &Checkpoint, num_heads: Option<usize>) -> Result<VitConfig> {
+        const OP: &str = "VitConfig::from_checkpoint";
+        let dims = |name: &str| ckpt.get(name).map(|t| t.dims().to_vec());
+        let bad = |what: String| Error::format(OP, format!("{}: {what}", ckpt.source));
+        if ckpt.names().iter().any(|n| n.starts_with("patch_embed.backbone.")) {
+            return Err(bad("a hybrid checkpoint (patch_embed.backbone.*): its stem is not in the shapes; build the VitConfig by hand".into()));
+        }
+        let &[d, c, p, p2] = dims("patch_embed.proj.weight")?.as_slice() else {
+            return Err(bad("patch_embed.proj.weight must be [D, C, p, p]".into()));
+        };
+        if p != p2 {
+            return Err(bad(format!("non-square patches {p}×{p2} are not supported")));
+        }
+        let has = |name: &str| ckpt.names().contains(&name);
+        let pool = match (has("cls_token"), has("fc_norm.weight")) {
+            (true, false) => Pool::Cls,
+            (false, _) => Pool::Mean,
+            (true, true) => return Err(bad("a class token with fc_norm (global_pool='avg' with class_token=True) is not supported".into())),
+        };
+        let prefix = usize::from(pool == Pool::Cls);
+        let &[1, t, pd] = dims("pos_embed")?.as_slice() else {
+            return Err(bad("pos_embed must be [1, tokens, D]".into()));
+        };
+        let n = t.checked_sub(prefix).filter(|_| pd == d).ok_or_else(|| bad(format!("pos_embed [1, {t}, {pd}] does not fit width {d}")))?;
+        let side = (n as f64).sqrt().round() as usize;
+        if side * side != n {
+            return Err(bad(format!("pos_embed has {n} patch tokens, not a square grid")));
+        }
+        let depth = (0..).take_while(|i| has(&format!("blocks.{i}.norm1.weight"))).count();
+        let hidden = dims("blocks.0.mlp.fc1.weight")?[0];
+        let num_classes = if has("head.weight") { dims("head.weight")?[0] } else { 0 };
+        let num_heads = match num_heads {
+            Some(h) => h,
+            None if d % 64 == 0 => d / 64,
+            None => return Err(bad(format!("cannot infer num_heads for width {d} (timm's ViTs use 64-wide heads): pass it"))),
+        };
+        Ok(VitConfig {
+            pool,
+            qkv_bias: has("blocks.0.attn.qkv.bias"),
+            ..VitConfig::new((side * p, side * p), p, c, num_classes, d, depth, num_heads, hidden as f64 / d as f64)
+        })
     }
 }
