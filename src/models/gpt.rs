@@ -101,7 +101,7 @@ impl GptConfig {
         if c.vocab_size == 0 || c.block_size == 0 || c.n_layer == 0 || c.n_head == 0 || c.n_embd == 0 {
             return Err(Error::value("Gpt", format!("every size in the config must be positive: {c:?}")));
         }
-        if c.n_embd % c.n_head != 0 {
+        if !c.n_embd.is_multiple_of(c.n_head) {
             return Err(Error::value("Gpt", format!("n_embd {} must be a multiple of n_head {}", c.n_embd, c.n_head)));
         }
         Ok(())
@@ -159,7 +159,8 @@ impl GptCache {
 /// let gpt = Gpt::new(cfg.clone(), &mut rng(0)).unwrap();
 /// assert_eq!(gpt.num_params(), cfg.num_params_closed_form());
 /// let idx = Tensor::from_vec(vec![1i64, 2, 3, 4, 5, 6], [2, 3]).unwrap();
-/// let (logits, loss) = gpt.forward(&idx, Some(&idx)).unwrap();
+/// let targets = Tensor::from_vec(vec![2i64, 3, 4, 5, 6, 7], [2, 3]).unwrap();
+/// let (logits, loss) = gpt.forward(&idx, Some(&targets)).unwrap();
 /// assert_eq!(logits.dims(), &[2, 3, 11]);
 /// assert!((loss.unwrap().to_scalar().unwrap() - 11f64.ln()).abs() < 0.1); // near-uniform at init
 /// let out = gpt.generate(&idx, 4, 0.0, None, &mut rng(1)).unwrap();

@@ -82,7 +82,7 @@ impl MultiHeadSelfAttention {
     /// `bias` applies to both projections. Weights use [`Linear::new`]'s default
     /// initialisation; models re-initialise them.
     pub fn new(dim: usize, n_head: usize, bias: bool, causal: bool, attn_dropout: f64, proj_dropout: f64, rng: &mut impl Rng) -> Result<Self> {
-        if n_head == 0 || dim % n_head != 0 {
+        if n_head == 0 || !dim.is_multiple_of(n_head) {
             return Err(Error::shape(
                 "MultiHeadSelfAttention",
                 format!("width {dim} must be a positive multiple of the number of heads {n_head}"),

@@ -182,7 +182,7 @@ impl TransformerBlock {
     }
 
     /// One step of Admin's profiling pass: sets `omega_attn` and `omega_mlp`
-    /// from `profiler` as this block's sublayers run (see [`AdminProfiler`]) and
+    /// from `profiler` as this block's sublayers run (see [`admin_profile_blocks`]) and
     /// returns the block's output. Only for post-LN blocks with residuals.
     pub fn admin_profile(&mut self, x: &Tensor, profiler: &mut AdminProfiler) -> Result<Tensor> {
         if self.config.norm != NormPlacement::PostLN || !self.config.residual {
@@ -235,14 +235,14 @@ impl TransformerBlock {
     }
 
     /// `ω·x + f` (or `f` alone without residuals); while profiling, records
-    /// `Var[ω·x]` and `Var[f]`.
+    /// `Var[f]` (and `ω²` for the unit-variance stream, see [`admin_profile_blocks`]).
     fn combine(&self, x: &Tensor, f: &Tensor, omega: f64, profile: &mut Option<(&mut AdminProfiler, &mut [f64; 2])>) -> Result<Tensor> {
         if !self.config.residual {
             return Ok(f.clone());
         }
         let skip = if omega == 1.0 { x.clone() } else { x.scale(omega)? };
         if let Some((profiler, _)) = profile {
-            profiler.record(variance(&skip)?, variance(f)?)?;
+            profiler.record(omega * omega, variance(f)?)?;
         }
         skip.add(f)
     }
@@ -267,15 +267,28 @@ fn variance(t: &Tensor) -> Result<f64> {
 
 /// Admin's profiling initialisation over a stack of post-LN blocks: run `x`
 /// `[B, T, C]` (the embedded input) through `blocks` once without gradients,
-/// setting each sublayer's ω as it is reached by the recurrence of Admin's
-/// reference code (`adaptive-profiling`): ω₁ = 1 and
-/// `ω_{i+1} = √(Var[ω_i·x_{i−1}] + Var[f_i(x_{i−1})])` over the 2·L sublayers in
-/// order. With unit-variance (layer-normed) inputs this is the paper's
-/// `ω_i = √(1 + Σ_{j<i} Var[f_j(x_{j−1})])` (the `1` is the embedding's
-/// share). Returns the ω's in sublayer order (attention, MLP, attention, ...).
+/// setting the ω of each of the 2·L sublayers as it is reached to the paper's
 ///
-/// Run it in eval mode so dropout does not perturb the measured variances;
-/// the models' `admin_init_profiled` methods do so.
+/// ```text
+/// ω_i = √(1 + Σ_{j<i} Var[f_j(x_{j−1})])
+/// ```
+///
+/// (Liu et al. 2020, Algorithm 1; the `1` is the input's share, the paper's
+/// branch 0), where `Var` is the population variance over every element of the
+/// branch output, measured with the ω's of the earlier sublayers already in
+/// place. So ω₁ = 1 and `ω_{i+1}² = ω_i² + Var[f_i]`.
+///
+/// Admin's reference code (`adaptive-profiling`) measures `Var[ω_i·x_{i−1}]`
+/// instead of assuming `ω_i²`; the two agree when the stream entering each
+/// sublayer has unit variance, which layer norm gives every sublayer but the
+/// first (fairseq also scales its embeddings to unit variance). Here the
+/// first sublayer's input is the embedding, whose scale depends on its
+/// initialisation, so the formula is used as written; drive
+/// [`AdminProfiler`] directly for the measured variant.
+///
+/// Returns the ω's in sublayer order (attention, MLP, attention, ...). Run it
+/// in eval mode so dropout does not perturb the measured variances; the
+/// models' `admin_init_profiled` methods do so.
 pub fn admin_profile_blocks(blocks: &mut [TransformerBlock], x: &Tensor) -> Result<Vec<f64>> {
     crate::no_grad(|| {
         let mut profiler = AdminProfiler::new();

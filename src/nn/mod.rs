@@ -13,6 +13,10 @@
 //! f32 parameters with PyTorch's default initialisation and modules start in
 //! train mode; [`Module::to_dtype`] converts a module (e.g. to f64 for gradient
 //! checks). Parameter shapes and names follow PyTorch, so state dicts map 1:1.
+//!
+//! Transformer pieces: [`MultiHeadSelfAttention`] (fused qkv, causal mask,
+//! attention dropout, [`KvCache`] for decoding) and [`TransformerBlock`], whose
+//! structure (pre/post-LN, residuals, MLP, Admin ω) is a [`BlockConfig`].
 
 mod attention;
 mod batch_norm;

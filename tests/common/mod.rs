@@ -1,0 +1,78 @@
+//! Helpers shared by the model and block tests.
+#![allow(dead_code)]
+
+use tamer::nn::{Module, Param};
+use tamer::{no_grad, DType, Result, Tensor};
+
+/// Fixed weights in [0.5, 1.5) with varying signs, so `Σ w ⊙ y` sees every output element.
+pub fn probe_weights(dims: &[usize]) -> Tensor {
+    let n: usize = dims.iter().product();
+    let w: Vec<f64> = (0..n)
+        .map(|k| {
+            let h = (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+            let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+            if k % 3 == 1 {
+                -(0.5 + u)
+            } else {
+                0.5 + u
+            }
+        })
+        .collect();
+    Tensor::from_vec(w, dims.to_vec()).unwrap()
+}
+
+/// Finite-difference check of the gradients of `Σ w ⊙ f()` with respect to every
+/// parameter of `module` (f64). Each element is perturbed in place through
+/// `Param::set`, so the module under test is the real one. Returns
+/// `(elements checked, failures with name, index, analytic, numeric)`.
+pub fn check_param_gradients<M: Module + ?Sized>(module: &M, f: impl Fn() -> Result<Tensor>) -> (usize, Vec<String>) {
+    let (eps, atol, rtol) = (1e-6, 1e-5, 1e-3);
+    let out = f().unwrap();
+    let w = probe_weights(out.dims());
+    let loss_of = |y: Tensor| y.mul(&w).unwrap().sum_all().unwrap();
+    let grads = loss_of(out).backward().unwrap();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for (name, p) in module.named_params() {
+        let t = p.tensor();
+        assert_eq!(t.dtype(), DType::F64, "{name} must be f64 for a gradient check");
+        let analytic = grads.get(&t).map(|g| g.to_f64_vec().unwrap()).unwrap_or_else(|| vec![0.0; t.numel()]);
+        let base = t.to_f64_vec().unwrap();
+        let dims = t.dims().to_vec();
+        let eval_at = |j: usize, delta: f64| -> f64 {
+            let mut v = base.clone();
+            v[j] += delta;
+            p.set(&Tensor::from_vec(v, dims.clone()).unwrap()).unwrap();
+            no_grad(|| loss_of(f().unwrap()).to_scalar().unwrap())
+        };
+        for (j, a) in analytic.iter().enumerate() {
+            let numeric = (eval_at(j, eps) - eval_at(j, -eps)) / (2.0 * eps);
+            checked += 1;
+            let within = (a - numeric).abs() <= atol + rtol * numeric.abs();
+            if !within {
+                failures.push(format!("{name}[{j}]: analytic {a:.8e} vs numeric {numeric:.8e}"));
+            }
+        }
+        p.set(&Tensor::from_vec(base, dims).unwrap()).unwrap();
+    }
+    (checked, failures)
+}
+
+pub fn names<M: Module + ?Sized>(m: &M) -> Vec<String> {
+    m.named_params().into_iter().map(|(n, _)| n).collect()
+}
+
+pub fn assert_close(a: &[f64], b: &[f64], tol: f64, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+    }
+}
+
+/// Population standard deviation of a parameter's values.
+pub fn std_of(p: &Param) -> f64 {
+    let v = p.tensor().to_f64_vec().unwrap();
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt()
+}
