@@ -79,7 +79,12 @@ fn config_is_read_back_from_a_timm_state_dict() {
     let ckpt = tamer::checkpoint::Checkpoint::from_tensors("state dict", tamer::checkpoint::module_tensors(&vit));
     // 192 wide: timm's 64-wide heads give the 3 heads without being told.
     assert_eq!(VitConfig::from_checkpoint(&ckpt, None).unwrap(), cfg);
-    let mean = VitConfig { pool: Pool::Mean, num_classes: 0, qkv_bias: false, ..VitConfig::vit_cifar() };
+    let mean = VitConfig {
+        pool: Pool::Mean,
+        num_classes: 0,
+        qkv_bias: false,
+        ..VitConfig::vit_cifar()
+    };
     let vit = VisionTransformer::new(mean.clone(), &mut rng(0)).unwrap();
     let ckpt = tamer::checkpoint::Checkpoint::from_tensors("state dict", tamer::checkpoint::module_tensors(&vit));
     assert_eq!(VitConfig::from_checkpoint(&ckpt, Some(3)).unwrap(), mean);

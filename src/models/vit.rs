@@ -142,7 +142,7 @@ impl VitConfig {
     }
 
     /// vit-tiny for MNIST-sized input: 28×28×1, patch 4 (a 7×7 grid, 49 patches
-    /// + CLS = 50 tokens), width 64, 4 layers, 4 heads of 16, MLP 128, 10
+    /// plus CLS: 50 tokens), width 64, 4 layers, 4 heads of 16, MLP 128, 10
     /// classes. 139,018 parameters.
     pub fn vit_tiny() -> Self {
         Self::new((28, 28), 4, 1, 10, 64, 4, 4, 2.0)
@@ -283,13 +283,13 @@ impl VitConfig {
         if c.img_size.0 == 0 || c.img_size.1 == 0 || c.in_chans == 0 || c.embed_dim == 0 || c.num_heads == 0 {
             return Err(Error::value(OP, format!("img_size, in_chans, embed_dim and num_heads must be positive: {c:?}")));
         }
-        if c.embed_dim % c.num_heads != 0 {
+        if !c.embed_dim.is_multiple_of(c.num_heads) {
             return Err(Error::value(
                 OP,
                 format!("embed_dim {} must be a multiple of num_heads {}", c.embed_dim, c.num_heads),
             ));
         }
-        if c.pos == PosEmbed::SinCos && c.embed_dim % 4 != 0 {
+        if c.pos == PosEmbed::SinCos && !c.embed_dim.is_multiple_of(4) {
             return Err(Error::value(
                 OP,
                 format!("sine-cosine positions need embed_dim divisible by 4, got {}", c.embed_dim),

@@ -301,7 +301,9 @@ impl VitConfig {
         let dims = |name: &str| ckpt.get(name).map(|t| t.dims().to_vec());
         let bad = |what: String| Error::format(OP, format!("{}: {what}", ckpt.source));
         if ckpt.names().iter().any(|n| n.starts_with("patch_embed.backbone.")) {
-            return Err(bad("a hybrid checkpoint (patch_embed.backbone.*): its stem is not in the shapes; build the VitConfig by hand".into()));
+            return Err(bad(
+                "a hybrid checkpoint (patch_embed.backbone.*): its stem is not in the shapes; build the VitConfig by hand".into(),
+            ));
         }
         let &[d, c, p, p2] = dims("patch_embed.proj.weight")?.as_slice() else {
             return Err(bad("patch_embed.proj.weight must be [D, C, p, p]".into()));
@@ -313,13 +315,20 @@ impl VitConfig {
         let pool = match (has("cls_token"), has("fc_norm.weight")) {
             (true, false) => Pool::Cls,
             (false, _) => Pool::Mean,
-            (true, true) => return Err(bad("a class token with fc_norm (global_pool='avg' with class_token=True) is not supported".into())),
+            (true, true) => {
+                return Err(bad(
+                    "a class token with fc_norm (global_pool='avg' with class_token=True) is not supported".into()
+                ))
+            }
         };
         let prefix = usize::from(pool == Pool::Cls);
         let &[1, t, pd] = dims("pos_embed")?.as_slice() else {
             return Err(bad("pos_embed must be [1, tokens, D]".into()));
         };
-        let n = t.checked_sub(prefix).filter(|_| pd == d).ok_or_else(|| bad(format!("pos_embed [1, {t}, {pd}] does not fit width {d}")))?;
+        let n = t
+            .checked_sub(prefix)
+            .filter(|_| pd == d)
+            .ok_or_else(|| bad(format!("pos_embed [1, {t}, {pd}] does not fit width {d}")))?;
         let side = (n as f64).sqrt().round() as usize;
         if side * side != n {
             return Err(bad(format!("pos_embed has {n} patch tokens, not a square grid")));
@@ -329,7 +338,7 @@ impl VitConfig {
         let num_classes = if has("head.weight") { dims("head.weight")?[0] } else { 0 };
         let num_heads = match num_heads {
             Some(h) => h,
-            None if d % 64 == 0 => d / 64,
+            None if d.is_multiple_of(64) => d / 64,
             None => return Err(bad(format!("cannot infer num_heads for width {d} (timm's ViTs use 64-wide heads): pass it"))),
         };
         Ok(VitConfig {
