@@ -79,7 +79,7 @@ fn valid_bytes() -> Vec<u8> {
 /// A safetensors file with a hand-written header (padded to 8 bytes) and data.
 fn raw_file(header: &str, data: &[u8]) -> Vec<u8> {
     let mut h = header.as_bytes().to_vec();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
@@ -557,7 +557,8 @@ fn io_fixtures_are_consistent_with_tamers_cross_entropy() {
 #[test]
 fn pos_embed_bicubic_resize_matches_pytorch() {
     let fx = fixture("pos_embed_resize.safetensors").unwrap();
-    let cases: [(&str, &str, (usize, usize), Option<(usize, usize)>, usize); 4] = [
+    type Case = (&'static str, &'static str, (usize, usize), Option<(usize, usize)>, usize);
+    let cases: [Case; 4] = [
         ("2x2_to_3x3", "pe_2x2", (3, 3), None, 1),
         ("4x4_to_2x3", "pe_4x4", (2, 3), None, 1),
         ("4x4_to_7x5", "pe_4x4", (7, 5), None, 1),

@@ -435,7 +435,7 @@ pub fn adapt_vit_checkpoint(tensors: Vec<(String, Tensor)>, model: &dyn Module, 
     let mut out = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         match (&target, name.as_str()) {
-            (Some(want), "pos_embed") if want.as_slice() != t.dims() || cfg.grid.is_some_and(|g| Some(g) != cfg.old_grid) => {
+            (Some(want), "pos_embed") if want.as_slice() != t.dims() || (cfg.old_grid.is_some() && cfg.grid.is_some() && cfg.grid != cfg.old_grid) => {
                 let (Some(&wd), Some(&td)) = (want.last(), t.dims().last()) else {
                     return Err(Error::shape(OP, format!("pos_embed: model {want:?}, checkpoint {}", t.shape())));
                 };

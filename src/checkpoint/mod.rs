@@ -105,7 +105,9 @@ impl Checkpoint {
         let mut worst: Option<(usize, f64)> = None;
         for (i, (&e, &a)) in e.iter().zip(&a).enumerate() {
             let excess = (a - e).abs() - (rtol * e.abs() + atol);
-            if !(excess <= 0.0) && worst.is_none_or(|(_, w)| excess > w || excess.is_nan()) {
+            // NaN anywhere fails: `within` is false for it.
+            let within = excess <= 0.0;
+            if !within && worst.is_none_or(|(_, w)| excess > w || excess.is_nan()) {
                 worst = Some((i, excess));
             }
         }
