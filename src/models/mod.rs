@@ -1,10 +1,17 @@
-//! Models built from the `nn` layers: GPT (nanoGPT naming) and a transformer
-//! encoder for sequence classification.
+//! Models built from the `nn` layers: GPT (nanoGPT naming), a transformer
+//! encoder for sequence classification, and the Vision Transformer (timm
+//! naming) with its hybrid CNN-stem variant.
 
 mod encoder;
 mod gpt;
+mod hybrid;
 mod sampling;
+mod vit;
+mod vit_pretrained;
 
 pub use encoder::{EncoderConfig, PositionKind, TransformerEncoder};
 pub use gpt::{gpt_block_name, Gpt, GptCache, GptConfig};
+pub use hybrid::{CnnStem, PatchEmbed, StemConfig};
 pub use sampling::sample_token;
+pub use vit::{Pool, PosEmbed, VisionTransformer, VitConfig};
+pub use vit_pretrained::{CheckpointSource, PretrainedOptions};

@@ -1,0 +1,350 @@
+//! Transfer learning: load a timm-format ViT checkpoint into a model of
+//! another class count, image size or pooling, saying what was changed.
+
+use super::vit::{Pool, PosEmbed, VisionTransformer, VitConfig};
+use crate::checkpoint::interop::{resample_pos_embed, PosEmbedResize};
+use crate::checkpoint::{self, load_into, Checkpoint, LoadOptions};
+use crate::nn::init::{timm_trunc_normal_, zeros_};
+use crate::tensor::Tensor;
+use crate::{rng, Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Where pretrained weights come from: a safetensors path, a read
+/// [`Checkpoint`], or `(name, tensor)` pairs.
+pub trait CheckpointSource {
+    fn into_checkpoint(self) -> Result<Checkpoint>;
+}
+
+impl CheckpointSource for Checkpoint {
+    fn into_checkpoint(self) -> Result<Checkpoint> {
+        Ok(self)
+    }
+}
+impl CheckpointSource for Vec<(String, Tensor)> {
+    fn into_checkpoint(self) -> Result<Checkpoint> {
+        Ok(Checkpoint::from_tensors("tensors", self))
+    }
+}
+impl CheckpointSource for &Path {
+    fn into_checkpoint(self) -> Result<Checkpoint> {
+        checkpoint::read(self)
+    }
+}
+impl CheckpointSource for PathBuf {
+    fn into_checkpoint(self) -> Result<Checkpoint> {
+        checkpoint::read(self)
+    }
+}
+impl CheckpointSource for &PathBuf {
+    fn into_checkpoint(self) -> Result<Checkpoint> {
+        checkpoint::read(self)
+    }
+}
+impl CheckpointSource for &str {
+    fn into_checkpoint(self) -> Result<Checkpoint> {
+        checkpoint::read(self)
+    }
+}
+impl CheckpointSource for String {
+    fn into_checkpoint(self) -> Result<Checkpoint> {
+        checkpoint::read(self)
+    }
+}
+
+/// How [`VisionTransformer::load_pretrained_with`] adapts a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PretrainedOptions {
+    /// Resize `pos_embed` with PyTorch's antialiased bicubic, as timm's
+    /// checkpoint filter does (default true); false is plain `F.interpolate`.
+    pub antialias: bool,
+    /// The checkpoint's patch grid; `None` assumes it is square (timm's assumption).
+    pub old_grid: Option<(usize, usize)>,
+    /// Missing and unexpected names are errors (default true).
+    pub strict: bool,
+    /// More names to leave at their initial values (globs, e.g. `"blocks.11.*"`).
+    pub skip: Vec<String>,
+    /// Seed of the model's initialisation (and so of a re-initialised head).
+    pub seed: u64,
+}
+
+impl Default for PretrainedOptions {
+    fn default() -> Self {
+        PretrainedOptions {
+            antialias: true,
+            old_grid: None,
+            strict: true,
+            skip: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+const OP: &str = "VisionTransformer::load_pretrained";
+
+impl VisionTransformer {
+    /// Build a model for `config` and load timm-format weights into it for
+    /// fine-tuning, with [`PretrainedOptions::default`]. Returns the model and
+    /// one log line per adaptation (see [`load_pretrained_into`](Self::load_pretrained_into)).
+    ///
+    /// ```
+    /// use tamer::checkpoint::fixture_path;
+    /// use tamer::models::{VisionTransformer, VitConfig};
+    /// // The timm fixture (8×8×1, patch 4, 10 classes) fine-tuned at 12×12 on 3 classes.
+    /// let cfg = VitConfig { img_size: (12, 12), num_classes: 3, ..VitConfig::new((8, 8), 4, 1, 10, 16, 2, 2, 2.0) };
+    /// let (vit, notes) = VisionTransformer::load_pretrained(fixture_path("vit_tiny.safetensors"), cfg).unwrap();
+    /// assert_eq!(vit.pos_embed.dims(), vec![1, 1 + 9, 16]);
+    /// assert!(notes.iter().any(|n| n.contains("pos_embed interpolated")));
+    /// assert!(notes.iter().any(|n| n.contains("head re-initialised")));
+    /// ```
+    pub fn load_pretrained(source: impl CheckpointSource, config: VitConfig) -> Result<(VisionTransformer, Vec<String>)> {
+        Self::load_pretrained_with(source, config, &PretrainedOptions::default())
+    }
+
+    /// [`load_pretrained`](Self::load_pretrained) with options.
+    pub fn load_pretrained_with(source: impl CheckpointSource, config: VitConfig, options: &PretrainedOptions) -> Result<(VisionTransformer, Vec<String>)> {
+        let model = VisionTransformer::new(config, &mut rng(options.seed))?;
+        let notes = model.load_pretrained_into(source, options)?;
+        Ok((model, notes))
+    }
+
+    /// Load a timm-format checkpoint into this model, adapting it first:
+    ///
+    /// - **head**: when the checkpoint's `head.weight` has another shape (class
+    ///   count), `head.*` is skipped and the model's head re-initialised
+    ///   (truncated normal std 0.02, bias 0, seeded by `options.seed`); a
+    ///   checkpoint without a head, or a model without one, skips it too;
+    /// - **pos_embed**: when the checkpoint's patch grid differs from the
+    ///   model's (another image or patch-grid size), it is resampled as timm's
+    ///   `resample_abs_pos_embed` (bicubic, prefix tokens kept);
+    /// - **class token**: a class-token checkpoint loads into a `Pool::Mean`
+    ///   model by dropping `cls_token` and its `pos_embed` row, and its final
+    ///   `norm.*` becomes the model's `fc_norm.*` (timm's avg-pool layout);
+    /// - **sine-cosine** models keep their fixed table (`pos_embed` skipped).
+    ///
+    /// Each adaptation is one line of the returned notes, and the last line
+    /// says what [`load_into`] loaded. Every other mismatch (names, shapes,
+    /// dtypes) is one error from [`load_into`], and the model is then unchanged.
+    pub fn load_pretrained_into(&self, source: impl CheckpointSource, options: &PretrainedOptions) -> Result<Vec<String>> {
+        let mut ckpt = source.into_checkpoint()?;
+        let mut notes = Vec::new();
+        let mut load_opts = if options.strict { LoadOptions::strict() } else { LoadOptions::non_strict() };
+        for pattern in &options.skip {
+            load_opts = load_opts.skip(pattern.clone());
+        }
+        let has = |ckpt: &Checkpoint, name: &str| ckpt.tensors.iter().any(|(n, _)| n == name);
+
+        // Class token and final norm.
+        let ckpt_cls = has(&ckpt, "cls_token");
+        if ckpt_cls && self.cls_token.is_none() {
+            ckpt.remove("cls_token")?;
+            let mut row_note = "";
+            if let Some((_, pe)) = ckpt.tensors.iter_mut().find(|(n, _)| n == "pos_embed") {
+                if pe.rank() == 3 && pe.dims()[1] > 1 {
+                    *pe = pe.narrow(1, 1, pe.dims()[1] - 1)?;
+                    row_note = " and pos_embed's class-token row";
+                }
+            }
+            notes.push(format!("vit: dropped cls_token{row_note}: the model has no class token (Pool::Mean)"));
+        } else if !ckpt_cls && self.cls_token.is_some() && has(&ckpt, "pos_embed") {
+            return Err(Error::format(
+                OP,
+                format!(
+                    "{}: the checkpoint has no cls_token (an avg-pool model?) but this model pools a class token; build it with Pool::Mean",
+                    ckpt.source
+                ),
+            ));
+        }
+        if self.fc_norm.is_some() && !has(&ckpt, "fc_norm.weight") && has(&ckpt, "norm.weight") {
+            for (n, _) in ckpt.tensors.iter_mut() {
+                if let Some(rest) = n.strip_prefix("norm.") {
+                    *n = format!("fc_norm.{rest}");
+                }
+            }
+            notes.push("vit: the checkpoint's final norm.* loaded as fc_norm.* (applied after mean pooling, as timm's avg-pool models)".to_string());
+        }
+
+        // Position embedding.
+        match self.config.pos {
+            PosEmbed::SinCos => {
+                if let Ok(pe) = ckpt.get("pos_embed") {
+                    let ours = self.pos_embed.tensor();
+                    let same = pe.shape() == ours.shape() && {
+                        let (a, b) = (pe.to_f64_vec()?, ours.to_f64_vec()?);
+                        a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-6)
+                    };
+                    if !same {
+                        notes.push(format!(
+                            "vit: the checkpoint's pos_embed {} ignored: the model keeps its fixed 2-D sin-cos table {}",
+                            pe.shape(),
+                            ours.shape()
+                        ));
+                    }
+                    load_opts = load_opts.skip("pos_embed");
+                }
+            }
+            PosEmbed::Learned => {
+                let prefix = self.config.num_prefix_tokens();
+                let grid = self.grid();
+                let want = self.pos_embed.dims();
+                if let Some((_, pe)) = ckpt.tensors.iter_mut().find(|(n, _)| n == "pos_embed") {
+                    let regrid = options.old_grid.is_some_and(|g| g != grid);
+                    if pe.dims() != want.as_slice() || regrid {
+                        if pe.rank() != 3 || pe.dims()[2] != self.config.embed_dim {
+                            return Err(Error::shape(
+                                OP,
+                                format!(
+                                    "{}: pos_embed {} cannot be resized to the model's {want:?}: the width differs",
+                                    ckpt.source,
+                                    pe.shape()
+                                ),
+                            ));
+                        }
+                        let how = PosEmbedResize {
+                            new_grid: grid,
+                            old_grid: options.old_grid,
+                            num_prefix_tokens: prefix,
+                            antialias: options.antialias,
+                        };
+                        let resized = resample_pos_embed(pe, &how)?;
+                        notes.push(format!(
+                            "vit: pos_embed interpolated from {} to {} tokens (grid {} -> {}×{}, {prefix} prefix token(s) kept, bicubic{})",
+                            pe.dims()[1],
+                            resized.dims()[1],
+                            options.old_grid.map_or_else(
+                                || {
+                                    let s = ((pe.dims()[1] - prefix.min(pe.dims()[1])) as f64).sqrt().round() as usize;
+                                    format!("{s}×{s}")
+                                },
+                                |(h, w)| format!("{h}×{w}")
+                            ),
+                            grid.0,
+                            grid.1,
+                            if options.antialias { ", antialiased" } else { "" }
+                        ));
+                        *pe = resized;
+                    }
+                }
+            }
+        }
+
+        // Classifier head.
+        let ckpt_head = ckpt.get("head.weight").ok().map(|t| t.dims().to_vec());
+        let mut reinit_head = false;
+        match (&self.head, ckpt_head) {
+            (Some(head), Some(dims)) if dims != head.weight.dims() => {
+                reinit_head = true;
+                notes.push(format!(
+                    "vit: head re-initialised for {} classes (the checkpoint's head.weight is {dims:?}, the model's {:?}; trunc_normal std 0.02, bias 0)",
+                    head.out_features(),
+                    head.weight.dims()
+                ));
+                load_opts = load_opts.skip("head.*");
+            }
+            (Some(_), None) => {
+                notes.push("vit: the checkpoint has no head.weight: the model's head keeps its fresh initialisation".to_string());
+                load_opts = load_opts.skip("head.*");
+            }
+            (None, Some(dims)) => {
+                notes.push(format!("vit: the checkpoint's head {dims:?} dropped: the model has no head (num_classes 0)"));
+                load_opts = load_opts.skip("head.*");
+            }
+            _ => {}
+        }
+
+        let source = ckpt.source.clone();
+        let report = load_into(self, ckpt, &load_opts)?;
+        // Only after a successful load, so that a failed one leaves the model as it was.
+        if let (true, Some(head)) = (reinit_head, &self.head) {
+            timm_trunc_normal_(&head.weight, 0.02, &mut rng(options.seed))?;
+            if let Some(b) = &head.bias {
+                zeros_(b)?;
+            }
+        }
+        let mut line = format!("vit: loaded {} tensors from {source}", report.loaded.len());
+        for (what, list) in [("skipped", &report.skipped), ("missing", &report.missing), ("unexpected", &report.unexpected)] {
+            // load_into lists a skipped name once per side (checkpoint and model).
+            let mut names: Vec<&str> = Vec::new();
+            for n in list.iter() {
+                if !names.contains(&n.as_str()) {
+                    names.push(n);
+                }
+            }
+            if !names.is_empty() {
+                line.push_str(&format!("; {what}: {}", names.join(", ")));
+            }
+        }
+        notes.push(line);
+        Ok(notes)
+    }
+}
+
+impl VitConfig {
+    /// The configuration of a plain timm ViT checkpoint, read off its tensor
+    /// shapes: `patch_embed.proj.weight [D, C, p, p]` gives width, channels and
+    /// patch; `cls_token` the pooling (`fc_norm.*` marks timm's avg pool);
+    /// `pos_embed [1, n_prefix + N, D]` a square grid and so the image size;
+    /// the `blocks.{i}` the depth; `mlp.fc1.weight [H, D]` the MLP ratio;
+    /// `attn.qkv.bias` the qkv bias; `head.weight [K, D]` the classes (0
+    /// without a head). The number of heads is not in the shapes: pass it, or
+    /// `None` for timm's 64-wide heads (`D / 64`). `norm_eps` is timm's 1e-6.
+    ///
+    /// ```
+    /// use tamer::checkpoint::fixture;
+    /// use tamer::models::{Pool, VitConfig};
+    /// let cfg = VitConfig::from_checkpoint(&fixture("vit_tiny.safetensors").unwrap(), Some(2)).unwrap();
+    /// assert_eq!(cfg, VitConfig::new((8, 8), 4, 1, 10, 16, 2, 2, 2.0));
+    /// let avg = VitConfig::from_checkpoint(&fixture("vit_tiny_avg.safetensors").unwrap(), Some(2)).unwrap();
+    /// assert_eq!(avg.pool, Pool::Mean);
+    /// ```
+    pub fn from_checkpoint(ckpt: &Checkpoint, num_heads: Option<usize>) -> Result<VitConfig> {
+        const OP: &str = "VitConfig::from_checkpoint";
+        let dims = |name: &str| ckpt.get(name).map(|t| t.dims().to_vec());
+        let bad = |what: String| Error::format(OP, format!("{}: {what}", ckpt.source));
+        if ckpt.names().iter().any(|n| n.starts_with("patch_embed.backbone.")) {
+            return Err(bad(
+                "a hybrid checkpoint (patch_embed.backbone.*): its stem is not in the shapes; build the VitConfig by hand".into(),
+            ));
+        }
+        let &[d, c, p, p2] = dims("patch_embed.proj.weight")?.as_slice() else {
+            return Err(bad("patch_embed.proj.weight must be [D, C, p, p]".into()));
+        };
+        if p != p2 {
+            return Err(bad(format!("non-square patches {p}×{p2} are not supported")));
+        }
+        let has = |name: &str| ckpt.names().contains(&name);
+        let pool = match (has("cls_token"), has("fc_norm.weight")) {
+            (true, false) => Pool::Cls,
+            (false, _) => Pool::Mean,
+            (true, true) => {
+                return Err(bad(
+                    "a class token with fc_norm (global_pool='avg' with class_token=True) is not supported".into()
+                ))
+            }
+        };
+        let prefix = usize::from(pool == Pool::Cls);
+        let &[1, t, pd] = dims("pos_embed")?.as_slice() else {
+            return Err(bad("pos_embed must be [1, tokens, D]".into()));
+        };
+        let n = t
+            .checked_sub(prefix)
+            .filter(|_| pd == d)
+            .ok_or_else(|| bad(format!("pos_embed [1, {t}, {pd}] does not fit width {d}")))?;
+        let side = (n as f64).sqrt().round() as usize;
+        if side * side != n {
+            return Err(bad(format!("pos_embed has {n} patch tokens, not a square grid")));
+        }
+        let depth = (0..).take_while(|i| has(&format!("blocks.{i}.norm1.weight"))).count();
+        let hidden = dims("blocks.0.mlp.fc1.weight")?[0];
+        let num_classes = if has("head.weight") { dims("head.weight")?[0] } else { 0 };
+        let num_heads = match num_heads {
+            Some(h) => h,
+            None if d.is_multiple_of(64) => d / 64,
+            None => return Err(bad(format!("cannot infer num_heads for width {d} (timm's ViTs use 64-wide heads): pass it"))),
+        };
+        Ok(VitConfig {
+            pool,
+            qkv_bias: has("blocks.0.attn.qkv.bias"),
+            ..VitConfig::new((side * p, side * p), p, c, num_classes, d, depth, num_heads, hidden as f64 / d as f64)
+        })
+    }
+}
