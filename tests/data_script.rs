@@ -49,7 +49,12 @@ fn verify_only_reports_missing_and_mismatched_files() {
     let dir = d.to_str().unwrap();
     let Some((code, out)) = run(&["--dir", dir, "--verify-only"]) else { return };
     assert_eq!(code, 1, "{out}");
-    for f in ["mnist/train-images-idx3-ubyte.gz", "mnist/t10k-labels-idx1-ubyte.gz", "cifar-10-binary.tar.gz", "tinyshakespeare.txt"] {
+    for f in [
+        "mnist/train-images-idx3-ubyte.gz",
+        "mnist/t10k-labels-idx1-ubyte.gz",
+        "cifar-10-binary.tar.gz",
+        "tinyshakespeare.txt",
+    ] {
         assert!(out.contains(&format!("missing   {}", d.join(f).display())), "{f}: {out}");
     }
     // A fake file with the right name but the wrong bytes.
@@ -89,7 +94,9 @@ fn verify_only_accepts_the_shared_copies() {
         std::fs::copy(shared.join("mnist").join(f), d.join("mnist").join(f)).unwrap();
     }
     let dir = d.to_str().unwrap();
-    let Some((code, out)) = run(&["--dir", dir, "--verify-only", "--only", "shakespeare"]) else { return };
+    let Some((code, out)) = run(&["--dir", dir, "--verify-only", "--only", "shakespeare"]) else {
+        return;
+    };
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("all requested data verified"), "{out}");
     // The shared MNIST copies are re-compressed: they pass on their content's checksum.
