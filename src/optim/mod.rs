@@ -56,9 +56,9 @@ pub use sgd::{Sgd, SgdConfig};
 use crate::backend::cpu::CpuStorage;
 use crate::backend::Storage;
 use crate::nn::{name_matches, Param};
-use crate::tensor::{Layout, TensorId};
+use crate::tensor::Layout;
 use crate::{DType, Error, GradStore, Result, Tensor};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -202,12 +202,14 @@ impl std::fmt::Debug for DecayRule {
 /// assert_eq!((groups[1].params[0].0.as_str(), groups[1].weight_decay), ("bias", 0.0));
 /// ```
 pub fn split_param_groups(named: Vec<(String, Param)>, weight_decay: f64, rule: &DecayRule) -> Vec<ParamGroup> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: Vec<Tensor> = Vec::new();
     let (mut decay, mut no_decay) = (Vec::new(), Vec::new());
     for (name, p) in named {
-        if !seen.insert(p.tensor().id()) {
+        let t = p.tensor();
+        if seen.iter().any(|s| same_param(s, &t)) {
             continue;
         }
+        seen.push(t);
         if weight_decay != 0.0 && rule.decays(&name, &p.dims()) {
             decay.push((name, p));
         } else {
@@ -309,7 +311,7 @@ pub(crate) struct Slot<S> {
 /// The slots of `groups`, each parameter once. A parameter in two groups is
 /// an error: which group's hyperparameters would apply is ambiguous.
 pub(crate) fn make_slots<S>(op: &'static str, groups: &[ParamGroup]) -> Result<Vec<Slot<S>>> {
-    let mut seen: HashMap<TensorId, (usize, String)> = HashMap::new();
+    let mut seen: Vec<(Tensor, usize, String)> = Vec::new();
     let mut slots = Vec::new();
     for (gi, g) in groups.iter().enumerate() {
         if !(g.weight_decay >= 0.0 && g.weight_decay.is_finite()) {
@@ -325,10 +327,10 @@ pub(crate) fn make_slots<S>(op: &'static str, groups: &[ParamGroup]) -> Result<V
             ));
         }
         for (name, p) in &g.params {
-            let id = p.tensor().id();
-            match seen.get(&id) {
-                Some((other, _)) if *other == gi => continue,
-                Some((other, first)) => {
+            let t = p.tensor();
+            match seen.iter().find(|(s, _, _)| same_param(s, &t)) {
+                Some((_, other, _)) if *other == gi => continue,
+                Some((_, other, first)) => {
                     return Err(Error::value(
                         op,
                         format!("parameter '{name}' is in group {other} (as '{first}') and in group {gi}; put each parameter in one group"),
@@ -342,7 +344,7 @@ pub(crate) fn make_slots<S>(op: &'static str, groups: &[ParamGroup]) -> Result<V
                     format!("two different parameters are named '{name}'; state names must be unique"),
                 ));
             }
-            seen.insert(id, (gi, name.clone()));
+            seen.push((t, gi, name.clone()));
             slots.push(Slot {
                 name: name.clone(),
                 param: p.clone(),
@@ -352,6 +354,14 @@ pub(crate) fn make_slots<S>(op: &'static str, groups: &[ParamGroup]) -> Result<V
         }
     }
     Ok(slots)
+}
+
+/// Whether two parameter handles are the same parameter. A frozen parameter
+/// hands out a new detached handle (new id) each time, so identity is the
+/// same storage viewed through the same layout: updating such a pair twice
+/// per step would be wrong whatever they are called.
+fn same_param(a: &Tensor, b: &Tensor) -> bool {
+    a.id() == b.id() || (a.same_storage(b) && a.layout() == b.layout())
 }
 
 /// The parameter's current handle and its gradient, if it has one; a gradient
