@@ -134,7 +134,7 @@ fn a_parameter_listed_twice_is_updated_once_even_while_frozen() {
     let mut opt = Sgd::new(named, SgdConfig::new(0.25).weight_decay(0.0)).unwrap();
     assert_eq!(opt.params().len(), 1);
     w.set_trainable(true);
-    opt.step(&quadratic_grads(&[w.clone()])).unwrap();
+    opt.step(&quadratic_grads(std::slice::from_ref(&w))).unwrap();
     assert_eq!(w.tensor().to_vec::<f64>().unwrap(), vec![0.5; 4]);
 }
 

@@ -46,7 +46,7 @@ pub fn grad_norm(grads: &GradStore, params: &[Param]) -> Result<f64> {
 /// assert!((g[0] - 3.0 / (5.0 + 1e-6)).abs() < 1e-12);
 /// ```
 pub fn clip_grad_norm(grads: &mut GradStore, params: &[Param], max_norm: f64) -> Result<f64> {
-    if !(max_norm >= 0.0) {
+    if max_norm.is_nan() || max_norm < 0.0 {
         return Err(crate::Error::value("clip_grad_norm", format!("max_norm {max_norm} must be >= 0")));
     }
     let norm = grad_norm(grads, params)?;

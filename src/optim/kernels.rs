@@ -59,24 +59,57 @@ pub(crate) struct SgdCoeffs<T> {
 
 /// p: [n], g: [n], buf: [n] or empty when momentum is off.
 pub(crate) fn sgd_update<T: Float>(p: &mut [T], g: &[T], buf: &mut [T], c: &SgdCoeffs<T>) {
-    for_pieces(p, g, buf, &mut [], &mut [], |p, g, buf, _, _| {
-        for i in 0..p.len() {
-            let pi = p[i];
-            // grad = grad.add(param, alpha=weight_decay)
-            let mut d = match c.weight_decay {
-                Some(wd) => g[i] + wd * pi,
-                None => g[i],
-            };
-            if let Some(mu) = c.momentum {
-                // buf.mul_(momentum).add_(grad, alpha=1 - dampening), or buf = grad the first time
-                let b = if c.init_buffer { d } else { buf[i] * mu + c.one_minus_dampening * d };
-                buf[i] = b;
-                d = if c.nesterov { d + mu * b } else { b };
-            }
-            // param.add_(grad, alpha=-lr)
-            p[i] = pi + c.neg_lr * d;
+    // As for Adam: the loop-invariant choices are const parameters.
+    let wd = c.weight_decay.unwrap_or(T::ZERO);
+    let mu = c.momentum.unwrap_or(T::ZERO);
+    macro_rules! run {
+        ($wd:literal, $mom:literal, $nest:literal, $init:literal) => {
+            for_pieces(p, g, buf, &mut [], &mut [], |p, g, buf, _, _| {
+                sgd_loop::<T, $wd, $mom, $nest, $init>(p, g, buf, c, wd, mu)
+            })
+        };
+    }
+    let has_wd = c.weight_decay.is_some();
+    match (c.momentum.is_some(), has_wd, c.nesterov, c.init_buffer) {
+        (false, false, _, _) => run!(false, false, false, false),
+        (false, true, _, _) => run!(true, false, false, false),
+        (true, false, false, false) => run!(false, true, false, false),
+        (true, false, false, true) => run!(false, true, false, true),
+        (true, false, true, false) => run!(false, true, true, false),
+        (true, false, true, true) => run!(false, true, true, true),
+        (true, true, false, false) => run!(true, true, false, false),
+        (true, true, false, true) => run!(true, true, false, true),
+        (true, true, true, false) => run!(true, true, true, false),
+        (true, true, true, true) => run!(true, true, true, true),
+    }
+}
+
+#[inline(always)]
+fn sgd_loop<T: Float, const WD: bool, const MOMENTUM: bool, const NESTEROV: bool, const INIT: bool>(
+    p: &mut [T],
+    g: &[T],
+    buf: &mut [T],
+    c: &SgdCoeffs<T>,
+    wd: T,
+    mu: T,
+) {
+    // Equal lengths up front let the compiler drop the bounds checks.
+    let n = p.len();
+    let g = &g[..n];
+    let buf = if MOMENTUM { &mut buf[..n] } else { buf };
+    for i in 0..n {
+        let pi = p[i];
+        // grad = grad.add(param, alpha=weight_decay)
+        let mut d = if WD { g[i] + wd * pi } else { g[i] };
+        if MOMENTUM {
+            // buf.mul_(momentum).add_(grad, alpha=1 - dampening), or buf = grad the first time
+            let b = if INIT { d } else { buf[i] * mu + c.one_minus_dampening * d };
+            buf[i] = b;
+            d = if NESTEROV { d + mu * b } else { b };
         }
-    });
+        // param.add_(grad, alpha=-lr)
+        p[i] = pi + c.neg_lr * d;
+    }
 }
 
 /// How Adam applies weight decay.
@@ -137,39 +170,84 @@ impl<T: Float> AdamCoeffs<T> {
 /// p, g, m (exp_avg), v (exp_avg_sq): [n]; vmax (max_exp_avg_sq): [n] with
 /// AMSGrad, else empty.
 pub(crate) fn adam_update<T: Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], vmax: &mut [T], c: &AdamCoeffs<T>) {
-    let amsgrad = !vmax.is_empty();
-    for_pieces(p, g, m, v, vmax, |p, g, m, v, vmax| {
-        for i in 0..p.len() {
-            let mut pi = p[i];
-            let mut gi = g[i];
-            match c.decay {
-                AdamDecay::None => {}
-                AdamDecay::Coupled(wd) => gi = gi + wd * pi,
-                AdamDecay::Decoupled(f) => pi = pi * f,
+    // Every loop-invariant choice becomes a const parameter, so each variant's
+    // loop is branch-free and vectorises.
+    macro_rules! run {
+        ($decay:expr, $wd:expr) => {
+            match (vmax.is_empty(), c.w_small) {
+                (true, true) => for_pieces(p, g, m, v, vmax, |p, g, m, v, _| {
+                    adam_loop::<T, $decay, false, true>(p, g, m, v, &mut [], c, $wd)
+                }),
+                (true, false) => for_pieces(p, g, m, v, vmax, |p, g, m, v, _| {
+                    adam_loop::<T, $decay, false, false>(p, g, m, v, &mut [], c, $wd)
+                }),
+                (false, true) => for_pieces(p, g, m, v, vmax, |p, g, m, v, x| {
+                    adam_loop::<T, $decay, true, true>(p, g, m, v, x, c, $wd)
+                }),
+                (false, false) => for_pieces(p, g, m, v, vmax, |p, g, m, v, x| {
+                    adam_loop::<T, $decay, true, false>(p, g, m, v, x, c, $wd)
+                }),
             }
-            // exp_avg.lerp_(grad, 1 - beta1)
-            let mi = if c.w_small {
-                m[i] + c.w * (gi - m[i])
-            } else {
-                gi - (gi - m[i]) * c.one_minus_w
-            };
-            m[i] = mi;
-            // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            let vi = v[i] * c.beta2 + c.one_minus_beta2 * gi * gi;
-            v[i] = vi;
-            let vv = if amsgrad {
-                let x = vmax[i].max(vi);
-                vmax[i] = x;
-                x
-            } else {
-                vi
-            };
-            // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-            let denom = vv.sqrt() / c.bc2_sqrt + c.eps;
-            // param.addcdiv_(exp_avg, denom, value=-step_size)
-            p[i] = pi + c.neg_step_size * mi / denom;
+        };
+    }
+    match c.decay {
+        AdamDecay::None => run!(DECAY_NONE, T::ZERO),
+        AdamDecay::Coupled(wd) => run!(DECAY_COUPLED, wd),
+        AdamDecay::Decoupled(f) => run!(DECAY_DECOUPLED, f),
+    }
+}
+
+const DECAY_NONE: u8 = 0;
+const DECAY_COUPLED: u8 = 1;
+const DECAY_DECOUPLED: u8 = 2;
+
+/// One piece of [`adam_update`]. `wd` is the coupled decay or the decoupled
+/// factor `1 − lr·wd`, as `DECAY` says.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn adam_loop<T: Float, const DECAY: u8, const AMSGRAD: bool, const W_SMALL: bool>(
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    vmax: &mut [T],
+    c: &AdamCoeffs<T>,
+    wd: T,
+) {
+    // Equal lengths up front let the compiler drop the bounds checks.
+    let n = p.len();
+    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+    let vmax = if AMSGRAD { &mut vmax[..n] } else { vmax };
+    for i in 0..n {
+        let mut pi = p[i];
+        let mut gi = g[i];
+        if DECAY == DECAY_COUPLED {
+            gi += wd * pi;
+        } else if DECAY == DECAY_DECOUPLED {
+            pi = pi * wd;
         }
-    });
+        // exp_avg.lerp_(grad, 1 - beta1)
+        let mi = if W_SMALL {
+            m[i] + c.w * (gi - m[i])
+        } else {
+            gi - (gi - m[i]) * c.one_minus_w
+        };
+        m[i] = mi;
+        // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        let vi = v[i] * c.beta2 + c.one_minus_beta2 * gi * gi;
+        v[i] = vi;
+        let vv = if AMSGRAD {
+            let x = vmax[i].max(vi);
+            vmax[i] = x;
+            x
+        } else {
+            vi
+        };
+        // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+        let denom = vv.sqrt() / c.bc2_sqrt + c.eps;
+        // param.addcdiv_(exp_avg, denom, value=-step_size)
+        p[i] = pi + c.neg_step_size * mi / denom;
+    }
 }
 
 /// The gradient's elements in row-major order, borrowed when contiguous.
@@ -204,11 +282,28 @@ pub(crate) fn sum_squares(op: &'static str, t: &Tensor) -> Result<f64> {
     let cpu = storage
         .as_cpu()
         .ok_or_else(|| Error::device(op, format!("gradient on {} must be on the CPU", t.device())))?;
+    fn ssq_serial<T: CpuElem>(x: &[T]) -> f64 {
+        // Eight independent partial sums: the loop vectorises, and the error
+        // stays that of pairwise-ish summation in f64.
+        let mut acc = [0.0f64; 8];
+        let chunks = x.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (a, v) in acc.iter_mut().zip(c) {
+                *a += v.to_f64() * v.to_f64();
+            }
+        }
+        acc.iter().sum::<f64>() + rest.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>()
+    }
     fn ssq<T: CpuElem>(x: &[T]) -> f64 {
         if x.len() < PARALLEL_THRESHOLD {
-            x.iter().map(|v| v.to_f64() * v.to_f64()).sum()
+            ssq_serial(x)
         } else {
-            x.par_chunks(CHUNK).map(|c| c.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>()).sum()
+            // Partial sums collected in order and added serially: rayon's own
+            // reduction tree depends on scheduling, and a norm that changes in
+            // the last bit from run to run would break exact resumes.
+            let partial: Vec<f64> = x.par_chunks(CHUNK).map(ssq_serial).collect();
+            partial.iter().sum()
         }
     }
     Ok(match cpu {

@@ -135,6 +135,9 @@ pub const NO_DECAY_PATTERNS: &[&str] = &[
     "*reg_token",
 ];
 
+/// A custom weight-decay predicate over (name, dims); true = decay.
+pub type DecayFn = Arc<dyn Fn(&str, &[usize]) -> bool + Send + Sync>;
+
 /// Which parameters get weight decay.
 #[derive(Clone, Default)]
 pub enum DecayRule {
@@ -148,7 +151,7 @@ pub enum DecayRule {
     /// Decay every parameter except those whose names match one of these globs.
     Exclude(Vec<String>),
     /// Decay the parameters for which the function of (name, dims) is true.
-    Custom(Arc<dyn Fn(&str, &[usize]) -> bool + Send + Sync>),
+    Custom(DecayFn),
 }
 
 impl DecayRule {
