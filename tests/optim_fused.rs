@@ -15,7 +15,19 @@ enum Kind {
     Adam { wd: f64, decoupled: bool, amsgrad: bool },
 }
 
-const KINDS: [Kind; 7] = [
+const KINDS: [Kind; 9] = [
+    Kind::Sgd {
+        momentum: 0.0,
+        dampening: 0.0,
+        nesterov: false,
+        wd: 0.1,
+    },
+    Kind::Sgd {
+        momentum: 0.9,
+        dampening: 0.0,
+        nesterov: true,
+        wd: 0.0,
+    },
     Kind::Sgd {
         momentum: 0.0,
         dampening: 0.0,
