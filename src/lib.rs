@@ -23,6 +23,7 @@ mod error;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
 pub mod testing;
 

@@ -27,6 +27,11 @@ impl GradStore {
     pub fn insert(&mut self, t: &Tensor, grad: Tensor) {
         self.grads.insert(t.id(), grad);
     }
+    /// Insert by id (what [`GradStore::iter`] yields): lets a gradient
+    /// accumulator rebuild a store without the variables' handles.
+    pub fn insert_by_id(&mut self, id: TensorId, grad: Tensor) {
+        self.grads.insert(id, grad);
+    }
     pub fn len(&self) -> usize {
         self.grads.len()
     }

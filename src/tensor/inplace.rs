@@ -2,6 +2,8 @@
 //! call them on variables between steps, never inside a forward pass.
 
 use super::Tensor;
+use crate::backend::cpu::{gather, CpuElem};
+use crate::backend::Storage;
 use crate::{Error, Result};
 
 impl Tensor {
@@ -22,5 +24,35 @@ impl Tensor {
         }
         let src_storage = src.storage();
         self.storage_mut().copy_into(self.layout(), &src_storage, src.layout())
+    }
+}
+
+impl Tensor {
+    /// Run `f` on the elements as one mutable slice of `T` in row-major order,
+    /// bypassing autodiff: the fused optimizer loops write parameters through it.
+    /// A contiguous tensor is updated where it lies; a strided one is gathered
+    /// into a buffer and written back (for a layout whose elements overlap, a
+    /// broadcast, the last write wins). `T` must be the tensor's dtype.
+    pub(crate) fn update_cpu_slice<T: CpuElem, R>(&self, op: &'static str, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        let (dtype, shape) = (self.dtype(), self.shape().clone());
+        let layout = self.layout().clone();
+        let mut guard = self.storage_mut();
+        match &mut *guard {
+            Storage::Cpu(cpu) => {
+                let data = T::slice_mut(cpu)
+                    .ok_or_else(|| Error::dtype(op, format!("tensor of shape {shape} has dtype {dtype}, the update expected {}", T::DTYPE)))?;
+                match layout.contiguous_range() {
+                    Some(r) => Ok(f(&mut data[r])),
+                    None => {
+                        let mut buf = gather(data, &layout);
+                        let out = f(&mut buf);
+                        for (o, v) in layout.offsets().zip(buf) {
+                            data[o] = v;
+                        }
+                        Ok(out)
+                    }
+                }
+            }
+        }
     }
 }

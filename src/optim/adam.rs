@@ -1,0 +1,281 @@
+//! Adam and AdamW, as `torch.optim.Adam` and `torch.optim.AdamW`.
+
+use super::kernels::{adam_update, state_slice, with_grad_slice, AdamCoeffs};
+use super::{
+    buffer_tensor, check_hyper, check_state_names, fmt_f64, make_slots, slot_grad, split_param_groups, tensor_buffer, DecayRule, Optimizer, OptimizerState,
+    ParamGroup, Slot,
+};
+use crate::backend::cpu::{CpuElem, CpuStorage};
+use crate::nn::Param;
+use crate::tensor::Float;
+use crate::{DType, GradStore, Result, Tensor};
+
+/// Adam's hyperparameters. [`AdamConfig::adam`] and [`AdamConfig::adamw`]
+/// give `torch.optim.Adam`'s and `torch.optim.AdamW`'s defaults.
+#[derive(Clone, Debug)]
+pub struct AdamConfig {
+    pub lr: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    /// For the parameters `decay_rule` selects (in [`Adam::new`]).
+    pub weight_decay: f64,
+    /// AdamW (`p ← p·(1 − lr·wd)` before the update) when true; Adam's L2
+    /// penalty (`g ← g + wd·p`) when false.
+    pub decoupled: bool,
+    pub amsgrad: bool,
+    pub decay_rule: DecayRule,
+}
+
+impl AdamConfig {
+    /// Adam: betas (0.9, 0.999), eps 1e-8, no weight decay (coupled L2 when set).
+    pub fn adam(lr: f64) -> AdamConfig {
+        AdamConfig {
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+            amsgrad: false,
+            decay_rule: DecayRule::Default,
+        }
+    }
+    /// AdamW: as Adam, with decoupled weight decay 0.01.
+    pub fn adamw(lr: f64) -> AdamConfig {
+        AdamConfig {
+            weight_decay: 1e-2,
+            decoupled: true,
+            ..AdamConfig::adam(lr)
+        }
+    }
+    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+        self.betas = (beta1, beta2);
+        self
+    }
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+    pub fn amsgrad(mut self, amsgrad: bool) -> Self {
+        self.amsgrad = amsgrad;
+        self
+    }
+    pub fn decay_rule(mut self, rule: DecayRule) -> Self {
+        self.decay_rule = rule;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        const OP: &str = "Adam::new";
+        check_hyper(OP, "lr", self.lr, 0.0, f64::INFINITY, true)?;
+        check_hyper(OP, "beta1", self.betas.0, 0.0, 1.0, false)?;
+        check_hyper(OP, "beta2", self.betas.1, 0.0, 1.0, false)?;
+        check_hyper(OP, "eps", self.eps, 0.0, f64::INFINITY, true)?;
+        check_hyper(OP, "weight_decay", self.weight_decay, 0.0, f64::INFINITY, true)
+    }
+}
+
+struct AdamState {
+    /// Updates this parameter has had (PyTorch's per-parameter `state['step']`).
+    step: u64,
+    exp_avg: CpuStorage,
+    exp_avg_sq: CpuStorage,
+    max_exp_avg_sq: Option<CpuStorage>,
+}
+
+/// Adam / AdamW with `torch.optim.Adam`'s update (t counts this parameter's updates):
+///
+/// ```text
+/// g ← g + wd·p  (Adam)        p ← p·(1 − lr·wd)  (AdamW)
+/// m ← lerp(m, g, 1 − β₁)      v ← β₂·v + (1 − β₂)·g²     v̂ ← max(v̂, v) (AMSGrad)
+/// p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps)
+/// ```
+///
+/// ```
+/// use tamer::nn::Param;
+/// use tamer::optim::{Adam, AdamConfig, Optimizer};
+/// use tamer::Tensor;
+/// let w = Param::new(Tensor::from_vec(vec![1.0f64, -2.0], [2]).unwrap());
+/// let mut opt = Adam::new(vec![("w".into(), w.clone())], AdamConfig::adam(0.1)).unwrap();
+/// let grads = w.tensor().square().unwrap().sum_all().unwrap().backward().unwrap();
+/// opt.step(&grads).unwrap();
+/// // The first step moves every coordinate by about lr against its gradient's sign.
+/// let w1 = w.tensor().to_vec::<f64>().unwrap();
+/// assert!((w1[0] - 0.9).abs() < 1e-7 && (w1[1] + 1.9).abs() < 1e-7);
+/// ```
+pub struct Adam {
+    config: AdamConfig,
+    groups: Vec<ParamGroup>,
+    slots: Vec<Slot<AdamState>>,
+    steps: u64,
+}
+
+impl Adam {
+    /// Adam over named parameters (e.g. `model.named_params()`), with weight
+    /// decay on the ones `config.decay_rule` selects.
+    pub fn new(named_params: Vec<(String, Param)>, config: AdamConfig) -> Result<Adam> {
+        let groups = split_param_groups(named_params, config.weight_decay, &config.decay_rule);
+        Adam::with_groups(groups, config)
+    }
+    /// Adam over explicit groups; each group's `weight_decay` applies and
+    /// `config.weight_decay` / `config.decay_rule` are ignored.
+    pub fn with_groups(groups: Vec<ParamGroup>, config: AdamConfig) -> Result<Adam> {
+        config.validate()?;
+        let slots = make_slots("Adam::new", &groups)?;
+        Ok(Adam {
+            config,
+            groups,
+            slots,
+            steps: 0,
+        })
+    }
+    pub fn config(&self) -> &AdamConfig {
+        &self.config
+    }
+}
+
+fn step_slot<T: Float + CpuElem>(name: &str, t: &Tensor, g: &Tensor, state: &mut Option<AdamState>, cfg: &AdamConfig, lr: f64, wd: f64) -> Result<()> {
+    const OP: &str = "Adam::step";
+    let mut fresh = None;
+    let s = match state {
+        Some(s) => s,
+        None => fresh.insert(AdamState {
+            step: 0,
+            exp_avg: CpuStorage::zeros(<T as CpuElem>::DTYPE, t.numel()),
+            exp_avg_sq: CpuStorage::zeros(<T as CpuElem>::DTYPE, t.numel()),
+            max_exp_avg_sq: cfg.amsgrad.then(|| CpuStorage::zeros(<T as CpuElem>::DTYPE, t.numel())),
+        }),
+    };
+    let c = AdamCoeffs::<T>::new(lr, cfg.betas, cfg.eps, wd, cfg.decoupled, s.step + 1);
+    let m = state_slice::<T>(OP, name, &mut s.exp_avg)?;
+    let v = state_slice::<T>(OP, name, &mut s.exp_avg_sq)?;
+    // AMSGrad switched on after some steps starts its running max from zero.
+    if cfg.amsgrad && s.max_exp_avg_sq.is_none() {
+        s.max_exp_avg_sq = Some(CpuStorage::zeros(<T as CpuElem>::DTYPE, t.numel()));
+    }
+    let vmax: &mut [T] = match (&mut s.max_exp_avg_sq, cfg.amsgrad) {
+        (Some(b), true) => state_slice::<T>(OP, name, b)?,
+        _ => &mut [],
+    };
+    with_grad_slice::<T, _>(OP, g, |g| t.update_cpu_slice::<T, _>(OP, |p| adam_update(p, g, m, v, vmax, &c)))??;
+    s.step += 1;
+    if let Some(f) = fresh {
+        *state = Some(f);
+    }
+    Ok(())
+}
+
+impl Optimizer for Adam {
+    fn name(&self) -> &'static str {
+        if self.config.decoupled {
+            "adamw"
+        } else {
+            "adam"
+        }
+    }
+
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        const OP: &str = "Adam::step";
+        for slot in &mut self.slots {
+            let Some((t, g)) = slot_grad(OP, &slot.name, &slot.param, grads)? else {
+                continue;
+            };
+            let group = &self.groups[slot.group];
+            let lr = self.config.lr * group.lr_scale;
+            let wd = group.weight_decay;
+            match t.dtype() {
+                DType::F32 => step_slot::<f32>(&slot.name, &t, &g, &mut slot.state, &self.config, lr, wd)?,
+                DType::F64 => step_slot::<f64>(&slot.name, &t, &g, &mut slot.state, &self.config, lr, wd)?,
+                other => return Err(crate::backend::cpu::unsupported_dtype(OP, other)),
+            }
+        }
+        self.steps += 1;
+        Ok(())
+    }
+
+    fn lr(&self) -> f64 {
+        self.config.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+    fn momentum(&self) -> f64 {
+        self.config.betas.0
+    }
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        check_hyper("Adam::set_momentum", "beta1", momentum, 0.0, 1.0, false)?;
+        self.config.betas.0 = momentum;
+        Ok(())
+    }
+    fn step_count(&self) -> u64 {
+        self.steps
+    }
+    fn param_groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+
+    fn state_dict(&self) -> Result<OptimizerState> {
+        let mut st = OptimizerState::default();
+        let c = &self.config;
+        let m = &mut st.metadata;
+        m.insert("optimizer".into(), self.name().into());
+        m.insert("step".into(), self.steps.to_string());
+        m.insert("lr".into(), fmt_f64(c.lr));
+        m.insert("beta1".into(), fmt_f64(c.betas.0));
+        m.insert("beta2".into(), fmt_f64(c.betas.1));
+        m.insert("eps".into(), fmt_f64(c.eps));
+        m.insert("amsgrad".into(), c.amsgrad.to_string());
+        for slot in &self.slots {
+            let Some(s) = &slot.state else { continue };
+            let dims = slot.param.dims();
+            let n = &slot.name;
+            st.metadata.insert(format!("state.{n}.step"), s.step.to_string());
+            st.tensors.push((format!("state.{n}.exp_avg"), buffer_tensor(&s.exp_avg, &dims)));
+            st.tensors.push((format!("state.{n}.exp_avg_sq"), buffer_tensor(&s.exp_avg_sq, &dims)));
+            if let Some(b) = &s.max_exp_avg_sq {
+                st.tensors.push((format!("state.{n}.max_exp_avg_sq"), buffer_tensor(b, &dims)));
+            }
+        }
+        Ok(st)
+    }
+
+    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
+        const OP: &str = "Adam::load_state_dict";
+        check_state_names(OP, state, &self.slots, self.name())?;
+        let steps = state.meta_u64(OP, "step")?;
+        let lr = state.meta_f64(OP, "lr")?;
+        let beta1 = state.meta_f64(OP, "beta1")?;
+        // Convert everything before changing anything: a failed load leaves the optimizer as it was.
+        let mut loaded = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let n = &slot.name;
+            let step_key = format!("state.{n}.step");
+            if !state.metadata.contains_key(&step_key) {
+                loaded.push(None);
+                continue;
+            }
+            let param = slot.param.tensor();
+            let buffer = |what: &str| -> Result<Option<CpuStorage>> {
+                let key = format!("state.{n}.{what}");
+                state.get(&key).map(|t| tensor_buffer(OP, &key, t, &param)).transpose()
+            };
+            let missing = |what: &str| crate::Error::value(OP, format!("the state has '{step_key}' but no 'state.{n}.{what}'"));
+            loaded.push(Some(AdamState {
+                step: state.meta_u64(OP, &step_key)?,
+                exp_avg: buffer("exp_avg")?.ok_or_else(|| missing("exp_avg"))?,
+                exp_avg_sq: buffer("exp_avg_sq")?.ok_or_else(|| missing("exp_avg_sq"))?,
+                max_exp_avg_sq: buffer("max_exp_avg_sq")?,
+            }));
+        }
+        for (slot, s) in self.slots.iter_mut().zip(loaded) {
+            slot.state = s;
+        }
+        self.steps = steps;
+        self.config.lr = lr;
+        self.config.betas.0 = beta1;
+        Ok(())
+    }
+}

@@ -1,0 +1,258 @@
+//! Stochastic gradient descent, as `torch.optim.SGD`.
+
+use super::kernels::{sgd_update, state_slice, with_grad_slice, SgdCoeffs};
+use super::{
+    buffer_tensor, check_hyper, check_state_names, fmt_f64, make_slots, slot_grad, split_param_groups, tensor_buffer, DecayRule, Optimizer, OptimizerState,
+    ParamGroup, Slot,
+};
+use crate::backend::cpu::{CpuElem, CpuStorage};
+use crate::nn::Param;
+use crate::tensor::Float;
+use crate::{DType, Error, GradStore, Result, Tensor};
+
+/// SGD's hyperparameters; [`SgdConfig::new`] gives PyTorch's defaults.
+#[derive(Clone, Debug)]
+pub struct SgdConfig {
+    pub lr: f64,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub nesterov: bool,
+    /// L2 penalty added to the gradient (`grad + wd · param`), for the
+    /// parameters `decay_rule` selects (in [`Sgd::new`]).
+    pub weight_decay: f64,
+    pub decay_rule: DecayRule,
+}
+
+impl SgdConfig {
+    /// Plain SGD at `lr`: no momentum, dampening or weight decay.
+    pub fn new(lr: f64) -> SgdConfig {
+        SgdConfig {
+            lr,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            decay_rule: DecayRule::Default,
+        }
+    }
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.momentum = momentum;
+        self
+    }
+    pub fn dampening(mut self, dampening: f64) -> Self {
+        self.dampening = dampening;
+        self
+    }
+    pub fn nesterov(mut self, nesterov: bool) -> Self {
+        self.nesterov = nesterov;
+        self
+    }
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+    pub fn decay_rule(mut self, rule: DecayRule) -> Self {
+        self.decay_rule = rule;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        const OP: &str = "Sgd::new";
+        check_hyper(OP, "lr", self.lr, 0.0, f64::INFINITY, true)?;
+        check_hyper(OP, "momentum", self.momentum, 0.0, f64::INFINITY, true)?;
+        check_hyper(OP, "dampening", self.dampening, f64::MIN, f64::INFINITY, true)?;
+        check_hyper(OP, "weight_decay", self.weight_decay, 0.0, f64::INFINITY, true)?;
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            return Err(Error::value(
+                OP,
+                format!(
+                    "Nesterov momentum needs momentum > 0 and dampening 0, got momentum {} and dampening {}",
+                    self.momentum, self.dampening
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct SgdState {
+    momentum_buffer: CpuStorage,
+}
+
+/// SGD with optional momentum, dampening, Nesterov momentum and L2 weight
+/// decay, with `torch.optim.SGD`'s update:
+///
+/// ```text
+/// g ← g + wd·p                        (weight decay)
+/// b ← g (first step),  μ·b + (1−τ)·g  (momentum μ, dampening τ)
+/// g ← g + μ·b (Nesterov),  b (otherwise)
+/// p ← p − lr·g
+/// ```
+///
+/// ```
+/// use tamer::nn::Param;
+/// use tamer::optim::{Optimizer, Sgd, SgdConfig};
+/// use tamer::Tensor;
+/// let w = Param::new(Tensor::from_vec(vec![1.0f64, -2.0], [2]).unwrap());
+/// let mut opt = Sgd::new(vec![("w".into(), w.clone())], SgdConfig::new(0.1).momentum(0.9)).unwrap();
+/// for _ in 0..2 {
+///     let grads = w.tensor().square().unwrap().sum_all().unwrap().backward().unwrap(); // g = 2w
+///     opt.step(&grads).unwrap();
+/// }
+/// // step 1: b = 2w₀ = [2, −4], w₁ = [0.8, −1.6]; step 2: b = 0.9·b + 2w₁ = [3.4, −6.8]
+/// let w2 = w.tensor().to_vec::<f64>().unwrap();
+/// assert!((w2[0] - 0.46).abs() < 1e-12 && (w2[1] + 0.92).abs() < 1e-12);
+/// ```
+pub struct Sgd {
+    config: SgdConfig,
+    groups: Vec<ParamGroup>,
+    slots: Vec<Slot<SgdState>>,
+    steps: u64,
+}
+
+impl Sgd {
+    /// SGD over named parameters (e.g. `model.named_params()`), with weight
+    /// decay on the ones `config.decay_rule` selects.
+    pub fn new(named_params: Vec<(String, Param)>, config: SgdConfig) -> Result<Sgd> {
+        let groups = split_param_groups(named_params, config.weight_decay, &config.decay_rule);
+        Sgd::with_groups(groups, config)
+    }
+    /// SGD over explicit groups; each group's `weight_decay` applies and
+    /// `config.weight_decay` / `config.decay_rule` are ignored.
+    pub fn with_groups(groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Sgd> {
+        config.validate()?;
+        let slots = make_slots("Sgd::new", &groups)?;
+        Ok(Sgd {
+            config,
+            groups,
+            slots,
+            steps: 0,
+        })
+    }
+    pub fn config(&self) -> &SgdConfig {
+        &self.config
+    }
+}
+
+fn step_slot<T: Float + CpuElem>(name: &str, t: &Tensor, g: &Tensor, state: &mut Option<SgdState>, c: SgdCoeffs<T>) -> Result<()> {
+    const OP: &str = "Sgd::step";
+    if c.momentum.is_none() {
+        return with_grad_slice::<T, _>(OP, g, |g| t.update_cpu_slice::<T, _>(OP, |p| sgd_update(p, g, &mut [], &c)))?;
+    }
+    match state {
+        Some(s) => {
+            let buf = state_slice::<T>(OP, name, &mut s.momentum_buffer)?;
+            with_grad_slice::<T, _>(OP, g, |g| t.update_cpu_slice::<T, _>(OP, |p| sgd_update(p, g, buf, &c)))?
+        }
+        None => {
+            // The first step creates the buffer; it is kept only once the update succeeded.
+            let mut buf = vec![T::ZERO; t.numel()];
+            let c = SgdCoeffs { init_buffer: true, ..c };
+            with_grad_slice::<T, _>(OP, g, |g| t.update_cpu_slice::<T, _>(OP, |p| sgd_update(p, g, &mut buf, &c)))??;
+            *state = Some(SgdState { momentum_buffer: T::wrap(buf) });
+            Ok(())
+        }
+    }
+}
+
+impl Optimizer for Sgd {
+    fn name(&self) -> &'static str {
+        "sgd"
+    }
+
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        const OP: &str = "Sgd::step";
+        let cfg = &self.config;
+        for slot in &mut self.slots {
+            let Some((t, g)) = slot_grad(OP, &slot.name, &slot.param, grads)? else {
+                continue;
+            };
+            let group = &self.groups[slot.group];
+            let lr = cfg.lr * group.lr_scale;
+            let wd = group.weight_decay;
+            macro_rules! coeffs {
+                ($T:ty) => {
+                    SgdCoeffs::<$T> {
+                        neg_lr: <$T as Float>::from_f64(-lr),
+                        weight_decay: (wd != 0.0).then(|| <$T as Float>::from_f64(wd)),
+                        momentum: (cfg.momentum != 0.0).then(|| <$T as Float>::from_f64(cfg.momentum)),
+                        one_minus_dampening: <$T as Float>::from_f64(1.0 - cfg.dampening),
+                        nesterov: cfg.nesterov,
+                        init_buffer: false,
+                    }
+                };
+            }
+            match t.dtype() {
+                DType::F32 => step_slot::<f32>(&slot.name, &t, &g, &mut slot.state, coeffs!(f32))?,
+                DType::F64 => step_slot::<f64>(&slot.name, &t, &g, &mut slot.state, coeffs!(f64))?,
+                other => return Err(crate::backend::cpu::unsupported_dtype(OP, other)),
+            }
+        }
+        self.steps += 1;
+        Ok(())
+    }
+
+    fn lr(&self) -> f64 {
+        self.config.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+    fn momentum(&self) -> f64 {
+        self.config.momentum
+    }
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        check_hyper("Sgd::set_momentum", "momentum", momentum, 0.0, f64::INFINITY, true)?;
+        self.config.momentum = momentum;
+        Ok(())
+    }
+    fn step_count(&self) -> u64 {
+        self.steps
+    }
+    fn param_groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+
+    fn state_dict(&self) -> Result<OptimizerState> {
+        let mut st = OptimizerState::default();
+        let m = &mut st.metadata;
+        m.insert("optimizer".into(), self.name().into());
+        m.insert("step".into(), self.steps.to_string());
+        m.insert("lr".into(), fmt_f64(self.config.lr));
+        m.insert("momentum".into(), fmt_f64(self.config.momentum));
+        m.insert("dampening".into(), fmt_f64(self.config.dampening));
+        m.insert("nesterov".into(), self.config.nesterov.to_string());
+        for slot in &self.slots {
+            if let Some(s) = &slot.state {
+                let dims = slot.param.dims();
+                st.tensors
+                    .push((format!("state.{}.momentum_buffer", slot.name), buffer_tensor(&s.momentum_buffer, &dims)));
+            }
+        }
+        Ok(st)
+    }
+
+    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
+        const OP: &str = "Sgd::load_state_dict";
+        check_state_names(OP, state, &self.slots, self.name())?;
+        let steps = state.meta_u64(OP, "step")?;
+        let lr = state.meta_f64(OP, "lr")?;
+        let momentum = state.meta_f64(OP, "momentum")?;
+        // Convert everything before changing anything: a failed load leaves the optimizer as it was.
+        let mut loaded = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let key = format!("state.{}.momentum_buffer", slot.name);
+            loaded.push(match state.get(&key) {
+                Some(t) => Some(tensor_buffer(OP, &key, t, &slot.param.tensor())?),
+                None => None,
+            });
+        }
+        for (slot, buf) in self.slots.iter_mut().zip(loaded) {
+            slot.state = buf.map(|momentum_buffer| SgdState { momentum_buffer });
+        }
+        self.steps = steps;
+        self.config.lr = lr;
+        self.config.momentum = momentum;
+        Ok(())
+    }
+}
