@@ -5,6 +5,7 @@
 //! Digits", UCI Machine Learning Repository, CC BY 4.0 (file as shipped by
 //! scikit-learn). See data/README.md.
 
+use super::image::ImageDataset;
 use crate::{Error, Result, Tensor};
 use flate2::read::GzDecoder;
 use std::io::Read;
@@ -47,6 +48,10 @@ impl Digits {
             labels.push(self.labels[i]);
         }
         Digits { pixels, labels }
+    }
+    /// As an [`ImageDataset`] of shape (1, 8, 8).
+    pub fn to_image_dataset(&self, name: &str) -> Result<ImageDataset> {
+        ImageDataset::new(name, self.pixels.clone(), self.labels.clone(), (1, IMAGE_SIDE, IMAGE_SIDE), NUM_CLASSES)
     }
 }
 
@@ -132,6 +137,13 @@ pub fn load_split() -> Result<(Digits, Digits)> {
     Ok((all.subset(&train), all.subset(&test)))
 }
 
+/// Train and test parts of the embedded digits as image data sets `[N, 1, 8, 8]`
+/// (the same fixed stratified split as [`load_split`]).
+pub fn load_images() -> Result<(ImageDataset, ImageDataset)> {
+    let (train, test) = load_split()?;
+    Ok((train.to_image_dataset("digits train")?, test.to_image_dataset("digits test")?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +155,10 @@ mod tests {
         assert_eq!(d.labels[0], 0);
         let (train, test) = load_split().unwrap();
         assert_eq!(train.len() + test.len(), 1797);
+        let (itrain, itest) = load_images().unwrap();
+        assert_eq!((itrain.len(), itest.len()), (train.len(), test.len()));
+        assert_eq!(itrain.shape, (1, 8, 8));
+        assert_eq!(itest.images, test.pixels);
         assert!((355..=365).contains(&test.len()), "{}", test.len());
         for c in 0..10 {
             let n = test.labels.iter().filter(|&&l| l == c).count();
