@@ -28,12 +28,11 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
 /// `n` synthetic 4×3 images: pixel (i, k) = (7·i + k) mod 256; labels i mod 10.
 fn synthetic_mnist(n: usize) -> (Vec<u8>, Vec<u8>) {
     let (rows, cols) = (4, 3);
-    let pixels: Vec<u8> = (0..n * rows * cols).map(|k| ((7 * (k / (rows * cols)) + k % (rows * cols)) % 256) as u8).collect();
+    let pixels: Vec<u8> = (0..n * rows * cols)
+        .map(|k| ((7 * (k / (rows * cols)) + k % (rows * cols)) % 256) as u8)
+        .collect();
     let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-    (
-        encode_idx(&[n as u32, rows as u32, cols as u32], &pixels),
-        encode_idx(&[n as u32], &labels),
-    )
+    (encode_idx(&[n as u32, rows as u32, cols as u32], &pixels), encode_idx(&[n as u32], &labels))
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -218,7 +217,10 @@ fn image_dataset_helpers() {
     assert!((mean[0] as f64 - m).abs() < 1e-5 && (std[0] as f64 - s).abs() < 1e-5);
     // Inconsistent buffers are errors.
     assert!(ImageDataset::new("x", vec![0.0; 7], vec![0, 1], (1, 2, 2), 2).is_err());
-    assert!(ImageDataset::new("x", vec![0.0; 8], vec![0, 2], (1, 2, 2), 2).unwrap_err().to_string().contains("label 2"));
+    assert!(ImageDataset::new("x", vec![0.0; 8], vec![0, 2], (1, 2, 2), 2)
+        .unwrap_err()
+        .to_string()
+        .contains("label 2"));
 }
 
 #[test]
@@ -251,9 +253,15 @@ fn shared_tinyshakespeare() {
     assert_eq!(ds.vocab_size(), 65);
     // nanoGPT's prepare.py prints these.
     assert_eq!((ds.train.len(), ds.val.len()), (1_003_854, 111_540));
-    assert_eq!(ds.chars.iter().collect::<String>(), "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
+    assert_eq!(
+        ds.chars.iter().collect::<String>(),
+        "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    );
     assert_eq!(ds.decode(&ds.encode("First Citizen").unwrap()).unwrap(), "First Citizen");
-    assert_eq!(ds.decode(&ds.train.iter().take(14).map(|&c| c as i64).collect::<Vec<_>>()).unwrap(), "First Citizen:");
+    assert_eq!(
+        ds.decode(&ds.train.iter().take(14).map(|&c| c as i64).collect::<Vec<_>>()).unwrap(),
+        "First Citizen:"
+    );
 }
 
 #[test]

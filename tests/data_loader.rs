@@ -4,9 +4,7 @@
 use proptest::prelude::*;
 use tamer::data::augment::{crop_padded, erasing_box, hflip, random_crop, random_erase};
 use tamer::data::mix::cutmix_box;
-use tamer::data::{
-    digits, mixed_cross_entropy, Augment, Batch, DataLoader, ImageDataset, LoaderConfig, LoaderState, Mixup, Normalization, RandomErasing,
-};
+use tamer::data::{digits, mixed_cross_entropy, Augment, Batch, DataLoader, ImageDataset, LoaderConfig, LoaderState, Mixup, Normalization, RandomErasing};
 use tamer::ops::nn::cross_entropy::{CrossEntropyOptions, Reduction};
 use tamer::{rng, Tensor};
 
@@ -106,7 +104,14 @@ fn resume_from_saved_state_continues_exactly() {
         }
     }
     let saved = l.state().to_json();
-    assert_eq!(LoaderState::from_json(&saved).unwrap(), LoaderState { seed: 11, epoch: 1, position: 1 });
+    assert_eq!(
+        LoaderState::from_json(&saved).unwrap(),
+        LoaderState {
+            seed: 11,
+            epoch: 1,
+            position: 1
+        }
+    );
     drop(l);
     let mut r = DataLoader::new(ds, full_config(999, 2)).unwrap();
     r.set_state(LoaderState::from_json(&saved).unwrap()).unwrap();
@@ -117,7 +122,13 @@ fn resume_from_saved_state_continues_exactly() {
     }
     assert_eq!(got, full);
     assert!(LoaderState::from_json("{\"seed\":1}").unwrap_err().to_string().contains("epoch"));
-    assert!(r.set_state(LoaderState { seed: 0, epoch: 0, position: 99 }).is_err());
+    assert!(r
+        .set_state(LoaderState {
+            seed: 0,
+            epoch: 0,
+            position: 99
+        })
+        .is_err());
 }
 
 #[test]
@@ -147,12 +158,25 @@ fn normalization_given_and_from_data() {
     let m = x.iter().map(|&v| v as f64).sum::<f64>() / n;
     let s = (x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n).sqrt();
     assert!(m.abs() < 1e-4 && (s - 1.0).abs() < 1e-4, "{m} {s}");
-    let given = Normalization::Given { mean: mean.clone(), std: std.clone() };
+    let given = Normalization::Given {
+        mean: mean.clone(),
+        std: std.clone(),
+    };
     let mut g = DataLoader::new(train.clone(), LoaderConfig::eval(2000).with_normalization(given)).unwrap();
     assert_eq!(g.next_batch().unwrap().unwrap().x.to_vec::<f32>().unwrap(), x);
-    let bad = Normalization::Given { mean: vec![0.0; 3], std: vec![1.0; 3] };
-    assert!(DataLoader::new(train.clone(), LoaderConfig::eval(8).with_normalization(bad)).err().unwrap().to_string().contains("3 means"));
-    let zero = Normalization::Given { mean: vec![0.0], std: vec![0.0] };
+    let bad = Normalization::Given {
+        mean: vec![0.0; 3],
+        std: vec![1.0; 3],
+    };
+    assert!(DataLoader::new(train.clone(), LoaderConfig::eval(8).with_normalization(bad))
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("3 means"));
+    let zero = Normalization::Given {
+        mean: vec![0.0],
+        std: vec![0.0],
+    };
     assert!(DataLoader::new(train, LoaderConfig::eval(8).with_normalization(zero)).is_err());
 }
 
@@ -171,7 +195,9 @@ fn augmented_digits_keep_shape_and_range() {
 }
 
 fn image(c: usize, h: usize, w: usize, seed: u64) -> Vec<f32> {
-    (0..c * h * w).map(|k| ((k as u64 * 2654435761 + seed) % 1000) as f32 / 1000.0 + 0.001).collect()
+    (0..c * h * w)
+        .map(|k| ((k as u64 * 2654435761 + seed) % 1000) as f32 / 1000.0 + 0.001)
+        .collect()
 }
 
 proptest! {
@@ -312,6 +338,9 @@ fn mixup_tensor_api_and_errors() {
     let b = l.next_batch().unwrap().unwrap();
     let logits = Tensor::randn([6, 5], tamer::DType::F32, &mut rng(0)).unwrap();
     let o = CrossEntropyOptions::default();
-    let want = mixed_cross_entropy(&logits, &b.y, b.y_b.as_ref().unwrap(), b.lam, o).unwrap().to_scalar().unwrap();
+    let want = mixed_cross_entropy(&logits, &b.y, b.y_b.as_ref().unwrap(), b.lam, o)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
     assert_eq!(b.loss(&logits, o).unwrap().to_scalar().unwrap(), want);
 }

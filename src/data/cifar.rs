@@ -107,7 +107,9 @@ mod tests {
         assert_eq!(ds.labels, vec![3, 9]);
         assert_eq!(ds.images[0], 1.0);
         assert_eq!(ds.shape, (3, 32, 32));
-        let e = from_batches(vec![("b.bin".into(), bytes[..RECORD_BYTES + 5].to_vec())], "t").unwrap_err().to_string();
+        let e = from_batches(vec![("b.bin".into(), bytes[..RECORD_BYTES + 5].to_vec())], "t")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("b.bin") && e.contains("whole number"), "{e}");
         bytes[RECORD_BYTES] = 10;
         assert!(from_batches(vec![("b".into(), bytes)], "t").unwrap_err().to_string().contains("label 10"));

@@ -59,7 +59,10 @@ impl ImageDataset {
             ));
         }
         if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l < 0 || l as usize >= num_classes) {
-            return Err(Error::value("ImageDataset", format!("{name}: label {l} of example {i} is outside 0..{num_classes}")));
+            return Err(Error::value(
+                "ImageDataset",
+                format!("{name}: label {l} of example {i} is outside 0..{num_classes}"),
+            ));
         }
         Ok(ImageDataset {
             name,
@@ -102,7 +105,10 @@ impl ImageDataset {
     /// The examples at `indices`, in that order (repeats allowed).
     pub fn subset(&self, indices: &[usize]) -> Result<ImageDataset> {
         if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
-            return Err(Error::index("ImageDataset::subset", format!("{}: index {bad} out of range for {} examples", self.name, self.len())));
+            return Err(Error::index(
+                "ImageDataset::subset",
+                format!("{}: index {bad} out of range for {} examples", self.name, self.len()),
+            ));
         }
         let n = self.image_len();
         let mut images = Vec::with_capacity(indices.len() * n);
@@ -122,7 +128,10 @@ impl ImageDataset {
     /// The first `n` examples and the rest (mnist10k's 8,000 / 2,000 split).
     pub fn split_at(&self, n: usize) -> Result<(ImageDataset, ImageDataset)> {
         if n > self.len() {
-            return Err(Error::index("ImageDataset::split_at", format!("{}: cannot take {n} of {} examples", self.name, self.len())));
+            return Err(Error::index(
+                "ImageDataset::split_at",
+                format!("{}: cannot take {n} of {} examples", self.name, self.len()),
+            ));
         }
         let first: Vec<usize> = (0..n).collect();
         let rest: Vec<usize> = (n..self.len()).collect();

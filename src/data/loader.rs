@@ -114,8 +114,7 @@ impl LoaderState {
         serde_json::json!({"seed": self.seed, "epoch": self.epoch, "position": self.position}).to_string()
     }
     pub fn from_json(text: &str) -> Result<Self> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Error::format("LoaderState", format!("not JSON: {e}: {text:?}")))?;
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::format("LoaderState", format!("not JSON: {e}: {text:?}")))?;
         let field = |k: &str| {
             v.get(k)
                 .and_then(|x| x.as_u64())

@@ -115,7 +115,11 @@ impl Mixup {
         if x.len() != b * c * h * w || y.len() != b {
             return Err(Error::shape(
                 OP,
-                format!("batch of {} values and {} labels does not match [B, C, H, W] = [{b}, {c}, {h}, {w}]", x.len(), y.len()),
+                format!(
+                    "batch of {} values and {} labels does not match [B, C, H, W] = [{b}, {c}, {h}, {w}]",
+                    x.len(),
+                    y.len()
+                ),
             ));
         }
         let y_b: Vec<i64> = y.iter().rev().copied().collect();
@@ -159,7 +163,10 @@ impl Mixup {
     /// Mix a batch of tensors: `x` f32 `[B, C, H, W]`, `y` i64 `[B]`.
     pub fn apply(&self, x: &Tensor, y: &Tensor, rng: &mut impl Rng) -> Result<MixedBatch> {
         if x.rank() != 4 || y.rank() != 1 || y.dims()[0] != x.dims()[0] {
-            return Err(Error::shape(OP, format!("expected x [B, C, H, W] and y [B], got {} and {}", x.shape(), y.shape())));
+            return Err(Error::shape(
+                OP,
+                format!("expected x [B, C, H, W] and y [B], got {} and {}", x.shape(), y.shape()),
+            ));
         }
         let d = x.dims();
         let shape = (d[0], d[1], d[2], d[3]);

@@ -34,18 +34,27 @@ pub fn parse_idx_header(bytes: &[u8], rank: usize, name: &str) -> Result<IdxHead
     if bytes[0] != 0 || bytes[1] != 0 {
         return Err(Error::format(
             OP,
-            format!("{name}: bad IDX magic {:02x} {:02x} {:02x} {:02x} (expected 00 00 08 {rank:02x})", bytes[0], bytes[1], bytes[2], bytes[3]),
+            format!(
+                "{name}: bad IDX magic {:02x} {:02x} {:02x} {:02x} (expected 00 00 08 {rank:02x})",
+                bytes[0], bytes[1], bytes[2], bytes[3]
+            ),
         ));
     }
     if bytes[2] != 0x08 {
-        return Err(Error::format(OP, format!("{name}: IDX data type 0x{:02x}, expected 0x08 (unsigned byte)", bytes[2])));
+        return Err(Error::format(
+            OP,
+            format!("{name}: IDX data type 0x{:02x}, expected 0x08 (unsigned byte)", bytes[2]),
+        ));
     }
     if bytes[3] as usize != rank {
         return Err(Error::format(OP, format!("{name}: IDX rank {}, expected {rank}", bytes[3])));
     }
     let data_offset = 4 + 4 * rank;
     if bytes.len() < data_offset {
-        return Err(Error::format(OP, format!("{name}: truncated IDX header ({} bytes, expected at least {data_offset})", bytes.len())));
+        return Err(Error::format(
+            OP,
+            format!("{name}: truncated IDX header ({} bytes, expected at least {data_offset})", bytes.len()),
+        ));
     }
     let dims: Vec<usize> = (0..rank)
         .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
@@ -95,7 +104,10 @@ pub fn from_bytes(images: Vec<u8>, labels: Vec<u8>, images_name: &str, labels_na
     let (pixels, n, (rows, cols)) = parse_images(&images, images_name)?;
     let labels = parse_labels(&labels, NUM_CLASSES, labels_name)?;
     if labels.len() != n {
-        return Err(Error::format(OP, format!("{images_name} has {n} images but {labels_name} has {} labels", labels.len())));
+        return Err(Error::format(
+            OP,
+            format!("{images_name} has {n} images but {labels_name} has {} labels", labels.len()),
+        ));
     }
     ImageDataset::new(dataset_name, pixels, labels, (1, rows, cols), NUM_CLASSES)
 }

@@ -50,10 +50,7 @@ impl CharDataset {
             return Err(Error::format(OP, format!("{name}: empty text")));
         }
         let chars: Vec<char> = text.chars().collect::<BTreeSet<char>>().into_iter().collect();
-        let ids: Vec<u32> = text
-            .chars()
-            .map(|c| chars.binary_search(&c).map(|i| i as u32).unwrap_or(0))
-            .collect();
+        let ids: Vec<u32> = text.chars().map(|c| chars.binary_search(&c).map(|i| i as u32).unwrap_or(0)).collect();
         // nanoGPT: n = len(data); train = data[:int(n*0.9)].
         let n_train = (ids.len() as f64 * 0.9) as usize;
         Ok(CharDataset {
@@ -123,7 +120,10 @@ impl CharDataset {
     pub fn batch(&self, split: TextSplit, batch_size: usize, block_size: usize, rng: &mut impl Rng) -> Result<(Tensor, Tensor)> {
         let data = self.split(split);
         if block_size == 0 || batch_size == 0 {
-            return Err(Error::value(OP, format!("batch_size {batch_size} and block_size {block_size} must be positive")));
+            return Err(Error::value(
+                OP,
+                format!("batch_size {batch_size} and block_size {block_size} must be positive"),
+            ));
         }
         if data.len() <= block_size {
             return Err(Error::value(
