@@ -21,7 +21,7 @@ use clap::Parser;
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tamer::checkpoint;
-use tamer::data::{cifar, digits, mnist, Augment, DataLoader, ImageDataset, LoaderConfig, Normalization, Split};
+use tamer::data::{cifar, digits, mnist, Augment, DataLoader, ImageDataset, LoaderConfig, Mixup, Normalization, Split};
 use tamer::models::{Pool, PosEmbed, PretrainedOptions, VisionTransformer, VitConfig};
 use tamer::nn::Module;
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
@@ -84,6 +84,11 @@ fn model_config(args: &VitArgs, preset: Preset, shape: (usize, usize, usize), nu
         pool: match args.pool {
             PoolKind::Cls => Pool::Cls,
             PoolKind::Mean => Pool::Mean,
+        },
+        block: tamer::nn::BlockConfig {
+            dropout: args.dropout,
+            drop_path: args.drop_path,
+            ..base.block.clone()
         },
         pos: match args.pos {
             PosKind::Learned => PosEmbed::Learned,
@@ -152,9 +157,12 @@ fn run(args: &VitArgs) -> Result<()> {
         hflip: recipe.hflip,
         erasing: None,
     };
-    let loader_config = LoaderConfig::train(micro, args.seed)
+    let mut loader_config = LoaderConfig::train(micro, args.seed)
         .with_normalization(Normalization::FromData)
         .with_augment(augment);
+    if args.mixup > 0.0 {
+        loader_config = loader_config.with_mixup(Mixup::mixup(args.mixup));
+    }
     let loader = DataLoader::new(train, loader_config)?;
     let steps_per_epoch = (loader.num_batches() / args.grad_accum).max(1) as u64;
     let total_steps = steps_per_epoch * epochs;

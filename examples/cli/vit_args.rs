@@ -103,6 +103,15 @@ pub struct VitArgs {
     /// Random-crop padding in pixels (0 = off) [default: the recipe's].
     #[arg(long)]
     pub crop_padding: Option<usize>,
+    /// Dropout after attention and MLP branches (timm's proj_drop_rate).
+    #[arg(long, value_parser = unit_interval, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// Stochastic depth rate of the last block (linearly from 0 at the first).
+    #[arg(long, value_parser = unit_interval, default_value_t = 0.0)]
+    pub drop_path: f64,
+    /// Mixup with this Beta(α, α) on every batch (0 = off).
+    #[arg(long, value_parser = non_negative_f64, default_value_t = 0.0)]
+    pub mixup: f64,
     /// Stop after this many optimizer steps (a planned interruption; --resume continues).
     #[arg(long, value_name = "STEP")]
     pub stop_at: Option<u64>,
