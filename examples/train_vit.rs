@@ -1,163 +1,246 @@
-//! The main job. Until the trainer and the ViT land (the model-zoo and trainer
-//! issues), this trains a two-layer MLP on the vendored 8×8 digits with Adam and
-//! label smoothing, and prints the test accuracy. The name stays: it becomes
-//! the ViT trainer.
+//! Train a Vision Transformer: the README's main command.
 //!
 //! ```sh
-//! cargo run --release --example train_vit -- --epochs 40 --hidden 128 --lr 3e-3 --seed 0
+//! cargo run --release --example train_vit                      # digits, the default recipe
+//! cargo run --release --example train_vit -- --dataset mnist10k --data-dir ../shared/data/mnist
+//! cargo run --release --example train_vit -- --help            # every flag and the recipes
 //! ```
+//!
+//! The recipe: AdamW (no decay on biases, norms, position embeddings and the
+//! class token), linear warmup then cosine decay, gradient clipping at 1.0,
+//! label smoothing 0.1, mean pooling. Progress goes to the terminal (a bar
+//! when stdout is a terminal) and, with `--out DIR`, to `DIR/metrics.jsonl`
+//! with checkpoints in `DIR/checkpoint.safetensors`. The last line on stdout
+//! is one JSON object: `{"event":"final","dataset":..,"model":..,"params":..,
+//! "steps":..,"seconds":..,"train_loss":..,"test_acc":..}`.
 
+#[path = "cli/vit_args.rs"]
+mod vit_args;
+
+use clap::Parser;
+use std::collections::BTreeMap;
 use std::time::Instant;
-use tamer::data::digits;
+use tamer::checkpoint;
+use tamer::data::{cifar, digits, mnist, Augment, DataLoader, ImageDataset, LoaderConfig, Mixup, Normalization, Split};
+use tamer::models::{Pool, PosEmbed, PretrainedOptions, VisionTransformer, VitConfig};
+use tamer::nn::Module;
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
-use tamer::{no_grad, rng, DType, GradStore, Tensor};
-
-struct Args {
-    epochs: usize,
-    hidden: usize,
-    batch_size: usize,
-    lr: f64,
-    seed: u64,
-}
-
-const USAGE: &str = "usage: train_vit [--epochs N] [--hidden N] [--batch-size N] [--lr X] [--seed N]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        epochs: 40,
-        hidden: 128,
-        batch_size: 32,
-        lr: 3e-3,
-        seed: 0,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}\n  --epochs      passes over the training set (default 40)\n  --hidden      hidden width (default 128)\n  --batch-size  examples per step (default 32)\n  --lr          Adam learning rate (default 3e-3)\n  --seed        initialisation and shuffling seed (default 0)");
-            std::process::exit(0);
-        }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let bad = |what: &str| format!("{flag} {value:?}: expected {what}\n{USAGE}");
-        match flag.as_str() {
-            "--epochs" => args.epochs = value.parse().map_err(|_| bad("a whole number"))?,
-            "--hidden" => args.hidden = value.parse().ok().filter(|&h| h > 0).ok_or_else(|| bad("a positive whole number"))?,
-            "--batch-size" => args.batch_size = value.parse().ok().filter(|&b| b > 0).ok_or_else(|| bad("a positive whole number"))?,
-            "--lr" => {
-                args.lr = value
-                    .parse()
-                    .ok()
-                    .filter(|&l: &f64| l > 0.0 && l.is_finite())
-                    .ok_or_else(|| bad("a positive number"))?
-            }
-            "--seed" => args.seed = value.parse().map_err(|_| bad("a whole number"))?,
-            _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
-        }
-    }
-    Ok(args)
-}
-
-/// Adam (Kingma & Ba) with bias correction, kept minimal until `tamer::optim` exists.
-struct Adam {
-    lr: f64,
-    step: i32,
-    moments: Vec<(Tensor, Tensor)>,
-}
-
-impl Adam {
-    fn new(params: &[Tensor], lr: f64) -> tamer::Result<Self> {
-        let moments = params.iter().map(|p| Ok((p.zeros_like()?, p.zeros_like()?))).collect::<tamer::Result<_>>()?;
-        Ok(Adam { lr, step: 0, moments })
-    }
-    fn update(&mut self, params: &[Tensor], grads: &GradStore) -> tamer::Result<()> {
-        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
-        self.step += 1;
-        let (c1, c2) = (1.0 - b1.powi(self.step), 1.0 - b2.powi(self.step));
-        no_grad(|| {
-            for (p, (m, v)) in params.iter().zip(&self.moments) {
-                let Some(g) = grads.get(p) else { continue };
-                m.assign(&m.scale(b1)?.add(&g.scale(1.0 - b1)?)?)?;
-                v.assign(&v.scale(b2)?.add(&g.square()?.scale(1.0 - b2)?)?)?;
-                let denom = v.scale(1.0 / c2)?.sqrt()?.add_scalar(eps)?;
-                p.assign(&p.sub(&m.scale(self.lr / c1)?.div(&denom)?)?)?;
-            }
-            Ok(())
-        })
-    }
-}
-
-fn accuracy(logits: &Tensor, labels: &Tensor) -> tamer::Result<f64> {
-    let pred = logits.argmax(-1, false)?.to_vec::<i64>()?;
-    let truth = labels.to_vec::<i64>()?;
-    Ok(pred.iter().zip(&truth).filter(|(a, b)| a == b).count() as f64 / truth.len() as f64)
-}
-
-fn run(args: Args) -> tamer::Result<()> {
-    let start = Instant::now();
-    let (train, test) = digits::load_split()?;
-    let (x_test, y_test) = test.tensors()?;
-    let mut r = rng(args.seed);
-    // Kaiming-uniform-like init, as torch.nn.Linear.
-    let bound1 = 1.0 / (digits::NUM_PIXELS as f64).sqrt();
-    let bound2 = 1.0 / (args.hidden as f64).sqrt();
-    let w1 = Tensor::uniform([digits::NUM_PIXELS, args.hidden], -bound1, bound1, DType::F32, &mut r)?.variable();
-    let b1 = Tensor::zeros([args.hidden], DType::F32)?.variable();
-    let w2 = Tensor::uniform([args.hidden, digits::NUM_CLASSES], -bound2, bound2, DType::F32, &mut r)?.variable();
-    let b2 = Tensor::zeros([digits::NUM_CLASSES], DType::F32)?.variable();
-    let params = [w1.clone(), b1.clone(), w2.clone(), b2.clone()];
-    let forward = |x: &Tensor| -> tamer::Result<Tensor> { x.matmul(&w1)?.add(&b1)?.gelu()?.matmul(&w2)?.add(&b2) };
-    let loss_options = CrossEntropyOptions::default().with_label_smoothing(0.1);
-    let mut adam = Adam::new(&params, args.lr)?;
-    let n_params: usize = params.iter().map(Tensor::numel).sum();
-    println!(
-        "digits: {} train / {} test images, MLP 64-{}-10 with {} parameters",
-        train.len(),
-        test.len(),
-        args.hidden,
-        n_params
-    );
-
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut steps = 0;
-    let mut last_loss = f64::NAN;
-    for epoch in 1..=args.epochs {
-        use rand::seq::SliceRandom;
-        order.shuffle(&mut r);
-        let mut epoch_loss = 0.0;
-        let batches: Vec<&[usize]> = order.chunks(args.batch_size).collect();
-        for batch in &batches {
-            let (x, y) = train.subset(batch).tensors()?;
-            let loss = forward(&x)?.cross_entropy(&y, loss_options)?;
-            let grads = loss.backward()?;
-            adam.update(&params, &grads)?;
-            epoch_loss += loss.to_scalar()?;
-            steps += 1;
-        }
-        last_loss = epoch_loss / batches.len() as f64;
-        if epoch % 10 == 0 || epoch == args.epochs {
-            let acc = no_grad(|| accuracy(&forward(&x_test)?, &y_test))?;
-            println!("epoch {epoch:3}  train loss {last_loss:.4}  test accuracy {:.2}%", acc * 100.0);
-        }
-    }
-    let acc = no_grad(|| accuracy(&forward(&x_test)?, &y_test))?;
-    println!("test accuracy {:.2}%", acc * 100.0);
-    println!(
-        "{{\"event\":\"final\",\"dataset\":\"digits\",\"model\":\"mlp-{}\",\"params\":{n_params},\"steps\":{steps},\"seconds\":{:.3},\"train_loss\":{last_loss:.5},\"test_acc\":{acc:.5}}}",
-        args.hidden,
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
+use tamer::optim::{Adam, AdamConfig, Constant, InverseSqrt, LrSchedule, OneCycle, Optimizer, Scheduler, Sgd, SgdConfig, WarmupCosine, WarmupLinear};
+use tamer::train::{ImageClassification, TrainConfig, Trainer, CHECKPOINT_FILE};
+use tamer::{rng, Error, Result};
+use vit_args::{Dataset, DeviceKind, OptimizerKind, PoolKind, PosKind, Preset, ScheduleKind, VitArgs};
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = run(args) {
+    let args = VitArgs::parse();
+    if let Err(msg) = args.validate() {
+        eprintln!("error: {msg}");
+        std::process::exit(2);
+    }
+    if let Err(e) = run(&args) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+}
+
+fn load_data(args: &VitArgs) -> Result<(ImageDataset, ImageDataset)> {
+    let dir = args.data_dir.clone().unwrap_or_default();
+    match args.dataset {
+        Dataset::Digits => digits::load_images(),
+        Dataset::Mnist => Ok((mnist::load(&dir, Split::Train)?, mnist::load(&dir, Split::Test)?)),
+        Dataset::Mnist10k => mnist::mnist10k(&dir),
+        Dataset::Cifar10 => Ok((cifar::load(&dir, Split::Train)?, cifar::load(&dir, Split::Test)?)),
+    }
+}
+
+/// The preset's configuration, adapted to the data set's image shape and the flags.
+fn model_config(args: &VitArgs, preset: Preset, shape: (usize, usize, usize), num_classes: usize) -> Result<VitConfig> {
+    let base = match preset {
+        Preset::VitDigitsS => VitConfig {
+            depth: 2,
+            ..VitConfig::vit_digits()
+        },
+        Preset::VitDigits => VitConfig::vit_digits(),
+        Preset::VitTiny => VitConfig::vit_tiny(),
+        Preset::HybridMnist => VitConfig::hybrid_mnist(),
+        Preset::VitCifar => VitConfig::vit_cifar(),
+    };
+    let (c, h, w) = shape;
+    if base.img_size != (h, w) || base.in_chans != c {
+        return Err(Error::value(
+            "train_vit",
+            format!(
+                "--model {} expects {}×{}×{} images but {} has {c}×{h}×{w}; pick a preset made for it",
+                preset.name(),
+                base.in_chans,
+                base.img_size.0,
+                base.img_size.1,
+                args.dataset.name()
+            ),
+        ));
+    }
+    Ok(VitConfig {
+        num_classes,
+        patch_size: args.patch.unwrap_or(base.patch_size),
+        pool: match args.pool {
+            PoolKind::Cls => Pool::Cls,
+            PoolKind::Mean => Pool::Mean,
+        },
+        block: tamer::nn::BlockConfig {
+            dropout: args.dropout,
+            drop_path: args.drop_path,
+            ..base.block.clone()
+        },
+        pos: match args.pos {
+            PosKind::Learned => PosEmbed::Learned,
+            PosKind::Sincos => PosEmbed::SinCos,
+        },
+        ..base
+    })
+}
+
+fn schedule(args: &VitArgs, lr: f64, warmup: u64, total: u64) -> Result<Box<dyn LrSchedule>> {
+    let warmup = warmup.min(total.saturating_sub(1));
+    Ok(match args.schedule {
+        ScheduleKind::Cosine => Box::new(WarmupCosine::new(lr, warmup, total, 0.0)?),
+        ScheduleKind::Linear => Box::new(WarmupLinear::new(lr, warmup, total, 0.0)?),
+        ScheduleKind::Constant if warmup == 0 => Box::new(Constant { lr }),
+        ScheduleKind::Constant => Box::new(WarmupLinear::new(lr, warmup, warmup, lr)?),
+        ScheduleKind::Onecycle => Box::new(OneCycle::new(lr, total)?),
+        ScheduleKind::InverseSqrt => Box::new(InverseSqrt::new(lr, warmup.max(1), 0.0)?),
+    })
+}
+
+fn optimizer(args: &VitArgs, model: &VisionTransformer, lr: f64) -> Result<Box<dyn Optimizer>> {
+    let named = model.named_params();
+    Ok(match args.optimizer {
+        OptimizerKind::Adamw => Box::new(Adam::new(named, AdamConfig::adamw(lr).weight_decay(args.weight_decay))?),
+        OptimizerKind::Adam => Box::new(Adam::new(named, AdamConfig::adam(lr).weight_decay(args.weight_decay))?),
+        OptimizerKind::Sgd => Box::new(Sgd::new(
+            named,
+            SgdConfig::new(lr).momentum(0.9).nesterov(true).weight_decay(args.weight_decay),
+        )?),
+    })
+}
+
+fn run(args: &VitArgs) -> Result<()> {
+    let start = Instant::now();
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| Error::value("train_vit", format!("--threads {n}: {e}")))?;
+    }
+    debug_assert_eq!(args.device, DeviceKind::Cpu);
+    let recipe = args.dataset.recipe();
+    let preset = args.model.unwrap_or(recipe.model);
+    let (train, test) = load_data(args)?;
+    let config = model_config(args, preset, train.shape, train.num_classes)?;
+    let epochs = args.epochs.unwrap_or(recipe.epochs);
+    let batch_size = args.batch_size.unwrap_or(recipe.batch_size);
+    let lr = args.lr.unwrap_or(recipe.lr);
+    let warmup = args.warmup.unwrap_or(recipe.warmup);
+    let micro = batch_size / args.grad_accum;
+
+    let model = VisionTransformer::new(config.clone(), &mut rng(args.seed))?;
+    if let Some(path) = &args.pretrained {
+        let options = PretrainedOptions {
+            skip: vec!["optim.*".into()],
+            seed: args.seed,
+            ..PretrainedOptions::default()
+        };
+        for note in model.load_pretrained_into(path, &options)? {
+            println!("pretrained: {note}");
+        }
+    }
+    let augment = Augment {
+        crop_padding: args.crop_padding.unwrap_or(recipe.crop_padding),
+        hflip: recipe.hflip,
+        erasing: None,
+    };
+    let mut loader_config = LoaderConfig::train(micro, args.seed)
+        .with_normalization(Normalization::FromData)
+        .with_augment(augment);
+    if args.mixup > 0.0 {
+        loader_config = loader_config.with_mixup(Mixup::mixup(args.mixup));
+    }
+    let loader = DataLoader::new(train, loader_config)?;
+    let steps_per_epoch = (loader.num_batches() / args.grad_accum).max(1) as u64;
+    let total_steps = steps_per_epoch * epochs;
+    let eval_every = args.eval_every.unwrap_or((epochs / 10).max(1)) * steps_per_epoch;
+    let params = model.num_params();
+    println!(
+        "{}: {} train / {} test images {:?}; {} ({} parameters, patch {}, {} tokens, pool {:?}, pos {:?})",
+        args.dataset.name(),
+        loader.dataset().len(),
+        test.len(),
+        loader.dataset().shape,
+        preset.name(),
+        params,
+        config.patch_size,
+        model.num_tokens(),
+        config.pool,
+        config.pos
+    );
+    println!(
+        "{} epochs × {steps_per_epoch} steps, batch {batch_size}, {:?} lr {lr:e}, wd {}, warmup {warmup}, {:?}, clip {}, label smoothing {}, {} threads",
+        epochs,
+        args.optimizer,
+        args.weight_decay,
+        args.schedule,
+        args.clip,
+        args.label_smoothing,
+        rayon::current_num_threads()
+    );
+    let opt = optimizer(args, &model, lr)?;
+    let sched = Scheduler::from_box(schedule(args, lr, warmup, total_steps)?);
+    let loss = CrossEntropyOptions::default().with_label_smoothing(args.label_smoothing);
+    let task = ImageClassification::new(model, loader, test, 1000, loss)?;
+    let metadata = BTreeMap::from([
+        ("dataset".to_string(), args.dataset.name().to_string()),
+        ("model".to_string(), preset.name().to_string()),
+        ("config".to_string(), format!("{config:?}")),
+    ]);
+    let train_config = TrainConfig {
+        total_steps,
+        stop_at: args.stop_at,
+        grad_accum: args.grad_accum,
+        clip: (args.clip > 0.0).then_some(args.clip),
+        eval_every: Some(eval_every),
+        log_every: steps_per_epoch,
+        checkpoint_every: Some(args.checkpoint_every * steps_per_epoch),
+        out_dir: args.out.clone(),
+        seed: args.seed,
+        metadata,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(train_config, task, opt, sched)?;
+    if args.resume {
+        let path = trainer.checkpoint_path().unwrap_or_default();
+        trainer.resume(&path)?;
+        println!("resumed from {} at step {}", path.display(), trainer.step);
+    }
+    let summary = trainer.fit()?;
+    if let Some(dir) = &args.out {
+        let path = dir.join("model.safetensors");
+        checkpoint::save_with_metadata(&path, &checkpoint::module_tensors(&trainer.task.model), &trainer.config.metadata)?;
+        println!("saved {} and {}", path.display(), dir.join(CHECKPOINT_FILE).display());
+    }
+    let test_acc = summary.metric("test_acc").unwrap_or(f64::NAN);
+    println!(
+        "test accuracy {:.2}% after {} steps in {:.1}s",
+        test_acc * 100.0,
+        summary.steps,
+        start.elapsed().as_secs_f64()
+    );
+    let fin = tamer::train::Record::new("final")
+        .with("dataset", args.dataset.name())
+        .with("model", preset.name())
+        .with("params", params as u64)
+        .with("steps", summary.steps)
+        .num("seconds", (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0)
+        .num("train_loss", summary.train_loss)
+        .num("test_acc", test_acc)
+        .num("samples_per_s", summary.samples_per_s.round());
+    println!("{}", fin.to_json());
+    Ok(())
 }

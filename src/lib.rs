@@ -26,6 +26,7 @@ pub mod ops;
 pub mod optim;
 pub mod tensor;
 pub mod testing;
+pub mod train;
 
 pub use autograd::{is_grad_enabled, no_grad, GradStore, NoGradGuard};
 pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,312 @@
+//! Command-line flags of `train_vit` (shared with tests/train.rs, which checks
+//! the parsing and the error messages).
+
+use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
+
+/// Train a Vision Transformer with tamer's recipe: AdamW, linear warmup then
+/// cosine decay, gradient clipping at 1.0, label smoothing 0.1, mean pooling.
+///
+/// Every default depends on --dataset (see "Recipes" below); a flag given on
+/// the command line overrides it. The last line printed is one JSON object
+/// {"event":"final",...} with the test accuracy.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "train_vit",
+    after_help = "Recipes (defaults per data set):\n  \
+        digits    vit-digits-s (patch 2, width 64, 2 layers), 60 epochs, batch 64, lr 2e-3, warmup 100 steps\n  \
+        mnist10k  vit-tiny, 15 epochs, batch 128, lr 1e-3, random crop (padding 2)\n  \
+        mnist     vit-tiny, 5 epochs, batch 128, lr 1e-3, random crop (padding 2)\n  \
+        cifar10   vit-cifar, 30 epochs, batch 128, lr 1e-3, random crop (padding 4) + horizontal flip\n\n\
+        Examples:\n  \
+        cargo run --release --example train_vit\n  \
+        cargo run --release --example train_vit -- --dataset mnist10k --data-dir ../shared/data/mnist\n  \
+        cargo run --release --example train_vit -- --dataset mnist10k --data-dir ../shared/data/mnist --model hybrid-mnist"
+)]
+pub struct VitArgs {
+    /// Data set: the vendored 8×8 digits; MNIST (train-* and t10k-* IDX files in
+    /// --data-dir); mnist10k (only the t10k-* files: the first 8,000 images train,
+    /// the last 2,000 test); CIFAR-10 (binary batches in --data-dir).
+    #[arg(long, value_enum, default_value_t = Dataset::Digits)]
+    pub dataset: Dataset,
+    /// Directory with the data set's files (needed for everything but digits).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Model preset [default: the data set's, see Recipes].
+    #[arg(long, value_enum)]
+    pub model: Option<Preset>,
+    /// Passes over the training set.
+    #[arg(long, value_parser = positive_u64)]
+    pub epochs: Option<u64>,
+    /// Examples per optimizer step (split into --grad-accum micro-batches).
+    #[arg(long, value_parser = positive_usize)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long, value_parser = positive_f64)]
+    pub lr: Option<f64>,
+    /// Decoupled (AdamW) or L2 (Adam, SGD) weight decay; biases, norms, position
+    /// embeddings and the class token are exempt.
+    #[arg(long, value_parser = non_negative_f64, default_value_t = 0.05)]
+    pub weight_decay: f64,
+    /// Linear warmup length in optimizer steps [default: the recipe's].
+    #[arg(long, value_name = "STEPS")]
+    pub warmup: Option<u64>,
+    /// Learning-rate schedule after warmup.
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Cosine)]
+    pub schedule: ScheduleKind,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
+    pub optimizer: OptimizerKind,
+    /// Clip gradients to this global L2 norm; 0 turns clipping off.
+    #[arg(long, value_parser = non_negative_f64, default_value_t = 1.0)]
+    pub clip: f64,
+    /// Label smoothing of the training loss, in [0, 1).
+    #[arg(long, value_parser = unit_interval, default_value_t = 0.1)]
+    pub label_smoothing: f64,
+    /// Pooling: the mean of the output tokens, or a class token.
+    #[arg(long, value_enum, default_value_t = PoolKind::Mean)]
+    pub pool: PoolKind,
+    /// Position embeddings: learned, or the fixed 2-D sine-cosine table.
+    #[arg(long, value_enum, default_value_t = PosKind::Learned)]
+    pub pos: PosKind,
+    /// Patch side in pixels (on the stem's feature map for hybrid-mnist) [default: the preset's].
+    #[arg(long, value_parser = positive_usize)]
+    pub patch: Option<usize>,
+    /// Start from these weights (a timm-format or tamer safetensors file; the
+    /// head is re-initialised when the class count differs).
+    #[arg(long, value_name = "FILE")]
+    pub pretrained: Option<PathBuf>,
+    /// Seed of initialisation, shuffling, augmentation and dropout.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory: checkpoint.safetensors, model.safetensors, metrics.jsonl.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its checkpoint (same flags as the original run).
+    #[arg(long, requires = "out")]
+    pub resume: bool,
+    /// Where to train.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// Worker threads for the compute pool [default: all cores].
+    #[arg(long, value_parser = positive_usize)]
+    pub threads: Option<usize>,
+    /// Micro-batches per optimizer step (gradient accumulation).
+    #[arg(long, value_parser = positive_usize, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Evaluate on the test set every this many epochs (and at the end) [default: 10% of the run].
+    #[arg(long, value_parser = positive_u64)]
+    pub eval_every: Option<u64>,
+    /// Write a checkpoint every this many epochs (and at the end) when --out is set.
+    #[arg(long, value_parser = positive_u64, default_value_t = 1)]
+    pub checkpoint_every: u64,
+    /// Random-crop padding in pixels (0 = off) [default: the recipe's].
+    #[arg(long)]
+    pub crop_padding: Option<usize>,
+    /// Dropout after attention and MLP branches (timm's proj_drop_rate).
+    #[arg(long, value_parser = unit_interval, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// Stochastic depth rate of the last block (linearly from 0 at the first).
+    #[arg(long, value_parser = unit_interval, default_value_t = 0.0)]
+    pub drop_path: f64,
+    /// Mixup with this Beta(α, α) on every batch (0 = off).
+    #[arg(long, value_parser = non_negative_f64, default_value_t = 0.0)]
+    pub mixup: f64,
+    /// Stop after this many optimizer steps (a planned interruption; --resume continues).
+    #[arg(long, value_name = "STEP")]
+    pub stop_at: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Dataset {
+    Digits,
+    Mnist,
+    Mnist10k,
+    Cifar10,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// 8×8 digits, patch 2 (16 tokens), width 64, 2 layers, 4 heads, MLP 128.
+    VitDigitsS,
+    /// 8×8 digits, patch 2, width 64, 4 layers, 4 heads, MLP 128 (136k parameters).
+    VitDigits,
+    /// 28×28, patch 4 (49 tokens), width 64, 4 layers, 4 heads, MLP 128.
+    VitTiny,
+    /// 28×28 through a CNN stem (7×7 grid), width 64, 4 layers.
+    HybridMnist,
+    /// 32×32×3, patch 4, width 192, 6 layers, 3 heads.
+    VitCifar,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleKind {
+    /// Linear warmup, then cosine decay to 0.
+    Cosine,
+    /// Linear warmup, then linear decay to 0.
+    Linear,
+    /// Linear warmup, then constant.
+    Constant,
+    /// OneCycleLR (PyTorch's defaults: 30% up, cosine annealing); --warmup is ignored.
+    Onecycle,
+    /// Linear warmup, then decay with 1/√step.
+    InverseSqrt,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerKind {
+    Adamw,
+    Adam,
+    /// SGD with Nesterov momentum 0.9.
+    Sgd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PoolKind {
+    Cls,
+    Mean,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PosKind {
+    Sincos,
+    Learned,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+/// The defaults a data set brings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Recipe {
+    pub model: Preset,
+    pub epochs: u64,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup: u64,
+    pub crop_padding: usize,
+    pub hflip: bool,
+}
+
+impl Dataset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataset::Digits => "digits",
+            Dataset::Mnist => "mnist",
+            Dataset::Mnist10k => "mnist10k",
+            Dataset::Cifar10 => "cifar10",
+        }
+    }
+    pub fn recipe(self) -> Recipe {
+        match self {
+            Dataset::Digits => Recipe {
+                model: Preset::VitDigitsS,
+                epochs: 60,
+                batch_size: 64,
+                lr: 2e-3,
+                warmup: 100,
+                crop_padding: 0,
+                hflip: false,
+            },
+            Dataset::Mnist10k => Recipe {
+                model: Preset::VitTiny,
+                epochs: 15,
+                batch_size: 128,
+                lr: 1e-3,
+                warmup: 200,
+                crop_padding: 2,
+                hflip: false,
+            },
+            Dataset::Mnist => Recipe {
+                model: Preset::VitTiny,
+                epochs: 5,
+                batch_size: 128,
+                lr: 1e-3,
+                warmup: 500,
+                crop_padding: 2,
+                hflip: false,
+            },
+            Dataset::Cifar10 => Recipe {
+                model: Preset::VitCifar,
+                epochs: 30,
+                batch_size: 128,
+                lr: 1e-3,
+                warmup: 1000,
+                crop_padding: 4,
+                hflip: true,
+            },
+        }
+    }
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::VitDigitsS => "vit-digits-s",
+            Preset::VitDigits => "vit-digits",
+            Preset::VitTiny => "vit-tiny",
+            Preset::HybridMnist => "hybrid-mnist",
+            Preset::VitCifar => "vit-cifar",
+        }
+    }
+}
+
+impl VitArgs {
+    /// Checks clap cannot express: combinations of flags.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.dataset != Dataset::Digits && self.data_dir.is_none() {
+            return Err(format!("--dataset {} needs --data-dir DIR (the directory with its files)", self.dataset.name()));
+        }
+        if let Some(bs) = self.batch_size {
+            if bs % self.grad_accum != 0 {
+                return Err(format!("--batch-size {bs} must be a multiple of --grad-accum {}", self.grad_accum));
+            }
+        }
+        if self.device == DeviceKind::Cuda {
+            return Err(if cfg!(feature = "cuda") {
+                "--device cuda: the CUDA backend is not implemented yet; use --device cpu".to_string()
+            } else {
+                "--device cuda: this binary was built without the cuda feature (rebuild with --features cuda); use --device cpu".to_string()
+            });
+        }
+        Ok(())
+    }
+}
+
+pub fn positive_usize(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a positive whole number, got {s:?}")),
+    }
+}
+
+pub fn positive_u64(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a positive whole number, got {s:?}")),
+    }
+}
+
+pub fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("expected a positive number, got {s:?}")),
+    }
+}
+
+pub fn non_negative_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("expected a number >= 0, got {s:?}")),
+    }
+}
+
+pub fn unit_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
+        _ => Err(format!("expected a number in [0, 1), got {s:?}")),
+    }
+}

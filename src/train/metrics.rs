@@ -1,0 +1,149 @@
+//! Where the trainer's numbers go: one JSON object per line in a file
+//! (`metrics.jsonl`), a line on the terminal, and an indicatif progress bar
+//! that is drawn only when stdout is a terminal.
+
+use crate::{Error, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+/// Whether to draw a progress bar.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Progress {
+    /// When stdout is a terminal (not when piped or captured by a test).
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// One metrics record: an event name and numeric or string fields, written
+/// as `{"event": .., "step": .., ...}` in insertion order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub event: String,
+    pub fields: Vec<(String, Value)>,
+}
+
+impl Record {
+    pub fn new(event: &str) -> Record {
+        Record {
+            event: event.to_string(),
+            fields: Vec::new(),
+        }
+    }
+    /// Add a field. Non-finite numbers become strings ("NaN", "inf"), which JSON cannot hold as numbers.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Record {
+        let v = value.into();
+        self.fields.push((key.to_string(), v));
+        self
+    }
+    pub fn num(self, key: &str, x: f64) -> Record {
+        let v = serde_json::Number::from_f64(x)
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::String(format!("{x}")));
+        self.with(key, v)
+    }
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+    /// The record as one line of JSON.
+    /// Keys keep their insertion order (event first), which serde_json's
+    /// sorted map would not.
+    pub fn to_json(&self) -> String {
+        let mut s = format!("{{\"event\":{}", Value::String(self.event.clone()));
+        for (k, v) in &self.fields {
+            s.push_str(&format!(",{}:{v}", Value::String(k.clone())));
+        }
+        s.push('}');
+        s
+    }
+}
+
+/// Writes records to the JSONL file and the terminal, and drives the progress bar.
+pub struct MetricsLog {
+    file: Option<(PathBuf, File)>,
+    bar: ProgressBar,
+    print: bool,
+}
+
+impl MetricsLog {
+    /// `path`: the JSONL file, appended to (a resumed run continues the
+    /// file); `print`: also print human-readable lines; `total_steps`: the
+    /// progress bar's length.
+    pub fn new(path: Option<&Path>, print: bool, progress: Progress, total_steps: u64) -> Result<MetricsLog> {
+        let file = match path {
+            Some(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io("MetricsLog", format!("cannot create {}: {e}", dir.display())))?;
+                }
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| Error::io("MetricsLog", format!("cannot open {}: {e}", p.display())))?;
+                Some((p.to_path_buf(), f))
+            }
+            None => None,
+        };
+        let show = match progress {
+            Progress::Auto => std::io::stdout().is_terminal(),
+            Progress::Always => true,
+            Progress::Never => false,
+        };
+        let bar = if show {
+            let bar = ProgressBar::with_draw_target(Some(total_steps), ProgressDrawTarget::stdout());
+            if let Ok(style) = ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}") {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Ok(MetricsLog { file, bar, print })
+    }
+
+    /// Append `record` to the file (flushed, so a crash keeps what was written).
+    pub fn write(&mut self, record: &Record) -> Result<()> {
+        if let Some((path, f)) = &mut self.file {
+            writeln!(f, "{}", record.to_json())
+                .and_then(|_| f.flush())
+                .map_err(|e| Error::io("MetricsLog", format!("cannot write {}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Print a line above the progress bar (or plainly when there is none).
+    pub fn println(&self, line: &str) {
+        if !self.print {
+            return;
+        }
+        if self.bar.is_hidden() {
+            println!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    pub fn set_position(&self, step: u64, message: String) {
+        self.bar.set_position(step);
+        self.bar.set_message(message);
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Read a JSONL metrics file back (for tests and analysis).
+pub fn read_jsonl(path: impl AsRef<Path>) -> Result<Vec<Value>> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read_jsonl", format!("{}: {e}", path.display())))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::format("read_jsonl", format!("{} line {}: {e}", path.display(), i + 1))))
+        .collect()
+}

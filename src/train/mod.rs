@@ -1,0 +1,117 @@
+//! The training loop every example uses.
+//!
+//! ```text
+//! for step in start..total_steps:
+//!     for micro in 0..grad_accum:                     gradient accumulation
+//!         task.reseed(derive_seed(seed, [step, micro]))  dropout masks from (seed, step)
+//!         loss = task.micro_batch(step, micro)        forward + loss
+//!         guard: loss finite?                         else stop, keep the last checkpoint
+//!         grads += loss.backward() / grad_accum
+//!     norm = clip_grad_norm(grads, clip)              norm before clipping, logged
+//!     guard: norm finite?
+//!     scheduler.apply(opt); opt.step(grads); scheduler.advance()
+//!     log / evaluate / checkpoint on their intervals
+//! ```
+//!
+//! - A [`TrainTask`] owns the model and the data: [`ImageClassification`]
+//!   (a [`Classifier`] over a [`DataLoader`](crate::data::DataLoader)) and
+//!   [`CharLanguageModel`] (a GPT over a [`CharDataset`](crate::data::CharDataset)).
+//! - Metrics (loss, accuracy, learning rate, gradient norm, samples/s or
+//!   tokens/s, elapsed seconds) go to `metrics.jsonl` in the output directory,
+//!   to the terminal, and to an indicatif progress bar shown only when stdout
+//!   is a terminal ([`metrics`]).
+//! - Checkpoints ([`TrainCheckpoint`]) hold the model (under its state-dict
+//!   names), the optimizer state (`optim.*`), the schedule's step, the data
+//!   stream's position and the step; they are written atomically every
+//!   `checkpoint_every` steps and at the end. [`Trainer::resume`] continues a
+//!   run exactly: every random draw (initialisation, shuffling, augmentation,
+//!   dropout) is a function of the seed and the position, so a run stopped
+//!   and resumed produces bit-for-bit the losses of an uninterrupted one.
+//! - The divergence guard stops on a non-finite loss or gradient norm before
+//!   the parameters are touched, with an error naming the step and the last
+//!   good checkpoint, which is left as it was.
+//!
+//! ```
+//! use tamer::data::{digits, DataLoader, LoaderConfig};
+//! use tamer::models::{Pool, VisionTransformer, VitConfig};
+//! use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
+//! use tamer::optim::{Adam, AdamConfig, Scheduler, WarmupCosine};
+//! use tamer::nn::Module;
+//! use tamer::train::{ImageClassification, TrainConfig, Trainer};
+//! let (train, test) = digits::load_images().unwrap();
+//! let cfg = VitConfig { pool: Pool::Mean, ..VitConfig::new((8, 8), 4, 1, 10, 16, 1, 2, 2.0) };
+//! let model = VisionTransformer::new(cfg, &mut tamer::rng(0)).unwrap();
+//! let opt = Adam::new(model.named_params(), AdamConfig::adamw(3e-3).weight_decay(0.05)).unwrap();
+//! let loader = DataLoader::new(train, LoaderConfig::train(64, 0)).unwrap();
+//! let task = ImageClassification::new(model, loader, test, 512, CrossEntropyOptions::default()).unwrap();
+//! let config = TrainConfig { total_steps: 10, clip: Some(1.0), print: false, ..TrainConfig::default() };
+//! let sched = Scheduler::new(WarmupCosine::new(3e-3, 2, 10, 0.0).unwrap());
+//! let mut trainer = Trainer::new(config, task, Box::new(opt), sched).unwrap();
+//! let summary = trainer.fit().unwrap();
+//! assert_eq!(summary.steps, 10);
+//! assert!(summary.eval.iter().any(|(k, _)| k == "test_acc"));
+//! ```
+
+mod checkpoint;
+pub mod metrics;
+mod reseed;
+mod task;
+mod trainer;
+
+pub use checkpoint::{TrainCheckpoint, CHECKPOINT_FILE, FORMAT};
+pub use metrics::{read_jsonl, MetricsLog, Progress, Record};
+pub use reseed::Reseed;
+pub use task::{count_correct, CharLanguageModel, Classifier, ImageClassification, MicroBatch, TrainTask};
+pub use trainer::{TrainSummary, Trainer};
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// How a [`Trainer`] runs.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// Optimizer steps of the whole run (what the schedule spans).
+    pub total_steps: u64,
+    /// Stop this invocation after this many steps in total (a planned
+    /// interruption: the run can be resumed to `total_steps`). None: run to the end.
+    pub stop_at: Option<u64>,
+    /// Micro-batches per optimizer step (gradient accumulation).
+    pub grad_accum: usize,
+    /// Clip gradients to this global L2 norm (None: no clipping, the norm is still logged).
+    pub clip: Option<f64>,
+    /// Evaluate every this many steps (and always at the end).
+    pub eval_every: Option<u64>,
+    /// Log a training line every this many steps (and at the last step).
+    pub log_every: u64,
+    /// Write a checkpoint every this many steps (and at the end) when `out_dir` is set.
+    pub checkpoint_every: Option<u64>,
+    /// Where `checkpoint.safetensors` and `metrics.jsonl` go; None: nowhere.
+    pub out_dir: Option<PathBuf>,
+    /// The run seed: dropout masks are drawn from it (the task's data stream
+    /// and the model's initialisation take their own seeds).
+    pub seed: u64,
+    /// Print human-readable lines (stdout).
+    pub print: bool,
+    pub progress: Progress,
+    /// Extra metadata stored in every checkpoint (model configuration, vocabulary ...).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            total_steps: 1000,
+            stop_at: None,
+            grad_accum: 1,
+            clip: Some(1.0),
+            eval_every: None,
+            log_every: 10,
+            checkpoint_every: None,
+            out_dir: None,
+            seed: 0,
+            print: true,
+            progress: Progress::Auto,
+            metadata: BTreeMap::new(),
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! What the trainer trains: a [`TrainTask`] owns the model and the data, and
+//! turns "micro-batch `m` of step `s`" into a loss. Two tasks cover the
+//! examples: [`ImageClassification`] (a classifier over a [`DataLoader`]) and
+//! [`CharLanguageModel`] (a GPT over a [`CharDataset`]).
+
+use super::Reseed;
+use crate::data::{CharDataset, DataLoader, ImageDataset, LoaderConfig, LoaderState, Normalization, TextSplit};
+use crate::models::{Gpt, VisionTransformer};
+use crate::nn::Module;
+use crate::ops::nn::cross_entropy::CrossEntropyOptions;
+use crate::{no_grad, Error, Result, Tensor};
+
+/// One micro-batch's loss (with its graph) and what it held.
+pub struct MicroBatch {
+    /// The mean loss of the micro-batch, a scalar that requires grad.
+    pub loss: Tensor,
+    /// Examples in the micro-batch.
+    pub samples: usize,
+    /// Tokens in the micro-batch (language models; 0 otherwise).
+    pub tokens: usize,
+    /// Correct top-1 predictions, when the task measures accuracy.
+    pub correct: Option<usize>,
+}
+
+/// What the [`Trainer`](super::Trainer) needs from a model and its data.
+///
+/// Everything random in a task must be a function of the run seed and the
+/// step (see [`Reseed`] and [`LoaderState`]), or be captured by
+/// [`data_state`](Self::data_state), so that a resumed run repeats the
+/// uninterrupted one exactly.
+pub trait TrainTask {
+    /// The model: its parameters are optimised and checkpointed.
+    fn model(&self) -> &dyn Module;
+    /// Switch the model between train and eval mode.
+    fn set_training(&mut self, training: bool);
+    /// Reseed every random layer of the model (called before each micro-batch).
+    fn reseed(&mut self, seed: u64);
+    /// The loss of micro-batch `micro` of optimizer step `step` (0-based).
+    fn micro_batch(&mut self, step: u64, micro: usize) -> Result<MicroBatch>;
+    /// Evaluate (the trainer has set eval mode and disabled gradients):
+    /// named metrics such as `("test_acc", 0.98)`, `("val_loss", 1.9)`.
+    fn evaluate(&mut self) -> Result<Vec<(String, f64)>>;
+    /// The data stream's position, saved in checkpoints (empty if the stream
+    /// is a pure function of the step).
+    fn data_state(&self) -> String {
+        String::new()
+    }
+    /// Continue the data stream from a saved [`data_state`](Self::data_state).
+    fn set_data_state(&mut self, _state: &str) -> Result<()> {
+        Ok(())
+    }
+    /// Epochs done so far (fractional), for logs; None when the task has no epochs.
+    fn epoch(&self) -> Option<f64> {
+        None
+    }
+}
+
+/// A model that maps images `[B, C, H, W]` to logits `[B, K]`.
+pub trait Classifier: Module + Reseed {
+    fn logits(&self, x: &Tensor) -> Result<Tensor>;
+}
+
+impl Classifier for VisionTransformer {
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward(x)
+    }
+}
+
+/// Correct top-1 predictions of `logits [B, K]` against `labels [B]`.
+pub fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
+    let pred = logits.argmax(-1, false)?.to_vec::<i64>()?;
+    let truth = labels.to_vec::<i64>()?;
+    Ok(pred.iter().zip(&truth).filter(|(a, b)| a == b).count())
+}
+
+/// Image classification: training batches from a [`DataLoader`] (shuffling,
+/// augmentation, mixup), evaluation over a held-out [`ImageDataset`]
+/// (reported as `test_loss` and `test_acc`).
+pub struct ImageClassification<M: Classifier> {
+    pub model: M,
+    pub train: DataLoader,
+    pub test: DataLoader,
+    /// Label smoothing and the like for the training loss; the test loss is plain cross-entropy.
+    pub loss: CrossEntropyOptions,
+}
+
+impl<M: Classifier> ImageClassification<M> {
+    /// The test loader uses the training loader's normalisation.
+    pub fn new(model: M, train: DataLoader, test: ImageDataset, eval_batch_size: usize, loss: CrossEntropyOptions) -> Result<Self> {
+        let norm = match train.normalization() {
+            Some((mean, std)) => Normalization::Given {
+                mean: mean.clone(),
+                std: std.clone(),
+            },
+            None => Normalization::None,
+        };
+        let test = DataLoader::new(test, LoaderConfig::eval(eval_batch_size).with_normalization(norm).with_prefetch(0))?;
+        Ok(ImageClassification { model, train, test, loss })
+    }
+}
+
+impl<M: Classifier> TrainTask for ImageClassification<M> {
+    fn model(&self) -> &dyn Module {
+        &self.model
+    }
+    fn set_training(&mut self, training: bool) {
+        self.model.set_training(training);
+    }
+    fn reseed(&mut self, seed: u64) {
+        self.model.reseed(seed);
+    }
+    fn micro_batch(&mut self, _step: u64, _micro: usize) -> Result<MicroBatch> {
+        // An epoch ends with one None; the next call starts the next epoch.
+        let batch = match self.train.next_batch()? {
+            Some(b) => b,
+            None => self
+                .train
+                .next_batch()?
+                .ok_or_else(|| Error::value("ImageClassification", "the training loader produced an empty epoch"))?,
+        };
+        let logits = self.model.logits(&batch.x)?;
+        let loss = batch.loss(&logits, self.loss)?;
+        let correct = no_grad(|| count_correct(&logits, &batch.y))?;
+        Ok(MicroBatch {
+            loss,
+            samples: batch.len(),
+            tokens: 0,
+            correct: Some(correct),
+        })
+    }
+    fn evaluate(&mut self) -> Result<Vec<(String, f64)>> {
+        let (mut loss_sum, mut correct, mut n) = (0.0, 0usize, 0usize);
+        for batch in self.test.epoch() {
+            let batch = batch?;
+            let logits = self.model.logits(&batch.x)?;
+            loss_sum += logits.cross_entropy(&batch.y, CrossEntropyOptions::default())?.to_scalar()? * batch.len() as f64;
+            correct += count_correct(&logits, &batch.y)?;
+            n += batch.len();
+        }
+        let n = n.max(1) as f64;
+        Ok(vec![("test_loss".into(), loss_sum / n), ("test_acc".into(), correct as f64 / n)])
+    }
+    fn data_state(&self) -> String {
+        self.train.state().to_json()
+    }
+    fn set_data_state(&mut self, state: &str) -> Result<()> {
+        self.train.set_state(LoaderState::from_json(state)?)
+    }
+    fn epoch(&self) -> Option<f64> {
+        let s = self.train.state();
+        Some(s.epoch as f64 + s.position as f64 / self.train.num_batches() as f64)
+    }
+}
+
+/// Character-level language modelling as nanoGPT does it: each micro-batch is
+/// `batch_size` random windows of `block_size + 1` characters from the
+/// training split, drawn from `(seed, step·micro_batches + micro)` so the
+/// stream needs no saved state; evaluation averages the loss of `eval_iters`
+/// fixed batches per split (`val_loss`, and `train_loss` when `eval_train`).
+pub struct CharLanguageModel {
+    pub model: Gpt,
+    pub data: CharDataset,
+    pub batch_size: usize,
+    pub block_size: usize,
+    pub micro_batches: usize,
+    pub eval_iters: usize,
+    pub eval_train: bool,
+    pub seed: u64,
+}
+
+impl CharLanguageModel {
+    /// The mean loss of `eval_iters` batches of `split` drawn from a fixed seed.
+    pub fn estimate_loss(&self, split: TextSplit) -> Result<f64> {
+        let eval_seed = crate::data::io::derive_seed(self.seed, &[0xe7a1, split as u64]);
+        let mut total = 0.0;
+        for i in 0..self.eval_iters {
+            let (x, y) = self.data.batch_at(split, self.batch_size, self.block_size, eval_seed, i as u64)?;
+            let (_, loss) = self.model.forward(&x, Some(&y))?;
+            let loss = loss.ok_or_else(|| Error::value("CharLanguageModel", "the model returned no loss"))?;
+            total += loss.to_scalar()?;
+        }
+        Ok(total / self.eval_iters.max(1) as f64)
+    }
+}
+
+impl TrainTask for CharLanguageModel {
+    fn model(&self) -> &dyn Module {
+        &self.model
+    }
+    fn set_training(&mut self, training: bool) {
+        self.model.set_training(training);
+    }
+    fn reseed(&mut self, seed: u64) {
+        self.model.reseed(seed);
+    }
+    fn micro_batch(&mut self, step: u64, micro: usize) -> Result<MicroBatch> {
+        let index = step * self.micro_batches as u64 + micro as u64;
+        let (x, y) = self.data.batch_at(TextSplit::Train, self.batch_size, self.block_size, self.seed, index)?;
+        let (_, loss) = self.model.forward(&x, Some(&y))?;
+        let loss = loss.ok_or_else(|| Error::value("CharLanguageModel", "the model returned no loss"))?;
+        Ok(MicroBatch {
+            loss,
+            samples: self.batch_size,
+            tokens: self.batch_size * self.block_size,
+            correct: None,
+        })
+    }
+    fn evaluate(&mut self) -> Result<Vec<(String, f64)>> {
+        let mut out = Vec::new();
+        if self.eval_train {
+            out.push(("train_loss".to_string(), self.estimate_loss(TextSplit::Train)?));
+        }
+        out.push(("val_loss".to_string(), self.estimate_loss(TextSplit::Val)?));
+        Ok(out)
+    }
+}

@@ -1,0 +1,423 @@
+//! The trainer: exact resumption, the divergence guard, the metrics file, a
+//! short digits ViT run that must learn, and the examples' flag parsing.
+
+#[path = "../examples/cli/gpt_args.rs"]
+#[allow(dead_code)]
+mod gpt_args;
+#[path = "../examples/cli/vit_args.rs"]
+#[allow(dead_code)]
+mod vit_args;
+
+use clap::Parser;
+use std::path::PathBuf;
+use tamer::data::{digits, Augment, CharDataset, DataLoader, LoaderConfig, Normalization};
+use tamer::models::{Gpt, GptConfig, Pool, VisionTransformer, VitConfig};
+use tamer::nn::{BlockConfig, Module};
+use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
+use tamer::optim::{Adam, AdamConfig, Scheduler, Sgd, SgdConfig, WarmupCosine};
+use tamer::rng;
+use tamer::train::{read_jsonl, CharLanguageModel, ImageClassification, Progress, TrainCheckpoint, TrainConfig, Trainer, CHECKPOINT_FILE};
+
+/// A fresh, empty directory under the system's temp dir.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tamer-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A small ViT on digits with everything random switched on: shuffling,
+/// random crops, dropout and drop-path.
+fn vit_trainer(total_steps: u64, out: Option<PathBuf>, lr: f64, grad_accum: usize) -> Trainer<ImageClassification<VisionTransformer>> {
+    let (train, test) = digits::load_images().unwrap();
+    let cfg = VitConfig {
+        pool: Pool::Mean,
+        block: BlockConfig {
+            dropout: 0.1,
+            drop_path: 0.1,
+            ..BlockConfig::vit(2)
+        },
+        ..VitConfig::new((8, 8), 2, 1, 10, 16, 2, 2, 2.0)
+    };
+    let model = VisionTransformer::new(cfg, &mut rng(3)).unwrap();
+    let opt = Adam::new(model.named_params(), AdamConfig::adamw(lr).weight_decay(0.05)).unwrap();
+    let loader_cfg = LoaderConfig::train(32 / grad_accum, 5)
+        .with_normalization(Normalization::FromData)
+        .with_augment(Augment {
+            crop_padding: 1,
+            ..Augment::none()
+        });
+    let loader = DataLoader::new(train, loader_cfg).unwrap();
+    let task = ImageClassification::new(model, loader, test, 512, CrossEntropyOptions::default().with_label_smoothing(0.1)).unwrap();
+    let sched = Scheduler::new(WarmupCosine::new(lr, 3, total_steps, 1e-5).unwrap());
+    let config = TrainConfig {
+        total_steps,
+        grad_accum,
+        clip: Some(1.0),
+        log_every: 2,
+        eval_every: Some(5),
+        checkpoint_every: Some(4),
+        out_dir: out,
+        seed: 11,
+        print: false,
+        progress: Progress::Never,
+        ..TrainConfig::default()
+    };
+    Trainer::new(config, task, Box::new(opt), sched).unwrap()
+}
+
+fn params_of(model: &dyn Module) -> Vec<Vec<f32>> {
+    model.params().iter().map(|p| p.tensor().to_vec::<f32>().unwrap()).collect()
+}
+
+fn bits(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn vit_resume_gives_bit_identical_losses() {
+    // 45 images per epoch at batch 32 → epochs end mid-run, and the
+    // interruption at step 7 falls inside an epoch, between checkpoints.
+    const N: u64 = 14;
+    let straight_dir = temp_dir("resume-straight");
+    let mut straight = vit_trainer(N, Some(straight_dir.clone()), 2e-3, 2);
+    let all = straight.fit().unwrap();
+    assert_eq!(all.losses.len(), N as usize);
+
+    let dir = temp_dir("resume-split");
+    let mut first = vit_trainer(N, Some(dir.clone()), 2e-3, 2);
+    first.config.stop_at = Some(N / 2);
+    let a = first.fit().unwrap();
+    assert_eq!(a.steps, N / 2);
+    drop(first);
+    let mut second = vit_trainer(N, Some(dir.clone()), 2e-3, 2);
+    second.resume(dir.join(CHECKPOINT_FILE)).unwrap();
+    assert_eq!(second.step, N / 2);
+    let b = second.fit().unwrap();
+    assert_eq!(b.steps, N);
+
+    let resumed: Vec<f64> = a.losses.iter().chain(&b.losses).copied().collect();
+    assert_eq!(bits(&resumed), bits(&all.losses), "straight {:?}\nresumed {:?}", all.losses, resumed);
+    assert_eq!(params_of(&second.task.model), params_of(&straight.task.model));
+    assert_eq!(b.metric("test_acc"), all.metric("test_acc"));
+    // Dropout was really on: the same step's loss differs under another run seed.
+    let mut other = vit_trainer(N, None, 2e-3, 2);
+    other.config.seed = 12;
+    other.config.stop_at = Some(2);
+    let o = other.fit().unwrap();
+    assert_ne!(o.losses[1].to_bits(), all.losses[1].to_bits());
+    let _ = std::fs::remove_dir_all(straight_dir);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn gpt_trainer(total_steps: u64, out: PathBuf) -> Trainer<CharLanguageModel> {
+    let text = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!\n".repeat(30);
+    let data = CharDataset::from_text(&text, "pangrams").unwrap();
+    let cfg = GptConfig {
+        vocab_size: data.vocab_size(),
+        block_size: 16,
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 16,
+        dropout: 0.1,
+        bias: true,
+        tie_weights: true,
+    };
+    let model = Gpt::new(cfg, &mut rng(1)).unwrap();
+    let opt = Adam::new(model.named_params(), AdamConfig::adamw(3e-3).betas(0.9, 0.99).weight_decay(0.1)).unwrap();
+    let task = CharLanguageModel {
+        model,
+        data,
+        batch_size: 4,
+        block_size: 16,
+        micro_batches: 1,
+        eval_iters: 2,
+        eval_train: true,
+        seed: 7,
+    };
+    let config = TrainConfig {
+        total_steps,
+        log_every: 3,
+        eval_every: Some(5),
+        checkpoint_every: Some(5),
+        out_dir: Some(out),
+        seed: 7,
+        print: false,
+        progress: Progress::Never,
+        ..TrainConfig::default()
+    };
+    Trainer::new(
+        config,
+        task,
+        Box::new(opt),
+        Scheduler::new(WarmupCosine::new(3e-3, 2, total_steps, 3e-4).unwrap()),
+    )
+    .unwrap()
+}
+
+#[test]
+fn gpt_resume_gives_bit_identical_losses_and_metrics() {
+    let straight_dir = temp_dir("gpt-straight");
+    let all = gpt_trainer(12, straight_dir.clone()).fit().unwrap();
+    let dir = temp_dir("gpt-split");
+    let mut first = gpt_trainer(12, dir.clone());
+    first.config.stop_at = Some(5);
+    let a = first.fit().unwrap();
+    let mut second = gpt_trainer(12, dir.clone());
+    second.resume(dir.join(CHECKPOINT_FILE)).unwrap();
+    let b = second.fit().unwrap();
+    let resumed: Vec<f64> = a.losses.iter().chain(&b.losses).copied().collect();
+    assert_eq!(bits(&resumed), bits(&all.losses));
+    assert_eq!(b.metric("val_loss"), all.metric("val_loss"));
+
+    // The metrics file: start, train, eval, checkpoint and end records with
+    // the fields the issue lists, appended across the resume.
+    let records = read_jsonl(dir.join("metrics.jsonl")).unwrap();
+    let events: Vec<&str> = records.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(events.iter().filter(|e| **e == "start").count(), 2, "{events:?}");
+    assert_eq!(events.iter().filter(|e| **e == "end").count(), 2, "{events:?}");
+    let train: Vec<_> = records.iter().filter(|r| r["event"] == "train").collect();
+    let steps: Vec<u64> = train.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![3, 5, 6, 9, 12]);
+    for r in &train {
+        for key in ["loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "elapsed"] {
+            assert!(r[key].as_f64().is_some_and(f64::is_finite), "{key} missing in {r}");
+        }
+    }
+    let evals: Vec<_> = records.iter().filter(|r| r["event"] == "eval").collect();
+    assert_eq!(evals.iter().map(|r| r["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![5, 10, 12]);
+    assert!(evals.iter().all(|r| r["val_loss"].as_f64().is_some() && r["train_loss"].as_f64().is_some()));
+    let ckpts: Vec<u64> = records
+        .iter()
+        .filter(|r| r["event"] == "checkpoint")
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ckpts, vec![5, 10, 12]);
+    // The last line's loss is the mean of the steps since the previous line.
+    let last = train.last().unwrap()["loss"].as_f64().unwrap();
+    assert!((last - b.losses[4..].iter().sum::<f64>() / 3.0).abs() < 1e-12);
+
+    // The checkpoint is a nanoGPT-named model file plus state.
+    let ckpt = TrainCheckpoint::read(&dir.join(CHECKPOINT_FILE)).unwrap();
+    assert_eq!(ckpt.step, 12);
+    assert!(ckpt.file.get("transformer.wte.weight").is_ok() && ckpt.file.get("lm_head.weight").is_ok());
+    assert!(ckpt.file.names().iter().any(|n| n.starts_with("optim.state.")));
+    assert_eq!(ckpt.file.metadata["schedule.step"], "12");
+    let _ = std::fs::remove_dir_all(straight_dir);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn divergence_guard_stops_and_keeps_the_last_good_checkpoint() {
+    let dir = temp_dir("diverge");
+    let mut t = vit_trainer(20, Some(dir.clone()), 1e-3, 1);
+    t.config.checkpoint_every = Some(1);
+    // SGD at an absurd learning rate: the first update blows the weights up.
+    t.optimizer = Box::new(Sgd::new(t.task.model.named_params(), SgdConfig::new(1e30)).unwrap());
+    t.scheduler = Scheduler::new(tamer::optim::Constant { lr: 1e30 });
+    t.config.clip = None;
+    let err = t.fit().unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("training diverged at step"), "{msg}");
+    assert!(msg.contains("is NaN") || msg.contains("is inf"), "{msg}");
+    let ckpt = TrainCheckpoint::read(&dir.join(CHECKPOINT_FILE)).unwrap();
+    assert!(msg.contains(&format!("the last good checkpoint (step {})", ckpt.step)), "{msg}");
+    assert!(msg.contains(&format!("at step {} of 20", ckpt.step + 1)), "{msg}");
+    assert_eq!(t.step, ckpt.step);
+    // The kept checkpoint holds finite weights (the diverged step was not applied to it).
+    for (name, tensor) in &ckpt.file.tensors {
+        if tensor.dtype().is_float() {
+            assert!(tensor.to_f64_vec().unwrap().iter().all(|v| v.is_finite()), "{name} is not finite");
+        }
+    }
+    let records = read_jsonl(dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(records.last().unwrap()["event"], "diverged");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn divergence_guard_without_checkpoints_says_so() {
+    let mut t = vit_trainer(5, None, 1e-3, 1);
+    t.optimizer = Box::new(Sgd::new(t.task.model.named_params(), SgdConfig::new(1e30)).unwrap());
+    t.scheduler = Scheduler::new(tamer::optim::Constant { lr: 1e30 });
+    t.config.clip = None;
+    let msg = t.fit().unwrap_err().to_string();
+    assert!(msg.contains("training diverged") && msg.contains("no checkpoint had been written"), "{msg}");
+}
+
+#[test]
+fn digits_vit_learns_past_80_percent() {
+    let (train, test) = digits::load_images().unwrap();
+    let cfg = VitConfig {
+        pool: Pool::Mean,
+        depth: 2,
+        ..VitConfig::vit_digits()
+    };
+    let model = VisionTransformer::new(cfg, &mut rng(0)).unwrap();
+    let opt = Adam::new(model.named_params(), AdamConfig::adamw(2e-3).weight_decay(0.05)).unwrap();
+    let loader = DataLoader::new(train, LoaderConfig::train(64, 0).with_normalization(Normalization::FromData)).unwrap();
+    let steps = loader.num_batches() as u64 * 15;
+    let task = ImageClassification::new(model, loader, test, 512, CrossEntropyOptions::default().with_label_smoothing(0.1)).unwrap();
+    let config = TrainConfig {
+        total_steps: steps,
+        log_every: 1000,
+        print: false,
+        progress: Progress::Never,
+        ..TrainConfig::default()
+    };
+    let sched = Scheduler::new(WarmupCosine::new(2e-3, 20, steps, 0.0).unwrap());
+    let summary = Trainer::new(config, task, Box::new(opt), sched).unwrap().fit().unwrap();
+    let acc = summary.metric("test_acc").unwrap();
+    eprintln!("digits ViT: test accuracy {acc:.4} after {steps} steps");
+    assert!(acc > 0.80, "test accuracy {acc} after {steps} steps");
+}
+
+#[test]
+fn resume_checks_the_file_and_the_seed() {
+    let dir = temp_dir("resume-errors");
+    let mut t = vit_trainer(4, Some(dir.clone()), 1e-3, 1);
+    t.config.stop_at = Some(2);
+    t.fit().unwrap();
+    let mut other = vit_trainer(4, Some(dir.clone()), 1e-3, 1);
+    other.config.seed = 99;
+    let msg = other.resume(dir.join(CHECKPOINT_FILE)).unwrap_err().to_string();
+    assert!(msg.contains("seed 11") && msg.contains("seed 99"), "{msg}");
+    // A plain model file is not a training checkpoint.
+    let plain = dir.join("plain.safetensors");
+    tamer::checkpoint::save_module(&plain, &t.task.model).unwrap();
+    let msg = vit_trainer(4, None, 1e-3, 1).resume(&plain).unwrap_err().to_string();
+    assert!(msg.contains("not a training checkpoint"), "{msg}");
+    let msg = vit_trainer(4, None, 1e-3, 1).resume(dir.join("missing.safetensors")).unwrap_err().to_string();
+    assert!(msg.contains("missing.safetensors"), "{msg}");
+    // Another schedule is refused rather than silently switched.
+    let mut longer = vit_trainer(8, None, 1e-3, 1);
+    let msg = longer.resume(dir.join(CHECKPOINT_FILE)).unwrap_err().to_string();
+    assert!(msg.contains("schedule"), "{msg}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn trainer_rejects_bad_configs() {
+    let bad = |edit: &dyn Fn(&mut TrainConfig)| {
+        let Trainer {
+            mut config,
+            task,
+            optimizer,
+            scheduler,
+            ..
+        } = vit_trainer(4, None, 1e-3, 1);
+        edit(&mut config);
+        Trainer::new(config, task, optimizer, scheduler).err().unwrap().to_string()
+    };
+    assert!(bad(&|c| c.grad_accum = 0).contains("grad_accum"));
+    assert!(bad(&|c| c.eval_every = Some(0)).contains("eval_every"));
+    assert!(bad(&|c| c.clip = Some(-1.0)).contains("clip -1"));
+}
+
+#[test]
+fn vit_flags_parse_and_bad_values_are_clear_errors() {
+    use vit_args::{Dataset, PoolKind, VitArgs};
+    let a = VitArgs::try_parse_from(["train_vit"]).unwrap();
+    assert_eq!((a.dataset, a.pool, a.clip, a.label_smoothing), (Dataset::Digits, PoolKind::Mean, 1.0, 0.1));
+    a.validate().unwrap();
+    let a = VitArgs::try_parse_from(["train_vit", "--dataset", "mnist10k", "--data-dir", "d", "--pool", "cls", "--lr", "3e-4"]).unwrap();
+    assert_eq!((a.dataset, a.pool, a.lr), (Dataset::Mnist10k, PoolKind::Cls, Some(3e-4)));
+    let err = |argv: &[&str]| VitArgs::try_parse_from(argv).unwrap_err().to_string();
+    for bad in ["--lr=-1", "--lr=0", "--lr=fast", "--lr=inf"] {
+        let e = err(&["train_vit", bad]);
+        assert!(e.contains("--lr") && e.contains("expected a positive number"), "{e}");
+    }
+    let e = err(&["train_vit", "--dataset", "imagenet"]);
+    assert!(
+        e.contains("imagenet") && e.contains("digits") && e.contains("mnist10k") && e.contains("cifar10"),
+        "{e}"
+    );
+    let e = err(&["train_vit", "--pool", "avg"]);
+    assert!(e.contains("cls") && e.contains("mean"), "{e}");
+    let e = err(&["train_vit", "--batch-size", "0"]);
+    assert!(e.contains("positive whole number"), "{e}");
+    let e = err(&["train_vit", "--label-smoothing", "1.5"]);
+    assert!(e.contains("[0, 1)"), "{e}");
+    let e = err(&["train_vit", "--resume"]);
+    assert!(e.contains("--out"), "{e}");
+    let e = err(&["train_vit", "--frobnicate"]);
+    assert!(e.contains("--frobnicate"), "{e}");
+    let v = |argv: &[&str]| VitArgs::try_parse_from(argv).unwrap().validate().unwrap_err();
+    assert!(v(&["train_vit", "--device", "cuda"]).contains("built without the cuda feature"));
+    assert!(v(&["train_vit", "--dataset", "mnist"]).contains("--data-dir"));
+    assert!(v(&["train_vit", "--batch-size", "30", "--grad-accum", "4"]).contains("multiple"));
+    let help = VitArgs::try_parse_from(["train_vit", "--help"]).unwrap_err().to_string();
+    for flag in [
+        "--dataset",
+        "--data-dir",
+        "--model",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--weight-decay",
+        "--warmup",
+        "--schedule",
+        "--optimizer",
+        "--clip",
+        "--label-smoothing",
+        "--pool",
+        "--pos",
+        "--patch",
+        "--pretrained",
+        "--seed",
+        "--out",
+        "--resume",
+        "--device",
+        "--threads",
+    ] {
+        assert!(help.contains(flag), "--help does not document {flag}");
+    }
+}
+
+#[test]
+fn gpt_flags_parse_and_bad_values_are_clear_errors() {
+    use gpt_args::GptArgs;
+    let a = GptArgs::try_parse_from(["train_gpt", "--text", "t.txt"]).unwrap();
+    assert_eq!((a.batch_size, a.steps, a.lr, a.min_lr, a.warmup, a.eval_iters), (12, 2000, 1e-3, 1e-4, 100, 20));
+    a.validate().unwrap();
+    let e = GptArgs::try_parse_from(["train_gpt"]).unwrap_err().to_string();
+    assert!(e.contains("--text"), "{e}");
+    let e = GptArgs::try_parse_from(["train_gpt", "--text", "t", "--n-head", "zero"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--n-head") && e.contains("positive whole number"), "{e}");
+    let e = GptArgs::try_parse_from(["train_gpt", "--text", "t", "--dropout", "2"]).unwrap_err().to_string();
+    assert!(e.contains("[0, 1)"), "{e}");
+    let v = |argv: &[&str]| GptArgs::try_parse_from(argv).unwrap().validate().unwrap_err();
+    assert!(v(&["train_gpt", "--text", "t", "--lr", "1e-4", "--min-lr", "1e-3"]).contains("--min-lr"));
+    assert!(v(&["train_gpt", "--text", "t", "--steps", "10", "--warmup", "20"]).contains("--warmup"));
+    assert!(v(&["train_gpt", "--text", "t", "--device", "cuda"]).contains("cuda feature"));
+    let help = GptArgs::try_parse_from(["train_gpt", "--help"]).unwrap_err().to_string();
+    for flag in [
+        "--model",
+        "--n-layer",
+        "--n-head",
+        "--n-embd",
+        "--block-size",
+        "--batch-size",
+        "--steps",
+        "--lr",
+        "--min-lr",
+        "--warmup",
+        "--weight-decay",
+        "--dropout",
+        "--clip",
+        "--eval-interval",
+        "--eval-iters",
+        "--optimizer",
+        "--schedule",
+        "--seed",
+        "--out",
+        "--resume",
+        "--device",
+        "--threads",
+        "--sample-tokens",
+    ] {
+        assert!(help.contains(flag), "--help does not document {flag}");
+    }
+}
