@@ -110,14 +110,14 @@ fn schedule(args: &VitArgs, lr: f64, warmup: u64, total: u64) -> Result<Box<dyn 
     })
 }
 
-fn optimizer(args: &VitArgs, model: &VisionTransformer, lr: f64) -> Result<Box<dyn Optimizer>> {
+fn optimizer(args: &VitArgs, model: &VisionTransformer, lr: f64, wd: f64) -> Result<Box<dyn Optimizer>> {
     let named = model.named_params();
     Ok(match args.optimizer {
-        OptimizerKind::Adamw => Box::new(Adam::new(named, AdamConfig::adamw(lr).weight_decay(args.weight_decay))?),
-        OptimizerKind::Adam => Box::new(Adam::new(named, AdamConfig::adam(lr).weight_decay(args.weight_decay))?),
+        OptimizerKind::Adamw => Box::new(Adam::new(named, AdamConfig::adamw(lr).weight_decay(wd))?),
+        OptimizerKind::Adam => Box::new(Adam::new(named, AdamConfig::adam(lr).weight_decay(wd))?),
         OptimizerKind::Sgd => Box::new(Sgd::new(
             named,
-            SgdConfig::new(lr).momentum(0.9).nesterov(true).weight_decay(args.weight_decay),
+            SgdConfig::new(lr).momentum(0.9).nesterov(true).weight_decay(wd),
         )?),
     })
 }
@@ -139,6 +139,8 @@ fn run(args: &VitArgs) -> Result<()> {
     let batch_size = args.batch_size.unwrap_or(recipe.batch_size);
     let lr = args.lr.unwrap_or(recipe.lr);
     let warmup = args.warmup.unwrap_or(recipe.warmup);
+    let weight_decay = args.weight_decay.unwrap_or(recipe.weight_decay);
+    let mixup = args.mixup.unwrap_or(recipe.mixup);
     let micro = batch_size / args.grad_accum;
 
     let model = VisionTransformer::new(config.clone(), &mut rng(args.seed))?;
@@ -160,8 +162,8 @@ fn run(args: &VitArgs) -> Result<()> {
     let mut loader_config = LoaderConfig::train(micro, args.seed)
         .with_normalization(Normalization::FromData)
         .with_augment(augment);
-    if args.mixup > 0.0 {
-        loader_config = loader_config.with_mixup(Mixup::mixup(args.mixup));
+    if mixup > 0.0 {
+        loader_config = loader_config.with_mixup(Mixup::mixup(mixup));
     }
     let loader = DataLoader::new(train, loader_config)?;
     let steps_per_epoch = (loader.num_batches() / args.grad_accum).max(1) as u64;
@@ -182,16 +184,15 @@ fn run(args: &VitArgs) -> Result<()> {
         config.pos
     );
     println!(
-        "{} epochs × {steps_per_epoch} steps, batch {batch_size}, {:?} lr {lr:e}, wd {}, warmup {warmup}, {:?}, clip {}, label smoothing {}, {} threads",
+        "{} epochs × {steps_per_epoch} steps, batch {batch_size}, {:?} lr {lr:e}, wd {weight_decay}, warmup {warmup}, {:?}, clip {}, label smoothing {}, mixup {mixup}, {} threads",
         epochs,
         args.optimizer,
-        args.weight_decay,
         args.schedule,
         args.clip,
         args.label_smoothing,
         rayon::current_num_threads()
     );
-    let opt = optimizer(args, &model, lr)?;
+    let opt = optimizer(args, &model, lr, weight_decay)?;
     let sched = Scheduler::from_box(schedule(args, lr, warmup, total_steps)?);
     let loss = CrossEntropyOptions::default().with_label_smoothing(args.label_smoothing);
     let task = ImageClassification::new(model, loader, test, 1000, loss)?;

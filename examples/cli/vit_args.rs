@@ -14,10 +14,10 @@ use std::path::PathBuf;
 #[command(
     name = "train_vit",
     after_help = "Recipes (defaults per data set):\n  \
-        digits    vit-digits-s (patch 2, width 64, 2 layers), 60 epochs, batch 64, lr 2e-3, warmup 100 steps\n  \
-        mnist10k  vit-tiny, 15 epochs, batch 128, lr 1e-3, random crop (padding 2)\n  \
-        mnist     vit-tiny, 5 epochs, batch 128, lr 1e-3, random crop (padding 2)\n  \
-        cifar10   vit-cifar, 30 epochs, batch 128, lr 1e-3, random crop (padding 4) + horizontal flip\n\n\
+        digits    vit-digits-s (patch 2, width 64, 2 layers), 60 epochs, batch 64, lr 2e-3, warmup 100 steps, weight decay 0.3, mixup 0.2\n  \
+        mnist10k  vit-tiny, 15 epochs, batch 128, lr 1e-3, warmup 200, weight decay 0.05, random crop (padding 2)\n  \
+        mnist     vit-tiny, 5 epochs, batch 128, lr 1e-3, warmup 500, weight decay 0.05, random crop (padding 2)\n  \
+        cifar10   vit-cifar, 30 epochs, batch 128, lr 1e-3, warmup 1000, weight decay 0.05, random crop (padding 4) + horizontal flip\n\n\
         Examples:\n  \
         cargo run --release --example train_vit\n  \
         cargo run --release --example train_vit -- --dataset mnist10k --data-dir ../shared/data/mnist\n  \
@@ -45,9 +45,9 @@ pub struct VitArgs {
     #[arg(long, value_parser = positive_f64)]
     pub lr: Option<f64>,
     /// Decoupled (AdamW) or L2 (Adam, SGD) weight decay; biases, norms, position
-    /// embeddings and the class token are exempt.
-    #[arg(long, value_parser = non_negative_f64, default_value_t = 0.05)]
-    pub weight_decay: f64,
+    /// embeddings and the class token are exempt [default: the recipe's].
+    #[arg(long, value_parser = non_negative_f64)]
+    pub weight_decay: Option<f64>,
     /// Linear warmup length in optimizer steps [default: the recipe's].
     #[arg(long, value_name = "STEPS")]
     pub warmup: Option<u64>,
@@ -109,9 +109,9 @@ pub struct VitArgs {
     /// Stochastic depth rate of the last block (linearly from 0 at the first).
     #[arg(long, value_parser = unit_interval, default_value_t = 0.0)]
     pub drop_path: f64,
-    /// Mixup with this Beta(α, α) on every batch (0 = off).
-    #[arg(long, value_parser = non_negative_f64, default_value_t = 0.0)]
-    pub mixup: f64,
+    /// Mixup with this Beta(α, α) on every batch (0 = off) [default: the recipe's].
+    #[arg(long, value_parser = non_negative_f64)]
+    pub mixup: Option<f64>,
     /// Stop after this many optimizer steps (a planned interruption; --resume continues).
     #[arg(long, value_name = "STEP")]
     pub stop_at: Option<u64>,
@@ -187,6 +187,8 @@ pub struct Recipe {
     pub batch_size: usize,
     pub lr: f64,
     pub warmup: u64,
+    pub weight_decay: f64,
+    pub mixup: f64,
     pub crop_padding: usize,
     pub hflip: bool,
 }
@@ -208,6 +210,8 @@ impl Dataset {
                 batch_size: 64,
                 lr: 2e-3,
                 warmup: 100,
+                weight_decay: 0.3,
+                mixup: 0.2,
                 crop_padding: 0,
                 hflip: false,
             },
@@ -217,6 +221,8 @@ impl Dataset {
                 batch_size: 128,
                 lr: 1e-3,
                 warmup: 200,
+                weight_decay: 0.05,
+                mixup: 0.0,
                 crop_padding: 2,
                 hflip: false,
             },
@@ -226,6 +232,8 @@ impl Dataset {
                 batch_size: 128,
                 lr: 1e-3,
                 warmup: 500,
+                weight_decay: 0.05,
+                mixup: 0.0,
                 crop_padding: 2,
                 hflip: false,
             },
@@ -235,6 +243,8 @@ impl Dataset {
                 batch_size: 128,
                 lr: 1e-3,
                 warmup: 1000,
+                weight_decay: 0.05,
+                mixup: 0.0,
                 crop_padding: 4,
                 hflip: true,
             },

@@ -169,6 +169,11 @@ impl<T: TrainTask> Trainer<T> {
         let mut window = Window::default();
         let (mut train_seconds, mut total_samples, mut total_tokens) = (0.0, 0usize, 0usize);
         self.task.set_training(true);
+        log.set_position(self.step, String::new());
+        if self.step >= end {
+            // Nothing left to train (a resume of a finished run): still report.
+            summary.eval = self.evaluate()?;
+        }
         while self.step < end {
             let step = self.step;
             let t0 = Instant::now();
@@ -234,8 +239,7 @@ impl<T: TrainTask> Trainer<T> {
                 log.write(&rec)?;
                 log.println(&train_line(&rec, cfg.total_steps));
             }
-            let at_end = self.step == cfg.total_steps;
-            if cfg.eval_every.is_some_and(|n| self.step % n == 0) || at_end {
+            if cfg.eval_every.is_some_and(|n| self.step % n == 0) || last {
                 let te = Instant::now();
                 summary.eval = self.evaluate()?;
                 let mut rec = Record::new("eval").with("step", self.step);
