@@ -14,10 +14,14 @@
 //! is one JSON object: `{"event":"final","dataset":..,"model":..,"params":..,
 //! "steps":..,"seconds":..,"train_loss":..,"test_acc":..}`.
 
+#[path = "cli/common.rs"]
+#[allow(dead_code)]
+mod common;
 #[path = "cli/vit_args.rs"]
 mod vit_args;
 
 use clap::Parser;
+use common::{DeviceKind, OptimizerKind};
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tamer::checkpoint;
@@ -28,7 +32,7 @@ use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
 use tamer::optim::{Adam, AdamConfig, Constant, InverseSqrt, LrSchedule, OneCycle, Optimizer, Scheduler, Sgd, SgdConfig, WarmupCosine, WarmupLinear};
 use tamer::train::{ImageClassification, TrainConfig, Trainer, CHECKPOINT_FILE};
 use tamer::{rng, Error, Result};
-use vit_args::{Dataset, DeviceKind, OptimizerKind, PoolKind, PosKind, Preset, ScheduleKind, VitArgs};
+use vit_args::{Dataset, PoolKind, PosKind, Preset, ScheduleKind, VitArgs};
 
 fn main() {
     let args = VitArgs::parse();
@@ -115,10 +119,7 @@ fn optimizer(args: &VitArgs, model: &VisionTransformer, lr: f64, wd: f64) -> Res
     Ok(match args.optimizer {
         OptimizerKind::Adamw => Box::new(Adam::new(named, AdamConfig::adamw(lr).weight_decay(wd))?),
         OptimizerKind::Adam => Box::new(Adam::new(named, AdamConfig::adam(lr).weight_decay(wd))?),
-        OptimizerKind::Sgd => Box::new(Sgd::new(
-            named,
-            SgdConfig::new(lr).momentum(0.9).nesterov(true).weight_decay(wd),
-        )?),
+        OptimizerKind::Sgd => Box::new(Sgd::new(named, SgdConfig::new(lr).momentum(0.9).nesterov(true).weight_decay(wd))?),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Command-line flags of `train_vit` (shared with tests/train.rs, which checks
 //! the parsing and the error messages).
 
+use crate::common::{cuda_unavailable, non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, DeviceKind, OptimizerKind};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 
@@ -154,14 +155,6 @@ pub enum ScheduleKind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OptimizerKind {
-    Adamw,
-    Adam,
-    /// SGD with Nesterov momentum 0.9.
-    Sgd,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PoolKind {
     Cls,
     Mean,
@@ -171,12 +164,6 @@ pub enum PoolKind {
 pub enum PosKind {
     Sincos,
     Learned,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DeviceKind {
-    Cpu,
-    Cuda,
 }
 
 /// The defaults a data set brings.
@@ -271,52 +258,13 @@ impl VitArgs {
             return Err(format!("--dataset {} needs --data-dir DIR (the directory with its files)", self.dataset.name()));
         }
         if let Some(bs) = self.batch_size {
-            if bs % self.grad_accum != 0 {
+            if !bs.is_multiple_of(self.grad_accum) {
                 return Err(format!("--batch-size {bs} must be a multiple of --grad-accum {}", self.grad_accum));
             }
         }
         if self.device == DeviceKind::Cuda {
-            return Err(if cfg!(feature = "cuda") {
-                "--device cuda: the CUDA backend is not implemented yet; use --device cpu".to_string()
-            } else {
-                "--device cuda: this binary was built without the cuda feature (rebuild with --features cuda); use --device cpu".to_string()
-            });
+            return Err(cuda_unavailable());
         }
         Ok(())
-    }
-}
-
-pub fn positive_usize(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("expected a positive whole number, got {s:?}")),
-    }
-}
-
-pub fn positive_u64(s: &str) -> Result<u64, String> {
-    match s.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("expected a positive whole number, got {s:?}")),
-    }
-}
-
-pub fn positive_f64(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
-        _ => Err(format!("expected a positive number, got {s:?}")),
-    }
-}
-
-pub fn non_negative_f64(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
-        _ => Err(format!("expected a number >= 0, got {s:?}")),
-    }
-}
-
-pub fn unit_interval(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
-        _ => Err(format!("expected a number in [0, 1), got {s:?}")),
     }
 }
