@@ -57,7 +57,7 @@ fn load_data(args: &VitArgs) -> Result<(ImageDataset, ImageDataset)> {
 }
 
 /// The preset's configuration, adapted to the data set's image shape and the flags.
-fn model_config(args: &VitArgs, preset: Preset, shape: (usize, usize, usize), num_classes: usize) -> Result<VitConfig> {
+fn model_config(args: &VitArgs, preset: Preset, patch: Option<usize>, shape: (usize, usize, usize), num_classes: usize) -> Result<VitConfig> {
     let base = match preset {
         Preset::VitDigitsS => VitConfig {
             depth: 2,
@@ -84,7 +84,7 @@ fn model_config(args: &VitArgs, preset: Preset, shape: (usize, usize, usize), nu
     }
     Ok(VitConfig {
         num_classes,
-        patch_size: args.patch.unwrap_or(base.patch_size),
+        patch_size: args.patch.or(patch).unwrap_or(base.patch_size),
         pool: match args.pool {
             PoolKind::Cls => Pool::Cls,
             PoolKind::Mean => Pool::Mean,
@@ -132,10 +132,10 @@ fn run(args: &VitArgs) -> Result<()> {
             .map_err(|e| Error::value("train_vit", format!("--threads {n}: {e}")))?;
     }
     debug_assert_eq!(args.device, DeviceKind::Cpu);
-    let recipe = args.dataset.recipe();
-    let preset = args.model.unwrap_or(recipe.model);
+    let recipe = args.dataset.recipe(args.model);
+    let preset = recipe.model;
     let (train, test) = load_data(args)?;
-    let config = model_config(args, preset, train.shape, train.num_classes)?;
+    let config = model_config(args, preset, recipe.patch, train.shape, train.num_classes)?;
     let epochs = args.epochs.unwrap_or(recipe.epochs);
     let batch_size = args.batch_size.unwrap_or(recipe.batch_size);
     let lr = args.lr.unwrap_or(recipe.lr);

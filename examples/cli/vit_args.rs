@@ -14,10 +14,12 @@ use std::path::PathBuf;
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "train_vit",
-    after_help = "Recipes (defaults per data set):\n  \
+    after_help = "Recipes (defaults per data set; every one also: AdamW, warmup + cosine, clip 1.0, label smoothing 0.1, mean pooling):\n  \
         digits    vit-digits-s (patch 2, width 64, 2 layers), 60 epochs, batch 64, lr 2e-3, warmup 100 steps, weight decay 0.3, mixup 0.2\n  \
-        mnist10k  vit-tiny, 15 epochs, batch 128, lr 1e-3, warmup 200, weight decay 0.05, random crop (padding 2)\n  \
-        mnist     vit-tiny, 5 epochs, batch 128, lr 1e-3, warmup 500, weight decay 0.05, random crop (padding 2)\n  \
+        mnist10k  vit-tiny with patch 7, 30 epochs, batch 128, lr 2e-3, warmup 200, weight decay 0.05, random crop (padding 2);\n            \
+        --model hybrid-mnist: 12 epochs\n  \
+        mnist     vit-tiny with patch 7, 8 epochs, batch 128, lr 2e-3, warmup 500, weight decay 0.05, random crop (padding 2);\n            \
+        --model hybrid-mnist: 3 epochs\n  \
         cifar10   vit-cifar, 30 epochs, batch 128, lr 1e-3, warmup 1000, weight decay 0.05, random crop (padding 4) + horizontal flip\n\n\
         Examples:\n  \
         cargo run --release --example train_vit\n  \
@@ -176,6 +178,8 @@ pub struct Recipe {
     pub warmup: u64,
     pub weight_decay: f64,
     pub mixup: f64,
+    /// Patch side when it differs from the preset's.
+    pub patch: Option<usize>,
     pub crop_padding: usize,
     pub hflip: bool,
 }
@@ -189,52 +193,66 @@ impl Dataset {
             Dataset::Cifar10 => "cifar10",
         }
     }
-    pub fn recipe(self) -> Recipe {
-        match self {
+    /// The recipe for this data set and model (`None`: the data set's default model).
+    pub fn recipe(self, model: Option<Preset>) -> Recipe {
+        let base = Recipe {
+            model: Preset::VitTiny,
+            epochs: 30,
+            batch_size: 128,
+            lr: 2e-3,
+            warmup: 200,
+            weight_decay: 0.05,
+            mixup: 0.0,
+            patch: None,
+            crop_padding: 2,
+            hflip: false,
+        };
+        let r = match self {
             Dataset::Digits => Recipe {
                 model: Preset::VitDigitsS,
                 epochs: 60,
                 batch_size: 64,
-                lr: 2e-3,
                 warmup: 100,
                 weight_decay: 0.3,
                 mixup: 0.2,
                 crop_padding: 0,
-                hflip: false,
+                ..base
             },
-            Dataset::Mnist10k => Recipe {
-                model: Preset::VitTiny,
-                epochs: 15,
-                batch_size: 128,
-                lr: 1e-3,
-                warmup: 200,
-                weight_decay: 0.05,
-                mixup: 0.0,
-                crop_padding: 2,
-                hflip: false,
-            },
+            // Patch 7 (16 tokens of 7×7) learns faster per step than patch 4
+            // (49 tokens) and costs a third as much.
+            Dataset::Mnist10k => Recipe { patch: Some(7), ..base },
             Dataset::Mnist => Recipe {
-                model: Preset::VitTiny,
-                epochs: 5,
-                batch_size: 128,
-                lr: 1e-3,
+                epochs: 8,
                 warmup: 500,
-                weight_decay: 0.05,
-                mixup: 0.0,
-                crop_padding: 2,
-                hflip: false,
+                patch: Some(7),
+                ..base
             },
             Dataset::Cifar10 => Recipe {
                 model: Preset::VitCifar,
-                epochs: 30,
-                batch_size: 128,
                 lr: 1e-3,
                 warmup: 1000,
-                weight_decay: 0.05,
-                mixup: 0.0,
                 crop_padding: 4,
                 hflip: true,
+                ..base
             },
+        };
+        match (self, model) {
+            (_, None) => r,
+            (_, Some(m)) if m == r.model => r,
+            // The CNN stem learns quickly but costs about three times as much per image.
+            (Dataset::Mnist10k, Some(Preset::HybridMnist)) => Recipe {
+                model: Preset::HybridMnist,
+                epochs: 12,
+                patch: None,
+                ..r
+            },
+            (Dataset::Mnist, Some(Preset::HybridMnist)) => Recipe {
+                model: Preset::HybridMnist,
+                epochs: 3,
+                patch: None,
+                ..r
+            },
+            (_, Some(m)) => Recipe { model: m, patch: None, ..r },
         }
     }
 }
