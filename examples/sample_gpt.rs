@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release --example sample_gpt                                  # the tiny PyTorch fixture
-//! cargo run --release --example sample_gpt -- --checkpoint out/gpt.safetensors --tokens 200 --top-k 10
+//! cargo run --release --example sample_gpt -- --checkpoint out/train_gpt/gpt.safetensors --tokens 200 --top-k 10
 //! ```
 //!
 //! The shapes (vocabulary, context, width, layers, biases) are read off the
@@ -115,11 +115,9 @@ fn run(args: Args) -> Result<()> {
     let vocab: Option<Vec<char>> = ckpt.metadata.get("vocab").map(|v| v.chars().collect());
     let mut gpt = Gpt::new(config.clone(), &mut rng(0))?;
     gpt.set_training(false);
-    let options = if config.tie_weights {
-        LoadOptions::strict().skip("lm_head.weight")
-    } else {
-        LoadOptions::strict()
-    };
+    // A training checkpoint (train_gpt's checkpoint.safetensors) also holds the optimizer state.
+    let options = LoadOptions::strict().skip("optim.*");
+    let options = if config.tie_weights { options.skip("lm_head.weight") } else { options };
     load_into(&gpt, ckpt, &options)?;
     eprintln!("loaded {path} ({} parameters): {config:?}", gpt.num_params());
 

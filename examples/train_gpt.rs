@@ -14,11 +14,15 @@
 //! `{"event":"final","dataset":..,"model":..,"params":..,"steps":..,
 //! "seconds":..,"train_loss":..,"val_loss":..,"tokens_per_s":..}`.
 
+#[path = "cli/common.rs"]
+#[allow(dead_code)]
+mod common;
 #[path = "cli/gpt_args.rs"]
 mod gpt_args;
 
 use clap::Parser;
-use gpt_args::{GptArgs, GptSchedule, OptimizerKind};
+use common::OptimizerKind;
+use gpt_args::{GptArgs, GptSchedule};
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tamer::checkpoint;

@@ -14,10 +14,14 @@
 //! is one JSON object: `{"event":"final","dataset":..,"model":..,"params":..,
 //! "steps":..,"seconds":..,"train_loss":..,"test_acc":..}`.
 
+#[path = "cli/common.rs"]
+#[allow(dead_code)]
+mod common;
 #[path = "cli/vit_args.rs"]
 mod vit_args;
 
 use clap::Parser;
+use common::{DeviceKind, OptimizerKind};
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tamer::checkpoint;
@@ -28,7 +32,7 @@ use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
 use tamer::optim::{Adam, AdamConfig, Constant, InverseSqrt, LrSchedule, OneCycle, Optimizer, Scheduler, Sgd, SgdConfig, WarmupCosine, WarmupLinear};
 use tamer::train::{ImageClassification, TrainConfig, Trainer, CHECKPOINT_FILE};
 use tamer::{rng, Error, Result};
-use vit_args::{Dataset, DeviceKind, OptimizerKind, PoolKind, PosKind, Preset, ScheduleKind, VitArgs};
+use vit_args::{Dataset, PoolKind, PosKind, Preset, ScheduleKind, VitArgs};
 
 fn main() {
     let args = VitArgs::parse();
@@ -53,7 +57,7 @@ fn load_data(args: &VitArgs) -> Result<(ImageDataset, ImageDataset)> {
 }
 
 /// The preset's configuration, adapted to the data set's image shape and the flags.
-fn model_config(args: &VitArgs, preset: Preset, shape: (usize, usize, usize), num_classes: usize) -> Result<VitConfig> {
+fn model_config(args: &VitArgs, preset: Preset, patch: Option<usize>, shape: (usize, usize, usize), num_classes: usize) -> Result<VitConfig> {
     let base = match preset {
         Preset::VitDigitsS => VitConfig {
             depth: 2,
@@ -80,7 +84,7 @@ fn model_config(args: &VitArgs, preset: Preset, shape: (usize, usize, usize), nu
     }
     Ok(VitConfig {
         num_classes,
-        patch_size: args.patch.unwrap_or(base.patch_size),
+        patch_size: args.patch.or(patch).unwrap_or(base.patch_size),
         pool: match args.pool {
             PoolKind::Cls => Pool::Cls,
             PoolKind::Mean => Pool::Mean,
@@ -110,15 +114,12 @@ fn schedule(args: &VitArgs, lr: f64, warmup: u64, total: u64) -> Result<Box<dyn 
     })
 }
 
-fn optimizer(args: &VitArgs, model: &VisionTransformer, lr: f64) -> Result<Box<dyn Optimizer>> {
+fn optimizer(args: &VitArgs, model: &VisionTransformer, lr: f64, wd: f64) -> Result<Box<dyn Optimizer>> {
     let named = model.named_params();
     Ok(match args.optimizer {
-        OptimizerKind::Adamw => Box::new(Adam::new(named, AdamConfig::adamw(lr).weight_decay(args.weight_decay))?),
-        OptimizerKind::Adam => Box::new(Adam::new(named, AdamConfig::adam(lr).weight_decay(args.weight_decay))?),
-        OptimizerKind::Sgd => Box::new(Sgd::new(
-            named,
-            SgdConfig::new(lr).momentum(0.9).nesterov(true).weight_decay(args.weight_decay),
-        )?),
+        OptimizerKind::Adamw => Box::new(Adam::new(named, AdamConfig::adamw(lr).weight_decay(wd))?),
+        OptimizerKind::Adam => Box::new(Adam::new(named, AdamConfig::adam(lr).weight_decay(wd))?),
+        OptimizerKind::Sgd => Box::new(Sgd::new(named, SgdConfig::new(lr).momentum(0.9).nesterov(true).weight_decay(wd))?),
     })
 }
 
@@ -131,14 +132,16 @@ fn run(args: &VitArgs) -> Result<()> {
             .map_err(|e| Error::value("train_vit", format!("--threads {n}: {e}")))?;
     }
     debug_assert_eq!(args.device, DeviceKind::Cpu);
-    let recipe = args.dataset.recipe();
-    let preset = args.model.unwrap_or(recipe.model);
+    let recipe = args.dataset.recipe(args.model);
+    let preset = recipe.model;
     let (train, test) = load_data(args)?;
-    let config = model_config(args, preset, train.shape, train.num_classes)?;
+    let config = model_config(args, preset, recipe.patch, train.shape, train.num_classes)?;
     let epochs = args.epochs.unwrap_or(recipe.epochs);
     let batch_size = args.batch_size.unwrap_or(recipe.batch_size);
     let lr = args.lr.unwrap_or(recipe.lr);
     let warmup = args.warmup.unwrap_or(recipe.warmup);
+    let weight_decay = args.weight_decay.unwrap_or(recipe.weight_decay);
+    let mixup = args.mixup.unwrap_or(recipe.mixup);
     let micro = batch_size / args.grad_accum;
 
     let model = VisionTransformer::new(config.clone(), &mut rng(args.seed))?;
@@ -160,8 +163,8 @@ fn run(args: &VitArgs) -> Result<()> {
     let mut loader_config = LoaderConfig::train(micro, args.seed)
         .with_normalization(Normalization::FromData)
         .with_augment(augment);
-    if args.mixup > 0.0 {
-        loader_config = loader_config.with_mixup(Mixup::mixup(args.mixup));
+    if mixup > 0.0 {
+        loader_config = loader_config.with_mixup(Mixup::mixup(mixup));
     }
     let loader = DataLoader::new(train, loader_config)?;
     let steps_per_epoch = (loader.num_batches() / args.grad_accum).max(1) as u64;
@@ -182,16 +185,15 @@ fn run(args: &VitArgs) -> Result<()> {
         config.pos
     );
     println!(
-        "{} epochs × {steps_per_epoch} steps, batch {batch_size}, {:?} lr {lr:e}, wd {}, warmup {warmup}, {:?}, clip {}, label smoothing {}, {} threads",
+        "{} epochs × {steps_per_epoch} steps, batch {batch_size}, {:?} lr {lr:e}, wd {weight_decay}, warmup {warmup}, {:?}, clip {}, label smoothing {}, mixup {mixup}, {} threads",
         epochs,
         args.optimizer,
-        args.weight_decay,
         args.schedule,
         args.clip,
         args.label_smoothing,
         rayon::current_num_threads()
     );
-    let opt = optimizer(args, &model, lr)?;
+    let opt = optimizer(args, &model, lr, weight_decay)?;
     let sched = Scheduler::from_box(schedule(args, lr, warmup, total_steps)?);
     let loss = CrossEntropyOptions::default().with_label_smoothing(args.label_smoothing);
     let task = ImageClassification::new(model, loader, test, 1000, loss)?;

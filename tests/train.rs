@@ -1,6 +1,9 @@
 //! The trainer: exact resumption, the divergence guard, the metrics file, a
 //! short digits ViT run that must learn, and the examples' flag parsing.
 
+#[path = "../examples/cli/common.rs"]
+#[allow(dead_code)]
+mod common;
 #[path = "../examples/cli/gpt_args.rs"]
 #[allow(dead_code)]
 mod gpt_args;

@@ -3,10 +3,7 @@
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 
-#[path = "vit_args.rs"]
-#[allow(dead_code)]
-mod vit_args;
-pub use vit_args::{non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, DeviceKind, OptimizerKind};
+use crate::common::{cuda_unavailable, non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, DeviceKind, OptimizerKind};
 
 /// Train a character-level GPT (nanoGPT's model and recipe) on a text file.
 ///
@@ -135,7 +132,7 @@ impl GptPreset {
 
 impl GptArgs {
     pub fn validate(&self) -> Result<(), String> {
-        if self.batch_size % self.grad_accum != 0 {
+        if !self.batch_size.is_multiple_of(self.grad_accum) {
             return Err(format!(
                 "--batch-size {} must be a multiple of --grad-accum {}",
                 self.batch_size, self.grad_accum
@@ -148,11 +145,7 @@ impl GptArgs {
             return Err(format!("--warmup {} is longer than --steps {}", self.warmup, self.steps));
         }
         if self.device == DeviceKind::Cuda {
-            return Err(if cfg!(feature = "cuda") {
-                "--device cuda: the CUDA backend is not implemented yet; use --device cpu".to_string()
-            } else {
-                "--device cuda: this binary was built without the cuda feature (rebuild with --features cuda); use --device cpu".to_string()
-            });
+            return Err(cuda_unavailable());
         }
         Ok(())
     }

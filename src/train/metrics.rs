@@ -147,3 +147,39 @@ pub fn read_jsonl(path: impl AsRef<Path>) -> Result<Vec<Value>> {
         .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::format("read_jsonl", format!("{} line {}: {e}", path.display(), i + 1))))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_keep_order_and_spell_out_non_finite_numbers() {
+        let r = Record::new("train")
+            .with("step", 3u64)
+            .num("loss", 0.5)
+            .num("grad_norm", f64::NAN)
+            .num("lr", f64::INFINITY);
+        assert_eq!(r.to_json(), r#"{"event":"train","step":3,"loss":0.5,"grad_norm":"NaN","lr":"inf"}"#);
+        let v: Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["loss"], 0.5);
+        assert_eq!(r.get("step").and_then(|v| v.as_u64()), Some(3));
+    }
+
+    #[test]
+    fn the_log_appends_and_reads_back() {
+        let path = std::env::temp_dir().join(format!("tamer-metrics-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        for i in 0..2u64 {
+            let mut log = MetricsLog::new(Some(&path), false, Progress::Never, 10).unwrap();
+            log.write(&Record::new("train").with("step", i)).unwrap();
+            log.finish();
+        }
+        let back = read_jsonl(&path).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1]["step"], 1);
+        std::fs::write(&path, "{\"event\":\"x\"}\nnot json\n").unwrap();
+        let e = read_jsonl(&path).unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}

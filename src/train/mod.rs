@@ -79,7 +79,7 @@ pub struct TrainConfig {
     pub grad_accum: usize,
     /// Clip gradients to this global L2 norm (None: no clipping, the norm is still logged).
     pub clip: Option<f64>,
-    /// Evaluate every this many steps (and always at the end).
+    /// Evaluate every this many steps, and at the last step this invocation runs.
     pub eval_every: Option<u64>,
     /// Log a training line every this many steps (and at the last step).
     pub log_every: u64,

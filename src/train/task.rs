@@ -120,7 +120,12 @@ impl<M: Classifier> TrainTask for ImageClassification<M> {
         };
         let logits = self.model.logits(&batch.x)?;
         let loss = batch.loss(&logits, self.loss)?;
-        let correct = no_grad(|| count_correct(&logits, &batch.y))?;
+        // With mixup, accuracy is against the label that dominates the mix.
+        let target = match &batch.y_b {
+            Some(y_b) if batch.lam < 0.5 => y_b,
+            _ => &batch.y,
+        };
+        let correct = no_grad(|| count_correct(&logits, target))?;
         Ok(MicroBatch {
             loss,
             samples: batch.len(),

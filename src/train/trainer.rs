@@ -42,6 +42,13 @@ impl TrainSummary {
     }
 }
 
+/// What one step's micro-batches held.
+struct Counts {
+    samples: usize,
+    tokens: usize,
+    correct: Option<usize>,
+}
+
 /// Sums over the steps since the last log line.
 #[derive(Default)]
 struct Window {
@@ -169,6 +176,11 @@ impl<T: TrainTask> Trainer<T> {
         let mut window = Window::default();
         let (mut train_seconds, mut total_samples, mut total_tokens) = (0.0, 0usize, 0usize);
         self.task.set_training(true);
+        log.set_position(self.step, String::new());
+        if self.step >= end {
+            // Nothing left to train (a resume of a finished run): still report.
+            summary.eval = self.evaluate()?;
+        }
         while self.step < end {
             let step = self.step;
             let t0 = Instant::now();
@@ -196,22 +208,22 @@ impl<T: TrainTask> Trainer<T> {
             self.step += 1;
             let dt = t0.elapsed().as_secs_f64();
             train_seconds += dt;
-            total_samples += counts.0;
-            total_tokens += counts.1;
+            total_samples += counts.samples;
+            total_tokens += counts.tokens;
             summary.losses.push(loss);
             window.steps += 1;
             window.loss += loss;
-            window.samples += counts.0;
-            window.tokens += counts.1;
-            if let Some(c) = counts.2 {
+            window.samples += counts.samples;
+            window.tokens += counts.tokens;
+            if let Some(c) = counts.correct {
                 window.correct += c;
-                window.counted += counts.0;
+                window.counted += counts.samples;
             }
             window.seconds += dt;
 
             let last = self.step == end;
             log.set_position(self.step, format!("loss {loss:.4} lr {lr:.2e}"));
-            if self.step % cfg.log_every == 0 || last {
+            if self.step.is_multiple_of(cfg.log_every) || last {
                 let w = std::mem::take(&mut window);
                 let mean_loss = w.loss / w.steps as f64;
                 summary.train_loss = mean_loss;
@@ -234,8 +246,7 @@ impl<T: TrainTask> Trainer<T> {
                 log.write(&rec)?;
                 log.println(&train_line(&rec, cfg.total_steps));
             }
-            let at_end = self.step == cfg.total_steps;
-            if cfg.eval_every.is_some_and(|n| self.step % n == 0) || at_end {
+            if cfg.eval_every.is_some_and(|n| self.step.is_multiple_of(n)) || last {
                 let te = Instant::now();
                 summary.eval = self.evaluate()?;
                 let mut rec = Record::new("eval").with("step", self.step);
@@ -251,7 +262,7 @@ impl<T: TrainTask> Trainer<T> {
                 log.write(&rec)?;
                 log.println(&eval_line(&rec));
             }
-            if cfg.checkpoint_every.is_some_and(|n| self.step % n == 0) || last {
+            if cfg.checkpoint_every.is_some_and(|n| self.step.is_multiple_of(n)) || last {
                 if let Some(path) = self.save_checkpoint()? {
                     log.write(&Record::new("checkpoint").with("step", self.step).with("path", path.display().to_string()))?;
                     summary.checkpoint = Some(path);
@@ -276,7 +287,7 @@ impl<T: TrainTask> Trainer<T> {
 
     /// Forward and backward over the step's micro-batches: the (averaged)
     /// gradients, the mean loss, and (samples, tokens, correct).
-    fn accumulate(&mut self, step: u64) -> Result<(GradStore, f64, (usize, usize, Option<usize>))> {
+    fn accumulate(&mut self, step: u64) -> Result<(GradStore, f64, Counts)> {
         let n = self.config.grad_accum;
         let mut acc = if n > 1 { Some(GradAccumulator::new(n)?) } else { None };
         let mut single = None;
@@ -305,7 +316,7 @@ impl<T: TrainTask> Trainer<T> {
             Some(mut a) => a.take(),
             None => single.unwrap_or_default(),
         };
-        Ok((grads, loss_sum / n as f64, (samples, tokens, correct)))
+        Ok((grads, loss_sum / n as f64, Counts { samples, tokens, correct }))
     }
 
     fn divergence_error(&self, step: u64, what: String) -> Error {

@@ -1,0 +1,61 @@
+//! Flag types and value parsers shared by the training examples' command lines.
+
+use clap::ValueEnum;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerKind {
+    Adamw,
+    Adam,
+    /// SGD with Nesterov momentum 0.9.
+    Sgd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+/// The error for `--device cuda` until the CUDA backend lands.
+pub fn cuda_unavailable() -> String {
+    if cfg!(feature = "cuda") {
+        "--device cuda: the CUDA backend is not implemented yet; use --device cpu".to_string()
+    } else {
+        "--device cuda: this binary was built without the cuda feature (rebuild with --features cuda); use --device cpu".to_string()
+    }
+}
+
+pub fn positive_usize(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a positive whole number, got {s:?}")),
+    }
+}
+
+pub fn positive_u64(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a positive whole number, got {s:?}")),
+    }
+}
+
+pub fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("expected a positive number, got {s:?}")),
+    }
+}
+
+pub fn non_negative_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("expected a number >= 0, got {s:?}")),
+    }
+}
+
+pub fn unit_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
+        _ => Err(format!("expected a number in [0, 1), got {s:?}")),
+    }
+}
