@@ -8,13 +8,18 @@
 //! same traits and become one more `Storage` variant, leaving the autodiff and
 //! the public API untouched.
 
+pub mod caching_alloc;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod simd;
 
 use crate::ops;
 use crate::tensor::{DType, Device, Layout};
-use crate::Result;
+use crate::{Error, Result};
 pub use cpu::CpuStorage;
+#[cfg(feature = "cuda")]
+pub use cuda::CudaStorage;
 
 /// Everything a backend must provide: generic storage management plus every op
 /// family's kernel trait.
@@ -44,45 +49,177 @@ pub trait BackendStorage:
 #[derive(Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    #[cfg(feature = "cuda")]
+    Cuda(CudaStorage),
+}
+
+/// Run a kernel on the backend storages of an op's operands.
+///
+/// `dispatch!(OP, [a = &*x.storage(), b = &*y.storage()] => a.binary(..)?)`
+/// matches every operand against the same backend variant, binds the inner
+/// storages to `a`, `b`, evaluates the body and wraps its result back into
+/// that variant. With `|wrap| body` the body does the wrapping itself (for
+/// kernels returning several storages). Operands on different devices are a
+/// device error naming the op. This macro is the only place that lists the
+/// backends, so adding one means adding an arm here, not in every op.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! dispatch {
+    ($op:expr, [$($x:ident = $e:expr),+ $(,)?], |$wrap:ident| $body:expr) => {
+        match ($($e,)+) {
+            ($($crate::backend::Storage::Cpu($x),)+) => {
+                #[allow(unused_variables)]
+                let $wrap = $crate::backend::Storage::Cpu;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            ($($crate::backend::Storage::Cuda($x),)+) => {
+                #[allow(unused_variables)]
+                let $wrap = $crate::backend::Storage::Cuda;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            #[allow(unreachable_patterns)]
+            other => return Err($crate::backend::mixed_devices($op, &other)),
+        }
+    };
+    ($op:expr, [$($x:ident = $e:expr),+ $(,)?] => $body:expr) => {
+        $crate::dispatch!($op, [$($x = $e),+], |wrap| wrap($body))
+    };
+}
+
+/// The error for operands on different devices (tuples of `&Storage`).
+#[doc(hidden)]
+pub fn mixed_devices(op: &'static str, operands: &dyn std::fmt::Debug) -> Error {
+    Error::device(op, format!("operands live on different devices ({operands:?}); expected them all on one device: move them with .to_device()"))
+}
+
+/// Typed access to one backend's storage inside a `Storage`, for optional
+/// operands (a layer norm's weight, a convolution's bias).
+pub trait BackendRef: Sized {
+    fn from_storage(s: &Storage) -> Option<&Self>;
+}
+impl BackendRef for CpuStorage {
+    fn from_storage(s: &Storage) -> Option<&Self> {
+        match s {
+            Storage::Cpu(c) => Some(c),
+            #[cfg(feature = "cuda")]
+            _ => None,
+        }
+    }
+}
+#[cfg(feature = "cuda")]
+impl BackendRef for CudaStorage {
+    fn from_storage(s: &Storage) -> Option<&Self> {
+        match s {
+            Storage::Cuda(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// An optional operand, whose read guard the caller holds, as the backend
+/// type `S` of the other operands; a device mismatch is an error naming `op`.
+pub fn optional_operand<'a, S: BackendRef>(
+    op: &'static str,
+    guard: &'a Option<std::sync::RwLockReadGuard<'_, Storage>>,
+    t: Option<&'a crate::Tensor>,
+) -> Result<Option<(&'a S, &'a Layout)>> {
+    match (guard.as_deref(), t) {
+        (Some(s), Some(t)) => match S::from_storage(s) {
+            Some(inner) => Ok(Some((inner, t.layout()))),
+            None => Err(Error::device(op, format!("an optional operand of shape {} lives on {}, unlike the input", t.shape(), t.device()))),
+        },
+        _ => Ok(None),
+    }
 }
 
 impl Storage {
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => s.dtype(),
         }
     }
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => s.device(),
         }
     }
     pub fn len(&self) -> usize {
         match self {
             Storage::Cpu(s) => s.len(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => s.len(),
         }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
     pub fn copy_contiguous(&self, layout: &Layout) -> Result<Storage> {
-        match self {
-            Storage::Cpu(s) => Ok(Storage::Cpu(s.copy_contiguous(layout)?)),
-        }
+        Ok(crate::dispatch!("copy_contiguous", [s = self] => s.copy_contiguous(layout)?))
     }
     pub fn to_dtype(&self, layout: &Layout, dtype: DType) -> Result<Storage> {
-        match self {
-            Storage::Cpu(s) => Ok(Storage::Cpu(s.to_dtype(layout, dtype)?)),
-        }
+        Ok(crate::dispatch!("to_dtype", [s = self] => s.to_dtype(layout, dtype)?))
     }
     pub fn copy_into(&mut self, dst_layout: &Layout, src: &Storage, src_layout: &Layout) -> Result<()> {
         match (self, src) {
             (Storage::Cpu(d), Storage::Cpu(s)) => d.copy_into(dst_layout, s, src_layout),
+            #[cfg(feature = "cuda")]
+            (Storage::Cuda(d), Storage::Cuda(s)) => d.copy_into(dst_layout, s, src_layout),
+            #[cfg(feature = "cuda")]
+            (d, s) => Err(Error::device("copy_into", format!("destination on {} but source on {}", d.device(), s.device()))),
         }
     }
+    /// The CPU storage, if this is one (no copy).
     pub fn as_cpu(&self) -> Option<&CpuStorage> {
         match self {
             Storage::Cpu(s) => Some(s),
+            #[cfg(feature = "cuda")]
+            _ => None,
+        }
+    }
+    /// This storage on the host: borrowed when it already is, else copied
+    /// from the device (which waits for the device's queued work).
+    pub fn to_cpu(&self) -> Result<std::borrow::Cow<'_, CpuStorage>> {
+        match self {
+            Storage::Cpu(s) => Ok(std::borrow::Cow::Borrowed(s)),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => Ok(std::borrow::Cow::Owned(s.to_cpu()?)),
+        }
+    }
+    /// A copy of this storage on `device` (the elements of the whole storage,
+    /// so any layout over it stays valid).
+    pub fn to_device(&self, device: Device) -> Result<Storage> {
+        match (self, device) {
+            (Storage::Cpu(s), Device::Cpu) => Ok(Storage::Cpu(s.clone())),
+            #[cfg(feature = "cuda")]
+            (s, Device::Cuda(ordinal)) => {
+                if let Storage::Cuda(c) = s {
+                    if c.cuda_device().ordinal() == ordinal {
+                        return Ok(Storage::Cuda(c.copy_contiguous(&Layout::contiguous([c.len()]))?));
+                    }
+                }
+                let dev = cuda::device(ordinal)?;
+                Ok(Storage::Cuda(CudaStorage::from_cpu(&dev, &s.to_cpu()?)?))
+            }
+            #[cfg(feature = "cuda")]
+            (Storage::Cuda(s), Device::Cpu) => Ok(Storage::Cpu(s.to_cpu()?)),
+            #[cfg(not(feature = "cuda"))]
+            (_, Device::Cuda(_)) => Err(Error::device("to_device", crate::tensor::NO_CUDA_FEATURE)),
+        }
+    }
+    /// Zeros of `dtype` on `device`.
+    pub fn zeros_on(device: Device, dtype: DType, len: usize) -> Result<Storage> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(CpuStorage::zeros(dtype, len))),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(o) => Ok(Storage::Cuda(CudaStorage::zeros(&cuda::device(o)?, dtype, len)?)),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(Error::device("zeros", crate::tensor::NO_CUDA_FEATURE)),
         }
     }
 }

@@ -85,9 +85,7 @@ fn broadcast_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(Shape, La
 
 fn binary_forward<B: BinaryFn>(a: &Tensor, b: &Tensor, f: B) -> Result<(Storage, Layout)> {
     let (shape, la, lb) = broadcast_pair(B::NAME, a, b)?;
-    let storage = match (&*a.storage(), &*b.storage()) {
-        (Storage::Cpu(sa), Storage::Cpu(sb)) => Storage::Cpu(sa.binary(&la, sb, &lb, f)?),
-    };
+    let storage = crate::dispatch!(B::NAME, [sa = &*a.storage(), sb = &*b.storage()] => sa.binary(&la, sb, &lb, f)?);
     Ok((storage, Layout::contiguous(shape)))
 }
 
@@ -176,9 +174,7 @@ impl Tensor {
             on_true.layout().broadcast_as(OP, &shape)?,
             on_false.layout().broadcast_as(OP, &shape)?,
         );
-        let storage = match (&*self.storage(), &*on_true.storage(), &*on_false.storage()) {
-            (Storage::Cpu(c), Storage::Cpu(t), Storage::Cpu(f)) => Storage::Cpu(c.where_cond(&lc, t, &lt, f, &lf)?),
-        };
+        let storage = crate::dispatch!(OP, [c = &*self.storage(), t = &*on_true.storage(), f = &*on_false.storage()] => c.where_cond(&lc, t, &lt, f, &lf)?);
         Ok(Tensor::from_op(
             storage,
             Layout::contiguous(shape),

@@ -71,15 +71,11 @@ fn with_dim(shape: &Shape, axis: usize, n: usize) -> Shape {
 }
 
 fn index_select_storage(x: &Tensor, axis: usize, ids: &Tensor) -> Result<Storage> {
-    match (&*x.storage(), &*ids.storage()) {
-        (Storage::Cpu(s), Storage::Cpu(i)) => Ok(Storage::Cpu(s.index_select(x.layout(), axis, i, ids.layout())?)),
-    }
+    Ok(crate::dispatch!("index_select", [s = &*x.storage(), i = &*ids.storage()] => s.index_select(x.layout(), axis, i, ids.layout())?))
 }
 
 fn gather_storage(x: &Tensor, axis: usize, ids: &Tensor) -> Result<Storage> {
-    match (&*x.storage(), &*ids.storage()) {
-        (Storage::Cpu(s), Storage::Cpu(i)) => Ok(Storage::Cpu(s.gather(x.layout(), axis, i, ids.layout())?)),
-    }
+    Ok(crate::dispatch!("gather", [s = &*x.storage(), i = &*ids.storage()] => s.gather(x.layout(), axis, i, ids.layout())?))
 }
 
 impl Tensor {
@@ -164,9 +160,7 @@ impl Tensor {
                 ),
             ));
         }
-        let storage = match (&*self.storage(), &*indices.storage(), &*src.storage()) {
-            (Storage::Cpu(x), Storage::Cpu(i), Storage::Cpu(s)) => Storage::Cpu(x.index_add(self.layout(), axis, i, indices.layout(), s, src.layout())?),
-        };
+        let storage = crate::dispatch!("index_add", [x = &*self.storage(), i = &*indices.storage(), s = &*src.storage()] => x.index_add(self.layout(), axis, i, indices.layout(), s, src.layout())?);
         Ok(Tensor::from_op(
             storage,
             Layout::contiguous(self.shape().clone()),
@@ -267,9 +261,7 @@ impl Tensor {
                 block = block.narrow(d as isize, 0, n)?;
             }
         }
-        let storage = match (&*self.storage(), &*indices.storage(), &*block.storage()) {
-            (Storage::Cpu(x), Storage::Cpu(i), Storage::Cpu(s)) => Storage::Cpu(x.scatter_add(self.layout(), axis, i, indices.layout(), s, block.layout())?),
-        };
+        let storage = crate::dispatch!("scatter_add", [x = &*self.storage(), i = &*indices.storage(), s = &*block.storage()] => x.scatter_add(self.layout(), axis, i, indices.layout(), s, block.layout())?);
         Ok(Tensor::from_op(
             storage,
             Layout::contiguous(self.shape().clone()),
@@ -459,16 +451,28 @@ fn cat_storage(tensors: &[Tensor], axis: usize) -> Result<Storage> {
         owners.push(tensors[..k].iter().position(|u| u.same_storage(t)).unwrap_or(k));
     }
     let guards: Vec<_> = tensors.iter().enumerate().map(|(k, t)| (owners[k] == k).then(|| t.storage())).collect();
-    let mut parts = Vec::with_capacity(tensors.len());
-    for (k, t) in tensors.iter().enumerate() {
+    let mut storages = Vec::with_capacity(tensors.len());
+    for k in 0..tensors.len() {
         let Some(guard) = &guards[owners[k]] else {
             return Err(Error::value("cat", "internal: missing storage guard"));
         };
-        match &**guard {
-            Storage::Cpu(s) => parts.push((s, t.layout())),
-        }
+        storages.push(&**guard);
     }
-    Ok(Storage::Cpu(crate::backend::CpuStorage::cat(&parts, axis)?))
+    fn typed_parts<'a, S: crate::backend::BackendRef>(storages: &[&'a Storage], tensors: &'a [Tensor]) -> Result<Vec<(&'a S, &'a Layout)>> {
+        storages
+            .iter()
+            .zip(tensors)
+            .map(|(s, t)| {
+                S::from_storage(s)
+                    .map(|inner| (inner, t.layout()))
+                    .ok_or_else(|| Error::device("cat", format!("part of shape {} lives on {}, unlike the first part ({})", t.shape(), t.device(), tensors[0].device())))
+            })
+            .collect()
+    }
+    Ok(crate::dispatch!("cat", [first = storages[0]], |wrap| {
+        let _ = first;
+        wrap(IndexKernels::cat(&typed_parts(&storages, tensors)?, axis)?)
+    }))
 }
 
 /// `dx = index_add(zeros, ids, dy)`: each picked slice sends its gradient home.
@@ -483,9 +487,7 @@ impl BackwardOp for IndexSelectBackward {
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let shape = inputs[0].shape();
-        let dx = match (&*grad.storage(), &*self.ids.storage()) {
-            (Storage::Cpu(g), Storage::Cpu(i)) => Storage::Cpu(g.index_select_backward(grad.layout(), self.axis, i, self.ids.layout(), shape)?),
-        };
+        let dx = crate::dispatch!("index_select", [g = &*grad.storage(), i = &*self.ids.storage()] => g.index_select_backward(grad.layout(), self.axis, i, self.ids.layout(), shape)?);
         Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(shape.clone())))])
     }
 }
@@ -520,9 +522,7 @@ impl BackwardOp for GatherBackward {
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let shape = inputs[0].shape();
-        let dx = match (&*grad.storage(), &*self.ids.storage()) {
-            (Storage::Cpu(g), Storage::Cpu(i)) => Storage::Cpu(g.gather_backward(grad.layout(), self.axis, i, self.ids.layout(), shape)?),
-        };
+        let dx = crate::dispatch!("gather", [g = &*grad.storage(), i = &*self.ids.storage()] => g.gather_backward(grad.layout(), self.axis, i, self.ids.layout(), shape)?);
         Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(shape.clone())))])
     }
 }

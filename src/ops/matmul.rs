@@ -8,7 +8,6 @@
 //! broadcasting stretched.
 
 use crate::autograd::BackwardOp;
-use crate::backend::Storage;
 use crate::tensor::{Layout, Shape, Tensor};
 use crate::{Error, Result};
 
@@ -134,9 +133,7 @@ impl Tensor {
 fn matmul_nd(a: &Tensor, b: &Tensor, s: &MatmulShapes) -> Result<Tensor> {
     let la = a.layout().broadcast_as("matmul", &with_matrix(&s.batch, s.m, s.k))?;
     let lb = b.layout().broadcast_as("matmul", &with_matrix(&s.batch, s.k, s.n))?;
-    let storage = match (&*a.storage(), &*b.storage()) {
-        (Storage::Cpu(sa), Storage::Cpu(sb)) => Storage::Cpu(sa.matmul(&la, sb, &lb)?),
-    };
+    let storage = crate::dispatch!("matmul", [sa = &*a.storage(), sb = &*b.storage()] => sa.matmul(&la, sb, &lb)?);
     Ok(Tensor::from_op(
         storage,
         Layout::contiguous(with_matrix(&s.batch, s.m, s.n)),

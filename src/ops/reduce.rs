@@ -80,9 +80,7 @@ fn require_compute_float(op: &'static str, x: &Tensor) -> Result<()> {
 }
 
 fn reduce_forward(x: &Tensor, axes: &[usize], op: ReduceOp) -> Result<Storage> {
-    match &*x.storage() {
-        Storage::Cpu(s) => Ok(Storage::Cpu(s.reduce(x.layout(), axes, op)?)),
-    }
+    Ok(crate::dispatch!(op.name(), [s = &*x.storage()] => s.reduce(x.layout(), axes, op)?))
 }
 
 impl Tensor {
@@ -170,9 +168,7 @@ impl Tensor {
         if self.dims()[a] == 0 {
             return Err(Error::shape("argmax", format!("axis {a} of shape {} is empty", self.shape())));
         }
-        let storage = match &*self.storage() {
-            Storage::Cpu(s) => Storage::Cpu(s.argmax(self.layout(), a)?),
-        };
+        let storage = crate::dispatch!("argmax", [s = &*self.storage()] => s.argmax(self.layout(), a)?);
         let out = Tensor::from_storage(storage, Layout::contiguous(keepdim_shape(self.shape(), &[a])));
         if keepdim {
             Ok(out)

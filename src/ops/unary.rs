@@ -39,9 +39,7 @@ pub trait UnaryKernels: Sized {
 }
 
 fn unary_storage<U: UnaryFn>(x: &Tensor, f: U) -> Result<Storage> {
-    match &*x.storage() {
-        Storage::Cpu(s) => Ok(Storage::Cpu(s.unary(x.layout(), f)?)),
-    }
+    Ok(crate::dispatch!(U::NAME, [s = &*x.storage()] => s.unary(x.layout(), f)?))
 }
 
 impl Tensor {
@@ -66,11 +64,7 @@ impl<U: UnaryFn> BackwardOp for UnaryBackward<U> {
     fn backward(&self, inputs: &[Tensor], output: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
         let (xs, ys, gs) = (x.storage(), output.storage(), grad.storage());
-        let dx = match (&*xs, &*ys, &*gs) {
-            (Storage::Cpu(xs), Storage::Cpu(ys), Storage::Cpu(gs)) => {
-                Storage::Cpu(xs.unary_backward(x.layout(), ys, output.layout(), gs, grad.layout(), self.0)?)
-            }
-        };
+        let dx = crate::dispatch!(U::NAME, [xs = &*xs, ys = &*ys, gs = &*gs] => xs.unary_backward(x.layout(), ys, output.layout(), gs, grad.layout(), self.0)?);
         Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(x.shape().clone())))])
     }
 }

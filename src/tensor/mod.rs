@@ -14,7 +14,7 @@ mod layout;
 mod shape;
 mod view;
 
-pub use device::Device;
+pub use device::{Device, NO_CUDA_FEATURE};
 pub use dtype::{erf_f64, DType, Float};
 pub use layout::{Layout, StridedOffsets};
 pub use shape::{normalize_axis, Shape};

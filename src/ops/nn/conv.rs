@@ -6,7 +6,6 @@
 //! `dW = Σₙ dYₙ · colsₙᵀ`, `dX = col2im(Wᵀ · dYₙ)`, `db = Σ dY`.
 
 use crate::autograd::BackwardOp;
-use crate::backend::Storage;
 use crate::tensor::{Layout, Tensor};
 use crate::{Error, Result};
 
@@ -173,13 +172,10 @@ impl Tensor {
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
         let p = conv2d_params(self, weight, bias, stride, padding)?;
         let bias_guard = bias.map(|b| b.storage());
-        let storage = match (&*self.storage(), &*weight.storage(), bias_guard.as_deref()) {
-            (Storage::Cpu(xs), Storage::Cpu(ws), None) => Storage::Cpu(xs.conv2d(self.layout(), ws, weight.layout(), None, &p)?),
-            (Storage::Cpu(xs), Storage::Cpu(ws), Some(Storage::Cpu(bs))) => {
-                let b = bias.map(|b| (bs, b.layout()));
-                Storage::Cpu(xs.conv2d(self.layout(), ws, weight.layout(), b, &p)?)
-            }
-        };
+        let storage = crate::dispatch!("conv2d", [xs = &*self.storage(), ws = &*weight.storage()] => {
+            let b = crate::backend::optional_operand("conv2d", &bias_guard, bias)?;
+            xs.conv2d(self.layout(), ws, weight.layout(), b, &p)?
+        });
         let mut inputs = vec![self.clone(), weight.clone()];
         inputs.extend(bias.cloned());
         Ok(Tensor::from_op(
@@ -204,17 +200,13 @@ impl BackwardOp for ConvBackward {
         let (x, w) = (&inputs[0], &inputs[1]);
         let gs = grad.storage();
         let dx = if x.requires_grad() {
-            let dx = match (&*gs, &*w.storage()) {
-                (Storage::Cpu(g), Storage::Cpu(ws)) => Storage::Cpu(g.conv2d_backward_input(grad.layout(), ws, w.layout(), p)?),
-            };
+            let dx = crate::dispatch!("conv2d", [g = &*gs, ws = &*w.storage()] => g.conv2d_backward_input(grad.layout(), ws, w.layout(), p)?);
             Some(Tensor::from_storage(dx, Layout::contiguous(p.input_dims().to_vec())))
         } else {
             None
         };
         let dw = if w.requires_grad() {
-            let dw = match (&*gs, &*x.storage()) {
-                (Storage::Cpu(g), Storage::Cpu(xs)) => Storage::Cpu(g.conv2d_backward_weight(grad.layout(), xs, x.layout(), p)?),
-            };
+            let dw = crate::dispatch!("conv2d", [g = &*gs, xs = &*x.storage()] => g.conv2d_backward_weight(grad.layout(), xs, x.layout(), p)?);
             Some(Tensor::from_storage(dw, Layout::contiguous(p.weight_dims().to_vec())))
         } else {
             None
@@ -222,9 +214,7 @@ impl BackwardOp for ConvBackward {
         let mut grads = vec![dx, dw];
         if let Some(b) = inputs.get(2) {
             grads.push(if b.requires_grad() {
-                let db = match &*gs {
-                    Storage::Cpu(g) => Storage::Cpu(g.conv2d_backward_bias(grad.layout(), p)?),
-                };
+                let db = crate::dispatch!("conv2d", [g = &*gs] => g.conv2d_backward_bias(grad.layout(), p)?);
                 Some(Tensor::from_storage(db, Layout::contiguous(vec![p.out_channels])))
             } else {
                 None

@@ -9,7 +9,6 @@
 //! towards the mean.
 
 use crate::autograd::BackwardOp;
-use crate::backend::Storage;
 use crate::tensor::{DType, Layout, Shape, Tensor};
 use crate::{Error, Result};
 
@@ -167,17 +166,10 @@ impl Tensor {
         if c == 0 && targets.numel() > 0 {
             return Err(Error::shape(OP, format!("logits of shape {} have no classes", self.shape())));
         }
-        let fwd = match (&*self.storage(), &*targets.storage()) {
-            (Storage::Cpu(x), Storage::Cpu(t)) => {
-                let f = x.cross_entropy(self.layout(), t, targets.layout(), &options)?;
-                CrossEntropyForward {
-                    losses: Storage::Cpu(f.losses),
-                    row_max: Storage::Cpu(f.row_max),
-                    row_log_sum: Storage::Cpu(f.row_log_sum),
-                    count: f.count,
-                }
-            }
-        };
+        let fwd = crate::dispatch!(OP, [x = &*self.storage(), t = &*targets.storage()], |wrap| {
+            let f = x.cross_entropy(self.layout(), t, targets.layout(), &options)?;
+            CrossEntropyForward { losses: wrap(f.losses), row_max: wrap(f.row_max), row_log_sum: wrap(f.row_log_sum), count: f.count }
+        });
         let rows = targets.numel();
         let per_row = |s| Tensor::from_storage(s, Layout::contiguous(Shape::new([rows])));
         let losses = per_row(fwd.losses);
@@ -229,11 +221,9 @@ impl BackwardOp for CrossEntropyBackward {
             self.row_log_sum.storage(),
             row_grad.storage(),
         );
-        let dx = match (&*xs, &*ts, &*ms, &*ls, &*gs) {
-            (Storage::Cpu(x), Storage::Cpu(t), Storage::Cpu(m), Storage::Cpu(l), Storage::Cpu(g)) => {
-                Storage::Cpu(x.cross_entropy_backward(logits.layout(), t, targets.layout(), m, l, g, row_grad.layout(), &self.options)?)
-            }
-        };
+        let dx = crate::dispatch!(OP, [x = &*xs, t = &*ts, m = &*ms, l = &*ls, g = &*gs] => {
+            x.cross_entropy_backward(logits.layout(), t, targets.layout(), m, l, g, row_grad.layout(), &self.options)?
+        });
         Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(logits.shape().clone()))), None])
     }
 }

@@ -8,10 +8,9 @@
 //! - `dweight = Σ_rows dy ⊙ x̂`, `dbias = Σ_rows dy`
 
 use crate::autograd::BackwardOp;
-use crate::backend::{CpuStorage, Storage};
+use crate::backend::optional_operand;
 use crate::tensor::{Layout, Shape, Tensor};
 use crate::{Error, Result};
-use std::sync::RwLockReadGuard;
 
 /// What the forward kernel returns: the output and the per-row statistics.
 pub struct LayerNormForward<S> {
@@ -91,16 +90,11 @@ impl Tensor {
         }
         let rows = self.numel() / c.max(1);
         let (xs, ws, bs) = (self.storage(), weight.map(Tensor::storage), bias.map(Tensor::storage));
-        let fwd = match &*xs {
-            Storage::Cpu(x) => {
-                let out = x.layer_norm(self.layout(), cpu_operand(&ws, weight), cpu_operand(&bs, bias), eps)?;
-                LayerNormForward {
-                    y: Storage::Cpu(out.y),
-                    mean: Storage::Cpu(out.mean),
-                    rstd: Storage::Cpu(out.rstd),
-                }
-            }
-        };
+        let fwd = crate::dispatch!(OP, [x = &*xs], |wrap| {
+            let (w, b) = (optional_operand(OP, &ws, weight)?, optional_operand(OP, &bs, bias)?);
+            let out = x.layer_norm(self.layout(), w, b, eps)?;
+            LayerNormForward { y: wrap(out.y), mean: wrap(out.mean), rstd: wrap(out.rstd) }
+        });
         drop((xs, ws, bs));
         let stats = |s| Tensor::from_storage(s, Layout::contiguous(Shape::new([rows])));
         let mut inputs = vec![self.clone()];
@@ -117,14 +111,6 @@ impl Tensor {
                 has_bias: bias.is_some(),
             },
         ))
-    }
-}
-
-/// The CPU storage and layout of an optional operand whose read guard is held in `guard`.
-fn cpu_operand<'a>(guard: &'a Option<RwLockReadGuard<'_, Storage>>, t: Option<&'a Tensor>) -> Option<(&'a CpuStorage, &'a Layout)> {
-    match (guard.as_deref(), t) {
-        (Some(Storage::Cpu(s)), Some(t)) => Some((s, t.layout())),
-        _ => None,
     }
 }
 
@@ -153,16 +139,11 @@ impl BackwardOp for LayerNormBackward {
             self.rstd.storage(),
             grad.storage(),
         );
-        let grads = match (&*xs, &*ms, &*rs, &*gs) {
-            (Storage::Cpu(xs), Storage::Cpu(m), Storage::Cpu(r), Storage::Cpu(g)) => {
-                let out = xs.layer_norm_backward(x.layout(), cpu_operand(&ws, weight), m, r, g, grad.layout(), want_dweight, want_dbias)?;
-                LayerNormGrads {
-                    dx: Storage::Cpu(out.dx),
-                    dweight: out.dweight.map(Storage::Cpu),
-                    dbias: out.dbias.map(Storage::Cpu),
-                }
-            }
-        };
+        let grads = crate::dispatch!("layer_norm", [xs = &*xs, m = &*ms, r = &*rs, g = &*gs], |wrap| {
+            let w = optional_operand("layer_norm", &ws, weight)?;
+            let out = xs.layer_norm_backward(x.layout(), w, m, r, g, grad.layout(), want_dweight, want_dbias)?;
+            LayerNormGrads { dx: wrap(out.dx), dweight: out.dweight.map(wrap), dbias: out.dbias.map(wrap) }
+        });
         let param = |s| Tensor::from_storage(s, Layout::contiguous(Shape::new([c])));
         let mut out = vec![Some(Tensor::from_storage(grads.dx, Layout::contiguous(x.shape().clone())))];
         if self.has_weight {

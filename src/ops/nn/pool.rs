@@ -7,7 +7,6 @@
 
 use super::conv::window_output_len;
 use crate::autograd::BackwardOp;
-use crate::backend::Storage;
 use crate::tensor::{Layout, Tensor};
 use crate::{Error, Result};
 
@@ -121,12 +120,10 @@ impl Tensor {
     /// ```
     pub fn max_pool2d_with_indices(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<(Tensor, Tensor)> {
         let p = pool2d_params("max_pool2d", self, kernel, stride, padding)?;
-        let (values, indices) = match &*self.storage() {
-            Storage::Cpu(s) => {
-                let (v, i) = s.max_pool2d(self.layout(), &p)?;
-                (Storage::Cpu(v), Storage::Cpu(i))
-            }
-        };
+        let (values, indices) = crate::dispatch!("max_pool2d", [s = &*self.storage()], |wrap| {
+            let (v, i) = s.max_pool2d(self.layout(), &p)?;
+            (wrap(v), wrap(i))
+        });
         let layout = Layout::contiguous(p.output_dims().to_vec());
         let indices = Tensor::from_storage(indices, layout.clone());
         let backward = MaxPoolBackward {
@@ -154,9 +151,7 @@ impl Tensor {
     /// ```
     pub fn avg_pool2d(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize), count_include_pad: bool) -> Result<Tensor> {
         let p = pool2d_params("avg_pool2d", self, kernel, stride, padding)?;
-        let storage = match &*self.storage() {
-            Storage::Cpu(s) => Storage::Cpu(s.avg_pool2d(self.layout(), &p, count_include_pad)?),
-        };
+        let storage = crate::dispatch!("avg_pool2d", [s = &*self.storage()] => s.avg_pool2d(self.layout(), &p, count_include_pad)?);
         let backward = AvgPoolBackward { params: p, count_include_pad };
         Ok(Tensor::from_op(
             storage,
@@ -178,9 +173,7 @@ impl BackwardOp for MaxPoolBackward {
         "max_pool2d"
     }
     fn backward(&self, _inputs: &[Tensor], _output: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let dx = match (&*grad.storage(), &*self.indices.storage()) {
-            (Storage::Cpu(g), Storage::Cpu(i)) => Storage::Cpu(g.max_pool2d_backward(grad.layout(), i, self.indices.layout(), &self.params)?),
-        };
+        let dx = crate::dispatch!("max_pool2d", [g = &*grad.storage(), i = &*self.indices.storage()] => g.max_pool2d_backward(grad.layout(), i, self.indices.layout(), &self.params)?);
         Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(self.params.input_dims().to_vec())))])
     }
 }
@@ -195,9 +188,7 @@ impl BackwardOp for AvgPoolBackward {
         "avg_pool2d"
     }
     fn backward(&self, _inputs: &[Tensor], _output: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let dx = match &*grad.storage() {
-            Storage::Cpu(g) => Storage::Cpu(g.avg_pool2d_backward(grad.layout(), &self.params, self.count_include_pad)?),
-        };
+        let dx = crate::dispatch!("avg_pool2d", [g = &*grad.storage()] => g.avg_pool2d_backward(grad.layout(), &self.params, self.count_include_pad)?);
         Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(self.params.input_dims().to_vec())))])
     }
 }

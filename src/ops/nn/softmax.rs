@@ -11,7 +11,6 @@
 //! Both only need the output, so the input is not read again.
 
 use crate::autograd::BackwardOp;
-use crate::backend::Storage;
 use crate::tensor::{normalize_axis, Layout, Tensor};
 use crate::Result;
 
@@ -89,9 +88,7 @@ impl Tensor {
 }
 
 fn softmax_last(x: &Tensor, kind: SoftmaxKind) -> Result<Tensor> {
-    let storage = match &*x.storage() {
-        Storage::Cpu(s) => Storage::Cpu(s.softmax_last(x.layout(), kind)?),
-    };
+    let storage = crate::dispatch!(kind.name(), [s = &*x.storage()] => s.softmax_last(x.layout(), kind)?);
     Ok(Tensor::from_op(
         storage,
         Layout::contiguous(x.shape().clone()),
@@ -110,9 +107,7 @@ impl BackwardOp for SoftmaxBackward {
     }
     fn backward(&self, inputs: &[Tensor], output: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
-        let dx = match (&*output.storage(), &*grad.storage()) {
-            (Storage::Cpu(y), Storage::Cpu(dy)) => Storage::Cpu(y.softmax_last_backward(output.layout(), dy, grad.layout(), self.kind)?),
-        };
+        let dx = crate::dispatch!(self.kind.name(), [y = &*output.storage(), dy = &*grad.storage()] => y.softmax_last_backward(output.layout(), dy, grad.layout(), self.kind)?);
         Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(x.shape().clone())))])
     }
 }

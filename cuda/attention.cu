@@ -1,0 +1,2 @@
+// attention.cu
+#include "common.cuh"

@@ -1,0 +1,2 @@
+// binary.cu
+#include "common.cuh"

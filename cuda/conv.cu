@@ -1,0 +1,2 @@
+// conv.cu
+#include "common.cuh"

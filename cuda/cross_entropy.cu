@@ -1,0 +1,2 @@
+// cross_entropy.cu
+#include "common.cuh"

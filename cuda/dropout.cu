@@ -1,0 +1,2 @@
+// dropout.cu
+#include "common.cuh"

@@ -1,0 +1,2 @@
+// index.cu
+#include "common.cuh"

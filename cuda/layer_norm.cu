@@ -1,0 +1,2 @@
+// layer_norm.cu
+#include "common.cuh"

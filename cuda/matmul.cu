@@ -1,0 +1,2 @@
+// matmul.cu
+#include "common.cuh"

@@ -1,0 +1,2 @@
+// optim.cu
+#include "common.cuh"

@@ -1,0 +1,2 @@
+// pool.cu
+#include "common.cuh"

@@ -1,0 +1,2 @@
+// reduce.cu
+#include "common.cuh"

@@ -1,0 +1,2 @@
+// softmax.cu
+#include "common.cuh"

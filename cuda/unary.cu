@@ -1,0 +1,2 @@
+// unary.cu
+#include "common.cuh"

@@ -1,0 +1,7 @@
+//! Fused neural-network kernels on CUDA, one file per op as in `ops/nn`.
+
+pub mod conv;
+pub mod cross_entropy;
+pub mod layer_norm;
+pub mod pool;
+pub mod softmax;
