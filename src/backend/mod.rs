@@ -204,7 +204,7 @@ impl Storage {
                     }
                 }
                 let dev = cuda::device(ordinal)?;
-                Ok(Storage::Cuda(CudaStorage::from_cpu(&dev, &s.to_cpu()?)?))
+                Ok(Storage::Cuda(CudaStorage::from_cpu(&dev, &*s.to_cpu()?)?))
             }
             #[cfg(feature = "cuda")]
             (Storage::Cuda(s), Device::Cpu) => Ok(Storage::Cpu(s.to_cpu()?)),

@@ -414,9 +414,7 @@ pub(crate) fn tensor_buffer(op: &'static str, key: &str, t: &Tensor, param: &Ten
     }
     let t = if t.dtype() == param.dtype() { t.clone() } else { t.to_dtype(param.dtype())? };
     let copy = t.storage().copy_contiguous(t.layout())?;
-    match copy {
-        Storage::Cpu(c) => Ok(c),
-    }
+    Ok(copy.to_cpu()?.into_owned())
 }
 
 /// Check that every `state.<name>.*` entry of `state` names a slot.

@@ -61,14 +61,18 @@ impl Tensor {
     pub fn ones(shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
         Self::full(shape, 1.0, dtype)
     }
+    /// Zeros of this tensor's shape, dtype and device.
     pub fn zeros_like(&self) -> Result<Tensor> {
-        Self::zeros(self.shape().clone(), self.dtype())
+        let storage = Storage::zeros_on(self.device(), self.dtype(), self.numel())?;
+        Ok(Tensor::from_storage(storage, Layout::contiguous(self.shape().clone())))
     }
+    /// Ones of this tensor's shape, dtype and device.
     pub fn ones_like(&self) -> Result<Tensor> {
-        Self::ones(self.shape().clone(), self.dtype())
+        self.full_like(1.0)
     }
+    /// `value` everywhere, with this tensor's shape, dtype and device.
     pub fn full_like(&self, value: f64) -> Result<Tensor> {
-        Self::full(self.shape().clone(), value, self.dtype())
+        Self::full(self.shape().clone(), value, self.dtype())?.to_device(self.device()).map(|t| t.detach())
     }
 
     /// `start, start+step, ...` below `end` (like `numpy.arange`).

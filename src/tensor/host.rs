@@ -8,18 +8,12 @@ impl Tensor {
     /// The elements in row-major order, as `T` (which must be the tensor's dtype).
     pub fn to_vec<T: CpuElem>(&self) -> Result<Vec<T>> {
         let storage = self.storage();
-        let cpu = storage
-            .as_cpu()
-            .ok_or_else(|| Error::device("to_vec", format!("tensor on {} must be copied to the CPU first", self.device())))?;
-        cpu.typed::<T>("to_vec", self.layout())
+        storage.to_cpu()?.typed::<T>("to_vec", self.layout())
     }
     /// The elements converted to f64, whatever the dtype.
     pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
         let storage = self.storage();
-        let cpu = storage
-            .as_cpu()
-            .ok_or_else(|| Error::device("to_f64_vec", format!("tensor on {} must be copied to the CPU first", self.device())))?;
-        Ok(cpu.to_f64_vec(self.layout()))
+        Ok(storage.to_cpu()?.to_f64_vec(self.layout()))
     }
     /// The single value of a one-element tensor, as f64.
     pub fn to_scalar(&self) -> Result<f64> {

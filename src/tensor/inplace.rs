@@ -53,6 +53,8 @@ impl Tensor {
                     }
                 }
             }
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => Err(Error::device(op, format!("tensor of shape {shape} is on {}: this host-side update needs a CPU tensor", self.device()))),
         }
     }
 }

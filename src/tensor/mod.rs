@@ -12,6 +12,7 @@ mod host;
 mod inplace;
 mod layout;
 mod shape;
+mod transfer;
 mod view;
 
 pub use device::{Device, NO_CUDA_FEATURE};

@@ -1,6 +1,6 @@
 //! Binary kernels on CUDA (cuda/binary.cu).
 use super::CudaStorage;
-use crate::tensor::{Layout, Shape};
+use crate::tensor::Layout;
 use crate::{Error, Result};
 #[allow(unused_imports)]
 use super::{kernels, Arg};

@@ -1,6 +1,6 @@
 //! Matmul on CUDA (cuda/matmul.cu).
 use super::CudaStorage;
-use crate::tensor::{Layout, Shape};
+use crate::tensor::Layout;
 use crate::{Error, Result};
 #[allow(unused_imports)]
 use super::{kernels, Arg};

@@ -1,6 +1,6 @@
 //! Reductions on CUDA (cuda/reduce.cu).
 use super::CudaStorage;
-use crate::tensor::{Layout, Shape};
+use crate::tensor::Layout;
 use crate::{Error, Result};
 #[allow(unused_imports)]
 use super::{kernels, Arg};

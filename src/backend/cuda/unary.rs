@@ -1,6 +1,6 @@
 //! Unary kernels on CUDA (cuda/unary.cu).
 use super::CudaStorage;
-use crate::tensor::{Layout, Shape};
+use crate::tensor::Layout;
 use crate::{Error, Result};
 #[allow(unused_imports)]
 use super::{kernels, Arg};

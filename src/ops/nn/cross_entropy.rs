@@ -221,7 +221,7 @@ impl BackwardOp for CrossEntropyBackward {
             self.row_log_sum.storage(),
             row_grad.storage(),
         );
-        let dx = crate::dispatch!(OP, [x = &*xs, t = &*ts, m = &*ms, l = &*ls, g = &*gs] => {
+        let dx = crate::dispatch!("cross_entropy", [x = &*xs, t = &*ts, m = &*ms, l = &*ls, g = &*gs] => {
             x.cross_entropy_backward(logits.layout(), t, targets.layout(), m, l, g, row_grad.layout(), &self.options)?
         });
         Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(logits.shape().clone()))), None])

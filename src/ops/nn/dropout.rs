@@ -53,10 +53,8 @@ impl Tensor {
         }
         let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
         let keep = keep_flags(self.numel(), p, rng);
-        let scaled_mask = mask_tensor(&keep, scale, self.shape().clone(), self.dtype())?;
-        let storage = match (&*self.storage(), &*scaled_mask.storage()) {
-            (Storage::Cpu(x), Storage::Cpu(m)) => Storage::Cpu(x.binary(self.layout(), m, scaled_mask.layout(), Mul)?),
-        };
+        let scaled_mask = mask_tensor(&keep, scale, self.shape().clone(), self.dtype())?.to_device(self.device())?;
+        let storage = crate::dispatch!(OP, [x = &*self.storage(), m = &*scaled_mask.storage()] => x.binary(self.layout(), m, scaled_mask.layout(), Mul)?);
         Ok(Tensor::from_op(
             storage,
             Layout::contiguous(self.shape().clone()),

@@ -1,6 +1,6 @@
 //! cross_entropy on CUDA (cuda/cross_entropy.cu).
 use crate::backend::cuda::CudaStorage;
-use crate::tensor::{Layout, Shape};
+use crate::tensor::Layout;
 use crate::{Error, Result};
 #[allow(unused_imports)]
 use crate::backend::cuda::{kernels, Arg};

@@ -1,6 +1,6 @@
 //! Pooling on CUDA (cuda/pool.cu).
 use crate::backend::cuda::CudaStorage;
-use crate::tensor::{Layout, Shape};
+use crate::tensor::Layout;
 use crate::{Error, Result};
 #[allow(unused_imports)]
 use crate::backend::cuda::{kernels, Arg};

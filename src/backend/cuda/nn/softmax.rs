@@ -1,6 +1,6 @@
 //! softmax / log_softmax on CUDA (cuda/softmax.cu).
 use crate::backend::cuda::CudaStorage;
-use crate::tensor::{Layout, Shape};
+use crate::tensor::Layout;
 use crate::{Error, Result};
 #[allow(unused_imports)]
 use crate::backend::cuda::{kernels, Arg};
