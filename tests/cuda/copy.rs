@@ -1,0 +1,85 @@
+//! Transfers, strided copies, casts and in-place writes.
+
+use crate::harness::{gpu, randn};
+use crate::parity_test;
+use tamer::{DType, Device, Tensor};
+
+#[test]
+fn round_trip_keeps_every_dtype_bit_exact() {
+    let Some(dev) = gpu() else { return };
+    let x = randn(&[3, 5, 7], 1);
+    for dtype in [DType::F32, DType::F64, DType::BF16, DType::F16] {
+        let t = x.to_dtype(dtype).unwrap();
+        let back = t.to_device(dev).unwrap().to_cpu().unwrap();
+        assert_eq!(back.device(), Device::Cpu);
+        assert_eq!(t.to_f64_vec().unwrap(), back.to_f64_vec().unwrap(), "{dtype}");
+    }
+    let ids = Tensor::from_indices(&[3, -1, 7, i64::MAX]);
+    assert_eq!(ids.to_device(dev).unwrap().to_vec::<i64>().unwrap(), vec![3, -1, 7, i64::MAX]);
+}
+
+parity_test!(strided_views_copy_like_the_cpu, 0.0, 0.0, |dev| {
+    let x = randn(&[4, 6, 5], 2).to_device(dev)?;
+    Ok(vec![
+        x.permute(&[2, 0, 1])?.contiguous()?,
+        x.narrow(1, 2, 3)?.contiguous()?,
+        x.t()?.contiguous()?,
+        x.narrow(2, 1, 1)?.broadcast_as([4, 6, 3])?.contiguous()?,
+    ])
+});
+
+parity_test!(casts_match_the_cpu, 0.0, 0.0, |dev| {
+    let x = randn(&[64, 33], 3).scale(100.0)?.to_device(dev)?;
+    let xt = x.t()?;
+    Ok(vec![
+        x.to_dtype(DType::BF16)?.to_dtype(DType::F32)?,
+        xt.to_dtype(DType::F16)?.to_dtype(DType::F32)?,
+        x.to_dtype(DType::F64)?,
+        x.to_dtype(DType::I64)?.to_dtype(DType::F64)?,
+    ])
+});
+
+parity_test!(assign_writes_through_strided_destinations, 0.0, 0.0, |dev| {
+    let dst = Tensor::zeros([5, 4], DType::F32)?.to_device(dev)?;
+    let src = randn(&[4, 3], 4).to_device(dev)?;
+    dst.t()?.narrow(1, 1, 3)?.assign(&src)?;
+    Ok(vec![dst])
+});
+
+parity_test!(zeros_and_full_like_stay_on_the_device, 0.0, 0.0, |dev| {
+    let x = randn(&[3, 3], 5).to_device(dev)?;
+    let z = x.zeros_like()?;
+    let f = x.full_like(2.5)?;
+    assert_eq!(z.device(), dev);
+    assert_eq!(f.device(), dev);
+    Ok(vec![z, f])
+});
+
+#[test]
+fn gradients_flow_back_across_devices() {
+    let Some(dev) = gpu() else { return };
+    let w = randn(&[4], 6).variable();
+    let loss = w.to_device(dev).unwrap().square().unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    let gw = g.get(&w).unwrap();
+    assert_eq!(gw.device(), Device::Cpu);
+    let expect: Vec<f32> = w.to_vec::<f32>().unwrap().iter().map(|v| 2.0 * v).collect();
+    assert_eq!(gw.to_vec::<f32>().unwrap(), expect);
+}
+
+#[test]
+fn memory_is_reused_across_steps() {
+    let Some(dev) = gpu() else { return };
+    let Device::Cuda(ordinal) = dev else { unreachable!() };
+    let x = randn(&[256, 256], 7).to_device(dev).unwrap();
+    for _ in 0..3 {
+        let _ = x.exp().unwrap().sum_all().unwrap().to_scalar().unwrap();
+    }
+    let before = tamer::backend::cuda::memory_stats(ordinal).unwrap();
+    for _ in 0..20 {
+        let _ = x.exp().unwrap().sum_all().unwrap().to_scalar().unwrap();
+    }
+    let after = tamer::backend::cuda::memory_stats(ordinal).unwrap();
+    assert_eq!(after.raw_allocations, before.raw_allocations, "a steady loop should allocate nothing new: {before:?} -> {after:?}");
+    assert!(after.reuses > before.reuses);
+}
