@@ -38,7 +38,8 @@ echo "== NVRTC and ptxas from $CU13"
 
 echo "== NVRTC: cuda/*.cu -> PTX (${ARCHS[*]})"
 rm -rf "$PTX_DIR"
-cargo run --quiet --features cuda --example cuda_ptx -- "$PTX_DIR" "${ARCHS[@]}"
+# The test profile, so CI reuses the build of `cargo build --features cuda --all-targets --profile test`.
+cargo run --quiet --profile "${CARGO_PROFILE:-test}" --features cuda --example cuda_ptx -- "$PTX_DIR" "${ARCHS[@]}"
 
 echo "== ptxas: PTX -> SASS"
 failed=0

@@ -72,7 +72,10 @@ pub struct CachingAllocator<M: RawMemory> {
 
 impl<M: RawMemory> CachingAllocator<M> {
     pub fn new(raw: M) -> Self {
-        CachingAllocator { raw, pool: Mutex::new(Pool::default()) }
+        CachingAllocator {
+            raw,
+            pool: Mutex::new(Pool::default()),
+        }
     }
 
     fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
@@ -169,7 +172,11 @@ mod tests {
     }
     impl FakeMemory {
         fn new(capacity: usize) -> Self {
-            FakeMemory { next: AtomicU64::new(4096), live: AtomicUsize::new(0), capacity }
+            FakeMemory {
+                next: AtomicU64::new(4096),
+                live: AtomicUsize::new(0),
+                capacity,
+            }
         }
     }
     impl RawMemory for &FakeMemory {

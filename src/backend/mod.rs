@@ -91,7 +91,10 @@ macro_rules! dispatch {
 /// The error for operands on different devices (tuples of `&Storage`).
 #[doc(hidden)]
 pub fn mixed_devices(op: &'static str, operands: &dyn std::fmt::Debug) -> Error {
-    Error::device(op, format!("operands live on different devices ({operands:?}); expected them all on one device: move them with .to_device()"))
+    Error::device(
+        op,
+        format!("operands live on different devices ({operands:?}); expected them all on one device: move them with .to_device()"),
+    )
 }
 
 /// Typed access to one backend's storage inside a `Storage`, for optional
@@ -128,7 +131,10 @@ pub fn optional_operand<'a, S: BackendRef>(
     match (guard.as_deref(), t) {
         (Some(s), Some(t)) => match S::from_storage(s) {
             Some(inner) => Ok(Some((inner, t.layout()))),
-            None => Err(Error::device(op, format!("an optional operand of shape {} lives on {}, unlike the input", t.shape(), t.device()))),
+            None => Err(Error::device(
+                op,
+                format!("an optional operand of shape {} lives on {}, unlike the input", t.shape(), t.device()),
+            )),
         },
         _ => Ok(None),
     }
@@ -171,7 +177,10 @@ impl Storage {
             #[cfg(feature = "cuda")]
             (Storage::Cuda(d), Storage::Cuda(s)) => d.copy_into(dst_layout, s, src_layout),
             #[cfg(feature = "cuda")]
-            (d, s) => Err(Error::device("copy_into", format!("destination on {} but source on {}", d.device(), s.device()))),
+            (d, s) => Err(Error::device(
+                "copy_into",
+                format!("destination on {} but source on {}", d.device(), s.device()),
+            )),
         }
     }
     /// The CPU storage, if this is one (no copy).

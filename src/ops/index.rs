@@ -463,9 +463,17 @@ fn cat_storage(tensors: &[Tensor], axis: usize) -> Result<Storage> {
             .iter()
             .zip(tensors)
             .map(|(s, t)| {
-                S::from_storage(s)
-                    .map(|inner| (inner, t.layout()))
-                    .ok_or_else(|| Error::device("cat", format!("part of shape {} lives on {}, unlike the first part ({})", t.shape(), t.device(), tensors[0].device())))
+                S::from_storage(s).map(|inner| (inner, t.layout())).ok_or_else(|| {
+                    Error::device(
+                        "cat",
+                        format!(
+                            "part of shape {} lives on {}, unlike the first part ({})",
+                            t.shape(),
+                            t.device(),
+                            tensors[0].device()
+                        ),
+                    )
+                })
             })
             .collect()
     }

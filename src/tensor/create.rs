@@ -72,7 +72,9 @@ impl Tensor {
     }
     /// `value` everywhere, with this tensor's shape, dtype and device.
     pub fn full_like(&self, value: f64) -> Result<Tensor> {
-        Self::full(self.shape().clone(), value, self.dtype())?.to_device(self.device()).map(|t| t.detach())
+        Self::full(self.shape().clone(), value, self.dtype())?
+            .to_device(self.device())
+            .map(|t| t.detach())
     }
 
     /// `start, start+step, ...` below `end` (like `numpy.arange`).

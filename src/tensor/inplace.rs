@@ -54,7 +54,10 @@ impl Tensor {
                 }
             }
             #[cfg(feature = "cuda")]
-            Storage::Cuda(_) => Err(Error::device(op, format!("tensor of shape {shape} is on {}: this host-side update needs a CPU tensor", self.device()))),
+            Storage::Cuda(_) => Err(Error::device(
+                op,
+                format!("tensor of shape {shape} is on {}: this host-side update needs a CPU tensor", self.device()),
+            )),
         }
     }
 }

@@ -79,7 +79,8 @@ impl fmt::Display for GradCheckReport {
 
 /// Compare `f`'s backward gradients with central differences, for every element of every input.
 ///
-/// Inputs must be f64 and each element must have its own storage slot (any
+/// Inputs must be f64, on any device (CUDA inputs check the CUDA kernels),
+/// and each element must have its own storage slot (any
 /// permuted or sliced layout is fine; a broadcast view with stride 0 is not).
 /// They are passed to `f` as variables with their layouts unchanged, so
 /// non-contiguous inputs exercise the strided paths.
@@ -107,7 +108,10 @@ where
     }
     let vars: Vec<Tensor> = inputs.iter().map(Tensor::variable).collect();
     let out = f(&vars)?;
-    let weights = probe_weights(out.numel(), out.shape().dims())?;
+    // The probe lives where the output does, so functions of CUDA tensors
+    // are checked on the GPU (their kernels differentiated, the differences
+    // taken by re-running them there).
+    let weights = probe_weights(out.numel(), out.shape().dims())?.to_device(out.device())?;
     let loss_of = |xs: &[Tensor]| -> Result<f64> {
         let y = f(xs)?;
         y.to_dtype(DType::F64)?.mul(&weights)?.sum_all()?.to_scalar()
@@ -131,17 +135,16 @@ where
             Some(g) => g.to_f64_vec()?,
             None => vec![0.0; x.numel()],
         };
-        let data = x.storage().as_cpu().and_then(|s| match s {
-            CpuStorage::F64(v) => Some(v.clone()),
-            _ => None,
-        });
-        let data = data.ok_or_else(|| Error::device(OP, "inputs must be f64 tensors on the CPU"))?;
+        let data = match &*x.storage().to_cpu()? {
+            CpuStorage::F64(v) => v.clone(),
+            other => return Err(Error::dtype(OP, format!("input {i} holds {}, expected f64", other.dtype()))),
+        };
         let offsets = x.layout().offsets_vec();
         for (j, &offset) in offsets.iter().enumerate() {
             let eval_at = |delta: f64| -> Result<f64> {
                 let mut perturbed = data.clone();
                 perturbed[offset] += delta;
-                let xp = Tensor::from_storage(Storage::Cpu(CpuStorage::F64(perturbed)), x.layout().clone());
+                let xp = Tensor::from_storage(Storage::Cpu(CpuStorage::F64(perturbed)).to_device(x.device())?, x.layout().clone());
                 let mut xs: Vec<Tensor> = inputs.to_vec();
                 xs[i] = xp;
                 no_grad(|| loss_of(&xs))

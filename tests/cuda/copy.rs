@@ -80,6 +80,9 @@ fn memory_is_reused_across_steps() {
         let _ = x.exp().unwrap().sum_all().unwrap().to_scalar().unwrap();
     }
     let after = tamer::backend::cuda::memory_stats(ordinal).unwrap();
-    assert_eq!(after.raw_allocations, before.raw_allocations, "a steady loop should allocate nothing new: {before:?} -> {after:?}");
+    assert_eq!(
+        after.raw_allocations, before.raw_allocations,
+        "a steady loop should allocate nothing new: {before:?} -> {after:?}"
+    );
     assert!(after.reuses > before.reuses);
 }

@@ -63,7 +63,10 @@ pub fn run_parity(test: &str, atol: f64, rtol: f64, body: impl Fn(Device) -> Res
     let cpu = body(Device::Cpu).unwrap_or_else(|e| panic!("{test}: the CPU run failed: {e}"));
     let cuda = body(gpu).unwrap_or_else(|e| panic!("{test}: the CUDA run failed: {e}"));
     for t in &cuda {
-        assert!(t.device().is_cuda() || t.numel() == 0 || t.device() == Device::Cpu, "{test}: output not on the GPU");
+        assert!(
+            t.device().is_cuda() || t.numel() == 0 || t.device() == Device::Cpu,
+            "{test}: output not on the GPU"
+        );
     }
     assert_all_close(test, &cpu, &cuda, atol, rtol);
 }
@@ -77,7 +80,12 @@ macro_rules! parity_test {
     ($name:ident, $atol:expr, $rtol:expr, |$dev:ident| $body:block) => {
         #[test]
         fn $name() {
-            $crate::harness::run_parity(stringify!($name), $atol, $rtol, |$dev: tamer::Device| -> tamer::Result<Vec<tamer::Tensor>> { $body });
+            $crate::harness::run_parity(
+                stringify!($name),
+                $atol,
+                $rtol,
+                |$dev: tamer::Device| -> tamer::Result<Vec<tamer::Tensor>> { $body },
+            );
         }
     };
 }

@@ -247,7 +247,11 @@ pub fn elementwise_config(n: usize) -> LaunchConfig {
     // Enough blocks to fill any current GPU several times over; the
     // grid-stride loop covers the rest.
     let blocks = n.div_ceil(THREADS as usize).clamp(1, 65_536) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// One block of `threads` per row, `rows` rows (rows beyond 2^31-1 are not
@@ -256,5 +260,9 @@ pub fn rows_config(op: &'static str, rows: usize, threads: u32, shared_mem_bytes
     if rows > i32::MAX as usize {
         return Err(Error::shape(op, format!("{rows} rows exceed the CUDA grid limit of 2^31-1 blocks")));
     }
-    Ok(LaunchConfig { grid_dim: (rows.max(1) as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes })
+    Ok(LaunchConfig {
+        grid_dim: (rows.max(1) as u32, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes,
+    })
 }

@@ -99,13 +99,12 @@ pub fn compile_ptx(src: &KernelSource, arch: &str) -> Result<String> {
         name: Some(format!("{}.cu", src.name)),
         ..Default::default()
     };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(expand(src), opts)
-        .map_err(|e| {
-            let detail = match &e {
-                cudarc::nvrtc::CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
-                other => format!("{other:?}"),
-            };
-            Error::device("cuda compile", format!("cuda/{}.cu for {arch}: {detail}", src.name))
-        })?;
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(expand(src), opts).map_err(|e| {
+        let detail = match &e {
+            cudarc::nvrtc::CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
+            other => format!("{other:?}"),
+        };
+        Error::device("cuda compile", format!("cuda/{}.cu for {arch}: {detail}", src.name))
+    })?;
     Ok(ptx.to_src())
 }

@@ -29,7 +29,12 @@ impl StridedLayout {
                 format!("CUDA kernels take views of at most {MAX_DIMS} dimensions, got shape {}", layout.shape()),
             ));
         }
-        let mut s = StridedLayout { rank: layout.rank() as i64, offset: layout.offset() as i64, dims: [1; MAX_DIMS], strides: [0; MAX_DIMS] };
+        let mut s = StridedLayout {
+            rank: layout.rank() as i64,
+            offset: layout.offset() as i64,
+            dims: [1; MAX_DIMS],
+            strides: [0; MAX_DIMS],
+        };
         for (i, (&d, &st)) in layout.dims().iter().zip(layout.strides()).enumerate() {
             s.dims[i] = d as i64;
             s.strides[i] = st as i64;

@@ -1,9 +1,9 @@
 //! Matmul on CUDA (cuda/matmul.cu).
 use super::CudaStorage;
-use crate::tensor::Layout;
-use crate::{Error, Result};
 #[allow(unused_imports)]
 use super::{kernels, Arg};
+use crate::tensor::Layout;
+use crate::{Error, Result};
 
 fn todo(op: &'static str) -> Error {
     Error::device(op, "not implemented on CUDA yet")
@@ -11,5 +11,7 @@ fn todo(op: &'static str) -> Error {
 
 use crate::ops::matmul::MatmulKernels;
 impl MatmulKernels for CudaStorage {
-    fn matmul(&self, _l: &Layout, _rhs: &Self, _r: &Layout) -> Result<Self> { Err(todo("matmul")) }
+    fn matmul(&self, _l: &Layout, _rhs: &Self, _r: &Layout) -> Result<Self> {
+        Err(todo("matmul"))
+    }
 }

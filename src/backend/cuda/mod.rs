@@ -73,9 +73,15 @@ impl CudaStorage {
     /// Uninitialised storage for `len` elements (every kernel that allocates
     /// its output writes every element).
     pub fn alloc(dev: &Arc<CudaDevice>, dtype: DType, len: usize) -> Result<Self> {
-        let bytes = len.checked_mul(dtype.size_in_bytes()).ok_or_else(|| Error::shape("cuda alloc", format!("{len} elements of {dtype} overflow")))?;
+        let bytes = len
+            .checked_mul(dtype.size_in_bytes())
+            .ok_or_else(|| Error::shape("cuda alloc", format!("{len} elements of {dtype} overflow")))?;
         let (ptr, class) = dev.alloc_bytes(bytes)?;
-        Ok(CudaStorage { buf: DeviceBuffer { ptr, class, dev: dev.clone() }, len, dtype })
+        Ok(CudaStorage {
+            buf: DeviceBuffer { ptr, class, dev: dev.clone() },
+            len,
+            dtype,
+        })
     }
 
     /// Zero-filled storage (all-zero bits are 0 in every dtype).
@@ -92,7 +98,12 @@ impl CudaStorage {
     pub fn full(dev: &Arc<CudaDevice>, dtype: DType, len: usize, value: f64) -> Result<Self> {
         let s = Self::alloc(dev, dtype, len)?;
         if len > 0 {
-            dev.launch(&kernels::COPY, &kernel_name("fill", dtype), elementwise_config(len), &[Arg::Ptr(s.ptr()), Arg::I64(len as i64), Arg::F64(value)])?;
+            dev.launch(
+                &kernels::COPY,
+                &kernel_name("fill", dtype),
+                elementwise_config(len),
+                &[Arg::Ptr(s.ptr()), Arg::I64(len as i64), Arg::F64(value)],
+            )?;
         }
         Ok(s)
     }
@@ -157,7 +168,14 @@ impl CudaStorage {
     /// Error unless `other` lives on the same device.
     pub fn check_same_device(&self, op: &'static str, other: &CudaStorage) -> Result<()> {
         if self.buf.dev.ordinal() != other.buf.dev.ordinal() {
-            return Err(Error::device(op, format!("operands are on cuda:{} and cuda:{}; expected the same device", self.buf.dev.ordinal(), other.buf.dev.ordinal())));
+            return Err(Error::device(
+                op,
+                format!(
+                    "operands are on cuda:{} and cuda:{}; expected the same device",
+                    self.buf.dev.ordinal(),
+                    other.buf.dev.ordinal()
+                ),
+            ));
         }
         Ok(())
     }
@@ -194,7 +212,12 @@ impl BackendStorage for CudaStorage {
         }
         let [src, sl] = self.strided_args("copy_contiguous", layout)?;
         let name = format!("copy_strided_{}", width_suffix(self.dtype));
-        dev.launch(&kernels::COPY, &name, elementwise_config(n), &[src, sl, Arg::Ptr(out.ptr()), Arg::I64(n as i64)])?;
+        dev.launch(
+            &kernels::COPY,
+            &name,
+            elementwise_config(n),
+            &[src, sl, Arg::Ptr(out.ptr()), Arg::I64(n as i64)],
+        )?;
         Ok(out)
     }
     fn to_dtype(&self, layout: &Layout, dtype: DType) -> Result<Self> {
@@ -207,7 +230,12 @@ impl BackendStorage for CudaStorage {
         if n > 0 {
             let [src, sl] = self.strided_args("to_dtype", layout)?;
             let name = format!("cast_{}_{}", self.dtype.name(), dtype.name());
-            dev.launch(&kernels::COPY, &name, elementwise_config(n), &[src, sl, Arg::Ptr(out.ptr()), Arg::I64(n as i64)])?;
+            dev.launch(
+                &kernels::COPY,
+                &name,
+                elementwise_config(n),
+                &[src, sl, Arg::Ptr(out.ptr()), Arg::I64(n as i64)],
+            )?;
         }
         Ok(out)
     }
@@ -215,7 +243,11 @@ impl BackendStorage for CudaStorage {
         if dst_layout.numel() != src_layout.numel() {
             return Err(Error::shape(
                 "copy_into",
-                format!("destination {} and source {} hold different numbers of elements", dst_layout.shape(), src_layout.shape()),
+                format!(
+                    "destination {} and source {} hold different numbers of elements",
+                    dst_layout.shape(),
+                    src_layout.shape()
+                ),
             ));
         }
         if self.dtype != src.dtype {

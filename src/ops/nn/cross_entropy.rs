@@ -168,7 +168,12 @@ impl Tensor {
         }
         let fwd = crate::dispatch!(OP, [x = &*self.storage(), t = &*targets.storage()], |wrap| {
             let f = x.cross_entropy(self.layout(), t, targets.layout(), &options)?;
-            CrossEntropyForward { losses: wrap(f.losses), row_max: wrap(f.row_max), row_log_sum: wrap(f.row_log_sum), count: f.count }
+            CrossEntropyForward {
+                losses: wrap(f.losses),
+                row_max: wrap(f.row_max),
+                row_log_sum: wrap(f.row_log_sum),
+                count: f.count,
+            }
         });
         let rows = targets.numel();
         let per_row = |s| Tensor::from_storage(s, Layout::contiguous(Shape::new([rows])));

@@ -93,7 +93,11 @@ impl Tensor {
         let fwd = crate::dispatch!(OP, [x = &*xs], |wrap| {
             let (w, b) = (optional_operand(OP, &ws, weight)?, optional_operand(OP, &bs, bias)?);
             let out = x.layer_norm(self.layout(), w, b, eps)?;
-            LayerNormForward { y: wrap(out.y), mean: wrap(out.mean), rstd: wrap(out.rstd) }
+            LayerNormForward {
+                y: wrap(out.y),
+                mean: wrap(out.mean),
+                rstd: wrap(out.rstd),
+            }
         });
         drop((xs, ws, bs));
         let stats = |s| Tensor::from_storage(s, Layout::contiguous(Shape::new([rows])));
@@ -142,7 +146,11 @@ impl BackwardOp for LayerNormBackward {
         let grads = crate::dispatch!("layer_norm", [xs = &*xs, m = &*ms, r = &*rs, g = &*gs], |wrap| {
             let w = optional_operand("layer_norm", &ws, weight)?;
             let out = xs.layer_norm_backward(x.layout(), w, m, r, g, grad.layout(), want_dweight, want_dbias)?;
-            LayerNormGrads { dx: wrap(out.dx), dweight: out.dweight.map(wrap), dbias: out.dbias.map(wrap) }
+            LayerNormGrads {
+                dx: wrap(out.dx),
+                dweight: out.dweight.map(wrap),
+                dbias: out.dbias.map(wrap),
+            }
         });
         let param = |s| Tensor::from_storage(s, Layout::contiguous(Shape::new([c])));
         let mut out = vec![Some(Tensor::from_storage(grads.dx, Layout::contiguous(x.shape().clone())))];
