@@ -136,8 +136,39 @@ fn reduce_fast<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: ReduceOp)
             }
             return acc;
         }
+        if let Some((outer, kept, inner)) = sandwich(layout.dims(), axes) {
+            // Reduced axes before and after the kept ones: `[outer, kept, inner] → [kept]`
+            // (batch-norm statistics over (N, H, W) of [N, C, H, W]). Each output folds
+            // `outer` contiguous runs of `inner` elements; outputs are independent tasks.
+            let reduce_one = |k: usize| {
+                (0..outer).fold(identity::<T>(op), |acc, i| {
+                    let start = (i * kept + k) * inner;
+                    combine(op, acc, reduce_slice(op, &xs[start..start + inner]))
+                })
+            };
+            return if n >= PARALLEL_THRESHOLD {
+                (0..kept).into_par_iter().map(reduce_one).collect()
+            } else {
+                (0..kept).map(reduce_one).collect()
+            };
+        }
     }
     reduce_reference(x, layout, axes, op)
+}
+
+/// `(outer, kept, inner)` sizes when `axes` are a leading run and a trailing
+/// run of axes with at least one kept axis between them.
+fn sandwich(dims: &[usize], axes: &[usize]) -> Option<(usize, usize, usize)> {
+    let rank = dims.len();
+    let lead = axes.iter().enumerate().take_while(|&(i, &a)| a == i).count();
+    let trail = &axes[lead..];
+    if lead == 0 || trail.is_empty() || trail.iter().enumerate().any(|(i, &a)| a != rank - trail.len() + i) || lead >= rank - trail.len() {
+        return None;
+    }
+    let outer = dims[..lead].iter().product();
+    let kept = dims[lead..rank - trail.len()].iter().product();
+    let inner = dims[rank - trail.len()..].iter().product();
+    Some((outer, kept, inner))
 }
 
 impl ReduceKernels for CpuStorage {
@@ -183,6 +214,29 @@ mod tests {
                 assert_eq!(fast.len(), slow.len());
                 for (a, b) in fast.iter().zip(&slow) {
                     assert!((a - b).abs() < 1e-9, "{op:?} {axes:?}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_norm_statistics_take_the_sandwich_path_and_match() {
+        // [N, C, H, W] reduced over (0, 2, 3), large enough to run in parallel.
+        let dims = [16usize, 8, 20, 30];
+        assert_eq!(sandwich(&dims, &[0, 2, 3]), Some((16, 8, 600)));
+        assert_eq!(sandwich(&dims, &[0, 1]), None);
+        assert_eq!(sandwich(&dims, &[1, 3]), None);
+        let n: usize = dims.iter().product();
+        let mut x: Vec<f64> = (0..n).map(|i| ((i * 7919) % 1000) as f64 / 100.0 - 5.0).collect();
+        x[12345] = f64::NAN;
+        let l = Layout::contiguous(dims);
+        for axes in [vec![0, 2, 3], vec![0, 3], vec![0, 1, 3]] {
+            for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
+                let fast = reduce_fast(&x, &l, &axes, op);
+                let slow = reduce_reference(&x, &l, &axes, op);
+                assert_eq!(fast.len(), slow.len());
+                for (a, b) in fast.iter().zip(&slow) {
+                    assert!((a.is_nan() && b.is_nan()) || (a - b).abs() < 1e-9, "{op:?} {axes:?}: {a} vs {b}");
                 }
             }
         }
