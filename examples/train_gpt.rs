@@ -29,7 +29,7 @@ use tamer::checkpoint;
 use tamer::data::CharDataset;
 use tamer::models::{Gpt, GptConfig};
 use tamer::nn::Module;
-use tamer::optim::{Adam, AdamConfig, InverseSqrt, LrSchedule, Optimizer, Scheduler, Sgd, SgdConfig, WarmupCosine, WarmupLinear};
+use tamer::optim::{Adam, AdamConfig, LrSchedule, Optimizer, Scheduler, Sgd, SgdConfig, WarmupCosine, WarmupLinear};
 use tamer::train::{CharLanguageModel, Record, TrainConfig, Trainer};
 use tamer::{no_grad, rng, Error, Result, Tensor};
 
@@ -66,19 +66,20 @@ fn schedule(args: &GptArgs) -> Result<Box<dyn LrSchedule>> {
         GptSchedule::Cosine => Box::new(WarmupCosine::new(args.lr, args.warmup, args.steps, args.min_lr)?),
         GptSchedule::Linear => Box::new(WarmupLinear::new(args.lr, args.warmup, args.steps, args.min_lr)?),
         GptSchedule::Constant => Box::new(WarmupLinear::new(args.lr, args.warmup, args.warmup, args.lr)?),
-        GptSchedule::InverseSqrt => Box::new(InverseSqrt::new(args.lr, args.warmup.max(1), 0.0)?),
+        GptSchedule::InverseSqrt => Box::new(common::inverse_sqrt(args.lr, args.warmup)?),
     })
 }
 
 fn optimizer(args: &GptArgs, model: &Gpt) -> Result<Box<dyn Optimizer>> {
     let named = model.named_params();
+    let (wd, rule) = (args.weight_decay, gpt_args::decay_rule());
     Ok(match args.optimizer {
         // nanoGPT's shakespeare_char: beta2 0.99 ("the model is small and sees few tokens per step").
-        OptimizerKind::Adamw => Box::new(Adam::new(named, AdamConfig::adamw(args.lr).betas(0.9, 0.99).weight_decay(args.weight_decay))?),
-        OptimizerKind::Adam => Box::new(Adam::new(named, AdamConfig::adam(args.lr).betas(0.9, 0.99).weight_decay(args.weight_decay))?),
+        OptimizerKind::Adamw => Box::new(Adam::new(named, AdamConfig::adamw(args.lr).betas(0.9, 0.99).weight_decay(wd).decay_rule(rule))?),
+        OptimizerKind::Adam => Box::new(Adam::new(named, AdamConfig::adam(args.lr).betas(0.9, 0.99).weight_decay(wd).decay_rule(rule))?),
         OptimizerKind::Sgd => Box::new(Sgd::new(
             named,
-            SgdConfig::new(args.lr).momentum(0.9).nesterov(true).weight_decay(args.weight_decay),
+            SgdConfig::new(args.lr).momentum(0.9).nesterov(true).weight_decay(wd).decay_rule(rule),
         )?),
     })
 }
@@ -93,6 +94,7 @@ fn run(args: &GptArgs) -> Result<()> {
     }
     let data = CharDataset::load(&args.text)?;
     let config = model_config(args, data.vocab_size());
+    gpt_args::check_splits(data.train.len(), data.val.len(), config.block_size).map_err(|m| Error::value("train_gpt", m))?;
     let model = Gpt::new(config.clone(), &mut rng(args.seed))?;
     let params = model.num_params();
     println!(

@@ -8,11 +8,13 @@
 //!
 //! The recipe: AdamW (no decay on biases, norms, position embeddings and the
 //! class token), linear warmup then cosine decay, gradient clipping at 1.0,
-//! label smoothing 0.1, mean pooling. Progress goes to the terminal (a bar
-//! when stdout is a terminal) and, with `--out DIR`, to `DIR/metrics.jsonl`
-//! with checkpoints in `DIR/checkpoint.safetensors`. The last line on stdout
-//! is one JSON object: `{"event":"final","dataset":..,"model":..,"params":..,
-//! "steps":..,"seconds":..,"train_loss":..,"test_acc":..}`.
+//! label smoothing 0.1, mean pooling; an epoch's last partial step is
+//! dropped (timm's `drop_last`), so every step sees a full batch. Progress
+//! goes to the terminal (a bar when stdout is a terminal) and, with `--out
+//! DIR`, to `DIR/metrics.jsonl` with checkpoints in
+//! `DIR/checkpoint.safetensors`. The last line on stdout is one JSON object:
+//! `{"event":"final","dataset":..,"model":..,"params":..,"steps":..,
+//! "seconds":..,"train_loss":..,"test_acc":..}`.
 
 #[path = "cli/common.rs"]
 #[allow(dead_code)]
@@ -29,7 +31,7 @@ use tamer::data::{cifar, digits, mnist, Augment, DataLoader, ImageDataset, Loade
 use tamer::models::{Pool, PosEmbed, PretrainedOptions, VisionTransformer, VitConfig};
 use tamer::nn::Module;
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
-use tamer::optim::{Adam, AdamConfig, Constant, InverseSqrt, LrSchedule, OneCycle, Optimizer, Scheduler, Sgd, SgdConfig, WarmupCosine, WarmupLinear};
+use tamer::optim::{Adam, AdamConfig, Constant, LrSchedule, OneCycle, Optimizer, Scheduler, Sgd, SgdConfig, WarmupCosine, WarmupLinear};
 use tamer::train::{ImageClassification, TrainConfig, Trainer, CHECKPOINT_FILE};
 use tamer::{rng, Error, Result};
 use vit_args::{Dataset, PoolKind, PosKind, Preset, ScheduleKind, VitArgs};
@@ -110,7 +112,7 @@ fn schedule(args: &VitArgs, lr: f64, warmup: u64, total: u64) -> Result<Box<dyn 
         ScheduleKind::Constant if warmup == 0 => Box::new(Constant { lr }),
         ScheduleKind::Constant => Box::new(WarmupLinear::new(lr, warmup, warmup, lr)?),
         ScheduleKind::Onecycle => Box::new(OneCycle::new(lr, total)?),
-        ScheduleKind::InverseSqrt => Box::new(InverseSqrt::new(lr, warmup.max(1), 0.0)?),
+        ScheduleKind::InverseSqrt => Box::new(common::inverse_sqrt(lr, warmup)?),
     })
 }
 
@@ -137,12 +139,12 @@ fn run(args: &VitArgs) -> Result<()> {
     let (train, test) = load_data(args)?;
     let config = model_config(args, preset, recipe.patch, train.shape, train.num_classes)?;
     let epochs = args.epochs.unwrap_or(recipe.epochs);
-    let batch_size = args.batch_size.unwrap_or(recipe.batch_size);
+    let flag_error = |msg: String| Error::value("train_vit", msg);
+    let (batch_size, micro) = args.batch_sizes().map_err(flag_error)?;
     let lr = args.lr.unwrap_or(recipe.lr);
     let warmup = args.warmup.unwrap_or(recipe.warmup);
     let weight_decay = args.weight_decay.unwrap_or(recipe.weight_decay);
     let mixup = args.mixup.unwrap_or(recipe.mixup);
-    let micro = batch_size / args.grad_accum;
 
     let model = VisionTransformer::new(config.clone(), &mut rng(args.seed))?;
     if let Some(path) = &args.pretrained {
@@ -160,16 +162,19 @@ fn run(args: &VitArgs) -> Result<()> {
         hflip: recipe.hflip,
         erasing: None,
     };
+    // Whole steps only: an epoch is a multiple of --grad-accum full micro-batches.
     let mut loader_config = LoaderConfig::train(micro, args.seed)
+        .with_drop_last(true)
+        .with_batch_multiple(args.grad_accum)
         .with_normalization(Normalization::FromData)
         .with_augment(augment);
     if mixup > 0.0 {
         loader_config = loader_config.with_mixup(Mixup::mixup(mixup));
     }
     let loader = DataLoader::new(train, loader_config)?;
-    let steps_per_epoch = (loader.num_batches() / args.grad_accum).max(1) as u64;
-    let total_steps = steps_per_epoch * epochs;
-    let eval_every = args.eval_every.unwrap_or((epochs / 10).max(1)) * steps_per_epoch;
+    let steps_per_epoch = (loader.num_batches() / args.grad_accum) as u64;
+    let steps = args.step_counts(steps_per_epoch).map_err(flag_error)?;
+    let total_steps = steps.total;
     let params = model.num_params();
     println!(
         "{}: {} train / {} test images {:?}; {} ({} parameters, patch {}, {} tokens, pool {:?}, pos {:?})",
@@ -207,9 +212,9 @@ fn run(args: &VitArgs) -> Result<()> {
         stop_at: args.stop_at,
         grad_accum: args.grad_accum,
         clip: (args.clip > 0.0).then_some(args.clip),
-        eval_every: Some(eval_every),
+        eval_every: Some(steps.eval_every),
         log_every: steps_per_epoch,
-        checkpoint_every: Some(args.checkpoint_every * steps_per_epoch),
+        checkpoint_every: Some(steps.checkpoint_every),
         out_dir: args.out.clone(),
         seed: args.seed,
         metadata,

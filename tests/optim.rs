@@ -318,6 +318,50 @@ fn load_state_dict_rejects_mismatches_and_leaves_the_optimizer_alone() {
 }
 
 #[test]
+fn load_state_dict_rejects_other_settings_naming_the_key_and_both_values() {
+    let params = net(4);
+    let mut adam = Adam::new(params.clone(), AdamConfig::adam(1e-2)).unwrap();
+    adam.step(&net_grads(&params, 0)).unwrap();
+    let saved = adam.state_dict().unwrap();
+    let load = |cfg: AdamConfig| {
+        let mut other = Adam::new(params.clone(), cfg).unwrap();
+        let e = other.load_state_dict(&saved).unwrap_err();
+        assert_eq!(other.step_count(), 0, "a refused load must not change the optimizer");
+        e.to_string()
+    };
+    let e = load(AdamConfig::adam(1e-2).betas(0.9, 0.99));
+    assert!(
+        e.contains("Adam::load_state_dict") && e.contains("saved with beta2 = 0.999") && e.contains("has beta2 = 0.99;"),
+        "{e}"
+    );
+    let e = load(AdamConfig::adam(1e-2).eps(1e-6));
+    assert!(e.contains("saved with eps = 0.00000001") && e.contains("has eps = 0.000001;"), "{e}");
+    let e = load(AdamConfig::adam(1e-2).amsgrad(true));
+    assert!(e.contains("amsgrad = false") && e.contains("amsgrad = true"), "{e}");
+    // lr and beta1 are what schedules change: they are taken from the state.
+    let mut other = Adam::new(params.clone(), AdamConfig::adam(5.0).betas(0.5, 0.999)).unwrap();
+    other.load_state_dict(&saved).unwrap();
+    assert_eq!((other.lr(), other.config().betas.0), (1e-2, 0.9));
+
+    let mut sgd = Sgd::new(params.clone(), SgdConfig::new(0.1).momentum(0.9).dampening(0.1)).unwrap();
+    sgd.step(&net_grads(&params, 0)).unwrap();
+    let saved = sgd.state_dict().unwrap();
+    let mut other = Sgd::new(params.clone(), SgdConfig::new(0.1).momentum(0.9)).unwrap();
+    let e = other.load_state_dict(&saved).unwrap_err().to_string();
+    assert!(
+        e.contains("Sgd::load_state_dict") && e.contains("saved with dampening = 0.1") && e.contains("has dampening = 0;"),
+        "{e}"
+    );
+    let mut plain = Sgd::new(params.clone(), SgdConfig::new(0.1).momentum(0.9)).unwrap();
+    plain.step(&net_grads(&params, 0)).unwrap();
+    let saved = plain.state_dict().unwrap();
+    let mut nesterov = Sgd::new(params.clone(), SgdConfig::new(0.1).momentum(0.9).nesterov(true)).unwrap();
+    let e = nesterov.load_state_dict(&saved).unwrap_err().to_string();
+    assert!(e.contains("nesterov = false") && e.contains("nesterov = true"), "{e}");
+    assert_eq!(nesterov.step_count(), 0);
+}
+
+#[test]
 fn bad_hyperparameters_and_gradients_are_errors() {
     let p = || vec![("w".to_string(), Param::new(Tensor::ones([2, 2], DType::F32).unwrap()))];
     let msg = |r: tamer::Result<Adam>| r.err().unwrap().to_string();

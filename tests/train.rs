@@ -17,9 +17,9 @@ use tamer::data::{digits, Augment, CharDataset, DataLoader, LoaderConfig, Normal
 use tamer::models::{Gpt, GptConfig, Pool, VisionTransformer, VitConfig};
 use tamer::nn::{BlockConfig, Module};
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
-use tamer::optim::{Adam, AdamConfig, Scheduler, Sgd, SgdConfig, WarmupCosine};
+use tamer::optim::{split_param_groups, Adam, AdamConfig, LrSchedule, Scheduler, Sgd, SgdConfig, WarmupCosine};
 use tamer::rng;
-use tamer::train::{read_jsonl, CharLanguageModel, ImageClassification, Progress, TrainCheckpoint, TrainConfig, Trainer, CHECKPOINT_FILE};
+use tamer::train::{read_jsonl, CharLanguageModel, ImageClassification, Progress, TrainCheckpoint, TrainConfig, TrainTask, Trainer, CHECKPOINT_FILE};
 
 /// A fresh, empty directory under the system's temp dir.
 fn temp_dir(name: &str) -> PathBuf {
@@ -179,6 +179,9 @@ fn gpt_resume_gives_bit_identical_losses_and_metrics() {
     let events: Vec<&str> = records.iter().map(|r| r["event"].as_str().unwrap()).collect();
     assert_eq!(events.iter().filter(|e| **e == "start").count(), 2, "{events:?}");
     assert_eq!(events.iter().filter(|e| **e == "end").count(), 2, "{events:?}");
+    // The resumed invocation begins with a resume record at the checkpoint's step.
+    let resume_at = events.iter().position(|e| *e == "resume").unwrap();
+    assert_eq!((events[resume_at + 1], records[resume_at]["step"].as_u64()), ("start", Some(5)), "{events:?}");
     let train: Vec<_> = records.iter().filter(|r| r["event"] == "train").collect();
     let steps: Vec<u64> = train.iter().map(|r| r["step"].as_u64().unwrap()).collect();
     assert_eq!(steps, vec![3, 5, 6, 9, 12]);
@@ -296,6 +299,25 @@ fn resume_checks_the_file_and_the_seed() {
     let mut longer = vit_trainer(8, None, 1e-3, 1);
     let msg = longer.resume(dir.join(CHECKPOINT_FILE)).unwrap_err().to_string();
     assert!(msg.contains("schedule"), "{msg}");
+    // So is another batch layout: grad_accum, or the micro-batch size.
+    let msg = vit_trainer(4, None, 1e-3, 2).resume(dir.join(CHECKPOINT_FILE)).unwrap_err().to_string();
+    assert!(msg.contains("grad_accum 1") && msg.contains("grad_accum 2"), "{msg}");
+    let mut smaller = vit_trainer(4, None, 1e-3, 1);
+    smaller.task.train = DataLoader::new(digits::load_images().unwrap().0, LoaderConfig::train(16, 5)).unwrap();
+    let msg = smaller.resume(dir.join(CHECKPOINT_FILE)).unwrap_err().to_string();
+    assert!(msg.contains("micro-batch size 32") && msg.contains("micro-batch size 16"), "{msg}");
+    // And metadata (the model configuration ...) other than the checkpoint's.
+    let mut tagged = vit_trainer(4, None, 1e-3, 1);
+    tagged.config.metadata.insert("model".into(), "vit-b".into());
+    let msg = tagged.resume(dir.join(CHECKPOINT_FILE)).unwrap_err().to_string();
+    assert!(msg.contains("metadata 'model' = none") && msg.contains("metadata 'model' = \"vit-b\""), "{msg}");
+    t.config.metadata.insert("model".into(), "vit-a".into());
+    t.save_checkpoint().unwrap();
+    let msg = tagged.resume(dir.join(CHECKPOINT_FILE)).unwrap_err().to_string();
+    assert!(msg.contains("\"vit-a\"") && msg.contains("\"vit-b\""), "{msg}");
+    tagged.config.metadata.insert("model".into(), "vit-a".into());
+    tagged.resume(dir.join(CHECKPOINT_FILE)).unwrap();
+    assert_eq!(tagged.step, 2);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -315,6 +337,10 @@ fn trainer_rejects_bad_configs() {
     assert!(bad(&|c| c.grad_accum = 0).contains("grad_accum"));
     assert!(bad(&|c| c.eval_every = Some(0)).contains("eval_every"));
     assert!(bad(&|c| c.clip = Some(-1.0)).contains("clip -1"));
+    let msg = bad(&|c| {
+        c.metadata.insert("step".into(), "3".into());
+    });
+    assert!(msg.contains("\"step\" is reserved"), "{msg}");
 }
 
 #[test]
@@ -349,6 +375,29 @@ fn vit_flags_parse_and_bad_values_are_clear_errors() {
     assert!(v(&["train_vit", "--device", "cuda"]).contains("built without the cuda feature"));
     assert!(v(&["train_vit", "--dataset", "mnist"]).contains("--data-dir"));
     assert!(v(&["train_vit", "--batch-size", "30", "--grad-accum", "4"]).contains("multiple"));
+    // The recipe's batch (64 on digits) is checked too, not only --batch-size.
+    assert_eq!(
+        v(&["train_vit", "--grad-accum", "3"]),
+        "batch 64 (recipe or --batch-size) must be a multiple of --grad-accum 3"
+    );
+    assert!(v(&["train_vit", "--grad-accum", "256"]).contains("batch 64 (recipe or --batch-size) must be a multiple of --grad-accum 256"));
+    let parse = |argv: &[&str]| VitArgs::try_parse_from(argv).unwrap();
+    assert_eq!(parse(&["train_vit", "--grad-accum", "4"]).batch_sizes(), Ok((64, 16)));
+    assert_eq!(parse(&["train_vit", "--batch-size", "96", "--grad-accum", "3"]).batch_sizes(), Ok((96, 32)));
+    // Epoch flags become step counts without overflowing.
+    assert_eq!(
+        parse(&["train_vit"]).step_counts(22),
+        Ok(vit_args::StepCounts {
+            total: 60 * 22,
+            eval_every: 6 * 22,
+            checkpoint_every: 22
+        })
+    );
+    let huge = u64::MAX.to_string();
+    for flag in ["--epochs", "--eval-every", "--checkpoint-every"] {
+        let e = parse(&["train_vit", flag, &huge]).step_counts(2).unwrap_err();
+        assert!(e.contains(flag) && e.contains("64 bits"), "{e}");
+    }
     let help = VitArgs::try_parse_from(["train_vit", "--help"]).unwrap_err().to_string();
     for flag in [
         "--dataset",
@@ -395,6 +444,12 @@ fn gpt_flags_parse_and_bad_values_are_clear_errors() {
     assert!(v(&["train_gpt", "--text", "t", "--lr", "1e-4", "--min-lr", "1e-3"]).contains("--min-lr"));
     assert!(v(&["train_gpt", "--text", "t", "--steps", "10", "--warmup", "20"]).contains("--warmup"));
     assert!(v(&["train_gpt", "--text", "t", "--device", "cuda"]).contains("cuda feature"));
+    // Both splits must be longer than the context.
+    assert_eq!(gpt_args::check_splits(100, 17, 16), Ok(()));
+    let e = gpt_args::check_splits(100, 16, 16).unwrap_err();
+    assert!(e.contains("the validation split has 16 characters") && e.contains("--block-size 16"), "{e}");
+    let e = gpt_args::check_splits(9, 100, 64).unwrap_err();
+    assert!(e.contains("the training split has 9 characters") && e.contains("--block-size 64"), "{e}");
     let help = GptArgs::try_parse_from(["train_gpt", "--help"]).unwrap_err().to_string();
     for flag in [
         "--model",
@@ -423,4 +478,131 @@ fn gpt_flags_parse_and_bad_values_are_clear_errors() {
     ] {
         assert!(help.contains(flag), "--help does not document {flag}");
     }
+}
+
+#[test]
+fn the_checkpoint_is_written_before_an_evaluation_that_fails() {
+    let dir = temp_dir("eval-fails");
+    let mut t = gpt_trainer(12, dir.clone());
+    // A validation split shorter than the context: training works, the first evaluation (step 5) fails.
+    t.task.data.val.truncate(8);
+    let msg = t.fit().unwrap_err().to_string();
+    assert!(msg.contains("Val split has 8 characters") && msg.contains("block_size 16"), "{msg}");
+    let ckpt = TrainCheckpoint::read(&dir.join(CHECKPOINT_FILE)).unwrap();
+    assert_eq!((ckpt.step, t.step), (5, 5));
+    let records = read_jsonl(dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(records.last().unwrap()["event"], "checkpoint");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn evaluate_restores_the_mode_and_a_finished_run_still_logs_its_eval() {
+    let dir = temp_dir("finished");
+    let mut t = gpt_trainer(6, dir.clone());
+    t.task.set_training(false);
+    t.evaluate().unwrap();
+    assert!(!t.task.is_training(), "evaluate switched an eval-mode task to train mode");
+    t.task.set_training(true);
+    t.evaluate().unwrap();
+    assert!(t.task.is_training());
+    t.fit().unwrap();
+
+    // Resuming a finished run trains nothing but still writes its evaluation.
+    let mut again = gpt_trainer(6, dir.clone());
+    again.resume(dir.join(CHECKPOINT_FILE)).unwrap();
+    let summary = again.fit().unwrap();
+    assert!(summary.losses.is_empty() && summary.metric("val_loss").is_some());
+    let records = read_jsonl(dir.join("metrics.jsonl")).unwrap();
+    let events: Vec<&str> = records.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(events[events.len() - 4..], ["resume", "start", "eval", "end"], "{events:?}");
+    assert_eq!(records[records.len() - 2]["step"], 6);
+    assert_eq!(records[records.len() - 2]["val_loss"].as_f64(), summary.metric("val_loss"));
+
+    // A fresh run in the same directory starts the metrics file anew.
+    let mut fresh = gpt_trainer(6, dir.clone());
+    fresh.config.stop_at = Some(1);
+    fresh.fit().unwrap();
+    let records = read_jsonl(dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(records[0]["event"], "start");
+    assert_eq!(records.iter().filter(|r| r["event"] == "start").count(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn char_lm_micro_batches_must_cover_grad_accum() {
+    let dir = temp_dir("micro-batches");
+    let mut t = gpt_trainer(4, dir.clone());
+    t.config.grad_accum = 2; // the task still says micro_batches 1: step s micro 1 would be step s+1 micro 0
+    let msg = t.fit().unwrap_err().to_string();
+    assert!(
+        msg.contains("CharLanguageModel") && msg.contains("micro_batches is 1") && msg.contains("set micro_batches to the trainer's grad_accum"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn drop_last_with_a_batch_multiple_makes_epochs_whole_steps() {
+    let (train, _) = digits::load_images().unwrap();
+    let n = train.len();
+    let (batch, multiple) = (32, 4);
+    let whole = n / batch;
+    assert_ne!(whole % multiple, 0, "pick a multiple that drops something ({n} examples)");
+    let cfg = LoaderConfig::train(batch, 0).with_drop_last(true).with_batch_multiple(multiple);
+    let mut l = DataLoader::new(train.clone(), cfg.clone()).unwrap();
+    assert_eq!(l.num_batches(), whole - whole % multiple);
+    let sizes: Vec<usize> = l.epoch().map(|b| b.unwrap().len()).collect();
+    assert_eq!(sizes, vec![batch; whole - whole % multiple]);
+    // A resumed loader keeps the rule.
+    let mut r = DataLoader::new(train.clone(), cfg.clone().with_prefetch(0)).unwrap();
+    r.set_state(tamer::data::LoaderState {
+        seed: 9,
+        epoch: 1,
+        position: 2,
+    })
+    .unwrap();
+    assert_eq!(r.epoch().count(), whole - whole % multiple - 2);
+    // Without drop_last the multiple changes nothing.
+    let l = DataLoader::new(train.clone(), LoaderConfig::train(batch, 0).with_batch_multiple(multiple)).unwrap();
+    assert_eq!(l.num_batches(), n.div_ceil(batch));
+    let e = DataLoader::new(train.clone(), cfg.with_batch_multiple(whole + 1)).err().unwrap().to_string();
+    assert!(e.contains(&format!("no {} batches of 32", whole + 1)), "{e}");
+    assert!(DataLoader::new(train, LoaderConfig::train(batch, 0).with_batch_multiple(0)).is_err());
+}
+
+#[test]
+fn inverse_sqrt_flag_schedule_trains_from_step_0() {
+    let s = common::inverse_sqrt(1e-3, 100).unwrap();
+    assert_eq!(s.lr_at(0), 1e-3 / 101.0);
+    assert!((1..=100).all(|k| s.lr_at(k) > s.lr_at(k - 1)), "the warmup must rise to the peak");
+    assert!((s.lr_at(100) - 1e-3).abs() < 1e-18);
+    assert!((s.lr_at(400) - 5e-4).abs() < 1e-18);
+    let s = common::inverse_sqrt(1e-3, 0).unwrap();
+    assert_eq!((s.lr_at(0), s.lr_at(4)), (1e-3, 5e-4));
+}
+
+#[test]
+fn gpt_weight_decay_covers_every_matrix_and_the_embeddings() {
+    let cfg = GptConfig {
+        vocab_size: 11,
+        block_size: 8,
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 8,
+        dropout: 0.0,
+        bias: true,
+        tie_weights: true,
+    };
+    let model = Gpt::new(cfg, &mut rng(0)).unwrap();
+    let groups = split_param_groups(model.named_params(), 0.1, &gpt_args::decay_rule());
+    assert_eq!((groups[0].weight_decay, groups[1].weight_decay), (0.1, 0.0));
+    let decayed: Vec<&str> = groups[0].params.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        decayed.contains(&"transformer.wte.weight") && decayed.contains(&"transformer.wpe.weight"),
+        "{decayed:?}"
+    );
+    assert!(groups[0].params.iter().all(|(_, p)| p.dims().len() >= 2));
+    assert!(groups[1].params.iter().all(|(_, p)| p.dims().len() < 2));
+    let help = gpt_args::GptArgs::try_parse_from(["train_gpt", "--help"]).unwrap_err().to_string();
+    assert!(help.contains("embeddings (so the tied lm_head too)"), "{help}");
 }

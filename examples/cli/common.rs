@@ -16,6 +16,14 @@ pub enum DeviceKind {
     Cuda,
 }
 
+/// `--schedule inverse-sqrt`: with warmup, a linear ramp from
+/// `lr / (warmup + 1)` at step 0 (so the first step already trains) to `lr`
+/// at step `warmup`, then `lr · √(warmup / step)`; without, `lr / √max(step, 1)`.
+pub fn inverse_sqrt(lr: f64, warmup: u64) -> tamer::Result<tamer::optim::InverseSqrt> {
+    let init = if warmup > 0 { lr / (warmup as f64 + 1.0) } else { 0.0 };
+    tamer::optim::InverseSqrt::new(lr, warmup, init)
+}
+
 /// The error for `--device cuda` until the CUDA backend lands.
 pub fn cuda_unavailable() -> String {
     if cfg!(feature = "cuda") {

@@ -3,6 +3,8 @@
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 
+use tamer::optim::DecayRule;
+
 use crate::common::{cuda_unavailable, non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, DeviceKind, OptimizerKind};
 
 /// Train a character-level GPT (nanoGPT's model and recipe) on a text file.
@@ -50,7 +52,10 @@ pub struct GptArgs {
     /// Linear warmup steps.
     #[arg(long, default_value_t = 100)]
     pub warmup: u64,
-    /// AdamW weight decay (2-D weights only; biases, norms and embeddings are exempt).
+    /// Weight decay of every parameter with at least 2 dims, as nanoGPT's
+    /// configure_optimizers: the weight matrices and the token and position
+    /// embeddings (so the tied lm_head too); biases and LayerNorm gains are
+    /// exempt. Decoupled with AdamW, an L2 penalty with Adam and SGD.
     #[arg(long, value_parser = non_negative_f64, default_value_t = 0.1)]
     pub weight_decay: f64,
     /// Dropout probability [default: the preset's].
@@ -149,4 +154,23 @@ impl GptArgs {
         }
         Ok(())
     }
+}
+
+/// Which parameters --weight-decay applies to: nanoGPT's rule, every
+/// parameter with at least 2 dims (embeddings included).
+pub fn decay_rule() -> DecayRule {
+    DecayRule::custom(|_, dims| dims.len() >= 2)
+}
+
+/// Both splits must be longer than the context, or no window fits: an error
+/// naming the split, its length and --block-size.
+pub fn check_splits(train_len: usize, val_len: usize, block_size: usize) -> Result<(), String> {
+    for (split, len) in [("training", train_len), ("validation", val_len)] {
+        if len <= block_size {
+            return Err(format!(
+                "the {split} split has {len} characters, needs more than --block-size {block_size}: use a longer --text or a smaller --block-size"
+            ));
+        }
+    }
+    Ok(())
 }

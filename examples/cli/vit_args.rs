@@ -41,7 +41,8 @@ pub struct VitArgs {
     /// Passes over the training set.
     #[arg(long, value_parser = positive_u64)]
     pub epochs: Option<u64>,
-    /// Examples per optimizer step (split into --grad-accum micro-batches).
+    /// Examples per optimizer step (split into --grad-accum micro-batches; an
+    /// epoch's last partial step is dropped, as timm does) [default: the recipe's].
     #[arg(long, value_parser = positive_usize)]
     pub batch_size: Option<usize>,
     /// Peak learning rate.
@@ -269,20 +270,53 @@ impl Preset {
     }
 }
 
+/// A run's lengths in optimizer steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepCounts {
+    pub total: u64,
+    pub eval_every: u64,
+    pub checkpoint_every: u64,
+}
+
 impl VitArgs {
-    /// Checks clap cannot express: combinations of flags.
+    /// Checks clap cannot express: combinations of flags (and of flags with the recipe).
     pub fn validate(&self) -> Result<(), String> {
         if self.dataset != Dataset::Digits && self.data_dir.is_none() {
             return Err(format!("--dataset {} needs --data-dir DIR (the directory with its files)", self.dataset.name()));
         }
-        if let Some(bs) = self.batch_size {
-            if !bs.is_multiple_of(self.grad_accum) {
-                return Err(format!("--batch-size {bs} must be a multiple of --grad-accum {}", self.grad_accum));
-            }
-        }
+        self.batch_sizes()?;
         if self.device == DeviceKind::Cuda {
             return Err(cuda_unavailable());
         }
         Ok(())
+    }
+
+    /// The batch size (--batch-size or the recipe's) and the micro-batch size
+    /// it splits into; an error unless --grad-accum divides it.
+    pub fn batch_sizes(&self) -> Result<(usize, usize), String> {
+        let batch = self.batch_size.unwrap_or(self.dataset.recipe(self.model).batch_size);
+        if !batch.is_multiple_of(self.grad_accum) {
+            return Err(format!(
+                "batch {batch} (recipe or --batch-size) must be a multiple of --grad-accum {}",
+                self.grad_accum
+            ));
+        }
+        Ok((batch, batch / self.grad_accum))
+    }
+
+    /// The run's length and the evaluation and checkpoint intervals in steps,
+    /// from the epoch-based flags (or the recipe's epochs); an error instead
+    /// of an overflow.
+    pub fn step_counts(&self, steps_per_epoch: u64) -> Result<StepCounts, String> {
+        let epochs = self.epochs.unwrap_or(self.dataset.recipe(self.model).epochs);
+        let steps = |flag: &str, n: u64| {
+            n.checked_mul(steps_per_epoch)
+                .ok_or_else(|| format!("{flag} {n} × {steps_per_epoch} steps per epoch is more steps than fit in 64 bits"))
+        };
+        Ok(StepCounts {
+            total: steps("--epochs", epochs)?,
+            eval_every: steps("--eval-every", self.eval_every.unwrap_or((epochs / 10).max(1)))?,
+            checkpoint_every: steps("--checkpoint-every", self.checkpoint_every)?,
+        })
     }
 }

@@ -47,6 +47,10 @@ pub struct LoaderConfig {
     pub shuffle: bool,
     /// Drop a last batch smaller than `batch_size`.
     pub drop_last: bool,
+    /// With `drop_last`, also round an epoch's batches down to a multiple of
+    /// this (the gradient-accumulation steps, so an epoch is whole optimizer
+    /// steps); 1 by default, ignored without `drop_last`.
+    pub batch_multiple: usize,
     pub seed: u64,
     pub normalization: Normalization,
     pub augment: Augment,
@@ -63,6 +67,7 @@ impl LoaderConfig {
             batch_size,
             shuffle: true,
             drop_last: false,
+            batch_multiple: 1,
             seed,
             normalization: Normalization::None,
             augment: Augment::none(),
@@ -91,6 +96,11 @@ impl LoaderConfig {
     }
     pub fn with_drop_last(mut self, d: bool) -> Self {
         self.drop_last = d;
+        self
+    }
+    /// See [`batch_multiple`](Self::batch_multiple).
+    pub fn with_batch_multiple(mut self, n: usize) -> Self {
+        self.batch_multiple = n;
         self
     }
     pub fn with_prefetch(mut self, p: usize) -> Self {
@@ -174,6 +184,7 @@ struct Plan {
     batch_size: usize,
     shuffle: bool,
     drop_last: bool,
+    batch_multiple: usize,
     seed: u64,
     norm: Option<(Vec<f32>, Vec<f32>)>,
     augment: Augment,
@@ -184,7 +195,8 @@ impl Plan {
     fn num_batches(&self) -> usize {
         let n = self.dataset.len();
         if self.drop_last {
-            n / self.batch_size
+            let whole = n / self.batch_size;
+            whole - whole % self.batch_multiple.max(1)
         } else {
             n.div_ceil(self.batch_size)
         }
@@ -314,6 +326,9 @@ impl DataLoader {
         if config.batch_size == 0 {
             return Err(Error::value(OP, "batch_size must be positive"));
         }
+        if config.batch_multiple == 0 {
+            return Err(Error::value(OP, "batch_multiple must be positive"));
+        }
         config.augment.validate()?;
         if let Some(m) = &config.mixup {
             m.validate()?;
@@ -339,6 +354,7 @@ impl DataLoader {
             batch_size: config.batch_size,
             shuffle: config.shuffle,
             drop_last: config.drop_last,
+            batch_multiple: config.batch_multiple,
             seed: config.seed,
             norm,
             augment: config.augment,
@@ -348,9 +364,14 @@ impl DataLoader {
             return Err(Error::value(
                 OP,
                 format!(
-                    "{}: {} examples make no batch of {} with drop_last",
+                    "{}: {} examples make no {} of {} with drop_last",
                     plan.dataset.name,
                     plan.dataset.len(),
+                    if plan.batch_multiple > 1 {
+                        format!("{} batches", plan.batch_multiple)
+                    } else {
+                        "batch".to_string()
+                    },
                     plan.batch_size
                 ),
             ));
@@ -405,6 +426,7 @@ impl DataLoader {
                 batch_size: p.batch_size,
                 shuffle: p.shuffle,
                 drop_last: p.drop_last,
+                batch_multiple: p.batch_multiple,
                 seed: state.seed,
                 norm: p.norm.clone(),
                 augment: p.augment,

@@ -248,6 +248,10 @@ impl Optimizer for Adam {
         let steps = state.meta_u64(OP, "step")?;
         let lr = state.meta_f64(OP, "lr")?;
         let beta1 = state.meta_f64(OP, "beta1")?;
+        // What loading does not restore must agree (β₁ and lr are set by schedules, so they are loaded).
+        state.expect_f64(OP, "beta2", self.config.betas.1)?;
+        state.expect_f64(OP, "eps", self.config.eps)?;
+        state.expect_bool(OP, "amsgrad", self.config.amsgrad)?;
         // Convert everything before changing anything: a failed load leaves the optimizer as it was.
         let mut loaded = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {

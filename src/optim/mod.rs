@@ -89,7 +89,10 @@ pub trait Optimizer: Send {
     /// Restore a snapshot taken by an optimizer of the same kind over
     /// parameters of the same names and shapes. Parameters the snapshot has no
     /// state for start fresh; state for names this optimizer does not have is
-    /// an error (a renamed model would otherwise silently lose it).
+    /// an error (a renamed model would otherwise silently lose it). The
+    /// learning rate and momentum (β₁) are taken from the snapshot; the other
+    /// settings the state depends on (Adam's β₂, eps and AMSGrad, SGD's
+    /// dampening and Nesterov) must match, or the load is an error.
     fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()>;
 }
 
@@ -294,6 +297,28 @@ impl OptimizerState {
         v.parse::<u64>()
             .map_err(|_| Error::value(op, format!("optimizer state entry '{key}' = '{v}' is not a step count")))
     }
+    /// An error unless the saved `key` is `current`: a setting the state
+    /// depends on and that loading does not change (e.g. Adam's β₂).
+    pub(crate) fn expect_f64(&self, op: &'static str, key: &str, current: f64) -> Result<()> {
+        let saved = self.meta_f64(op, key)?;
+        if saved == current || (saved.is_nan() && current.is_nan()) {
+            return Ok(());
+        }
+        Err(setting_mismatch(op, key, &saved, &current))
+    }
+    pub(crate) fn expect_bool(&self, op: &'static str, key: &str, current: bool) -> Result<()> {
+        let v = self
+            .metadata
+            .get(key)
+            .ok_or_else(|| Error::value(op, format!("optimizer state has no '{key}' entry")))?;
+        let saved: bool = v
+            .parse()
+            .map_err(|_| Error::value(op, format!("optimizer state entry '{key}' = '{v}' is not true or false")))?;
+        if saved == current {
+            return Ok(());
+        }
+        Err(setting_mismatch(op, key, &saved, &current))
+    }
     fn check_kind(&self, op: &'static str, name: &str) -> Result<()> {
         match self.metadata.get("optimizer") {
             Some(k) if k == name => Ok(()),
@@ -301,6 +326,13 @@ impl OptimizerState {
             None => Err(Error::value(op, "the state has no 'optimizer' entry: it was not made by Optimizer::state_dict")),
         }
     }
+}
+
+fn setting_mismatch(op: &'static str, key: &str, saved: &dyn std::fmt::Display, current: &dyn std::fmt::Display) -> Error {
+    Error::value(
+        op,
+        format!("the state was saved with {key} = {saved}, this optimizer has {key} = {current}; configure it as the saved run was"),
+    )
 }
 
 /// One parameter the optimizer updates, and its per-parameter state.

@@ -238,6 +238,9 @@ impl Optimizer for Sgd {
         let steps = state.meta_u64(OP, "step")?;
         let lr = state.meta_f64(OP, "lr")?;
         let momentum = state.meta_f64(OP, "momentum")?;
+        // What loading does not restore must agree (momentum and lr are set by schedules, so they are loaded).
+        state.expect_f64(OP, "dampening", self.config.dampening)?;
+        state.expect_bool(OP, "nesterov", self.config.nesterov)?;
         // Convert everything before changing anything: a failed load leaves the optimizer as it was.
         let mut loaded = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {

@@ -34,12 +34,15 @@ impl Record {
             fields: Vec::new(),
         }
     }
-    /// Add a field. Non-finite numbers become strings ("NaN", "inf"), which JSON cannot hold as numbers.
+    /// Add a field as it is (a non-finite f64 given here becomes JSON `null`;
+    /// use [`num`](Self::num) for numbers that may be non-finite).
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Record {
         let v = value.into();
         self.fields.push((key.to_string(), v));
         self
     }
+    /// Add a number; non-finite ones become strings ("NaN", "inf"), which
+    /// JSON cannot hold as numbers.
     pub fn num(self, key: &str, x: f64) -> Record {
         let v = serde_json::Number::from_f64(x)
             .map(Value::Number)
@@ -74,14 +77,28 @@ impl MetricsLog {
     /// file); `print`: also print human-readable lines; `total_steps`: the
     /// progress bar's length.
     pub fn new(path: Option<&Path>, print: bool, progress: Progress, total_steps: u64) -> Result<MetricsLog> {
+        MetricsLog::open(path, true, print, progress, total_steps)
+    }
+
+    /// As [`new`](Self::new), but an existing file is emptied first (a fresh run).
+    pub fn fresh(path: Option<&Path>, print: bool, progress: Progress, total_steps: u64) -> Result<MetricsLog> {
+        MetricsLog::open(path, false, print, progress, total_steps)
+    }
+
+    fn open(path: Option<&Path>, append: bool, print: bool, progress: Progress, total_steps: u64) -> Result<MetricsLog> {
         let file = match path {
             Some(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| Error::io("MetricsLog", format!("cannot create {}: {e}", dir.display())))?;
                 }
-                let f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
+                let mut options = OpenOptions::new();
+                options.create(true);
+                if append {
+                    options.append(true);
+                } else {
+                    options.write(true).truncate(true);
+                }
+                let f = options
                     .open(p)
                     .map_err(|e| Error::io("MetricsLog", format!("cannot open {}: {e}", p.display())))?;
                 Some((p.to_path_buf(), f))
@@ -132,8 +149,18 @@ impl MetricsLog {
         self.bar.set_message(message);
     }
 
+    /// Clear the progress bar (also done when the log is dropped, so an
+    /// early return does not leave it on the screen).
     pub fn finish(&self) {
-        self.bar.finish_and_clear();
+        if !self.bar.is_finished() {
+            self.bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for MetricsLog {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -163,6 +190,8 @@ mod tests {
         let v: Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(v["loss"], 0.5);
         assert_eq!(r.get("step").and_then(|v| v.as_u64()), Some(3));
+        // `with` stores what it is given: a non-finite f64 is JSON null there.
+        assert_eq!(Record::new("x").with("v", f64::NAN).to_json(), r#"{"event":"x","v":null}"#);
     }
 
     #[test]
@@ -177,6 +206,13 @@ mod tests {
         let back = read_jsonl(&path).unwrap();
         assert_eq!(back.len(), 2);
         assert_eq!(back[1]["step"], 1);
+        // A fresh log starts the file anew.
+        let mut log = MetricsLog::fresh(Some(&path), false, Progress::Never, 10).unwrap();
+        log.write(&Record::new("start").with("step", 0u64)).unwrap();
+        drop(log);
+        let back = read_jsonl(&path).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0]["event"], "start");
         std::fs::write(&path, "{\"event\":\"x\"}\nnot json\n").unwrap();
         let e = read_jsonl(&path).unwrap_err().to_string();
         assert!(e.contains("line 2"), "{e}");

@@ -3,14 +3,16 @@
 //! ```text
 //! for step in start..total_steps:
 //!     for micro in 0..grad_accum:                     gradient accumulation
-//!         task.reseed(derive_seed(seed, [step, micro]))  dropout masks from (seed, step)
+//!         task.reseed(derive_seed(seed, [DROPOUT_TAG, step, micro]))
+//!                                                     dropout masks from (seed, step)
 //!         loss = task.micro_batch(step, micro)        forward + loss
 //!         guard: loss finite?                         else stop, keep the last checkpoint
 //!         grads += loss.backward() / grad_accum
 //!     norm = clip_grad_norm(grads, clip)              norm before clipping, logged
 //!     guard: norm finite?
 //!     scheduler.apply(opt); opt.step(grads); scheduler.advance()
-//!     log / evaluate / checkpoint on their intervals
+//!     log / checkpoint / evaluate on their intervals  (checkpoint first: a failed
+//!                                                     evaluation keeps the step's state)
 //! ```
 //!
 //! - A [`TrainTask`] owns the model and the data: [`ImageClassification`]
@@ -19,12 +21,14 @@
 //! - Metrics (loss, accuracy, learning rate, gradient norm, samples/s or
 //!   tokens/s, elapsed seconds) go to `metrics.jsonl` in the output directory,
 //!   to the terminal, and to an indicatif progress bar shown only when stdout
-//!   is a terminal ([`metrics`]).
+//!   is a terminal ([`metrics`]). A fresh run starts the file anew; a resumed
+//!   one appends, after a `{"event":"resume","step":N}` record.
 //! - Checkpoints ([`TrainCheckpoint`]) hold the model (under its state-dict
 //!   names), the optimizer state (`optim.*`), the schedule's step, the data
 //!   stream's position and the step; they are written atomically every
 //!   `checkpoint_every` steps and at the end. [`Trainer::resume`] continues a
-//!   run exactly: every random draw (initialisation, shuffling, augmentation,
+//!   run exactly (refusing a checkpoint of another seed, `grad_accum`,
+//!   micro-batch size, metadata, optimizer setting or schedule): every random draw (initialisation, shuffling, augmentation,
 //!   dropout) is a function of the seed and the position, so a run stopped
 //!   and resumed produces bit-for-bit the losses of an uninterrupted one.
 //! - The divergence guard stops on a non-finite loss or gradient norm before
@@ -58,7 +62,7 @@ mod reseed;
 mod task;
 mod trainer;
 
-pub use checkpoint::{TrainCheckpoint, CHECKPOINT_FILE, FORMAT};
+pub use checkpoint::{TrainCheckpoint, CHECKPOINT_FILE, FORMAT, RESERVED_KEYS};
 pub use metrics::{read_jsonl, MetricsLog, Progress, Record};
 pub use reseed::Reseed;
 pub use task::{count_correct, CharLanguageModel, Classifier, ImageClassification, MicroBatch, TrainTask};
@@ -87,13 +91,16 @@ pub struct TrainConfig {
     pub checkpoint_every: Option<u64>,
     /// Where `checkpoint.safetensors` and `metrics.jsonl` go; None: nowhere.
     pub out_dir: Option<PathBuf>,
-    /// The run seed: dropout masks are drawn from it (the task's data stream
-    /// and the model's initialisation take their own seeds).
+    /// The run seed: dropout masks are drawn from it, as
+    /// `derive_seed(seed, [DROPOUT_TAG, step, micro])` with a fixed tag (the
+    /// task's data stream and the model's initialisation take their own seeds).
     pub seed: u64,
     /// Print human-readable lines (stdout).
     pub print: bool,
     pub progress: Progress,
-    /// Extra metadata stored in every checkpoint (model configuration, vocabulary ...).
+    /// Extra metadata stored in every checkpoint (model configuration,
+    /// vocabulary ...); a resume compares every entry with the checkpoint's.
+    /// The keys in [`RESERVED_KEYS`] and `optim.*`, `schedule.*` are taken.
     pub metadata: BTreeMap<String, String>,
 }
 

@@ -5,8 +5,9 @@
 //! The RNG inside a layer (`Mutex<TensorRng>`) cannot be serialised (rand's
 //! `StdRng` keeps its state private), so instead of saving it the trainer
 //! replaces it before every micro-batch with one seeded from
-//! `derive_seed(run seed, [step, micro-batch])`; layer `k` (in a fixed walk
-//! order) gets `derive_seed(that, [k])`.
+//! `derive_seed(run seed, [DROPOUT_TAG, step, micro-batch])` (`DROPOUT_TAG`
+//! a constant of the trainer that keeps this stream apart from the data
+//! streams); layer `k` (in a fixed walk order) gets `derive_seed(that, [k])`.
 
 use crate::data::io::derive_seed;
 use crate::models::{Gpt, TransformerEncoder, VisionTransformer};

@@ -33,6 +33,8 @@ pub trait TrainTask {
     fn model(&self) -> &dyn Module;
     /// Switch the model between train and eval mode.
     fn set_training(&mut self, training: bool);
+    /// Whether the model is in train mode (what [`Trainer::evaluate`](super::Trainer::evaluate) restores).
+    fn is_training(&self) -> bool;
     /// Reseed every random layer of the model (called before each micro-batch).
     fn reseed(&mut self, seed: u64);
     /// The loss of micro-batch `micro` of optimizer step `step` (0-based).
@@ -53,16 +55,26 @@ pub trait TrainTask {
     fn epoch(&self) -> Option<f64> {
         None
     }
+    /// Examples per micro-batch, stored in checkpoints so that a resume with
+    /// another batch size is refused; None when the task has no fixed size.
+    fn batch_size(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A model that maps images `[B, C, H, W]` to logits `[B, K]`.
 pub trait Classifier: Module + Reseed {
     fn logits(&self, x: &Tensor) -> Result<Tensor>;
+    /// Whether the model is in train mode.
+    fn is_training(&self) -> bool;
 }
 
 impl Classifier for VisionTransformer {
     fn logits(&self, x: &Tensor) -> Result<Tensor> {
         self.forward(x)
+    }
+    fn is_training(&self) -> bool {
+        VisionTransformer::is_training(self)
     }
 }
 
@@ -105,6 +117,9 @@ impl<M: Classifier> TrainTask for ImageClassification<M> {
     }
     fn set_training(&mut self, training: bool) {
         self.model.set_training(training);
+    }
+    fn is_training(&self) -> bool {
+        self.model.is_training()
     }
     fn reseed(&mut self, seed: u64) {
         self.model.reseed(seed);
@@ -155,6 +170,9 @@ impl<M: Classifier> TrainTask for ImageClassification<M> {
         let s = self.train.state();
         Some(s.epoch as f64 + s.position as f64 / self.train.num_batches() as f64)
     }
+    fn batch_size(&self) -> Option<usize> {
+        Some(self.train.batch_size())
+    }
 }
 
 /// Character-level language modelling as nanoGPT does it: each micro-batch is
@@ -165,8 +183,12 @@ impl<M: Classifier> TrainTask for ImageClassification<M> {
 pub struct CharLanguageModel {
     pub model: Gpt,
     pub data: CharDataset,
+    /// Sequences per micro-batch.
     pub batch_size: usize,
     pub block_size: usize,
+    /// Micro-batches per optimizer step: must be the trainer's
+    /// [`grad_accum`](super::TrainConfig::grad_accum) (a micro-batch index at
+    /// or past it is an error, since batches would repeat across steps).
     pub micro_batches: usize,
     pub eval_iters: usize,
     pub eval_train: bool,
@@ -195,11 +217,26 @@ impl TrainTask for CharLanguageModel {
     fn set_training(&mut self, training: bool) {
         self.model.set_training(training);
     }
+    fn is_training(&self) -> bool {
+        self.model.drop.training
+    }
     fn reseed(&mut self, seed: u64) {
         self.model.reseed(seed);
     }
     fn micro_batch(&mut self, step: u64, micro: usize) -> Result<MicroBatch> {
-        let index = step * self.micro_batches as u64 + micro as u64;
+        if micro >= self.micro_batches {
+            return Err(Error::value(
+                "CharLanguageModel",
+                format!(
+                    "micro-batch {micro} of step {step} was asked for but micro_batches is {}, so batches would repeat \
+                     across steps; set micro_batches to the trainer's grad_accum",
+                    self.micro_batches
+                ),
+            ));
+        }
+        let index = (step.checked_mul(self.micro_batches as u64))
+            .and_then(|i| i.checked_add(micro as u64))
+            .ok_or_else(|| Error::value("CharLanguageModel", format!("batch index of step {step} overflows u64")))?;
         let (x, y) = self.data.batch_at(TextSplit::Train, self.batch_size, self.block_size, self.seed, index)?;
         let (_, loss) = self.model.forward(&x, Some(&y))?;
         let loss = loss.ok_or_else(|| Error::value("CharLanguageModel", "the model returned no loss"))?;
@@ -209,6 +246,9 @@ impl TrainTask for CharLanguageModel {
             tokens: self.batch_size * self.block_size,
             correct: None,
         })
+    }
+    fn batch_size(&self) -> Option<usize> {
+        Some(self.batch_size)
     }
     fn evaluate(&mut self) -> Result<Vec<(String, f64)>> {
         let mut out = Vec::new();

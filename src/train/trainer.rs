@@ -1,6 +1,6 @@
 //! The loop: see the module docs of [`crate::train`].
 
-use super::checkpoint::{TrainCheckpoint, CHECKPOINT_FILE};
+use super::checkpoint::{check_metadata_keys, TrainCheckpoint, CHECKPOINT_FILE};
 use super::metrics::{MetricsLog, Record};
 use super::{TrainConfig, TrainTask};
 use crate::data::io::derive_seed;
@@ -71,6 +71,8 @@ pub struct Trainer<T: TrainTask> {
     pub step: u64,
     params: Vec<Param>,
     last_checkpoint: Option<(u64, PathBuf)>,
+    /// Set by [`resume`](Self::resume): the step the next `fit` logs a resume record at.
+    resumed_at: Option<u64>,
 }
 
 impl<T: TrainTask> Trainer<T> {
@@ -86,6 +88,7 @@ impl<T: TrainTask> Trainer<T> {
                 return Err(Error::value(OP, format!("clip {c} must be a positive finite norm")));
             }
         }
+        check_metadata_keys(OP, &config.metadata)?;
         let params = optimizer.params();
         Ok(Trainer {
             config,
@@ -95,6 +98,7 @@ impl<T: TrainTask> Trainer<T> {
             step: 0,
             params,
             last_checkpoint: None,
+            resumed_at: None,
         })
     }
 
@@ -104,64 +108,118 @@ impl<T: TrainTask> Trainer<T> {
     }
 
     /// Continue from a checkpoint: model, optimizer, schedule, data stream and step.
-    /// The run seed must match the one the checkpoint was written with.
+    /// The run seed, `grad_accum`, the task's micro-batch size and every
+    /// [`TrainConfig::metadata`] entry must match the ones the checkpoint was
+    /// written with (the optimizer and the schedule check their own settings).
     pub fn resume(&mut self, path: impl Into<PathBuf>) -> Result<()> {
         let path = path.into();
         let ckpt = TrainCheckpoint::read(&path)?;
-        if ckpt.seed != self.config.seed {
-            return Err(Error::value(
+        self.check_compatible(&ckpt, &path)?;
+        ckpt.restore(&mut self.task, self.optimizer.as_mut(), &mut self.scheduler)?;
+        self.step = ckpt.step;
+        self.last_checkpoint = Some((ckpt.step, path));
+        self.resumed_at = Some(ckpt.step);
+        Ok(())
+    }
+
+    /// Whether this run may continue `ckpt`: same seed, batch layout and metadata, not past the end.
+    fn check_compatible(&self, ckpt: &TrainCheckpoint, path: &std::path::Path) -> Result<()> {
+        let src = path.display();
+        let mismatch = |what: &str, saved: &dyn std::fmt::Display, current: &dyn std::fmt::Display| {
+            Error::value(
                 OP,
-                format!(
-                    "{} was written by a run with seed {}, this run has seed {}",
-                    path.display(),
-                    ckpt.seed,
-                    self.config.seed
-                ),
-            ));
+                format!("{src} was written by a run with {what} {saved}, this run has {what} {current}; resume with the original run's settings"),
+            )
+        };
+        if ckpt.seed != self.config.seed {
+            return Err(mismatch("seed", &ckpt.seed, &self.config.seed));
         }
         if ckpt.step > self.config.total_steps {
             return Err(Error::value(
                 OP,
-                format!("{} is at step {}, past this run's {} steps", path.display(), ckpt.step, self.config.total_steps),
+                format!("{src} is at step {}, past this run's {} steps", ckpt.step, self.config.total_steps),
             ));
         }
-        ckpt.restore(&mut self.task, self.optimizer.as_mut(), &mut self.scheduler)?;
-        self.step = ckpt.step;
-        self.last_checkpoint = Some((ckpt.step, path));
+        if let Some(g) = ckpt.grad_accum {
+            if g != self.config.grad_accum as u64 {
+                return Err(mismatch("grad_accum", &g, &self.config.grad_accum));
+            }
+        }
+        if let Some(b) = ckpt.micro_batch_size {
+            let current = self.task.batch_size().map_or("none".to_string(), |b| b.to_string());
+            if current != b.to_string() {
+                return Err(mismatch("micro-batch size", &b, &current));
+            }
+        }
+        for (key, value) in &self.config.metadata {
+            match ckpt.file.metadata.get(key) {
+                Some(saved) if saved == value => {}
+                saved => {
+                    let saved = saved.map_or("none".to_string(), |s| format!("{:?}", brief(s)));
+                    return Err(mismatch(&format!("metadata '{key}' ="), &saved, &format!("{:?}", brief(value))));
+                }
+            }
+        }
         Ok(())
     }
 
     /// Write a checkpoint of the current state to the output directory.
     pub fn save_checkpoint(&mut self) -> Result<Option<PathBuf>> {
         let Some(path) = self.checkpoint_path() else { return Ok(None) };
-        TrainCheckpoint::save(
-            &path,
-            &self.task,
-            self.optimizer.as_ref(),
-            &self.scheduler,
-            self.step,
-            self.config.seed,
-            &self.config.metadata,
-        )?;
+        TrainCheckpoint::save(&path, &self.task, self.optimizer.as_ref(), &self.scheduler, &self.config, self.step)?;
         self.last_checkpoint = Some((self.step, path.clone()));
         Ok(Some(path))
     }
 
-    /// Evaluate in eval mode without gradients, then return to train mode.
+    /// Evaluate in eval mode without gradients, then return to the mode the
+    /// task was in.
     pub fn evaluate(&mut self) -> Result<Vec<(String, f64)>> {
+        let was_training = self.task.is_training();
         self.task.set_training(false);
         let metrics = no_grad(|| self.task.evaluate());
-        self.task.set_training(true);
+        self.task.set_training(was_training);
         metrics
     }
 
+    /// [`evaluate`](Self::evaluate), and write the eval record and line.
+    fn evaluate_and_log(&mut self, log: &mut MetricsLog, start: Instant) -> Result<Vec<(String, f64)>> {
+        let te = Instant::now();
+        let eval = self.evaluate()?;
+        let mut rec = Record::new("eval").with("step", self.step);
+        if let Some(e) = self.task.epoch() {
+            rec = rec.num("epoch", e);
+        }
+        for (k, v) in &eval {
+            rec = rec.num(k, *v);
+        }
+        rec = rec
+            .num("eval_seconds", te.elapsed().as_secs_f64())
+            .num("elapsed", start.elapsed().as_secs_f64());
+        log.write(&rec)?;
+        log.println(&eval_line(&rec));
+        Ok(eval)
+    }
+
     /// Train from the current step to `total_steps` (or `stop_at`).
+    ///
+    /// `metrics.jsonl` starts anew for a fresh run; after a resume (or a
+    /// previous `fit` of this trainer) it is appended to, a resume beginning
+    /// with a `{"event":"resume","step":N}` record. The progress bar is
+    /// cleared on every exit, errors included.
     pub fn fit(&mut self) -> Result<TrainSummary> {
         let start = Instant::now();
         let cfg = self.config.clone();
         let end = cfg.stop_at.map_or(cfg.total_steps, |s| s.min(cfg.total_steps));
         let metrics_path = cfg.out_dir.as_ref().map(|d| d.join(METRICS_FILE));
-        let mut log = MetricsLog::new(metrics_path.as_deref(), cfg.print, cfg.progress, cfg.total_steps)?;
+        let resumed_at = self.resumed_at.take();
+        let mut log = if self.step > 0 || resumed_at.is_some() {
+            MetricsLog::new(metrics_path.as_deref(), cfg.print, cfg.progress, cfg.total_steps)?
+        } else {
+            MetricsLog::fresh(metrics_path.as_deref(), cfg.print, cfg.progress, cfg.total_steps)?
+        };
+        if let Some(step) = resumed_at {
+            log.write(&Record::new("resume").with("step", step))?;
+        }
         log.write(
             &Record::new("start")
                 .with("step", self.step)
@@ -179,7 +237,7 @@ impl<T: TrainTask> Trainer<T> {
         log.set_position(self.step, String::new());
         if self.step >= end {
             // Nothing left to train (a resume of a finished run): still report.
-            summary.eval = self.evaluate()?;
+            summary.eval = self.evaluate_and_log(&mut log, start)?;
         }
         while self.step < end {
             let step = self.step;
@@ -246,27 +304,15 @@ impl<T: TrainTask> Trainer<T> {
                 log.write(&rec)?;
                 log.println(&train_line(&rec, cfg.total_steps));
             }
-            if cfg.eval_every.is_some_and(|n| self.step.is_multiple_of(n)) || last {
-                let te = Instant::now();
-                summary.eval = self.evaluate()?;
-                let mut rec = Record::new("eval").with("step", self.step);
-                if let Some(e) = self.task.epoch() {
-                    rec = rec.num("epoch", e);
-                }
-                for (k, v) in &summary.eval {
-                    rec = rec.num(k, *v);
-                }
-                rec = rec
-                    .num("eval_seconds", te.elapsed().as_secs_f64())
-                    .num("elapsed", start.elapsed().as_secs_f64());
-                log.write(&rec)?;
-                log.println(&eval_line(&rec));
-            }
+            // The checkpoint first: an evaluation that fails must not lose this step's state.
             if cfg.checkpoint_every.is_some_and(|n| self.step.is_multiple_of(n)) || last {
                 if let Some(path) = self.save_checkpoint()? {
                     log.write(&Record::new("checkpoint").with("step", self.step).with("path", path.display().to_string()))?;
                     summary.checkpoint = Some(path);
                 }
+            }
+            if cfg.eval_every.is_some_and(|n| self.step.is_multiple_of(n)) || last {
+                summary.eval = self.evaluate_and_log(&mut log, start)?;
             }
         }
         log.finish();
@@ -342,6 +388,14 @@ impl<T: TrainTask> Trainer<T> {
             let _ = log.write(&Record::new("diverged").with("step", self.step + 1).with("message", e.message.clone()));
         }
         e
+    }
+}
+
+/// `s`, cut to 120 characters for an error message.
+fn brief(s: &str) -> String {
+    match s.char_indices().nth(120) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
