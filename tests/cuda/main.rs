@@ -11,4 +11,5 @@
 
 mod harness;
 
+mod attention;
 mod copy;
