@@ -15,6 +15,7 @@
 //!
 //! Start with ARCHITECTURE.md for the map of the crate.
 
+pub mod autocast;
 pub mod autograd;
 pub mod backend;
 pub mod checkpoint;
@@ -28,6 +29,7 @@ pub mod tensor;
 pub mod testing;
 pub mod train;
 
+pub use autocast::autocast;
 pub use autograd::{is_grad_enabled, no_grad, GradStore, NoGradGuard};
 pub use error::{Error, ErrorKind, Result};
 pub use tensor::{rng, DType, Device, Layout, Shape, Tensor, TensorId, TensorRng};

@@ -63,7 +63,8 @@ impl Tensor {
                 ),
             ));
         }
-        let seed = Tensor::ones(self.shape().clone(), self.dtype())?;
+        // On the loss's device: a CPU seed would meet CUDA tensors in the first backward op.
+        let seed = self.ones_like()?;
         self.backward_with_grad(&seed)
     }
 

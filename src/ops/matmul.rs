@@ -78,6 +78,8 @@ impl Tensor {
     ///   and the added axis is removed from the result (`[k] @ [k]` is a scalar).
     ///
     /// Transposed or sliced operands (`b.t()`) are used in place, not copied.
+    /// Inside [`autocast`](crate::autocast), f32 operands on a CUDA device are
+    /// multiplied in bf16/f16 and the product cast back to f32.
     ///
     /// ```
     /// use tamer::Tensor;
@@ -94,6 +96,10 @@ impl Tensor {
     /// assert!(err.to_string().contains("[2, 3] and [2, 3]"), "{err}");
     /// ```
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        // Inside `autocast`, CUDA f32 products run in bf16/f16 (src/autocast.rs).
+        if let Some(product) = crate::autocast::matmul(self, rhs)? {
+            return Ok(product);
+        }
         self.same_dtype_device("matmul", rhs)?;
         if self.rank() == 0 || rhs.rank() == 0 {
             return Err(Error::shape(

@@ -43,6 +43,7 @@
 mod accumulate;
 mod adam;
 mod clip;
+mod grad_scaler;
 mod kernels;
 pub mod schedule;
 mod sgd;
@@ -50,6 +51,7 @@ mod sgd;
 pub use accumulate::GradAccumulator;
 pub use adam::{Adam, AdamConfig};
 pub use clip::{clip_grad_norm, grad_norm};
+pub use grad_scaler::GradScaler;
 pub use schedule::{Anneal, Constant, InverseSqrt, LrSchedule, OneCycle, Scheduler, WarmupCosine, WarmupLinear};
 pub use sgd::{Sgd, SgdConfig};
 

@@ -11,5 +11,6 @@
 
 mod harness;
 
+mod attention;
 mod copy;
 mod gradcheck;

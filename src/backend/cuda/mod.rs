@@ -8,6 +8,7 @@
 //! machine without a driver gets an error from [`Device::cuda`](crate::Device::cuda),
 //! never a panic.
 
+pub mod attention;
 pub mod binary;
 pub mod device;
 pub mod index;

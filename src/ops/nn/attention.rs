@@ -9,9 +9,13 @@
 //! O = P V            [.., Tq, Dv]  dQ = dS K · scale,  dK = dSᵀ Q · scale
 //! ```
 //!
-//! The forward keeps P (the attention probabilities) for the backward, as the
-//! composite graph would; a fused flash-style kernel that recomputes P instead
-//! comes with the CUDA backend.
+//! On the CPU (and on CUDA where the fused kernels do not apply) the forward
+//! runs this composite graph and keeps P (the attention probabilities,
+//! `[.., Tq, Tk]`) for the backward. On CUDA, f32 with head dims up to 128
+//! runs the fused flash-attention kernels instead (`backend/cuda/attention.rs`,
+//! `cuda/attention.cu`): the forward keeps only the per-row logsumexp
+//! (`[.., Tq]`) and the backward recomputes P from Q, K and it.
+//! `TAMER_ATTENTION=composite` forces the composite graph everywhere.
 
 use crate::autograd::{no_grad, BackwardOp};
 use crate::tensor::{DType, Tensor};
@@ -68,10 +72,20 @@ impl Tensor {
             ));
         }
         let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
+        #[cfg(feature = "cuda")]
+        if q.device().is_cuda() {
+            let dims = fused::dims(q, k, v, causal, scale);
+            if let Some(kernel) = crate::backend::cuda::attention::select(q.dtype(), &dims)? {
+                return fused::attention(q, k, v, dims, kernel);
+            }
+        }
         let (probs, out) = no_grad(|| -> Result<(Tensor, Tensor)> {
             let mut scores = q.matmul(&k.t()?)?.scale(scale)?; // [.., Tq, Tk]
             if causal {
-                scores = scores.masked_fill(&causal_mask(tq, tk, q.dtype())?, f64::NEG_INFINITY)?;
+                // masked_fill, with the mask and the fill value made on q's device.
+                let mask = causal_mask(tq, tk, q.dtype())?.to_device(q.device())?;
+                let fill = Tensor::full([1], f64::NEG_INFINITY, q.dtype())?.to_device(q.device())?;
+                scores = mask.where_cond(&fill, &scores)?;
             }
             let probs = scores.softmax(-1)?;
             let out = probs.matmul(v)?; // [.., Tq, Dv]
@@ -88,7 +102,7 @@ impl Tensor {
     }
 }
 
-/// `[Tq, Tk]` mask with 1 where key `j` is in the future of query `i`.
+/// `[Tq, Tk]` mask (on the CPU) with 1 where key `j` is in the future of query `i`.
 fn causal_mask(tq: usize, tk: usize, dtype: DType) -> Result<Tensor> {
     let shift = tk - tq;
     let values: Vec<f64> = (0..tq).flat_map(|i| (0..tk).map(move |j| if j > i + shift { 1.0 } else { 0.0 })).collect();
@@ -106,6 +120,8 @@ impl BackwardOp for AttentionBackward {
         "scaled_dot_product_attention"
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, d_out: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        // Every tensor here derives from d_out, the inputs and P, so it lives on
+        // their device: nothing is created on the CPU.
         let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
         let p = &self.probs;
         let d_v = p.t()?.matmul(d_out)?; // [.., Tk, Dv]
@@ -115,5 +131,110 @@ impl BackwardOp for AttentionBackward {
         let d_q = d_s.matmul(k)?; // [.., Tq, D]
         let d_k = d_s.t()?.matmul(q)?; // [.., Tk, D]
         Ok(vec![Some(d_q), Some(d_k), Some(d_v)])
+    }
+}
+
+/// The CUDA branch: the fused kernels of `backend/cuda/attention.rs`.
+#[cfg(feature = "cuda")]
+mod fused {
+    use crate::autograd::{no_grad, BackwardOp};
+    use crate::backend::cuda::attention::{self as kernels, AttnDims, FusedKernel};
+    use crate::backend::cuda::CudaStorage;
+    use crate::backend::{BackendRef, Storage};
+    use crate::tensor::{Layout, Tensor};
+    use crate::{Error, Result};
+
+    /// The call's sizes with batch and heads flattened (shapes already validated).
+    pub(super) fn dims(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, scale: f64) -> AttnDims {
+        let r = q.rank();
+        AttnDims {
+            bh: q.dims()[..r - 2].iter().product(),
+            tq: q.dims()[r - 2],
+            tk: k.dims()[r - 2],
+            d: q.dims()[r - 1],
+            dv: v.dims()[r - 1],
+            causal,
+            scale,
+        }
+    }
+
+    /// Run `f` on the CUDA storages of contiguous tensors, each with the
+    /// element offset it starts at.
+    fn with_operands<R, const N: usize>(op: &'static str, ts: [&Tensor; N], f: impl FnOnce([(&CudaStorage, usize); N]) -> Result<R>) -> Result<R> {
+        let guards = ts.map(|t| t.storage());
+        let mut operands = Vec::with_capacity(N);
+        for (t, g) in ts.iter().zip(&guards) {
+            let s = CudaStorage::from_storage(g)
+                .ok_or_else(|| Error::device(op, format!("an operand of shape {} is on {}, expected a CUDA device", t.shape(), t.device())))?;
+            let start = t
+                .layout()
+                .contiguous_range()
+                .map(|r| r.start)
+                .ok_or_else(|| Error::shape(op, format!("operand of shape {} is not contiguous", t.shape())))?;
+            operands.push((s, start));
+        }
+        let operands: [(&CudaStorage, usize); N] = operands.try_into().map_err(|_| Error::shape(op, "operand count"))?;
+        f(operands)
+    }
+
+    /// `[.., T, D]` dims of an output shaped like `x` but with last dim `last`.
+    fn with_last(x: &Tensor, last: usize) -> Vec<usize> {
+        let mut dims = x.dims().to_vec();
+        if let Some(l) = dims.last_mut() {
+            *l = last;
+        }
+        dims
+    }
+
+    pub(super) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, dims: AttnDims, kernel: FusedKernel) -> Result<Tensor> {
+        const OP: &str = "scaled_dot_product_attention";
+        // The kernels read [BH, T, D] rows: strided views are copied first
+        // (outside the graph: the backward takes the original inputs).
+        let (qc, kc, vc) = no_grad(|| -> Result<_> { Ok((q.contiguous()?, k.contiguous()?, v.contiguous()?)) })?;
+        let (o, lse) = with_operands(OP, [&qc, &kc, &vc], |[qs, ks, vs]| kernels::forward(kernel, qs, ks, vs, &dims))?;
+        let lse = Tensor::from_storage(Storage::Cuda(lse), Layout::contiguous([dims.bh, dims.tq]));
+        Ok(Tensor::from_op(
+            Storage::Cuda(o),
+            Layout::contiguous(with_last(q, dims.dv)),
+            vec![q.clone(), k.clone(), v.clone()],
+            FlashAttentionBackward { lse, dims, kernel },
+        ))
+    }
+
+    /// Keeps the logsumexp L `[BH, Tq]` (not P); the output O it needs is the
+    /// node's own output, handed to `backward`.
+    struct FlashAttentionBackward {
+        lse: Tensor,
+        dims: AttnDims,
+        kernel: FusedKernel,
+    }
+
+    impl BackwardOp for FlashAttentionBackward {
+        fn name(&self) -> &'static str {
+            "scaled_dot_product_attention"
+        }
+        fn backward(&self, inputs: &[Tensor], out: &Tensor, d_out: &Tensor) -> Result<Vec<Option<Tensor>>> {
+            const OP: &str = "scaled_dot_product_attention backward";
+            let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+            if d_out.dtype() != q.dtype() || d_out.device() != q.device() {
+                return Err(Error::dtype(
+                    OP,
+                    format!(
+                        "the output gradient is {} on {}, expected {} on {}",
+                        d_out.dtype(),
+                        d_out.device(),
+                        q.dtype(),
+                        q.device()
+                    ),
+                ));
+            }
+            // Runs under the backward pass's no-grad guard: these copies are plain.
+            let (qc, kc, vc, oc, gc) = (q.contiguous()?, k.contiguous()?, v.contiguous()?, out.contiguous()?, d_out.contiguous()?);
+            let (dq, dk, dv) = with_operands(OP, [&qc, &kc, &vc, &oc, &self.lse, &gc], |[qs, ks, vs, os, ls, gs]| {
+                kernels::backward(self.kernel, qs, ks, vs, os, ls, gs, &self.dims)
+            })?;
+            let wrap = |s: CudaStorage, like: &Tensor| Tensor::from_storage(Storage::Cuda(s), Layout::contiguous(like.shape().clone()));
+            Ok(vec![Some(wrap(dq, q)), Some(wrap(dk, k)), Some(wrap(dv, v))])
+        }
     }
 }

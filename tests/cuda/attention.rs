@@ -1,0 +1,225 @@
+//! Fused attention (flash kernels, reference kernels, the composite fallback)
+//! against the CPU's composite graph, forward and gradients; autocast.
+
+use crate::harness::{gpu, randn, randn64};
+use crate::parity_test;
+use tamer::backend::cuda::attention::{select, with_attention_impl, AttentionImpl, AttnDims, FusedKernel};
+use tamer::nn::{Linear, Module, MultiHeadSelfAttention};
+use tamer::optim::GradScaler;
+use tamer::{autocast, DType, Device, Result, Tensor};
+
+/// Attention over `[2, 3, T, D]` heads (batch × heads = 2 × 3) and the
+/// gradients of q, k, v under a random output weighting: `[o, dq, dk, dv]`.
+/// `strided` feeds q and k as permuted views (as a qkv split makes them) and
+/// v as a narrowed one, so the contiguous copies are exercised too.
+#[allow(clippy::too_many_arguments)]
+fn attention_case(dev: Device, tq: usize, tk: usize, d: usize, dv: usize, causal: bool, f64_: bool, strided: bool, seed: u64) -> Result<Vec<Tensor>> {
+    let rand = |dims: &[usize], s: u64| if f64_ { randn64(dims, s) } else { randn(dims, s) };
+    let leaf = |dims: &[usize], s: u64| rand(dims, s).to_device(dev).map(|t| t.variable());
+    let (q, k, v, qv, kv, vv);
+    if strided {
+        // [2, T, 3, D] -> [2, 3, T, D]; v narrowed out of a wider last axis.
+        (q, k, v) = (
+            leaf(&[2, tq, 3, d], seed)?,
+            leaf(&[2, tk, 3, d], seed + 1)?,
+            leaf(&[2, 3, tk, dv + 3], seed + 2)?,
+        );
+        (qv, kv, vv) = (q.permute(&[0, 2, 1, 3])?, k.permute(&[0, 2, 1, 3])?, v.narrow(3, 1, dv)?);
+    } else {
+        (q, k, v) = (leaf(&[2, 3, tq, d], seed)?, leaf(&[2, 3, tk, d], seed + 1)?, leaf(&[2, 3, tk, dv], seed + 2)?);
+        (qv, kv, vv) = (q.clone(), k.clone(), v.clone());
+    }
+    let o = qv.scaled_dot_product_attention(&kv, &vv, causal, None)?;
+    let w = rand(o.dims(), seed + 3).to_device(dev)?;
+    let grads = o.mul(&w)?.sum_all()?.backward()?;
+    let mut out = vec![o];
+    for x in [&q, &k, &v] {
+        out.push(grads.get(x).cloned().ok_or_else(|| tamer::Error::autograd("test", "missing gradient"))?);
+    }
+    Ok(out)
+}
+
+// ---- flash kernels (the default for f32, D <= 128) -------------------------
+parity_test!(flash_d16_causal, 1e-5, 1e-4, |dev| {
+    attention_case(dev, 37, 37, 16, 16, true, false, false, 1)
+});
+parity_test!(flash_d16_full, 1e-5, 1e-4, |dev| {
+    attention_case(dev, 37, 37, 16, 16, false, false, false, 2)
+});
+parity_test!(flash_d64_causal, 1e-5, 1e-4, |dev| {
+    attention_case(dev, 70, 70, 64, 64, true, false, false, 3)
+});
+parity_test!(flash_d64_full, 1e-5, 1e-4, |dev| {
+    attention_case(dev, 33, 33, 64, 64, false, false, false, 4)
+});
+parity_test!(flash_d80_causal, 1e-5, 1e-4, |dev| {
+    attention_case(dev, 45, 45, 80, 80, true, false, false, 5)
+});
+parity_test!(flash_d128_causal, 1e-5, 1e-4, |dev| {
+    attention_case(dev, 50, 50, 128, 128, true, false, false, 6)
+});
+parity_test!(flash_d128_full, 1e-5, 1e-4, |dev| {
+    attention_case(dev, 17, 17, 128, 128, false, false, false, 7)
+});
+// Tq != Tk: the last Tq positions of a KV cache (causal), cross-attention (not).
+parity_test!(flash_kv_cache_shape, 1e-5, 1e-4, |dev| {
+    attention_case(dev, 5, 70, 64, 64, true, false, false, 8)
+});
+parity_test!(flash_one_query, 1e-5, 1e-4, |dev| { attention_case(dev, 1, 33, 80, 80, true, false, false, 9) });
+parity_test!(flash_cross_attention, 1e-5, 1e-4, |dev| {
+    attention_case(dev, 40, 9, 32, 32, false, false, false, 10)
+});
+// Dv != D, odd sizes, a single key.
+parity_test!(flash_value_dim_differs, 1e-5, 1e-4, |dev| {
+    attention_case(dev, 31, 31, 20, 48, true, false, false, 11)
+});
+parity_test!(flash_single_key, 1e-5, 1e-4, |dev| {
+    attention_case(dev, 1, 1, 16, 16, true, false, false, 12)
+});
+// Longer than many tiles (query tiles 8/16/32, key tiles 32).
+parity_test!(flash_long_sequence, 1e-5, 1e-4, |dev| {
+    attention_case(dev, 300, 300, 64, 64, true, false, false, 13)
+});
+// Strided views are made contiguous first.
+parity_test!(flash_strided_inputs, 1e-5, 1e-4, |dev| {
+    attention_case(dev, 37, 37, 64, 64, true, false, true, 14)
+});
+
+// ---- fallbacks -----------------------------------------------------------------
+#[test]
+fn fused_kernels_apply_to_f32_heads_up_to_128() {
+    let dims = AttnDims {
+        bh: 6,
+        tq: 37,
+        tk: 37,
+        d: 128,
+        dv: 128,
+        causal: true,
+        scale: 0.1,
+    };
+    with_attention_impl(AttentionImpl::Flash, || {
+        assert_eq!(select(DType::F32, &dims).unwrap(), Some(FusedKernel::Flash));
+        assert_eq!(select(DType::F32, &AttnDims { d: 160, dv: 160, ..dims }).unwrap(), None);
+        assert_eq!(select(DType::F64, &dims).unwrap(), None);
+    });
+}
+
+// D = 160 > 128: the composite graph on the GPU.
+parity_test!(head_dim_160_falls_back_to_composite, 1e-5, 1e-4, |dev| {
+    attention_case(dev, 33, 33, 160, 160, true, false, false, 15)
+});
+// f64: the composite graph on the GPU.
+parity_test!(f64_uses_the_composite_graph, 1e-12, 1e-10, |dev| {
+    attention_case(dev, 37, 40, 64, 64, true, true, false, 16)
+});
+// TAMER_ATTENTION=composite's path, forced per thread.
+parity_test!(forced_composite_matches, 1e-5, 1e-4, |dev| {
+    with_attention_impl(AttentionImpl::Composite, || attention_case(dev, 37, 37, 64, 64, true, false, true, 17))
+});
+
+// ---- reference kernels (one thread per row) ------------------------------------
+parity_test!(reference_kernels_f32, 1e-5, 1e-4, |dev| {
+    with_attention_impl(AttentionImpl::Reference, || attention_case(dev, 37, 45, 80, 48, true, false, false, 18))
+});
+parity_test!(reference_kernels_f32_full, 1e-5, 1e-4, |dev| {
+    with_attention_impl(AttentionImpl::Reference, || attention_case(dev, 20, 7, 16, 16, false, false, true, 19))
+});
+parity_test!(reference_kernels_f64, 1e-12, 1e-10, |dev| {
+    with_attention_impl(AttentionImpl::Reference, || attention_case(dev, 37, 45, 160, 33, true, true, false, 20))
+});
+
+/// Flash against the reference kernels on the GPU alone (no CPU involved).
+#[test]
+fn flash_matches_the_reference_kernels() {
+    let Some(dev) = gpu() else { return };
+    for (tq, tk, d, causal) in [(37, 37, 64, true), (5, 70, 128, true), (40, 9, 16, false)] {
+        let flash = with_attention_impl(AttentionImpl::Flash, || attention_case(dev, tq, tk, d, d, causal, false, false, 21)).unwrap();
+        let reference = with_attention_impl(AttentionImpl::Reference, || attention_case(dev, tq, tk, d, d, causal, false, false, 21)).unwrap();
+        crate::harness::assert_all_close(&format!("flash vs reference ({tq}, {tk}, {d}, {causal})"), &reference, &flash, 1e-5, 1e-4);
+    }
+}
+
+// ---- autocast ------------------------------------------------------------------
+// On the GPU the product runs in bf16 (inputs and output rounded to 8
+// significant bits); the CPU run is f32 (autocast does nothing there). The
+// gradients come back f32. Each output is divided by √(its sum's length) so
+// its entries are O(1) and one absolute tolerance fits all.
+parity_test!(autocast_bf16_matmul_is_close_to_f32, 3e-2, 2e-2, |dev| {
+    let a = randn(&[2, 33, 64], 30).to_device(dev)?.variable();
+    let b = randn(&[64, 40], 31).to_device(dev)?.variable();
+    let c = autocast(DType::BF16, || a.matmul(&b))?;
+    assert_eq!((c.dtype(), c.device()), (DType::F32, dev));
+    let w = randn(c.dims(), 32).to_device(dev)?;
+    let grads = c.mul(&w)?.sum_all()?.backward()?;
+    let (ga, gb) = (grads.get(&a).cloned().unwrap(), grads.get(&b).cloned().unwrap());
+    assert_eq!((ga.dtype(), gb.dtype()), (DType::F32, DType::F32));
+    Ok(vec![c.scale(1.0 / 8.0)?, ga.scale(1.0 / 40f64.sqrt())?, gb.scale(1.0 / 66f64.sqrt())?])
+});
+
+#[test]
+fn autocast_rounds_cuda_products_to_bf16() {
+    let Some(dev) = gpu() else { return };
+    let a = randn(&[8, 16], 33).to_device(dev).unwrap();
+    let b = randn(&[16, 4], 34).to_device(dev).unwrap();
+    let plain = a.matmul(&b).unwrap().to_vec::<f32>().unwrap();
+    let mixed = autocast(DType::BF16, || a.matmul(&b)).unwrap().to_vec::<f32>().unwrap();
+    assert!(mixed.iter().all(|x| x.to_bits() & 0xffff == 0), "every autocast value is a bf16 number");
+    assert_ne!(plain, mixed);
+    // f64 operands are left alone.
+    let a64 = a.to_dtype(DType::F64).unwrap();
+    let b64 = b.to_dtype(DType::F64).unwrap();
+    assert_eq!(autocast(DType::BF16, || a64.matmul(&b64)).unwrap().dtype(), DType::F64);
+}
+
+/// A tiny attention model (Linear in, causal self-attention on the flash
+/// kernels, Linear out) on `dev`: the loss under autocast to `half`, its
+/// gradients (of the loss times the scaler's scale, if given) and the parameters.
+fn tiny_model_step(dev: Device, half: DType, scaler: Option<&GradScaler>) -> Result<(Tensor, tamer::GradStore, Vec<Tensor>)> {
+    let mut r = tamer::rng(40);
+    let inp = Linear::new(12, 64, true, &mut r)?;
+    let attn = MultiHeadSelfAttention::new(64, 2, true, true, 0.0, 0.0, &mut r)?;
+    let out = Linear::new(64, 5, true, &mut r)?;
+    let params: Vec<_> = inp.params().into_iter().chain(attn.params()).chain(out.params()).collect();
+    for p in &params {
+        p.replace(p.tensor().to_device(dev)?);
+    }
+    let x = randn(&[3, 19, 12], 41).to_device(dev)?;
+    let y = randn(&[3, 19, 5], 42).to_device(dev)?;
+    let loss = autocast(half, || -> Result<Tensor> {
+        let h = inp.forward(&x)?.gelu()?;
+        let h = attn.forward(&h)?.add(&h)?;
+        out.forward(&h)?.sub(&y)?.square()?.mean_all()
+    })?;
+    let grads = match scaler {
+        Some(s) => s.scale(&loss)?.backward()?,
+        None => loss.backward()?,
+    };
+    Ok((loss, grads, params.iter().map(|p| p.tensor()).collect()))
+}
+
+fn all_finite(t: &Tensor) -> bool {
+    t.to_f64_vec().unwrap().iter().all(|v| v.is_finite())
+}
+
+#[test]
+fn tiny_model_step_under_autocast_has_finite_f32_gradients() {
+    let Some(dev) = gpu() else { return };
+    let (cpu_loss, _, _) = tiny_model_step(Device::Cpu, DType::BF16, None).unwrap();
+    let (loss, grads, params) = tiny_model_step(dev, DType::BF16, None).unwrap();
+    let (l, lc) = (loss.to_scalar().unwrap(), cpu_loss.to_scalar().unwrap());
+    assert!((l - lc).abs() <= 2e-2 * lc.abs() + 1e-3, "bf16 loss {l} vs f32 loss {lc}");
+    for p in &params {
+        let g = grads.get(p).expect("every parameter has a gradient");
+        assert_eq!((g.dtype(), g.device(), g.dims()), (DType::F32, dev, p.dims()));
+        assert!(all_finite(g));
+    }
+    // f16 with loss scaling: the scaled backward unscales to finite gradients.
+    // (A modest scale: at 65536 an f16 product of the scaled gradient could
+    // overflow, which the scaler would handle by skipping, not what this tests.)
+    let scaler = GradScaler::with_config(1024.0, 2.0, 0.5, 2000).unwrap();
+    let (_, mut grads, params) = tiny_model_step(dev, DType::F16, Some(&scaler)).unwrap();
+    assert!(!scaler.unscale_and_check(&mut grads).unwrap(), "no inf/NaN at scale 1024");
+    for p in &params {
+        assert!(all_finite(grads.get(p).unwrap()));
+    }
+}
