@@ -219,7 +219,7 @@ impl BackwardOp for NarrowBackward {
         "narrow"
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let full = Tensor::zeros(inputs[0].shape().clone(), grad.dtype())?;
+        let full = inputs[0].zeros_like()?.to_dtype(grad.dtype())?;
         let region = full.layout().narrow(self.axis, self.start, grad.dims()[self.axis]);
         {
             let g = grad.storage();
