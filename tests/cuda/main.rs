@@ -14,3 +14,4 @@ mod harness;
 mod attention;
 mod copy;
 mod gradcheck;
+mod index_conv;

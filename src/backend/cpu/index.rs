@@ -86,7 +86,7 @@ fn ids_slice<'a>(op: &'static str, ids: &'a CpuStorage, layout: &Layout) -> Resu
 }
 
 /// Every index in `0..size`; the error names the first bad one.
-fn check_range(op: &'static str, ids: &[i64], size: usize, axis: usize, shape: &Shape) -> Result<()> {
+pub(crate) fn check_range(op: &'static str, ids: &[i64], size: usize, axis: usize, shape: &Shape) -> Result<()> {
     if let Some(&bad) = ids.iter().find(|&&i| i < 0 || i as u64 >= size as u64) {
         let hint = if bad < 0 { " (negative indices are not supported)" } else { "" };
         return Err(Error::index(
@@ -97,14 +97,14 @@ fn check_range(op: &'static str, ids: &[i64], size: usize, axis: usize, shape: &
     Ok(())
 }
 
-fn check_axis(op: &'static str, axis: usize, rank: usize) -> Result<()> {
+pub(crate) fn check_axis(op: &'static str, axis: usize, rank: usize) -> Result<()> {
     if axis >= rank {
         return Err(Error::axis(op, axis as isize, rank));
     }
     Ok(())
 }
 
-fn check_dims(op: &'static str, what: &str, got: &[usize], expected: &[usize]) -> Result<()> {
+pub(crate) fn check_dims(op: &'static str, what: &str, got: &[usize], expected: &[usize]) -> Result<()> {
     if got != expected {
         return Err(Error::shape(op, format!("{what} has shape {got:?}, expected {expected:?}")));
     }
@@ -112,7 +112,7 @@ fn check_dims(op: &'static str, what: &str, got: &[usize], expected: &[usize]) -
 }
 
 /// torch.gather's rule: ids have x's rank and no larger dims off `axis`.
-fn check_gather_dims(op: &'static str, x: &[usize], axis: usize, ids: &[usize]) -> Result<()> {
+pub(crate) fn check_gather_dims(op: &'static str, x: &[usize], axis: usize, ids: &[usize]) -> Result<()> {
     if ids.len() != x.len() || ids.iter().zip(x).enumerate().any(|(d, (&i, &s))| d != axis && i > s) {
         return Err(Error::shape(
             op,

@@ -1,35 +1,346 @@
-//! Indexing on CUDA (cuda/index.cu).
-use super::CudaStorage;
-#[allow(unused_imports)]
-use super::{kernels, Arg};
-use crate::tensor::{Layout, Shape};
-use crate::{Error, Result};
+//! Indexing on CUDA (cuda/index.cu): index_select / embedding, index_add,
+//! gather, scatter_add, their backward passes, and cat.
+//!
+//! The ids are copied to the host (one small transfer, which waits for the
+//! queued work) and checked there with the CPU backend's own checks, so a bad
+//! id is the same `Error` naming the id, the axis and its size on both
+//! devices. The kernels then get a contiguous device copy of the ids.
+//!
+//! The scatter-adds are deterministic without atomics: `index_add` and the
+//! embedding backward bucket the ids by target on the host (a counting sort,
+//! uploaded as one i64 buffer) so that one thread owns each output element;
+//! `scatter_add` gives one thread each column along the axis. Both sum in the
+//! CPU's order, so results are bit-identical to the CPU backend's.
 
-fn todo(op: &'static str) -> Error {
-    Error::device(op, "not implemented on CUDA yet")
+use super::{elementwise_config, kernels, width_suffix, Arg, CudaStorage, StridedLayout};
+use crate::backend::cpu::index::{check_axis, check_dims, check_gather_dims, check_range};
+use crate::backend::cpu::{unsupported_dtype, CpuStorage};
+use crate::backend::BackendStorage;
+use crate::ops::index::IndexKernels;
+use crate::tensor::{DType, Layout, Shape};
+use crate::{Error, Result};
+use cudarc::driver::LaunchConfig;
+
+/// Rows at least this long (and contiguous in the input) take the row-copy
+/// kernel `index_select_rows`; shorter ones the per-element `index_select`.
+const ROW_KERNEL_MIN: usize = 32;
+
+/// The ids as a contiguous device copy and as host values (for the checks
+/// and the bucketing). Errors like the CPU when they are not i64.
+fn ids_both(op: &'static str, data: &CudaStorage, ids: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Vec<i64>)> {
+    if ids.dtype() != DType::I64 {
+        return Err(Error::dtype(op, format!("indices must have dtype i64, got {}", ids.dtype())));
+    }
+    data.check_same_device(op, ids)?;
+    let dev = ids.copy_contiguous(layout)?;
+    match dev.to_cpu()? {
+        CpuStorage::I64(host) => Ok((dev, host)),
+        other => Err(Error::dtype(op, format!("indices must have dtype i64, got {}", other.dtype()))),
+    }
 }
 
-use crate::ops::index::IndexKernels;
+/// f32 or f64, the dtypes the adding kernels are instantiated for (as on the CPU).
+fn float_suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
+    match dtype {
+        DType::F32 => Ok("f32"),
+        DType::F64 => Ok("f64"),
+        other => Err(unsupported_dtype(op, other)),
+    }
+}
+
+/// `src` must share `x`'s dtype and device (the CPU's message for a mismatch).
+fn check_operand(op: &'static str, x: &CudaStorage, src: &CudaStorage) -> Result<()> {
+    if src.dtype() != x.dtype() {
+        return Err(Error::dtype(
+            op,
+            format!("operands have dtypes {} and {}; expected the same dtype", x.dtype(), src.dtype()),
+        ));
+    }
+    x.check_same_device(op, src)
+}
+
+/// `out` (contiguous `dims`, holding x or zeros) with the slices of `src`
+/// (`[outer.., ids.len(), inner..]`, any strides) added at `ids` along `axis`.
+fn index_add_into(op: &'static str, out: &CudaStorage, dims: &[usize], axis: usize, ids: &[i64], src: &CudaStorage, src_layout: &Layout) -> Result<()> {
+    let (outer, size, inner) = (dims[..axis].iter().product::<usize>(), dims[axis], dims[axis + 1..].iter().product::<usize>());
+    let n = ids.len();
+    if outer == 0 || size == 0 || inner == 0 || n == 0 {
+        return Ok(());
+    }
+    // Bucket the positions j by target v (CSR): start[v]..start[v+1] in `order`.
+    let mut start = vec![0usize; size + 1];
+    for &i in ids {
+        start[i as usize + 1] += 1;
+    }
+    for v in 0..size {
+        start[v + 1] += start[v];
+    }
+    let targets: Vec<usize> = (0..size).filter(|&v| start[v + 1] > start[v]).collect();
+    let u = targets.len();
+    // csr = [targets (U) | seg (U + 1) | order (n)], see index_add_impl in cuda/index.cu.
+    let mut csr = vec![0i64; 2 * u + 1 + n];
+    for (k, &v) in targets.iter().enumerate() {
+        csr[k] = v as i64;
+        csr[u + k] = start[v] as i64;
+    }
+    csr[2 * u] = n as i64;
+    let mut next = start;
+    for (j, &i) in ids.iter().enumerate() {
+        let slot = &mut next[i as usize];
+        csr[2 * u + 1 + *slot] = j as i64;
+        *slot += 1;
+    }
+    let dev = out.cuda_device();
+    let csr = CudaStorage::from_cpu(dev, &CpuStorage::I64(csr))?;
+    let total = outer * u * inner;
+    let [s, sl] = src.strided_args(op, src_layout)?;
+    let name = format!("index_add_{}", float_suffix(op, out.dtype())?);
+    // index_add_T(T* out, const T* src, StridedLayout sl, const i64* csr, i64 U, i64 n, i64 size, i64 inner, i64 total)
+    dev.launch(
+        &kernels::INDEX,
+        &name,
+        elementwise_config(total),
+        &[
+            Arg::Ptr(out.ptr()),
+            s,
+            sl,
+            Arg::Ptr(csr.ptr()),
+            Arg::I64(u as i64),
+            Arg::I64(n as i64),
+            Arg::I64(size as i64),
+            Arg::I64(inner as i64),
+            Arg::I64(total as i64),
+        ],
+    )
+}
+
+/// `out` (contiguous `x_shape`, holding x or zeros) with `src[i]` (`ids_shape`,
+/// any strides) added at `i` with `i[axis] = ids[i]`; `ids` contiguous on the device.
+#[allow(clippy::too_many_arguments)]
+fn scatter_add_into(
+    op: &'static str,
+    out: &CudaStorage,
+    x_shape: &Shape,
+    axis: usize,
+    ids: &CudaStorage,
+    ids_shape: &Shape,
+    src: &CudaStorage,
+    src_layout: &Layout,
+) -> Result<()> {
+    let numel = ids_shape.numel();
+    if numel == 0 || x_shape.numel() == 0 {
+        return Ok(());
+    }
+    let ncols = numel / ids_shape.dims()[axis];
+    // The ids' dims with out's (contiguous) strides.
+    let ol = StridedLayout::new(op, &Layout::new(ids_shape.clone(), x_shape.contiguous_strides(), 0))?;
+    let [s, sl] = src.strided_args(op, src_layout)?;
+    let name = format!("scatter_add_{}", float_suffix(op, out.dtype())?);
+    // scatter_add_T(T* out, StridedLayout ol, const i64* ids, const T* src, StridedLayout sl, i64 axis, i64 ncols)
+    out.cuda_device().launch(
+        &kernels::INDEX,
+        &name,
+        elementwise_config(ncols),
+        &[
+            Arg::Ptr(out.ptr()),
+            Arg::Layout(ol),
+            Arg::Ptr(ids.ptr()),
+            s,
+            sl,
+            Arg::I64(axis as i64),
+            Arg::I64(ncols as i64),
+        ],
+    )
+}
+
+/// Whether the dims after `axis` are row-major with unit innermost stride in `layout`.
+fn inner_rows_contiguous(layout: &Layout, axis: usize) -> bool {
+    let (dims, strides) = (&layout.dims()[axis + 1..], &layout.strides()[axis + 1..]);
+    Layout::new(Shape::new(dims), strides.to_vec(), 0).is_contiguous()
+}
+
 impl IndexKernels for CudaStorage {
-    fn index_select(&self, _l: &Layout, _axis: usize, _ids: &Self, _il: &Layout) -> Result<Self> {
-        Err(todo("index_select"))
+    fn index_select(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout) -> Result<Self> {
+        const OP: &str = "index_select";
+        check_axis(OP, axis, layout.rank())?;
+        let (ids_dev, ids) = ids_both(OP, self, ids, ids_layout)?;
+        check_range(OP, &ids, layout.dims()[axis], axis, layout.shape())?;
+        let mut dims = layout.dims().to_vec();
+        dims[axis] = ids.len();
+        let total: usize = dims.iter().product();
+        let dev = self.cuda_device();
+        let out = CudaStorage::alloc(dev, self.dtype(), total)?;
+        if total == 0 {
+            return Ok(out);
+        }
+        let width = width_suffix(self.dtype());
+        let inner: usize = dims[axis + 1..].iter().product();
+        if inner >= ROW_KERNEL_MIN && inner_rows_contiguous(layout, axis) {
+            // The embedding lookup: one block copies one row.
+            let ol = Layout::new(Shape::new(&dims[..axis]), layout.strides()[..axis].to_vec(), layout.offset());
+            let rows = total / inner;
+            let threads = inner.next_multiple_of(32).min(256) as u32;
+            let cfg = LaunchConfig {
+                grid_dim: (rows.min(65_535) as u32, 1, 1),
+                block_dim: (threads, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // index_select_rows_W(const T* x, StridedLayout ol, i64 axis_stride, const i64* ids, i64 n, i64 inner, T* out, i64 rows)
+            dev.launch(
+                &kernels::INDEX,
+                &format!("index_select_rows_{width}"),
+                cfg,
+                &[
+                    Arg::Ptr(self.ptr()),
+                    Arg::Layout(StridedLayout::new(OP, &ol)?),
+                    Arg::I64(layout.strides()[axis] as i64),
+                    Arg::Ptr(ids_dev.ptr()),
+                    Arg::I64(ids.len() as i64),
+                    Arg::I64(inner as i64),
+                    Arg::Ptr(out.ptr()),
+                    Arg::I64(rows as i64),
+                ],
+            )?;
+        } else {
+            // x's strides over the output's dims: the kernel maps the axis coordinate through ids.
+            let xl = StridedLayout::new(OP, &Layout::new(Shape::new(dims), layout.strides().to_vec(), layout.offset()))?;
+            // index_select_W(const T* x, StridedLayout xl, const i64* ids, i64 axis, T* out, i64 total)
+            dev.launch(
+                &kernels::INDEX,
+                &format!("index_select_{width}"),
+                elementwise_config(total),
+                &[
+                    Arg::Ptr(self.ptr()),
+                    Arg::Layout(xl),
+                    Arg::Ptr(ids_dev.ptr()),
+                    Arg::I64(axis as i64),
+                    Arg::Ptr(out.ptr()),
+                    Arg::I64(total as i64),
+                ],
+            )?;
+        }
+        Ok(out)
     }
-    fn index_add(&self, _l: &Layout, _axis: usize, _ids: &Self, _il: &Layout, _src: &Self, _sl: &Layout) -> Result<Self> {
-        Err(todo("index_add"))
+
+    fn index_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self> {
+        const OP: &str = "index_add";
+        check_axis(OP, axis, layout.rank())?;
+        let (_, ids) = ids_both(OP, self, ids, ids_layout)?;
+        check_range(OP, &ids, layout.dims()[axis], axis, layout.shape())?;
+        let mut expected = layout.dims().to_vec();
+        expected[axis] = ids.len();
+        check_dims(OP, "source", src_layout.dims(), &expected)?;
+        float_suffix(OP, self.dtype())?;
+        check_operand(OP, self, src)?;
+        let out = self.copy_contiguous(layout)?;
+        index_add_into(OP, &out, layout.dims(), axis, &ids, src, src_layout)?;
+        Ok(out)
     }
-    fn gather(&self, _l: &Layout, _axis: usize, _ids: &Self, _il: &Layout) -> Result<Self> {
-        Err(todo("gather"))
+
+    fn gather(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout) -> Result<Self> {
+        const OP: &str = "gather";
+        check_axis(OP, axis, layout.rank())?;
+        check_gather_dims(OP, layout.dims(), axis, ids_layout.dims())?;
+        let (ids_dev, ids) = ids_both(OP, self, ids, ids_layout)?;
+        check_range(OP, &ids, layout.dims()[axis], axis, layout.shape())?;
+        let total = ids.len();
+        let dev = self.cuda_device();
+        let out = CudaStorage::alloc(dev, self.dtype(), total)?;
+        if total == 0 {
+            return Ok(out);
+        }
+        // x's strides and offset over the ids' dims.
+        let xl = StridedLayout::new(OP, &Layout::new(ids_layout.shape().clone(), layout.strides().to_vec(), layout.offset()))?;
+        // gather_W(const T* x, StridedLayout xl, const i64* ids, i64 axis, T* out, i64 total)
+        dev.launch(
+            &kernels::INDEX,
+            &format!("gather_{}", width_suffix(self.dtype())),
+            elementwise_config(total),
+            &[
+                Arg::Ptr(self.ptr()),
+                Arg::Layout(xl),
+                Arg::Ptr(ids_dev.ptr()),
+                Arg::I64(axis as i64),
+                Arg::Ptr(out.ptr()),
+                Arg::I64(total as i64),
+            ],
+        )?;
+        Ok(out)
     }
-    fn scatter_add(&self, _l: &Layout, _axis: usize, _ids: &Self, _il: &Layout, _src: &Self, _sl: &Layout) -> Result<Self> {
-        Err(todo("scatter_add"))
+
+    fn scatter_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self> {
+        const OP: &str = "scatter_add";
+        check_axis(OP, axis, layout.rank())?;
+        check_gather_dims(OP, layout.dims(), axis, ids_layout.dims())?;
+        check_dims(OP, "source", src_layout.dims(), ids_layout.dims())?;
+        let (ids_dev, ids) = ids_both(OP, self, ids, ids_layout)?;
+        check_range(OP, &ids, layout.dims()[axis], axis, layout.shape())?;
+        float_suffix(OP, self.dtype())?;
+        check_operand(OP, self, src)?;
+        let out = self.copy_contiguous(layout)?;
+        scatter_add_into(OP, &out, layout.shape(), axis, &ids_dev, ids_layout.shape(), src, src_layout)?;
+        Ok(out)
     }
-    fn index_select_backward(&self, _l: &Layout, _axis: usize, _ids: &Self, _il: &Layout, _s: &Shape) -> Result<Self> {
-        Err(todo("index_select_backward"))
+
+    fn index_select_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self> {
+        const OP: &str = "index_select_backward";
+        check_axis(OP, axis, input_shape.rank())?;
+        let (_, ids) = ids_both(OP, self, ids, ids_layout)?;
+        check_range(OP, &ids, input_shape.dims()[axis], axis, input_shape)?;
+        let mut expected = input_shape.dims().to_vec();
+        expected[axis] = ids.len();
+        check_dims(OP, "gradient", layout.dims(), &expected)?;
+        float_suffix(OP, self.dtype())?;
+        // Zeros, then only the rows some id touches are written.
+        let out = CudaStorage::zeros(self.cuda_device(), self.dtype(), input_shape.numel())?;
+        index_add_into(OP, &out, input_shape.dims(), axis, &ids, self, layout)?;
+        Ok(out)
     }
-    fn gather_backward(&self, _l: &Layout, _axis: usize, _ids: &Self, _il: &Layout, _s: &Shape) -> Result<Self> {
-        Err(todo("gather_backward"))
+
+    fn gather_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self> {
+        const OP: &str = "gather_backward";
+        check_axis(OP, axis, input_shape.rank())?;
+        check_gather_dims(OP, input_shape.dims(), axis, ids_layout.dims())?;
+        check_dims(OP, "gradient", layout.dims(), ids_layout.dims())?;
+        let (ids_dev, ids) = ids_both(OP, self, ids, ids_layout)?;
+        check_range(OP, &ids, input_shape.dims()[axis], axis, input_shape)?;
+        float_suffix(OP, self.dtype())?;
+        let out = CudaStorage::zeros(self.cuda_device(), self.dtype(), input_shape.numel())?;
+        scatter_add_into(OP, &out, input_shape, axis, &ids_dev, ids_layout.shape(), self, layout)?;
+        Ok(out)
     }
-    fn cat(_parts: &[(&Self, &Layout)], _axis: usize) -> Result<Self> {
-        Err(todo("cat"))
+
+    /// One strided copy (copy.cu's `copy_into`) per part, into its slice of the output.
+    fn cat(parts: &[(&Self, &Layout)], axis: usize) -> Result<Self> {
+        const OP: &str = "cat";
+        let Some(&(first, l0)) = parts.first() else {
+            return Err(Error::value(OP, "expected at least one tensor, got an empty list"));
+        };
+        check_axis(OP, axis, l0.rank())?;
+        for (k, &(s, l)) in parts.iter().enumerate() {
+            let fits = l.rank() == l0.rank() && l.dims().iter().zip(l0.dims()).enumerate().all(|(d, (&a, &b))| d == axis || a == b);
+            if !fits {
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "part {k} has shape {} but part 0 has shape {}; expected equal dims off axis {axis}",
+                        l.shape(),
+                        l0.shape()
+                    ),
+                ));
+            }
+            check_operand(OP, first, s)?;
+        }
+        let mut dims = l0.dims().to_vec();
+        dims[axis] = parts.iter().map(|(_, l)| l.dims()[axis]).sum();
+        let out_layout = Layout::contiguous(dims);
+        let mut out = CudaStorage::alloc(first.cuda_device(), first.dtype(), out_layout.numel())?;
+        let mut start = 0;
+        for &(s, l) in parts {
+            let size = l.dims()[axis];
+            out.copy_into(&out_layout.narrow(axis, start, size), s, l)?;
+            start += size;
+        }
+        Ok(out)
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod conv;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod layer_norm;
 pub mod pool;
 pub mod softmax;

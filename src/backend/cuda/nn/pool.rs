@@ -1,25 +1,155 @@
-//! Pooling on CUDA (cuda/pool.cu).
-use crate::backend::cuda::CudaStorage;
-#[allow(unused_imports)]
-use crate::backend::cuda::{kernels, Arg};
-use crate::tensor::Layout;
+//! Pooling on CUDA (cuda/pool.cu): one thread per output element in the
+//! forward passes, one per input pixel in the backward passes (gathers over
+//! the windows containing the pixel, no atomics). Inputs are read through
+//! their strides; results are contiguous. Every kernel reads in the CPU
+//! kernels' order, so results match the CPU backend bit for bit.
+//!
+//! Unlike the CPU backend, `max_pool2d_backward` does not check the saved
+//! indices (that would need them on the host): they come from the forward
+//! pass and are in range, and an index outside the plane would match no
+//! pixel, so it cannot make the kernel write out of bounds.
+
+use crate::backend::cpu::unsupported_dtype;
+use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaStorage, StridedLayout};
+use crate::backend::BackendStorage;
+use crate::ops::nn::pool::{Pool2dParams, PoolKernels};
+use crate::tensor::{DType, Layout};
 use crate::{Error, Result};
 
-fn todo(op: &'static str) -> Error {
-    Error::device(op, "not implemented on CUDA yet")
+/// f32 or f64 (as the CPU backend), else the CPU's error.
+fn float_suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
+    match dtype {
+        DType::F32 => Ok("f32"),
+        DType::F64 => Ok("f64"),
+        other => Err(unsupported_dtype(op, other)),
+    }
 }
-use crate::ops::nn::pool::{Pool2dParams, PoolKernels};
+
+/// The geometry in the order of `POOL_GEOM` in cuda/pool.cu: C, H, W, KH, KW, SH, SW, PH, PW.
+fn geom_args(p: &Pool2dParams) -> [Arg; 9] {
+    [
+        p.channels,
+        p.in_h,
+        p.in_w,
+        p.kernel.0,
+        p.kernel.1,
+        p.stride.0,
+        p.stride.1,
+        p.padding.0,
+        p.padding.1,
+    ]
+    .map(|v| Arg::I64(v as i64))
+}
+
+/// A rank-4 operand's layout for the kernels.
+fn layout4(op: &'static str, l: &Layout, what: &str) -> Result<StridedLayout> {
+    if l.rank() != 4 {
+        return Err(Error::shape(op, format!("{what} must have rank 4 [N, C, H, W], got shape {}", l.shape())));
+    }
+    StridedLayout::new(op, l)
+}
+
 impl PoolKernels for CudaStorage {
-    fn max_pool2d(&self, _l: &Layout, _p: &Pool2dParams) -> Result<(Self, Self)> {
-        Err(todo("max_pool2d"))
+    fn max_pool2d(&self, layout: &Layout, p: &Pool2dParams) -> Result<(Self, Self)> {
+        const OP: &str = "max_pool2d";
+        let suffix = float_suffix(OP, self.dtype())?;
+        let xl = layout4(OP, layout, "input")?;
+        let dev = self.cuda_device();
+        let total = p.planes() * p.out_h * p.out_w;
+        let y = CudaStorage::alloc(dev, self.dtype(), total)?;
+        let idx = CudaStorage::alloc(dev, DType::I64, total)?;
+        if total > 0 {
+            // max_pool2d_T(const T* x, StridedLayout xl, T* y, i64* idx, i64 total, i64 OH, i64 OW, POOL_GEOM)
+            let mut args = vec![
+                Arg::Ptr(self.ptr()),
+                Arg::Layout(xl),
+                Arg::Ptr(y.ptr()),
+                Arg::Ptr(idx.ptr()),
+                Arg::I64(total as i64),
+                Arg::I64(p.out_h as i64),
+                Arg::I64(p.out_w as i64),
+            ];
+            args.extend(geom_args(p));
+            dev.launch(&kernels::POOL, &format!("max_pool2d_{suffix}"), elementwise_config(total), &args)?;
+        }
+        Ok((y, idx))
     }
-    fn max_pool2d_backward(&self, _l: &Layout, _i: &Self, _il: &Layout, _p: &Pool2dParams) -> Result<Self> {
-        Err(todo("max_pool2d"))
+
+    fn max_pool2d_backward(&self, dy_layout: &Layout, indices: &Self, indices_layout: &Layout, p: &Pool2dParams) -> Result<Self> {
+        const OP: &str = "max_pool2d_backward";
+        let suffix = float_suffix(OP, self.dtype())?;
+        if indices.dtype() != DType::I64 {
+            return Err(Error::dtype(OP, format!("saved indices have dtype {}, expected i64", indices.dtype())));
+        }
+        self.check_same_device(OP, indices)?;
+        let dl = layout4(OP, dy_layout, "gradient")?;
+        let il = layout4(OP, indices_layout, "saved indices")?;
+        let dev = self.cuda_device();
+        let total = p.planes() * p.in_h * p.in_w;
+        let dx = CudaStorage::alloc(dev, self.dtype(), total)?;
+        if total > 0 {
+            // max_pool2d_backward_T(const T* dy, StridedLayout dl, const i64* idx, StridedLayout il, T* dx, i64 total, i64 OH, i64 OW, POOL_GEOM)
+            let mut args = vec![
+                Arg::Ptr(self.ptr()),
+                Arg::Layout(dl),
+                Arg::Ptr(indices.ptr()),
+                Arg::Layout(il),
+                Arg::Ptr(dx.ptr()),
+                Arg::I64(total as i64),
+                Arg::I64(p.out_h as i64),
+                Arg::I64(p.out_w as i64),
+            ];
+            args.extend(geom_args(p));
+            dev.launch(&kernels::POOL, &format!("max_pool2d_backward_{suffix}"), elementwise_config(total), &args)?;
+        }
+        Ok(dx)
     }
-    fn avg_pool2d(&self, _l: &Layout, _p: &Pool2dParams, _c: bool) -> Result<Self> {
-        Err(todo("avg_pool2d"))
+
+    fn avg_pool2d(&self, layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self> {
+        const OP: &str = "avg_pool2d";
+        let suffix = float_suffix(OP, self.dtype())?;
+        let xl = layout4(OP, layout, "input")?;
+        let dev = self.cuda_device();
+        let total = p.planes() * p.out_h * p.out_w;
+        let y = CudaStorage::alloc(dev, self.dtype(), total)?;
+        if total > 0 {
+            // avg_pool2d_T(const T* x, StridedLayout xl, T* y, i64 total, i64 OH, i64 OW, i64 include_pad, POOL_GEOM)
+            let mut args = vec![
+                Arg::Ptr(self.ptr()),
+                Arg::Layout(xl),
+                Arg::Ptr(y.ptr()),
+                Arg::I64(total as i64),
+                Arg::I64(p.out_h as i64),
+                Arg::I64(p.out_w as i64),
+                Arg::I64(count_include_pad as i64),
+            ];
+            args.extend(geom_args(p));
+            dev.launch(&kernels::POOL, &format!("avg_pool2d_{suffix}"), elementwise_config(total), &args)?;
+        }
+        Ok(y)
     }
-    fn avg_pool2d_backward(&self, _l: &Layout, _p: &Pool2dParams, _c: bool) -> Result<Self> {
-        Err(todo("avg_pool2d"))
+
+    fn avg_pool2d_backward(&self, dy_layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self> {
+        const OP: &str = "avg_pool2d_backward";
+        let suffix = float_suffix(OP, self.dtype())?;
+        let dl = layout4(OP, dy_layout, "gradient")?;
+        let dev = self.cuda_device();
+        let total = p.planes() * p.in_h * p.in_w;
+        let dx = CudaStorage::alloc(dev, self.dtype(), total)?;
+        if total > 0 {
+            // avg_pool2d_backward_T(const T* dy, StridedLayout dl, T* dx, i64 total, i64 OH, i64 OW, i64 include_pad, POOL_GEOM)
+            let mut args = vec![
+                Arg::Ptr(self.ptr()),
+                Arg::Layout(dl),
+                Arg::Ptr(dx.ptr()),
+                Arg::I64(total as i64),
+                Arg::I64(p.out_h as i64),
+                Arg::I64(p.out_w as i64),
+                Arg::I64(count_include_pad as i64),
+            ];
+            args.extend(geom_args(p));
+            dev.launch(&kernels::POOL, &format!("avg_pool2d_backward_{suffix}"), elementwise_config(total), &args)?;
+        }
+        Ok(dx)
     }
 }

@@ -1,0 +1,62 @@
+//! Dropout masks on CUDA (cuda/dropout.cu): the scaled keep mask generated on
+//! the device by Philox4x32-10 from one 64-bit seed, element `i` from counter
+//! `i / 4`. `ops::nn::dropout` holds the host reference of the same rule
+//! (`philox_keep_flags`), which the CUDA tests compare with bit for bit.
+
+use crate::backend::cpu::{unsupported_dtype, CpuStorage};
+use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaDevice, CudaStorage};
+use crate::ops::nn::dropout::{drop_threshold, keep_scale};
+use crate::tensor::DType;
+use crate::{Error, Result};
+use std::sync::Arc;
+
+/// `n` elements of `dtype` on `dev`: `1/(1−p)` where element i is kept, 0
+/// where dropped (probability `p`), from `seed`.
+pub fn philox_scaled_mask(dev: &Arc<CudaDevice>, dtype: DType, n: usize, p: f64, seed: u64) -> Result<CudaStorage> {
+    const OP: &str = "dropout";
+    let suffix = match dtype {
+        DType::F32 => "f32",
+        DType::F64 => "f64",
+        other => return Err(unsupported_dtype(OP, other)),
+    };
+    let mask = CudaStorage::alloc(dev, dtype, n)?;
+    if n == 0 {
+        return Ok(mask);
+    }
+    // dropout_mask_T(T* out, i64 n, u64 seed, u64 threshold, double scale); one thread per 4 elements
+    dev.launch(
+        &kernels::DROPOUT,
+        &format!("dropout_mask_{suffix}"),
+        elementwise_config(n.div_ceil(4)),
+        &[
+            Arg::Ptr(mask.ptr()),
+            Arg::I64(n as i64),
+            Arg::U64(seed),
+            Arg::U64(drop_threshold(p)),
+            Arg::F64(keep_scale(p)),
+        ],
+    )?;
+    Ok(mask)
+}
+
+/// The raw Philox4x32-10 words for counters `0 .. groups` under key `seed`,
+/// computed on the device (four per counter), for testing the generator.
+pub fn philox_raw(dev: &Arc<CudaDevice>, groups: usize, seed: u64) -> Result<Vec<u32>> {
+    // The words travel in an f32 buffer, bit for bit (a device-to-host copy
+    // does not touch the values).
+    let out = CudaStorage::alloc(dev, DType::F32, 4 * groups)?;
+    if groups == 0 {
+        return Ok(Vec::new());
+    }
+    // philox4x32_10_raw(u32* out, i64 groups, u64 seed)
+    dev.launch(
+        &kernels::DROPOUT,
+        "philox4x32_10_raw",
+        elementwise_config(groups),
+        &[Arg::Ptr(out.ptr()), Arg::I64(groups as i64), Arg::U64(seed)],
+    )?;
+    match out.to_cpu()? {
+        CpuStorage::F32(v) => Ok(v.into_iter().map(f32::to_bits).collect()),
+        other => Err(Error::dtype("philox_raw", format!("expected an f32 buffer, got {}", other.dtype()))),
+    }
+}
