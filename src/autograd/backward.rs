@@ -63,7 +63,7 @@ impl Tensor {
                 ),
             ));
         }
-        let seed = Tensor::ones(self.shape().clone(), self.dtype())?;
+        let seed = Tensor::full_on(self.shape().clone(), 1.0, self.dtype(), self.device())?;
         self.backward_with_grad(&seed)
     }
 

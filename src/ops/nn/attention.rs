@@ -71,7 +71,7 @@ impl Tensor {
         let (probs, out) = no_grad(|| -> Result<(Tensor, Tensor)> {
             let mut scores = q.matmul(&k.t()?)?.scale(scale)?; // [.., Tq, Tk]
             if causal {
-                scores = scores.masked_fill(&causal_mask(tq, tk, q.dtype())?, f64::NEG_INFINITY)?;
+                scores = scores.masked_fill(&causal_mask(tq, tk, q.dtype())?.to_device(q.device())?, f64::NEG_INFINITY)?;
             }
             let probs = scores.softmax(-1)?;
             let out = probs.matmul(v)?; // [.., Tq, Dv]
