@@ -95,6 +95,9 @@ fn run(args: &GptArgs) -> Result<()> {
     let config = model_config(args, data.vocab_size());
     let model = Gpt::new(config.clone(), &mut rng(args.seed))?;
     let params = model.num_params();
+    // Parameters move to the device before the optimizer sees them; batches follow the model.
+    let device = common::device(args.device)?;
+    model.to_device(device)?;
     println!(
         "{}: {} characters ({} train / {} val), vocabulary {}; {} ({params} parameters): {} layers, {} heads, width {}, context {}, dropout {}",
         args.text.display(),
@@ -110,7 +113,7 @@ fn run(args: &GptArgs) -> Result<()> {
         config.dropout
     );
     println!(
-        "{} steps, batch {} × {} tokens, {:?} lr {:e} → {:e}, warmup {}, wd {}, clip {}, {} threads",
+        "{} steps on {device}, batch {} × {} tokens, {:?} lr {:e} → {:e}, warmup {}, wd {}, clip {}, {} threads",
         args.steps,
         args.batch_size,
         config.block_size,
