@@ -97,6 +97,9 @@ fn run(args: &GptArgs) -> Result<()> {
     gpt_args::check_splits(data.train.len(), data.val.len(), config.block_size).map_err(|m| Error::value("train_gpt", m))?;
     let model = Gpt::new(config.clone(), &mut rng(args.seed))?;
     let params = model.num_params();
+    // Parameters move to the device before the optimizer sees them; batches follow the model.
+    let device = common::device(args.device)?;
+    model.to_device(device)?;
     println!(
         "{}: {} characters ({} train / {} val), vocabulary {}; {} ({params} parameters): {} layers, {} heads, width {}, context {}, dropout {}",
         args.text.display(),
@@ -112,7 +115,7 @@ fn run(args: &GptArgs) -> Result<()> {
         config.dropout
     );
     println!(
-        "{} steps, batch {} × {} tokens, {:?} lr {:e} → {:e}, warmup {}, wd {}, clip {}, {} threads",
+        "{} steps on {device}, batch {} × {} tokens, {:?} lr {:e} → {:e}, warmup {}, wd {}, clip {}, {} threads",
         args.steps,
         args.batch_size,
         config.block_size,

@@ -23,7 +23,7 @@ mod common;
 mod vit_args;
 
 use clap::Parser;
-use common::{DeviceKind, OptimizerKind};
+use common::OptimizerKind;
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tamer::checkpoint;
@@ -133,7 +133,7 @@ fn run(args: &VitArgs) -> Result<()> {
             .build_global()
             .map_err(|e| Error::value("train_vit", format!("--threads {n}: {e}")))?;
     }
-    debug_assert_eq!(args.device, DeviceKind::Cpu);
+    let device = common::device(args.device)?;
     let recipe = args.dataset.recipe(args.model);
     let preset = recipe.model;
     let (train, test) = load_data(args)?;
@@ -157,6 +157,8 @@ fn run(args: &VitArgs) -> Result<()> {
             println!("pretrained: {note}");
         }
     }
+    // Parameters move to the device before the optimizer sees them; batches follow the model.
+    model.to_device(device)?;
     let augment = Augment {
         crop_padding: args.crop_padding.unwrap_or(recipe.crop_padding),
         hflip: recipe.hflip,
@@ -190,7 +192,7 @@ fn run(args: &VitArgs) -> Result<()> {
         config.pos
     );
     println!(
-        "{} epochs × {steps_per_epoch} steps, batch {batch_size}, {:?} lr {lr:e}, wd {weight_decay}, warmup {warmup}, {:?}, clip {}, label smoothing {}, mixup {mixup}, {} threads",
+        "{} epochs × {steps_per_epoch} steps on {device}, batch {batch_size}, {:?} lr {lr:e}, wd {weight_decay}, warmup {warmup}, {:?}, clip {}, label smoothing {}, mixup {mixup}, {} threads",
         epochs,
         args.optimizer,
         args.schedule,

@@ -27,7 +27,7 @@ pub fn inverse_sqrt(lr: f64, warmup: u64) -> tamer::Result<tamer::optim::Inverse
 /// The error for `--device cuda` until the CUDA backend lands.
 pub fn cuda_unavailable() -> String {
     if cfg!(feature = "cuda") {
-        "--device cuda: the CUDA backend is not implemented yet; use --device cpu".to_string()
+        "--device cuda: no usable CUDA device; use --device cpu".to_string()
     } else {
         "--device cuda: this binary was built without the cuda feature (rebuild with --features cuda); use --device cpu".to_string()
     }
@@ -65,5 +65,25 @@ pub fn unit_interval(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
         _ => Err(format!("expected a number in [0, 1), got {s:?}")),
+    }
+}
+
+/// `--device cuda` needs a build with the `cuda` feature: an error (at flag
+/// validation, before any work) when this binary has none.
+pub fn cuda_available() -> Result<(), String> {
+    if cfg!(feature = "cuda") {
+        Ok(())
+    } else {
+        Err(cuda_unavailable())
+    }
+}
+
+/// The device `--device` names: the CPU, or CUDA device 0, initialised here so
+/// that a machine without a driver or GPU fails with the driver's reason
+/// before the data is loaded.
+pub fn device(kind: DeviceKind) -> tamer::Result<tamer::Device> {
+    match kind {
+        DeviceKind::Cpu => Ok(tamer::Device::Cpu),
+        DeviceKind::Cuda => tamer::Device::cuda(0),
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use tamer::optim::DecayRule;
 
-use crate::common::{cuda_unavailable, non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, DeviceKind, OptimizerKind};
+use crate::common::{cuda_available, non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, DeviceKind, OptimizerKind};
 
 /// Train a character-level GPT (nanoGPT's model and recipe) on a text file.
 ///
@@ -150,7 +150,7 @@ impl GptArgs {
             return Err(format!("--warmup {} is longer than --steps {}", self.warmup, self.steps));
         }
         if self.device == DeviceKind::Cuda {
-            return Err(cuda_unavailable());
+            cuda_available()?;
         }
         Ok(())
     }

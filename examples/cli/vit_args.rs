@@ -1,7 +1,7 @@
 //! Command-line flags of `train_vit` (shared with tests/train.rs, which checks
 //! the parsing and the error messages).
 
-use crate::common::{cuda_unavailable, non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, DeviceKind, OptimizerKind};
+use crate::common::{cuda_available, non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, DeviceKind, OptimizerKind};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 
@@ -286,7 +286,7 @@ impl VitArgs {
         }
         self.batch_sizes()?;
         if self.device == DeviceKind::Cuda {
-            return Err(cuda_unavailable());
+            cuda_available()?;
         }
         Ok(())
     }

@@ -63,8 +63,7 @@ impl Tensor {
                 ),
             ));
         }
-        // On the loss's device: a CPU seed would meet CUDA tensors in the first backward op.
-        let seed = self.ones_like()?;
+        let seed = Tensor::full_on(self.shape().clone(), 1.0, self.dtype(), self.device())?;
         self.backward_with_grad(&seed)
     }
 

@@ -176,10 +176,11 @@ impl Mixup {
         let mut data = x.to_vec::<f32>()?;
         let labels = y.to_vec::<i64>()?;
         let info = self.apply_host(&mut data, shape, &labels, rng)?;
+        // Mixed on the host; the result goes back where the batch was.
         Ok(MixedBatch {
-            x: Tensor::from_vec(data, d.to_vec())?,
+            x: Tensor::from_vec(data, d.to_vec())?.to_device(x.device())?,
             y_a: y.clone(),
-            y_b: Tensor::from_vec(info.y_b, [shape.0])?,
+            y_b: Tensor::from_vec(info.y_b, [shape.0])?.to_device(y.device())?,
             lam: info.lam,
         })
     }

@@ -178,7 +178,7 @@ impl TransformerEncoder {
             x = pe.forward(&x)?;
         }
         if let Some(table) = &self.sincos {
-            x = x.add(&table.narrow(0, 0, idx.dims()[1])?.to_dtype(x.dtype())?)?;
+            x = x.add(&table.narrow(0, 0, idx.dims()[1])?.to_dtype(x.dtype())?.to_device(x.device())?)?;
         }
         self.drop.forward(&x)
     }

@@ -252,7 +252,7 @@ impl Gpt {
         let t = idx.dims()[1];
         let pos: Vec<i64> = (start..start + t).map(|p| p as i64).collect();
         let tok = self.wte.forward(idx)?; // [B, T, C]
-        let pos = self.wpe.forward(&Tensor::from_indices(&pos))?; // [T, C]
+        let pos = self.wpe.forward(&Tensor::from_indices(&pos).to_device(idx.device())?)?; // [T, C]
         let mut x = self.drop.forward(&tok.add(&pos)?)?;
         match cache {
             Some(cache) => {
@@ -348,9 +348,11 @@ impl Gpt {
         let (b, t0) = (idx.dims()[0], idx.dims()[1]);
         let mut tokens = idx.to_vec2::<i64>()?;
         let bs = self.config.block_size;
-        let window = |tokens: &[Vec<i64>], len: usize| -> Result<Tensor> {
+        // The model runs where its weights are; the result goes where the prompt was.
+        let model_device = self.wte.weight.tensor().device();
+        let window = |tokens: &[Vec<i64>], len: usize, device: crate::Device| -> Result<Tensor> {
             let flat: Vec<i64> = tokens.iter().flat_map(|row| row[row.len() - len..].iter().copied()).collect();
-            Tensor::from_vec(flat, [b, len])
+            Tensor::from_vec(flat, [b, len])?.to_device(device)
         };
         no_grad(|| {
             let mut cache = self.new_cache();
@@ -359,19 +361,19 @@ impl Gpt {
                 let logits = if use_cache {
                     if cache.is_empty() || cache.len() >= bs {
                         cache.clear();
-                        self.last_logits(&window(&tokens, len.min(bs))?, Some(&mut cache))?
+                        self.last_logits(&window(&tokens, len.min(bs), model_device)?, Some(&mut cache))?
                     } else {
-                        self.last_logits(&window(&tokens, 1)?, Some(&mut cache))?
+                        self.last_logits(&window(&tokens, 1, model_device)?, Some(&mut cache))?
                     }
                 } else {
-                    self.last_logits(&window(&tokens, len.min(bs))?, None)?
+                    self.last_logits(&window(&tokens, len.min(bs), model_device)?, None)?
                 };
                 let v = self.config.vocab_size;
                 for (row, l) in tokens.iter_mut().zip(logits.chunks(v)) {
                     row.push(sample_token(l, temperature, top_k, rng));
                 }
             }
-            window(&tokens, t0 + max_new)
+            window(&tokens, t0 + max_new, idx.device())
         })
     }
 

@@ -191,11 +191,11 @@ pub fn attention_probs(q: &Tensor, k: &Tensor, causal: bool) -> Result<Tensor> {
 }
 
 /// `[Tq, Tk]`, 1 where key `j` lies in the future of query `i` (`j > i + Tk − Tq`),
-/// in `like`'s dtype.
+/// in `like`'s dtype, on `like`'s device.
 fn causal_mask(tq: usize, tk: usize, like: &Tensor) -> Result<Tensor> {
     let shift = tk - tq;
     let values: Vec<f64> = (0..tq).flat_map(|i| (0..tk).map(move |j| if j > i + shift { 1.0 } else { 0.0 })).collect();
-    Tensor::from_vec(values, [tq, tk])?.to_dtype(like.dtype())
+    Tensor::from_vec(values, [tq, tk])?.to_dtype(like.dtype())?.to_device(like.device())
 }
 
 impl Module for MultiHeadSelfAttention {

@@ -118,8 +118,9 @@ impl BatchNorm2d {
         };
         blend(&self.running_mean, mean)?;
         blend(&self.running_var, &var.scale(n as f64 / (n - 1) as f64)?)?;
-        let count = self.num_batches_tracked.tensor().to_vec::<i64>()?.first().copied().unwrap_or(0);
-        self.num_batches_tracked.replace(Tensor::scalar(count + 1));
+        let tracked = self.num_batches_tracked.tensor();
+        let count = tracked.to_vec::<i64>()?.first().copied().unwrap_or(0);
+        self.num_batches_tracked.replace(Tensor::scalar(count + 1).to_device(tracked.device())?);
         Ok(())
     }
 }

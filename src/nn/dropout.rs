@@ -114,7 +114,8 @@ impl DropPath {
         mask_dims[0] = x.dims()[0];
         let mask = {
             let mut r = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-            Tensor::dropout_mask(mask_dims, self.p, x.dtype(), &mut *r)?
+            // Drawn on the host from the layer's RNG (the same mask on every device).
+            Tensor::dropout_mask(mask_dims, self.p, x.dtype(), &mut *r)?.to_device(x.device())?
         };
         let scale = if self.p < 1.0 { 1.0 / (1.0 - self.p) } else { 0.0 };
         x.mul(&mask.scale(scale)?)

@@ -43,7 +43,7 @@ pub use mlp::{Activation, Mlp};
 pub use param::Param;
 pub use pos_encoding::{sincos_1d, sincos_2d, LearnedPosEmbed};
 
-use crate::{DType, Error, Result, Tensor};
+use crate::{DType, Device, Error, Result, Tensor};
 
 /// The error a layer returns when its input's dtype differs from its parameters'.
 pub(crate) fn check_dtype(layer: &'static str, x: &Tensor, param: &Tensor) -> Result<()> {
@@ -101,6 +101,58 @@ pub trait Module {
             }
         }
         n
+    }
+    /// Move every parameter and buffer to `device`, in place: each is copied
+    /// there and the copy replaces the old value, so every handle to a
+    /// [`Param`] (the model's, an optimizer's, a tied alias's) sees the moved
+    /// tensor, and tied parameters (one `Param` listed under two names) stay
+    /// one parameter. Gradients are keyed by the new handles. Values already on
+    /// `device` are left as they are, so `to_device(Device::Cpu)` on a CPU
+    /// model does nothing. Every copy is made before any parameter is
+    /// replaced: a failed copy (out of device memory, no such device, a build
+    /// without the `cuda` feature) leaves the module where it was.
+    ///
+    /// Optimizer state follows its parameter at the next step; the layers
+    /// create what they need during `forward` on the input's device.
+    ///
+    /// ```
+    /// use tamer::nn::{Linear, Module};
+    /// use tamer::Device;
+    /// let lin = Linear::new(3, 2, true, &mut tamer::rng(0)).unwrap();
+    /// let w = lin.weight.tensor();
+    /// lin.to_device(Device::Cpu).unwrap();
+    /// assert!(lin.weight.tensor().same_storage(&w)); // already there: nothing moves
+    /// // A GPU needs the `cuda` feature and a driver; otherwise this is an error.
+    /// if let Ok(gpu) = Device::cuda(0) {
+    ///     lin.to_device(gpu).unwrap();
+    ///     assert_eq!(lin.weight.tensor().device(), gpu);
+    /// }
+    /// ```
+    fn to_device(&self, device: Device) -> Result<()> {
+        let mut moved: Vec<(Param, Tensor)> = Vec::new();
+        for (_, p) in self.named_params().into_iter().chain(self.named_buffers()) {
+            if moved.iter().any(|(q, _)| q.same(&p)) {
+                continue;
+            }
+            let t = p.tensor();
+            if t.device() != device {
+                let copy = t.to_device(device).map_err(|e| Error::new("Module::to_device", e.kind, e.message))?;
+                moved.push((p, copy));
+            }
+        }
+        for (p, t) in moved {
+            p.replace(t);
+        }
+        Ok(())
+    }
+    /// The device of the first parameter (or buffer); the CPU for a module
+    /// with neither. Where its inputs must be.
+    fn device(&self) -> Device {
+        self.named_params()
+            .into_iter()
+            .chain(self.named_buffers())
+            .next()
+            .map_or(Device::Cpu, |(_, p)| p.device())
     }
     /// Convert every float parameter and buffer to `dtype` (e.g. f64 for
     /// gradient checks). Index buffers (i64) are left alone.

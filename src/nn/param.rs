@@ -72,8 +72,9 @@ impl Param {
         self.0.trainable.store(trainable, Ordering::Relaxed)
     }
 
-    /// Overwrite the values in place (same shape; the dtype is converted).
-    /// Used by initialisers, optimizers and checkpoint loading.
+    /// Overwrite the values in place (same shape; the dtype is converted and
+    /// the values are copied to the parameter's device). Used by initialisers,
+    /// optimizers and checkpoint loading.
     pub fn set(&self, values: &Tensor) -> Result<()> {
         let current = self.tensor();
         if current.shape() != values.shape() {
@@ -87,6 +88,8 @@ impl Param {
         } else {
             values.to_dtype(current.dtype())?.detach()
         };
+        // Values made on the host (initialisers, checkpoints) go to the parameter's device.
+        let values = values.to_device(current.device())?;
         current.assign(&values)
     }
 
@@ -94,6 +97,16 @@ impl Param {
     /// re-sized classifier head). Gradients are then keyed by the new handle.
     pub fn replace(&self, t: Tensor) {
         *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = t.detach().variable();
+    }
+
+    /// Whether both handles are the same parameter (clones of one `Param`,
+    /// as tied weights are).
+    pub fn same(&self, other: &Param) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+    /// The device the value lives on.
+    pub fn device(&self) -> crate::Device {
+        self.0.value.read().unwrap_or_else(|p| p.into_inner()).device()
     }
 }
 

@@ -185,7 +185,7 @@ impl Tensor {
 
     /// Replace elements where `mask ≠ 0` by `value`.
     pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
-        let fill = Tensor::full([1], value, self.dtype())?.to_device(self.device())?;
+        let fill = Tensor::full_on([1], value, self.dtype(), self.device())?;
         mask.where_cond(&fill, self)
     }
 }
@@ -257,7 +257,7 @@ impl BackwardOp for PowBackward {
         };
         // d(aᵇ)/db = aᵇ·ln a, taken as 0 where a = 0 (the limit PyTorch uses)
         let gb = if b.requires_grad() {
-            let zero = Tensor::zeros([1], a.dtype())?.to_device(a.device())?;
+            let zero = Tensor::zeros_on([1], a.dtype(), a.device())?;
             let safe_log = a.eq(&zero)?.where_cond(&zero, &a.log()?)?;
             reduce_to(g.mul(out)?.mul(&safe_log)?, b)?
         } else {
@@ -294,7 +294,7 @@ impl BackwardOp for WhereBackward {
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (cond, t, f) = (&inputs[0], &inputs[1], &inputs[2]);
-        let zero = Tensor::zeros([1], g.dtype())?.to_device(g.device())?;
+        let zero = Tensor::zeros_on([1], g.dtype(), g.device())?;
         let gt = if t.requires_grad() { reduce_to(cond.where_cond(g, &zero)?, t)? } else { None };
         let gf = if f.requires_grad() { reduce_to(cond.where_cond(&zero, g)?, f)? } else { None };
         Ok(vec![None, gt, gf])

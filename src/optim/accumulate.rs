@@ -1,6 +1,6 @@
 //! Gradient accumulation over micro-batches.
 
-use super::kernels::{axpy, with_grad_slice};
+use super::device::{axpy, scaled};
 use crate::backend::cpu::CpuElem;
 use crate::tensor::Float;
 use crate::{DType, Error, GradStore, NoGradGuard, Result, Tensor};
@@ -75,14 +75,14 @@ impl GradAccumulator {
                         DType::F32 => add_into::<f32>(acc, g, self.scale)?,
                         DType::F64 => add_into::<f64>(acc, g, self.scale)?,
                         _ => {
-                            let sum = acc.add(&g.scale(self.scale)?)?;
+                            let sum = acc.add(&scaled(OP, g, self.scale)?)?;
                             self.sum.insert_by_id(*id, sum);
                         }
                     }
                 }
-                // scale always makes a new contiguous tensor, so the sum owns
+                // A scaled copy is a new contiguous tensor, so the sum owns
                 // its storage and may be updated in place later.
-                None => self.sum.insert_by_id(*id, g.scale(self.scale)?),
+                None => self.sum.insert_by_id(*id, scaled(OP, g, self.scale)?),
             }
         }
         self.count += 1;
@@ -106,5 +106,5 @@ impl GradAccumulator {
 fn add_into<T: Float + CpuElem>(acc: &Tensor, g: &Tensor, scale: f64) -> Result<()> {
     const OP: &str = "GradAccumulator::add";
     let g = if g.same_storage(acc) { super::owned_copy(g)? } else { g.clone() };
-    with_grad_slice::<T, _>(OP, &g, |g| acc.update_cpu_slice::<T, _>(OP, |a| axpy(a, g, <T as Float>::from_f64(scale))))?
+    axpy(OP, acc, &g, <T as Float>::from_f64(scale))
 }

@@ -1,11 +1,13 @@
 //! Adam and AdamW, as `torch.optim.Adam` and `torch.optim.AdamW`.
 
-use super::kernels::{adam_update, state_slice, with_grad_slice, AdamCoeffs};
+use super::device::{adam_step, follow, zeros_state};
+use super::kernels::AdamCoeffs;
 use super::{
     buffer_tensor, check_hyper, check_state_names, fmt_f64, make_slots, slot_grad, split_param_groups, tensor_buffer, DecayRule, Optimizer, OptimizerState,
     ParamGroup, Slot,
 };
-use crate::backend::cpu::{CpuElem, CpuStorage};
+use crate::backend::cpu::CpuElem;
+use crate::backend::Storage;
 use crate::nn::Param;
 use crate::tensor::Float;
 use crate::{DType, GradStore, Result, Tensor};
@@ -78,12 +80,13 @@ impl AdamConfig {
     }
 }
 
+/// A parameter's state; the buffers live on the parameter's device.
 struct AdamState {
     /// Updates this parameter has had (PyTorch's per-parameter `state['step']`).
     step: u64,
-    exp_avg: CpuStorage,
-    exp_avg_sq: CpuStorage,
-    max_exp_avg_sq: Option<CpuStorage>,
+    exp_avg: Storage,
+    exp_avg_sq: Storage,
+    max_exp_avg_sq: Option<Storage>,
 }
 
 /// Adam / AdamW with `torch.optim.Adam`'s update (t counts this parameter's updates):
@@ -144,23 +147,26 @@ fn step_slot<T: Float + CpuElem>(name: &str, t: &Tensor, g: &Tensor, state: &mut
         Some(s) => s,
         None => fresh.insert(AdamState {
             step: 0,
-            exp_avg: CpuStorage::zeros(<T as CpuElem>::DTYPE, t.numel()),
-            exp_avg_sq: CpuStorage::zeros(<T as CpuElem>::DTYPE, t.numel()),
-            max_exp_avg_sq: cfg.amsgrad.then(|| CpuStorage::zeros(<T as CpuElem>::DTYPE, t.numel())),
+            exp_avg: zeros_state(t)?,
+            exp_avg_sq: zeros_state(t)?,
+            max_exp_avg_sq: if cfg.amsgrad { Some(zeros_state(t)?) } else { None },
         }),
     };
     let c = AdamCoeffs::<T>::new(lr, cfg.betas, cfg.eps, wd, cfg.decoupled, s.step + 1);
-    let m = state_slice::<T>(OP, name, &mut s.exp_avg)?;
-    let v = state_slice::<T>(OP, name, &mut s.exp_avg_sq)?;
     // AMSGrad switched on after some steps starts its running max from zero.
     if cfg.amsgrad && s.max_exp_avg_sq.is_none() {
-        s.max_exp_avg_sq = Some(CpuStorage::zeros(<T as CpuElem>::DTYPE, t.numel()));
+        s.max_exp_avg_sq = Some(zeros_state(t)?);
     }
-    let vmax: &mut [T] = match (&mut s.max_exp_avg_sq, cfg.amsgrad) {
-        (Some(b), true) => state_slice::<T>(OP, name, b)?,
-        _ => &mut [],
+    follow(&mut s.exp_avg, t.device())?;
+    follow(&mut s.exp_avg_sq, t.device())?;
+    let vmax = match (&mut s.max_exp_avg_sq, cfg.amsgrad) {
+        (Some(b), true) => {
+            follow(b, t.device())?;
+            Some(b)
+        }
+        _ => None,
     };
-    with_grad_slice::<T, _>(OP, g, |g| t.update_cpu_slice::<T, _>(OP, |p| adam_update(p, g, m, v, vmax, &c)))??;
+    adam_step(OP, name, t, g, &mut s.exp_avg, &mut s.exp_avg_sq, vmax, &c)?;
     s.step += 1;
     if let Some(f) = fresh {
         *state = Some(f);
@@ -233,10 +239,10 @@ impl Optimizer for Adam {
             let dims = slot.param.dims();
             let n = &slot.name;
             st.metadata.insert(format!("state.{n}.step"), s.step.to_string());
-            st.tensors.push((format!("state.{n}.exp_avg"), buffer_tensor(&s.exp_avg, &dims)));
-            st.tensors.push((format!("state.{n}.exp_avg_sq"), buffer_tensor(&s.exp_avg_sq, &dims)));
+            st.tensors.push((format!("state.{n}.exp_avg"), buffer_tensor(&s.exp_avg, &dims)?));
+            st.tensors.push((format!("state.{n}.exp_avg_sq"), buffer_tensor(&s.exp_avg_sq, &dims)?));
             if let Some(b) = &s.max_exp_avg_sq {
-                st.tensors.push((format!("state.{n}.max_exp_avg_sq"), buffer_tensor(b, &dims)));
+                st.tensors.push((format!("state.{n}.max_exp_avg_sq"), buffer_tensor(b, &dims)?));
             }
         }
         Ok(st)
@@ -262,7 +268,7 @@ impl Optimizer for Adam {
                 continue;
             }
             let param = slot.param.tensor();
-            let buffer = |what: &str| -> Result<Option<CpuStorage>> {
+            let buffer = |what: &str| -> Result<Option<Storage>> {
                 let key = format!("state.{n}.{what}");
                 state.get(&key).map(|t| tensor_buffer(OP, &key, t, &param)).transpose()
             };

@@ -1,6 +1,6 @@
 //! Gradient clipping by the global L2 norm.
 
-use super::kernels::sum_squares;
+use super::device::{scaled, sum_squares};
 use crate::nn::Param;
 use crate::{GradStore, NoGradGuard, Result};
 use std::collections::HashSet;
@@ -9,18 +9,23 @@ use std::collections::HashSet;
 /// concatenated into one vector), accumulated in f64. Parameters without a
 /// gradient (frozen or unused) contribute nothing; a parameter listed twice
 /// (tied weights) counts once.
+///
+/// Each gradient's `Σ g²` is computed where it lives (CUDA gradients by a
+/// deterministic on-device reduction, one scalar per tensor copied back);
+/// the per-tensor sums are then added on the host in f64, in `params` order.
 pub fn grad_norm(grads: &GradStore, params: &[Param]) -> Result<f64> {
     let mut seen = HashSet::new();
-    let mut total = 0.0;
+    let mut present = Vec::new();
     for p in params {
         let t = p.tensor();
         if !seen.insert(t.id()) {
             continue;
         }
         if let Some(g) = grads.get(&t) {
-            total += sum_squares("grad_norm", g)?;
+            present.push(g.clone());
         }
     }
+    let total = sum_squares("grad_norm", &present)?.into_iter().fold(0.0, |acc, s| acc + s);
     Ok(total.sqrt())
 }
 
@@ -63,8 +68,8 @@ pub fn clip_grad_norm(grads: &mut GradStore, params: &[Param], max_norm: f64) ->
                 continue;
             }
             if let Some(g) = grads.get(&t) {
-                let scaled = g.scale(coef)?;
-                grads.insert(&t, scaled);
+                let clipped = scaled("clip_grad_norm", g, coef)?;
+                grads.insert(&t, clipped);
             }
         }
     }

@@ -8,8 +8,13 @@
 //! (PyTorch's vectorised loops use FMA in places, so not bit for bit).
 //! `tests/optim_fused.rs` checks these loops against plain tensor-op
 //! implementations of the same formulas.
+//!
+//! These are the CPU loops; `cuda/optim.cu` holds the same formulas for CUDA
+//! parameters, taking the coefficient structs below as they are, and
+//! `device.rs` picks one or the other by the parameter's device.
 
 use crate::backend::cpu::{contiguous_or_gather, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::Storage;
 use crate::tensor::Float;
 use crate::{Error, Result, Tensor};
 use rayon::prelude::*;
@@ -261,9 +266,19 @@ pub(crate) fn with_grad_slice<T: CpuElem, R>(op: &'static str, g: &Tensor, f: im
     Ok(f(&data))
 }
 
-/// The typed data of an optimizer state buffer (it has the parameter's dtype
-/// unless the parameter was converted after the state was made).
-pub(crate) fn state_slice<'a, T: CpuElem>(op: &'static str, name: &str, buf: &'a mut CpuStorage) -> Result<&'a mut [T]> {
+/// The typed data of a CPU optimizer state buffer (it has the parameter's
+/// dtype unless the parameter was converted after the state was made).
+pub(crate) fn state_slice<'a, T: CpuElem>(op: &'static str, name: &str, buf: &'a mut Storage) -> Result<&'a mut [T]> {
+    let buf = match buf {
+        Storage::Cpu(c) => c,
+        #[cfg(feature = "cuda")]
+        other => {
+            return Err(Error::device(
+                op,
+                format!("state of parameter '{name}' is on {} but the parameter is on the CPU", other.device()),
+            ))
+        }
+    };
     let dtype = buf.dtype();
     T::slice_mut(buf).ok_or_else(|| {
         Error::dtype(
@@ -276,7 +291,7 @@ pub(crate) fn state_slice<'a, T: CpuElem>(op: &'static str, name: &str, buf: &'a
     })
 }
 
-/// Σ x² over a tensor's elements, accumulated in f64.
+/// Σ x² over a CPU tensor's elements, accumulated in f64.
 pub(crate) fn sum_squares(op: &'static str, t: &Tensor) -> Result<f64> {
     let storage = t.storage();
     let cpu = storage

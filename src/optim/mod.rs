@@ -5,7 +5,9 @@
 //!   optional AMSGrad) follow `torch.optim`'s single-tensor update formulas
 //!   operation by operation; `tests/optim_reference.rs` compares trajectories
 //!   with PyTorch's. Each update is one fused loop per parameter over its
-//!   contiguous data (`kernels.rs`), threaded for large parameters.
+//!   contiguous data (`kernels.rs`), threaded for large parameters; for a
+//!   CUDA parameter it is one kernel launch (`cuda/optim.cu`) and the state
+//!   lives on the parameter's device (`device.rs`).
 //! - Parameters come in [`ParamGroup`]s, each with its own weight decay and
 //!   learning-rate scale. [`Sgd::new`] and [`Adam::new`] split named
 //!   parameters by a [`DecayRule`]; the default exempts biases, norms and
@@ -43,8 +45,10 @@
 mod accumulate;
 mod adam;
 mod clip;
+mod device;
 mod grad_scaler;
-mod kernels;
+/// The CPU loops and the coefficient structs the CUDA launches share.
+pub(crate) mod kernels;
 pub mod schedule;
 mod sgd;
 
@@ -55,7 +59,6 @@ pub use grad_scaler::GradScaler;
 pub use schedule::{Anneal, Constant, InverseSqrt, LrSchedule, OneCycle, Scheduler, WarmupCosine, WarmupLinear};
 pub use sgd::{Sgd, SgdConfig};
 
-use crate::backend::cpu::CpuStorage;
 use crate::backend::Storage;
 use crate::nn::{name_matches, Param};
 use crate::tensor::Layout;
@@ -433,13 +436,17 @@ pub(crate) fn owned_copy(t: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_storage(s, Layout::contiguous(t.shape().clone())))
 }
 
-/// A state buffer as a tensor of `dims` (a copy: later steps do not change it).
-pub(crate) fn buffer_tensor(buf: &CpuStorage, dims: &[usize]) -> Tensor {
-    Tensor::from_storage(Storage::Cpu(buf.clone()), Layout::contiguous(dims.to_vec()))
+/// A state buffer as a CPU tensor of `dims` (a copy, from the device when the
+/// state lives on one: checkpoints hold host data, and later steps do not
+/// change it).
+pub(crate) fn buffer_tensor(buf: &Storage, dims: &[usize]) -> Result<Tensor> {
+    let host = buf.to_cpu()?.into_owned();
+    Ok(Tensor::from_storage(Storage::Cpu(host), Layout::contiguous(dims.to_vec())))
 }
 
-/// A saved state tensor back as a buffer for `param`: same shape, converted to the parameter's dtype.
-pub(crate) fn tensor_buffer(op: &'static str, key: &str, t: &Tensor, param: &Tensor) -> Result<CpuStorage> {
+/// A saved state tensor back as a buffer for `param`: same shape, converted
+/// to the parameter's dtype, on the parameter's device.
+pub(crate) fn tensor_buffer(op: &'static str, key: &str, t: &Tensor, param: &Tensor) -> Result<Storage> {
     if t.dims() != param.dims() {
         return Err(Error::shape(
             op,
@@ -448,7 +455,11 @@ pub(crate) fn tensor_buffer(op: &'static str, key: &str, t: &Tensor, param: &Ten
     }
     let t = if t.dtype() == param.dtype() { t.clone() } else { t.to_dtype(param.dtype())? };
     let copy = t.storage().copy_contiguous(t.layout())?;
-    Ok(copy.to_cpu()?.into_owned())
+    if copy.device() == param.device() {
+        Ok(copy)
+    } else {
+        copy.to_device(param.device())
+    }
 }
 
 /// Check that every `state.<name>.*` entry of `state` names a slot.

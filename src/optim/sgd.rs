@@ -1,11 +1,13 @@
 //! Stochastic gradient descent, as `torch.optim.SGD`.
 
-use super::kernels::{sgd_update, state_slice, with_grad_slice, SgdCoeffs};
+use super::device::{follow, sgd_step, zeros_state};
+use super::kernels::SgdCoeffs;
 use super::{
     buffer_tensor, check_hyper, check_state_names, fmt_f64, make_slots, slot_grad, split_param_groups, tensor_buffer, DecayRule, Optimizer, OptimizerState,
     ParamGroup, Slot,
 };
-use crate::backend::cpu::{CpuElem, CpuStorage};
+use crate::backend::cpu::CpuElem;
+use crate::backend::Storage;
 use crate::nn::Param;
 use crate::tensor::Float;
 use crate::{DType, Error, GradStore, Result, Tensor};
@@ -75,8 +77,9 @@ impl SgdConfig {
     }
 }
 
+/// A parameter's state; the buffer lives on the parameter's device.
 struct SgdState {
-    momentum_buffer: CpuStorage,
+    momentum_buffer: Storage,
 }
 
 /// SGD with optional momentum, dampening, Nesterov momentum and L2 weight
@@ -137,19 +140,19 @@ impl Sgd {
 fn step_slot<T: Float + CpuElem>(name: &str, t: &Tensor, g: &Tensor, state: &mut Option<SgdState>, c: SgdCoeffs<T>) -> Result<()> {
     const OP: &str = "Sgd::step";
     if c.momentum.is_none() {
-        return with_grad_slice::<T, _>(OP, g, |g| t.update_cpu_slice::<T, _>(OP, |p| sgd_update(p, g, &mut [], &c)))?;
+        return sgd_step(OP, name, t, g, None, &c);
     }
     match state {
         Some(s) => {
-            let buf = state_slice::<T>(OP, name, &mut s.momentum_buffer)?;
-            with_grad_slice::<T, _>(OP, g, |g| t.update_cpu_slice::<T, _>(OP, |p| sgd_update(p, g, buf, &c)))?
+            follow(&mut s.momentum_buffer, t.device())?;
+            sgd_step(OP, name, t, g, Some(&mut s.momentum_buffer), &c)
         }
         None => {
             // The first step creates the buffer; it is kept only once the update succeeded.
-            let mut buf = vec![T::ZERO; t.numel()];
+            let mut buf = zeros_state(t)?;
             let c = SgdCoeffs { init_buffer: true, ..c };
-            with_grad_slice::<T, _>(OP, g, |g| t.update_cpu_slice::<T, _>(OP, |p| sgd_update(p, g, &mut buf, &c)))??;
-            *state = Some(SgdState { momentum_buffer: T::wrap(buf) });
+            sgd_step(OP, name, t, g, Some(&mut buf), &c)?;
+            *state = Some(SgdState { momentum_buffer: buf });
             Ok(())
         }
     }
@@ -226,7 +229,7 @@ impl Optimizer for Sgd {
             if let Some(s) = &slot.state {
                 let dims = slot.param.dims();
                 st.tensors
-                    .push((format!("state.{}.momentum_buffer", slot.name), buffer_tensor(&s.momentum_buffer, &dims)));
+                    .push((format!("state.{}.momentum_buffer", slot.name), buffer_tensor(&s.momentum_buffer, &dims)?));
             }
         }
         Ok(st)

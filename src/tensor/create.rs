@@ -61,6 +61,34 @@ impl Tensor {
     pub fn ones(shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
         Self::full(shape, 1.0, dtype)
     }
+    /// [`Tensor::full`] made directly on `device` (on a GPU by a fill kernel:
+    /// no host buffer, no copy). For the constants ops and layers create
+    /// beside their inputs.
+    ///
+    /// ```
+    /// use tamer::{DType, Device, Tensor};
+    /// let t = Tensor::full_on([2], 0.5, DType::F32, Device::Cpu).unwrap();
+    /// assert_eq!(t.to_vec::<f32>().unwrap(), vec![0.5, 0.5]);
+    /// ```
+    pub fn full_on(shape: impl Into<Shape>, value: f64, dtype: DType, device: crate::Device) -> Result<Tensor> {
+        match device {
+            crate::Device::Cpu => Self::full(shape, value, dtype),
+            #[cfg(feature = "cuda")]
+            crate::Device::Cuda(o) => {
+                let shape = shape.into();
+                let s = crate::backend::CudaStorage::full(&crate::backend::cuda::device(o)?, dtype, shape.numel(), value)?;
+                Ok(Tensor::from_storage(Storage::Cuda(s), Layout::contiguous(shape)))
+            }
+            #[cfg(not(feature = "cuda"))]
+            crate::Device::Cuda(_) => Err(Error::device("full", crate::tensor::NO_CUDA_FEATURE)),
+        }
+    }
+    /// [`Tensor::zeros`] made directly on `device`.
+    pub fn zeros_on(shape: impl Into<Shape>, dtype: DType, device: crate::Device) -> Result<Tensor> {
+        let shape = shape.into();
+        let storage = Storage::zeros_on(device, dtype, shape.numel())?;
+        Ok(Tensor::from_storage(storage, Layout::contiguous(shape)))
+    }
     /// Zeros of this tensor's shape, dtype and device.
     pub fn zeros_like(&self) -> Result<Tensor> {
         let storage = Storage::zeros_on(self.device(), self.dtype(), self.numel())?;

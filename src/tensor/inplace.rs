@@ -60,4 +60,35 @@ impl Tensor {
             )),
         }
     }
+
+    /// Run `f` on the elements as a contiguous run of a CUDA storage, bypassing
+    /// autodiff: `f(storage, offset of the first element)`, `numel()` elements
+    /// from there. The CUDA optimizer kernels write parameters through it. A
+    /// strided tensor is copied to a contiguous buffer on the device, updated
+    /// there and written back through its layout (the last write wins where a
+    /// broadcast layout overlaps, as on the CPU).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn update_cuda<R>(&self, op: &'static str, f: impl FnOnce(&mut crate::backend::CudaStorage, usize) -> Result<R>) -> Result<R> {
+        use crate::backend::BackendStorage;
+        let layout = self.layout().clone();
+        let mut guard = self.storage_mut();
+        let cuda = match &mut *guard {
+            Storage::Cuda(c) => c,
+            Storage::Cpu(_) => {
+                return Err(Error::device(
+                    op,
+                    format!("tensor of shape {} is on the CPU: this device-side update needs a CUDA tensor", layout.shape()),
+                ))
+            }
+        };
+        match layout.contiguous_range() {
+            Some(r) => f(cuda, r.start),
+            None => {
+                let mut tmp = cuda.copy_contiguous(&layout)?;
+                let out = f(&mut tmp, 0)?;
+                cuda.copy_into(&layout, &tmp, &crate::tensor::Layout::contiguous(layout.shape().clone()))?;
+                Ok(out)
+            }
+        }
+    }
 }

@@ -219,7 +219,7 @@ impl BackwardOp for NarrowBackward {
         "narrow"
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let full = inputs[0].zeros_like()?.to_dtype(grad.dtype())?;
+        let full = Tensor::zeros_on(inputs[0].shape().clone(), grad.dtype(), grad.device())?;
         let region = full.layout().narrow(self.axis, self.start, grad.dims()[self.axis]);
         {
             let g = grad.storage();

@@ -4,11 +4,11 @@
 //! [`CharLanguageModel`] (a GPT over a [`CharDataset`]).
 
 use super::Reseed;
-use crate::data::{CharDataset, DataLoader, ImageDataset, LoaderConfig, LoaderState, Normalization, TextSplit};
+use crate::data::{Batch, CharDataset, DataLoader, ImageDataset, LoaderConfig, LoaderState, Normalization, TextSplit};
 use crate::models::{Gpt, VisionTransformer};
 use crate::nn::Module;
 use crate::ops::nn::cross_entropy::CrossEntropyOptions;
-use crate::{no_grad, Error, Result, Tensor};
+use crate::{no_grad, Device, Error, Result, Tensor};
 
 /// One micro-batch's loss (with its graph) and what it held.
 pub struct MicroBatch {
@@ -78,6 +78,16 @@ impl Classifier for VisionTransformer {
     }
 }
 
+/// A batch from the (host) loader on `device`, the model's: images and targets.
+fn batch_on(batch: Batch, device: Device) -> Result<Batch> {
+    Ok(Batch {
+        x: batch.x.to_device(device)?,
+        y: batch.y.to_device(device)?,
+        y_b: batch.y_b.map(|t| t.to_device(device)).transpose()?,
+        ..batch
+    })
+}
+
 /// Correct top-1 predictions of `logits [B, K]` against `labels [B]`.
 pub fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
     let pred = logits.argmax(-1, false)?.to_vec::<i64>()?;
@@ -133,6 +143,7 @@ impl<M: Classifier> TrainTask for ImageClassification<M> {
                 .next_batch()?
                 .ok_or_else(|| Error::value("ImageClassification", "the training loader produced an empty epoch"))?,
         };
+        let batch = batch_on(batch, self.model.device())?;
         let logits = self.model.logits(&batch.x)?;
         let loss = batch.loss(&logits, self.loss)?;
         // With mixup, accuracy is against the label that dominates the mix.
@@ -150,8 +161,9 @@ impl<M: Classifier> TrainTask for ImageClassification<M> {
     }
     fn evaluate(&mut self) -> Result<Vec<(String, f64)>> {
         let (mut loss_sum, mut correct, mut n) = (0.0, 0usize, 0usize);
+        let device = self.model.device();
         for batch in self.test.epoch() {
-            let batch = batch?;
+            let batch = batch_on(batch?, device)?;
             let logits = self.model.logits(&batch.x)?;
             loss_sum += logits.cross_entropy(&batch.y, CrossEntropyOptions::default())?.to_scalar()? * batch.len() as f64;
             correct += count_correct(&logits, &batch.y)?;
@@ -202,11 +214,17 @@ impl CharLanguageModel {
         let mut total = 0.0;
         for i in 0..self.eval_iters {
             let (x, y) = self.data.batch_at(split, self.batch_size, self.block_size, eval_seed, i as u64)?;
-            let (_, loss) = self.model.forward(&x, Some(&y))?;
-            let loss = loss.ok_or_else(|| Error::value("CharLanguageModel", "the model returned no loss"))?;
-            total += loss.to_scalar()?;
+            total += self.loss(&x, &y)?.to_scalar()?;
         }
         Ok(total / self.eval_iters.max(1) as f64)
+    }
+
+    /// The model's mean loss on tokens `x` with targets `y` (host batches,
+    /// moved to the model's device first).
+    fn loss(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let device = self.model.device();
+        let (_, loss) = self.model.forward(&x.to_device(device)?, Some(&y.to_device(device)?))?;
+        loss.ok_or_else(|| Error::value("CharLanguageModel", "the model returned no loss"))
     }
 }
 
@@ -238,8 +256,7 @@ impl TrainTask for CharLanguageModel {
             .and_then(|i| i.checked_add(micro as u64))
             .ok_or_else(|| Error::value("CharLanguageModel", format!("batch index of step {step} overflows u64")))?;
         let (x, y) = self.data.batch_at(TextSplit::Train, self.batch_size, self.block_size, self.seed, index)?;
-        let (_, loss) = self.model.forward(&x, Some(&y))?;
-        let loss = loss.ok_or_else(|| Error::value("CharLanguageModel", "the model returned no loss"))?;
+        let loss = self.loss(&x, &y)?;
         Ok(MicroBatch {
             loss,
             samples: self.batch_size,

@@ -15,3 +15,4 @@ mod attention;
 mod copy;
 mod gradcheck;
 mod index_conv;
+mod train;

@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod layout;
 pub mod matmul;
 pub mod nn;
+pub mod optim;
 pub mod reduce;
 pub mod unary;
 

@@ -82,10 +82,7 @@ impl Tensor {
         let (probs, out) = no_grad(|| -> Result<(Tensor, Tensor)> {
             let mut scores = q.matmul(&k.t()?)?.scale(scale)?; // [.., Tq, Tk]
             if causal {
-                // masked_fill, with the mask and the fill value made on q's device.
-                let mask = causal_mask(tq, tk, q.dtype())?.to_device(q.device())?;
-                let fill = Tensor::full([1], f64::NEG_INFINITY, q.dtype())?.to_device(q.device())?;
-                scores = mask.where_cond(&fill, &scores)?;
+                scores = scores.masked_fill(&causal_mask(tq, tk, q.dtype())?.to_device(q.device())?, f64::NEG_INFINITY)?;
             }
             let probs = scores.softmax(-1)?;
             let out = probs.matmul(v)?; // [.., Tq, Dv]
