@@ -16,3 +16,4 @@ mod copy;
 mod gradcheck;
 mod index_conv;
 mod train;
+mod matmul;
