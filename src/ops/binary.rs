@@ -185,9 +185,15 @@ impl Tensor {
 
     /// Replace elements where `mask ≠ 0` by `value`.
     pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
-        let fill = Tensor::full([1], value, self.dtype())?;
+        let fill = scalar_like(self, value)?;
         mask.where_cond(&fill, self)
     }
+}
+
+/// A `[1]` tensor holding `value` with `like`'s dtype and device (a constant
+/// operand that broadcasts; on a GPU it must live there too).
+fn scalar_like(like: &Tensor, value: f64) -> Result<Tensor> {
+    Tensor::full([1], value, like.dtype())?.to_device(like.device())
 }
 
 /// Sum a gradient computed at the broadcast shape back onto an input's shape.
@@ -257,7 +263,7 @@ impl BackwardOp for PowBackward {
         };
         // d(aᵇ)/db = aᵇ·ln a, taken as 0 where a = 0 (the limit PyTorch uses)
         let gb = if b.requires_grad() {
-            let zero = Tensor::zeros([1], a.dtype())?;
+            let zero = scalar_like(a, 0.0)?;
             let safe_log = a.eq(&zero)?.where_cond(&zero, &a.log()?)?;
             reduce_to(g.mul(out)?.mul(&safe_log)?, b)?
         } else {
@@ -294,7 +300,7 @@ impl BackwardOp for WhereBackward {
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (cond, t, f) = (&inputs[0], &inputs[1], &inputs[2]);
-        let zero = Tensor::zeros([1], g.dtype())?;
+        let zero = scalar_like(g, 0.0)?;
         let gt = if t.requires_grad() { reduce_to(cond.where_cond(g, &zero)?, t)? } else { None };
         let gf = if f.requires_grad() { reduce_to(cond.where_cond(&zero, g)?, f)? } else { None };
         Ok(vec![None, gt, gf])
