@@ -17,3 +17,4 @@ mod gradcheck;
 mod index_conv;
 mod train;
 mod matmul;
+mod elementwise;
