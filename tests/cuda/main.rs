@@ -12,3 +12,4 @@
 mod harness;
 
 mod copy;
+mod rows;
