@@ -171,3 +171,46 @@ template <typename T> __device__ __forceinline__ T block_max(T v, T* shared) {
 
 // atomicAdd for double exists from sm_60 on; every target we build for (sm_80,
 // sm_90) has it, so no CAS loop is needed.
+
+// ---- row kernels (reduce, softmax, layer_norm, cross_entropy) ----------------
+// Storage offset of element i of a view, i < numel. Same as strided_offset,
+// but the outermost dimension needs no division (i is already below its
+// size), so a rank-1 view — what a coalesced row or column usually is — costs
+// one multiply instead of a 64-bit division per element.
+__device__ __forceinline__ i64 view_offset(const StridedLayout& l, i64 i) {
+    i64 off = l.offset;
+    for (int d = (int)l.rank - 1; d > 0; --d) {
+        i64 size = l.dims[d];
+        i64 q = i / size;
+        off += (i - q * size) * l.strides[d];
+        i = q;
+    }
+    if (l.rank > 0) off += i * l.strides[0];
+    return off;
+}
+
+// The threads that own one row of a row-wise kernel, and how they reduce.
+// - WarpRows: one warp per row, blockDim.x / 32 rows per block. For rows of
+//   up to about a thousand elements: no shared memory, no __syncthreads, and
+//   a short row does not leave 224 of 256 threads idle.
+// - BlockRows: the whole block per row, for longer rows.
+// Rows are visited by a grid-stride loop (`first`, `stride`), so any grid
+// size is correct. sum/max return the row's total to every thread of the
+// group; `shared` (32 values) is only used by BlockRows. Every thread of the
+// group must call them (BlockRows: every thread of the block).
+struct WarpRows {
+    __device__ static int lane() { return threadIdx.x & 31; }
+    __device__ static int size() { return 32; }
+    __device__ static i64 first() { return (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); }
+    __device__ static i64 stride() { return (i64)gridDim.x * (blockDim.x >> 5); }
+    template <typename T> __device__ static T sum(T v, T*) { return warp_sum(v); }
+    template <typename T> __device__ static T max(T v, T*) { return warp_max(v); }
+};
+struct BlockRows {
+    __device__ static int lane() { return threadIdx.x; }
+    __device__ static int size() { return blockDim.x; }
+    __device__ static i64 first() { return blockIdx.x; }
+    __device__ static i64 stride() { return gridDim.x; }
+    template <typename T> __device__ static T sum(T v, T* shared) { return block_sum(v, shared); }
+    template <typename T> __device__ static T max(T v, T* shared) { return block_max(v, shared); }
+};

@@ -18,3 +18,4 @@ mod index_conv;
 mod train;
 mod matmul;
 mod elementwise;
+mod rows;

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 const OP: &str = "cross_entropy";
 
 /// Each row's class, `None` for ignored rows; any other target outside `0..c` is an error.
-fn target_rows(targets: &CpuStorage, layout: &Layout, c: usize, ignore_index: Option<i64>) -> Result<Vec<Option<usize>>> {
+pub(crate) fn target_rows(targets: &CpuStorage, layout: &Layout, c: usize, ignore_index: Option<i64>) -> Result<Vec<Option<usize>>> {
     let t = <i64 as CpuElem>::slice(targets).ok_or_else(|| Error::dtype(OP, format!("targets have dtype {}, expected i64 class indices", targets.dtype())))?;
     contiguous_or_gather(t, layout)
         .iter()

@@ -1,29 +1,192 @@
-//! cross_entropy on CUDA (cuda/cross_entropy.cu).
-use crate::backend::cuda::CudaStorage;
-#[allow(unused_imports)]
-use crate::backend::cuda::{kernels, Arg};
-use crate::tensor::Layout;
+//! cross_entropy on CUDA (cuda/cross_entropy.cu): one warp or block per row
+//! of logits, reading any strides directly.
+//!
+//! Targets are validated on the host: the forward copies them (one i64 per
+//! row, small next to the logits) to the host and runs the CPU backend's own
+//! check, so an out-of-range target is the same error, naming the target and
+//! its row, as on the CPU, and `count` (the rows not ignored) comes from the
+//! same pass. A device-side error flag would also need a read-back (and so a
+//! synchronisation) to turn into an `Err` before the forward returns, and
+//! could only say that *some* target was bad; and the op needs `count` on the
+//! host anyway for the mean. The backward only runs on targets its forward
+//! validated, so it skips the copy (and the synchronisation it costs); its
+//! kernel still treats a target outside `0..C` as an ignored row, so no input
+//! can make it read outside a row.
+
+use crate::backend::cpu::nn::cross_entropy::target_rows;
+use crate::backend::cuda::reduce::{compute_dtype, flat_layout, row_args, row_view, RowKernel};
+use crate::backend::cuda::{kernels, Arg, CudaStorage};
+use crate::backend::BackendStorage;
+use crate::ops::nn::cross_entropy::{CrossEntropyForward, CrossEntropyKernels, CrossEntropyOptions};
+use crate::tensor::{DType, Layout};
 use crate::{Error, Result};
 
-fn todo(op: &'static str) -> Error {
-    Error::device(op, "not implemented on CUDA yet")
-}
-use crate::ops::nn::cross_entropy::{CrossEntropyForward, CrossEntropyKernels, CrossEntropyOptions};
-impl CrossEntropyKernels for CudaStorage {
-    fn cross_entropy(&self, _ll: &Layout, _t: &Self, _tl: &Layout, _o: &CrossEntropyOptions) -> Result<CrossEntropyForward<Self>> {
-        Err(todo("cross_entropy"))
+const OP: &str = "cross_entropy";
+
+fn check_rows(logits_layout: &Layout, rows: usize, c: usize) -> Result<()> {
+    if rows * c != logits_layout.numel() {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "logits of shape {} do not hold {rows} rows of {c} classes (one row per target)",
+                logits_layout.shape()
+            ),
+        ));
     }
+    Ok(())
+}
+
+fn check_targets(targets: &CudaStorage) -> Result<()> {
+    if targets.dtype() != DType::I64 {
+        return Err(Error::dtype(OP, format!("targets have dtype {}, expected i64 class indices", targets.dtype())));
+    }
+    Ok(())
+}
+
+/// The options as kernel arguments: `has_ignore, ignore, keep, spread` (as
+/// the CPU: `keep = 1 − ε`, `spread = ε / C`, each rounded to T in the kernel).
+fn option_args(options: &CrossEntropyOptions, c: usize) -> [Arg; 4] {
+    let eps = options.label_smoothing;
+    [
+        Arg::I64(i64::from(options.ignore_index.is_some())),
+        Arg::I64(options.ignore_index.unwrap_or(0)),
+        Arg::F64(1.0 - eps),
+        Arg::F64(eps / c as f64),
+    ]
+}
+
+impl CrossEntropyKernels for CudaStorage {
+    fn cross_entropy(
+        &self,
+        logits_layout: &Layout,
+        targets: &Self,
+        targets_layout: &Layout,
+        options: &CrossEntropyOptions,
+    ) -> Result<CrossEntropyForward<Self>> {
+        let dtype = compute_dtype(OP, self.dtype())?;
+        check_targets(targets)?;
+        self.check_same_device(OP, targets)?;
+        let dev = self.cuda_device();
+        let x = row_view(OP, logits_layout)?;
+        let c = x.len;
+        // The targets, contiguous on the device (the kernel reads this copy) and on the host.
+        let t_dev = targets.copy_contiguous(targets_layout)?;
+        let t_host = t_dev.to_cpu()?;
+        let t = target_rows(&t_host, &Layout::contiguous(targets_layout.shape().clone()), c, options.ignore_index)?;
+        let rows = t.len();
+        check_rows(logits_layout, rows, c)?;
+        let count = t.iter().filter(|k| k.is_some()).count();
+        let losses = Self::alloc(dev, dtype, rows)?;
+        let row_max = Self::alloc(dev, dtype, rows)?;
+        let row_log_sum = Self::alloc(dev, dtype, rows)?;
+        if rows > 0 {
+            let (version, cfg) = RowKernel::choose(rows, c);
+            let [xp, starts, step] = row_args(self, &x);
+            let tl = flat_layout(OP, &Layout::contiguous([rows]))?;
+            let [has_ignore, ignore, keep, spread] = option_args(options, c);
+            let smooth = Arg::I64(i64::from(options.label_smoothing > 0.0));
+            // cross_entropy_fwd_<version>(x, starts, step, targets, tl, losses, row_max, row_log_sum,
+            //                             rows, c, has_ignore, ignore, keep, spread, smooth)
+            dev.launch(
+                &kernels::CROSS_ENTROPY,
+                &version.name("cross_entropy_fwd", dtype),
+                cfg,
+                &[
+                    xp,
+                    starts,
+                    step,
+                    Arg::Ptr(t_dev.ptr()),
+                    Arg::Layout(tl),
+                    Arg::Ptr(losses.ptr()),
+                    Arg::Ptr(row_max.ptr()),
+                    Arg::Ptr(row_log_sum.ptr()),
+                    Arg::I64(rows as i64),
+                    Arg::I64(c as i64),
+                    has_ignore,
+                    ignore,
+                    keep,
+                    spread,
+                    smooth,
+                ],
+            )?;
+        }
+        Ok(CrossEntropyForward {
+            losses,
+            row_max,
+            row_log_sum,
+            count,
+        })
+    }
+
     fn cross_entropy_backward(
         &self,
-        _ll: &Layout,
-        _t: &Self,
-        _tl: &Layout,
-        _m: &Self,
-        _s: &Self,
-        _g: &Self,
-        _gl: &Layout,
-        _o: &CrossEntropyOptions,
+        logits_layout: &Layout,
+        targets: &Self,
+        targets_layout: &Layout,
+        row_max: &Self,
+        row_log_sum: &Self,
+        row_grad: &Self,
+        row_grad_layout: &Layout,
+        options: &CrossEntropyOptions,
     ) -> Result<Self> {
-        Err(todo("cross_entropy"))
+        let dtype = compute_dtype(OP, self.dtype())?;
+        check_targets(targets)?;
+        if [row_max, row_log_sum, row_grad].iter().any(|s| s.dtype() != dtype) {
+            return Err(Error::dtype(OP, format!("backward operands have mixed dtypes (logits are {dtype})")));
+        }
+        for s in [targets, row_max, row_log_sum, row_grad] {
+            self.check_same_device(OP, s)?;
+        }
+        let dev = self.cuda_device();
+        let x = row_view(OP, logits_layout)?;
+        let c = x.len;
+        let rows = targets_layout.numel();
+        check_rows(logits_layout, rows, c)?;
+        if row_max.len() != rows || row_log_sum.len() != rows || row_grad_layout.numel() != rows {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "backward got {} saved maxima, {} saved sums and {} row gradients for {rows} rows",
+                    row_max.len(),
+                    row_log_sum.len(),
+                    row_grad_layout.numel()
+                ),
+            ));
+        }
+        let dx = Self::alloc(dev, dtype, rows * c)?;
+        if rows * c == 0 {
+            return Ok(dx);
+        }
+        let (version, cfg) = RowKernel::choose(rows, c);
+        let [xp, starts, step] = row_args(self, &x);
+        let tl = flat_layout(OP, targets_layout)?;
+        let gl = flat_layout(OP, row_grad_layout)?;
+        let [has_ignore, ignore, keep, spread] = option_args(options, c);
+        // cross_entropy_bwd_<version>(x, starts, step, targets, tl, row_max, row_log_sum, row_grad, gl,
+        //                             dx, rows, c, has_ignore, ignore, keep, spread)
+        dev.launch(
+            &kernels::CROSS_ENTROPY,
+            &version.name("cross_entropy_bwd", dtype),
+            cfg,
+            &[
+                xp,
+                starts,
+                step,
+                Arg::Ptr(targets.ptr()),
+                Arg::Layout(tl),
+                Arg::Ptr(row_max.ptr()),
+                Arg::Ptr(row_log_sum.ptr()),
+                Arg::Ptr(row_grad.ptr()),
+                Arg::Layout(gl),
+                Arg::Ptr(dx.ptr()),
+                Arg::I64(rows as i64),
+                Arg::I64(c as i64),
+                has_ignore,
+                ignore,
+                keep,
+                spread,
+            ],
+        )?;
+        Ok(dx)
     }
 }

@@ -1,19 +1,83 @@
-//! softmax / log_softmax on CUDA (cuda/softmax.cu).
-use crate::backend::cuda::CudaStorage;
-#[allow(unused_imports)]
-use crate::backend::cuda::{kernels, Arg};
+//! softmax / log_softmax on CUDA (cuda/softmax.cu): one warp or one block per
+//! row of the last axis, reading any strides directly (no gather copy).
+
+use crate::backend::cuda::reduce::{compute_dtype, row_args, row_view, RowKernel};
+use crate::backend::cuda::{kernels, Arg, CudaStorage};
+use crate::backend::BackendStorage;
+use crate::ops::nn::softmax::{SoftmaxKernels, SoftmaxKind};
 use crate::tensor::Layout;
 use crate::{Error, Result};
 
-fn todo(op: &'static str) -> Error {
-    Error::device(op, "not implemented on CUDA yet")
-}
-use crate::ops::nn::softmax::{SoftmaxKernels, SoftmaxKind};
 impl SoftmaxKernels for CudaStorage {
-    fn softmax_last(&self, _l: &Layout, kind: SoftmaxKind) -> Result<Self> {
-        Err(todo(kind.name()))
+    fn softmax_last(&self, layout: &Layout, kind: SoftmaxKind) -> Result<Self> {
+        let op = kind.name();
+        let dtype = compute_dtype(op, self.dtype())?;
+        let dev = self.cuda_device();
+        let x = row_view(op, layout)?;
+        let n = x.rows * x.len;
+        let y = Self::alloc(dev, dtype, n)?;
+        if n == 0 {
+            return Ok(y);
+        }
+        let (version, cfg) = RowKernel::choose(x.rows, x.len);
+        let [xp, starts, step] = row_args(self, &x);
+        // <op>_fwd_<version>(x, starts, step, y, rows, c)
+        dev.launch(
+            &kernels::SOFTMAX,
+            &version.name(&format!("{op}_fwd"), dtype),
+            cfg,
+            &[xp, starts, step, Arg::Ptr(y.ptr()), Arg::I64(x.rows as i64), Arg::I64(x.len as i64)],
+        )?;
+        Ok(y)
     }
-    fn softmax_last_backward(&self, _yl: &Layout, _dy: &Self, _dyl: &Layout, kind: SoftmaxKind) -> Result<Self> {
-        Err(todo(kind.name()))
+
+    fn softmax_last_backward(&self, y_layout: &Layout, dy: &Self, dy_layout: &Layout, kind: SoftmaxKind) -> Result<Self> {
+        let op = kind.name();
+        if y_layout.dims() != dy_layout.dims() {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "backward got output shape {} and gradient shape {}; expected equal shapes",
+                    y_layout.shape(),
+                    dy_layout.shape()
+                ),
+            ));
+        }
+        let dtype = compute_dtype(op, self.dtype())?;
+        if dy.dtype() != dtype {
+            return Err(Error::dtype(
+                op,
+                format!("backward got output dtype {dtype} and gradient dtype {}; expected equal dtypes", dy.dtype()),
+            ));
+        }
+        self.check_same_device(op, dy)?;
+        let dev = self.cuda_device();
+        let (y, g) = (row_view(op, y_layout)?, row_view(op, dy_layout)?);
+        let n = y.rows * y.len;
+        let dx = Self::alloc(dev, dtype, n)?;
+        if n == 0 {
+            return Ok(dx);
+        }
+        let (version, cfg) = RowKernel::choose(y.rows, y.len);
+        let [yp, ys, ystep] = row_args(self, &y);
+        let [gp, gs, gstep] = row_args(dy, &g);
+        // <op>_bwd_<version>(y, ystarts, ystep, dy, gstarts, gstep, dx, rows, c)
+        dev.launch(
+            &kernels::SOFTMAX,
+            &version.name(&format!("{op}_bwd"), dtype),
+            cfg,
+            &[
+                yp,
+                ys,
+                ystep,
+                gp,
+                gs,
+                gstep,
+                Arg::Ptr(dx.ptr()),
+                Arg::I64(y.rows as i64),
+                Arg::I64(y.len as i64),
+            ],
+        )?;
+        Ok(dx)
     }
 }
