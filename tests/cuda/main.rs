@@ -13,9 +13,9 @@ mod harness;
 
 mod attention;
 mod copy;
+mod elementwise;
 mod gradcheck;
 mod index_conv;
-mod train;
 mod matmul;
-mod elementwise;
 mod rows;
+mod train;
