@@ -131,31 +131,8 @@ impl Plan {
     /// of `lhs_len` and `rhs_len` elements (the same checks, and messages, as
     /// the CPU's `GemmPlan::new`).
     fn new(lhs: &Layout, lhs_len: usize, rhs: &Layout, rhs_len: usize) -> Result<Plan> {
+        crate::ops::matmul::check_kernel_layouts(lhs, lhs_len, rhs, rhs_len)?;
         let (r, a, b) = (lhs.rank(), lhs.dims(), rhs.dims());
-        if r < 2 || rhs.rank() != r || a[..r - 2] != b[..r - 2] || a[r - 1] != b[r - 2] {
-            return Err(Error::shape(
-                "matmul",
-                format!(
-                    "kernel layouts {} and {} do not form [batch.., m, k] @ [batch.., k, n] with equal batch dims and k",
-                    lhs.shape(),
-                    rhs.shape()
-                ),
-            ));
-        }
-        for (side, layout, len) in [("lhs", lhs, lhs_len), ("rhs", rhs, rhs_len)] {
-            if layout.required_len() > len {
-                return Err(Error::shape(
-                    "matmul",
-                    format!(
-                        "{side} layout (shape {}, strides {:?}, offset {}) reaches element {} of a storage of {len}",
-                        layout.shape(),
-                        layout.strides(),
-                        layout.offset(),
-                        layout.required_len() - 1
-                    ),
-                ));
-            }
-        }
         let (m, k, n) = (a[r - 2], a[r - 1], b[r - 1]);
         let (sa, sb) = (lhs.strides(), rhs.strides());
         let batch: usize = a[..r - 2].iter().product();
