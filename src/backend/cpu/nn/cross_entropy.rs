@@ -128,7 +128,8 @@ pub fn cross_entropy_backward_reference<T: Float>(x: &[T], c: usize, targets: &[
     out
 }
 
-fn check_rows(logits_layout: &Layout, rows: usize, c: usize) -> Result<()> {
+/// The logits must hold one row of `c` classes per target (shared with the CUDA kernels).
+pub(crate) fn check_rows(logits_layout: &Layout, rows: usize, c: usize) -> Result<()> {
     if rows * c != logits_layout.numel() {
         return Err(Error::shape(
             OP,

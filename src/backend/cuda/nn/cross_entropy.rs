@@ -13,7 +13,7 @@
 //! kernel still treats a target outside `0..C` as an ignored row, so no input
 //! can make it read outside a row.
 
-use crate::backend::cpu::nn::cross_entropy::target_rows;
+use crate::backend::cpu::nn::cross_entropy::{check_rows, target_rows};
 use crate::backend::cuda::reduce::{compute_dtype, flat_layout, row_args, row_view, RowKernel};
 use crate::backend::cuda::{kernels, Arg, CudaStorage};
 use crate::backend::BackendStorage;
@@ -22,19 +22,6 @@ use crate::tensor::{DType, Layout};
 use crate::{Error, Result};
 
 const OP: &str = "cross_entropy";
-
-fn check_rows(logits_layout: &Layout, rows: usize, c: usize) -> Result<()> {
-    if rows * c != logits_layout.numel() {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "logits of shape {} do not hold {rows} rows of {c} classes (one row per target)",
-                logits_layout.shape()
-            ),
-        ));
-    }
-    Ok(())
-}
 
 fn check_targets(targets: &CudaStorage) -> Result<()> {
     if targets.dtype() != DType::I64 {
