@@ -2,11 +2,12 @@
 //! with the loss, no_grad keeps nothing, and very deep graphs drop without recursion.
 //!
 //! Memory is measured with a counting global allocator (bytes currently allocated, all
-//! threads). Every test here takes `SERIAL` so that no other test allocates meanwhile.
+//! threads). The checks run one after another inside a single `#[test]`: with several tests
+//! the harness spawns the next test's thread and records the last one's result while a
+//! check is measuring, and those few kilobytes of its own made the counts flaky.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use tamer::{no_grad, DType, Result, Tensor};
 
 struct Counting;
@@ -43,12 +44,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
@@ -102,9 +97,7 @@ impl Mlp {
     }
 }
 
-#[test]
 fn training_steps_do_not_grow_memory() {
-    let _lock = serial();
     let mlp = Mlp::new().unwrap();
     let mut after_10 = 0;
     let mut first_loss = 0.0;
@@ -128,9 +121,7 @@ fn training_steps_do_not_grow_memory() {
     );
 }
 
-#[test]
 fn intermediates_die_with_the_loss() {
-    let _lock = serial();
     const N: usize = 1 << 14; // below the threading threshold: no rayon buffers in the count
     const BYTES: isize = (N * 8) as isize;
     let x = Tensor::rand([N], DType::F64, &mut tamer::rng(1)).unwrap().variable();
@@ -168,9 +159,7 @@ fn intermediates_die_with_the_loss() {
     near(0, "everything released");
 }
 
-#[test]
 fn views_of_a_variable_share_its_buffer() {
-    let _lock = serial();
     let x = Tensor::rand([64, 128], DType::F64, &mut tamer::rng(2)).unwrap().variable();
     let base = live();
     let v = x
@@ -187,9 +176,7 @@ fn views_of_a_variable_share_its_buffer() {
     assert!(v.same_storage(&x));
 }
 
-#[test]
 fn very_deep_graphs_drop_without_recursion() {
-    let _lock = serial();
     // A small stack makes a recursive drop fail at a few thousand nodes; this graph has 100k.
     let handle = std::thread::Builder::new()
         .stack_size(256 * 1024)
@@ -206,4 +193,13 @@ fn very_deep_graphs_drop_without_recursion() {
         })
         .unwrap();
     assert_eq!(handle.join().unwrap(), 1.0);
+}
+
+/// The one test of this binary, so nothing else allocates while a check measures.
+#[test]
+fn graph_memory_is_released() {
+    training_steps_do_not_grow_memory();
+    intermediates_die_with_the_loss();
+    views_of_a_variable_share_its_buffer();
+    very_deep_graphs_drop_without_recursion();
 }
