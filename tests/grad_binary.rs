@@ -131,7 +131,7 @@ proptest! {
 fn naive(a: &Tensor, b: &Tensor, f: impl Fn(f64, f64) -> f64) -> (Vec<usize>, Vec<f64>) {
     let (av, bv) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
     let rank = a.rank().max(b.rank());
-    let pad = |d: &[usize]| -> Vec<usize> { std::iter::repeat(1).take(rank - d.len()).chain(d.iter().copied()).collect() };
+    let pad = |d: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, rank - d.len()).chain(d.iter().copied()).collect() };
     let (pa, pb) = (pad(a.dims()), pad(b.dims()));
     let out: Vec<usize> = pa.iter().zip(&pb).map(|(&x, &y)| x.max(y)).collect();
     let n: usize = out.iter().product();

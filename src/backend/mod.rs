@@ -36,6 +36,9 @@ pub trait BackendStorage:
     fn device(&self) -> Device;
     /// Number of elements held (not bytes).
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Copy the elements `layout` selects into a new, contiguous storage.
     fn copy_contiguous(&self, layout: &Layout) -> Result<Self>;
     /// Convert (contiguous result) to another dtype.

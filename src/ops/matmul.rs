@@ -78,7 +78,7 @@ impl Tensor {
     ///   and the added axis is removed from the result (`[k] @ [k]` is a scalar).
     ///
     /// Transposed or sliced operands (`b.t()`) are used in place, not copied.
-    /// Inside [`autocast`](crate::autocast), f32 operands on a CUDA device are
+    /// Inside [`autocast`](crate::autocast()), f32 operands on a CUDA device are
     /// multiplied in bf16/f16 and the product cast back to f32.
     ///
     /// ```
@@ -180,6 +180,39 @@ impl BackwardOp for MatmulBackward {
     }
 }
 
+/// The contract every backend's matmul kernel checks first: `[batch.., m, k]`
+/// and `[batch.., k, n]` layouts with equal batch dims and k, each lying inside
+/// its storage (kernels read through raw pointers, so an out-of-bounds layout
+/// must be an error, never a read).
+pub(crate) fn check_kernel_layouts(lhs: &Layout, lhs_len: usize, rhs: &Layout, rhs_len: usize) -> Result<()> {
+    let (r, a, b) = (lhs.rank(), lhs.dims(), rhs.dims());
+    if r < 2 || rhs.rank() != r || a[..r - 2] != b[..r - 2] || a[r - 1] != b[r - 2] {
+        return Err(Error::shape(
+            "matmul",
+            format!(
+                "kernel layouts {} and {} do not form [batch.., m, k] @ [batch.., k, n] with equal batch dims and k",
+                lhs.shape(),
+                rhs.shape()
+            ),
+        ));
+    }
+    for (side, layout, len) in [("lhs", lhs, lhs_len), ("rhs", rhs, rhs_len)] {
+        if layout.required_len() > len {
+            return Err(Error::shape(
+                "matmul",
+                format!(
+                    "{side} layout (shape {}, strides {:?}, offset {}) reaches element {} of a storage of {len}",
+                    layout.shape(),
+                    layout.strides(),
+                    layout.offset(),
+                    layout.required_len() - 1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,37 +262,4 @@ mod tests {
         let d = Tensor::ones([3, 2], DType::F64).unwrap();
         assert!(a.matmul(&d).unwrap_err().to_string().contains("dtypes f32 and f64"));
     }
-}
-
-/// The contract every backend's matmul kernel checks first: `[batch.., m, k]`
-/// and `[batch.., k, n]` layouts with equal batch dims and k, each lying inside
-/// its storage (kernels read through raw pointers, so an out-of-bounds layout
-/// must be an error, never a read).
-pub(crate) fn check_kernel_layouts(lhs: &Layout, lhs_len: usize, rhs: &Layout, rhs_len: usize) -> Result<()> {
-    let (r, a, b) = (lhs.rank(), lhs.dims(), rhs.dims());
-    if r < 2 || rhs.rank() != r || a[..r - 2] != b[..r - 2] || a[r - 1] != b[r - 2] {
-        return Err(Error::shape(
-            "matmul",
-            format!(
-                "kernel layouts {} and {} do not form [batch.., m, k] @ [batch.., k, n] with equal batch dims and k",
-                lhs.shape(),
-                rhs.shape()
-            ),
-        ));
-    }
-    for (side, layout, len) in [("lhs", lhs, lhs_len), ("rhs", rhs, rhs_len)] {
-        if layout.required_len() > len {
-            return Err(Error::shape(
-                "matmul",
-                format!(
-                    "{side} layout (shape {}, strides {:?}, offset {}) reaches element {} of a storage of {len}",
-                    layout.shape(),
-                    layout.strides(),
-                    layout.offset(),
-                    layout.required_len() - 1
-                ),
-            ));
-        }
-    }
-    Ok(())
 }

@@ -194,9 +194,7 @@ impl Tensor {
         let mut axes = Vec::new();
         for i in 0..rank {
             let d = self.dims()[i];
-            if i < lead {
-                axes.push(i as isize);
-            } else if target.dims()[i - lead] == 1 && d != 1 {
+            if i < lead || (target.dims()[i - lead] == 1 && d != 1) {
                 axes.push(i as isize);
             } else if target.dims()[i - lead] != d {
                 return Err(Error::shape("sum_to_shape", format!("{} does not broadcast from {target}", self.shape())));

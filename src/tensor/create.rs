@@ -136,7 +136,7 @@ impl Tensor {
     /// Uniform on `[low, high)`.
     pub fn uniform(shape: impl Into<Shape>, low: f64, high: f64, dtype: DType, rng: &mut impl Rng) -> Result<Tensor> {
         let shape = shape.into();
-        if !(low < high) || !low.is_finite() || !high.is_finite() || !(high - low).is_finite() {
+        if low.partial_cmp(&high) != Some(std::cmp::Ordering::Less) || !low.is_finite() || !high.is_finite() || !(high - low).is_finite() {
             return Err(Error::value(
                 "uniform",
                 format!("low {low} must be below high {high}, both finite and their difference too"),
@@ -159,7 +159,7 @@ impl Tensor {
     /// Normal with the given mean and standard deviation.
     pub fn normal(shape: impl Into<Shape>, mean: f64, std: f64, dtype: DType, rng: &mut impl Rng) -> Result<Tensor> {
         let shape = shape.into();
-        if !(std >= 0.0) {
+        if std.is_nan() || std < 0.0 {
             return Err(Error::value("normal", format!("standard deviation {std} must be non-negative")));
         }
         let values: Vec<f64> = (0..shape.numel())

@@ -45,10 +45,10 @@ impl Shape {
     pub fn broadcast_with(&self, op: &'static str, other: &Shape) -> Result<Shape> {
         let rank = self.rank().max(other.rank());
         let mut out = vec![0; rank];
-        for i in 0..rank {
+        for (i, slot) in out.iter_mut().enumerate() {
             let a = dim_from_right(&self.0, rank - 1 - i);
             let b = dim_from_right(&other.0, rank - 1 - i);
-            out[i] = match (a, b) {
+            *slot = match (a, b) {
                 (a, b) if a == b => a,
                 (1, b) => b,
                 (a, 1) => a,

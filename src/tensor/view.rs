@@ -47,7 +47,7 @@ impl Tensor {
     pub fn reshape_infer(&self, dims: &[isize]) -> Result<Tensor> {
         let known: usize = dims.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
         let unknown = dims.iter().filter(|&&d| d < 0).count();
-        if unknown > 1 || dims.iter().any(|&d| d < -1) || (unknown == 1 && (known == 0 || self.numel() % known != 0)) {
+        if unknown > 1 || dims.iter().any(|&d| d < -1) || (unknown == 1 && (known == 0 || !self.numel().is_multiple_of(known))) {
             return Err(Error::shape(
                 "reshape",
                 format!(
@@ -91,7 +91,7 @@ impl Tensor {
     pub fn narrow(&self, axis: isize, start: usize, len: usize) -> Result<Tensor> {
         let axis = self.shape().axis("narrow", axis)?;
         let size = self.dims()[axis];
-        if start.checked_add(len).map_or(true, |end| end > size) {
+        if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(Error::index(
                 "narrow",
                 format!(

@@ -171,7 +171,7 @@ pub fn index_select_reference<T: Copy>(x: &[T], layout: &Layout, axis: usize, id
         .collect()
 }
 
-/// out = x (contiguous copy) with src[o, j, :] added into out[o, ids[j], :].
+/// `out = x` (contiguous copy) with `src[o, j, :]` added into `out[o, ids[j], :]`.
 /// x: [outer, size, inner], src: [outer, n, inner], any strides.
 pub fn index_add_fast<T: Float>(x: &[T], x_layout: &Layout, axis: usize, ids: &[i64], src: &[T], src_layout: &Layout) -> Vec<T> {
     let mut out = gather_layout(x, x_layout);
@@ -233,7 +233,7 @@ pub fn index_add_reference<T: Float>(x: &[T], x_layout: &Layout, axis: usize, id
 
 // ---- gather / scatter_add ----------------------------------------------------------
 
-/// out[i] = x[i with i[axis] = ids[i]]; x any strides; ids, out: `ids_dims`, contiguous.
+/// `out[i] = x[i with i[axis] = ids[i]]`; x any strides; ids, out: `ids_dims`, contiguous.
 pub fn gather_fast<T: Copy + Default + Send + Sync>(x: &[T], layout: &Layout, axis: usize, ids: &[i64], ids_dims: &[usize]) -> Vec<T> {
     let strides = layout.strides();
     // x's strides over the ids-shaped block: ids may be smaller than x off `axis`.
@@ -270,7 +270,7 @@ pub fn gather_reference<T: Copy>(x: &[T], layout: &Layout, axis: usize, ids: &[i
         .collect()
 }
 
-/// out = x (contiguous copy) with src[i] added at i with i[axis] = ids[i].
+/// `out = x` (contiguous copy) with `src[i]` added at `i` with `i[axis] = ids[i]`.
 /// x: [x dims], any strides; ids: `ids_dims` contiguous; src: `ids_dims`, any strides.
 pub fn scatter_add_fast<T: Float>(x: &[T], x_layout: &Layout, axis: usize, ids: &[i64], ids_dims: &[usize], src: &[T], src_layout: &Layout) -> Vec<T> {
     let mut out = gather_layout(x, x_layout);

@@ -207,9 +207,9 @@ fn tiles(p: &GemmPlan, threads: usize) -> Vec<Tile> {
     let work = m * n * p.k;
     // Enough tasks that every worker gets the same share: whole entries when they
     // divide evenly among the threads, else blocks of them, ~4 tasks per thread.
-    let parts = if batch >= threads && batch % threads == 0 {
+    let parts = if batch >= threads && batch.is_multiple_of(threads) {
         1
-    } else if batch < threads && threads % batch == 0 {
+    } else if batch < threads && threads.is_multiple_of(batch) {
         threads / batch
     } else {
         (4 * threads).div_ceil(batch)

@@ -2,7 +2,7 @@
 //!
 //! `MatmulKernels::matmul` receives `[batch.., m, k] @ [batch.., k, n]` layouts
 //! whose batch dims are already broadcast (stride 0 where stretched) and may
-//! have any strides. The host work here is planning ([`Plan`]): validate the
+//! have any strides. The host work here is planning (`Plan`): validate the
 //! layouts against their storages, fold a broadcast right operand into one
 //! taller product, merge batch dims into as few strided axes as possible, and
 //! describe each operand to the kernel as a pointer, a [`StridedLayout`] over

@@ -6,7 +6,7 @@
 //! element offset where the run starts (`ptr_at(offset)`), `n` elements long.
 //! The tensor-level code in `src/optim/device.rs` makes strided operands
 //! contiguous before calling in. The coefficient structs are the CPU loops'
-//! own ([`AdamCoeffs`], [`SgdCoeffs`]), with every scalar already rounded to
+//! own (`AdamCoeffs`, `SgdCoeffs`), with every scalar already rounded to
 //! the parameter's dtype, so both devices run one formula on the same numbers
 //! (cuda/optim.cu explains why the results then agree bit for bit).
 //!

@@ -62,11 +62,11 @@ impl CrossEntropyOptions {
 
 /// What the forward kernel returns.
 pub struct CrossEntropyForward<S> {
-    /// losses: [rows], 0 at ignored rows.
+    /// losses: `[rows]`, 0 at ignored rows.
     pub losses: S,
-    /// max: [rows], each row's largest logit.
+    /// max: `[rows]`, each row's largest logit.
     pub row_max: S,
-    /// log_sum: [rows], `ln Σ_c exp(x_c − max)`; with `max` it gives the softmax back.
+    /// log_sum: `[rows]`, `ln Σ_c exp(x_c − max)`; with `max` it gives the softmax back.
     pub row_log_sum: S,
     /// Rows whose target is not the ignore index.
     pub count: usize,
@@ -85,7 +85,7 @@ pub trait CrossEntropyKernels: Sized {
     ) -> Result<CrossEntropyForward<Self>>;
     /// dlogits (contiguous, the logits' shape) = `row_grad[r] · (softmax − q)` per
     /// non-ignored row, 0 for ignored rows. `row_max` and `row_log_sum` are the
-    /// forward's (contiguous [rows]); `row_grad` has `rows` elements (any strides,
+    /// forward's (contiguous `[rows]`); `row_grad` has `rows` elements (any strides,
     /// stride 0 to share one value).
     #[allow(clippy::too_many_arguments)]
     fn cross_entropy_backward(

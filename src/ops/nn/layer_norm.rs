@@ -16,9 +16,9 @@ use crate::{Error, Result};
 pub struct LayerNormForward<S> {
     /// y: contiguous, the input's shape.
     pub y: S,
-    /// mean: [rows]
+    /// mean: `[rows]`
     pub mean: S,
-    /// rstd: [rows], `1/√(var + eps)`
+    /// rstd: `[rows]`, `1/√(var + eps)`
     pub rstd: S,
 }
 
@@ -26,9 +26,9 @@ pub struct LayerNormForward<S> {
 pub struct LayerNormGrads<S> {
     /// dx: contiguous, the input's shape.
     pub dx: S,
-    /// dweight: [C]
+    /// dweight: `[C]`
     pub dweight: Option<S>,
-    /// dbias: [C]
+    /// dbias: `[C]`
     pub dbias: Option<S>,
 }
 

@@ -1,6 +1,6 @@
 //! CPU kernels for `ops::nn::cross_entropy`.
 //!
-//! logits: [rows, C] (leading axes flattened), targets: [rows]. Forward per
+//! logits: `[rows, C]` (leading axes flattened), targets: `[rows]`. Forward per
 //! row: `max`, `log_sum = ln Σ exp(x − max)` and
 //! `loss = log_sum + (1−ε)(max − x_t) + ε/C · Σ_c (max − x_c)`, which is
 //! `−Σ q_c log_softmax_c` written so that large logits (±1e4) lose no digits.

@@ -1,6 +1,6 @@
 //! CPU kernels for `ops::nn::layer_norm`.
 //!
-//! x: [rows, C] (leading axes flattened), weight/bias: [C], mean/rstd: [rows].
+//! x: `[rows, C]` (leading axes flattened), weight/bias: `[C]`, mean/rstd: `[rows]`.
 //! The forward is one pass per row (f32 rows through `simd::layer_norm_row_f32`).
 //! The backward is two passes per row; weight and bias gradients are summed
 //! over rows per rayon task, then the task partials are added.
@@ -41,7 +41,7 @@ fn forward_row<T: Float>(src: &[T], w: Option<&[T]>, b: Option<&[T]>, eps: T, ds
     (mean, rstd)
 }
 
-/// x: [rows, c] contiguous → (y: [rows, c], mean: [rows], rstd: [rows]).
+/// x: `[rows, c]` contiguous → (y: `[rows, c]`, mean: `[rows]`, rstd: `[rows]`).
 pub fn layer_norm_rows<T: Float>(x: &[T], c: usize, w: Option<&[T]>, b: Option<&[T]>, eps: T) -> (Vec<T>, Vec<T>, Vec<T>) {
     let rows = x.len().checked_div(c).unwrap_or(0);
     let mut y = vec![T::ZERO; x.len()];
@@ -65,7 +65,7 @@ struct Partial<T> {
     db: Vec<T>,
 }
 
-/// x, dy: [rows, c]; mean, rstd: [rows] → (dx: [rows, c], dweight: [c], dbias: [c]).
+/// x, dy: `[rows, c]`; mean, rstd: `[rows]` → (dx: `[rows, c]`, dweight: `[c]`, dbias: `[c]`).
 /// dweight/dbias are returned empty unless asked for.
 #[allow(clippy::too_many_arguments)]
 pub fn layer_norm_backward_rows<T: Float>(
