@@ -269,6 +269,8 @@ pub(crate) fn with_grad_slice<T: CpuElem, R>(op: &'static str, g: &Tensor, f: im
 /// The typed data of a CPU optimizer state buffer (it has the parameter's
 /// dtype unless the parameter was converted after the state was made).
 pub(crate) fn state_slice<'a, T: CpuElem>(op: &'static str, name: &str, buf: &'a mut Storage) -> Result<&'a mut [T]> {
+    // Without the cuda feature the match has one arm; with it, two.
+    #[allow(clippy::infallible_destructuring_match)]
     let buf = match buf {
         Storage::Cpu(c) => c,
         #[cfg(feature = "cuda")]
