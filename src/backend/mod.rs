@@ -15,7 +15,7 @@ pub mod cuda;
 pub mod simd;
 
 use crate::ops;
-use crate::tensor::{DType, Device, Layout};
+use crate::types::{DType, Device, Layout};
 use crate::{Error, Result};
 pub use cpu::CpuStorage;
 #[cfg(feature = "cuda")]
@@ -46,6 +46,32 @@ pub trait BackendStorage:
     /// Write `src` (contiguous, `dst_layout.numel()` elements) into the elements
     /// of `self` selected by `dst_layout`. Used by in-place updates and `cat`.
     fn copy_into(&mut self, dst_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<()>;
+}
+
+impl Device {
+    /// The CUDA device `ordinal`, initialised and checked: an error if this
+    /// build lacks the `cuda` feature, the machine has no driver or NVRTC, or
+    /// the ordinal does not exist.
+    ///
+    /// ```
+    /// // On a machine without a GPU this is an error, not a panic.
+    /// match tamer::Device::cuda(0) {
+    ///     Ok(d) => assert_eq!(d.to_string(), "cuda:0"),
+    ///     Err(e) => println!("no CUDA here: {e}"),
+    /// }
+    /// ```
+    pub fn cuda(ordinal: usize) -> crate::Result<Device> {
+        #[cfg(feature = "cuda")]
+        {
+            crate::backend::cuda::device(ordinal)?;
+            Ok(Device::Cuda(ordinal))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = ordinal;
+            Err(crate::Error::device("cuda", crate::types::NO_CUDA_FEATURE))
+        }
+    }
 }
 
 /// The storage behind a tensor, on whichever device it lives.
@@ -221,7 +247,7 @@ impl Storage {
             #[cfg(feature = "cuda")]
             (Storage::Cuda(s), Device::Cpu) => Ok(Storage::Cpu(s.to_cpu()?)),
             #[cfg(not(feature = "cuda"))]
-            (_, Device::Cuda(_)) => Err(Error::device("to_device", crate::tensor::NO_CUDA_FEATURE)),
+            (_, Device::Cuda(_)) => Err(Error::device("to_device", crate::types::NO_CUDA_FEATURE)),
         }
     }
     /// Zeros of `dtype` on `device`.
@@ -231,7 +257,7 @@ impl Storage {
             #[cfg(feature = "cuda")]
             Device::Cuda(o) => Ok(Storage::Cuda(CudaStorage::zeros(&cuda::device(o)?, dtype, len)?)),
             #[cfg(not(feature = "cuda"))]
-            Device::Cuda(_) => Err(Error::device("zeros", crate::tensor::NO_CUDA_FEATURE)),
+            Device::Cuda(_) => Err(Error::device("zeros", crate::types::NO_CUDA_FEATURE)),
         }
     }
 }

@@ -8,7 +8,7 @@
 use super::{CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::cpu_float_dispatch;
 use crate::ops::binary::{BinaryFn, BinaryKernels};
-use crate::tensor::{Float, Layout, Shape};
+use crate::types::{Float, Layout, Shape};
 use crate::{Error, Result};
 use rayon::prelude::*;
 

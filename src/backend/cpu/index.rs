@@ -15,7 +15,7 @@
 use super::{contiguous_or_gather, gather as gather_layout, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::cpu_float_dispatch;
 use crate::ops::index::IndexKernels;
-use crate::tensor::{Float, Layout, Shape};
+use crate::types::{Float, Layout, Shape};
 use crate::{Error, Result};
 use rayon::prelude::*;
 use std::borrow::Cow;

@@ -10,7 +10,7 @@
 use super::{CpuElem, CpuStorage};
 use crate::cpu_float_dispatch;
 use crate::ops::matmul::MatmulKernels;
-use crate::tensor::{Float, Layout, Shape};
+use crate::types::{Float, Layout, Shape};
 use crate::{Error, Result};
 use rayon::prelude::*;
 use std::ops::Range;

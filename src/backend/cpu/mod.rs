@@ -12,7 +12,7 @@ pub mod reduce;
 pub mod unary;
 
 use crate::backend::BackendStorage;
-use crate::tensor::{DType, Device, Float, Layout};
+use crate::types::{DType, Device, Float, Layout};
 use crate::{Error, Result};
 use half::{bf16, f16};
 

@@ -8,7 +8,7 @@
 use super::{CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::cpu_float_dispatch;
 use crate::ops::reduce::{ReduceKernels, ReduceOp};
-use crate::tensor::{Float, Layout};
+use crate::types::{Float, Layout};
 use crate::Result;
 use rayon::prelude::*;
 

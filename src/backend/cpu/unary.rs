@@ -3,7 +3,7 @@
 use super::{contiguous_or_gather, par_map, CpuStorage};
 use crate::cpu_float_dispatch;
 use crate::ops::unary::{UnaryFn, UnaryKernels};
-use crate::tensor::{Float, Layout};
+use crate::types::{Float, Layout};
 use crate::Result;
 
 /// The plain reference: one scalar call per element.

@@ -15,7 +15,7 @@
 //! process), overridden per thread by [`with_attention_impl`].
 
 use super::{elementwise_config, kernels, Arg, CudaStorage};
-use crate::tensor::DType;
+use crate::types::DType;
 use crate::{Error, Result};
 use cudarc::driver::LaunchConfig;
 use std::cell::Cell;

@@ -13,7 +13,7 @@
 use super::{elementwise_config, kernel_name, kernels, Arg, CudaStorage, StridedLayout};
 use crate::backend::BackendStorage;
 use crate::ops::binary::{BinaryFn, BinaryKernels};
-use crate::tensor::{Layout, Shape};
+use crate::types::{Layout, Shape};
 use crate::{Error, Result};
 
 /// The `BinaryFn::NAME`s that cuda/binary.cu has kernels for (its

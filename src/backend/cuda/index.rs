@@ -17,7 +17,7 @@ use crate::backend::cpu::index::{check_axis, check_dims, check_gather_dims, chec
 use crate::backend::cpu::{unsupported_dtype, CpuStorage};
 use crate::backend::BackendStorage;
 use crate::ops::index::IndexKernels;
-use crate::tensor::{DType, Layout, Shape};
+use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
 use cudarc::driver::LaunchConfig;
 

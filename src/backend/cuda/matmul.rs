@@ -19,7 +19,7 @@ use super::layout::MAX_DIMS;
 use super::{kernels, Arg, CudaStorage, StridedLayout};
 use crate::backend::BackendStorage;
 use crate::ops::matmul::MatmulKernels;
-use crate::tensor::{DType, Layout, Shape};
+use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
 use cudarc::driver::LaunchConfig;
 use std::cell::Cell;

@@ -25,7 +25,7 @@ pub use layout::StridedLayout;
 
 use crate::backend::cpu::CpuStorage;
 use crate::backend::BackendStorage;
-use crate::tensor::{DType, Device, Layout};
+use crate::types::{DType, Device, Layout};
 use crate::{Error, Result};
 use device::driver_error;
 use std::sync::Arc;

@@ -18,7 +18,7 @@ use super::{elementwise_config, kernel_name, kernels, Arg, CudaStorage};
 use crate::backend::cpu::CpuStorage;
 use crate::backend::BackendStorage;
 use crate::optim::kernels::{AdamCoeffs, AdamDecay, SgdCoeffs};
-use crate::tensor::{DType, Float};
+use crate::types::{DType, Float};
 use crate::{Error, Result};
 use cudarc::driver::LaunchConfig;
 

@@ -17,7 +17,7 @@ use super::layout::{StridedLayout, MAX_DIMS};
 use super::{kernels, CudaStorage};
 use crate::backend::BackendStorage;
 use crate::ops::reduce::{ReduceKernels, ReduceOp};
-use crate::tensor::{DType, Layout};
+use crate::types::{DType, Layout};
 use crate::{Error, Result};
 use cudarc::driver::LaunchConfig;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -10,7 +10,7 @@
 use super::{elementwise_config, kernel_name, kernels, Arg, CudaStorage};
 use crate::backend::BackendStorage;
 use crate::ops::unary::{UnaryFn, UnaryKernels};
-use crate::tensor::{DType, Layout};
+use crate::types::{DType, Layout};
 use crate::{Error, Result};
 
 /// The `UnaryFn::NAME`s that cuda/unary.cu has kernels for (its

@@ -9,7 +9,7 @@
 use crate::backend::cpu::{contiguous_or_gather, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::cpu_float_dispatch;
 use crate::ops::nn::conv::{Conv2dParams, ConvKernels};
-use crate::tensor::{Float, Layout};
+use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
 

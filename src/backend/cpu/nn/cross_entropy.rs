@@ -11,7 +11,7 @@ use crate::backend::cpu::{contiguous_or_gather, wrap_float, CpuElem, CpuStorage,
 use crate::cpu_float_dispatch;
 use crate::ops::nn::cross_entropy::{CrossEntropyForward, CrossEntropyKernels, CrossEntropyOptions};
 use crate::ops::nn::softmax::SoftmaxKind;
-use crate::tensor::{Float, Layout};
+use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
 

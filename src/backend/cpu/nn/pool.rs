@@ -8,7 +8,7 @@
 use crate::backend::cpu::{contiguous_or_gather, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::cpu_float_dispatch;
 use crate::ops::nn::pool::{Pool2dParams, PoolKernels};
-use crate::tensor::{Float, Layout};
+use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
 

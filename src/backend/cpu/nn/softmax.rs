@@ -9,7 +9,7 @@ use crate::backend::cpu::{contiguous_or_gather, wrap_float, CpuElem, CpuStorage,
 use crate::backend::simd;
 use crate::cpu_float_dispatch;
 use crate::ops::nn::softmax::{SoftmaxKernels, SoftmaxKind};
-use crate::tensor::{Float, Layout};
+use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
 

@@ -25,7 +25,7 @@ use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaStorage, Stride
 use crate::backend::BackendStorage;
 use crate::ops::matmul::MatmulKernels;
 use crate::ops::nn::conv::{Conv2dParams, ConvKernels};
-use crate::tensor::{DType, Layout, Shape};
+use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
 
 /// Most elements of one chunk's column matrix (512 MiB of f32).

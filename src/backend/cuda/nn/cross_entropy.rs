@@ -18,7 +18,7 @@ use crate::backend::cuda::reduce::{compute_dtype, flat_layout, row_args, row_vie
 use crate::backend::cuda::{kernels, Arg, CudaStorage};
 use crate::backend::BackendStorage;
 use crate::ops::nn::cross_entropy::{CrossEntropyForward, CrossEntropyKernels, CrossEntropyOptions};
-use crate::tensor::{DType, Layout};
+use crate::types::{DType, Layout};
 use crate::{Error, Result};
 
 const OP: &str = "cross_entropy";

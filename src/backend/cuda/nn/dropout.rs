@@ -6,7 +6,7 @@
 use crate::backend::cpu::{unsupported_dtype, CpuStorage};
 use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaDevice, CudaStorage};
 use crate::ops::nn::dropout::{drop_threshold, keep_scale};
-use crate::tensor::DType;
+use crate::types::DType;
 use crate::{Error, Result};
 use std::sync::Arc;
 

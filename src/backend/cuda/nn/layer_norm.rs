@@ -6,7 +6,7 @@ use crate::backend::cuda::reduce::{coalesce, column_config, column_splits, compu
 use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaStorage};
 use crate::backend::BackendStorage;
 use crate::ops::nn::layer_norm::{LayerNormForward, LayerNormGrads, LayerNormKernels};
-use crate::tensor::Layout;
+use crate::types::Layout;
 use crate::{Error, Result};
 
 const OP: &str = "layer_norm";

@@ -13,7 +13,7 @@ use crate::backend::cpu::unsupported_dtype;
 use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaStorage, StridedLayout};
 use crate::backend::BackendStorage;
 use crate::ops::nn::pool::{Pool2dParams, PoolKernels};
-use crate::tensor::{DType, Layout};
+use crate::types::{DType, Layout};
 use crate::{Error, Result};
 
 /// f32 or f64 (as the CPU backend), else the CPU's error.

@@ -5,7 +5,7 @@ use crate::backend::cuda::reduce::{compute_dtype, row_args, row_view, RowKernel}
 use crate::backend::cuda::{kernels, Arg, CudaStorage};
 use crate::backend::BackendStorage;
 use crate::ops::nn::softmax::{SoftmaxKernels, SoftmaxKind};
-use crate::tensor::Layout;
+use crate::types::Layout;
 use crate::{Error, Result};
 
 impl SoftmaxKernels for CudaStorage {
