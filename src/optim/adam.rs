@@ -1,16 +1,14 @@
 //! Adam and AdamW, as `torch.optim.Adam` and `torch.optim.AdamW`.
 
 use super::device::{adam_step, follow, zeros_state};
-use super::kernels::AdamCoeffs;
 use super::{
     buffer_tensor, check_hyper, check_state_names, fmt_f64, make_slots, slot_grad, split_param_groups, tensor_buffer, DecayRule, Optimizer, OptimizerState,
     ParamGroup, Slot,
 };
-use crate::backend::cpu::CpuElem;
+use crate::backend::contract::optim::AdamStep;
 use crate::backend::Storage;
 use crate::nn::Param;
-use crate::tensor::Float;
-use crate::{DType, GradStore, Result, Tensor};
+use crate::{GradStore, Result, Tensor};
 
 /// Adam's hyperparameters. [`AdamConfig::adam`] and [`AdamConfig::adamw`]
 /// give `torch.optim.Adam`'s and `torch.optim.AdamW`'s defaults.
@@ -140,7 +138,7 @@ impl Adam {
     }
 }
 
-fn step_slot<T: Float + CpuElem>(name: &str, t: &Tensor, g: &Tensor, state: &mut Option<AdamState>, cfg: &AdamConfig, lr: f64, wd: f64) -> Result<()> {
+fn step_slot(name: &str, t: &Tensor, g: &Tensor, state: &mut Option<AdamState>, cfg: &AdamConfig, lr: f64, wd: f64) -> Result<()> {
     const OP: &str = "Adam::step";
     let mut fresh = None;
     let s = match state {
@@ -152,7 +150,14 @@ fn step_slot<T: Float + CpuElem>(name: &str, t: &Tensor, g: &Tensor, state: &mut
             max_exp_avg_sq: if cfg.amsgrad { Some(zeros_state(t)?) } else { None },
         }),
     };
-    let c = AdamCoeffs::<T>::new(lr, cfg.betas, cfg.eps, wd, cfg.decoupled, s.step + 1);
+    let h = AdamStep {
+        lr,
+        betas: cfg.betas,
+        eps: cfg.eps,
+        weight_decay: wd,
+        decoupled: cfg.decoupled,
+        step: s.step + 1,
+    };
     // AMSGrad switched on after some steps starts its running max from zero.
     if cfg.amsgrad && s.max_exp_avg_sq.is_none() {
         s.max_exp_avg_sq = Some(zeros_state(t)?);
@@ -166,7 +171,7 @@ fn step_slot<T: Float + CpuElem>(name: &str, t: &Tensor, g: &Tensor, state: &mut
         }
         _ => None,
     };
-    adam_step(OP, name, t, g, &mut s.exp_avg, &mut s.exp_avg_sq, vmax, &c)?;
+    adam_step(OP, name, t, g, &mut s.exp_avg, &mut s.exp_avg_sq, vmax, &h)?;
     s.step += 1;
     if let Some(f) = fresh {
         *state = Some(f);
@@ -192,11 +197,7 @@ impl Optimizer for Adam {
             let group = &self.groups[slot.group];
             let lr = self.config.lr * group.lr_scale;
             let wd = group.weight_decay;
-            match t.dtype() {
-                DType::F32 => step_slot::<f32>(&slot.name, &t, &g, &mut slot.state, &self.config, lr, wd)?,
-                DType::F64 => step_slot::<f64>(&slot.name, &t, &g, &mut slot.state, &self.config, lr, wd)?,
-                other => return Err(crate::backend::cpu::unsupported_dtype(OP, other)),
-            }
+            step_slot(&slot.name, &t, &g, &mut slot.state, &self.config, lr, wd)?;
         }
         self.steps += 1;
         Ok(())

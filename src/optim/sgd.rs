@@ -1,16 +1,14 @@
 //! Stochastic gradient descent, as `torch.optim.SGD`.
 
 use super::device::{follow, sgd_step, zeros_state};
-use super::kernels::SgdCoeffs;
 use super::{
     buffer_tensor, check_hyper, check_state_names, fmt_f64, make_slots, slot_grad, split_param_groups, tensor_buffer, DecayRule, Optimizer, OptimizerState,
     ParamGroup, Slot,
 };
-use crate::backend::cpu::CpuElem;
+use crate::backend::contract::optim::SgdStep;
 use crate::backend::Storage;
 use crate::nn::Param;
-use crate::tensor::Float;
-use crate::{DType, Error, GradStore, Result, Tensor};
+use crate::{Error, GradStore, Result, Tensor};
 
 /// SGD's hyperparameters; [`SgdConfig::new`] gives PyTorch's defaults.
 #[derive(Clone, Debug)]
@@ -137,21 +135,20 @@ impl Sgd {
     }
 }
 
-fn step_slot<T: Float + CpuElem>(name: &str, t: &Tensor, g: &Tensor, state: &mut Option<SgdState>, c: SgdCoeffs<T>) -> Result<()> {
+fn step_slot(name: &str, t: &Tensor, g: &Tensor, state: &mut Option<SgdState>, h: SgdStep) -> Result<()> {
     const OP: &str = "Sgd::step";
-    if c.momentum.is_none() {
-        return sgd_step(OP, name, t, g, None, &c);
+    if h.momentum == 0.0 {
+        return sgd_step(OP, name, t, g, None, &h);
     }
     match state {
         Some(s) => {
             follow(&mut s.momentum_buffer, t.device())?;
-            sgd_step(OP, name, t, g, Some(&mut s.momentum_buffer), &c)
+            sgd_step(OP, name, t, g, Some(&mut s.momentum_buffer), &h)
         }
         None => {
             // The first step creates the buffer; it is kept only once the update succeeded.
             let mut buf = zeros_state(t)?;
-            let c = SgdCoeffs { init_buffer: true, ..c };
-            sgd_step(OP, name, t, g, Some(&mut buf), &c)?;
+            sgd_step(OP, name, t, g, Some(&mut buf), &SgdStep { init_buffer: true, ..h })?;
             *state = Some(SgdState { momentum_buffer: buf });
             Ok(())
         }
@@ -171,25 +168,15 @@ impl Optimizer for Sgd {
                 continue;
             };
             let group = &self.groups[slot.group];
-            let lr = cfg.lr * group.lr_scale;
-            let wd = group.weight_decay;
-            macro_rules! coeffs {
-                ($T:ty) => {
-                    SgdCoeffs::<$T> {
-                        neg_lr: <$T as Float>::from_f64(-lr),
-                        weight_decay: (wd != 0.0).then(|| <$T as Float>::from_f64(wd)),
-                        momentum: (cfg.momentum != 0.0).then(|| <$T as Float>::from_f64(cfg.momentum)),
-                        one_minus_dampening: <$T as Float>::from_f64(1.0 - cfg.dampening),
-                        nesterov: cfg.nesterov,
-                        init_buffer: false,
-                    }
-                };
-            }
-            match t.dtype() {
-                DType::F32 => step_slot::<f32>(&slot.name, &t, &g, &mut slot.state, coeffs!(f32))?,
-                DType::F64 => step_slot::<f64>(&slot.name, &t, &g, &mut slot.state, coeffs!(f64))?,
-                other => return Err(crate::backend::cpu::unsupported_dtype(OP, other)),
-            }
+            let h = SgdStep {
+                lr: cfg.lr * group.lr_scale,
+                weight_decay: group.weight_decay,
+                momentum: cfg.momentum,
+                dampening: cfg.dampening,
+                nesterov: cfg.nesterov,
+                init_buffer: false,
+            };
+            step_slot(&slot.name, &t, &g, &mut slot.state, h)?;
         }
         self.steps += 1;
         Ok(())

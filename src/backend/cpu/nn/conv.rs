@@ -1,14 +1,16 @@
-//! CPU kernels for `ops::nn::conv`: im2col + one GEMM per image
-//! (matrixmultiply's sgemm/dgemm), split over the batch with rayon when the
-//! work is large. 1×1 convolutions with stride 1 and no padding skip im2col:
-//! the image itself is the column matrix.
+//! CPU kernels for conv2d (`backend/contract/nn/conv.rs`): im2col + one GEMM
+//! per image (matrixmultiply's sgemm/dgemm), split over the batch with rayon
+//! when the work is large. 1×1 convolutions with stride 1 and no padding skip
+//! im2col: the image itself is the column matrix.
 //!
 //! Shapes: x `[N, C, H, W]`, w `[O, C, kh, kw]` seen as `[O, K]` with
 //! `K = C·kh·kw`, cols `[K, L]` with `L = OH·OW`, y `[N, O, L]`.
 
+use crate::backend::contract::nn::conv::{
+    check_conv2d, check_conv2d_backward_bias, check_conv2d_backward_input, check_conv2d_backward_weight, Conv2dParams, ConvKernels,
+};
 use crate::backend::cpu::{contiguous_or_gather, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::cpu_float_dispatch;
-use crate::ops::nn::conv::{Conv2dParams, ConvKernels};
 use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -393,6 +395,7 @@ fn operand<'a, T: CpuElem>(op: &'static str, what: &str, s: &'a CpuStorage) -> R
 
 impl ConvKernels for CpuStorage {
     fn conv2d(&self, x_layout: &Layout, w: &Self, w_layout: &Layout, bias: Option<(&Self, &Layout)>, p: &Conv2dParams) -> Result<Self> {
+        check_conv2d(p, (self.dtype(), x_layout), (w.dtype(), w_layout), bias.map(|(b, l)| (b.dtype(), l)))?;
         cpu_float_dispatch!("conv2d", self, |xv: T| {
             let w = contiguous_or_gather(operand::<T>("conv2d", "weight", w)?, w_layout);
             let b = match bias {
@@ -404,6 +407,7 @@ impl ConvKernels for CpuStorage {
     }
 
     fn conv2d_backward_input(&self, dy_layout: &Layout, w: &Self, w_layout: &Layout, p: &Conv2dParams) -> Result<Self> {
+        check_conv2d_backward_input(p, (self.dtype(), dy_layout), (w.dtype(), w_layout))?;
         cpu_float_dispatch!("conv2d_backward", self, |gv: T| {
             let dy = contiguous_or_gather(gv, dy_layout);
             let w = contiguous_or_gather(operand::<T>("conv2d_backward", "weight", w)?, w_layout);
@@ -412,6 +416,7 @@ impl ConvKernels for CpuStorage {
     }
 
     fn conv2d_backward_weight(&self, dy_layout: &Layout, x: &Self, x_layout: &Layout, p: &Conv2dParams) -> Result<Self> {
+        check_conv2d_backward_weight(p, (self.dtype(), dy_layout), (x.dtype(), x_layout))?;
         cpu_float_dispatch!("conv2d_backward", self, |gv: T| {
             let dy = contiguous_or_gather(gv, dy_layout);
             let x = operand::<T>("conv2d_backward", "input", x)?;
@@ -420,6 +425,7 @@ impl ConvKernels for CpuStorage {
     }
 
     fn conv2d_backward_bias(&self, dy_layout: &Layout, p: &Conv2dParams) -> Result<Self> {
+        check_conv2d_backward_bias(p, (self.dtype(), dy_layout))?;
         cpu_float_dispatch!("conv2d_backward", self, |gv: T| {
             let dy = contiguous_or_gather(gv, dy_layout);
             Ok(T::wrap(conv2d_db(&dy, p)))

@@ -9,12 +9,12 @@
 //! pass and are in range, and an index outside the plane would match no
 //! pixel, so it cannot make the kernel write out of bounds.
 
-use crate::backend::cpu::unsupported_dtype;
+use crate::backend::contract::nn::pool::{check_max_pool2d_backward, check_pool2d_operand, Pool2dParams, PoolKernels};
+use crate::backend::contract::unsupported_dtype;
 use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaStorage, StridedLayout};
 use crate::backend::BackendStorage;
-use crate::ops::nn::pool::{Pool2dParams, PoolKernels};
 use crate::types::{DType, Layout};
-use crate::{Error, Result};
+use crate::Result;
 
 /// f32 or f64 (as the CPU backend), else the CPU's error.
 fn float_suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
@@ -41,19 +41,12 @@ fn geom_args(p: &Pool2dParams) -> [Arg; 9] {
     .map(|v| Arg::I64(v as i64))
 }
 
-/// A rank-4 operand's layout for the kernels.
-fn layout4(op: &'static str, l: &Layout, what: &str) -> Result<StridedLayout> {
-    if l.rank() != 4 {
-        return Err(Error::shape(op, format!("{what} must have rank 4 [N, C, H, W], got shape {}", l.shape())));
-    }
-    StridedLayout::new(op, l)
-}
-
 impl PoolKernels for CudaStorage {
     fn max_pool2d(&self, layout: &Layout, p: &Pool2dParams) -> Result<(Self, Self)> {
         const OP: &str = "max_pool2d";
         let suffix = float_suffix(OP, self.dtype())?;
-        let xl = layout4(OP, layout, "input")?;
+        check_pool2d_operand(OP, "input", layout, p.input_dims())?;
+        let xl = StridedLayout::new(OP, layout)?;
         let dev = self.cuda_device();
         let total = p.planes() * p.out_h * p.out_w;
         let y = CudaStorage::alloc(dev, self.dtype(), total)?;
@@ -78,12 +71,10 @@ impl PoolKernels for CudaStorage {
     fn max_pool2d_backward(&self, dy_layout: &Layout, indices: &Self, indices_layout: &Layout, p: &Pool2dParams) -> Result<Self> {
         const OP: &str = "max_pool2d_backward";
         let suffix = float_suffix(OP, self.dtype())?;
-        if indices.dtype() != DType::I64 {
-            return Err(Error::dtype(OP, format!("saved indices have dtype {}, expected i64", indices.dtype())));
-        }
+        check_max_pool2d_backward(p, dy_layout, (indices.dtype(), indices_layout))?;
         self.check_same_device(OP, indices)?;
-        let dl = layout4(OP, dy_layout, "gradient")?;
-        let il = layout4(OP, indices_layout, "saved indices")?;
+        let dl = StridedLayout::new(OP, dy_layout)?;
+        let il = StridedLayout::new(OP, indices_layout)?;
         let dev = self.cuda_device();
         let total = p.planes() * p.in_h * p.in_w;
         let dx = CudaStorage::alloc(dev, self.dtype(), total)?;
@@ -108,7 +99,8 @@ impl PoolKernels for CudaStorage {
     fn avg_pool2d(&self, layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self> {
         const OP: &str = "avg_pool2d";
         let suffix = float_suffix(OP, self.dtype())?;
-        let xl = layout4(OP, layout, "input")?;
+        check_pool2d_operand(OP, "input", layout, p.input_dims())?;
+        let xl = StridedLayout::new(OP, layout)?;
         let dev = self.cuda_device();
         let total = p.planes() * p.out_h * p.out_w;
         let y = CudaStorage::alloc(dev, self.dtype(), total)?;
@@ -132,7 +124,8 @@ impl PoolKernels for CudaStorage {
     fn avg_pool2d_backward(&self, dy_layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self> {
         const OP: &str = "avg_pool2d_backward";
         let suffix = float_suffix(OP, self.dtype())?;
-        let dl = layout4(OP, dy_layout, "gradient")?;
+        check_pool2d_operand(OP, "gradient", dy_layout, p.output_dims())?;
+        let dl = StridedLayout::new(OP, dy_layout)?;
         let dev = self.cuda_device();
         let total = p.planes() * p.in_h * p.in_w;
         let dx = CudaStorage::alloc(dev, self.dtype(), total)?;
