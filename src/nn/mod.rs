@@ -61,6 +61,35 @@ pub(crate) fn check_dtype(layer: &'static str, x: &Tensor, param: &Tensor) -> Re
     Ok(())
 }
 
+/// The checks every `from_tensors` constructor makes on the given values:
+/// float parameters, and a bias of the weight's dtype on the weight's device
+/// (the layer would otherwise fail at its first forward, far from the cause).
+pub(crate) fn check_given(layer: &'static str, weight: &Tensor, bias: Option<&Tensor>) -> Result<()> {
+    if !weight.dtype().is_float() {
+        return Err(Error::dtype(
+            layer,
+            format!("weight {} has dtype {}; expected a float dtype", weight.shape(), weight.dtype()),
+        ));
+    }
+    if let Some(b) = bias {
+        if b.dtype() != weight.dtype() || b.device() != weight.device() {
+            return Err(Error::dtype(
+                layer,
+                format!(
+                    "bias {} is {} on {}, weight {} is {} on {}; expected the same dtype and device",
+                    b.shape(),
+                    b.dtype(),
+                    b.device(),
+                    weight.shape(),
+                    weight.dtype(),
+                    weight.device()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What every layer and model implements.
 pub trait Module {
     /// Every parameter with its hierarchical name, in a stable order.

@@ -1,0 +1,167 @@
+//! API traps (issue 9, part 2): each test fails on the behaviour the issue
+//! describes and passes on the fixed one.
+
+use tamer::nn::{Conv2d, Embedding, LayerNorm, Linear, Module, Param};
+use tamer::{rng, DType, Tensor};
+
+fn f64_randn(dims: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(dims.to_vec(), DType::F64, &mut rng(seed)).unwrap()
+}
+
+fn host(t: &Tensor) -> Vec<f64> {
+    t.to_f64_vec().unwrap()
+}
+
+fn assert_close(got: &[f64], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-12 * (1.0 + w.abs()), "{what}[{i}]: {g} vs {w}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Layers built from a user's tensors keep them as their parameters.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn linear_from_user_variables_puts_the_gradients_on_them() {
+    let (n, fin, fout) = (3, 4, 2);
+    let x = f64_randn(&[n, fin], 1);
+    let w = f64_randn(&[fout, fin], 2).variable();
+    let b = f64_randn(&[fout], 3).variable();
+    let lin = Linear::from_tensors(w.clone(), Some(b.clone())).unwrap();
+    assert_eq!(lin.weight.tensor().id(), w.id(), "the layer's weight is the user's tensor");
+    // loss = Σ c ⊙ (x Wᵀ + b): dW[o, i] = Σ_n c[n, o] x[n, i], db[o] = Σ_n c[n, o].
+    let c = f64_randn(&[n, fout], 4);
+    let grads = lin.forward(&x).unwrap().mul(&c).unwrap().sum_all().unwrap().backward().unwrap();
+    let (xv, cv) = (host(&x), host(&c));
+    let dw: Vec<f64> = (0..fout * fin)
+        .map(|k| (0..n).map(|r| cv[r * fout + k / fin] * xv[r * fin + k % fin]).sum())
+        .collect();
+    let db: Vec<f64> = (0..fout).map(|o| (0..n).map(|r| cv[r * fout + o]).sum()).collect();
+    assert_close(&host(grads.get(&w).expect("a gradient for the user's weight")), &dw, "dW");
+    assert_close(&host(grads.get(&b).expect("a gradient for the user's bias")), &db, "db");
+}
+
+#[test]
+fn layer_norm_from_user_variables_puts_the_gradients_on_them() {
+    let (n, d) = (3, 5);
+    let x = f64_randn(&[n, d], 5);
+    let w = f64_randn(&[d], 6).variable();
+    let b = f64_randn(&[d], 7).variable();
+    let eps = 1e-5;
+    let ln = LayerNorm::from_tensors(w.clone(), Some(b.clone()), eps).unwrap();
+    let c = f64_randn(&[n, d], 8);
+    let grads = ln.forward(&x).unwrap().mul(&c).unwrap().sum_all().unwrap().backward().unwrap();
+    // dweight[j] = Σ_n c[n, j]·x̂[n, j], dbias[j] = Σ_n c[n, j].
+    let (xv, cv) = (host(&x), host(&c));
+    let mut dw = vec![0.0; d];
+    let mut db = vec![0.0; d];
+    for r in 0..n {
+        let row = &xv[r * d..(r + 1) * d];
+        let mean = row.iter().sum::<f64>() / d as f64;
+        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+        for j in 0..d {
+            dw[j] += cv[r * d + j] * (row[j] - mean) / (var + eps).sqrt();
+            db[j] += cv[r * d + j];
+        }
+    }
+    let got_w = host(grads.get(&w).expect("a gradient for the user's weight"));
+    for (j, (g, want)) in got_w.iter().zip(&dw).enumerate() {
+        assert!((g - want).abs() < 1e-9, "dweight[{j}]: {g} vs {want}");
+    }
+    assert_close(&host(grads.get(&b).expect("a gradient for the user's bias")), &db, "dbias");
+}
+
+#[test]
+fn conv2d_from_user_variables_puts_the_gradients_on_them() {
+    let (n, ci, co, h, wd, k) = (2, 2, 3, 4, 5, 2);
+    let (oh, ow) = (h - k + 1, wd - k + 1);
+    let x = f64_randn(&[n, ci, h, wd], 9);
+    let w = f64_randn(&[co, ci, k, k], 10).variable();
+    let b = f64_randn(&[co], 11).variable();
+    let conv = Conv2d::from_tensors(w.clone(), Some(b.clone()), (1, 1), (0, 0)).unwrap();
+    let c = f64_randn(&[n, co, oh, ow], 12);
+    let grads = conv.forward(&x).unwrap().mul(&c).unwrap().sum_all().unwrap().backward().unwrap();
+    // dW[o, i, p, q] = Σ_{n, y, z} c[n, o, y, z]·x[n, i, y + p, z + q]; db[o] = Σ c[n, o, ·, ·].
+    let (xv, cv) = (host(&x), host(&c));
+    let xi = |s: usize, i: usize, y: usize, z: usize| xv[((s * ci + i) * h + y) * wd + z];
+    let ci_ = |s: usize, o: usize, y: usize, z: usize| cv[((s * co + o) * oh + y) * ow + z];
+    let mut dw = vec![0.0; co * ci * k * k];
+    let mut db = vec![0.0; co];
+    for s in 0..n {
+        for o in 0..co {
+            for y in 0..oh {
+                for z in 0..ow {
+                    db[o] += ci_(s, o, y, z);
+                    for i in 0..ci {
+                        for p in 0..k {
+                            for q in 0..k {
+                                dw[((o * ci + i) * k + p) * k + q] += ci_(s, o, y, z) * xi(s, i, y + p, z + q);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let got = host(grads.get(&w).expect("a gradient for the user's weight"));
+    for (j, (g, want)) in got.iter().zip(&dw).enumerate() {
+        assert!((g - want).abs() < 1e-9 * (1.0 + want.abs()), "dW[{j}]: {g} vs {want}");
+    }
+    let got = host(grads.get(&b).expect("a gradient for the user's bias"));
+    for (j, (g, want)) in got.iter().zip(&db).enumerate() {
+        assert!((g - want).abs() < 1e-9 * (1.0 + want.abs()), "db[{j}]: {g} vs {want}");
+    }
+}
+
+#[test]
+fn embedding_from_a_user_variable_puts_the_gradient_on_it() {
+    let table = f64_randn(&[4, 3], 13).variable();
+    let emb = Embedding::from_tensor(table.clone()).unwrap();
+    let ids = Tensor::from_vec(vec![1i64, 3, 1], [3]).unwrap();
+    let grads = emb.forward(&ids).unwrap().sum_all().unwrap().backward().unwrap();
+    // Row 1 is looked up twice, row 3 once.
+    let want = [0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+    assert_close(&host(grads.get(&table).expect("a gradient for the user's table")), &want, "dtable");
+}
+
+#[test]
+fn a_plain_tensor_becomes_a_parameter_that_shares_its_storage() {
+    // A tensor that is not a variable cannot be made one in place (tensors are
+    // immutable handles): the parameter is a variable over the same storage,
+    // so updates through the layer are seen through the user's handle.
+    let w = Tensor::zeros([2, 3], DType::F64).unwrap();
+    let lin = Linear::from_tensors(w.clone(), None).unwrap();
+    assert!(lin.weight.tensor().is_variable());
+    assert!(lin.weight.tensor().same_storage(&w));
+    lin.weight.set(&Tensor::ones([2, 3], DType::F64).unwrap()).unwrap();
+    assert_eq!(host(&w), vec![1.0; 6]);
+    // A tensor with history is cut from it, as `nn.Parameter(t)` does: the
+    // parameter is a new leaf (Param::wrap keeps the history).
+    let base = f64_randn(&[2, 3], 14).variable();
+    let derived = base.scale(2.0).unwrap();
+    let p = Param::new(derived.clone());
+    assert!(p.tensor().is_variable() && p.tensor().id() != derived.id());
+    let kept = Param::new(base.clone());
+    assert_eq!(kept.tensor().id(), base.id());
+    assert_eq!(lin.num_params(), 6);
+}
+
+#[test]
+fn given_tensors_of_mixed_or_integer_dtypes_are_refused_when_the_layer_is_built() {
+    let w = Tensor::ones([2, 3], DType::F64).unwrap();
+    let b32 = Tensor::ones([2], DType::F32).unwrap();
+    let e = Linear::from_tensors(w.clone(), Some(b32.clone())).unwrap_err().to_string();
+    assert!(
+        e.contains("Linear") && e.contains("bias [2] is f32") && e.contains("weight [2, 3] is f64"),
+        "{e}"
+    );
+    let e = LayerNorm::from_tensors(Tensor::ones([2], DType::F64).unwrap(), Some(b32), 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("LayerNorm") && e.contains("same dtype"), "{e}");
+    let ints = Tensor::from_vec(vec![1i64, 2, 3, 4], [1, 1, 2, 2]).unwrap();
+    let e = Conv2d::from_tensors(ints, None, (1, 1), (0, 0)).unwrap_err().to_string();
+    assert!(e.contains("Conv2d") && e.contains("float"), "{e}");
+}
