@@ -1,7 +1,10 @@
 //! API traps (issue 9, part 2): each test fails on the behaviour the issue
 //! describes and passes on the fixed one.
 
-use tamer::nn::{Conv2d, Embedding, LayerNorm, Linear, Module, Param};
+use proptest::prelude::*;
+use tamer::nn::{functional, Conv2d, Embedding, LayerNorm, Linear, Module, Param};
+use tamer::testing::strategies::{tensor_with, view_kind};
+use tamer::testing::{check_gradients, GradCheckConfig};
 use tamer::{rng, DType, Tensor};
 
 fn f64_randn(dims: &[usize], seed: u64) -> Tensor {
@@ -164,4 +167,60 @@ fn given_tensors_of_mixed_or_integer_dtypes_are_refused_when_the_layer_is_built(
     let ints = Tensor::from_vec(vec![1i64, 2, 3, 4], [1, 1, 2, 2]).unwrap();
     let e = Conv2d::from_tensors(ints, None, (1, 1), (0, 0)).unwrap_err().to_string();
     assert!(e.contains("Conv2d") && e.contains("float"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// The functional linear and the re-exports.
+// ---------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// `functional::linear(x, w, b)` differentiates to x, w and b, strided
+    /// views included; `w` is used through a computation (`2·w`), which a
+    /// layer's parameter could not be.
+    #[test]
+    fn functional_linear_gradients(batch in prop::collection::vec(1usize..=3, 0..=2), fin in 1usize..=4, fout in 1usize..=3,
+                                   bias in any::<bool>(), kind in view_kind(), seed in any::<u64>()) {
+        let mut xd = batch.clone();
+        xd.push(fin);
+        let mut inputs = vec![tensor_with(&xd, kind, seed), tensor_with(&[fout, fin], kind, seed ^ 1)];
+        if bias {
+            inputs.push(tensor_with(&[fout], kind, seed ^ 2));
+        }
+        let f = |xs: &[Tensor]| functional::linear(&xs[0], &xs[1].scale(2.0)?, xs.get(2));
+        let report = check_gradients(f, &inputs, &GradCheckConfig::default()).unwrap();
+        prop_assert!(report.passed(), "{report}");
+    }
+}
+
+#[test]
+fn functional_linear_is_what_the_layer_computes_and_names_itself_in_errors() {
+    let lin = Linear::new(4, 3, true, &mut rng(0)).unwrap();
+    let x = Tensor::randn([2, 5, 4], DType::F32, &mut rng(1)).unwrap();
+    let by_layer = host(&lin.forward(&x).unwrap());
+    let by_function = host(&functional::linear(&x, &lin.weight.tensor(), Some(&lin.bias.as_ref().unwrap().tensor())).unwrap());
+    assert_eq!(by_layer, by_function);
+    let w = Tensor::ones([3, 4], DType::F32).unwrap();
+    let e = functional::linear(&x, &w, Some(&Tensor::ones([4], DType::F32).unwrap()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("linear") && e.contains("bias has shape [4], expected [3]"), "{e}");
+    let e = functional::linear(&x.to_dtype(DType::F64).unwrap(), &w, None).unwrap_err().to_string();
+    assert!(e.starts_with("linear") && e.contains("dtype"), "{e}");
+    let e = functional::linear(&x, &Tensor::ones([4], DType::F32).unwrap(), None).unwrap_err().to_string();
+    assert!(e.contains("weight must be [out_features, in_features]"), "{e}");
+}
+
+#[test]
+fn cross_entropy_options_are_at_the_crate_root() {
+    use tamer::{CrossEntropyOptions, Reduction};
+    let logits = Tensor::from_vec(vec![0.0f64, 0.0, 0.0, 0.0], [2, 2]).unwrap();
+    let targets = Tensor::from_vec(vec![0i64, 1], [2]).unwrap();
+    let opts = CrossEntropyOptions {
+        reduction: Reduction::Sum,
+        ..CrossEntropyOptions::default()
+    };
+    let loss = logits.cross_entropy(&targets, opts).unwrap().to_scalar().unwrap();
+    assert!((loss - 2.0 * 2f64.ln()).abs() < 1e-12, "{loss}");
 }

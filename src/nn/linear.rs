@@ -1,6 +1,7 @@
 //! Fully connected layer with PyTorch's parameter layout.
 
-use super::{check_dtype, check_given, init, Module, Param};
+use super::functional::linear_named;
+use super::{check_given, init, Module, Param};
 use crate::{DType, Error, Result, Tensor};
 use rand::Rng;
 
@@ -95,23 +96,12 @@ impl Linear {
         self.weight.dims()[0]
     }
 
-    /// `x: [.., in_features] -> [.., out_features]`. The weight is used through a
-    /// transposed view (no copy).
+    /// `x: [.., in_features] -> [.., out_features]`
+    /// ([`functional::linear`](super::functional::linear) with this layer's
+    /// parameters). The weight is used through a transposed view (no copy).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let w = self.weight.tensor();
-        check_dtype("Linear", x, &w)?;
-        let (out_f, in_f) = (w.dims()[0], w.dims()[1]);
-        if x.rank() == 0 || x.dims()[x.rank() - 1] != in_f {
-            return Err(Error::shape(
-                "Linear",
-                format!("input shape {} must end in in_features {in_f} (weight shape [{out_f}, {in_f}])", x.shape()),
-            ));
-        }
-        let y = x.matmul(&w.t()?)?;
-        match &self.bias {
-            Some(b) => y.add(&b.tensor()),
-            None => Ok(y),
-        }
+        let bias = self.bias.as_ref().map(Param::tensor);
+        linear_named("Linear", x, &self.weight.tensor(), bias.as_ref())
     }
 }
 

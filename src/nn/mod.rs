@@ -7,7 +7,7 @@
 //! [`Module::named_buffers`]. Train/eval mode is a flag each module keeps and
 //! [`Module::set_training`] sets recursively.
 //!
-//! Layers: [`Linear`], [`Embedding`], [`LayerNorm`], [`Dropout`], [`DropPath`],
+//! Layers: [`Linear`] (and its function form [`functional::linear`]), [`Embedding`], [`LayerNorm`], [`Dropout`], [`DropPath`],
 //! [`Conv2d`], [`BatchNorm2d`], [`Mlp`], [`LearnedPosEmbed`]; fixed encodings
 //! [`sincos_1d`] and [`sincos_2d`]; initialisers in [`init`]. Constructors make
 //! f32 parameters with PyTorch's default initialisation and modules start in
@@ -24,6 +24,7 @@ mod block;
 mod conv;
 mod dropout;
 mod embedding;
+pub mod functional;
 pub mod init;
 mod layer_norm;
 mod linear;

@@ -27,7 +27,8 @@ impl Param {
     /// tensor becomes a new variable over the same storage (tensors are
     /// immutable handles, so the caller's handle itself cannot become one);
     /// a tensor with history is cut from it, as `torch.nn.Parameter(t)` does.
-    /// To differentiate through a computed weight, use [`Param::wrap`].
+    /// To differentiate through a computed weight, use [`Param::wrap`] or
+    /// [`functional::linear`](super::functional::linear).
     ///
     /// ```
     /// use tamer::nn::Param;
@@ -115,13 +116,6 @@ impl Param {
     /// re-sized classifier head). Gradients are then keyed by the new handle.
     pub fn replace(&self, t: Tensor) {
         *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = t.detach().variable();
-    }
-
-    /// Replace the value with `t` under [`Param::new`]'s rule (a variable is
-    /// kept as it is), keeping this parameter's identity and trainable flag:
-    /// how a model built from given weights adopts them.
-    pub(crate) fn adopt(&self, t: Tensor) {
-        *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = as_parameter(t);
     }
 
     /// Whether both handles are the same parameter (clones of one `Param`,
