@@ -224,3 +224,90 @@ fn cross_entropy_options_are_at_the_crate_root() {
     let loss = logits.cross_entropy(&targets, opts).unwrap().to_scalar().unwrap();
     assert!((loss - 2.0 * 2f64.ln()).abs() < 1e-12, "{loss}");
 }
+
+// ---------------------------------------------------------------------------
+// load_into renames before it resolves tied aliases.
+// ---------------------------------------------------------------------------
+
+mod tied_prefixed_checkpoints {
+    use super::*;
+    use std::collections::BTreeMap;
+    use tamer::checkpoint::{deserialize, load_into, module_tensors, serialize, LoadOptions};
+    use tamer::models::{Gpt, GptConfig};
+
+    fn tiny() -> GptConfig {
+        GptConfig {
+            vocab_size: 11,
+            block_size: 8,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 8,
+            ..GptConfig::gpt_tiny()
+        }
+    }
+
+    /// nanoGPT's state dict after `torch.compile` (every key under `_orig_mod.`),
+    /// through a safetensors round trip so the tied head is a separate tensor
+    /// of equal values, as in a real file. `keep` filters the keys.
+    fn compiled_state_dict(gpt: &Gpt, keep: impl Fn(&str) -> bool) -> tamer::checkpoint::Checkpoint {
+        let named: Vec<(String, Tensor)> = module_tensors(gpt)
+            .into_iter()
+            .filter(|(n, _)| keep(n))
+            .map(|(n, t)| (format!("_orig_mod.{n}"), t))
+            .collect();
+        assert!(named.iter().any(|(n, _)| n == "_orig_mod.lm_head.weight") == keep("lm_head.weight"));
+        deserialize(&serialize(&named, &BTreeMap::new()).unwrap(), "compiled nanoGPT").unwrap()
+    }
+
+    fn logits(gpt: &Gpt) -> Vec<f64> {
+        let idx = Tensor::from_vec(vec![1i64, 5, 7, 2], [1, 4]).unwrap();
+        host(&gpt.forward(&idx, None).unwrap().0)
+    }
+
+    #[test]
+    fn a_compiled_nanogpt_checkpoint_with_both_tied_names_loads_strictly() {
+        let source = Gpt::new(tiny(), &mut rng(0)).unwrap();
+        let target = Gpt::new(tiny(), &mut rng(1)).unwrap();
+        let ckpt = compiled_state_dict(&source, |_| true);
+        let options = LoadOptions::strict().rename_prefix("_orig_mod.", "");
+        let report = load_into(&target, ckpt, &options).unwrap();
+        assert!(report.skipped.contains(&"_orig_mod.lm_head.weight".to_string()), "{report}");
+        assert_eq!(report.loaded.len(), target.named_params().len());
+        // Still one parameter, holding the checkpoint's embedding.
+        assert!(target.lm_head.weight.same(&target.wte.weight));
+        assert_eq!(host(&target.lm_head.weight.tensor()), host(&source.wte.weight.tensor()));
+        assert_eq!(logits(&target), logits(&source));
+    }
+
+    #[test]
+    fn the_prefixed_head_alone_loads_into_the_embedding() {
+        let source = Gpt::new(tiny(), &mut rng(2)).unwrap();
+        let target = Gpt::new(tiny(), &mut rng(3)).unwrap();
+        let ckpt = compiled_state_dict(&source, |n| n != "transformer.wte.weight");
+        load_into(&target, ckpt, &LoadOptions::strict().rename_prefix("_orig_mod.", "")).unwrap();
+        assert_eq!(host(&target.wte.weight.tensor()), host(&source.wte.weight.tensor()));
+        assert_eq!(logits(&target), logits(&source));
+    }
+
+    #[test]
+    fn a_head_that_differs_from_the_embedding_is_refused_by_a_tied_model() {
+        let source = Gpt::new(tiny(), &mut rng(4)).unwrap();
+        let target = Gpt::new(tiny(), &mut rng(5)).unwrap();
+        let before = host(&target.wte.weight.tensor());
+        let mut named = module_tensors(&source);
+        for (n, t) in named.iter_mut() {
+            if n == "lm_head.weight" {
+                *t = t.scale(2.0).unwrap();
+            }
+            *n = format!("_orig_mod.{n}");
+        }
+        let e = load_into(&target, named, &LoadOptions::strict().rename_prefix("_orig_mod.", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tied weights that differ") && e.contains("_orig_mod.lm_head.weight differs from _orig_mod.transformer.wte.weight"),
+            "{e}"
+        );
+        assert_eq!(host(&target.wte.weight.tensor()), before, "nothing was loaded");
+    }
+}
