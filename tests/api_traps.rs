@@ -311,3 +311,53 @@ mod tied_prefixed_checkpoints {
         assert_eq!(host(&target.wte.weight.tensor()), before, "nothing was loaded");
     }
 }
+
+// ---------------------------------------------------------------------------
+// PatchEmbed has its own file and config.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn patch_embed_is_built_from_its_own_config() {
+    use tamer::models::{PatchEmbed, PatchEmbedConfig, StemConfig, VisionTransformer, VitConfig};
+    let cfg = PatchEmbedConfig::new((8, 12), 4, 3, 16);
+    let pe = PatchEmbed::new(&cfg, &mut rng(0)).unwrap();
+    assert_eq!((pe.grid, pe.num_patches(), pe.num_params()), ((2, 3), 6, cfg.num_params()));
+    let x = Tensor::randn([2, 3, 8, 12], DType::F32, &mut rng(1)).unwrap();
+    assert_eq!(pe.forward(&x).unwrap().dims(), &[2, 6, 16]);
+    // Token r·3 + c is the projection of patch (r, c): the conv output, flattened row-major.
+    let conv = pe.proj.forward(&x).unwrap(); // [2, 16, 2, 3]
+    let tokens = pe.forward(&x).unwrap();
+    let from_conv = host(&conv.narrow(2, 1, 1).unwrap().narrow(3, 2, 1).unwrap().flatten_all().unwrap());
+    let from_tokens = host(&tokens.narrow(1, 5, 1).unwrap().flatten_all().unwrap());
+    assert_eq!(from_conv, from_tokens);
+
+    // The ViT's patch embedding is the one its config describes, stem included.
+    let vit_cfg = VitConfig::hybrid_mnist();
+    let pe_cfg = vit_cfg.patch_embed_config();
+    assert_eq!(
+        pe_cfg.stem,
+        Some(StemConfig {
+            channels: (32, 64),
+            max_pool: true
+        })
+    );
+    let vit = VisionTransformer::new(vit_cfg.clone(), &mut rng(2)).unwrap();
+    assert_eq!(vit.patch_embed.num_params(), pe_cfg.num_params());
+    assert_eq!((vit.grid(), pe_cfg.grid().unwrap()), ((7, 7), (7, 7)));
+    let e = PatchEmbedConfig::new((4, 4), 5, 1, 8).grid().unwrap_err().to_string();
+    assert!(e.contains("PatchEmbedConfig") && e.contains("patch size 5 does not fit the 4×4 image"), "{e}");
+    let e = VitConfig::new((4, 4), 5, 1, 2, 8, 1, 2, 2.0).grid().unwrap_err().to_string();
+    assert!(e.starts_with("VitConfig"), "{e}");
+}
+
+/// The dependency points one way: the ViT uses the patch embedding and the
+/// stem, neither of which knows the ViT.
+#[test]
+fn patch_embed_and_the_stem_do_not_import_the_vit() {
+    for (file, source) in [
+        ("src/models/patch_embed.rs", include_str!("../src/models/patch_embed.rs")),
+        ("src/models/hybrid.rs", include_str!("../src/models/hybrid.rs")),
+    ] {
+        assert!(!source.contains("vit::") && !source.contains("VitConfig"), "{file} refers to the ViT");
+    }
+}

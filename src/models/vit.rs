@@ -45,7 +45,8 @@
 //! only the 'jax' mode uses LeCun normal). The hybrid stem's convolutions are
 //! Kaiming normal (fan-out, ReLU), its batch norms (1, 0).
 
-use super::hybrid::{PatchEmbed, StemConfig};
+use super::hybrid::StemConfig;
+use super::patch_embed::{PatchEmbed, PatchEmbedConfig};
 use crate::nn::init::{normal_, timm_trunc_normal_, zeros_};
 use crate::nn::{prefixed, sincos_2d, BlockConfig, Dropout, LayerNorm, Linear, Module, Param, TransformerBlock};
 use crate::tensor::{DType, Tensor};
@@ -190,30 +191,25 @@ impl VitConfig {
         Self::vit_tiny_patch16_224()
     }
 
-    /// The feature map the patch projection sees: the image, or the stem's output.
-    pub fn feature_size(&self) -> (usize, usize) {
-        match &self.stem {
-            Some(s) => s.output_size(self.img_size.0, self.img_size.1),
-            None => self.img_size,
+    /// The patch embedding's part of the configuration.
+    pub fn patch_embed_config(&self) -> PatchEmbedConfig {
+        PatchEmbedConfig {
+            img_size: self.img_size,
+            patch_size: self.patch_size,
+            in_chans: self.in_chans,
+            embed_dim: self.embed_dim,
+            stem: self.stem,
         }
     }
 
-    /// The patch grid (rows, columns): `⌊feature size / patch⌋` (timm's
-    /// `PatchEmbed`; a remainder is cut off by the strided convolution).
+    /// The feature map the patch projection sees: the image, or the stem's output.
+    pub fn feature_size(&self) -> (usize, usize) {
+        self.patch_embed_config().feature_size()
+    }
+
+    /// The patch grid (rows, columns): see [`PatchEmbedConfig::grid`].
     pub fn grid(&self) -> Result<(usize, usize)> {
-        let (fh, fw) = self.feature_size();
-        let p = self.patch_size;
-        if p == 0 || fh < p || fw < p {
-            return Err(Error::value(
-                "VitConfig",
-                format!(
-                    "patch size {p} does not fit the {fh}×{fw} {} (img_size {:?})",
-                    if self.stem.is_some() { "stem feature map" } else { "image" },
-                    self.img_size
-                ),
-            ));
-        }
-        Ok((fh / p, fw / p))
+        self.patch_embed_config().grid().map_err(|e| Error::new("VitConfig", e.kind, e.message))
     }
 
     /// Number of patch tokens N.
@@ -250,8 +246,8 @@ impl VitConfig {
 
     /// The parameter count in closed form:
     ///
-    /// - patch embedding `D·c·p² + D` (`c = in_chans`, or the stem's `c₂` plus
-    ///   the stem's `9·c₁·C + 2c₁ + 9·c₂·c₁ + 2c₂`);
+    /// - the patch embedding's [`PatchEmbedConfig::num_params`]: `D·c·p² + D`
+    ///   (`c = in_chans`, or the stem's `c₂` plus the stem's `9·c₁·C + 2c₁ + 9·c₂·c₁ + 2c₂`);
     /// - `D` for the class token; `(n_prefix + N)·D` for a learned `pos_embed`;
     /// - per block `3D² + D² + 2·D·H` of weights (`H` the MLP width; `D²` only
     ///   without the MLP), biases `3D` (qkv, with `qkv_bias`) + `D + H + D`, and
@@ -261,11 +257,7 @@ impl VitConfig {
         let d = self.embed_dim;
         let n = self.num_patches()?;
         let b = usize::from(self.block.bias);
-        let p2 = self.patch_size * self.patch_size;
-        let patch = match &self.stem {
-            Some(s) => s.num_params(self.in_chans) + d * s.channels.1 * p2 + d,
-            None => d * self.in_chans * p2 + d,
-        };
+        let patch = self.patch_embed_config().num_params();
         let prefix = self.num_prefix_tokens();
         let cls = prefix * d;
         let pos = if self.pos == PosEmbed::Learned { (prefix + n) * d } else { 0 };
@@ -347,7 +339,7 @@ impl VisionTransformer {
     pub fn new(config: VitConfig, rng: &mut impl Rng) -> Result<VisionTransformer> {
         config.validate()?;
         let d = config.embed_dim;
-        let patch_embed = PatchEmbed::new(&config, rng)?;
+        let patch_embed = PatchEmbed::new(&config.patch_embed_config(), rng)?;
         let prefix = config.num_prefix_tokens();
         let cls_token = if prefix > 0 {
             let p = Param::new(Tensor::zeros([1, 1, d], DType::F32)?);
