@@ -361,3 +361,234 @@ fn patch_embed_and_the_stem_do_not_import_the_vit() {
         assert!(!source.contains("vit::") && !source.contains("VitConfig"), "{file} refers to the ViT");
     }
 }
+
+// ---------------------------------------------------------------------------
+// TransformerBlock, Gpt and VisionTransformer in f64 and from given weights.
+// ---------------------------------------------------------------------------
+
+mod models_in_any_dtype_and_from_weights {
+    use super::*;
+    use tamer::checkpoint::module_tensors;
+    use tamer::models::{Gpt, GptConfig, Pool, PosEmbed, StemConfig, VisionTransformer, VitConfig};
+    use tamer::nn::{BlockConfig, NormPlacement, TransformerBlock};
+
+    fn micro_gpt() -> GptConfig {
+        GptConfig {
+            vocab_size: 5,
+            block_size: 4,
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 4,
+            ..GptConfig::gpt_tiny()
+        }
+    }
+
+    fn micro_vit() -> VitConfig {
+        VitConfig::new((4, 4), 2, 1, 3, 4, 1, 2, 1.0)
+    }
+
+    /// The module's parameters in f64 (what a gradient check differentiates)
+    /// and their names.
+    fn f64_state(module: &dyn Module) -> (Vec<String>, Vec<Tensor>) {
+        module
+            .named_params()
+            .into_iter()
+            .map(|(n, p)| (n, p.tensor().detach().to_dtype(DType::F64).unwrap()))
+            .unzip()
+    }
+
+    /// Its buffers (batch-norm statistics: not differentiated), floats in f64.
+    fn f64_buffers(module: &dyn Module) -> Vec<(String, Tensor)> {
+        module
+            .named_buffers()
+            .into_iter()
+            .map(|(n, p)| {
+                let t = p.tensor().detach();
+                (n, if t.dtype().is_float() { t.to_dtype(DType::F64).unwrap() } else { t })
+            })
+            .collect()
+    }
+
+    fn named(names: &[String], xs: &[Tensor]) -> Vec<(String, Tensor)> {
+        names.iter().cloned().zip(xs.iter().cloned()).collect()
+    }
+
+    fn assert_f32_close(f64_values: &[f64], f32_values: &[f64], what: &str) {
+        assert_eq!(f64_values.len(), f32_values.len());
+        for (i, (a, b)) in f64_values.iter().zip(f32_values).enumerate() {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{what}[{i}]: f64 {a} vs f32 {b}");
+        }
+    }
+
+    #[test]
+    fn models_built_in_f64_compute_what_the_f32_ones_do() {
+        let idx = Tensor::from_vec(vec![1i64, 4, 0, 2, 3, 3], [2, 3]).unwrap();
+        let gpt32 = Gpt::new(micro_gpt(), &mut rng(7)).unwrap();
+        let gpt64 = Gpt::with_dtype(micro_gpt(), DType::F64, &mut rng(7)).unwrap();
+        assert!(gpt64.params().iter().all(|p| p.tensor().dtype() == DType::F64));
+        assert!(gpt64.lm_head.weight.same(&gpt64.wte.weight), "still tied");
+        let logits64 = gpt64.forward(&idx, None).unwrap().0;
+        assert_eq!(logits64.dtype(), DType::F64);
+        assert_f32_close(&host(&logits64), &host(&gpt32.forward(&idx, None).unwrap().0), "gpt logits");
+
+        let cfg = VitConfig {
+            pool: Pool::Mean,
+            pos: PosEmbed::SinCos,
+            ..micro_vit()
+        };
+        let vit32 = VisionTransformer::new(cfg.clone(), &mut rng(8)).unwrap();
+        let vit64 = VisionTransformer::with_dtype(cfg, DType::F64, &mut rng(8)).unwrap();
+        assert!(vit64
+            .params()
+            .iter()
+            .chain(vit64.named_buffers().iter().map(|(_, p)| p))
+            .all(|p| p.tensor().dtype() == DType::F64));
+        let x = Tensor::randn([2, 1, 4, 4], DType::F64, &mut rng(9)).unwrap();
+        let out64 = host(&vit64.forward(&x).unwrap());
+        let out32 = host(&vit32.forward(&x.to_dtype(DType::F32).unwrap()).unwrap());
+        assert_f32_close(&out64, &out32, "vit logits");
+
+        let bcfg = BlockConfig {
+            norm: NormPlacement::PostLN,
+            ..BlockConfig::vit(2)
+        };
+        let b32 = TransformerBlock::new(4, &bcfg, &mut rng(10)).unwrap();
+        let b64 = TransformerBlock::with_dtype(4, &bcfg, DType::F64, &mut rng(10)).unwrap();
+        let h = Tensor::randn([2, 3, 4], DType::F64, &mut rng(11)).unwrap();
+        assert_f32_close(
+            &host(&b64.forward(&h).unwrap()),
+            &host(&b32.forward(&h.to_dtype(DType::F32).unwrap()).unwrap()),
+            "block",
+        );
+
+        // Any float dtype builds; an integer one is refused naming the constructor.
+        let half = Gpt::with_dtype(micro_gpt(), DType::BF16, &mut rng(0)).unwrap();
+        assert!(half.params().iter().all(|p| p.tensor().dtype() == DType::BF16));
+        let e = VisionTransformer::with_dtype(micro_vit(), DType::I64, &mut rng(0)).err().unwrap().to_string();
+        assert!(e.contains("VisionTransformer::with_dtype") && e.contains("not a float"), "{e}");
+    }
+
+    /// A finite-difference check of the GPT's loss with respect to every
+    /// parameter: the checker's f64 variables become the model's parameters
+    /// through `from_weights`, so a gradient that landed on another handle
+    /// would read as zero and fail.
+    #[test]
+    fn a_gpt_built_from_f64_weights_passes_a_gradient_check() {
+        let (names, weights) = f64_state(&Gpt::with_dtype(micro_gpt(), DType::F64, &mut rng(1)).unwrap());
+        let idx = Tensor::from_vec(vec![1i64, 4, 0, 2, 3, 3], [2, 3]).unwrap();
+        let targets = Tensor::from_vec(vec![4i64, 0, 2, 3, 3, 1], [2, 3]).unwrap();
+        let f = |xs: &[Tensor]| {
+            Gpt::from_weights(micro_gpt(), named(&names, xs))?
+                .forward(&idx, Some(&targets))
+                .map(|(_, loss)| loss.unwrap())
+        };
+        let report = check_gradients(f, &weights, &GradCheckConfig::default()).unwrap();
+        assert!(report.passed() && report.checked == micro_gpt().num_params_closed_form(), "{report}");
+    }
+
+    #[test]
+    fn a_vit_built_from_f64_weights_passes_a_gradient_check() {
+        let cfg = VitConfig {
+            stem: Some(StemConfig {
+                channels: (2, 2),
+                max_pool: false,
+            }),
+            ..VitConfig::new((4, 4), 1, 1, 3, 4, 1, 2, 1.0)
+        };
+        let mut vit = VisionTransformer::with_dtype(cfg.clone(), DType::F64, &mut rng(2)).unwrap();
+        vit.set_training(false); // the stem's batch norms on their running statistics
+        let (names, weights) = f64_state(&vit);
+        let buffers = f64_buffers(&vit);
+        assert_eq!(buffers.len(), 6);
+        let x = Tensor::randn([2, 1, 4, 4], DType::F64, &mut rng(3)).unwrap();
+        let f = |xs: &[Tensor]| {
+            let mut m = VisionTransformer::from_weights(cfg.clone(), named(&names, xs).into_iter().chain(buffers.clone()))?;
+            m.set_training(false);
+            m.forward(&x)
+        };
+        let report = check_gradients(f, &weights, &GradCheckConfig::default()).unwrap();
+        assert!(report.passed() && report.checked == cfg.num_params_closed_form().unwrap(), "{report}");
+    }
+
+    #[test]
+    fn a_block_built_from_f64_weights_passes_a_gradient_check() {
+        let cfg = BlockConfig {
+            norm: NormPlacement::PostLN,
+            residual_scale: 1.5,
+            ..BlockConfig::gpt(2, 0.0, true)
+        };
+        let (names, weights) = f64_state(&TransformerBlock::with_dtype(4, &cfg, DType::F64, &mut rng(4)).unwrap());
+        let h = Tensor::randn([2, 3, 4], DType::F64, &mut rng(5)).unwrap();
+        let f = |xs: &[Tensor]| TransformerBlock::from_weights(&cfg, named(&names, xs))?.forward(&h);
+        let report = check_gradients(f, &weights, &GradCheckConfig::default()).unwrap();
+        assert!(report.passed(), "{report}");
+    }
+
+    #[test]
+    fn a_model_built_from_a_state_dict_computes_what_its_source_does() {
+        let source = Gpt::new(micro_gpt(), &mut rng(6)).unwrap();
+        let state = module_tensors(&source); // both tied names, as nanoGPT's state_dict
+        assert!(state.iter().any(|(n, _)| n == "lm_head.weight"));
+        let gpt = Gpt::from_weights(micro_gpt(), state).unwrap();
+        assert!(gpt.lm_head.weight.same(&gpt.wte.weight));
+        let idx = Tensor::from_vec(vec![1i64, 4, 0, 2], [1, 4]).unwrap();
+        assert_eq!(host(&gpt.forward(&idx, None).unwrap().0), host(&source.forward(&idx, None).unwrap().0));
+
+        let cfg = VitConfig {
+            pos: PosEmbed::SinCos,
+            stem: Some(StemConfig {
+                channels: (2, 3),
+                max_pool: true,
+            }),
+            ..VitConfig::new((6, 6), 1, 2, 3, 8, 2, 2, 2.0)
+        };
+        let mut source = VisionTransformer::new(cfg.clone(), &mut rng(7)).unwrap();
+        let x = Tensor::randn([2, 2, 6, 6], DType::F32, &mut rng(8)).unwrap();
+        source.forward(&x).unwrap(); // moves the batch norms' running statistics off their start
+        source.set_training(false);
+        let mut vit = VisionTransformer::from_weights(cfg, module_tensors(&source)).unwrap();
+        vit.set_training(false);
+        assert_eq!(host(&vit.forward(&x).unwrap()), host(&source.forward(&x).unwrap()));
+    }
+
+    #[test]
+    fn the_given_variables_are_the_models_parameters() {
+        let (names, weights) = f64_state(&Gpt::new(micro_gpt(), &mut rng(9)).unwrap());
+        let vars: Vec<Tensor> = weights.iter().map(Tensor::variable).collect();
+        let gpt = Gpt::from_weights(micro_gpt(), named(&names, &vars)).unwrap();
+        let idx = Tensor::from_vec(vec![1i64, 4, 0], [1, 3]).unwrap();
+        let grads = gpt.forward(&idx, Some(&idx)).unwrap().1.unwrap().backward().unwrap();
+        for (name, v) in names.iter().zip(&vars) {
+            assert!(grads.get(v).is_some(), "no gradient on the given {name}");
+        }
+    }
+
+    #[test]
+    fn wrong_weights_are_refused_with_every_problem_listed() {
+        let mut state = module_tensors(&Gpt::new(micro_gpt(), &mut rng(10)).unwrap());
+        state.retain(|(n, _)| n != "transformer.ln_f.bias");
+        for (n, t) in state.iter_mut() {
+            if n == "transformer.wpe.weight" {
+                *t = Tensor::zeros([3, 4], DType::F32).unwrap();
+            } else if n == "lm_head.weight" {
+                *t = t.scale(-1.0).unwrap();
+            } else if n.ends_with("ln_1.weight") {
+                *t = t.to_dtype(DType::F64).unwrap();
+            }
+        }
+        state.push(("transformer.h.9.attn.c_attn.weight".into(), Tensor::zeros([12, 4], DType::F32).unwrap()));
+        let e = Gpt::from_weights(micro_gpt(), state).err().unwrap().to_string();
+        for part in [
+            "Gpt::from_weights",
+            "transformer.ln_f.bias: missing",
+            "transformer.wpe.weight: given shape [3, 4], the model's is [4, 4]",
+            "lm_head.weight: differs from transformer.wte.weight",
+            "transformer.h.9.attn.c_attn.weight: not a parameter",
+            "float tensors of several dtypes",
+        ] {
+            assert!(e.contains(part), "missing '{part}' in: {e}");
+        }
+        let e = TransformerBlock::from_weights(&BlockConfig::vit(2), Vec::new()).err().unwrap().to_string();
+        assert!(e.contains("norm1.weight"), "{e}");
+    }
+}

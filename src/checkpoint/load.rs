@@ -1,7 +1,7 @@
 //! Loading a checkpoint into a module: match names, check everything, then copy.
 
 use super::Checkpoint;
-use crate::nn::{name_matches, Module, Param};
+use crate::nn::{name_matches, same_values, Module, Param};
 use crate::{Error, Result, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -134,19 +134,6 @@ impl fmt::Display for LoadReport {
         }
         Ok(())
     }
-}
-
-/// Whether two checkpoint tensors hold the same values (same shape, equal
-/// elements in f64; one storage viewed the same way is equal at no cost).
-fn same_values(a: &Tensor, b: &Tensor) -> Result<bool> {
-    if a.shape() != b.shape() {
-        return Ok(false);
-    }
-    if a.same_storage(b) && a.layout() == b.layout() {
-        return Ok(true);
-    }
-    let (x, y) = (a.to_f64_vec()?, b.to_f64_vec()?);
-    Ok(x.iter().zip(&y).all(|(u, v)| u == v || (u.is_nan() && v.is_nan())))
 }
 
 /// Read `path` and load it into `module` (see [`load_into`]).

@@ -48,7 +48,7 @@
 use super::hybrid::StemConfig;
 use super::patch_embed::{PatchEmbed, PatchEmbedConfig};
 use crate::nn::init::{normal_, timm_trunc_normal_, zeros_};
-use crate::nn::{prefixed, sincos_2d, BlockConfig, Dropout, LayerNorm, Linear, Module, Param, TransformerBlock};
+use crate::nn::{adopt_weights, converted, prefixed, sincos_2d, BlockConfig, Dropout, LayerNorm, Linear, Module, Param, TransformerBlock};
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 use rand::Rng;
@@ -404,6 +404,36 @@ impl VisionTransformer {
                 }
             }
         }
+        Ok(vit)
+    }
+
+    /// [`new`](Self::new) in `dtype` (any float dtype; the CPU computes in
+    /// f32 and f64): the same draws, converted, so an f64 model's logits are
+    /// the f32 model's to f32 rounding.
+    ///
+    /// ```
+    /// use tamer::models::{VisionTransformer, VitConfig};
+    /// use tamer::{rng, DType, Tensor};
+    /// let vit = VisionTransformer::with_dtype(VitConfig::new((8, 8), 4, 1, 3, 8, 1, 2, 2.0), DType::F64, &mut rng(0)).unwrap();
+    /// let x = Tensor::randn([2, 1, 8, 8], DType::F64, &mut rng(1)).unwrap();
+    /// assert_eq!(vit.forward(&x).unwrap().dtype(), DType::F64);
+    /// ```
+    pub fn with_dtype(config: VitConfig, dtype: DType, rng: &mut impl Rng) -> Result<VisionTransformer> {
+        converted("VisionTransformer::with_dtype", Self::new(config, rng)?, dtype)
+    }
+
+    /// A model whose parameters and buffers are the given tensors, by timm's
+    /// names (a state dict: `cls_token`, `pos_embed`, `patch_embed.proj.weight`,
+    /// `blocks.0.attn.qkv.weight`, ...; see the module docs). The tensors are
+    /// adopted, not copied, and their dtype is the model's: see
+    /// [`adopt_weights`] for the rules and the checks (every name, shape and
+    /// dtype, in one error). For a timm checkpoint of another image size or
+    /// class count, use [`load_pretrained`](Self::load_pretrained), which resizes. Dropout RNGs start
+    /// from a fixed seed.
+    pub fn from_weights(config: VitConfig, weights: impl IntoIterator<Item = (String, Tensor)>) -> Result<VisionTransformer> {
+        const OP: &str = "VisionTransformer::from_weights";
+        let vit = Self::new(config, &mut crate::rng(0)).map_err(|e| Error::new(OP, e.kind, e.message))?;
+        adopt_weights(OP, &vit, weights)?;
         Ok(vit)
     }
 

@@ -13,6 +13,8 @@
 //! f32 parameters with PyTorch's default initialisation and modules start in
 //! train mode; [`Module::to_dtype`] converts a module (e.g. to f64 for gradient
 //! checks). Parameter shapes and names follow PyTorch, so state dicts map 1:1.
+//! Built from given tensors (`from_tensors`, [`adopt_weights`] and the models'
+//! `from_weights`), a module keeps the caller's variables as its parameters.
 //!
 //! Transformer pieces: [`MultiHeadSelfAttention`] (fused qkv, causal mask,
 //! attention dropout, [`KvCache`] for decoding) and [`TransformerBlock`], whose
@@ -31,6 +33,7 @@ mod linear;
 mod mlp;
 mod param;
 mod pos_encoding;
+mod weights;
 
 pub use attention::{attention_probs, KvCache, MultiHeadSelfAttention};
 pub use batch_norm::BatchNorm2d;
@@ -43,6 +46,8 @@ pub use linear::Linear;
 pub use mlp::{Activation, Mlp};
 pub use param::Param;
 pub use pos_encoding::{sincos_1d, sincos_2d, LearnedPosEmbed};
+pub use weights::adopt_weights;
+pub(crate) use weights::same_values;
 
 use crate::{DType, Device, Error, Result, Tensor};
 
@@ -89,6 +94,13 @@ pub(crate) fn check_given(layer: &'static str, weight: &Tensor, bias: Option<&Te
         }
     }
     Ok(())
+}
+
+/// `module` converted to `dtype` (a float dtype), with errors naming `op`:
+/// how the `with_dtype` constructors build in another dtype.
+pub(crate) fn converted<M: Module>(op: &'static str, module: M, dtype: DType) -> Result<M> {
+    module.to_dtype(dtype).map_err(|e| Error::new(op, e.kind, e.message))?;
+    Ok(module)
 }
 
 /// What every layer and model implements.

@@ -118,6 +118,13 @@ impl Param {
         *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = t.detach().variable();
     }
 
+    /// Replace the value with `t` under [`Param::new`]'s rule (a variable is
+    /// kept as it is), keeping this parameter's identity and trainable flag:
+    /// how a module built from given weights adopts them ([`adopt_weights`](super::adopt_weights)).
+    pub(crate) fn adopt(&self, t: Tensor) {
+        *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = as_parameter(t);
+    }
+
     /// Whether both handles are the same parameter (clones of one `Param`,
     /// as tied weights are).
     pub fn same(&self, other: &Param) -> bool {
