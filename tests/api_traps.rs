@@ -592,3 +592,184 @@ mod models_in_any_dtype_and_from_weights {
         assert!(e.contains("norm1.weight"), "{e}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Weight-decay rules named after what they reproduce, and the training log.
+// ---------------------------------------------------------------------------
+
+mod weight_decay_rules {
+    use super::*;
+    use tamer::models::{Gpt, GptConfig, VisionTransformer, VitConfig};
+    use tamer::optim::{split_param_groups, Adam, AdamConfig, DecayRule, DecaySummary, Optimizer};
+
+    /// nanoGPT's `named_parameters()` for gpt-tiny (4 layers, biases, tied):
+    /// PyTorch lists the tied `lm_head.weight` once, as `transformer.wte.weight`.
+    fn nanogpt_parameter_names() -> Vec<String> {
+        let mut v = vec!["transformer.wte.weight".to_string(), "transformer.wpe.weight".to_string()];
+        for i in 0..4 {
+            for s in [
+                "ln_1.weight",
+                "ln_1.bias",
+                "attn.c_attn.weight",
+                "attn.c_attn.bias",
+                "attn.c_proj.weight",
+                "attn.c_proj.bias",
+                "ln_2.weight",
+                "ln_2.bias",
+                "mlp.c_fc.weight",
+                "mlp.c_fc.bias",
+                "mlp.c_proj.weight",
+                "mlp.c_proj.bias",
+            ] {
+                v.push(format!("transformer.h.{i}.{s}"));
+            }
+        }
+        v.extend(["transformer.ln_f.weight".to_string(), "transformer.ln_f.bias".to_string()]);
+        v
+    }
+
+    /// timm's `named_parameters()` for vit-tiny (class token, learned positions, 4 blocks, head).
+    fn timm_vit_parameter_names() -> Vec<String> {
+        let mut v: Vec<String> = ["cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"]
+            .map(String::from)
+            .to_vec();
+        for i in 0..4 {
+            for s in [
+                "norm1.weight",
+                "norm1.bias",
+                "attn.qkv.weight",
+                "attn.qkv.bias",
+                "attn.proj.weight",
+                "attn.proj.bias",
+                "norm2.weight",
+                "norm2.bias",
+                "mlp.fc1.weight",
+                "mlp.fc1.bias",
+                "mlp.fc2.weight",
+                "mlp.fc2.bias",
+            ] {
+                v.push(format!("blocks.{i}.{s}"));
+            }
+        }
+        v.extend(["norm.weight", "norm.bias", "head.weight", "head.bias"].map(String::from));
+        v
+    }
+
+    fn decayed(module: &dyn Module, rule: &DecayRule) -> Vec<String> {
+        let groups = split_param_groups(module.named_params(), 0.1, rule);
+        groups
+            .iter()
+            .filter(|g| g.weight_decay > 0.0)
+            .flat_map(|g| g.params.iter().map(|(n, _)| n.clone()))
+            .collect()
+    }
+
+    fn keep(names: Vec<String>, f: impl Fn(&str) -> bool) -> Vec<String> {
+        names.into_iter().filter(|n| f(n)).collect()
+    }
+
+    #[test]
+    fn each_rule_decays_exactly_what_its_namesake_does_on_gpt_tiny() {
+        let gpt = Gpt::new(GptConfig::gpt_tiny(), &mut rng(0)).unwrap();
+        let all = nanogpt_parameter_names();
+        // torch.optim.AdamW(model.parameters()): everything, the tied head once.
+        assert_eq!(decayed(&gpt, &DecayRule::Torch), all);
+        // nanoGPT's configure_optimizers: p.dim() >= 2, i.e. the four matmul
+        // weights per block and both embeddings (so the tied lm_head, once).
+        let nanogpt = keep(all.clone(), |n| {
+            n.ends_with("wte.weight") || n.ends_with("wpe.weight") || n.ends_with("c_attn.weight") || n.ends_with("c_proj.weight") || n.ends_with("c_fc.weight")
+        });
+        assert_eq!(nanogpt.len(), 18);
+        assert_eq!(decayed(&gpt, &DecayRule::NanoGpt), nanogpt);
+        // nanoGPT prints "num decayed parameter tensors: 18, with 802,944 parameters".
+        let summary = DecaySummary::of(&split_param_groups(gpt.named_params(), 0.1, &DecayRule::NanoGpt));
+        assert_eq!((summary.decayed.len(), summary.values()), (18, (802_944, 6_912)));
+        // timm's rule (a GPT declares no no_weight_decay names): the same split.
+        assert_eq!(decayed(&gpt, &DecayRule::timm(&gpt)), nanogpt);
+    }
+
+    #[test]
+    fn each_rule_decays_exactly_what_its_namesake_does_on_vit_tiny() {
+        let vit = VisionTransformer::new(VitConfig::vit_tiny(), &mut rng(0)).unwrap();
+        let all = timm_vit_parameter_names();
+        assert_eq!(decayed(&vit, &DecayRule::Torch), all);
+        // nanoGPT's dim >= 2 takes the [1, 1, D] class token, the [1, T, D]
+        // positions and the 4-D patch projection too.
+        let matrices =
+            |n: &str| n.ends_with("qkv.weight") || n.ends_with("proj.weight") || n.ends_with("fc1.weight") || n.ends_with("fc2.weight") || n == "head.weight";
+        assert_eq!(
+            decayed(&vit, &DecayRule::NanoGpt),
+            keep(all.clone(), |n| n == "cls_token" || n == "pos_embed" || matrices(n))
+        );
+        // timm: ndim <= 1, *.bias and no_weight_decay() = {pos_embed, cls_token, dist_token} are exempt.
+        assert_eq!(vit.no_weight_decay(), ["pos_embed", "cls_token", "dist_token"]);
+        assert_eq!(decayed(&vit, &DecayRule::timm(&vit)), keep(all, matrices));
+    }
+
+    #[test]
+    fn adamw_defaults_to_pytorchs_rule_and_the_tied_head_is_one_parameter() {
+        let gpt = Gpt::new(GptConfig::gpt_tiny(), &mut rng(0)).unwrap();
+        let opt = Adam::new(gpt.named_params(), AdamConfig::adamw(1e-3)).unwrap();
+        let groups = opt.param_groups();
+        assert_eq!((groups.len(), groups[0].weight_decay, groups[0].params.len()), (1, 0.01, 52));
+        assert!(opt.params().iter().filter(|p| p.same(&gpt.lm_head.weight)).count() == 1);
+    }
+
+    #[test]
+    fn the_trainer_logs_which_parameters_are_decayed_at_the_start() {
+        use tamer::data::{digits, DataLoader, LoaderConfig};
+        use tamer::optim::{Constant, Scheduler};
+        use tamer::train::{read_jsonl, ImageClassification, TrainConfig, Trainer};
+        let (train, test) = digits::load_images().unwrap();
+        let cfg = VitConfig::new((8, 8), 4, 1, 10, 8, 2, 2, 2.0);
+        let model = VisionTransformer::new(cfg, &mut rng(0)).unwrap();
+        let opt = Adam::new(
+            model.named_params(),
+            AdamConfig::adamw(1e-3).weight_decay(0.05).decay_rule(DecayRule::timm(&model)),
+        )
+        .unwrap();
+        let loader = DataLoader::new(train, LoaderConfig::train(16, 0)).unwrap();
+        let task = ImageClassification::new(model, loader, test, 512, tamer::CrossEntropyOptions::default()).unwrap();
+        let dir = std::env::temp_dir().join(format!("tamer-api-traps-decay-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = TrainConfig {
+            total_steps: 1,
+            out_dir: Some(dir.clone()),
+            print: false,
+            ..TrainConfig::default()
+        };
+        let mut trainer = Trainer::new(config, task, Box::new(opt), Scheduler::new(Constant { lr: 1e-3 })).unwrap();
+        trainer.fit().unwrap();
+        let records = read_jsonl(dir.join("metrics.jsonl")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let rec = records.iter().find(|r| r["event"] == "weight_decay").expect("a weight_decay record");
+        let start = records.iter().position(|r| r["event"] == "start").unwrap();
+        assert!(
+            records.iter().position(|r| r["event"] == "weight_decay").unwrap() == start + 1,
+            "logged at the start"
+        );
+        // Decayed: patch_embed.proj.weight, per block qkv, proj, fc1, fc2 weights, head.weight.
+        assert_eq!(
+            (rec["decayed"].as_u64(), rec["not_decayed"].as_u64()),
+            (Some(1 + 2 * 4 + 1), Some(3 + 2 * 8 + 2 + 1))
+        );
+        let names: Vec<&str> = rec["decayed_names"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "patch_embed.proj.weight",
+                "blocks.*.attn.qkv.weight ×2",
+                "blocks.*.attn.proj.weight ×2",
+                "blocks.*.mlp.fc1.weight ×2",
+                "blocks.*.mlp.fc2.weight ×2",
+                "head.weight"
+            ]
+        );
+        let exempt: Vec<&str> = rec["not_decayed_names"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(&exempt[..3], ["cls_token", "pos_embed", "patch_embed.proj.bias"]);
+        assert_eq!(rec["rates"], serde_json::json!([0.05]));
+        let d = 8;
+        let decayed_values = d * 16 + 2 * (3 * d * d + d * d + 2 * d * 16) + 10 * d;
+        assert_eq!(rec["decayed_values"].as_u64(), Some(decayed_values as u64));
+    }
+}

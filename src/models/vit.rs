@@ -592,6 +592,10 @@ impl Module for VisionTransformer {
         v.extend(prefixed("patch_embed", self.patch_embed.named_buffers()));
         v
     }
+    /// timm's `VisionTransformer.no_weight_decay()`.
+    fn no_weight_decay(&self) -> Vec<String> {
+        ["pos_embed", "cls_token", "dist_token"].map(String::from).to_vec()
+    }
     fn set_training(&mut self, training: bool) {
         self.training = training;
         self.patch_embed.set_training(training);

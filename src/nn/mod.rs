@@ -117,6 +117,13 @@ pub trait Module {
     fn tied_aliases(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+    /// Names (globs, see [`name_matches`]) of parameters that weight decay
+    /// should skip besides biases and norm gains, as timm models declare them
+    /// (a ViT's `pos_embed` and `cls_token`): what
+    /// [`DecayRule::timm`](crate::optim::DecayRule::timm) reads. None by default.
+    fn no_weight_decay(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Train mode (dropout, drop-path and batch statistics on) or eval mode.
     fn set_training(&mut self, training: bool);
 
