@@ -1,11 +1,11 @@
-//! Command-line flags of `train_gpt` (shared with tests/train.rs).
+//! Command-line flags of `train_gpt` (shared with tests/integration/train.rs).
 
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 
 use tamer::optim::DecayRule;
 
-use crate::common::{cuda_available, non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, DeviceKind, OptimizerKind};
+use super::common::{cuda_available, non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, DeviceKind, OptimizerKind};
 
 /// Train a character-level GPT (nanoGPT's model and recipe) on a text file.
 ///

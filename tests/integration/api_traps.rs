@@ -355,8 +355,8 @@ fn patch_embed_is_built_from_its_own_config() {
 #[test]
 fn patch_embed_and_the_stem_do_not_import_the_vit() {
     for (file, source) in [
-        ("src/models/patch_embed.rs", include_str!("../src/models/patch_embed.rs")),
-        ("src/models/hybrid.rs", include_str!("../src/models/hybrid.rs")),
+        ("src/models/patch_embed.rs", include_str!("../../src/models/patch_embed.rs")),
+        ("src/models/hybrid.rs", include_str!("../../src/models/hybrid.rs")),
     ] {
         assert!(!source.contains("vit::") && !source.contains("VitConfig"), "{file} refers to the ViT");
     }
