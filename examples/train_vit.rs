@@ -31,7 +31,7 @@ use tamer::data::{cifar, digits, mnist, Augment, DataLoader, ImageDataset, Loade
 use tamer::models::{Pool, PosEmbed, PretrainedOptions, VisionTransformer, VitConfig};
 use tamer::nn::Module;
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
-use tamer::optim::{Adam, AdamConfig, Constant, LrSchedule, OneCycle, Optimizer, Scheduler, Sgd, SgdConfig, WarmupCosine, WarmupLinear};
+use tamer::optim::{Adam, AdamConfig, Constant, DecayRule, LrSchedule, OneCycle, Optimizer, Scheduler, Sgd, SgdConfig, WarmupCosine, WarmupLinear};
 use tamer::train::{ImageClassification, TrainConfig, Trainer, CHECKPOINT_FILE};
 use tamer::{rng, Error, Result};
 use vit_args::{Dataset, PoolKind, PosKind, Preset, ScheduleKind, VitArgs};
@@ -118,10 +118,15 @@ fn schedule(args: &VitArgs, lr: f64, warmup: u64, total: u64) -> Result<Box<dyn 
 
 fn optimizer(args: &VitArgs, model: &VisionTransformer, lr: f64, wd: f64) -> Result<Box<dyn Optimizer>> {
     let named = model.named_params();
+    // timm's rule: no decay on biases, norms, pos_embed and cls_token.
+    let rule = DecayRule::timm(model);
     Ok(match args.optimizer {
-        OptimizerKind::Adamw => Box::new(Adam::new(named, AdamConfig::adamw(lr).weight_decay(wd))?),
-        OptimizerKind::Adam => Box::new(Adam::new(named, AdamConfig::adam(lr).weight_decay(wd))?),
-        OptimizerKind::Sgd => Box::new(Sgd::new(named, SgdConfig::new(lr).momentum(0.9).nesterov(true).weight_decay(wd))?),
+        OptimizerKind::Adamw => Box::new(Adam::new(named, AdamConfig::adamw(lr).weight_decay(wd).decay_rule(rule))?),
+        OptimizerKind::Adam => Box::new(Adam::new(named, AdamConfig::adam(lr).weight_decay(wd).decay_rule(rule))?),
+        OptimizerKind::Sgd => Box::new(Sgd::new(
+            named,
+            SgdConfig::new(lr).momentum(0.9).nesterov(true).weight_decay(wd).decay_rule(rule),
+        )?),
     })
 }
 
