@@ -435,6 +435,7 @@ impl ConvKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::{assert_close, unit_hash};
     use super::*;
 
     fn params(n: usize, c: usize, hw: (usize, usize), o: usize, k: (usize, usize), s: (usize, usize), pad: (usize, usize)) -> Conv2dParams {
@@ -454,20 +455,7 @@ mod tests {
 
     /// Deterministic values in [-1, 1).
     fn values<T: Float>(len: usize, seed: u64) -> Vec<T> {
-        (0..len as u64)
-            .map(|i| {
-                let h = (i + seed * 7919 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
-                T::from_f64(h as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
-            })
-            .collect()
-    }
-
-    fn assert_close<T: Float>(what: &str, got: &[T], want: &[T], tol: f64) {
-        assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            let (g, w) = (g.to_f64(), w.to_f64());
-            assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: {g} vs {w}");
-        }
+        unit_hash(len, seed).into_iter().map(|u| T::from_f64(u * 2.0 - 1.0)).collect()
     }
 
     fn cases() -> Vec<Conv2dParams> {
@@ -490,13 +478,13 @@ mod tests {
         let dy: Vec<T> = values(p.output_dims().iter().product(), 4);
         let xl = Layout::contiguous(p.input_dims().to_vec());
         let y = conv2d_forward(&x, &xl, &w, Some(&b), p);
-        assert_close(&format!("y {p:?}"), &y, &conv2d_reference(&x, &w, Some(&b), p), tol);
+        assert_close(&y, &conv2d_reference(&x, &w, Some(&b), p), tol, &format!("y {p:?}"));
         let y = conv2d_forward(&x, &xl, &w, None, p);
-        assert_close(&format!("y (no bias) {p:?}"), &y, &conv2d_reference(&x, &w, None, p), tol);
+        assert_close(&y, &conv2d_reference(&x, &w, None, p), tol, &format!("y (no bias) {p:?}"));
         let (dx, dw, db) = conv2d_backward_reference(&x, &w, &dy, p);
-        assert_close(&format!("dx {p:?}"), &conv2d_dx(&dy, &w, p), &dx, tol);
-        assert_close(&format!("dw {p:?}"), &conv2d_dw(&dy, &x, &xl, p), &dw, tol);
-        assert_close(&format!("db {p:?}"), &conv2d_db(&dy, p), &db, tol);
+        assert_close(&conv2d_dx(&dy, &w, p), &dx, tol, &format!("dx {p:?}"));
+        assert_close(&conv2d_dw(&dy, &x, &xl, p), &dw, tol, &format!("dw {p:?}"));
+        assert_close(&conv2d_db(&dy, p), &db, tol, &format!("db {p:?}"));
     }
 
     #[test]
@@ -519,13 +507,13 @@ mod tests {
             let wt: Vec<f64> = values(p.weight_dims().iter().product(), 6);
             let dy: Vec<f64> = values(p.output_dims().iter().product(), 7);
             assert_close(
-                "y",
                 &conv2d_forward(&nhwc, &layout, &wt, None, &p),
                 &conv2d_reference(&nchw, &wt, None, &p),
                 1e-10,
+                "y",
             );
             let (_, dw, _) = conv2d_backward_reference(&nchw, &wt, &dy, &p);
-            assert_close("dw", &conv2d_dw(&dy, &nhwc, &layout, &p), &dw, 1e-10);
+            assert_close(&conv2d_dw(&dy, &nhwc, &layout, &p), &dw, 1e-10, "dw");
         }
     }
 }

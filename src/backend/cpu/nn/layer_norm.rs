@@ -275,21 +275,8 @@ impl LayerNormKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::{assert_close, ramp as data};
     use super::*;
-
-    fn data<T: Float>(n: usize, spread: f64, salt: usize) -> Vec<T> {
-        (0..n)
-            .map(|i| T::from_f64((((i + salt) * 7919 % 1013) as f64 / 1013.0 - 0.5) * spread))
-            .collect()
-    }
-
-    fn assert_close<T: Float>(a: &[T], b: &[T], tol: f64, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}");
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            let (x, y) = (x.to_f64(), y.to_f64());
-            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
-        }
-    }
 
     fn fast_matches_reference<T: Float>(tol: f64) {
         for (rows, c) in [(3, 5), (1, 700), (4, 33), (200, 200), (5, 1)] {

@@ -8,3 +8,5 @@ pub mod dropout;
 pub mod layer_norm;
 pub mod pool;
 pub mod softmax;
+#[cfg(test)]
+mod test_data;

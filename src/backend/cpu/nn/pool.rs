@@ -330,6 +330,7 @@ impl PoolKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::unit_hash;
     use super::*;
 
     fn params(n: usize, c: usize, hw: (usize, usize), k: (usize, usize), s: (usize, usize), pad: (usize, usize)) -> Pool2dParams {
@@ -346,14 +347,9 @@ mod tests {
         }
     }
 
+    /// Coarse values so that ties happen: integers in -4..4.
     fn values(len: usize, seed: u64) -> Vec<f64> {
-        (0..len as u64)
-            .map(|i| {
-                let h = (i + seed * 7919 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
-                // Coarse values so that ties happen.
-                ((h as f64 / (1u64 << 53) as f64) * 8.0).floor() - 4.0
-            })
-            .collect()
+        unit_hash(len, seed).into_iter().map(|u| (u * 8.0).floor() - 4.0).collect()
     }
 
     #[test]
