@@ -55,6 +55,7 @@ mod device;
 mod grad_scaler;
 pub mod schedule;
 mod sgd;
+mod slots;
 
 pub use accumulate::GradAccumulator;
 pub use adam::{Adam, AdamConfig};

@@ -1,10 +1,8 @@
 //! Stochastic gradient descent, as `torch.optim.SGD`.
 
 use super::device::{follow, sgd_step, zeros_state};
-use super::{
-    buffer_tensor, check_hyper, check_state_names, fmt_f64, make_slots, slot_grad, split_param_groups, tensor_buffer, DecayRule, Optimizer, OptimizerState,
-    ParamGroup, Slot,
-};
+use super::slots::Slots;
+use super::{buffer_tensor, check_hyper, fmt_f64, split_param_groups, tensor_buffer, DecayRule, Optimizer, OptimizerState, ParamGroup};
 use crate::backend::contract::optim::SgdStep;
 use crate::backend::Storage;
 use crate::nn::Param;
@@ -108,9 +106,7 @@ struct SgdState {
 /// ```
 pub struct Sgd {
     config: SgdConfig,
-    groups: Vec<ParamGroup>,
-    slots: Vec<Slot<SgdState>>,
-    steps: u64,
+    core: Slots<SgdState>,
 }
 
 impl Sgd {
@@ -124,13 +120,8 @@ impl Sgd {
     /// `config.weight_decay` / `config.decay_rule` are ignored.
     pub fn with_groups(groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Sgd> {
         config.validate()?;
-        let slots = make_slots("Sgd::new", &groups)?;
-        Ok(Sgd {
-            config,
-            groups,
-            slots,
-            steps: 0,
-        })
+        let core = Slots::new("Sgd::new", groups)?;
+        Ok(Sgd { config, core })
     }
     pub fn config(&self) -> &SgdConfig {
         &self.config
@@ -163,13 +154,8 @@ impl Optimizer for Sgd {
     }
 
     fn step(&mut self, grads: &GradStore) -> Result<()> {
-        const OP: &str = "Sgd::step";
         let cfg = &self.config;
-        for slot in &mut self.slots {
-            let Some((t, g)) = slot_grad(OP, &slot.name, &slot.param, grads)? else {
-                continue;
-            };
-            let group = &self.groups[slot.group];
+        self.core.step("Sgd::step", grads, |name, t, g, state, group| {
             let h = SgdStep {
                 lr: cfg.lr * group.lr_scale,
                 weight_decay: group.weight_decay,
@@ -178,10 +164,8 @@ impl Optimizer for Sgd {
                 nesterov: cfg.nesterov,
                 init_buffer: false,
             };
-            step_slot(&slot.name, &t, &g, &mut slot.state, h)?;
-        }
-        self.steps += 1;
-        Ok(())
+            step_slot(name, t, g, state, h)
+        })
     }
 
     fn lr(&self) -> f64 {
@@ -199,53 +183,42 @@ impl Optimizer for Sgd {
         Ok(())
     }
     fn step_count(&self) -> u64 {
-        self.steps
+        self.core.steps
     }
     fn param_groups(&self) -> &[ParamGroup] {
-        &self.groups
+        &self.core.groups
     }
 
     fn state_dict(&self) -> Result<OptimizerState> {
-        let mut st = OptimizerState::default();
-        let m = &mut st.metadata;
-        m.insert("optimizer".into(), self.name().into());
-        m.insert("step".into(), self.steps.to_string());
-        m.insert("lr".into(), fmt_f64(self.config.lr));
-        m.insert("momentum".into(), fmt_f64(self.config.momentum));
-        m.insert("dampening".into(), fmt_f64(self.config.dampening));
-        m.insert("nesterov".into(), self.config.nesterov.to_string());
-        for slot in &self.slots {
-            if let Some(s) = &slot.state {
-                let dims = slot.param.dims();
-                st.tensors
-                    .push((format!("state.{}.momentum_buffer", slot.name), buffer_tensor(&s.momentum_buffer, &dims)?));
-            }
-        }
-        Ok(st)
+        let c = &self.config;
+        let settings = [
+            ("momentum", fmt_f64(c.momentum)),
+            ("dampening", fmt_f64(c.dampening)),
+            ("nesterov", c.nesterov.to_string()),
+        ];
+        self.core.state_dict(self.name(), c.lr, &settings, |name, s, dims, st| {
+            st.tensors
+                .push((format!("state.{name}.momentum_buffer"), buffer_tensor(&s.momentum_buffer, dims)?));
+            Ok(())
+        })
     }
 
     fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
         const OP: &str = "Sgd::load_state_dict";
-        check_state_names(OP, state, &self.slots, self.name())?;
-        let steps = state.meta_u64(OP, "step")?;
-        let lr = state.meta_f64(OP, "lr")?;
+        let (steps, lr) = self.core.check_state(OP, self.name(), state)?;
         let momentum = state.meta_f64(OP, "momentum")?;
         // What loading does not restore must agree (momentum and lr are set by schedules, so they are loaded).
         state.expect_f64(OP, "dampening", self.config.dampening)?;
         state.expect_bool(OP, "nesterov", self.config.nesterov)?;
-        // Convert everything before changing anything: a failed load leaves the optimizer as it was.
-        let mut loaded = Vec::with_capacity(self.slots.len());
-        for slot in &self.slots {
-            let key = format!("state.{}.momentum_buffer", slot.name);
-            loaded.push(match state.get(&key) {
-                Some(t) => Some(tensor_buffer(OP, &key, t, &slot.param.tensor())?),
-                None => None,
-            });
-        }
-        for (slot, buf) in self.slots.iter_mut().zip(loaded) {
-            slot.state = buf.map(|momentum_buffer| SgdState { momentum_buffer });
-        }
-        self.steps = steps;
+        self.core.replace_states(steps, |name, param| {
+            let key = format!("state.{name}.momentum_buffer");
+            match state.get(&key) {
+                Some(t) => Ok(Some(SgdState {
+                    momentum_buffer: tensor_buffer(OP, &key, t, param)?,
+                })),
+                None => Ok(None),
+            }
+        })?;
         self.config.lr = lr;
         self.config.momentum = momentum;
         Ok(())
