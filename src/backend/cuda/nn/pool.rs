@@ -11,7 +11,7 @@
 
 use crate::backend::contract::nn::pool::{check_max_pool2d_backward, check_pool2d_operand, Pool2dParams, PoolKernels};
 use crate::backend::contract::unsupported_dtype;
-use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaStorage, StridedLayout};
+use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaDevice, CudaStorage, StridedLayout};
 use crate::backend::BackendStorage;
 use crate::types::{DType, Layout};
 use crate::Result;
@@ -41,6 +41,22 @@ fn geom_args(p: &Pool2dParams) -> [Arg; 9] {
     .map(|v| Arg::I64(v as i64))
 }
 
+/// Launch `<kernel>_<suffix>` with one thread per element of its output
+/// (`total` of them): the arguments every pooling kernel takes are
+/// `buffers` (its pointers and layouts, in the kernel's order), then
+/// `total, OH, OW`, then `include_pad` for the average kernels, then the
+/// geometry (`POOL_GEOM`).
+fn launch(dev: &CudaDevice, kernel: &str, suffix: &str, total: usize, p: &Pool2dParams, buffers: Vec<Arg>, include_pad: Option<bool>) -> Result<()> {
+    if total == 0 {
+        return Ok(());
+    }
+    let mut args = buffers;
+    args.extend([total, p.out_h, p.out_w].map(|v| Arg::I64(v as i64)));
+    args.extend(include_pad.map(|b| Arg::I64(i64::from(b))));
+    args.extend(geom_args(p));
+    dev.launch(&kernels::POOL, &format!("{kernel}_{suffix}"), elementwise_config(total), &args)
+}
+
 impl PoolKernels for CudaStorage {
     fn max_pool2d(&self, layout: &Layout, p: &Pool2dParams) -> Result<(Self, Self)> {
         const OP: &str = "max_pool2d";
@@ -51,20 +67,9 @@ impl PoolKernels for CudaStorage {
         let total = p.planes() * p.out_h * p.out_w;
         let y = CudaStorage::alloc(dev, self.dtype(), total)?;
         let idx = CudaStorage::alloc(dev, DType::I64, total)?;
-        if total > 0 {
-            // max_pool2d_T(const T* x, StridedLayout xl, T* y, i64* idx, i64 total, i64 OH, i64 OW, POOL_GEOM)
-            let mut args = vec![
-                Arg::Ptr(self.ptr()),
-                Arg::Layout(xl),
-                Arg::Ptr(y.ptr()),
-                Arg::Ptr(idx.ptr()),
-                Arg::I64(total as i64),
-                Arg::I64(p.out_h as i64),
-                Arg::I64(p.out_w as i64),
-            ];
-            args.extend(geom_args(p));
-            dev.launch(&kernels::POOL, &format!("max_pool2d_{suffix}"), elementwise_config(total), &args)?;
-        }
+        // max_pool2d_T(const T* x, StridedLayout xl, T* y, i64* idx, i64 total, i64 OH, i64 OW, POOL_GEOM)
+        let buffers = vec![Arg::Ptr(self.ptr()), Arg::Layout(xl), Arg::Ptr(y.ptr()), Arg::Ptr(idx.ptr())];
+        launch(dev, OP, suffix, total, p, buffers, None)?;
         Ok((y, idx))
     }
 
@@ -78,21 +83,15 @@ impl PoolKernels for CudaStorage {
         let dev = self.cuda_device();
         let total = p.planes() * p.in_h * p.in_w;
         let dx = CudaStorage::alloc(dev, self.dtype(), total)?;
-        if total > 0 {
-            // max_pool2d_backward_T(const T* dy, StridedLayout dl, const i64* idx, StridedLayout il, T* dx, i64 total, i64 OH, i64 OW, POOL_GEOM)
-            let mut args = vec![
-                Arg::Ptr(self.ptr()),
-                Arg::Layout(dl),
-                Arg::Ptr(indices.ptr()),
-                Arg::Layout(il),
-                Arg::Ptr(dx.ptr()),
-                Arg::I64(total as i64),
-                Arg::I64(p.out_h as i64),
-                Arg::I64(p.out_w as i64),
-            ];
-            args.extend(geom_args(p));
-            dev.launch(&kernels::POOL, &format!("max_pool2d_backward_{suffix}"), elementwise_config(total), &args)?;
-        }
+        // max_pool2d_backward_T(const T* dy, StridedLayout dl, const i64* idx, StridedLayout il, T* dx, i64 total, i64 OH, i64 OW, POOL_GEOM)
+        let buffers = vec![
+            Arg::Ptr(self.ptr()),
+            Arg::Layout(dl),
+            Arg::Ptr(indices.ptr()),
+            Arg::Layout(il),
+            Arg::Ptr(dx.ptr()),
+        ];
+        launch(dev, OP, suffix, total, p, buffers, None)?;
         Ok(dx)
     }
 
@@ -104,20 +103,9 @@ impl PoolKernels for CudaStorage {
         let dev = self.cuda_device();
         let total = p.planes() * p.out_h * p.out_w;
         let y = CudaStorage::alloc(dev, self.dtype(), total)?;
-        if total > 0 {
-            // avg_pool2d_T(const T* x, StridedLayout xl, T* y, i64 total, i64 OH, i64 OW, i64 include_pad, POOL_GEOM)
-            let mut args = vec![
-                Arg::Ptr(self.ptr()),
-                Arg::Layout(xl),
-                Arg::Ptr(y.ptr()),
-                Arg::I64(total as i64),
-                Arg::I64(p.out_h as i64),
-                Arg::I64(p.out_w as i64),
-                Arg::I64(count_include_pad as i64),
-            ];
-            args.extend(geom_args(p));
-            dev.launch(&kernels::POOL, &format!("avg_pool2d_{suffix}"), elementwise_config(total), &args)?;
-        }
+        // avg_pool2d_T(const T* x, StridedLayout xl, T* y, i64 total, i64 OH, i64 OW, i64 include_pad, POOL_GEOM)
+        let buffers = vec![Arg::Ptr(self.ptr()), Arg::Layout(xl), Arg::Ptr(y.ptr())];
+        launch(dev, OP, suffix, total, p, buffers, Some(count_include_pad))?;
         Ok(y)
     }
 
@@ -129,20 +117,9 @@ impl PoolKernels for CudaStorage {
         let dev = self.cuda_device();
         let total = p.planes() * p.in_h * p.in_w;
         let dx = CudaStorage::alloc(dev, self.dtype(), total)?;
-        if total > 0 {
-            // avg_pool2d_backward_T(const T* dy, StridedLayout dl, T* dx, i64 total, i64 OH, i64 OW, i64 include_pad, POOL_GEOM)
-            let mut args = vec![
-                Arg::Ptr(self.ptr()),
-                Arg::Layout(dl),
-                Arg::Ptr(dx.ptr()),
-                Arg::I64(total as i64),
-                Arg::I64(p.out_h as i64),
-                Arg::I64(p.out_w as i64),
-                Arg::I64(count_include_pad as i64),
-            ];
-            args.extend(geom_args(p));
-            dev.launch(&kernels::POOL, &format!("avg_pool2d_backward_{suffix}"), elementwise_config(total), &args)?;
-        }
+        // avg_pool2d_backward_T(const T* dy, StridedLayout dl, T* dx, i64 total, i64 OH, i64 OW, i64 include_pad, POOL_GEOM)
+        let buffers = vec![Arg::Ptr(self.ptr()), Arg::Layout(dl), Arg::Ptr(dx.ptr())];
+        launch(dev, OP, suffix, total, p, buffers, Some(count_include_pad))?;
         Ok(dx)
     }
 }
