@@ -309,10 +309,13 @@ fn check_header(bytes: &[u8]) -> std::result::Result<BTreeMap<String, String>, S
                 "data_offsets [{begin}, {end}] lie outside the data section of {data_len} bytes (truncated or corrupt file)"
             )));
         }
-        let nbits = shape
-            .iter()
-            .try_fold(bits as u64, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| bad(&format!("shape {shape:?} is too large")))?;
+        // The product of the non-zero dimensions bounds the strides too: [0, 2^63 − 1, 3]
+        // holds no bytes but no tensor can have that shape.
+        let reach = shape.iter().filter(|&&d| d != 0).try_fold(bits as u64, |acc, &d| acc.checked_mul(d));
+        if reach.is_none_or(|b| b / 8 > isize::MAX as u64) {
+            return Err(bad(&format!("shape {shape:?} overflows: the product of its dimensions does not fit in isize")));
+        }
+        let nbits = shape.iter().try_fold(bits as u64, |acc, &d| acc.checked_mul(d)).unwrap_or(0);
         if nbits % 8 != 0 || nbits / 8 != end - begin {
             return Err(bad(&format!(
                 "shape {shape:?} of {dtype} needs {} bytes but data_offsets [{begin}, {end}] span {}",
