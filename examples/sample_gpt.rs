@@ -11,7 +11,7 @@
 //! the training example writes it), tokens are printed as text, else as ids.
 //! HF GPT-2 files (Conv1D layout) are converted on the fly.
 
-use tamer::checkpoint::{interop, load_into, read, Checkpoint, LoadOptions};
+use tamer::checkpoint::{interop, load_into, read, LoadOptions};
 use tamer::models::{Gpt, GptConfig};
 use tamer::nn::Module;
 use tamer::{rng, Error, Result, Tensor};
@@ -67,33 +67,6 @@ fn parse_args() -> std::result::Result<Args, String> {
     Ok(a)
 }
 
-/// Recover nanoGPT's config from tensor shapes (and the head count from metadata or the flag).
-fn infer_config(ckpt: &Checkpoint, n_head: Option<usize>) -> Result<GptConfig> {
-    let dims = |name: &str| -> Result<Vec<usize>> { Ok(ckpt.get(name)?.dims().to_vec()) };
-    let wte = dims("transformer.wte.weight")?;
-    let wpe = dims("transformer.wpe.weight")?;
-    let n_layer = (0..).take_while(|i| ckpt.get(&format!("transformer.h.{i}.ln_1.weight")).is_ok()).count();
-    let n_head = match (n_head, ckpt.metadata.get("n_head")) {
-        (Some(n), _) => n,
-        (None, Some(s)) => s
-            .parse()
-            .map_err(|_| Error::format("sample_gpt", format!("metadata n_head {s:?} is not a number")))?,
-        (None, None) => return Err(Error::value("sample_gpt", "the checkpoint's metadata has no n_head: pass --n-head")),
-    };
-    Ok(GptConfig {
-        vocab_size: wte[0],
-        block_size: wpe[0],
-        n_layer,
-        n_head,
-        n_embd: wte[1],
-        dropout: 0.0,
-        bias: ckpt.get("transformer.ln_f.bias").is_ok(),
-        tie_weights: ckpt.get("lm_head.weight").map_or(true, |h| {
-            h.to_f64_vec().ok() == ckpt.get("transformer.wte.weight").ok().and_then(|w| w.to_f64_vec().ok())
-        }),
-    })
-}
-
 fn run(args: Args) -> Result<()> {
     let (path, n_head) = match &args.checkpoint {
         Some(path) => (path.clone(), args.n_head),
@@ -111,7 +84,7 @@ fn run(args: Args) -> Result<()> {
         }
         ckpt.tensors = adapted.tensors;
     }
-    let config = infer_config(&ckpt, n_head)?;
+    let config = GptConfig::from_checkpoint(&ckpt, n_head)?;
     let vocab: Option<Vec<char>> = ckpt.metadata.get("vocab").map(|v| v.chars().collect());
     let mut gpt = Gpt::new(config.clone(), &mut rng(0))?;
     gpt.set_training(false);

@@ -25,6 +25,7 @@
 pub mod interop;
 mod io;
 mod load;
+mod meta;
 
 pub use io::{deserialize, load, module_tensors, read, save, save_module, save_with_metadata, serialize};
 pub use load::{load_into, load_module, LoadOptions, LoadReport};

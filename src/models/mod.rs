@@ -4,6 +4,7 @@
 
 mod encoder;
 mod gpt;
+mod gpt_pretrained;
 mod hybrid;
 mod sampling;
 mod vit;

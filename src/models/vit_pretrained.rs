@@ -229,6 +229,19 @@ impl VisionTransformer {
 
         // Classifier head.
         let ckpt_head = ckpt.get("head.weight").ok().map(|t| t.dims().to_vec());
+        if let (Some(head), Some(dims)) = (&self.head, &ckpt_head) {
+            // Another class count is adapted below; anything but [K, D] is a broken file.
+            if dims.len() != 2 || dims[1] != head.weight.dims()[1] {
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "{}: head.weight {dims:?} is not a classifier head [classes, {}] for this model's width",
+                        ckpt.source,
+                        head.weight.dims()[1]
+                    ),
+                ));
+            }
+        }
         let mut reinit_head = false;
         match (&self.head, ckpt_head) {
             (Some(head), Some(dims)) if dims != head.weight.dims() => {
@@ -298,18 +311,18 @@ impl VitConfig {
     /// ```
     pub fn from_checkpoint(ckpt: &Checkpoint, num_heads: Option<usize>) -> Result<VitConfig> {
         const OP: &str = "VitConfig::from_checkpoint";
-        let dims = |name: &str| ckpt.get(name).map(|t| t.dims().to_vec());
         let bad = |what: String| Error::format(OP, format!("{}: {what}", ckpt.source));
         if ckpt.names().iter().any(|n| n.starts_with("patch_embed.backbone.")) {
             return Err(bad(
                 "a hybrid checkpoint (patch_embed.backbone.*): its stem is not in the shapes; build the VitConfig by hand".into(),
             ));
         }
-        let &[d, c, p, p2] = dims("patch_embed.proj.weight")?.as_slice() else {
-            return Err(bad("patch_embed.proj.weight must be [D, C, p, p]".into()));
-        };
+        let [d, c, p, p2] = ckpt.dims_of("patch_embed.proj.weight", "[D, C, p, p]")?;
         if p != p2 {
             return Err(bad(format!("non-square patches {p}×{p2} are not supported")));
+        }
+        if d == 0 || c == 0 || p == 0 {
+            return Err(bad(format!("patch_embed.proj.weight [{d}, {c}, {p}, {p2}] has a zero dimension")));
         }
         let has = |name: &str| ckpt.names().contains(&name);
         let pool = match (has("cls_token"), has("fc_norm.weight")) {
@@ -322,20 +335,34 @@ impl VitConfig {
             }
         };
         let prefix = usize::from(pool == Pool::Cls);
-        let &[1, t, pd] = dims("pos_embed")?.as_slice() else {
-            return Err(bad("pos_embed must be [1, tokens, D]".into()));
-        };
+        let [one, t, pd] = ckpt.dims_of("pos_embed", "[1, tokens, D]")?;
+        if one != 1 {
+            return Err(bad(format!("pos_embed must be [1, tokens, D], got [{one}, {t}, {pd}]")));
+        }
         let n = t
             .checked_sub(prefix)
-            .filter(|_| pd == d)
-            .ok_or_else(|| bad(format!("pos_embed [1, {t}, {pd}] does not fit width {d}")))?;
+            .filter(|&n| pd == d && n > 0)
+            .ok_or_else(|| bad(format!("pos_embed [1, {t}, {pd}] does not fit width {d} with {prefix} prefix token(s)")))?;
         let side = (n as f64).sqrt().round() as usize;
-        if side * side != n {
+        if side.checked_mul(side) != Some(n) {
             return Err(bad(format!("pos_embed has {n} patch tokens, not a square grid")));
         }
+        let img = side
+            .checked_mul(p)
+            .ok_or_else(|| bad(format!("a {side}×{side} grid of {p}-pixel patches is too large")))?;
         let depth = (0..).take_while(|i| has(&format!("blocks.{i}.norm1.weight"))).count();
-        let hidden = dims("blocks.0.mlp.fc1.weight")?[0];
-        let num_classes = if has("head.weight") { dims("head.weight")?[0] } else { 0 };
+        let [hidden, fc1_in] = ckpt.dims_of("blocks.0.mlp.fc1.weight", "[H, D]")?;
+        if fc1_in != d {
+            return Err(bad(format!("blocks.0.mlp.fc1.weight [{hidden}, {fc1_in}] does not fit width {d}")));
+        }
+        let num_classes = if has("head.weight") {
+            match ckpt.dims_of("head.weight", "[K, D]")? {
+                [k, hd] if hd == d => k,
+                [k, hd] => return Err(bad(format!("head.weight [{k}, {hd}] does not fit width {d}"))),
+            }
+        } else {
+            0
+        };
         let num_heads = match num_heads {
             Some(h) => h,
             None if d.is_multiple_of(64) => d / 64,
@@ -344,7 +371,7 @@ impl VitConfig {
         Ok(VitConfig {
             pool,
             qkv_bias: has("blocks.0.attn.qkv.bias"),
-            ..VitConfig::new((side * p, side * p), p, c, num_classes, d, depth, num_heads, hidden as f64 / d as f64)
+            ..VitConfig::new((img, img), p, c, num_classes, d, depth, num_heads, hidden as f64 / d as f64)
         })
     }
 }

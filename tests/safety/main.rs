@@ -7,4 +7,5 @@
 //! processes, and the fuzz property tests (`PROPTEST_CASES=10000 cargo test
 //! --test safety fuzz` runs them longer).
 
+mod crafted;
 mod shapes;
