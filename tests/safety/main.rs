@@ -8,4 +8,5 @@
 //! --test safety fuzz` runs them longer).
 
 mod crafted;
+mod determinism;
 mod shapes;
