@@ -7,6 +7,10 @@
 //! The second half shows what a wrong derivative looks like: proptest shrinks the
 //! failing input to a minimal one and the report points at the worst element.
 
+#[path = "cli/common.rs"]
+#[allow(dead_code)]
+mod common;
+
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::cell::RefCell;
@@ -75,6 +79,7 @@ fn run(name: &str, f: fn(&[Tensor]) -> Result<Tensor>) {
 }
 
 fn main() {
+    common::exit_quietly_on_broken_pipe();
     run("my_function", my_function);
     run("with a buggy softplus", |xs| xs[0].tanh()?.mul(&xs[1].unary(BuggySoftplus)?)?.sum_all());
 }

@@ -5,11 +5,16 @@
 //! cargo run --release --example sample_gpt -- --checkpoint out/train_gpt/gpt.safetensors --tokens 200 --top-k 10
 //! ```
 //!
-//! The shapes (vocabulary, context, width, layers, biases) are read off the
-//! tensors; the head count comes from the file's metadata (`n_head`) or
-//! `--n-head`. When the metadata holds the character vocabulary (`vocab`, as
+//! A checkpoint `train_gpt` wrote carries the model's configuration in its
+//! metadata (`model_config`), which is used as it is. Otherwise the shapes
+//! (vocabulary, context, width, layers, biases) are read off the tensors and
+//! the head count comes from the file's `n_head` metadata or `--n-head`. When the metadata holds the character vocabulary (`vocab`, as
 //! the training example writes it), tokens are printed as text, else as ids.
 //! HF GPT-2 files (Conv1D layout) are converted on the fly.
+
+#[path = "cli/common.rs"]
+#[allow(dead_code)]
+mod common;
 
 use tamer::checkpoint::{interop, load_into, read, LoadOptions};
 use tamer::models::{Gpt, GptConfig};
@@ -85,6 +90,14 @@ fn run(args: Args) -> Result<()> {
         ckpt.tensors = adapted.tensors;
     }
     let config = GptConfig::from_checkpoint(&ckpt, n_head)?;
+    if ckpt.metadata.contains_key(tamer::checkpoint::MODEL_CONFIG_KEY) {
+        eprintln!("note: configuration from {path}'s model_config metadata");
+    } else {
+        eprintln!(
+            "note: {path} has no model_config metadata: configuration read off the tensor shapes, {} heads",
+            config.n_head
+        );
+    }
     let vocab: Option<Vec<char>> = ckpt.metadata.get("vocab").map(|v| v.chars().collect());
     let mut gpt = Gpt::new(config.clone(), &mut rng(0))?;
     gpt.set_training(false);
@@ -127,6 +140,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() {
+    common::exit_quietly_on_broken_pipe();
     let args = match parse_args() {
         Ok(a) => a,
         Err(msg) => {

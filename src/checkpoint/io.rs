@@ -202,6 +202,59 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// If `file_name` is a temp file [`save`] left behind (`NAME.tmp-PID-N`),
+/// the PID of the process that wrote it.
+fn temp_file_pid(file_name: &str) -> Option<u32> {
+    let (_, tail) = file_name.rsplit_once(".tmp-")?;
+    let (pid, seq) = tail.split_once('-')?;
+    seq.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Whether process `pid` is running (on Linux; elsewhere only this process
+/// is known to run, so a crashed writer's files are found there too).
+fn process_is_running(pid: u32) -> bool {
+    pid == std::process::id() || (cfg!(target_os = "linux") && Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Remove the temp files (`NAME.tmp-PID-N`) that a [`save`] into `dir`
+/// leaves behind when its process dies between creating and renaming them
+/// (a crash, a kill, a power cut); files of a process that is still running
+/// are kept, since it may be writing them now. Returns the paths removed; a
+/// missing `dir` has none.
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("tamer-doc-stale-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// // PID 4294967295 cannot be running.
+/// std::fs::write(dir.join("checkpoint.safetensors.tmp-4294967295-0"), b"partial").unwrap();
+/// let removed = tamer::checkpoint::remove_stale_temp_files(&dir).unwrap();
+/// assert_eq!(removed.len(), 1);
+/// std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    const OP: &str = "checkpoint::remove_stale_temp_files";
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(OP, format!("{}: cannot list: {e}", dir.display()))),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(OP, format!("{}: cannot list: {e}", dir.display())))?;
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_file_pid) else { continue };
+        if process_is_running(pid) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        std::fs::remove_file(&path).map_err(|e| Error::io(OP, format!("{}: cannot remove: {e}", path.display())))?;
+        removed.push(path);
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 /// Read a safetensors file: every tensor tamer can represent, plus a list of
 /// those it cannot (exotic dtypes), plus the header metadata.
 ///

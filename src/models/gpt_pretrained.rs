@@ -5,13 +5,15 @@ use crate::checkpoint::Checkpoint;
 use crate::{Error, Result};
 
 impl GptConfig {
-    /// The configuration of a nanoGPT-named checkpoint, read off its shapes:
+    /// The configuration of a GPT checkpoint: from its `model_config`
+    /// metadata when tamer wrote it ([`GptConfig::to_json`]; `n_head`, if
+    /// given, must agree), else read off the shapes of the nanoGPT names:
     /// `transformer.wte.weight [V, C]` gives the vocabulary and width,
     /// `transformer.wpe.weight [T, C]` the context, the `transformer.h.{i}`
     /// the depth, `transformer.ln_f.bias` the biases, and an `lm_head.weight`
     /// equal to the token embedding (or none) the tying. The head count is not
     /// in the shapes: `n_head`, else the file's `n_head` metadata, else an
-    /// error. Dropout is 0 (inference).
+    /// error. Dropout, which is not in the shapes either, is then 0 (inference).
     ///
     /// ```
     /// use tamer::checkpoint::fixture;
@@ -22,6 +24,15 @@ impl GptConfig {
     pub fn from_checkpoint(ckpt: &Checkpoint, n_head: Option<usize>) -> Result<GptConfig> {
         const OP: &str = "GptConfig::from_checkpoint";
         let bad = |what: String| Error::format(OP, format!("{}: {what}", ckpt.source));
+        if let Some(cfg) = GptConfig::from_metadata(ckpt)? {
+            return match n_head {
+                Some(h) if h != cfg.n_head => Err(bad(format!(
+                    "{h} heads were asked for but the file's model_config metadata says n_head {}",
+                    cfg.n_head
+                ))),
+                _ => Ok(cfg),
+            };
+        }
         let [vocab_size, n_embd] = ckpt.dims_of("transformer.wte.weight", "[vocab_size, n_embd]")?;
         let [block_size, wpe_width] = ckpt.dims_of("transformer.wpe.weight", "[block_size, n_embd]")?;
         if wpe_width != n_embd {

@@ -291,8 +291,50 @@ impl VisionTransformer {
     }
 }
 
+impl VisionTransformer {
+    /// Rebuild a saved model for inference: the configuration from the
+    /// file's `model_config` metadata, or, for a file without it (timm's, or
+    /// tamer's before it wrote one), from the shapes as
+    /// [`VitConfig::from_checkpoint`] reads them; then the weights, strictly
+    /// (a training checkpoint's `optim.*` entries are skipped). The notes say
+    /// where the configuration came from and what was loaded.
+    ///
+    /// ```
+    /// use tamer::checkpoint::fixture_path;
+    /// use tamer::models::VisionTransformer;
+    /// let (vit, notes) = VisionTransformer::from_checkpoint(fixture_path("vit_tiny.safetensors"), Some(2)).unwrap();
+    /// assert_eq!(vit.config.num_heads, 2);
+    /// assert!(notes[0].contains("no model_config metadata"), "{notes:?}");
+    /// ```
+    pub fn from_checkpoint(source: impl CheckpointSource, num_heads: Option<usize>) -> Result<(VisionTransformer, Vec<String>)> {
+        let ckpt = source.into_checkpoint()?;
+        let from_metadata = ckpt.metadata.contains_key(crate::checkpoint::MODEL_CONFIG_KEY);
+        let config = VitConfig::from_checkpoint(&ckpt, num_heads)?;
+        let mut notes = vec![if from_metadata {
+            format!("vit: configuration from {}'s model_config metadata", ckpt.source)
+        } else {
+            format!(
+                "vit: {} has no model_config metadata: configuration read off the tensor shapes, {} heads ({})",
+                ckpt.source,
+                config.num_heads,
+                if num_heads.is_some() { "as given" } else { "assuming timm's 64-wide heads" }
+            )
+        }];
+        let options = PretrainedOptions {
+            skip: vec!["optim.*".into()],
+            ..PretrainedOptions::default()
+        };
+        let model = VisionTransformer::new(config, &mut rng(0))?;
+        notes.extend(model.load_pretrained_into(ckpt, &options)?);
+        Ok((model, notes))
+    }
+}
+
 impl VitConfig {
-    /// The configuration of a plain timm ViT checkpoint, read off its tensor
+    /// The configuration of a ViT checkpoint. A file tamer wrote carries it
+    /// in its `model_config` metadata ([`VitConfig::to_json`]), which is
+    /// used as it is (`num_heads`, if given, must agree with it). A plain timm
+    /// checkpoint has none, and the configuration is read off its tensor
     /// shapes: `patch_embed.proj.weight [D, C, p, p]` gives width, channels and
     /// patch; `cls_token` the pooling (`fc_norm.*` marks timm's avg pool);
     /// `pos_embed [1, n_prefix + N, D]` a square grid and so the image size;
@@ -312,6 +354,15 @@ impl VitConfig {
     pub fn from_checkpoint(ckpt: &Checkpoint, num_heads: Option<usize>) -> Result<VitConfig> {
         const OP: &str = "VitConfig::from_checkpoint";
         let bad = |what: String| Error::format(OP, format!("{}: {what}", ckpt.source));
+        if let Some(cfg) = VitConfig::from_metadata(ckpt)? {
+            return match num_heads {
+                Some(h) if h != cfg.num_heads => Err(bad(format!(
+                    "{h} heads were asked for but the file's model_config metadata says num_heads {}",
+                    cfg.num_heads
+                ))),
+                _ => Ok(cfg),
+            };
+        }
         if ckpt.names().iter().any(|n| n.starts_with("patch_embed.backbone.")) {
             return Err(bad(
                 "a hybrid checkpoint (patch_embed.backbone.*): its stem is not in the shapes; build the VitConfig by hand".into(),

@@ -9,4 +9,5 @@
 
 mod crafted;
 mod determinism;
+mod model_meta;
 mod shapes;
