@@ -9,5 +9,8 @@
 
 mod crafted;
 mod determinism;
+mod harness;
 mod model_meta;
+mod resume;
+mod run_dir;
 mod shapes;
