@@ -127,6 +127,22 @@ impl VisionTransformer {
     pub fn load_pretrained_into(&self, source: impl CheckpointSource, options: &PretrainedOptions) -> Result<Vec<String>> {
         let mut ckpt = source.into_checkpoint()?;
         let mut notes = Vec::new();
+        // A file that records its configuration must agree where the weights depend on it:
+        // the head count, for one, is in no shape.
+        if let Some(saved) = VitConfig::from_metadata(&ckpt)? {
+            let differences = weight_layout_differences(&saved, &self.config);
+            if !differences.is_empty() {
+                return Err(Error::value(
+                    OP,
+                    format!(
+                        "{}: its model_config differs from this model's where the weights' meaning depends on it: {}",
+                        ckpt.source,
+                        differences.join("; ")
+                    ),
+                ));
+            }
+            notes.push(format!("vit: {}'s model_config agrees with the model's architecture", ckpt.source));
+        }
         let mut load_opts = if options.strict { LoadOptions::strict() } else { LoadOptions::non_strict() };
         for pattern in &options.skip {
             load_opts = load_opts.skip(pattern.clone());
@@ -289,6 +305,35 @@ impl VisionTransformer {
         notes.push(line);
         Ok(notes)
     }
+}
+
+/// The fields of two configurations that differ where the weights' meaning
+/// depends on them (what fine-tuning may change, the classes, image size,
+/// pooling, position embedding and dropout rates, is left out).
+fn weight_layout_differences(saved: &VitConfig, model: &VitConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut differ = |what: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{what} {a} in the checkpoint, {b} in the model"));
+        }
+    };
+    differ("patch_size", saved.patch_size.to_string(), model.patch_size.to_string());
+    differ("in_chans", saved.in_chans.to_string(), model.in_chans.to_string());
+    differ("embed_dim", saved.embed_dim.to_string(), model.embed_dim.to_string());
+    differ("depth", saved.depth.to_string(), model.depth.to_string());
+    differ("num_heads", saved.num_heads.to_string(), model.num_heads.to_string());
+    differ("mlp_ratio", saved.mlp_ratio.to_string(), model.mlp_ratio.to_string());
+    differ("qkv_bias", saved.qkv_bias.to_string(), model.qkv_bias.to_string());
+    differ("norm_eps", saved.norm_eps.to_string(), model.norm_eps.to_string());
+    differ("stem", format!("{:?}", saved.stem), format!("{:?}", model.stem));
+    let (a, b) = (&saved.block, &model.block);
+    differ("block.norm", format!("{:?}", a.norm), format!("{:?}", b.norm));
+    differ("block.residual", a.residual.to_string(), b.residual.to_string());
+    differ("block.mlp", a.mlp.to_string(), b.mlp.to_string());
+    differ("block.residual_scale", a.residual_scale.to_string(), b.residual_scale.to_string());
+    differ("block.causal", a.causal.to_string(), b.causal.to_string());
+    differ("block.bias", a.bias.to_string(), b.bias.to_string());
+    out
 }
 
 impl VisionTransformer {

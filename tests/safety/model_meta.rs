@@ -4,7 +4,7 @@
 
 use tamer::checkpoint::{self, model_metadata, InputNormalization};
 use tamer::data::digits;
-use tamer::models::{Pool, VisionTransformer, VitConfig};
+use tamer::models::{Pool, PretrainedOptions, VisionTransformer, VitConfig};
 use tamer::nn::Module;
 use tamer::{no_grad, rng, Tensor};
 
@@ -88,5 +88,29 @@ fn corrupt_model_metadata_is_an_error_naming_the_field() {
     checkpoint::save_with_metadata(&path, &checkpoint::module_tensors(&model), &meta).unwrap();
     let e = InputNormalization::from_checkpoint(&checkpoint::read(&path).unwrap()).unwrap_err().to_string();
     assert!(e.contains("input_normalization") && e.contains("std 0"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn pretrained_weights_with_another_head_count_are_refused() {
+    let dir = scratch("pretrained");
+    let cfg = digits_config();
+    let model = VisionTransformer::new(cfg.clone(), &mut rng(1)).unwrap();
+    let path = dir.join("pretrained.safetensors");
+    checkpoint::save_with_metadata(&path, &checkpoint::module_tensors(&model), &model_metadata(&cfg.to_json(), None)).unwrap();
+    // Same shapes, 2 heads instead of 4: every tensor would load, and attend wrongly.
+    let two_heads = VisionTransformer::new(VitConfig { num_heads: 2, ..cfg.clone() }, &mut rng(2)).unwrap();
+    let e = two_heads
+        .load_pretrained_into(path.clone(), &PretrainedOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("num_heads 4 in the checkpoint, 2 in the model"), "{e}");
+    // Fine-tuning on other classes is what pretrained weights are for.
+    let three_classes = VisionTransformer::new(VitConfig { num_classes: 3, ..cfg }, &mut rng(2)).unwrap();
+    let notes = three_classes.load_pretrained_into(path, &PretrainedOptions::default()).unwrap();
+    assert!(
+        notes.iter().any(|n| n.contains("model_config agrees")) && notes.iter().any(|n| n.contains("head re-initialised")),
+        "{notes:?}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -2,7 +2,7 @@
 //! difference: optimizer settings (β₁ included), parameter groups, the data
 //! stream (seed, data set, position), and the model configuration field by field.
 
-use crate::harness::{scratch, vit_trainer, Setup, VitTrainer};
+use super::harness::{scratch, vit_trainer, Setup, VitTrainer};
 use tamer::checkpoint::{self, model_metadata, MODEL_CONFIG_KEY};
 use tamer::data::digits;
 use tamer::optim::{AdamConfig, OneCycle};

@@ -3,7 +3,7 @@
 //! metrics file only ever holds whole lines, and the totals of a run survive
 //! a resume. Two runs of one seed write identical checkpoint bytes.
 
-use crate::harness::{scratch, snapshot, vit_trainer};
+use super::harness::{scratch, snapshot, vit_trainer};
 use tamer::train::{read_jsonl, CHECKPOINT_FILE, METRICS_FILE};
 
 #[test]
