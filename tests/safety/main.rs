@@ -9,6 +9,7 @@
 
 mod crafted;
 mod determinism;
+mod examples;
 mod harness;
 mod model_meta;
 mod resume;
