@@ -16,8 +16,8 @@
 #[allow(dead_code)]
 mod common;
 
-use tamer::checkpoint::{interop, load_into, read, LoadOptions};
-use tamer::models::{Gpt, GptConfig};
+use tamer::checkpoint::{interop, read};
+use tamer::models::Gpt;
 use tamer::nn::Module;
 use tamer::{rng, Error, Result, Tensor};
 
@@ -89,23 +89,12 @@ fn run(args: Args) -> Result<()> {
         }
         ckpt.tensors = adapted.tensors;
     }
-    let config = GptConfig::from_checkpoint(&ckpt, n_head)?;
-    if ckpt.metadata.contains_key(tamer::checkpoint::MODEL_CONFIG_KEY) {
-        eprintln!("note: configuration from {path}'s model_config metadata");
-    } else {
-        eprintln!(
-            "note: {path} has no model_config metadata: configuration read off the tensor shapes, {} heads",
-            config.n_head
-        );
-    }
     let vocab: Option<Vec<char>> = ckpt.metadata.get("vocab").map(|v| v.chars().collect());
-    let mut gpt = Gpt::new(config.clone(), &mut rng(0))?;
-    gpt.set_training(false);
-    // A training checkpoint (train_gpt's checkpoint.safetensors) also holds the optimizer state.
-    let options = LoadOptions::strict().skip("optim.*");
-    let options = if config.tie_weights { options.skip("lm_head.weight") } else { options };
-    load_into(&gpt, ckpt, &options)?;
-    eprintln!("loaded {path} ({} parameters): {config:?}", gpt.num_params());
+    let (gpt, notes) = Gpt::from_checkpoint(ckpt, n_head)?;
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
+    eprintln!("loaded {path} ({} parameters): {:?}", gpt.num_params(), gpt.config);
 
     let prompt: Vec<i64> = match (&args.prompt, &vocab) {
         (Some(p), Some(v)) => p

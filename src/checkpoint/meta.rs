@@ -22,6 +22,24 @@ impl Checkpoint {
         <[usize; N]>::try_from(t.dims())
             .map_err(|_| Error::format("Checkpoint::dims_of", format!("{}: {name} must be {pattern}, got {}", self.source, t.shape())))
     }
+
+    /// An error (of `op`) unless tensor `name` is here with exactly `shape`:
+    /// for loaders that check the file holds the model a configuration
+    /// describes before they build (and allocate) it.
+    pub fn expect_model_tensor(&self, op: &'static str, name: &str, shape: &[usize]) -> Result<()> {
+        let found = self.get(name).ok().map(|t| t.dims().to_vec());
+        if found.as_deref() == Some(shape) {
+            return Ok(());
+        }
+        Err(Error::format(
+            op,
+            format!(
+                "{}: the file does not hold the model its configuration describes: {name} should be {shape:?} but is {}",
+                self.source,
+                found.map_or("missing".to_string(), |f| format!("{f:?}"))
+            ),
+        ))
+    }
 }
 
 /// The metadata entry holding the model's full configuration as JSON

@@ -1,8 +1,9 @@
 //! A GPT's configuration read back from a nanoGPT-format checkpoint.
 
-use super::gpt::GptConfig;
-use crate::checkpoint::Checkpoint;
-use crate::{Error, Result};
+use super::gpt::{Gpt, GptConfig};
+use crate::checkpoint::{load_into, Checkpoint, LoadOptions};
+use crate::nn::Module;
+use crate::{rng, Error, Result};
 
 impl GptConfig {
     /// The configuration of a GPT checkpoint: from its `model_config`
@@ -64,5 +65,60 @@ impl GptConfig {
             bias: has("transformer.ln_f.bias"),
             tie_weights,
         })
+    }
+}
+
+impl Gpt {
+    /// Rebuild a saved GPT (nanoGPT's names) for inference, in eval mode: the
+    /// configuration as [`GptConfig::from_checkpoint`] reads it, then the
+    /// weights, strictly (a training checkpoint's `optim.*` entries are
+    /// skipped). Before the model is built the file must hold its large
+    /// tensors with their shapes, so that a crafted file cannot make it
+    /// allocate a model far larger than itself. The notes say where the
+    /// configuration came from.
+    ///
+    /// ```
+    /// use tamer::checkpoint::fixture;
+    /// use tamer::models::Gpt;
+    /// let (gpt, notes) = Gpt::from_checkpoint(fixture("gpt_tiny.safetensors").unwrap(), Some(2)).unwrap();
+    /// assert_eq!(gpt.config.n_layer, 2);
+    /// assert!(notes[0].contains("no model_config metadata"));
+    /// ```
+    pub fn from_checkpoint(ckpt: Checkpoint, n_head: Option<usize>) -> Result<(Gpt, Vec<String>)> {
+        const OP: &str = "Gpt::from_checkpoint";
+        let from_metadata = ckpt.metadata.contains_key(crate::checkpoint::MODEL_CONFIG_KEY);
+        let config = GptConfig::from_checkpoint(&ckpt, n_head)?;
+        let (c, v) = (config.n_embd, config.vocab_size);
+        let too_large = || Error::format(OP, format!("{}: the configuration's sizes overflow: {config:?}", ckpt.source));
+        let (c3, c4) = (c.checked_mul(3).ok_or_else(too_large)?, c.checked_mul(4).ok_or_else(too_large)?);
+        // One tensor at a time, stopping at the first that is not there: an
+        // n_layer of 10^9 in crafted metadata must not be looped over.
+        let require = |name: &str, shape: &[usize]| ckpt.expect_model_tensor(OP, name, shape);
+        require("transformer.wte.weight", &[v, c])?;
+        require("transformer.wpe.weight", &[config.block_size, c])?;
+        for i in 0..config.n_layer {
+            let h = format!("transformer.h.{i}");
+            require(&format!("{h}.attn.c_attn.weight"), &[c3, c])?;
+            require(&format!("{h}.attn.c_proj.weight"), &[c, c])?;
+            require(&format!("{h}.mlp.c_fc.weight"), &[c4, c])?;
+            require(&format!("{h}.mlp.c_proj.weight"), &[c, c4])?;
+        }
+        if !config.tie_weights {
+            require("lm_head.weight", &[v, c])?;
+        }
+        let notes = vec![if from_metadata {
+            format!("gpt: configuration from {}'s model_config metadata", ckpt.source)
+        } else {
+            format!(
+                "gpt: {} has no model_config metadata: configuration read off the tensor shapes, {} heads",
+                ckpt.source, config.n_head
+            )
+        }];
+        let mut gpt = Gpt::new(config.clone(), &mut rng(0))?;
+        gpt.set_training(false);
+        let options = LoadOptions::strict().skip("optim.*");
+        let options = if config.tie_weights { options.skip("lm_head.weight") } else { options };
+        load_into(&gpt, ckpt, &options)?;
+        Ok((gpt, notes))
     }
 }

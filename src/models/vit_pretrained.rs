@@ -336,6 +336,43 @@ fn weight_layout_differences(saved: &VitConfig, model: &VitConfig) -> Vec<String
     out
 }
 
+/// An error unless `ckpt` holds the large tensors of the model `config`
+/// describes, with their shapes: a crafted file (or its metadata) could
+/// otherwise describe a model of terabytes, which building would try to
+/// allocate before any tensor is compared. With them present the model is
+/// no larger than the file.
+fn check_file_holds_model(ckpt: &Checkpoint, config: &VitConfig) -> Result<()> {
+    let too_large = || Error::format(OP, format!("{}: the configuration's sizes overflow: {config:?}", ckpt.source));
+    let mul = |a: usize, b: usize| a.checked_mul(b).ok_or_else(too_large);
+    // One tensor at a time, stopping at the first that is not there: a depth
+    // of 10^9 in crafted metadata must not be looped over.
+    let require = |name: &str, shape: &[usize]| ckpt.expect_model_tensor(OP, name, shape);
+    let d = config.embed_dim;
+    let hidden = (d as f64 * config.mlp_ratio) as usize;
+    let (gh, gw) = config.grid()?;
+    let tokens = mul(gh, gw)?.checked_add(config.num_prefix_tokens()).ok_or_else(too_large)?;
+    let p = config.patch_size;
+    require("patch_embed.proj.weight", &[d, config.stem.map_or(config.in_chans, |s| s.channels.1), p, p])?;
+    require("pos_embed", &[1, tokens, d])?;
+    if let Some(stem) = &config.stem {
+        let (c1, c2) = stem.channels;
+        require("patch_embed.backbone.conv1.weight", &[c1, config.in_chans, 3, 3])?;
+        require("patch_embed.backbone.conv2.weight", &[c2, c1, 3, 3])?;
+    }
+    for i in 0..config.depth {
+        require(&format!("blocks.{i}.attn.qkv.weight"), &[mul(3, d)?, d])?;
+        require(&format!("blocks.{i}.attn.proj.weight"), &[d, d])?;
+        if config.block.mlp {
+            require(&format!("blocks.{i}.mlp.fc1.weight"), &[hidden, d])?;
+            require(&format!("blocks.{i}.mlp.fc2.weight"), &[d, hidden])?;
+        }
+    }
+    if config.num_classes > 0 {
+        require("head.weight", &[config.num_classes, d])?;
+    }
+    Ok(())
+}
+
 impl VisionTransformer {
     /// Rebuild a saved model for inference: the configuration from the
     /// file's `model_config` metadata, or, for a file without it (timm's, or
@@ -355,6 +392,7 @@ impl VisionTransformer {
         let ckpt = source.into_checkpoint()?;
         let from_metadata = ckpt.metadata.contains_key(crate::checkpoint::MODEL_CONFIG_KEY);
         let config = VitConfig::from_checkpoint(&ckpt, num_heads)?;
+        check_file_holds_model(&ckpt, &config)?;
         let mut notes = vec![if from_metadata {
             format!("vit: configuration from {}'s model_config metadata", ckpt.source)
         } else {

@@ -10,6 +10,7 @@
 mod crafted;
 mod determinism;
 mod examples;
+mod fuzz;
 mod gzip;
 mod harness;
 mod model_meta;
