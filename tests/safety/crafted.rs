@@ -58,3 +58,36 @@ fn gpt_config_from_a_rank_1_token_embedding_is_an_error() {
     assert_eq!((cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd), (11, 8, 2, 2, 16));
     assert!(cfg.bias && cfg.tie_weights);
 }
+
+#[test]
+fn a_small_file_cannot_make_the_loaders_build_a_huge_model() {
+    // 400 KB of shapes that read as a GPT of width 100,000: building it would
+    // allocate 12·10^10 parameters per layer before any tensor is compared.
+    let wide = 100_000;
+    let tensors = vec![
+        ("transformer.wte.weight".to_string(), Tensor::zeros([1, wide], tamer::DType::F32).unwrap()),
+        ("transformer.wpe.weight".to_string(), Tensor::zeros([1, wide], tamer::DType::F32).unwrap()),
+        ("transformer.h.0.ln_1.weight".to_string(), Tensor::zeros([wide], tamer::DType::F32).unwrap()),
+    ];
+    let crafted = Checkpoint::from_tensors("crafted.safetensors", tensors);
+    let e = tamer::models::Gpt::from_checkpoint(crafted, Some(1)).err().expect("refused").to_string();
+    assert!(
+        e.contains("does not hold the model") && e.contains("transformer.h.0.attn.c_attn.weight should be [300000, 100000]"),
+        "{e}"
+    );
+
+    // Metadata that describes a ViT of 1,000 blocks of width 4,096 beside the tiny fixture's weights.
+    let mut vit = fixture("vit_tiny.safetensors").unwrap();
+    let cfg = VitConfig {
+        embed_dim: 4096,
+        depth: 1000,
+        num_heads: 64,
+        ..VitConfig::new((8, 8), 4, 1, 10, 16, 2, 2, 2.0)
+    };
+    vit.metadata = tamer::checkpoint::model_metadata(&cfg.to_json(), None);
+    let e = VisionTransformer::from_checkpoint(vit, None).err().expect("refused").to_string();
+    assert!(
+        e.contains("does not hold the model") && e.contains("patch_embed.proj.weight should be [4096, 1, 4, 4]"),
+        "{e}"
+    );
+}
