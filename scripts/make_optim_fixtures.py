@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate the optimizer / schedule / clipping / label-smoothing fixtures.
 
-The Rust tests (tests/optim_reference.rs) only read the committed files; Python
+The Rust tests (tests/integration/optim_reference.rs) only read the committed files; Python
 is needed only to regenerate them. Usage, from the repository root, with an
 interpreter that has torch, safetensors and numpy (e.g. the .venv-fixtures
 that scripts/make_fixtures.py creates):

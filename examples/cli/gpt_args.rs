@@ -1,4 +1,4 @@
-//! Command-line flags of `train_gpt` (shared with tests/train.rs).
+//! Command-line flags of `train_gpt` (shared with tests/integration/train.rs).
 
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use tamer::models::GptConfig;
 use tamer::optim::DecayRule;
 
-use crate::common::{non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, RunFlags};
+use super::common::{non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, RunFlags};
 
 /// Train a character-level GPT (nanoGPT's model and recipe) on a text file.
 ///

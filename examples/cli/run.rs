@@ -3,7 +3,7 @@
 //! optimizer, resuming, the memory estimate made before a model is built,
 //! and the final JSON line.
 
-use crate::common::{OptimizerKind, RunFlags};
+use super::common::{OptimizerKind, RunFlags};
 use std::path::Path;
 use std::time::Instant;
 use tamer::nn::Param;

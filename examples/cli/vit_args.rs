@@ -1,7 +1,7 @@
-//! Command-line flags of `train_vit` (shared with tests/train.rs, which checks
+//! Command-line flags of `train_vit` (shared with tests/integration/train.rs, which checks
 //! the parsing and the error messages).
 
-use crate::common::{non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, RunFlags};
+use super::common::{non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, RunFlags};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use tamer::models::{Pool, PosEmbed, VitConfig};

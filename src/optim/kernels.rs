@@ -6,7 +6,7 @@
 //! operation, with the scalars rounded to the parameter's dtype as PyTorch's
 //! CPU kernels round them, so f32 results agree with PyTorch's to a few ulps
 //! (PyTorch's vectorised loops use FMA in places, so not bit for bit).
-//! `tests/optim_fused.rs` checks these loops against plain tensor-op
+//! `tests/integration/optim_fused.rs` checks these loops against plain tensor-op
 //! implementations of the same formulas.
 //!
 //! These are the CPU loops; `cuda/optim.cu` holds the same formulas for CUDA

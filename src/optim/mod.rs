@@ -3,7 +3,7 @@
 //! - [`Sgd`] (momentum, dampening, Nesterov, coupled L2 weight decay) and
 //!   [`Adam`] (Adam with coupled L2 decay, or AdamW with decoupled decay;
 //!   optional AMSGrad) follow `torch.optim`'s single-tensor update formulas
-//!   operation by operation; `tests/optim_reference.rs` compares trajectories
+//!   operation by operation; `tests/integration/optim_reference.rs` compares trajectories
 //!   with PyTorch's. Each update is one fused loop per parameter over its
 //!   contiguous data (`kernels.rs`), threaded for large parameters; for a
 //!   CUDA parameter it is one kernel launch (`cuda/optim.cu`) and the state

@@ -97,3 +97,45 @@ pub fn randn(dims: &[usize], seed: u64) -> Tensor {
 pub fn randn64(dims: &[usize], seed: u64) -> Tensor {
     Tensor::randn(dims.to_vec(), tamer::DType::F64, &mut tamer::rng(seed)).expect("randn")
 }
+
+/// The gradient of `t` in `g`, or an error if the backward pass left none.
+pub fn grad(g: &tamer::GradStore, t: &Tensor) -> Result<Tensor> {
+    g.get(t).cloned().ok_or_else(|| tamer::Error::autograd("test", "no gradient for a variable"))
+}
+
+/// Seeded normal values of `dtype` (drawn in f64, so both dtypes share them).
+pub fn input(dims: &[usize], seed: u64, dtype: tamer::DType) -> Tensor {
+    randn64(dims, seed).to_dtype(dtype).expect("to_dtype")
+}
+
+/// Small integers in -4..4, so that pooling windows tie.
+pub fn coarse(dims: &[usize], seed: u64, dtype: tamer::DType) -> Tensor {
+    let v: Vec<f64> = randn64(dims, seed)
+        .to_vec::<f64>()
+        .expect("values")
+        .iter()
+        .map(|x| (x * 2.0).round().clamp(-4.0, 4.0))
+        .collect();
+    Tensor::from_vec(v, dims.to_vec()).and_then(|t| t.to_dtype(dtype)).expect("coarse")
+}
+
+/// The gradients of `wrt` when `y` receives a seeded upstream gradient.
+pub fn grads(y: &Tensor, seed: u64, wrt: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let g = input(y.dims(), seed, y.dtype()).to_device(y.device())?;
+    let store = y.backward_with_grad(&g)?;
+    wrt.iter()
+        .map(|t| {
+            store
+                .get(t)
+                .cloned()
+                .ok_or_else(|| tamer::Error::value("test", format!("no gradient for a tensor of shape {}", t.shape())))
+        })
+        .collect()
+}
+
+/// Output, then gradients.
+pub fn with_grads(y: Tensor, seed: u64, wrt: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let mut out = grads(&y, seed, wrt)?;
+    out.insert(0, y);
+    Ok(out)
+}

@@ -4,18 +4,30 @@
 //! Built only with `--features cuda`. Without a usable GPU (CI, any laptop)
 //! each test prints why it skipped and passes; on a GPU machine the same
 //! binary runs everything (scripts/device-check.sh). One module per op
-//! family, each test written once with [`parity_test!`], which generates the
-//! CPU and CUDA runs from one body.
+//! family, named as the family's module in `tests/integration/`, each test
+//! written once with [`parity_test!`], which generates the CPU and CUDA runs
+//! from one body.
 
 #![cfg(feature = "cuda")]
 
 mod harness;
 
+// Op families (the CPU side is the same module of tests/integration/).
 mod attention;
-mod copy;
-mod elementwise;
-mod gradcheck;
-mod index_conv;
+mod binary;
+mod conv;
+mod cross_entropy;
+mod dropout;
+mod index;
+mod layer_norm;
 mod matmul;
-mod rows;
+mod pool;
+mod reduce;
+mod softmax;
+mod unary;
+
+// Subsystems.
+mod device;
+mod gradcheck;
+mod optim;
 mod train;

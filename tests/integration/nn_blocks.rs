@@ -2,7 +2,7 @@
 //! checks (inputs and every parameter) in each configuration, forward values
 //! against explicit compositions, the KV cache, Admin ω, and the encoder.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, check_param_gradients, names};
 use proptest::prelude::*;

@@ -1,7 +1,7 @@
 //! Devices in the default build (and on any machine): moving a module to the
 //! CPU is a no-op, asking for CUDA where it cannot be had is a clear error
 //! that leaves the module where it was, and the device-aware constructors and
-//! the optimizer state stay on the host. The GPU side is tests/cuda/train.rs.
+//! the optimizer state stay on the host. The GPU side is tests/cuda/device.rs and tests/cuda/optim.rs.
 
 use tamer::models::{Gpt, GptConfig};
 use tamer::nn::{Linear, Module, Param};
@@ -39,7 +39,7 @@ fn to_device_cpu_is_a_no_op() {
 #[test]
 fn asking_for_cuda_where_there_is_none_is_a_clear_error() {
     if Device::cuda(0).is_ok() {
-        return; // a machine with a GPU and the feature: tests/cuda/train.rs covers it
+        return; // a machine with a GPU and the feature: tests/cuda/device.rs covers it
     }
     let err = Device::cuda(0).unwrap_err().to_string();
     assert!(err.contains("cuda"), "{err}");

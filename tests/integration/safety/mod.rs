@@ -1,11 +1,11 @@
 //! Issue 9, part 3: bad input gets a clear error, and nothing is lost.
 //!
-//! One test binary with a module per concern: shapes whose element count
+//! A module per concern: shapes whose element count
 //! overflows, crafted files that used to panic, the training run directory
 //! (refusing to overwrite, temp files, metrics lines), resume checks, the
 //! model configuration stored in checkpoints, the examples' behaviour as
 //! processes, and the fuzz property tests (`PROPTEST_CASES=10000 cargo test
-//! --test safety fuzz` runs them longer).
+//! --test integration safety::fuzz` runs them longer).
 
 mod crafted;
 mod determinism;

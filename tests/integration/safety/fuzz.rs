@@ -6,8 +6,8 @@
 //! pretrained loading, a training resume). Each must answer with a value or
 //! an error: a panic (or an allocation abort) fails the test.
 //!
-//! `cargo test --test safety fuzz` runs 48 cases per property; run them
-//! longer with `PROPTEST_CASES=20000 cargo test --release --test safety fuzz`.
+//! `cargo test` runs 48 cases per property; run them longer with
+//! `PROPTEST_CASES=20000 cargo test --release --test integration safety::fuzz`.
 
 use super::harness::{scratch, vit_trainer};
 use flate2::write::GzEncoder;

@@ -1,8 +1,11 @@
-//! Transfers, strided copies, casts and in-place writes.
+//! Transfers, strided copies, casts and in-place writes; modules moved
+//! between devices (tied weights stay tied, buffers move).
 
 use crate::harness::{gpu, randn};
 use crate::parity_test;
-use tamer::{DType, Device, Tensor};
+use tamer::models::{Gpt, GptConfig};
+use tamer::nn::{BatchNorm2d, Module};
+use tamer::{rng, DType, Device, Tensor};
 
 #[test]
 fn round_trip_keeps_every_dtype_bit_exact() {
@@ -85,4 +88,40 @@ fn memory_is_reused_across_steps() {
         "a steady loop should allocate nothing new: {before:?} -> {after:?}"
     );
     assert!(after.reuses > before.reuses);
+}
+
+#[test]
+fn to_device_keeps_tied_weights_tied_and_moves_buffers() {
+    let Some(dev) = gpu() else { return };
+    let cfg = GptConfig {
+        vocab_size: 11,
+        block_size: 8,
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 16,
+        ..GptConfig::gpt_tiny()
+    };
+    let gpt = Gpt::new(cfg, &mut rng(0)).unwrap();
+    let before: Vec<Vec<f64>> = gpt.named_params().iter().map(|(_, p)| p.tensor().to_f64_vec().unwrap()).collect();
+    gpt.to_device(dev).unwrap();
+    assert_eq!(gpt.device(), dev);
+    assert!(gpt.named_params().iter().all(|(_, p)| p.tensor().device() == dev));
+    assert!(gpt.lm_head.weight.same(&gpt.wte.weight), "tied weights must stay one parameter");
+    assert!(gpt.lm_head.weight.tensor().same_storage(&gpt.wte.weight.tensor()));
+    let after: Vec<Vec<f64>> = gpt.named_params().iter().map(|(_, p)| p.tensor().to_f64_vec().unwrap()).collect();
+    assert_eq!(before, after, "moving must not change values");
+    gpt.to_device(dev).unwrap(); // already there: a no-op
+
+    let bn = BatchNorm2d::new(3).unwrap();
+    bn.to_device(dev).unwrap();
+    for (name, b) in bn.named_buffers() {
+        assert_eq!(b.tensor().device(), dev, "buffer {name}");
+    }
+    assert_eq!(bn.named_buffers()[2].1.tensor().to_vec::<i64>().unwrap(), vec![0]);
+    bn.to_device(Device::Cpu).unwrap();
+    assert!(bn
+        .named_params()
+        .iter()
+        .chain(&bn.named_buffers())
+        .all(|(_, p)| p.tensor().device() == Device::Cpu));
 }

@@ -2,7 +2,7 @@
 //! backward, causality, KV-cache generation against full recomputation,
 //! freezing, dropout modes and errors.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, check_param_gradients, names, std_of};
 use tamer::models::{sample_token, Gpt, GptConfig};

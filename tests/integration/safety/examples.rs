@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 /// The path of example `name`, built (or brought up to date) first with the
 /// profile this test binary was built with, so that `cargo test --test
-/// safety` never runs a stale example.
+/// integration` never runs a stale example.
 fn example(name: &str) -> PathBuf {
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());

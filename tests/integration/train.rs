@@ -1,13 +1,13 @@
 //! The trainer: exact resumption, the divergence guard, the metrics file, a
 //! short digits ViT run that must learn, and the examples' flag parsing.
 
-#[path = "../examples/cli/common.rs"]
+#[path = "../../examples/cli/common.rs"]
 #[allow(dead_code)]
 mod common;
-#[path = "../examples/cli/gpt_args.rs"]
+#[path = "../../examples/cli/gpt_args.rs"]
 #[allow(dead_code)]
 mod gpt_args;
-#[path = "../examples/cli/vit_args.rs"]
+#[path = "../../examples/cli/vit_args.rs"]
 #[allow(dead_code)]
 mod vit_args;
 

@@ -1,4 +1,4 @@
-//! Helpers shared by the model and block tests.
+//! Helpers shared by the test modules.
 #![allow(dead_code)]
 
 use tamer::nn::{Module, Param};
@@ -75,4 +75,15 @@ pub fn std_of(p: &Param) -> f64 {
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
     (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt()
+}
+
+/// A tensor's elements as f64 (any dtype).
+pub fn values(t: &Tensor) -> Vec<f64> {
+    t.to_f64_vec().unwrap()
+}
+
+/// The error of a failed op: its kind and its message.
+pub fn err_message<T: std::fmt::Debug>(r: Result<T>) -> (tamer::ErrorKind, String) {
+    let e = r.unwrap_err();
+    (e.kind.clone(), e.to_string())
 }
