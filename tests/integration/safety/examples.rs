@@ -282,3 +282,19 @@ fn sample_gpt_refuses_a_rank_1_token_embedding() {
     run("sample_gpt", &["--checkpoint", s(&path), "--n-head", "2"]).assert_error(&["transformer.wte.weight must be [vocab_size, n_embd], got [11]"]);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn gradcheck_explains_its_deliberate_failure() {
+    let r = run("gradcheck", &[]);
+    let text = &r.assert_ok().stdout;
+    for needle in [
+        "== my_function",
+        "PASSED",
+        "The next check is meant to fail",
+        "deliberately buggy softplus (expected to FAIL)",
+        "FAILED (after shrinking)",
+        "As intended: my_function's gradients are right, and the deliberate bug was caught.",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+}
