@@ -1,7 +1,8 @@
 //! Train a character-level GPT on a text file (nanoGPT's shakespeare_char).
 //!
 //! ```sh
-//! cargo run --release --example train_gpt -- --text ../shared/data/tinyshakespeare.txt
+//! scripts/download_data.sh --only shakespeare        # datasets/tinyshakespeare.txt
+//! cargo run --release --example train_gpt -- --text datasets/tinyshakespeare.txt
 //! cargo run --release --example sample_gpt -- --checkpoint out/train_gpt/gpt.safetensors --tokens 300
 //! ```
 //!

@@ -2,7 +2,8 @@
 //!
 //! ```sh
 //! cargo run --release --example train_vit                      # digits, the default recipe
-//! cargo run --release --example train_vit -- --dataset mnist10k --data-dir ../shared/data/mnist
+//! scripts/download_data.sh --only mnist                         # MNIST into datasets/mnist
+//! cargo run --release --example train_vit -- --dataset mnist10k --data-dir datasets/mnist
 //! cargo run --release --example train_vit -- --help            # every flag and the recipes
 //! ```
 //!

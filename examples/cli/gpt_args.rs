@@ -22,10 +22,11 @@ use super::common::{non_negative_f64, positive_f64, positive_u64, positive_usize
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "train_gpt",
-    after_help = "Example:\n  cargo run --release --example train_gpt -- --text ../shared/data/tinyshakespeare.txt --n-layer 4 --n-head 4 --n-embd 128 \\\n      --block-size 64 --batch-size 12 --steps 2000 --lr 1e-3 --dropout 0"
+    after_help = "Example (scripts/download_data.sh --only shakespeare fetches the text):\n  cargo run --release --example train_gpt -- --text datasets/tinyshakespeare.txt --n-layer 4 --n-head 4 --n-embd 128 \\\n      --block-size 64 --batch-size 12 --steps 2000 --lr 1e-3 --dropout 0"
 )]
 pub struct GptArgs {
-    /// The training text (UTF-8); its first 90% trains, the last 10% validates.
+    /// The training text (UTF-8, or gzipped); its first 90% trains, the last 10%
+    /// validates (`scripts/download_data.sh --only shakespeare` fetches nanoGPT's).
     #[arg(long, value_name = "FILE")]
     pub text: PathBuf,
     /// Model preset; --n-layer, --n-head, --n-embd, --block-size and --dropout override its fields.

@@ -24,8 +24,10 @@ use tamer::models::{Pool, PosEmbed, VitConfig};
         cifar10   vit-cifar, 30 epochs, batch 128, lr 1e-3, warmup 1000, weight decay 0.05, random crop (padding 4) + horizontal flip\n\n\
         Examples:\n  \
         cargo run --release --example train_vit\n  \
-        cargo run --release --example train_vit -- --dataset mnist10k --data-dir ../shared/data/mnist\n  \
-        cargo run --release --example train_vit -- --dataset mnist10k --data-dir ../shared/data/mnist --model hybrid-mnist"
+        scripts/download_data.sh --only mnist,cifar10            # into datasets/ (checksums verified)\n  \
+        cargo run --release --example train_vit -- --dataset mnist10k --data-dir datasets/mnist\n  \
+        cargo run --release --example train_vit -- --dataset mnist10k --data-dir datasets/mnist --model hybrid-mnist\n  \
+        cargo run --release --example train_vit -- --dataset cifar10 --data-dir datasets --out runs/cifar --stop-at 1000   # then --resume"
 )]
 pub struct VitArgs {
     /// Data set: the vendored 8×8 digits; MNIST (train-* and t10k-* IDX files in
@@ -33,7 +35,8 @@ pub struct VitArgs {
     /// the last 2,000 test); CIFAR-10 (binary batches in --data-dir).
     #[arg(long, value_enum, default_value_t = Dataset::Digits)]
     pub dataset: Dataset,
-    /// Directory with the data set's files (needed for everything but digits).
+    /// Directory with the data set's files (needed for everything but digits;
+    /// `scripts/download_data.sh` puts MNIST in datasets/mnist and CIFAR-10 in datasets).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Model preset [default: the data set's, see Recipes].
