@@ -37,7 +37,7 @@ use tamer::data::{cifar, digits, mnist, Augment, DataLoader, ImageDataset, Loade
 use tamer::models::{PretrainedOptions, VisionTransformer};
 use tamer::nn::Module;
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
-use tamer::optim::{Constant, LrSchedule, OneCycle, Scheduler, WarmupCosine, WarmupLinear};
+use tamer::optim::{Constant, DecayRule, LrSchedule, OneCycle, Scheduler, WarmupCosine, WarmupLinear};
 use tamer::train::{ImageClassification, Record, TrainConfig, Trainer, CHECKPOINT_FILE};
 use tamer::{rng, Error, Result};
 use vit_args::{Dataset, ScheduleKind, VitArgs};
@@ -183,7 +183,8 @@ fn run(args: &VitArgs) -> Result<()> {
         args.label_smoothing,
         rayon::current_num_threads()
     );
-    let opt = run::optimizer(model.named_params(), args.run.optimizer, lr, weight_decay, None, None)?;
+    // timm's rule: no decay on biases, norms, pos_embed and cls_token.
+    let opt = run::optimizer(model.named_params(), args.run.optimizer, lr, weight_decay, None, Some(DecayRule::timm(&model)))?;
     let sched = Scheduler::from_box(schedule(args, lr, warmup, total_steps)?);
     let loss = CrossEntropyOptions::default().with_label_smoothing(args.label_smoothing);
     let task = ImageClassification::new(model, loader, test, 1000, loss)?;

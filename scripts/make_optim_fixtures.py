@@ -44,7 +44,7 @@ PARAMS = {"fc.weight": [3, 4], "fc.bias": [4], "wte.weight": [5, 3]}
 
 # Each case: the optimizer, its hyperparameters, how parameters are grouped
 # ("all": one group with the case's weight decay; "default_rule": weight decay
-# only on fc.weight, as tamer's default DecayRule splits these names), an
+# only on fc.weight, as tamer's DecayRule::Timm(["wte.weight"]) splits these names), an
 # optional (step, param) whose gradient is None at that step, and an optional
 # OneCycleLR driving the optimizer.
 OPT_CASES = [

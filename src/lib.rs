@@ -32,6 +32,7 @@ pub mod train;
 pub use autocast::autocast;
 pub use autograd::{is_grad_enabled, no_grad, GradStore, NoGradGuard};
 pub use error::{Error, ErrorKind, Result};
+pub use ops::nn::cross_entropy::{CrossEntropyOptions, Reduction};
 pub use tensor::{rng, DType, Device, Layout, Shape, Tensor, TensorId, TensorRng};
 
 /// The README's code blocks, compiled and run as doctests so the tour cannot rot.

@@ -161,7 +161,7 @@ impl GptArgs {
 /// Which parameters --weight-decay applies to: nanoGPT's rule, every
 /// parameter with at least 2 dims (embeddings included).
 pub fn decay_rule() -> DecayRule {
-    DecayRule::custom(|_, dims| dims.len() >= 2)
+    DecayRule::NanoGpt
 }
 
 /// Both splits must be longer than the context, or no window fits: an error

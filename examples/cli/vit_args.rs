@@ -52,8 +52,9 @@ pub struct VitArgs {
     /// Peak learning rate.
     #[arg(long, value_parser = positive_f64)]
     pub lr: Option<f64>,
-    /// Decoupled (AdamW) or L2 (Adam, SGD) weight decay; biases, norms, position
-    /// embeddings and the class token are exempt [default: the recipe's].
+    /// Decoupled (AdamW) or L2 (Adam, SGD) weight decay under timm's rule:
+    /// biases, norms, position embeddings and the class token are exempt
+    /// [default: the recipe's].
     #[arg(long, value_parser = non_negative_f64)]
     pub weight_decay: Option<f64>,
     /// Linear warmup length in optimizer steps [default: the recipe's].

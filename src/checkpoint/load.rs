@@ -1,7 +1,7 @@
 //! Loading a checkpoint into a module: match names, check everything, then copy.
 
 use super::Checkpoint;
-use crate::nn::{name_matches, Module, Param};
+use crate::nn::{name_matches, same_values, Module, Param};
 use crate::{Error, Result, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -72,7 +72,9 @@ impl LoadOptions {
         self
     }
     /// Map each checkpoint name to the module's name for it; `None` drops the
-    /// tensor. Applied after any earlier rename.
+    /// tensor. Applied after any earlier rename, and before anything else
+    /// (skip patterns may name either side; tied aliases are resolved on the
+    /// renamed names).
     pub fn rename_with(mut self, f: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
         self.rename = Some(match self.rename.take() {
             None => Arc::new(f),
@@ -141,9 +143,14 @@ pub fn load_module(path: impl AsRef<Path>, module: &dyn Module, options: &LoadOp
 
 /// Copy checkpoint tensors into `module`'s parameters and buffers by name.
 ///
+/// Names are first renamed ([`LoadOptions::rename_prefix`] and co.), then
+/// the module's tied aliases are resolved ([`Module::tied_aliases`]: an alias
+/// loads into its canonical parameter, or, when both names are present, must
+/// hold the same values), then skip patterns apply.
+///
 /// Every check runs before anything is written, and every problem found
 /// (missing or unexpected keys when strict, shape mismatches, integer/float
-/// dtype mismatches, dtypes tamer cannot hold) is listed in one `Format` error;
+/// dtype mismatches, dtypes tamer cannot hold, tied tensors that differ) is listed in one `Format` error;
 /// on error the module is unchanged. Float values are converted to the
 /// parameter's dtype, so f16 and bf16 checkpoints load into f32 models.
 ///
@@ -166,37 +173,52 @@ pub fn load_module(path: impl AsRef<Path>, module: &dyn Module, options: &LoadOp
 /// assert!(err.contains("weight: checkpoint [3], model [2]") && err.contains("unexpected") && err.contains("bias"));
 /// ```
 pub fn load_into(module: &dyn Module, checkpoint: impl Into<Checkpoint>, options: &LoadOptions) -> Result<LoadReport> {
-    let mut ckpt: Checkpoint = checkpoint.into();
+    let ckpt: Checkpoint = checkpoint.into();
     let mut report = LoadReport::default();
-    // A tied alias (lm_head.weight for a tied GPT) is the canonical tensor under a
-    // second name: drop it when the canonical name is present, else load it there.
-    for (alias, canonical) in module.tied_aliases() {
-        let has_canonical = ckpt.tensors.iter().any(|(n, _)| *n == canonical);
-        if let Some(pos) = ckpt.tensors.iter().position(|(n, _)| *n == alias) {
-            if has_canonical {
-                ckpt.tensors.remove(pos);
-                report.skipped.push(alias);
-            } else {
-                ckpt.tensors[pos].0 = canonical;
-            }
-        }
-    }
     let targets: Vec<(String, Param)> = module.named_params().into_iter().chain(module.named_buffers()).collect();
     let by_name: BTreeMap<&str, &Param> = targets.iter().map(|(n, p)| (n.as_str(), p)).collect();
 
     let mut shape_problems = Vec::new();
     let mut dtype_problems = Vec::new();
+    let mut tie_problems = Vec::new();
     let mut duplicates = Vec::new();
     let mut unexpected = Vec::new();
     // module name -> checkpoint name it came from
     let mut sources: BTreeMap<String, String> = BTreeMap::new();
     let mut plan: Vec<(&Param, Tensor)> = Vec::new();
 
-    let mut route = |ckpt_name: &str, report: &mut LoadReport| -> Option<String> {
-        let Some(name) = options.renamed(ckpt_name) else {
-            report.dropped.push(ckpt_name.to_string());
-            return None;
+    // Rename first, so that everything after sees the module's names: a
+    // prefixed checkpoint (`_orig_mod.lm_head.weight` from torch.compile)
+    // has its tied aliases only once the prefix is gone.
+    let mut renamed: Vec<(String, String, Tensor)> = Vec::new(); // (module name, checkpoint name, value)
+    for (ckpt_name, t) in &ckpt.tensors {
+        match options.renamed(ckpt_name) {
+            Some(name) => renamed.push((name, ckpt_name.clone(), t.clone())),
+            None => report.dropped.push(ckpt_name.clone()),
+        }
+    }
+    // A tied alias (lm_head.weight for a tied GPT) is the canonical tensor under a
+    // second name: it loads into the canonical parameter when the checkpoint
+    // lacks that name, and must hold the same values when it has it (a
+    // checkpoint with an untied head cannot load into a tied model unnoticed).
+    for (alias, canonical) in module.tied_aliases() {
+        let Some(pos) = renamed.iter().position(|(n, _, _)| *n == alias) else {
+            continue;
         };
+        match renamed.iter().find(|(n, _, _)| *n == canonical) {
+            None => renamed[pos].0 = canonical,
+            Some((_, canonical_src, canonical_value)) => {
+                let (_, alias_src, alias_value) = &renamed[pos];
+                if !same_values(alias_value, canonical_value)? {
+                    tie_problems.push(format!("{alias_src} differs from {canonical_src}, but the model ties {alias} to {canonical}"));
+                }
+                report.skipped.push(alias_src.clone());
+                renamed.remove(pos);
+            }
+        }
+    }
+
+    let mut route = |name: String, ckpt_name: &str, report: &mut LoadReport| -> Option<String> {
         if options.skipped(&name) || options.skipped(ckpt_name) {
             report.skipped.push(ckpt_name.to_string());
             return None;
@@ -217,8 +239,8 @@ pub fn load_into(module: &dyn Module, checkpoint: impl Into<Checkpoint>, options
         Some(name)
     };
 
-    for (ckpt_name, t) in &ckpt.tensors {
-        let Some(name) = route(ckpt_name, &mut report) else { continue };
+    for (name, ckpt_name, t) in renamed {
+        let Some(name) = route(name, &ckpt_name, &mut report) else { continue };
         let Some(param) = by_name.get(name.as_str()) else { continue };
         let want = param.tensor();
         if want.shape() != t.shape() {
@@ -226,11 +248,15 @@ pub fn load_into(module: &dyn Module, checkpoint: impl Into<Checkpoint>, options
         } else if want.dtype().is_float() != t.dtype().is_float() {
             dtype_problems.push(format!("{name}: checkpoint {}, model {}", t.dtype(), want.dtype()));
         } else {
-            plan.push((param, t.clone()));
+            plan.push((param, t));
         }
     }
     for u in &ckpt.unsupported {
-        if let Some(name) = route(&u.name, &mut report) {
+        let Some(name) = options.renamed(&u.name) else {
+            report.dropped.push(u.name.clone());
+            continue;
+        };
+        if let Some(name) = route(name, &u.name, &mut report) {
             dtype_problems.push(format!("{name}: checkpoint dtype {} cannot be loaded ({})", u.dtype, u.reason));
         }
     }
@@ -261,6 +287,9 @@ pub fn load_into(module: &dyn Module, checkpoint: impl Into<Checkpoint>, options
     }
     if !duplicates.is_empty() {
         sections.push(("loaded twice after renaming".into(), duplicates));
+    }
+    if !tie_problems.is_empty() {
+        sections.push(("tied weights that differ".into(), tie_problems));
     }
     if !sections.is_empty() {
         let count: usize = sections.iter().map(|(_, l)| l.len()).sum();

@@ -210,6 +210,10 @@ impl Module for TransformerEncoder {
         v.extend(prefixed("head", self.head.named_params()));
         v
     }
+    /// The learned position table, as timm's ViT declares its `pos_embed`.
+    fn no_weight_decay(&self) -> Vec<String> {
+        vec!["pos_embed".to_string()]
+    }
     fn set_training(&mut self, training: bool) {
         self.training = training;
         self.drop.set_training(training);

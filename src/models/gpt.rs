@@ -22,7 +22,7 @@
 
 use super::sampling::sample_token;
 use crate::nn::init::gpt2_init;
-use crate::nn::{prefixed, BlockConfig, Dropout, Embedding, KvCache, LayerNorm, Linear, Module, Param, TransformerBlock};
+use crate::nn::{adopt_weights, converted, prefixed, BlockConfig, Dropout, Embedding, KvCache, LayerNorm, Linear, Module, Param, TransformerBlock};
 use crate::ops::nn::cross_entropy::CrossEntropyOptions;
 use crate::tensor::{DType, Tensor};
 use crate::{no_grad, Error, Result};
@@ -207,6 +207,48 @@ impl Gpt {
             config,
         };
         gpt2_init(&gpt, gpt.config.n_layer, &["*c_proj.weight"], rng)?;
+        Ok(gpt)
+    }
+
+    /// [`new`](Self::new) in `dtype` (any float dtype; the CPU computes in
+    /// f32 and f64): the same draws, converted, so an f64 model's logits are
+    /// the f32 model's to f32 rounding. For gradient checks and f64 references.
+    ///
+    /// ```
+    /// use tamer::models::{Gpt, GptConfig};
+    /// use tamer::{rng, DType, Tensor};
+    /// let cfg = GptConfig { vocab_size: 11, block_size: 8, n_layer: 1, n_head: 2, n_embd: 8, ..GptConfig::gpt_tiny() };
+    /// let gpt = Gpt::with_dtype(cfg, DType::F64, &mut rng(0)).unwrap();
+    /// let idx = Tensor::from_vec(vec![1i64, 2, 3], [1, 3]).unwrap();
+    /// assert_eq!(gpt.forward(&idx, None).unwrap().0.dtype(), DType::F64);
+    /// ```
+    pub fn with_dtype(config: GptConfig, dtype: DType, rng: &mut impl Rng) -> Result<Gpt> {
+        converted("Gpt::with_dtype", Self::new(config, rng)?, dtype)
+    }
+
+    /// A model whose parameters are the given tensors, by nanoGPT's names
+    /// (a state dict: `transformer.wte.weight`, `transformer.h.0.attn.c_attn.weight`,
+    /// ...; a tied `lm_head.weight` may be given too, with the embedding's
+    /// values, or instead of it). The tensors are adopted, not copied, and
+    /// their dtype is the model's: see [`adopt_weights`] for the rules and
+    /// the checks (every name, shape and dtype, in one error). Dropout RNGs
+    /// start from a fixed seed.
+    ///
+    /// ```
+    /// use tamer::checkpoint::module_tensors;
+    /// use tamer::models::{Gpt, GptConfig};
+    /// use tamer::{rng, Tensor};
+    /// let cfg = GptConfig { vocab_size: 11, block_size: 8, n_layer: 1, n_head: 2, n_embd: 8, ..GptConfig::gpt_tiny() };
+    /// let source = Gpt::new(cfg.clone(), &mut rng(0)).unwrap();
+    /// let gpt = Gpt::from_weights(cfg, module_tensors(&source)).unwrap(); // shares source's storage
+    /// let idx = Tensor::from_vec(vec![1i64, 2, 3], [1, 3]).unwrap();
+    /// let logits = |m: &Gpt| m.forward(&idx, None).unwrap().0.to_vec::<f32>().unwrap();
+    /// assert_eq!(logits(&gpt), logits(&source));
+    /// ```
+    pub fn from_weights(config: GptConfig, weights: impl IntoIterator<Item = (String, Tensor)>) -> Result<Gpt> {
+        const OP: &str = "Gpt::from_weights";
+        let gpt = Self::new(config, &mut crate::rng(0)).map_err(|e| Error::new(OP, e.kind, e.message))?;
+        adopt_weights(OP, &gpt, weights)?;
         Ok(gpt)
     }
 

@@ -1,28 +1,20 @@
-//! The ViT's patch embedding: timm's `PatchEmbed` (a convolution with stride =
-//! kernel = patch size) and, for the hybrid ViT, timm's `HybridEmbed` (a CNN
-//! backbone whose feature map is cut into patches by the same kind of
-//! convolution, usually with patch size 1).
+//! The hybrid ViT's CNN stem: the backbone timm's `HybridEmbed` runs before
+//! cutting its feature map into patches (see [`PatchEmbed`](super::PatchEmbed)).
 //!
 //! ```text
-//! plain:   x [B, C, H, W] --proj (p×p, stride p)--> [B, D, H/p, W/p] --flatten, transpose--> [B, N, D]
-//! hybrid:  x [B, C, H, W] --backbone--> [B, c₂, H', W'] --proj (p×p, stride p)--> [B, D, H'/p, W'/p] --> [B, N, D]
 //! backbone: conv1 3×3 s1 p1 → bn1 → ReLU → conv2 3×3 s2 p1 → bn2 → ReLU [→ max-pool 2×2 s2]
 //! ```
 //!
-//! Parameter names: `proj.weight [D, c, p, p]`, `proj.bias [D]` and, for the
-//! hybrid, `backbone.conv1.weight [c₁, C, 3, 3]`, `backbone.bn1.{weight,bias}
-//! [c₁]`, `backbone.conv2.weight [c₂, c₁, 3, 3]`, `backbone.bn2.{weight,bias}
-//! [c₂]` (convolutions before a batch norm have no bias), with the batch
-//! norms' buffers `backbone.bn{1,2}.{running_mean,running_var,num_batches_tracked}`.
-//! The ViT prefixes all of them with `patch_embed.`, as timm's hybrid models do
-//! (`patch_embed.backbone.*`, `patch_embed.proj.*`); the backbone's inner
-//! names follow torchvision's ResNet stem (`conv1`, `bn1`, ...), not any one
-//! timm backbone, so timm hybrid checkpoints (ResNetV2 stems) do not load here.
+//! Parameter names: `conv1.weight [c₁, C, 3, 3]`, `bn1.{weight,bias} [c₁]`,
+//! `conv2.weight [c₂, c₁, 3, 3]`, `bn2.{weight,bias} [c₂]` (convolutions
+//! before a batch norm have no bias), with the batch norms' buffers
+//! `bn{1,2}.{running_mean,running_var,num_batches_tracked}`. They follow
+//! torchvision's ResNet stem, not any one timm backbone, so timm hybrid
+//! checkpoints (ResNetV2 stems) do not load here.
 
-use super::vit::VitConfig;
 use crate::nn::init::{kaiming_normal_, FanMode, Nonlinearity};
 use crate::nn::{prefixed, BatchNorm2d, Conv2d, Module, Param};
-use crate::{Error, Result, Tensor};
+use crate::{Result, Tensor};
 use rand::Rng;
 
 /// The CNN stem of a hybrid ViT.
@@ -112,77 +104,5 @@ impl Module for CnnStem {
     fn set_training(&mut self, training: bool) {
         self.bn1.set_training(training);
         self.bn2.set_training(training);
-    }
-}
-
-/// Images to patch tokens: the optional CNN backbone, then the patch projection.
-pub struct PatchEmbed {
-    pub backbone: Option<CnnStem>,
-    pub proj: Conv2d,
-    /// The accepted input size (H, W).
-    pub img_size: (usize, usize),
-    /// The patch grid (rows, columns); `N = rows · columns` tokens.
-    pub grid: (usize, usize),
-}
-
-impl PatchEmbed {
-    /// An f32 embedding for `config` (its `img_size`, `in_chans`, `patch_size`,
-    /// `embed_dim` and `stem`). `proj` gets PyTorch's default convolution
-    /// initialisation, as in timm (its ViT init only redraws `Linear` layers).
-    pub fn new(config: &VitConfig, rng: &mut impl Rng) -> Result<PatchEmbed> {
-        let p = config.patch_size;
-        let (backbone, proj_in) = match &config.stem {
-            Some(stem) => (Some(CnnStem::new(config.in_chans, stem, rng)?), stem.channels.1),
-            None => (None, config.in_chans),
-        };
-        Ok(PatchEmbed {
-            backbone,
-            proj: Conv2d::new(proj_in, config.embed_dim, (p, p), (p, p), (0, 0), true, rng)?,
-            img_size: config.img_size,
-            grid: config.grid()?,
-        })
-    }
-
-    pub fn num_patches(&self) -> usize {
-        self.grid.0 * self.grid.1
-    }
-
-    /// `x: [B, C, H, W]` (exactly `img_size`) `-> [B, N, D]`, tokens in
-    /// row-major patch order.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let feat = match &self.backbone {
-            Some(b) => b.forward(x)?,
-            None => x.clone(),
-        };
-        let y = self.proj.forward(&feat)?; // [B, D, gh, gw]
-        if (y.dims()[2], y.dims()[3]) != self.grid {
-            return Err(Error::shape(
-                "PatchEmbed",
-                format!("projection output {} does not have the {:?} patch grid", y.shape(), self.grid),
-            ));
-        }
-        y.flatten(2, 3)?.transpose(1, 2) // [B, N, D]
-    }
-}
-
-impl Module for PatchEmbed {
-    fn named_params(&self) -> Vec<(String, Param)> {
-        let mut v = match &self.backbone {
-            Some(b) => prefixed("backbone", b.named_params()),
-            None => Vec::new(),
-        };
-        v.extend(prefixed("proj", self.proj.named_params()));
-        v
-    }
-    fn named_buffers(&self) -> Vec<(String, Param)> {
-        match &self.backbone {
-            Some(b) => prefixed("backbone", b.named_buffers()),
-            None => Vec::new(),
-        }
-    }
-    fn set_training(&mut self, training: bool) {
-        if let Some(b) = &mut self.backbone {
-            b.set_training(training);
-        }
     }
 }

@@ -7,13 +7,15 @@ mod encoder;
 mod gpt;
 mod gpt_pretrained;
 mod hybrid;
+mod patch_embed;
 mod sampling;
 mod vit;
 mod vit_pretrained;
 
 pub use encoder::{EncoderConfig, PositionKind, TransformerEncoder};
 pub use gpt::{gpt_block_name, Gpt, GptCache, GptConfig};
-pub use hybrid::{CnnStem, PatchEmbed, StemConfig};
+pub use hybrid::{CnnStem, StemConfig};
+pub use patch_embed::{PatchEmbed, PatchEmbedConfig};
 pub use sampling::sample_token;
 pub use vit::{Pool, PosEmbed, VisionTransformer, VitConfig};
 pub use vit_pretrained::{CheckpointSource, PretrainedOptions};

@@ -45,9 +45,10 @@
 //! only the 'jax' mode uses LeCun normal). The hybrid stem's convolutions are
 //! Kaiming normal (fan-out, ReLU), its batch norms (1, 0).
 
-use super::hybrid::{PatchEmbed, StemConfig};
+use super::hybrid::StemConfig;
+use super::patch_embed::{PatchEmbed, PatchEmbedConfig};
 use crate::nn::init::{normal_, timm_trunc_normal_, zeros_};
-use crate::nn::{prefixed, sincos_2d, BlockConfig, Dropout, LayerNorm, Linear, Module, Param, TransformerBlock};
+use crate::nn::{adopt_weights, converted, prefixed, sincos_2d, BlockConfig, Dropout, LayerNorm, Linear, Module, Param, TransformerBlock};
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 use rand::Rng;
@@ -190,30 +191,25 @@ impl VitConfig {
         Self::vit_tiny_patch16_224()
     }
 
-    /// The feature map the patch projection sees: the image, or the stem's output.
-    pub fn feature_size(&self) -> (usize, usize) {
-        match &self.stem {
-            Some(s) => s.output_size(self.img_size.0, self.img_size.1),
-            None => self.img_size,
+    /// The patch embedding's part of the configuration.
+    pub fn patch_embed_config(&self) -> PatchEmbedConfig {
+        PatchEmbedConfig {
+            img_size: self.img_size,
+            patch_size: self.patch_size,
+            in_chans: self.in_chans,
+            embed_dim: self.embed_dim,
+            stem: self.stem,
         }
     }
 
-    /// The patch grid (rows, columns): `⌊feature size / patch⌋` (timm's
-    /// `PatchEmbed`; a remainder is cut off by the strided convolution).
+    /// The feature map the patch projection sees: the image, or the stem's output.
+    pub fn feature_size(&self) -> (usize, usize) {
+        self.patch_embed_config().feature_size()
+    }
+
+    /// The patch grid (rows, columns): see [`PatchEmbedConfig::grid`].
     pub fn grid(&self) -> Result<(usize, usize)> {
-        let (fh, fw) = self.feature_size();
-        let p = self.patch_size;
-        if p == 0 || fh < p || fw < p {
-            return Err(Error::value(
-                "VitConfig",
-                format!(
-                    "patch size {p} does not fit the {fh}×{fw} {} (img_size {:?})",
-                    if self.stem.is_some() { "stem feature map" } else { "image" },
-                    self.img_size
-                ),
-            ));
-        }
-        Ok((fh / p, fw / p))
+        self.patch_embed_config().grid().map_err(|e| Error::new("VitConfig", e.kind, e.message))
     }
 
     /// Number of patch tokens N.
@@ -250,8 +246,8 @@ impl VitConfig {
 
     /// The parameter count in closed form:
     ///
-    /// - patch embedding `D·c·p² + D` (`c = in_chans`, or the stem's `c₂` plus
-    ///   the stem's `9·c₁·C + 2c₁ + 9·c₂·c₁ + 2c₂`);
+    /// - the patch embedding's [`PatchEmbedConfig::num_params`]: `D·c·p² + D`
+    ///   (`c = in_chans`, or the stem's `c₂` plus the stem's `9·c₁·C + 2c₁ + 9·c₂·c₁ + 2c₂`);
     /// - `D` for the class token; `(n_prefix + N)·D` for a learned `pos_embed`;
     /// - per block `3D² + D² + 2·D·H` of weights (`H` the MLP width; `D²` only
     ///   without the MLP), biases `3D` (qkv, with `qkv_bias`) + `D + H + D`, and
@@ -261,11 +257,7 @@ impl VitConfig {
         let d = self.embed_dim;
         let n = self.num_patches()?;
         let b = usize::from(self.block.bias);
-        let p2 = self.patch_size * self.patch_size;
-        let patch = match &self.stem {
-            Some(s) => s.num_params(self.in_chans) + d * s.channels.1 * p2 + d,
-            None => d * self.in_chans * p2 + d,
-        };
+        let patch = self.patch_embed_config().num_params();
         let prefix = self.num_prefix_tokens();
         let cls = prefix * d;
         let pos = if self.pos == PosEmbed::Learned { (prefix + n) * d } else { 0 };
@@ -347,7 +339,7 @@ impl VisionTransformer {
     pub fn new(config: VitConfig, rng: &mut impl Rng) -> Result<VisionTransformer> {
         config.validate()?;
         let d = config.embed_dim;
-        let patch_embed = PatchEmbed::new(&config, rng)?;
+        let patch_embed = PatchEmbed::new(&config.patch_embed_config(), rng)?;
         let prefix = config.num_prefix_tokens();
         let cls_token = if prefix > 0 {
             let p = Param::new(Tensor::zeros([1, 1, d], DType::F32)?);
@@ -412,6 +404,36 @@ impl VisionTransformer {
                 }
             }
         }
+        Ok(vit)
+    }
+
+    /// [`new`](Self::new) in `dtype` (any float dtype; the CPU computes in
+    /// f32 and f64): the same draws, converted, so an f64 model's logits are
+    /// the f32 model's to f32 rounding.
+    ///
+    /// ```
+    /// use tamer::models::{VisionTransformer, VitConfig};
+    /// use tamer::{rng, DType, Tensor};
+    /// let vit = VisionTransformer::with_dtype(VitConfig::new((8, 8), 4, 1, 3, 8, 1, 2, 2.0), DType::F64, &mut rng(0)).unwrap();
+    /// let x = Tensor::randn([2, 1, 8, 8], DType::F64, &mut rng(1)).unwrap();
+    /// assert_eq!(vit.forward(&x).unwrap().dtype(), DType::F64);
+    /// ```
+    pub fn with_dtype(config: VitConfig, dtype: DType, rng: &mut impl Rng) -> Result<VisionTransformer> {
+        converted("VisionTransformer::with_dtype", Self::new(config, rng)?, dtype)
+    }
+
+    /// A model whose parameters and buffers are the given tensors, by timm's
+    /// names (a state dict: `cls_token`, `pos_embed`, `patch_embed.proj.weight`,
+    /// `blocks.0.attn.qkv.weight`, ...; see the module docs). The tensors are
+    /// adopted, not copied, and their dtype is the model's: see
+    /// [`adopt_weights`] for the rules and the checks (every name, shape and
+    /// dtype, in one error). For a timm checkpoint of another image size or
+    /// class count, use [`load_pretrained`](Self::load_pretrained), which resizes. Dropout RNGs start
+    /// from a fixed seed.
+    pub fn from_weights(config: VitConfig, weights: impl IntoIterator<Item = (String, Tensor)>) -> Result<VisionTransformer> {
+        const OP: &str = "VisionTransformer::from_weights";
+        let vit = Self::new(config, &mut crate::rng(0)).map_err(|e| Error::new(OP, e.kind, e.message))?;
+        adopt_weights(OP, &vit, weights)?;
         Ok(vit)
     }
 
@@ -569,6 +591,10 @@ impl Module for VisionTransformer {
         }
         v.extend(prefixed("patch_embed", self.patch_embed.named_buffers()));
         v
+    }
+    /// timm's `VisionTransformer.no_weight_decay()`.
+    fn no_weight_decay(&self) -> Vec<String> {
+        ["pos_embed", "cls_token", "dist_token"].map(String::from).to_vec()
     }
     fn set_training(&mut self, training: bool) {
         self.training = training;

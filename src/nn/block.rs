@@ -18,8 +18,8 @@
 //! it is a fixed scalar per sublayer, so the parameter names stay timm's.
 
 use super::init::AdminProfiler;
-use super::{prefixed, DropPath, KvCache, LayerNorm, Mlp, Module, MultiHeadSelfAttention, Param};
-use crate::tensor::Tensor;
+use super::{adopt_weights, converted, prefixed, DropPath, KvCache, LayerNorm, Mlp, Module, MultiHeadSelfAttention, Param};
+use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 use rand::Rng;
 
@@ -168,6 +168,50 @@ impl TransformerBlock {
             omega_attn: config.residual_scale,
             omega_mlp: config.residual_scale,
         })
+    }
+
+    /// [`new`](Self::new) in `dtype` (any float dtype): the same draws,
+    /// converted, so an f64 block computes what the f32 one does to f32 rounding.
+    ///
+    /// ```
+    /// use tamer::nn::{BlockConfig, Module, TransformerBlock};
+    /// use tamer::{rng, DType, Tensor};
+    /// let block = TransformerBlock::with_dtype(8, &BlockConfig::gpt(2, 0.0, true), DType::F64, &mut rng(0)).unwrap();
+    /// assert!(block.params().iter().all(|p| p.tensor().dtype() == DType::F64));
+    /// let x = Tensor::randn([1, 3, 8], DType::F64, &mut rng(1)).unwrap();
+    /// assert_eq!(block.forward(&x).unwrap().dtype(), DType::F64);
+    /// ```
+    pub fn with_dtype(dim: usize, config: &BlockConfig, dtype: DType, rng: &mut impl Rng) -> Result<Self> {
+        converted("TransformerBlock::with_dtype", Self::new(dim, config, rng)?, dtype)
+    }
+
+    /// A block whose parameters are the given tensors, by their names
+    /// (`norm1.weight`, `attn.qkv.weight`, ... as [`Module::named_params`]
+    /// lists them; the width is `norm1.weight`'s length). The tensors are
+    /// adopted, not copied: see [`adopt_weights`] for the rules and checks.
+    /// Dropout and drop-path RNGs start from a fixed seed.
+    ///
+    /// ```
+    /// use tamer::nn::{BlockConfig, Module, TransformerBlock};
+    /// use tamer::{rng, DType, Tensor};
+    /// let cfg = BlockConfig::vit(2);
+    /// let source = TransformerBlock::new(8, &cfg, &mut rng(0)).unwrap();
+    /// let weights = source.named_params().into_iter().map(|(n, p)| (n, p.tensor().to_dtype(DType::F64).unwrap()));
+    /// let block = TransformerBlock::from_weights(&cfg, weights).unwrap();
+    /// let x = Tensor::randn([1, 3, 8], DType::F64, &mut rng(1)).unwrap();
+    /// assert_eq!(block.forward(&x).unwrap().dims(), &[1, 3, 8]);
+    /// ```
+    pub fn from_weights(config: &BlockConfig, weights: impl IntoIterator<Item = (String, Tensor)>) -> Result<Self> {
+        const OP: &str = "TransformerBlock::from_weights";
+        let weights: Vec<(String, Tensor)> = weights.into_iter().collect();
+        let dim = match weights.iter().find(|(n, _)| n == "norm1.weight") {
+            Some((_, w)) if w.rank() == 1 => w.dims()[0],
+            Some((_, w)) => return Err(Error::shape(OP, format!("norm1.weight has shape {}, expected [dim]", w.shape()))),
+            None => return Err(Error::value(OP, "the weights have no norm1.weight, which gives the block's width")),
+        };
+        let block = Self::new(dim, config, &mut crate::rng(0)).map_err(|e| Error::new(OP, e.kind, e.message))?;
+        adopt_weights(OP, &block, weights)?;
+        Ok(block)
     }
 
     /// `x: [B, T, C] -> [B, T, C]`.

@@ -1,6 +1,6 @@
 //! 2-D convolution layer (patch embeddings, CNN stems).
 
-use super::{check_dtype, init, Module, Param};
+use super::{check_dtype, check_given, init, Module, Param};
 use crate::{DType, Error, Result, Tensor};
 use rand::Rng;
 
@@ -54,8 +54,11 @@ impl Conv2d {
         Ok(Conv2d { weight, bias, stride, padding })
     }
 
-    /// A layer around given values: `weight` `[O, C, kh, kw]`, `bias` `[O]`.
+    /// A layer whose parameters are the given tensors: `weight` `[O, C, kh, kw]`,
+    /// `bias` `[O]` (one float dtype and device). Variables are kept as they
+    /// are (see [`Param::new`]), so their gradients are found under them.
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>, stride: (usize, usize), padding: (usize, usize)) -> Result<Conv2d> {
+        check_given("Conv2d", &weight, bias.as_ref())?;
         if weight.rank() != 4 {
             return Err(Error::shape(
                 "Conv2d",

@@ -32,8 +32,11 @@ impl Embedding {
             weight: Param::new(Tensor::randn([num_embeddings, dim], DType::F32, rng)?),
         })
     }
-    /// A table around given values `[num_embeddings, dim]`.
+    /// A table whose parameter is the given tensor `[num_embeddings, dim]`
+    /// (a float dtype). A variable is kept as it is (see [`Param::new`]), so
+    /// its gradient is found under it.
     pub fn from_tensor(weight: Tensor) -> Result<Embedding> {
+        super::check_given("Embedding", &weight, None)?;
         if weight.rank() != 2 {
             return Err(Error::shape(
                 "Embedding",

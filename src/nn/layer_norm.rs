@@ -1,6 +1,6 @@
 //! Layer normalisation over the last axis.
 
-use super::{check_dtype, Module, Param};
+use super::{check_dtype, check_given, Module, Param};
 use crate::{DType, Error, Result, Tensor};
 
 /// `torch.nn.LayerNorm(dim, eps, bias=...)`: normalise the last axis to zero
@@ -35,8 +35,11 @@ impl LayerNorm {
             eps,
         })
     }
-    /// A layer around given values (`weight` and `bias` of shape `[dim]`).
+    /// A layer whose parameters are the given tensors (`weight` and `bias` of
+    /// shape `[dim]`, one float dtype and device). Variables are kept as they
+    /// are (see [`Param::new`]), so their gradients are found under them.
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>, eps: f64) -> Result<LayerNorm> {
+        check_given("LayerNorm", &weight, bias.as_ref())?;
         if weight.rank() != 1 || bias.as_ref().is_some_and(|b| b.shape() != weight.shape()) {
             return Err(Error::shape(
                 "LayerNorm",

@@ -1,6 +1,7 @@
 //! Fully connected layer with PyTorch's parameter layout.
 
-use super::{check_dtype, init, Module, Param};
+use super::functional::linear_named;
+use super::{check_given, init, Module, Param};
 use crate::{DType, Error, Result, Tensor};
 use rand::Rng;
 
@@ -45,8 +46,24 @@ impl Linear {
         Ok(Linear { weight, bias })
     }
 
-    /// A layer around given values (any float dtype): `weight` `[out, in]`, `bias` `[out]`.
+    /// A layer whose parameters are the given tensors (any float dtype, one
+    /// dtype and device for both): `weight` `[out, in]`, `bias` `[out]`.
+    ///
+    /// Variables are kept as they are (see [`Param::new`]): after a backward
+    /// pass through the layer, `grads.get(&weight)` is the weight's gradient,
+    /// and an optimizer stepping the layer updates the caller's tensors.
+    ///
+    /// ```
+    /// use tamer::nn::Linear;
+    /// use tamer::{DType, Tensor};
+    /// let w = Tensor::ones([2, 3], DType::F64).unwrap().variable();
+    /// let lin = Linear::from_tensors(w.clone(), None).unwrap();
+    /// let x = Tensor::ones([1, 3], DType::F64).unwrap();
+    /// let grads = lin.forward(&x).unwrap().sum_all().unwrap().backward().unwrap();
+    /// assert_eq!(grads.get(&w).unwrap().to_vec::<f64>().unwrap(), vec![1.0; 6]);
+    /// ```
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
+        check_given("Linear", &weight, bias.as_ref())?;
         if weight.rank() != 2 {
             return Err(Error::shape(
                 "Linear",
@@ -79,23 +96,12 @@ impl Linear {
         self.weight.dims()[0]
     }
 
-    /// `x: [.., in_features] -> [.., out_features]`. The weight is used through a
-    /// transposed view (no copy).
+    /// `x: [.., in_features] -> [.., out_features]`
+    /// ([`functional::linear`](super::functional::linear) with this layer's
+    /// parameters). The weight is used through a transposed view (no copy).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let w = self.weight.tensor();
-        check_dtype("Linear", x, &w)?;
-        let (out_f, in_f) = (w.dims()[0], w.dims()[1]);
-        if x.rank() == 0 || x.dims()[x.rank() - 1] != in_f {
-            return Err(Error::shape(
-                "Linear",
-                format!("input shape {} must end in in_features {in_f} (weight shape [{out_f}, {in_f}])", x.shape()),
-            ));
-        }
-        let y = x.matmul(&w.t()?)?;
-        match &self.bias {
-            Some(b) => y.add(&b.tensor()),
-            None => Ok(y),
-        }
+        let bias = self.bias.as_ref().map(Param::tensor);
+        linear_named("Linear", x, &self.weight.tensor(), bias.as_ref())
     }
 }
 

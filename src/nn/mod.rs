@@ -7,12 +7,14 @@
 //! [`Module::named_buffers`]. Train/eval mode is a flag each module keeps and
 //! [`Module::set_training`] sets recursively.
 //!
-//! Layers: [`Linear`], [`Embedding`], [`LayerNorm`], [`Dropout`], [`DropPath`],
+//! Layers: [`Linear`] (and its function form [`functional::linear`]), [`Embedding`], [`LayerNorm`], [`Dropout`], [`DropPath`],
 //! [`Conv2d`], [`BatchNorm2d`], [`Mlp`], [`LearnedPosEmbed`]; fixed encodings
 //! [`sincos_1d`] and [`sincos_2d`]; initialisers in [`init`]. Constructors make
 //! f32 parameters with PyTorch's default initialisation and modules start in
 //! train mode; [`Module::to_dtype`] converts a module (e.g. to f64 for gradient
 //! checks). Parameter shapes and names follow PyTorch, so state dicts map 1:1.
+//! Built from given tensors (`from_tensors`, [`adopt_weights`] and the models'
+//! `from_weights`), a module keeps the caller's variables as its parameters.
 //!
 //! Transformer pieces: [`MultiHeadSelfAttention`] (fused qkv, causal mask,
 //! attention dropout, [`KvCache`] for decoding) and [`TransformerBlock`], whose
@@ -24,12 +26,14 @@ mod block;
 mod conv;
 mod dropout;
 mod embedding;
+pub mod functional;
 pub mod init;
 mod layer_norm;
 mod linear;
 mod mlp;
 mod param;
 mod pos_encoding;
+mod weights;
 
 pub use attention::{attention_probs, KvCache, MultiHeadSelfAttention};
 pub use batch_norm::BatchNorm2d;
@@ -42,6 +46,8 @@ pub use linear::Linear;
 pub use mlp::{Activation, Mlp};
 pub use param::Param;
 pub use pos_encoding::{sincos_1d, sincos_2d, LearnedPosEmbed};
+pub use weights::adopt_weights;
+pub(crate) use weights::same_values;
 
 use crate::{DType, Device, Error, Result, Tensor};
 
@@ -61,6 +67,42 @@ pub(crate) fn check_dtype(layer: &'static str, x: &Tensor, param: &Tensor) -> Re
     Ok(())
 }
 
+/// The checks every `from_tensors` constructor makes on the given values:
+/// float parameters, and a bias of the weight's dtype on the weight's device
+/// (the layer would otherwise fail at its first forward, far from the cause).
+pub(crate) fn check_given(layer: &'static str, weight: &Tensor, bias: Option<&Tensor>) -> Result<()> {
+    if !weight.dtype().is_float() {
+        return Err(Error::dtype(
+            layer,
+            format!("weight {} has dtype {}; expected a float dtype", weight.shape(), weight.dtype()),
+        ));
+    }
+    if let Some(b) = bias {
+        if b.dtype() != weight.dtype() || b.device() != weight.device() {
+            return Err(Error::dtype(
+                layer,
+                format!(
+                    "bias {} is {} on {}, weight {} is {} on {}; expected the same dtype and device",
+                    b.shape(),
+                    b.dtype(),
+                    b.device(),
+                    weight.shape(),
+                    weight.dtype(),
+                    weight.device()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `module` converted to `dtype` (a float dtype), with errors naming `op`:
+/// how the `with_dtype` constructors build in another dtype.
+pub(crate) fn converted<M: Module>(op: &'static str, module: M, dtype: DType) -> Result<M> {
+    module.to_dtype(dtype).map_err(|e| Error::new(op, e.kind, e.message))?;
+    Ok(module)
+}
+
 /// What every layer and model implements.
 pub trait Module {
     /// Every parameter with its hierarchical name, in a stable order.
@@ -73,6 +115,13 @@ pub trait Module {
     /// checkpoints are written with both (as PyTorch's state_dict does) and an
     /// alias found in a checkpoint loads into the canonical parameter.
     fn tied_aliases(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// Names (globs, see [`name_matches`]) of parameters that weight decay
+    /// should skip besides biases and norm gains, as timm models declare them
+    /// (a ViT's `pos_embed` and `cls_token`): what
+    /// [`DecayRule::timm`](crate::optim::DecayRule::timm) reads. None by default.
+    fn no_weight_decay(&self) -> Vec<String> {
         Vec::new()
     }
     /// Train mode (dropout, drop-path and batch statistics on) or eval mode.

@@ -19,10 +19,29 @@ struct ParamInner {
 }
 
 impl Param {
-    /// Wrap `t` as a trainable parameter.
+    /// Make `t` a trainable parameter.
+    ///
+    /// A variable (`Tensor::variable`) is kept as it is: the parameter *is*
+    /// the caller's tensor, so gradients are found under the caller's handle
+    /// (`grads.get(&w)`) and in-place updates are seen through it. Any other
+    /// tensor becomes a new variable over the same storage (tensors are
+    /// immutable handles, so the caller's handle itself cannot become one);
+    /// a tensor with history is cut from it, as `torch.nn.Parameter(t)` does.
+    /// To differentiate through a computed weight, use [`Param::wrap`] or
+    /// [`functional::linear`](super::functional::linear).
+    ///
+    /// ```
+    /// use tamer::nn::Param;
+    /// use tamer::{DType, Tensor};
+    /// let w = Tensor::ones([2], DType::F64).unwrap().variable();
+    /// assert_eq!(Param::new(w.clone()).tensor().id(), w.id());
+    /// let plain = Tensor::ones([2], DType::F64).unwrap();
+    /// let p = Param::new(plain.clone());
+    /// assert!(p.tensor().is_variable() && p.tensor().same_storage(&plain));
+    /// ```
     pub fn new(t: Tensor) -> Param {
         Param(Arc::new(ParamInner {
-            value: RwLock::new(t.detach().variable()),
+            value: RwLock::new(as_parameter(t)),
             trainable: AtomicBool::new(true),
         }))
     }
@@ -99,6 +118,13 @@ impl Param {
         *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = t.detach().variable();
     }
 
+    /// Replace the value with `t` under [`Param::new`]'s rule (a variable is
+    /// kept as it is), keeping this parameter's identity and trainable flag:
+    /// how a module built from given weights adopts them ([`adopt_weights`](super::adopt_weights)).
+    pub(crate) fn adopt(&self, t: Tensor) {
+        *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = as_parameter(t);
+    }
+
     /// Whether both handles are the same parameter (clones of one `Param`,
     /// as tied weights are).
     pub fn same(&self, other: &Param) -> bool {
@@ -107,6 +133,15 @@ impl Param {
     /// The device the value lives on.
     pub fn device(&self) -> crate::Device {
         self.0.value.read().unwrap_or_else(|p| p.into_inner()).device()
+    }
+}
+
+/// `t` itself when it is a variable, else a new variable over its storage.
+fn as_parameter(t: Tensor) -> Tensor {
+    if t.is_variable() {
+        t
+    } else {
+        t.detach().variable()
     }
 }
 

@@ -25,6 +25,8 @@ pub struct AdamConfig {
     /// penalty (`g ← g + wd·p`) when false.
     pub decoupled: bool,
     pub amsgrad: bool,
+    /// Which parameters `weight_decay` applies to; [`DecayRule::Torch`]
+    /// (all of them, as PyTorch) by default.
     pub decay_rule: DecayRule,
 }
 
@@ -38,10 +40,14 @@ impl AdamConfig {
             weight_decay: 0.0,
             decoupled: false,
             amsgrad: false,
-            decay_rule: DecayRule::Default,
+            decay_rule: DecayRule::Torch,
         }
     }
-    /// AdamW: as Adam, with decoupled weight decay 0.01.
+    /// AdamW: as Adam, with decoupled weight decay 0.01, on every parameter
+    /// ([`DecayRule::Torch`]): `torch.optim.AdamW(model.parameters(), lr)`
+    /// exactly. nanoGPT and timm decay only matrices and embeddings (timm not
+    /// position embeddings either): add `.decay_rule(DecayRule::NanoGpt)` or
+    /// `.decay_rule(DecayRule::timm(&model))` to train as they do.
     pub fn adamw(lr: f64) -> AdamConfig {
         AdamConfig {
             weight_decay: 1e-2,

@@ -10,8 +10,12 @@
 //!   lives on the parameter's device (`device.rs`).
 //! - Parameters come in [`ParamGroup`]s, each with its own weight decay and
 //!   learning-rate scale. [`Sgd::new`] and [`Adam::new`] split named
-//!   parameters by a [`DecayRule`]; the default exempts biases, norms and
-//!   embeddings from weight decay.
+//!   parameters by a [`DecayRule`], named after the code it reproduces: the
+//!   default, [`DecayRule::Torch`], decays every parameter as
+//!   `torch.optim.AdamW(model.parameters())` does; [`DecayRule::NanoGpt`] and
+//!   [`DecayRule::timm`] split as nanoGPT and timm do (see [`decay`]).
+//!   [`DecaySummary`] says which parameters a set of groups decays; the
+//!   trainer logs it at the start of every run.
 //! - A parameter with no gradient in the [`GradStore`] (frozen, or unused in
 //!   this forward pass) is skipped: its state and step count stay as they were,
 //!   as in PyTorch when `p.grad is None`.
@@ -45,6 +49,7 @@
 mod accumulate;
 mod adam;
 mod clip;
+pub mod decay;
 mod device;
 mod grad_scaler;
 /// The CPU loops and the coefficient structs the CUDA launches share.
@@ -55,17 +60,17 @@ mod sgd;
 pub use accumulate::GradAccumulator;
 pub use adam::{Adam, AdamConfig};
 pub use clip::{clip_grad_norm, grad_norm};
+pub use decay::{compact_names, split_param_groups, DecayFn, DecayRule, DecaySummary};
 pub use grad_scaler::GradScaler;
 pub use schedule::{Anneal, Constant, InverseSqrt, LrSchedule, OneCycle, Scheduler, WarmupCosine, WarmupLinear};
 pub use sgd::{Sgd, SgdConfig};
 
 use crate::backend::Storage;
-use crate::nn::{name_matches, Param};
+use crate::nn::Param;
 use crate::tensor::Layout;
 use crate::{DType, Error, GradStore, Result, Tensor};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 /// What every optimizer provides. There is no `zero_grad`: gradients come
 /// fresh from each `backward()` as a [`GradStore`] and are passed to `step`.
@@ -123,118 +128,6 @@ impl ParamGroup {
         self.lr_scale = lr_scale;
         self
     }
-}
-
-/// Name patterns the default [`DecayRule`] exempts from weight decay (globs as
-/// in [`name_matches`]): biases, norm layers, and embedding tables and tokens
-/// under the names nanoGPT, timm and this crate's models use. A patch
-/// embedding's projection (`patch_embed.proj.weight`) is a conv weight and is
-/// decayed, as in timm.
-pub const NO_DECAY_PATTERNS: &[&str] = &[
-    "*bias",
-    "*norm*",
-    "*wte.weight",
-    "*wpe.weight",
-    "*tok_embed*",
-    "*pos_embed*",
-    "*embedding*",
-    "*cls_token",
-    "*dist_token",
-    "*reg_token",
-];
-
-/// A custom weight-decay predicate over (name, dims); true = decay.
-pub type DecayFn = Arc<dyn Fn(&str, &[usize]) -> bool + Send + Sync>;
-
-/// Which parameters get weight decay.
-#[derive(Clone, Default)]
-pub enum DecayRule {
-    /// Decay a parameter unless it has fewer than 2 dims (biases, norm gains:
-    /// nanoGPT's rule) or its name matches one of [`NO_DECAY_PATTERNS`]
-    /// (embedding tables, which are 2-D).
-    #[default]
-    Default,
-    /// Decay every parameter (what PyTorch does given `model.parameters()`).
-    All,
-    /// Decay every parameter except those whose names match one of these globs.
-    Exclude(Vec<String>),
-    /// Decay the parameters for which the function of (name, dims) is true.
-    Custom(DecayFn),
-}
-
-impl DecayRule {
-    /// A rule from a closure of (name, dims), true = decay.
-    pub fn custom(f: impl Fn(&str, &[usize]) -> bool + Send + Sync + 'static) -> DecayRule {
-        DecayRule::Custom(Arc::new(f))
-    }
-    /// Whether `name` with shape `dims` gets weight decay.
-    ///
-    /// ```
-    /// use tamer::optim::DecayRule;
-    /// let rule = DecayRule::Default;
-    /// assert!(rule.decays("blocks.0.attn.qkv.weight", &[48, 16]));
-    /// assert!(!rule.decays("blocks.0.attn.qkv.bias", &[48]));
-    /// assert!(!rule.decays("transformer.ln_f.weight", &[16]));
-    /// assert!(!rule.decays("transformer.wte.weight", &[65, 16]));
-    /// assert!(!rule.decays("pos_embed", &[1, 17, 16]));
-    /// assert!(rule.decays("patch_embed.proj.weight", &[16, 1, 4, 4]));
-    /// ```
-    pub fn decays(&self, name: &str, dims: &[usize]) -> bool {
-        match self {
-            DecayRule::Default => dims.len() >= 2 && !NO_DECAY_PATTERNS.iter().any(|p| name_matches(p, name)),
-            DecayRule::All => true,
-            DecayRule::Exclude(globs) => !globs.iter().any(|p| name_matches(p, name)),
-            DecayRule::Custom(f) => f(name, dims),
-        }
-    }
-}
-
-impl std::fmt::Debug for DecayRule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DecayRule::Default => write!(f, "Default"),
-            DecayRule::All => write!(f, "All"),
-            DecayRule::Exclude(g) => write!(f, "Exclude({g:?})"),
-            DecayRule::Custom(_) => write!(f, "Custom(..)"),
-        }
-    }
-}
-
-/// Split named parameters into a weight-decay group and a no-decay group by
-/// `rule` (empty groups are left out; a parameter listed twice, e.g. tied
-/// weights, is kept once).
-///
-/// ```
-/// use tamer::nn::{Linear, Module};
-/// use tamer::optim::{split_param_groups, DecayRule};
-/// let lin = Linear::new(4, 2, true, &mut tamer::rng(0)).unwrap();
-/// let groups = split_param_groups(lin.named_params(), 0.1, &DecayRule::Default);
-/// assert_eq!(groups[0].params[0].0, "weight");
-/// assert_eq!((groups[1].params[0].0.as_str(), groups[1].weight_decay), ("bias", 0.0));
-/// ```
-pub fn split_param_groups(named: Vec<(String, Param)>, weight_decay: f64, rule: &DecayRule) -> Vec<ParamGroup> {
-    let mut seen: Vec<Tensor> = Vec::new();
-    let (mut decay, mut no_decay) = (Vec::new(), Vec::new());
-    for (name, p) in named {
-        let t = p.tensor();
-        if seen.iter().any(|s| same_param(s, &t)) {
-            continue;
-        }
-        seen.push(t);
-        if weight_decay != 0.0 && rule.decays(&name, &p.dims()) {
-            decay.push((name, p));
-        } else {
-            no_decay.push((name, p));
-        }
-    }
-    let mut groups = Vec::new();
-    if !decay.is_empty() {
-        groups.push(ParamGroup::new(decay, weight_decay));
-    }
-    if !no_decay.is_empty() {
-        groups.push(ParamGroup::new(no_decay, 0.0));
-    }
-    groups
 }
 
 /// An optimizer's state: tensors and string metadata, as a safetensors
@@ -400,7 +293,7 @@ pub(crate) fn make_slots<S>(op: &'static str, groups: &[ParamGroup]) -> Result<V
 /// hands out a new detached handle (new id) each time, so identity is the
 /// same storage viewed through the same layout: updating such a pair twice
 /// per step would be wrong whatever they are called.
-fn same_param(a: &Tensor, b: &Tensor) -> bool {
+pub(crate) fn same_param(a: &Tensor, b: &Tensor) -> bool {
     a.id() == b.id() || (a.same_storage(b) && a.layout() == b.layout())
 }
 

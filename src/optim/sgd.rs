@@ -22,6 +22,8 @@ pub struct SgdConfig {
     /// L2 penalty added to the gradient (`grad + wd · param`), for the
     /// parameters `decay_rule` selects (in [`Sgd::new`]).
     pub weight_decay: f64,
+    /// Which parameters `weight_decay` applies to; [`DecayRule::Torch`]
+    /// (all of them, as `torch.optim.SGD(model.parameters())`) by default.
     pub decay_rule: DecayRule,
 }
 
@@ -34,7 +36,7 @@ impl SgdConfig {
             dampening: 0.0,
             nesterov: false,
             weight_decay: 0.0,
-            decay_rule: DecayRule::Default,
+            decay_rule: DecayRule::Torch,
         }
     }
     pub fn momentum(mut self, momentum: f64) -> Self {

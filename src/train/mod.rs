@@ -18,6 +18,9 @@
 //! - A [`TrainTask`] owns the model and the data: [`ImageClassification`]
 //!   (a [`Classifier`] over a [`DataLoader`](crate::data::DataLoader)) and
 //!   [`CharLanguageModel`] (a GPT over a [`CharDataset`](crate::data::CharDataset)).
+//! - At the start of every run, which parameters get weight decay (counts and
+//!   names, compacted over layers; see [`DecaySummary`](crate::optim::DecaySummary))
+//!   is logged as a `weight_decay` record and a terminal line.
 //! - Metrics (loss, accuracy, learning rate, gradient norm, samples/s or
 //!   tokens/s, elapsed seconds) go to `metrics.jsonl` in the output directory,
 //!   to the terminal, and to an indicatif progress bar shown only when stdout
@@ -65,6 +68,7 @@
 //! ```
 
 mod checkpoint;
+mod decay_log;
 pub mod metrics;
 mod reseed;
 mod resume;

@@ -1,12 +1,13 @@
 //! The loop: see the module docs of [`crate::train`].
 
 use super::checkpoint::{check_metadata_keys, RunProgress, TrainCheckpoint, CHECKPOINT_FILE};
+use super::decay_log::decay_record;
 use super::metrics::{MetricsLog, Record};
 use super::resume;
 use super::{TrainConfig, TrainTask};
 use crate::data::io::derive_seed;
 use crate::nn::Param;
-use crate::optim::{clip_grad_norm, grad_norm, GradAccumulator, Optimizer, Scheduler};
+use crate::optim::{clip_grad_norm, grad_norm, DecaySummary, GradAccumulator, Optimizer, Scheduler};
 use crate::{no_grad, Error, GradStore, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -294,6 +295,9 @@ impl<T: TrainTask> Trainer<T> {
                 .with("schedule", self.scheduler.schedule().describe())
                 .with("optimizer", self.optimizer.name()),
         )?;
+        let decay = DecaySummary::of(self.optimizer.param_groups());
+        log.write(&decay_record(&decay))?;
+        log.println(&decay.to_string());
         let mut summary = TrainSummary::default();
         let earlier_seconds = self.earlier_seconds;
         let run_seconds = |start: &Instant| earlier_seconds.map(|e| e + start.elapsed().as_secs_f64());

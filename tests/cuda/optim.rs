@@ -126,7 +126,7 @@ fn sgd_nesterov_with_decay_matches_the_cpu() {
         .momentum(0.9)
         .nesterov(true)
         .weight_decay(1e-2)
-        .decay_rule(tamer::optim::DecayRule::All);
+        .decay_rule(tamer::optim::DecayRule::Torch);
     optimizer_parity("sgd_nesterov_with_decay_matches_the_cpu", |dev| run_sgd(dev, &cfg, 3));
 }
 

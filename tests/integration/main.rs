@@ -28,6 +28,7 @@ mod unary;
 mod views;
 
 // Subsystems.
+mod api_traps;
 mod checkpoint;
 mod data;
 mod data_corrupt;

@@ -30,37 +30,30 @@ fn tiny_gpt() -> Gpt {
 }
 
 #[test]
-fn default_rule_decays_matrices_only_on_gpt_and_encoder() {
+fn the_default_rule_decays_every_parameter_and_the_named_rules_split_them() {
     let gpt = tiny_gpt();
+    // As torch.optim.AdamW(model.parameters()): one group, every parameter decayed once.
     let opt = Adam::new(gpt.named_params(), AdamConfig::adamw(1e-3).weight_decay(0.1)).unwrap();
     let groups = opt.param_groups();
-    assert_eq!(groups.len(), 2);
-    assert_eq!((groups[0].weight_decay, groups[1].weight_decay), (0.1, 0.0));
-    for n in names(&groups[0]) {
-        assert!(
-            n.ends_with(".weight") && !n.contains("wte") && !n.contains("wpe") && !n.contains("ln_"),
-            "decayed: {n}"
-        );
-    }
-    // Per block: attention c_attn and c_proj, MLP c_fc and c_proj.
-    assert_eq!(groups[0].params.len(), 2 * 4);
-    let no_decay = names(&groups[1]);
-    for must in [
-        "transformer.wte.weight",
-        "transformer.wpe.weight",
-        "transformer.ln_f.weight",
-        "transformer.h.0.attn.c_attn.bias",
-    ] {
-        assert!(no_decay.contains(&must), "{must} should not be decayed: {no_decay:?}");
-    }
+    assert_eq!((groups.len(), groups[0].weight_decay), (1, 0.1));
     // The tied lm_head is the wte parameter: listed once in all.
     let total: usize = groups.iter().map(|g| g.params.iter().map(|(_, p)| p.numel()).sum::<usize>()).sum();
     assert_eq!(total, gpt.num_params());
 
-    let enc = TransformerEncoder::new(EncoderConfig::new(20, 8, 1, 16, 2, 3), &mut rng(1)).unwrap();
-    let groups = split_param_groups(enc.named_params(), 0.05, &DecayRule::Default);
+    // nanoGPT's rule: matrices and embeddings.
+    let groups = split_param_groups(gpt.named_params(), 0.1, &DecayRule::NanoGpt);
+    assert_eq!((groups[0].weight_decay, groups[1].weight_decay), (0.1, 0.0));
+    assert_eq!(groups[0].params.len(), 2 + 4 * 2);
     let no_decay = names(&groups[1]);
-    assert!(no_decay.contains(&"tok_embed.weight") && no_decay.contains(&"pos_embed"), "{no_decay:?}");
+    for must in ["transformer.ln_f.weight", "transformer.h.0.attn.c_attn.bias", "transformer.h.1.ln_2.weight"] {
+        assert!(no_decay.contains(&must), "{must} should not be decayed: {no_decay:?}");
+    }
+
+    // timm's rule on the encoder: its learned positions are exempt, its token table is not.
+    let enc = TransformerEncoder::new(EncoderConfig::new(20, 8, 1, 16, 2, 3), &mut rng(1)).unwrap();
+    let groups = split_param_groups(enc.named_params(), 0.05, &DecayRule::timm(&enc));
+    let no_decay = names(&groups[1]);
+    assert!(no_decay.contains(&"pos_embed") && !no_decay.contains(&"tok_embed.weight"), "{no_decay:?}");
     assert!(names(&groups[0]).contains(&"head.weight"));
 }
 
@@ -76,10 +69,10 @@ fn custom_rules_choose_the_decayed_parameters() {
     let groups = split_param_groups(gpt.named_params(), 0.1, &only_mlp);
     assert_eq!(names(&groups[0]).len(), 4);
 
-    let all = split_param_groups(gpt.named_params(), 0.1, &DecayRule::All);
+    let all = split_param_groups(gpt.named_params(), 0.1, &DecayRule::Torch);
     assert_eq!(all.len(), 1);
     // No weight decay at all: one group, decay 0.
-    let none = split_param_groups(gpt.named_params(), 0.0, &DecayRule::Default);
+    let none = split_param_groups(gpt.named_params(), 0.0, &DecayRule::NanoGpt);
     assert_eq!((none.len(), none[0].weight_decay), (1, 0.0));
 }
 

@@ -144,7 +144,7 @@ fn optimizer(kind: Kind, params: Vec<(String, Param)>) -> Box<dyn Optimizer> {
             wd,
         } => {
             let cfg = SgdConfig::new(LR).momentum(momentum).dampening(dampening).nesterov(nesterov).weight_decay(wd);
-            Box::new(Sgd::new(params, cfg.decay_rule(DecayRule::All)).unwrap())
+            Box::new(Sgd::new(params, cfg.decay_rule(DecayRule::Torch)).unwrap())
         }
         Kind::Adam { wd, decoupled, amsgrad } => {
             let base = if decoupled { AdamConfig::adamw(LR) } else { AdamConfig::adam(LR) };
@@ -153,7 +153,7 @@ fn optimizer(kind: Kind, params: Vec<(String, Param)>) -> Box<dyn Optimizer> {
                 .eps(EPS)
                 .weight_decay(wd)
                 .amsgrad(amsgrad)
-                .decay_rule(DecayRule::All);
+                .decay_rule(DecayRule::Torch);
             Box::new(Adam::new(params, cfg).unwrap())
         }
     }

@@ -82,7 +82,12 @@ fn one_cycle(cfg: &Value) -> OneCycle {
 }
 
 fn make_optimizer(case: &Value, params: Vec<(String, Param)>) -> Box<dyn Optimizer> {
-    let rule = if case["groups"] == "all" { DecayRule::All } else { DecayRule::Default };
+    // "default_rule" decays fc.weight only: timm's rule with wte.weight listed as no_weight_decay.
+    let rule = if case["groups"] == "all" {
+        DecayRule::Torch
+    } else {
+        DecayRule::Timm(vec!["wte.weight".into()])
+    };
     let kind = case["kind"].as_str().unwrap();
     if kind == "sgd" {
         let cfg = SgdConfig::new(f(case, "lr"))

@@ -563,7 +563,7 @@ fn evaluate_restores_the_mode_and_a_finished_run_still_logs_its_eval() {
     assert!(summary.losses.is_empty() && summary.metric("val_loss").is_some());
     let records = read_jsonl(dir.join("metrics.jsonl")).unwrap();
     let events: Vec<&str> = records.iter().map(|r| r["event"].as_str().unwrap()).collect();
-    assert_eq!(events[events.len() - 4..], ["resume", "start", "eval", "end"], "{events:?}");
+    assert_eq!(events[events.len() - 5..], ["resume", "start", "weight_decay", "eval", "end"], "{events:?}");
     assert_eq!(records[records.len() - 2]["step"], 6);
     assert_eq!(records[records.len() - 2]["val_loss"].as_f64(), summary.metric("val_loss"));
 
