@@ -95,7 +95,7 @@ pub fn device(kind: DeviceKind) -> tamer::Result<tamer::Device> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunFlags {
     /// Continue the run in --out from its checkpoint (same flags as the original run).
-    #[arg(long, requires = "out")]
+    #[arg(long)]
     pub resume: bool,
     /// Start over in an --out that already holds a run, replacing its
     /// checkpoint, model and metrics (without it such a run is refused).

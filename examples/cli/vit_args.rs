@@ -15,6 +15,8 @@ use tamer::models::{Pool, PosEmbed, VitConfig};
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "train_vit",
+    // --out has no default here: a resume must name the run.
+    mut_arg("resume", |a| a.requires("out")),
     after_help = "Recipes (defaults per data set; every one also: AdamW, warmup + cosine, clip 1.0, label smoothing 0.1, mean pooling):\n  \
         digits    vit-digits-s (patch 2, width 64, 2 layers), 60 epochs, batch 64, lr 2e-3, warmup 100 steps, weight decay 0.3, mixup 0.2\n  \
         mnist10k  vit-tiny with patch 7, 30 epochs, batch 128, lr 2e-3, warmup 200, weight decay 0.05, random crop (padding 2);\n            \

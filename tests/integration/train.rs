@@ -436,6 +436,13 @@ fn gpt_flags_parse_and_bad_values_are_clear_errors() {
     a.validate().unwrap();
     let e = GptArgs::try_parse_from(["train_gpt"]).unwrap_err().to_string();
     assert!(e.contains("--text"), "{e}");
+    // --out has a default, so --resume alone continues the run there; --force cannot go with it.
+    let a = GptArgs::try_parse_from(["train_gpt", "--text", "t", "--resume"]).unwrap();
+    assert!(a.run.resume && a.out.ends_with("out/train_gpt"));
+    let e = GptArgs::try_parse_from(["train_gpt", "--text", "t", "--resume", "--force"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--force") && e.contains("--resume"), "{e}");
     let e = GptArgs::try_parse_from(["train_gpt", "--text", "t", "--n-head", "zero"])
         .unwrap_err()
         .to_string();
