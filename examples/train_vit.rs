@@ -209,6 +209,9 @@ fn run(args: &VitArgs) -> Result<()> {
     };
     let mut trainer = Trainer::new(train_config, task, opt, sched)?;
     run::resume_if_asked(&mut trainer, &args.run)?;
+    if let Some(out) = &args.out {
+        run::start_over(OP, out, &args.run, MODEL_FILE)?;
+    }
     let summary = trainer.fit()?;
     if let Some(dir) = &args.out {
         let path = dir.join(MODEL_FILE);

@@ -31,26 +31,34 @@ pub fn existing_run_files<'a>(out: &Path, model_file: &'a str) -> Vec<&'a str> {
 }
 
 /// Before anything is loaded or built: a fresh run into an `out` that holds
-/// a run is refused unless `--force` (then the old model file is removed
-/// here; the trainer replaces the checkpoint and the metrics). A `--resume`
-/// is checked by the trainer against the checkpoint itself.
+/// a run is refused unless `--force` (see [`start_over`]). A `--resume` is
+/// checked by the trainer against the checkpoint itself.
 pub fn prepare_out_dir(op: &'static str, out: &Path, flags: &RunFlags, model_file: &str) -> Result<()> {
-    if flags.resume {
+    if flags.resume || flags.force {
         return Ok(());
     }
     let existing = existing_run_files(out, model_file);
     if existing.is_empty() {
         return Ok(());
     }
-    if !flags.force {
-        return Err(Error::value(
-            op,
-            format!(
-                "--out {} already holds a training run ({}): continue it with --resume, start over with --force (which replaces those files), or choose another --out; nothing was changed",
-                out.display(),
-                existing.join(", ")
-            ),
-        ));
+    Err(Error::value(
+        op,
+        format!(
+            "--out {} already holds a training run ({}): continue it with --resume, start over with --force (which replaces those files), or choose another --out; nothing was changed",
+            out.display(),
+            existing.join(", ")
+        ),
+    ))
+}
+
+/// With `--force`, once everything has been checked and just before
+/// training: remove the old run's model file (the trainer, told to
+/// overwrite, replaces the checkpoint and the metrics), so that a crash
+/// cannot leave it beside the new run's files.
+pub fn start_over(op: &'static str, out: &Path, flags: &RunFlags, model_file: &str) -> Result<()> {
+    let existing = existing_run_files(out, model_file);
+    if !flags.force || existing.is_empty() {
+        return Ok(());
     }
     let model = out.join(model_file);
     if model.exists() {

@@ -252,10 +252,10 @@ impl<T: TrainTask> Trainer<T> {
         let end = cfg.stop_at.map_or(cfg.total_steps, |s| s.min(cfg.total_steps));
         let metrics_path = cfg.out_dir.as_ref().map(|d| d.join(METRICS_FILE));
         let fresh = self.step == 0 && self.resumed_at.is_none();
+        self.task.check_data()?;
         if let (true, Some(dir)) = (fresh, &cfg.out_dir) {
             self.guard_fresh_run(dir)?;
         }
-        self.task.check_data()?;
         let removed = match &cfg.out_dir {
             Some(dir) => crate::checkpoint::remove_stale_temp_files(dir)?,
             None => Vec::new(),
