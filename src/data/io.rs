@@ -115,7 +115,7 @@ pub fn maybe_gunzip(op: &'static str, bytes: Vec<u8>, name: &str) -> Result<Vec<
 
 /// [`maybe_gunzip`] for an IDX file of `rank` dimensions: the header is
 /// inflated first, and the rest is read only up to the `4 + 4·rank + Π dims`
-/// bytes it declares. A stream that does not start like such a header is
+/// bytes it declares (or the gzip trailer's size, if smaller). A stream that does not start like such a header is
 /// inflated as [`maybe_gunzip`] does, for the IDX parser to name what is wrong.
 pub fn maybe_gunzip_idx(op: &'static str, bytes: Vec<u8>, name: &str, rank: usize) -> Result<Vec<u8>> {
     if !is_gzip(&bytes) {
@@ -137,7 +137,7 @@ pub fn maybe_gunzip_idx(op: &'static str, bytes: Vec<u8>, name: &str, rank: usiz
         total,
         format!("its IDX header declares (dimensions {dims:?} and the {}-byte header)", header.len()),
     );
-    inflate_bounded(op, &mut decoder, header, name, &bound)
+    inflate_bounded(op, &mut decoder, header, name, &bound.min(gzip_trailer_bound(&bytes)))
 }
 
 /// Read a file and decompress it if it is gzip.
