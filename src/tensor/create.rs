@@ -41,6 +41,12 @@ impl Tensor {
         Self::from_vec(data.to_vec(), shape)
     }
 
+    /// A 1-D tensor of `data` (infallible: the shape is the data's length).
+    pub(crate) fn vector<T: CpuElem>(data: Vec<T>) -> Tensor {
+        let n = data.len();
+        Tensor::from_storage(Storage::Cpu(T::wrap(data)), Layout::contiguous([n]))
+    }
+
     /// A rank-0 tensor.
     pub fn scalar<T: CpuElem>(value: T) -> Tensor {
         Tensor::from_storage(Storage::Cpu(T::wrap(vec![value])), Layout::contiguous(Shape::scalar()))
@@ -75,18 +81,10 @@ impl Tensor {
     /// assert_eq!(t.to_vec::<f32>().unwrap(), vec![0.5, 0.5]);
     /// ```
     pub fn full_on(shape: impl Into<Shape>, value: f64, dtype: DType, device: crate::Device) -> Result<Tensor> {
-        match device {
-            crate::Device::Cpu => Self::full(shape, value, dtype),
-            #[cfg(feature = "cuda")]
-            crate::Device::Cuda(o) => {
-                let shape = shape.into();
-                shape.check_size("full", dtype.size_in_bytes())?;
-                let s = crate::backend::CudaStorage::full(&crate::backend::cuda::device(o)?, dtype, shape.numel(), value)?;
-                Ok(Tensor::from_storage(Storage::Cuda(s), Layout::contiguous(shape)))
-            }
-            #[cfg(not(feature = "cuda"))]
-            crate::Device::Cuda(_) => Err(Error::device("full", crate::tensor::NO_CUDA_FEATURE)),
-        }
+        let shape = shape.into();
+        shape.check_size("full", dtype.size_in_bytes())?;
+        let storage = Storage::full_on(device, dtype, shape.numel(), value)?;
+        Ok(Tensor::from_storage(storage, Layout::contiguous(shape)))
     }
     /// [`Tensor::zeros`] made directly on `device`.
     pub fn zeros_on(shape: impl Into<Shape>, dtype: DType, device: crate::Device) -> Result<Tensor> {
