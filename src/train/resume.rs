@@ -26,7 +26,7 @@ impl Comparison {
 }
 
 /// `s`, cut to 120 characters for an error message.
-pub(super) fn brief(s: &str) -> String {
+fn brief(s: &str) -> String {
     match s.char_indices().nth(120) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),
