@@ -1,7 +1,9 @@
 //! The backward pass and where its gradients are stored.
 
 use super::grad_mode::NoGradGuard;
+use crate::backend::contract::binary::{Add, BinaryKernels};
 use crate::tensor::{Tensor, TensorId};
+use crate::types::Layout;
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
 
@@ -121,19 +123,9 @@ impl Tensor {
                 if !input.requires_grad() {
                     continue;
                 }
-                if ig.shape() != input.shape() {
-                    return Err(Error::autograd(
-                        "backward",
-                        format!(
-                            "{}'s backward produced a gradient of shape {} for an input of shape {}",
-                            node.op.name(),
-                            ig.shape(),
-                            input.shape()
-                        ),
-                    ));
-                }
+                check_gradient(node.op.name(), input, &ig)?;
                 let acc = match pending.remove(&input.id()) {
-                    Some(prev) => prev.add(&ig)?,
+                    Some(prev) => accumulate(&prev, &ig)?,
                     None => ig,
                 };
                 pending.insert(input.id(), acc);
@@ -141,6 +133,34 @@ impl Tensor {
         }
         Ok(store)
     }
+}
+
+/// A gradient must match its input in shape, dtype and device: anything else
+/// is a bug in that op's backward, reported under the op's name.
+fn check_gradient(op: &str, input: &Tensor, grad: &Tensor) -> Result<()> {
+    if grad.shape() != input.shape() || grad.dtype() != input.dtype() || grad.device() != input.device() {
+        return Err(Error::autograd(
+            "backward",
+            format!(
+                "{op}'s backward produced a gradient of shape {} ({}, {}) for an input of shape {} ({}, {})",
+                grad.shape(),
+                grad.dtype(),
+                grad.device(),
+                input.shape(),
+                input.dtype(),
+                input.device()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The sum of two gradient contributions to one input, computed by the
+/// backend's add kernel directly: the backward pass calls no op, so autograd
+/// stays below the ops (it needs only the storages and their layouts).
+fn accumulate(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let storage = crate::dispatch!("backward", [x = &*a.storage(), y = &*b.storage()] => x.binary(a.layout(), y, b.layout(), Add)?);
+    Ok(Tensor::from_storage(storage, Layout::contiguous(a.shape().clone())))
 }
 
 /// Tensors reachable from `root` through recorded nodes, each after all of its

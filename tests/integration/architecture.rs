@@ -1,8 +1,9 @@
 //! ARCHITECTURE.md stays true: every path of its op → files table exists and
 //! every file of the kernel contract is in the table; and the layers depend
-//! one way (the backends name no op, no op, layer, model, optimizer or
-//! trainer names a backend, only `dispatch!` lists them).
+//! one way: each module names only the modules below it (`MAY_USE`), the
+//! layers below the ops call no op, and nothing above the backends names one.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -39,19 +40,64 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The code lines (comments and doc comments dropped) of every file under
-/// `dir` that contain one of `needles`, as `file:line: text`.
+/// A source file: its path relative to the crate, its code lines (comments
+/// `//`, `///`, `//!`, so doc examples too, are dropped; the line numbers
+/// kept) and the same lines with the text of string literals removed.
+struct Source {
+    rel: String,
+    lines: Vec<(usize, String)>,
+    code: Vec<(usize, String)>,
+}
+
+/// `line` without the contents of its string literals (`"a.b()"` → `""`),
+/// so a message that quotes a method is not a call.
+fn without_strings(line: &str) -> String {
+    let (mut out, mut in_string, mut escaped) = (String::new(), false, false);
+    for c in line.chars() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    in_string = false;
+                    out.push(c);
+                }
+                _ => {}
+            }
+        } else {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn sources(dir: &str) -> Vec<Source> {
+    rust_files(&Path::new(ROOT).join(dir))
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file).expect("source file");
+            let rel = file.strip_prefix(ROOT).expect("under the crate").to_string_lossy().replace('\\', "/");
+            let lines: Vec<(usize, String)> = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim_start().starts_with("//"))
+                .map(|(i, l)| (i + 1, l.split(" //").next().unwrap_or(l).to_string()))
+                .collect();
+            let code = lines.iter().map(|(n, l): &(usize, String)| (*n, without_strings(l))).collect();
+            Source { rel, lines, code }
+        })
+        .collect()
+}
+
+/// The code lines of every file under `dir` that contain one of `needles`,
+/// as `file:line: text`.
 fn code_lines_containing(dir: &str, needles: &[&str]) -> Vec<String> {
     let mut hits = Vec::new();
-    for file in rust_files(&Path::new(ROOT).join(dir)) {
-        let text = std::fs::read_to_string(&file).expect("source file");
-        for (i, line) in text.lines().enumerate() {
-            let code = line.trim_start();
-            if code.starts_with("//") {
-                continue;
-            }
-            if needles.iter().any(|n| code.contains(n)) {
-                hits.push(format!("{}:{}: {}", file.strip_prefix(ROOT).unwrap_or(&file).display(), i + 1, code));
+    for src in sources(dir) {
+        for (n, code) in &src.lines {
+            if needles.iter().any(|needle| code.contains(needle)) {
+                hits.push(format!("{}:{n}: {}", src.rel, code.trim()));
             }
         }
     }
@@ -95,27 +141,220 @@ fn every_contract_file_is_in_the_op_table() {
     }
 }
 
+// ---- the direction of dependency ---------------------------------------------
+
+/// The crate's modules (the first path segment under `src/`) and the modules
+/// each may name. This is ARCHITECTURE.md's layer diagram, written out:
+/// everything a module may use sits below it.
+const MAY_USE: &[(&str, &[&str])] = &[
+    ("error", &[]),
+    ("types", &["error"]),
+    ("backend", &["error", "types"]),
+    ("autocast", &["error", "types"]),
+    ("tensor", &["error", "types", "backend", "autograd"]),
+    ("autograd", &["error", "types", "backend", "tensor"]),
+    ("ops", &["error", "types", "backend", "tensor", "autograd", "autocast"]),
+    ("testing", &["error", "types", "backend", "tensor", "autograd", "autocast", "ops"]),
+    ("nn", &["error", "types", "backend", "tensor", "autograd", "autocast", "ops"]),
+    ("data", &["error", "types", "backend", "tensor", "autograd", "autocast", "ops"]),
+    ("checkpoint", &["error", "types", "backend", "tensor", "autograd", "autocast", "ops", "nn"]),
+    (
+        "models",
+        &["error", "types", "backend", "tensor", "autograd", "autocast", "ops", "nn", "checkpoint"],
+    ),
+    (
+        "optim",
+        &["error", "types", "backend", "tensor", "autograd", "autocast", "ops", "nn", "checkpoint"],
+    ),
+    (
+        "train",
+        &[
+            "error",
+            "types",
+            "backend",
+            "tensor",
+            "autograd",
+            "autocast",
+            "ops",
+            "nn",
+            "checkpoint",
+            "models",
+            "optim",
+            "data",
+        ],
+    ),
+];
+
+/// The module a source file belongs to: `src/tensor/view.rs` → `tensor`,
+/// `src/autocast.rs` → `autocast`.
+fn module_of(rel: &str) -> &str {
+    let under_src = rel.strip_prefix("src/").expect("a file under src/");
+    let first = under_src.split('/').next().expect("a path");
+    first.strip_suffix(".rs").unwrap_or(first)
+}
+
+/// What a name at the crate root stands for: a module itself, an item
+/// re-exported by `src/lib.rs` (`crate::Tensor` is `tensor`'s), or an
+/// exported macro (`crate::dispatch!` is `backend`'s).
+fn root_names() -> HashMap<String, String> {
+    let mut names: HashMap<String, String> = MAY_USE.iter().map(|(m, _)| (m.to_string(), m.to_string())).collect();
+    let lib = std::fs::read_to_string(Path::new(ROOT).join("src/lib.rs")).expect("src/lib.rs");
+    for line in lib.lines().filter_map(|l| l.trim().strip_prefix("pub use ")) {
+        let line = line.trim_end_matches(';');
+        let module = line.split("::").next().expect("a path").to_string();
+        let items = match line.find('{') {
+            Some(i) => line[i + 1..].trim_end_matches('}').to_string(),
+            None => line.rsplit("::").next().expect("an item").to_string(),
+        };
+        for item in items.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            names.insert(item.to_string(), module.clone());
+        }
+    }
+    for src in sources("src") {
+        let mut exported = false;
+        for (_, code) in &src.lines {
+            if code.contains("#[macro_export]") {
+                exported = true;
+            } else if let Some(rest) = code.trim().strip_prefix("macro_rules! ") {
+                if exported {
+                    let name = rest.split(|c: char| !c.is_alphanumeric() && c != '_').next().expect("a macro name");
+                    names.insert(name.to_string(), module_of(&src.rel).to_string());
+                }
+                exported = false;
+            }
+        }
+    }
+    names
+}
+
+/// The first path segments after each `crate::` (or `$crate::`) of a line,
+/// with groups expanded: `use crate::{tensor::Tensor, Error}` names `tensor`
+/// and `Error`.
+fn crate_paths(code: &str, root: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (at, _) in code.match_indices(root) {
+        if root == "super::" && code[..at].ends_with("::") {
+            continue; // `super::super::` is counted once, and `x::super` is not a root
+        }
+        let rest = &code[at + root.len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let (mut depth, mut item) = (0usize, String::new());
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        out.push(first_segment(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                item.push(c);
+            }
+            out.push(first_segment(&item));
+        } else {
+            out.push(first_segment(rest));
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+fn first_segment(path: &str) -> String {
+    path.trim().split(|c: char| !c.is_alphanumeric() && c != '_').next().unwrap_or("").to_string()
+}
+
+/// Every module names only modules below it. Checked on `use crate::...`,
+/// fully qualified `crate::x::` paths, `$crate::` in macros and the root's
+/// re-exports and macros. What it cannot see is a method call: `x.add(y)` in
+/// `src/autograd` reaches `ops` without naming it (see the next test).
 #[test]
-fn the_layers_depend_one_way() {
-    // The value types depend on nothing but Error.
-    let types = code_lines_containing("src/types", &["crate::"]);
-    let upward: Vec<&String> = types
-        .iter()
-        .filter(|l| {
-            l.replace("crate::Error", "")
-                .replace("crate::Result", "")
-                .replace("crate::{Error, Result}", "")
-                .contains("crate::")
-        })
-        .collect();
-    assert!(upward.is_empty(), "src/types must depend only on crate::Error:\n{upward:#?}");
+fn each_module_names_only_the_modules_below_it() {
+    let allowed: HashMap<&str, &[&str]> = MAY_USE.iter().copied().collect();
+    let names = root_names();
+    let mut violations = Vec::new();
+    let mut checked = 0;
+    for src in sources("src") {
+        let module = module_of(&src.rel);
+        if module == "lib" {
+            continue; // the root declares and re-exports every module
+        }
+        let may = allowed
+            .get(module)
+            .unwrap_or_else(|| panic!("{} is in a module ({module}) missing from MAY_USE", src.rel));
+        // In a module's top file, `super::` is the crate root.
+        let top_file = src.rel == format!("src/{module}.rs") || src.rel == format!("src/{module}/mod.rs");
+        for (n, code) in &src.code {
+            let mut named = crate_paths(code, "crate::");
+            if top_file {
+                named.extend(crate_paths(code, "super::"));
+            }
+            for name in named {
+                let target = names
+                    .get(&name)
+                    .unwrap_or_else(|| panic!("{}:{n}: crate::{name} is neither a module nor a root re-export or macro", src.rel));
+                checked += 1;
+                if target != module && !may.contains(&target.as_str()) {
+                    violations.push(format!("{}:{n}: {module} names {target} ({})", src.rel, code.trim()));
+                }
+            }
+        }
+    }
+    assert!(checked > 500, "only {checked} crate paths found: is the scan broken?");
+    assert!(violations.is_empty(), "dependencies that point up the layers:\n{}", violations.join("\n"));
+}
+
+/// The methods the ops add to `Tensor` are not called by the layers below
+/// them (the tensor handle, autograd, autocast). A name is matched as
+/// `.name(`, so a method of a number or a `Vec` with an op's name (`max`)
+/// is a false alarm, listed here with its line; a call through a variable
+/// of another name is not seen at all.
+#[test]
+fn the_layers_below_the_ops_call_no_op() {
+    const NOT_A_TENSOR: &[(&str, &str)] = &[
+        ("src/tensor/create.rs", "((end - start) / step).ceil().max(0.0)"),
+        ("src/tensor/host.rs", "self.dims()[1].max(1)"),
+    ];
+    let mut op_methods = HashSet::new();
+    for src in sources("src/ops") {
+        for (_, code) in &src.lines {
+            if let Some(rest) = code.trim().strip_prefix("pub fn ").or_else(|| code.trim().strip_prefix("pub(crate) fn ")) {
+                op_methods.insert(first_segment(rest));
+            }
+        }
+    }
+    assert!(op_methods.len() > 50, "found only {} op methods", op_methods.len());
+    let mut calls = Vec::new();
+    for src in ["src/tensor", "src/autograd"]
+        .into_iter()
+        .flat_map(sources)
+        .chain(sources("src").into_iter().filter(|s| s.rel == "src/autocast.rs"))
+    {
+        for (n, code) in &src.code {
+            for (at, _) in code.match_indices('.') {
+                let name = first_segment(&code[at + 1..]);
+                let is_call = code[at + 1 + name.len()..].starts_with('(');
+                let excused = NOT_A_TENSOR.iter().any(|(file, text)| *file == src.rel && code.contains(text));
+                if is_call && op_methods.contains(&name) && !excused {
+                    calls.push(format!("{}:{n}: .{name}( ({})", src.rel, code.trim()));
+                }
+            }
+        }
+    }
+    assert!(calls.is_empty(), "the layers below the ops call an op:\n{}", calls.join("\n"));
+}
+
+/// Nothing above the backends names one: they go through `dispatch!`.
+#[test]
+fn no_op_layer_model_or_optimizer_names_a_backend() {
     // The backends see layouts and storages, never the ops, the handle or autograd.
     let backend = code_lines_containing(
         "src/backend",
         &["crate::ops", "crate::tensor", "crate::autograd", "crate::Tensor", "crate::nn", "crate::optim"],
     );
     assert!(backend.is_empty(), "src/backend must not depend on the layers above it:\n{backend:#?}");
-    // Nothing above the backends names one: they go through dispatch!.
     for dir in ["src/ops", "src/optim", "src/nn", "src/models", "src/train"] {
         let named = code_lines_containing(dir, &["backend::cpu", "backend::cuda", "simd::", "CpuStorage", "CudaStorage"]);
         assert!(named.is_empty(), "{dir} names a backend:\n{named:#?}");
