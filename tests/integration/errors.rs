@@ -64,6 +64,11 @@ fn reshape_numel_mismatch() {
     expect_err(f32s(&[3]).t(), ErrorKind::Shape, "t", &["[3]", "rank >= 2"]);
     expect_err(x.permute(&[0, 0]), ErrorKind::Shape, "permute", &["[0, 0]", "[2, 3]"]);
     expect_err(x.permute(&[1]), ErrorKind::Shape, "permute", &["[1]", "[2, 3]"]);
+    // Negative axes count from the end, as for every other axis argument:
+    // [1, -1] names axis 1 twice, [0, 2] an axis a rank-2 tensor lacks.
+    expect_err(x.permute(&[1, -1]), ErrorKind::Shape, "permute", &["[1, -1]", "[2, 3]"]);
+    expect_err(x.permute(&[0, 2]), ErrorKind::Axis, "permute", &["2", "[2, 3]"]);
+    expect_err(x.permute(&[-3, 0]), ErrorKind::Axis, "permute", &["-3", "[2, 3]"]);
 }
 
 #[test]
