@@ -229,6 +229,13 @@ fn shape_errors_name_the_operands() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("rank >= 2"), "{err}");
+    // Operands of different ranks are an error, whichever one is short.
+    for (k, v) in [(&vector, &q), (&q, &vector)] {
+        let err = q.scaled_dot_product_attention(k, v, BOTTOM_RIGHT, None).unwrap_err().to_string();
+        assert!(err.contains("[4]") && err.contains("one rank"), "{err}");
+    }
+    let err = q.attention_probs(&vector, TOP_LEFT, None).unwrap_err().to_string();
+    assert!(err.contains("k [4]") && err.contains("one rank"), "{err}");
     let f64q = Tensor::zeros([2, 3, 4], DType::F64).unwrap();
     let err = f64q.scaled_dot_product_attention(&q, &q, AttnMask::None, None).unwrap_err().to_string();
     assert!(err.contains("scaled_dot_product_attention"), "{err}");

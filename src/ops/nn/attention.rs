@@ -215,19 +215,26 @@ fn check_shapes(op: &'static str, q: &Tensor, k: &Tensor, v: Option<&Tensor>) ->
         q.same_dtype_device(op, v)?;
     }
     let r = q.rank();
-    let v_ok = v.is_none_or(|v| v.rank() == r && r >= 2 && v.dims()[..r - 2] == q.dims()[..r - 2] && v.dims()[r - 2] == k.dims()[r - 2]);
     let qk_ok = r >= 2 && k.rank() == r && k.dims()[..r - 2] == q.dims()[..r - 2] && k.dims()[r - 1] == q.dims()[r - 1];
-    if qk_ok && v_ok {
+    // Only looked at once q and k are known to be of rank r >= 2.
+    let v_ok = || v.is_none_or(|v| v.rank() == r && v.dims()[..r - 2] == q.dims()[..r - 2] && v.dims()[r - 2] == k.dims()[r - 2]);
+    if qk_ok && v_ok() {
         return Ok(());
     }
-    let operands = match v {
-        Some(v) => format!("q {}, k {}, v {}", q.shape(), k.shape(), v.shape()),
-        None => format!("q {}, k {}", q.shape(), k.shape()),
+    let message = match v {
+        Some(v) => format!(
+            "q {}, k {}, v {}: expected q [.., Tq, D], k [.., Tk, D], v [.., Tk, Dv] of one rank >= 2 with equal leading dims",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        ),
+        None => format!(
+            "q {}, k {}: expected q [.., Tq, D] and k [.., Tk, D] of one rank >= 2 with equal leading dims",
+            q.shape(),
+            k.shape()
+        ),
     };
-    Err(Error::shape(
-        op,
-        format!("{operands}: expected q [.., Tq, D], k [.., Tk, D], v [.., Tk, Dv] of one rank >= 2 with equal leading dims"),
-    ))
+    Err(Error::shape(op, message))
 }
 
 struct AttentionBackward {
