@@ -78,8 +78,17 @@ fn sources(dir: &str) -> Vec<Source> {
         .map(|file| {
             let text = std::fs::read_to_string(&file).expect("source file");
             let rel = file.strip_prefix(ROOT).expect("under the crate").to_string_lossy().replace('\\', "/");
-            let lines: Vec<(usize, String)> = text
-                .lines()
+            // A unit-test module (`#[cfg(test)] mod tests { .. }`, at the end of
+            // its file) is not part of the layers: tests may use any of them.
+            let mut all: Vec<&str> = text.lines().collect();
+            if let Some(at) = all
+                .windows(2)
+                .position(|w| w[0].trim() == "#[cfg(test)]" && w[1].trim_end().ends_with('{') && w[1].trim_start().starts_with("mod "))
+            {
+                all.truncate(at);
+            }
+            let lines: Vec<(usize, String)> = all
+                .into_iter()
                 .enumerate()
                 .filter(|(_, l)| !l.trim_start().starts_with("//"))
                 .map(|(i, l)| (i + 1, l.split(" //").next().unwrap_or(l).to_string()))
