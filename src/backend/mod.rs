@@ -15,7 +15,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 
-use crate::types::{DType, Device, Layout};
+use crate::types::{DType, Device, Element, Layout};
 use crate::{Error, Result};
 use contract::binary::BinaryKernels;
 use contract::index::IndexKernels;
@@ -206,6 +206,24 @@ pub fn operand_mut<'a, S: BackendRef>(op: &'static str, what: &str, s: &'a mut S
 }
 
 impl Storage {
+    /// Host data, as the CPU backend's storage.
+    pub fn from_vec<T: Element>(data: Vec<T>) -> Storage {
+        Storage::Cpu(CpuStorage::from(T::tag(data)))
+    }
+    /// `values` rounded to `dtype`, on the host.
+    pub fn from_f64s(values: &[f64], dtype: DType) -> Storage {
+        Storage::Cpu(CpuStorage::from_f64_vec(values, dtype))
+    }
+    /// The elements `layout` selects, copied to the host, as `T` (which must be
+    /// the storage's dtype: otherwise an error naming `op`).
+    pub fn to_vec<T: Element>(&self, op: &'static str, layout: &Layout) -> Result<Vec<T>> {
+        self.to_cpu()?.typed::<T>(op, layout)
+    }
+    /// The elements `layout` selects, copied to the host and converted to f64.
+    pub fn to_f64_vec(&self, layout: &Layout) -> Result<Vec<f64>> {
+        Ok(self.to_cpu()?.to_f64_vec(layout))
+    }
+
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
