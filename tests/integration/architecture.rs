@@ -390,3 +390,36 @@ fn only_the_backends_name_a_backend() {
     }
     assert!(named.is_empty(), "only src/backend may name a backend:\n{}", named.join("\n"));
 }
+
+/// `Storage`'s methods do not match on the backends themselves: they go
+/// through `dispatch!` (the storage's backend) or `on_device!` (a device's),
+/// so those macros, the `Storage` enum and its `BackendRef` impls are where
+/// the backends are listed. The host's storage is the CPU backend's, which
+/// `from_vec` and `from_f64s` may say.
+#[test]
+fn storage_methods_go_through_the_dispatch_macros() {
+    let src = sources("src/backend")
+        .into_iter()
+        .find(|s| s.rel == "src/backend/mod.rs")
+        .expect("src/backend/mod.rs");
+    let start = src
+        .lines
+        .iter()
+        .position(|(_, l)| l.starts_with("impl Storage {"))
+        .expect("an `impl Storage` block");
+    let end = start + src.lines[start..].iter().position(|(_, l)| l == "}").expect("the end of `impl Storage`");
+    let mut function = String::new();
+    let mut listed = Vec::new();
+    for (n, code) in &src.lines[start..end] {
+        if let Some(rest) = code.trim().strip_prefix("pub fn ") {
+            function = first_segment(rest);
+        }
+        let names_cuda = ["Storage::Cuda", "CudaStorage", "Device::Cuda", "cfg(feature"].iter().any(|x| code.contains(x));
+        let names_cpu = code.contains("Storage::Cpu");
+        if names_cuda || (names_cpu && !["from_vec", "from_f64s"].contains(&function.as_str())) {
+            listed.push(format!("src/backend/mod.rs:{n}: in Storage::{function}: {}", code.trim()));
+        }
+    }
+    assert!(end > start + 20, "impl Storage spans only {} lines", end - start);
+    assert!(listed.is_empty(), "Storage's methods list the backends themselves:\n{}", listed.join("\n"));
+}

@@ -188,6 +188,19 @@ impl BackendStorage for CpuStorage {
     fn dtype(&self) -> DType {
         CpuStorage::dtype(self)
     }
+    // The CPU is one device, `Device::Cpu`, so the constructors ignore theirs.
+    fn full_on(_device: Device, dtype: DType, len: usize, value: f64) -> Result<Self> {
+        Ok(CpuStorage::from_f64_vec(&vec![value; len], dtype))
+    }
+    fn zeros_on(_device: Device, dtype: DType, len: usize) -> Result<Self> {
+        Ok(CpuStorage::zeros(dtype, len))
+    }
+    fn from_host(_device: Device, host: &CpuStorage) -> Result<Self> {
+        Ok(host.clone())
+    }
+    fn to_host(&self) -> Result<CpuStorage> {
+        Ok(self.clone())
+    }
     fn device(&self) -> Device {
         Device::Cpu
     }
