@@ -12,6 +12,10 @@ pub mod matmul;
 pub mod nn;
 pub mod optim;
 pub mod reduce;
+// Public only for benches/ops.rs, which times each ISA's kernel on its own
+// (a bench is another crate); hidden because it is no part of the API: only
+// this backend calls it, which tests/integration/architecture.rs checks.
+#[doc(hidden)]
 pub mod simd;
 pub mod unary;
 
