@@ -12,7 +12,7 @@ use proptest::test_runner::{Config, TestRunner};
 use std::cell::RefCell;
 use tamer::ops::unary::UnaryFn;
 use tamer::tensor::Float;
-use tamer::testing::{check_gradients, strategies, GradCheckConfig, GradCheckReport};
+use tamer::testing::{check_gradients, proptest_config, strategies, GradCheckConfig, GradCheckReport};
 use tamer::{Result, Tensor};
 
 /// The function under test: `Σ_last tanh(a)·softplus(b) + ½(a − b)²`, with `a` and `b` broadcast.
@@ -44,9 +44,8 @@ impl UnaryFn for BuggySoftplus {
 fn run(name: &str, f: fn(&[Tensor]) -> Result<Tensor>) {
     let reports: RefCell<Vec<GradCheckReport>> = RefCell::new(Vec::new());
     let mut runner = TestRunner::new(Config {
-        cases: 32,
         failure_persistence: None, // an example has no source tree to save failures next to
-        ..Config::default()
+        ..proptest_config(32)
     });
     let outcome = runner.run(&inputs(), |(a, b)| {
         let shapes = format!(

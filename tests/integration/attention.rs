@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use tamer::testing::strategies::{tensor_with, view_kind, ViewKind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{DType, Tensor};
 
 /// The plain composite: autodiff through each op.
@@ -24,7 +24,7 @@ fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(proptest_config(24))]
 
     #[test]
     fn gradients_match_finite_differences(

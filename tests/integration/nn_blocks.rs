@@ -10,7 +10,7 @@ use tamer::models::{EncoderConfig, PositionKind, TransformerEncoder};
 use tamer::nn::init::admin_omega;
 use tamer::nn::{BlockConfig, KvCache, Module, MultiHeadSelfAttention, NormPlacement, TransformerBlock};
 use tamer::testing::strategies::{tensor_with, view_kind, ViewKind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{rng, DType, Tensor};
 
 fn attention(dim: usize, n_head: usize, bias: bool, causal: bool, attn_p: f64, seed: u64) -> MultiHeadSelfAttention {
@@ -45,7 +45,7 @@ fn gradcheck_config() -> GradCheckConfig {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(proptest_config(24))]
 
     #[test]
     fn attention_gradients(b in 1usize..=2, t in 1usize..=4, n_head in 1usize..=2, head_dim in 1usize..=2,

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use tamer::backend::cpu::nn::pool::{avg_pool2d_reference, max_pool2d_reference};
 use tamer::ops::nn::pool::Pool2dParams;
 use tamer::testing::strategies::{tensor_with, view_kind, ViewKind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{DType, ErrorKind, Tensor};
 
 #[derive(Clone, Debug)]
@@ -57,7 +57,7 @@ fn pool_case() -> impl Strategy<Value = PoolCase> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(proptest_config(24))]
 
     #[test]
     fn max_pool2d_gradients(case in pool_case(), kind in view_kind(), seed in any::<u64>()) {

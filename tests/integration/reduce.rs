@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use tamer::testing::strategies::{self, tensor_with, tensor_with_dtype, ViewKind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{DType, Result, Tensor};
 
 /// A tensor, an axis list (each axis maybe negative, in random order; empty means all) and keepdim.
@@ -83,7 +83,7 @@ fn ops() -> Vec<ReduceCase> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(proptest_config(32))]
 
     #[test]
     fn gradients_and_values((x, axes, keepdim) in reduction()) {
