@@ -12,19 +12,34 @@ use crate::{no_grad, Error, Result};
 use std::fmt;
 
 /// Step and tolerances. An element passes when `|analytic − numeric| ≤ atol + rtol·|numeric|`.
+///
+/// The default (`eps` 2e-6, `rtol` 1e-6, `atol` 1e-8) is about as tight as
+/// central differences in f64 allow. Their error has two parts: truncation,
+/// `ε²·|f‴|/6`, and rounding, about `|L|·1e-16/ε` for a loss `L` of a few
+/// units; at `ε = 2e-6` both stay near 1e-10. Measured over every gradient
+/// property test of tamer (100 cases each), the worst element used 0.27 of
+/// this tolerance, 0.94 at `ε = 1e-6` (rounding) and 1.8 at `ε = 1e-5`
+/// (truncation). A tolerance this tight catches a constant that is wrong in
+/// its fourth digit, which the old default (`rtol` 1e-3, `atol` 1e-5) let
+/// through. Loosen it for one function only, and say why: a kink (relu, abs,
+/// max, clamp, pooling ties) within `ε` of an input makes the difference
+/// quotient meaningless there, so tests keep inputs away from kinks instead.
 #[derive(Clone, Debug)]
 pub struct GradCheckConfig {
+    /// Step of the central difference.
     pub eps: f64,
+    /// Absolute tolerance, for gradients near zero.
     pub atol: f64,
+    /// Tolerance relative to the numeric gradient.
     pub rtol: f64,
 }
 
 impl Default for GradCheckConfig {
     fn default() -> Self {
         GradCheckConfig {
-            eps: 1e-6,
-            atol: 1e-5,
-            rtol: 1e-3,
+            eps: 2e-6,
+            atol: 1e-8,
+            rtol: 1e-6,
         }
     }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use tamer::nn::{Module, Param};
+use tamer::testing::GradCheckConfig;
 use tamer::{no_grad, DType, Result, Tensor};
 
 /// Fixed weights in [0.5, 1.5) with varying signs, so `Σ w ⊙ y` sees every output element.
@@ -22,11 +23,12 @@ pub fn probe_weights(dims: &[usize]) -> Tensor {
 }
 
 /// Finite-difference check of the gradients of `Σ w ⊙ f()` with respect to every
-/// parameter of `module` (f64). Each element is perturbed in place through
-/// `Param::set`, so the module under test is the real one. Returns
+/// parameter of `module` (f64), with `check_gradients`' default step and
+/// tolerances. Each element is perturbed in place through `Param::set`, so the
+/// module under test is the real one. Returns
 /// `(elements checked, failures with name, index, analytic, numeric)`.
 pub fn check_param_gradients<M: Module + ?Sized>(module: &M, f: impl Fn() -> Result<Tensor>) -> (usize, Vec<String>) {
-    let (eps, atol, rtol) = (1e-6, 1e-5, 1e-3);
+    let GradCheckConfig { eps, atol, rtol } = GradCheckConfig::default();
     let out = f().unwrap();
     let w = probe_weights(out.dims());
     let loss_of = |y: Tensor| y.mul(&w).unwrap().sum_all().unwrap();
