@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 use std::time::Instant;
-use tamer::backend::simd::{self, Simd};
+use tamer::backend::cpu::simd::{self, Simd};
 use tamer::{DType, Tensor};
 
 const N: usize = 1 << 22;

@@ -1,10 +1,14 @@
-//! Load a timm-format ViT checkpoint (safetensors, timm's names) and classify
-//! an image tensor, printing the top-k classes.
+//! Load a ViT checkpoint (safetensors, timm's names) and classify an image
+//! tensor, printing the top-k classes.
 //!
-//! The configuration is read off the checkpoint's shapes
-//! ([`VitConfig::from_checkpoint`]); only the number of heads is not in them
-//! (`--heads`; default 64-wide heads as every timm ViT, or 2 for the bundled
-//! fixture). The default checkpoint is the tiny timm ViT of
+//! A checkpoint `train_vit` wrote carries the model's configuration and the
+//! input normalisation it was trained with in its metadata: both are used
+//! (`--heads` may only repeat the stored head count). A plain timm checkpoint
+//! has neither: its configuration is read off the shapes
+//! ([`VitConfig::from_checkpoint`](tamer::models::VitConfig::from_checkpoint)),
+//! except the number of heads (`--heads`; default 64-wide heads as every timm
+//! ViT, or 2 for the bundled fixture), and the example says so. The default
+//! checkpoint is the tiny timm ViT of
 //! `tests/fixtures/vit_tiny.safetensors` (8×8×1, random weights) and the
 //! default image its PyTorch input, whose logits PyTorch recorded: the example
 //! prints how closely tamer reproduces them.
@@ -18,10 +22,17 @@
 //! Images: `fixture` (the fixture input, a batch of 2), `digits:N` (image N of
 //! the vendored 8×8 UCI digits, pixels scaled to [0, 1]), or `PATH[:KEY]`, a
 //! safetensors file holding a `[B, C, H, W]` (or `[C, H, W]`) tensor under KEY
-//! (default `x`), already resized and normalised as the model expects.
+//! (default `x`), already resized to the model's input. A `digits:N` or PATH
+//! image is normalised with the checkpoint's input normalisation when it
+//! records one (pixels then in `[0, 1]`), and taken as the model's input
+//! otherwise; the fixture image is the fixture model's input as it is.
 
-use tamer::checkpoint::{self, fixture_path, Checkpoint};
-use tamer::models::{VisionTransformer, VitConfig};
+#[path = "cli/common.rs"]
+#[allow(dead_code)]
+mod common;
+
+use tamer::checkpoint::{self, fixture_path, Checkpoint, InputNormalization};
+use tamer::models::VisionTransformer;
 use tamer::nn::Module;
 use tamer::{DType, Tensor};
 
@@ -92,7 +103,9 @@ fn run(args: Args) -> tamer::Result<()> {
     let ckpt: Checkpoint = checkpoint::read(&path)?;
     // The bundled fixture has 2 heads of width 8 (scripts/make_fixtures.py).
     let heads = args.heads.or(if default_ckpt { Some(2) } else { None });
-    let config = VitConfig::from_checkpoint(&ckpt, heads)?;
+    let normalization = InputNormalization::from_checkpoint(&ckpt)?;
+    let (mut vit, notes) = VisionTransformer::from_checkpoint(ckpt, heads)?;
+    let config = &vit.config;
     println!(
         "model: {}×{}×{} images, patch {}, width {}, depth {}, {} heads, MLP ratio {}, {:?} pooling, {} classes",
         config.img_size.0,
@@ -106,7 +119,6 @@ fn run(args: Args) -> tamer::Result<()> {
         config.pool,
         config.num_classes
     );
-    let (mut vit, notes) = VisionTransformer::load_pretrained(ckpt, config)?;
     for note in &notes {
         println!("{note}");
     }
@@ -114,6 +126,20 @@ fn run(args: Args) -> tamer::Result<()> {
     vit.set_training(false);
 
     let x = load_image(&args.image)?;
+    let x = match (&normalization, args.image.as_str()) {
+        (Some(n), image) if image != "fixture" => {
+            println!(
+                "inputs normalised with the checkpoint's input_normalization (mean {:?}, std {:?})",
+                n.mean, n.std
+            );
+            n.apply(&x)?
+        }
+        (None, image) if image != "fixture" => {
+            println!("the checkpoint records no input normalisation: the image is used as it is");
+            x
+        }
+        _ => x,
+    };
     let logits = tamer::no_grad(|| vit.forward(&x))?;
     if args.image == "fixture" && default_ckpt {
         let reference = checkpoint::fixture("vit_tiny_io.safetensors")?;
@@ -133,6 +159,7 @@ fn run(args: Args) -> tamer::Result<()> {
 }
 
 fn main() {
+    common::exit_quietly_on_broken_pipe();
     let args = parse_args().unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(2);

@@ -4,8 +4,15 @@
 //!
 //! proptest draws random broadcast-compatible shapes and memory layouts (contiguous,
 //! permuted, sliced); `check_gradients` compares backward with central differences.
-//! The second half shows what a wrong derivative looks like: proptest shrinks the
-//! failing input to a minimal one and the report points at the worst element.
+//! The second half shows what a wrong derivative looks like, on purpose: a
+//! softplus whose derivative has a sign slip. That check is meant to FAIL;
+//! proptest shrinks the failing input to a minimal one and the report points
+//! at the worst element. The example says so in its output and exits with 0
+//! when the correct function passes and the buggy one fails (1 otherwise).
+
+#[path = "cli/common.rs"]
+#[allow(dead_code)]
+mod common;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -41,7 +48,8 @@ impl UnaryFn for BuggySoftplus {
     }
 }
 
-fn run(name: &str, f: fn(&[Tensor]) -> Result<Tensor>) {
+/// Check `f` on random inputs; whether it passed.
+fn run(name: &str, f: fn(&[Tensor]) -> Result<Tensor>) -> bool {
     let reports: RefCell<Vec<GradCheckReport>> = RefCell::new(Vec::new());
     let mut runner = TestRunner::new(Config {
         failure_persistence: None, // an example has no source tree to save failures next to
@@ -67,13 +75,33 @@ fn run(name: &str, f: fn(&[Tensor]) -> Result<Tensor>) {
     if let Some(first) = reports.first() {
         println!("   first case: {first}");
     }
-    match outcome {
+    match &outcome {
         Ok(()) => println!("   PASSED"),
         Err(e) => println!("   FAILED (after shrinking): {e}"),
     }
+    outcome.is_ok()
 }
 
 fn main() {
-    run("my_function", my_function);
-    run("with a buggy softplus", |xs| xs[0].tanh()?.mul(&xs[1].unary(BuggySoftplus)?)?.sum_all());
+    common::exit_quietly_on_broken_pipe();
+    let correct = run("my_function", my_function);
+    println!();
+    println!("The next check is meant to fail: BuggySoftplus's derivative is σ(−x) where σ(x) is right (a sign slip),");
+    println!("to show what a wrong gradient looks like. proptest shrinks the failing input to a minimal one, and the");
+    println!("report names the worst element: analytic (backward) against numeric (central differences).");
+    let buggy = run("a deliberately buggy softplus (expected to FAIL)", |xs| {
+        xs[0].tanh()?.mul(&xs[1].unary(BuggySoftplus)?)?.sum_all()
+    });
+    println!();
+    match (correct, buggy) {
+        (true, false) => println!("As intended: my_function's gradients are right, and the deliberate bug was caught."),
+        (false, _) => {
+            println!("my_function FAILED: its gradients disagree with the finite differences (see above).");
+            std::process::exit(1);
+        }
+        (true, true) => {
+            println!("The buggy softplus PASSED: the check should have caught its wrong derivative.");
+            std::process::exit(1);
+        }
+    }
 }

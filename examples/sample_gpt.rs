@@ -5,14 +5,19 @@
 //! cargo run --release --example sample_gpt -- --checkpoint out/train_gpt/gpt.safetensors --tokens 200 --top-k 10
 //! ```
 //!
-//! The shapes (vocabulary, context, width, layers, biases) are read off the
-//! tensors; the head count comes from the file's metadata (`n_head`) or
-//! `--n-head`. When the metadata holds the character vocabulary (`vocab`, as
+//! A checkpoint `train_gpt` wrote carries the model's configuration in its
+//! metadata (`model_config`), which is used as it is. Otherwise the shapes
+//! (vocabulary, context, width, layers, biases) are read off the tensors and
+//! the head count comes from the file's `n_head` metadata or `--n-head`. When the metadata holds the character vocabulary (`vocab`, as
 //! the training example writes it), tokens are printed as text, else as ids.
 //! HF GPT-2 files (Conv1D layout) are converted on the fly.
 
-use tamer::checkpoint::{interop, load_into, read, Checkpoint, LoadOptions};
-use tamer::models::{Gpt, GptConfig};
+#[path = "cli/common.rs"]
+#[allow(dead_code)]
+mod common;
+
+use tamer::checkpoint::{interop, read};
+use tamer::models::Gpt;
 use tamer::nn::Module;
 use tamer::{rng, Error, Result, Tensor};
 
@@ -67,33 +72,6 @@ fn parse_args() -> std::result::Result<Args, String> {
     Ok(a)
 }
 
-/// Recover nanoGPT's config from tensor shapes (and the head count from metadata or the flag).
-fn infer_config(ckpt: &Checkpoint, n_head: Option<usize>) -> Result<GptConfig> {
-    let dims = |name: &str| -> Result<Vec<usize>> { Ok(ckpt.get(name)?.dims().to_vec()) };
-    let wte = dims("transformer.wte.weight")?;
-    let wpe = dims("transformer.wpe.weight")?;
-    let n_layer = (0..).take_while(|i| ckpt.get(&format!("transformer.h.{i}.ln_1.weight")).is_ok()).count();
-    let n_head = match (n_head, ckpt.metadata.get("n_head")) {
-        (Some(n), _) => n,
-        (None, Some(s)) => s
-            .parse()
-            .map_err(|_| Error::format("sample_gpt", format!("metadata n_head {s:?} is not a number")))?,
-        (None, None) => return Err(Error::value("sample_gpt", "the checkpoint's metadata has no n_head: pass --n-head")),
-    };
-    Ok(GptConfig {
-        vocab_size: wte[0],
-        block_size: wpe[0],
-        n_layer,
-        n_head,
-        n_embd: wte[1],
-        dropout: 0.0,
-        bias: ckpt.get("transformer.ln_f.bias").is_ok(),
-        tie_weights: ckpt.get("lm_head.weight").map_or(true, |h| {
-            h.to_f64_vec().ok() == ckpt.get("transformer.wte.weight").ok().and_then(|w| w.to_f64_vec().ok())
-        }),
-    })
-}
-
 fn run(args: Args) -> Result<()> {
     let (path, n_head) = match &args.checkpoint {
         Some(path) => (path.clone(), args.n_head),
@@ -111,15 +89,12 @@ fn run(args: Args) -> Result<()> {
         }
         ckpt.tensors = adapted.tensors;
     }
-    let config = infer_config(&ckpt, n_head)?;
     let vocab: Option<Vec<char>> = ckpt.metadata.get("vocab").map(|v| v.chars().collect());
-    let mut gpt = Gpt::new(config.clone(), &mut rng(0))?;
-    gpt.set_training(false);
-    // A training checkpoint (train_gpt's checkpoint.safetensors) also holds the optimizer state.
-    let options = LoadOptions::strict().skip("optim.*");
-    let options = if config.tie_weights { options.skip("lm_head.weight") } else { options };
-    load_into(&gpt, ckpt, &options)?;
-    eprintln!("loaded {path} ({} parameters): {config:?}", gpt.num_params());
+    let (gpt, notes) = Gpt::from_checkpoint(ckpt, n_head)?;
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
+    eprintln!("loaded {path} ({} parameters): {:?}", gpt.num_params(), gpt.config);
 
     let prompt: Vec<i64> = match (&args.prompt, &vocab) {
         (Some(p), Some(v)) => p
@@ -154,6 +129,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() {
+    common::exit_quietly_on_broken_pipe();
     let args = match parse_args() {
         Ok(a) => a,
         Err(msg) => {

@@ -1,7 +1,8 @@
 //! Train a character-level GPT on a text file (nanoGPT's shakespeare_char).
 //!
 //! ```sh
-//! cargo run --release --example train_gpt -- --text ../shared/data/tinyshakespeare.txt
+//! scripts/download_data.sh --only shakespeare        # datasets/tinyshakespeare.txt
+//! cargo run --release --example train_gpt -- --text datasets/tinyshakespeare.txt
 //! cargo run --release --example sample_gpt -- --checkpoint out/train_gpt/gpt.safetensors --tokens 300
 //! ```
 //!
@@ -9,56 +10,39 @@
 //! `--eval-interval` steps the train and validation losses are estimated on
 //! `--eval-iters` fixed batches each; checkpoints go to
 //! `OUT/checkpoint.safetensors` (for `--resume`) and the model alone, with
-//! nanoGPT's names and `n_head` and `vocab` in the metadata, to
-//! `OUT/gpt.safetensors`. The last line on stdout is one JSON object:
-//! `{"event":"final","dataset":..,"model":..,"params":..,"steps":..,
-//! "seconds":..,"train_loss":..,"val_loss":..,"tokens_per_s":..}`.
+//! nanoGPT's names and its configuration (`model_config`, `n_head`) and
+//! vocabulary in the metadata, to `OUT/gpt.safetensors`. An `OUT` that holds
+//! a run is not replaced without `--force`. The last line on stdout is one
+//! JSON object: `{"event":"final","dataset":..,"model":..,"params":..,
+//! "steps":..,"steps_this_process":..,"seconds":..,"seconds_this_process":..,
+//! "train_loss":..,"val_loss":..,"tokens":..,"tokens_per_s":..}`.
 
 #[path = "cli/common.rs"]
 #[allow(dead_code)]
 mod common;
 #[path = "cli/gpt_args.rs"]
 mod gpt_args;
+#[path = "cli/run.rs"]
+#[allow(dead_code)]
+mod run;
 
-use clap::Parser;
-use common::OptimizerKind;
 use gpt_args::{GptArgs, GptSchedule};
 use std::collections::BTreeMap;
 use std::time::Instant;
-use tamer::checkpoint;
+use tamer::checkpoint::{self, model_metadata};
 use tamer::data::CharDataset;
-use tamer::models::{Gpt, GptConfig};
+use tamer::models::Gpt;
 use tamer::nn::Module;
-use tamer::optim::{Adam, AdamConfig, LrSchedule, Optimizer, Scheduler, Sgd, SgdConfig, WarmupCosine, WarmupLinear};
+use tamer::optim::{LrSchedule, Scheduler, WarmupCosine, WarmupLinear};
 use tamer::train::{CharLanguageModel, Record, TrainConfig, Trainer};
 use tamer::{no_grad, rng, Error, Result, Tensor};
 
-fn main() {
-    let args = GptArgs::parse();
-    if let Err(msg) = args.validate() {
-        eprintln!("error: {msg}");
-        std::process::exit(2);
-    }
-    if let Err(e) = run(&args) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
-}
+const OP: &str = "train_gpt";
+/// The model alone, in `--out`.
+const MODEL_FILE: &str = "gpt.safetensors";
 
-fn model_config(args: &GptArgs, vocab_size: usize) -> GptConfig {
-    let base = match args.model {
-        gpt_args::GptPreset::GptTiny => GptConfig::gpt_tiny(),
-        gpt_args::GptPreset::GptSmall => GptConfig::gpt_small(),
-    };
-    GptConfig {
-        vocab_size,
-        n_layer: args.n_layer.unwrap_or(base.n_layer),
-        n_head: args.n_head.unwrap_or(base.n_head),
-        n_embd: args.n_embd.unwrap_or(base.n_embd),
-        block_size: args.block_size.unwrap_or(base.block_size),
-        dropout: args.dropout.unwrap_or(base.dropout),
-        ..base
-    }
+fn main() {
+    common::main_with(GptArgs::validate, run);
 }
 
 fn schedule(args: &GptArgs) -> Result<Box<dyn LrSchedule>> {
@@ -70,35 +54,23 @@ fn schedule(args: &GptArgs) -> Result<Box<dyn LrSchedule>> {
     })
 }
 
-fn optimizer(args: &GptArgs, model: &Gpt) -> Result<Box<dyn Optimizer>> {
-    let named = model.named_params();
-    let (wd, rule) = (args.weight_decay, gpt_args::decay_rule());
-    Ok(match args.optimizer {
-        // nanoGPT's shakespeare_char: beta2 0.99 ("the model is small and sees few tokens per step").
-        OptimizerKind::Adamw => Box::new(Adam::new(named, AdamConfig::adamw(args.lr).betas(0.9, 0.99).weight_decay(wd).decay_rule(rule))?),
-        OptimizerKind::Adam => Box::new(Adam::new(named, AdamConfig::adam(args.lr).betas(0.9, 0.99).weight_decay(wd).decay_rule(rule))?),
-        OptimizerKind::Sgd => Box::new(Sgd::new(
-            named,
-            SgdConfig::new(args.lr).momentum(0.9).nesterov(true).weight_decay(wd).decay_rule(rule),
-        )?),
-    })
-}
-
 fn run(args: &GptArgs) -> Result<()> {
     let start = Instant::now();
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| Error::value("train_gpt", format!("--threads {n}: {e}")))?;
-    }
+    run::prepare_out_dir(OP, &args.out, &args.run, MODEL_FILE)?;
+    run::init_threads(OP, args.run.threads)?;
     let data = CharDataset::load(&args.text)?;
-    let config = model_config(args, data.vocab_size());
-    gpt_args::check_splits(data.train.len(), data.val.len(), config.block_size).map_err(|m| Error::value("train_gpt", m))?;
+    let config = args.model_config(data.vocab_size());
+    gpt_args::check_splits(data.train.len(), data.val.len(), config.block_size).map_err(|m| Error::value(OP, m))?;
+    let micro = args.batch_size / args.run.grad_accum;
+    let what = format!(
+        "a GPT of {} layers, {} heads, width {} (--n-embd) and context {} at micro-batch {micro}",
+        config.n_layer, config.n_head, config.n_embd, config.block_size
+    );
+    run::check_memory(OP, &what, &run::gpt_memory(&config, micro, args.run.optimizer))?;
     let model = Gpt::new(config.clone(), &mut rng(args.seed))?;
     let params = model.num_params();
     // Parameters move to the device before the optimizer sees them; batches follow the model.
-    let device = common::device(args.device)?;
+    let device = common::device(args.run.device)?;
     model.to_device(device)?;
     println!(
         "{}: {} characters ({} train / {} val), vocabulary {}; {} ({params} parameters): {} layers, {} heads, width {}, context {}, dropout {}",
@@ -119,54 +91,61 @@ fn run(args: &GptArgs) -> Result<()> {
         args.steps,
         args.batch_size,
         config.block_size,
-        args.optimizer,
+        args.run.optimizer,
         args.lr,
         args.min_lr,
         args.warmup,
         args.weight_decay,
-        args.clip,
+        args.run.clip,
         rayon::current_num_threads()
     );
-    let opt = optimizer(args, &model)?;
+    // nanoGPT's shakespeare_char: beta2 0.99 ("the model is small and sees few tokens per step").
+    let opt = run::optimizer(
+        model.named_params(),
+        args.run.optimizer,
+        args.lr,
+        args.weight_decay,
+        Some((0.9, 0.99)),
+        Some(gpt_args::decay_rule()),
+    )?;
     let sched = Scheduler::from_box(schedule(args)?);
     let vocab: String = data.chars.iter().collect();
     let task = CharLanguageModel {
         model,
         data,
-        batch_size: args.batch_size / args.grad_accum,
+        batch_size: micro,
         block_size: config.block_size,
-        micro_batches: args.grad_accum,
+        micro_batches: args.run.grad_accum,
         eval_iters: args.eval_iters,
         eval_train: true,
         seed: args.seed,
     };
-    let metadata = BTreeMap::from([
+    let mut metadata = model_metadata(&config.to_json(), None);
+    metadata.extend(BTreeMap::from([
+        // For readers that know nanoGPT's names but not model_config.
         ("n_head".to_string(), config.n_head.to_string()),
         ("vocab".to_string(), vocab),
         ("model".to_string(), args.model.name().to_string()),
-        ("config".to_string(), format!("{config:?}")),
-    ]);
+    ]));
     let train_config = TrainConfig {
         total_steps: args.steps,
-        stop_at: args.stop_at,
-        grad_accum: args.grad_accum,
-        clip: (args.clip > 0.0).then_some(args.clip),
+        stop_at: args.run.stop_at,
+        grad_accum: args.run.grad_accum,
+        clip: (args.run.clip > 0.0).then_some(args.run.clip),
         eval_every: Some(args.eval_interval),
         log_every: args.log_interval,
         checkpoint_every: Some(args.checkpoint_interval.unwrap_or(args.eval_interval)),
         out_dir: Some(args.out.clone()),
+        overwrite: args.run.force,
         seed: args.seed,
         metadata,
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(train_config, task, opt, sched)?;
-    if args.resume {
-        let path = trainer.checkpoint_path().unwrap_or_default();
-        trainer.resume(&path)?;
-        println!("resumed from {} at step {}", path.display(), trainer.step);
-    }
+    run::resume_if_asked(&mut trainer, &args.run)?;
+    run::start_over(OP, &args.out, &args.run, MODEL_FILE)?;
     let summary = trainer.fit()?;
-    let gpt_path = args.out.join("gpt.safetensors");
+    let gpt_path = args.out.join(MODEL_FILE);
     checkpoint::save_with_metadata(&gpt_path, &checkpoint::module_tensors(&trainer.task.model), &trainer.config.metadata)?;
     println!(
         "saved {} (sample with: cargo run --release --example sample_gpt -- --checkpoint {})",
@@ -184,22 +163,23 @@ fn run(args: &GptArgs) -> Result<()> {
         })?;
         println!("---- sample ----\n{}\n----------------", task.data.decode(&out.to_vec::<i64>()?)?);
     }
-    let val_loss = summary.metric("val_loss").unwrap_or(f64::NAN);
+    let val_loss = summary.metric("val_loss");
     println!(
-        "val loss {val_loss:.4} after {} steps, {:.0} tokens/s, {:.1}s",
+        "val loss {} after {} steps ({} in this process), {} tokens/s, {:.1}s",
+        val_loss.map_or("unknown".to_string(), |v| format!("{v:.4}")),
         summary.steps,
-        summary.tokens_per_s,
+        summary.steps_run,
+        summary.tokens_per_s.map_or("no".to_string(), |t| format!("{t:.0}")),
         start.elapsed().as_secs_f64()
     );
     let fin = Record::new("final")
         .with("dataset", args.text.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default())
         .with("model", args.model.name())
-        .with("params", params as u64)
-        .with("steps", summary.steps)
-        .num("seconds", (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0)
-        .num("train_loss", summary.train_loss)
-        .num("val_loss", val_loss)
-        .num("tokens_per_s", summary.tokens_per_s.round());
+        .with("params", params as u64);
+    let fin = run::final_record(fin, &summary, start)
+        .with("val_loss", val_loss)
+        .with("tokens", summary.total_tokens)
+        .with("tokens_per_s", summary.tokens_per_s.map(f64::round));
     println!("{}", fin.to_json());
     Ok(())
 }

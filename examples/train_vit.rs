@@ -2,7 +2,8 @@
 //!
 //! ```sh
 //! cargo run --release --example train_vit                      # digits, the default recipe
-//! cargo run --release --example train_vit -- --dataset mnist10k --data-dir ../shared/data/mnist
+//! scripts/download_data.sh --only mnist                         # MNIST into datasets/mnist
+//! cargo run --release --example train_vit -- --dataset mnist10k --data-dir datasets/mnist
 //! cargo run --release --example train_vit -- --help            # every flag and the recipes
 //! ```
 //!
@@ -12,96 +13,65 @@
 //! dropped (timm's `drop_last`), so every step sees a full batch. Progress
 //! goes to the terminal (a bar when stdout is a terminal) and, with `--out
 //! DIR`, to `DIR/metrics.jsonl` with checkpoints in
-//! `DIR/checkpoint.safetensors`. The last line on stdout is one JSON object:
+//! `DIR/checkpoint.safetensors` and the model in `DIR/model.safetensors`,
+//! both carrying the model's configuration and input normalisation in their
+//! metadata (`classify_vit` reads them). A `DIR` that holds a run is not
+//! replaced without `--force`. The last line on stdout is one JSON object:
 //! `{"event":"final","dataset":..,"model":..,"params":..,"steps":..,
-//! "seconds":..,"train_loss":..,"test_acc":..}`.
+//! "steps_this_process":..,"seconds":..,"seconds_this_process":..,
+//! "train_loss":..,"test_acc":..,"samples":..,"samples_per_s":..}`.
 
 #[path = "cli/common.rs"]
 #[allow(dead_code)]
 mod common;
+#[path = "cli/run.rs"]
+#[allow(dead_code)]
+mod run;
 #[path = "cli/vit_args.rs"]
 mod vit_args;
 
-use clap::Parser;
-use common::OptimizerKind;
 use std::collections::BTreeMap;
 use std::time::Instant;
-use tamer::checkpoint;
+use tamer::checkpoint::{self, model_metadata, Checkpoint, InputNormalization};
 use tamer::data::{cifar, digits, mnist, Augment, DataLoader, ImageDataset, LoaderConfig, Mixup, Normalization, Split};
-use tamer::models::{Pool, PosEmbed, PretrainedOptions, VisionTransformer, VitConfig};
+use tamer::models::{PretrainedOptions, VisionTransformer};
 use tamer::nn::Module;
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
-use tamer::optim::{Adam, AdamConfig, Constant, DecayRule, LrSchedule, OneCycle, Optimizer, Scheduler, Sgd, SgdConfig, WarmupCosine, WarmupLinear};
-use tamer::train::{ImageClassification, TrainConfig, Trainer, CHECKPOINT_FILE};
+use tamer::optim::{Constant, DecayRule, LrSchedule, OneCycle, Scheduler, WarmupCosine, WarmupLinear};
+use tamer::train::{ImageClassification, Record, TrainConfig, Trainer, CHECKPOINT_FILE};
 use tamer::{rng, Error, Result};
-use vit_args::{Dataset, PoolKind, PosKind, Preset, ScheduleKind, VitArgs};
+use vit_args::{Dataset, ScheduleKind, VitArgs};
+
+const OP: &str = "train_vit";
+/// The model alone, in `--out`.
+const MODEL_FILE: &str = "model.safetensors";
 
 fn main() {
-    let args = VitArgs::parse();
-    if let Err(msg) = args.validate() {
-        eprintln!("error: {msg}");
-        std::process::exit(2);
-    }
-    if let Err(e) = run(&args) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    common::main_with(VitArgs::validate, run);
 }
 
 fn load_data(args: &VitArgs) -> Result<(ImageDataset, ImageDataset)> {
     let dir = args.data_dir.clone().unwrap_or_default();
-    match args.dataset {
-        Dataset::Digits => digits::load_images(),
-        Dataset::Mnist => Ok((mnist::load(&dir, Split::Train)?, mnist::load(&dir, Split::Test)?)),
-        Dataset::Mnist10k => mnist::mnist10k(&dir),
-        Dataset::Cifar10 => Ok((cifar::load(&dir, Split::Train)?, cifar::load(&dir, Split::Test)?)),
-    }
-}
-
-/// The preset's configuration, adapted to the data set's image shape and the flags.
-fn model_config(args: &VitArgs, preset: Preset, patch: Option<usize>, shape: (usize, usize, usize), num_classes: usize) -> Result<VitConfig> {
-    let base = match preset {
-        Preset::VitDigitsS => VitConfig {
-            depth: 2,
-            ..VitConfig::vit_digits()
-        },
-        Preset::VitDigits => VitConfig::vit_digits(),
-        Preset::VitTiny => VitConfig::vit_tiny(),
-        Preset::HybridMnist => VitConfig::hybrid_mnist(),
-        Preset::VitCifar => VitConfig::vit_cifar(),
+    let (train, test) = match args.dataset {
+        Dataset::Digits => digits::load_images()?,
+        Dataset::Mnist => (mnist::load(&dir, Split::Train)?, mnist::load(&dir, Split::Test)?),
+        Dataset::Mnist10k => mnist::mnist10k(&dir)?,
+        Dataset::Cifar10 => (cifar::load(&dir, Split::Train)?, cifar::load(&dir, Split::Test)?),
     };
-    let (c, h, w) = shape;
-    if base.img_size != (h, w) || base.in_chans != c {
-        return Err(Error::value(
-            "train_vit",
-            format!(
-                "--model {} expects {}×{}×{} images but {} has {c}×{h}×{w}; pick a preset made for it",
-                preset.name(),
-                base.in_chans,
-                base.img_size.0,
-                base.img_size.1,
-                args.dataset.name()
-            ),
-        ));
+    // Found now, not when the first evaluation comes after hours of training.
+    for (what, set) in [("training", &train), ("test", &test)] {
+        if set.is_empty() {
+            return Err(Error::value(
+                OP,
+                format!(
+                    "the {what} set ({}) has no images: nothing to {}; check --data-dir",
+                    set.name,
+                    if what == "test" { "evaluate on" } else { "train on" }
+                ),
+            ));
+        }
     }
-    Ok(VitConfig {
-        num_classes,
-        patch_size: args.patch.or(patch).unwrap_or(base.patch_size),
-        pool: match args.pool {
-            PoolKind::Cls => Pool::Cls,
-            PoolKind::Mean => Pool::Mean,
-        },
-        block: tamer::nn::BlockConfig {
-            dropout: args.dropout,
-            drop_path: args.drop_path,
-            ..base.block.clone()
-        },
-        pos: match args.pos {
-            PosKind::Learned => PosEmbed::Learned,
-            PosKind::Sincos => PosEmbed::SinCos,
-        },
-        ..base
-    })
+    Ok((train, test))
 }
 
 fn schedule(args: &VitArgs, lr: f64, warmup: u64, total: u64) -> Result<Box<dyn LrSchedule>> {
@@ -116,49 +86,53 @@ fn schedule(args: &VitArgs, lr: f64, warmup: u64, total: u64) -> Result<Box<dyn 
     })
 }
 
-fn optimizer(args: &VitArgs, model: &VisionTransformer, lr: f64, wd: f64) -> Result<Box<dyn Optimizer>> {
-    let named = model.named_params();
-    // timm's rule: no decay on biases, norms, pos_embed and cls_token.
-    let rule = DecayRule::timm(model);
-    Ok(match args.optimizer {
-        OptimizerKind::Adamw => Box::new(Adam::new(named, AdamConfig::adamw(lr).weight_decay(wd).decay_rule(rule))?),
-        OptimizerKind::Adam => Box::new(Adam::new(named, AdamConfig::adam(lr).weight_decay(wd).decay_rule(rule))?),
-        OptimizerKind::Sgd => Box::new(Sgd::new(
-            named,
-            SgdConfig::new(lr).momentum(0.9).nesterov(true).weight_decay(wd).decay_rule(rule),
-        )?),
-    })
-}
-
 fn run(args: &VitArgs) -> Result<()> {
     let start = Instant::now();
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| Error::value("train_vit", format!("--threads {n}: {e}")))?;
+    let flag_error = |msg: String| Error::value(OP, msg);
+    if let Some(out) = &args.out {
+        run::prepare_out_dir(OP, out, &args.run, MODEL_FILE)?;
     }
-    let device = common::device(args.device)?;
+    run::init_threads(OP, args.run.threads)?;
+    let device = common::device(args.run.device)?;
     let recipe = args.dataset.recipe(args.model);
     let preset = recipe.model;
     let (train, test) = load_data(args)?;
-    let config = model_config(args, preset, recipe.patch, train.shape, train.num_classes)?;
+    let config = args.model_config(train.shape, train.num_classes).map_err(flag_error)?;
     let epochs = args.epochs.unwrap_or(recipe.epochs);
-    let flag_error = |msg: String| Error::value("train_vit", msg);
     let (batch_size, micro) = args.batch_sizes().map_err(flag_error)?;
     let lr = args.lr.unwrap_or(recipe.lr);
     let warmup = args.warmup.unwrap_or(recipe.warmup);
     let weight_decay = args.weight_decay.unwrap_or(recipe.weight_decay);
     let mixup = args.mixup.unwrap_or(recipe.mixup);
+    let what = format!(
+        "--model {} (width {}, depth {}, patch {}) at micro-batch {micro}",
+        preset.name(),
+        config.embed_dim,
+        config.depth,
+        config.patch_size
+    );
+    run::check_memory(OP, &what, &run::vit_memory(&config, micro, args.run.optimizer))?;
 
+    // Pretrained weights bring the normalisation they were trained with, when they record it.
+    let pretrained: Option<Checkpoint> = args.pretrained.as_ref().map(checkpoint::read).transpose()?;
+    let normalization = match pretrained.as_ref().map(InputNormalization::from_checkpoint).transpose()?.flatten() {
+        Some(n) => {
+            println!(
+                "pretrained: inputs normalised as the pretrained model's were (mean {:?}, std {:?})",
+                n.mean, n.std
+            );
+            Normalization::Given { mean: n.mean, std: n.std }
+        }
+        None => Normalization::FromData,
+    };
     let model = VisionTransformer::new(config.clone(), &mut rng(args.seed))?;
-    if let Some(path) = &args.pretrained {
+    if let Some(ckpt) = pretrained {
         let options = PretrainedOptions {
             skip: vec!["optim.*".into()],
             seed: args.seed,
             ..PretrainedOptions::default()
         };
-        for note in model.load_pretrained_into(path, &options)? {
+        for note in model.load_pretrained_into(ckpt, &options)? {
             println!("pretrained: {note}");
         }
     }
@@ -172,14 +146,18 @@ fn run(args: &VitArgs) -> Result<()> {
     // Whole steps only: an epoch is a multiple of --grad-accum full micro-batches.
     let mut loader_config = LoaderConfig::train(micro, args.seed)
         .with_drop_last(true)
-        .with_batch_multiple(args.grad_accum)
-        .with_normalization(Normalization::FromData)
+        .with_batch_multiple(args.run.grad_accum)
+        .with_normalization(normalization)
         .with_augment(augment);
     if mixup > 0.0 {
         loader_config = loader_config.with_mixup(Mixup::mixup(mixup));
     }
     let loader = DataLoader::new(train, loader_config)?;
-    let steps_per_epoch = (loader.num_batches() / args.grad_accum) as u64;
+    let input_normalization = loader
+        .normalization()
+        .map(|(mean, std)| InputNormalization::new(mean.clone(), std.clone()))
+        .transpose()?;
+    let steps_per_epoch = (loader.num_batches() / args.run.grad_accum) as u64;
     let steps = args.step_counts(steps_per_epoch).map_err(flag_error)?;
     let total_steps = steps.total;
     let params = model.num_params();
@@ -199,62 +177,63 @@ fn run(args: &VitArgs) -> Result<()> {
     println!(
         "{} epochs × {steps_per_epoch} steps on {device}, batch {batch_size}, {:?} lr {lr:e}, wd {weight_decay}, warmup {warmup}, {:?}, clip {}, label smoothing {}, mixup {mixup}, {} threads",
         epochs,
-        args.optimizer,
+        args.run.optimizer,
         args.schedule,
-        args.clip,
+        args.run.clip,
         args.label_smoothing,
         rayon::current_num_threads()
     );
-    let opt = optimizer(args, &model, lr, weight_decay)?;
+    // timm's rule: no decay on biases, norms, pos_embed and cls_token.
+    let opt = run::optimizer(model.named_params(), args.run.optimizer, lr, weight_decay, None, Some(DecayRule::timm(&model)))?;
     let sched = Scheduler::from_box(schedule(args, lr, warmup, total_steps)?);
     let loss = CrossEntropyOptions::default().with_label_smoothing(args.label_smoothing);
     let task = ImageClassification::new(model, loader, test, 1000, loss)?;
-    let metadata = BTreeMap::from([
+    let mut metadata = model_metadata(&config.to_json(), input_normalization.as_ref());
+    metadata.extend(BTreeMap::from([
         ("dataset".to_string(), args.dataset.name().to_string()),
         ("model".to_string(), preset.name().to_string()),
-        ("config".to_string(), format!("{config:?}")),
-    ]);
+    ]));
     let train_config = TrainConfig {
         total_steps,
-        stop_at: args.stop_at,
-        grad_accum: args.grad_accum,
-        clip: (args.clip > 0.0).then_some(args.clip),
+        stop_at: args.run.stop_at,
+        grad_accum: args.run.grad_accum,
+        clip: (args.run.clip > 0.0).then_some(args.run.clip),
         eval_every: Some(steps.eval_every),
         log_every: steps_per_epoch,
         checkpoint_every: Some(steps.checkpoint_every),
         out_dir: args.out.clone(),
+        overwrite: args.run.force,
         seed: args.seed,
         metadata,
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(train_config, task, opt, sched)?;
-    if args.resume {
-        let path = trainer.checkpoint_path().unwrap_or_default();
-        trainer.resume(&path)?;
-        println!("resumed from {} at step {}", path.display(), trainer.step);
+    run::resume_if_asked(&mut trainer, &args.run)?;
+    if let Some(out) = &args.out {
+        run::start_over(OP, out, &args.run, MODEL_FILE)?;
     }
     let summary = trainer.fit()?;
     if let Some(dir) = &args.out {
-        let path = dir.join("model.safetensors");
+        let path = dir.join(MODEL_FILE);
         checkpoint::save_with_metadata(&path, &checkpoint::module_tensors(&trainer.task.model), &trainer.config.metadata)?;
         println!("saved {} and {}", path.display(), dir.join(CHECKPOINT_FILE).display());
     }
-    let test_acc = summary.metric("test_acc").unwrap_or(f64::NAN);
+    let test_acc = summary.metric("test_acc");
     println!(
-        "test accuracy {:.2}% after {} steps in {:.1}s",
-        test_acc * 100.0,
+        "test accuracy {} after {} steps ({} in this process) in {:.1}s",
+        test_acc.map_or("unknown".to_string(), |a| format!("{:.2}%", a * 100.0)),
         summary.steps,
+        summary.steps_run,
         start.elapsed().as_secs_f64()
     );
-    let fin = tamer::train::Record::new("final")
+    let fin = Record::new("final")
         .with("dataset", args.dataset.name())
         .with("model", preset.name())
-        .with("params", params as u64)
-        .with("steps", summary.steps)
-        .num("seconds", (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0)
-        .num("train_loss", summary.train_loss)
-        .num("test_acc", test_acc)
-        .num("samples_per_s", summary.samples_per_s.round());
+        .with("params", params as u64);
+    let fin = run::final_record(fin, &summary, start)
+        .with("test_acc", test_acc)
+        .with("samples", summary.total_samples)
+        .with("samples_per_s", summary.samples_per_s.map(f64::round));
     println!("{}", fin.to_json());
     Ok(())
 }

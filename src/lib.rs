@@ -28,12 +28,14 @@ pub mod optim;
 pub mod tensor;
 pub mod testing;
 pub mod train;
+pub mod types;
 
 pub use autocast::autocast;
 pub use autograd::{is_grad_enabled, no_grad, GradStore, NoGradGuard};
 pub use error::{Error, ErrorKind, Result};
 pub use ops::nn::cross_entropy::{CrossEntropyOptions, Reduction};
-pub use tensor::{rng, DType, Device, Layout, Shape, Tensor, TensorId, TensorRng};
+pub use tensor::{rng, Tensor, TensorId, TensorRng};
+pub use types::{DType, Device, Layout, Shape};
 
 /// The README's code blocks, compiled and run as doctests so the tour cannot rot.
 #[cfg(doctest)]

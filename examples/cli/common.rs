@@ -1,4 +1,6 @@
-//! Flag types and value parsers shared by the training examples' command lines.
+//! Flag types and value parsers shared by the training examples' command
+//! lines, the flags both training examples have ([`RunFlags`]), and their
+//! `main` ([`main_with`]).
 
 use clap::ValueEnum;
 
@@ -24,7 +26,7 @@ pub fn inverse_sqrt(lr: f64, warmup: u64) -> tamer::Result<tamer::optim::Inverse
     tamer::optim::InverseSqrt::new(lr, warmup, init)
 }
 
-/// The error for `--device cuda` until the CUDA backend lands.
+/// The error for `--device cuda` in a binary built without the backend, or on a machine without a usable device.
 pub fn cuda_unavailable() -> String {
     if cfg!(feature = "cuda") {
         "--device cuda: no usable CUDA device; use --device cpu".to_string()
@@ -86,4 +88,82 @@ pub fn device(kind: DeviceKind) -> tamer::Result<tamer::Device> {
         DeviceKind::Cpu => Ok(tamer::Device::Cpu),
         DeviceKind::Cuda => tamer::Device::cuda(0),
     }
+}
+
+/// The flags `train_vit` and `train_gpt` share: where the run goes and how
+/// it is continued, where it runs, and the optimizer's shape.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunFlags {
+    /// Continue the run in --out from its checkpoint (same flags as the original run).
+    #[arg(long)]
+    pub resume: bool,
+    /// Start over in an --out that already holds a run, replacing its
+    /// checkpoint, model and metrics (without it such a run is refused).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
+    /// Stop after this many optimizer steps (a planned interruption; --resume continues).
+    #[arg(long, value_name = "STEP")]
+    pub stop_at: Option<u64>,
+    /// Where to train.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// Worker threads for the compute pool [default: all cores].
+    #[arg(long, value_parser = positive_usize)]
+    pub threads: Option<usize>,
+    /// Micro-batches per optimizer step (gradient accumulation).
+    #[arg(long, value_parser = positive_usize, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
+    pub optimizer: OptimizerKind,
+    /// Clip gradients to this global L2 norm; 0 turns clipping off.
+    #[arg(long, value_parser = non_negative_f64, default_value_t = 1.0)]
+    pub clip: f64,
+}
+
+impl RunFlags {
+    /// The checks clap cannot make.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.device == DeviceKind::Cuda {
+            cuda_available()?;
+        }
+        Ok(())
+    }
+}
+
+/// The examples' `main`: flags parsed and checked (an error exits with 2),
+/// then `run` (an error exits with 1). Writing to a closed pipe
+/// (`train_vit | head -1`) ends the process quietly with status 0.
+pub fn main_with<A: clap::Parser>(validate: fn(&A) -> Result<(), String>, run: fn(&A) -> tamer::Result<()>) {
+    exit_quietly_on_broken_pipe();
+    let args = A::parse();
+    if let Err(msg) = validate(&args) {
+        eprintln!("error: {msg}");
+        std::process::exit(2);
+    }
+    if let Err(e) = run(&args) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` panics when stdout is a pipe whose reader has gone (`| head`):
+/// Rust ignores SIGPIPE, so the write fails with EPIPE and the macro panics
+/// with "failed printing to stdout: Broken pipe". Nobody is reading any
+/// more, so that panic ends the process quietly with status 0 instead of a
+/// panic message; every other panic is reported as before.
+pub fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && (message.contains("Broken pipe") || message.contains("os error 32")) {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

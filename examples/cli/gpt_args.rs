@@ -3,9 +3,10 @@
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 
+use tamer::models::GptConfig;
 use tamer::optim::DecayRule;
 
-use super::common::{cuda_available, non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, DeviceKind, OptimizerKind};
+use super::common::{non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, RunFlags};
 
 /// Train a character-level GPT (nanoGPT's model and recipe) on a text file.
 ///
@@ -13,16 +14,19 @@ use super::common::{cuda_available, non_negative_f64, positive_f64, positive_u64
 /// 4 heads, width 128, context 64, batch 12, 2,000 steps, AdamW (β₂ 0.99,
 /// weight decay 0.1) at 1e-3 with 100 warmup steps and cosine decay to 1e-4,
 /// clipping at 1.0, no dropout. The model is saved with nanoGPT's names to
-/// DIR/gpt.safetensors (with n_head and the vocabulary in its metadata), which
-/// `cargo run --release --example sample_gpt -- --checkpoint DIR/gpt.safetensors` reads.
+/// DIR/gpt.safetensors (with its configuration and the vocabulary in its
+/// metadata), which `cargo run --release --example sample_gpt -- --checkpoint
+/// DIR/gpt.safetensors` reads. A DIR that already holds a run needs --resume
+/// (continue it) or --force (replace it).
 /// The last line printed is one JSON object {"event":"final",...,"val_loss":..,"tokens_per_s":..}.
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "train_gpt",
-    after_help = "Example:\n  cargo run --release --example train_gpt -- --text ../shared/data/tinyshakespeare.txt --n-layer 4 --n-head 4 --n-embd 128 \\\n      --block-size 64 --batch-size 12 --steps 2000 --lr 1e-3 --dropout 0"
+    after_help = "Example (scripts/download_data.sh --only shakespeare fetches the text):\n  cargo run --release --example train_gpt -- --text datasets/tinyshakespeare.txt --n-layer 4 --n-head 4 --n-embd 128 \\\n      --block-size 64 --batch-size 12 --steps 2000 --lr 1e-3 --dropout 0"
 )]
 pub struct GptArgs {
-    /// The training text (UTF-8); its first 90% trains, the last 10% validates.
+    /// The training text (UTF-8, or gzipped); its first 90% trains, the last 10%
+    /// validates (`scripts/download_data.sh --only shakespeare` fetches nanoGPT's).
     #[arg(long, value_name = "FILE")]
     pub text: PathBuf,
     /// Model preset; --n-layer, --n-head, --n-embd, --block-size and --dropout override its fields.
@@ -61,49 +65,33 @@ pub struct GptArgs {
     /// Dropout probability [default: the preset's].
     #[arg(long, value_parser = unit_interval)]
     pub dropout: Option<f64>,
-    /// Clip gradients to this global L2 norm; 0 turns clipping off.
-    #[arg(long, value_parser = non_negative_f64, default_value_t = 1.0)]
-    pub clip: f64,
     /// Estimate train and validation loss every this many steps (and at the end).
     #[arg(long, value_parser = positive_u64, default_value_t = 250)]
     pub eval_interval: u64,
     /// Batches per loss estimate.
     #[arg(long, value_parser = positive_usize, default_value_t = 20)]
     pub eval_iters: usize,
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
-    pub optimizer: OptimizerKind,
     /// Learning-rate schedule after warmup.
     #[arg(long, value_enum, default_value_t = GptSchedule::Cosine)]
     pub schedule: GptSchedule,
     /// Seed of initialisation, batches and dropout.
     #[arg(long, default_value_t = 1337)]
     pub seed: u64,
-    /// Output directory: gpt.safetensors, checkpoint.safetensors, metrics.jsonl.
+    /// Output directory: gpt.safetensors, checkpoint.safetensors, metrics.jsonl
+    /// (a directory holding a run needs --resume or --force).
     #[arg(long, value_name = "DIR", default_value = "out/train_gpt")]
     pub out: PathBuf,
-    /// Continue the run in --out from its checkpoint (same flags as the original run).
-    #[arg(long)]
-    pub resume: bool,
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    pub device: DeviceKind,
-    /// Worker threads for the compute pool [default: all cores].
-    #[arg(long, value_parser = positive_usize)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub run: RunFlags,
     /// Characters to sample after training (0: no sample).
     #[arg(long, default_value_t = 300)]
     pub sample_tokens: usize,
-    /// Micro-batches per optimizer step (gradient accumulation).
-    #[arg(long, value_parser = positive_usize, default_value_t = 1)]
-    pub grad_accum: usize,
     /// Print a training line every this many steps.
     #[arg(long, value_parser = positive_u64, default_value_t = 50)]
     pub log_interval: u64,
     /// Write a checkpoint every this many steps (and at the end) [default: --eval-interval].
     #[arg(long, value_parser = positive_u64)]
     pub checkpoint_interval: Option<u64>,
-    /// Stop after this many optimizer steps (a planned interruption; --resume continues).
-    #[arg(long, value_name = "STEP")]
-    pub stop_at: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -137,10 +125,10 @@ impl GptPreset {
 
 impl GptArgs {
     pub fn validate(&self) -> Result<(), String> {
-        if !self.batch_size.is_multiple_of(self.grad_accum) {
+        if !self.batch_size.is_multiple_of(self.run.grad_accum) {
             return Err(format!(
                 "--batch-size {} must be a multiple of --grad-accum {}",
-                self.batch_size, self.grad_accum
+                self.batch_size, self.run.grad_accum
             ));
         }
         if self.min_lr > self.lr {
@@ -149,10 +137,24 @@ impl GptArgs {
         if self.warmup > self.steps {
             return Err(format!("--warmup {} is longer than --steps {}", self.warmup, self.steps));
         }
-        if self.device == DeviceKind::Cuda {
-            cuda_available()?;
+        self.run.validate()
+    }
+
+    /// The model: the preset with the flags' overrides, for `vocab_size` characters.
+    pub fn model_config(&self, vocab_size: usize) -> GptConfig {
+        let base = match self.model {
+            GptPreset::GptTiny => GptConfig::gpt_tiny(),
+            GptPreset::GptSmall => GptConfig::gpt_small(),
+        };
+        GptConfig {
+            vocab_size,
+            n_layer: self.n_layer.unwrap_or(base.n_layer),
+            n_head: self.n_head.unwrap_or(base.n_head),
+            n_embd: self.n_embd.unwrap_or(base.n_embd),
+            block_size: self.block_size.unwrap_or(base.block_size),
+            dropout: self.dropout.unwrap_or(base.dropout),
+            ..base
         }
-        Ok(())
     }
 }
 

@@ -1,9 +1,10 @@
 //! Command-line flags of `train_vit` (shared with tests/integration/train.rs, which checks
 //! the parsing and the error messages).
 
-use super::common::{cuda_available, non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, DeviceKind, OptimizerKind};
+use super::common::{non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, RunFlags};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
+use tamer::models::{Pool, PosEmbed, VitConfig};
 
 /// Train a Vision Transformer with tamer's recipe: AdamW, linear warmup then
 /// cosine decay, gradient clipping at 1.0, label smoothing 0.1, mean pooling.
@@ -14,6 +15,8 @@ use std::path::PathBuf;
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "train_vit",
+    // --out has no default here: a resume must name the run.
+    mut_arg("resume", |a| a.requires("out")),
     after_help = "Recipes (defaults per data set; every one also: AdamW, warmup + cosine, clip 1.0, label smoothing 0.1, mean pooling):\n  \
         digits    vit-digits-s (patch 2, width 64, 2 layers), 60 epochs, batch 64, lr 2e-3, warmup 100 steps, weight decay 0.3, mixup 0.2\n  \
         mnist10k  vit-tiny with patch 7, 30 epochs, batch 128, lr 2e-3, warmup 200, weight decay 0.05, random crop (padding 2);\n            \
@@ -23,8 +26,10 @@ use std::path::PathBuf;
         cifar10   vit-cifar, 30 epochs, batch 128, lr 1e-3, warmup 1000, weight decay 0.05, random crop (padding 4) + horizontal flip\n\n\
         Examples:\n  \
         cargo run --release --example train_vit\n  \
-        cargo run --release --example train_vit -- --dataset mnist10k --data-dir ../shared/data/mnist\n  \
-        cargo run --release --example train_vit -- --dataset mnist10k --data-dir ../shared/data/mnist --model hybrid-mnist"
+        scripts/download_data.sh --only mnist,cifar10            # into datasets/ (checksums verified)\n  \
+        cargo run --release --example train_vit -- --dataset mnist10k --data-dir datasets/mnist\n  \
+        cargo run --release --example train_vit -- --dataset mnist10k --data-dir datasets/mnist --model hybrid-mnist\n  \
+        cargo run --release --example train_vit -- --dataset cifar10 --data-dir datasets --out runs/cifar --stop-at 1000   # then --resume"
 )]
 pub struct VitArgs {
     /// Data set: the vendored 8×8 digits; MNIST (train-* and t10k-* IDX files in
@@ -32,7 +37,8 @@ pub struct VitArgs {
     /// the last 2,000 test); CIFAR-10 (binary batches in --data-dir).
     #[arg(long, value_enum, default_value_t = Dataset::Digits)]
     pub dataset: Dataset,
-    /// Directory with the data set's files (needed for everything but digits).
+    /// Directory with the data set's files (needed for everything but digits;
+    /// `scripts/download_data.sh` puts MNIST in datasets/mnist and CIFAR-10 in datasets).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Model preset [default: the data set's, see Recipes].
@@ -59,12 +65,6 @@ pub struct VitArgs {
     /// Learning-rate schedule after warmup.
     #[arg(long, value_enum, default_value_t = ScheduleKind::Cosine)]
     pub schedule: ScheduleKind,
-    /// Optimizer.
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
-    pub optimizer: OptimizerKind,
-    /// Clip gradients to this global L2 norm; 0 turns clipping off.
-    #[arg(long, value_parser = non_negative_f64, default_value_t = 1.0)]
-    pub clip: f64,
     /// Label smoothing of the training loss, in [0, 1).
     #[arg(long, value_parser = unit_interval, default_value_t = 0.1)]
     pub label_smoothing: f64,
@@ -74,31 +74,24 @@ pub struct VitArgs {
     /// Position embeddings: learned, or the fixed 2-D sine-cosine table.
     #[arg(long, value_enum, default_value_t = PosKind::Learned)]
     pub pos: PosKind,
-    /// Patch side in pixels (on the stem's feature map for hybrid-mnist) [default: the preset's].
+    /// Patch side in pixels (on the stem's feature map for hybrid-mnist); it
+    /// must divide the image (or feature map) [default: the preset's].
     #[arg(long, value_parser = positive_usize)]
     pub patch: Option<usize>,
     /// Start from these weights (a timm-format or tamer safetensors file; the
-    /// head is re-initialised when the class count differs).
+    /// head is re-initialised when the class count differs; a tamer file's
+    /// input normalisation replaces the data's own).
     #[arg(long, value_name = "FILE")]
     pub pretrained: Option<PathBuf>,
     /// Seed of initialisation, shuffling, augmentation and dropout.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output directory: checkpoint.safetensors, model.safetensors, metrics.jsonl.
+    /// Output directory: checkpoint.safetensors, model.safetensors, metrics.jsonl
+    /// (a directory holding a run needs --resume or --force).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Continue the run in --out from its checkpoint (same flags as the original run).
-    #[arg(long, requires = "out")]
-    pub resume: bool,
-    /// Where to train.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    pub device: DeviceKind,
-    /// Worker threads for the compute pool [default: all cores].
-    #[arg(long, value_parser = positive_usize)]
-    pub threads: Option<usize>,
-    /// Micro-batches per optimizer step (gradient accumulation).
-    #[arg(long, value_parser = positive_usize, default_value_t = 1)]
-    pub grad_accum: usize,
+    #[command(flatten)]
+    pub run: RunFlags,
     /// Evaluate on the test set every this many epochs (and at the end) [default: 10% of the run].
     #[arg(long, value_parser = positive_u64)]
     pub eval_every: Option<u64>,
@@ -117,9 +110,6 @@ pub struct VitArgs {
     /// Mixup with this Beta(α, α) on every batch (0 = off) [default: the recipe's].
     #[arg(long, value_parser = non_negative_f64)]
     pub mixup: Option<f64>,
-    /// Stop after this many optimizer steps (a planned interruption; --resume continues).
-    #[arg(long, value_name = "STEP")]
-    pub stop_at: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -286,23 +276,18 @@ impl VitArgs {
             return Err(format!("--dataset {} needs --data-dir DIR (the directory with its files)", self.dataset.name()));
         }
         self.batch_sizes()?;
-        if self.device == DeviceKind::Cuda {
-            cuda_available()?;
-        }
-        Ok(())
+        self.run.validate()
     }
 
     /// The batch size (--batch-size or the recipe's) and the micro-batch size
     /// it splits into; an error unless --grad-accum divides it.
     pub fn batch_sizes(&self) -> Result<(usize, usize), String> {
         let batch = self.batch_size.unwrap_or(self.dataset.recipe(self.model).batch_size);
-        if !batch.is_multiple_of(self.grad_accum) {
-            return Err(format!(
-                "batch {batch} (recipe or --batch-size) must be a multiple of --grad-accum {}",
-                self.grad_accum
-            ));
+        let accum = self.run.grad_accum;
+        if !batch.is_multiple_of(accum) {
+            return Err(format!("batch {batch} (recipe or --batch-size) must be a multiple of --grad-accum {accum}"));
         }
-        Ok((batch, batch / self.grad_accum))
+        Ok((batch, batch / accum))
     }
 
     /// The run's length and the evaluation and checkpoint intervals in steps,
@@ -319,5 +304,74 @@ impl VitArgs {
             eval_every: steps("--eval-every", self.eval_every.unwrap_or((epochs / 10).max(1)))?,
             checkpoint_every: steps("--checkpoint-every", self.checkpoint_every)?,
         })
+    }
+}
+
+impl Preset {
+    /// The preset's model (before the data set and the flags adapt it).
+    pub fn config(self) -> VitConfig {
+        match self {
+            Preset::VitDigitsS => VitConfig {
+                depth: 2,
+                ..VitConfig::vit_digits()
+            },
+            Preset::VitDigits => VitConfig::vit_digits(),
+            Preset::VitTiny => VitConfig::vit_tiny(),
+            Preset::HybridMnist => VitConfig::hybrid_mnist(),
+            Preset::VitCifar => VitConfig::vit_cifar(),
+        }
+    }
+}
+
+impl VitArgs {
+    /// The model: the recipe's preset adapted to the data's image shape
+    /// `(C, H, W)` and class count and to the flags. An error if the preset
+    /// is made for other images, or if the patch does not divide the image
+    /// (the strided projection would silently drop the pixels left over).
+    pub fn model_config(&self, shape: (usize, usize, usize), num_classes: usize) -> Result<VitConfig, String> {
+        let recipe = self.dataset.recipe(self.model);
+        let base = recipe.model.config();
+        let (c, h, w) = shape;
+        if base.img_size != (h, w) || base.in_chans != c {
+            return Err(format!(
+                "--model {} expects {}×{}×{} images but {} has {c}×{h}×{w}; pick a preset made for it",
+                recipe.model.name(),
+                base.in_chans,
+                base.img_size.0,
+                base.img_size.1,
+                self.dataset.name()
+            ));
+        }
+        let config = VitConfig {
+            num_classes,
+            patch_size: self.patch.or(recipe.patch).unwrap_or(base.patch_size),
+            pool: match self.pool {
+                PoolKind::Cls => Pool::Cls,
+                PoolKind::Mean => Pool::Mean,
+            },
+            block: tamer::nn::BlockConfig {
+                dropout: self.dropout,
+                drop_path: self.drop_path,
+                ..base.block.clone()
+            },
+            pos: match self.pos {
+                PosKind::Learned => PosEmbed::Learned,
+                PosKind::Sincos => PosEmbed::SinCos,
+            },
+            ..base
+        };
+        let (fh, fw) = config.feature_size();
+        let p = config.patch_size;
+        if !fh.is_multiple_of(p) || !fw.is_multiple_of(p) {
+            let what = if config.stem.is_some() { "stem's feature map" } else { "images" };
+            return Err(format!(
+                "--patch {p} does not divide the {fh}×{fw} {what} of --model {} on {}: the last {} row(s) and {} column(s) of pixels would be dropped; use a patch that divides {fh} and {fw}",
+                recipe.model.name(),
+                self.dataset.name(),
+                fh % p,
+                fw % p
+            ));
+        }
+        Ok(config)
     }
 }

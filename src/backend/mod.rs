@@ -1,36 +1,56 @@
 //! Backends own the bytes and run the kernels.
 //!
-//! `Storage` is the device-erased storage a tensor points to. Each op family
-//! declares the kernels it needs as a trait next to its forward/backward code
-//! (`ops::unary::UnaryKernels`, `ops::binary::BinaryKernels`, ...); a backend
-//! is any storage type implementing all of them, which `BackendStorage` states.
-//! The CPU backend implements them in `cpu/`; a CUDA storage will implement the
-//! same traits and become one more `Storage` variant, leaving the autodiff and
-//! the public API untouched.
+//! `Storage` is the device-erased storage a tensor points to. The kernel
+//! contract, what every op family needs from a device, is in `contract/` (one
+//! file per family: the kernel trait, its argument structs and validators); a
+//! backend is any storage type implementing all of it, which
+//! [`BackendStorage`] states. The CPU backend is `cpu/` (with its SIMD
+//! kernels, private to it), the CUDA backend `cuda/` (feature `cuda`).
+//! `dispatch!` is the one place that lists the backends:
+//! every op reaches its kernel through it.
 
 pub mod caching_alloc;
+pub mod contract;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
-pub mod simd;
 
-use crate::ops;
-use crate::tensor::{DType, Device, Layout};
+use crate::types::{DType, Device, Layout};
 use crate::{Error, Result};
+use contract::binary::BinaryKernels;
+use contract::index::IndexKernels;
+use contract::matmul::MatmulKernels;
+use contract::nn::attention::AttentionKernels;
+use contract::nn::conv::ConvKernels;
+use contract::nn::cross_entropy::CrossEntropyKernels;
+use contract::nn::dropout::DropoutKernels;
+use contract::nn::layer_norm::LayerNormKernels;
+use contract::nn::pool::PoolKernels;
+use contract::nn::softmax::SoftmaxKernels;
+use contract::optim::OptimKernels;
+use contract::reduce::ReduceKernels;
+use contract::unary::UnaryKernels;
 pub use cpu::CpuStorage;
 #[cfg(feature = "cuda")]
 pub use cuda::CudaStorage;
 
-/// Everything a backend must provide: generic storage management plus every op
-/// family's kernel trait.
+/// Everything a backend must provide: generic storage management plus every
+/// op family's kernel trait (one per file of `contract/`).
 pub trait BackendStorage:
     Sized
-    + ops::unary::UnaryKernels
-    + ops::binary::BinaryKernels
-    + ops::reduce::ReduceKernels
-    + ops::matmul::MatmulKernels
-    + ops::index::IndexKernels
-    + ops::nn::NnKernels
+    + UnaryKernels
+    + BinaryKernels
+    + ReduceKernels
+    + MatmulKernels
+    + IndexKernels
+    + SoftmaxKernels
+    + LayerNormKernels
+    + CrossEntropyKernels
+    + ConvKernels
+    + PoolKernels
+    + DropoutKernels
+    + AttentionKernels
+    + OptimKernels
 {
     fn dtype(&self) -> DType;
     fn device(&self) -> Device;
@@ -46,6 +66,32 @@ pub trait BackendStorage:
     /// Write `src` (contiguous, `dst_layout.numel()` elements) into the elements
     /// of `self` selected by `dst_layout`. Used by in-place updates and `cat`.
     fn copy_into(&mut self, dst_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<()>;
+}
+
+impl Device {
+    /// The CUDA device `ordinal`, initialised and checked: an error if this
+    /// build lacks the `cuda` feature, the machine has no driver or NVRTC, or
+    /// the ordinal does not exist.
+    ///
+    /// ```
+    /// // On a machine without a GPU this is an error, not a panic.
+    /// match tamer::Device::cuda(0) {
+    ///     Ok(d) => assert_eq!(d.to_string(), "cuda:0"),
+    ///     Err(e) => println!("no CUDA here: {e}"),
+    /// }
+    /// ```
+    pub fn cuda(ordinal: usize) -> crate::Result<Device> {
+        #[cfg(feature = "cuda")]
+        {
+            crate::backend::cuda::device(ordinal)?;
+            Ok(Device::Cuda(ordinal))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = ordinal;
+            Err(crate::Error::device("cuda", crate::types::NO_CUDA_FEATURE))
+        }
+    }
 }
 
 /// The storage behind a tensor, on whichever device it lives.
@@ -100,13 +146,21 @@ pub fn mixed_devices(op: &'static str, operands: &dyn std::fmt::Debug) -> Error 
     )
 }
 
-/// Typed access to one backend's storage inside a `Storage`, for optional
-/// operands (a layer norm's weight, a convolution's bias).
+/// Typed access to one backend's storage inside a `Storage`, for operands
+/// that `dispatch!` does not match itself (optional ones, lists of parts).
 pub trait BackendRef: Sized {
     fn from_storage(s: &Storage) -> Option<&Self>;
+    fn from_storage_mut(s: &mut Storage) -> Option<&mut Self>;
 }
 impl BackendRef for CpuStorage {
     fn from_storage(s: &Storage) -> Option<&Self> {
+        match s {
+            Storage::Cpu(c) => Some(c),
+            #[cfg(feature = "cuda")]
+            _ => None,
+        }
+    }
+    fn from_storage_mut(s: &mut Storage) -> Option<&mut Self> {
         match s {
             Storage::Cpu(c) => Some(c),
             #[cfg(feature = "cuda")]
@@ -122,25 +176,33 @@ impl BackendRef for CudaStorage {
             _ => None,
         }
     }
+    fn from_storage_mut(s: &mut Storage) -> Option<&mut Self> {
+        match s {
+            Storage::Cuda(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
-/// An optional operand, whose read guard the caller holds, as the backend
-/// type `S` of the other operands; a device mismatch is an error naming `op`.
-pub fn optional_operand<'a, S: BackendRef>(
-    op: &'static str,
-    guard: &'a Option<std::sync::RwLockReadGuard<'_, Storage>>,
-    t: Option<&'a crate::Tensor>,
-) -> Result<Option<(&'a S, &'a Layout)>> {
-    match (guard.as_deref(), t) {
-        (Some(s), Some(t)) => match S::from_storage(s) {
-            Some(inner) => Ok(Some((inner, t.layout()))),
-            None => Err(Error::device(
-                op,
-                format!("an optional operand of shape {} lives on {}, unlike the input", t.shape(), t.device()),
-            )),
-        },
-        _ => Ok(None),
+/// An optional operand (a layer norm's weight, a convolution's bias) as the
+/// backend type `S` of the other operands; a device mismatch is an error
+/// naming `op`.
+pub fn optional_operand<'a, S: BackendRef>(op: &'static str, operand: Option<(&'a Storage, &'a Layout)>) -> Result<Option<(&'a S, &'a Layout)>> {
+    let Some((s, layout)) = operand else { return Ok(None) };
+    match S::from_storage(s) {
+        Some(inner) => Ok(Some((inner, layout))),
+        None => Err(Error::device(
+            op,
+            format!("an optional operand of shape {} lives on {}, unlike the input", layout.shape(), s.device()),
+        )),
     }
+}
+
+/// A mutable operand that `dispatch!` does not match (an optional optimizer
+/// state buffer) as the backend type `S`; a device mismatch is an error.
+pub fn operand_mut<'a, S: BackendRef>(op: &'static str, what: &str, s: &'a mut Storage) -> Result<&'a mut S> {
+    let device = s.device();
+    S::from_storage_mut(s).ok_or_else(|| Error::device(op, format!("{what} lives on {device}, unlike the other operands")))
 }
 
 impl Storage {
@@ -221,7 +283,18 @@ impl Storage {
             #[cfg(feature = "cuda")]
             (Storage::Cuda(s), Device::Cpu) => Ok(Storage::Cpu(s.to_cpu()?)),
             #[cfg(not(feature = "cuda"))]
-            (_, Device::Cuda(_)) => Err(Error::device("to_device", crate::tensor::NO_CUDA_FEATURE)),
+            (_, Device::Cuda(_)) => Err(Error::device("to_device", crate::types::NO_CUDA_FEATURE)),
+        }
+    }
+    /// `len` elements of `value` (rounded to `dtype`) on `device`; on a GPU by
+    /// a fill kernel, with no host buffer.
+    pub fn full_on(device: Device, dtype: DType, len: usize, value: f64) -> Result<Storage> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(CpuStorage::from_f64_vec(&vec![value; len], dtype))),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(o) => Ok(Storage::Cuda(CudaStorage::full(&cuda::device(o)?, dtype, len, value)?)),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(Error::device("full", crate::types::NO_CUDA_FEATURE)),
         }
     }
     /// Zeros of `dtype` on `device`.
@@ -231,7 +304,7 @@ impl Storage {
             #[cfg(feature = "cuda")]
             Device::Cuda(o) => Ok(Storage::Cuda(CudaStorage::zeros(&cuda::device(o)?, dtype, len)?)),
             #[cfg(not(feature = "cuda"))]
-            Device::Cuda(_) => Err(Error::device("zeros", crate::tensor::NO_CUDA_FEATURE)),
+            Device::Cuda(_) => Err(Error::device("zeros", crate::types::NO_CUDA_FEATURE)),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Reading and writing safetensors files.
 //!
-//! Writing goes through the `safetensors` crate's serializer, then an atomic
-//! replace (temp file in the same directory, fsync, rename). Reading first
+//! Writing lays the file out itself, in a fixed order (the same tensors and
+//! metadata always give the same bytes), then replaces the target atomically
+//! (temp file in the same directory, fsync, rename). Reading first
 //! validates the header itself, so every corrupt file gets a message that says
 //! which tensor and which bytes are wrong, then hands the buffer to the crate.
 
@@ -10,9 +11,8 @@ use crate::backend::cpu::CpuElem;
 use crate::nn::Module;
 use crate::{DType, Error, Result, Tensor};
 use half::{bf16, f16};
-use safetensors::{Dtype as StDtype, SafeTensors, View};
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use safetensors::{Dtype as StDtype, SafeTensors};
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -21,26 +21,12 @@ const LOAD: &str = "checkpoint::load";
 /// The safetensors format caps the JSON header at 100 MB.
 const MAX_HEADER: u64 = 100_000_000;
 
-/// One tensor's little-endian bytes, ready for the serializer.
+/// One tensor's little-endian bytes, ready for the writer.
 struct Encoded {
-    dtype: StDtype,
+    /// The safetensors dtype name ("F32" ...).
+    dtype: &'static str,
     shape: Vec<usize>,
     data: Vec<u8>,
-}
-
-impl View for &Encoded {
-    fn dtype(&self) -> StDtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
 }
 
 fn le_bytes<T: CpuElem, const N: usize>(t: &Tensor, to_le: impl Fn(T) -> [u8; N]) -> Result<Vec<u8>> {
@@ -49,11 +35,11 @@ fn le_bytes<T: CpuElem, const N: usize>(t: &Tensor, to_le: impl Fn(T) -> [u8; N]
 
 fn encode(t: &Tensor) -> Result<Encoded> {
     let (dtype, data) = match t.dtype() {
-        DType::F16 => (StDtype::F16, le_bytes::<f16, 2>(t, |x| x.to_le_bytes())?),
-        DType::BF16 => (StDtype::BF16, le_bytes::<bf16, 2>(t, |x| x.to_le_bytes())?),
-        DType::F32 => (StDtype::F32, le_bytes::<f32, 4>(t, |x| x.to_le_bytes())?),
-        DType::F64 => (StDtype::F64, le_bytes::<f64, 8>(t, |x| x.to_le_bytes())?),
-        DType::I64 => (StDtype::I64, le_bytes::<i64, 8>(t, |x| x.to_le_bytes())?),
+        DType::F16 => ("F16", le_bytes::<f16, 2>(t, |x| x.to_le_bytes())?),
+        DType::BF16 => ("BF16", le_bytes::<bf16, 2>(t, |x| x.to_le_bytes())?),
+        DType::F32 => ("F32", le_bytes::<f32, 4>(t, |x| x.to_le_bytes())?),
+        DType::F64 => ("F64", le_bytes::<f64, 8>(t, |x| x.to_le_bytes())?),
+        DType::I64 => ("I64", le_bytes::<i64, 8>(t, |x| x.to_le_bytes())?),
     };
     Ok(Encoded {
         dtype,
@@ -85,13 +71,48 @@ pub fn serialize(tensors: &[(String, Tensor)], metadata: &BTreeMap<String, Strin
         let e = encode(t).map_err(|e| Error::new(SAVE, e.kind.clone(), format!("tensor {name:?}: {e}")))?;
         encoded.push((name.clone(), e));
     }
-    let views: Vec<(String, &Encoded)> = encoded.iter().map(|(n, e)| (n.clone(), e)).collect();
-    let meta: Option<HashMap<String, String>> = if metadata.is_empty() {
-        None
-    } else {
-        Some(metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-    };
-    safetensors::serialize(views, meta).map_err(|e| Error::format(SAVE, format!("could not serialize: {e}")))
+    Ok(write_safetensors(encoded, metadata))
+}
+
+/// The file bytes, laid out as the `safetensors` crate does (widest dtypes
+/// first so every tensor is aligned to its element size, then by name; the
+/// header padded with spaces to a multiple of 8), but with the header written
+/// in one fixed order: `__metadata__` first with its keys sorted, then the
+/// tensors in data order. (The crate takes the metadata as a `HashMap`, whose
+/// order changes from run to run, so two runs of one seed wrote different bytes.)
+fn write_safetensors(mut encoded: Vec<(String, Encoded)>, metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    let width = |dtype: &str| dtype_bits(dtype).unwrap_or(8);
+    encoded.sort_by(|(na, a), (nb, b)| width(b.dtype).cmp(&width(a.dtype)).then_with(|| na.cmp(nb)));
+    let json = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    let mut entries = Vec::with_capacity(encoded.len() + 1);
+    if !metadata.is_empty() {
+        let pairs: Vec<String> = metadata.iter().map(|(k, v)| format!("{}:{}", json(k), json(v))).collect();
+        entries.push(format!("\"__metadata__\":{{{}}}", pairs.join(",")));
+    }
+    let mut offset = 0usize;
+    for (name, e) in &encoded {
+        let shape: Vec<String> = e.shape.iter().map(|d| d.to_string()).collect();
+        entries.push(format!(
+            "{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{offset},{}]}}",
+            json(name),
+            e.dtype,
+            shape.join(","),
+            offset + e.data.len()
+        ));
+        offset += e.data.len();
+    }
+    let mut header = format!("{{{}}}", entries.join(","));
+    // The data section starts 8-byte aligned.
+    while !header.len().is_multiple_of(8) {
+        header.push(' ');
+    }
+    let mut bytes = Vec::with_capacity(8 + header.len() + offset);
+    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for (_, e) in &encoded {
+        bytes.extend_from_slice(&e.data);
+    }
+    bytes
 }
 
 /// Write `tensors` to `path` as safetensors, atomically: a reader sees either
@@ -179,6 +200,59 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// If `file_name` is a temp file [`save`] left behind (`NAME.tmp-PID-N`),
+/// the PID of the process that wrote it.
+fn temp_file_pid(file_name: &str) -> Option<u32> {
+    let (_, tail) = file_name.rsplit_once(".tmp-")?;
+    let (pid, seq) = tail.split_once('-')?;
+    seq.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Whether process `pid` is running (on Linux; elsewhere only this process
+/// is known to run, so a crashed writer's files are found there too).
+fn process_is_running(pid: u32) -> bool {
+    pid == std::process::id() || (cfg!(target_os = "linux") && Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Remove the temp files (`NAME.tmp-PID-N`) that a [`save`] into `dir`
+/// leaves behind when its process dies between creating and renaming them
+/// (a crash, a kill, a power cut); files of a process that is still running
+/// are kept, since it may be writing them now. Returns the paths removed; a
+/// missing `dir` has none.
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("tamer-doc-stale-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// // PID 4294967295 cannot be running.
+/// std::fs::write(dir.join("checkpoint.safetensors.tmp-4294967295-0"), b"partial").unwrap();
+/// let removed = tamer::checkpoint::remove_stale_temp_files(&dir).unwrap();
+/// assert_eq!(removed.len(), 1);
+/// std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    const OP: &str = "checkpoint::remove_stale_temp_files";
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(OP, format!("{}: cannot list: {e}", dir.display()))),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(OP, format!("{}: cannot list: {e}", dir.display())))?;
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_file_pid) else { continue };
+        if process_is_running(pid) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        std::fs::remove_file(&path).map_err(|e| Error::io(OP, format!("{}: cannot remove: {e}", path.display())))?;
+        removed.push(path);
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Read a safetensors file: every tensor tamer can represent, plus a list of
@@ -309,10 +383,13 @@ fn check_header(bytes: &[u8]) -> std::result::Result<BTreeMap<String, String>, S
                 "data_offsets [{begin}, {end}] lie outside the data section of {data_len} bytes (truncated or corrupt file)"
             )));
         }
-        let nbits = shape
-            .iter()
-            .try_fold(bits as u64, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| bad(&format!("shape {shape:?} is too large")))?;
+        // The product of the non-zero dimensions bounds the strides too: [0, 2^63 − 1, 3]
+        // holds no bytes but no tensor can have that shape.
+        let reach = shape.iter().filter(|&&d| d != 0).try_fold(bits as u64, |acc, &d| acc.checked_mul(d));
+        if reach.is_none_or(|b| b / 8 > isize::MAX as u64) {
+            return Err(bad(&format!("shape {shape:?} is too large: the product of its dimensions overflows isize")));
+        }
+        let nbits = shape.iter().try_fold(bits as u64, |acc, &d| acc.checked_mul(d)).unwrap_or(0);
         if nbits % 8 != 0 || nbits / 8 != end - begin {
             return Err(bad(&format!(
                 "shape {shape:?} of {dtype} needs {} bytes but data_offsets [{begin}, {end}] span {}",

@@ -25,9 +25,11 @@
 pub mod interop;
 mod io;
 mod load;
+mod meta;
 
-pub use io::{deserialize, load, module_tensors, read, save, save_module, save_with_metadata, serialize};
+pub use io::{deserialize, load, module_tensors, read, remove_stale_temp_files, save, save_module, save_with_metadata, serialize};
 pub use load::{load_into, load_module, LoadOptions, LoadReport};
+pub use meta::{model_metadata, InputNormalization, INPUT_NORMALIZATION_KEY, MODEL_CONFIG_KEY};
 
 use crate::{DType, Error, Result, Tensor};
 use std::collections::BTreeMap;

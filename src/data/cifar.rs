@@ -4,7 +4,7 @@
 //! green and 1,024 blue bytes of a 32×32 image, row-major (already `[C, H, W]`).
 
 use super::image::{ImageDataset, Split};
-use super::io::{maybe_gunzip, read_file};
+use super::io::{maybe_gunzip_bounded, read_file, SizeBound};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -53,7 +53,11 @@ pub fn parse_batch(bytes: &[u8], name: &str, images: &mut Vec<f32>, labels: &mut
 pub fn from_batches(files: Vec<(String, Vec<u8>)>, dataset_name: &str) -> Result<ImageDataset> {
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     for (name, bytes) in files {
-        let bytes = maybe_gunzip(OP, bytes, &name)?;
+        let bound = SizeBound::new(
+            (RECORDS_PER_FILE * RECORD_BYTES) as u64,
+            format!("a CIFAR-10 batch file holds ({RECORDS_PER_FILE} records of {RECORD_BYTES} bytes)"),
+        );
+        let bytes = maybe_gunzip_bounded(OP, bytes, &name, bound)?;
         parse_batch(&bytes, &name, &mut images, &mut labels)?;
     }
     ImageDataset::new(dataset_name, images, labels, (3, SIDE, SIDE), NUM_CLASSES)?.with_class_names(&CLASS_NAMES)

@@ -7,8 +7,6 @@
 
 use super::image::ImageDataset;
 use crate::{Error, Result, Tensor};
-use flate2::read::GzDecoder;
-use std::io::Read;
 
 /// The embedded, gzip-compressed CSV: 64 pixel values then the label per row.
 pub const DIGITS_CSV_GZ: &[u8] = include_bytes!("../../data/digits.csv.gz");
@@ -62,10 +60,14 @@ pub fn load() -> Result<Digits> {
 
 /// Parse a gzip-compressed digits CSV; `name` is used in error messages.
 pub fn parse_gz(bytes: &[u8], name: &str) -> Result<Digits> {
-    let mut text = String::new();
-    GzDecoder::new(bytes)
-        .read_to_string(&mut text)
-        .map_err(|e| Error::format("digits", format!("{name}: not a valid gzip-compressed text file: {e}")))?;
+    if !super::io::is_gzip(bytes) {
+        return Err(Error::format(
+            "digits",
+            format!("{name}: not a valid gzip-compressed text file (no gzip magic)"),
+        ));
+    }
+    let text = super::io::maybe_gunzip("digits", bytes.to_vec(), name)?;
+    let text = String::from_utf8(text).map_err(|e| Error::format("digits", format!("{name}: not UTF-8 text: {}", e.utf8_error())))?;
     parse_csv(&text, name)
 }
 

@@ -1,6 +1,8 @@
 //! Reading data files: whole-file reads whose errors name the file, gzip
-//! detected by its magic bytes, and a cap on decompressed sizes so a corrupt
-//! or hostile archive cannot exhaust memory.
+//! detected by its magic bytes, and decompression bounded by the size the
+//! file declares, so that a corrupt or hostile archive (a gzip bomb) is
+//! refused as soon as it inflates past its declaration instead of being read
+//! up to the overall cap.
 
 use crate::{Error, Result};
 use flate2::read::GzDecoder;
@@ -24,21 +26,118 @@ pub fn read_file(op: &'static str, path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(op, format!("{}: cannot read: {e}", path.display())))
 }
 
-/// `bytes` decompressed if they are gzip, else unchanged. `name` (a file name)
-/// is used in error messages.
-pub fn maybe_gunzip(op: &'static str, bytes: Vec<u8>, name: &str) -> Result<Vec<u8>> {
+/// An upper bound on a decompressed size and who declared it, for the error
+/// message ("its IDX header declares", "its gzip trailer declares" ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SizeBound {
+    pub bytes: u64,
+    pub declared_by: String,
+}
+
+impl SizeBound {
+    pub fn new(bytes: u64, declared_by: impl Into<String>) -> SizeBound {
+        SizeBound {
+            bytes,
+            declared_by: declared_by.into(),
+        }
+    }
+    /// The smaller of two bounds.
+    pub fn min(self, other: SizeBound) -> SizeBound {
+        if other.bytes < self.bytes {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// The largest compression ratio DEFLATE can reach (258-byte matches in
+/// 2-bit codes): a stream of `n` bytes inflates to at most about `1032·n`.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// What the gzip trailer of `compressed` declares: ISIZE, the last four
+/// bytes, is the decompressed size modulo 2^32, so it bounds the size
+/// exactly only when the stream is too short to inflate past 4 GiB; a longer
+/// one is bounded by [`MAX_DECOMPRESSED_BYTES`] alone. (A file of several
+/// gzip members carries the last member's size there.)
+pub fn gzip_trailer_bound(compressed: &[u8]) -> SizeBound {
+    let n = compressed.len();
+    if n >= 18 && (n as u64).saturating_mul(MAX_DEFLATE_RATIO) < 1 << 32 {
+        let isize = u32::from_le_bytes([compressed[n - 4], compressed[n - 3], compressed[n - 2], compressed[n - 1]]);
+        SizeBound::new(isize as u64, "its gzip trailer declares (ISIZE)")
+    } else {
+        SizeBound::new(MAX_DECOMPRESSED_BYTES, "the loaders accept at most")
+    }
+}
+
+/// Decompress the gzip stream `compressed`, reading no more than `bound`
+/// (and [`MAX_DECOMPRESSED_BYTES`]) allows plus one byte: a stream that goes
+/// on is an error naming the bound and who declared it, found after reading
+/// only that much. `prefix` is what the caller already read from `decoder`.
+fn inflate_bounded(op: &'static str, decoder: &mut impl Read, mut prefix: Vec<u8>, name: &str, bound: &SizeBound) -> Result<Vec<u8>> {
+    let bound = bound.clone().min(SizeBound::new(MAX_DECOMPRESSED_BYTES, "the loaders accept at most"));
+    let room = bound.bytes.saturating_sub(prefix.len() as u64);
+    decoder
+        .take(room + 1)
+        .read_to_end(&mut prefix)
+        .map_err(|e| Error::format(op, format!("{name}: starts with the gzip magic but is not a valid gzip stream: {e}")))?;
+    if prefix.len() as u64 > bound.bytes {
+        return Err(Error::format(
+            op,
+            format!(
+                "{name}: decompresses to more than the {} bytes {} (stopped after {} bytes: a corrupt or hostile file)",
+                bound.bytes,
+                bound.declared_by,
+                prefix.len()
+            ),
+        ));
+    }
+    Ok(prefix)
+}
+
+/// `bytes` decompressed if they are gzip (bounded by `bound`, and by the
+/// gzip trailer's declared size), else unchanged. `name` (a file name) is
+/// used in error messages.
+pub fn maybe_gunzip_bounded(op: &'static str, bytes: Vec<u8>, name: &str, bound: SizeBound) -> Result<Vec<u8>> {
     if !is_gzip(&bytes) {
         return Ok(bytes);
     }
-    let mut out = Vec::new();
-    GzDecoder::new(&bytes[..])
-        .take(MAX_DECOMPRESSED_BYTES + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| Error::format(op, format!("{name}: starts with the gzip magic but is not a valid gzip stream: {e}")))?;
-    if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
-        return Err(Error::format(op, format!("{name}: decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes")));
+    let bound = bound.min(gzip_trailer_bound(&bytes));
+    inflate_bounded(op, &mut GzDecoder::new(&bytes[..]), Vec::new(), name, &bound)
+}
+
+/// `bytes` decompressed if they are gzip, else unchanged; the size is bounded
+/// by the gzip trailer (see [`gzip_trailer_bound`]). `name` (a file name) is
+/// used in error messages.
+pub fn maybe_gunzip(op: &'static str, bytes: Vec<u8>, name: &str) -> Result<Vec<u8>> {
+    maybe_gunzip_bounded(op, bytes, name, SizeBound::new(MAX_DECOMPRESSED_BYTES, "the loaders accept at most"))
+}
+
+/// [`maybe_gunzip`] for an IDX file of `rank` dimensions: the header is
+/// inflated first, and the rest is read only up to the `4 + 4·rank + Π dims`
+/// bytes it declares (or the gzip trailer's size, if smaller). A stream that does not start like such a header is
+/// inflated as [`maybe_gunzip`] does, for the IDX parser to name what is wrong.
+pub fn maybe_gunzip_idx(op: &'static str, bytes: Vec<u8>, name: &str, rank: usize) -> Result<Vec<u8>> {
+    if !is_gzip(&bytes) {
+        return Ok(bytes);
     }
-    Ok(out)
+    let mut decoder = GzDecoder::new(&bytes[..]);
+    let mut header = vec![0u8; 4 + 4 * rank];
+    let looks_like_idx = decoder.read_exact(&mut header).is_ok() && header[..4] == [0, 0, 0x08, rank as u8];
+    if !looks_like_idx {
+        return maybe_gunzip(op, bytes, name);
+    }
+    let dims: Vec<u64> = header[4..]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64)
+        .collect();
+    let data = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).unwrap_or(u64::MAX);
+    let total = data.saturating_add(header.len() as u64);
+    let bound = SizeBound::new(
+        total,
+        format!("its IDX header declares (dimensions {dims:?} and the {}-byte header)", header.len()),
+    );
+    inflate_bounded(op, &mut decoder, header, name, &bound.min(gzip_trailer_bound(&bytes)))
 }
 
 /// Read a file and decompress it if it is gzip.

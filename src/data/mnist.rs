@@ -7,7 +7,7 @@
 //! is allocated, so a corrupt count is an error, not a huge allocation.
 
 use super::image::{ImageDataset, Split};
-use super::io::{find_file, maybe_gunzip, read_file};
+use super::io::{find_file, maybe_gunzip_idx, read_file};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -99,8 +99,9 @@ pub fn parse_labels(bytes: &[u8], num_classes: usize, name: &str) -> Result<Vec<
 
 /// Build the data set from raw (or gzip) image and label file contents.
 pub fn from_bytes(images: Vec<u8>, labels: Vec<u8>, images_name: &str, labels_name: &str, dataset_name: &str) -> Result<ImageDataset> {
-    let images = maybe_gunzip(OP, images, images_name)?;
-    let labels = maybe_gunzip(OP, labels, labels_name)?;
+    // Inflated only up to the size each header declares: a gzip bomb stops early.
+    let images = maybe_gunzip_idx(OP, images, images_name, 3)?;
+    let labels = maybe_gunzip_idx(OP, labels, labels_name, 1)?;
     let (pixels, n, (rows, cols)) = parse_images(&images, images_name)?;
     let labels = parse_labels(&labels, NUM_CLASSES, labels_name)?;
     if labels.len() != n {

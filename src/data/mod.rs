@@ -12,7 +12,10 @@
 //! Every loader validates what it reads: a truncated, mis-sized or
 //! wrong-magic file is an [`Error`](crate::Error) naming the file and the
 //! problem, and header counts are checked against the file's length before
-//! anything is allocated.
+//! anything is allocated. A gzipped file is inflated only up to the size its
+//! format declares (an IDX header's dimensions, CIFAR-10's 10,000 records, the
+//! gzip trailer's ISIZE), so a gzip bomb is refused after that many bytes
+//! ([`io::maybe_gunzip_idx`], [`io::maybe_gunzip_bounded`]).
 
 pub mod augment;
 pub mod cifar;

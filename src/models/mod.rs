@@ -2,8 +2,10 @@
 //! encoder for sequence classification, and the Vision Transformer (timm
 //! naming) with its hybrid CNN-stem variant.
 
+mod config;
 mod encoder;
 mod gpt;
+mod gpt_pretrained;
 mod hybrid;
 mod patch_embed;
 mod sampling;

@@ -127,6 +127,22 @@ impl VisionTransformer {
     pub fn load_pretrained_into(&self, source: impl CheckpointSource, options: &PretrainedOptions) -> Result<Vec<String>> {
         let mut ckpt = source.into_checkpoint()?;
         let mut notes = Vec::new();
+        // A file that records its configuration must agree where the weights depend on it:
+        // the head count, for one, is in no shape.
+        if let Some(saved) = VitConfig::from_metadata(&ckpt)? {
+            let differences = weight_layout_differences(&saved, &self.config);
+            if !differences.is_empty() {
+                return Err(Error::value(
+                    OP,
+                    format!(
+                        "{}: its model_config differs from this model's where the weights' meaning depends on it: {}",
+                        ckpt.source,
+                        differences.join("; ")
+                    ),
+                ));
+            }
+            notes.push(format!("vit: {}'s model_config agrees with the model's architecture", ckpt.source));
+        }
         let mut load_opts = if options.strict { LoadOptions::strict() } else { LoadOptions::non_strict() };
         for pattern in &options.skip {
             load_opts = load_opts.skip(pattern.clone());
@@ -229,6 +245,19 @@ impl VisionTransformer {
 
         // Classifier head.
         let ckpt_head = ckpt.get("head.weight").ok().map(|t| t.dims().to_vec());
+        if let (Some(head), Some(dims)) = (&self.head, &ckpt_head) {
+            // Another class count is adapted below; anything but [K, D] is a broken file.
+            if dims.len() != 2 || dims[1] != head.weight.dims()[1] {
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "{}: head.weight {dims:?} is not a classifier head [classes, {}] for this model's width",
+                        ckpt.source,
+                        head.weight.dims()[1]
+                    ),
+                ));
+            }
+        }
         let mut reinit_head = false;
         match (&self.head, ckpt_head) {
             (Some(head), Some(dims)) if dims != head.weight.dims() => {
@@ -278,8 +307,117 @@ impl VisionTransformer {
     }
 }
 
+/// The fields of two configurations that differ where the weights' meaning
+/// depends on them (what fine-tuning may change, the classes, image size,
+/// pooling, position embedding and dropout rates, is left out).
+fn weight_layout_differences(saved: &VitConfig, model: &VitConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut differ = |what: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{what} {a} in the checkpoint, {b} in the model"));
+        }
+    };
+    differ("patch_size", saved.patch_size.to_string(), model.patch_size.to_string());
+    differ("in_chans", saved.in_chans.to_string(), model.in_chans.to_string());
+    differ("embed_dim", saved.embed_dim.to_string(), model.embed_dim.to_string());
+    differ("depth", saved.depth.to_string(), model.depth.to_string());
+    differ("num_heads", saved.num_heads.to_string(), model.num_heads.to_string());
+    differ("mlp_ratio", saved.mlp_ratio.to_string(), model.mlp_ratio.to_string());
+    differ("qkv_bias", saved.qkv_bias.to_string(), model.qkv_bias.to_string());
+    differ("norm_eps", saved.norm_eps.to_string(), model.norm_eps.to_string());
+    differ("stem", format!("{:?}", saved.stem), format!("{:?}", model.stem));
+    let (a, b) = (&saved.block, &model.block);
+    differ("block.norm", format!("{:?}", a.norm), format!("{:?}", b.norm));
+    differ("block.residual", a.residual.to_string(), b.residual.to_string());
+    differ("block.mlp", a.mlp.to_string(), b.mlp.to_string());
+    differ("block.residual_scale", a.residual_scale.to_string(), b.residual_scale.to_string());
+    differ("block.causal", a.causal.to_string(), b.causal.to_string());
+    differ("block.bias", a.bias.to_string(), b.bias.to_string());
+    out
+}
+
+/// An error unless `ckpt` holds the large tensors of the model `config`
+/// describes, with their shapes: a crafted file (or its metadata) could
+/// otherwise describe a model of terabytes, which building would try to
+/// allocate before any tensor is compared. With them present the model is
+/// no larger than the file.
+fn check_file_holds_model(ckpt: &Checkpoint, config: &VitConfig) -> Result<()> {
+    let too_large = || Error::format(OP, format!("{}: the configuration's sizes overflow: {config:?}", ckpt.source));
+    let mul = |a: usize, b: usize| a.checked_mul(b).ok_or_else(too_large);
+    // One tensor at a time, stopping at the first that is not there: a depth
+    // of 10^9 in crafted metadata must not be looped over.
+    let require = |name: &str, shape: &[usize]| ckpt.expect_model_tensor(OP, name, shape);
+    let d = config.embed_dim;
+    let hidden = (d as f64 * config.mlp_ratio) as usize;
+    let (gh, gw) = config.grid()?;
+    let tokens = mul(gh, gw)?.checked_add(config.num_prefix_tokens()).ok_or_else(too_large)?;
+    let p = config.patch_size;
+    require("patch_embed.proj.weight", &[d, config.stem.map_or(config.in_chans, |s| s.channels.1), p, p])?;
+    require("pos_embed", &[1, tokens, d])?;
+    if let Some(stem) = &config.stem {
+        let (c1, c2) = stem.channels;
+        require("patch_embed.backbone.conv1.weight", &[c1, config.in_chans, 3, 3])?;
+        require("patch_embed.backbone.conv2.weight", &[c2, c1, 3, 3])?;
+    }
+    for i in 0..config.depth {
+        require(&format!("blocks.{i}.attn.qkv.weight"), &[mul(3, d)?, d])?;
+        require(&format!("blocks.{i}.attn.proj.weight"), &[d, d])?;
+        if config.block.mlp {
+            require(&format!("blocks.{i}.mlp.fc1.weight"), &[hidden, d])?;
+            require(&format!("blocks.{i}.mlp.fc2.weight"), &[d, hidden])?;
+        }
+    }
+    if config.num_classes > 0 {
+        require("head.weight", &[config.num_classes, d])?;
+    }
+    Ok(())
+}
+
+impl VisionTransformer {
+    /// Rebuild a saved model for inference: the configuration from the
+    /// file's `model_config` metadata, or, for a file without it (timm's, or
+    /// tamer's before it wrote one), from the shapes as
+    /// [`VitConfig::from_checkpoint`] reads them; then the weights, strictly
+    /// (a training checkpoint's `optim.*` entries are skipped). The notes say
+    /// where the configuration came from and what was loaded.
+    ///
+    /// ```
+    /// use tamer::checkpoint::fixture_path;
+    /// use tamer::models::VisionTransformer;
+    /// let (vit, notes) = VisionTransformer::from_checkpoint(fixture_path("vit_tiny.safetensors"), Some(2)).unwrap();
+    /// assert_eq!(vit.config.num_heads, 2);
+    /// assert!(notes[0].contains("no model_config metadata"), "{notes:?}");
+    /// ```
+    pub fn from_checkpoint(source: impl CheckpointSource, num_heads: Option<usize>) -> Result<(VisionTransformer, Vec<String>)> {
+        let ckpt = source.into_checkpoint()?;
+        let from_metadata = ckpt.metadata.contains_key(crate::checkpoint::MODEL_CONFIG_KEY);
+        let config = VitConfig::from_checkpoint(&ckpt, num_heads)?;
+        check_file_holds_model(&ckpt, &config)?;
+        let mut notes = vec![if from_metadata {
+            format!("vit: configuration from {}'s model_config metadata", ckpt.source)
+        } else {
+            format!(
+                "vit: {} has no model_config metadata: configuration read off the tensor shapes, {} heads ({})",
+                ckpt.source,
+                config.num_heads,
+                if num_heads.is_some() { "as given" } else { "assuming timm's 64-wide heads" }
+            )
+        }];
+        let options = PretrainedOptions {
+            skip: vec!["optim.*".into()],
+            ..PretrainedOptions::default()
+        };
+        let model = VisionTransformer::new(config, &mut rng(0))?;
+        notes.extend(model.load_pretrained_into(ckpt, &options)?);
+        Ok((model, notes))
+    }
+}
+
 impl VitConfig {
-    /// The configuration of a plain timm ViT checkpoint, read off its tensor
+    /// The configuration of a ViT checkpoint. A file tamer wrote carries it
+    /// in its `model_config` metadata ([`VitConfig::to_json`]), which is
+    /// used as it is (`num_heads`, if given, must agree with it). A plain timm
+    /// checkpoint has none, and the configuration is read off its tensor
     /// shapes: `patch_embed.proj.weight [D, C, p, p]` gives width, channels and
     /// patch; `cls_token` the pooling (`fc_norm.*` marks timm's avg pool);
     /// `pos_embed [1, n_prefix + N, D]` a square grid and so the image size;
@@ -298,18 +436,27 @@ impl VitConfig {
     /// ```
     pub fn from_checkpoint(ckpt: &Checkpoint, num_heads: Option<usize>) -> Result<VitConfig> {
         const OP: &str = "VitConfig::from_checkpoint";
-        let dims = |name: &str| ckpt.get(name).map(|t| t.dims().to_vec());
         let bad = |what: String| Error::format(OP, format!("{}: {what}", ckpt.source));
+        if let Some(cfg) = VitConfig::from_metadata(ckpt)? {
+            return match num_heads {
+                Some(h) if h != cfg.num_heads => Err(bad(format!(
+                    "{h} heads were asked for but the file's model_config metadata says num_heads {}",
+                    cfg.num_heads
+                ))),
+                _ => Ok(cfg),
+            };
+        }
         if ckpt.names().iter().any(|n| n.starts_with("patch_embed.backbone.")) {
             return Err(bad(
                 "a hybrid checkpoint (patch_embed.backbone.*): its stem is not in the shapes; build the VitConfig by hand".into(),
             ));
         }
-        let &[d, c, p, p2] = dims("patch_embed.proj.weight")?.as_slice() else {
-            return Err(bad("patch_embed.proj.weight must be [D, C, p, p]".into()));
-        };
+        let [d, c, p, p2] = ckpt.dims_of("patch_embed.proj.weight", "[D, C, p, p]")?;
         if p != p2 {
             return Err(bad(format!("non-square patches {p}×{p2} are not supported")));
+        }
+        if d == 0 || c == 0 || p == 0 {
+            return Err(bad(format!("patch_embed.proj.weight [{d}, {c}, {p}, {p2}] has a zero dimension")));
         }
         let has = |name: &str| ckpt.names().contains(&name);
         let pool = match (has("cls_token"), has("fc_norm.weight")) {
@@ -322,20 +469,34 @@ impl VitConfig {
             }
         };
         let prefix = usize::from(pool == Pool::Cls);
-        let &[1, t, pd] = dims("pos_embed")?.as_slice() else {
-            return Err(bad("pos_embed must be [1, tokens, D]".into()));
-        };
+        let [one, t, pd] = ckpt.dims_of("pos_embed", "[1, tokens, D]")?;
+        if one != 1 {
+            return Err(bad(format!("pos_embed must be [1, tokens, D], got [{one}, {t}, {pd}]")));
+        }
         let n = t
             .checked_sub(prefix)
-            .filter(|_| pd == d)
-            .ok_or_else(|| bad(format!("pos_embed [1, {t}, {pd}] does not fit width {d}")))?;
+            .filter(|&n| pd == d && n > 0)
+            .ok_or_else(|| bad(format!("pos_embed [1, {t}, {pd}] does not fit width {d} with {prefix} prefix token(s)")))?;
         let side = (n as f64).sqrt().round() as usize;
-        if side * side != n {
+        if side.checked_mul(side) != Some(n) {
             return Err(bad(format!("pos_embed has {n} patch tokens, not a square grid")));
         }
+        let img = side
+            .checked_mul(p)
+            .ok_or_else(|| bad(format!("a {side}×{side} grid of {p}-pixel patches is too large")))?;
         let depth = (0..).take_while(|i| has(&format!("blocks.{i}.norm1.weight"))).count();
-        let hidden = dims("blocks.0.mlp.fc1.weight")?[0];
-        let num_classes = if has("head.weight") { dims("head.weight")?[0] } else { 0 };
+        let [hidden, fc1_in] = ckpt.dims_of("blocks.0.mlp.fc1.weight", "[H, D]")?;
+        if fc1_in != d {
+            return Err(bad(format!("blocks.0.mlp.fc1.weight [{hidden}, {fc1_in}] does not fit width {d}")));
+        }
+        let num_classes = if has("head.weight") {
+            match ckpt.dims_of("head.weight", "[K, D]")? {
+                [k, hd] if hd == d => k,
+                [k, hd] => return Err(bad(format!("head.weight [{k}, {hd}] does not fit width {d}"))),
+            }
+        } else {
+            0
+        };
         let num_heads = match num_heads {
             Some(h) => h,
             None if d.is_multiple_of(64) => d / 64,
@@ -344,7 +505,7 @@ impl VitConfig {
         Ok(VitConfig {
             pool,
             qkv_bias: has("blocks.0.attn.qkv.bias"),
-            ..VitConfig::new((side * p, side * p), p, c, num_classes, d, depth, num_heads, hidden as f64 / d as f64)
+            ..VitConfig::new((img, img), p, c, num_classes, d, depth, num_heads, hidden as f64 / d as f64)
         })
     }
 }

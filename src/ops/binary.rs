@@ -1,80 +1,18 @@
 //! Elementwise functions of two tensors with numpy broadcasting.
 //!
-//! Forward: broadcast both layouts to the output shape (stride 0 on stretched
-//! axes, no copy) and run one kernel. Backward: compute the gradient at the
+//! The functions are [`BinaryFn`] types (part of the kernel contract, in
+//! `backend/contract/binary.rs`, re-exported here). Forward: broadcast both
+//! layouts to the output shape (stride 0 on stretched axes, no copy) and run
+//! one kernel. Backward: compute the gradient at the
 //! output shape, then `sum_to_shape` it back onto each input's shape.
 
 use crate::autograd::BackwardOp;
+use crate::backend::contract::binary::BinaryKernels;
 use crate::backend::Storage;
-use crate::tensor::{Float, Layout, Shape, Tensor};
+use crate::tensor::{Layout, Shape, Tensor};
 use crate::Result;
 
-/// A scalar function of two arguments.
-pub trait BinaryFn: Copy + Send + Sync + 'static {
-    const NAME: &'static str;
-    fn apply<T: Float>(&self, a: T, b: T) -> T;
-    /// Contiguous f32 fast path (SIMD functions override it).
-    fn apply_f32_slices(&self, a: &[f32], b: &[f32], out: &mut [f32]) {
-        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-            *o = self.apply(a, b);
-        }
-    }
-}
-
-/// The kernels a backend provides for binary functions.
-pub trait BinaryKernels: Sized {
-    /// `f(lhs, rhs)` where both layouts are already broadcast to the output shape.
-    fn binary<B: BinaryFn>(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout, f: B) -> Result<Self>;
-    /// `cond ≠ 0 ? on_true : on_false`, all three layouts broadcast to the output shape.
-    fn where_cond(&self, cond_layout: &Layout, on_true: &Self, true_layout: &Layout, on_false: &Self, false_layout: &Layout) -> Result<Self>;
-}
-
-macro_rules! binary_fn {
-    ($(#[$doc:meta])* $ty:ident, $name:literal, |$a:ident, $b:ident| $f:expr $(, simd = $simd:path)?) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, Default)]
-        pub struct $ty;
-        impl BinaryFn for $ty {
-            const NAME: &'static str = $name;
-            #[inline(always)]
-            fn apply<T: Float>(&self, $a: T, $b: T) -> T {
-                $f
-            }
-            $(
-            fn apply_f32_slices(&self, a: &[f32], b: &[f32], out: &mut [f32]) {
-                $simd(a, b, out)
-            }
-            )?
-        }
-    };
-}
-
-binary_fn!(/// `a + b`
-    Add, "add", |a, b| a + b, simd = crate::backend::simd::add_f32);
-binary_fn!(/// `a - b`
-    Sub, "sub", |a, b| a - b, simd = crate::backend::simd::sub_f32);
-binary_fn!(/// `a · b`
-    Mul, "mul", |a, b| a * b, simd = crate::backend::simd::mul_f32);
-binary_fn!(/// `a / b`
-    Div, "div", |a, b| a / b);
-binary_fn!(/// `aᵇ`
-    Pow, "pow", |a, b| a.powf(b));
-binary_fn!(/// `max(a, b)`; NaN in either operand gives NaN (as PyTorch).
-    Maximum, "maximum", |a, b| if a >= b || a.is_nan() { a } else { b });
-binary_fn!(/// `min(a, b)`; NaN in either operand gives NaN (as PyTorch).
-    Minimum, "minimum", |a, b| if a <= b || a.is_nan() { a } else { b });
-binary_fn!(/// `a == b` as 1.0 / 0.0
-    Eq, "eq", |a, b| if a == b { T::ONE } else { T::ZERO });
-binary_fn!(/// `a != b` as 1.0 / 0.0
-    Ne, "ne", |a, b| if a != b { T::ONE } else { T::ZERO });
-binary_fn!(/// `a < b` as 1.0 / 0.0
-    Lt, "lt", |a, b| if a < b { T::ONE } else { T::ZERO });
-binary_fn!(/// `a <= b` as 1.0 / 0.0
-    Le, "le", |a, b| if a <= b { T::ONE } else { T::ZERO });
-binary_fn!(/// `a > b` as 1.0 / 0.0
-    Gt, "gt", |a, b| if a > b { T::ONE } else { T::ZERO });
-binary_fn!(/// `a >= b` as 1.0 / 0.0
-    Ge, "ge", |a, b| if a >= b { T::ONE } else { T::ZERO });
+pub use crate::backend::contract::binary::{Add, BinaryFn, Div, Eq, Ge, Gt, Le, Lt, Maximum, Minimum, Mul, Ne, Pow, Sub, VectorBinary};
 
 /// Broadcast two tensors' layouts to their common shape (no copies).
 fn broadcast_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(Shape, Layout, Layout)> {

@@ -10,36 +10,10 @@
 //! twice in a batch gets both contributions).
 
 use crate::autograd::BackwardOp;
+use crate::backend::contract::index::IndexKernels;
 use crate::backend::Storage;
 use crate::tensor::{normalize_axis, DType, Layout, Shape, Tensor};
 use crate::{Error, Result};
-
-/// The kernels a backend provides for indexing. Layouts may have any strides
-/// (ids included); results are new contiguous storage. Kernels check every
-/// index against the size of the axis it indexes.
-pub trait IndexKernels: Sized {
-    /// `out[.., j, ..] = x[.., ids[j], ..]` along `axis`, for 1-D i64 `ids`.
-    /// The result has `layout`'s shape with `dims[axis] = ids.len()`.
-    fn index_select(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout) -> Result<Self>;
-    /// A copy of `self` with `src[.., j, ..]` added into `[.., ids[j], ..]` along `axis`
-    /// (repeated ids accumulate). `src_layout` has `layout`'s shape with `dims[axis] = ids.len()`.
-    fn index_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self>;
-    /// torch.gather: `out[i] = x[i with i[axis] replaced by ids[i]]`; `ids` has the rank of
-    /// `x` and no larger dims except along `axis`; the result has `ids`' shape.
-    fn gather(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout) -> Result<Self>;
-    /// The adjoint of `gather`: a copy of `self` with `src[i]` added at `i` with `i[axis]`
-    /// replaced by `ids[i]`. `src_layout` has `ids_layout`'s shape.
-    fn scatter_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self>;
-    /// The backward of `index_select`: zeros of `input_shape` with the slices of `self`
-    /// (the output gradient) added at `ids` along `axis` — `index_add` into zeros,
-    /// without materialising the zeros first (an embedding table is large, a batch's
-    /// ids touch few of its rows).
-    fn index_select_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self>;
-    /// The backward of `gather`: `scatter_add` of `self` (shaped like `ids`) into zeros of `input_shape`.
-    fn gather_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self>;
-    /// Concatenate along `axis`; every part has the same rank, dtype and dims off `axis`.
-    fn cat(parts: &[(&Self, &Layout)], axis: usize) -> Result<Self>;
-}
 
 /// Indices must be i64 and on the data's device.
 fn check_ids(op: &'static str, x: &Tensor, ids: &Tensor) -> Result<()> {
@@ -88,10 +62,7 @@ impl Tensor {
     /// assert_eq!(ids.dims(), &[3]);
     /// ```
     pub fn from_indices(values: &[i64]) -> Tensor {
-        Tensor::from_storage(
-            Storage::Cpu(crate::backend::CpuStorage::I64(values.to_vec())),
-            Layout::contiguous([values.len()]),
-        )
+        Tensor::vector(values.to_vec())
     }
 
     /// Pick entries along `axis` (negative counts from the end) at the positions in

@@ -1,6 +1,6 @@
 //! Ops, one module per family. Each module holds the public methods on
-//! `Tensor`, the backward of each op, and the kernel trait a backend
-//! implements for the family (the CPU implementation is in `backend::cpu`).
+//! `Tensor` and the backward of each op; the kernels they call are the
+//! family's trait in `backend/contract/`, reached through `dispatch!`.
 
 pub mod binary;
 pub mod index;

@@ -3,36 +3,12 @@
 //! Kernels reduce to a keepdim shape; `keepdim = false` is a reshape on top.
 
 use crate::autograd::BackwardOp;
+use crate::backend::contract::reduce::ReduceKernels;
 use crate::backend::Storage;
 use crate::tensor::{Layout, Shape, Tensor};
 use crate::{Error, Result};
 
-/// Which reduction a kernel runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReduceOp {
-    Sum,
-    Max,
-    Min,
-}
-
-impl ReduceOp {
-    pub fn name(self) -> &'static str {
-        match self {
-            ReduceOp::Sum => "sum",
-            ReduceOp::Max => "max",
-            ReduceOp::Min => "min",
-        }
-    }
-}
-
-/// The kernels a backend provides for reductions.
-pub trait ReduceKernels: Sized {
-    /// Reduce the (sorted, distinct) `axes`; the result is contiguous with the
-    /// keepdim shape (reduced axes of size 1).
-    fn reduce(&self, layout: &Layout, axes: &[usize], op: ReduceOp) -> Result<Self>;
-    /// Index of the largest element along `axis` (first one at ties), as i64, keepdim shape.
-    fn argmax(&self, layout: &Layout, axis: usize) -> Result<Self>;
-}
+pub use crate::backend::contract::reduce::ReduceOp;
 
 /// Sorted, distinct, in-range axes; an empty list means "all axes".
 fn resolve_axes(op: &'static str, shape: &Shape, axes: &[isize]) -> Result<Vec<usize>> {
@@ -75,7 +51,7 @@ fn require_compute_float(op: &'static str, x: &Tensor) -> Result<()> {
     if x.dtype().is_compute_float() {
         Ok(())
     } else {
-        Err(crate::backend::cpu::unsupported_dtype(op, x.dtype()))
+        Err(crate::backend::contract::unsupported_dtype(op, x.dtype()))
     }
 }
 

@@ -1,8 +1,6 @@
 //! Gradient accumulation over micro-batches.
 
 use super::device::{axpy, scaled};
-use crate::backend::cpu::CpuElem;
-use crate::tensor::Float;
 use crate::{DType, Error, GradStore, NoGradGuard, Result, Tensor};
 
 /// Sums the gradients of several backward passes, each scaled, into one
@@ -72,8 +70,7 @@ impl GradAccumulator {
                         ));
                     }
                     match acc.dtype() {
-                        DType::F32 => add_into::<f32>(acc, g, self.scale)?,
-                        DType::F64 => add_into::<f64>(acc, g, self.scale)?,
+                        DType::F32 | DType::F64 => add_into(acc, g, self.scale)?,
                         _ => {
                             let sum = acc.add(&scaled(OP, g, self.scale)?)?;
                             self.sum.insert_by_id(*id, sum);
@@ -103,8 +100,8 @@ impl GradAccumulator {
     }
 }
 
-fn add_into<T: Float + CpuElem>(acc: &Tensor, g: &Tensor, scale: f64) -> Result<()> {
+fn add_into(acc: &Tensor, g: &Tensor, scale: f64) -> Result<()> {
     const OP: &str = "GradAccumulator::add";
     let g = if g.same_storage(acc) { super::owned_copy(g)? } else { g.clone() };
-    axpy(OP, acc, &g, <T as Float>::from_f64(scale))
+    axpy(OP, acc, &g, scale)
 }

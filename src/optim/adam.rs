@@ -1,16 +1,12 @@
 //! Adam and AdamW, as `torch.optim.Adam` and `torch.optim.AdamW`.
 
 use super::device::{adam_step, follow, zeros_state};
-use super::kernels::AdamCoeffs;
-use super::{
-    buffer_tensor, check_hyper, check_state_names, fmt_f64, make_slots, slot_grad, split_param_groups, tensor_buffer, DecayRule, Optimizer, OptimizerState,
-    ParamGroup, Slot,
-};
-use crate::backend::cpu::CpuElem;
+use super::slots::Slots;
+use super::{buffer_tensor, check_hyper, fmt_f64, split_param_groups, tensor_buffer, DecayRule, Optimizer, OptimizerState, ParamGroup};
+use crate::backend::contract::optim::AdamStep;
 use crate::backend::Storage;
 use crate::nn::Param;
-use crate::tensor::Float;
-use crate::{DType, GradStore, Result, Tensor};
+use crate::{GradStore, Result, Tensor};
 
 /// Adam's hyperparameters. [`AdamConfig::adam`] and [`AdamConfig::adamw`]
 /// give `torch.optim.Adam`'s and `torch.optim.AdamW`'s defaults.
@@ -117,9 +113,7 @@ struct AdamState {
 /// ```
 pub struct Adam {
     config: AdamConfig,
-    groups: Vec<ParamGroup>,
-    slots: Vec<Slot<AdamState>>,
-    steps: u64,
+    core: Slots<AdamState>,
 }
 
 impl Adam {
@@ -133,20 +127,15 @@ impl Adam {
     /// `config.weight_decay` / `config.decay_rule` are ignored.
     pub fn with_groups(groups: Vec<ParamGroup>, config: AdamConfig) -> Result<Adam> {
         config.validate()?;
-        let slots = make_slots("Adam::new", &groups)?;
-        Ok(Adam {
-            config,
-            groups,
-            slots,
-            steps: 0,
-        })
+        let core = Slots::new("Adam::new", groups)?;
+        Ok(Adam { config, core })
     }
     pub fn config(&self) -> &AdamConfig {
         &self.config
     }
 }
 
-fn step_slot<T: Float + CpuElem>(name: &str, t: &Tensor, g: &Tensor, state: &mut Option<AdamState>, cfg: &AdamConfig, lr: f64, wd: f64) -> Result<()> {
+fn step_slot(name: &str, t: &Tensor, g: &Tensor, state: &mut Option<AdamState>, cfg: &AdamConfig, lr: f64, wd: f64) -> Result<()> {
     const OP: &str = "Adam::step";
     let mut fresh = None;
     let s = match state {
@@ -158,7 +147,14 @@ fn step_slot<T: Float + CpuElem>(name: &str, t: &Tensor, g: &Tensor, state: &mut
             max_exp_avg_sq: if cfg.amsgrad { Some(zeros_state(t)?) } else { None },
         }),
     };
-    let c = AdamCoeffs::<T>::new(lr, cfg.betas, cfg.eps, wd, cfg.decoupled, s.step + 1);
+    let h = AdamStep {
+        lr,
+        betas: cfg.betas,
+        eps: cfg.eps,
+        weight_decay: wd,
+        decoupled: cfg.decoupled,
+        step: s.step + 1,
+    };
     // AMSGrad switched on after some steps starts its running max from zero.
     if cfg.amsgrad && s.max_exp_avg_sq.is_none() {
         s.max_exp_avg_sq = Some(zeros_state(t)?);
@@ -172,7 +168,7 @@ fn step_slot<T: Float + CpuElem>(name: &str, t: &Tensor, g: &Tensor, state: &mut
         }
         _ => None,
     };
-    adam_step(OP, name, t, g, &mut s.exp_avg, &mut s.exp_avg_sq, vmax, &c)?;
+    adam_step(OP, name, t, g, &mut s.exp_avg, &mut s.exp_avg_sq, vmax, &h)?;
     s.step += 1;
     if let Some(f) = fresh {
         *state = Some(f);
@@ -190,22 +186,10 @@ impl Optimizer for Adam {
     }
 
     fn step(&mut self, grads: &GradStore) -> Result<()> {
-        const OP: &str = "Adam::step";
-        for slot in &mut self.slots {
-            let Some((t, g)) = slot_grad(OP, &slot.name, &slot.param, grads)? else {
-                continue;
-            };
-            let group = &self.groups[slot.group];
-            let lr = self.config.lr * group.lr_scale;
-            let wd = group.weight_decay;
-            match t.dtype() {
-                DType::F32 => step_slot::<f32>(&slot.name, &t, &g, &mut slot.state, &self.config, lr, wd)?,
-                DType::F64 => step_slot::<f64>(&slot.name, &t, &g, &mut slot.state, &self.config, lr, wd)?,
-                other => return Err(crate::backend::cpu::unsupported_dtype(OP, other)),
-            }
-        }
-        self.steps += 1;
-        Ok(())
+        let cfg = &self.config;
+        self.core.step("Adam::step", grads, |name, t, g, state, group| {
+            step_slot(name, t, g, state, cfg, cfg.lr * group.lr_scale, group.weight_decay)
+        })
     }
 
     fn lr(&self) -> f64 {
@@ -223,73 +207,56 @@ impl Optimizer for Adam {
         Ok(())
     }
     fn step_count(&self) -> u64 {
-        self.steps
+        self.core.steps
     }
     fn param_groups(&self) -> &[ParamGroup] {
-        &self.groups
+        &self.core.groups
     }
 
     fn state_dict(&self) -> Result<OptimizerState> {
-        let mut st = OptimizerState::default();
         let c = &self.config;
-        let m = &mut st.metadata;
-        m.insert("optimizer".into(), self.name().into());
-        m.insert("step".into(), self.steps.to_string());
-        m.insert("lr".into(), fmt_f64(c.lr));
-        m.insert("beta1".into(), fmt_f64(c.betas.0));
-        m.insert("beta2".into(), fmt_f64(c.betas.1));
-        m.insert("eps".into(), fmt_f64(c.eps));
-        m.insert("amsgrad".into(), c.amsgrad.to_string());
-        for slot in &self.slots {
-            let Some(s) = &slot.state else { continue };
-            let dims = slot.param.dims();
-            let n = &slot.name;
+        let settings = [
+            ("beta1", fmt_f64(c.betas.0)),
+            ("beta2", fmt_f64(c.betas.1)),
+            ("eps", fmt_f64(c.eps)),
+            ("amsgrad", c.amsgrad.to_string()),
+        ];
+        self.core.state_dict(self.name(), c.lr, &settings, |n, s, dims, st| {
             st.metadata.insert(format!("state.{n}.step"), s.step.to_string());
-            st.tensors.push((format!("state.{n}.exp_avg"), buffer_tensor(&s.exp_avg, &dims)?));
-            st.tensors.push((format!("state.{n}.exp_avg_sq"), buffer_tensor(&s.exp_avg_sq, &dims)?));
+            st.tensors.push((format!("state.{n}.exp_avg"), buffer_tensor(&s.exp_avg, dims)?));
+            st.tensors.push((format!("state.{n}.exp_avg_sq"), buffer_tensor(&s.exp_avg_sq, dims)?));
             if let Some(b) = &s.max_exp_avg_sq {
-                st.tensors.push((format!("state.{n}.max_exp_avg_sq"), buffer_tensor(b, &dims)?));
+                st.tensors.push((format!("state.{n}.max_exp_avg_sq"), buffer_tensor(b, dims)?));
             }
-        }
-        Ok(st)
+            Ok(())
+        })
     }
 
     fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
         const OP: &str = "Adam::load_state_dict";
-        check_state_names(OP, state, &self.slots, self.name())?;
-        let steps = state.meta_u64(OP, "step")?;
-        let lr = state.meta_f64(OP, "lr")?;
+        let (steps, lr) = self.core.check_state(OP, self.name(), state)?;
         let beta1 = state.meta_f64(OP, "beta1")?;
         // What loading does not restore must agree (β₁ and lr are set by schedules, so they are loaded).
         state.expect_f64(OP, "beta2", self.config.betas.1)?;
         state.expect_f64(OP, "eps", self.config.eps)?;
         state.expect_bool(OP, "amsgrad", self.config.amsgrad)?;
-        // Convert everything before changing anything: a failed load leaves the optimizer as it was.
-        let mut loaded = Vec::with_capacity(self.slots.len());
-        for slot in &self.slots {
-            let n = &slot.name;
+        self.core.replace_states(steps, |n, param| {
             let step_key = format!("state.{n}.step");
             if !state.metadata.contains_key(&step_key) {
-                loaded.push(None);
-                continue;
+                return Ok(None);
             }
-            let param = slot.param.tensor();
             let buffer = |what: &str| -> Result<Option<Storage>> {
                 let key = format!("state.{n}.{what}");
-                state.get(&key).map(|t| tensor_buffer(OP, &key, t, &param)).transpose()
+                state.get(&key).map(|t| tensor_buffer(OP, &key, t, param)).transpose()
             };
             let missing = |what: &str| crate::Error::value(OP, format!("the state has '{step_key}' but no 'state.{n}.{what}'"));
-            loaded.push(Some(AdamState {
+            Ok(Some(AdamState {
                 step: state.meta_u64(OP, &step_key)?,
                 exp_avg: buffer("exp_avg")?.ok_or_else(|| missing("exp_avg"))?,
                 exp_avg_sq: buffer("exp_avg_sq")?.ok_or_else(|| missing("exp_avg_sq"))?,
                 max_exp_avg_sq: buffer("max_exp_avg_sq")?,
-            }));
-        }
-        for (slot, s) in self.slots.iter_mut().zip(loaded) {
-            slot.state = s;
-        }
-        self.steps = steps;
+            }))
+        })?;
         self.config.lr = lr;
         self.config.betas.0 = beta1;
         Ok(())

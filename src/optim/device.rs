@@ -1,21 +1,21 @@
 //! Where an optimizer's work runs: on the parameter's device.
 //!
 //! Every function here takes tensors and state buffers wherever they live and
-//! sends the work to the matching implementation: the threaded CPU loops of
-//! `kernels.rs` for CPU parameters, the kernels of `cuda/optim.cu` (launched by
-//! `backend/cuda/optim.rs`) for CUDA parameters. Both run the same formulas on
-//! the same dtype-rounded scalars.
+//! reaches the backend's update kernels (`OptimKernels`, in
+//! `backend/contract/optim.rs`) through `dispatch!`, like every op: the
+//! threaded CPU loops for CPU parameters, the kernels of `cuda/optim.cu` for
+//! CUDA parameters. Both run the same formulas on the same dtype-rounded
+//! scalars.
 //!
 //! Optimizer state is a [`Storage`]: a state buffer lives on its parameter's
 //! device, created there at the first step ([`zeros_state`]) and moved along
 //! when the parameter moves ([`follow`]); `state_dict` copies it to the host
 //! and `load_state_dict` copies it back to the parameter's device (`mod.rs`).
 
-use super::kernels::{adam_update, axpy as cpu_axpy, sgd_update, state_slice, sum_squares as cpu_sum_squares, with_grad_slice, AdamCoeffs, SgdCoeffs};
-use crate::backend::cpu::CpuElem;
-use crate::backend::Storage;
-use crate::tensor::Float;
-use crate::{Device, Error, Result, Tensor};
+use crate::backend::contract::optim::{AdamState, AdamStep, OptimKernels, SgdStep};
+use crate::backend::{operand_mut, BackendRef, Storage};
+use crate::tensor::Layout;
+use crate::{DType, Device, Error, Result, Tensor};
 
 /// A zero state buffer for parameter `t`: its dtype, its element count, its device.
 pub(crate) fn zeros_state(t: &Tensor) -> Result<Storage> {
@@ -49,7 +49,7 @@ fn check_grad_device(op: &'static str, name: &str, t: &Tensor, g: &Tensor) -> Re
 /// One Adam/AdamW update of parameter `t` (named `name` in errors) with
 /// gradient `g` and the state `m`, `v` (and `vmax` with AMSGrad), all on `t`'s device.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn adam_step<T: Float + CpuElem>(
+pub(crate) fn adam_step(
     op: &'static str,
     name: &str,
     t: &Tensor,
@@ -57,63 +57,33 @@ pub(crate) fn adam_step<T: Float + CpuElem>(
     m: &mut Storage,
     v: &mut Storage,
     vmax: Option<&mut Storage>,
-    c: &AdamCoeffs<T>,
+    h: &AdamStep,
 ) -> Result<()> {
     check_grad_device(op, name, t, g)?;
-    match t.device() {
-        Device::Cpu => {
-            let m = state_slice::<T>(op, name, m)?;
-            let v = state_slice::<T>(op, name, v)?;
-            let vmax: &mut [T] = match vmax {
-                Some(b) => state_slice::<T>(op, name, b)?,
-                None => &mut [],
-            };
-            with_grad_slice::<T, _>(op, g, |g| t.update_cpu_slice::<T, _>(op, |p| adam_update(p, g, m, v, vmax, c)))?
-        }
-        #[cfg(feature = "cuda")]
-        Device::Cuda(_) => {
-            let (m, v) = (cuda::state(op, name, m)?, cuda::state(op, name, v)?);
-            let vmax = vmax.map(|b| cuda::state(op, name, b)).transpose()?;
-            let n = t.numel();
-            cuda::with_grad(op, g, |gs, g_off| {
-                t.update_cuda(op, |p, p_off| crate::backend::cuda::optim::adam_step(p, p_off, gs, g_off, m, v, vmax, n, c))
-            })
-        }
-        #[cfg(not(feature = "cuda"))]
-        Device::Cuda(_) => Err(Error::device(op, crate::tensor::NO_CUDA_FEATURE)),
-    }
+    let gs = g.storage();
+    let mut ps = t.storage_mut();
+    crate::dispatch!(op, [p = &mut *ps, gs = &*gs, m = m, v = v], |_wrap| {
+        let vmax = vmax.map(|b| operand_mut(op, "state max_exp_avg_sq", b)).transpose()?;
+        p.adam_step(op, name, t.layout(), gs, g.layout(), AdamState { m, v, vmax }, h)?
+    });
+    Ok(())
 }
 
 /// One SGD update of `t` with gradient `g`; `buf` is the momentum buffer,
-/// required when `c.momentum` is set.
-pub(crate) fn sgd_step<T: Float + CpuElem>(op: &'static str, name: &str, t: &Tensor, g: &Tensor, buf: Option<&mut Storage>, c: &SgdCoeffs<T>) -> Result<()> {
+/// required when `h.momentum` is not 0.
+pub(crate) fn sgd_step(op: &'static str, name: &str, t: &Tensor, g: &Tensor, buf: Option<&mut Storage>, h: &SgdStep) -> Result<()> {
     check_grad_device(op, name, t, g)?;
-    if c.momentum.is_some() && buf.is_none() {
-        return Err(Error::value(op, format!("parameter '{name}': momentum is on but there is no momentum buffer")));
-    }
-    match t.device() {
-        Device::Cpu => {
-            let buf: &mut [T] = match buf {
-                Some(b) => state_slice::<T>(op, name, b)?,
-                None => &mut [],
-            };
-            with_grad_slice::<T, _>(op, g, |g| t.update_cpu_slice::<T, _>(op, |p| sgd_update(p, g, buf, c)))?
-        }
-        #[cfg(feature = "cuda")]
-        Device::Cuda(_) => {
-            let buf = buf.map(|b| cuda::state(op, name, b)).transpose()?;
-            let n = t.numel();
-            cuda::with_grad(op, g, |gs, g_off| {
-                t.update_cuda(op, |p, p_off| crate::backend::cuda::optim::sgd_step(p, p_off, gs, g_off, buf, n, c))
-            })
-        }
-        #[cfg(not(feature = "cuda"))]
-        Device::Cuda(_) => Err(Error::device(op, crate::tensor::NO_CUDA_FEATURE)),
-    }
+    let gs = g.storage();
+    let mut ps = t.storage_mut();
+    crate::dispatch!(op, [p = &mut *ps, gs = &*gs], |_wrap| {
+        let buf = buf.map(|b| operand_mut(op, "the momentum buffer", b)).transpose()?;
+        p.sgd_step(op, name, t.layout(), gs, g.layout(), buf, h)?
+    });
+    Ok(())
 }
 
 /// `acc += scale · g` in place (gradient accumulation); same shape, dtype and device.
-pub(crate) fn axpy<T: Float + CpuElem>(op: &'static str, acc: &Tensor, g: &Tensor, scale: T) -> Result<()> {
+pub(crate) fn axpy(op: &'static str, acc: &Tensor, g: &Tensor, scale: f64) -> Result<()> {
     if acc.device() != g.device() {
         return Err(Error::device(
             op,
@@ -124,62 +94,40 @@ pub(crate) fn axpy<T: Float + CpuElem>(op: &'static str, acc: &Tensor, g: &Tenso
             ),
         ));
     }
-    match acc.device() {
-        Device::Cpu => with_grad_slice::<T, _>(op, g, |g| acc.update_cpu_slice::<T, _>(op, |a| cpu_axpy(a, g, scale)))?,
-        #[cfg(feature = "cuda")]
-        Device::Cuda(_) => {
-            let n = acc.numel();
-            cuda::with_grad(op, g, |gs, g_off| {
-                acc.update_cuda(op, |a, a_off| crate::backend::cuda::optim::axpy(a, a_off, gs, g_off, n, scale))
-            })
-        }
-        #[cfg(not(feature = "cuda"))]
-        Device::Cuda(_) => Err(Error::device(op, crate::tensor::NO_CUDA_FEATURE)),
-    }
+    let gs = g.storage();
+    let mut accs = acc.storage_mut();
+    crate::dispatch!(op, [a = &mut *accs, gs = &*gs], |_wrap| a.axpy(op, acc.layout(), gs, g.layout(), scale)?);
+    Ok(())
 }
 
 /// `g · s` as a new contiguous tensor with no history, on `g`'s device
 /// (`Tensor::scale`'s values: `s·x + 0` in the gradient's dtype).
 pub(crate) fn scaled(op: &'static str, g: &Tensor, s: f64) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if g.device().is_cuda() {
-        use crate::backend::cuda::optim::scaled_copy;
-        let out = match g.dtype() {
-            crate::DType::F32 => cuda::with_grad(op, g, |gs, off| scaled_copy::<f32>(op, gs, off, g.numel(), Float::from_f64(s)))?,
-            crate::DType::F64 => cuda::with_grad(op, g, |gs, off| scaled_copy::<f64>(op, gs, off, g.numel(), Float::from_f64(s)))?,
-            _ => return Ok(g.scale(s)?.detach()),
-        };
-        let layout = crate::tensor::Layout::contiguous(g.shape().clone());
-        return Ok(Tensor::from_storage(Storage::Cuda(out), layout));
+    if !matches!(g.dtype(), DType::F32 | DType::F64) {
+        return Ok(g.scale(s)?.detach());
     }
-    let _ = op;
-    Ok(g.scale(s)?.detach())
+    let storage = crate::dispatch!(op, [x = &*g.storage()] => x.scaled(op, g.layout(), s)?);
+    Ok(Tensor::from_storage(storage, Layout::contiguous(g.shape().clone())))
 }
 
-/// `Σ x²` of each tensor, in f64, in order. CPU tensors are summed by the
-/// threaded host loop; the CUDA tensors of each device are reduced on the
-/// device by the deterministic two-pass kernel and come back as one scalar
-/// per tensor, in one copy. Adding the returned values in order (on the
-/// host, in f64) gives the squared global norm.
+/// `Σ x²` of each tensor, in f64, in order. The tensors of each device are
+/// summed by one call of that backend (on a GPU: the deterministic two-pass
+/// kernel, the results back in one copy). Adding the returned values in order
+/// (on the host, in f64) gives the squared global norm.
 pub(crate) fn sum_squares(op: &'static str, tensors: &[Tensor]) -> Result<Vec<f64>> {
-    let mut out = vec![0.0; tensors.len()];
-    #[cfg(feature = "cuda")]
-    let mut on_gpu: Vec<(Device, Vec<usize>)> = Vec::new();
+    let mut by_device: Vec<(Device, Vec<usize>)> = Vec::new();
     for (i, t) in tensors.iter().enumerate() {
-        match t.device() {
-            Device::Cpu => out[i] = cpu_sum_squares(op, t)?,
-            #[cfg(feature = "cuda")]
-            d @ Device::Cuda(_) => match on_gpu.iter_mut().find(|(dev, _)| *dev == d) {
-                Some((_, ids)) => ids.push(i),
-                None => on_gpu.push((d, vec![i])),
-            },
-            #[cfg(not(feature = "cuda"))]
-            Device::Cuda(_) => return Err(Error::device(op, crate::tensor::NO_CUDA_FEATURE)),
+        match by_device.iter_mut().find(|(d, _)| *d == t.device()) {
+            Some((_, ids)) => ids.push(i),
+            None => by_device.push((t.device(), vec![i])),
         }
     }
-    #[cfg(feature = "cuda")]
-    for (_, ids) in on_gpu {
-        let sums = cuda::sum_squares(op, ids.iter().map(|&i| &tensors[i]))?;
+    let mut out = vec![0.0; tensors.len()];
+    for (_, ids) in by_device {
+        let group: Vec<&Tensor> = ids.iter().map(|&i| &tensors[i]).collect();
+        let guards: Vec<_> = group.iter().map(|t| t.storage()).collect();
+        let storages: Vec<&Storage> = guards.iter().map(|g| &**g).collect();
+        let sums = crate::dispatch!(op, [first = storages[0]], |_wrap| sum_squares_on(first, op, &storages, &group)?);
         for (i, s) in ids.into_iter().zip(sums) {
             out[i] = s;
         }
@@ -187,64 +135,20 @@ pub(crate) fn sum_squares(op: &'static str, tensors: &[Tensor]) -> Result<Vec<f6
     Ok(out)
 }
 
-/// The CUDA halves of the functions above.
-#[cfg(feature = "cuda")]
-mod cuda {
-    use crate::backend::cuda::CudaStorage;
-    use crate::backend::Storage;
-    use crate::{Error, Result, Tensor};
-
-    /// A state buffer as device storage (it lives on the parameter's device,
-    /// see [`super::follow`]).
-    pub fn state<'a>(op: &'static str, name: &str, buf: &'a mut Storage) -> Result<&'a mut CudaStorage> {
-        match buf {
-            Storage::Cuda(c) => Ok(c),
-            other => Err(Error::device(
-                op,
-                format!("state of parameter '{name}' is on {} but the parameter is on a CUDA device", other.device()),
-            )),
-        }
-    }
-
-    /// `g` as a contiguous run of a device storage: `f(storage, offset of the first element)`.
-    /// A strided gradient is copied to a contiguous buffer on the device first.
-    pub fn with_grad<R>(op: &'static str, g: &Tensor, f: impl FnOnce(&CudaStorage, usize) -> Result<R>) -> Result<R> {
-        let g = match g.layout().contiguous_range() {
-            Some(_) => g.clone(),
-            None => super::super::owned_copy(g)?,
-        };
-        let start = g.layout().contiguous_range().map_or(0, |r| r.start);
-        let storage = g.storage();
-        match &*storage {
-            Storage::Cuda(c) => f(c, start),
-            other => Err(Error::device(
-                op,
-                format!("gradient of shape {} is on {}, expected a CUDA device", g.shape(), other.device()),
-            )),
-        }
-    }
-
-    /// `Σ x²` of tensors that all live on one CUDA device (see
-    /// `backend::cuda::optim::sum_squares`): one value per tensor.
-    pub fn sum_squares<'a>(op: &'static str, tensors: impl Iterator<Item = &'a Tensor>) -> Result<Vec<f64>> {
-        let owned: Vec<Tensor> = tensors
-            .map(|t| match t.layout().contiguous_range() {
-                Some(_) => Ok(t.clone()),
-                None => super::super::owned_copy(t),
-            })
-            .collect::<Result<_>>()?;
-        let guards: Vec<_> = owned.iter().map(Tensor::storage).collect();
-        let mut runs = Vec::with_capacity(owned.len());
-        for (t, s) in owned.iter().zip(&guards) {
-            let Storage::Cuda(c) = &**s else {
-                return Err(Error::device(
+/// One backend's `sum_squares` over storages that all live on the device of
+/// `first` (whose type picks the backend).
+fn sum_squares_on<S: OptimKernels + BackendRef>(_first: &S, op: &'static str, storages: &[&Storage], tensors: &[&Tensor]) -> Result<Vec<f64>> {
+    let parts = storages
+        .iter()
+        .zip(tensors)
+        .map(|(s, t)| {
+            S::from_storage(s).map(|inner| (inner, t.layout())).ok_or_else(|| {
+                Error::device(
                     op,
-                    format!("gradient of shape {} is on {}, expected a CUDA device", t.shape(), t.device()),
-                ));
-            };
-            let start = t.layout().contiguous_range().map_or(0, |r| r.start);
-            runs.push((c, start, t.numel()));
-        }
-        crate::backend::cuda::optim::sum_squares(op, &runs)
-    }
+                    format!("a gradient of shape {} lives on {}, unlike the others of its group", t.shape(), t.device()),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    S::sum_squares(op, &parts)
 }

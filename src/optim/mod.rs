@@ -4,10 +4,11 @@
 //!   [`Adam`] (Adam with coupled L2 decay, or AdamW with decoupled decay;
 //!   optional AMSGrad) follow `torch.optim`'s single-tensor update formulas
 //!   operation by operation; `tests/integration/optim_reference.rs` compares trajectories
-//!   with PyTorch's. Each update is one fused loop per parameter over its
-//!   contiguous data (`kernels.rs`), threaded for large parameters; for a
-//!   CUDA parameter it is one kernel launch (`cuda/optim.cu`) and the state
-//!   lives on the parameter's device (`device.rs`).
+//!   with PyTorch's. Each update is one kernel of the parameter's backend
+//!   (`OptimKernels`, reached through `device.rs`): a fused loop over the
+//!   parameter's data on the CPU (`backend/cpu/optim.rs`), threaded for large
+//!   parameters, one launch on CUDA (`cuda/optim.cu`); the state lives on the
+//!   parameter's device.
 //! - Parameters come in [`ParamGroup`]s, each with its own weight decay and
 //!   learning-rate scale. [`Sgd::new`] and [`Adam::new`] split named
 //!   parameters by a [`DecayRule`], named after the code it reproduces: the
@@ -52,10 +53,9 @@ mod clip;
 pub mod decay;
 mod device;
 mod grad_scaler;
-/// The CPU loops and the coefficient structs the CUDA launches share.
-pub(crate) mod kernels;
 pub mod schedule;
 mod sgd;
+mod slots;
 
 pub use accumulate::GradAccumulator;
 pub use adam::{Adam, AdamConfig};
@@ -315,7 +315,7 @@ pub(crate) fn slot_grad(op: &'static str, name: &str, param: &Param, grads: &Gra
         ));
     }
     if !matches!(t.dtype(), DType::F32 | DType::F64) {
-        return Err(crate::backend::cpu::unsupported_dtype(op, t.dtype()));
+        return Err(crate::backend::contract::unsupported_dtype(op, t.dtype()));
     }
     // The update holds the parameter's write lock while reading the gradient;
     // a gradient aliasing the parameter's storage is copied first.
@@ -333,8 +333,8 @@ pub(crate) fn owned_copy(t: &Tensor) -> Result<Tensor> {
 /// state lives on one: checkpoints hold host data, and later steps do not
 /// change it).
 pub(crate) fn buffer_tensor(buf: &Storage, dims: &[usize]) -> Result<Tensor> {
-    let host = buf.to_cpu()?.into_owned();
-    Ok(Tensor::from_storage(Storage::Cpu(host), Layout::contiguous(dims.to_vec())))
+    let host = buf.to_device(crate::Device::Cpu)?;
+    Ok(Tensor::from_storage(host, Layout::contiguous(dims.to_vec())))
 }
 
 /// A saved state tensor back as a buffer for `param`: same shape, converted

@@ -1,16 +1,12 @@
 //! Stochastic gradient descent, as `torch.optim.SGD`.
 
 use super::device::{follow, sgd_step, zeros_state};
-use super::kernels::SgdCoeffs;
-use super::{
-    buffer_tensor, check_hyper, check_state_names, fmt_f64, make_slots, slot_grad, split_param_groups, tensor_buffer, DecayRule, Optimizer, OptimizerState,
-    ParamGroup, Slot,
-};
-use crate::backend::cpu::CpuElem;
+use super::slots::Slots;
+use super::{buffer_tensor, check_hyper, fmt_f64, split_param_groups, tensor_buffer, DecayRule, Optimizer, OptimizerState, ParamGroup};
+use crate::backend::contract::optim::SgdStep;
 use crate::backend::Storage;
 use crate::nn::Param;
-use crate::tensor::Float;
-use crate::{DType, Error, GradStore, Result, Tensor};
+use crate::{Error, GradStore, Result, Tensor};
 
 /// SGD's hyperparameters; [`SgdConfig::new`] gives PyTorch's defaults.
 #[derive(Clone, Debug)]
@@ -110,9 +106,7 @@ struct SgdState {
 /// ```
 pub struct Sgd {
     config: SgdConfig,
-    groups: Vec<ParamGroup>,
-    slots: Vec<Slot<SgdState>>,
-    steps: u64,
+    core: Slots<SgdState>,
 }
 
 impl Sgd {
@@ -126,34 +120,28 @@ impl Sgd {
     /// `config.weight_decay` / `config.decay_rule` are ignored.
     pub fn with_groups(groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Sgd> {
         config.validate()?;
-        let slots = make_slots("Sgd::new", &groups)?;
-        Ok(Sgd {
-            config,
-            groups,
-            slots,
-            steps: 0,
-        })
+        let core = Slots::new("Sgd::new", groups)?;
+        Ok(Sgd { config, core })
     }
     pub fn config(&self) -> &SgdConfig {
         &self.config
     }
 }
 
-fn step_slot<T: Float + CpuElem>(name: &str, t: &Tensor, g: &Tensor, state: &mut Option<SgdState>, c: SgdCoeffs<T>) -> Result<()> {
+fn step_slot(name: &str, t: &Tensor, g: &Tensor, state: &mut Option<SgdState>, h: SgdStep) -> Result<()> {
     const OP: &str = "Sgd::step";
-    if c.momentum.is_none() {
-        return sgd_step(OP, name, t, g, None, &c);
+    if h.momentum == 0.0 {
+        return sgd_step(OP, name, t, g, None, &h);
     }
     match state {
         Some(s) => {
             follow(&mut s.momentum_buffer, t.device())?;
-            sgd_step(OP, name, t, g, Some(&mut s.momentum_buffer), &c)
+            sgd_step(OP, name, t, g, Some(&mut s.momentum_buffer), &h)
         }
         None => {
             // The first step creates the buffer; it is kept only once the update succeeded.
             let mut buf = zeros_state(t)?;
-            let c = SgdCoeffs { init_buffer: true, ..c };
-            sgd_step(OP, name, t, g, Some(&mut buf), &c)?;
+            sgd_step(OP, name, t, g, Some(&mut buf), &SgdStep { init_buffer: true, ..h })?;
             *state = Some(SgdState { momentum_buffer: buf });
             Ok(())
         }
@@ -166,35 +154,18 @@ impl Optimizer for Sgd {
     }
 
     fn step(&mut self, grads: &GradStore) -> Result<()> {
-        const OP: &str = "Sgd::step";
         let cfg = &self.config;
-        for slot in &mut self.slots {
-            let Some((t, g)) = slot_grad(OP, &slot.name, &slot.param, grads)? else {
-                continue;
+        self.core.step("Sgd::step", grads, |name, t, g, state, group| {
+            let h = SgdStep {
+                lr: cfg.lr * group.lr_scale,
+                weight_decay: group.weight_decay,
+                momentum: cfg.momentum,
+                dampening: cfg.dampening,
+                nesterov: cfg.nesterov,
+                init_buffer: false,
             };
-            let group = &self.groups[slot.group];
-            let lr = cfg.lr * group.lr_scale;
-            let wd = group.weight_decay;
-            macro_rules! coeffs {
-                ($T:ty) => {
-                    SgdCoeffs::<$T> {
-                        neg_lr: <$T as Float>::from_f64(-lr),
-                        weight_decay: (wd != 0.0).then(|| <$T as Float>::from_f64(wd)),
-                        momentum: (cfg.momentum != 0.0).then(|| <$T as Float>::from_f64(cfg.momentum)),
-                        one_minus_dampening: <$T as Float>::from_f64(1.0 - cfg.dampening),
-                        nesterov: cfg.nesterov,
-                        init_buffer: false,
-                    }
-                };
-            }
-            match t.dtype() {
-                DType::F32 => step_slot::<f32>(&slot.name, &t, &g, &mut slot.state, coeffs!(f32))?,
-                DType::F64 => step_slot::<f64>(&slot.name, &t, &g, &mut slot.state, coeffs!(f64))?,
-                other => return Err(crate::backend::cpu::unsupported_dtype(OP, other)),
-            }
-        }
-        self.steps += 1;
-        Ok(())
+            step_slot(name, t, g, state, h)
+        })
     }
 
     fn lr(&self) -> f64 {
@@ -212,53 +183,42 @@ impl Optimizer for Sgd {
         Ok(())
     }
     fn step_count(&self) -> u64 {
-        self.steps
+        self.core.steps
     }
     fn param_groups(&self) -> &[ParamGroup] {
-        &self.groups
+        &self.core.groups
     }
 
     fn state_dict(&self) -> Result<OptimizerState> {
-        let mut st = OptimizerState::default();
-        let m = &mut st.metadata;
-        m.insert("optimizer".into(), self.name().into());
-        m.insert("step".into(), self.steps.to_string());
-        m.insert("lr".into(), fmt_f64(self.config.lr));
-        m.insert("momentum".into(), fmt_f64(self.config.momentum));
-        m.insert("dampening".into(), fmt_f64(self.config.dampening));
-        m.insert("nesterov".into(), self.config.nesterov.to_string());
-        for slot in &self.slots {
-            if let Some(s) = &slot.state {
-                let dims = slot.param.dims();
-                st.tensors
-                    .push((format!("state.{}.momentum_buffer", slot.name), buffer_tensor(&s.momentum_buffer, &dims)?));
-            }
-        }
-        Ok(st)
+        let c = &self.config;
+        let settings = [
+            ("momentum", fmt_f64(c.momentum)),
+            ("dampening", fmt_f64(c.dampening)),
+            ("nesterov", c.nesterov.to_string()),
+        ];
+        self.core.state_dict(self.name(), c.lr, &settings, |name, s, dims, st| {
+            st.tensors
+                .push((format!("state.{name}.momentum_buffer"), buffer_tensor(&s.momentum_buffer, dims)?));
+            Ok(())
+        })
     }
 
     fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
         const OP: &str = "Sgd::load_state_dict";
-        check_state_names(OP, state, &self.slots, self.name())?;
-        let steps = state.meta_u64(OP, "step")?;
-        let lr = state.meta_f64(OP, "lr")?;
+        let (steps, lr) = self.core.check_state(OP, self.name(), state)?;
         let momentum = state.meta_f64(OP, "momentum")?;
         // What loading does not restore must agree (momentum and lr are set by schedules, so they are loaded).
         state.expect_f64(OP, "dampening", self.config.dampening)?;
         state.expect_bool(OP, "nesterov", self.config.nesterov)?;
-        // Convert everything before changing anything: a failed load leaves the optimizer as it was.
-        let mut loaded = Vec::with_capacity(self.slots.len());
-        for slot in &self.slots {
-            let key = format!("state.{}.momentum_buffer", slot.name);
-            loaded.push(match state.get(&key) {
-                Some(t) => Some(tensor_buffer(OP, &key, t, &slot.param.tensor())?),
-                None => None,
-            });
-        }
-        for (slot, buf) in self.slots.iter_mut().zip(loaded) {
-            slot.state = buf.map(|momentum_buffer| SgdState { momentum_buffer });
-        }
-        self.steps = steps;
+        self.core.replace_states(steps, |name, param| {
+            let key = format!("state.{name}.momentum_buffer");
+            match state.get(&key) {
+                Some(t) => Ok(Some(SgdState {
+                    momentum_buffer: tensor_buffer(OP, &key, t, param)?,
+                })),
+                None => Ok(None),
+            }
+        })?;
         self.config.lr = lr;
         self.config.momentum = momentum;
         Ok(())

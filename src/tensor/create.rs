@@ -26,6 +26,7 @@ impl Tensor {
     /// ```
     pub fn from_vec<T: CpuElem>(data: Vec<T>, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
+        shape.check_size("from_vec", std::mem::size_of::<T>())?;
         if data.len() != shape.numel() {
             return Err(Error::shape(
                 "from_vec",
@@ -40,6 +41,12 @@ impl Tensor {
         Self::from_vec(data.to_vec(), shape)
     }
 
+    /// A 1-D tensor of `data` (infallible: the shape is the data's length).
+    pub(crate) fn vector<T: CpuElem>(data: Vec<T>) -> Tensor {
+        let n = data.len();
+        Tensor::from_storage(Storage::Cpu(T::wrap(data)), Layout::contiguous([n]))
+    }
+
     /// A rank-0 tensor.
     pub fn scalar<T: CpuElem>(value: T) -> Tensor {
         Tensor::from_storage(Storage::Cpu(T::wrap(vec![value])), Layout::contiguous(Shape::scalar()))
@@ -48,11 +55,14 @@ impl Tensor {
     /// Every element equal to `value` (converted to `dtype`).
     pub fn full(shape: impl Into<Shape>, value: f64, dtype: DType) -> Result<Tensor> {
         let shape = shape.into();
+        // The values pass through an f64 buffer.
+        shape.check_size("full", 8)?;
         let storage = CpuStorage::from_f64_vec(&vec![value; shape.numel()], dtype);
         Ok(Tensor::from_storage(Storage::Cpu(storage), Layout::contiguous(shape)))
     }
     pub fn zeros(shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
         let shape = shape.into();
+        shape.check_size("zeros", dtype.size_in_bytes())?;
         Ok(Tensor::from_storage(
             Storage::Cpu(CpuStorage::zeros(dtype, shape.numel())),
             Layout::contiguous(shape),
@@ -71,21 +81,15 @@ impl Tensor {
     /// assert_eq!(t.to_vec::<f32>().unwrap(), vec![0.5, 0.5]);
     /// ```
     pub fn full_on(shape: impl Into<Shape>, value: f64, dtype: DType, device: crate::Device) -> Result<Tensor> {
-        match device {
-            crate::Device::Cpu => Self::full(shape, value, dtype),
-            #[cfg(feature = "cuda")]
-            crate::Device::Cuda(o) => {
-                let shape = shape.into();
-                let s = crate::backend::CudaStorage::full(&crate::backend::cuda::device(o)?, dtype, shape.numel(), value)?;
-                Ok(Tensor::from_storage(Storage::Cuda(s), Layout::contiguous(shape)))
-            }
-            #[cfg(not(feature = "cuda"))]
-            crate::Device::Cuda(_) => Err(Error::device("full", crate::tensor::NO_CUDA_FEATURE)),
-        }
+        let shape = shape.into();
+        shape.check_size("full", dtype.size_in_bytes())?;
+        let storage = Storage::full_on(device, dtype, shape.numel(), value)?;
+        Ok(Tensor::from_storage(storage, Layout::contiguous(shape)))
     }
     /// [`Tensor::zeros`] made directly on `device`.
     pub fn zeros_on(shape: impl Into<Shape>, dtype: DType, device: crate::Device) -> Result<Tensor> {
         let shape = shape.into();
+        shape.check_size("zeros", dtype.size_in_bytes())?;
         let storage = Storage::zeros_on(device, dtype, shape.numel())?;
         Ok(Tensor::from_storage(storage, Layout::contiguous(shape)))
     }
@@ -114,6 +118,7 @@ impl Tensor {
             ));
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
+        Shape::new([n]).check_size("arange", 8)?;
         let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
         Ok(Tensor::from_storage(
             Storage::Cpu(CpuStorage::from_f64_vec(&values, dtype)),
@@ -123,6 +128,7 @@ impl Tensor {
 
     /// The `n × n` identity matrix.
     pub fn eye(n: usize, dtype: DType) -> Result<Tensor> {
+        Shape::new([n, n]).check_size("eye", 8)?;
         let mut values = vec![0.0; n * n];
         for i in 0..n {
             values[i * n + i] = 1.0;
@@ -136,6 +142,7 @@ impl Tensor {
     /// Uniform on `[low, high)`.
     pub fn uniform(shape: impl Into<Shape>, low: f64, high: f64, dtype: DType, rng: &mut impl Rng) -> Result<Tensor> {
         let shape = shape.into();
+        shape.check_size("uniform", 8)?;
         if low.partial_cmp(&high) != Some(std::cmp::Ordering::Less) || !low.is_finite() || !high.is_finite() || !(high - low).is_finite() {
             return Err(Error::value(
                 "uniform",
@@ -159,6 +166,7 @@ impl Tensor {
     /// Normal with the given mean and standard deviation.
     pub fn normal(shape: impl Into<Shape>, mean: f64, std: f64, dtype: DType, rng: &mut impl Rng) -> Result<Tensor> {
         let shape = shape.into();
+        shape.check_size("normal", 8)?;
         if std.is_nan() || std < 0.0 {
             return Err(Error::value("normal", format!("standard deviation {std} must be non-negative")));
         }

@@ -7,19 +7,14 @@
 mod create;
 pub use create::{rng, TensorRng};
 mod display;
-mod dtype;
 mod host;
 mod inplace;
-mod layout;
-mod shape;
 mod transfer;
 mod view;
 
-pub use device::{Device, NO_CUDA_FEATURE};
-pub use dtype::{erf_f64, DType, Float};
-pub use layout::{Layout, StridedOffsets};
-pub use shape::{normalize_axis, Shape};
-mod device;
+// The value types live in `crate::types`; re-exported here because a tensor's
+// API is written in them.
+pub use crate::types::{erf_f64, normalize_axis, DType, Device, Float, Layout, Shape, StridedOffsets, NO_CUDA_FEATURE};
 
 use crate::autograd::{self, BackwardOp, Node};
 use crate::backend::Storage;

@@ -18,6 +18,7 @@ impl Tensor {
     /// ```
     pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
+        shape.check_size("reshape", self.dtype().size_in_bytes())?;
         if shape.numel() != self.numel() {
             return Err(Error::shape(
                 "reshape",
@@ -116,6 +117,7 @@ impl Tensor {
     /// View with size-1 (or missing leading) axes stretched to `shape`.
     pub fn broadcast_as(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
+        shape.check_size("broadcast_as", self.dtype().size_in_bytes())?;
         if &shape == self.shape() {
             return Ok(self.clone());
         }

@@ -8,10 +8,14 @@
 //! | `schedule.step`, `schedule.kind` | [`Scheduler::state_dict`] |
 //! | `format`, `step`, `seed`, `data` | this format's tag, optimizer steps done, the run seed, the task's data-stream state |
 //! | `grad_accum`, `micro_batch_size` | micro-batches per step and examples per micro-batch ([`TrainTask::batch_size`], when it has one) |
-//! | anything else | the caller's metadata ([`TrainConfig::metadata`]: model configuration, vocabulary ...) |
+//! | `param_groups` | each optimizer parameter group's weight decay, learning-rate scale and parameter names (JSON) |
+//! | `progress` | samples and tokens trained on so far and the last logged training loss ([`RunProgress`], JSON) |
+//! | anything else | the caller's metadata ([`TrainConfig::metadata`]: `model_config`, `input_normalization`, vocabulary ...) |
 //!
 //! [`Trainer::resume`](super::Trainer::resume) compares the seed, the batch
-//! layout and the caller's metadata with the resuming run's.
+//! layout, the optimizer's settings and groups, the schedule, the data
+//! stream and the caller's metadata with the resuming run's. Nothing in the
+//! file depends on the clock, so two runs of one seed write identical bytes.
 //!
 //! The file is written atomically (a temporary file renamed over the old
 //! one), so an interrupted write leaves the previous checkpoint intact.
@@ -31,7 +35,7 @@ const OPTIM_PREFIX: &str = "optim.";
 const OP: &str = "TrainCheckpoint";
 /// Metadata keys a training checkpoint writes itself (besides `optim.*` and
 /// `schedule.*`): [`TrainConfig::metadata`] may not use them.
-pub const RESERVED_KEYS: &[&str] = &["format", "step", "seed", "data", "grad_accum", "micro_batch_size"];
+pub const RESERVED_KEYS: &[&str] = &["format", "step", "seed", "data", "grad_accum", "micro_batch_size", "param_groups", "progress"];
 const RESERVED_PREFIXES: &[&str] = &[OPTIM_PREFIX, "schedule."];
 
 /// An error if `metadata` uses a key the checkpoint writes itself (it would be overwritten).
@@ -51,6 +55,57 @@ pub(crate) fn check_metadata_keys(op: &'static str, metadata: &BTreeMap<String, 
     }
 }
 
+/// What a run has done so far, carried across resumes (the checkpoint's
+/// `progress` entry): totals the final report needs after a resume.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RunProgress {
+    /// Examples trained on, over every step so far.
+    pub samples: u64,
+    /// Tokens trained on (language models).
+    pub tokens: u64,
+    /// The mean training loss of the last logging window; None before any.
+    pub train_loss: Option<f64>,
+}
+
+impl RunProgress {
+    pub fn to_json(&self) -> String {
+        serde_json::json!({"samples": self.samples, "tokens": self.tokens, "train_loss": self.train_loss}).to_string()
+    }
+    pub fn from_json(text: &str) -> Result<RunProgress> {
+        let bad = || {
+            Error::format(
+                OP,
+                format!("'progress' = {text:?}: expected {{\"samples\": n, \"tokens\": n, \"train_loss\": x or null}}"),
+            )
+        };
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|_| bad())?;
+        let count = |k: &str| v.get(k).and_then(|x| x.as_u64()).ok_or_else(bad);
+        let train_loss = match v.get("train_loss") {
+            Some(serde_json::Value::Null) => None,
+            Some(x) => Some(x.as_f64().ok_or_else(bad)?),
+            None => return Err(bad()),
+        };
+        Ok(RunProgress {
+            samples: count("samples")?,
+            tokens: count("tokens")?,
+            train_loss,
+        })
+    }
+}
+
+/// The optimizer's parameter groups as JSON: what `param_groups` stores.
+pub(crate) fn param_groups_json(opt: &dyn Optimizer) -> serde_json::Value {
+    serde_json::Value::Array(
+        opt.param_groups()
+            .iter()
+            .map(|g| {
+                let names: Vec<&str> = g.params.iter().map(|(n, _)| n.as_str()).collect();
+                serde_json::json!({"weight_decay": g.weight_decay, "lr_scale": g.lr_scale, "params": names})
+            })
+            .collect(),
+    )
+}
+
 /// A training checkpoint read back from disk.
 #[derive(Debug)]
 pub struct TrainCheckpoint {
@@ -63,14 +118,25 @@ pub struct TrainCheckpoint {
     pub micro_batch_size: Option<u64>,
     /// The task's [`TrainTask::data_state`].
     pub data_state: String,
+    /// Totals so far (None in files written before they were stored).
+    pub progress: Option<RunProgress>,
     /// Every tensor and metadata entry of the file.
     pub file: Checkpoint,
 }
 
 impl TrainCheckpoint {
     /// Write the state of a run after `step` optimizer steps to `path`,
-    /// atomically, with the seed, `grad_accum` and metadata of `config`.
-    pub fn save(path: &Path, task: &dyn TrainTask, opt: &dyn Optimizer, sched: &Scheduler, config: &TrainConfig, step: u64) -> Result<()> {
+    /// atomically, with the seed, `grad_accum` and metadata of `config` and
+    /// the run's `progress`.
+    pub fn save(
+        path: &Path,
+        task: &dyn TrainTask,
+        opt: &dyn Optimizer,
+        sched: &Scheduler,
+        config: &TrainConfig,
+        step: u64,
+        progress: &RunProgress,
+    ) -> Result<()> {
         check_metadata_keys(OP, &config.metadata)?;
         let mut tensors: Vec<(String, Tensor)> = module_tensors(task.model());
         if let Some((name, _)) = tensors.iter().find(|(n, _)| n.starts_with(OPTIM_PREFIX)) {
@@ -92,6 +158,8 @@ impl TrainCheckpoint {
             metadata.insert("micro_batch_size".into(), b.to_string());
         }
         metadata.insert("data".into(), task.data_state());
+        metadata.insert("param_groups".into(), param_groups_json(opt).to_string());
+        metadata.insert("progress".into(), progress.to_json());
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(OP, format!("cannot create {}: {e}", dir.display())))?;
         }
@@ -129,6 +197,11 @@ impl TrainCheckpoint {
             grad_accum: optional("grad_accum")?,
             micro_batch_size: optional("micro_batch_size")?,
             data_state: file.metadata.get("data").cloned().unwrap_or_default(),
+            progress: file
+                .metadata
+                .get("progress")
+                .map(|p| RunProgress::from_json(p).map_err(|e| Error::format(OP, format!("{src}: {}", e.message))))
+                .transpose()?,
             file,
         })
     }

@@ -66,10 +66,46 @@ impl Record {
 }
 
 /// Writes records to the JSONL file and the terminal, and drives the progress bar.
+///
+/// The file only ever holds whole lines: each record is written with one
+/// `write_all`, and a write that fails part-way (a full disk) is cut back to
+/// the previous line before the error is returned. A file that ends in a cut
+/// line anyway (the process was killed mid-write) is repaired when it is
+/// opened for appending: the partial line is removed ([`repaired`](Self::repaired)
+/// says how many bytes), so a resumed run does not glue its first record to it.
 pub struct MetricsLog {
-    file: Option<(PathBuf, File)>,
+    file: Option<LogFile>,
     bar: ProgressBar,
     print: bool,
+    repaired: Option<u64>,
+}
+
+struct LogFile {
+    path: PathBuf,
+    file: File,
+    /// The file's length: where the last whole line ends.
+    len: u64,
+}
+
+/// Cut a cut last line off the file at `path` (one not ending in a newline).
+/// Returns the number of bytes removed, if any.
+fn repair_last_line(path: &Path) -> Result<Option<u64>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("MetricsLog", format!("cannot read {}: {e}", path.display()))),
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(None);
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("MetricsLog", format!("cannot open {}: {e}", path.display())))?;
+    f.set_len(keep as u64)
+        .map_err(|e| Error::io("MetricsLog", format!("cannot repair {}: {e}", path.display())))?;
+    Ok(Some((bytes.len() - keep) as u64))
 }
 
 impl MetricsLog {
@@ -86,6 +122,7 @@ impl MetricsLog {
     }
 
     fn open(path: Option<&Path>, append: bool, print: bool, progress: Progress, total_steps: u64) -> Result<MetricsLog> {
+        let mut repaired = None;
         let file = match path {
             Some(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -94,6 +131,7 @@ impl MetricsLog {
                 let mut options = OpenOptions::new();
                 options.create(true);
                 if append {
+                    repaired = repair_last_line(p)?;
                     options.append(true);
                 } else {
                     options.write(true).truncate(true);
@@ -101,7 +139,15 @@ impl MetricsLog {
                 let f = options
                     .open(p)
                     .map_err(|e| Error::io("MetricsLog", format!("cannot open {}: {e}", p.display())))?;
-                Some((p.to_path_buf(), f))
+                let len = f
+                    .metadata()
+                    .map_err(|e| Error::io("MetricsLog", format!("cannot stat {}: {e}", p.display())))?
+                    .len();
+                Some(LogFile {
+                    path: p.to_path_buf(),
+                    file: f,
+                    len,
+                })
             }
             None => None,
         };
@@ -119,17 +165,30 @@ impl MetricsLog {
         } else {
             ProgressBar::hidden()
         };
-        Ok(MetricsLog { file, bar, print })
+        Ok(MetricsLog { file, bar, print, repaired })
     }
 
-    /// Append `record` to the file (flushed, so a crash keeps what was written).
+    /// Append `record` to the file as one whole line (flushed, so a crash
+    /// keeps what was written; a failed write leaves no partial line).
     pub fn write(&mut self, record: &Record) -> Result<()> {
-        if let Some((path, f)) = &mut self.file {
-            writeln!(f, "{}", record.to_json())
-                .and_then(|_| f.flush())
-                .map_err(|e| Error::io("MetricsLog", format!("cannot write {}: {e}", path.display())))?;
+        if let Some(log) = &mut self.file {
+            let line = format!("{}\n", record.to_json());
+            if let Err(e) = log.file.write_all(line.as_bytes()).and_then(|_| log.file.flush()) {
+                // Best effort: if even the cut fails, the next open repairs the file.
+                let _ = log.file.set_len(log.len);
+                return Err(Error::io(
+                    "MetricsLog",
+                    format!("cannot write {}: {e} (the record was not written)", log.path.display()),
+                ));
+            }
+            log.len += line.len() as u64;
         }
         Ok(())
+    }
+
+    /// Bytes of a cut last line removed when the file was opened, if there was one.
+    pub fn repaired(&self) -> Option<u64> {
+        self.repaired
     }
 
     /// Print a line above the progress bar (or plainly when there is none).

@@ -25,15 +25,23 @@
 //!   tokens/s, elapsed seconds) go to `metrics.jsonl` in the output directory,
 //!   to the terminal, and to an indicatif progress bar shown only when stdout
 //!   is a terminal ([`metrics`]). A fresh run starts the file anew; a resumed
-//!   one appends, after a `{"event":"resume","step":N}` record.
+//!   one appends, after a `{"event":"resume","step":N}` record. Lines are
+//!   written whole, and a cut last line (a crash mid-write) is removed on resume.
+//! - A fresh run refuses an output directory that already holds a run
+//!   (unless [`TrainConfig::overwrite`]), checks its data before the first
+//!   step ([`TrainTask::check_data`]), and removes the temp files a crashed
+//!   checkpoint write left behind.
 //! - Checkpoints ([`TrainCheckpoint`]) hold the model (under its state-dict
 //!   names), the optimizer state (`optim.*`), the schedule's step, the data
 //!   stream's position and the step; they are written atomically every
-//!   `checkpoint_every` steps and at the end. [`Trainer::resume`] continues a
-//!   run exactly (refusing a checkpoint of another seed, `grad_accum`,
-//!   micro-batch size, metadata, optimizer setting or schedule): every random draw (initialisation, shuffling, augmentation,
-//!   dropout) is a function of the seed and the position, so a run stopped
-//!   and resumed produces bit-for-bit the losses of an uninterrupted one.
+//!   `checkpoint_every` steps and at the end, and two runs of one seed write
+//!   identical files. [`Trainer::resume`] continues a run exactly, refusing
+//!   a checkpoint of another seed, `grad_accum`, micro-batch size, metadata
+//!   (the model configuration field by field), optimizer setting, parameter
+//!   group, schedule or data stream, with every difference named: every
+//!   random draw (initialisation, shuffling, augmentation, dropout) is a
+//!   function of the seed and the position, so a run stopped and resumed
+//!   produces bit-for-bit the losses of an uninterrupted one.
 //! - The divergence guard stops on a non-finite loss or gradient norm before
 //!   the parameters are touched, with an error naming the step and the last
 //!   good checkpoint, which is left as it was.
@@ -63,14 +71,15 @@ mod checkpoint;
 mod decay_log;
 pub mod metrics;
 mod reseed;
+mod resume;
 mod task;
 mod trainer;
 
-pub use checkpoint::{TrainCheckpoint, CHECKPOINT_FILE, FORMAT, RESERVED_KEYS};
+pub use checkpoint::{RunProgress, TrainCheckpoint, CHECKPOINT_FILE, FORMAT, RESERVED_KEYS};
 pub use metrics::{read_jsonl, MetricsLog, Progress, Record};
 pub use reseed::Reseed;
 pub use task::{count_correct, CharLanguageModel, Classifier, ImageClassification, MicroBatch, TrainTask};
-pub use trainer::{TrainSummary, Trainer};
+pub use trainer::{TrainSummary, Trainer, METRICS_FILE};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -95,6 +104,10 @@ pub struct TrainConfig {
     pub checkpoint_every: Option<u64>,
     /// Where `checkpoint.safetensors` and `metrics.jsonl` go; None: nowhere.
     pub out_dir: Option<PathBuf>,
+    /// Let a fresh run start in an `out_dir` that already holds a run,
+    /// replacing its checkpoint and metrics. Off by default: [`Trainer::fit`]
+    /// refuses, so that no run is lost without being asked.
+    pub overwrite: bool,
     /// The run seed: dropout masks are drawn from it, as
     /// `derive_seed(seed, [DROPOUT_TAG, step, micro])` with a fixed tag (the
     /// task's data stream and the model's initialisation take their own seeds).
@@ -119,6 +132,7 @@ impl Default for TrainConfig {
             log_every: 10,
             checkpoint_every: None,
             out_dir: None,
+            overwrite: false,
             seed: 0,
             print: true,
             progress: Progress::Auto,

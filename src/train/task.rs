@@ -60,6 +60,22 @@ pub trait TrainTask {
     fn batch_size(&self) -> Option<usize> {
         None
     }
+    /// An error if the data cannot carry a whole run: an empty training or
+    /// evaluation set, a split too short for one batch. The trainer calls it
+    /// before the first step, so a run that could not evaluate fails before
+    /// it trains rather than after.
+    fn check_data(&self) -> Result<()> {
+        Ok(())
+    }
+    /// How a checkpoint's [`data_state`](Self::data_state) differs from
+    /// what this task would be at `step` optimizer steps of `grad_accum`
+    /// micro-batches: another data seed, another data set, or a position
+    /// outside the range this run's epochs give for that step. One line per
+    /// difference; empty when the stream continues exactly (or the task
+    /// cannot tell, as for an empty state written by older versions).
+    fn data_state_differences(&self, _saved: &str, _step: u64, _grad_accum: usize) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A model that maps images `[B, C, H, W]` to logits `[B, K]`.
@@ -172,11 +188,70 @@ impl<M: Classifier> TrainTask for ImageClassification<M> {
         let n = n.max(1) as f64;
         Ok(vec![("test_loss".into(), loss_sum / n), ("test_acc".into(), correct as f64 / n)])
     }
+    /// The loader's [`LoaderState`] plus the training set's size and the
+    /// batches per epoch, which [`data_state_differences`](TrainTask::data_state_differences) checks.
     fn data_state(&self) -> String {
-        self.train.state().to_json()
+        let s = self.train.state();
+        serde_json::json!({
+            "seed": s.seed,
+            "epoch": s.epoch,
+            "position": s.position,
+            "examples": self.train.dataset().len(),
+            "batches_per_epoch": self.train.num_batches(),
+        })
+        .to_string()
     }
     fn set_data_state(&mut self, state: &str) -> Result<()> {
         self.train.set_state(LoaderState::from_json(state)?)
+    }
+    fn check_data(&self) -> Result<()> {
+        // A DataLoader refuses an empty data set, so both have examples; say which is which if not.
+        for (what, loader) in [("training", &self.train), ("test", &self.test)] {
+            if loader.dataset().is_empty() || loader.num_batches() == 0 {
+                return Err(Error::value(
+                    "ImageClassification",
+                    format!(
+                        "the {what} set {} is empty: there is nothing to {}",
+                        loader.dataset().name,
+                        if what == "test" { "evaluate on" } else { "train on" }
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+    fn data_state_differences(&self, saved: &str, step: u64, grad_accum: usize) -> Vec<String> {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(saved) else {
+            return vec![format!("data state {saved:?} is not the JSON this task writes")];
+        };
+        let field = |k: &str| v.get(k).and_then(|x| x.as_u64());
+        let mut out = Vec::new();
+        let current = self.train.state();
+        let mut differ = |what: &str, saved: Option<u64>, now: u64| {
+            if let Some(s) = saved.filter(|&s| s != now) {
+                out.push(format!("{what}: {s} in the checkpoint, {now} in this run"));
+            }
+        };
+        differ("data seed", field("seed"), current.seed);
+        differ("training examples", field("examples"), self.train.dataset().len() as u64);
+        differ("batches per epoch", field("batches_per_epoch"), self.train.num_batches() as u64);
+        // After k batches the loader is at batch (k − 1) mod n + 1 of epoch ⌊(k − 1) / n⌋
+        // (an epoch's end is only noticed when the next batch is asked for).
+        let n = self.train.num_batches() as u64;
+        let expected = match step.checked_mul(grad_accum as u64) {
+            Some(0) => Some((0, 0)),
+            Some(k) => Some(((k - 1) / n, (k - 1) % n + 1)),
+            None => None,
+        };
+        if let (Some(epoch), Some(position)) = (field("epoch"), field("position")) {
+            if expected != Some((epoch, position)) {
+                let want = expected.map_or("beyond u64".to_string(), |(e, p)| format!("epoch {e}, batch {p}"));
+                out.push(format!(
+                    "data position: the checkpoint's loader is at epoch {epoch}, batch {position}, but step {step} × {grad_accum} micro-batches with this run's {n} batches per epoch is {want}"
+                ));
+            }
+        }
+        out
     }
     fn epoch(&self) -> Option<f64> {
         let s = self.train.state();
@@ -266,6 +341,59 @@ impl TrainTask for CharLanguageModel {
     }
     fn batch_size(&self) -> Option<usize> {
         Some(self.batch_size)
+    }
+    /// The stream is a function of the seed and the step; the seed and the
+    /// splits' lengths are saved so that a resume on another text or seed is refused.
+    fn data_state(&self) -> String {
+        serde_json::json!({
+            "seed": self.seed,
+            "train_chars": self.data.train.len(),
+            "val_chars": self.data.val.len(),
+            "vocab_size": self.data.vocab_size(),
+        })
+        .to_string()
+    }
+    fn data_state_differences(&self, saved: &str, _step: u64, _grad_accum: usize) -> Vec<String> {
+        // Checkpoints written before the state was stored have none.
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(saved) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, what, now) in [
+            ("seed", "data seed", self.seed),
+            ("train_chars", "training characters", self.data.train.len() as u64),
+            ("val_chars", "validation characters", self.data.val.len() as u64),
+            ("vocab_size", "vocabulary size", self.data.vocab_size() as u64),
+        ] {
+            if let Some(s) = v.get(key).and_then(|x| x.as_u64()).filter(|&s| s != now) {
+                out.push(format!("{what}: {s} in the checkpoint, {now} in this run"));
+            }
+        }
+        out
+    }
+    fn check_data(&self) -> Result<()> {
+        if self.batch_size == 0 || self.micro_batches == 0 || self.eval_iters == 0 {
+            return Err(Error::value(
+                "CharLanguageModel",
+                format!(
+                    "batch_size {}, micro_batches {} and eval_iters {} must be positive (eval_iters 0 would report a loss of 0)",
+                    self.batch_size, self.micro_batches, self.eval_iters
+                ),
+            ));
+        }
+        for split in [TextSplit::Train, TextSplit::Val] {
+            let len = self.data.split(split).len();
+            if len <= self.block_size {
+                return Err(Error::value(
+                    "CharLanguageModel",
+                    format!(
+                        "the {split:?} split has {len} characters, needs more than block_size {}: no batch fits",
+                        self.block_size
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
     fn evaluate(&mut self) -> Result<Vec<(String, f64)>> {
         let mut out = Vec::new();

@@ -1,37 +1,52 @@
 //! The loop: see the module docs of [`crate::train`].
 
-use super::checkpoint::{check_metadata_keys, TrainCheckpoint, CHECKPOINT_FILE};
+use super::checkpoint::{check_metadata_keys, RunProgress, TrainCheckpoint, CHECKPOINT_FILE};
 use super::decay_log::decay_record;
 use super::metrics::{MetricsLog, Record};
+use super::resume;
 use super::{TrainConfig, TrainTask};
 use crate::data::io::derive_seed;
 use crate::nn::Param;
 use crate::optim::{clip_grad_norm, grad_norm, DecaySummary, GradAccumulator, Optimizer, Scheduler};
 use crate::{no_grad, Error, GradStore, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 const OP: &str = "Trainer";
 /// Tags the dropout-seed stream apart from the data streams.
 const DROPOUT_TAG: u64 = 0xd209;
-const METRICS_FILE: &str = "metrics.jsonl";
+/// The metrics file's name inside a run's output directory.
+pub const METRICS_FILE: &str = "metrics.jsonl";
 
-/// What a finished (or stopped) run reports.
+/// What a finished (or stopped) run reports: this invocation of
+/// [`Trainer::fit`], and the run as a whole (across resumes).
 #[derive(Clone, Debug, Default)]
 pub struct TrainSummary {
     /// Optimizer steps done in total (including those before a resume).
     pub steps: u64,
+    /// Steps this invocation ran (0 after `stop_at: Some(0)` or a resume of a finished run).
+    pub steps_run: u64,
     /// Wall-clock seconds of this invocation.
     pub seconds: f64,
+    /// Seconds of training over the whole run: this invocation plus the
+    /// earlier ones up to the checkpoint it resumed from (read back from
+    /// `metrics.jsonl`); None when those are not known.
+    pub total_seconds: Option<f64>,
     /// The loss of every step this invocation ran (mean over its micro-batches), in order.
     pub losses: Vec<f64>,
-    /// The mean training loss over the last logging window.
-    pub train_loss: f64,
+    /// The mean training loss over the last logging window, of this
+    /// invocation or, when it trained nothing, of the checkpoint it resumed
+    /// from; None when the run has not trained a step.
+    pub train_loss: Option<f64>,
     /// The last evaluation's metrics.
     pub eval: Vec<(String, f64)>,
-    /// Samples (and tokens) per second of training, evaluation excluded.
-    pub samples_per_s: f64,
-    pub tokens_per_s: f64,
+    /// Samples (and tokens) per second of training in this invocation,
+    /// evaluation excluded; None when it trained no step (tokens: or no tokens).
+    pub samples_per_s: Option<f64>,
+    pub tokens_per_s: Option<f64>,
+    /// Samples and tokens trained on over the whole run.
+    pub total_samples: u64,
+    pub total_tokens: u64,
     /// Where the last checkpoint was written.
     pub checkpoint: Option<PathBuf>,
 }
@@ -74,6 +89,13 @@ pub struct Trainer<T: TrainTask> {
     last_checkpoint: Option<(u64, PathBuf)>,
     /// Set by [`resume`](Self::resume): the step the next `fit` logs a resume record at.
     resumed_at: Option<u64>,
+    /// What [`resume`](Self::resume) noted (files from older versions), logged by the next `fit`.
+    resume_notes: Vec<String>,
+    /// Samples, tokens and the last training loss over the whole run.
+    progress: RunProgress,
+    /// Seconds of training before this trainer's next `fit` (earlier
+    /// processes up to the checkpoint resumed from, earlier fits); None when unknown.
+    earlier_seconds: Option<f64>,
 }
 
 impl<T: TrainTask> Trainer<T> {
@@ -100,6 +122,9 @@ impl<T: TrainTask> Trainer<T> {
             params,
             last_checkpoint: None,
             resumed_at: None,
+            resume_notes: Vec::new(),
+            progress: RunProgress::default(),
+            earlier_seconds: Some(0.0),
         })
     }
 
@@ -109,65 +134,72 @@ impl<T: TrainTask> Trainer<T> {
     }
 
     /// Continue from a checkpoint: model, optimizer, schedule, data stream and step.
-    /// The run seed, `grad_accum`, the task's micro-batch size and every
-    /// [`TrainConfig::metadata`] entry must match the ones the checkpoint was
-    /// written with (the optimizer and the schedule check their own settings).
-    pub fn resume(&mut self, path: impl Into<PathBuf>) -> Result<()> {
+    ///
+    /// The checkpoint must be one this run would have written: the same run
+    /// seed, `grad_accum` and micro-batch size, every [`TrainConfig::metadata`]
+    /// entry (JSON entries such as `model_config` are compared field by
+    /// field), every optimizer setting (β₁ or momentum too, unless the
+    /// schedule cycles it; the learning rate follows the schedule), the
+    /// parameter groups' weight decay, the schedule, and the data stream (its
+    /// seed, the data set's size, and a position inside the range this run's
+    /// epochs give for the step). Otherwise the error lists every difference
+    /// by name and nothing is changed. Returns notes on what a file from an
+    /// older version did not allow to check.
+    pub fn resume(&mut self, path: impl Into<PathBuf>) -> Result<Vec<String>> {
         let path = path.into();
         let ckpt = TrainCheckpoint::read(&path)?;
-        self.check_compatible(&ckpt, &path)?;
-        ckpt.restore(&mut self.task, self.optimizer.as_mut(), &mut self.scheduler)?;
-        self.step = ckpt.step;
-        self.last_checkpoint = Some((ckpt.step, path));
-        self.resumed_at = Some(ckpt.step);
-        Ok(())
-    }
-
-    /// Whether this run may continue `ckpt`: same seed, batch layout and metadata, not past the end.
-    fn check_compatible(&self, ckpt: &TrainCheckpoint, path: &std::path::Path) -> Result<()> {
         let src = path.display();
-        let mismatch = |what: &str, saved: &dyn std::fmt::Display, current: &dyn std::fmt::Display| {
-            Error::value(
-                OP,
-                format!("{src} was written by a run with {what} {saved}, this run has {what} {current}; resume with the original run's settings"),
-            )
-        };
-        if ckpt.seed != self.config.seed {
-            return Err(mismatch("seed", &ckpt.seed, &self.config.seed));
-        }
         if ckpt.step > self.config.total_steps {
             return Err(Error::value(
                 OP,
                 format!("{src} is at step {}, past this run's {} steps", ckpt.step, self.config.total_steps),
             ));
         }
-        if let Some(g) = ckpt.grad_accum {
-            if g != self.config.grad_accum as u64 {
-                return Err(mismatch("grad_accum", &g, &self.config.grad_accum));
-            }
+        let comparison = resume::compare(&ckpt, &self.config, &self.task, self.optimizer.as_ref(), &self.scheduler)?;
+        if !comparison.differences.is_empty() {
+            return Err(Error::value(
+                OP,
+                format!(
+                    "{src} was written by a run with other settings; resume with the original run's settings (or start a new run elsewhere). {} difference(s):\n  - {}",
+                    comparison.differences.len(),
+                    comparison.differences.join("\n  - ")
+                ),
+            ));
         }
-        if let Some(b) = ckpt.micro_batch_size {
-            let current = self.task.batch_size().map_or("none".to_string(), |b| b.to_string());
-            if current != b.to_string() {
-                return Err(mismatch("micro-batch size", &b, &current));
-            }
+        ckpt.restore(&mut self.task, self.optimizer.as_mut(), &mut self.scheduler)?;
+        let mut notes = comparison.notes;
+        self.progress = ckpt.progress.unwrap_or_else(|| {
+            notes.push(format!("{src} has no progress entry (an older file): sample counts start from here"));
+            RunProgress::default()
+        });
+        let metrics = path.parent().map(|d| d.join(METRICS_FILE));
+        self.earlier_seconds = metrics.as_deref().and_then(|m| seconds_at_checkpoint(m, ckpt.step));
+        if self.earlier_seconds.is_none() {
+            notes.push(format!(
+                "the training time before step {} is unknown (no checkpoint record with run_seconds in {}): the total time is not reported",
+                ckpt.step,
+                metrics.map_or("metrics.jsonl".into(), |m| m.display().to_string())
+            ));
         }
-        for (key, value) in &self.config.metadata {
-            match ckpt.file.metadata.get(key) {
-                Some(saved) if saved == value => {}
-                saved => {
-                    let saved = saved.map_or("none".to_string(), |s| format!("{:?}", brief(s)));
-                    return Err(mismatch(&format!("metadata '{key}' ="), &saved, &format!("{:?}", brief(value))));
-                }
-            }
-        }
-        Ok(())
+        self.step = ckpt.step;
+        self.last_checkpoint = Some((ckpt.step, path));
+        self.resumed_at = Some(ckpt.step);
+        self.resume_notes = notes.clone();
+        Ok(notes)
     }
 
     /// Write a checkpoint of the current state to the output directory.
     pub fn save_checkpoint(&mut self) -> Result<Option<PathBuf>> {
         let Some(path) = self.checkpoint_path() else { return Ok(None) };
-        TrainCheckpoint::save(&path, &self.task, self.optimizer.as_ref(), &self.scheduler, &self.config, self.step)?;
+        TrainCheckpoint::save(
+            &path,
+            &self.task,
+            self.optimizer.as_ref(),
+            &self.scheduler,
+            &self.config,
+            self.step,
+            &self.progress,
+        )?;
         self.last_checkpoint = Some((self.step, path.clone()));
         Ok(Some(path))
     }
@@ -203,23 +235,55 @@ impl<T: TrainTask> Trainer<T> {
 
     /// Train from the current step to `total_steps` (or `stop_at`).
     ///
+    /// Before anything is written: a fresh run refuses an output directory
+    /// that already holds a run (a checkpoint or metrics), unless
+    /// [`TrainConfig::overwrite`] says to start over (the old checkpoint is
+    /// then removed); the task's data is checked ([`TrainTask::check_data`]);
+    /// temp files that a crashed save left in the directory are removed.
+    ///
     /// `metrics.jsonl` starts anew for a fresh run; after a resume (or a
     /// previous `fit` of this trainer) it is appended to, a resume beginning
-    /// with a `{"event":"resume","step":N}` record. The progress bar is
-    /// cleared on every exit, errors included.
+    /// with a `{"event":"resume","step":N}` record (a cut last line left by a
+    /// crash is removed first, and a `repair` record says so). The progress
+    /// bar is cleared on every exit, errors included.
     pub fn fit(&mut self) -> Result<TrainSummary> {
         let start = Instant::now();
         let cfg = self.config.clone();
         let end = cfg.stop_at.map_or(cfg.total_steps, |s| s.min(cfg.total_steps));
         let metrics_path = cfg.out_dir.as_ref().map(|d| d.join(METRICS_FILE));
-        let resumed_at = self.resumed_at.take();
-        let mut log = if self.step > 0 || resumed_at.is_some() {
-            MetricsLog::new(metrics_path.as_deref(), cfg.print, cfg.progress, cfg.total_steps)?
-        } else {
-            MetricsLog::fresh(metrics_path.as_deref(), cfg.print, cfg.progress, cfg.total_steps)?
+        let fresh = self.step == 0 && self.resumed_at.is_none();
+        self.task.check_data()?;
+        if let (true, Some(dir)) = (fresh, &cfg.out_dir) {
+            self.guard_fresh_run(dir)?;
+        }
+        let removed = match &cfg.out_dir {
+            Some(dir) => crate::checkpoint::remove_stale_temp_files(dir)?,
+            None => Vec::new(),
         };
+        let resumed_at = self.resumed_at.take();
+        let mut log = if fresh {
+            MetricsLog::fresh(metrics_path.as_deref(), cfg.print, cfg.progress, cfg.total_steps)?
+        } else {
+            MetricsLog::new(metrics_path.as_deref(), cfg.print, cfg.progress, cfg.total_steps)?
+        };
+        if let Some(bytes) = log.repaired() {
+            log.write(
+                &Record::new("repair")
+                    .with("dropped_bytes", bytes)
+                    .with("reason", "the file ended in a cut line (an interrupted write)"),
+            )?;
+        }
         if let Some(step) = resumed_at {
-            log.write(&Record::new("resume").with("step", step))?;
+            let mut rec = Record::new("resume").with("step", step);
+            if !self.resume_notes.is_empty() {
+                rec = rec.with("notes", std::mem::take(&mut self.resume_notes));
+            }
+            log.write(&rec)?;
+        }
+        if !removed.is_empty() {
+            let files: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+            log.println(&format!("removed {} temp file(s) that a crashed save left: {}", files.len(), files.join(", ")));
+            log.write(&Record::new("cleanup").with("removed", files))?;
         }
         log.write(
             &Record::new("start")
@@ -235,6 +299,8 @@ impl<T: TrainTask> Trainer<T> {
         log.write(&decay_record(&decay))?;
         log.println(&decay.to_string());
         let mut summary = TrainSummary::default();
+        let earlier_seconds = self.earlier_seconds;
+        let run_seconds = |start: &Instant| earlier_seconds.map(|e| e + start.elapsed().as_secs_f64());
         let mut window = Window::default();
         let (mut train_seconds, mut total_samples, mut total_tokens) = (0.0, 0usize, 0usize);
         self.task.set_training(true);
@@ -272,6 +338,8 @@ impl<T: TrainTask> Trainer<T> {
             train_seconds += dt;
             total_samples += counts.samples;
             total_tokens += counts.tokens;
+            self.progress.samples += counts.samples as u64;
+            self.progress.tokens += counts.tokens as u64;
             summary.losses.push(loss);
             window.steps += 1;
             window.loss += loss;
@@ -288,7 +356,7 @@ impl<T: TrainTask> Trainer<T> {
             if self.step.is_multiple_of(cfg.log_every) || last {
                 let w = std::mem::take(&mut window);
                 let mean_loss = w.loss / w.steps as f64;
-                summary.train_loss = mean_loss;
+                self.progress.train_loss = Some(mean_loss);
                 let mut rec = Record::new("train").with("step", self.step);
                 if let Some(e) = self.task.epoch() {
                     rec = rec.num("epoch", e);
@@ -311,7 +379,14 @@ impl<T: TrainTask> Trainer<T> {
             // The checkpoint first: an evaluation that fails must not lose this step's state.
             if cfg.checkpoint_every.is_some_and(|n| self.step.is_multiple_of(n)) || last {
                 if let Some(path) = self.save_checkpoint()? {
-                    log.write(&Record::new("checkpoint").with("step", self.step).with("path", path.display().to_string()))?;
+                    // The time so far goes here, not into the checkpoint, whose bytes
+                    // depend on the seed alone; a resume reads it back.
+                    log.write(
+                        &Record::new("checkpoint")
+                            .with("step", self.step)
+                            .with("path", path.display().to_string())
+                            .with("run_seconds", run_seconds(&start)),
+                    )?;
                     summary.checkpoint = Some(path);
                 }
             }
@@ -320,19 +395,58 @@ impl<T: TrainTask> Trainer<T> {
             }
         }
         log.finish();
+        let trained = !summary.losses.is_empty();
+        let rate = |n: usize| trained.then(|| n as f64 / train_seconds.max(1e-9));
         summary.steps = self.step;
+        summary.steps_run = summary.losses.len() as u64;
         summary.seconds = start.elapsed().as_secs_f64();
-        summary.samples_per_s = total_samples as f64 / train_seconds.max(1e-9);
-        summary.tokens_per_s = total_tokens as f64 / train_seconds.max(1e-9);
+        summary.total_seconds = run_seconds(&start);
+        summary.train_loss = self.progress.train_loss;
+        summary.samples_per_s = rate(total_samples);
+        summary.tokens_per_s = if total_tokens > 0 { rate(total_tokens) } else { None };
+        summary.total_samples = self.progress.samples;
+        summary.total_tokens = self.progress.tokens;
+        // A later fit of this trainer continues the totals.
+        self.earlier_seconds = summary.total_seconds;
         log.write(
             &Record::new("end")
                 .with("step", self.step)
+                .with("steps_run", summary.steps_run)
                 .num("seconds", summary.seconds)
-                .num("train_loss", summary.train_loss)
-                .num("samples_per_s", summary.samples_per_s)
-                .num("tokens_per_s", summary.tokens_per_s),
+                .with("total_seconds", summary.total_seconds)
+                .with("train_loss", summary.train_loss)
+                .with("samples_per_s", summary.samples_per_s)
+                .with("tokens_per_s", summary.tokens_per_s)
+                .with("total_samples", summary.total_samples)
+                .with("total_tokens", summary.total_tokens),
         )?;
         Ok(summary)
+    }
+
+    /// Refuse to start a fresh run in `dir` if it holds one, unless told to
+    /// overwrite it (then its checkpoint is removed, so that a crash before
+    /// the first new checkpoint cannot leave the old one beside new metrics).
+    fn guard_fresh_run(&self, dir: &Path) -> Result<()> {
+        let existing: Vec<&str> = [CHECKPOINT_FILE, METRICS_FILE].into_iter().filter(|f| dir.join(f).exists()).collect();
+        if existing.is_empty() {
+            return Ok(());
+        }
+        if !self.config.overwrite {
+            return Err(Error::value(
+                OP,
+                format!(
+                    "{} already holds a training run ({}); continue it with Trainer::resume (the examples' --resume), \
+                     or set TrainConfig::overwrite to start over and replace it (the examples' --force); nothing was changed",
+                    dir.display(),
+                    existing.join(", ")
+                ),
+            ));
+        }
+        let ckpt = dir.join(CHECKPOINT_FILE);
+        if ckpt.exists() {
+            std::fs::remove_file(&ckpt).map_err(|e| Error::io(OP, format!("{}: cannot remove the old checkpoint: {e}", ckpt.display())))?;
+        }
+        Ok(())
     }
 
     /// Forward and backward over the step's micro-batches: the (averaged)
@@ -395,14 +509,6 @@ impl<T: TrainTask> Trainer<T> {
     }
 }
 
-/// `s`, cut to 120 characters for an error message.
-fn brief(s: &str) -> String {
-    match s.char_indices().nth(120) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
-}
-
 fn fmt_field(rec: &Record, key: &str) -> Option<f64> {
     rec.get(key).and_then(|v| v.as_f64())
 }
@@ -450,4 +556,22 @@ fn eval_line(rec: &Record) -> String {
         }
     }
     s
+}
+
+/// The training time up to `step` recorded in the metrics file at `path`:
+/// the `total_seconds` of the run's `end` record at that step (a process
+/// that finished there), else the `run_seconds` of its last `checkpoint`
+/// record at that step (a process that went on, or died, after it). Lines
+/// that do not parse (a cut last line) are skipped.
+fn seconds_at_checkpoint(path: &Path, step: u64) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["step"].as_u64() == Some(step))
+        .filter_map(|r| match r["event"].as_str() {
+            Some("end") => r["total_seconds"].as_f64(),
+            Some("checkpoint") => r["run_seconds"].as_f64(),
+            _ => None,
+        })
+        .next_back()
 }

@@ -3,7 +3,7 @@
 
 use crate::harness::{gpu, randn, randn64};
 use crate::parity_test;
-use tamer::backend::cuda::attention::{select, with_attention_impl, AttentionImpl, AttnDims, FusedKernel};
+use tamer::backend::cuda::nn::attention::{select, with_attention_impl, AttentionImpl, AttnDims, FusedKernel};
 use tamer::nn::{Linear, Module, MultiHeadSelfAttention};
 use tamer::optim::GradScaler;
 use tamer::{autocast, DType, Device, Result, Tensor};

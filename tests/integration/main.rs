@@ -46,4 +46,5 @@ mod nn_layers;
 mod optim;
 mod optim_fused;
 mod optim_reference;
+mod safety;
 mod train;

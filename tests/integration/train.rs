@@ -287,7 +287,7 @@ fn resume_checks_the_file_and_the_seed() {
     let mut other = vit_trainer(4, Some(dir.clone()), 1e-3, 1);
     other.config.seed = 99;
     let msg = other.resume(dir.join(CHECKPOINT_FILE)).unwrap_err().to_string();
-    assert!(msg.contains("seed 11") && msg.contains("seed 99"), "{msg}");
+    assert!(msg.contains("seed: 11 in the checkpoint, 99 in this run"), "{msg}");
     // A plain model file is not a training checkpoint.
     let plain = dir.join("plain.safetensors");
     tamer::checkpoint::save_module(&plain, &t.task.model).unwrap();
@@ -301,16 +301,16 @@ fn resume_checks_the_file_and_the_seed() {
     assert!(msg.contains("schedule"), "{msg}");
     // So is another batch layout: grad_accum, or the micro-batch size.
     let msg = vit_trainer(4, None, 1e-3, 2).resume(dir.join(CHECKPOINT_FILE)).unwrap_err().to_string();
-    assert!(msg.contains("grad_accum 1") && msg.contains("grad_accum 2"), "{msg}");
+    assert!(msg.contains("grad_accum: 1 in the checkpoint, 2 in this run"), "{msg}");
     let mut smaller = vit_trainer(4, None, 1e-3, 1);
     smaller.task.train = DataLoader::new(digits::load_images().unwrap().0, LoaderConfig::train(16, 5)).unwrap();
     let msg = smaller.resume(dir.join(CHECKPOINT_FILE)).unwrap_err().to_string();
-    assert!(msg.contains("micro-batch size 32") && msg.contains("micro-batch size 16"), "{msg}");
+    assert!(msg.contains("micro-batch size: 32 in the checkpoint, 16 in this run"), "{msg}");
     // And metadata (the model configuration ...) other than the checkpoint's.
     let mut tagged = vit_trainer(4, None, 1e-3, 1);
     tagged.config.metadata.insert("model".into(), "vit-b".into());
     let msg = tagged.resume(dir.join(CHECKPOINT_FILE)).unwrap_err().to_string();
-    assert!(msg.contains("metadata 'model' = none") && msg.contains("metadata 'model' = \"vit-b\""), "{msg}");
+    assert!(msg.contains("metadata 'model': none in the checkpoint, \"vit-b\" in this run"), "{msg}");
     t.config.metadata.insert("model".into(), "vit-a".into());
     t.save_checkpoint().unwrap();
     let msg = tagged.resume(dir.join(CHECKPOINT_FILE)).unwrap_err().to_string();
@@ -347,7 +347,7 @@ fn trainer_rejects_bad_configs() {
 fn vit_flags_parse_and_bad_values_are_clear_errors() {
     use vit_args::{Dataset, PoolKind, VitArgs};
     let a = VitArgs::try_parse_from(["train_vit"]).unwrap();
-    assert_eq!((a.dataset, a.pool, a.clip, a.label_smoothing), (Dataset::Digits, PoolKind::Mean, 1.0, 0.1));
+    assert_eq!((a.dataset, a.pool, a.run.clip, a.label_smoothing), (Dataset::Digits, PoolKind::Mean, 1.0, 0.1));
     a.validate().unwrap();
     let a = VitArgs::try_parse_from(["train_vit", "--dataset", "mnist10k", "--data-dir", "d", "--pool", "cls", "--lr", "3e-4"]).unwrap();
     assert_eq!((a.dataset, a.pool, a.lr), (Dataset::Mnist10k, PoolKind::Cls, Some(3e-4)));
@@ -436,6 +436,13 @@ fn gpt_flags_parse_and_bad_values_are_clear_errors() {
     a.validate().unwrap();
     let e = GptArgs::try_parse_from(["train_gpt"]).unwrap_err().to_string();
     assert!(e.contains("--text"), "{e}");
+    // --out has a default, so --resume alone continues the run there; --force cannot go with it.
+    let a = GptArgs::try_parse_from(["train_gpt", "--text", "t", "--resume"]).unwrap();
+    assert!(a.run.resume && a.out.ends_with("out/train_gpt"));
+    let e = GptArgs::try_parse_from(["train_gpt", "--text", "t", "--resume", "--force"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--force") && e.contains("--resume"), "{e}");
     let e = GptArgs::try_parse_from(["train_gpt", "--text", "t", "--n-head", "zero"])
         .unwrap_err()
         .to_string();
@@ -484,18 +491,63 @@ fn gpt_flags_parse_and_bad_values_are_clear_errors() {
     }
 }
 
+/// A task whose evaluation fails (the rest is the wrapped task's).
+struct FailingEval(CharLanguageModel);
+
+impl TrainTask for FailingEval {
+    fn model(&self) -> &dyn Module {
+        self.0.model()
+    }
+    fn set_training(&mut self, training: bool) {
+        self.0.set_training(training)
+    }
+    fn is_training(&self) -> bool {
+        self.0.is_training()
+    }
+    fn reseed(&mut self, seed: u64) {
+        self.0.reseed(seed)
+    }
+    fn micro_batch(&mut self, step: u64, micro: usize) -> tamer::Result<tamer::train::MicroBatch> {
+        self.0.micro_batch(step, micro)
+    }
+    fn evaluate(&mut self) -> tamer::Result<Vec<(String, f64)>> {
+        Err(tamer::Error::value("FailingEval", "the evaluation failed on purpose"))
+    }
+    fn batch_size(&self) -> Option<usize> {
+        self.0.batch_size()
+    }
+}
+
 #[test]
 fn the_checkpoint_is_written_before_an_evaluation_that_fails() {
     let dir = temp_dir("eval-fails");
-    let mut t = gpt_trainer(12, dir.clone());
-    // A validation split shorter than the context: training works, the first evaluation (step 5) fails.
-    t.task.data.val.truncate(8);
+    let Trainer {
+        config,
+        task,
+        optimizer,
+        scheduler,
+        ..
+    } = gpt_trainer(12, dir.clone());
+    let mut t = Trainer::new(config, FailingEval(task), optimizer, scheduler).unwrap();
     let msg = t.fit().unwrap_err().to_string();
-    assert!(msg.contains("Val split has 8 characters") && msg.contains("block_size 16"), "{msg}");
+    assert!(msg.contains("failed on purpose"), "{msg}");
     let ckpt = TrainCheckpoint::read(&dir.join(CHECKPOINT_FILE)).unwrap();
     assert_eq!((ckpt.step, t.step), (5, 5));
     let records = read_jsonl(dir.join("metrics.jsonl")).unwrap();
     assert_eq!(records.last().unwrap()["event"], "checkpoint");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_validation_split_too_short_is_refused_before_training() {
+    let dir = temp_dir("short-val");
+    let mut t = gpt_trainer(12, dir.clone());
+    // Shorter than the context: no validation batch fits, which the first evaluation would find at step 5.
+    t.task.data.val.truncate(8);
+    let msg = t.fit().unwrap_err().to_string();
+    assert!(msg.contains("Val split has 8 characters") && msg.contains("block_size 16"), "{msg}");
+    assert_eq!(t.step, 0, "a step was trained");
+    assert!(!dir.join(CHECKPOINT_FILE).exists() && !dir.join("metrics.jsonl").exists());
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -522,9 +574,11 @@ fn evaluate_restores_the_mode_and_a_finished_run_still_logs_its_eval() {
     assert_eq!(records[records.len() - 2]["step"], 6);
     assert_eq!(records[records.len() - 2]["val_loss"].as_f64(), summary.metric("val_loss"));
 
-    // A fresh run in the same directory starts the metrics file anew.
+    // A fresh run in the same directory is refused, and starts the metrics file anew when told to overwrite.
     let mut fresh = gpt_trainer(6, dir.clone());
     fresh.config.stop_at = Some(1);
+    assert!(fresh.fit().unwrap_err().to_string().contains("already holds a training run"));
+    fresh.config.overwrite = true;
     fresh.fit().unwrap();
     let records = read_jsonl(dir.join("metrics.jsonl")).unwrap();
     assert_eq!(records[0]["event"], "start");

@@ -1,14 +1,15 @@
-//! CPU kernels for `ops::binary`.
+//! CPU kernels for the binary family (`backend/contract/binary.rs`).
 //!
 //! The walk is row by row over the last axis: each row of the output reads one
 //! row of each operand with that operand's innermost stride (1, 0 when
 //! broadcast, or anything). Rows whose operands are both unit-stride go to the
-//! slice function (SIMD for add and mul). Rows are split across threads.
+//! function's SIMD kernel where it names one (add, sub, mul), else to its
+//! scalar formula. Rows are split across threads.
 
-use super::{CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use super::{simd, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::contract::binary::{check_binary, check_where_cond, BinaryFn, BinaryKernels, VectorBinary};
 use crate::cpu_float_dispatch;
-use crate::ops::binary::{BinaryFn, BinaryKernels};
-use crate::tensor::{Float, Layout, Shape};
+use crate::types::{Float, Layout, Shape};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -78,21 +79,32 @@ fn binary_rows<T: Float, B: BinaryFn>(a: &[T], la: &Layout, b: &[T], lb: &Layout
     out
 }
 
+/// The SIMD kernel for a function that names one.
+fn vector_kernel(v: VectorBinary) -> fn(&[f32], &[f32], &mut [f32]) {
+    match v {
+        VectorBinary::Add => simd::add_f32,
+        VectorBinary::Sub => simd::sub_f32,
+        VectorBinary::Mul => simd::mul_f32,
+    }
+}
+
+/// One unit-stride row: the SIMD kernel for f32 where the function names one,
+/// else the scalar formula.
 #[inline]
 fn slice_apply<T: Float, B: BinaryFn>(f: B, a: &[T], b: &[T], out: &mut [T]) {
-    match (T::as_f32_slice(a), T::as_f32_slice(b), T::as_f32_slice_mut(out)) {
-        (Some(a), Some(b), Some(o)) => f.apply_f32_slices(a, b, o),
-        (_, _, o) => {
-            let _ = o;
-            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-                *o = f.apply(a, b);
-            }
+    if let (Some(v), Some(a), Some(b)) = (B::VECTORIZED, T::as_f32_slice(a), T::as_f32_slice(b)) {
+        if let Some(o) = T::as_f32_slice_mut(out) {
+            return vector_kernel(v)(a, b, o);
         }
+    }
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = f.apply(a, b);
     }
 }
 
 impl BinaryKernels for CpuStorage {
     fn binary<B: BinaryFn>(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout, f: B) -> Result<Self> {
+        check_binary(B::NAME, (self.dtype(), lhs_layout), (rhs.dtype(), rhs_layout))?;
         cpu_float_dispatch!(B::NAME, self, |a: T| {
             let b = <T as CpuElem>::slice(rhs).ok_or_else(|| Error::dtype(B::NAME, format!("operands have dtypes {} and {}", self.dtype(), rhs.dtype())))?;
             Ok(super::wrap_float(binary_rows(a, lhs_layout, b, rhs_layout, f)))
@@ -100,6 +112,7 @@ impl BinaryKernels for CpuStorage {
     }
 
     fn where_cond(&self, cond_layout: &Layout, on_true: &Self, true_layout: &Layout, on_false: &Self, false_layout: &Layout) -> Result<Self> {
+        check_where_cond((self.dtype(), cond_layout), (on_true.dtype(), true_layout), (on_false.dtype(), false_layout))?;
         cpu_float_dispatch!("where_cond", self, |c: T| {
             let (Some(t), Some(f)) = (<T as CpuElem>::slice(on_true), <T as CpuElem>::slice(on_false)) else {
                 return Err(Error::dtype("where_cond", "condition and values must share a dtype"));
@@ -118,7 +131,7 @@ impl BinaryKernels for CpuStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::binary::{Add, Mul, Sub};
+    use crate::backend::contract::binary::{Add, Mul, Sub};
 
     fn check<B: BinaryFn>(f: B, da: &[usize], db: &[usize]) {
         let (sa, sb) = (Shape::new(da), Shape::new(db));

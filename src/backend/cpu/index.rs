@@ -1,4 +1,4 @@
-//! CPU kernels for `ops::index`.
+//! CPU kernels for the indexing family (`backend/contract/index.rs`).
 //!
 //! Every kernel sees its input as `[outer, axis, inner]`: the axes before the
 //! indexed one, the indexed one, and the axes after it. Storage offsets of the
@@ -13,9 +13,11 @@
 //! scatter-adds (the backward passes) compute, so they take f32 and f64.
 
 use super::{contiguous_or_gather, gather as gather_layout, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::contract::index::{
+    check_cat, check_gather, check_gather_backward, check_index_add, check_index_select, check_index_select_backward, check_scatter_add, IndexKernels,
+};
 use crate::cpu_float_dispatch;
-use crate::ops::index::IndexKernels;
-use crate::tensor::{Float, Layout, Shape};
+use crate::types::{Float, Layout, Shape};
 use crate::{Error, Result};
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -83,43 +85,6 @@ fn ids_slice<'a>(op: &'static str, ids: &'a CpuStorage, layout: &Layout) -> Resu
         CpuStorage::I64(v) => Ok(contiguous_or_gather(v, layout)),
         other => Err(Error::dtype(op, format!("indices must have dtype i64, got {}", other.dtype()))),
     }
-}
-
-/// Every index in `0..size`; the error names the first bad one.
-pub(crate) fn check_range(op: &'static str, ids: &[i64], size: usize, axis: usize, shape: &Shape) -> Result<()> {
-    if let Some(&bad) = ids.iter().find(|&&i| i < 0 || i as u64 >= size as u64) {
-        let hint = if bad < 0 { " (negative indices are not supported)" } else { "" };
-        return Err(Error::index(
-            op,
-            format!("index {bad} is out of range for axis {axis} of size {size} (input shape {shape}); expected 0 <= index < {size}{hint}"),
-        ));
-    }
-    Ok(())
-}
-
-pub(crate) fn check_axis(op: &'static str, axis: usize, rank: usize) -> Result<()> {
-    if axis >= rank {
-        return Err(Error::axis(op, axis as isize, rank));
-    }
-    Ok(())
-}
-
-pub(crate) fn check_dims(op: &'static str, what: &str, got: &[usize], expected: &[usize]) -> Result<()> {
-    if got != expected {
-        return Err(Error::shape(op, format!("{what} has shape {got:?}, expected {expected:?}")));
-    }
-    Ok(())
-}
-
-/// torch.gather's rule: ids have x's rank and no larger dims off `axis`.
-pub(crate) fn check_gather_dims(op: &'static str, x: &[usize], axis: usize, ids: &[usize]) -> Result<()> {
-    if ids.len() != x.len() || ids.iter().zip(x).enumerate().any(|(d, (&i, &s))| d != axis && i > s) {
-        return Err(Error::shape(
-            op,
-            format!("indices shape {ids:?} does not fit input shape {x:?} off axis {axis}"),
-        ));
-    }
-    Ok(())
 }
 
 fn typed<'a, T: CpuElem>(op: &'static str, s: &'a CpuStorage, expected: crate::DType) -> Result<&'a [T]> {
@@ -386,20 +351,15 @@ pub fn cat_reference<T: Copy>(parts: &[(&[T], &Layout)], axis: usize) -> Vec<T> 
 impl IndexKernels for CpuStorage {
     fn index_select(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout) -> Result<Self> {
         const OP: &str = "index_select";
-        check_axis(OP, axis, layout.rank())?;
         let ids = ids_slice(OP, ids, ids_layout)?;
-        check_range(OP, &ids, layout.dims()[axis], axis, layout.shape())?;
+        check_index_select(layout, axis, &ids)?;
         any_dtype_dispatch!(self, |x: T| Ok(<T as CpuElem>::wrap(index_select_fast(x, layout, axis, &ids))))
     }
 
     fn index_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self> {
         const OP: &str = "index_add";
-        check_axis(OP, axis, layout.rank())?;
         let ids = ids_slice(OP, ids, ids_layout)?;
-        check_range(OP, &ids, layout.dims()[axis], axis, layout.shape())?;
-        let mut expected = layout.dims().to_vec();
-        expected[axis] = ids.len();
-        check_dims(OP, "source", src_layout.dims(), &expected)?;
+        check_index_add(layout, axis, &ids, src_layout)?;
         cpu_float_dispatch!(OP, self, |x: T| {
             let s = typed::<T>(OP, src, self.dtype())?;
             Ok(super::wrap_float(index_add_fast(x, layout, axis, &ids, s, src_layout)))
@@ -408,20 +368,15 @@ impl IndexKernels for CpuStorage {
 
     fn gather(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout) -> Result<Self> {
         const OP: &str = "gather";
-        check_axis(OP, axis, layout.rank())?;
-        check_gather_dims(OP, layout.dims(), axis, ids_layout.dims())?;
         let ids_v = ids_slice(OP, ids, ids_layout)?;
-        check_range(OP, &ids_v, layout.dims()[axis], axis, layout.shape())?;
+        check_gather(layout, axis, ids_layout, &ids_v)?;
         any_dtype_dispatch!(self, |x: T| Ok(<T as CpuElem>::wrap(gather_fast(x, layout, axis, &ids_v, ids_layout.dims()))))
     }
 
     fn scatter_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self> {
         const OP: &str = "scatter_add";
-        check_axis(OP, axis, layout.rank())?;
-        check_gather_dims(OP, layout.dims(), axis, ids_layout.dims())?;
-        check_dims(OP, "source", src_layout.dims(), ids_layout.dims())?;
         let ids_v = ids_slice(OP, ids, ids_layout)?;
-        check_range(OP, &ids_v, layout.dims()[axis], axis, layout.shape())?;
+        check_scatter_add(layout, axis, ids_layout, &ids_v, src_layout)?;
         cpu_float_dispatch!(OP, self, |x: T| {
             let s = typed::<T>(OP, src, self.dtype())?;
             Ok(super::wrap_float(scatter_add_fast(x, layout, axis, &ids_v, ids_layout.dims(), s, src_layout)))
@@ -430,12 +385,8 @@ impl IndexKernels for CpuStorage {
 
     fn index_select_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self> {
         const OP: &str = "index_select_backward";
-        check_axis(OP, axis, input_shape.rank())?;
         let ids = ids_slice(OP, ids, ids_layout)?;
-        check_range(OP, &ids, input_shape.dims()[axis], axis, input_shape)?;
-        let mut expected = input_shape.dims().to_vec();
-        expected[axis] = ids.len();
-        check_dims(OP, "gradient", layout.dims(), &expected)?;
+        check_index_select_backward(layout, axis, &ids, input_shape)?;
         cpu_float_dispatch!(OP, self, |g: T| {
             // Zeroed allocation is lazy: rows no id touches cost nothing (most of a vocabulary).
             let mut out = vec![T::ZERO; input_shape.numel()];
@@ -446,11 +397,8 @@ impl IndexKernels for CpuStorage {
 
     fn gather_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self> {
         const OP: &str = "gather_backward";
-        check_axis(OP, axis, input_shape.rank())?;
-        check_gather_dims(OP, input_shape.dims(), axis, ids_layout.dims())?;
-        check_dims(OP, "gradient", layout.dims(), ids_layout.dims())?;
         let ids_v = ids_slice(OP, ids, ids_layout)?;
-        check_range(OP, &ids_v, input_shape.dims()[axis], axis, input_shape)?;
+        check_gather_backward(layout, axis, ids_layout, &ids_v, input_shape)?;
         cpu_float_dispatch!(OP, self, |g: T| {
             let mut out = vec![T::ZERO; input_shape.numel()];
             scatter_add_into(&mut out, input_shape, axis, &ids_v, ids_layout.dims(), g, layout);
@@ -460,23 +408,10 @@ impl IndexKernels for CpuStorage {
 
     fn cat(parts: &[(&Self, &Layout)], axis: usize) -> Result<Self> {
         const OP: &str = "cat";
-        let Some(&(first, l0)) = parts.first() else {
+        check_cat(parts.iter().map(|&(_, l)| l), axis)?;
+        let Some(&(first, _)) = parts.first() else {
             return Err(Error::value(OP, "expected at least one tensor, got an empty list"));
         };
-        check_axis(OP, axis, l0.rank())?;
-        for (k, (_, l)) in parts.iter().enumerate() {
-            let fits = l.rank() == l0.rank() && l.dims().iter().zip(l0.dims()).enumerate().all(|(d, (&a, &b))| d == axis || a == b);
-            if !fits {
-                return Err(Error::shape(
-                    OP,
-                    format!(
-                        "part {k} has shape {} but part 0 has shape {}; expected equal dims off axis {axis}",
-                        l.shape(),
-                        l0.shape()
-                    ),
-                ));
-            }
-        }
         any_dtype_dispatch!(first, |_v: T| {
             let typed_parts = parts
                 .iter()

@@ -1,6 +1,7 @@
-//! CPU kernels for `ops::matmul`: matrixmultiply's `sgemm`/`dgemm`, which pack
-//! operands of any row/column strides themselves (so transposed and sliced views
-//! cost nothing extra), driven over batch entries and output blocks by rayon.
+//! CPU kernels for `matmul` (`backend/contract/matmul.rs`): matrixmultiply's
+//! `sgemm`/`dgemm`, which pack operands of any row/column strides themselves
+//! (so transposed and sliced views cost nothing extra), driven over batch
+//! entries and output blocks by rayon.
 //!
 //! Threads come from the current rayon pool (`ThreadPool::install` sets them):
 //! several batch entries run as separate tasks; a large single product is split
@@ -8,9 +9,9 @@
 //! an independent GEMM on a slice of A (or B).
 
 use super::{CpuElem, CpuStorage};
+use crate::backend::contract::matmul::MatmulKernels;
 use crate::cpu_float_dispatch;
-use crate::ops::matmul::MatmulKernels;
-use crate::tensor::{Float, Layout, Shape};
+use crate::types::{Float, Layout, Shape};
 use crate::{Error, Result};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -111,7 +112,7 @@ impl GemmPlan {
     /// `lhs_len` and `rhs_len` elements (an out-of-bounds layout is an error, as
     /// the GEMM reads through raw pointers).
     pub fn new(lhs: &Layout, lhs_len: usize, rhs: &Layout, rhs_len: usize) -> Result<GemmPlan> {
-        crate::ops::matmul::check_kernel_layouts(lhs, lhs_len, rhs, rhs_len)?;
+        crate::backend::contract::matmul::check_kernel_layouts(lhs, lhs_len, rhs, rhs_len)?;
         let (r, a, b) = (lhs.rank(), lhs.dims(), rhs.dims());
         let (m, k, n) = (a[r - 2], a[r - 1], b[r - 1]);
         let (sa, sb) = (lhs.strides(), rhs.strides());

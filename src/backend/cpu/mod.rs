@@ -1,8 +1,10 @@
 //! The CPU backend: storage as plain `Vec`s, scalar reference kernels, SIMD
-//! fast paths (`backend::simd`), matrixmultiply for GEMM and rayon for threads.
+//! fast paths (`simd/`, used by nothing outside this backend), matrixmultiply
+//! for GEMM and rayon for threads.
 //!
-//! Kernel files mirror the op families: `unary.rs` implements
-//! `ops::unary::UnaryKernels`, and so on.
+//! Kernel files mirror the contract's families: `unary.rs` implements
+//! `contract::unary::UnaryKernels`, `nn/layer_norm.rs`
+//! `contract::nn::layer_norm::LayerNormKernels`, and so on.
 
 pub mod binary;
 pub mod index;
@@ -10,11 +12,13 @@ pub mod index;
 mod kernels_f32;
 pub mod matmul;
 pub mod nn;
+pub mod optim;
 pub mod reduce;
+pub mod simd;
 pub mod unary;
 
 use crate::backend::BackendStorage;
-use crate::tensor::{DType, Device, Float, Layout};
+use crate::types::{DType, Device, Float, Layout};
 use crate::{Error, Result};
 use half::{bf16, f16};
 
@@ -94,18 +98,9 @@ macro_rules! cpu_float_dispatch {
                 type $T = f64;
                 $body
             }
-            other => Err($crate::backend::cpu::unsupported_dtype($op, other.dtype())),
+            other => Err($crate::backend::contract::unsupported_dtype($op, other.dtype())),
         }
     };
-}
-
-pub fn unsupported_dtype(op: &'static str, dtype: DType) -> Error {
-    let hint = match dtype {
-        DType::F16 | DType::BF16 => " (f16/bf16 are storage formats: convert with .to_dtype(DType::F32) first)",
-        DType::I64 => " (integer tensors hold indices)",
-        _ => "",
-    };
-    Error::dtype(op, format!("dtype {dtype} is not supported, expected f32 or f64{hint}"))
 }
 
 /// Elements of `data` selected by `layout`, in row-major order.

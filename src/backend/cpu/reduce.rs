@@ -1,4 +1,4 @@
-//! CPU kernels for `ops::reduce`.
+//! CPU kernels for the reductions (`backend/contract/reduce.rs`).
 //!
 //! The layout is permuted so the reduced axes come last; then every output
 //! element owns one consecutive run of the walk. Fast paths: reduced axes that
@@ -6,9 +6,9 @@
 //! contiguous tensor (column sums, the bias-gradient case).
 
 use super::{CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::contract::reduce::{check_argmax, check_reduce, ReduceKernels, ReduceOp};
 use crate::cpu_float_dispatch;
-use crate::ops::reduce::{ReduceKernels, ReduceOp};
-use crate::tensor::{Float, Layout};
+use crate::types::{Float, Layout};
 use crate::Result;
 use rayon::prelude::*;
 
@@ -173,10 +173,12 @@ fn sandwich(dims: &[usize], axes: &[usize]) -> Option<(usize, usize, usize)> {
 
 impl ReduceKernels for CpuStorage {
     fn reduce(&self, layout: &Layout, axes: &[usize], op: ReduceOp) -> Result<Self> {
+        check_reduce(op, layout, axes)?;
         cpu_float_dispatch!(op.name(), self, |x: T| Ok(super::wrap_float(reduce_fast(x, layout, axes, op))))
     }
 
     fn argmax(&self, layout: &Layout, axis: usize) -> Result<Self> {
+        check_argmax(layout, axis)?;
         cpu_float_dispatch!("argmax", self, |x: T| {
             let red = layout.dims()[axis];
             let perm = reduced_last(layout.rank(), &[axis]);

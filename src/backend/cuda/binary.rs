@@ -11,9 +11,9 @@
 //!    dimensions both operands traverse contiguously ([`coalesce`]).
 
 use super::{elementwise_config, kernel_name, kernels, Arg, CudaStorage, StridedLayout};
+use crate::backend::contract::binary::{check_binary, check_where_cond, BinaryFn, BinaryKernels};
 use crate::backend::BackendStorage;
-use crate::ops::binary::{BinaryFn, BinaryKernels};
-use crate::tensor::{Layout, Shape};
+use crate::types::{Layout, Shape};
 use crate::{Error, Result};
 
 /// The `BinaryFn::NAME`s that cuda/binary.cu has kernels for (its
@@ -109,28 +109,13 @@ fn check_known<B: BinaryFn>() -> Result<()> {
     ))
 }
 
-fn check_same_shape(op: &'static str, layouts: &[&Layout]) -> Result<()> {
-    let first = layouts[0].shape();
-    if layouts.iter().any(|l| l.shape() != first) {
-        let shapes: Vec<String> = layouts.iter().map(|l| l.shape().to_string()).collect();
-        return Err(Error::shape(
-            op,
-            format!("operands have shapes {}; expected them broadcast to one shape", shapes.join(", ")),
-        ));
-    }
-    Ok(())
-}
-
 impl BinaryKernels for CudaStorage {
     fn binary<B: BinaryFn>(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout, _f: B) -> Result<Self> {
         check_known::<B>()?;
         let dtype = self.dtype();
         super::unary::check_float(B::NAME, dtype)?;
-        if rhs.dtype() != dtype {
-            return Err(Error::dtype(B::NAME, format!("operands have dtypes {dtype} and {}", rhs.dtype())));
-        }
+        check_binary(B::NAME, (dtype, lhs_layout), (rhs.dtype(), rhs_layout))?;
         self.check_same_device(B::NAME, rhs)?;
-        check_same_shape(B::NAME, &[lhs_layout, rhs_layout])?;
         let dev = self.cuda_device();
         let n = lhs_layout.numel();
         let out = CudaStorage::alloc(dev, dtype, n)?;
@@ -177,19 +162,9 @@ impl BinaryKernels for CudaStorage {
         const OP: &str = "where_cond";
         let dtype = self.dtype();
         super::unary::check_float(OP, dtype)?;
-        if on_true.dtype() != dtype || on_false.dtype() != dtype {
-            return Err(Error::dtype(
-                OP,
-                format!(
-                    "condition is {dtype}, values are {} and {}; condition and values must share a dtype",
-                    on_true.dtype(),
-                    on_false.dtype()
-                ),
-            ));
-        }
+        check_where_cond((dtype, cond_layout), (on_true.dtype(), true_layout), (on_false.dtype(), false_layout))?;
         self.check_same_device(OP, on_true)?;
         self.check_same_device(OP, on_false)?;
-        check_same_shape(OP, &[cond_layout, true_layout, false_layout])?;
         let dev = self.cuda_device();
         let n = cond_layout.numel();
         let out = CudaStorage::alloc(dev, dtype, n)?;

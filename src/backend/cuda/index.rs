@@ -2,7 +2,7 @@
 //! gather, scatter_add, their backward passes, and cat.
 //!
 //! The ids are copied to the host (one small transfer, which waits for the
-//! queued work) and checked there with the CPU backend's own checks, so a bad
+//! queued work) and checked there with the contract's validators (`backend/contract/index.rs`), as on the CPU, so a bad
 //! id is the same `Error` naming the id, the axis and its size on both
 //! devices. The kernels then get a contiguous device copy of the ids.
 //!
@@ -13,11 +13,13 @@
 //! CPU's order, so results are bit-identical to the CPU backend's.
 
 use super::{elementwise_config, kernels, width_suffix, Arg, CudaStorage, StridedLayout};
-use crate::backend::cpu::index::{check_axis, check_dims, check_gather_dims, check_range};
-use crate::backend::cpu::{unsupported_dtype, CpuStorage};
+use crate::backend::contract::index::{
+    check_cat, check_gather, check_gather_backward, check_index_add, check_index_select, check_index_select_backward, check_scatter_add, IndexKernels,
+};
+use crate::backend::contract::unsupported_dtype;
+use crate::backend::cpu::CpuStorage;
 use crate::backend::BackendStorage;
-use crate::ops::index::IndexKernels;
-use crate::tensor::{DType, Layout, Shape};
+use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
 use cudarc::driver::LaunchConfig;
 
@@ -162,9 +164,8 @@ fn inner_rows_contiguous(layout: &Layout, axis: usize) -> bool {
 impl IndexKernels for CudaStorage {
     fn index_select(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout) -> Result<Self> {
         const OP: &str = "index_select";
-        check_axis(OP, axis, layout.rank())?;
         let (ids_dev, ids) = ids_both(OP, self, ids, ids_layout)?;
-        check_range(OP, &ids, layout.dims()[axis], axis, layout.shape())?;
+        check_index_select(layout, axis, &ids)?;
         let mut dims = layout.dims().to_vec();
         dims[axis] = ids.len();
         let total: usize = dims.iter().product();
@@ -224,12 +225,8 @@ impl IndexKernels for CudaStorage {
 
     fn index_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self> {
         const OP: &str = "index_add";
-        check_axis(OP, axis, layout.rank())?;
         let (_, ids) = ids_both(OP, self, ids, ids_layout)?;
-        check_range(OP, &ids, layout.dims()[axis], axis, layout.shape())?;
-        let mut expected = layout.dims().to_vec();
-        expected[axis] = ids.len();
-        check_dims(OP, "source", src_layout.dims(), &expected)?;
+        check_index_add(layout, axis, &ids, src_layout)?;
         float_suffix(OP, self.dtype())?;
         check_operand(OP, self, src)?;
         let out = self.copy_contiguous(layout)?;
@@ -239,10 +236,8 @@ impl IndexKernels for CudaStorage {
 
     fn gather(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout) -> Result<Self> {
         const OP: &str = "gather";
-        check_axis(OP, axis, layout.rank())?;
-        check_gather_dims(OP, layout.dims(), axis, ids_layout.dims())?;
         let (ids_dev, ids) = ids_both(OP, self, ids, ids_layout)?;
-        check_range(OP, &ids, layout.dims()[axis], axis, layout.shape())?;
+        check_gather(layout, axis, ids_layout, &ids)?;
         let total = ids.len();
         let dev = self.cuda_device();
         let out = CudaStorage::alloc(dev, self.dtype(), total)?;
@@ -270,11 +265,8 @@ impl IndexKernels for CudaStorage {
 
     fn scatter_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self> {
         const OP: &str = "scatter_add";
-        check_axis(OP, axis, layout.rank())?;
-        check_gather_dims(OP, layout.dims(), axis, ids_layout.dims())?;
-        check_dims(OP, "source", src_layout.dims(), ids_layout.dims())?;
         let (ids_dev, ids) = ids_both(OP, self, ids, ids_layout)?;
-        check_range(OP, &ids, layout.dims()[axis], axis, layout.shape())?;
+        check_scatter_add(layout, axis, ids_layout, &ids, src_layout)?;
         float_suffix(OP, self.dtype())?;
         check_operand(OP, self, src)?;
         let out = self.copy_contiguous(layout)?;
@@ -284,12 +276,8 @@ impl IndexKernels for CudaStorage {
 
     fn index_select_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self> {
         const OP: &str = "index_select_backward";
-        check_axis(OP, axis, input_shape.rank())?;
         let (_, ids) = ids_both(OP, self, ids, ids_layout)?;
-        check_range(OP, &ids, input_shape.dims()[axis], axis, input_shape)?;
-        let mut expected = input_shape.dims().to_vec();
-        expected[axis] = ids.len();
-        check_dims(OP, "gradient", layout.dims(), &expected)?;
+        check_index_select_backward(layout, axis, &ids, input_shape)?;
         float_suffix(OP, self.dtype())?;
         // Zeros, then only the rows some id touches are written.
         let out = CudaStorage::zeros(self.cuda_device(), self.dtype(), input_shape.numel())?;
@@ -299,11 +287,8 @@ impl IndexKernels for CudaStorage {
 
     fn gather_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self> {
         const OP: &str = "gather_backward";
-        check_axis(OP, axis, input_shape.rank())?;
-        check_gather_dims(OP, input_shape.dims(), axis, ids_layout.dims())?;
-        check_dims(OP, "gradient", layout.dims(), ids_layout.dims())?;
         let (ids_dev, ids) = ids_both(OP, self, ids, ids_layout)?;
-        check_range(OP, &ids, input_shape.dims()[axis], axis, input_shape)?;
+        check_gather_backward(layout, axis, ids_layout, &ids, input_shape)?;
         float_suffix(OP, self.dtype())?;
         let out = CudaStorage::zeros(self.cuda_device(), self.dtype(), input_shape.numel())?;
         scatter_add_into(OP, &out, input_shape, axis, &ids_dev, ids_layout.shape(), self, layout)?;
@@ -313,22 +298,11 @@ impl IndexKernels for CudaStorage {
     /// One strided copy (copy.cu's `copy_into`) per part, into its slice of the output.
     fn cat(parts: &[(&Self, &Layout)], axis: usize) -> Result<Self> {
         const OP: &str = "cat";
+        check_cat(parts.iter().map(|&(_, l)| l), axis)?;
         let Some(&(first, l0)) = parts.first() else {
             return Err(Error::value(OP, "expected at least one tensor, got an empty list"));
         };
-        check_axis(OP, axis, l0.rank())?;
-        for (k, &(s, l)) in parts.iter().enumerate() {
-            let fits = l.rank() == l0.rank() && l.dims().iter().zip(l0.dims()).enumerate().all(|(d, (&a, &b))| d == axis || a == b);
-            if !fits {
-                return Err(Error::shape(
-                    OP,
-                    format!(
-                        "part {k} has shape {} but part 0 has shape {}; expected equal dims off axis {axis}",
-                        l.shape(),
-                        l0.shape()
-                    ),
-                ));
-            }
+        for &(s, _) in parts {
             check_operand(OP, first, s)?;
         }
         let mut dims = l0.dims().to_vec();

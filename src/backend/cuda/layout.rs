@@ -1,7 +1,7 @@
 //! `StridedLayout`: a tensor view as CUDA kernels receive it (mirrors the
 //! struct of the same name in cuda/common.cuh, field for field).
 
-use crate::tensor::Layout;
+use crate::types::Layout;
 use crate::{Error, Result};
 
 /// Most dimensions a strided CUDA operand may have (`TAMER_MAX_DIMS`).

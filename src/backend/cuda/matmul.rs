@@ -17,9 +17,9 @@
 use super::device::CudaDevice;
 use super::layout::MAX_DIMS;
 use super::{kernels, Arg, CudaStorage, StridedLayout};
+use crate::backend::contract::matmul::MatmulKernels;
 use crate::backend::BackendStorage;
-use crate::ops::matmul::MatmulKernels;
-use crate::tensor::{DType, Layout, Shape};
+use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
 use cudarc::driver::LaunchConfig;
 use std::cell::Cell;
@@ -131,7 +131,7 @@ impl Plan {
     /// of `lhs_len` and `rhs_len` elements (the same checks, and messages, as
     /// the CPU's `GemmPlan::new`).
     fn new(lhs: &Layout, lhs_len: usize, rhs: &Layout, rhs_len: usize) -> Result<Plan> {
-        crate::ops::matmul::check_kernel_layouts(lhs, lhs_len, rhs, rhs_len)?;
+        crate::backend::contract::matmul::check_kernel_layouts(lhs, lhs_len, rhs, rhs_len)?;
         let (r, a, b) = (lhs.rank(), lhs.dims(), rhs.dims());
         let (m, k, n) = (a[r - 2], a[r - 1], b[r - 1]);
         let (sa, sb) = (lhs.strides(), rhs.strides());

@@ -1,14 +1,14 @@
 //! The CUDA backend: device buffers from a caching allocator, and kernels of
 //! our own (cuda/*.cu) compiled by NVRTC at first use.
 //!
-//! `CudaStorage` implements the same kernel traits as `CpuStorage`, one file
-//! per op family mirroring `backend/cpu/` (`unary.rs` implements
-//! `ops::unary::UnaryKernels`, ...). Each launches the kernels of the matching
-//! `cuda/<family>.cu`. Only built with the `cuda` feature; at run time a
+//! `CudaStorage` implements the same kernel traits as `CpuStorage` (the
+//! contract in `backend/contract/`), one file per op family mirroring
+//! `backend/cpu/` (`unary.rs` implements `contract::unary::UnaryKernels`,
+//! `nn/layer_norm.rs` `contract::nn::layer_norm::LayerNormKernels`, ...).
+//! Each launches the kernels of the matching `cuda/<family>.cu`. Only built with the `cuda` feature; at run time a
 //! machine without a driver gets an error from [`Device::cuda`](crate::Device::cuda),
 //! never a panic.
 
-pub mod attention;
 pub mod binary;
 pub mod device;
 pub mod index;
@@ -25,7 +25,7 @@ pub use layout::StridedLayout;
 
 use crate::backend::cpu::CpuStorage;
 use crate::backend::BackendStorage;
-use crate::tensor::{DType, Device, Layout};
+use crate::types::{DType, Device, Layout};
 use crate::{Error, Result};
 use device::driver_error;
 use std::sync::Arc;

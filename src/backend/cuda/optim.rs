@@ -2,23 +2,26 @@
 //! SGD steps, gradient accumulation, a scaled copy, and the deterministic
 //! sum of squares behind the global gradient norm.
 //!
-//! Every operand here is a contiguous run of elements: a storage and the
-//! element offset where the run starts (`ptr_at(offset)`), `n` elements long.
-//! The tensor-level code in `src/optim/device.rs` makes strided operands
-//! contiguous before calling in. The coefficient structs are the CPU loops'
-//! own (`AdamCoeffs`, `SgdCoeffs`), with every scalar already rounded to
-//! the parameter's dtype, so both devices run one formula on the same numbers
-//! (cuda/optim.cu explains why the results then agree bit for bit).
+//! The launches take contiguous runs of elements: a storage and the element
+//! offset where the run starts (`ptr_at(offset)`), `n` elements long; the
+//! `OptimKernels` implementation at the end makes strided operands
+//! contiguous first (and writes a strided parameter back through its
+//! layout). The coefficient structs are the contract's
+//! (`backend/contract/optim.rs`), with every scalar already rounded to the
+//! parameter's dtype, as the CPU loops get them, so both devices run one
+//! formula on the same numbers (cuda/optim.cu explains why the results then
+//! agree bit for bit).
 //!
 //! Each launch checks the dtypes, the bounds and the device of its operands
 //! and returns an error naming the op rather than handing the GPU a bad
 //! pointer: a wrong argument here would be a silent memory corruption.
 
 use super::{elementwise_config, kernel_name, kernels, Arg, CudaStorage};
+use crate::backend::contract::optim::{check_update, AdamCoeffs, AdamDecay, AdamState, AdamStep, OptimKernels, SgdCoeffs, SgdStep};
+use crate::backend::contract::unsupported_dtype;
 use crate::backend::cpu::CpuStorage;
 use crate::backend::BackendStorage;
-use crate::optim::kernels::{AdamCoeffs, AdamDecay, SgdCoeffs};
-use crate::tensor::{DType, Float};
+use crate::types::{DType, Float, Layout};
 use crate::{Error, Result};
 use cudarc::driver::LaunchConfig;
 
@@ -31,7 +34,7 @@ const SSQ_MAX_BLOCKS: usize = 1024;
 fn check_float<T: Float>(op: &'static str) -> Result<()> {
     match T::DTYPE {
         DType::F32 | DType::F64 => Ok(()),
-        other => Err(crate::backend::cpu::unsupported_dtype(op, other)),
+        other => Err(unsupported_dtype(op, other)),
     }
 }
 
@@ -72,7 +75,7 @@ fn len_arg(n: usize) -> Arg {
 /// `v` (exp_avg_sq) and, with AMSGrad, `vmax` (max_exp_avg_sq), each `[n]`.
 /// Kernel `adam_<dtype>`, launched with `elementwise_config(n)`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn adam_step<T: Float>(
+fn adam_step<T: Float>(
     p: &mut CudaStorage,
     p_offset: usize,
     g: &CudaStorage,
@@ -136,7 +139,7 @@ pub(crate) fn adam_step<T: Float>(
 /// `c.momentum` is set, the momentum buffer `buf` `[n]` (required then, and
 /// written; `c.init_buffer` makes this its first step). Kernel `sgd_<dtype>`,
 /// launched with `elementwise_config(n)`.
-pub(crate) fn sgd_step<T: Float>(
+fn sgd_step<T: Float>(
     p: &mut CudaStorage,
     p_offset: usize,
     g: &CudaStorage,
@@ -183,7 +186,7 @@ pub(crate) fn sgd_step<T: Float>(
 
 /// `acc[acc_offset..][i] += scale · x[x_offset..][i]` for `i < n`. Kernel
 /// `axpy_<dtype>`, launched with `elementwise_config(n)`.
-pub(crate) fn axpy<T: Float>(acc: &mut CudaStorage, acc_offset: usize, x: &CudaStorage, x_offset: usize, n: usize, scale: T) -> Result<()> {
+fn axpy<T: Float>(acc: &mut CudaStorage, acc_offset: usize, x: &CudaStorage, x_offset: usize, n: usize, scale: T) -> Result<()> {
     const OP: &str = "GradAccumulator::add";
     check_float::<T>(OP)?;
     acc.check_same_device(OP, x)?;
@@ -200,7 +203,7 @@ pub(crate) fn axpy<T: Float>(acc: &mut CudaStorage, acc_offset: usize, x: &CudaS
 
 /// A new storage of `n` elements `a · x[x_offset..][i] + 0` (as the CPU's
 /// `Tensor::scale`). Kernel `scale_<dtype>`, launched with `elementwise_config(n)`.
-pub(crate) fn scaled_copy<T: Float>(op: &'static str, x: &CudaStorage, x_offset: usize, n: usize, a: T) -> Result<CudaStorage> {
+fn scaled_copy<T: Float>(op: &'static str, x: &CudaStorage, x_offset: usize, n: usize, a: T) -> Result<CudaStorage> {
     check_float::<T>(op)?;
     let xp = span_ptr(op, "gradient", x, x_offset, n, T::DTYPE)?;
     let out = CudaStorage::alloc(x.cuda_device(), T::DTYPE, n)?;
@@ -229,7 +232,7 @@ pub(crate) fn sum_squares_blocks(n: usize) -> usize {
 /// comes back to the host in one copy (one scalar per tensor); the caller adds
 /// the per-tensor sums on the host, in f64 and in its own order. No atomics:
 /// the result is deterministic.
-pub(crate) fn sum_squares(op: &'static str, runs: &[(&CudaStorage, usize, usize)]) -> Result<Vec<f64>> {
+fn sum_squares(op: &'static str, runs: &[(&CudaStorage, usize, usize)]) -> Result<Vec<f64>> {
     let Some((first, _, _)) = runs.first() else { return Ok(Vec::new()) };
     let dev = first.cuda_device();
     // One scratch buffer for every run's partial sums: the launches are queued
@@ -240,7 +243,7 @@ pub(crate) fn sum_squares(op: &'static str, runs: &[(&CudaStorage, usize, usize)
         first.check_same_device(op, s)?;
         let dt = s.dtype();
         if dt == DType::I64 {
-            return Err(crate::backend::cpu::unsupported_dtype(op, dt));
+            return Err(unsupported_dtype(op, dt));
         }
         let xp = span_ptr(op, "gradient", s, offset, n, dt)?;
         let blocks = sum_squares_blocks(n);
@@ -272,6 +275,128 @@ pub(crate) fn sum_squares(op: &'static str, runs: &[(&CudaStorage, usize, usize)
     match out.to_cpu()? {
         CpuStorage::F64(v) => Ok(v),
         other => Err(Error::dtype(op, format!("the sums came back as {}, expected f64", other.dtype()))),
+    }
+}
+
+/// `s`'s elements that `layout` selects as one contiguous run: `(storage,
+/// offset)`, the storage itself when they already are one, else a contiguous
+/// copy kept in `copy`.
+fn contiguous_run<'a>(s: &'a CudaStorage, layout: &Layout, copy: &'a mut Option<CudaStorage>) -> Result<(&'a CudaStorage, usize)> {
+    match layout.contiguous_range() {
+        Some(r) => Ok((s, r.start)),
+        None => Ok((copy.insert(s.copy_contiguous(layout)?), 0)),
+    }
+}
+
+/// Run `f(storage, offset)` on the parameter's elements as one contiguous
+/// run: where they lie when contiguous, else in a contiguous copy on the
+/// device that is written back through `layout` afterwards (the last write
+/// wins where a broadcast layout overlaps, as on the CPU).
+fn update_in_place<R>(p: &mut CudaStorage, layout: &Layout, f: impl FnOnce(&mut CudaStorage, usize) -> Result<R>) -> Result<R> {
+    match layout.contiguous_range() {
+        Some(r) => f(p, r.start),
+        None => {
+            let mut tmp = p.copy_contiguous(layout)?;
+            let out = f(&mut tmp, 0)?;
+            p.copy_into(layout, &tmp, &Layout::contiguous(layout.shape().clone()))?;
+            Ok(out)
+        }
+    }
+}
+
+impl OptimKernels for CudaStorage {
+    fn adam_step(
+        &mut self,
+        op: &'static str,
+        name: &str,
+        layout: &Layout,
+        grad: &Self,
+        grad_layout: &Layout,
+        state: AdamState<'_, Self>,
+        h: &AdamStep,
+    ) -> Result<()> {
+        let AdamState { m, v, vmax } = state;
+        let mut states = vec![("exp_avg", m.dtype(), m.len()), ("exp_avg_sq", v.dtype(), v.len())];
+        if let Some(x) = &vmax {
+            states.push(("max_exp_avg_sq", x.dtype(), x.len()));
+        }
+        check_update(op, name, (self.dtype(), layout), (grad.dtype(), grad_layout), &states)?;
+        let mut copy = None;
+        let (g, g_off) = contiguous_run(grad, grad_layout, &mut copy)?;
+        let n = layout.numel();
+        match self.dtype() {
+            DType::F32 => update_in_place(self, layout, |p, off| adam_step(p, off, g, g_off, m, v, vmax, n, &AdamCoeffs::<f32>::new(h))),
+            DType::F64 => update_in_place(self, layout, |p, off| adam_step(p, off, g, g_off, m, v, vmax, n, &AdamCoeffs::<f64>::new(h))),
+            other => Err(unsupported_dtype(op, other)),
+        }
+    }
+
+    fn sgd_step(
+        &mut self,
+        op: &'static str,
+        name: &str,
+        layout: &Layout,
+        grad: &Self,
+        grad_layout: &Layout,
+        momentum_buffer: Option<&mut Self>,
+        h: &SgdStep,
+    ) -> Result<()> {
+        let states: Vec<_> = momentum_buffer.iter().map(|b| ("momentum_buffer", b.dtype(), b.len())).collect();
+        check_update(op, name, (self.dtype(), layout), (grad.dtype(), grad_layout), &states)?;
+        let mut copy = None;
+        let (g, g_off) = contiguous_run(grad, grad_layout, &mut copy)?;
+        let n = layout.numel();
+        match self.dtype() {
+            DType::F32 => update_in_place(self, layout, |p, off| sgd_step(p, off, g, g_off, momentum_buffer, n, &SgdCoeffs::<f32>::new(h))),
+            DType::F64 => update_in_place(self, layout, |p, off| sgd_step(p, off, g, g_off, momentum_buffer, n, &SgdCoeffs::<f64>::new(h))),
+            other => Err(unsupported_dtype(op, other)),
+        }
+    }
+
+    fn axpy(&mut self, op: &'static str, layout: &Layout, x: &Self, x_layout: &Layout, scale: f64) -> Result<()> {
+        check_update(op, "accumulated gradient", (self.dtype(), layout), (x.dtype(), x_layout), &[])?;
+        let mut copy = None;
+        let (x, x_off) = contiguous_run(x, x_layout, &mut copy)?;
+        let n = layout.numel();
+        match self.dtype() {
+            DType::F32 => update_in_place(self, layout, |a, off| axpy(a, off, x, x_off, n, f32::from_f64(scale))),
+            DType::F64 => update_in_place(self, layout, |a, off| axpy(a, off, x, x_off, n, scale)),
+            other => Err(unsupported_dtype(op, other)),
+        }
+    }
+
+    fn scaled(&self, op: &'static str, layout: &Layout, a: f64) -> Result<Self> {
+        let mut copy = None;
+        let (x, off) = contiguous_run(self, layout, &mut copy)?;
+        let n = layout.numel();
+        match self.dtype() {
+            DType::F32 => scaled_copy::<f32>(op, x, off, n, f32::from_f64(a)),
+            DType::F64 => scaled_copy::<f64>(op, x, off, n, a),
+            other => Err(unsupported_dtype(op, other)),
+        }
+    }
+
+    fn sum_squares(op: &'static str, parts: &[(&Self, &Layout)]) -> Result<Vec<f64>> {
+        // Strided parts are copied to contiguous runs first; the copies live until the sums are back.
+        let copies: Vec<Option<CudaStorage>> = parts
+            .iter()
+            .map(|&(s, l)| {
+                if l.contiguous_range().is_some() {
+                    Ok(None)
+                } else {
+                    s.copy_contiguous(l).map(Some)
+                }
+            })
+            .collect::<Result<_>>()?;
+        let runs: Vec<(&CudaStorage, usize, usize)> = parts
+            .iter()
+            .zip(&copies)
+            .map(|(&(s, l), copy)| match copy {
+                Some(c) => (c, 0, l.numel()),
+                None => (s, l.contiguous_range().map_or(0, |r| r.start), l.numel()),
+            })
+            .collect();
+        sum_squares(op, &runs)
     }
 }
 

@@ -15,9 +15,9 @@
 use super::device::{elementwise_config, Arg};
 use super::layout::{StridedLayout, MAX_DIMS};
 use super::{kernels, CudaStorage};
+use crate::backend::contract::reduce::{check_argmax, check_reduce, ReduceKernels, ReduceOp};
 use crate::backend::BackendStorage;
-use crate::ops::reduce::{ReduceKernels, ReduceOp};
-use crate::tensor::{DType, Layout};
+use crate::types::{DType, Layout};
 use crate::{Error, Result};
 use cudarc::driver::LaunchConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -213,7 +213,7 @@ pub(crate) fn compute_dtype(op: &'static str, dtype: DType) -> Result<DType> {
     if dtype.is_compute_float() {
         Ok(dtype)
     } else {
-        Err(crate::backend::cpu::unsupported_dtype(op, dtype))
+        Err(crate::backend::contract::unsupported_dtype(op, dtype))
     }
 }
 
@@ -273,6 +273,7 @@ pub(crate) fn column_config(columns: usize, splits: usize) -> LaunchConfig {
 
 impl ReduceKernels for CudaStorage {
     fn reduce(&self, layout: &Layout, axes: &[usize], op: ReduceOp) -> Result<Self> {
+        check_reduce(op, layout, axes)?;
         let name = op.name();
         let dtype = compute_dtype(name, self.dtype())?;
         let dev = self.cuda_device();
@@ -355,13 +356,11 @@ impl ReduceKernels for CudaStorage {
 
     fn argmax(&self, layout: &Layout, axis: usize) -> Result<Self> {
         const OP: &str = "argmax";
+        check_argmax(layout, axis)?;
         let dtype = compute_dtype(OP, self.dtype())?;
         let dev = self.cuda_device();
         let p = plan(OP, layout, &[axis])?;
         let (n_out, red) = (p.n_out, p.red);
-        if red == 0 {
-            return Err(Error::shape(OP, format!("axis {axis} of shape {} is empty", layout.shape())));
-        }
         if n_out == 0 || red == 1 {
             return Self::zeros(dev, DType::I64, n_out);
         }

@@ -1,5 +1,6 @@
 //! Unary kernels on CUDA (cuda/unary.cu): `y = f(x)` and the fused backward
-//! `dx = dy · f'(x, y)` for every [`UnaryFn`] of `ops::unary`.
+//! `dx = dy · f'(x, y)` for every [`UnaryFn`] of the contract
+//! (`backend/contract/unary.rs`).
 //!
 //! The kernel is chosen by name: `U::NAME` and the dtype give `exp_f32`,
 //! `exp_strided_f32`, `exp_backward_f32`, `exp_backward_strided_f32`. A
@@ -8,9 +9,9 @@
 //! arguments of every kernel.
 
 use super::{elementwise_config, kernel_name, kernels, Arg, CudaStorage};
+use crate::backend::contract::unary::{check_unary_backward, UnaryFn, UnaryKernels};
 use crate::backend::BackendStorage;
-use crate::ops::unary::{UnaryFn, UnaryKernels};
-use crate::tensor::{DType, Layout};
+use crate::types::{DType, Layout};
 use crate::{Error, Result};
 
 /// The `UnaryFn::NAME`s that cuda/unary.cu has kernels for (its
@@ -98,27 +99,7 @@ impl UnaryKernels for CudaStorage {
         check_known::<U>()?;
         let dtype = self.dtype();
         check_float(U::NAME, dtype)?;
-        if y.dtype() != dtype || dy.dtype() != dtype {
-            return Err(Error::dtype(
-                U::NAME,
-                format!(
-                    "backward operands have mixed dtypes: x {dtype}, y {}, dy {}; expected one dtype",
-                    y.dtype(),
-                    dy.dtype()
-                ),
-            ));
-        }
-        if x_layout.shape() != y_layout.shape() || x_layout.shape() != dy_layout.shape() {
-            return Err(Error::shape(
-                U::NAME,
-                format!(
-                    "backward operands have shapes x {}, y {}, dy {}; expected one shape",
-                    x_layout.shape(),
-                    y_layout.shape(),
-                    dy_layout.shape()
-                ),
-            ));
-        }
+        check_unary_backward(U::NAME, (dtype, x_layout), (y.dtype(), y_layout), (dy.dtype(), dy_layout))?;
         self.check_same_device(U::NAME, y)?;
         self.check_same_device(U::NAME, dy)?;
         let dev = self.cuda_device();
@@ -176,11 +157,11 @@ mod tests {
         assert_eq!(in_cu, CUDA_UNARY_FNS);
     }
 
-    /// Every `UnaryFn` of ops::unary is in the list (a new one added there
+    /// Every `UnaryFn` of the contract is in the list (a new one added there
     /// without a kernel fails here rather than on a GPU).
     #[test]
     fn every_builtin_unary_fn_has_a_kernel() {
-        use crate::ops::unary::*;
+        use crate::backend::contract::unary::*;
         let names = [
             Neg::NAME,
             Abs::NAME,

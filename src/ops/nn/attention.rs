@@ -9,16 +9,18 @@
 //! O = P V            [.., Tq, Dv]  dQ = dS K · scale,  dK = dSᵀ Q · scale
 //! ```
 //!
-//! On the CPU (and on CUDA where the fused kernels do not apply) the forward
-//! runs this composite graph and keeps P (the attention probabilities,
-//! `[.., Tq, Tk]`) for the backward. On CUDA, f32 with head dims up to 128
-//! runs the fused flash-attention kernels instead (`backend/cuda/attention.rs`,
-//! `cuda/attention.cu`): the forward keeps only the per-row logsumexp
-//! (`[.., Tq]`) and the backward recomputes P from Q, K and it.
+//! Where the backend has no fused kernel for a call (always on the CPU) the
+//! forward runs this composite graph and keeps P (the attention
+//! probabilities, `[.., Tq, Tk]`) for the backward. Where it has one (CUDA:
+//! f32 with head dims up to 128, `cuda/attention.cu`), the op runs the fused
+//! kernels through the `AttentionKernels` contract
+//! (`backend/contract/nn/attention.rs`): the forward keeps only the per-row
+//! logsumexp (`[.., Tq]`) and the backward recomputes P from Q, K and it.
 //! `TAMER_ATTENTION=composite` forces the composite graph everywhere.
 
 use crate::autograd::{no_grad, BackwardOp};
-use crate::tensor::{DType, Tensor};
+use crate::backend::contract::nn::attention::{AttentionForward, AttentionGrads, AttentionKernels, AttnDims, FusedKernel};
+use crate::tensor::{DType, Layout, Tensor};
 use crate::{Error, Result};
 
 impl Tensor {
@@ -72,12 +74,10 @@ impl Tensor {
             ));
         }
         let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
-        #[cfg(feature = "cuda")]
-        if q.device().is_cuda() {
-            let dims = fused::dims(q, k, v, causal, scale);
-            if let Some(kernel) = crate::backend::cuda::attention::select(q.dtype(), &dims)? {
-                return fused::attention(q, k, v, dims, kernel);
-            }
+        let dims = attn_dims(q, k, v, causal, scale);
+        let fused = crate::dispatch!(OP, [qs = &*q.storage()], |_wrap| qs.fused_attention(&dims)?);
+        if let Some(kernel) = fused {
+            return fused_attention(q, k, v, dims, kernel);
         }
         let (probs, out) = no_grad(|| -> Result<(Tensor, Tensor)> {
             let mut scores = q.matmul(&k.t()?)?.scale(scale)?; // [.., Tq, Tk]
@@ -131,107 +131,112 @@ impl BackwardOp for AttentionBackward {
     }
 }
 
-/// The CUDA branch: the fused kernels of `backend/cuda/attention.rs`.
-#[cfg(feature = "cuda")]
-mod fused {
-    use crate::autograd::{no_grad, BackwardOp};
-    use crate::backend::cuda::attention::{self as kernels, AttnDims, FusedKernel};
-    use crate::backend::cuda::CudaStorage;
-    use crate::backend::{BackendRef, Storage};
-    use crate::tensor::{Layout, Tensor};
-    use crate::{Error, Result};
+/// The call's sizes with batch and heads flattened (shapes already validated).
+fn attn_dims(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, scale: f64) -> AttnDims {
+    let r = q.rank();
+    AttnDims {
+        bh: q.dims()[..r - 2].iter().product(),
+        tq: q.dims()[r - 2],
+        tk: k.dims()[r - 2],
+        d: q.dims()[r - 1],
+        dv: v.dims()[r - 1],
+        causal,
+        scale,
+    }
+}
 
-    /// The call's sizes with batch and heads flattened (shapes already validated).
-    pub(super) fn dims(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, scale: f64) -> AttnDims {
-        let r = q.rank();
-        AttnDims {
-            bh: q.dims()[..r - 2].iter().product(),
-            tq: q.dims()[r - 2],
-            tk: k.dims()[r - 2],
-            d: q.dims()[r - 1],
-            dv: v.dims()[r - 1],
-            causal,
-            scale,
+/// Where a contiguous operand starts in its storage.
+fn start(op: &'static str, t: &Tensor) -> Result<usize> {
+    t.layout()
+        .contiguous_range()
+        .map(|r| r.start)
+        .ok_or_else(|| Error::shape(op, format!("operand of shape {} is not contiguous", t.shape())))
+}
+
+/// `[.., T, D]` dims of an output shaped like `x` but with last dim `last`.
+fn with_last(x: &Tensor, last: usize) -> Vec<usize> {
+    let mut dims = x.dims().to_vec();
+    if let Some(l) = dims.last_mut() {
+        *l = last;
+    }
+    dims
+}
+
+/// The fused forward, recorded with its own backward.
+fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, dims: AttnDims, kernel: FusedKernel) -> Result<Tensor> {
+    const OP: &str = "scaled_dot_product_attention";
+    // The kernels read [BH, T, D] rows: strided views are copied first
+    // (outside the graph: the backward takes the original inputs).
+    let (qc, kc, vc) = no_grad(|| -> Result<_> { Ok((q.contiguous()?, k.contiguous()?, v.contiguous()?)) })?;
+    let (qo, ko, vo) = (start(OP, &qc)?, start(OP, &kc)?, start(OP, &vc)?);
+    let fwd = crate::dispatch!(OP, [qs = &*qc.storage(), ks = &*kc.storage(), vs = &*vc.storage()], |wrap| {
+        let f = AttentionKernels::attention_forward(kernel, (qs, qo), (ks, ko), (vs, vo), &dims)?;
+        AttentionForward {
+            out: wrap(f.out),
+            logsumexp: wrap(f.logsumexp),
         }
-    }
+    });
+    let lse = Tensor::from_storage(fwd.logsumexp, Layout::contiguous([dims.bh, dims.tq]));
+    Ok(Tensor::from_op(
+        fwd.out,
+        Layout::contiguous(with_last(q, dims.dv)),
+        vec![q.clone(), k.clone(), v.clone()],
+        FusedAttentionBackward { lse, dims, kernel },
+    ))
+}
 
-    /// Run `f` on the CUDA storages of contiguous tensors, each with the
-    /// element offset it starts at.
-    fn with_operands<R, const N: usize>(op: &'static str, ts: [&Tensor; N], f: impl FnOnce([(&CudaStorage, usize); N]) -> Result<R>) -> Result<R> {
-        let guards = ts.map(|t| t.storage());
-        let mut operands = Vec::with_capacity(N);
-        for (t, g) in ts.iter().zip(&guards) {
-            let s = CudaStorage::from_storage(g)
-                .ok_or_else(|| Error::device(op, format!("an operand of shape {} is on {}, expected a CUDA device", t.shape(), t.device())))?;
-            let start = t
-                .layout()
-                .contiguous_range()
-                .map(|r| r.start)
-                .ok_or_else(|| Error::shape(op, format!("operand of shape {} is not contiguous", t.shape())))?;
-            operands.push((s, start));
+/// Keeps the logsumexp L `[BH, Tq]` (not P); the output O it needs is the
+/// node's own output, handed to `backward`.
+struct FusedAttentionBackward {
+    lse: Tensor,
+    dims: AttnDims,
+    kernel: FusedKernel,
+}
+
+impl BackwardOp for FusedAttentionBackward {
+    fn name(&self) -> &'static str {
+        "scaled_dot_product_attention"
+    }
+    fn backward(&self, inputs: &[Tensor], out: &Tensor, d_out: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        const OP: &str = "scaled_dot_product_attention backward";
+        let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+        if d_out.dtype() != q.dtype() || d_out.device() != q.device() {
+            return Err(Error::dtype(
+                OP,
+                format!(
+                    "the output gradient is {} on {}, expected {} on {}",
+                    d_out.dtype(),
+                    d_out.device(),
+                    q.dtype(),
+                    q.device()
+                ),
+            ));
         }
-        let operands: [(&CudaStorage, usize); N] = operands.try_into().map_err(|_| Error::shape(op, "operand count"))?;
-        f(operands)
-    }
-
-    /// `[.., T, D]` dims of an output shaped like `x` but with last dim `last`.
-    fn with_last(x: &Tensor, last: usize) -> Vec<usize> {
-        let mut dims = x.dims().to_vec();
-        if let Some(l) = dims.last_mut() {
-            *l = last;
-        }
-        dims
-    }
-
-    pub(super) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, dims: AttnDims, kernel: FusedKernel) -> Result<Tensor> {
-        const OP: &str = "scaled_dot_product_attention";
-        // The kernels read [BH, T, D] rows: strided views are copied first
-        // (outside the graph: the backward takes the original inputs).
-        let (qc, kc, vc) = no_grad(|| -> Result<_> { Ok((q.contiguous()?, k.contiguous()?, v.contiguous()?)) })?;
-        let (o, lse) = with_operands(OP, [&qc, &kc, &vc], |[qs, ks, vs]| kernels::forward(kernel, qs, ks, vs, &dims))?;
-        let lse = Tensor::from_storage(Storage::Cuda(lse), Layout::contiguous([dims.bh, dims.tq]));
-        Ok(Tensor::from_op(
-            Storage::Cuda(o),
-            Layout::contiguous(with_last(q, dims.dv)),
-            vec![q.clone(), k.clone(), v.clone()],
-            FlashAttentionBackward { lse, dims, kernel },
-        ))
-    }
-
-    /// Keeps the logsumexp L `[BH, Tq]` (not P); the output O it needs is the
-    /// node's own output, handed to `backward`.
-    struct FlashAttentionBackward {
-        lse: Tensor,
-        dims: AttnDims,
-        kernel: FusedKernel,
-    }
-
-    impl BackwardOp for FlashAttentionBackward {
-        fn name(&self) -> &'static str {
-            "scaled_dot_product_attention"
-        }
-        fn backward(&self, inputs: &[Tensor], out: &Tensor, d_out: &Tensor) -> Result<Vec<Option<Tensor>>> {
-            const OP: &str = "scaled_dot_product_attention backward";
-            let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
-            if d_out.dtype() != q.dtype() || d_out.device() != q.device() {
-                return Err(Error::dtype(
-                    OP,
-                    format!(
-                        "the output gradient is {} on {}, expected {} on {}",
-                        d_out.dtype(),
-                        d_out.device(),
-                        q.dtype(),
-                        q.device()
-                    ),
-                ));
+        // Runs under the backward pass's no-grad guard: these copies are plain.
+        let (qc, kc, vc, oc, gc) = (q.contiguous()?, k.contiguous()?, v.contiguous()?, out.contiguous()?, d_out.contiguous()?);
+        let lse = &self.lse;
+        let (qo, ko, vo) = (start(OP, &qc)?, start(OP, &kc)?, start(OP, &vc)?);
+        let (oo, lo, go) = (start(OP, &oc)?, start(OP, lse)?, start(OP, &gc)?);
+        let grads = crate::dispatch!(
+            OP,
+            [
+                qs = &*qc.storage(),
+                ks = &*kc.storage(),
+                vs = &*vc.storage(),
+                os = &*oc.storage(),
+                ls = &*lse.storage(),
+                gs = &*gc.storage()
+            ],
+            |wrap| {
+                let g = AttentionKernels::attention_backward(self.kernel, (qs, qo), (ks, ko), (vs, vo), (os, oo), (ls, lo), (gs, go), &self.dims)?;
+                AttentionGrads {
+                    dq: wrap(g.dq),
+                    dk: wrap(g.dk),
+                    dv: wrap(g.dv),
+                }
             }
-            // Runs under the backward pass's no-grad guard: these copies are plain.
-            let (qc, kc, vc, oc, gc) = (q.contiguous()?, k.contiguous()?, v.contiguous()?, out.contiguous()?, d_out.contiguous()?);
-            let (dq, dk, dv) = with_operands(OP, [&qc, &kc, &vc, &oc, &self.lse, &gc], |[qs, ks, vs, os, ls, gs]| {
-                kernels::backward(self.kernel, qs, ks, vs, os, ls, gs, &self.dims)
-            })?;
-            let wrap = |s: CudaStorage, like: &Tensor| Tensor::from_storage(Storage::Cuda(s), Layout::contiguous(like.shape().clone()));
-            Ok(vec![Some(wrap(dq, q)), Some(wrap(dk, k)), Some(wrap(dv, v))])
-        }
+        );
+        let wrap = |s, like: &Tensor| Tensor::from_storage(s, Layout::contiguous(like.shape().clone()));
+        Ok(vec![Some(wrap(grads.dq, q)), Some(wrap(grads.dk, k)), Some(wrap(grads.dv, v))])
     }
 }

@@ -6,66 +6,11 @@
 //! `dW = Σₙ dYₙ · colsₙᵀ`, `dX = col2im(Wᵀ · dYₙ)`, `db = Σ dY`.
 
 use crate::autograd::BackwardOp;
+use crate::backend::contract::nn::conv::ConvKernels;
 use crate::tensor::{Layout, Tensor};
 use crate::{Error, Result};
 
-/// Sizes of one 2-D convolution, checked and with the output size worked out.
-/// Kernels get this instead of re-deriving it from the layouts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2dParams {
-    /// N
-    pub batch: usize,
-    /// C
-    pub in_channels: usize,
-    /// H, W
-    pub in_h: usize,
-    pub in_w: usize,
-    /// O
-    pub out_channels: usize,
-    /// kh, kw
-    pub kernel: (usize, usize),
-    /// (sh, sw), both ≥ 1
-    pub stride: (usize, usize),
-    /// (ph, pw): zeros added on each side
-    pub padding: (usize, usize),
-    /// OH = (H + 2ph − kh)/sh + 1, OW likewise
-    pub out_h: usize,
-    pub out_w: usize,
-}
-
-impl Conv2dParams {
-    /// Rows of one image's column matrix: C·kh·kw (the GEMM's inner dimension).
-    pub fn col_rows(&self) -> usize {
-        self.in_channels * self.kernel.0 * self.kernel.1
-    }
-    /// Output positions per image and channel: OH·OW (the GEMM's n).
-    pub fn out_plane(&self) -> usize {
-        self.out_h * self.out_w
-    }
-    pub fn input_dims(&self) -> [usize; 4] {
-        [self.batch, self.in_channels, self.in_h, self.in_w]
-    }
-    pub fn weight_dims(&self) -> [usize; 4] {
-        [self.out_channels, self.in_channels, self.kernel.0, self.kernel.1]
-    }
-    pub fn output_dims(&self) -> [usize; 4] {
-        [self.batch, self.out_channels, self.out_h, self.out_w]
-    }
-}
-
-/// The kernels a backend provides for 2-D convolution. Every result is a new,
-/// contiguous storage; operand layouts may have any strides.
-pub trait ConvKernels: Sized {
-    /// `y = conv2d(x, w) + b`: `self` is x `[N, C, H, W]`, `w` is `[O, C, kh, kw]`,
-    /// `bias` `[O]`; the result is `[N, O, OH, OW]`.
-    fn conv2d(&self, x_layout: &Layout, w: &Self, w_layout: &Layout, bias: Option<(&Self, &Layout)>, p: &Conv2dParams) -> Result<Self>;
-    /// `dx` `[N, C, H, W]` from `self` = dy `[N, O, OH, OW]` and the weight.
-    fn conv2d_backward_input(&self, dy_layout: &Layout, w: &Self, w_layout: &Layout, p: &Conv2dParams) -> Result<Self>;
-    /// `dw` `[O, C, kh, kw]` from `self` = dy `[N, O, OH, OW]` and the input.
-    fn conv2d_backward_weight(&self, dy_layout: &Layout, x: &Self, x_layout: &Layout, p: &Conv2dParams) -> Result<Self>;
-    /// `db` `[O]`: dy summed over batch and positions.
-    fn conv2d_backward_bias(&self, dy_layout: &Layout, p: &Conv2dParams) -> Result<Self>;
-}
+pub use crate::backend::contract::nn::conv::Conv2dParams;
 
 /// Output length of a sliding window over `input` elements padded by `pad` on
 /// both sides: `(input + 2·pad − kernel)/stride + 1`. Errors (naming `what`,
@@ -173,7 +118,7 @@ impl Tensor {
         let p = conv2d_params(self, weight, bias, stride, padding)?;
         let bias_guard = bias.map(|b| b.storage());
         let storage = crate::dispatch!("conv2d", [xs = &*self.storage(), ws = &*weight.storage()] => {
-            let b = crate::backend::optional_operand("conv2d", &bias_guard, bias)?;
+            let b = crate::backend::optional_operand("conv2d", bias_guard.as_deref().zip(bias.map(Tensor::layout)))?;
             xs.conv2d(self.layout(), ws, weight.layout(), b, &p)?
         });
         let mut inputs = vec![self.clone(), weight.clone()];

@@ -9,97 +9,11 @@
 //! towards the mean.
 
 use crate::autograd::BackwardOp;
+use crate::backend::contract::nn::cross_entropy::{CrossEntropyForward, CrossEntropyKernels};
 use crate::tensor::{DType, Layout, Shape, Tensor};
 use crate::{Error, Result};
 
-/// How per-row losses are combined.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Reduction {
-    /// Mean over the rows that are not ignored (PyTorch's default).
-    #[default]
-    Mean,
-    /// Sum over all rows (ignored rows contribute 0).
-    Sum,
-    /// One loss per row, of the targets' shape (0 at ignored rows).
-    None,
-}
-
-/// Options of [`Tensor::cross_entropy`]; `Default` is PyTorch's defaults
-/// except that no index is ignored unless asked for.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct CrossEntropyOptions {
-    /// `ε` in `[0, 1]`: the target puts `1 − ε` on the class and `ε/C` on every class.
-    pub label_smoothing: f64,
-    /// Rows with this target are skipped (PyTorch uses -100).
-    pub ignore_index: Option<i64>,
-    pub reduction: Reduction,
-}
-
-impl Default for CrossEntropyOptions {
-    fn default() -> Self {
-        CrossEntropyOptions {
-            label_smoothing: 0.0,
-            ignore_index: None,
-            reduction: Reduction::Mean,
-        }
-    }
-}
-
-impl CrossEntropyOptions {
-    pub fn with_label_smoothing(mut self, epsilon: f64) -> Self {
-        self.label_smoothing = epsilon;
-        self
-    }
-    pub fn with_ignore_index(mut self, index: i64) -> Self {
-        self.ignore_index = Some(index);
-        self
-    }
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-/// What the forward kernel returns.
-pub struct CrossEntropyForward<S> {
-    /// losses: `[rows]`, 0 at ignored rows.
-    pub losses: S,
-    /// max: `[rows]`, each row's largest logit.
-    pub row_max: S,
-    /// log_sum: `[rows]`, `ln Σ_c exp(x_c − max)`; with `max` it gives the softmax back.
-    pub row_log_sum: S,
-    /// Rows whose target is not the ignore index.
-    pub count: usize,
-}
-
-/// The kernels a backend provides for cross_entropy.
-pub trait CrossEntropyKernels: Sized {
-    /// logits: [rows.., C] (`self`, any strides), targets: i64 [rows..] (any strides).
-    /// A target outside `0..C` that is not the ignore index is an error naming it.
-    fn cross_entropy(
-        &self,
-        logits_layout: &Layout,
-        targets: &Self,
-        targets_layout: &Layout,
-        options: &CrossEntropyOptions,
-    ) -> Result<CrossEntropyForward<Self>>;
-    /// dlogits (contiguous, the logits' shape) = `row_grad[r] · (softmax − q)` per
-    /// non-ignored row, 0 for ignored rows. `row_max` and `row_log_sum` are the
-    /// forward's (contiguous `[rows]`); `row_grad` has `rows` elements (any strides,
-    /// stride 0 to share one value).
-    #[allow(clippy::too_many_arguments)]
-    fn cross_entropy_backward(
-        &self,
-        logits_layout: &Layout,
-        targets: &Self,
-        targets_layout: &Layout,
-        row_max: &Self,
-        row_log_sum: &Self,
-        row_grad: &Self,
-        row_grad_layout: &Layout,
-        options: &CrossEntropyOptions,
-    ) -> Result<Self>;
-}
+pub use crate::backend::contract::nn::cross_entropy::{CrossEntropyOptions, Reduction};
 
 impl Tensor {
     /// Cross-entropy between `self`, logits of shape `[.., C]` (classes on the
@@ -143,7 +57,7 @@ impl Tensor {
             ));
         }
         if !self.dtype().is_compute_float() {
-            return Err(crate::backend::cpu::unsupported_dtype(OP, self.dtype()));
+            return Err(crate::backend::contract::unsupported_dtype(OP, self.dtype()));
         }
         if self.device() != targets.device() {
             return Err(Error::device(

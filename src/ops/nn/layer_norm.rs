@@ -8,50 +8,10 @@
 //! - `dweight = Σ_rows dy ⊙ x̂`, `dbias = Σ_rows dy`
 
 use crate::autograd::BackwardOp;
+use crate::backend::contract::nn::layer_norm::{LayerNormForward, LayerNormGrads, LayerNormKernels};
 use crate::backend::optional_operand;
 use crate::tensor::{Layout, Shape, Tensor};
 use crate::{Error, Result};
-
-/// What the forward kernel returns: the output and the per-row statistics.
-pub struct LayerNormForward<S> {
-    /// y: contiguous, the input's shape.
-    pub y: S,
-    /// mean: `[rows]`
-    pub mean: S,
-    /// rstd: `[rows]`, `1/√(var + eps)`
-    pub rstd: S,
-}
-
-/// What the backward kernel returns; `dweight`/`dbias` only when asked for.
-pub struct LayerNormGrads<S> {
-    /// dx: contiguous, the input's shape.
-    pub dx: S,
-    /// dweight: `[C]`
-    pub dweight: Option<S>,
-    /// dbias: `[C]`
-    pub dbias: Option<S>,
-}
-
-/// The kernels a backend provides for layer_norm.
-pub trait LayerNormKernels: Sized {
-    /// Normalise the last axis of `x: [.., C]` (`self`, any strides). `weight`
-    /// and `bias` are `[C]` of the same dtype; `None` means 1 and 0.
-    fn layer_norm(&self, layout: &Layout, weight: Option<(&Self, &Layout)>, bias: Option<(&Self, &Layout)>, eps: f64) -> Result<LayerNormForward<Self>>;
-    /// Gradients from the input `x` (`self`), `weight`, the saved `mean` and
-    /// `rstd` (contiguous `[rows]`) and `dy` (the input's shape, any strides).
-    #[allow(clippy::too_many_arguments)]
-    fn layer_norm_backward(
-        &self,
-        x_layout: &Layout,
-        weight: Option<(&Self, &Layout)>,
-        mean: &Self,
-        rstd: &Self,
-        dy: &Self,
-        dy_layout: &Layout,
-        want_dweight: bool,
-        want_dbias: bool,
-    ) -> Result<LayerNormGrads<Self>>;
-}
 
 impl Tensor {
     /// Layer normalisation over the last axis (`F.layer_norm(x, [C], weight, bias, eps)`):
@@ -91,7 +51,10 @@ impl Tensor {
         let rows = self.numel() / c.max(1);
         let (xs, ws, bs) = (self.storage(), weight.map(Tensor::storage), bias.map(Tensor::storage));
         let fwd = crate::dispatch!(OP, [x = &*xs], |wrap| {
-            let (w, b) = (optional_operand(OP, &ws, weight)?, optional_operand(OP, &bs, bias)?);
+            let (w, b) = (
+                optional_operand(OP, ws.as_deref().zip(weight.map(Tensor::layout)))?,
+                optional_operand(OP, bs.as_deref().zip(bias.map(Tensor::layout)))?,
+            );
             let out = x.layer_norm(self.layout(), w, b, eps)?;
             LayerNormForward {
                 y: wrap(out.y),
@@ -144,7 +107,7 @@ impl BackwardOp for LayerNormBackward {
             grad.storage(),
         );
         let grads = crate::dispatch!("layer_norm", [xs = &*xs, m = &*ms, r = &*rs, g = &*gs], |wrap| {
-            let w = optional_operand("layer_norm", &ws, weight)?;
+            let w = optional_operand("layer_norm", ws.as_deref().zip(weight.map(Tensor::layout)))?;
             let out = xs.layer_norm_backward(x.layout(), w, m, r, g, grad.layout(), want_dweight, want_dbias)?;
             LayerNormGrads {
                 dx: wrap(out.dx),

@@ -1,7 +1,5 @@
-//! Fused neural-network ops with hand-written backward passes.
-//!
-//! Each op has its own module and its own kernel trait; `NnKernels` gathers
-//! them so `BackendStorage` can name the whole family at once.
+//! Fused neural-network ops with hand-written backward passes, one module
+//! per op; each op's kernel trait is in `backend/contract/nn/`.
 
 pub mod attention;
 pub mod conv;
@@ -10,15 +8,3 @@ pub mod dropout;
 pub mod layer_norm;
 pub mod pool;
 pub mod softmax;
-
-/// Every fused-op kernel trait; implemented automatically for any type that
-/// implements them all.
-pub trait NnKernels:
-    softmax::SoftmaxKernels + layer_norm::LayerNormKernels + cross_entropy::CrossEntropyKernels + conv::ConvKernels + pool::PoolKernels
-{
-}
-
-impl<S> NnKernels for S where
-    S: softmax::SoftmaxKernels + layer_norm::LayerNormKernels + cross_entropy::CrossEntropyKernels + conv::ConvKernels + pool::PoolKernels
-{
-}

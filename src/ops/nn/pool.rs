@@ -7,53 +7,11 @@
 
 use super::conv::window_output_len;
 use crate::autograd::BackwardOp;
+use crate::backend::contract::nn::pool::PoolKernels;
 use crate::tensor::{Layout, Tensor};
 use crate::{Error, Result};
 
-/// Sizes of one 2-D pooling, checked, with the output size worked out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pool2dParams {
-    pub batch: usize,
-    pub channels: usize,
-    pub in_h: usize,
-    pub in_w: usize,
-    /// (kh, kw)
-    pub kernel: (usize, usize),
-    /// (sh, sw), both ≥ 1
-    pub stride: (usize, usize),
-    /// (ph, pw), each at most half the kernel size (as PyTorch requires)
-    pub padding: (usize, usize),
-    /// OH = (H + 2ph − kh)/sh + 1, OW likewise
-    pub out_h: usize,
-    pub out_w: usize,
-}
-
-impl Pool2dParams {
-    /// Image planes (N·C): pooling treats each independently.
-    pub fn planes(&self) -> usize {
-        self.batch * self.channels
-    }
-    pub fn input_dims(&self) -> [usize; 4] {
-        [self.batch, self.channels, self.in_h, self.in_w]
-    }
-    pub fn output_dims(&self) -> [usize; 4] {
-        [self.batch, self.channels, self.out_h, self.out_w]
-    }
-}
-
-/// The kernels a backend provides for pooling. Results are new contiguous storages.
-pub trait PoolKernels: Sized {
-    /// Window maxima of x `[N, C, H, W]` (padding counts as −∞) and, as i64, the
-    /// flat in-plane index `h·W + w` of each (the first one at ties; NaN wins).
-    fn max_pool2d(&self, layout: &Layout, p: &Pool2dParams) -> Result<(Self, Self)>;
-    /// dx `[N, C, H, W]`: each `dy` element `[N, C, OH, OW]` added at its saved index.
-    fn max_pool2d_backward(&self, dy_layout: &Layout, indices: &Self, indices_layout: &Layout, p: &Pool2dParams) -> Result<Self>;
-    /// Window means; the divisor is kh·kw when `count_include_pad`, else the
-    /// number of in-bounds elements.
-    fn avg_pool2d(&self, layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self>;
-    /// dx: each `dy` element divided by its window's divisor, added over the window.
-    fn avg_pool2d_backward(&self, dy_layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self>;
-}
+pub use crate::backend::contract::nn::pool::Pool2dParams;
 
 fn pool2d_params(op: &'static str, x: &Tensor, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<Pool2dParams> {
     if x.rank() != 4 {

@@ -11,35 +11,11 @@
 //! Both only need the output, so the input is not read again.
 
 use crate::autograd::BackwardOp;
+use crate::backend::contract::nn::softmax::SoftmaxKernels;
 use crate::tensor::{normalize_axis, Layout, Tensor};
 use crate::Result;
 
-/// Which of the two row functions a kernel computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SoftmaxKind {
-    Softmax,
-    LogSoftmax,
-}
-
-impl SoftmaxKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            SoftmaxKind::Softmax => "softmax",
-            SoftmaxKind::LogSoftmax => "log_softmax",
-        }
-    }
-}
-
-/// The kernels a backend provides for softmax.
-pub trait SoftmaxKernels: Sized {
-    /// softmax or log-softmax along the last axis of the elements `layout`
-    /// selects (any strides; a rank-0 layout is one row of one element).
-    /// The result is contiguous with `layout`'s shape.
-    fn softmax_last(&self, layout: &Layout, kind: SoftmaxKind) -> Result<Self>;
-    /// The input gradient from the forward output `y` (`self`) and `dy`, both
-    /// of the same shape (any strides); contiguous result.
-    fn softmax_last_backward(&self, y_layout: &Layout, dy: &Self, dy_layout: &Layout, kind: SoftmaxKind) -> Result<Self>;
-}
+pub use crate::backend::contract::nn::softmax::SoftmaxKind;
 
 impl Tensor {
     /// `exp(x) / Σ exp(x)` along `axis` (negative counts from the end),

@@ -1,15 +1,17 @@
-//! CPU kernels for `ops::nn::conv`: im2col + one GEMM per image
-//! (matrixmultiply's sgemm/dgemm), split over the batch with rayon when the
-//! work is large. 1×1 convolutions with stride 1 and no padding skip im2col:
-//! the image itself is the column matrix.
+//! CPU kernels for conv2d (`backend/contract/nn/conv.rs`): im2col + one GEMM
+//! per image (matrixmultiply's sgemm/dgemm), split over the batch with rayon
+//! when the work is large. 1×1 convolutions with stride 1 and no padding skip
+//! im2col: the image itself is the column matrix.
 //!
 //! Shapes: x `[N, C, H, W]`, w `[O, C, kh, kw]` seen as `[O, K]` with
 //! `K = C·kh·kw`, cols `[K, L]` with `L = OH·OW`, y `[N, O, L]`.
 
+use crate::backend::contract::nn::conv::{
+    check_conv2d, check_conv2d_backward_bias, check_conv2d_backward_input, check_conv2d_backward_weight, Conv2dParams, ConvKernels,
+};
 use crate::backend::cpu::{contiguous_or_gather, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::cpu_float_dispatch;
-use crate::ops::nn::conv::{Conv2dParams, ConvKernels};
-use crate::tensor::{Float, Layout};
+use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -393,6 +395,7 @@ fn operand<'a, T: CpuElem>(op: &'static str, what: &str, s: &'a CpuStorage) -> R
 
 impl ConvKernels for CpuStorage {
     fn conv2d(&self, x_layout: &Layout, w: &Self, w_layout: &Layout, bias: Option<(&Self, &Layout)>, p: &Conv2dParams) -> Result<Self> {
+        check_conv2d(p, (self.dtype(), x_layout), (w.dtype(), w_layout), bias.map(|(b, l)| (b.dtype(), l)))?;
         cpu_float_dispatch!("conv2d", self, |xv: T| {
             let w = contiguous_or_gather(operand::<T>("conv2d", "weight", w)?, w_layout);
             let b = match bias {
@@ -404,6 +407,7 @@ impl ConvKernels for CpuStorage {
     }
 
     fn conv2d_backward_input(&self, dy_layout: &Layout, w: &Self, w_layout: &Layout, p: &Conv2dParams) -> Result<Self> {
+        check_conv2d_backward_input(p, (self.dtype(), dy_layout), (w.dtype(), w_layout))?;
         cpu_float_dispatch!("conv2d_backward", self, |gv: T| {
             let dy = contiguous_or_gather(gv, dy_layout);
             let w = contiguous_or_gather(operand::<T>("conv2d_backward", "weight", w)?, w_layout);
@@ -412,6 +416,7 @@ impl ConvKernels for CpuStorage {
     }
 
     fn conv2d_backward_weight(&self, dy_layout: &Layout, x: &Self, x_layout: &Layout, p: &Conv2dParams) -> Result<Self> {
+        check_conv2d_backward_weight(p, (self.dtype(), dy_layout), (x.dtype(), x_layout))?;
         cpu_float_dispatch!("conv2d_backward", self, |gv: T| {
             let dy = contiguous_or_gather(gv, dy_layout);
             let x = operand::<T>("conv2d_backward", "input", x)?;
@@ -420,6 +425,7 @@ impl ConvKernels for CpuStorage {
     }
 
     fn conv2d_backward_bias(&self, dy_layout: &Layout, p: &Conv2dParams) -> Result<Self> {
+        check_conv2d_backward_bias(p, (self.dtype(), dy_layout))?;
         cpu_float_dispatch!("conv2d_backward", self, |gv: T| {
             let dy = contiguous_or_gather(gv, dy_layout);
             Ok(T::wrap(conv2d_db(&dy, p)))
@@ -429,6 +435,7 @@ impl ConvKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::{assert_close, unit_hash};
     use super::*;
 
     fn params(n: usize, c: usize, hw: (usize, usize), o: usize, k: (usize, usize), s: (usize, usize), pad: (usize, usize)) -> Conv2dParams {
@@ -448,20 +455,7 @@ mod tests {
 
     /// Deterministic values in [-1, 1).
     fn values<T: Float>(len: usize, seed: u64) -> Vec<T> {
-        (0..len as u64)
-            .map(|i| {
-                let h = (i + seed * 7919 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
-                T::from_f64(h as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
-            })
-            .collect()
-    }
-
-    fn assert_close<T: Float>(what: &str, got: &[T], want: &[T], tol: f64) {
-        assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            let (g, w) = (g.to_f64(), w.to_f64());
-            assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: {g} vs {w}");
-        }
+        unit_hash(len, seed).into_iter().map(|u| T::from_f64(u * 2.0 - 1.0)).collect()
     }
 
     fn cases() -> Vec<Conv2dParams> {
@@ -484,13 +478,13 @@ mod tests {
         let dy: Vec<T> = values(p.output_dims().iter().product(), 4);
         let xl = Layout::contiguous(p.input_dims().to_vec());
         let y = conv2d_forward(&x, &xl, &w, Some(&b), p);
-        assert_close(&format!("y {p:?}"), &y, &conv2d_reference(&x, &w, Some(&b), p), tol);
+        assert_close(&y, &conv2d_reference(&x, &w, Some(&b), p), tol, &format!("y {p:?}"));
         let y = conv2d_forward(&x, &xl, &w, None, p);
-        assert_close(&format!("y (no bias) {p:?}"), &y, &conv2d_reference(&x, &w, None, p), tol);
+        assert_close(&y, &conv2d_reference(&x, &w, None, p), tol, &format!("y (no bias) {p:?}"));
         let (dx, dw, db) = conv2d_backward_reference(&x, &w, &dy, p);
-        assert_close(&format!("dx {p:?}"), &conv2d_dx(&dy, &w, p), &dx, tol);
-        assert_close(&format!("dw {p:?}"), &conv2d_dw(&dy, &x, &xl, p), &dw, tol);
-        assert_close(&format!("db {p:?}"), &conv2d_db(&dy, p), &db, tol);
+        assert_close(&conv2d_dx(&dy, &w, p), &dx, tol, &format!("dx {p:?}"));
+        assert_close(&conv2d_dw(&dy, &x, &xl, p), &dw, tol, &format!("dw {p:?}"));
+        assert_close(&conv2d_db(&dy, p), &db, tol, &format!("db {p:?}"));
     }
 
     #[test]
@@ -513,13 +507,13 @@ mod tests {
             let wt: Vec<f64> = values(p.weight_dims().iter().product(), 6);
             let dy: Vec<f64> = values(p.output_dims().iter().product(), 7);
             assert_close(
-                "y",
                 &conv2d_forward(&nhwc, &layout, &wt, None, &p),
                 &conv2d_reference(&nchw, &wt, None, &p),
                 1e-10,
+                "y",
             );
             let (_, dw, _) = conv2d_backward_reference(&nchw, &wt, &dy, &p);
-            assert_close("dw", &conv2d_dw(&dy, &nhwc, &layout, &p), &dw, 1e-10);
+            assert_close(&conv2d_dw(&dy, &nhwc, &layout, &p), &dw, 1e-10, "dw");
         }
     }
 }

@@ -1,4 +1,4 @@
-//! CPU kernels for `ops::nn::cross_entropy`.
+//! CPU kernels for cross_entropy (`backend/contract/nn/cross_entropy.rs`).
 //!
 //! logits: `[rows, C]` (leading axes flattened), targets: `[rows]`. Forward per
 //! row: `max`, `log_sum = ln Σ exp(x − max)` and
@@ -7,39 +7,25 @@
 //! Backward per row: `g · (exp((x − max) − log_sum) − q)`.
 
 use super::softmax::{exp_shifted_into, row_len, row_max, sum_exp_shifted};
+use crate::backend::contract::nn::cross_entropy::{
+    check_cross_entropy_backward, check_rows, check_targets_dtype, target_rows as contract_target_rows, CrossEntropyForward, CrossEntropyKernels,
+    CrossEntropyOptions,
+};
+use crate::backend::contract::nn::softmax::SoftmaxKind;
 use crate::backend::cpu::{contiguous_or_gather, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::BackendStorage;
 use crate::cpu_float_dispatch;
-use crate::ops::nn::cross_entropy::{CrossEntropyForward, CrossEntropyKernels, CrossEntropyOptions};
-use crate::ops::nn::softmax::SoftmaxKind;
-use crate::tensor::{Float, Layout};
+use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
 const OP: &str = "cross_entropy";
 
-/// Each row's class, `None` for ignored rows; any other target outside `0..c` is an error.
-pub(crate) fn target_rows(targets: &CpuStorage, layout: &Layout, c: usize, ignore_index: Option<i64>) -> Result<Vec<Option<usize>>> {
-    let t = <i64 as CpuElem>::slice(targets).ok_or_else(|| Error::dtype(OP, format!("targets have dtype {}, expected i64 class indices", targets.dtype())))?;
-    contiguous_or_gather(t, layout)
-        .iter()
-        .enumerate()
-        .map(|(r, &k)| {
-            if Some(k) == ignore_index {
-                Ok(None)
-            } else if k >= 0 && (k as u64) < c as u64 {
-                Ok(Some(k as usize))
-            } else {
-                let ignore = ignore_index.map_or(String::new(), |i| format!(" or the ignore index {i}"));
-                Err(Error::index(
-                    OP,
-                    format!(
-                        "target {k} (row {r} of targets shape {}) is out of range for {c} classes; expected 0..{c}{ignore}",
-                        layout.shape()
-                    ),
-                ))
-            }
-        })
-        .collect()
+/// Each row's class (`None` for ignored rows), checked by the contract.
+fn target_rows(targets: &CpuStorage, layout: &Layout, c: usize, ignore_index: Option<i64>) -> Result<Vec<Option<usize>>> {
+    check_targets_dtype(targets.dtype())?;
+    let t = <i64 as CpuElem>::slice(targets).ok_or_else(|| Error::dtype(OP, "targets are not i64"))?;
+    contract_target_rows(&contiguous_or_gather(t, layout), layout.shape(), c, ignore_index)
 }
 
 /// Rows per rayon task: enough elements to pay for the split.
@@ -128,20 +114,6 @@ pub fn cross_entropy_backward_reference<T: Float>(x: &[T], c: usize, targets: &[
     out
 }
 
-/// The logits must hold one row of `c` classes per target (shared with the CUDA kernels).
-pub(crate) fn check_rows(logits_layout: &Layout, rows: usize, c: usize) -> Result<()> {
-    if rows * c != logits_layout.numel() {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "logits of shape {} do not hold {rows} rows of {c} classes (one row per target)",
-                logits_layout.shape()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 impl CrossEntropyKernels for CpuStorage {
     fn cross_entropy(
         &self,
@@ -187,8 +159,14 @@ impl CrossEntropyKernels for CpuStorage {
         cpu_float_dispatch!(OP, self, |v: T| {
             let c = row_len(logits_layout);
             let t = target_rows(targets, targets_layout, c, options.ignore_index)?;
-            let rows = t.len();
-            check_rows(logits_layout, rows, c)?;
+            check_cross_entropy_backward(
+                (self.dtype(), logits_layout),
+                t.len(),
+                c,
+                (row_max.dtype(), row_max.len()),
+                (row_log_sum.dtype(), row_log_sum.len()),
+                (row_grad.dtype(), row_grad_layout),
+            )?;
             let (Some(m), Some(s), Some(g)) = (
                 <T as CpuElem>::slice(row_max),
                 <T as CpuElem>::slice(row_log_sum),
@@ -196,17 +174,6 @@ impl CrossEntropyKernels for CpuStorage {
             ) else {
                 return Err(Error::dtype(OP, format!("backward operands have mixed dtypes (logits are {})", self.dtype())));
             };
-            if m.len() != rows || s.len() != rows || row_grad_layout.numel() != rows {
-                return Err(Error::shape(
-                    OP,
-                    format!(
-                        "backward got {} saved maxima, {} saved sums and {} row gradients for {rows} rows",
-                        m.len(),
-                        s.len(),
-                        row_grad_layout.numel()
-                    ),
-                ));
-            }
             let g = contiguous_or_gather(g, row_grad_layout);
             let x = contiguous_or_gather(v, logits_layout);
             Ok(wrap_float(cross_entropy_backward_rows(&x, c, &t, m, s, &g, options.label_smoothing)))
@@ -216,21 +183,8 @@ impl CrossEntropyKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::{assert_close, ramp as data};
     use super::*;
-
-    fn data<T: Float>(n: usize, spread: f64, salt: usize) -> Vec<T> {
-        (0..n)
-            .map(|i| <T as Float>::from_f64((((i + salt) * 7919 % 1013) as f64 / 1013.0 - 0.5) * spread))
-            .collect()
-    }
-
-    fn assert_close<T: Float>(a: &[T], b: &[T], tol: f64, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}");
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            let (x, y) = (x.to_f64(), y.to_f64());
-            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
-        }
-    }
 
     fn fast_matches_reference<T: Float>(tol: f64) {
         for (rows, c, spread) in [(4, 5, 4.0), (3, 600, 10.0), (6, 7, 2e4), (300, 130, 6.0)] {

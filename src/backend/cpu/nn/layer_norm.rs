@@ -1,4 +1,4 @@
-//! CPU kernels for `ops::nn::layer_norm`.
+//! CPU kernels for layer_norm (`backend/contract/nn/layer_norm.rs`).
 //!
 //! x: `[rows, C]` (leading axes flattened), weight/bias: `[C]`, mean/rstd: `[rows]`.
 //! The forward is one pass per row (f32 rows through `simd::layer_norm_row_f32`).
@@ -6,11 +6,12 @@
 //! over rows per rayon task, then the task partials are added.
 
 use super::softmax::row_len;
+use crate::backend::contract::nn::layer_norm::{check_layer_norm, check_layer_norm_backward, LayerNormForward, LayerNormGrads, LayerNormKernels};
+use crate::backend::cpu::simd;
 use crate::backend::cpu::{contiguous_or_gather, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
-use crate::backend::simd;
+use crate::backend::BackendStorage;
 use crate::cpu_float_dispatch;
-use crate::ops::nn::layer_norm::{LayerNormForward, LayerNormGrads, LayerNormKernels};
-use crate::tensor::{Float, Layout};
+use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -202,36 +203,29 @@ pub fn layer_norm_backward_reference<T: Float>(x: &[T], dy: &[T], c: usize, w: O
     (dx, dw, db)
 }
 
-/// An optional `[C]` operand as a typed contiguous slice.
-fn operand<'a, T: CpuElem>(op: &'static str, name: &str, p: Option<(&'a CpuStorage, &Layout)>, x_dtype: crate::DType) -> Result<Option<Cow<'a, [T]>>> {
+/// An optional `[C]` operand as a typed contiguous slice (its dtype checked).
+fn operand<'a, T: CpuElem>(op: &'static str, name: &str, p: Option<(&'a CpuStorage, &Layout)>) -> Result<Option<Cow<'a, [T]>>> {
     p.map(|(s, l)| {
-        T::slice(s).map(|d| contiguous_or_gather(d, l)).ok_or_else(|| {
-            Error::dtype(
-                op,
-                format!("{name} has dtype {} but the input has dtype {x_dtype}; expected equal dtypes", s.dtype()),
-            )
-        })
+        T::slice(s)
+            .map(|d| contiguous_or_gather(d, l))
+            .ok_or_else(|| Error::dtype(op, format!("{name} has dtype {}, expected {}", s.dtype(), T::DTYPE)))
     })
     .transpose()
+}
+
+/// An optional operand's dtype and layout, for the contract's checks.
+fn described<'a>(p: Option<(&CpuStorage, &'a Layout)>) -> Option<(crate::DType, &'a Layout)> {
+    p.map(|(s, l)| (s.dtype(), l))
 }
 
 impl LayerNormKernels for CpuStorage {
     fn layer_norm(&self, layout: &Layout, weight: Option<(&Self, &Layout)>, bias: Option<(&Self, &Layout)>, eps: f64) -> Result<LayerNormForward<Self>> {
         const OP: &str = "layer_norm";
+        check_layer_norm((self.dtype(), layout), described(weight), described(bias))?;
         cpu_float_dispatch!(OP, self, |v: T| {
             let c = row_len(layout);
-            let w = operand::<T>(OP, "weight", weight, self.dtype())?;
-            let b = operand::<T>(OP, "bias", bias, self.dtype())?;
-            for (name, p) in [("weight", &w), ("bias", &b)] {
-                if let Some(p) = p {
-                    if p.len() != c {
-                        return Err(Error::shape(
-                            OP,
-                            format!("{name} has {} elements, expected {c} (the last axis of {})", p.len(), layout.shape()),
-                        ));
-                    }
-                }
-            }
+            let w = operand::<T>(OP, "weight", weight)?;
+            let b = operand::<T>(OP, "bias", bias)?;
             let x = contiguous_or_gather(v, layout);
             let (y, mean, rstd) = layer_norm_rows(&x, c, w.as_deref(), b.as_deref(), <T as Float>::from_f64(eps));
             Ok(LayerNormForward {
@@ -254,36 +248,19 @@ impl LayerNormKernels for CpuStorage {
         want_dbias: bool,
     ) -> Result<LayerNormGrads<Self>> {
         const OP: &str = "layer_norm";
-        if x_layout.dims() != dy_layout.dims() {
-            return Err(Error::shape(
-                OP,
-                format!(
-                    "backward got input shape {} and gradient shape {}; expected equal shapes",
-                    x_layout.shape(),
-                    dy_layout.shape()
-                ),
-            ));
-        }
+        let (_, c) = check_layer_norm_backward(
+            (self.dtype(), x_layout),
+            described(weight),
+            (mean.dtype(), mean.len()),
+            (rstd.dtype(), rstd.len()),
+            (dy.dtype(), dy_layout),
+        )?;
         cpu_float_dispatch!(OP, self, |v: T| {
-            let c = row_len(x_layout);
-            let rows = x_layout.numel().checked_div(c).unwrap_or(0);
             let mismatch = || Error::dtype(OP, format!("backward operands have mixed dtypes (input is {})", self.dtype()));
             let (Some(m), Some(r), Some(g)) = (<T as CpuElem>::slice(mean), <T as CpuElem>::slice(rstd), <T as CpuElem>::slice(dy)) else {
                 return Err(mismatch());
             };
-            if m.len() != rows || r.len() != rows {
-                return Err(Error::shape(
-                    OP,
-                    format!("saved statistics hold {} and {} values, expected {rows}", m.len(), r.len()),
-                ));
-            }
-            let w = operand::<T>(OP, "weight", weight, self.dtype())?;
-            if w.as_ref().is_some_and(|w| w.len() != c) {
-                return Err(Error::shape(
-                    OP,
-                    format!("weight does not have {c} elements (the last axis of {})", x_layout.shape()),
-                ));
-            }
+            let w = operand::<T>(OP, "weight", weight)?;
             let x = contiguous_or_gather(v, x_layout);
             let g = contiguous_or_gather(g, dy_layout);
             let (dx, dw, db) = layer_norm_backward_rows(&x, &g, c, w.as_deref(), m, r, want_dweight, want_dbias);
@@ -298,21 +275,8 @@ impl LayerNormKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::{assert_close, ramp as data};
     use super::*;
-
-    fn data<T: Float>(n: usize, spread: f64, salt: usize) -> Vec<T> {
-        (0..n)
-            .map(|i| T::from_f64((((i + salt) * 7919 % 1013) as f64 / 1013.0 - 0.5) * spread))
-            .collect()
-    }
-
-    fn assert_close<T: Float>(a: &[T], b: &[T], tol: f64, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}");
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            let (x, y) = (x.to_f64(), y.to_f64());
-            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
-        }
-    }
 
     fn fast_matches_reference<T: Float>(tol: f64) {
         for (rows, c) in [(3, 5), (1, 700), (4, 33), (200, 200), (5, 1)] {

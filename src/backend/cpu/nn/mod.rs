@@ -1,7 +1,12 @@
-//! CPU kernels for `ops::nn`, one file per op.
+//! CPU kernels for the fused nn ops, one file per op (the contracts are in
+//! `backend/contract/nn/`).
 
+pub mod attention;
 pub mod conv;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod layer_norm;
 pub mod pool;
 pub mod softmax;
+#[cfg(test)]
+mod test_data;

@@ -1,14 +1,15 @@
-//! CPU kernels for `ops::nn::pool`. Each image plane `[H, W]` is independent:
-//! the kernels walk planes (in parallel when the work is large) and read the
-//! input through its strides, so non-contiguous inputs need no copy. Windows
-//! are clipped to the input up front instead of testing every tap.
+//! CPU kernels for pooling (`backend/contract/nn/pool.rs`). Each image plane
+//! `[H, W]` is independent: the kernels walk planes (in parallel when the work
+//! is large) and read the input through its strides, so non-contiguous inputs
+//! need no copy. Windows are clipped to the input up front instead of testing
+//! every tap.
 //!
 //! Shapes: x `[N, C, H, W]`, y / indices / dy `[N, C, OH, OW]`.
 
+use crate::backend::contract::nn::pool::{check_max_pool2d_backward, check_pool2d_operand, Pool2dParams, PoolKernels};
 use crate::backend::cpu::{contiguous_or_gather, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::cpu_float_dispatch;
-use crate::ops::nn::pool::{Pool2dParams, PoolKernels};
-use crate::tensor::{Float, Layout};
+use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -291,6 +292,7 @@ pub fn avg_pool2d_backward_reference<T: Float>(dy: &[T], p: &Pool2dParams, count
 
 impl PoolKernels for CpuStorage {
     fn max_pool2d(&self, layout: &Layout, p: &Pool2dParams) -> Result<(Self, Self)> {
+        check_pool2d_operand("max_pool2d", "input", layout, p.input_dims())?;
         cpu_float_dispatch!("max_pool2d", self, |xv: T| {
             let (y, idx) = max_pool_forward::<T>(xv, layout, p);
             Ok((T::wrap(y), CpuStorage::I64(idx)))
@@ -298,6 +300,7 @@ impl PoolKernels for CpuStorage {
     }
 
     fn max_pool2d_backward(&self, dy_layout: &Layout, indices: &Self, indices_layout: &Layout, p: &Pool2dParams) -> Result<Self> {
+        check_max_pool2d_backward(p, dy_layout, (indices.dtype(), indices_layout))?;
         cpu_float_dispatch!("max_pool2d_backward", self, |gv: T| {
             let CpuStorage::I64(iv) = indices else {
                 return Err(Error::dtype(
@@ -312,10 +315,12 @@ impl PoolKernels for CpuStorage {
     }
 
     fn avg_pool2d(&self, layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self> {
+        check_pool2d_operand("avg_pool2d", "input", layout, p.input_dims())?;
         cpu_float_dispatch!("avg_pool2d", self, |xv: T| Ok(T::wrap(avg_pool_forward::<T>(xv, layout, p, count_include_pad))))
     }
 
     fn avg_pool2d_backward(&self, dy_layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self> {
+        check_pool2d_operand("avg_pool2d_backward", "gradient", dy_layout, p.output_dims())?;
         cpu_float_dispatch!("avg_pool2d_backward", self, |gv: T| {
             let dy = contiguous_or_gather(gv, dy_layout);
             Ok(T::wrap(avg_pool_backward(&dy, p, count_include_pad)))
@@ -325,6 +330,7 @@ impl PoolKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::unit_hash;
     use super::*;
 
     fn params(n: usize, c: usize, hw: (usize, usize), k: (usize, usize), s: (usize, usize), pad: (usize, usize)) -> Pool2dParams {
@@ -341,14 +347,9 @@ mod tests {
         }
     }
 
+    /// Coarse values so that ties happen: integers in -4..4.
     fn values(len: usize, seed: u64) -> Vec<f64> {
-        (0..len as u64)
-            .map(|i| {
-                let h = (i + seed * 7919 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
-                // Coarse values so that ties happen.
-                ((h as f64 / (1u64 << 53) as f64) * 8.0).floor() - 4.0
-            })
-            .collect()
+        unit_hash(len, seed).into_iter().map(|u| (u * 8.0).floor() - 4.0).collect()
     }
 
     #[test]

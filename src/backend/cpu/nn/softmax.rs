@@ -1,15 +1,15 @@
-//! CPU kernels for `ops::nn::softmax`, plus the row helpers the other
-//! row-wise kernels (layer_norm, cross_entropy) share.
+//! CPU kernels for softmax (`backend/contract/nn/softmax.rs`), plus the row
+//! helpers the other row-wise kernels (layer_norm, cross_entropy) share.
 //!
 //! Every kernel here sees `x: [rows, C]` (the leading axes flattened), one
-//! contiguous row at a time. f32 rows go through `backend::simd`; f64 through
+//! contiguous row at a time. f32 rows go through `cpu::simd`; f64 through
 //! the generic scalar code.
 
+use crate::backend::contract::nn::softmax::{check_softmax_backward, SoftmaxKernels, SoftmaxKind};
+use crate::backend::cpu::simd;
 use crate::backend::cpu::{contiguous_or_gather, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
-use crate::backend::simd;
 use crate::cpu_float_dispatch;
-use crate::ops::nn::softmax::{SoftmaxKernels, SoftmaxKind};
-use crate::tensor::{Float, Layout};
+use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -212,27 +212,9 @@ impl SoftmaxKernels for CpuStorage {
 
     fn softmax_last_backward(&self, y_layout: &Layout, dy: &Self, dy_layout: &Layout, kind: SoftmaxKind) -> Result<Self> {
         let op = kind.name();
-        if y_layout.dims() != dy_layout.dims() {
-            return Err(Error::shape(
-                op,
-                format!(
-                    "backward got output shape {} and gradient shape {}; expected equal shapes",
-                    y_layout.shape(),
-                    dy_layout.shape()
-                ),
-            ));
-        }
+        check_softmax_backward(kind, (self.dtype(), y_layout), (dy.dtype(), dy_layout))?;
         cpu_float_dispatch!(op, self, |yv: T| {
-            let gv = <T as CpuElem>::slice(dy).ok_or_else(|| {
-                Error::dtype(
-                    op,
-                    format!(
-                        "backward got output dtype {} and gradient dtype {}; expected equal dtypes",
-                        self.dtype(),
-                        dy.dtype()
-                    ),
-                )
-            })?;
+            let gv = <T as CpuElem>::slice(dy).ok_or_else(|| Error::dtype(op, "backward operands have mixed dtypes"))?;
             let y = contiguous_or_gather(yv, y_layout);
             let g = contiguous_or_gather(gv, dy_layout);
             Ok(wrap_float(softmax_backward_rows(&y, &g, row_len(y_layout), kind)))
@@ -242,18 +224,11 @@ impl SoftmaxKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::{assert_close, ramp};
     use super::*;
 
     fn data<T: Float>(n: usize, spread: f64) -> Vec<T> {
-        (0..n).map(|i| T::from_f64(((i * 7919 % 1013) as f64 / 1013.0 - 0.5) * spread)).collect()
-    }
-
-    fn assert_close<T: Float>(a: &[T], b: &[T], tol: f64, what: &str) {
-        assert_eq!(a.len(), b.len());
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            let (x, y) = (x.to_f64(), y.to_f64());
-            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
-        }
+        ramp(n, spread, 0)
     }
 
     fn fast_matches_reference<T: Float>(tol: f64) {

@@ -14,7 +14,7 @@
 
 use super::{CudaStorage, Plan};
 use crate::backend::BackendStorage as _;
-use crate::tensor::{DType, Layout, Shape};
+use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
 use cudarc::cublas::sys::{self, cublasComputeType_t as Compute, cublasOperation_t as Op, cudaDataType as Ty};
 use std::collections::hash_map::{Entry, HashMap};

@@ -19,14 +19,16 @@
 //! im2col/col2im in the forward and input-gradient passes: the image (or dx)
 //! is the column matrix itself.
 
-use crate::backend::cpu::unsupported_dtype;
+use crate::backend::contract::matmul::MatmulKernels;
+use crate::backend::contract::nn::conv::{
+    check_conv2d, check_conv2d_backward_bias, check_conv2d_backward_input, check_conv2d_backward_weight, Conv2dParams, ConvKernels,
+};
+use crate::backend::contract::unsupported_dtype;
 use crate::backend::cuda::device::rows_config;
 use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaStorage, StridedLayout};
 use crate::backend::BackendStorage;
-use crate::ops::matmul::MatmulKernels;
-use crate::ops::nn::conv::{Conv2dParams, ConvKernels};
-use crate::tensor::{DType, Layout, Shape};
-use crate::{Error, Result};
+use crate::types::{DType, Layout, Shape};
+use crate::Result;
 
 /// Most elements of one chunk's column matrix (512 MiB of f32).
 const COLS_BUDGET: usize = 1 << 27;
@@ -38,14 +40,6 @@ fn float_suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
         DType::F64 => Ok("f64"),
         other => Err(unsupported_dtype(op, other)),
     }
-}
-
-/// A second operand must share the first's dtype and device.
-fn operand(op: &'static str, what: &str, x: &CudaStorage, s: &CudaStorage) -> Result<()> {
-    if s.dtype() != x.dtype() {
-        return Err(Error::dtype(op, format!("{what} has dtype {}, expected {}", s.dtype(), x.dtype())));
-    }
-    x.check_same_device(op, s)
 }
 
 /// The geometry in the order of `CONV_GEOM` in cuda/conv.cu:
@@ -155,10 +149,11 @@ fn im2col(op: &'static str, x: &CudaStorage, x_layout: &Layout, p: &Conv2dParams
 impl ConvKernels for CudaStorage {
     fn conv2d(&self, x_layout: &Layout, w: &Self, w_layout: &Layout, bias: Option<(&Self, &Layout)>, p: &Conv2dParams) -> Result<Self> {
         const OP: &str = "conv2d";
+        check_conv2d(p, (self.dtype(), x_layout), (w.dtype(), w_layout), bias.map(|(b, l)| (b.dtype(), l)))?;
         let suffix = float_suffix(OP, self.dtype())?;
-        operand(OP, "weight", self, w)?;
+        self.check_same_device(OP, w)?;
         if let Some((b, _)) = bias {
-            operand(OP, "bias", self, b)?;
+            self.check_same_device(OP, b)?;
         }
         let (n, o, k, l) = (p.batch, p.out_channels, p.col_rows(), p.out_plane());
         let dev = self.cuda_device();
@@ -218,8 +213,9 @@ impl ConvKernels for CudaStorage {
 
     fn conv2d_backward_input(&self, dy_layout: &Layout, w: &Self, w_layout: &Layout, p: &Conv2dParams) -> Result<Self> {
         const OP: &str = "conv2d_backward";
+        check_conv2d_backward_input(p, (self.dtype(), dy_layout), (w.dtype(), w_layout))?;
         let suffix = float_suffix(OP, self.dtype())?;
-        operand(OP, "weight", self, w)?;
+        self.check_same_device(OP, w)?;
         let (n, o, k, l) = (p.batch, p.out_channels, p.col_rows(), p.out_plane());
         let dev = self.cuda_device();
         let total = n * p.in_channels * p.in_h * p.in_w;
@@ -251,8 +247,9 @@ impl ConvKernels for CudaStorage {
 
     fn conv2d_backward_weight(&self, dy_layout: &Layout, x: &Self, x_layout: &Layout, p: &Conv2dParams) -> Result<Self> {
         const OP: &str = "conv2d_backward";
+        check_conv2d_backward_weight(p, (self.dtype(), dy_layout), (x.dtype(), x_layout))?;
         let suffix = float_suffix(OP, self.dtype())?;
-        operand(OP, "input", self, x)?;
+        self.check_same_device(OP, x)?;
         let (n, o, k, l) = (p.batch, p.out_channels, p.col_rows(), p.out_plane());
         let dev = self.cuda_device();
         if o * k == 0 || n == 0 {
@@ -291,6 +288,7 @@ impl ConvKernels for CudaStorage {
 
     fn conv2d_backward_bias(&self, dy_layout: &Layout, p: &Conv2dParams) -> Result<Self> {
         const OP: &str = "conv2d_backward";
+        check_conv2d_backward_bias(p, (self.dtype(), dy_layout))?;
         let suffix = float_suffix(OP, self.dtype())?;
         let o = p.out_channels;
         let dev = self.cuda_device();

@@ -2,8 +2,8 @@
 //! of logits, reading any strides directly.
 //!
 //! Targets are validated on the host: the forward copies them (one i64 per
-//! row, small next to the logits) to the host and runs the CPU backend's own
-//! check, so an out-of-range target is the same error, naming the target and
+//! row, small next to the logits) to the host and runs the contract's check
+//! (`backend/contract/nn/cross_entropy.rs`, as the CPU does), so an out-of-range target is the same error, naming the target and
 //! its row, as on the CPU, and `count` (the rows not ignored) comes from the
 //! same pass. A device-side error flag would also need a read-back (and so a
 //! synchronisation) to turn into an `Err` before the forward returns, and
@@ -13,22 +13,17 @@
 //! kernel still treats a target outside `0..C` as an ignored row, so no input
 //! can make it read outside a row.
 
-use crate::backend::cpu::nn::cross_entropy::{check_rows, target_rows};
+use crate::backend::contract::nn::cross_entropy::{
+    check_cross_entropy_backward, check_rows, check_targets_dtype, target_rows, CrossEntropyForward, CrossEntropyKernels, CrossEntropyOptions,
+};
+use crate::backend::cpu::CpuStorage;
 use crate::backend::cuda::reduce::{compute_dtype, flat_layout, row_args, row_view, RowKernel};
 use crate::backend::cuda::{kernels, Arg, CudaStorage};
 use crate::backend::BackendStorage;
-use crate::ops::nn::cross_entropy::{CrossEntropyForward, CrossEntropyKernels, CrossEntropyOptions};
-use crate::tensor::{DType, Layout};
+use crate::types::Layout;
 use crate::{Error, Result};
 
 const OP: &str = "cross_entropy";
-
-fn check_targets(targets: &CudaStorage) -> Result<()> {
-    if targets.dtype() != DType::I64 {
-        return Err(Error::dtype(OP, format!("targets have dtype {}, expected i64 class indices", targets.dtype())));
-    }
-    Ok(())
-}
 
 /// The options as kernel arguments: `has_ignore, ignore, keep, spread` (as
 /// the CPU: `keep = 1 − ε`, `spread = ε / C`, each rounded to T in the kernel).
@@ -51,15 +46,17 @@ impl CrossEntropyKernels for CudaStorage {
         options: &CrossEntropyOptions,
     ) -> Result<CrossEntropyForward<Self>> {
         let dtype = compute_dtype(OP, self.dtype())?;
-        check_targets(targets)?;
+        check_targets_dtype(targets.dtype())?;
         self.check_same_device(OP, targets)?;
         let dev = self.cuda_device();
         let x = row_view(OP, logits_layout)?;
         let c = x.len;
         // The targets, contiguous on the device (the kernel reads this copy) and on the host.
         let t_dev = targets.copy_contiguous(targets_layout)?;
-        let t_host = t_dev.to_cpu()?;
-        let t = target_rows(&t_host, &Layout::contiguous(targets_layout.shape().clone()), c, options.ignore_index)?;
+        let t = match t_dev.to_cpu()? {
+            CpuStorage::I64(host) => target_rows(&host, targets_layout.shape(), c, options.ignore_index)?,
+            other => return Err(Error::dtype(OP, format!("targets came back as {}, expected i64", other.dtype()))),
+        };
         let rows = t.len();
         check_rows(logits_layout, rows, c)?;
         let count = t.iter().filter(|k| k.is_some()).count();
@@ -117,10 +114,7 @@ impl CrossEntropyKernels for CudaStorage {
         options: &CrossEntropyOptions,
     ) -> Result<Self> {
         let dtype = compute_dtype(OP, self.dtype())?;
-        check_targets(targets)?;
-        if [row_max, row_log_sum, row_grad].iter().any(|s| s.dtype() != dtype) {
-            return Err(Error::dtype(OP, format!("backward operands have mixed dtypes (logits are {dtype})")));
-        }
+        check_targets_dtype(targets.dtype())?;
         for s in [targets, row_max, row_log_sum, row_grad] {
             self.check_same_device(OP, s)?;
         }
@@ -128,18 +122,14 @@ impl CrossEntropyKernels for CudaStorage {
         let x = row_view(OP, logits_layout)?;
         let c = x.len;
         let rows = targets_layout.numel();
-        check_rows(logits_layout, rows, c)?;
-        if row_max.len() != rows || row_log_sum.len() != rows || row_grad_layout.numel() != rows {
-            return Err(Error::shape(
-                OP,
-                format!(
-                    "backward got {} saved maxima, {} saved sums and {} row gradients for {rows} rows",
-                    row_max.len(),
-                    row_log_sum.len(),
-                    row_grad_layout.numel()
-                ),
-            ));
-        }
+        check_cross_entropy_backward(
+            (dtype, logits_layout),
+            rows,
+            c,
+            (row_max.dtype(), row_max.len()),
+            (row_log_sum.dtype(), row_log_sum.len()),
+            (row_grad.dtype(), row_grad_layout),
+        )?;
         let dx = Self::alloc(dev, dtype, rows * c)?;
         if rows * c == 0 {
             return Ok(dx);

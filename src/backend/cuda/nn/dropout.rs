@@ -1,13 +1,16 @@
 //! Dropout masks on CUDA (cuda/dropout.cu): the scaled keep mask generated on
-//! the device by Philox4x32-10 from one 64-bit seed, element `i` from counter
-//! `i / 4`. `ops::nn::dropout` holds the host reference of the same rule
-//! (`philox_keep_flags`), which the CUDA tests compare with bit for bit.
+//! the device by Philox4x32-10 from one 64-bit seed drawn from the caller's
+//! RNG, element `i` from counter `i / 4`. The contract
+//! (`backend/contract/nn/dropout.rs`) holds the host reference of the same
+//! rule (`philox_keep_flags`), which the CUDA tests compare with bit for bit.
 
-use crate::backend::cpu::{unsupported_dtype, CpuStorage};
+use crate::backend::contract::nn::dropout::{drop_threshold, keep_scale, DropoutKernels};
+use crate::backend::contract::unsupported_dtype;
+use crate::backend::cpu::CpuStorage;
 use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaDevice, CudaStorage};
-use crate::ops::nn::dropout::{drop_threshold, keep_scale};
-use crate::tensor::DType;
+use crate::types::DType;
 use crate::{Error, Result};
+use rand::RngCore;
 use std::sync::Arc;
 
 /// `n` elements of `dtype` on `dev`: `1/(1−p)` where element i is kept, 0
@@ -58,5 +61,12 @@ pub fn philox_raw(dev: &Arc<CudaDevice>, groups: usize, seed: u64) -> Result<Vec
     match out.to_cpu()? {
         CpuStorage::F32(v) => Ok(v.into_iter().map(f32::to_bits).collect()),
         other => Err(Error::dtype("philox_raw", format!("expected an f32 buffer, got {}", other.dtype()))),
+    }
+}
+
+impl DropoutKernels for CudaStorage {
+    fn dropout_mask(&self, dtype: DType, n: usize, p: f64, rng: &mut dyn RngCore) -> Result<Self> {
+        let seed = rng.next_u64();
+        philox_scaled_mask(self.cuda_device(), dtype, n, p, seed)
     }
 }

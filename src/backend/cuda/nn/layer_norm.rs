@@ -2,33 +2,27 @@
 //! forward and for dx; column kernels (plus a second pass when the rows are
 //! split) for dweight and dbias, deterministic, without atomics.
 
+use crate::backend::contract::nn::layer_norm::{check_layer_norm, check_layer_norm_backward, LayerNormForward, LayerNormGrads, LayerNormKernels};
 use crate::backend::cuda::reduce::{coalesce, column_config, column_splits, compute_dtype, row_args, row_view, RowKernel};
 use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaStorage};
 use crate::backend::BackendStorage;
-use crate::ops::nn::layer_norm::{LayerNormForward, LayerNormGrads, LayerNormKernels};
-use crate::tensor::Layout;
-use crate::{Error, Result};
+use crate::types::Layout;
+use crate::Result;
 
 const OP: &str = "layer_norm";
 
-/// An optional `[C]` operand as `(pointer, stride)`; `(0, 0)` for none. A view
-/// that is not one strided run (it cannot be, with shape [C], but the trait
-/// takes any layout of C elements) is made contiguous first, into `keep`.
-fn param(name: &str, p: Option<(&CudaStorage, &Layout)>, x: &CudaStorage, c: usize, x_layout: &Layout, keep: &mut Option<CudaStorage>) -> Result<(Arg, Arg)> {
+/// An optional operand's dtype and layout, for the contract's checks.
+fn described<'a>(p: Option<(&CudaStorage, &'a Layout)>) -> Option<(crate::types::DType, &'a Layout)> {
+    p.map(|(s, l)| (s.dtype(), l))
+}
+
+/// An optional `[C]` operand (checked by the contract's validator) as
+/// `(pointer, stride)`; `(0, 0)` for none. A view that is not one strided run
+/// (it cannot be, with shape [C], but the trait takes any layout of C
+/// elements) is made contiguous first, into `keep`.
+fn param(p: Option<(&CudaStorage, &Layout)>, x: &CudaStorage, keep: &mut Option<CudaStorage>) -> Result<(Arg, Arg)> {
     let Some((s, l)) = p else { return Ok((Arg::Ptr(0), Arg::I64(0))) };
-    if s.dtype() != x.dtype() {
-        return Err(Error::dtype(
-            OP,
-            format!("{name} has dtype {} but the input has dtype {}; expected equal dtypes", s.dtype(), x.dtype()),
-        ));
-    }
     x.check_same_device(OP, s)?;
-    if l.numel() != c {
-        return Err(Error::shape(
-            OP,
-            format!("{name} has {} elements, expected {c} (the last axis of {})", l.numel(), x_layout.shape()),
-        ));
-    }
     let axes = coalesce(l.dims().iter().copied().zip(l.strides().iter().copied()));
     match axes.as_slice() {
         [] => Ok((Arg::Ptr(s.ptr_at(l.offset())), Arg::I64(0))),
@@ -42,6 +36,7 @@ fn param(name: &str, p: Option<(&CudaStorage, &Layout)>, x: &CudaStorage, c: usi
 
 impl LayerNormKernels for CudaStorage {
     fn layer_norm(&self, layout: &Layout, weight: Option<(&Self, &Layout)>, bias: Option<(&Self, &Layout)>, eps: f64) -> Result<LayerNormForward<Self>> {
+        check_layer_norm((self.dtype(), layout), described(weight), described(bias))?;
         let dtype = compute_dtype(OP, self.dtype())?;
         let dev = self.cuda_device();
         let x = row_view(OP, layout)?;
@@ -49,8 +44,8 @@ impl LayerNormKernels for CudaStorage {
         // Rows of no elements have no statistics (the CPU returns none).
         let rows = if c == 0 { 0 } else { x.rows };
         let (mut keep_w, mut keep_b) = (None, None);
-        let (w, wstep) = param("weight", weight, self, c, layout, &mut keep_w)?;
-        let (b, bstep) = param("bias", bias, self, c, layout, &mut keep_b)?;
+        let (w, wstep) = param(weight, self, &mut keep_w)?;
+        let (b, bstep) = param(bias, self, &mut keep_b)?;
         let y = Self::alloc(dev, dtype, rows * c)?;
         let mean = Self::alloc(dev, dtype, rows)?;
         let rstd = Self::alloc(dev, dtype, rows)?;
@@ -93,20 +88,14 @@ impl LayerNormKernels for CudaStorage {
         want_dweight: bool,
         want_dbias: bool,
     ) -> Result<LayerNormGrads<Self>> {
-        if x_layout.dims() != dy_layout.dims() {
-            return Err(Error::shape(
-                OP,
-                format!(
-                    "backward got input shape {} and gradient shape {}; expected equal shapes",
-                    x_layout.shape(),
-                    dy_layout.shape()
-                ),
-            ));
-        }
+        check_layer_norm_backward(
+            (self.dtype(), x_layout),
+            described(weight),
+            (mean.dtype(), mean.len()),
+            (rstd.dtype(), rstd.len()),
+            (dy.dtype(), dy_layout),
+        )?;
         let dtype = compute_dtype(OP, self.dtype())?;
-        if [mean, rstd, dy].iter().any(|s| s.dtype() != dtype) {
-            return Err(Error::dtype(OP, format!("backward operands have mixed dtypes (input is {dtype})")));
-        }
         for s in [mean, rstd, dy] {
             self.check_same_device(OP, s)?;
         }
@@ -114,14 +103,8 @@ impl LayerNormKernels for CudaStorage {
         let (x, g) = (row_view(OP, x_layout)?, row_view(OP, dy_layout)?);
         let c = x.len;
         let rows = if c == 0 { 0 } else { x.rows };
-        if mean.len() != rows || rstd.len() != rows {
-            return Err(Error::shape(
-                OP,
-                format!("saved statistics hold {} and {} values, expected {rows}", mean.len(), rstd.len()),
-            ));
-        }
         let mut keep_w = None;
-        let (w, wstep) = param("weight", weight, self, c, x_layout, &mut keep_w)?;
+        let (w, wstep) = param(weight, self, &mut keep_w)?;
         let dx = Self::alloc(dev, dtype, rows * c)?;
         if rows == 0 {
             let zeros = |want: bool| want.then(|| Self::zeros(dev, dtype, c)).transpose();

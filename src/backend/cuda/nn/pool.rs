@@ -9,12 +9,12 @@
 //! pass and are in range, and an index outside the plane would match no
 //! pixel, so it cannot make the kernel write out of bounds.
 
-use crate::backend::cpu::unsupported_dtype;
-use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaStorage, StridedLayout};
+use crate::backend::contract::nn::pool::{check_max_pool2d_backward, check_pool2d_operand, Pool2dParams, PoolKernels};
+use crate::backend::contract::unsupported_dtype;
+use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaDevice, CudaStorage, StridedLayout};
 use crate::backend::BackendStorage;
-use crate::ops::nn::pool::{Pool2dParams, PoolKernels};
-use crate::tensor::{DType, Layout};
-use crate::{Error, Result};
+use crate::types::{DType, Layout};
+use crate::Result;
 
 /// f32 or f64 (as the CPU backend), else the CPU's error.
 fn float_suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
@@ -41,115 +41,85 @@ fn geom_args(p: &Pool2dParams) -> [Arg; 9] {
     .map(|v| Arg::I64(v as i64))
 }
 
-/// A rank-4 operand's layout for the kernels.
-fn layout4(op: &'static str, l: &Layout, what: &str) -> Result<StridedLayout> {
-    if l.rank() != 4 {
-        return Err(Error::shape(op, format!("{what} must have rank 4 [N, C, H, W], got shape {}", l.shape())));
+/// Launch `<kernel>_<suffix>` with one thread per element of its output
+/// (`total` of them): the arguments every pooling kernel takes are
+/// `buffers` (its pointers and layouts, in the kernel's order), then
+/// `total, OH, OW`, then `include_pad` for the average kernels, then the
+/// geometry (`POOL_GEOM`).
+fn launch(dev: &CudaDevice, kernel: &str, suffix: &str, total: usize, p: &Pool2dParams, buffers: Vec<Arg>, include_pad: Option<bool>) -> Result<()> {
+    if total == 0 {
+        return Ok(());
     }
-    StridedLayout::new(op, l)
+    let mut args = buffers;
+    args.extend([total, p.out_h, p.out_w].map(|v| Arg::I64(v as i64)));
+    args.extend(include_pad.map(|b| Arg::I64(i64::from(b))));
+    args.extend(geom_args(p));
+    dev.launch(&kernels::POOL, &format!("{kernel}_{suffix}"), elementwise_config(total), &args)
 }
 
 impl PoolKernels for CudaStorage {
     fn max_pool2d(&self, layout: &Layout, p: &Pool2dParams) -> Result<(Self, Self)> {
         const OP: &str = "max_pool2d";
         let suffix = float_suffix(OP, self.dtype())?;
-        let xl = layout4(OP, layout, "input")?;
+        check_pool2d_operand(OP, "input", layout, p.input_dims())?;
+        let xl = StridedLayout::new(OP, layout)?;
         let dev = self.cuda_device();
         let total = p.planes() * p.out_h * p.out_w;
         let y = CudaStorage::alloc(dev, self.dtype(), total)?;
         let idx = CudaStorage::alloc(dev, DType::I64, total)?;
-        if total > 0 {
-            // max_pool2d_T(const T* x, StridedLayout xl, T* y, i64* idx, i64 total, i64 OH, i64 OW, POOL_GEOM)
-            let mut args = vec![
-                Arg::Ptr(self.ptr()),
-                Arg::Layout(xl),
-                Arg::Ptr(y.ptr()),
-                Arg::Ptr(idx.ptr()),
-                Arg::I64(total as i64),
-                Arg::I64(p.out_h as i64),
-                Arg::I64(p.out_w as i64),
-            ];
-            args.extend(geom_args(p));
-            dev.launch(&kernels::POOL, &format!("max_pool2d_{suffix}"), elementwise_config(total), &args)?;
-        }
+        // max_pool2d_T(const T* x, StridedLayout xl, T* y, i64* idx, i64 total, i64 OH, i64 OW, POOL_GEOM)
+        let buffers = vec![Arg::Ptr(self.ptr()), Arg::Layout(xl), Arg::Ptr(y.ptr()), Arg::Ptr(idx.ptr())];
+        launch(dev, OP, suffix, total, p, buffers, None)?;
         Ok((y, idx))
     }
 
     fn max_pool2d_backward(&self, dy_layout: &Layout, indices: &Self, indices_layout: &Layout, p: &Pool2dParams) -> Result<Self> {
         const OP: &str = "max_pool2d_backward";
         let suffix = float_suffix(OP, self.dtype())?;
-        if indices.dtype() != DType::I64 {
-            return Err(Error::dtype(OP, format!("saved indices have dtype {}, expected i64", indices.dtype())));
-        }
+        check_max_pool2d_backward(p, dy_layout, (indices.dtype(), indices_layout))?;
         self.check_same_device(OP, indices)?;
-        let dl = layout4(OP, dy_layout, "gradient")?;
-        let il = layout4(OP, indices_layout, "saved indices")?;
+        let dl = StridedLayout::new(OP, dy_layout)?;
+        let il = StridedLayout::new(OP, indices_layout)?;
         let dev = self.cuda_device();
         let total = p.planes() * p.in_h * p.in_w;
         let dx = CudaStorage::alloc(dev, self.dtype(), total)?;
-        if total > 0 {
-            // max_pool2d_backward_T(const T* dy, StridedLayout dl, const i64* idx, StridedLayout il, T* dx, i64 total, i64 OH, i64 OW, POOL_GEOM)
-            let mut args = vec![
-                Arg::Ptr(self.ptr()),
-                Arg::Layout(dl),
-                Arg::Ptr(indices.ptr()),
-                Arg::Layout(il),
-                Arg::Ptr(dx.ptr()),
-                Arg::I64(total as i64),
-                Arg::I64(p.out_h as i64),
-                Arg::I64(p.out_w as i64),
-            ];
-            args.extend(geom_args(p));
-            dev.launch(&kernels::POOL, &format!("max_pool2d_backward_{suffix}"), elementwise_config(total), &args)?;
-        }
+        // max_pool2d_backward_T(const T* dy, StridedLayout dl, const i64* idx, StridedLayout il, T* dx, i64 total, i64 OH, i64 OW, POOL_GEOM)
+        let buffers = vec![
+            Arg::Ptr(self.ptr()),
+            Arg::Layout(dl),
+            Arg::Ptr(indices.ptr()),
+            Arg::Layout(il),
+            Arg::Ptr(dx.ptr()),
+        ];
+        launch(dev, OP, suffix, total, p, buffers, None)?;
         Ok(dx)
     }
 
     fn avg_pool2d(&self, layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self> {
         const OP: &str = "avg_pool2d";
         let suffix = float_suffix(OP, self.dtype())?;
-        let xl = layout4(OP, layout, "input")?;
+        check_pool2d_operand(OP, "input", layout, p.input_dims())?;
+        let xl = StridedLayout::new(OP, layout)?;
         let dev = self.cuda_device();
         let total = p.planes() * p.out_h * p.out_w;
         let y = CudaStorage::alloc(dev, self.dtype(), total)?;
-        if total > 0 {
-            // avg_pool2d_T(const T* x, StridedLayout xl, T* y, i64 total, i64 OH, i64 OW, i64 include_pad, POOL_GEOM)
-            let mut args = vec![
-                Arg::Ptr(self.ptr()),
-                Arg::Layout(xl),
-                Arg::Ptr(y.ptr()),
-                Arg::I64(total as i64),
-                Arg::I64(p.out_h as i64),
-                Arg::I64(p.out_w as i64),
-                Arg::I64(count_include_pad as i64),
-            ];
-            args.extend(geom_args(p));
-            dev.launch(&kernels::POOL, &format!("avg_pool2d_{suffix}"), elementwise_config(total), &args)?;
-        }
+        // avg_pool2d_T(const T* x, StridedLayout xl, T* y, i64 total, i64 OH, i64 OW, i64 include_pad, POOL_GEOM)
+        let buffers = vec![Arg::Ptr(self.ptr()), Arg::Layout(xl), Arg::Ptr(y.ptr())];
+        launch(dev, OP, suffix, total, p, buffers, Some(count_include_pad))?;
         Ok(y)
     }
 
     fn avg_pool2d_backward(&self, dy_layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self> {
         const OP: &str = "avg_pool2d_backward";
         let suffix = float_suffix(OP, self.dtype())?;
-        let dl = layout4(OP, dy_layout, "gradient")?;
+        check_pool2d_operand(OP, "gradient", dy_layout, p.output_dims())?;
+        let dl = StridedLayout::new(OP, dy_layout)?;
         let dev = self.cuda_device();
         let total = p.planes() * p.in_h * p.in_w;
         let dx = CudaStorage::alloc(dev, self.dtype(), total)?;
-        if total > 0 {
-            // avg_pool2d_backward_T(const T* dy, StridedLayout dl, T* dx, i64 total, i64 OH, i64 OW, i64 include_pad, POOL_GEOM)
-            let mut args = vec![
-                Arg::Ptr(self.ptr()),
-                Arg::Layout(dl),
-                Arg::Ptr(dx.ptr()),
-                Arg::I64(total as i64),
-                Arg::I64(p.out_h as i64),
-                Arg::I64(p.out_w as i64),
-                Arg::I64(count_include_pad as i64),
-            ];
-            args.extend(geom_args(p));
-            dev.launch(&kernels::POOL, &format!("avg_pool2d_backward_{suffix}"), elementwise_config(total), &args)?;
-        }
+        // avg_pool2d_backward_T(const T* dy, StridedLayout dl, T* dx, i64 total, i64 OH, i64 OW, i64 include_pad, POOL_GEOM)
+        let buffers = vec![Arg::Ptr(self.ptr()), Arg::Layout(dl), Arg::Ptr(dx.ptr())];
+        launch(dev, OP, suffix, total, p, buffers, Some(count_include_pad))?;
         Ok(dx)
     }
 }

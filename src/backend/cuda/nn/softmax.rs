@@ -1,12 +1,12 @@
 //! softmax / log_softmax on CUDA (cuda/softmax.cu): one warp or one block per
 //! row of the last axis, reading any strides directly (no gather copy).
 
+use crate::backend::contract::nn::softmax::{check_softmax_backward, SoftmaxKernels, SoftmaxKind};
 use crate::backend::cuda::reduce::{compute_dtype, row_args, row_view, RowKernel};
 use crate::backend::cuda::{kernels, Arg, CudaStorage};
 use crate::backend::BackendStorage;
-use crate::ops::nn::softmax::{SoftmaxKernels, SoftmaxKind};
-use crate::tensor::Layout;
-use crate::{Error, Result};
+use crate::types::Layout;
+use crate::Result;
 
 impl SoftmaxKernels for CudaStorage {
     fn softmax_last(&self, layout: &Layout, kind: SoftmaxKind) -> Result<Self> {
@@ -33,23 +33,8 @@ impl SoftmaxKernels for CudaStorage {
 
     fn softmax_last_backward(&self, y_layout: &Layout, dy: &Self, dy_layout: &Layout, kind: SoftmaxKind) -> Result<Self> {
         let op = kind.name();
-        if y_layout.dims() != dy_layout.dims() {
-            return Err(Error::shape(
-                op,
-                format!(
-                    "backward got output shape {} and gradient shape {}; expected equal shapes",
-                    y_layout.shape(),
-                    dy_layout.shape()
-                ),
-            ));
-        }
+        check_softmax_backward(kind, (self.dtype(), y_layout), (dy.dtype(), dy_layout))?;
         let dtype = compute_dtype(op, self.dtype())?;
-        if dy.dtype() != dtype {
-            return Err(Error::dtype(
-                op,
-                format!("backward got output dtype {dtype} and gradient dtype {}; expected equal dtypes", dy.dtype()),
-            ));
-        }
         self.check_same_device(op, dy)?;
         let dev = self.cuda_device();
         let (y, g) = (row_view(op, y_layout)?, row_view(op, dy_layout)?);

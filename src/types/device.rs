@@ -7,7 +7,8 @@ use std::fmt;
 /// `Device::Cuda` always exists so code can name it, but CUDA tensors need
 /// the crate's `cuda` feature and a machine with an NVIDIA driver:
 /// [`Device::cuda`] checks both and returns an error (never panics) when
-/// either is missing.
+/// either is missing. (That constructor is defined in `backend/mod.rs`:
+/// checking a device needs the backend, and this module depends on nothing.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Device {
@@ -20,29 +21,6 @@ pub enum Device {
 pub const NO_CUDA_FEATURE: &str = "this build of tamer has no CUDA backend: rebuild with `--features cuda`";
 
 impl Device {
-    /// The CUDA device `ordinal`, initialised and checked: an error if this
-    /// build lacks the `cuda` feature, the machine has no driver or NVRTC, or
-    /// the ordinal does not exist.
-    ///
-    /// ```
-    /// // On a machine without a GPU this is an error, not a panic.
-    /// match tamer::Device::cuda(0) {
-    ///     Ok(d) => assert_eq!(d.to_string(), "cuda:0"),
-    ///     Err(e) => println!("no CUDA here: {e}"),
-    /// }
-    /// ```
-    pub fn cuda(ordinal: usize) -> crate::Result<Device> {
-        #[cfg(feature = "cuda")]
-        {
-            crate::backend::cuda::device(ordinal)?;
-            Ok(Device::Cuda(ordinal))
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = ordinal;
-            Err(crate::Error::device("cuda", NO_CUDA_FEATURE))
-        }
-    }
     pub fn is_cuda(self) -> bool {
         matches!(self, Device::Cuda(_))
     }

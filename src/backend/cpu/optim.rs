@@ -1,22 +1,22 @@
-//! Fused optimizer updates: one pass over a parameter's elements computes the
-//! new moments and the new value, instead of the half-dozen full-size
-//! temporaries a chain of tensor ops would allocate.
+//! The optimizer updates on the CPU (`backend/contract/optim.rs`): one pass
+//! over a parameter's elements computes the new moments and the new value,
+//! instead of the half-dozen full-size temporaries a chain of tensor ops would
+//! allocate.
 //!
 //! Each element follows `torch.optim`'s single-tensor code operation by
 //! operation, with the scalars rounded to the parameter's dtype as PyTorch's
-//! CPU kernels round them, so f32 results agree with PyTorch's to a few ulps
-//! (PyTorch's vectorised loops use FMA in places, so not bit for bit).
-//! `tests/integration/optim_fused.rs` checks these loops against plain tensor-op
-//! implementations of the same formulas.
-//!
-//! These are the CPU loops; `cuda/optim.cu` holds the same formulas for CUDA
-//! parameters, taking the coefficient structs below as they are, and
-//! `device.rs` picks one or the other by the parameter's device.
+//! CPU kernels round them (the contract's coefficient structs), so f32 results
+//! agree with PyTorch's to a few ulps (PyTorch's vectorised loops use FMA in
+//! places, so not bit for bit). `tests/integration/optim_fused.rs` checks
+//! these loops against plain tensor-op implementations of the same formulas;
+//! `cuda/optim.cu` holds the same formulas for CUDA parameters.
 
-use crate::backend::cpu::{contiguous_or_gather, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
-use crate::backend::Storage;
-use crate::tensor::Float;
-use crate::{Error, Result, Tensor};
+use super::{contiguous_or_gather, gather, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::contract::optim::{check_update, AdamCoeffs, AdamDecay, AdamState, AdamStep, OptimKernels, SgdCoeffs, SgdStep};
+use crate::backend::contract::unsupported_dtype;
+use crate::backend::BackendStorage;
+use crate::types::{DType, Float, Layout};
+use crate::{Error, Result};
 use rayon::prelude::*;
 
 /// Elements per rayon task for large parameters.
@@ -49,21 +49,8 @@ fn for_pieces<T: Send + Sync>(p: &mut [T], g: &[T], a: &mut [T], b: &mut [T], c:
     pieces.into_par_iter().for_each(|(p, g, a, b, c)| f(p, g, a, b, c));
 }
 
-/// SGD's scalars, already in the parameter's dtype.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SgdCoeffs<T> {
-    pub neg_lr: T,
-    pub weight_decay: Option<T>,
-    /// `None` when momentum is 0 (no buffer).
-    pub momentum: Option<T>,
-    pub one_minus_dampening: T,
-    pub nesterov: bool,
-    /// The buffer is being created: it starts as the gradient, undamped (as PyTorch).
-    pub init_buffer: bool,
-}
-
-/// p: [n], g: [n], buf: [n] or empty when momentum is off.
-pub(crate) fn sgd_update<T: Float>(p: &mut [T], g: &[T], buf: &mut [T], c: &SgdCoeffs<T>) {
+/// p: `[n]`, g: `[n]`, buf: `[n]` or empty when momentum is off.
+pub fn sgd_update<T: Float>(p: &mut [T], g: &[T], buf: &mut [T], c: &SgdCoeffs<T>) {
     // As for Adam: the loop-invariant choices are const parameters.
     let wd = c.weight_decay.unwrap_or(T::ZERO);
     let mu = c.momentum.unwrap_or(T::ZERO);
@@ -117,64 +104,9 @@ fn sgd_loop<T: Float, const WD: bool, const MOMENTUM: bool, const NESTEROV: bool
     }
 }
 
-/// How Adam applies weight decay.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum AdamDecay<T> {
-    None,
-    /// Adam: grad += wd · param.
-    Coupled(T),
-    /// AdamW: param *= 1 − lr · wd, before the update.
-    Decoupled(T),
-}
-
-/// Adam's scalars for one step, already in the parameter's dtype.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct AdamCoeffs<T> {
-    pub decay: AdamDecay<T>,
-    /// lerp weight 1 − β₁, and 1 − weight (PyTorch's lerp takes the second
-    /// form when the weight is at least 0.5).
-    pub w: T,
-    pub one_minus_w: T,
-    pub w_small: bool,
-    pub beta2: T,
-    pub one_minus_beta2: T,
-    /// sqrt(1 − β₂^t)
-    pub bc2_sqrt: T,
-    pub eps: T,
-    /// −lr / (1 − β₁^t)
-    pub neg_step_size: T,
-}
-
-impl<T: Float> AdamCoeffs<T> {
-    /// The scalars of step `t` (1-based), computed in f64 as PyTorch computes them in Python.
-    pub fn new(lr: f64, betas: (f64, f64), eps: f64, weight_decay: f64, decoupled: bool, t: u64) -> Self {
-        let (beta1, beta2) = betas;
-        let step = t as f64;
-        let bias_correction1 = 1.0 - beta1.powf(step);
-        let bias_correction2 = 1.0 - beta2.powf(step);
-        let w = T::from_f64(1.0 - beta1);
-        let decay = match (weight_decay != 0.0, decoupled) {
-            (false, _) => AdamDecay::None,
-            (true, false) => AdamDecay::Coupled(T::from_f64(weight_decay)),
-            (true, true) => AdamDecay::Decoupled(T::from_f64(1.0 - lr * weight_decay)),
-        };
-        AdamCoeffs {
-            decay,
-            w,
-            one_minus_w: T::ONE - w,
-            w_small: w.abs() < T::from_f64(0.5),
-            beta2: T::from_f64(beta2),
-            one_minus_beta2: T::from_f64(1.0 - beta2),
-            bc2_sqrt: T::from_f64(bias_correction2.sqrt()),
-            eps: T::from_f64(eps),
-            neg_step_size: T::from_f64(-(lr / bias_correction1)),
-        }
-    }
-}
-
-/// p, g, m (exp_avg), v (exp_avg_sq): [n]; vmax (max_exp_avg_sq): [n] with
+/// p, g, m (exp_avg), v (exp_avg_sq): `[n]`; vmax (max_exp_avg_sq): `[n]` with
 /// AMSGrad, else empty.
-pub(crate) fn adam_update<T: Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], vmax: &mut [T], c: &AdamCoeffs<T>) {
+pub fn adam_update<T: Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], vmax: &mut [T], c: &AdamCoeffs<T>) {
     // Every loop-invariant choice becomes a const parameter, so each variant's
     // loop is branch-free and vectorises.
     macro_rules! run {
@@ -255,53 +187,22 @@ fn adam_loop<T: Float, const DECAY: u8, const AMSGRAD: bool, const W_SMALL: bool
     }
 }
 
-/// The gradient's elements in row-major order, borrowed when contiguous.
-pub(crate) fn with_grad_slice<T: CpuElem, R>(op: &'static str, g: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
-    let storage = g.storage();
-    let cpu = storage
-        .as_cpu()
-        .ok_or_else(|| Error::device(op, format!("gradient on {} must be on the CPU", g.device())))?;
-    let data = T::slice(cpu).ok_or_else(|| Error::dtype(op, format!("gradient of shape {} has dtype {}, expected {}", g.shape(), g.dtype(), T::DTYPE)))?;
-    let data = contiguous_or_gather(data, g.layout());
-    Ok(f(&data))
-}
-
-/// The typed data of a CPU optimizer state buffer (it has the parameter's
-/// dtype unless the parameter was converted after the state was made).
-pub(crate) fn state_slice<'a, T: CpuElem>(op: &'static str, name: &str, buf: &'a mut Storage) -> Result<&'a mut [T]> {
-    // Without the cuda feature the match has one arm; with it, two.
-    #[allow(clippy::infallible_destructuring_match)]
-    let buf = match buf {
-        Storage::Cpu(c) => c,
-        #[cfg(feature = "cuda")]
-        other => {
-            return Err(Error::device(
-                op,
-                format!("state of parameter '{name}' is on {} but the parameter is on the CPU", other.device()),
-            ))
+/// acc += scale · g, elementwise (acc: `[n]` owned by the caller, g: `[n]`).
+pub fn axpy<T: Float>(acc: &mut [T], g: &[T], scale: T) {
+    for_pieces(acc, g, &mut [], &mut [], &mut [], |acc, g, _, _, _| {
+        for (a, &x) in acc.iter_mut().zip(g) {
+            *a += scale * x;
         }
-    };
-    let dtype = buf.dtype();
-    T::slice_mut(buf).ok_or_else(|| {
-        Error::dtype(
-            op,
-            format!(
-                "state of parameter '{name}' is {dtype} but the parameter is now {}; convert the model before creating the optimizer",
-                T::DTYPE
-            ),
-        )
-    })
+    });
 }
 
-/// Σ x² over a CPU tensor's elements, accumulated in f64.
-pub(crate) fn sum_squares(op: &'static str, t: &Tensor) -> Result<f64> {
-    let storage = t.storage();
-    let cpu = storage
-        .as_cpu()
-        .ok_or_else(|| Error::device(op, format!("gradient on {} must be on the CPU", t.device())))?;
-    fn ssq_serial<T: CpuElem>(x: &[T]) -> f64 {
-        // Eight independent partial sums: the loop vectorises, and the error
-        // stays that of pairwise-ish summation in f64.
+/// Σ x² of a run, accumulated in f64: eight independent partial sums (the
+/// loop vectorises, and the error stays that of pairwise-ish summation in
+/// f64), threaded in fixed chunks added in order when long (rayon's own
+/// reduction tree depends on scheduling, and a norm that changes in the last
+/// bit from run to run would break exact resumes).
+fn sum_squares_of<T: CpuElem>(x: &[T]) -> f64 {
+    fn serial<T: CpuElem>(x: &[T]) -> f64 {
         let mut acc = [0.0f64; 8];
         let chunks = x.chunks_exact(8);
         let rest = chunks.remainder();
@@ -312,31 +213,143 @@ pub(crate) fn sum_squares(op: &'static str, t: &Tensor) -> Result<f64> {
         }
         acc.iter().sum::<f64>() + rest.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>()
     }
-    fn ssq<T: CpuElem>(x: &[T]) -> f64 {
-        if x.len() < PARALLEL_THRESHOLD {
-            ssq_serial(x)
-        } else {
-            // Partial sums collected in order and added serially: rayon's own
-            // reduction tree depends on scheduling, and a norm that changes in
-            // the last bit from run to run would break exact resumes.
-            let partial: Vec<f64> = x.par_chunks(CHUNK).map(ssq_serial).collect();
-            partial.iter().sum()
-        }
+    if x.len() < PARALLEL_THRESHOLD {
+        serial(x)
+    } else {
+        let partial: Vec<f64> = x.par_chunks(CHUNK).map(serial).collect();
+        partial.iter().sum()
     }
-    Ok(match cpu {
-        CpuStorage::F32(v) => ssq(&contiguous_or_gather(v, t.layout())),
-        CpuStorage::F64(v) => ssq(&contiguous_or_gather(v, t.layout())),
-        other => ssq(&other.to_f64_vec(t.layout())),
-    })
 }
 
-/// acc += scale · g, elementwise (acc: [n] owned by the caller, g: [n]).
-pub(crate) fn axpy<T: Float>(acc: &mut [T], g: &[T], scale: T) {
-    for_pieces(acc, g, &mut [], &mut [], &mut [], |acc, g, _, _, _| {
-        for (a, &x) in acc.iter_mut().zip(g) {
-            *a += scale * x;
+/// Run `f` on the parameter's elements as one mutable slice in row-major
+/// order: where they lie when contiguous, else gathered into a buffer and
+/// written back (for a layout whose elements overlap, a broadcast, the last
+/// write wins).
+fn update_in_place<T: CpuElem, R>(op: &'static str, p: &mut CpuStorage, layout: &Layout, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+    let dtype = p.dtype();
+    let data = T::slice_mut(p).ok_or_else(|| Error::dtype(op, format!("parameter of dtype {dtype}, the update expected {}", T::DTYPE)))?;
+    match layout.contiguous_range() {
+        Some(r) => Ok(f(&mut data[r])),
+        None => {
+            let mut buf = gather(data, layout);
+            let out = f(&mut buf);
+            for (o, v) in layout.offsets().zip(buf) {
+                data[o] = v;
+            }
+            Ok(out)
         }
-    });
+    }
+}
+
+/// A whole state buffer (or a second operand) as a typed slice.
+fn typed<'a, T: CpuElem>(op: &'static str, what: &str, s: &'a CpuStorage) -> Result<&'a [T]> {
+    T::slice(s).ok_or_else(|| Error::dtype(op, format!("{what} has dtype {}, expected {}", s.dtype(), T::DTYPE)))
+}
+
+fn typed_mut<'a, T: CpuElem>(op: &'static str, what: &str, s: &'a mut CpuStorage) -> Result<&'a mut [T]> {
+    let dtype = s.dtype();
+    T::slice_mut(s).ok_or_else(|| Error::dtype(op, format!("{what} has dtype {dtype}, expected {}", T::DTYPE)))
+}
+
+/// Run `$body` with `$T` the parameter's dtype (f32 or f64).
+macro_rules! with_float {
+    ($op:expr, $dtype:expr, |$T:ident| $body:expr) => {
+        match $dtype {
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            other => Err(unsupported_dtype($op, other)),
+        }
+    };
+}
+
+impl OptimKernels for CpuStorage {
+    fn adam_step(
+        &mut self,
+        op: &'static str,
+        name: &str,
+        layout: &Layout,
+        grad: &Self,
+        grad_layout: &Layout,
+        state: AdamState<'_, Self>,
+        h: &AdamStep,
+    ) -> Result<()> {
+        let AdamState { m, v, vmax } = state;
+        let mut states = vec![("exp_avg", m.dtype(), m.len()), ("exp_avg_sq", v.dtype(), v.len())];
+        if let Some(x) = &vmax {
+            states.push(("max_exp_avg_sq", x.dtype(), x.len()));
+        }
+        check_update(op, name, (self.dtype(), layout), (grad.dtype(), grad_layout), &states)?;
+        with_float!(op, self.dtype(), |T| {
+            let c = AdamCoeffs::<T>::new(h);
+            let g = contiguous_or_gather(typed::<T>(op, "gradient", grad)?, grad_layout);
+            let (m, v) = (typed_mut::<T>(op, "exp_avg", m)?, typed_mut::<T>(op, "exp_avg_sq", v)?);
+            let vmax: &mut [T] = match vmax {
+                Some(x) => typed_mut::<T>(op, "max_exp_avg_sq", x)?,
+                None => &mut [],
+            };
+            update_in_place::<T, _>(op, self, layout, |p| adam_update(p, &g, m, v, vmax, &c))
+        })
+    }
+
+    fn sgd_step(
+        &mut self,
+        op: &'static str,
+        name: &str,
+        layout: &Layout,
+        grad: &Self,
+        grad_layout: &Layout,
+        momentum_buffer: Option<&mut Self>,
+        h: &SgdStep,
+    ) -> Result<()> {
+        let states: Vec<_> = momentum_buffer.iter().map(|b| ("momentum_buffer", b.dtype(), b.len())).collect();
+        check_update(op, name, (self.dtype(), layout), (grad.dtype(), grad_layout), &states)?;
+        if h.momentum != 0.0 && momentum_buffer.is_none() {
+            return Err(Error::value(op, format!("parameter '{name}': momentum is on but there is no momentum buffer")));
+        }
+        with_float!(op, self.dtype(), |T| {
+            let c = SgdCoeffs::<T>::new(h);
+            let g = contiguous_or_gather(typed::<T>(op, "gradient", grad)?, grad_layout);
+            let buf: &mut [T] = match momentum_buffer {
+                Some(b) if c.momentum.is_some() => typed_mut::<T>(op, "momentum_buffer", b)?,
+                _ => &mut [],
+            };
+            update_in_place::<T, _>(op, self, layout, |p| sgd_update(p, &g, buf, &c))
+        })
+    }
+
+    fn axpy(&mut self, op: &'static str, layout: &Layout, x: &Self, x_layout: &Layout, scale: f64) -> Result<()> {
+        check_update(op, "accumulated gradient", (self.dtype(), layout), (x.dtype(), x_layout), &[])?;
+        with_float!(op, self.dtype(), |T| {
+            let g = contiguous_or_gather(typed::<T>(op, "gradient", x)?, x_layout);
+            let scale = <T as Float>::from_f64(scale);
+            update_in_place::<T, _>(op, self, layout, |acc| axpy(acc, &g, scale))
+        })
+    }
+
+    fn scaled(&self, op: &'static str, layout: &Layout, a: f64) -> Result<Self> {
+        with_float!(op, self.dtype(), |T| {
+            let x = contiguous_or_gather(typed::<T>(op, "gradient", self)?, layout);
+            let a = <T as Float>::from_f64(a);
+            Ok(T::wrap(x.iter().map(|&v| a * v + T::ZERO).collect()))
+        })
+    }
+
+    fn sum_squares(_op: &'static str, parts: &[(&Self, &Layout)]) -> Result<Vec<f64>> {
+        Ok(parts
+            .iter()
+            .map(|&(s, l)| match s {
+                CpuStorage::F32(v) => sum_squares_of(&contiguous_or_gather(v, l)),
+                CpuStorage::F64(v) => sum_squares_of(&contiguous_or_gather(v, l)),
+                other => sum_squares_of(&other.to_f64_vec(l)),
+            })
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -350,7 +363,14 @@ mod tests {
         let n = PARALLEL_THRESHOLD + 3 * CHUNK + 17;
         let init = |k: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7919 + k * 104729) % 1000) as f32 / 500.0 - 1.0).collect() };
         let g = init(1);
-        let c = AdamCoeffs::<f32>::new(1e-2, (0.9, 0.999), 1e-8, 0.1, true, 3);
+        let c = AdamCoeffs::<f32>::new(&AdamStep {
+            lr: 1e-2,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.1,
+            decoupled: true,
+            step: 3,
+        });
         let (mut p1, mut m1, mut v1, mut x1) = (init(2), init(3), init(4).iter().map(|x| x * x).collect::<Vec<_>>(), vec![0.5f32; n]);
         let (mut p2, mut m2, mut v2, mut x2) = (p1.clone(), m1.clone(), v1.clone(), x1.clone());
         adam_update(&mut p1, &g, &mut m1, &mut v1, &mut x1, &c);

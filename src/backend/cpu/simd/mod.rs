@@ -292,7 +292,7 @@ impl Simd {
 /// ```
 /// let x = [0.0f32, 1.0, -1.0, 100.0, -200.0];
 /// let mut y = [0.0f32; 5];
-/// tamer::backend::simd::exp_f32(&x, &mut y);
+/// tamer::backend::cpu::simd::exp_f32(&x, &mut y);
 /// assert_eq!(y[0], 1.0);
 /// assert!((y[1] - std::f32::consts::E).abs() <= 2.0 * f32::EPSILON * y[1]);
 /// assert_eq!((y[3], y[4]), (f32::INFINITY, 0.0));
@@ -347,7 +347,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 /// ```
 /// let logits = [1.0f32, 2.0, f32::NEG_INFINITY, 3.0];
 /// let mut p = [0.0f32; 4];
-/// tamer::backend::simd::softmax_row_f32(&logits, &mut p);
+/// tamer::backend::cpu::simd::softmax_row_f32(&logits, &mut p);
 /// assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
 /// assert_eq!(p[2], 0.0);
 /// ```
@@ -367,7 +367,7 @@ pub fn softmax_backward_row_f32(y: &[f32], dy: &[f32], dx: &mut [f32]) {
 /// ```
 /// let x = [1.0f32, 2.0, 3.0, 4.0];
 /// let mut y = [0.0f32; 4];
-/// let (mean, rstd) = tamer::backend::simd::layer_norm_row_f32(&x, None, None, 0.0, &mut y);
+/// let (mean, rstd) = tamer::backend::cpu::simd::layer_norm_row_f32(&x, None, None, 0.0, &mut y);
 /// assert_eq!(mean, 2.5);
 /// assert!((rstd - 1.0 / 1.25f32.sqrt()).abs() < 1e-6);
 /// assert!((y[0] + 1.341_640_8).abs() < 1e-5);

@@ -24,6 +24,26 @@ impl Shape {
     pub fn numel(&self) -> usize {
         self.0.iter().product()
     }
+    /// An error unless a tensor of this shape with `elem_bytes`-byte elements
+    /// can exist: the product of the non-zero dimensions (the element count,
+    /// and with a zero dimension what the strides of the others reach), in
+    /// bytes, must fit in `isize` as every allocation must. Constructors
+    /// check this first, so [`numel`](Self::numel) and the strides never
+    /// overflow (which would panic in debug builds and wrap silently in
+    /// release ones: `[2^33, 2^33]` would count 0 elements).
+    pub fn check_size(&self, op: &'static str, elem_bytes: usize) -> Result<()> {
+        let bytes = self.0.iter().filter(|&&d| d != 0).try_fold(elem_bytes.max(1), |acc, &d| acc.checked_mul(d));
+        match bytes {
+            Some(b) if b <= isize::MAX as usize => Ok(()),
+            _ => Err(Error::shape(
+                op,
+                format!(
+                    "shape {self} is too large: the product of its dimensions times {elem_bytes} bytes per element overflows isize::MAX ({})",
+                    isize::MAX
+                ),
+            )),
+        }
+    }
     /// Row-major (C order) strides for this shape.
     pub fn contiguous_strides(&self) -> Vec<usize> {
         let mut strides = vec![0; self.rank()];

@@ -5,7 +5,8 @@
 //! `[BH, Tq, Tk]` probabilities); [`backward`] computes `delta = rowsum(dO ⊙ O)`
 //! and then dQ, dK, dV, recomputing P from Q, K and L. Operands are
 //! contiguous `[BH, T, D]` buffers (batch and heads flattened); the op in
-//! `ops/nn/attention.rs` makes copies of strided views first.
+//! `ops/nn/attention.rs` makes copies of strided views first and reaches
+//! these through the `AttentionKernels` contract.
 //!
 //! Which implementation runs is [`AttentionImpl`]: the fused flash kernels
 //! (f32, head dims up to [`MAX_FLASH_HEAD_DIM`]) by default, the composite
@@ -14,9 +15,12 @@
 //! choice is `TAMER_ATTENTION=composite|flash|reference` (read once per
 //! process), overridden per thread by [`with_attention_impl`].
 
-use super::{elementwise_config, kernels, Arg, CudaStorage};
-use crate::tensor::DType;
+use crate::backend::contract::nn::attention::{check_attention_operand, AttentionForward, AttentionGrads, AttentionKernels, Operand as ContractOperand};
+use crate::backend::cuda::{elementwise_config, kernel_name, kernels, Arg, CudaStorage};
+use crate::types::DType;
 use crate::{Error, Result};
+
+pub use crate::backend::contract::nn::attention::{AttnDims, FusedKernel};
 use cudarc::driver::LaunchConfig;
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -38,13 +42,6 @@ pub enum AttentionImpl {
     Reference,
 }
 
-/// The fused kernels an attention call runs with (the composite graph is not one).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FusedKernel {
-    Flash,
-    Reference,
-}
-
 thread_local! {
     static OVERRIDE: Cell<Option<AttentionImpl>> = const { Cell::new(None) };
 }
@@ -54,7 +51,7 @@ thread_local! {
 /// same kernels, wherever the backward is called.
 ///
 /// ```no_run
-/// use tamer::backend::cuda::attention::{with_attention_impl, AttentionImpl};
+/// use tamer::backend::cuda::nn::attention::{with_attention_impl, AttentionImpl};
 /// # let q = tamer::Tensor::zeros([1, 4, 8], tamer::DType::F32).unwrap();
 /// let o = with_attention_impl(AttentionImpl::Composite, || q.scaled_dot_product_attention(&q, &q, true, None));
 /// ```
@@ -99,18 +96,6 @@ pub fn attention_impl() -> Result<AttentionImpl> {
     }
 }
 
-/// Sizes of one attention call, batch and heads flattened into `bh`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AttnDims {
-    pub bh: usize,
-    pub tq: usize,
-    pub tk: usize,
-    pub d: usize,
-    pub dv: usize,
-    pub causal: bool,
-    pub scale: f64,
-}
-
 /// The fused kernel for a call of `dtype` with `dims`, or `None` for the
 /// composite graph. Empty dims always go to the composite graph (it defines
 /// the edge cases: no keys gives zeros, ...).
@@ -128,7 +113,7 @@ pub fn select(dtype: DType, dims: &AttnDims) -> Result<Option<FusedKernel>> {
 }
 
 /// A contiguous operand: the storage and the element offset where it starts.
-pub type Operand<'a> = (&'a CudaStorage, usize);
+pub type Operand<'a> = ContractOperand<'a, CudaStorage>;
 
 /// The flash kernels' tile for the head dim: `(DMAX, query rows per forward
 /// block, query rows per backward tile)`, mirroring FLASH_FWD / FLASH_BWD in
@@ -160,16 +145,7 @@ fn tiles_config(tiles: usize) -> LaunchConfig {
 
 /// Check an operand's dtype and that `n` elements from its offset lie in its storage.
 fn check_operand(op: &'static str, what: &str, x: Operand<'_>, dtype: DType, n: usize) -> Result<()> {
-    if x.0.dtype != dtype {
-        return Err(Error::dtype(op, format!("{what} is {} but q is {dtype}", x.0.dtype)));
-    }
-    if x.1.checked_add(n).is_none_or(|end| end > x.0.len) {
-        return Err(Error::shape(
-            op,
-            format!("{what} needs {n} elements from offset {} but its storage holds {}", x.1, x.0.len),
-        ));
-    }
-    Ok(())
+    check_attention_operand(op, what, (x.0.dtype, x.0.len, x.1), dtype, n)
 }
 
 fn check_kernel_dtype(op: &'static str, kernel: FusedKernel, dtype: DType, dims: &AttnDims) -> Result<()> {
@@ -218,7 +194,7 @@ pub fn forward(kernel: FusedKernel, q: Operand<'_>, k: Operand<'_>, v: Operand<'
             let (dmax, rows_per_block, _) = flash_tile(dims.d, dims.dv);
             (format!("flash_attn_fwd_d{dmax}_f32"), tiles_config(dims.bh * dims.tq.div_ceil(rows_per_block)))
         }
-        FusedKernel::Reference => (super::kernel_name("attn_fwd_ref", dtype), elementwise_config(rows)),
+        FusedKernel::Reference => (kernel_name("attn_fwd_ref", dtype), elementwise_config(rows)),
     };
     // (q, k, v, o, lse, bh, tq, tk, d, dv, scale, causal)
     let mut args = vec![
@@ -272,7 +248,7 @@ pub fn backward(
     // (dout, out, delta, rows, dv)
     dev.launch(
         &kernels::ATTENTION,
-        &super::kernel_name("attn_bwd_delta", dtype),
+        &kernel_name("attn_bwd_delta", dtype),
         cfg,
         &[
             Arg::Ptr(dout.0.ptr_at(dout.1)),
@@ -312,21 +288,41 @@ pub fn backward(
             dev.launch(&kernels::ATTENTION, &format!("flash_attn_bwd_d{dmax}_f32"), cfg, &args)?;
         }
         FusedKernel::Reference => {
+            dev.launch(&kernels::ATTENTION, &kernel_name("attn_bwd_ref_dq", dtype), elementwise_config(rows), &args)?;
             dev.launch(
                 &kernels::ATTENTION,
-                &super::kernel_name("attn_bwd_ref_dq", dtype),
-                elementwise_config(rows),
-                &args,
-            )?;
-            dev.launch(
-                &kernels::ATTENTION,
-                &super::kernel_name("attn_bwd_ref_dkdv", dtype),
+                &kernel_name("attn_bwd_ref_dkdv", dtype),
                 elementwise_config(key_rows),
                 &args,
             )?;
         }
     }
     Ok((dq, dk, dv))
+}
+
+impl AttentionKernels for CudaStorage {
+    fn fused_attention(&self, dims: &AttnDims) -> Result<Option<FusedKernel>> {
+        select(self.dtype, dims)
+    }
+
+    fn attention_forward(kernel: FusedKernel, q: Operand<'_>, k: Operand<'_>, v: Operand<'_>, dims: &AttnDims) -> Result<AttentionForward<Self>> {
+        let (out, logsumexp) = forward(kernel, q, k, v, dims)?;
+        Ok(AttentionForward { out, logsumexp })
+    }
+
+    fn attention_backward(
+        kernel: FusedKernel,
+        q: Operand<'_>,
+        k: Operand<'_>,
+        v: Operand<'_>,
+        o: Operand<'_>,
+        lse: Operand<'_>,
+        dout: Operand<'_>,
+        dims: &AttnDims,
+    ) -> Result<AttentionGrads<Self>> {
+        let (dq, dk, dv) = backward(kernel, q, k, v, o, lse, dout, dims)?;
+        Ok(AttentionGrads { dq, dk, dv })
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! vector + tail and many vectors.
 
 use super::{scalar, Isa, Simd};
-use crate::ops::unary::{Gelu, GeluTanh, UnaryFn};
+use crate::backend::contract::unary::{Gelu, GeluTanh, UnaryFn};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -3,7 +3,7 @@
 //! without AVX2 (or a non-x86 build) runs.
 
 use super::{Isa, Kernels, LnBackwardIn};
-use crate::ops::unary::{Gelu, GeluTanh, UnaryFn};
+use crate::backend::contract::unary::{Gelu, GeluTanh, UnaryFn};
 
 pub(super) static KERNELS: Kernels = Kernels {
     isa: Isa::Scalar,

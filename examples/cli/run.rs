@@ -1,0 +1,251 @@
+//! The run setup `train_vit` and `train_gpt` share: the thread pool, the
+//! output directory (a run in it is never replaced without `--force`), the
+//! optimizer, resuming, the memory estimate made before a model is built,
+//! and the final JSON line.
+
+use super::common::{OptimizerKind, RunFlags};
+use std::path::Path;
+use std::time::Instant;
+use tamer::nn::Param;
+use tamer::optim::{Adam, AdamConfig, DecayRule, Optimizer, Sgd, SgdConfig};
+use tamer::train::{Record, TrainSummary, TrainTask, Trainer, CHECKPOINT_FILE, METRICS_FILE};
+use tamer::{Error, Result};
+
+/// Size the global compute pool (`--threads`).
+pub fn init_threads(op: &'static str, threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| Error::value(op, format!("--threads {n}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The files of a run in `out` that exist, among the checkpoint, the metrics and `model_file`.
+pub fn existing_run_files<'a>(out: &Path, model_file: &'a str) -> Vec<&'a str> {
+    [CHECKPOINT_FILE, METRICS_FILE, model_file]
+        .into_iter()
+        .filter(|f| out.join(f).exists())
+        .collect()
+}
+
+/// Before anything is loaded or built: a fresh run into an `out` that holds
+/// a run is refused unless `--force` (see [`start_over`]). A `--resume` is
+/// checked by the trainer against the checkpoint itself.
+pub fn prepare_out_dir(op: &'static str, out: &Path, flags: &RunFlags, model_file: &str) -> Result<()> {
+    if flags.resume || flags.force {
+        return Ok(());
+    }
+    let existing = existing_run_files(out, model_file);
+    if existing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::value(
+        op,
+        format!(
+            "--out {} already holds a training run ({}): continue it with --resume, start over with --force (which replaces those files), or choose another --out; nothing was changed",
+            out.display(),
+            existing.join(", ")
+        ),
+    ))
+}
+
+/// With `--force`, once everything has been checked and just before
+/// training: remove the old run's model file (the trainer, told to
+/// overwrite, replaces the checkpoint and the metrics), so that a crash
+/// cannot leave it beside the new run's files.
+pub fn start_over(op: &'static str, out: &Path, flags: &RunFlags, model_file: &str) -> Result<()> {
+    let existing = existing_run_files(out, model_file);
+    if !flags.force || existing.is_empty() {
+        return Ok(());
+    }
+    let model = out.join(model_file);
+    if model.exists() {
+        std::fs::remove_file(&model).map_err(|e| Error::io(op, format!("--force: cannot remove {}: {e}", model.display())))?;
+    }
+    println!("--force: replacing the run in {} ({})", out.display(), existing.join(", "));
+    Ok(())
+}
+
+/// The optimizer `--optimizer` names: AdamW or Adam with `betas`, or SGD with
+/// Nesterov momentum 0.9; `rule` (None: the default) picks the decayed parameters.
+pub fn optimizer(
+    named: Vec<(String, Param)>,
+    kind: OptimizerKind,
+    lr: f64,
+    weight_decay: f64,
+    betas: Option<(f64, f64)>,
+    rule: Option<DecayRule>,
+) -> Result<Box<dyn Optimizer>> {
+    let adam = |config: AdamConfig| {
+        let config = config.weight_decay(weight_decay);
+        let config = match betas {
+            Some((b1, b2)) => config.betas(b1, b2),
+            None => config,
+        };
+        match rule.clone() {
+            Some(r) => config.decay_rule(r),
+            None => config,
+        }
+    };
+    Ok(match kind {
+        OptimizerKind::Adamw => Box::new(Adam::new(named, adam(AdamConfig::adamw(lr)))?),
+        OptimizerKind::Adam => Box::new(Adam::new(named, adam(AdamConfig::adam(lr)))?),
+        OptimizerKind::Sgd => {
+            let config = SgdConfig::new(lr).momentum(0.9).nesterov(true).weight_decay(weight_decay);
+            let config = match rule {
+                Some(r) => config.decay_rule(r),
+                None => config,
+            };
+            Box::new(Sgd::new(named, config)?)
+        }
+    })
+}
+
+/// With `--resume`: continue from the checkpoint in the output directory
+/// (the trainer refuses one written with other settings, naming each).
+pub fn resume_if_asked<T: TrainTask>(trainer: &mut Trainer<T>, flags: &RunFlags) -> Result<()> {
+    if !flags.resume {
+        return Ok(());
+    }
+    let path = trainer
+        .checkpoint_path()
+        .ok_or_else(|| Error::value("resume", "--resume needs --out DIR (the run to continue)"))?;
+    for note in trainer.resume(&path)? {
+        println!("note: {note}");
+    }
+    println!("resumed from {} at step {}", path.display(), trainer.step);
+    Ok(())
+}
+
+/// What a training run will hold in memory, estimated before the model is
+/// built: the weights with their gradients and optimizer moments, and the
+/// activations one micro-batch keeps for its backward pass (f32).
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryEstimate {
+    pub params: f64,
+    /// f32 values per parameter: weight, gradient and the optimizer's moments.
+    pub copies_per_param: f64,
+    /// f32 values stored for the backward pass of one micro-batch.
+    pub activations: f64,
+}
+
+impl MemoryEstimate {
+    /// Values per parameter: the weight and its gradient, plus Adam's two moments or SGD's momentum.
+    pub fn copies(kind: OptimizerKind) -> f64 {
+        match kind {
+            OptimizerKind::Adamw | OptimizerKind::Adam => 4.0,
+            OptimizerKind::Sgd => 3.0,
+        }
+    }
+    pub fn bytes(&self) -> f64 {
+        4.0 * (self.params * self.copies_per_param + self.activations)
+    }
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:.3e} parameters × {} f32 copies for weights, gradients and optimizer state = {}, plus {} of activations per micro-batch)",
+            human_bytes(self.bytes()),
+            self.params,
+            self.copies_per_param,
+            human_bytes(4.0 * self.params * self.copies_per_param),
+            human_bytes(4.0 * self.activations)
+        )
+    }
+}
+
+/// `bytes` with a binary unit.
+pub fn human_bytes(bytes: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bytes;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if v.is_finite() {
+        format!("{v:.1} {}", units[i])
+    } else {
+        "more bytes than a float can count".to_string()
+    }
+}
+
+/// The memory the system can still give (Linux's MemAvailable); None elsewhere.
+pub fn available_memory() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0)
+}
+
+/// Refuse a run whose estimate exceeds the available memory (it would abort
+/// in an allocation, possibly after hours), with the estimate in the error.
+pub fn check_memory(op: &'static str, what: &str, estimate: &MemoryEstimate) -> Result<()> {
+    let Some(available) = available_memory() else { return Ok(()) };
+    if estimate.bytes() > available {
+        return Err(Error::value(
+            op,
+            format!(
+                "{what} needs an estimated {}, but this machine has {} available; use a smaller model or batch",
+                estimate.describe(),
+                human_bytes(available)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Seconds to the millisecond, for the final line.
+fn millis(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
+/// The fields every final line has after `rec`'s first ones: the run's
+/// totals and this process's share. `"seconds"` is the training time of the
+/// whole run (every process that worked on it, read back from the metrics on
+/// a resume; null when unknown), `"seconds_this_process"` this process's
+/// wall-clock time; `"train_loss"` the last logged training loss (after a
+/// resume that trained nothing, the checkpoint's; null when no step was
+/// trained, as after `--stop-at 0`).
+pub fn final_record(rec: Record, summary: &TrainSummary, process_start: Instant) -> Record {
+    rec.with("steps", summary.steps)
+        .with("steps_this_process", summary.steps_run)
+        .with("seconds", summary.total_seconds.map(millis))
+        .num("seconds_this_process", millis(process_start.elapsed().as_secs_f64()))
+        .with("train_loss", summary.train_loss)
+}
+
+/// The memory of training a ViT of `cfg` at micro-batch `micro` (a rough
+/// count, in f64 so that absurd sizes cannot overflow: per block the qkv,
+/// projection and MLP matrices; per token and block the saved activations,
+/// with the attention matrix per head).
+pub fn vit_memory(cfg: &tamer::models::VitConfig, micro: usize, kind: OptimizerKind) -> MemoryEstimate {
+    let (d, l, p) = (cfg.embed_dim as f64, cfg.depth as f64, cfg.patch_size.max(1) as f64);
+    let hidden = (d * cfg.mlp_ratio).floor();
+    let (fh, fw) = cfg.feature_size();
+    let tokens = (fh as f64 / p).floor() * (fw as f64 / p).floor() + cfg.num_prefix_tokens() as f64;
+    let channels = cfg.stem.map_or(cfg.in_chans, |s| s.channels.1) as f64;
+    let params = d * channels * p * p + d + tokens * d + l * (4.0 * d * d + 2.0 * d * hidden + 9.0 * d + hidden) + 2.0 * d + cfg.num_classes as f64 * (d + 1.0);
+    let per_token = l * (12.0 * d + 2.0 * hidden + 2.0 * cfg.num_heads as f64 * tokens);
+    MemoryEstimate {
+        params,
+        copies_per_param: MemoryEstimate::copies(kind),
+        activations: micro as f64 * tokens * per_token,
+    }
+}
+
+/// The memory of training a GPT of `cfg` at micro-batch `micro` (nanoGPT's
+/// parameter count, `12·C²` per layer plus the embeddings, and per token and
+/// layer the saved activations, with the attention matrix per head; the
+/// logits and their gradient per token).
+pub fn gpt_memory(cfg: &tamer::models::GptConfig, micro: usize, kind: OptimizerKind) -> MemoryEstimate {
+    let (c, l, t, v) = (cfg.n_embd as f64, cfg.n_layer as f64, cfg.block_size as f64, cfg.vocab_size as f64);
+    let head = if cfg.tie_weights { 0.0 } else { v * c };
+    let params = l * (12.0 * c * c + 13.0 * c) + v * c + t * c + 2.0 * c + head;
+    let per_token = l * (18.0 * c + 2.0 * cfg.n_head as f64 * t) + 2.0 * v + c;
+    MemoryEstimate {
+        params,
+        copies_per_param: MemoryEstimate::copies(kind),
+        activations: micro as f64 * t * per_token,
+    }
+}

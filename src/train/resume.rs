@@ -1,0 +1,152 @@
+//! What [`Trainer::resume`](super::Trainer::resume) checks before it
+//! continues a run: that this run would have written the checkpoint. Every
+//! difference is collected and named (`optimizer beta1: 0.9 in the
+//! checkpoint, 0.8 in this run`, `model_config.num_heads: 4 in the
+//! checkpoint, 2 in this run`), so one error says everything to fix.
+
+use super::checkpoint::{param_groups_json, TrainCheckpoint};
+use super::{TrainConfig, TrainTask};
+use crate::checkpoint::{INPUT_NORMALIZATION_KEY, MODEL_CONFIG_KEY};
+use crate::optim::{Optimizer, Scheduler};
+use crate::Result;
+use serde_json::Value;
+
+/// The differences between a checkpoint and the run about to resume it, and
+/// notes on what could not be compared (files from older versions).
+#[derive(Default)]
+pub(super) struct Comparison {
+    pub differences: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl Comparison {
+    fn differ(&mut self, what: &str, saved: impl std::fmt::Display, current: impl std::fmt::Display) {
+        self.differences.push(format!("{what}: {saved} in the checkpoint, {current} in this run"));
+    }
+}
+
+/// `s`, cut to 120 characters for an error message.
+fn brief(s: &str) -> String {
+    match s.char_indices().nth(120) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Name every leaf where two JSON values differ, by its path (`a.b[2].c`).
+fn json_differences(path: &str, saved: &Value, current: &Value, out: &mut Comparison) {
+    match (saved, current) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let sub = format!("{path}.{k}");
+                match (a.get(k), b.get(k)) {
+                    (Some(x), Some(y)) => json_differences(&sub, x, y, out),
+                    (x, y) => out.differ(
+                        &sub,
+                        x.map_or("none".into(), |v| brief(&v.to_string())),
+                        y.map_or("none".into(), |v| brief(&v.to_string())),
+                    ),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                json_differences(&format!("{path}[{i}]"), x, y, out);
+            }
+        }
+        (a, b) if a != b => out.differ(path, brief(&a.to_string()), brief(&b.to_string())),
+        _ => {}
+    }
+}
+
+/// Compare a metadata value: field by field when both are JSON objects or arrays.
+fn compare_entry(key: &str, saved: &str, current: &str, out: &mut Comparison) {
+    if saved == current {
+        return;
+    }
+    let parse = |s: &str| serde_json::from_str::<Value>(s).ok().filter(|v| v.is_object() || v.is_array());
+    match (parse(saved), parse(current)) {
+        (Some(a), Some(b)) => json_differences(key, &a, &b, out),
+        _ => out.differ(&format!("metadata '{key}'"), format!("{:?}", brief(saved)), format!("{:?}", brief(current))),
+    }
+}
+
+/// Everything about `ckpt` that differs from the run described by the rest.
+pub(super) fn compare(ckpt: &TrainCheckpoint, config: &TrainConfig, task: &dyn TrainTask, opt: &dyn Optimizer, sched: &Scheduler) -> Result<Comparison> {
+    let mut out = Comparison::default();
+    let saved = &ckpt.file.metadata;
+    if ckpt.seed != config.seed {
+        out.differ("seed", ckpt.seed, config.seed);
+    }
+    if let Some(g) = ckpt.grad_accum.filter(|&g| g != config.grad_accum as u64) {
+        out.differ("grad_accum", g, config.grad_accum);
+    }
+    if let Some(b) = ckpt.micro_batch_size {
+        let current = task.batch_size().map_or("none".to_string(), |b| b.to_string());
+        if current != b.to_string() {
+            out.differ("micro-batch size", b, current);
+        }
+    }
+
+    // The caller's metadata: the model's configuration, its input normalisation, ...
+    for (key, value) in &config.metadata {
+        match saved.get(key) {
+            Some(s) => compare_entry(key, s, value, &mut out),
+            None if key == MODEL_CONFIG_KEY || key == INPUT_NORMALIZATION_KEY => out.notes.push(format!(
+                "{} has no {key} metadata (written before tamer stored it): its tensor shapes are checked, the rest of this run's {key} is assumed",
+                ckpt.file.source
+            )),
+            None => out.differ(&format!("metadata '{key}'"), "none", format!("{:?}", brief(value))),
+        }
+    }
+
+    // The optimizer's settings. The learning rate follows the schedule (compared
+    // below), as does the momentum (β₁) when the schedule cycles it; the rest must match.
+    let current = opt.state_dict()?.metadata;
+    let cycles_momentum = sched.schedule().momentum_at(0).is_some();
+    let compared = |k: &str| !(k.starts_with("state.") || k == "step" || k == "lr" || (cycles_momentum && (k == "beta1" || k == "momentum")));
+    let saved_optim: Vec<(&str, &String)> = saved
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("optim.").map(|k| (k, v)))
+        .filter(|(k, _)| compared(k))
+        .collect();
+    let mut keys: Vec<&str> = saved_optim
+        .iter()
+        .map(|(k, _)| *k)
+        .chain(current.keys().map(String::as_str).filter(|k| compared(k)))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for k in keys {
+        let s = saved_optim.iter().find(|(sk, _)| *sk == k).map(|(_, v)| v.as_str());
+        let c = current.get(k).map(String::as_str);
+        if s != c {
+            let what = if k == "optimizer" {
+                "optimizer".to_string()
+            } else {
+                format!("optimizer {k}")
+            };
+            out.differ(&what, s.unwrap_or("none"), c.unwrap_or("none"));
+        }
+    }
+    match saved.get("param_groups").map(|s| serde_json::from_str::<Value>(s)) {
+        Some(Ok(groups)) => json_differences("param_groups", &groups, &param_groups_json(opt), &mut out),
+        Some(Err(_)) => out.differ("param_groups", "unreadable", "readable"),
+        None => out.notes.push(format!(
+            "{} has no param_groups (an older file): weight decay per group is not checked",
+            ckpt.file.source
+        )),
+    }
+    if let Some(kind) = saved.get("schedule.kind") {
+        let mine = sched.schedule().describe();
+        if *kind != mine {
+            out.differ("schedule", kind, mine);
+        }
+    }
+    out.differences
+        .extend(task.data_state_differences(&ckpt.data_state, ckpt.step, config.grad_accum));
+    Ok(out)
+}
