@@ -24,9 +24,9 @@ use super::nn::layer_norm::{layer_norm_backward_reference, layer_norm_backward_r
 use super::nn::softmax::{softmax_backward_reference, softmax_backward_rows, softmax_reference, softmax_rows};
 use super::unary::unary_reference;
 use super::{CpuStorage, PARALLEL_THRESHOLD};
-use crate::ops::binary::{Add, BinaryKernels, Mul, Sub};
+use crate::backend::contract::binary::{Add, BinaryKernels, Mul, Sub};
+use crate::backend::contract::unary::{Exp, Gelu, GeluTanh, UnaryFn, UnaryKernels};
 use crate::ops::nn::softmax::SoftmaxKind;
-use crate::ops::unary::{Exp, Gelu, GeluTanh, UnaryFn, UnaryKernels};
 use crate::tensor::Layout;
 use crate::testing::proptest_config;
 use proptest::prelude::*;

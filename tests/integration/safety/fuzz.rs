@@ -20,10 +20,12 @@ use tamer::data::{cifar, digits, CharDataset};
 use tamer::models::{Gpt, GptConfig, Pool, PretrainedOptions, VisionTransformer, VitConfig};
 use tamer::nn::Module;
 use tamer::rng;
+use tamer::testing::proptest_config;
 use tamer::train::CHECKPOINT_FILE;
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
+/// 48 cases, or `PROPTEST_CASES`.
+fn fuzz_config() -> ProptestConfig {
+    proptest_config(48)
 }
 
 fn gz(bytes: &[u8]) -> Vec<u8> {
@@ -329,7 +331,7 @@ fn load_everything(ckpt: Checkpoint) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(fuzz_config())]
 
     #[test]
     fn safetensors_readers_and_model_loaders_never_panic(bytes in damaged(safetensors_seeds())) {
@@ -375,7 +377,7 @@ proptest! {
 
 proptest! {
     // Each case builds a small trainer: fewer of them.
-    #![proptest_config(ProptestConfig { cases: cases().div_ceil(4), ..ProptestConfig::default() })]
+    #![proptest_config({ let config = fuzz_config(); ProptestConfig { cases: config.cases.div_ceil(4), ..config } })]
 
     #[test]
     fn a_resume_from_a_damaged_training_checkpoint_never_panics(bytes in damaged(training_checkpoint_seed())) {
