@@ -3,7 +3,7 @@
 //! references, over lengths that hit empty input, pure tails, one vector,
 //! vector + tail and many vectors.
 
-use super::{scalar, Isa, Simd};
+use super::{scalar, select, Isa, Simd};
 use crate::backend::contract::unary::{Gelu, GeluTanh, UnaryFn};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -77,7 +77,7 @@ fn check_close(what: &str, isa: Isa, x: &[f32], got: &[f32], want: impl Fn(f64) 
 }
 
 #[test]
-fn detection_finds_the_isas_the_cpu_lists_and_picks_the_widest() {
+fn detection_finds_the_isas_the_cpu_lists() {
     let available: Vec<Isa> = isas().into_iter().map(Simd::isa).collect();
     eprintln!("simd ISAs under test: {available:?}");
     let Some(listed) = isas_listed_in_cpuinfo() else {
@@ -85,7 +85,22 @@ fn detection_finds_the_isas_the_cpu_lists_and_picks_the_widest() {
         return;
     };
     assert_eq!(available, listed, "ISAs detected at run time vs the flags in /proc/cpuinfo");
-    assert_eq!(Simd::detected().isa(), *listed.last().unwrap(), "the ISA the kernels run with");
+}
+
+/// CI runs the kernel tests once per ISA with `TAMER_SIMD` set and this test
+/// among them: it fails when the variable's ISA is not the one in use.
+#[test]
+fn the_kernels_run_with_the_isa_asked_for_or_the_widest_listed() {
+    let asked = std::env::var(select::VARIABLE).ok().filter(|v| !v.trim().is_empty());
+    let in_use = super::selected("simd test").map(Simd::isa);
+    eprintln!("simd ISA in use: {in_use:?} ({}={asked:?})", select::VARIABLE);
+    match asked {
+        Some(name) => assert_eq!(in_use.map(Isa::name), Ok(name.trim()), "{}={name}", select::VARIABLE),
+        None => match isas_listed_in_cpuinfo() {
+            Some(listed) => assert_eq!(in_use, Ok(*listed.last().unwrap()), "the widest ISA /proc/cpuinfo lists"),
+            None => eprintln!("no /proc/cpuinfo flags to check the ISA in use against"),
+        },
+    }
 }
 
 #[test]
