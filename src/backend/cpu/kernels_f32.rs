@@ -25,10 +25,10 @@ use super::nn::softmax::{softmax_backward_reference, softmax_backward_rows, soft
 use super::unary::unary_reference;
 use super::{CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::contract::binary::{Add, BinaryKernels, Mul, Sub};
+use crate::backend::contract::nn::softmax::SoftmaxKind;
 use crate::backend::contract::unary::{Exp, Gelu, GeluTanh, UnaryFn, UnaryKernels};
-use crate::ops::nn::softmax::SoftmaxKind;
-use crate::tensor::Layout;
 use crate::testing::proptest_config;
+use crate::types::Layout;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
