@@ -20,4 +20,4 @@ mod gradcheck;
 pub mod strategies;
 
 pub use config::proptest_config;
-pub use gradcheck::{check_gradients, GradCheckConfig, GradCheckReport, WorstElement};
+pub use gradcheck::{check_gradients, numeric_derivative, GradCheckConfig, GradCheckReport, WorstElement};

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tamer::nn::{Module, Param};
-use tamer::testing::GradCheckConfig;
+use tamer::testing::{numeric_derivative, GradCheckConfig};
 use tamer::{no_grad, DType, Result, Tensor};
 
 /// The shared data sets, outside the repository (read-only); the variable
@@ -79,8 +79,8 @@ pub fn probe_weights(dims: &[usize]) -> Tensor {
 }
 
 /// Finite-difference check of the gradients of `Σ w ⊙ f()` with respect to every
-/// parameter of `module` (f64), with `check_gradients`' default step and
-/// tolerances. Each element is perturbed in place through `Param::set`, so the
+/// parameter of `module` (f64), with `check_gradients`' difference stencil,
+/// default step and tolerances. Each element is perturbed in place through `Param::set`, so the
 /// module under test is the real one. Returns
 /// `(elements checked, failures with name, index, analytic, numeric)`.
 pub fn check_param_gradients<M: Module + ?Sized>(module: &M, f: impl Fn() -> Result<Tensor>) -> (usize, Vec<String>) {
@@ -104,7 +104,7 @@ pub fn check_param_gradients<M: Module + ?Sized>(module: &M, f: impl Fn() -> Res
             no_grad(|| loss_of(f().unwrap()).to_scalar().unwrap())
         };
         for (j, a) in analytic.iter().enumerate() {
-            let numeric = (eval_at(j, eps) - eval_at(j, -eps)) / (2.0 * eps);
+            let numeric = numeric_derivative(eps, |delta| Ok(eval_at(j, delta))).unwrap();
             checked += 1;
             let within = (a - numeric).abs() <= atol + rtol * numeric.abs();
             if !within {
@@ -114,6 +114,23 @@ pub fn check_param_gradients<M: Module + ?Sized>(module: &M, f: impl Fn() -> Res
         p.set(&Tensor::from_vec(base, dims).unwrap()).unwrap();
     }
     (checked, failures)
+}
+
+/// `x` with its values replaced, in place and keeping its layout, by an evenly
+/// spaced grid over [-2, 2] in the order the old values had: every two
+/// elements at least 4/n apart, so that no max, min or pooling window holds a
+/// tie or a near-tie that a finite difference step would cross.
+pub fn spread_apart(x: &Tensor) -> Tensor {
+    let values = x.to_f64_vec().unwrap();
+    let n = values.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut spread = vec![0.0; n];
+    for (rank, &i) in order.iter().enumerate() {
+        spread[i] = -2.0 + 4.0 * (rank as f64 + 0.5) / n as f64;
+    }
+    x.assign(&Tensor::from_vec(spread, x.dims().to_vec()).unwrap()).unwrap();
+    x.clone()
 }
 
 pub fn names<M: Module + ?Sized>(m: &M) -> Vec<String> {
