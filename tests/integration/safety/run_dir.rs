@@ -41,20 +41,35 @@ fn dead_pid() -> u32 {
 fn temp_files_of_a_crashed_save_are_removed_at_the_next_start() {
     let dir = scratch("tmp-files");
     let pid = dead_pid();
-    let stale = [format!("checkpoint.safetensors.tmp-{pid}-0"), format!("model.safetensors.tmp-{pid}-7")];
+    let stale = [
+        format!("checkpoint.safetensors.tamer-tmp-{pid}-0"),
+        format!("model.safetensors.tamer-tmp-{pid}-7"),
+    ];
     for name in &stale {
         std::fs::write(dir.join(name), b"half a checkpoint").unwrap();
     }
-    // A file of a process that still runs (this one) may be mid-write: kept. So is an unrelated file.
-    let live = format!("checkpoint.safetensors.tmp-{}-99", std::process::id());
-    std::fs::write(dir.join(&live), b"being written").unwrap();
-    std::fs::write(dir.join("notes.tmp-abc"), b"mine").unwrap();
+    // A file of a process that still runs (this one) may be mid-write: kept.
+    let live = format!("checkpoint.safetensors.tamer-tmp-{}-99", std::process::id());
+    // The user's own files are kept, even those that look like NAME.tmp-NUMBER-NUMBER
+    // with a first number that is no running process.
+    let users = [
+        "notes.tmp-abc".to_string(),
+        "x.tmp-2024-06".to_string(),
+        format!("results.tmp-{pid}-06"),
+        format!("checkpoint.safetensors.tmp-{pid}-0"),
+        format!(".tamer-tmp-{pid}-0"),
+    ];
+    for name in std::iter::once(&live).chain(&users) {
+        std::fs::write(dir.join(name), b"kept").unwrap();
+    }
     let mut t = vit_trainer(2, Some(dir.clone()));
     t.fit().unwrap();
     for name in &stale {
         assert!(!dir.join(name).exists(), "{name} was left behind");
     }
-    assert!(dir.join(&live).exists() && dir.join("notes.tmp-abc").exists());
+    for name in std::iter::once(&live).chain(&users) {
+        assert_eq!(std::fs::read(dir.join(name)).ok().as_deref(), Some(&b"kept"[..]), "{name} was touched");
+    }
     let records = read_jsonl(dir.join(METRICS_FILE)).unwrap();
     let cleanup = records.iter().find(|r| r["event"] == "cleanup").expect("a cleanup record");
     assert_eq!(cleanup["removed"].as_array().unwrap().len(), 2, "{cleanup}");
