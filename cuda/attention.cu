@@ -3,7 +3,7 @@
 // compare the fused ones against.
 //
 // Shapes: every operand is contiguous and row-major, with the batch and head
-// dims flattened into one leading dim BH (src/backend/cuda/attention.rs makes
+// dims flattened into one leading dim BH (src/backend/cuda/nn/attention.rs makes
 // copies where the views are strided):
 //
 //   q   [BH, Tq, D]     k  [BH, Tk, D]     v  [BH, Tk, Dv]
@@ -29,7 +29,7 @@
 //   dQ = dS K · scale                  dK = dSᵀ Q · scale
 //
 // Kernels (every one is `extern "C"`, its parameter list mirrored by
-// src/backend/cuda/attention.rs):
+// src/backend/cuda/nn/attention.rs):
 //   flash_attn_fwd_d{32,64,128}_f32   fused forward, head dims D, Dv <= DMAX
 //   attn_bwd_delta_{f32,f64}          delta_i, one warp per query row
 //   flash_attn_bwd_d{32,64,128}_f32   fused backward, one block per key tile

@@ -1,4 +1,4 @@
-// binary.cu: out = f(a, b) for every BinaryFn of src/ops/binary.rs, and
+// binary.cu: out = f(a, b) for every BinaryFn of src/backend/contract/binary.rs, and
 // where_cond (out = c != 0 ? t : f).
 //
 // The operands arrive already broadcast to the output shape (stride 0 on a

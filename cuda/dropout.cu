@@ -6,7 +6,7 @@
 // Any thread can compute the numbers of any position without a sequential
 // state, so the mask of element i depends only on (seed, i): the same on
 // every GPU, grid size and run, and reproducible on the host by the Rust
-// reference `ops::nn::dropout::philox4x32_10` (tested there against the
+// reference `philox4x32_10` in src/backend/contract/nn/dropout.rs (tested there against the
 // published known-answer vectors, and against this kernel bit for bit in the
 // CUDA tests).
 //

@@ -4,7 +4,7 @@
 // gradient norm).
 //
 // Launched from src/backend/cuda/optim.rs; the CPU reference is
-// src/optim/kernels.rs, whose loops these kernels follow operation by
+// src/backend/cpu/optim.rs, whose loops these kernels follow operation by
 // operation. Every buffer here is contiguous: the host passes the address of
 // a parameter's first element (storage pointer + offset) and copies strided
 // operands to contiguous buffers first, so the kernels need no layouts.
@@ -42,7 +42,7 @@ __device__ __forceinline__ double op_max(double a, double b) { return fmax(a, b)
 
 // ---- Adam / AdamW ----------------------------------------------------------------
 // One step of one parameter tensor, element by element, in the order of
-// adam_loop (src/optim/kernels.rs), itself torch.optim.Adam's single-tensor
+// adam_loop (src/backend/cpu/optim.rs), itself torch.optim.Adam's single-tensor
 // code:
 //
 //   decay 1 (Adam, L2):         g ← g + wd·p
@@ -161,7 +161,7 @@ extern "C" __global__ void scale_f64(const double* x, i64 n, double a, double* o
 // partial[t], partial[t + SSQ_THREADS], ... in order, block_sum reduces, and
 // out[index] = the total. One scalar per tensor: the host launches both
 // passes for every gradient into one out[] buffer, copies it back once, and
-// adds the per-tensor sums in f64 in parameter order (src/optim/kernels.rs).
+// adds the per-tensor sums in f64 in parameter order (src/backend/cpu/optim.rs).
 //
 // Squares of f32 values are exact in double (24 + 24 bits < 53), so for f32
 // gradients only the order of the additions differs from the CPU's, at the

@@ -1,4 +1,4 @@
-// unary.cu: y = f(x) and dx = dy * f'(x, y) for every UnaryFn of src/ops/unary.rs.
+// unary.cu: y = f(x) and dx = dy * f'(x, y) for every UnaryFn of src/backend/contract/unary.rs.
 //
 // Layout of this file
 // -------------------
@@ -9,7 +9,7 @@
 // p0/p1 are `UnaryFn::params()` (powf's exponent, affine's a and b, clamp's
 // bounds), always passed as two doubles so every kernel has the same signature;
 // functions without parameters ignore them. The formulas are the CPU scalar
-// formulas of src/ops/unary.rs, operation for operation, with constants
+// formulas of src/backend/contract/unary.rs, operation for operation, with constants
 // rounded from f64 to C exactly as `c::<T>(v)` does there.
 //
 // Four kernels per function and dtype, instantiated by UNARY_KERNELS:

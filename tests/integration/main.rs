@@ -6,10 +6,13 @@
 //! `tests/cuda/`, so each family's CPU and CUDA tests sit side by side.
 //! `tests/memory.rs` stays its own binary: it installs a counting global
 //! allocator. Add a test to the module of its family or subsystem, or a new
-//! module here; proptest keeps a module's regression seeds beside it, in
+//! module here; proptest keeps a module's regression seeds in
 //! `tests/proptest-regressions/<module>.txt`.
 
 mod common;
+
+// The architecture: ARCHITECTURE.md's op table and the direction of dependencies.
+mod architecture;
 
 // Op families: gradient checks over random shapes and layouts, values against
 // references, errors. Mirrored by tests/cuda/.

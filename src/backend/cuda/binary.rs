@@ -305,11 +305,11 @@ mod tests {
             .filter_map(|l| l.split(',').next())
             .collect();
         assert_eq!(in_cu, CUDA_BINARY_FNS);
-        let src = include_str!("../../ops/binary.rs");
+        let src = include_str!("../contract/binary.rs");
         assert_eq!(
             src.matches("\nbinary_fn!(").count(),
             CUDA_BINARY_FNS.len(),
-            "src/ops/binary.rs defines a BinaryFn without a CUDA kernel"
+            "src/backend/contract/binary.rs defines a BinaryFn without a CUDA kernel"
         );
         for name in CUDA_BINARY_FNS {
             assert!(src.contains(&format!("\"{name}\"")), "{name}");

@@ -185,9 +185,13 @@ mod tests {
         for n in names {
             assert!(CUDA_UNARY_FNS.contains(&n), "{n}");
         }
-        let src = include_str!("../../ops/unary.rs");
+        let src = include_str!("../contract/unary.rs");
         // hand-written impls (the macro's own `impl UnaryFn for $ty` excluded) plus macro invocations
         let impls = src.matches("impl UnaryFn for ").count() - src.matches("impl UnaryFn for $").count() + src.matches("\nunary_fn!(").count();
-        assert_eq!(impls, CUDA_UNARY_FNS.len(), "src/ops/unary.rs defines a UnaryFn without a CUDA kernel");
+        assert_eq!(
+            impls,
+            CUDA_UNARY_FNS.len(),
+            "src/backend/contract/unary.rs defines a UnaryFn without a CUDA kernel"
+        );
     }
 }
