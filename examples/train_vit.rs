@@ -189,9 +189,17 @@ fn run(args: &VitArgs) -> Result<()> {
     let loss = CrossEntropyOptions::default().with_label_smoothing(args.label_smoothing);
     let task = ImageClassification::new(model, loader, test, 1000, loss)?;
     let mut metadata = model_metadata(&config.to_json(), input_normalization.as_ref());
+    // The loss and augmentation settings, which no other entry records: a resume compares them.
+    let recipe = serde_json::json!({
+        "label_smoothing": args.label_smoothing,
+        "mixup": mixup,
+        "crop_padding": augment.crop_padding,
+        "hflip": augment.hflip,
+    });
     metadata.extend(BTreeMap::from([
         ("dataset".to_string(), args.dataset.name().to_string()),
         ("model".to_string(), preset.name().to_string()),
+        ("recipe".to_string(), recipe.to_string()),
     ]));
     let train_config = TrainConfig {
         total_steps,

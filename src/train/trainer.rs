@@ -136,14 +136,18 @@ impl<T: TrainTask> Trainer<T> {
     /// Continue from a checkpoint: model, optimizer, schedule, data stream and step.
     ///
     /// The checkpoint must be one this run would have written: the same run
-    /// seed, `grad_accum` and micro-batch size, every [`TrainConfig::metadata`]
-    /// entry (JSON entries such as `model_config` are compared field by
-    /// field), every optimizer setting (β₁ or momentum too, unless the
-    /// schedule cycles it; the learning rate follows the schedule), the
-    /// parameter groups' weight decay, the schedule, and the data stream (its
-    /// seed, the data set's size, and a position inside the range this run's
+    /// seed, `grad_accum`, micro-batch size and gradient clipping, the same
+    /// [`TrainConfig::metadata`] entries (each key on both sides; JSON entries
+    /// such as `model_config` are compared field by field), every optimizer
+    /// setting (β₁ or momentum too, unless the schedule cycles it; the
+    /// learning rate follows the schedule), the parameter groups' weight
+    /// decay, the schedule (field by field), and the data stream (its seed,
+    /// the data set's size, and a position inside the range this run's
     /// epochs give for the step). Otherwise the error lists every difference
-    /// by name and nothing is changed. Returns notes on what a file from an
+    /// by name. On any error nothing is changed: a file that passes these
+    /// checks but fails to load (a damaged optimizer state, say) leaves the
+    /// model, optimizer, schedule and data stream as they were
+    /// ([`TrainCheckpoint::restore`]). Returns notes on what a file from an
     /// older version did not allow to check.
     pub fn resume(&mut self, path: impl Into<PathBuf>) -> Result<Vec<String>> {
         let path = path.into();
