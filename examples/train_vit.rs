@@ -38,7 +38,7 @@ use tamer::models::{PretrainedOptions, VisionTransformer};
 use tamer::nn::Module;
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
 use tamer::optim::{Constant, DecayRule, LrSchedule, OneCycle, Scheduler, WarmupCosine, WarmupLinear};
-use tamer::train::{ImageClassification, Record, TrainConfig, Trainer, CHECKPOINT_FILE};
+use tamer::train::{ImageClassification, Record, TrainConfig, Trainer};
 use tamer::{rng, Error, Result};
 use vit_args::{Dataset, ScheduleKind, VitArgs};
 
@@ -224,7 +224,11 @@ fn run(args: &VitArgs) -> Result<()> {
     if let Some(dir) = &args.out {
         let path = dir.join(MODEL_FILE);
         checkpoint::save_with_metadata(&path, &checkpoint::module_tensors(&trainer.task.model), &trainer.config.metadata)?;
-        println!("saved {} and {}", path.display(), dir.join(CHECKPOINT_FILE).display());
+        // The checkpoint only when this process wrote one (a finished run resumed writes none).
+        match &summary.checkpoint {
+            Some(ckpt) => println!("saved {} and {}", path.display(), ckpt.display()),
+            None => println!("saved {}", path.display()),
+        }
     }
     let test_acc = summary.metric("test_acc");
     println!(

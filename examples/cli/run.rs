@@ -31,10 +31,13 @@ pub fn existing_run_files<'a>(out: &Path, model_file: &'a str) -> Vec<&'a str> {
 }
 
 /// Before anything is loaded or built: a fresh run into an `out` that holds
-/// a run is refused unless `--force` (see [`start_over`]). A `--resume` is
-/// checked by the trainer against the checkpoint itself.
+/// a run is refused unless `--force` (see [`start_over`]); a `--resume`
+/// needs a checkpoint there (the trainer then checks it against this run).
 pub fn prepare_out_dir(op: &'static str, out: &Path, flags: &RunFlags, model_file: &str) -> Result<()> {
-    if flags.resume || flags.force {
+    if flags.resume {
+        return expect_checkpoint(op, out, model_file);
+    }
+    if flags.force {
         return Ok(());
     }
     let existing = existing_run_files(out, model_file);
@@ -47,6 +50,30 @@ pub fn prepare_out_dir(op: &'static str, out: &Path, flags: &RunFlags, model_fil
             "--out {} already holds a training run ({}): continue it with --resume, start over with --force (which replaces those files), or choose another --out; nothing was changed",
             out.display(),
             existing.join(", ")
+        ),
+    ))
+}
+
+/// `--resume` with no checkpoint in `out`: an error that says so, and what to
+/// do instead (start there, or start over with `--force` if a run left files).
+fn expect_checkpoint(op: &'static str, out: &Path, model_file: &str) -> Result<()> {
+    if out.join(CHECKPOINT_FILE).exists() {
+        return Ok(());
+    }
+    let existing = existing_run_files(out, model_file);
+    let way_out = if existing.is_empty() {
+        "run without --resume to start a run there".to_string()
+    } else {
+        format!(
+            "it holds {} from a run that wrote no checkpoint: start over with --force (which replaces them), or choose another --out",
+            existing.join(", ")
+        )
+    };
+    Err(Error::value(
+        op,
+        format!(
+            "--resume: --out {} holds no {CHECKPOINT_FILE}, so there is no run to continue; {way_out}",
+            out.display()
         ),
     ))
 }
@@ -202,9 +229,10 @@ fn millis(s: f64) -> f64 {
 
 /// The fields every final line has after `rec`'s first ones: the run's
 /// totals and this process's share. `"seconds"` is the training time of the
-/// whole run (every process that worked on it, read back from the metrics on
-/// a resume; null when unknown), `"seconds_this_process"` this process's
-/// wall-clock time; `"train_loss"` the last logged training loss (after a
+/// whole run ([`TrainSummary::total_seconds`]: the time spent in training
+/// steps by every process that worked on it, evaluations and checkpoint
+/// writes excluded, read back from the metrics on a resume; null when
+/// unknown), `"seconds_this_process"` this process's wall-clock time; `"train_loss"` the last logged training loss (after a
 /// resume that trained nothing, the checkpoint's; null when no step was
 /// trained, as after `--stop-at 0`).
 pub fn final_record(rec: Record, summary: &TrainSummary, process_start: Instant) -> Record {
