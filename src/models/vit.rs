@@ -135,7 +135,11 @@ impl VitConfig {
             pos: PosEmbed::Learned,
             qkv_bias: true,
             norm_eps: 1e-6,
-            block: BlockConfig::vit(num_heads),
+            // The fields above are what the blocks use; the block's copies say the same.
+            block: BlockConfig {
+                mlp_ratio,
+                ..BlockConfig::vit(num_heads)
+            },
             pos_drop_rate: 0.0,
             drop_rate: 0.0,
             stem: None,

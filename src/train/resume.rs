@@ -12,6 +12,7 @@
 use super::checkpoint::{clip_entry, is_reserved_key, param_groups_json, TrainCheckpoint};
 use super::{TrainConfig, TrainTask};
 use crate::checkpoint::{INPUT_NORMALIZATION_KEY, MODEL_CONFIG_KEY};
+use crate::models::canonical_model_config;
 use crate::optim::{Optimizer, Scheduler};
 use crate::Result;
 use serde_json::Value;
@@ -78,6 +79,12 @@ fn structured(s: &str) -> Option<Value> {
 fn compare_entry(key: &str, saved: Option<&str>, current: Option<&str>, out: &mut Comparison) {
     if saved == current {
         return;
+    }
+    if key == MODEL_CONFIG_KEY {
+        // Written by another version, the same model may be spelled differently.
+        if let (Some(a), Some(b)) = (saved.and_then(canonical_model_config), current.and_then(canonical_model_config)) {
+            return json_differences(key, &a, &b, out);
+        }
     }
     if let (Some(a), Some(b)) = (saved.and_then(structured), current.and_then(structured)) {
         return json_differences(key, &a, &b, out);

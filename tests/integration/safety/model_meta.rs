@@ -114,3 +114,34 @@ fn pretrained_weights_with_another_head_count_are_refused() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_vit_config_says_each_head_count_ratio_and_epsilon_once() {
+    use tamer::nn::BlockConfig;
+    // The block's copies of num_heads, mlp_ratio and norm_eps are what the ViT's fields
+    // replace: they are not written, so no file can hold two values that disagree.
+    let cfg = VitConfig {
+        num_heads: 2,
+        mlp_ratio: 3.0,
+        norm_eps: 1e-5,
+        block: BlockConfig::post_ln(8),
+        ..VitConfig::vit_digits()
+    };
+    let json = cfg.to_json();
+    for field in ["n_head", "mlp_ratio", "norm_eps"] {
+        assert!(json["block"].get(field).is_none(), "block.{field} written: {json}");
+    }
+    let back = VitConfig::from_json(&json).unwrap();
+    assert_eq!((back.block.n_head, back.block.mlp_ratio, back.block.norm_eps), (2, 3.0, 1e-5));
+    for i in 0..cfg.depth {
+        assert_eq!(back.block_config(i), cfg.block_config(i), "block {i} is built the same");
+    }
+    assert_eq!(back.to_json(), json);
+    // A file from before, with the (never used) copies under block, still reads, as the top-level fields say.
+    let mut old = json.clone();
+    let block = old["block"].as_object_mut().unwrap();
+    block.insert("n_head".into(), 8.into());
+    block.insert("mlp_ratio".into(), 4.0.into());
+    block.insert("norm_eps".into(), 1e-6.into());
+    assert_eq!(VitConfig::from_json(&old).unwrap(), back);
+}

@@ -127,8 +127,25 @@ fn another_model_config_is_named_field_by_field() {
     // Two named fields, not two truncated strings.
     assert!(!msg.contains('…'), "{msg}");
 
-    // A checkpoint from before model_config was stored resumes, with a note saying what was not checked.
+    // A checkpoint whose model_config still has the block's copies of num_heads,
+    // mlp_ratio and norm_eps (as tamer wrote them before) resumes: they never had an effect.
     let path = dir.join(CHECKPOINT_FILE);
+    let mut ckpt = checkpoint::read(&path).unwrap();
+    let mut legacy: serde_json::Value = serde_json::from_str(&ckpt.metadata[MODEL_CONFIG_KEY]).unwrap();
+    let block = legacy["block"].as_object_mut().unwrap();
+    block.insert("n_head".into(), 1.into());
+    block.insert("mlp_ratio".into(), 4.0.into());
+    block.insert("norm_eps".into(), 1e-6.into());
+    ckpt.metadata.insert(MODEL_CONFIG_KEY.into(), legacy.to_string());
+    checkpoint::save_with_metadata(&path, &ckpt.tensors, &ckpt.metadata).unwrap();
+    let mut setup = Setup::new(4, None);
+    with_config(2, 1e-6)(&mut setup);
+    let mut current = setup.build();
+    tag(&mut current);
+    current.resume(&path).unwrap();
+    assert_eq!(current.step, 2);
+
+    // A checkpoint from before model_config was stored resumes, with a note saying what was not checked.
     let mut ckpt = checkpoint::read(&path).unwrap();
     ckpt.metadata.remove(MODEL_CONFIG_KEY);
     checkpoint::save_with_metadata(&path, &ckpt.tensors, &ckpt.metadata).unwrap();
