@@ -364,6 +364,22 @@ impl GptConfig {
     }
 }
 
+/// A loader was asked for `asked` heads (a flag, an argument) of a model
+/// whose file records `stored` in its model_config (as `field`): they must
+/// agree, since the file's figure is what the weights were trained with.
+pub(crate) fn heads_agree(op: &'static str, ckpt: &Checkpoint, asked: Option<usize>, field: &str, stored: usize) -> Result<()> {
+    match asked {
+        Some(h) if h != stored => Err(Error::format(
+            op,
+            format!(
+                "{}: {h} heads were asked for but the file's model_config metadata says {field} {stored}",
+                ckpt.source
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A `model_config` entry as the current version writes it (a ViT's
 /// configuration without the block fields older files repeated), so that
 /// two entries describing one model compare equal; None for text that is
