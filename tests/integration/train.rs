@@ -545,7 +545,7 @@ fn a_validation_split_too_short_is_refused_before_training() {
     // Shorter than the context: no validation batch fits, which the first evaluation would find at step 5.
     t.task.data.val.truncate(8);
     let msg = t.fit().unwrap_err().to_string();
-    assert!(msg.contains("Val split has 8 characters") && msg.contains("block_size 16"), "{msg}");
+    assert!(msg.contains("the validation split has 8 characters") && msg.contains("block_size 16"), "{msg}");
     assert_eq!(t.step, 0, "a step was trained");
     assert!(!dir.join(CHECKPOINT_FILE).exists() && !dir.join("metrics.jsonl").exists());
     let _ = std::fs::remove_dir_all(dir);
