@@ -13,10 +13,15 @@
 //
 // The maths, per head (scale usually 1/sqrt(D)):
 //
-//   s_ij = scale · q_i·k_j, or -inf where causal and j > i + (Tk - Tq)
-//          (the queries are the last Tq positions, as with a KV cache: the
-//          same rule as the CPU's composite path)
+//   s_ij = scale · q_i·k_j, or -inf where causal and j > i + diagonal
+//          (torch.tril's diagonal: 0 for a top-left aligned mask, PyTorch's
+//          is_causal; Tk - Tq for a bottom-right one, a KV cache's. The host
+//          resolves tamer's AttnMask into (causal, diagonal).)
 //   P = softmax_j(s)       O = P V        lse_i = log Σ_j exp(s_ij)
+//
+// A query row that sees no key (diagonal < 0, rows i < -diagonal) has O = 0
+// and lse = -inf, and gets no gradient: PyTorch's and FlashAttention-2's
+// convention, and the CPU composite path's, instead of softmax's 0/0 = NaN.
 //
 // The forward never materialises P ([Tq, Tk] per head): it walks the keys in
 // tiles with an online softmax (running max m_i and running sum l_i, each
@@ -49,8 +54,8 @@
 #define FULL_MASK 0xffffffffu
 
 // Whether query i (0-based among the Tq queries) may attend to key j.
-__device__ __forceinline__ bool attn_visible(i64 i, i64 j, i64 tk, i64 shift, bool causal) {
-    return j < tk && (!causal || j <= i + shift);
+__device__ __forceinline__ bool attn_visible(i64 i, i64 j, i64 tk, i64 diagonal, bool causal) {
+    return j < tk && (!causal || j <= i + diagonal);
 }
 
 // ---------------------------------------------------------------------------
@@ -85,7 +90,7 @@ __device__ __forceinline__ bool attn_visible(i64 i, i64 j, i64 tk, i64 shift, bo
 template <int DMAX, int ROWS>
 __device__ void flash_attn_fwd(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                                float* __restrict__ o, float* __restrict__ lse, i64 bh, i64 tq, i64 tk, i64 d, i64 dv,
-                               float scale, bool causal) {
+                               float scale, bool causal, i64 diagonal) {
     constexpr int BR = ATTN_WARPS * ROWS;  // query rows per block
     constexpr int NC = DMAX / 32;          // output columns per lane
     __shared__ float Qs[BR][DMAX];
@@ -93,7 +98,6 @@ __device__ void flash_attn_fwd(const float* __restrict__ q, const float* __restr
     __shared__ float Vs[ATTN_BC][DMAX];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const i64 shift = tk - tq;
     const i64 n_qtiles = (tq + BR - 1) / BR;
     const float neg_inf = t_neg_inf<float>();
 
@@ -121,7 +125,7 @@ __device__ void flash_attn_fwd(const float* __restrict__ q, const float* __restr
 
         // One past the last key any row of this block can see.
         i64 k_end = tk;
-        if (causal && q0 + BR + shift < tk) k_end = q0 + BR + shift;
+        if (causal && q0 + BR + diagonal < tk) k_end = q0 + BR + diagonal;
 
         for (i64 k0 = 0; k0 < k_end; k0 += ATTN_BC) {
             __syncthreads();  // the previous key tile's readers are done (and Qs is written)
@@ -147,7 +151,7 @@ __device__ void flash_attn_fwd(const float* __restrict__ q, const float* __restr
 #pragma unroll
             for (int r = 0; r < ROWS; ++r) {
                 const i64 i = q0 + warp * ROWS + r;
-                const float sr = attn_visible(i, j, tk, shift, causal) ? s[r] * scale : neg_inf;
+                const float sr = attn_visible(i, j, tk, diagonal, causal) ? s[r] * scale : neg_inf;
                 const float m_new = fmaxf(m[r], warp_max(sr));
                 // A row that has seen no visible key yet keeps m = -inf; then
                 // exp(-inf - -inf) would be NaN, so p = 0 and alpha = 1.
@@ -182,7 +186,8 @@ __device__ void flash_attn_fwd(const float* __restrict__ q, const float* __restr
             const i64 i = q0 + warp * ROWS + r;
             if (i >= tq) continue;
             const i64 row = b * tq + i;
-            const float inv = 1.f / l[r];
+            // l = 0: the row saw no key; its output is 0 (not 0 · 1/0 = NaN).
+            const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
 #pragma unroll
             for (int cc = 0; cc < NC; ++cc) {
                 const int c = lane + 32 * cc;
@@ -193,11 +198,11 @@ __device__ void flash_attn_fwd(const float* __restrict__ q, const float* __restr
     }
 }
 
-#define FLASH_FWD(DMAX, ROWS)                                                                                       \
-    extern "C" __global__ void __launch_bounds__(ATTN_THREADS) flash_attn_fwd_d##DMAX##_f32(                       \
+#define FLASH_FWD(DMAX, ROWS)                                                                                        \
+    extern "C" __global__ void __launch_bounds__(ATTN_THREADS) flash_attn_fwd_d##DMAX##_f32(                         \
         const float* q, const float* k, const float* v, float* o, float* lse, i64 bh, i64 tq, i64 tk, i64 d, i64 dv, \
-        double scale, i64 causal) {                                                                                 \
-        flash_attn_fwd<DMAX, ROWS>(q, k, v, o, lse, bh, tq, tk, d, dv, (float)scale, causal != 0);                 \
+        double scale, i64 causal, i64 diagonal) {                                                                    \
+        flash_attn_fwd<DMAX, ROWS>(q, k, v, o, lse, bh, tq, tk, d, dv, (float)scale, causal != 0, diagonal);         \
     }
 FLASH_FWD(32, 8)
 FLASH_FWD(64, 8)
@@ -257,7 +262,7 @@ __device__ void flash_attn_bwd(const float* __restrict__ q, const float* __restr
                                const float* __restrict__ dout, const float* __restrict__ lse,
                                const float* __restrict__ delta, float* __restrict__ dq, float* __restrict__ dk,
                                float* __restrict__ dv_out, i64 bh, i64 tq, i64 tk, i64 d, i64 dv, float scale,
-                               bool causal) {
+                               bool causal, i64 diagonal) {
     constexpr int NC = DMAX / 32;               // columns per lane
     constexpr int KPW = ATTN_BC / ATTN_WARPS;   // keys per warp in phase 2 (8)
     constexpr int QPW = BQ / ATTN_WARPS;        // query rows per warp in phases 1 and 3
@@ -272,7 +277,6 @@ __device__ void flash_attn_bwd(const float* __restrict__ q, const float* __restr
     __shared__ float Ds[BQ];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const i64 shift = tk - tq;
     const i64 n_ktiles = (tk + ATTN_BC - 1) / ATTN_BC;
 
     for (i64 tile = blockIdx.x; tile < bh * n_ktiles; tile += gridDim.x) {
@@ -296,9 +300,9 @@ __device__ void flash_attn_bwd(const float* __restrict__ q, const float* __restr
 #pragma unroll
             for (int cc = 0; cc < NC; ++cc) dK[u][cc] = dV[u][cc] = 0.f;
 
-        // The first query that sees key k0 is k0 - shift (causal); start at its tile.
+        // The first query that sees key k0 is k0 - diagonal (causal); start at its tile.
         i64 q_start = 0;
-        if (causal && k0 - shift > 0) q_start = ((k0 - shift) / BQ) * BQ;
+        if (causal && k0 - diagonal > 0) q_start = ((k0 - diagonal) / BQ) * BQ;
 
         for (i64 qt = q_start; qt < tq; qt += BQ) {
             __syncthreads();  // the previous query tile's readers are done (and Ks/Vs are written)
@@ -334,7 +338,7 @@ __device__ void flash_attn_bwd(const float* __restrict__ q, const float* __restr
                 for (int u = 0; u < QPW; ++u) {
                     const int ii = warp * QPW + u;
                     const i64 i = qt + ii;
-                    const bool ok = i < tq && attn_visible(i, j, tk, shift, causal);
+                    const bool ok = i < tq && attn_visible(i, j, tk, diagonal, causal);
                     const float p = ok ? expf(s[u] * scale - Ls[ii]) : 0.f;
                     Ps[ii][lane] = p;
                     dSs[ii][lane] = ok ? p * (dp[u] - Ds[ii]) : 0.f;
@@ -406,11 +410,12 @@ __device__ void flash_attn_bwd(const float* __restrict__ q, const float* __restr
 }
 
 #define FLASH_BWD(DMAX, BQ)                                                                                          \
-    extern "C" __global__ void __launch_bounds__(ATTN_THREADS) flash_attn_bwd_d##DMAX##_f32(                        \
-        const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta,    \
-        float* dq, float* dk, float* dv_out, i64 bh, i64 tq, i64 tk, i64 d, i64 dv, double scale, i64 causal) {     \
-        flash_attn_bwd<DMAX, BQ>(q, k, v, dout, lse, delta, dq, dk, dv_out, bh, tq, tk, d, dv, (float)scale,        \
-                                 causal != 0);                                                                       \
+    extern "C" __global__ void __launch_bounds__(ATTN_THREADS) flash_attn_bwd_d##DMAX##_f32(                         \
+        const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta,     \
+        float* dq, float* dk, float* dv_out, i64 bh, i64 tq, i64 tk, i64 d, i64 dv, double scale, i64 causal,        \
+        i64 diagonal) {                                                                                              \
+        flash_attn_bwd<DMAX, BQ>(q, k, v, dout, lse, delta, dq, dk, dv_out, bh, tq, tk, d, dv, (float)scale,         \
+                                 causal != 0, diagonal);                                                             \
     }
 FLASH_BWD(32, 32)
 FLASH_BWD(64, 32)
@@ -427,8 +432,7 @@ FLASH_BWD(128, 8)
 // visible keys; pass 2 accumulates l and the unnormalised output row in o.
 template <typename T>
 __device__ void attn_fwd_ref(const T* q, const T* k, const T* v, T* o, T* lse, i64 bh, i64 tq, i64 tk, i64 d, i64 dv,
-                             T scale, bool causal) {
-    const i64 shift = tk - tq;
+                             T scale, bool causal, i64 diagonal) {
     GRID_STRIDE_LOOP(r, bh * tq) {
         const i64 b = r / tq, i = r - b * tq;
         const T* qi = q + r * d;
@@ -437,7 +441,7 @@ __device__ void attn_fwd_ref(const T* q, const T* k, const T* v, T* o, T* lse, i
         T* oi = o + r * dv;
         T m = t_neg_inf<T>();
         for (i64 j = 0; j < tk; ++j) {
-            if (!attn_visible(i, j, tk, shift, causal)) continue;
+            if (!attn_visible(i, j, tk, diagonal, causal)) continue;
             T s = 0;
             for (i64 c = 0; c < d; ++c) s += qi[c] * kb[j * d + c];
             m = t_max(m, s * scale);
@@ -445,14 +449,16 @@ __device__ void attn_fwd_ref(const T* q, const T* k, const T* v, T* o, T* lse, i
         for (i64 c = 0; c < dv; ++c) oi[c] = 0;
         T l = 0;
         for (i64 j = 0; j < tk; ++j) {
-            if (!attn_visible(i, j, tk, shift, causal)) continue;
+            if (!attn_visible(i, j, tk, diagonal, causal)) continue;
             T s = 0;
             for (i64 c = 0; c < d; ++c) s += qi[c] * kb[j * d + c];
             const T p = t_exp(s * scale - m);
             l += p;
             for (i64 c = 0; c < dv; ++c) oi[c] += p * vb[j * dv + c];
         }
-        for (i64 c = 0; c < dv; ++c) oi[c] /= l;
+        // l = 0: the row saw no key; its output stays 0 (and lse = -inf).
+        if (l > 0)
+            for (i64 c = 0; c < dv; ++c) oi[c] /= l;
         lse[r] = m + t_log(l);
     }
 }
@@ -460,8 +466,7 @@ __device__ void attn_fwd_ref(const T* q, const T* k, const T* v, T* o, T* lse, i
 // dQ: thread per query row r = (b, i), over the keys it sees.
 template <typename T>
 __device__ void attn_bwd_ref_dq(const T* q, const T* k, const T* v, const T* dout, const T* lse, const T* delta, T* dq,
-                                i64 bh, i64 tq, i64 tk, i64 d, i64 dv, T scale, bool causal) {
-    const i64 shift = tk - tq;
+                                i64 bh, i64 tq, i64 tk, i64 d, i64 dv, T scale, bool causal, i64 diagonal) {
     GRID_STRIDE_LOOP(r, bh * tq) {
         const i64 b = r / tq, i = r - b * tq;
         const T* qi = q + r * d;
@@ -471,7 +476,7 @@ __device__ void attn_bwd_ref_dq(const T* q, const T* k, const T* v, const T* dou
         T* dqi = dq + r * d;
         for (i64 c = 0; c < d; ++c) dqi[c] = 0;
         for (i64 j = 0; j < tk; ++j) {
-            if (!attn_visible(i, j, tk, shift, causal)) continue;
+            if (!attn_visible(i, j, tk, diagonal, causal)) continue;
             T s = 0, dp = 0;
             for (i64 c = 0; c < d; ++c) s += qi[c] * kb[j * d + c];
             for (i64 c = 0; c < dv; ++c) dp += doi[c] * vb[j * dv + c];
@@ -485,8 +490,8 @@ __device__ void attn_bwd_ref_dq(const T* q, const T* k, const T* v, const T* dou
 // dK and dV: thread per key row r = (b, j), over the queries that see it.
 template <typename T>
 __device__ void attn_bwd_ref_dkdv(const T* q, const T* k, const T* v, const T* dout, const T* lse, const T* delta,
-                                  T* dk, T* dv_out, i64 bh, i64 tq, i64 tk, i64 d, i64 dv, T scale, bool causal) {
-    const i64 shift = tk - tq;
+                                  T* dk, T* dv_out, i64 bh, i64 tq, i64 tk, i64 d, i64 dv, T scale, bool causal,
+                                  i64 diagonal) {
     GRID_STRIDE_LOOP(r, bh * tk) {
         const i64 b = r / tk, j = r - b * tk;
         const T* kj = k + r * d;
@@ -496,7 +501,7 @@ __device__ void attn_bwd_ref_dkdv(const T* q, const T* k, const T* v, const T* d
         for (i64 c = 0; c < d; ++c) dkj[c] = 0;
         for (i64 c = 0; c < dv; ++c) dvj[c] = 0;
         for (i64 i = 0; i < tq; ++i) {
-            if (!attn_visible(i, j, tk, shift, causal)) continue;
+            if (!attn_visible(i, j, tk, diagonal, causal)) continue;
             const i64 qr = b * tq + i;
             const T* qi = q + qr * d;
             const T* doi = dout + qr * dv;
@@ -512,24 +517,26 @@ __device__ void attn_bwd_ref_dkdv(const T* q, const T* k, const T* v, const T* d
 }
 
 #define ATTN_REF(SUFFIX, T)                                                                                          \
-    extern "C" __global__ void attn_fwd_ref_##SUFFIX(const T* q, const T* k, const T* v, T* o, T* lse, i64 bh,      \
-                                                     i64 tq, i64 tk, i64 d, i64 dv, double scale, i64 causal) {     \
-        attn_fwd_ref<T>(q, k, v, o, lse, bh, tq, tk, d, dv, (T)scale, causal != 0);                                \
-    }                                                                                                               \
-    extern "C" __global__ void attn_bwd_delta_##SUFFIX(const T* dout, const T* out, T* delta, i64 rows, i64 dv) {  \
-        attn_bwd_delta<T>(dout, out, delta, rows, dv);                                                             \
-    }                                                                                                               \
-    extern "C" __global__ void attn_bwd_ref_dq_##SUFFIX(const T* q, const T* k, const T* v, const T* dout,         \
-                                                        const T* lse, const T* delta, T* dq, T* dk, T* dv_out,     \
-                                                        i64 bh, i64 tq, i64 tk, i64 d, i64 dv, double scale,        \
-                                                        i64 causal) {                                               \
-        attn_bwd_ref_dq<T>(q, k, v, dout, lse, delta, dq, bh, tq, tk, d, dv, (T)scale, causal != 0);               \
-    }                                                                                                               \
-    extern "C" __global__ void attn_bwd_ref_dkdv_##SUFFIX(const T* q, const T* k, const T* v, const T* dout,       \
-                                                          const T* lse, const T* delta, T* dq, T* dk, T* dv_out,   \
-                                                          i64 bh, i64 tq, i64 tk, i64 d, i64 dv, double scale,      \
-                                                          i64 causal) {                                             \
-        attn_bwd_ref_dkdv<T>(q, k, v, dout, lse, delta, dk, dv_out, bh, tq, tk, d, dv, (T)scale, causal != 0);     \
+    extern "C" __global__ void attn_fwd_ref_##SUFFIX(const T* q, const T* k, const T* v, T* o, T* lse, i64 bh,       \
+                                                     i64 tq, i64 tk, i64 d, i64 dv, double scale, i64 causal,        \
+                                                     i64 diagonal) {                                                 \
+        attn_fwd_ref<T>(q, k, v, o, lse, bh, tq, tk, d, dv, (T)scale, causal != 0, diagonal);                        \
+    }                                                                                                                \
+    extern "C" __global__ void attn_bwd_delta_##SUFFIX(const T* dout, const T* out, T* delta, i64 rows, i64 dv) {    \
+        attn_bwd_delta<T>(dout, out, delta, rows, dv);                                                               \
+    }                                                                                                                \
+    extern "C" __global__ void attn_bwd_ref_dq_##SUFFIX(const T* q, const T* k, const T* v, const T* dout,           \
+                                                        const T* lse, const T* delta, T* dq, T* dk, T* dv_out,       \
+                                                        i64 bh, i64 tq, i64 tk, i64 d, i64 dv, double scale,         \
+                                                        i64 causal, i64 diagonal) {                                  \
+        attn_bwd_ref_dq<T>(q, k, v, dout, lse, delta, dq, bh, tq, tk, d, dv, (T)scale, causal != 0, diagonal);       \
+    }                                                                                                                \
+    extern "C" __global__ void attn_bwd_ref_dkdv_##SUFFIX(const T* q, const T* k, const T* v, const T* dout,         \
+                                                          const T* lse, const T* delta, T* dq, T* dk, T* dv_out,     \
+                                                          i64 bh, i64 tq, i64 tk, i64 d, i64 dv, double scale,       \
+                                                          i64 causal, i64 diagonal) {                                \
+        attn_bwd_ref_dkdv<T>(q, k, v, dout, lse, delta, dk, dv_out, bh, tq, tk, d, dv, (T)scale, causal != 0,        \
+                             diagonal);                                                                              \
     }
 ATTN_REF(f32, float)
 ATTN_REF(f64, double)

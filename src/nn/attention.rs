@@ -13,6 +13,7 @@
 //! both use this layout, so their fused weights load unchanged.
 
 use super::{prefixed, Dropout, Linear, Module, Param};
+use crate::ops::nn::attention::{AttnMask, CausalAlign};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 use rand::Rng;
@@ -44,6 +45,8 @@ pub struct MultiHeadSelfAttention {
     pub qkv: Linear,
     pub proj: Linear,
     pub n_head: usize,
+    /// Causal self-attention: each position sees itself and the earlier ones
+    /// (the mask is [`mask`](Self::mask)).
     pub causal: bool,
     pub attn_dropout: Dropout,
     pub proj_dropout: Dropout,
@@ -99,6 +102,19 @@ impl MultiHeadSelfAttention {
         })
     }
 
+    /// The mask of [`Tensor::scaled_dot_product_attention`] for this layer. In
+    /// self-attention a causal query sees its own position and the earlier
+    /// ones; with a KV cache the queries are the newest `Tq` of the `Tk`
+    /// positions, so the triangle is aligned to the bottom right (which is
+    /// also the top-left one when `Tq == Tk`, as in [`forward`](Self::forward)).
+    pub fn mask(&self) -> AttnMask {
+        if self.causal {
+            AttnMask::Causal(CausalAlign::BottomRight)
+        } else {
+            AttnMask::None
+        }
+    }
+
     /// Model width C.
     pub fn dim(&self) -> usize {
         self.proj.out_features()
@@ -115,8 +131,8 @@ impl MultiHeadSelfAttention {
 
     /// Incremental form: `x` holds the `T_new` newest positions `[B, T_new, C]`;
     /// their keys and values are appended to `cache` and the queries attend to
-    /// every cached position (with the causal mask shifted so that new position
-    /// `i` sees cached positions `≤ T_cached + i`). Feeding a sequence in pieces
+    /// every cached position (with the causal mask aligned to the bottom right,
+    /// so that new position `i` sees cached positions `≤ T_cached + i`). Feeding a sequence in pieces
     /// gives the outputs of one [`forward`](Self::forward) over the whole of it.
     pub fn forward_with_cache(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let (q, k, v) = self.split_qkv(x)?;
@@ -162,40 +178,14 @@ impl MultiHeadSelfAttention {
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, x: &Tensor) -> Result<Tensor> {
         let (b, tq) = (x.dims()[0], x.dims()[1]);
         let y = if self.training && self.attn_dropout.p > 0.0 {
-            let probs = attention_probs(q, k, self.causal)?; // [B, H, Tq, Tk]
+            let probs = q.attention_probs(k, self.mask(), None)?; // [B, H, Tq, Tk]
             self.attn_dropout.forward(&probs)?.matmul(v)?
         } else {
-            q.scaled_dot_product_attention(k, v, self.causal, None)?
+            q.scaled_dot_product_attention(k, v, self.mask(), None)?
         }; // [B, H, Tq, D]
         let y = y.permute(&[0, 2, 1, 3])?.reshape([b, tq, self.dim()])?;
         self.proj_dropout.forward(&self.proj.forward(&y)?)
     }
-}
-
-/// `softmax(q kᵀ / √D)` with the causal mask (shifted for `Tq < Tk`): the
-/// explicit form of the fused op, `[.., Tq, Tk]`.
-pub fn attention_probs(q: &Tensor, k: &Tensor, causal: bool) -> Result<Tensor> {
-    let d = q.dims()[q.rank() - 1];
-    let (tq, tk) = (q.dims()[q.rank() - 2], k.dims()[k.rank() - 2]);
-    let mut scores = q.matmul(&k.t()?)?.scale(1.0 / (d as f64).sqrt())?;
-    if causal {
-        if tq > tk {
-            return Err(Error::shape(
-                "attention",
-                format!("causal attention with {tq} queries but only {tk} keys: expected Tq <= Tk"),
-            ));
-        }
-        scores = scores.masked_fill(&causal_mask(tq, tk, q)?, f64::NEG_INFINITY)?;
-    }
-    scores.softmax(-1)
-}
-
-/// `[Tq, Tk]`, 1 where key `j` lies in the future of query `i` (`j > i + Tk − Tq`),
-/// in `like`'s dtype, on `like`'s device.
-fn causal_mask(tq: usize, tk: usize, like: &Tensor) -> Result<Tensor> {
-    let shift = tk - tq;
-    let values: Vec<f64> = (0..tq).flat_map(|i| (0..tk).map(move |j| if j > i + shift { 1.0 } else { 0.0 })).collect();
-    Tensor::from_vec(values, [tq, tk])?.to_dtype(like.dtype())?.to_device(like.device())
 }
 
 impl Module for MultiHeadSelfAttention {

@@ -35,7 +35,7 @@ mod param;
 mod pos_encoding;
 mod weights;
 
-pub use attention::{attention_probs, KvCache, MultiHeadSelfAttention};
+pub use attention::{KvCache, MultiHeadSelfAttention};
 pub use batch_norm::BatchNorm2d;
 pub use block::{admin_profile_blocks, BlockConfig, NormPlacement, TransformerBlock};
 pub use conv::Conv2d;

@@ -1,8 +1,9 @@
-//! Reductions over one or several axes: sum, mean, max, min, var, argmax.
+//! Reductions over one or several axes: sum, mean, max, min, var; and along
+//! one axis: argmax, argmin, max and min with their indices.
 //!
 //! Kernels reduce to a keepdim shape; `keepdim = false` is a reshape on top.
 
-use crate::autograd::BackwardOp;
+use crate::autograd::{no_grad, BackwardOp};
 use crate::backend::contract::reduce::ReduceKernels;
 use crate::backend::Storage;
 use crate::tensor::{Layout, Shape, Tensor};
@@ -53,6 +54,16 @@ fn require_compute_float(op: &'static str, x: &Tensor) -> Result<()> {
     } else {
         Err(crate::backend::contract::unsupported_dtype(op, x.dtype()))
     }
+}
+
+/// An arg-reduction's input: f32 or f64, `axis` in range and not empty.
+fn check_arg_axis(op: &'static str, x: &Tensor, axis: isize) -> Result<()> {
+    require_compute_float(op, x)?;
+    let a = x.shape().axis(op, axis)?;
+    if x.dims()[a] == 0 {
+        return Err(Error::shape(op, format!("axis {axis} of shape {} is empty", x.shape())));
+    }
+    Ok(())
 }
 
 fn reduce_forward(x: &Tensor, axes: &[usize], op: ReduceOp) -> Result<Storage> {
@@ -150,6 +161,52 @@ impl Tensor {
             Ok(out)
         } else {
             out.reshape(squeezed_shape(self.shape(), &[a]))
+        }
+    }
+
+    /// Index of the smallest element along `axis` (the first at ties, or the
+    /// first NaN), as an i64 tensor (no gradient).
+    pub fn argmin(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
+        // argmin(x) = argmax(−x): negation is exact and keeps ties and NaNs, so
+        // one arg-reduction kernel serves both.
+        check_arg_axis("argmin", self, axis)?;
+        no_grad(|| self.neg()?.argmax(axis, keepdim))
+    }
+
+    /// The largest value along `axis` and its index, PyTorch's
+    /// `torch.max(x, dim, keepdim)`: `(values, indices)` with i64 indices,
+    /// the first maximal element at ties (a NaN, if the row has one, as
+    /// PyTorch does). The gradient of `values` goes to exactly the element
+    /// `indices` names; compare [`Tensor::max`], which reduces several axes
+    /// and splits it among ties like `torch.amax`.
+    ///
+    /// ```
+    /// let x = tamer::Tensor::from_vec(vec![1.0f32, 3.0, 3.0, 2.0, 2.0, 1.0], [2, 3]).unwrap();
+    /// let (values, indices) = x.max_with_indices(-1, false).unwrap();
+    /// assert_eq!(values.to_vec::<f32>().unwrap(), vec![3.0, 2.0]);
+    /// assert_eq!(indices.to_vec::<i64>().unwrap(), vec![1, 0]);
+    /// ```
+    pub fn max_with_indices(&self, axis: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        self.extreme_with_indices("max_with_indices", axis, keepdim, Tensor::argmax)
+    }
+
+    /// The smallest value along `axis` and its index, PyTorch's
+    /// `torch.min(x, dim, keepdim)`; otherwise as [`Tensor::max_with_indices`].
+    pub fn min_with_indices(&self, axis: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        self.extreme_with_indices("min_with_indices", axis, keepdim, Tensor::argmin)
+    }
+
+    /// The element of each run along `axis` that `arg` picks, and its index.
+    fn extreme_with_indices(&self, op: &'static str, axis: isize, keepdim: bool, arg: fn(&Tensor, isize, bool) -> Result<Tensor>) -> Result<(Tensor, Tensor)> {
+        check_arg_axis(op, self, axis)?;
+        let indices = arg(self, axis, true)?;
+        // Gathering the values makes the gradient flow to the picked element
+        // alone (gather's backward scatters into those positions).
+        let values = self.gather(axis, &indices)?;
+        if keepdim {
+            Ok((values, indices))
+        } else {
+            Ok((values.squeeze(axis)?, indices.squeeze(axis)?))
         }
     }
 

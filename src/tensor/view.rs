@@ -67,11 +67,25 @@ impl Tensor {
         self.reshape(shape)
     }
 
-    /// Reorder axes: output axis `i` is input axis `perm[i]`.
-    pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
-        let layout = self.layout().permute("permute", perm)?;
-        let mut inverse = vec![0; perm.len()];
-        for (i, &p) in perm.iter().enumerate() {
+    /// Reorder axes: output axis `i` is input axis `perm[i]` (negative axes
+    /// count from the end, as everywhere in the API).
+    ///
+    /// ```
+    /// let x = tamer::Tensor::zeros([2, 3, 4], tamer::DType::F32).unwrap();
+    /// assert_eq!(x.permute(&[2, 0, 1]).unwrap().dims(), &[4, 2, 3]);
+    /// assert_eq!(x.permute(&[0, -1, -2]).unwrap().dims(), &[2, 4, 3]);
+    /// assert!(x.permute(&[0, 0, 1]).is_err());
+    /// ```
+    pub fn permute(&self, perm: &[isize]) -> Result<Tensor> {
+        let axes = resolve_permutation("permute", self.shape(), perm)?;
+        self.permute_resolved(&axes)
+    }
+
+    /// [`Tensor::permute`] with a checked permutation of `0..rank`.
+    fn permute_resolved(&self, axes: &[usize]) -> Result<Tensor> {
+        let layout = self.layout().permute("permute", axes)?;
+        let mut inverse = vec![0; axes.len()];
+        for (i, &p) in axes.iter().enumerate() {
             inverse[p] = i;
         }
         Ok(self.view_op(layout, PermuteBackward { inverse }))
@@ -82,7 +96,7 @@ impl Tensor {
         let (a, b) = (self.shape().axis("transpose", a)?, self.shape().axis("transpose", b)?);
         let mut perm: Vec<usize> = (0..self.rank()).collect();
         perm.swap(a, b);
-        self.permute(&perm)
+        self.permute_resolved(&perm)
     }
 
     /// Transpose of the last two axes (`x.mT` in PyTorch).
@@ -194,6 +208,22 @@ impl Tensor {
     }
 }
 
+/// `perm` with its axes resolved (negative ones count from the end), if it
+/// names every axis of `shape` exactly once.
+fn resolve_permutation(op: &'static str, shape: &Shape, perm: &[isize]) -> Result<Vec<usize>> {
+    let rank = shape.rank();
+    let not_a_permutation = || Error::shape(op, format!("{perm:?} is not a permutation of the {rank} axes of a tensor of shape {shape}"));
+    if perm.len() != rank {
+        return Err(not_a_permutation());
+    }
+    let axes = perm.iter().map(|&a| shape.axis(op, a)).collect::<Result<Vec<_>>>()?;
+    let mut seen = vec![false; rank];
+    if axes.iter().any(|&a| std::mem::replace(&mut seen[a], true)) {
+        return Err(not_a_permutation());
+    }
+    Ok(axes)
+}
+
 struct ReshapeBackward;
 impl BackwardOp for ReshapeBackward {
     fn name(&self) -> &'static str {
@@ -212,7 +242,7 @@ impl BackwardOp for PermuteBackward {
         "permute"
     }
     fn backward(&self, _inputs: &[Tensor], _out: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(grad.permute(&self.inverse)?)])
+        Ok(vec![Some(grad.permute_resolved(&self.inverse)?)])
     }
 }
 

@@ -66,7 +66,7 @@ pub fn tensor_with_dtype(dims: &[usize], kind: ViewKind, seed: u64, dtype: DType
             ViewKind::Contiguous => uniform(dims.to_vec()),
             ViewKind::Permuted => {
                 let rev: Vec<usize> = dims.iter().rev().copied().collect();
-                let perm: Vec<usize> = (0..dims.len()).rev().collect();
+                let perm: Vec<isize> = (0..dims.len() as isize).rev().collect();
                 uniform(rev)?.permute(&perm)
             }
             ViewKind::Sliced => {

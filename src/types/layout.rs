@@ -82,6 +82,8 @@ impl Layout {
     }
 
     /// Layout for a permutation of the axes: `perm[i]` is the source axis of output axis `i`.
+    /// Axes here are resolved, `0..rank` (the tensor API takes `isize` axes
+    /// and resolves negative ones before it reaches a layout or a kernel).
     pub fn permute(&self, op: &'static str, perm: &[usize]) -> Result<Layout> {
         let rank = self.rank();
         let mut seen = vec![false; rank];
@@ -100,7 +102,8 @@ impl Layout {
         })
     }
 
-    /// Layout of `self[.., start..start+len, ..]` along `axis`.
+    /// Layout of `self[.., start..start+len, ..]` along the resolved `axis`
+    /// (the caller has checked the axis and the range, as `Tensor::narrow` does).
     pub fn narrow(&self, axis: usize, start: usize, len: usize) -> Layout {
         let mut dims = self.dims().to_vec();
         dims[axis] = len;

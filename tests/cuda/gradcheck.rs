@@ -3,8 +3,9 @@
 //! differences by re-running them on the device.
 
 use crate::harness::{gpu, randn64};
+use tamer::backend::cuda::nn::attention::{with_attention_impl, AttentionImpl};
 use tamer::testing::{check_gradients, GradCheckConfig};
-use tamer::{Result, Tensor};
+use tamer::{AttnMask, CausalAlign, Result, Tensor};
 
 fn check(name: &str, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) {
     let Some(dev) = gpu() else { return };
@@ -55,11 +56,22 @@ fn cross_entropy_with_label_smoothing() {
 
 #[test]
 fn attention_causal() {
-    check(
-        "scaled_dot_product_attention",
-        &[randn64(&[2, 5, 4], 8), randn64(&[2, 5, 4], 9), randn64(&[2, 5, 4], 10)],
-        |x| x[0].scaled_dot_product_attention(&x[1], &x[2], true, None),
-    );
+    // Both alignments, with fewer and with more queries than keys (bottom-right
+    // over 5 queries and 3 keys leaves two queries without a key), on the f64
+    // composite graph (the default for f64) and on the f64 reference kernels.
+    for imp in [AttentionImpl::Composite, AttentionImpl::Reference] {
+        for (tq, tk) in [(5, 5), (3, 5), (5, 3)] {
+            for align in [CausalAlign::TopLeft, CausalAlign::BottomRight] {
+                with_attention_impl(imp, || {
+                    check(
+                        &format!("scaled_dot_product_attention {imp:?} {align:?} Tq {tq} Tk {tk}"),
+                        &[randn64(&[2, tq, 4], 8), randn64(&[2, tk, 4], 9), randn64(&[2, tk, 4], 10)],
+                        |x| x[0].scaled_dot_product_attention(&x[1], &x[2], AttnMask::Causal(align), None),
+                    )
+                });
+            }
+        }
+    }
 }
 
 #[test]

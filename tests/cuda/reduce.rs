@@ -161,6 +161,35 @@ parity_test!(argmax_takes_the_first_of_ties_and_of_nans, 0.0, 0.0, |dev| {
         x.argmax(0, false)?,
     ])
 });
+// torch.max / torch.min with a dim: argmax (of −x for min) and a gather, so
+// the indices must agree exactly and the gradient lands on the same elements.
+parity_test!(max_and_min_with_indices_pick_the_same_elements, 0.0, 0.0, |dev| {
+    let ties = Tensor::from_vec((0..600).map(|i| (i % 7) as f64).collect::<Vec<_>>(), [20, 30])?
+        .to_device(dev)?
+        .variable();
+    let x = randn(&[9, 33, 5], 30).to_device(dev)?.variable();
+    let (tmax, tmax_i) = ties.max_with_indices(1, false)?;
+    let (tmin, tmin_i) = ties.t()?.min_with_indices(-1, true)?;
+    let (xmax, xmax_i) = x.max_with_indices(1, true)?;
+    let (xmin, xmin_i) = x.permute(&[2, 0, 1])?.min_with_indices(0, false)?;
+    let loss_ties = tmax.sum_all()?.add(&tmin.scale(2.0)?.sum_all()?)?;
+    let loss_x = xmax.sum_all()?.add(&xmin.scale(3.0)?.sum_all()?)?;
+    let (g_ties, g_x) = (loss_ties.backward()?, loss_x.backward()?);
+    Ok(vec![
+        tmax,
+        tmax_i,
+        tmin,
+        tmin_i,
+        xmax,
+        xmax_i,
+        xmin,
+        xmin_i,
+        x.argmin(2, false)?,
+        grad(&g_ties, &ties)?,
+        grad(&g_x, &x)?,
+    ])
+});
+
 #[test]
 fn reference_kernels_agree_with_the_fast_ones() {
     let Some(dev) = gpu() else { return };

@@ -1,22 +1,57 @@
-//! Scaled dot-product attention: gradients by finite differences, and the
-//! fused op against the composite (matmul + masked softmax + matmul) graph.
+//! Scaled dot-product attention: the masks against PyTorch and against an
+//! explicit loop, gradients by finite differences (both causal alignments,
+//! Tq < Tk and Tq > Tk), and the hand-written backward against autodiff
+//! through the composite graph.
 
 use proptest::prelude::*;
+use tamer::checkpoint::fixture;
 use tamer::testing::strategies::{tensor_with, view_kind, ViewKind};
 use tamer::testing::{check_gradients, GradCheckConfig};
-use tamer::{DType, Tensor};
+use tamer::{AttnMask, CausalAlign, DType, Tensor};
 
-/// The plain composite: autodiff through each op.
-fn attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> tamer::Result<Tensor> {
-    let d = q.dims()[q.rank() - 1];
-    let (tq, tk) = (q.dims()[q.rank() - 2], k.dims()[k.rank() - 2]);
-    let mut s = q.matmul(&k.t()?)?.scale(1.0 / (d as f64).sqrt())?;
-    if causal {
-        let mask: Vec<f64> = (0..tq).flat_map(|i| (0..tk).map(move |j| if j > i + (tk - tq) { 1.0 } else { 0.0 })).collect();
-        let mask = Tensor::from_vec(mask, [tq, tk])?.to_dtype(q.dtype())?;
-        s = s.masked_fill(&mask, f64::NEG_INFINITY)?;
+const TOP_LEFT: AttnMask = AttnMask::Causal(CausalAlign::TopLeft);
+const BOTTOM_RIGHT: AttnMask = AttnMask::Causal(CausalAlign::BottomRight);
+
+fn any_mask() -> impl Strategy<Value = AttnMask> {
+    prop::sample::select(vec![AttnMask::None, TOP_LEFT, BOTTOM_RIGHT])
+}
+
+/// Whether query `i` sees key `j`, written from PyTorch's definitions
+/// (`torch.nn.attention.bias.CausalVariant`) rather than with tamer's code:
+/// upper-left is `torch.tril(ones(Tq, Tk))`, lower-right is
+/// `torch.tril(ones(Tq, Tk), diagonal=Tk - Tq)`.
+fn pytorch_visible(mask: AttnMask, i: usize, j: usize, tq: usize, tk: usize) -> bool {
+    match mask {
+        AttnMask::None => true,
+        AttnMask::Causal(CausalAlign::TopLeft) => j <= i,
+        AttnMask::Causal(CausalAlign::BottomRight) => j + tq <= i + tk,
     }
-    s.softmax(-1)?.matmul(v)
+}
+
+/// The definition in f64, one loop per output element, for contiguous
+/// `q [bh, tq, d]`, `k [bh, tk, d]`, `v [bh, tk, dv]`: a query that sees no
+/// key gets zeros (PyTorch's math backend).
+fn naive_attention(q: &[f64], k: &[f64], v: &[f64], (bh, tq, tk, d, dv): (usize, usize, usize, usize, usize), mask: AttnMask) -> Vec<f64> {
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut out = vec![0.0; bh * tq * dv];
+    for b in 0..bh {
+        for i in 0..tq {
+            let seen: Vec<usize> = (0..tk).filter(|&j| pytorch_visible(mask, i, j, tq, tk)).collect();
+            let scores: Vec<f64> = seen
+                .iter()
+                .map(|&j| (0..d).map(|c| q[(b * tq + i) * d + c] * k[(b * tk + j) * d + c]).sum::<f64>() * scale)
+                .collect();
+            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            for (&j, w) in seen.iter().zip(&weights) {
+                for c in 0..dv {
+                    out[(b * tq + i) * dv + c] += w / total * v[(b * tk + j) * dv + c];
+                }
+            }
+        }
+    }
+    out
 }
 
 fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
@@ -26,34 +61,131 @@ fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
+    /// Every mask, Tq below, equal to and above Tk (bottom-right rows that see
+    /// no key included: their gradient is zero on both sides).
     #[test]
     fn gradients_match_finite_differences(
-        batch in 1usize..=2, tq in 1usize..=4, extra in 0usize..=2, d in 1usize..=4, dv in 1usize..=3,
-        causal in any::<bool>(), kinds in (view_kind(), view_kind(), view_kind()), seed in any::<u64>(),
+        batch in 1usize..=2, tq in 1usize..=4, tk in 1usize..=5, d in 1usize..=4, dv in 1usize..=3,
+        mask in any_mask(), kinds in (view_kind(), view_kind(), view_kind()), seed in any::<u64>(),
     ) {
-        let tk = tq + extra;
         let q = tensor_with(&[batch, tq, d], kinds.0, seed);
         let k = tensor_with(&[batch, tk, d], kinds.1, seed ^ 1);
         let v = tensor_with(&[batch, tk, dv], kinds.2, seed ^ 2);
-        let f = |xs: &[Tensor]| xs[0].scaled_dot_product_attention(&xs[1], &xs[2], causal, None);
+        let f = |xs: &[Tensor]| xs[0].scaled_dot_product_attention(&xs[1], &xs[2], mask, None);
         let report = check_gradients(f, &[q, k, v], &GradCheckConfig::default()).unwrap();
         prop_assert!(report.passed(), "{report}");
     }
 
     #[test]
-    fn fused_matches_the_composite_graph(heads in 1usize..=3, t in 1usize..=6, d in 1usize..=5, causal in any::<bool>(), seed in any::<u64>()) {
-        let q = tensor_with(&[2, heads, t, d], ViewKind::Permuted, seed).variable();
-        let k = tensor_with(&[2, heads, t, d], ViewKind::Sliced, seed ^ 7).variable();
-        let v = tensor_with(&[2, heads, t, d], ViewKind::Contiguous, seed ^ 9).variable();
-        let fused = q.scaled_dot_product_attention(&k, &v, causal, None).unwrap();
-        let reference = attention_reference(&q, &k, &v, causal).unwrap();
+    fn forward_matches_an_explicit_loop(
+        bh in 1usize..=3, tq in 1usize..=6, tk in 1usize..=6, d in 1usize..=5, dv in 1usize..=4,
+        mask in any_mask(), seed in any::<u64>(),
+    ) {
+        let q = tensor_with(&[bh, tq, d], ViewKind::Contiguous, seed);
+        let k = tensor_with(&[bh, tk, d], ViewKind::Contiguous, seed ^ 3);
+        let v = tensor_with(&[bh, tk, dv], ViewKind::Contiguous, seed ^ 5);
+        let out = q.scaled_dot_product_attention(&k, &v, mask, None).unwrap().to_f64_vec().unwrap();
+        let (qs, ks, vs) = (q.to_f64_vec().unwrap(), k.to_f64_vec().unwrap(), v.to_f64_vec().unwrap());
+        prop_assert!(close(&out, &naive_attention(&qs, &ks, &vs, (bh, tq, tk, d, dv), mask), 1e-12));
+    }
+
+    /// The op's own backward (from the kept probabilities) against autodiff
+    /// through matmul, masked softmax and matmul.
+    #[test]
+    fn fused_matches_the_composite_graph(
+        heads in 1usize..=3, tq in 1usize..=6, tk in 1usize..=6, d in 1usize..=5, mask in any_mask(), seed in any::<u64>(),
+    ) {
+        let q = tensor_with(&[2, heads, tq, d], ViewKind::Permuted, seed).variable();
+        let k = tensor_with(&[2, heads, tk, d], ViewKind::Sliced, seed ^ 7).variable();
+        let v = tensor_with(&[2, heads, tk, d], ViewKind::Contiguous, seed ^ 9).variable();
+        let fused = q.scaled_dot_product_attention(&k, &v, mask, None).unwrap();
+        let reference = q.attention_probs(&k, mask, None).unwrap().matmul(&v).unwrap();
         prop_assert!(close(&fused.to_f64_vec().unwrap(), &reference.to_f64_vec().unwrap(), 1e-12));
         let w = tensor_with(fused.dims(), ViewKind::Contiguous, seed ^ 11);
         let gf = fused.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
         let gr = reference.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
         for x in [&q, &k, &v] {
-            prop_assert!(close(&gf.get(x).unwrap().to_f64_vec().unwrap(), &gr.get(x).unwrap().to_f64_vec().unwrap(), 1e-10));
+            let (a, b) = (gf.get(x).unwrap().to_f64_vec().unwrap(), gr.get(x).unwrap().to_f64_vec().unwrap());
+            prop_assert!(a.iter().all(|g| g.is_finite()), "{a:?}");
+            prop_assert!(close(&a, &b, 1e-10));
         }
+    }
+}
+
+/// `scripts/make_attention_fixtures.py`: PyTorch's `F.scaled_dot_product_attention`
+/// in f64 with no mask, `is_causal=True` and `causal_lower_right`, for Tq < Tk,
+/// Tq == Tk and Tq > Tk: outputs and the gradients of `(out * w).sum()`.
+#[test]
+fn matches_pytorch_for_both_causal_alignments() {
+    let fx = fixture("attention_masks.safetensors").unwrap();
+    let mut compared = 0;
+    for case in ["tq3_tk5", "tq4_tk4", "tq5_tk3"] {
+        let input = |name: &str| fx.get(&format!("{case}.{name}")).unwrap().clone().variable();
+        let (q, k, v) = (input("q"), input("k"), input("v"));
+        let w = fx.get(&format!("{case}.w")).unwrap();
+        for (torch_name, mask) in [("none", AttnMask::None), ("upper_left", TOP_LEFT), ("lower_right", BOTTOM_RIGHT)] {
+            let out = q.scaled_dot_product_attention(&k, &v, mask, None).unwrap();
+            let grads = out.mul(w).unwrap().sum_all().unwrap().backward().unwrap();
+            let key = |what: &str| format!("{case}.{torch_name}.{what}");
+            fx.check_close(&key("out"), &out, 1e-12, 1e-12).unwrap();
+            for (what, x) in [("dq", &q), ("dk", &k), ("dv", &v)] {
+                fx.check_close(&key(what), grads.get(x).unwrap(), 1e-11, 1e-12).unwrap();
+            }
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 9);
+}
+
+#[test]
+fn masks_match_pytorchs_documented_patterns() {
+    // torch.nn.attention.bias.CausalVariant's docs, shape (3, 4).
+    let pattern = |mask: AttnMask| -> Vec<Vec<u8>> { (0..3).map(|i| (0..4).map(|j| mask.is_visible(i, j, 3, 4) as u8).collect()).collect() };
+    assert_eq!(pattern(TOP_LEFT), [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]]);
+    assert_eq!(pattern(BOTTOM_RIGHT), [[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]);
+    assert_eq!(pattern(AttnMask::None), [[1; 4]; 3]);
+    assert_eq!(TOP_LEFT.causal_diagonal(3, 4), Some(0));
+    assert_eq!(BOTTOM_RIGHT.causal_diagonal(3, 4), Some(1));
+    assert_eq!(BOTTOM_RIGHT.causal_diagonal(5, 2), Some(-3));
+    assert_eq!(AttnMask::None.causal_diagonal(3, 4), None);
+    assert_eq!(AttnMask::default(), AttnMask::None);
+}
+
+#[test]
+fn the_alignments_differ_exactly_when_tq_differs_from_tk() {
+    let attend = |tq: usize, tk: usize, mask| {
+        let q = tensor_with(&[2, tq, 4], ViewKind::Contiguous, 1);
+        let k = tensor_with(&[2, tk, 4], ViewKind::Contiguous, 2);
+        let v = tensor_with(&[2, tk, 3], ViewKind::Contiguous, 3);
+        q.scaled_dot_product_attention(&k, &v, mask, None).unwrap().to_f64_vec().unwrap()
+    };
+    assert_eq!(attend(4, 4, TOP_LEFT), attend(4, 4, BOTTOM_RIGHT));
+    assert_ne!(attend(2, 5, TOP_LEFT), attend(2, 5, BOTTOM_RIGHT));
+    assert_ne!(attend(5, 2, TOP_LEFT), attend(5, 2, BOTTOM_RIGHT));
+    // The last query of a bottom-right mask sees every key, as without a mask.
+    let (last, full) = (attend(2, 5, BOTTOM_RIGHT), attend(2, 5, AttnMask::None));
+    assert_eq!(&last[3..6], &full[3..6]);
+}
+
+#[test]
+fn a_query_that_sees_no_key_gets_zeros_and_passes_no_gradient() {
+    // Bottom-right, 4 queries over 2 keys: queries 0 and 1 see nothing.
+    let q = tensor_with(&[1, 4, 3], ViewKind::Contiguous, 4).variable();
+    let k = tensor_with(&[1, 2, 3], ViewKind::Contiguous, 5).variable();
+    let v = tensor_with(&[1, 2, 2], ViewKind::Contiguous, 6).variable();
+    let out = q.scaled_dot_product_attention(&k, &v, BOTTOM_RIGHT, None).unwrap();
+    let values = out.to_f64_vec().unwrap();
+    assert_eq!(&values[..4], &[0.0; 4]);
+    assert!(values[4..].iter().all(|x| x.is_finite() && *x != 0.0), "{values:?}");
+    let probs = q.attention_probs(&k, BOTTOM_RIGHT, None).unwrap().to_f64_vec().unwrap();
+    assert_eq!(probs, [0.0, 0.0, 0.0, 0.0, probs[4], 0.0, probs[6], probs[7]]);
+    assert_eq!(probs[4], 1.0);
+    assert!((probs[6] + probs[7] - 1.0).abs() < 1e-15);
+    let grads = out.sum_all().unwrap().backward().unwrap();
+    let dq = grads.get(&q).unwrap().to_f64_vec().unwrap();
+    assert_eq!(&dq[..6], &[0.0; 6]);
+    for x in [&q, &k, &v] {
+        assert!(grads.get(x).unwrap().to_f64_vec().unwrap().iter().all(|g| g.is_finite()));
     }
 }
 
@@ -64,10 +196,10 @@ fn causal_attention_ignores_the_future() {
     let q = Tensor::randn([1, 5, 4], DType::F32, &mut r).unwrap();
     let k = Tensor::randn([1, 5, 4], DType::F32, &mut r).unwrap();
     let v = Tensor::randn([1, 5, 4], DType::F32, &mut r).unwrap();
-    let out = q.scaled_dot_product_attention(&k, &v, true, None).unwrap().to_vec::<f32>().unwrap();
+    let out = q.scaled_dot_product_attention(&k, &v, TOP_LEFT, None).unwrap().to_vec::<f32>().unwrap();
     let bump = Tensor::from_vec([vec![0.0f32; 16], vec![5.0; 4]].concat(), [1, 5, 4]).unwrap();
     let out2 = q
-        .scaled_dot_product_attention(&k.add(&bump).unwrap(), &v.add(&bump).unwrap(), true, None)
+        .scaled_dot_product_attention(&k.add(&bump).unwrap(), &v.add(&bump).unwrap(), TOP_LEFT, None)
         .unwrap()
         .to_vec::<f32>()
         .unwrap();
@@ -81,14 +213,30 @@ fn causal_attention_ignores_the_future() {
 fn shape_errors_name_the_operands() {
     let q = Tensor::zeros([2, 3, 4], DType::F32).unwrap();
     let k = Tensor::zeros([2, 3, 5], DType::F32).unwrap();
-    let err = q.scaled_dot_product_attention(&k, &k, false, None).unwrap_err().to_string();
+    let err = q.scaled_dot_product_attention(&k, &k, AttnMask::None, None).unwrap_err().to_string();
     assert!(
         err.contains("scaled_dot_product_attention") && err.contains("[2, 3, 4]") && err.contains("[2, 3, 5]"),
         "{err}"
     );
-    let short = Tensor::zeros([2, 2, 4], DType::F32).unwrap();
-    let err = q.scaled_dot_product_attention(&short, &short, true, None).unwrap_err().to_string();
-    assert!(err.contains("causal"), "{err}");
+    let other_batch = Tensor::zeros([3, 3, 4], DType::F32).unwrap();
+    let err = q.scaled_dot_product_attention(&q, &other_batch, TOP_LEFT, None).unwrap_err().to_string();
+    assert!(err.contains("v [3, 3, 4]") && err.contains("equal leading dims"), "{err}");
+    let err = q.attention_probs(&k, BOTTOM_RIGHT, None).unwrap_err().to_string();
+    assert!(err.contains("attention_probs") && err.contains("k [2, 3, 5]"), "{err}");
+    let vector = Tensor::zeros([4], DType::F32).unwrap();
+    let err = vector
+        .scaled_dot_product_attention(&vector, &vector, AttnMask::None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rank >= 2"), "{err}");
+    // Operands of different ranks are an error, whichever one is short.
+    for (k, v) in [(&vector, &q), (&q, &vector)] {
+        let err = q.scaled_dot_product_attention(k, v, BOTTOM_RIGHT, None).unwrap_err().to_string();
+        assert!(err.contains("[4]") && err.contains("one rank"), "{err}");
+    }
+    let err = q.attention_probs(&vector, TOP_LEFT, None).unwrap_err().to_string();
+    assert!(err.contains("k [4]") && err.contains("one rank"), "{err}");
     let f64q = Tensor::zeros([2, 3, 4], DType::F64).unwrap();
-    assert!(f64q.scaled_dot_product_attention(&q, &q, false, None).is_err());
+    let err = f64q.scaled_dot_product_attention(&q, &q, AttnMask::None, None).unwrap_err().to_string();
+    assert!(err.contains("scaled_dot_product_attention"), "{err}");
 }

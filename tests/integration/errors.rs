@@ -64,6 +64,11 @@ fn reshape_numel_mismatch() {
     expect_err(f32s(&[3]).t(), ErrorKind::Shape, "t", &["[3]", "rank >= 2"]);
     expect_err(x.permute(&[0, 0]), ErrorKind::Shape, "permute", &["[0, 0]", "[2, 3]"]);
     expect_err(x.permute(&[1]), ErrorKind::Shape, "permute", &["[1]", "[2, 3]"]);
+    // Negative axes count from the end, as for every other axis argument:
+    // [1, -1] names axis 1 twice, [0, 2] an axis a rank-2 tensor lacks.
+    expect_err(x.permute(&[1, -1]), ErrorKind::Shape, "permute", &["[1, -1]", "[2, 3]"]);
+    expect_err(x.permute(&[0, 2]), ErrorKind::Axis, "permute", &["2", "[2, 3]"]);
+    expect_err(x.permute(&[-3, 0]), ErrorKind::Axis, "permute", &["-3", "[2, 3]"]);
 }
 
 #[test]
@@ -77,6 +82,9 @@ fn out_of_range_axes() {
         expect_err(x.min(&[axis], false), ErrorKind::Axis, "min", &[&a, "[2, 3]"]);
         expect_err(x.var(&[axis], false, 0), ErrorKind::Axis, "var", &[&a, "[2, 3]"]);
         expect_err(x.argmax(axis, false), ErrorKind::Axis, "argmax", &[&a, "[2, 3]"]);
+        expect_err(x.argmin(axis, false), ErrorKind::Axis, "argmin", &[&a, "[2, 3]"]);
+        expect_err(x.max_with_indices(axis, false), ErrorKind::Axis, "max_with_indices", &[&a, "[2, 3]"]);
+        expect_err(x.min_with_indices(axis, true), ErrorKind::Axis, "min_with_indices", &[&a, "[2, 3]"]);
         expect_err(x.transpose(0, axis), ErrorKind::Axis, "transpose", &[&a, "[2, 3]"]);
         expect_err(x.narrow(axis, 0, 1), ErrorKind::Axis, "narrow", &[&a, "[2, 3]"]);
         expect_err(x.squeeze(axis), ErrorKind::Axis, "squeeze", &[&a, "[2, 3]"]);
@@ -137,6 +145,9 @@ fn half_precision_must_be_converted_for_compute() {
     }
     expect_err(b.max_all(), ErrorKind::DType, "max", &["bf16", "convert"]);
     expect_err(b.argmax(0, false), ErrorKind::DType, "argmax", &["bf16", "convert"]);
+    expect_err(b.argmin(0, false), ErrorKind::DType, "argmin", &["bf16", "convert"]);
+    expect_err(b.max_with_indices(0, false), ErrorKind::DType, "max_with_indices", &["bf16", "convert"]);
+    expect_err(h.min_with_indices(-1, false), ErrorKind::DType, "min_with_indices", &["f16", "convert"]);
     // Converting works, and gradients flow back through the cast.
     assert_eq!(h.to_dtype(DType::F32).unwrap().exp().unwrap().dtype(), DType::F32);
 }
@@ -155,6 +166,8 @@ fn integer_tensors_are_not_computed_on() {
     ] {
         expect_err(r, ErrorKind::DType, op, &["i64", "indices"]);
     }
+    expect_err(ints.max_with_indices(0, false), ErrorKind::DType, "max_with_indices", &["i64", "indices"]);
+    expect_err(ints.argmin(0, false), ErrorKind::DType, "argmin", &["i64", "indices"]);
     expect_err(ints.add(&f32s(&[3])), ErrorKind::DType, "add", &["i64", "f32"]);
     // Casting an index tensor gives a constant: nothing to differentiate.
     expect_err(
@@ -213,6 +226,9 @@ fn value_and_size_misuse() {
     expect_err(empty.max(&[1], false), ErrorKind::Shape, "max", &["[2, 0]"]);
     expect_err(empty.mean(&[-1], false), ErrorKind::Shape, "mean", &["[2, 0]"]);
     expect_err(empty.argmax(1, false), ErrorKind::Shape, "argmax", &["[2, 0]"]);
+    expect_err(empty.argmin(-1, false), ErrorKind::Shape, "argmin", &["[2, 0]", "empty"]);
+    expect_err(empty.max_with_indices(1, false), ErrorKind::Shape, "max_with_indices", &["[2, 0]", "empty"]);
+    expect_err(empty.min_with_indices(1, true), ErrorKind::Shape, "min_with_indices", &["[2, 0]", "empty"]);
     expect_err(x.to_scalar(), ErrorKind::Shape, "to_scalar", &["[2, 3]"]);
     expect_err(f32s(&[2]).to_vec2::<f32>(), ErrorKind::Shape, "to_vec2", &["[2]"]);
     expect_err(x.assign(&f32s(&[3, 2])), ErrorKind::Shape, "assign", &["[2, 3]", "[3, 2]"]);

@@ -34,7 +34,7 @@ fn attention_reference(a: &MultiHeadSelfAttention, x: &Tensor) -> Tensor {
             let q = qkv.narrow(2, i * d, d).unwrap();
             let k = qkv.narrow(2, c + i * d, d).unwrap();
             let v = qkv.narrow(2, 2 * c + i * d, d).unwrap();
-            tamer::nn::attention_probs(&q, &k, a.causal).unwrap().matmul(&v).unwrap()
+            q.attention_probs(&k, a.mask(), None).unwrap().matmul(&v).unwrap()
         })
         .collect();
     a.proj.forward(&Tensor::cat(&heads, 2).unwrap()).unwrap()

@@ -100,7 +100,7 @@ fn rounded(dims: &[usize], kind: ViewKind, seed: u64) -> Tensor {
         return Tensor::from_vec(values(tensor_with(dims, kind, seed)), dims.to_vec()).unwrap();
     }
     let rev: Vec<usize> = dims.iter().rev().copied().collect();
-    let perm: Vec<usize> = (0..dims.len()).rev().collect();
+    let perm: Vec<isize> = (0..dims.len() as isize).rev().collect();
     let stored = Tensor::from_vec(values(tensor_with(&rev, ViewKind::Contiguous, seed)), rev).unwrap();
     let x = stored.permute(&perm).unwrap();
     assert!(!x.is_contiguous() || dims.iter().filter(|&&d| d > 1).count() < 2);

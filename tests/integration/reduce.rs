@@ -1,5 +1,6 @@
 //! Reductions: gradient checks over random axis subsets (negative axes, keepdim),
-//! forward values against a naive grouping reference, argmax and sum_to_shape.
+//! forward values against a naive grouping reference, argmax/argmin, max and
+//! min with indices (torch.max(x, dim)), and sum_to_shape.
 
 use proptest::prelude::*;
 use tamer::testing::strategies::{self, tensor_with, tensor_with_dtype, ViewKind};
@@ -63,6 +64,9 @@ fn squeeze_dims(keep: &[usize], axes: &[usize], keepdim: bool) -> Vec<usize> {
 
 type Reduce = fn(&Tensor, &[isize], bool) -> Result<Tensor>;
 
+/// (name, `max_with_indices` or `min_with_indices`, whether a value beats the best so far)
+type ExtremeCase = (&'static str, fn(&Tensor, isize, bool) -> Result<(Tensor, Tensor)>, fn(f64, f64) -> bool);
+
 /// (name, op, reference over one group, correction: groups this small must be an error)
 type ReduceCase = (&'static str, Reduce, fn(&[f64]) -> f64, usize);
 
@@ -123,6 +127,55 @@ proptest! {
             .map(|g| g.iter().enumerate().fold(0, |best, (i, &v)| if v > g[best] { i } else { best }) as i64)
             .collect();
         prop_assert_eq!(idx.to_vec::<i64>().unwrap(), want);
+    }
+
+    /// torch.max / torch.min with a dim: the values and indices of the first
+    /// extreme element of each run (rounded values make ties common), and the
+    /// gradient to exactly that element.
+    #[test]
+    fn extremes_with_indices_pick_the_first_and_route_the_gradient_to_it(
+        x in strategies::tensor(strategies::shape(1..=4, 1..=4)), axis_seed in 0usize..4, negative in any::<bool>(),
+        keepdim in any::<bool>(), rounded in any::<bool>(),
+    ) {
+        let x = if rounded { x.affine(2.0, 0.0).unwrap().sign_round() } else { x };
+        let rank = x.rank();
+        let axis = axis_seed % rank;
+        let a = if negative { axis as isize - rank as isize } else { axis as isize };
+        let (keep, runs) = groups(&x, &[axis]);
+        let first = |g: &[f64], better: fn(f64, f64) -> bool| g.iter().enumerate().fold(0, |best, (i, &v)| if better(v, g[best]) { i } else { best });
+        let cases: [ExtremeCase; 2] = [
+            ("max", |x, a, k| x.max_with_indices(a, k), |v, best| v > best),
+            ("min", |x, a, k| x.min_with_indices(a, k), |v, best| v < best),
+        ];
+        for (name, op, better) in cases {
+            let (values, indices) = op(&x, a, keepdim).unwrap();
+            let dims = squeeze_dims(&keep, &[axis], keepdim);
+            prop_assert_eq!(values.dims(), &dims[..]);
+            prop_assert_eq!(indices.dims(), &dims[..]);
+            prop_assert_eq!(indices.dtype(), DType::I64);
+            prop_assert!(!indices.requires_grad());
+            let want: Vec<usize> = runs.iter().map(|g| first(g, better)).collect();
+            let got: Vec<i64> = indices.to_vec::<i64>().unwrap();
+            prop_assert_eq!(got.iter().map(|&i| i as usize).collect::<Vec<_>>(), want.clone(), "{} indices", name);
+            let want_values: Vec<f64> = runs.iter().zip(&want).map(|(g, &i)| g[i]).collect();
+            prop_assert_eq!(values.to_f64_vec().unwrap(), want_values, "{} values", name);
+            let argfn = if name == "max" { x.argmax(a, keepdim) } else { x.argmin(a, keepdim) };
+            prop_assert_eq!(argfn.unwrap().to_vec::<i64>().unwrap(), got.clone());
+
+            // d(values · w)/dx is w at the picked element of each run, 0 elsewhere.
+            let xv = x.variable();
+            let w = tensor_with(values.dims(), ViewKind::Contiguous, 5);
+            let grads = op(&xv, a, keepdim).unwrap().0.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+            let (_, grad_groups) = groups(grads.get(&xv).unwrap(), &[axis]);
+            for ((g, &pick), wk) in grad_groups.iter().zip(&want).zip(w.to_f64_vec().unwrap()) {
+                let expected: Vec<f64> = (0..g.len()).map(|i| if i == pick { wk } else { 0.0 }).collect();
+                prop_assert_eq!(g, &expected, "{} gradient", name);
+            }
+            if !rounded {
+                let report = check_gradients(|xs| Ok(op(&xs[0], a, keepdim)?.0), std::slice::from_ref(&x), &GradCheckConfig::default()).unwrap();
+                prop_assert!(report.passed(), "{} along {}: {}", name, a, report);
+            }
+        }
     }
 
     #[test]
@@ -204,6 +257,52 @@ fn known_values() {
     let n = Tensor::from_vec(vec![1.0f64, f64::NAN, 3.0], [3]).unwrap();
     assert!(n.max_all().unwrap().to_scalar().unwrap().is_nan());
     assert_eq!(n.argmax(0, false).unwrap().to_vec::<i64>().unwrap(), vec![1]);
+}
+
+#[test]
+fn extremes_with_indices_follow_pytorch_at_ties_and_nans() {
+    // torch.max(x, 1) / torch.min(x, 1) (PyTorch 2.15, CPU): the first
+    // extreme element wins a tie and alone receives the gradient.
+    let x = Tensor::from_vec(vec![1.0f64, 3.0, 3.0, 2.0, 2.0, 1.0], [2, 3]).unwrap().variable();
+    let (values, indices) = x.max_with_indices(1, false).unwrap();
+    assert_eq!(
+        (values.to_vec::<f64>().unwrap(), indices.to_vec::<i64>().unwrap()),
+        (vec![3.0, 2.0], vec![1, 0])
+    );
+    let grad = values.sum_all().unwrap().backward().unwrap().get(&x).unwrap().to_vec::<f64>().unwrap();
+    assert_eq!(grad, [0.0, 1.0, 0.0, 1.0, 0.0, 0.0]);
+    let (values, indices) = x.min_with_indices(1, false).unwrap();
+    assert_eq!(
+        (values.to_vec::<f64>().unwrap(), indices.to_vec::<i64>().unwrap()),
+        (vec![1.0, 1.0], vec![0, 2])
+    );
+    let grad = values.sum_all().unwrap().backward().unwrap().get(&x).unwrap().to_vec::<f64>().unwrap();
+    assert_eq!(grad, [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+    // keepdim, along axis 0 (negative), and the amax-style split of max() for contrast.
+    let y = Tensor::from_vec(vec![1.0f64, 1.0, 1.0, 2.0], [2, 2]).unwrap().variable();
+    let (values, indices) = y.max_with_indices(-2, true).unwrap();
+    assert_eq!(values.to_vec2::<f64>().unwrap(), vec![vec![1.0, 2.0]]);
+    assert_eq!(indices.to_vec2::<i64>().unwrap(), vec![vec![0, 1]]);
+    let picked = values.sum_all().unwrap().backward().unwrap().get(&y).unwrap().to_vec::<f64>().unwrap();
+    assert_eq!(picked, [1.0, 0.0, 0.0, 1.0]);
+    let split = y
+        .max(&[-2], true)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap()
+        .get(&y)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    assert_eq!(split, [0.5, 0.0, 0.5, 1.0]);
+    // A NaN is the extreme of its row for both, at its first position.
+    let n = Tensor::from_vec(vec![1.0f32, f32::NAN, 5.0, f32::NAN], [1, 4]).unwrap();
+    for (values, indices) in [n.max_with_indices(1, false).unwrap(), n.min_with_indices(1, false).unwrap()] {
+        assert!(values.to_vec::<f32>().unwrap()[0].is_nan());
+        assert_eq!(indices.to_vec::<i64>().unwrap(), vec![1]);
+    }
 }
 
 /// Large reductions run the threaded row and column paths; compare with an f64 reference.

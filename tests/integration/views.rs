@@ -31,11 +31,24 @@ fn ravel(idx: &[usize], dims: &[usize]) -> usize {
 }
 
 /// A tensor and a random permutation of its axes.
-fn permuted() -> impl Strategy<Value = (Tensor, Vec<usize>)> {
-    strategies::tensor(shapes()).prop_flat_map(|x| {
-        let perm: Vec<usize> = (0..x.rank()).collect();
-        (Just(x), Just(perm).prop_shuffle())
-    })
+/// A tensor, a random permutation of its axes, and the same permutation as
+/// passed to `permute`: each axis at random counted from the front or (negative) the end.
+fn permuted() -> impl Strategy<Value = (Tensor, Vec<usize>, Vec<isize>)> {
+    strategies::tensor(shapes())
+        .prop_flat_map(|x| {
+            let perm: Vec<usize> = (0..x.rank()).collect();
+            let negative = proptest::collection::vec(any::<bool>(), x.rank());
+            (Just(x), Just(perm).prop_shuffle(), negative)
+        })
+        .prop_map(|(x, perm, negative)| {
+            let rank = x.rank() as isize;
+            let signed = perm
+                .iter()
+                .zip(&negative)
+                .map(|(&p, &n)| if n { p as isize - rank } else { p as isize })
+                .collect();
+            (x, perm, signed)
+        })
 }
 
 proptest! {
@@ -63,8 +76,8 @@ proptest! {
     }
 
     #[test]
-    fn permute_moves_elements((x, perm) in permuted()) {
-        let y = x.permute(&perm).unwrap();
+    fn permute_moves_elements((x, perm, signed) in permuted()) {
+        let y = x.permute(&signed).unwrap();
         prop_assert!(y.same_storage(&x));
         let (xv, yv) = (x.to_f64_vec().unwrap(), y.to_f64_vec().unwrap());
         for (k, &v) in yv.iter().enumerate() {
@@ -75,7 +88,7 @@ proptest! {
             }
             prop_assert_eq!(v, xv[ravel(&src, x.dims())]);
         }
-        grad_ok(move |x| x.permute(&perm), &x)?;
+        grad_ok(move |x| x.permute(&signed), &x)?;
     }
 
     #[test]
@@ -84,7 +97,7 @@ proptest! {
         let (a, b) = (a.rem_euclid(2 * r) - r, b.rem_euclid(r)); // a may be negative
         let y = x.transpose(a, b).unwrap();
         let (ua, ub) = ((a + r) as usize % x.rank(), b as usize);
-        let mut perm: Vec<usize> = (0..x.rank()).collect();
+        let mut perm: Vec<isize> = (0..r).collect();
         perm.swap(ua, ub);
         prop_assert_eq!(y.to_f64_vec().unwrap(), x.permute(&perm).unwrap().to_f64_vec().unwrap());
         grad_ok(move |x| x.transpose(a, b), &x)?;
@@ -301,7 +314,7 @@ fn strided_layout() -> impl Strategy<Value = Tensor> {
         .prop_flat_map(|(dims, seed, broadcast)| {
             let n: usize = dims.iter().product();
             let base = Tensor::arange(0.0, n as f64, 1.0, DType::F64).unwrap().reshape(dims.clone()).unwrap();
-            let perm: Vec<usize> = (0..dims.len()).collect();
+            let perm: Vec<isize> = (0..dims.len() as isize).collect();
             (
                 Just(base),
                 Just(perm).prop_shuffle(),

@@ -1,4 +1,4 @@
-//! Scaled dot-product attention with an optional causal mask, with a
+//! Scaled dot-product attention with an explicit mask ([`AttnMask`]), with a
 //! hand-written backward pass.
 //!
 //! ```text
@@ -17,74 +17,121 @@
 //! (`backend/contract/nn/attention.rs`): the forward keeps only the per-row
 //! logsumexp (`[.., Tq]`) and the backward recomputes P from Q, K and it.
 //! `TAMER_ATTENTION=composite` forces the composite graph everywhere.
+//!
+//! # The causal mask when `Tq != Tk`
+//!
+//! A causal mask is a triangle of visible (query, key) pairs, and with fewer
+//! or more queries than keys there are two places to put it. PyTorch names
+//! both in `torch.nn.attention.bias.CausalVariant`; tamer makes the caller
+//! pick one with [`CausalAlign`] instead of a bare `bool`:
+//!
+//! | tamer | PyTorch | query `i` sees keys | `[Tq, Tk] = [3, 4]` |
+//! |---|---|---|---|
+//! | `AttnMask::Causal(CausalAlign::TopLeft)` | `is_causal=True`, `causal_upper_left(Tq, Tk)` = `torch.tril(ones(Tq, Tk))` | `j ≤ i` | `1000 / 1100 / 1110` |
+//! | `AttnMask::Causal(CausalAlign::BottomRight)` | `causal_lower_right(Tq, Tk)` = `torch.tril(ones(Tq, Tk), diagonal=Tk − Tq)` | `j ≤ i + Tk − Tq` | `1100 / 1110 / 1111` |
+//!
+//! Bottom-right is the KV-cache convention: the queries are the *last* `Tq`
+//! of `Tk` positions (what [`crate::nn::MultiHeadSelfAttention`] uses when
+//! decoding through its cache). Top-left is what `F.scaled_dot_product_attention(
+//! q, k, v, is_causal=True)` computes. With `Tq == Tk` they are the same mask.
+//!
+//! With bottom-right and `Tq > Tk`, the first `Tq − Tk` queries see no key at
+//! all. Their output rows are zeros and they pass no gradient, as in
+//! PyTorch's math backend (its `_safe_softmax`, since 2.5) and
+//! FlashAttention-2, instead of the NaN a plain softmax over no key would
+//! give. (A top-left query always sees key 0, so this never happens there.)
+//!
+//! The mask was once a `bool` meaning bottom-right, which silently gave other
+//! numbers than PyTorch's `is_causal=True` for `Tq != Tk`; a `bool` no longer compiles:
+//!
+//! ```compile_fail
+//! let q = tamer::Tensor::zeros([1, 2, 4], tamer::DType::F32).unwrap();
+//! let k = tamer::Tensor::zeros([1, 3, 4], tamer::DType::F32).unwrap();
+//! q.scaled_dot_product_attention(&k, &k, true, None).unwrap();
+//! ```
 
 use crate::autograd::{no_grad, BackwardOp};
 use crate::backend::contract::nn::attention::{AttentionForward, AttentionGrads, AttentionKernels, AttnDims, FusedKernel};
-use crate::tensor::{DType, Layout, Tensor};
+use crate::tensor::{Layout, Tensor};
 use crate::{Error, Result};
 
+/// Where a causal mask's triangle sits when there are fewer or more queries
+/// than keys (see the [module docs](self) for the table against PyTorch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CausalAlign {
+    /// Aligned to the top-left corner: query `i` sees keys `j ≤ i`. PyTorch's
+    /// `is_causal=True` and `torch.nn.attention.bias.causal_upper_left`.
+    TopLeft,
+    /// Aligned to the bottom-right corner: query `i` sees keys
+    /// `j ≤ i + Tk − Tq`, i.e. the queries are the last `Tq` positions (a KV
+    /// cache). PyTorch's `torch.nn.attention.bias.causal_lower_right`.
+    BottomRight,
+}
+
+/// Which keys each query of [`Tensor::scaled_dot_product_attention`] attends to.
+///
+/// ```
+/// use tamer::{AttnMask, CausalAlign};
+/// // 2 queries, 3 keys: top-left hides key 1 from query 0, bottom-right does not.
+/// assert!(!AttnMask::Causal(CausalAlign::TopLeft).is_visible(0, 1, 2, 3));
+/// assert!(AttnMask::Causal(CausalAlign::BottomRight).is_visible(0, 1, 2, 3));
+/// assert!(AttnMask::None.is_visible(0, 2, 2, 3));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AttnMask {
+    /// Every query sees every key (PyTorch's default, no `attn_mask`).
+    #[default]
+    None,
+    /// Query `i` sees key `j` only on or below the causal diagonal, placed as the [`CausalAlign`] says.
+    Causal(CausalAlign),
+}
+
+impl AttnMask {
+    /// `torch.tril`'s `diagonal` of this mask for `tq` queries and `tk` keys:
+    /// query `i` sees key `j` iff `j ≤ i + diagonal`. `None` without a mask.
+    pub fn causal_diagonal(self, tq: usize, tk: usize) -> Option<i64> {
+        match self {
+            AttnMask::None => None,
+            AttnMask::Causal(CausalAlign::TopLeft) => Some(0),
+            AttnMask::Causal(CausalAlign::BottomRight) => Some(tk as i64 - tq as i64),
+        }
+    }
+
+    /// Whether query `i` (of `tq`) may attend to key `j` (of `tk`).
+    pub fn is_visible(self, i: usize, j: usize, tq: usize, tk: usize) -> bool {
+        self.causal_diagonal(tq, tk).is_none_or(|diagonal| j as i64 <= i as i64 + diagonal)
+    }
+}
+
 impl Tensor {
-    /// `softmax(Q Kᵀ · scale [+ causal mask]) V` over the last two axes; `self` is Q.
+    /// `softmax(Q Kᵀ · scale, masked) V` over the last two axes; `self` is Q.
     ///
     /// Shapes: Q `[.., Tq, D]`, K `[.., Tk, D]`, V `[.., Tk, Dv]` with equal leading
     /// (batch, head) dims; the result is `[.., Tq, Dv]`. `scale` defaults to `1/√D`.
-    /// With `causal`, query `i` attends to keys `j ≤ i + (Tk − Tq)` (the queries are the
-    /// last `Tq` positions, as with a KV cache).
+    /// `mask` says which keys each query sees; a causal one must say how it is
+    /// aligned when `Tq != Tk` (PyTorch's `is_causal=True` is
+    /// `AttnMask::Causal(CausalAlign::TopLeft)`, a KV cache needs
+    /// `BottomRight`: see the [module docs](crate::ops::nn::attention)).
+    /// A query that sees no key gets a zero output row.
     ///
     /// ```
-    /// use tamer::{DType, Tensor};
+    /// use tamer::{AttnMask, CausalAlign, DType, Tensor};
     /// let q = Tensor::randn([2, 4, 8], DType::F32, &mut tamer::rng(0)).unwrap();
-    /// let o = q.scaled_dot_product_attention(&q, &q, true, None).unwrap();
+    /// let o = q.scaled_dot_product_attention(&q, &q, AttnMask::Causal(CausalAlign::TopLeft), None).unwrap();
     /// assert_eq!(o.dims(), &[2, 4, 8]);
     /// ```
-    pub fn scaled_dot_product_attention(&self, k: &Tensor, v: &Tensor, causal: bool, scale: Option<f64>) -> Result<Tensor> {
+    pub fn scaled_dot_product_attention(&self, k: &Tensor, v: &Tensor, mask: AttnMask, scale: Option<f64>) -> Result<Tensor> {
         const OP: &str = "scaled_dot_product_attention";
         let q = self;
-        q.same_dtype_device(OP, k)?;
-        q.same_dtype_device(OP, v)?;
-        let (qr, kr, vr) = (q.rank(), k.rank(), v.rank());
-        if qr < 2 || qr != kr || qr != vr {
-            return Err(Error::shape(
-                OP,
-                format!(
-                    "q {}, k {}, v {}: expected three tensors of the same rank >= 2",
-                    q.shape(),
-                    k.shape(),
-                    v.shape()
-                ),
-            ));
-        }
-        let (batch, tq, d) = (&q.dims()[..qr - 2], q.dims()[qr - 2], q.dims()[qr - 1]);
-        let (tk, dk) = (k.dims()[qr - 2], k.dims()[qr - 1]);
-        if &k.dims()[..qr - 2] != batch || &v.dims()[..qr - 2] != batch || dk != d || v.dims()[qr - 2] != tk {
-            return Err(Error::shape(
-                OP,
-                format!(
-                    "q {}, k {}, v {}: expected q [.., Tq, D], k [.., Tk, D], v [.., Tk, Dv] with equal leading dims",
-                    q.shape(),
-                    k.shape(),
-                    v.shape()
-                ),
-            ));
-        }
-        if causal && tq > tk {
-            return Err(Error::shape(
-                OP,
-                format!("causal attention with {tq} queries but only {tk} keys: expected Tq <= Tk"),
-            ));
-        }
-        let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
-        let dims = attn_dims(q, k, v, causal, scale);
+        check_shapes(OP, q, k, Some(v))?;
+        let scale = scale.unwrap_or(1.0 / (q.dims()[q.rank() - 1] as f64).sqrt());
+        let dims = attn_dims(q, k, v, mask, scale);
         let fused = crate::dispatch!(OP, [qs = &*q.storage()], |_wrap| qs.fused_attention(&dims)?);
         if let Some(kernel) = fused {
             return fused_attention(q, k, v, dims, kernel);
         }
         let (probs, out) = no_grad(|| -> Result<(Tensor, Tensor)> {
-            let mut scores = q.matmul(&k.t()?)?.scale(scale)?; // [.., Tq, Tk]
-            if causal {
-                scores = scores.masked_fill(&causal_mask(tq, tk, q.dtype())?.to_device(q.device())?, f64::NEG_INFINITY)?;
-            }
-            let probs = scores.softmax(-1)?;
+            let probs = q.attention_probs(k, mask, Some(scale))?; // [.., Tq, Tk]
             let out = probs.matmul(v)?; // [.., Tq, Dv]
             Ok((probs, out))
         })?;
@@ -97,13 +144,97 @@ impl Tensor {
             AttentionBackward { probs, scale },
         ))
     }
+
+    /// The attention probabilities `softmax(Q Kᵀ · scale, masked)` `[.., Tq, Tk]`
+    /// of [`Tensor::scaled_dot_product_attention`] (`self` is Q), as a graph of
+    /// differentiable ops: for attention dropout, which sits between the
+    /// softmax and the product with V. Hidden keys get probability 0; a query
+    /// that sees no key gets a row of zeros.
+    pub fn attention_probs(&self, k: &Tensor, mask: AttnMask, scale: Option<f64>) -> Result<Tensor> {
+        let q = self;
+        check_shapes("attention_probs", q, k, None)?;
+        let r = q.rank();
+        let (tq, tk) = (q.dims()[r - 2], k.dims()[r - 2]);
+        let scale = scale.unwrap_or(1.0 / (q.dims()[r - 1] as f64).sqrt());
+        let scores = q.matmul(&k.t()?)?.scale(scale)?; // [.., Tq, Tk]
+        let Some(hidden) = HiddenKeys::new(mask, tq, tk) else {
+            return scores.softmax(-1);
+        };
+        let on_device = |m: Vec<bool>| -> Result<Tensor> {
+            let values = m.into_iter().map(|h| if h { 1.0 } else { 0.0 }).collect::<Vec<f64>>();
+            Tensor::from_vec(values, [tq, tk])?.to_dtype(q.dtype())?.to_device(q.device())
+        };
+        if !hidden.has_blind_rows() {
+            return scores.masked_fill(&on_device(hidden.hidden)?, f64::NEG_INFINITY)?.softmax(-1);
+        }
+        // A row that sees no key would be softmax(−∞, …, −∞) = NaN, in the
+        // value and in the gradient. Its scores are left as they are instead
+        // (a finite softmax) and its probabilities zeroed after it, which
+        // also stops the gradient: the row's output is 0 and passes nothing back.
+        let masked = scores.masked_fill(&on_device(hidden.in_seeing_rows())?, f64::NEG_INFINITY)?;
+        masked.softmax(-1)?.masked_fill(&on_device(hidden.hidden)?, 0.0)
+    }
 }
 
-/// `[Tq, Tk]` mask (on the CPU) with 1 where key `j` is in the future of query `i`.
-fn causal_mask(tq: usize, tk: usize, dtype: DType) -> Result<Tensor> {
-    let shift = tk - tq;
-    let values: Vec<f64> = (0..tq).flat_map(|i| (0..tk).map(move |j| if j > i + shift { 1.0 } else { 0.0 })).collect();
-    Tensor::from_vec(values, [tq, tk])?.to_dtype(dtype)
+/// The `[Tq, Tk]` pattern of hidden (query, key) pairs of a mask, row-major.
+struct HiddenKeys {
+    tq: usize,
+    tk: usize,
+    hidden: Vec<bool>,
+}
+
+impl HiddenKeys {
+    /// `None` for a mask that hides nothing.
+    fn new(mask: AttnMask, tq: usize, tk: usize) -> Option<Self> {
+        mask.causal_diagonal(tq, tk)?;
+        let hidden = (0..tq).flat_map(|i| (0..tk).map(move |j| !mask.is_visible(i, j, tq, tk))).collect();
+        Some(HiddenKeys { tq, tk, hidden })
+    }
+    fn blind(&self, row: usize) -> bool {
+        self.tk > 0 && self.hidden[row * self.tk..(row + 1) * self.tk].iter().all(|&h| h)
+    }
+    /// Whether some query sees no key at all.
+    fn has_blind_rows(&self) -> bool {
+        (0..self.tq).any(|i| self.blind(i))
+    }
+    /// The hidden pairs of the queries that see at least one key.
+    fn in_seeing_rows(&self) -> Vec<bool> {
+        (0..self.tq)
+            .flat_map(|i| {
+                let blind = self.blind(i);
+                self.hidden[i * self.tk..(i + 1) * self.tk].iter().map(move |&h| h && !blind)
+            })
+            .collect()
+    }
+}
+
+/// Q `[.., Tq, D]`, K `[.., Tk, D]` and V `[.., Tk, Dv]` (when given) with equal leading dims.
+fn check_shapes(op: &'static str, q: &Tensor, k: &Tensor, v: Option<&Tensor>) -> Result<()> {
+    q.same_dtype_device(op, k)?;
+    if let Some(v) = v {
+        q.same_dtype_device(op, v)?;
+    }
+    let r = q.rank();
+    let qk_ok = r >= 2 && k.rank() == r && k.dims()[..r - 2] == q.dims()[..r - 2] && k.dims()[r - 1] == q.dims()[r - 1];
+    // Only looked at once q and k are known to be of rank r >= 2.
+    let v_ok = || v.is_none_or(|v| v.rank() == r && v.dims()[..r - 2] == q.dims()[..r - 2] && v.dims()[r - 2] == k.dims()[r - 2]);
+    if qk_ok && v_ok() {
+        return Ok(());
+    }
+    let message = match v {
+        Some(v) => format!(
+            "q {}, k {}, v {}: expected q [.., Tq, D], k [.., Tk, D], v [.., Tk, Dv] of one rank >= 2 with equal leading dims",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        ),
+        None => format!(
+            "q {}, k {}: expected q [.., Tq, D] and k [.., Tk, D] of one rank >= 2 with equal leading dims",
+            q.shape(),
+            k.shape()
+        ),
+    };
+    Err(Error::shape(op, message))
 }
 
 struct AttentionBackward {
@@ -132,15 +263,16 @@ impl BackwardOp for AttentionBackward {
 }
 
 /// The call's sizes with batch and heads flattened (shapes already validated).
-fn attn_dims(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, scale: f64) -> AttnDims {
+fn attn_dims(q: &Tensor, k: &Tensor, v: &Tensor, mask: AttnMask, scale: f64) -> AttnDims {
     let r = q.rank();
+    let (tq, tk) = (q.dims()[r - 2], k.dims()[r - 2]);
     AttnDims {
         bh: q.dims()[..r - 2].iter().product(),
-        tq: q.dims()[r - 2],
-        tk: k.dims()[r - 2],
+        tq,
+        tk,
         d: q.dims()[r - 1],
         dv: v.dims()[r - 1],
-        causal,
+        causal_diagonal: mask.causal_diagonal(tq, tk),
         scale,
     }
 }

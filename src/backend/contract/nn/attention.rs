@@ -19,7 +19,11 @@ pub struct AttnDims {
     pub tk: usize,
     pub d: usize,
     pub dv: usize,
-    pub causal: bool,
+    /// The causal mask as `torch.tril`'s `diagonal`: query `i` sees key `j`
+    /// iff `j ≤ i + diagonal` (0 for a top-left aligned mask, `Tk − Tq` for
+    /// a bottom-right one); `None`: every key. A query that sees no key
+    /// (possible when the diagonal is negative) gets a zero output row.
+    pub causal_diagonal: Option<i64>,
     pub scale: f64,
 }
 

@@ -53,7 +53,9 @@ thread_local! {
 /// ```no_run
 /// use tamer::backend::cuda::nn::attention::{with_attention_impl, AttentionImpl};
 /// # let q = tamer::Tensor::zeros([1, 4, 8], tamer::DType::F32).unwrap();
-/// let o = with_attention_impl(AttentionImpl::Composite, || q.scaled_dot_product_attention(&q, &q, true, None));
+/// use tamer::{AttnMask, CausalAlign};
+/// let causal = AttnMask::Causal(CausalAlign::TopLeft);
+/// let o = with_attention_impl(AttentionImpl::Composite, || q.scaled_dot_product_attention(&q, &q, causal, None));
 /// ```
 pub fn with_attention_impl<R>(imp: AttentionImpl, f: impl FnOnce() -> R) -> R {
     struct Restore(Option<AttentionImpl>);
@@ -162,8 +164,10 @@ fn check_kernel_dtype(op: &'static str, kernel: FusedKernel, dtype: DType, dims:
     Ok(())
 }
 
-/// The scalar arguments every attention kernel ends with.
-fn dim_args(dims: &AttnDims) -> [Arg; 7] {
+/// The scalar arguments every attention kernel ends with: the sizes, the
+/// scale, and the causal mask as a flag and its diagonal (query `i` sees key
+/// `j` iff `j <= i + diagonal`).
+fn dim_args(dims: &AttnDims) -> [Arg; 8] {
     [
         Arg::I64(dims.bh as i64),
         Arg::I64(dims.tq as i64),
@@ -171,7 +175,8 @@ fn dim_args(dims: &AttnDims) -> [Arg; 7] {
         Arg::I64(dims.d as i64),
         Arg::I64(dims.dv as i64),
         Arg::F64(dims.scale),
-        Arg::I64(dims.causal as i64),
+        Arg::I64(dims.causal_diagonal.is_some() as i64),
+        Arg::I64(dims.causal_diagonal.unwrap_or(0)),
     ]
 }
 
@@ -196,7 +201,7 @@ pub fn forward(kernel: FusedKernel, q: Operand<'_>, k: Operand<'_>, v: Operand<'
         }
         FusedKernel::Reference => (kernel_name("attn_fwd_ref", dtype), elementwise_config(rows)),
     };
-    // (q, k, v, o, lse, bh, tq, tk, d, dv, scale, causal)
+    // (q, k, v, o, lse, bh, tq, tk, d, dv, scale, causal, diagonal)
     let mut args = vec![
         Arg::Ptr(q.0.ptr_at(q.1)),
         Arg::Ptr(k.0.ptr_at(k.1)),
@@ -268,7 +273,7 @@ pub fn backward(
     };
     let dk = CudaStorage::alloc(dev, dtype, key_rows * dims.d)?;
     let dv = CudaStorage::alloc(dev, dtype, key_rows * dims.dv)?;
-    // (q, k, v, dout, lse, delta, dq, dk, dv, bh, tq, tk, d, dv, scale, causal)
+    // (q, k, v, dout, lse, delta, dq, dk, dv, bh, tq, tk, d, dv, scale, causal, diagonal)
     let mut args = vec![
         Arg::Ptr(q.0.ptr_at(q.1)),
         Arg::Ptr(k.0.ptr_at(k.1)),
@@ -345,7 +350,7 @@ mod tests {
             tk: 7,
             d: 64,
             dv: 64,
-            causal: true,
+            causal_diagonal: Some(2),
             scale: 0.125,
         };
         with_attention_impl(AttentionImpl::Flash, || {
