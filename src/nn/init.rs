@@ -6,9 +6,9 @@
 //! Every initialiser overwrites a [`Param`] in place (its dtype is kept), so
 //! optimizers and checkpoints that share the parameter see the new values.
 //!
-//! Layers make their parameters with [`fresh`] and then initialise them.
+//! Layers make their parameters with `fresh` and then initialise them.
 //! A model built from given weights (`from_weights`) replaces every one of
-//! them at once, so it builds inside [`skeleton`]: the parameters are then
+//! them at once, so it builds inside `skeleton`: the parameters are then
 //! placeholders and the initialisers do nothing, and no memory or random
 //! draws go into values that would be thrown away.
 
