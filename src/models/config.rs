@@ -404,8 +404,10 @@ mod tests {
             assert_eq!(back, cfg);
         }
         let post = VitConfig {
+            // The block's own copies agree with the ViT's fields (what it is built with).
             block: BlockConfig {
                 mlp_ratio: 2.0,
+                norm_eps: 1e-6,
                 ..BlockConfig::post_ln(4)
             },
             pool: Pool::Mean,
