@@ -10,9 +10,8 @@
 //! at the worst element. The example says so in its output and exits with 0
 //! when the correct function passes and the buggy one fails (1 otherwise).
 
-#[path = "cli/common.rs"]
-#[allow(dead_code)]
-mod common;
+#[path = "cli/pipe.rs"]
+mod pipe;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -83,7 +82,7 @@ fn run(name: &str, f: fn(&[Tensor]) -> Result<Tensor>) -> bool {
 }
 
 fn main() {
-    common::exit_quietly_on_broken_pipe();
+    pipe::exit_quietly_on_broken_pipe();
     let correct = run("my_function", my_function);
     println!();
     println!("The next check is meant to fail: BuggySoftplus's derivative is σ(−x) where σ(x) is right (a sign slip),");
