@@ -70,7 +70,14 @@ fn main() {
     let (tx, ty) = (tensor(&x), tensor(&y));
     let mut out = vec![0.0f32; N];
     let pools = [(1, pool(1)), (2, pool(2))];
-    let best = Simd::detected();
+    // The ISA the tensor ops run with (TAMER_SIMD may choose it).
+    let best = match simd::selected("ops bench") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
 
     let unary: [(&str, Unary, TensorOp); 3] = [
         ("exp", Simd::exp_f32, Tensor::exp),

@@ -27,9 +27,8 @@
 //! records one (pixels then in `[0, 1]`), and taken as the model's input
 //! otherwise; the fixture image is the fixture model's input as it is.
 
-#[path = "cli/common.rs"]
-#[allow(dead_code)]
-mod common;
+#[path = "cli/pipe.rs"]
+mod pipe;
 
 use tamer::checkpoint::{self, fixture_path, Checkpoint, InputNormalization};
 use tamer::models::VisionTransformer;
@@ -59,12 +58,17 @@ fn parse_args() -> Result<Args, String> {
             std::process::exit(0);
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let number = |v: &str| v.parse::<usize>().map_err(|_| format!("{flag} {v:?}: expected a positive integer\n{USAGE}"));
+        let number = |v: &str| {
+            v.parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("{flag} {v:?}: expected a positive integer\n{USAGE}"))
+        };
         match flag.as_str() {
             "--checkpoint" => args.checkpoint = Some(value),
             "--image" => args.image = value,
             "--heads" => args.heads = Some(number(&value)?),
-            "--top-k" => args.top_k = number(&value)?.max(1),
+            "--top-k" => args.top_k = number(&value)?,
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
@@ -97,6 +101,15 @@ fn load_image(spec: &str) -> tamer::Result<Tensor> {
     }
 }
 
+/// The library asks for a field (`give num_heads`); on this command line that is a flag.
+fn name_the_flag(e: tamer::Error, field: &str, flag: &str) -> tamer::Error {
+    if e.message.ends_with(&format!("give {field}")) {
+        tamer::Error::new(e.op, e.kind.clone(), format!("{} ({flag} N)", e.message))
+    } else {
+        e
+    }
+}
+
 fn run(args: Args) -> tamer::Result<()> {
     let default_ckpt = args.checkpoint.is_none();
     let path = args.checkpoint.map_or_else(|| fixture_path("vit_tiny.safetensors"), Into::into);
@@ -104,7 +117,7 @@ fn run(args: Args) -> tamer::Result<()> {
     // The bundled fixture has 2 heads of width 8 (scripts/make_fixtures.py).
     let heads = args.heads.or(if default_ckpt { Some(2) } else { None });
     let normalization = InputNormalization::from_checkpoint(&ckpt)?;
-    let (mut vit, notes) = VisionTransformer::from_checkpoint(ckpt, heads)?;
+    let (mut vit, notes) = VisionTransformer::from_checkpoint(ckpt, heads).map_err(|e| name_the_flag(e, "num_heads", "--heads"))?;
     let config = &vit.config;
     println!(
         "model: {}×{}×{} images, patch {}, width {}, depth {}, {} heads, MLP ratio {}, {:?} pooling, {} classes",
@@ -159,7 +172,7 @@ fn run(args: Args) -> tamer::Result<()> {
 }
 
 fn main() {
-    common::exit_quietly_on_broken_pipe();
+    pipe::exit_quietly_on_broken_pipe();
     let args = parse_args().unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(2);

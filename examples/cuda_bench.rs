@@ -229,7 +229,12 @@ mod bench {
 }
 
 #[cfg(feature = "cuda")]
+#[path = "cli/pipe.rs"]
+mod pipe;
+
+#[cfg(feature = "cuda")]
 fn main() -> std::process::ExitCode {
+    pipe::exit_quietly_on_broken_pipe();
     bench::run()
 }
 

@@ -10,8 +10,13 @@
 //! ```
 
 #[cfg(feature = "cuda")]
+#[path = "cli/pipe.rs"]
+mod pipe;
+
+#[cfg(feature = "cuda")]
 fn main() -> std::process::ExitCode {
     use tamer::backend::cuda::kernels;
+    pipe::exit_quietly_on_broken_pipe();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((dir, archs)) = args.split_first() else {
         eprintln!("usage: cuda_ptx OUT_DIR ARCH [ARCH ...]   (e.g. target/ptx sm_90 sm_80)");

@@ -10,16 +10,15 @@
 //! at the worst element. The example says so in its output and exits with 0
 //! when the correct function passes and the buggy one fails (1 otherwise).
 
-#[path = "cli/common.rs"]
-#[allow(dead_code)]
-mod common;
+#[path = "cli/pipe.rs"]
+mod pipe;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::cell::RefCell;
 use tamer::ops::unary::UnaryFn;
 use tamer::tensor::Float;
-use tamer::testing::{check_gradients, strategies, GradCheckConfig, GradCheckReport};
+use tamer::testing::{check_gradients, proptest_config, strategies, GradCheckConfig, GradCheckReport};
 use tamer::{Result, Tensor};
 
 /// The function under test: `Σ_last tanh(a)·softplus(b) + ½(a − b)²`, with `a` and `b` broadcast.
@@ -52,9 +51,8 @@ impl UnaryFn for BuggySoftplus {
 fn run(name: &str, f: fn(&[Tensor]) -> Result<Tensor>) -> bool {
     let reports: RefCell<Vec<GradCheckReport>> = RefCell::new(Vec::new());
     let mut runner = TestRunner::new(Config {
-        cases: 32,
         failure_persistence: None, // an example has no source tree to save failures next to
-        ..Config::default()
+        ..proptest_config(32)
     });
     let outcome = runner.run(&inputs(), |(a, b)| {
         let shapes = format!(
@@ -84,7 +82,7 @@ fn run(name: &str, f: fn(&[Tensor]) -> Result<Tensor>) -> bool {
 }
 
 fn main() {
-    common::exit_quietly_on_broken_pipe();
+    pipe::exit_quietly_on_broken_pipe();
     let correct = run("my_function", my_function);
     println!();
     println!("The next check is meant to fail: BuggySoftplus's derivative is σ(−x) where σ(x) is right (a sign slip),");

@@ -12,9 +12,8 @@
 //! the training example writes it), tokens are printed as text, else as ids.
 //! HF GPT-2 files (Conv1D layout) are converted on the fly.
 
-#[path = "cli/common.rs"]
-#[allow(dead_code)]
-mod common;
+#[path = "cli/pipe.rs"]
+mod pipe;
 
 use tamer::checkpoint::{interop, read};
 use tamer::models::Gpt;
@@ -90,7 +89,14 @@ fn run(args: Args) -> Result<()> {
         ckpt.tensors = adapted.tensors;
     }
     let vocab: Option<Vec<char>> = ckpt.metadata.get("vocab").map(|v| v.chars().collect());
-    let (gpt, notes) = Gpt::from_checkpoint(ckpt, n_head)?;
+    let (gpt, notes) = Gpt::from_checkpoint(ckpt, n_head).map_err(|e| {
+        // The library asks for the field (`give n_head`); on this command line that is a flag.
+        if e.message.ends_with("give n_head") {
+            Error::new(e.op, e.kind.clone(), format!("{} (--n-head N)", e.message))
+        } else {
+            e
+        }
+    })?;
     for note in &notes {
         eprintln!("note: {note}");
     }
@@ -129,7 +135,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() {
-    common::exit_quietly_on_broken_pipe();
+    pipe::exit_quietly_on_broken_pipe();
     let args = match parse_args() {
         Ok(a) => a,
         Err(msg) => {

@@ -18,24 +18,24 @@
 //! "train_loss":..,"val_loss":..,"tokens":..,"tokens_per_s":..}`.
 
 #[path = "cli/common.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "cli/gpt_args.rs"]
 mod gpt_args;
+#[path = "cli/pipe.rs"]
+mod pipe;
 #[path = "cli/run.rs"]
-#[allow(dead_code)]
 mod run;
 
-use gpt_args::{GptArgs, GptSchedule};
+use gpt_args::GptArgs;
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tamer::checkpoint::{self, model_metadata};
 use tamer::data::CharDataset;
 use tamer::models::Gpt;
 use tamer::nn::Module;
-use tamer::optim::{LrSchedule, Scheduler, WarmupCosine, WarmupLinear};
+use tamer::optim::Scheduler;
 use tamer::train::{CharLanguageModel, Record, TrainConfig, Trainer};
-use tamer::{no_grad, rng, Error, Result, Tensor};
+use tamer::{no_grad, rng, Result, Tensor};
 
 const OP: &str = "train_gpt";
 /// The model alone, in `--out`.
@@ -45,13 +45,20 @@ fn main() {
     common::main_with(GptArgs::validate, run);
 }
 
-fn schedule(args: &GptArgs) -> Result<Box<dyn LrSchedule>> {
-    Ok(match args.schedule {
-        GptSchedule::Cosine => Box::new(WarmupCosine::new(args.lr, args.warmup, args.steps, args.min_lr)?),
-        GptSchedule::Linear => Box::new(WarmupLinear::new(args.lr, args.warmup, args.steps, args.min_lr)?),
-        GptSchedule::Constant => Box::new(WarmupLinear::new(args.lr, args.warmup, args.warmup, args.lr)?),
-        GptSchedule::InverseSqrt => Box::new(common::inverse_sqrt(args.lr, args.warmup)?),
-    })
+/// The memory of training a GPT of `cfg` at micro-batch `micro` (nanoGPT's
+/// parameter count, `12·C²` per layer plus the embeddings, and per token and
+/// layer the saved activations, with the attention matrix per head; the
+/// logits and their gradient per token).
+fn gpt_memory(cfg: &tamer::models::GptConfig, micro: usize, kind: common::OptimizerKind) -> run::MemoryEstimate {
+    let (c, l, t, v) = (cfg.n_embd as f64, cfg.n_layer as f64, cfg.block_size as f64, cfg.vocab_size as f64);
+    let head = if cfg.tie_weights { 0.0 } else { v * c };
+    let params = l * (12.0 * c * c + 13.0 * c) + v * c + t * c + 2.0 * c + head;
+    let per_token = l * (18.0 * c + 2.0 * cfg.n_head as f64 * t) + 2.0 * v + c;
+    run::MemoryEstimate {
+        params,
+        copies_per_param: run::MemoryEstimate::copies(kind),
+        activations: micro as f64 * t * per_token,
+    }
 }
 
 fn run(args: &GptArgs) -> Result<()> {
@@ -60,13 +67,14 @@ fn run(args: &GptArgs) -> Result<()> {
     run::init_threads(OP, args.run.threads)?;
     let data = CharDataset::load(&args.text)?;
     let config = args.model_config(data.vocab_size());
-    gpt_args::check_splits(data.train.len(), data.val.len(), config.block_size).map_err(|m| Error::value(OP, m))?;
+    // Found now, not when the first batch is drawn after the model is built.
+    data.check_windows(config.block_size)?;
     let micro = args.batch_size / args.run.grad_accum;
     let what = format!(
         "a GPT of {} layers, {} heads, width {} (--n-embd) and context {} at micro-batch {micro}",
         config.n_layer, config.n_head, config.n_embd, config.block_size
     );
-    run::check_memory(OP, &what, &run::gpt_memory(&config, micro, args.run.optimizer))?;
+    run::check_memory(OP, &what, &gpt_memory(&config, micro, args.run.optimizer), args.run.max_memory)?;
     let model = Gpt::new(config.clone(), &mut rng(args.seed))?;
     let params = model.num_params();
     // Parameters move to the device before the optimizer sees them; batches follow the model.
@@ -108,7 +116,7 @@ fn run(args: &GptArgs) -> Result<()> {
         Some((0.9, 0.99)),
         Some(gpt_args::decay_rule()),
     )?;
-    let sched = Scheduler::from_box(schedule(args)?);
+    let sched = Scheduler::from_box(run::schedule(args.schedule, args.lr, args.min_lr, args.warmup, args.steps)?);
     let vocab: String = data.chars.iter().collect();
     let task = CharLanguageModel {
         model,

@@ -22,10 +22,10 @@
 //! "train_loss":..,"test_acc":..,"samples":..,"samples_per_s":..}`.
 
 #[path = "cli/common.rs"]
-#[allow(dead_code)]
 mod common;
+#[path = "cli/pipe.rs"]
+mod pipe;
 #[path = "cli/run.rs"]
-#[allow(dead_code)]
 mod run;
 #[path = "cli/vit_args.rs"]
 mod vit_args;
@@ -37,10 +37,10 @@ use tamer::data::{cifar, digits, mnist, Augment, DataLoader, ImageDataset, Loade
 use tamer::models::{PretrainedOptions, VisionTransformer};
 use tamer::nn::Module;
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
-use tamer::optim::{Constant, DecayRule, LrSchedule, OneCycle, Scheduler, WarmupCosine, WarmupLinear};
-use tamer::train::{ImageClassification, Record, TrainConfig, Trainer, CHECKPOINT_FILE};
+use tamer::optim::{DecayRule, Scheduler};
+use tamer::train::{ImageClassification, Record, TrainConfig, Trainer};
 use tamer::{rng, Error, Result};
-use vit_args::{Dataset, ScheduleKind, VitArgs};
+use vit_args::{Dataset, VitArgs};
 
 const OP: &str = "train_vit";
 /// The model alone, in `--out`.
@@ -74,16 +74,23 @@ fn load_data(args: &VitArgs) -> Result<(ImageDataset, ImageDataset)> {
     Ok((train, test))
 }
 
-fn schedule(args: &VitArgs, lr: f64, warmup: u64, total: u64) -> Result<Box<dyn LrSchedule>> {
-    let warmup = warmup.min(total.saturating_sub(1));
-    Ok(match args.schedule {
-        ScheduleKind::Cosine => Box::new(WarmupCosine::new(lr, warmup, total, 0.0)?),
-        ScheduleKind::Linear => Box::new(WarmupLinear::new(lr, warmup, total, 0.0)?),
-        ScheduleKind::Constant if warmup == 0 => Box::new(Constant { lr }),
-        ScheduleKind::Constant => Box::new(WarmupLinear::new(lr, warmup, warmup, lr)?),
-        ScheduleKind::Onecycle => Box::new(OneCycle::new(lr, total)?),
-        ScheduleKind::InverseSqrt => Box::new(common::inverse_sqrt(lr, warmup)?),
-    })
+/// The memory of training a ViT of `cfg` at micro-batch `micro` (a rough
+/// count, in f64 so that absurd sizes cannot overflow: per block the qkv,
+/// projection and MLP matrices; per token and block the saved activations,
+/// with the attention matrix per head).
+fn vit_memory(cfg: &tamer::models::VitConfig, micro: usize, kind: common::OptimizerKind) -> run::MemoryEstimate {
+    let (d, l, p) = (cfg.embed_dim as f64, cfg.depth as f64, cfg.patch_size.max(1) as f64);
+    let hidden = (d * cfg.mlp_ratio).floor();
+    let (fh, fw) = cfg.feature_size();
+    let tokens = (fh as f64 / p).floor() * (fw as f64 / p).floor() + cfg.num_prefix_tokens() as f64;
+    let channels = cfg.stem.map_or(cfg.in_chans, |s| s.channels.1) as f64;
+    let params = d * channels * p * p + d + tokens * d + l * (4.0 * d * d + 2.0 * d * hidden + 9.0 * d + hidden) + 2.0 * d + cfg.num_classes as f64 * (d + 1.0);
+    let per_token = l * (12.0 * d + 2.0 * hidden + 2.0 * cfg.num_heads as f64 * tokens);
+    run::MemoryEstimate {
+        params,
+        copies_per_param: run::MemoryEstimate::copies(kind),
+        activations: micro as f64 * tokens * per_token,
+    }
 }
 
 fn run(args: &VitArgs) -> Result<()> {
@@ -111,7 +118,7 @@ fn run(args: &VitArgs) -> Result<()> {
         config.depth,
         config.patch_size
     );
-    run::check_memory(OP, &what, &run::vit_memory(&config, micro, args.run.optimizer))?;
+    run::check_memory(OP, &what, &vit_memory(&config, micro, args.run.optimizer), args.run.max_memory)?;
 
     // Pretrained weights bring the normalisation they were trained with, when they record it.
     let pretrained: Option<Checkpoint> = args.pretrained.as_ref().map(checkpoint::read).transpose()?;
@@ -185,13 +192,22 @@ fn run(args: &VitArgs) -> Result<()> {
     );
     // timm's rule: no decay on biases, norms, pos_embed and cls_token.
     let opt = run::optimizer(model.named_params(), args.run.optimizer, lr, weight_decay, None, Some(DecayRule::timm(&model)))?;
-    let sched = Scheduler::from_box(schedule(args, lr, warmup, total_steps)?);
+    // Warmup ends before the last step, however short the run.
+    let sched = Scheduler::from_box(run::schedule(args.schedule, lr, 0.0, warmup.min(total_steps.saturating_sub(1)), total_steps)?);
     let loss = CrossEntropyOptions::default().with_label_smoothing(args.label_smoothing);
     let task = ImageClassification::new(model, loader, test, 1000, loss)?;
     let mut metadata = model_metadata(&config.to_json(), input_normalization.as_ref());
+    // The loss and augmentation settings, which no other entry records: a resume compares them.
+    let recipe = serde_json::json!({
+        "label_smoothing": args.label_smoothing,
+        "mixup": mixup,
+        "crop_padding": augment.crop_padding,
+        "hflip": augment.hflip,
+    });
     metadata.extend(BTreeMap::from([
         ("dataset".to_string(), args.dataset.name().to_string()),
         ("model".to_string(), preset.name().to_string()),
+        ("recipe".to_string(), recipe.to_string()),
     ]));
     let train_config = TrainConfig {
         total_steps,
@@ -216,7 +232,11 @@ fn run(args: &VitArgs) -> Result<()> {
     if let Some(dir) = &args.out {
         let path = dir.join(MODEL_FILE);
         checkpoint::save_with_metadata(&path, &checkpoint::module_tensors(&trainer.task.model), &trainer.config.metadata)?;
-        println!("saved {} and {}", path.display(), dir.join(CHECKPOINT_FILE).display());
+        // The checkpoint only when this process wrote one (a finished run resumed writes none).
+        match &summary.checkpoint {
+            Some(ckpt) => println!("saved {} and {}", path.display(), ckpt.display()),
+            None => println!("saved {}", path.display()),
+        }
     }
     let test_acc = summary.metric("test_acc");
     println!(

@@ -1,8 +1,9 @@
 //! The autodiff graph is freed: training-like loops do not grow memory, intermediates die
-//! with the loss, no_grad keeps nothing, and very deep graphs drop without recursion.
+//! with the loss, no_grad keeps nothing, and very deep graphs drop without recursion. A
+//! model built from given weights allocates no model of its own besides them.
 //!
-//! Memory is measured with a counting global allocator (bytes currently allocated, all
-//! threads). The checks run one after another inside a single `#[test]`: with several tests
+//! Memory is measured with a counting global allocator (bytes currently allocated, and the
+//! most allocated at once since a reset; all threads). The checks run one after another inside a single `#[test]`: with several tests
 //! the harness spawns the next test's thread and records the last one's result while a
 //! check is measuring, and those few kilobytes of its own made the counts flaky.
 
@@ -12,20 +13,26 @@ use tamer::{no_grad, DType, Result, Tensor};
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+
+fn grew_by(bytes: isize) {
+    let now = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
 
 // SAFETY: every call forwards to the system allocator unchanged; the counter only observes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc(layout);
         if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            grew_by(layout.size() as isize);
         }
         p
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc_zeroed(layout);
         if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            grew_by(layout.size() as isize);
         }
         p
     }
@@ -36,7 +43,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = System.realloc(ptr, layout, new_size);
         if !p.is_null() {
-            LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            grew_by(new_size as isize - layout.size() as isize);
         }
         p
     }
@@ -47,6 +54,15 @@ static ALLOCATOR: Counting = Counting;
 
 fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
+}
+
+/// Start measuring the peak from the bytes live now.
+fn reset_peak() {
+    PEAK.store(live(), Ordering::Relaxed);
+}
+
+fn peak() -> isize {
+    PEAK.load(Ordering::Relaxed)
 }
 
 /// A small two-layer network written with elementwise ops and reductions only
@@ -195,6 +211,51 @@ fn very_deep_graphs_drop_without_recursion() {
     assert_eq!(handle.join().unwrap(), 1.0);
 }
 
+/// Building a model from given weights adopts them: at no moment is a second
+/// model's worth of memory allocated (a randomly initialised one, say, to be
+/// replaced at once).
+fn models_from_given_weights_allocate_no_model_of_their_own() {
+    use tamer::checkpoint::module_tensors;
+    use tamer::models::{Gpt, GptConfig, VisionTransformer, VitConfig};
+    use tamer::nn::{BlockConfig, TransformerBlock};
+    // Peak bytes allocated by `build` beyond what was live before, against the weights' bytes.
+    fn extra<M>(weights: Vec<(String, Tensor)>, build: impl FnOnce(Vec<(String, Tensor)>) -> Result<M>) -> (isize, isize) {
+        let bytes: usize = weights.iter().map(|(_, t)| t.numel() * t.dtype().size_in_bytes()).sum();
+        let before = live();
+        reset_peak();
+        let model = build(weights).unwrap();
+        let grew = peak() - before;
+        drop(model);
+        (grew, bytes as isize)
+    }
+    let vit_cfg = VitConfig::new((32, 32), 4, 3, 10, 128, 2, 4, 4.0);
+    let vit = module_tensors(&VisionTransformer::new(vit_cfg.clone(), &mut tamer::rng(0)).unwrap());
+    let gpt_cfg = GptConfig {
+        vocab_size: 512,
+        block_size: 64,
+        n_layer: 2,
+        n_head: 4,
+        n_embd: 128,
+        dropout: 0.0,
+        bias: true,
+        tie_weights: true,
+    };
+    let gpt = module_tensors(&Gpt::new(gpt_cfg.clone(), &mut tamer::rng(0)).unwrap());
+    let block_cfg = BlockConfig::vit(4);
+    let block = module_tensors(&TransformerBlock::new(256, &block_cfg, &mut tamer::rng(0)).unwrap());
+    for (what, (grew, bytes)) in [
+        ("VisionTransformer", extra(vit, |w| VisionTransformer::from_weights(vit_cfg, w))),
+        ("Gpt", extra(gpt, |w| Gpt::from_weights(gpt_cfg, w))),
+        ("TransformerBlock", extra(block, |w| TransformerBlock::from_weights(&block_cfg, w))),
+    ] {
+        // The structure (names, handles, one-element placeholders) is a few kilobytes; a model is megabytes.
+        assert!(
+            grew < bytes / 20,
+            "{what}::from_weights allocated {grew} bytes at its peak beside {bytes} bytes of weights"
+        );
+    }
+}
+
 /// The one test of this binary, so nothing else allocates while a check measures.
 #[test]
 fn graph_memory_is_released() {
@@ -202,4 +263,5 @@ fn graph_memory_is_released() {
     intermediates_die_with_the_loss();
     views_of_a_variable_share_its_buffer();
     very_deep_graphs_drop_without_recursion();
+    models_from_given_weights_allocate_no_model_of_their_own();
 }

@@ -18,12 +18,19 @@ pub enum DeviceKind {
     Cuda,
 }
 
-/// `--schedule inverse-sqrt`: with warmup, a linear ramp from
-/// `lr / (warmup + 1)` at step 0 (so the first step already trains) to `lr`
-/// at step `warmup`, then `lr · √(warmup / step)`; without, `lr / √max(step, 1)`.
-pub fn inverse_sqrt(lr: f64, warmup: u64) -> tamer::Result<tamer::optim::InverseSqrt> {
-    let init = if warmup > 0 { lr / (warmup as f64 + 1.0) } else { 0.0 };
-    tamer::optim::InverseSqrt::new(lr, warmup, init)
+/// `--schedule`: what the learning rate does after the linear warmup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleKind {
+    /// Cosine decay to the final learning rate at the last step.
+    Cosine,
+    /// Linear decay to the final learning rate at the last step.
+    Linear,
+    /// Constant.
+    Constant,
+    /// OneCycleLR (PyTorch's defaults: 30% up, cosine annealing); --warmup is ignored.
+    Onecycle,
+    /// Decay with 1/√step.
+    InverseSqrt,
 }
 
 /// The error for `--device cuda` in a binary built without the backend, or on a machine without a usable device.
@@ -116,6 +123,12 @@ pub struct RunFlags {
     /// Optimizer.
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
     pub optimizer: OptimizerKind,
+    /// Refuse a run whose estimated memory (weights, gradients, optimizer
+    /// state and one micro-batch's activations) exceeds this many GiB
+    /// [default: the memory available, read from /proc/meminfo on Linux; 32
+    /// GiB elsewhere].
+    #[arg(long, value_name = "GIB", value_parser = positive_f64)]
+    pub max_memory: Option<f64>,
     /// Clip gradients to this global L2 norm; 0 turns clipping off.
     #[arg(long, value_parser = non_negative_f64, default_value_t = 1.0)]
     pub clip: f64,
@@ -135,7 +148,7 @@ impl RunFlags {
 /// then `run` (an error exits with 1). Writing to a closed pipe
 /// (`train_vit | head -1`) ends the process quietly with status 0.
 pub fn main_with<A: clap::Parser>(validate: fn(&A) -> Result<(), String>, run: fn(&A) -> tamer::Result<()>) {
-    exit_quietly_on_broken_pipe();
+    super::pipe::exit_quietly_on_broken_pipe();
     let args = A::parse();
     if let Err(msg) = validate(&args) {
         eprintln!("error: {msg}");
@@ -145,25 +158,4 @@ pub fn main_with<A: clap::Parser>(validate: fn(&A) -> Result<(), String>, run: f
         eprintln!("error: {e}");
         std::process::exit(1);
     }
-}
-
-/// `println!` panics when stdout is a pipe whose reader has gone (`| head`):
-/// Rust ignores SIGPIPE, so the write fails with EPIPE and the macro panics
-/// with "failed printing to stdout: Broken pipe". Nobody is reading any
-/// more, so that panic ends the process quietly with status 0 instead of a
-/// panic message; every other panic is reported as before.
-pub fn exit_quietly_on_broken_pipe() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if message.starts_with("failed printing to stdout") && (message.contains("Broken pipe") || message.contains("os error 32")) {
-            std::process::exit(0);
-        }
-        default(info);
-    }));
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use tamer::models::GptConfig;
 use tamer::optim::DecayRule;
 
-use super::common::{non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, RunFlags};
+use super::common::{non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, RunFlags, ScheduleKind};
 
 /// Train a character-level GPT (nanoGPT's model and recipe) on a text file.
 ///
@@ -71,9 +71,9 @@ pub struct GptArgs {
     /// Batches per loss estimate.
     #[arg(long, value_parser = positive_usize, default_value_t = 20)]
     pub eval_iters: usize,
-    /// Learning-rate schedule after warmup.
-    #[arg(long, value_enum, default_value_t = GptSchedule::Cosine)]
-    pub schedule: GptSchedule,
+    /// Learning-rate schedule after warmup (where it decays, to --min-lr at --steps; nanoGPT's is cosine).
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Cosine)]
+    pub schedule: ScheduleKind,
     /// Seed of initialisation, batches and dropout.
     #[arg(long, default_value_t = 1337)]
     pub seed: u64,
@@ -100,18 +100,6 @@ pub enum GptPreset {
     GptTiny,
     /// nanoGPT's shakespeare_char GPU config: 6 layers, 6 heads, width 384, context 256, dropout 0.2.
     GptSmall,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum GptSchedule {
-    /// Linear warmup, cosine decay to --min-lr at --steps (nanoGPT's).
-    Cosine,
-    /// Linear warmup, linear decay to --min-lr at --steps.
-    Linear,
-    /// Linear warmup, then constant --lr.
-    Constant,
-    /// Linear warmup, then 1/√step decay.
-    InverseSqrt,
 }
 
 impl GptPreset {
@@ -162,17 +150,4 @@ impl GptArgs {
 /// parameter with at least 2 dims (embeddings included).
 pub fn decay_rule() -> DecayRule {
     DecayRule::NanoGpt
-}
-
-/// Both splits must be longer than the context, or no window fits: an error
-/// naming the split, its length and --block-size.
-pub fn check_splits(train_len: usize, val_len: usize, block_size: usize) -> Result<(), String> {
-    for (split, len) in [("training", train_len), ("validation", val_len)] {
-        if len <= block_size {
-            return Err(format!(
-                "the {split} split has {len} characters, needs more than --block-size {block_size}: use a longer --text or a smaller --block-size"
-            ));
-        }
-    }
-    Ok(())
 }

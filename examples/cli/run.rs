@@ -3,11 +3,11 @@
 //! optimizer, resuming, the memory estimate made before a model is built,
 //! and the final JSON line.
 
-use super::common::{OptimizerKind, RunFlags};
+use super::common::{OptimizerKind, RunFlags, ScheduleKind};
 use std::path::Path;
 use std::time::Instant;
 use tamer::nn::Param;
-use tamer::optim::{Adam, AdamConfig, DecayRule, Optimizer, Sgd, SgdConfig};
+use tamer::optim::{Adam, AdamConfig, Constant, DecayRule, InverseSqrt, LrSchedule, OneCycle, Optimizer, Sgd, SgdConfig, WarmupCosine, WarmupLinear};
 use tamer::train::{Record, TrainSummary, TrainTask, Trainer, CHECKPOINT_FILE, METRICS_FILE};
 use tamer::{Error, Result};
 
@@ -31,10 +31,13 @@ pub fn existing_run_files<'a>(out: &Path, model_file: &'a str) -> Vec<&'a str> {
 }
 
 /// Before anything is loaded or built: a fresh run into an `out` that holds
-/// a run is refused unless `--force` (see [`start_over`]). A `--resume` is
-/// checked by the trainer against the checkpoint itself.
+/// a run is refused unless `--force` (see [`start_over`]); a `--resume`
+/// needs a checkpoint there (the trainer then checks it against this run).
 pub fn prepare_out_dir(op: &'static str, out: &Path, flags: &RunFlags, model_file: &str) -> Result<()> {
-    if flags.resume || flags.force {
+    if flags.resume {
+        return expect_checkpoint(op, out, model_file);
+    }
+    if flags.force {
         return Ok(());
     }
     let existing = existing_run_files(out, model_file);
@@ -47,6 +50,30 @@ pub fn prepare_out_dir(op: &'static str, out: &Path, flags: &RunFlags, model_fil
             "--out {} already holds a training run ({}): continue it with --resume, start over with --force (which replaces those files), or choose another --out; nothing was changed",
             out.display(),
             existing.join(", ")
+        ),
+    ))
+}
+
+/// `--resume` with no checkpoint in `out`: an error that says so, and what to
+/// do instead (start there, or start over with `--force` if a run left files).
+fn expect_checkpoint(op: &'static str, out: &Path, model_file: &str) -> Result<()> {
+    if out.join(CHECKPOINT_FILE).exists() {
+        return Ok(());
+    }
+    let existing = existing_run_files(out, model_file);
+    let way_out = if existing.is_empty() {
+        "run without --resume to start a run there".to_string()
+    } else {
+        format!(
+            "it holds {} from a run that wrote no checkpoint: start over with --force (which replaces them), or choose another --out",
+            existing.join(", ")
+        )
+    };
+    Err(Error::value(
+        op,
+        format!(
+            "--resume: --out {} holds no {CHECKPOINT_FILE}, so there is no run to continue; {way_out}",
+            out.display()
         ),
     ))
 }
@@ -101,6 +128,27 @@ pub fn optimizer(
             Box::new(Sgd::new(named, config)?)
         }
     })
+}
+
+/// The schedule `--schedule` names, peaking at `lr` after `warmup` steps and,
+/// where it decays, reaching `final_lr` at step `total`.
+pub fn schedule(kind: ScheduleKind, lr: f64, final_lr: f64, warmup: u64, total: u64) -> Result<Box<dyn LrSchedule>> {
+    Ok(match kind {
+        ScheduleKind::Cosine => Box::new(WarmupCosine::new(lr, warmup, total, final_lr)?),
+        ScheduleKind::Linear => Box::new(WarmupLinear::new(lr, warmup, total, final_lr)?),
+        ScheduleKind::Constant if warmup == 0 => Box::new(Constant { lr }),
+        ScheduleKind::Constant => Box::new(WarmupLinear::new(lr, warmup, warmup, lr)?),
+        ScheduleKind::Onecycle => Box::new(OneCycle::new(lr, total)?),
+        ScheduleKind::InverseSqrt => Box::new(inverse_sqrt(lr, warmup)?),
+    })
+}
+
+/// `--schedule inverse-sqrt`: with warmup, a linear ramp from
+/// `lr / (warmup + 1)` at step 0 (so the first step already trains) to `lr`
+/// at step `warmup`, then `lr · √(warmup / step)`; without, `lr / √max(step, 1)`.
+pub fn inverse_sqrt(lr: f64, warmup: u64) -> Result<InverseSqrt> {
+    let init = if warmup > 0 { lr / (warmup as f64 + 1.0) } else { 0.0 };
+    InverseSqrt::new(lr, warmup, init)
 }
 
 /// With `--resume`: continue from the checkpoint in the output directory
@@ -170,6 +218,10 @@ pub fn human_bytes(bytes: f64) -> String {
     }
 }
 
+/// Where the memory of a machine is not known (off Linux), runs estimated
+/// above this many GiB are refused unless `--max-memory` says otherwise.
+pub const DEFAULT_MEMORY_LIMIT_GIB: f64 = 32.0;
+
 /// The memory the system can still give (Linux's MemAvailable); None elsewhere.
 pub fn available_memory() -> Option<f64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -178,18 +230,34 @@ pub fn available_memory() -> Option<f64> {
     Some(kib * 1024.0)
 }
 
-/// Refuse a run whose estimate exceeds the available memory (it would abort
+/// The most a run may use, in bytes, and where that figure comes from:
+/// `--max-memory` (GiB) when given, else the available memory (Linux),
+/// else [`DEFAULT_MEMORY_LIMIT_GIB`].
+pub fn memory_limit(max_memory_gib: Option<f64>) -> (f64, String) {
+    const GIB: f64 = (1u64 << 30) as f64;
+    if let Some(gib) = max_memory_gib {
+        return (gib * GIB, format!("--max-memory allows {}", human_bytes(gib * GIB)));
+    }
+    match available_memory() {
+        Some(bytes) => (bytes, format!("this machine has {} available", human_bytes(bytes))),
+        None => (
+            DEFAULT_MEMORY_LIMIT_GIB * GIB,
+            format!(
+                "the limit where the available memory is unknown (it is read on Linux only) is {}; raise it with --max-memory",
+                human_bytes(DEFAULT_MEMORY_LIMIT_GIB * GIB)
+            ),
+        ),
+    }
+}
+
+/// Refuse a run whose estimate exceeds the [`memory_limit`] (it would abort
 /// in an allocation, possibly after hours), with the estimate in the error.
-pub fn check_memory(op: &'static str, what: &str, estimate: &MemoryEstimate) -> Result<()> {
-    let Some(available) = available_memory() else { return Ok(()) };
-    if estimate.bytes() > available {
+pub fn check_memory(op: &'static str, what: &str, estimate: &MemoryEstimate, max_memory_gib: Option<f64>) -> Result<()> {
+    let (limit, source) = memory_limit(max_memory_gib);
+    if estimate.bytes() > limit {
         return Err(Error::value(
             op,
-            format!(
-                "{what} needs an estimated {}, but this machine has {} available; use a smaller model or batch",
-                estimate.describe(),
-                human_bytes(available)
-            ),
+            format!("{what} needs an estimated {}, but {source}; use a smaller model or batch", estimate.describe()),
         ));
     }
     Ok(())
@@ -202,9 +270,10 @@ fn millis(s: f64) -> f64 {
 
 /// The fields every final line has after `rec`'s first ones: the run's
 /// totals and this process's share. `"seconds"` is the training time of the
-/// whole run (every process that worked on it, read back from the metrics on
-/// a resume; null when unknown), `"seconds_this_process"` this process's
-/// wall-clock time; `"train_loss"` the last logged training loss (after a
+/// whole run ([`TrainSummary::total_seconds`]: the time spent in training
+/// steps by every process that worked on it, evaluations and checkpoint
+/// writes excluded, read back from the metrics on a resume; null when
+/// unknown), `"seconds_this_process"` this process's wall-clock time; `"train_loss"` the last logged training loss (after a
 /// resume that trained nothing, the checkpoint's; null when no step was
 /// trained, as after `--stop-at 0`).
 pub fn final_record(rec: Record, summary: &TrainSummary, process_start: Instant) -> Record {
@@ -213,39 +282,4 @@ pub fn final_record(rec: Record, summary: &TrainSummary, process_start: Instant)
         .with("seconds", summary.total_seconds.map(millis))
         .num("seconds_this_process", millis(process_start.elapsed().as_secs_f64()))
         .with("train_loss", summary.train_loss)
-}
-
-/// The memory of training a ViT of `cfg` at micro-batch `micro` (a rough
-/// count, in f64 so that absurd sizes cannot overflow: per block the qkv,
-/// projection and MLP matrices; per token and block the saved activations,
-/// with the attention matrix per head).
-pub fn vit_memory(cfg: &tamer::models::VitConfig, micro: usize, kind: OptimizerKind) -> MemoryEstimate {
-    let (d, l, p) = (cfg.embed_dim as f64, cfg.depth as f64, cfg.patch_size.max(1) as f64);
-    let hidden = (d * cfg.mlp_ratio).floor();
-    let (fh, fw) = cfg.feature_size();
-    let tokens = (fh as f64 / p).floor() * (fw as f64 / p).floor() + cfg.num_prefix_tokens() as f64;
-    let channels = cfg.stem.map_or(cfg.in_chans, |s| s.channels.1) as f64;
-    let params = d * channels * p * p + d + tokens * d + l * (4.0 * d * d + 2.0 * d * hidden + 9.0 * d + hidden) + 2.0 * d + cfg.num_classes as f64 * (d + 1.0);
-    let per_token = l * (12.0 * d + 2.0 * hidden + 2.0 * cfg.num_heads as f64 * tokens);
-    MemoryEstimate {
-        params,
-        copies_per_param: MemoryEstimate::copies(kind),
-        activations: micro as f64 * tokens * per_token,
-    }
-}
-
-/// The memory of training a GPT of `cfg` at micro-batch `micro` (nanoGPT's
-/// parameter count, `12·C²` per layer plus the embeddings, and per token and
-/// layer the saved activations, with the attention matrix per head; the
-/// logits and their gradient per token).
-pub fn gpt_memory(cfg: &tamer::models::GptConfig, micro: usize, kind: OptimizerKind) -> MemoryEstimate {
-    let (c, l, t, v) = (cfg.n_embd as f64, cfg.n_layer as f64, cfg.block_size as f64, cfg.vocab_size as f64);
-    let head = if cfg.tie_weights { 0.0 } else { v * c };
-    let params = l * (12.0 * c * c + 13.0 * c) + v * c + t * c + 2.0 * c + head;
-    let per_token = l * (18.0 * c + 2.0 * cfg.n_head as f64 * t) + 2.0 * v + c;
-    MemoryEstimate {
-        params,
-        copies_per_param: MemoryEstimate::copies(kind),
-        activations: micro as f64 * t * per_token,
-    }
 }

@@ -1,7 +1,7 @@
 //! Command-line flags of `train_vit` (shared with tests/integration/train.rs, which checks
 //! the parsing and the error messages).
 
-use super::common::{non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, RunFlags};
+use super::common::{non_negative_f64, positive_f64, positive_u64, positive_usize, unit_interval, RunFlags, ScheduleKind};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use tamer::models::{Pool, PosEmbed, VitConfig};
@@ -62,7 +62,7 @@ pub struct VitArgs {
     /// Linear warmup length in optimizer steps [default: the recipe's].
     #[arg(long, value_name = "STEPS")]
     pub warmup: Option<u64>,
-    /// Learning-rate schedule after warmup.
+    /// Learning-rate schedule after warmup (where it decays, to 0 at the last step).
     #[arg(long, value_enum, default_value_t = ScheduleKind::Cosine)]
     pub schedule: ScheduleKind,
     /// Label smoothing of the training loss, in [0, 1).
@@ -132,20 +132,6 @@ pub enum Preset {
     HybridMnist,
     /// 32×32×3, patch 4, width 192, 6 layers, 3 heads.
     VitCifar,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ScheduleKind {
-    /// Linear warmup, then cosine decay to 0.
-    Cosine,
-    /// Linear warmup, then linear decay to 0.
-    Linear,
-    /// Linear warmup, then constant.
-    Constant,
-    /// OneCycleLR (PyTorch's defaults: 30% up, cosine annealing); --warmup is ignored.
-    Onecycle,
-    /// Linear warmup, then decay with 1/√step.
-    InverseSqrt,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -175,7 +175,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         _ => std::path::PathBuf::from("."),
     };
     let tmp = dir.join(format!(
-        "{}.tmp-{}-{}",
+        "{}{TEMP_MARKER}{}-{}",
         file_name.to_string_lossy(),
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
@@ -202,12 +202,18 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// If `file_name` is a temp file [`save`] left behind (`NAME.tmp-PID-N`),
+/// What marks a temp file of [`save`]: `NAME.tamer-tmp-PID-N`. A marker of
+/// tamer's own, so that the cleanup never mistakes a user's file for one
+/// (`results.tmp-2024-06` is not ours, whatever process 2024 is).
+const TEMP_MARKER: &str = ".tamer-tmp-";
+
+/// If `file_name` is a temp file [`save`] left behind (`NAME.tamer-tmp-PID-N`),
 /// the PID of the process that wrote it.
 fn temp_file_pid(file_name: &str) -> Option<u32> {
-    let (_, tail) = file_name.rsplit_once(".tmp-")?;
+    let (target, tail) = file_name.rsplit_once(TEMP_MARKER)?;
     let (pid, seq) = tail.split_once('-')?;
     seq.parse::<u64>().ok()?;
+    (!target.is_empty()).then_some(())?;
     pid.parse().ok()
 }
 
@@ -217,19 +223,22 @@ fn process_is_running(pid: u32) -> bool {
     pid == std::process::id() || (cfg!(target_os = "linux") && Path::new(&format!("/proc/{pid}")).exists())
 }
 
-/// Remove the temp files (`NAME.tmp-PID-N`) that a [`save`] into `dir`
+/// Remove the temp files (`NAME.tamer-tmp-PID-N`) that a [`save`] into `dir`
 /// leaves behind when its process dies between creating and renaming them
 /// (a crash, a kill, a power cut); files of a process that is still running
-/// are kept, since it may be writing them now. Returns the paths removed; a
-/// missing `dir` has none.
+/// are kept, since it may be writing them now. Nothing else is touched: a
+/// name without tamer's marker (`results.tmp-2024-06`) is never a temp file
+/// of ours. Returns the paths removed; a missing `dir` has none.
 ///
 /// ```
 /// let dir = std::env::temp_dir().join(format!("tamer-doc-stale-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir).unwrap();
 /// // PID 4294967295 cannot be running.
-/// std::fs::write(dir.join("checkpoint.safetensors.tmp-4294967295-0"), b"partial").unwrap();
+/// std::fs::write(dir.join("checkpoint.safetensors.tamer-tmp-4294967295-0"), b"partial").unwrap();
+/// std::fs::write(dir.join("results.tmp-4294967295-06"), b"a user's file").unwrap();
 /// let removed = tamer::checkpoint::remove_stale_temp_files(&dir).unwrap();
 /// assert_eq!(removed.len(), 1);
+/// assert!(dir.join("results.tmp-4294967295-06").exists());
 /// std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {

@@ -42,6 +42,45 @@ impl Checkpoint {
     }
 }
 
+/// What a loader checks before it builds the model a file's configuration
+/// describes: that the file holds the model's large tensors, with their
+/// shapes, so that a crafted configuration (a width of 10^9, say) cannot make
+/// it allocate a model far larger than the file; and that the sizes it
+/// computes on the way do not overflow. Check one tensor at a time and stop
+/// at the first missing one: a depth of 10^9 in crafted metadata must not be
+/// looped over.
+pub(crate) struct FileHoldsModel<'a> {
+    op: &'static str,
+    ckpt: &'a Checkpoint,
+    /// The configuration, for the overflow error.
+    config: String,
+}
+
+impl<'a> FileHoldsModel<'a> {
+    pub(crate) fn new(op: &'static str, ckpt: &'a Checkpoint, config: &impl std::fmt::Debug) -> Self {
+        FileHoldsModel {
+            op,
+            ckpt,
+            config: format!("{config:?}"),
+        }
+    }
+    fn overflow(&self) -> Error {
+        Error::format(self.op, format!("{}: the configuration's sizes overflow: {}", self.ckpt.source, self.config))
+    }
+    /// `a · b`, or an error naming the configuration.
+    pub(crate) fn mul(&self, a: usize, b: usize) -> Result<usize> {
+        a.checked_mul(b).ok_or_else(|| self.overflow())
+    }
+    /// `a + b`, or an error naming the configuration.
+    pub(crate) fn add(&self, a: usize, b: usize) -> Result<usize> {
+        a.checked_add(b).ok_or_else(|| self.overflow())
+    }
+    /// An error unless tensor `name` is in the file with exactly `shape`.
+    pub(crate) fn require(&self, name: &str, shape: &[usize]) -> Result<()> {
+        self.ckpt.expect_model_tensor(self.op, name, shape)
+    }
+}
+
 /// The metadata entry holding the model's full configuration as JSON
 /// (`VitConfig::to_json`, `GptConfig::to_json`), written by the training
 /// examples and read back by every loader instead of guessing from shapes.

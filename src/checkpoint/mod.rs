@@ -29,6 +29,7 @@ mod meta;
 
 pub use io::{deserialize, load, module_tensors, read, remove_stale_temp_files, save, save_module, save_with_metadata, serialize};
 pub use load::{load_into, load_module, LoadOptions, LoadReport};
+pub(crate) use meta::FileHoldsModel;
 pub use meta::{model_metadata, InputNormalization, INPUT_NORMALIZATION_KEY, MODEL_CONFIG_KEY};
 
 use crate::{DType, Error, Result, Tensor};

@@ -90,6 +90,33 @@ impl CharDataset {
         }
     }
 
+    /// An error unless both splits are longer than `block_size` (the
+    /// context): a training example is `block_size` characters and the one
+    /// after each, so a shorter split has no window. The error names the
+    /// split, its length and the context.
+    ///
+    /// ```
+    /// use tamer::data::text::CharDataset;
+    /// let ds = CharDataset::from_text(&"abcdefghij".repeat(10), "toy").unwrap(); // 90 + 10 characters
+    /// assert!(ds.check_windows(9).is_ok());
+    /// let e = ds.check_windows(10).unwrap_err().to_string();
+    /// assert!(e.contains("the validation split has 10 characters") && e.contains("block_size 10"), "{e}");
+    /// ```
+    pub fn check_windows(&self, block_size: usize) -> Result<()> {
+        for (split, len) in [("training", self.train.len()), ("validation", self.val.len())] {
+            if len <= block_size {
+                return Err(Error::value(
+                    OP,
+                    format!(
+                        "the {split} split has {len} characters, needs more than block_size {block_size} (the context): \
+                         no window fits; use a longer text or a smaller block_size"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Character ids of `text`; a character outside the vocabulary is an error naming it.
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
         text.chars()

@@ -12,7 +12,7 @@
 //! ```json
 //! {"architecture":"vit","img_size":[8,8],"patch_size":2,"in_chans":1,"num_classes":10,
 //!  "embed_dim":64,"depth":2,"num_heads":4,"mlp_ratio":2.0,"pool":"mean","pos":"learned",
-//!  "qkv_bias":true,"norm_eps":1e-6,"block":{"norm":"pre_ln",...},"pos_drop_rate":0.0,
+//!  "qkv_bias":true,"norm_eps":1e-6,"block":{"norm":"pre_ln","residual":true,...},"pos_drop_rate":0.0,
 //!  "drop_rate":0.0,"stem":null}
 //! ```
 
@@ -27,7 +27,7 @@ use serde_json::{json, Map, Value};
 const OP: &str = "model_config";
 
 /// Reads the fields of one JSON object, each exactly once, with errors that
-/// name the field's path (`model_config.block.n_head`).
+/// name the field's path (`model_config.block.norm`).
 struct Fields<'a> {
     path: String,
     map: &'a Map<String, Value>,
@@ -107,6 +107,13 @@ fn name_of<T: PartialEq>(choices: &[(&'static str, T)], v: &T) -> &'static str {
     choices.iter().find(|(_, c)| c == v).map_or("?", |(n, _)| n)
 }
 
+/// The fields of a ViT's [`BlockConfig`] that the ViT's own fields replace
+/// (`num_heads`, `mlp_ratio`, `norm_eps`): not written under `block`, so that
+/// a file cannot disagree with itself. Files written before they were left
+/// out have them there; they never had an effect and are read past.
+const VIT_BLOCK_FIELDS_SET_ABOVE: [&str; 3] = ["n_head", "mlp_ratio", "norm_eps"];
+
+/// A ViT block's structure as JSON: every field but those the ViT sets.
 fn block_to_json(b: &BlockConfig) -> Value {
     // Destructured so that a new field is a compile error here, not a silent omission.
     let BlockConfig {
@@ -119,10 +126,10 @@ fn block_to_json(b: &BlockConfig) -> Value {
         attn_dropout,
         mlp_hidden_dropout,
         causal,
-        n_head,
-        mlp_ratio,
+        n_head: _,
+        mlp_ratio: _,
         bias,
-        norm_eps,
+        norm_eps: _,
     } = b;
     json!({
         "norm": name_of(&NORMS, norm),
@@ -134,15 +141,17 @@ fn block_to_json(b: &BlockConfig) -> Value {
         "attn_dropout": attn_dropout,
         "mlp_hidden_dropout": mlp_hidden_dropout,
         "causal": causal,
-        "n_head": n_head,
-        "mlp_ratio": mlp_ratio,
         "bias": bias,
-        "norm_eps": norm_eps,
     })
 }
 
-fn block_from_json(v: &Value, path: &str) -> Result<BlockConfig> {
+/// Parse [`block_to_json`]'s output into the block of a ViT with `n_head`
+/// heads, `mlp_ratio` and `norm_eps`.
+fn block_from_json(v: &Value, path: &str, n_head: usize, mlp_ratio: f64, norm_eps: f64) -> Result<BlockConfig> {
     let mut f = Fields::new(v, path)?;
+    for legacy in VIT_BLOCK_FIELDS_SET_ABOVE {
+        f.value(legacy);
+    }
     let b = BlockConfig {
         norm: f.choice("norm", &NORMS)?,
         residual: f.bool("residual")?,
@@ -153,10 +162,10 @@ fn block_from_json(v: &Value, path: &str) -> Result<BlockConfig> {
         attn_dropout: f.f64("attn_dropout")?,
         mlp_hidden_dropout: f.bool("mlp_hidden_dropout")?,
         causal: f.bool("causal")?,
-        n_head: f.usize("n_head")?,
-        mlp_ratio: f.f64("mlp_ratio")?,
+        n_head,
+        mlp_ratio,
         bias: f.bool("bias")?,
-        norm_eps: f.f64("norm_eps")?,
+        norm_eps,
     };
     f.finish()?;
     Ok(b)
@@ -186,7 +195,9 @@ fn in_file(ckpt: &Checkpoint, e: Error) -> Error {
 
 impl VitConfig {
     /// This configuration as the JSON of a `model_config` metadata entry
-    /// (every field, `"architecture": "vit"` first).
+    /// (every field, `"architecture": "vit"` first; `block` without the
+    /// `n_head`, `mlp_ratio` and `norm_eps` that `num_heads`, `mlp_ratio` and
+    /// `norm_eps` set).
     ///
     /// ```
     /// use tamer::models::VitConfig;
@@ -234,7 +245,10 @@ impl VitConfig {
     }
 
     /// Parse [`to_json`](Self::to_json)'s output; a missing, mistyped or
-    /// unknown field is an error naming it.
+    /// unknown field is an error naming it. The block's `n_head`,
+    /// `mlp_ratio` and `norm_eps` are the top-level fields (what the model
+    /// uses: [`VitConfig::block_config`]); in files that still carry them
+    /// under `block` those are read past.
     pub fn from_json(v: &Value) -> Result<VitConfig> {
         check_architecture(v, "vit")?;
         let mut f = Fields::new(v, OP)?;
@@ -252,8 +266,9 @@ impl VitConfig {
                 Some(stem)
             }
         };
+        let (num_heads, mlp_ratio, norm_eps) = (f.usize("num_heads")?, f.f64("mlp_ratio")?, f.f64("norm_eps")?);
         let block = match f.value("block") {
-            Some(b) => block_from_json(b, &format!("{OP}.block"))?,
+            Some(b) => block_from_json(b, &format!("{OP}.block"), num_heads, mlp_ratio, norm_eps)?,
             None => return Err(f.bad("block", "an object")),
         };
         let cfg = VitConfig {
@@ -263,12 +278,12 @@ impl VitConfig {
             num_classes: f.usize("num_classes")?,
             embed_dim: f.usize("embed_dim")?,
             depth: f.usize("depth")?,
-            num_heads: f.usize("num_heads")?,
-            mlp_ratio: f.f64("mlp_ratio")?,
+            num_heads,
+            mlp_ratio,
             pool: f.choice("pool", &POOLS)?,
             pos: f.choice("pos", &POS)?,
             qkv_bias: f.bool("qkv_bias")?,
-            norm_eps: f.f64("norm_eps")?,
+            norm_eps,
             block,
             pos_drop_rate: f.f64("pos_drop_rate")?,
             drop_rate: f.f64("drop_rate")?,
@@ -349,6 +364,35 @@ impl GptConfig {
     }
 }
 
+/// A loader was asked for `asked` heads (a flag, an argument) of a model
+/// whose file records `stored` in its model_config (as `field`): they must
+/// agree, since the file's figure is what the weights were trained with.
+pub(crate) fn heads_agree(op: &'static str, ckpt: &Checkpoint, asked: Option<usize>, field: &str, stored: usize) -> Result<()> {
+    match asked {
+        Some(h) if h != stored => Err(Error::format(
+            op,
+            format!(
+                "{}: {h} heads were asked for but the file's model_config metadata says {field} {stored}",
+                ckpt.source
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A `model_config` entry as the current version writes it (a ViT's
+/// configuration without the block fields older files repeated), so that
+/// two entries describing one model compare equal; None for text that is
+/// not a ViT or GPT configuration.
+pub(crate) fn canonical_model_config(text: &str) -> Option<Value> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    match v.get("architecture")?.as_str()? {
+        "vit" => VitConfig::from_json(&v).ok().map(|c| c.to_json()),
+        "gpt" => GptConfig::from_json(&v).ok().map(|c| c.to_json()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,16 +404,21 @@ mod tests {
             assert_eq!(back, cfg);
         }
         let post = VitConfig {
-            block: BlockConfig::post_ln(4),
+            // The block's own copies agree with the ViT's fields (what it is built with).
+            block: BlockConfig {
+                mlp_ratio: 2.0,
+                norm_eps: 1e-6,
+                ..BlockConfig::post_ln(4)
+            },
             pool: Pool::Mean,
             pos: PosEmbed::SinCos,
             ..VitConfig::vit_digits()
         };
         assert_eq!(VitConfig::from_json(&post.to_json()).unwrap(), post);
         let mut v = VitConfig::vit_tiny().to_json();
-        v["block"].as_object_mut().unwrap().remove("n_head");
+        v["block"].as_object_mut().unwrap().remove("norm");
         let e = VitConfig::from_json(&v).unwrap_err().to_string();
-        assert!(e.contains("model_config.block has no field \"n_head\""), "{e}");
+        assert!(e.contains("model_config.block has no field \"norm\""), "{e}");
         let mut v = VitConfig::vit_tiny().to_json();
         v["pool"] = json!("max");
         let e = VitConfig::from_json(&v).unwrap_err().to_string();

@@ -231,7 +231,9 @@ impl Gpt {
     /// ...; a tied `lm_head.weight` may be given too, with the embedding's
     /// values, or instead of it). The tensors are adopted, not copied, and
     /// their dtype is the model's: see [`adopt_weights`] for the rules and
-    /// the checks (every name, shape and dtype, in one error). Dropout RNGs
+    /// the checks (every name, shape and dtype, in one error). No model is
+    /// initialised first: the structure is built with placeholders (no
+    /// memory, no random draws) that the given tensors replace. Dropout RNGs
     /// start from a fixed seed.
     ///
     /// ```
@@ -247,7 +249,8 @@ impl Gpt {
     /// ```
     pub fn from_weights(config: GptConfig, weights: impl IntoIterator<Item = (String, Tensor)>) -> Result<Gpt> {
         const OP: &str = "Gpt::from_weights";
-        let gpt = Self::new(config, &mut crate::rng(0)).map_err(|e| Error::new(OP, e.kind, e.message))?;
+        // Every parameter is about to be replaced: build placeholders, not a random model.
+        let gpt = crate::nn::init::skeleton(|| Self::new(config, &mut crate::rng(0))).map_err(|e| Error::new(OP, e.kind, e.message))?;
         adopt_weights(OP, &gpt, weights)?;
         Ok(gpt)
     }

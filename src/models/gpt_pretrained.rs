@@ -1,7 +1,8 @@
 //! A GPT's configuration read back from a nanoGPT-format checkpoint.
 
+use super::config::heads_agree;
 use super::gpt::{Gpt, GptConfig};
-use crate::checkpoint::{load_into, Checkpoint, LoadOptions};
+use crate::checkpoint::{load_into, Checkpoint, FileHoldsModel, LoadOptions};
 use crate::nn::Module;
 use crate::{rng, Error, Result};
 
@@ -26,13 +27,8 @@ impl GptConfig {
         const OP: &str = "GptConfig::from_checkpoint";
         let bad = |what: String| Error::format(OP, format!("{}: {what}", ckpt.source));
         if let Some(cfg) = GptConfig::from_metadata(ckpt)? {
-            return match n_head {
-                Some(h) if h != cfg.n_head => Err(bad(format!(
-                    "{h} heads were asked for but the file's model_config metadata says n_head {}",
-                    cfg.n_head
-                ))),
-                _ => Ok(cfg),
-            };
+            heads_agree(OP, ckpt, n_head, "n_head", cfg.n_head)?;
+            return Ok(cfg);
         }
         let [vocab_size, n_embd] = ckpt.dims_of("transformer.wte.weight", "[vocab_size, n_embd]")?;
         let [block_size, wpe_width] = ckpt.dims_of("transformer.wpe.weight", "[block_size, n_embd]")?;
@@ -46,7 +42,7 @@ impl GptConfig {
         let n_head = match (n_head, ckpt.metadata.get("n_head")) {
             (Some(n), _) => n,
             (None, Some(s)) => s.parse().map_err(|_| bad(format!("metadata n_head {s:?} is not a whole number")))?,
-            (None, None) => return Err(bad("the head count is not in the shapes and the metadata has no n_head: pass it".into())),
+            (None, None) => return Err(bad("the head count is not in the shapes and the metadata has no n_head: give n_head".into())),
         };
         let tie_weights = match ckpt.get("lm_head.weight") {
             Err(_) => true,
@@ -89,22 +85,19 @@ impl Gpt {
         let from_metadata = ckpt.metadata.contains_key(crate::checkpoint::MODEL_CONFIG_KEY);
         let config = GptConfig::from_checkpoint(&ckpt, n_head)?;
         let (c, v) = (config.n_embd, config.vocab_size);
-        let too_large = || Error::format(OP, format!("{}: the configuration's sizes overflow: {config:?}", ckpt.source));
-        let (c3, c4) = (c.checked_mul(3).ok_or_else(too_large)?, c.checked_mul(4).ok_or_else(too_large)?);
-        // One tensor at a time, stopping at the first that is not there: an
-        // n_layer of 10^9 in crafted metadata must not be looped over.
-        let require = |name: &str, shape: &[usize]| ckpt.expect_model_tensor(OP, name, shape);
-        require("transformer.wte.weight", &[v, c])?;
-        require("transformer.wpe.weight", &[config.block_size, c])?;
+        let file = FileHoldsModel::new(OP, &ckpt, &config);
+        let (c3, c4) = (file.mul(c, 3)?, file.mul(c, 4)?);
+        file.require("transformer.wte.weight", &[v, c])?;
+        file.require("transformer.wpe.weight", &[config.block_size, c])?;
         for i in 0..config.n_layer {
             let h = format!("transformer.h.{i}");
-            require(&format!("{h}.attn.c_attn.weight"), &[c3, c])?;
-            require(&format!("{h}.attn.c_proj.weight"), &[c, c])?;
-            require(&format!("{h}.mlp.c_fc.weight"), &[c4, c])?;
-            require(&format!("{h}.mlp.c_proj.weight"), &[c, c4])?;
+            file.require(&format!("{h}.attn.c_attn.weight"), &[c3, c])?;
+            file.require(&format!("{h}.attn.c_proj.weight"), &[c, c])?;
+            file.require(&format!("{h}.mlp.c_fc.weight"), &[c4, c])?;
+            file.require(&format!("{h}.mlp.c_proj.weight"), &[c, c4])?;
         }
         if !config.tie_weights {
-            require("lm_head.weight", &[v, c])?;
+            file.require("lm_head.weight", &[v, c])?;
         }
         let notes = vec![if from_metadata {
             format!("gpt: configuration from {}'s model_config metadata", ckpt.source)

@@ -12,6 +12,7 @@ mod sampling;
 mod vit;
 mod vit_pretrained;
 
+pub(crate) use config::canonical_model_config;
 pub use encoder::{EncoderConfig, PositionKind, TransformerEncoder};
 pub use gpt::{gpt_block_name, Gpt, GptCache, GptConfig};
 pub use hybrid::{CnnStem, StemConfig};

@@ -47,7 +47,7 @@
 
 use super::hybrid::StemConfig;
 use super::patch_embed::{PatchEmbed, PatchEmbedConfig};
-use crate::nn::init::{normal_, timm_trunc_normal_, zeros_};
+use crate::nn::init::{fresh, normal_, skeleton, timm_trunc_normal_, zeros_};
 use crate::nn::{adopt_weights, converted, prefixed, sincos_2d, BlockConfig, Dropout, LayerNorm, Linear, Module, Param, TransformerBlock};
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
@@ -135,7 +135,11 @@ impl VitConfig {
             pos: PosEmbed::Learned,
             qkv_bias: true,
             norm_eps: 1e-6,
-            block: BlockConfig::vit(num_heads),
+            // The fields above are what the blocks use; the block's copies say the same.
+            block: BlockConfig {
+                mlp_ratio,
+                ..BlockConfig::vit(num_heads)
+            },
             pos_drop_rate: 0.0,
             drop_rate: 0.0,
             stem: None,
@@ -342,7 +346,7 @@ impl VisionTransformer {
         let patch_embed = PatchEmbed::new(&config.patch_embed_config(), rng)?;
         let prefix = config.num_prefix_tokens();
         let cls_token = if prefix > 0 {
-            let p = Param::new(Tensor::zeros([1, 1, d], DType::F32)?);
+            let p = Param::new(fresh([1, 1, d], 0.0)?);
             normal_(&p, 0.0, 1e-6, rng)?;
             Some(p)
         } else {
@@ -351,7 +355,7 @@ impl VisionTransformer {
         let (gh, gw) = patch_embed.grid;
         let pos_embed = match config.pos {
             PosEmbed::Learned => {
-                let p = Param::new(Tensor::zeros([1, prefix + gh * gw, d], DType::F32)?);
+                let p = Param::new(fresh([1, prefix + gh * gw, d], 0.0)?);
                 timm_trunc_normal_(&p, 0.02, rng)?;
                 p
             }
@@ -364,11 +368,7 @@ impl VisionTransformer {
         let mut blocks = Vec::with_capacity(config.depth);
         for i in 0..config.depth {
             let mut block = TransformerBlock::new(d, &config.block_config(i), rng)?;
-            block.attn.qkv.bias = if config.qkv_bias {
-                Some(Param::new(Tensor::zeros([3 * d], DType::F32)?))
-            } else {
-                None
-            };
+            block.attn.qkv.bias = if config.qkv_bias { Some(Param::new(fresh([3 * d], 0.0)?)) } else { None };
             blocks.push(block);
         }
         let final_norm = || LayerNorm::new(d, config.norm_eps, config.block.bias);
@@ -428,11 +428,14 @@ impl VisionTransformer {
     /// adopted, not copied, and their dtype is the model's: see
     /// [`adopt_weights`] for the rules and the checks (every name, shape and
     /// dtype, in one error). For a timm checkpoint of another image size or
-    /// class count, use [`load_pretrained`](Self::load_pretrained), which resizes. Dropout RNGs start
-    /// from a fixed seed.
+    /// class count, use [`load_pretrained`](Self::load_pretrained), which
+    /// resizes. No model is initialised first: the structure is built with
+    /// placeholders (no memory, no random draws) that the given tensors
+    /// replace. Dropout RNGs start from a fixed seed.
     pub fn from_weights(config: VitConfig, weights: impl IntoIterator<Item = (String, Tensor)>) -> Result<VisionTransformer> {
         const OP: &str = "VisionTransformer::from_weights";
-        let vit = Self::new(config, &mut crate::rng(0)).map_err(|e| Error::new(OP, e.kind, e.message))?;
+        // Every parameter is about to be replaced: build placeholders, not a random model.
+        let vit = skeleton(|| Self::new(config, &mut crate::rng(0))).map_err(|e| Error::new(OP, e.kind, e.message))?;
         adopt_weights(OP, &vit, weights)?;
         Ok(vit)
     }

@@ -1,9 +1,10 @@
 //! Transfer learning: load a timm-format ViT checkpoint into a model of
 //! another class count, image size or pooling, saying what was changed.
 
+use super::config::heads_agree;
 use super::vit::{Pool, PosEmbed, VisionTransformer, VitConfig};
 use crate::checkpoint::interop::{resample_pos_embed, PosEmbedResize};
-use crate::checkpoint::{self, load_into, Checkpoint, LoadOptions};
+use crate::checkpoint::{self, load_into, Checkpoint, FileHoldsModel, LoadOptions};
 use crate::nn::init::{timm_trunc_normal_, zeros_};
 use crate::tensor::Tensor;
 use crate::{rng, Error, Result};
@@ -337,38 +338,32 @@ fn weight_layout_differences(saved: &VitConfig, model: &VitConfig) -> Vec<String
 }
 
 /// An error unless `ckpt` holds the large tensors of the model `config`
-/// describes, with their shapes: a crafted file (or its metadata) could
-/// otherwise describe a model of terabytes, which building would try to
-/// allocate before any tensor is compared. With them present the model is
-/// no larger than the file.
+/// describes, with their shapes ([`FileHoldsModel`]): with them present the
+/// model is no larger than the file.
 fn check_file_holds_model(ckpt: &Checkpoint, config: &VitConfig) -> Result<()> {
-    let too_large = || Error::format(OP, format!("{}: the configuration's sizes overflow: {config:?}", ckpt.source));
-    let mul = |a: usize, b: usize| a.checked_mul(b).ok_or_else(too_large);
-    // One tensor at a time, stopping at the first that is not there: a depth
-    // of 10^9 in crafted metadata must not be looped over.
-    let require = |name: &str, shape: &[usize]| ckpt.expect_model_tensor(OP, name, shape);
+    let file = FileHoldsModel::new(OP, ckpt, config);
     let d = config.embed_dim;
     let hidden = (d as f64 * config.mlp_ratio) as usize;
     let (gh, gw) = config.grid()?;
-    let tokens = mul(gh, gw)?.checked_add(config.num_prefix_tokens()).ok_or_else(too_large)?;
+    let tokens = file.add(file.mul(gh, gw)?, config.num_prefix_tokens())?;
     let p = config.patch_size;
-    require("patch_embed.proj.weight", &[d, config.stem.map_or(config.in_chans, |s| s.channels.1), p, p])?;
-    require("pos_embed", &[1, tokens, d])?;
+    file.require("patch_embed.proj.weight", &[d, config.stem.map_or(config.in_chans, |s| s.channels.1), p, p])?;
+    file.require("pos_embed", &[1, tokens, d])?;
     if let Some(stem) = &config.stem {
         let (c1, c2) = stem.channels;
-        require("patch_embed.backbone.conv1.weight", &[c1, config.in_chans, 3, 3])?;
-        require("patch_embed.backbone.conv2.weight", &[c2, c1, 3, 3])?;
+        file.require("patch_embed.backbone.conv1.weight", &[c1, config.in_chans, 3, 3])?;
+        file.require("patch_embed.backbone.conv2.weight", &[c2, c1, 3, 3])?;
     }
     for i in 0..config.depth {
-        require(&format!("blocks.{i}.attn.qkv.weight"), &[mul(3, d)?, d])?;
-        require(&format!("blocks.{i}.attn.proj.weight"), &[d, d])?;
+        file.require(&format!("blocks.{i}.attn.qkv.weight"), &[file.mul(3, d)?, d])?;
+        file.require(&format!("blocks.{i}.attn.proj.weight"), &[d, d])?;
         if config.block.mlp {
-            require(&format!("blocks.{i}.mlp.fc1.weight"), &[hidden, d])?;
-            require(&format!("blocks.{i}.mlp.fc2.weight"), &[d, hidden])?;
+            file.require(&format!("blocks.{i}.mlp.fc1.weight"), &[hidden, d])?;
+            file.require(&format!("blocks.{i}.mlp.fc2.weight"), &[d, hidden])?;
         }
     }
     if config.num_classes > 0 {
-        require("head.weight", &[config.num_classes, d])?;
+        file.require("head.weight", &[config.num_classes, d])?;
     }
     Ok(())
 }
@@ -423,8 +418,8 @@ impl VitConfig {
     /// `pos_embed [1, n_prefix + N, D]` a square grid and so the image size;
     /// the `blocks.{i}` the depth; `mlp.fc1.weight [H, D]` the MLP ratio;
     /// `attn.qkv.bias` the qkv bias; `head.weight [K, D]` the classes (0
-    /// without a head). The number of heads is not in the shapes: pass it, or
-    /// `None` for timm's 64-wide heads (`D / 64`). `norm_eps` is timm's 1e-6.
+    /// without a head). The number of heads is not in the shapes: give it as
+    /// `num_heads`, or `None` for timm's 64-wide heads (`D / 64`). `norm_eps` is timm's 1e-6.
     ///
     /// ```
     /// use tamer::checkpoint::fixture;
@@ -438,13 +433,8 @@ impl VitConfig {
         const OP: &str = "VitConfig::from_checkpoint";
         let bad = |what: String| Error::format(OP, format!("{}: {what}", ckpt.source));
         if let Some(cfg) = VitConfig::from_metadata(ckpt)? {
-            return match num_heads {
-                Some(h) if h != cfg.num_heads => Err(bad(format!(
-                    "{h} heads were asked for but the file's model_config metadata says num_heads {}",
-                    cfg.num_heads
-                ))),
-                _ => Ok(cfg),
-            };
+            heads_agree(OP, ckpt, num_heads, "num_heads", cfg.num_heads)?;
+            return Ok(cfg);
         }
         if ckpt.names().iter().any(|n| n.starts_with("patch_embed.backbone.")) {
             return Err(bad(
@@ -500,7 +490,11 @@ impl VitConfig {
         let num_heads = match num_heads {
             Some(h) => h,
             None if d.is_multiple_of(64) => d / 64,
-            None => return Err(bad(format!("cannot infer num_heads for width {d} (timm's ViTs use 64-wide heads): pass it"))),
+            None => {
+                return Err(bad(format!(
+                    "the head count is not in the shapes, and timm's 64-wide heads do not divide width {d}: give num_heads"
+                )))
+            }
         };
         Ok(VitConfig {
             pool,

@@ -1,7 +1,7 @@
 //! Batch normalisation over the channels of NCHW feature maps.
 
-use super::{Module, Param};
-use crate::{DType, Error, NoGradGuard, Result, Tensor};
+use super::{init, Module, Param};
+use crate::{Error, NoGradGuard, Result, Tensor};
 
 /// `torch.nn.BatchNorm2d(C)` (affine, tracking running statistics) on `[N, C, H, W]`.
 ///
@@ -54,10 +54,10 @@ impl BatchNorm2d {
             p
         };
         Ok(BatchNorm2d {
-            weight: Param::new(Tensor::ones([num_features], DType::F32)?),
-            bias: Param::new(Tensor::zeros([num_features], DType::F32)?),
-            running_mean: buffer(Tensor::zeros([num_features], DType::F32)?),
-            running_var: buffer(Tensor::ones([num_features], DType::F32)?),
+            weight: Param::new(init::fresh([num_features], 1.0)?),
+            bias: Param::new(init::fresh([num_features], 0.0)?),
+            running_mean: buffer(init::fresh([num_features], 0.0)?),
+            running_var: buffer(init::fresh([num_features], 1.0)?),
             num_batches_tracked: buffer(Tensor::scalar(0i64)),
             momentum: 0.1,
             eps: 1e-5,

@@ -189,7 +189,9 @@ impl TransformerBlock {
     /// (`norm1.weight`, `attn.qkv.weight`, ... as [`Module::named_params`]
     /// lists them; the width is `norm1.weight`'s length). The tensors are
     /// adopted, not copied: see [`adopt_weights`] for the rules and checks.
-    /// Dropout and drop-path RNGs start from a fixed seed.
+    /// No block is initialised first: the structure is built with
+    /// placeholders (no memory, no random draws) that the given tensors
+    /// replace. Dropout and drop-path RNGs start from a fixed seed.
     ///
     /// ```
     /// use tamer::nn::{BlockConfig, Module, TransformerBlock};
@@ -209,7 +211,8 @@ impl TransformerBlock {
             Some((_, w)) => return Err(Error::shape(OP, format!("norm1.weight has shape {}, expected [dim]", w.shape()))),
             None => return Err(Error::value(OP, "the weights have no norm1.weight, which gives the block's width")),
         };
-        let block = Self::new(dim, config, &mut crate::rng(0)).map_err(|e| Error::new(OP, e.kind, e.message))?;
+        // Every parameter is about to be replaced: build placeholders, not a random block.
+        let block = super::init::skeleton(|| Self::new(dim, config, &mut crate::rng(0))).map_err(|e| Error::new(OP, e.kind, e.message))?;
         adopt_weights(OP, &block, weights)?;
         Ok(block)
     }

@@ -1,7 +1,7 @@
 //! 2-D convolution layer (patch embeddings, CNN stems).
 
 use super::{check_dtype, check_given, init, Module, Param};
-use crate::{DType, Error, Result, Tensor};
+use crate::{Error, Result, Tensor};
 use rand::Rng;
 
 /// `torch.nn.Conv2d` with groups = 1 and dilation 1 on NCHW input:
@@ -43,11 +43,13 @@ impl Conv2d {
                 format!("channels ({in_channels}, {out_channels}), kernel {kernel:?} and stride {stride:?} must all be positive"),
             ));
         }
-        let weight = Param::new(Tensor::zeros([out_channels, in_channels, kernel.0, kernel.1], DType::F32)?);
+        let weight = Param::new(init::fresh([out_channels, in_channels, kernel.0, kernel.1], 0.0)?);
         init::kaiming_uniform_(&weight, init::FanMode::FanIn, init::Nonlinearity::LeakyRelu(5f64.sqrt()), rng)?;
         let bias = if bias {
             let bound = 1.0 / ((in_channels * kernel.0 * kernel.1) as f64).sqrt();
-            Some(Param::new(Tensor::uniform([out_channels], -bound, bound, DType::F32, rng)?))
+            let b = Param::new(init::fresh([out_channels], 0.0)?);
+            init::uniform_(&b, -bound, bound, rng)?;
+            Some(b)
         } else {
             None
         };

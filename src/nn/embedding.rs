@@ -1,6 +1,6 @@
 //! Lookup table of learned vectors.
 
-use super::{Module, Param};
+use super::{init, Module, Param};
 use crate::{DType, Error, Result, Tensor};
 use rand::Rng;
 
@@ -28,9 +28,9 @@ impl Embedding {
                 format!("num_embeddings {num_embeddings} and dim {dim} must both be positive"),
             ));
         }
-        Ok(Embedding {
-            weight: Param::new(Tensor::randn([num_embeddings, dim], DType::F32, rng)?),
-        })
+        let weight = Param::new(init::fresh([num_embeddings, dim], 0.0)?);
+        init::normal_(&weight, 0.0, 1.0, rng)?;
+        Ok(Embedding { weight })
     }
     /// A table whose parameter is the given tensor `[num_embeddings, dim]`
     /// (a float dtype). A variable is kept as it is (see [`Param::new`]), so

@@ -5,12 +5,60 @@
 //!
 //! Every initialiser overwrites a [`Param`] in place (its dtype is kept), so
 //! optimizers and checkpoints that share the parameter see the new values.
+//!
+//! Layers make their parameters with `fresh` and then initialise them.
+//! A model built from given weights (`from_weights`) replaces every one of
+//! them at once, so it builds inside `skeleton`: the parameters are then
+//! placeholders and the initialisers do nothing, and no memory or random
+//! draws go into values that would be thrown away.
 
 use super::{name_matches, Module, Param};
 use crate::tensor::erf_f64;
-use crate::{Error, Result, Tensor};
+use crate::{DType, Error, Result, Shape, Tensor};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
+use std::cell::Cell;
+
+thread_local! {
+    /// Whether this thread is inside [`skeleton`].
+    static SKELETON: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `build`, which makes modules whose every parameter and buffer the
+/// caller replaces right after (as [`adopt_weights`](super::adopt_weights)
+/// does), with [`fresh`] giving placeholders and the initialisers skipped.
+pub(crate) fn skeleton<T>(build: impl FnOnce() -> T) -> T {
+    /// Restores the previous state however `build` ends (a panic included).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SKELETON.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SKELETON.with(|s| s.replace(true)));
+    build()
+}
+
+fn in_skeleton() -> bool {
+    SKELETON.with(Cell::get)
+}
+
+/// A new f32 tensor of `shape` with every element `value`, for a layer to
+/// make a parameter or buffer of (and then initialise). Inside [`skeleton`]
+/// it is a placeholder instead: one element viewed as `shape` (stride 0),
+/// which costs no memory however large the shape.
+pub(crate) fn fresh(shape: impl Into<Shape>, value: f64) -> Result<Tensor> {
+    let shape = shape.into();
+    if in_skeleton() {
+        shape.check_size("fresh", DType::F32.size_in_bytes())?;
+        return Tensor::full(Shape::scalar(), value, DType::F32)?.broadcast_as(shape);
+    }
+    if value == 0.0 {
+        Tensor::zeros(shape, DType::F32)
+    } else {
+        Tensor::full(shape, value, DType::F32)
+    }
+}
 
 /// PyTorch's `_calculate_fan_in_and_fan_out` for a weight of shape `dims`:
 /// `fan_in = dims[1]·r`, `fan_out = dims[0]·r` with `r` the product of
@@ -73,6 +121,10 @@ impl Nonlinearity {
 }
 
 fn set_from(param: &Param, make: impl FnOnce(&[usize], crate::DType) -> Result<Tensor>) -> Result<()> {
+    if in_skeleton() {
+        // A placeholder, about to be replaced: nothing to draw.
+        return Ok(());
+    }
     let t = param.tensor();
     let values = make(t.dims(), t.dtype())?;
     param.set(&values)

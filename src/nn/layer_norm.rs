@@ -1,7 +1,7 @@
 //! Layer normalisation over the last axis.
 
-use super::{check_dtype, check_given, Module, Param};
-use crate::{DType, Error, Result, Tensor};
+use super::{check_dtype, check_given, init, Module, Param};
+use crate::{Error, Result, Tensor};
 
 /// `torch.nn.LayerNorm(dim, eps, bias=...)`: normalise the last axis to zero
 /// mean and unit (biased) variance, then scale by `weight` and shift by `bias`.
@@ -30,8 +30,8 @@ impl LayerNorm {
             return Err(Error::shape("LayerNorm", "dim must be positive"));
         }
         Ok(LayerNorm {
-            weight: Param::new(Tensor::ones([dim], DType::F32)?),
-            bias: if bias { Some(Param::new(Tensor::zeros([dim], DType::F32)?)) } else { None },
+            weight: Param::new(init::fresh([dim], 1.0)?),
+            bias: if bias { Some(Param::new(init::fresh([dim], 0.0)?)) } else { None },
             eps,
         })
     }

@@ -2,7 +2,7 @@
 
 use super::functional::linear_named;
 use super::{check_given, init, Module, Param};
-use crate::{DType, Error, Result, Tensor};
+use crate::{Error, Result, Tensor};
 use rand::Rng;
 
 /// `y = x · Wᵀ + b` on the last axis (`torch.nn.Linear`).
@@ -35,11 +35,13 @@ impl Linear {
                 format!("in_features {in_features} and out_features {out_features} must both be positive"),
             ));
         }
-        let weight = Param::new(Tensor::zeros([out_features, in_features], DType::F32)?);
+        let weight = Param::new(init::fresh([out_features, in_features], 0.0)?);
         init::kaiming_uniform_(&weight, init::FanMode::FanIn, init::Nonlinearity::LeakyRelu(5f64.sqrt()), rng)?;
         let bias = if bias {
             let bound = 1.0 / (in_features as f64).sqrt();
-            Some(Param::new(Tensor::uniform([out_features], -bound, bound, DType::F32, rng)?))
+            let b = Param::new(init::fresh([out_features], 0.0)?);
+            init::uniform_(&b, -bound, bound, rng)?;
+            Some(b)
         } else {
             None
         };

@@ -33,7 +33,7 @@ impl LearnedPosEmbed {
                 format!("max_positions {max_positions} and dim {dim} must both be positive"),
             ));
         }
-        let weight = Param::new(Tensor::zeros([1, max_positions, dim], DType::F32)?);
+        let weight = Param::new(init::fresh([1, max_positions, dim], 0.0)?);
         init::timm_trunc_normal_(&weight, 0.02, rng)?;
         Ok(LearnedPosEmbed { weight })
     }

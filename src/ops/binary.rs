@@ -18,6 +18,8 @@ pub use crate::backend::contract::binary::{Add, BinaryFn, Div, Eq, Ge, Gt, Le, L
 fn broadcast_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(Shape, Layout, Layout)> {
     a.same_dtype_device(op, b)?;
     let shape = a.shape().broadcast_with(op, b.shape())?;
+    // Broadcast views cost nothing, so the result may be far larger than either input.
+    shape.check_size(op, a.dtype().size_in_bytes())?;
     Ok((shape.clone(), a.layout().broadcast_as(op, &shape)?, b.layout().broadcast_as(op, &shape)?))
 }
 

@@ -93,8 +93,10 @@ impl Tensor {
                 ),
             ));
         }
+        let shape = with_dim(self.shape(), axis, indices.numel());
+        shape.check_size(OP, self.dtype().size_in_bytes())?;
         let storage = index_select_storage(self, axis, indices)?;
-        let layout = Layout::contiguous(with_dim(self.shape(), axis, indices.numel()));
+        let layout = Layout::contiguous(shape);
         Ok(Tensor::from_op(
             storage,
             layout,
@@ -276,7 +278,10 @@ impl Tensor {
             }
         }
         let sizes: Vec<usize> = tensors.iter().map(|t| t.dims()[axis]).collect();
-        let shape = with_dim(first.shape(), axis, sizes.iter().sum());
+        let total = sizes.iter().try_fold(0usize, |acc, &n| acc.checked_add(n));
+        let too_large = || Error::shape(OP, format!("the sizes {sizes:?} along axis {axis} overflow when added"));
+        let shape = with_dim(first.shape(), axis, total.ok_or_else(too_large)?);
+        shape.check_size(OP, first.dtype().size_in_bytes())?;
         let storage = cat_storage(tensors, axis)?;
         Ok(Tensor::from_op(
             storage,

@@ -111,6 +111,7 @@ impl Tensor {
         let rhs_shape = promote(rhs, [rhs.dims()[0], 1]);
         // Validate before reshaping so errors name what the user passed.
         let shapes = matmul_shapes(&lhs_shape, &rhs_shape, self.shape(), rhs.shape())?;
+        with_matrix(&shapes.batch, shapes.m, shapes.n).check_size("matmul", self.dtype().size_in_bytes())?;
         if self.rank() >= 2 && rhs.rank() >= 2 {
             return matmul_nd(self, rhs, &shapes);
         }

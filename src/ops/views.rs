@@ -46,7 +46,12 @@ impl Tensor {
 
     /// Reshape where one entry may be -1, inferred from the others.
     pub fn reshape_infer(&self, dims: &[isize]) -> Result<Tensor> {
-        let known: usize = dims.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+        // The given sizes are the caller's: their product may overflow.
+        let known = dims
+            .iter()
+            .filter(|&&d| d >= 0)
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+            .ok_or_else(|| Error::shape("reshape", format!("the sizes {dims:?} overflow: their product does not fit in usize")))?;
         let unknown = dims.iter().filter(|&&d| d < 0).count();
         if unknown > 1 || dims.iter().any(|&d| d < -1) || (unknown == 1 && (known == 0 || !self.numel().is_multiple_of(known))) {
             return Err(Error::shape(

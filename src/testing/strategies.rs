@@ -113,6 +113,7 @@ mod tests {
         assert!(!tensor_with(&[4], ViewKind::Sliced, 3).is_contiguous());
     }
     proptest! {
+        #![proptest_config(crate::testing::proptest_config(256))]
         #[test]
         fn broadcast_pairs_broadcast((a, b) in broadcast_pair(4, 5)) {
             let sa = crate::Shape::new(a);

@@ -8,13 +8,15 @@
 //! | `schedule.step`, `schedule.kind` | [`Scheduler::state_dict`] |
 //! | `format`, `step`, `seed`, `data` | this format's tag, optimizer steps done, the run seed, the task's data-stream state |
 //! | `grad_accum`, `micro_batch_size` | micro-batches per step and examples per micro-batch ([`TrainTask::batch_size`], when it has one) |
+//! | `clip` | the gradient-clipping norm ([`TrainConfig::clip`]; `none` without clipping) |
 //! | `param_groups` | each optimizer parameter group's weight decay, learning-rate scale and parameter names (JSON) |
 //! | `progress` | samples and tokens trained on so far and the last logged training loss ([`RunProgress`], JSON) |
 //! | anything else | the caller's metadata ([`TrainConfig::metadata`]: `model_config`, `input_normalization`, vocabulary ...) |
 //!
 //! [`Trainer::resume`](super::Trainer::resume) compares the seed, the batch
-//! layout, the optimizer's settings and groups, the schedule, the data
-//! stream and the caller's metadata with the resuming run's. Nothing in the
+//! layout, the clipping, the optimizer's settings and groups, the schedule,
+//! the data stream and the caller's metadata (in both directions) with the
+//! resuming run's. Nothing in the
 //! file depends on the clock, so two runs of one seed write identical bytes.
 //!
 //! The file is written atomically (a temporary file renamed over the old
@@ -35,15 +37,22 @@ const OPTIM_PREFIX: &str = "optim.";
 const OP: &str = "TrainCheckpoint";
 /// Metadata keys a training checkpoint writes itself (besides `optim.*` and
 /// `schedule.*`): [`TrainConfig::metadata`] may not use them.
-pub const RESERVED_KEYS: &[&str] = &["format", "step", "seed", "data", "grad_accum", "micro_batch_size", "param_groups", "progress"];
+pub const RESERVED_KEYS: &[&str] = &[
+    "format",
+    "step",
+    "seed",
+    "data",
+    "grad_accum",
+    "micro_batch_size",
+    "clip",
+    "param_groups",
+    "progress",
+];
 const RESERVED_PREFIXES: &[&str] = &[OPTIM_PREFIX, "schedule."];
 
 /// An error if `metadata` uses a key the checkpoint writes itself (it would be overwritten).
 pub(crate) fn check_metadata_keys(op: &'static str, metadata: &BTreeMap<String, String>) -> Result<()> {
-    match metadata
-        .keys()
-        .find(|k| RESERVED_KEYS.contains(&k.as_str()) || RESERVED_PREFIXES.iter().any(|p| k.starts_with(p)))
-    {
+    match metadata.keys().find(|k| is_reserved_key(k)) {
         Some(k) => Err(Error::value(
             op,
             format!(
@@ -91,6 +100,17 @@ impl RunProgress {
             train_loss,
         })
     }
+}
+
+/// What the `clip` entry stores for [`TrainConfig::clip`].
+pub(crate) fn clip_entry(clip: Option<f64>) -> String {
+    clip.map_or_else(|| "none".to_string(), |c| c.to_string())
+}
+
+/// Whether `key` is one of the entries a training checkpoint writes itself
+/// (not the caller's [`TrainConfig::metadata`]).
+pub(crate) fn is_reserved_key(key: &str) -> bool {
+    RESERVED_KEYS.contains(&key) || RESERVED_PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
 /// The optimizer's parameter groups as JSON: what `param_groups` stores.
@@ -154,6 +174,7 @@ impl TrainCheckpoint {
         metadata.insert("step".into(), step.to_string());
         metadata.insert("seed".into(), config.seed.to_string());
         metadata.insert("grad_accum".into(), config.grad_accum.to_string());
+        metadata.insert("clip".into(), clip_entry(config.clip));
         if let Some(b) = task.batch_size() {
             metadata.insert("micro_batch_size".into(), b.to_string());
         }
@@ -206,14 +227,38 @@ impl TrainCheckpoint {
         })
     }
 
-    /// Load the model, optimizer, schedule and data stream from this checkpoint.
+    /// Load the model, optimizer, schedule and data stream from this
+    /// checkpoint, all or nothing: on error every one of them is as it was.
+    ///
+    /// The small parts go first (each replaces its state only once all of it
+    /// converted), keeping what they replace; the model, the largest, goes
+    /// last ([`load_into`] checks everything before it writes). If anything
+    /// fails, the small parts are put back, so nothing needs a second copy
+    /// of the model.
     pub fn restore(&self, task: &mut dyn TrainTask, opt: &mut dyn Optimizer, sched: &mut Scheduler) -> Result<()> {
-        let model_tensors: Vec<(String, Tensor)> = self.file.tensors.iter().filter(|(n, _)| !n.starts_with(OPTIM_PREFIX)).cloned().collect();
-        load_into(
-            task.model(),
-            Checkpoint::from_tensors(self.file.source.clone(), model_tensors),
-            &LoadOptions::strict(),
-        )?;
+        let previous = (opt.state_dict()?, sched.state_dict(), task.data_state());
+        let restored = self.restore_progress(task, opt, sched).and_then(|()| self.restore_model(task));
+        let Err(e) = restored else { return Ok(()) };
+        let (opt_state, sched_state, data_state) = previous;
+        let undone = opt
+            .load_state_dict(&opt_state)
+            .and_then(|()| sched.load_state_dict(&sched_state))
+            .and_then(|()| task.set_data_state(&data_state));
+        match undone {
+            Ok(()) => Err(e),
+            Err(undo) => Err(Error::new(
+                e.op,
+                e.kind.clone(),
+                format!(
+                    "{}; putting back the optimizer, schedule and data state then failed too ({undo}): build the trainer anew",
+                    e.message
+                ),
+            )),
+        }
+    }
+
+    /// The optimizer state, the schedule's step and the data stream's position.
+    fn restore_progress(&self, task: &mut dyn TrainTask, opt: &mut dyn Optimizer, sched: &mut Scheduler) -> Result<()> {
         opt.load_state_dict(&OptimizerState::strip_prefix(&self.file.tensors, &self.file.metadata, OPTIM_PREFIX))?;
         sched.load_state_dict(&self.file.metadata)?;
         if sched.step() != self.step {
@@ -228,5 +273,16 @@ impl TrainCheckpoint {
             ));
         }
         task.set_data_state(&self.data_state)
+    }
+
+    /// The model's tensors (everything not under `optim.`), strictly.
+    fn restore_model(&self, task: &mut dyn TrainTask) -> Result<()> {
+        let model_tensors: Vec<(String, Tensor)> = self.file.tensors.iter().filter(|(n, _)| !n.starts_with(OPTIM_PREFIX)).cloned().collect();
+        load_into(
+            task.model(),
+            Checkpoint::from_tensors(self.file.source.clone(), model_tensors),
+            &LoadOptions::strict(),
+        )?;
+        Ok(())
     }
 }

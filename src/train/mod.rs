@@ -34,14 +34,17 @@
 //! - Checkpoints ([`TrainCheckpoint`]) hold the model (under its state-dict
 //!   names), the optimizer state (`optim.*`), the schedule's step, the data
 //!   stream's position and the step; they are written atomically every
-//!   `checkpoint_every` steps and at the end, and two runs of one seed write
-//!   identical files. [`Trainer::resume`] continues a run exactly, refusing
-//!   a checkpoint of another seed, `grad_accum`, micro-batch size, metadata
-//!   (the model configuration field by field), optimizer setting, parameter
-//!   group, schedule or data stream, with every difference named: every
-//!   random draw (initialisation, shuffling, augmentation, dropout) is a
-//!   function of the seed and the position, so a run stopped and resumed
-//!   produces bit-for-bit the losses of an uninterrupted one.
+//!   `checkpoint_every` steps and at the end (a run stopped before its first
+//!   step gets one at step 0), and two runs of one seed write identical
+//!   files. [`Trainer::resume`] continues a run exactly, refusing a
+//!   checkpoint of another seed, `grad_accum`, micro-batch size, clipping,
+//!   metadata (in both directions; the model configuration field by field),
+//!   optimizer setting, parameter group, schedule (field by field) or data
+//!   stream, with every difference named (and nothing changed when it
+//!   refuses or fails to load). It is exact because every random draw
+//!   (initialisation, shuffling, augmentation, dropout) is a function of the
+//!   seed and the position, so a run stopped and resumed produces
+//!   bit-for-bit the losses of an uninterrupted one.
 //! - The divergence guard stops on a non-finite loss or gradient norm before
 //!   the parameters are touched, with an error naming the step and the last
 //!   good checkpoint, which is left as it was.
@@ -116,7 +119,8 @@ pub struct TrainConfig {
     pub print: bool,
     pub progress: Progress,
     /// Extra metadata stored in every checkpoint (model configuration,
-    /// vocabulary ...); a resume compares every entry with the checkpoint's.
+    /// vocabulary ...); a resume compares every entry with the checkpoint's,
+    /// both ways (an entry the checkpoint has and this lacks is a difference).
     /// The keys in [`RESERVED_KEYS`] and `optim.*`, `schedule.*` are taken.
     pub metadata: BTreeMap<String, String>,
 }

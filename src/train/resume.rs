@@ -2,11 +2,17 @@
 //! continues a run: that this run would have written the checkpoint. Every
 //! difference is collected and named (`optimizer beta1: 0.9 in the
 //! checkpoint, 0.8 in this run`, `model_config.num_heads: 4 in the
-//! checkpoint, 2 in this run`), so one error says everything to fix.
+//! checkpoint, 2 in this run`, `schedule warmup: 2 in the checkpoint, 3 in
+//! this run`), so one error says everything to fix. The caller's metadata is
+//! compared in both directions: an entry the checkpoint has and the run
+//! lacks (or the reverse) is a difference, since the run would have written
+//! another file; only a `model_config` or `input_normalization` missing
+//! from the checkpoint is a note (files written before tamer stored them).
 
-use super::checkpoint::{param_groups_json, TrainCheckpoint};
+use super::checkpoint::{clip_entry, is_reserved_key, param_groups_json, TrainCheckpoint};
 use super::{TrainConfig, TrainTask};
 use crate::checkpoint::{INPUT_NORMALIZATION_KEY, MODEL_CONFIG_KEY};
+use crate::models::canonical_model_config;
 use crate::optim::{Optimizer, Scheduler};
 use crate::Result;
 use serde_json::Value;
@@ -62,15 +68,92 @@ fn json_differences(path: &str, saved: &Value, current: &Value, out: &mut Compar
     }
 }
 
-/// Compare a metadata value: field by field when both are JSON objects or arrays.
-fn compare_entry(key: &str, saved: &str, current: &str, out: &mut Comparison) {
+/// `s` parsed as a JSON object or array (what is compared field by field).
+fn structured(s: &str) -> Option<Value> {
+    serde_json::from_str::<Value>(s).ok().filter(|v| v.is_object() || v.is_array())
+}
+
+/// Compare a metadata entry of the caller's, present on either side or both:
+/// field by field when both are JSON objects or arrays. An entry on one side
+/// only is a difference too: the run would have written another file.
+fn compare_entry(key: &str, saved: Option<&str>, current: Option<&str>, out: &mut Comparison) {
     if saved == current {
         return;
     }
-    let parse = |s: &str| serde_json::from_str::<Value>(s).ok().filter(|v| v.is_object() || v.is_array());
-    match (parse(saved), parse(current)) {
-        (Some(a), Some(b)) => json_differences(key, &a, &b, out),
-        _ => out.differ(&format!("metadata '{key}'"), format!("{:?}", brief(saved)), format!("{:?}", brief(current))),
+    if key == MODEL_CONFIG_KEY {
+        // Written by another version, the same model may be spelled differently.
+        if let (Some(a), Some(b)) = (saved.and_then(canonical_model_config), current.and_then(canonical_model_config)) {
+            return json_differences(key, &a, &b, out);
+        }
+    }
+    if let (Some(a), Some(b)) = (saved.and_then(structured), current.and_then(structured)) {
+        return json_differences(key, &a, &b, out);
+    }
+    let json = saved.or(current).and_then(structured).is_some();
+    let show = |v: Option<&str>| match v {
+        None => "none".to_string(),
+        Some(v) if json => brief(v),
+        Some(v) => format!("{:?}", brief(v)),
+    };
+    let what = if json { key.to_string() } else { format!("metadata '{key}'") };
+    out.differ(&what, show(saved), show(current));
+}
+
+/// A schedule's description, `name(key=value, ...)` as every built-in
+/// schedule writes it, split into its name and fields (a value may hold
+/// commas inside brackets); None for another form.
+fn schedule_fields(description: &str) -> Option<(&str, Vec<(&str, &str)>)> {
+    let (name, rest) = description.split_once('(')?;
+    let inner = rest.strip_suffix(')')?;
+    let mut fields = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth -= 1,
+            ',' if depth == 0 => {
+                fields.push(&inner[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    fields.push(&inner[start..]);
+    let fields = fields.into_iter().map(|f| f.trim().split_once('=')).collect::<Option<Vec<_>>>()?;
+    Some((name, fields))
+}
+
+/// The value of field `key` among `fields`, or "none".
+fn field_value<'a>(fields: &[(&'a str, &'a str)], key: &str) -> &'a str {
+    fields.iter().find(|(k, _)| *k == key).map_or("none", |(_, v)| v)
+}
+
+/// Name the fields in which two schedule descriptions differ (`schedule
+/// warmup: 2 in the checkpoint, 3 in this run`), or the two kinds when they
+/// are different schedules.
+fn schedule_differences(saved: &str, current: &str, out: &mut Comparison) {
+    if saved == current {
+        return;
+    }
+    let before = out.differences.len();
+    match (schedule_fields(saved), schedule_fields(current)) {
+        (Some((a, _)), Some((b, _))) if a != b => out.differ("schedule", a, b),
+        (Some((_, fa)), Some((_, fb))) => {
+            let mut keys: Vec<&str> = fa.iter().chain(&fb).map(|(k, _)| *k).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            for k in keys {
+                let (x, y) = (field_value(&fa, k), field_value(&fb, k));
+                if x != y {
+                    out.differ(&format!("schedule {k}"), x, y);
+                }
+            }
+        }
+        _ => {}
+    }
+    if out.differences.len() == before {
+        // Not of the usual form, or equal field by field but written differently.
+        out.differ("schedule", brief(saved), brief(current));
     }
 }
 
@@ -91,16 +174,35 @@ pub(super) fn compare(ckpt: &TrainCheckpoint, config: &TrainConfig, task: &dyn T
         }
     }
 
-    // The caller's metadata: the model's configuration, its input normalisation, ...
-    for (key, value) in &config.metadata {
-        match saved.get(key) {
-            Some(s) => compare_entry(key, s, value, &mut out),
-            None if key == MODEL_CONFIG_KEY || key == INPUT_NORMALIZATION_KEY => out.notes.push(format!(
+    match saved.get("clip") {
+        Some(c) if *c != clip_entry(config.clip) => out.differ("clip", c, clip_entry(config.clip)),
+        Some(_) => {}
+        None => out.notes.push(format!(
+            "{} has no clip entry (an older file): gradient clipping is not checked",
+            ckpt.file.source
+        )),
+    }
+
+    // The caller's metadata (the model's configuration, its input normalisation,
+    // a recipe ...), in both directions.
+    let mut keys: Vec<&str> = config
+        .metadata
+        .keys()
+        .chain(saved.keys().filter(|k| !is_reserved_key(k)))
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for key in keys {
+        let (s, c) = (saved.get(key).map(String::as_str), config.metadata.get(key).map(String::as_str));
+        if s.is_none() && (key == MODEL_CONFIG_KEY || key == INPUT_NORMALIZATION_KEY) {
+            out.notes.push(format!(
                 "{} has no {key} metadata (written before tamer stored it): its tensor shapes are checked, the rest of this run's {key} is assumed",
                 ckpt.file.source
-            )),
-            None => out.differ(&format!("metadata '{key}'"), "none", format!("{:?}", brief(value))),
+            ));
+            continue;
         }
+        compare_entry(key, s, c, &mut out);
     }
 
     // The optimizer's settings. The learning rate follows the schedule (compared
@@ -141,10 +243,7 @@ pub(super) fn compare(ckpt: &TrainCheckpoint, config: &TrainConfig, task: &dyn T
         )),
     }
     if let Some(kind) = saved.get("schedule.kind") {
-        let mine = sched.schedule().describe();
-        if *kind != mine {
-            out.differ("schedule", kind, mine);
-        }
+        schedule_differences(kind, &sched.schedule().describe(), &mut out);
     }
     out.differences
         .extend(task.data_state_differences(&ckpt.data_state, ckpt.step, config.grad_accum));

@@ -204,22 +204,6 @@ impl<M: Classifier> TrainTask for ImageClassification<M> {
     fn set_data_state(&mut self, state: &str) -> Result<()> {
         self.train.set_state(LoaderState::from_json(state)?)
     }
-    fn check_data(&self) -> Result<()> {
-        // A DataLoader refuses an empty data set, so both have examples; say which is which if not.
-        for (what, loader) in [("training", &self.train), ("test", &self.test)] {
-            if loader.dataset().is_empty() || loader.num_batches() == 0 {
-                return Err(Error::value(
-                    "ImageClassification",
-                    format!(
-                        "the {what} set {} is empty: there is nothing to {}",
-                        loader.dataset().name,
-                        if what == "test" { "evaluate on" } else { "train on" }
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
     fn data_state_differences(&self, saved: &str, step: u64, grad_accum: usize) -> Vec<String> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(saved) else {
             return vec![format!("data state {saved:?} is not the JSON this task writes")];
@@ -381,19 +365,7 @@ impl TrainTask for CharLanguageModel {
                 ),
             ));
         }
-        for split in [TextSplit::Train, TextSplit::Val] {
-            let len = self.data.split(split).len();
-            if len <= self.block_size {
-                return Err(Error::value(
-                    "CharLanguageModel",
-                    format!(
-                        "the {split:?} split has {len} characters, needs more than block_size {}: no batch fits",
-                        self.block_size
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        self.data.check_windows(self.block_size)
     }
     fn evaluate(&mut self) -> Result<Vec<(String, f64)>> {
         let mut out = Vec::new();

@@ -26,11 +26,14 @@ pub struct TrainSummary {
     pub steps: u64,
     /// Steps this invocation ran (0 after `stop_at: Some(0)` or a resume of a finished run).
     pub steps_run: u64,
-    /// Wall-clock seconds of this invocation.
+    /// Wall-clock seconds of this invocation (evaluation and checkpoint writes included).
     pub seconds: f64,
-    /// Seconds of training over the whole run: this invocation plus the
-    /// earlier ones up to the checkpoint it resumed from (read back from
-    /// `metrics.jsonl`); None when those are not known.
+    /// Seconds spent in training steps over the whole run (forward,
+    /// backward, clipping and the optimizer update of every step; evaluation
+    /// and checkpoint writes are not training): this invocation's plus the
+    /// earlier ones' up to the checkpoint it resumed from (read back from
+    /// `metrics.jsonl`). An invocation that trains no step adds nothing.
+    /// None when the earlier time is not known.
     pub total_seconds: Option<f64>,
     /// The loss of every step this invocation ran (mean over its micro-batches), in order.
     pub losses: Vec<f64>,
@@ -47,7 +50,8 @@ pub struct TrainSummary {
     /// Samples and tokens trained on over the whole run.
     pub total_samples: u64,
     pub total_tokens: u64,
-    /// Where the last checkpoint was written.
+    /// Where this invocation last wrote a checkpoint (None when it wrote none,
+    /// as a resume of a finished run).
     pub checkpoint: Option<PathBuf>,
 }
 
@@ -96,6 +100,9 @@ pub struct Trainer<T: TrainTask> {
     /// Seconds of training before this trainer's next `fit` (earlier
     /// processes up to the checkpoint resumed from, earlier fits); None when unknown.
     earlier_seconds: Option<f64>,
+    /// Whether a `fit` of this trainer has started writing its run: a later
+    /// `fit` continues that run (and its files) rather than starting afresh.
+    fitted: bool,
 }
 
 impl<T: TrainTask> Trainer<T> {
@@ -125,6 +132,7 @@ impl<T: TrainTask> Trainer<T> {
             resume_notes: Vec::new(),
             progress: RunProgress::default(),
             earlier_seconds: Some(0.0),
+            fitted: false,
         })
     }
 
@@ -136,14 +144,18 @@ impl<T: TrainTask> Trainer<T> {
     /// Continue from a checkpoint: model, optimizer, schedule, data stream and step.
     ///
     /// The checkpoint must be one this run would have written: the same run
-    /// seed, `grad_accum` and micro-batch size, every [`TrainConfig::metadata`]
-    /// entry (JSON entries such as `model_config` are compared field by
-    /// field), every optimizer setting (β₁ or momentum too, unless the
-    /// schedule cycles it; the learning rate follows the schedule), the
-    /// parameter groups' weight decay, the schedule, and the data stream (its
-    /// seed, the data set's size, and a position inside the range this run's
+    /// seed, `grad_accum`, micro-batch size and gradient clipping, the same
+    /// [`TrainConfig::metadata`] entries (each key on both sides; JSON entries
+    /// such as `model_config` are compared field by field), every optimizer
+    /// setting (β₁ or momentum too, unless the schedule cycles it; the
+    /// learning rate follows the schedule), the parameter groups' weight
+    /// decay, the schedule (field by field), and the data stream (its seed,
+    /// the data set's size, and a position inside the range this run's
     /// epochs give for the step). Otherwise the error lists every difference
-    /// by name and nothing is changed. Returns notes on what a file from an
+    /// by name. On any error nothing is changed: a file that passes these
+    /// checks but fails to load (a damaged optimizer state, say) leaves the
+    /// model, optimizer, schedule and data stream as they were
+    /// ([`TrainCheckpoint::restore`]). Returns notes on what a file from an
     /// older version did not allow to check.
     pub fn resume(&mut self, path: impl Into<PathBuf>) -> Result<Vec<String>> {
         let path = path.into();
@@ -242,20 +254,26 @@ impl<T: TrainTask> Trainer<T> {
     /// temp files that a crashed save left in the directory are removed.
     ///
     /// `metrics.jsonl` starts anew for a fresh run; after a resume (or a
-    /// previous `fit` of this trainer) it is appended to, a resume beginning
+    /// previous `fit` of this trainer, even one that trained nothing) it is appended to, a resume beginning
     /// with a `{"event":"resume","step":N}` record (a cut last line left by a
     /// crash is removed first, and a `repair` record says so). The progress
     /// bar is cleared on every exit, errors included.
+    ///
+    /// A checkpoint is written every `checkpoint_every` steps and at the
+    /// last step; an invocation that has no step to train (`stop_at:
+    /// Some(0)`) writes one of the current state when the run has none yet,
+    /// so that it can be resumed (or fitted again) like any stopped run.
     pub fn fit(&mut self) -> Result<TrainSummary> {
         let start = Instant::now();
         let cfg = self.config.clone();
         let end = cfg.stop_at.map_or(cfg.total_steps, |s| s.min(cfg.total_steps));
         let metrics_path = cfg.out_dir.as_ref().map(|d| d.join(METRICS_FILE));
-        let fresh = self.step == 0 && self.resumed_at.is_none();
+        let fresh = !self.fitted && self.step == 0 && self.resumed_at.is_none();
         self.task.check_data()?;
         if let (true, Some(dir)) = (fresh, &cfg.out_dir) {
             self.guard_fresh_run(dir)?;
         }
+        self.fitted = true;
         let removed = match &cfg.out_dir {
             Some(dir) => crate::checkpoint::remove_stale_temp_files(dir)?,
             None => Vec::new(),
@@ -299,14 +317,19 @@ impl<T: TrainTask> Trainer<T> {
         log.write(&decay_record(&decay))?;
         log.println(&decay.to_string());
         let mut summary = TrainSummary::default();
+        // Training time only: evaluations and checkpoint writes are not counted.
         let earlier_seconds = self.earlier_seconds;
-        let run_seconds = |start: &Instant| earlier_seconds.map(|e| e + start.elapsed().as_secs_f64());
+        let run_seconds = |train_seconds: f64| earlier_seconds.map(|e| e + train_seconds);
         let mut window = Window::default();
         let (mut train_seconds, mut total_samples, mut total_tokens) = (0.0, 0usize, 0usize);
         self.task.set_training(true);
         log.set_position(self.step, String::new());
         if self.step >= end {
-            // Nothing left to train (a resume of a finished run): still report.
+            // Nothing to train (stop_at 0, or a resume of a finished run). A run
+            // without a checkpoint gets one, so that it can be continued; then report.
+            if self.last_checkpoint.is_none() {
+                summary.checkpoint = self.checkpoint_and_log(&mut log, run_seconds(train_seconds))?;
+            }
             summary.eval = self.evaluate_and_log(&mut log, start)?;
         }
         while self.step < end {
@@ -378,15 +401,7 @@ impl<T: TrainTask> Trainer<T> {
             }
             // The checkpoint first: an evaluation that fails must not lose this step's state.
             if cfg.checkpoint_every.is_some_and(|n| self.step.is_multiple_of(n)) || last {
-                if let Some(path) = self.save_checkpoint()? {
-                    // The time so far goes here, not into the checkpoint, whose bytes
-                    // depend on the seed alone; a resume reads it back.
-                    log.write(
-                        &Record::new("checkpoint")
-                            .with("step", self.step)
-                            .with("path", path.display().to_string())
-                            .with("run_seconds", run_seconds(&start)),
-                    )?;
+                if let Some(path) = self.checkpoint_and_log(&mut log, run_seconds(train_seconds))? {
                     summary.checkpoint = Some(path);
                 }
             }
@@ -400,7 +415,7 @@ impl<T: TrainTask> Trainer<T> {
         summary.steps = self.step;
         summary.steps_run = summary.losses.len() as u64;
         summary.seconds = start.elapsed().as_secs_f64();
-        summary.total_seconds = run_seconds(&start);
+        summary.total_seconds = run_seconds(train_seconds);
         summary.train_loss = self.progress.train_loss;
         summary.samples_per_s = rate(total_samples);
         summary.tokens_per_s = if total_tokens > 0 { rate(total_tokens) } else { None };
@@ -421,6 +436,20 @@ impl<T: TrainTask> Trainer<T> {
                 .with("total_tokens", summary.total_tokens),
         )?;
         Ok(summary)
+    }
+
+    /// [`save_checkpoint`](Self::save_checkpoint), and a `checkpoint` record
+    /// with the run's training time so far (kept in the metrics, not in the
+    /// checkpoint, whose bytes depend on the seed alone; a resume reads it back).
+    fn checkpoint_and_log(&mut self, log: &mut MetricsLog, run_seconds: Option<f64>) -> Result<Option<PathBuf>> {
+        let Some(path) = self.save_checkpoint()? else { return Ok(None) };
+        log.write(
+            &Record::new("checkpoint")
+                .with("step", self.step)
+                .with("path", path.display().to_string())
+                .with("run_seconds", run_seconds),
+        )?;
+        Ok(Some(path))
     }
 
     /// Refuse to start a fresh run in `dir` if it holds one, unless told to

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use tamer::nn::{functional, Conv2d, Embedding, LayerNorm, Linear, Module, Param};
 use tamer::testing::strategies::{tensor_with, view_kind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{rng, DType, Tensor};
 
 fn f64_randn(dims: &[usize], seed: u64) -> Tensor {
@@ -174,7 +174,7 @@ fn given_tensors_of_mixed_or_integer_dtypes_are_refused_when_the_layer_is_built(
 // ---------------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(proptest_config(24))]
 
     /// `functional::linear(x, w, b)` differentiates to x, w and b, strided
     /// views included; `w` is used through a computation (`2·w`), which a

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use tamer::checkpoint::fixture;
 use tamer::testing::strategies::{tensor_with, view_kind, ViewKind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{AttnMask, CausalAlign, DType, Tensor};
 
 const TOP_LEFT: AttnMask = AttnMask::Causal(CausalAlign::TopLeft);
@@ -59,7 +59,7 @@ fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(proptest_config(24))]
 
     /// Every mask, Tq below, equal to and above Tk (bottom-right rows that see
     /// no key included: their gradient is zero on both sides).

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use tamer::testing::strategies::{self, tensor_with, tensor_with_dtype, ViewKind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{DType, Result, Tensor};
 
 /// Two f64 tensors of broadcast-compatible shapes, each in any view kind.
@@ -39,7 +39,7 @@ fn min_gap(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(proptest_config(32))]
 
     #[test]
     fn grad_add((a, b) in pair()) { grad_ok(|a, b| a.add(b), a, b)?; }

@@ -13,6 +13,7 @@ use tamer::checkpoint::interop::{
 use tamer::checkpoint::{self, fixture, Checkpoint, LoadOptions};
 use tamer::nn::{Module, Param};
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
+use tamer::testing::proptest_config;
 use tamer::{rng, DType, ErrorKind, Tensor};
 
 /// A scratch directory unique to this test process and test name.
@@ -238,7 +239,7 @@ fn no_panic_on(bytes: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(proptest_config(256))]
 
     #[test]
     fn truncated_files_are_errors(cut in 0usize..10_000) {
@@ -309,7 +310,7 @@ fn leftover_temp_files(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp-"))
+        .filter(|n| n.contains(".tamer-tmp-"))
         .collect()
 }
 

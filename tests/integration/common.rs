@@ -1,8 +1,65 @@
 //! Helpers shared by the test modules.
 #![allow(dead_code)]
 
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tamer::nn::{Module, Param};
+use tamer::testing::{numeric_derivative, GradCheckConfig};
 use tamer::{no_grad, DType, Result, Tensor};
+
+/// The shared data sets, outside the repository (read-only); the variable
+/// `TAMER_SHARED_DATA` points the tests at another copy.
+pub const SHARED_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
+
+/// Tests of this process that skipped their work.
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// `path` under [`SHARED_DATA`] (or `TAMER_SHARED_DATA`) when it exists;
+/// otherwise a visible skip (see [`skip`]) and `None`, or, with
+/// `TAMER_REQUIRE_DATA=1` (which CI sets), a failure of the calling test.
+pub fn shared_data(path: &str) -> Option<PathBuf> {
+    shared_data_files(&[path]).map(|mut found| found.remove(0))
+}
+
+/// Every one of `paths` under the shared data, or one skip (or failure) naming
+/// all those that are absent.
+pub fn shared_data_files(paths: &[&str]) -> Option<Vec<PathBuf>> {
+    let root = std::env::var_os("TAMER_SHARED_DATA").map_or_else(|| PathBuf::from(SHARED_DATA), PathBuf::from);
+    let full: Vec<PathBuf> = paths.iter().map(|p| root.join(p)).collect();
+    let absent: Vec<String> = full.iter().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
+    if absent.is_empty() {
+        return Some(full);
+    }
+    let reason = format!("{} absent", absent.join(", ") + if absent.len() == 1 { " is" } else { " are" });
+    if data_required() {
+        panic!("TAMER_REQUIRE_DATA=1 but {reason}");
+    }
+    skip(&reason);
+    None
+}
+
+/// Whether `TAMER_REQUIRE_DATA` asks for missing data to fail the tests that need it.
+fn data_required() -> bool {
+    match std::env::var("TAMER_REQUIRE_DATA").as_deref() {
+        Ok("1") => true,
+        Ok("0") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("TAMER_REQUIRE_DATA={other:?}: expected 1 (missing data fails) or 0"),
+    }
+}
+
+/// Say on the terminal that the calling test skipped its work and why. The
+/// line goes to the process's stderr directly, past the test harness's output
+/// capture (which would hide it behind an `ok`), starts with `SKIPPED` for
+/// grep, and counts the skips so far in this run.
+pub fn skip(reason: &str) {
+    let count = SKIPPED.fetch_add(1, Ordering::Relaxed) + 1;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let line = format!("SKIPPED {test}: {reason} (skip {count} of this run)\n");
+    // A failed write to stderr leaves nothing better to report it on.
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
 
 /// Fixed weights in [0.5, 1.5) with varying signs, so `Σ w ⊙ y` sees every output element.
 pub fn probe_weights(dims: &[usize]) -> Tensor {
@@ -22,11 +79,12 @@ pub fn probe_weights(dims: &[usize]) -> Tensor {
 }
 
 /// Finite-difference check of the gradients of `Σ w ⊙ f()` with respect to every
-/// parameter of `module` (f64). Each element is perturbed in place through
-/// `Param::set`, so the module under test is the real one. Returns
+/// parameter of `module` (f64), with `check_gradients`' difference stencil,
+/// default step and tolerances. Each element is perturbed in place through `Param::set`, so the
+/// module under test is the real one. Returns
 /// `(elements checked, failures with name, index, analytic, numeric)`.
 pub fn check_param_gradients<M: Module + ?Sized>(module: &M, f: impl Fn() -> Result<Tensor>) -> (usize, Vec<String>) {
-    let (eps, atol, rtol) = (1e-6, 1e-5, 1e-3);
+    let GradCheckConfig { eps, atol, rtol } = GradCheckConfig::default();
     let out = f().unwrap();
     let w = probe_weights(out.dims());
     let loss_of = |y: Tensor| y.mul(&w).unwrap().sum_all().unwrap();
@@ -46,7 +104,7 @@ pub fn check_param_gradients<M: Module + ?Sized>(module: &M, f: impl Fn() -> Res
             no_grad(|| loss_of(f().unwrap()).to_scalar().unwrap())
         };
         for (j, a) in analytic.iter().enumerate() {
-            let numeric = (eval_at(j, eps) - eval_at(j, -eps)) / (2.0 * eps);
+            let numeric = numeric_derivative(eps, |delta| Ok(eval_at(j, delta))).unwrap();
             checked += 1;
             let within = (a - numeric).abs() <= atol + rtol * numeric.abs();
             if !within {
@@ -56,6 +114,23 @@ pub fn check_param_gradients<M: Module + ?Sized>(module: &M, f: impl Fn() -> Res
         p.set(&Tensor::from_vec(base, dims).unwrap()).unwrap();
     }
     (checked, failures)
+}
+
+/// `x` with its values replaced, in place and keeping its layout, by an evenly
+/// spaced grid over [-2, 2] in the order the old values had: every two
+/// elements at least 4/n apart, so that no max, min or pooling window holds a
+/// tie or a near-tie that a finite difference step would cross.
+pub fn spread_apart(x: &Tensor) -> Tensor {
+    let values = x.to_f64_vec().unwrap();
+    let n = values.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut spread = vec![0.0; n];
+    for (rank, &i) in order.iter().enumerate() {
+        spread[i] = -2.0 + 4.0 * (rank as f64 + 0.5) / n as f64;
+    }
+    x.assign(&Tensor::from_vec(spread, x.dims().to_vec()).unwrap()).unwrap();
+    x.clone()
 }
 
 pub fn names<M: Module + ?Sized>(m: &M) -> Vec<String> {

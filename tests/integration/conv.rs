@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use tamer::backend::cpu::nn::conv::{conv2d_backward_reference, conv2d_reference};
 use tamer::ops::nn::conv::Conv2dParams;
 use tamer::testing::strategies::{tensor_with, view_kind, ViewKind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{DType, ErrorKind, Tensor};
 
 #[derive(Clone, Debug)]
@@ -73,7 +73,7 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(proptest_config(24))]
 
     #[test]
     fn conv2d_gradients(case in conv_case(), kx in view_kind(), kw in view_kind(), seed in any::<u64>()) {

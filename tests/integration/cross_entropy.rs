@@ -8,7 +8,7 @@ use crate::softmax::log_softmax_composite;
 use proptest::prelude::*;
 use tamer::ops::nn::cross_entropy::{CrossEntropyOptions, Reduction};
 use tamer::testing::strategies::{shape, tensor_with, view_kind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{rng, DType, ErrorKind, Tensor};
 
 fn cfg() -> GradCheckConfig {
@@ -30,7 +30,7 @@ pub fn targets(dims: &[usize], c: usize, seed: u64, ignore_every: Option<usize>)
 // ---- gradient checks ------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(proptest_config(24))]
 
     #[test]
     fn cross_entropy_gradients_wrt_logits(

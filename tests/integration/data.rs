@@ -1,15 +1,15 @@
 //! Data set loaders: small synthetic MNIST/CIFAR/text files in a temp
 //! directory, error messages for bad files, and the real files in
-//! ../shared/data when present (skipped with a message otherwise).
+//! ../shared/data when present (a visible skip otherwise, a failure under
+//! TAMER_REQUIRE_DATA=1).
 
+use crate::common::shared_data;
 use flate2::write::GzEncoder;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tamer::data::mnist::{self, encode_idx};
 use tamer::data::{cifar, digits, CharDataset, ImageDataset, Split, TextSplit};
 use tamer::ErrorKind;
-
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
 
 /// A fresh, empty temporary directory for one test.
 fn temp_dir(tag: &str) -> PathBuf {
@@ -37,16 +37,6 @@ fn synthetic_mnist(n: usize) -> (Vec<u8>, Vec<u8>) {
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).unwrap();
-}
-
-fn shared(path: &str) -> Option<PathBuf> {
-    let p = Path::new(SHARED).join(path);
-    if p.exists() {
-        Some(p)
-    } else {
-        println!("skipped: {} is absent", p.display());
-        None
-    }
 }
 
 #[test]
@@ -225,7 +215,7 @@ fn image_dataset_helpers() {
 
 #[test]
 fn shared_mnist_t10k() {
-    let Some(dir) = shared("mnist/t10k-images-idx3-ubyte.gz").and_then(|p| p.parent().map(Path::to_path_buf)) else {
+    let Some(dir) = shared_data("mnist/t10k-images-idx3-ubyte.gz").and_then(|p| p.parent().map(Path::to_path_buf)) else {
         return;
     };
     let test = mnist::load(&dir, Split::Test).unwrap();
@@ -245,7 +235,7 @@ fn shared_mnist_t10k() {
 
 #[test]
 fn shared_tinyshakespeare() {
-    let Some(path) = shared("tinyshakespeare.txt") else {
+    let Some(path) = shared_data("tinyshakespeare.txt") else {
         return;
     };
     let ds = CharDataset::load(&path).unwrap();
@@ -266,7 +256,7 @@ fn shared_tinyshakespeare() {
 
 #[test]
 fn shared_digits_file_matches_the_embedded_copy() {
-    let Some(path) = shared("digits.csv.gz") else {
+    let Some(path) = shared_data("digits.csv.gz") else {
         return;
     };
     let bytes = std::fs::read(path).unwrap();

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use std::io::Write;
 use tamer::data::mnist::{self, encode_idx};
 use tamer::data::{cifar, digits, CharDataset, ImageDataset};
+use tamer::testing::proptest_config;
 
 fn gz(bytes: &[u8]) -> Vec<u8> {
     let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -85,7 +86,7 @@ fn mnist_files() -> (Vec<u8>, Vec<u8>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(proptest_config(256))]
 
     #[test]
     fn idx_images_survive_corruption(d in damage(), mode in any::<u8>()) {

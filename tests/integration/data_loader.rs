@@ -6,6 +6,7 @@ use tamer::data::augment::{crop_padded, erasing_box, hflip, random_crop, random_
 use tamer::data::mix::cutmix_box;
 use tamer::data::{digits, mixed_cross_entropy, Augment, Batch, DataLoader, ImageDataset, LoaderConfig, LoaderState, Mixup, Normalization, RandomErasing};
 use tamer::ops::nn::cross_entropy::{CrossEntropyOptions, Reduction};
+use tamer::testing::proptest_config;
 use tamer::{rng, Tensor};
 
 fn toy(n: usize) -> ImageDataset {
@@ -201,7 +202,7 @@ fn image(c: usize, h: usize, w: usize, seed: u64) -> Vec<f32> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(proptest_config(64))]
 
     #[test]
     fn crop_keeps_shape_and_is_a_shift(c in 1usize..4, h in 1usize..9, w in 1usize..9, pad in 0usize..4, seed in 0u64..1000) {

@@ -1,11 +1,11 @@
 //! scripts/download_data.sh without a network: argument handling and the
 //! checksum verification (`--verify-only`) on local files.
 
-use std::path::{Path, PathBuf};
+use crate::common::{shared_data_files, skip};
+use std::path::PathBuf;
 use std::process::Command;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/download_data.sh");
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("tamer-script-{}-{tag}", std::process::id()));
@@ -19,7 +19,7 @@ fn run(args: &[&str]) -> Option<(i32, String)> {
     let out = match Command::new("bash").arg(SCRIPT).args(args).output() {
         Ok(o) => o,
         Err(e) => {
-            println!("skipped: cannot run bash: {e}");
+            skip(&format!("cannot run bash: {e}"));
             return None;
         }
     };
@@ -82,16 +82,17 @@ fn verify_only_reports_missing_and_mismatched_files() {
 
 #[test]
 fn verify_only_accepts_the_shared_copies() {
-    let shared = Path::new(SHARED);
-    if !shared.join("tinyshakespeare.txt").exists() || !shared.join("mnist/t10k-images-idx3-ubyte.gz").exists() {
-        println!("skipped: {} is absent", shared.display());
+    let Some([shakespeare, mnist_images, mnist_labels]) =
+        shared_data_files(&["tinyshakespeare.txt", "mnist/t10k-images-idx3-ubyte.gz", "mnist/t10k-labels-idx1-ubyte.gz"])
+            .and_then(|found| <[PathBuf; 3]>::try_from(found).ok())
+    else {
         return;
-    }
+    };
     let d = temp_dir("shared");
     std::fs::create_dir_all(d.join("mnist")).unwrap();
-    std::fs::copy(shared.join("tinyshakespeare.txt"), d.join("tinyshakespeare.txt")).unwrap();
-    for f in ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
-        std::fs::copy(shared.join("mnist").join(f), d.join("mnist").join(f)).unwrap();
+    std::fs::copy(shakespeare, d.join("tinyshakespeare.txt")).unwrap();
+    for source in [mnist_images, mnist_labels] {
+        std::fs::copy(&source, d.join("mnist").join(source.file_name().unwrap())).unwrap();
     }
     let dir = d.to_str().unwrap();
     let Some((code, out)) = run(&["--dir", dir, "--verify-only", "--only", "shakespeare"]) else {

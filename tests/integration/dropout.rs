@@ -4,7 +4,7 @@
 use crate::common::{assert_close, values};
 use proptest::prelude::*;
 use tamer::testing::strategies::{shape, tensor};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{rng, DType, ErrorKind, Tensor};
 
 fn cfg() -> GradCheckConfig {
@@ -14,7 +14,7 @@ fn cfg() -> GradCheckConfig {
 // ---- gradient checks ------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(proptest_config(24))]
 
     #[test]
     fn dropout_gradients_with_a_fixed_seed(x in tensor(shape(1..=3, 1..=5)), p in 0.0f64..0.9, seed in any::<u64>()) {

@@ -3,11 +3,11 @@
 
 use proptest::prelude::*;
 use tamer::testing::strategies::{shape, tensor_with, view_kind, ViewKind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{DType, ErrorKind, Tensor};
 
 fn cfg() -> ProptestConfig {
-    ProptestConfig::with_cases(24)
+    proptest_config(24)
 }
 
 fn assert_grads(f: impl Fn(&[Tensor]) -> tamer::Result<Tensor>, inputs: &[Tensor]) -> Result<(), TestCaseError> {

@@ -5,7 +5,7 @@
 use crate::common::{assert_close, values};
 use proptest::prelude::*;
 use tamer::testing::strategies::{shape, tensor_with, view_kind, ViewKind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{rng, DType, ErrorKind, Tensor};
 
 fn cfg() -> GradCheckConfig {
@@ -29,7 +29,7 @@ fn layer_norm_composite(x: &Tensor, w: Option<&Tensor>, b: Option<&Tensor>, eps:
 // ---- gradient checks ------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(proptest_config(24))]
 
     #[test]
     fn layer_norm_gradients_for_x_weight_and_bias(

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use tamer::testing::strategies::{broadcast_pair, tensor_with, view_kind, ViewKind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{DType, Tensor};
 
 fn dims(batch: &[usize], rows: usize, cols: usize) -> Vec<usize> {
@@ -60,7 +60,7 @@ fn grad_ok(f: impl Fn(&[Tensor]) -> tamer::Result<Tensor>, inputs: &[Tensor]) ->
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(proptest_config(24))]
 
     #[test]
     fn matrices((m, k, n) in (1..6usize, 1..6usize, 1..6usize), ka in view_kind(), kb in view_kind(), seed in any::<u64>()) {

@@ -8,7 +8,7 @@ use tamer::models::{Pool, PosEmbed, StemConfig, VisionTransformer, VitConfig};
 use tamer::nn::{sincos_2d, Module};
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
 use tamer::testing::strategies::{tensor_with, view_kind, ViewKind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{rng, DType, Tensor};
 
 fn micro(pool: Pool, pos: PosEmbed) -> VitConfig {
@@ -397,7 +397,7 @@ fn micro_config(h: usize, w: usize, mean: bool, sincos: bool, depth: usize, head
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(10))]
+    #![proptest_config(proptest_config(10))]
 
     #[test]
     fn micro_vit_input_gradients(

@@ -10,7 +10,7 @@ use tamer::models::{EncoderConfig, PositionKind, TransformerEncoder};
 use tamer::nn::init::admin_omega;
 use tamer::nn::{BlockConfig, KvCache, Module, MultiHeadSelfAttention, NormPlacement, TransformerBlock};
 use tamer::testing::strategies::{tensor_with, view_kind, ViewKind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{rng, DType, Tensor};
 
 fn attention(dim: usize, n_head: usize, bias: bool, causal: bool, attn_p: f64, seed: u64) -> MultiHeadSelfAttention {
@@ -45,7 +45,7 @@ fn gradcheck_config() -> GradCheckConfig {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(proptest_config(24))]
 
     #[test]
     fn attention_gradients(b in 1usize..=2, t in 1usize..=4, n_head in 1usize..=2, head_dim in 1usize..=2,
@@ -66,7 +66,10 @@ proptest! {
     fn block_gradients(b in 1usize..=2, t in 1usize..=3, n_head in 1usize..=2, pre in any::<bool>(), residual in any::<bool>(),
                        mlp in any::<bool>(), scale_pick in 0usize..3, causal in any::<bool>(), bias in any::<bool>(),
                        kind in view_kind(), seed in any::<u64>()) {
-        let dim = 2 * n_head;
+        // Four channels per head: a layer norm over two channels is a smoothed sign
+        // function of their difference, ill-conditioned whenever the two come close
+        // (its derivatives grow like 1/|x₁ − x₂|ᵏ), which no finite difference resolves.
+        let dim = 4 * n_head;
         let cfg = BlockConfig {
             norm: if pre { NormPlacement::PreLN } else { NormPlacement::PostLN },
             residual, mlp, causal, bias,

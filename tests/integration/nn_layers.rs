@@ -8,7 +8,7 @@ use tamer::nn::{
     name_matches, sincos_1d, sincos_2d, Activation, BatchNorm2d, Conv2d, DropPath, Dropout, Embedding, LayerNorm, LearnedPosEmbed, Linear, Mlp, Module, Param,
 };
 use tamer::testing::strategies::{tensor_with, view_kind, ViewKind};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{rng, DType, Tensor};
 
 fn cfg() -> GradCheckConfig {
@@ -50,7 +50,7 @@ fn f64_param(dims: &[usize]) -> Param {
 // ---------------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(16))]
+    #![proptest_config(proptest_config(16))]
 
     #[test]
     fn linear_grad(batch in prop::collection::vec(1usize..=3, 0..=2), fin in 1usize..=4, fout in 1usize..=3,

@@ -6,6 +6,7 @@
 use proptest::prelude::*;
 use tamer::nn::Param;
 use tamer::optim::{Adam, AdamConfig, DecayRule, Optimizer, Sgd, SgdConfig};
+use tamer::testing::proptest_config;
 use tamer::testing::strategies::{shape, tensor_with_dtype, view_kind, ViewKind};
 use tamer::{DType, GradStore, Tensor};
 
@@ -197,7 +198,7 @@ fn tolerance(dtype: DType) -> f64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(proptest_config(48))]
     #[test]
     fn fused_updates_match_tensor_op_reference(
         dims in shape(1..=3, 1..=6),

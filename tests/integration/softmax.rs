@@ -7,7 +7,7 @@ use crate::cross_entropy::targets;
 use proptest::prelude::*;
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
 use tamer::testing::strategies::{shape, tensor};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{rng, DType, ErrorKind, Tensor};
 
 fn cfg() -> GradCheckConfig {
@@ -30,7 +30,7 @@ pub fn log_softmax_composite(x: &Tensor, axis: isize) -> Tensor {
 // ---- gradient checks ------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(proptest_config(24))]
 
     #[test]
     fn softmax_gradients_on_every_axis((x, axis) in tensor(shape(1..=3, 1..=5)).prop_flat_map(|x| {

@@ -1,12 +1,20 @@
 //! The trainer: exact resumption, the divergence guard, the metrics file, a
 //! short digits ViT run that must learn, and the examples' flag parsing.
 
+// The examples' flag and run-setup modules, whose parsing and helpers these
+// tests check; the parts only the examples' `main` uses are unused here.
 #[path = "../../examples/cli/common.rs"]
 #[allow(dead_code)]
 mod common;
 #[path = "../../examples/cli/gpt_args.rs"]
 #[allow(dead_code)]
 mod gpt_args;
+#[path = "../../examples/cli/pipe.rs"]
+#[allow(dead_code)]
+mod pipe;
+#[path = "../../examples/cli/run.rs"]
+#[allow(dead_code)]
+mod run;
 #[path = "../../examples/cli/vit_args.rs"]
 #[allow(dead_code)]
 mod vit_args;
@@ -455,12 +463,13 @@ fn gpt_flags_parse_and_bad_values_are_clear_errors() {
     if !cfg!(feature = "cuda") {
         assert!(v(&["train_gpt", "--text", "t", "--device", "cuda"]).contains("cuda feature"));
     }
-    // Both splits must be longer than the context.
-    assert_eq!(gpt_args::check_splits(100, 17, 16), Ok(()));
-    let e = gpt_args::check_splits(100, 16, 16).unwrap_err();
-    assert!(e.contains("the validation split has 16 characters") && e.contains("--block-size 16"), "{e}");
-    let e = gpt_args::check_splits(9, 100, 64).unwrap_err();
-    assert!(e.contains("the training split has 9 characters") && e.contains("--block-size 64"), "{e}");
+    // Both splits must be longer than the context (train_gpt checks before it builds the model).
+    let text = CharDataset::from_text(&"abcdefghij".repeat(16), "t").unwrap(); // 144 + 16 characters
+    assert!(text.check_windows(15).is_ok());
+    let e = text.check_windows(16).unwrap_err().to_string();
+    assert!(e.contains("the validation split has 16 characters") && e.contains("block_size 16"), "{e}");
+    let e = text.check_windows(200).unwrap_err().to_string();
+    assert!(e.contains("the training split has 144 characters") && e.contains("block_size 200"), "{e}");
     let help = GptArgs::try_parse_from(["train_gpt", "--help"]).unwrap_err().to_string();
     for flag in [
         "--model",
@@ -545,7 +554,7 @@ fn a_validation_split_too_short_is_refused_before_training() {
     // Shorter than the context: no validation batch fits, which the first evaluation would find at step 5.
     t.task.data.val.truncate(8);
     let msg = t.fit().unwrap_err().to_string();
-    assert!(msg.contains("Val split has 8 characters") && msg.contains("block_size 16"), "{msg}");
+    assert!(msg.contains("the validation split has 8 characters") && msg.contains("block_size 16"), "{msg}");
     assert_eq!(t.step, 0, "a step was trained");
     assert!(!dir.join(CHECKPOINT_FILE).exists() && !dir.join("metrics.jsonl").exists());
     let _ = std::fs::remove_dir_all(dir);
@@ -630,13 +639,33 @@ fn drop_last_with_a_batch_multiple_makes_epochs_whole_steps() {
 
 #[test]
 fn inverse_sqrt_flag_schedule_trains_from_step_0() {
-    let s = common::inverse_sqrt(1e-3, 100).unwrap();
+    let s = run::inverse_sqrt(1e-3, 100).unwrap();
     assert_eq!(s.lr_at(0), 1e-3 / 101.0);
     assert!((1..=100).all(|k| s.lr_at(k) > s.lr_at(k - 1)), "the warmup must rise to the peak");
     assert!((s.lr_at(100) - 1e-3).abs() < 1e-18);
     assert!((s.lr_at(400) - 5e-4).abs() < 1e-18);
-    let s = common::inverse_sqrt(1e-3, 0).unwrap();
+    let s = run::inverse_sqrt(1e-3, 0).unwrap();
     assert_eq!((s.lr_at(0), s.lr_at(4)), (1e-3, 5e-4));
+}
+
+#[test]
+fn both_examples_build_a_schedule_flag_the_same_way() {
+    use common::ScheduleKind;
+    let describe = |kind, warmup| run::schedule(kind, 1e-3, 1e-4, warmup, 10).unwrap().describe();
+    assert_eq!(describe(ScheduleKind::Cosine, 2), "warmup_cosine(peak=0.001, warmup=2, decay=10, min=0.0001)");
+    assert_eq!(describe(ScheduleKind::Linear, 2), "warmup_linear(peak=0.001, warmup=2, total=10, final=0.0001)");
+    assert_eq!(describe(ScheduleKind::Constant, 0), "constant(lr=0.001)");
+    assert_eq!(describe(ScheduleKind::Constant, 3), "warmup_linear(peak=0.001, warmup=3, total=3, final=0.001)");
+    assert!(describe(ScheduleKind::Onecycle, 2).starts_with("one_cycle(max_lr=0.001, total=10,"));
+    assert_eq!(describe(ScheduleKind::InverseSqrt, 4), "inverse_sqrt(peak=0.001, warmup=4, init=0.0002)");
+    // Each example's --schedule takes every kind.
+    for kind in ["cosine", "linear", "constant", "onecycle", "inverse-sqrt"] {
+        assert!(vit_args::VitArgs::try_parse_from(["train_vit", "--schedule", kind]).is_ok(), "{kind}");
+        assert!(
+            gpt_args::GptArgs::try_parse_from(["train_gpt", "--text", "t", "--schedule", kind]).is_ok(),
+            "{kind}"
+        );
+    }
 }
 
 #[test]

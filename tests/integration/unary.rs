@@ -2,7 +2,7 @@
 //! and forward values against f64 std functions (f32 and f64, small and threaded sizes).
 
 use proptest::prelude::*;
-use tamer::testing::{check_gradients, strategies, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, strategies, GradCheckConfig};
 use tamer::{DType, Result, Tensor};
 
 fn shapes() -> impl Strategy<Value = Vec<usize>> {
@@ -38,7 +38,7 @@ fn grad_ok(f: impl Fn(&Tensor) -> Result<Tensor>, x: Tensor) -> std::result::Res
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(proptest_config(24))]
 
     #[test]
     fn grad_neg(x in strategies::tensor(shapes())) { grad_ok(|x| x.neg(), x)?; }

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use tamer::testing::strategies::{self, tensor_with};
-use tamer::testing::{check_gradients, GradCheckConfig};
+use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{no_grad, DType, Result, Shape, Tensor};
 
 fn shapes() -> impl Strategy<Value = Vec<usize>> {
@@ -52,7 +52,7 @@ fn permuted() -> impl Strategy<Value = (Tensor, Vec<usize>, Vec<isize>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(proptest_config(32))]
 
     #[test]
     fn reshape_keeps_row_major_order(x in strategies::tensor(shapes()), which in 0usize..5) {
@@ -378,7 +378,7 @@ fn factorization(n: usize, seed: u64) -> Vec<usize> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(proptest_config(128))]
 
     /// reshape of any strided layout (view when the strides allow, copy otherwise)
     /// reads the elements in row-major order.

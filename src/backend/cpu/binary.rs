@@ -105,6 +105,7 @@ fn slice_apply<T: Float, B: BinaryFn>(f: B, a: &[T], b: &[T], out: &mut [T]) {
 impl BinaryKernels for CpuStorage {
     fn binary<B: BinaryFn>(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout, f: B) -> Result<Self> {
         check_binary(B::NAME, (self.dtype(), lhs_layout), (rhs.dtype(), rhs_layout))?;
+        simd::selected(B::NAME)?;
         cpu_float_dispatch!(B::NAME, self, |a: T| {
             let b = <T as CpuElem>::slice(rhs).ok_or_else(|| Error::dtype(B::NAME, format!("operands have dtypes {} and {}", self.dtype(), rhs.dtype())))?;
             Ok(super::wrap_float(binary_rows(a, lhs_layout, b, rhs_layout, f)))

@@ -303,6 +303,7 @@ impl MatmulKernels for CpuStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::proptest_config;
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
 
@@ -387,7 +388,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(proptest_config(64))]
         #[test]
         fn fast_matches_reference_on_strided_broadcast_batches(
             batch in proptest::collection::vec(1..4usize, 0..3),

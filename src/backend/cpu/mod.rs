@@ -8,6 +8,8 @@
 
 pub mod binary;
 pub mod index;
+#[cfg(test)]
+mod kernels_f32;
 pub mod matmul;
 pub mod nn;
 pub mod optim;

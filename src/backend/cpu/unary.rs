@@ -14,6 +14,7 @@ pub fn unary_reference<T: Float, U: UnaryFn>(src: &[T], f: U) -> Vec<T> {
 
 impl UnaryKernels for CpuStorage {
     fn unary<U: UnaryFn>(&self, layout: &Layout, f: U) -> Result<Self> {
+        simd::selected(U::NAME)?;
         cpu_float_dispatch!(U::NAME, self, |v: T| {
             let src = contiguous_or_gather(v, layout);
             let out: Vec<T> = apply::<T, U>(&src, f);

@@ -94,17 +94,25 @@ impl Tensor {
     pub fn dropout_mask(shape: impl Into<Shape>, p: f64, dtype: DType, rng: &mut impl Rng) -> Result<Tensor> {
         check_p(p)?;
         let shape = shape.into();
+        check_mask(&shape, dtype)?;
         let keep = keep_flags(shape.numel(), p, rng);
         mask_tensor(&keep, 1.0, shape, dtype)
     }
 }
 
-/// `value` where kept, 0 where dropped, as a (host) tensor of `dtype`: the
-/// values are exact in f64 and rounded once to `dtype`.
-fn mask_tensor(keep: &[bool], value: f64, shape: Shape, dtype: DType) -> Result<Tensor> {
+/// An error unless a mask of `shape` and `dtype` can be made: a float dtype,
+/// and a shape whose element count fits (checked before anything is counted
+/// or drawn; the values pass through an f64 buffer).
+fn check_mask(shape: &Shape, dtype: DType) -> Result<()> {
     if !dtype.is_float() {
         return Err(Error::dtype(OP, format!("mask dtype {dtype} is not a float dtype")));
     }
+    shape.check_size(OP, 8)
+}
+
+/// `value` where kept, 0 where dropped, as a (host) tensor of `dtype`: the
+/// values are exact in f64 and rounded once to `dtype`.
+fn mask_tensor(keep: &[bool], value: f64, shape: Shape, dtype: DType) -> Result<Tensor> {
     let values: Vec<f64> = keep.iter().map(|&k| if k { value } else { 0.0 }).collect();
     Tensor::from_vec(values, shape)?.to_dtype(dtype)
 }
@@ -135,6 +143,7 @@ impl BackwardOp for DropoutBackward {
 pub fn philox_dropout_mask(shape: impl Into<Shape>, p: f64, seed: u64, dtype: DType) -> Result<Tensor> {
     check_p(p)?;
     let shape = shape.into();
+    check_mask(&shape, dtype)?;
     let keep = philox_keep_flags(shape.numel(), p, seed);
     mask_tensor(&keep, keep_scale(p), shape, dtype)
 }

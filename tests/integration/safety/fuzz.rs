@@ -2,28 +2,33 @@
 //! mutations (flipped, inserted, deleted, duplicated bytes, truncation, and
 //! numbers in headers replaced by others, huge ones included), go into every
 //! reader (safetensors, IDX, CIFAR-10, text, digits) and every model loader
-//! (configuration from shapes or metadata, rebuilding a ViT or a GPT,
-//! pretrained loading, a training resume). Each must answer with a value or
+//! (configuration from shapes or metadata, rebuilding a ViT or a GPT, the HF
+//! GPT-2 conversion sample_gpt applies, pretrained loading, a training resume). Each must answer with a value or
 //! an error: a panic (or an allocation abort) fails the test.
 //!
-//! `cargo test` runs 48 cases per property; run them longer with
-//! `PROPTEST_CASES=20000 cargo test --release --test integration safety::fuzz`.
+//! `cargo test` runs 48 cases per property (the resume property, which builds
+//! a trainer per case, a quarter of them); run them longer with
+//! `PROPTEST_CASES=20000 cargo test --test integration safety::fuzz` (the test
+//! profile is optimised and keeps overflow checks, which `--release` would
+//! turn off).
 
 use super::harness::{scratch, vit_trainer};
 use flate2::write::GzEncoder;
 use proptest::prelude::*;
 use std::io::Write;
 use std::sync::OnceLock;
-use tamer::checkpoint::{self, model_metadata, Checkpoint, InputNormalization, MODEL_CONFIG_KEY};
+use tamer::checkpoint::{self, interop, model_metadata, Checkpoint, InputNormalization, MODEL_CONFIG_KEY};
 use tamer::data::mnist::{self, encode_idx};
 use tamer::data::{cifar, digits, CharDataset};
 use tamer::models::{Gpt, GptConfig, Pool, PretrainedOptions, VisionTransformer, VitConfig};
 use tamer::nn::Module;
 use tamer::rng;
+use tamer::testing::proptest_config;
 use tamer::train::CHECKPOINT_FILE;
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
+/// 48 cases, or `PROPTEST_CASES`.
+fn fuzz_config() -> ProptestConfig {
+    proptest_config(48)
 }
 
 fn gz(bytes: &[u8]) -> Vec<u8> {
@@ -152,6 +157,8 @@ fn safetensors_seeds() -> &'static [Vec<u8>] {
             fixture("gpt_tiny.safetensors"),
             checkpoint::serialize(&checkpoint::module_tensors(&vit), &vit_meta).unwrap(),
             checkpoint::serialize(&checkpoint::module_tensors(&gpt), &model_metadata(&gpt_cfg.to_json(), None)).unwrap(),
+            // HF GPT-2 names and Conv1D layout, which sample_gpt converts.
+            fixture("gpt_tiny_hf.safetensors"),
         ]
     })
 }
@@ -315,6 +322,14 @@ fn load_everything(ckpt: Checkpoint) {
         let _ = VisionTransformer::from_checkpoint(ckpt.clone(), heads);
         let _ = Gpt::from_checkpoint(ckpt.clone(), heads);
     }
+    // sample_gpt's path for HF GPT-2 files: names and Conv1D layout converted, then rebuilt.
+    if let Ok(adapted) = interop::gpt2_hf_to_nanogpt(ckpt.tensors.clone()) {
+        let converted = Checkpoint {
+            tensors: adapted.tensors,
+            ..ckpt.clone()
+        };
+        let _ = Gpt::from_checkpoint(converted, Some(2));
+    }
     let _ = fixture_vit().load_pretrained_into(ckpt.clone(), &PretrainedOptions::default());
     let avg = VisionTransformer::new(
         VitConfig {
@@ -329,7 +344,7 @@ fn load_everything(ckpt: Checkpoint) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(fuzz_config())]
 
     #[test]
     fn safetensors_readers_and_model_loaders_never_panic(bytes in damaged(safetensors_seeds())) {
@@ -375,7 +390,7 @@ proptest! {
 
 proptest! {
     // Each case builds a small trainer: fewer of them.
-    #![proptest_config(ProptestConfig { cases: cases().div_ceil(4), ..ProptestConfig::default() })]
+    #![proptest_config({ let config = fuzz_config(); ProptestConfig { cases: config.cases.div_ceil(4), ..config } })]
 
     #[test]
     fn a_resume_from_a_damaged_training_checkpoint_never_panics(bytes in damaged(training_checkpoint_seed())) {
@@ -438,6 +453,12 @@ fn the_seeds_are_valid_inputs() {
     VisionTransformer::from_checkpoint(vit_meta, None).unwrap();
     let gpt_meta = checkpoint::deserialize(&safetensors_seeds()[3], "seed").unwrap();
     Gpt::from_checkpoint(gpt_meta, None).unwrap();
+    let hf = checkpoint::deserialize(&safetensors_seeds()[4], "seed").unwrap();
+    let converted = Checkpoint {
+        tensors: interop::gpt2_hf_to_nanogpt(hf.tensors.clone()).unwrap().tensors,
+        ..hf
+    };
+    Gpt::from_checkpoint(converted, Some(2)).unwrap();
     let (images, labels) = idx_seeds();
     assert_eq!(mnist::from_bytes(images[0].clone(), labels[1].clone(), "i", "l", "t").unwrap().len(), 3);
     assert_eq!(cifar::from_batches(vec![("b".into(), cifar_seeds()[0].clone())], "t").unwrap().len(), 2);

@@ -72,3 +72,27 @@ fn a_gzip_that_inflates_past_its_trailer_is_refused_early() {
     assert_eq!(CharDataset::from_bytes(gz(b"hello world"), "ok.gz").unwrap().len(), 11);
     assert_eq!(digits::parse_gz(&gz(&csv.as_bytes()[..130]), "d").unwrap().len(), 1);
 }
+
+#[test]
+fn a_large_gzip_is_bounded_by_its_trailer_too() {
+    // Stored (uncompressed) blocks make a stream past 4.16 MB, where 1032 · n
+    // (DEFLATE's largest ratio) no longer fits below 4 GiB; anything the loaders
+    // accept is under 2 GiB, so the trailer's ISIZE is still the exact size.
+    let text = "to be or not to be\n".repeat(250_000);
+    let stored = |bytes: &[u8]| {
+        let mut e = GzEncoder::new(Vec::new(), flate2::Compression::none());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    };
+    let mut bomb = stored(text.as_bytes());
+    assert!(bomb.len() > 4_200_000, "{} bytes", bomb.len());
+    let n = bomb.len();
+    bomb[n - 4..].copy_from_slice(&1000u32.to_le_bytes());
+    let e = message(CharDataset::from_bytes(bomb, "big-bomb.txt.gz"));
+    assert!(
+        e.contains("big-bomb.txt.gz") && e.contains("1000 bytes its gzip trailer declares") && e.contains("stopped after 1001 bytes"),
+        "{e}"
+    );
+    // The honest file of that size reads.
+    assert_eq!(CharDataset::from_bytes(stored(text.as_bytes()), "big.txt.gz").unwrap().len(), text.len());
+}

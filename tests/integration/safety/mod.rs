@@ -4,7 +4,7 @@
 //! overflows, crafted files that used to panic, the training run directory
 //! (refusing to overwrite, temp files, metrics lines), resume checks, the
 //! model configuration stored in checkpoints, the examples' behaviour as
-//! processes, and the fuzz property tests (`PROPTEST_CASES=10000 cargo test
+//! processes, and the fuzz property tests (`PROPTEST_CASES=20000 cargo test
 //! --test integration safety::fuzz` runs them longer).
 
 mod crafted;

@@ -2,18 +2,12 @@
 //! weights as structured metadata, and the loaders use them instead of
 //! guessing (the head count is not in the shapes; the normalisation nowhere).
 
+use super::harness::scratch;
 use tamer::checkpoint::{self, model_metadata, InputNormalization};
 use tamer::data::digits;
 use tamer::models::{Pool, PretrainedOptions, VisionTransformer, VitConfig};
 use tamer::nn::Module;
 use tamer::{no_grad, rng, Tensor};
-
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tamer-safety-meta-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// train_vit's digits model: width 64 with 4 heads, where timm's rule (64-wide heads) guesses 1.
 fn digits_config() -> VitConfig {
@@ -31,7 +25,7 @@ fn test_images() -> Tensor {
 
 #[test]
 fn a_reloaded_vit_classifies_as_the_trained_one() {
-    let dir = scratch("classify");
+    let dir = scratch("meta-classify");
     let cfg = digits_config();
     let mut model = VisionTransformer::new(cfg.clone(), &mut rng(1)).unwrap();
     model.set_training(false);
@@ -75,7 +69,7 @@ fn a_reloaded_vit_classifies_as_the_trained_one() {
 
 #[test]
 fn corrupt_model_metadata_is_an_error_naming_the_field() {
-    let dir = scratch("corrupt");
+    let dir = scratch("meta-corrupt");
     let model = VisionTransformer::new(digits_config(), &mut rng(1)).unwrap();
     let mut config = digits_config().to_json();
     config["num_heads"] = serde_json::json!("four");
@@ -93,7 +87,7 @@ fn corrupt_model_metadata_is_an_error_naming_the_field() {
 
 #[test]
 fn pretrained_weights_with_another_head_count_are_refused() {
-    let dir = scratch("pretrained");
+    let dir = scratch("meta-pretrained");
     let cfg = digits_config();
     let model = VisionTransformer::new(cfg.clone(), &mut rng(1)).unwrap();
     let path = dir.join("pretrained.safetensors");
@@ -113,4 +107,35 @@ fn pretrained_weights_with_another_head_count_are_refused() {
         "{notes:?}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_vit_config_says_each_head_count_ratio_and_epsilon_once() {
+    use tamer::nn::BlockConfig;
+    // The block's copies of num_heads, mlp_ratio and norm_eps are what the ViT's fields
+    // replace: they are not written, so no file can hold two values that disagree.
+    let cfg = VitConfig {
+        num_heads: 2,
+        mlp_ratio: 3.0,
+        norm_eps: 1e-5,
+        block: BlockConfig::post_ln(8),
+        ..VitConfig::vit_digits()
+    };
+    let json = cfg.to_json();
+    for field in ["n_head", "mlp_ratio", "norm_eps"] {
+        assert!(json["block"].get(field).is_none(), "block.{field} written: {json}");
+    }
+    let back = VitConfig::from_json(&json).unwrap();
+    assert_eq!((back.block.n_head, back.block.mlp_ratio, back.block.norm_eps), (2, 3.0, 1e-5));
+    for i in 0..cfg.depth {
+        assert_eq!(back.block_config(i), cfg.block_config(i), "block {i} is built the same");
+    }
+    assert_eq!(back.to_json(), json);
+    // A file from before, with the (never used) copies under block, still reads, as the top-level fields say.
+    let mut old = json.clone();
+    let block = old["block"].as_object_mut().unwrap();
+    block.insert("n_head".into(), 8.into());
+    block.insert("mlp_ratio".into(), 4.0.into());
+    block.insert("norm_eps".into(), 1e-6.into());
+    assert_eq!(VitConfig::from_json(&old).unwrap(), back);
 }

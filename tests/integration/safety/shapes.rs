@@ -38,6 +38,27 @@ fn every_constructor_rejects_overflowing_shapes() {
     overflow_error(empty.reshape([0, HUGE, 3]), "reshape");
     let one = Tensor::zeros([1, 1], DType::F32).unwrap();
     overflow_error(one.broadcast_as([1 << 40, 1 << 40]), "broadcast_as");
+    overflow_error(Tensor::dropout_mask([1 << 33, 1 << 33], 0.5, DType::F32, &mut tamer::rng(0)), "dropout");
+    overflow_error(tamer::ops::nn::dropout::philox_dropout_mask([1 << 33, 1 << 33], 0.5, 7, DType::F32), "dropout");
+}
+
+#[test]
+fn ops_whose_result_would_overflow_are_errors() {
+    // Broadcast views cost no memory, so results far larger than any input are one call away.
+    let column = Tensor::zeros([1, 1], DType::F32).unwrap().broadcast_as([1 << 31, 1]).unwrap();
+    let row = Tensor::zeros([1, 1], DType::F32).unwrap().broadcast_as([1, 1 << 31]).unwrap();
+    overflow_error(column.add(&row), "add");
+    overflow_error(column.matmul(&row), "matmul");
+    let long = Tensor::zeros([1], DType::F32).unwrap().broadcast_as([1 << 60]).unwrap();
+    overflow_error(Tensor::cat(&[long.clone(), long.clone()], 0), "cat");
+    overflow_error(Tensor::stack(&[long.clone(), long], 0), "stack");
+    let wide = Tensor::zeros([1, 1], DType::F32).unwrap().broadcast_as([1, 1 << 60]).unwrap();
+    overflow_error(wide.index_select(0, &Tensor::from_indices(&[0; 8])), "index_select");
+    // A -1 beside dimensions whose product overflows.
+    let x = Tensor::zeros([4], DType::F32).unwrap();
+    overflow_error(x.reshape_infer(&[1 << 33, 1 << 33, -1]), "reshape");
+    // What fits still works.
+    assert_eq!(x.reshape_infer(&[2, -1]).unwrap().dims(), &[2, 2]);
 }
 
 #[test]

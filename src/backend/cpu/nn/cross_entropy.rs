@@ -12,7 +12,7 @@ use crate::backend::contract::nn::cross_entropy::{
     CrossEntropyOptions,
 };
 use crate::backend::contract::nn::softmax::SoftmaxKind;
-use crate::backend::cpu::{contiguous_or_gather, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::cpu::{contiguous_or_gather, simd, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::BackendStorage;
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
@@ -122,6 +122,7 @@ impl CrossEntropyKernels for CpuStorage {
         targets_layout: &Layout,
         options: &CrossEntropyOptions,
     ) -> Result<CrossEntropyForward<Self>> {
+        simd::selected(OP)?;
         cpu_float_dispatch!(OP, self, |v: T| {
             let c = row_len(logits_layout);
             let t = target_rows(targets, targets_layout, c, options.ignore_index)?;
@@ -156,6 +157,7 @@ impl CrossEntropyKernels for CpuStorage {
         row_grad_layout: &Layout,
         options: &CrossEntropyOptions,
     ) -> Result<Self> {
+        simd::selected(OP)?;
         cpu_float_dispatch!(OP, self, |v: T| {
             let c = row_len(logits_layout);
             let t = target_rows(targets, targets_layout, c, options.ignore_index)?;

@@ -222,6 +222,7 @@ impl LayerNormKernels for CpuStorage {
     fn layer_norm(&self, layout: &Layout, weight: Option<(&Self, &Layout)>, bias: Option<(&Self, &Layout)>, eps: f64) -> Result<LayerNormForward<Self>> {
         const OP: &str = "layer_norm";
         check_layer_norm((self.dtype(), layout), described(weight), described(bias))?;
+        simd::selected(OP)?;
         cpu_float_dispatch!(OP, self, |v: T| {
             let c = row_len(layout);
             let w = operand::<T>(OP, "weight", weight)?;
@@ -255,6 +256,7 @@ impl LayerNormKernels for CpuStorage {
             (rstd.dtype(), rstd.len()),
             (dy.dtype(), dy_layout),
         )?;
+        simd::selected(OP)?;
         cpu_float_dispatch!(OP, self, |v: T| {
             let mismatch = || Error::dtype(OP, format!("backward operands have mixed dtypes (input is {})", self.dtype()));
             let (Some(m), Some(r), Some(g)) = (<T as CpuElem>::slice(mean), <T as CpuElem>::slice(rstd), <T as CpuElem>::slice(dy)) else {

@@ -204,6 +204,7 @@ pub fn softmax_backward_reference<T: Float>(y: &[T], dy: &[T], c: usize, kind: S
 
 impl SoftmaxKernels for CpuStorage {
     fn softmax_last(&self, layout: &Layout, kind: SoftmaxKind) -> Result<Self> {
+        simd::selected(kind.name())?;
         cpu_float_dispatch!(kind.name(), self, |v: T| {
             let x = contiguous_or_gather(v, layout);
             Ok(wrap_float(softmax_rows(&x, row_len(layout), kind)))
@@ -213,6 +214,7 @@ impl SoftmaxKernels for CpuStorage {
     fn softmax_last_backward(&self, y_layout: &Layout, dy: &Self, dy_layout: &Layout, kind: SoftmaxKind) -> Result<Self> {
         let op = kind.name();
         check_softmax_backward(kind, (self.dtype(), y_layout), (dy.dtype(), dy_layout))?;
+        simd::selected(op)?;
         cpu_float_dispatch!(op, self, |yv: T| {
             let gv = <T as CpuElem>::slice(dy).ok_or_else(|| Error::dtype(op, "backward operands have mixed dtypes"))?;
             let y = contiguous_or_gather(yv, y_layout);

@@ -3,9 +3,12 @@
 //! The instruction set is chosen once at run time (`is_x86_feature_detected!`,
 //! cached): AVX-512F (16 lanes, masked tails), else AVX2+FMA (8 lanes, tails
 //! padded through a stack buffer), else the scalar references in [`scalar`],
-//! which are also what non-x86 builds run. Every ISA computes each element
-//! with the same formula wherever it sits in the slice, so splitting work
-//! across threads never changes a result.
+//! which are also what non-x86 builds run. `TAMER_SIMD=scalar|avx2|avx512`
+//! overrides the choice, so that tests can run every ISA the CPU has; a value
+//! that cannot be honoured is an error, never a fallback (see [`select`]).
+//! Kernels with SIMD paths call [`selected`] first to return that error.
+//! Every ISA computes each element with the same formula wherever it sits in
+//! the slice, so splitting work across threads never changes a result.
 //!
 //! Numerics of the vector paths (tested against f64 references in `tests.rs`):
 //! - `exp`: `x = n·ln2 + r`, `|r| ≤ ln2/2`, `eʳ ≈ 1 + r + r²·P(r)` with the
@@ -20,13 +23,14 @@
 //! Callers pass equally long slices; if they do not, every function works on
 //! the common prefix (it never reads or writes out of bounds, never panics).
 
-use std::sync::OnceLock;
+use crate::{Error, Result};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod scalar;
+pub mod select;
 #[cfg(test)]
 mod tests;
 
@@ -144,14 +148,29 @@ fn common_len(lens: &[usize]) -> usize {
     lens.iter().copied().min().unwrap_or(0)
 }
 
+/// The kernels this process runs with (the widest ISA the CPU supports, or
+/// the one `TAMER_SIMD` names), or an error attributed to `op` when
+/// `TAMER_SIMD` asks for an ISA that cannot be had. Every CPU kernel with SIMD
+/// paths calls this before its first row, so the error reaches the caller.
+pub fn selected(op: &'static str) -> Result<Simd> {
+    select::selection().clone().map_err(|message| Error::device(op, message))
+}
+
 impl Simd {
-    /// The best ISA of this CPU (detected once, then cached).
-    pub fn detected() -> Simd {
-        static BEST: OnceLock<Simd> = OnceLock::new();
-        *BEST.get_or_init(|| {
-            let isa = [Isa::Avx512, Isa::Avx2].into_iter().find(|&i| supported(i)).unwrap_or(Isa::Scalar);
-            Simd { k: table(isa) }
-        })
+    /// The kernels this process runs with; see [`selected`].
+    ///
+    /// # Panics
+    ///
+    /// When `TAMER_SIMD` names an ISA this process cannot use. Kernel entry
+    /// points return that as an error through [`selected`] before they get
+    /// here, so the panic only fires for an entry point that forgot to: it
+    /// marks a bug, and running a different ISA than the one asked for
+    /// instead would hide exactly the test coverage the variable exists for.
+    pub fn current() -> Simd {
+        match select::selection() {
+            Ok(simd) => *simd,
+            Err(message) => panic!("{message}"),
+        }
     }
 
     /// `isa`'s kernels, if this CPU supports it.
@@ -298,47 +317,47 @@ impl Simd {
 /// assert_eq!((y[3], y[4]), (f32::INFINITY, 0.0));
 /// ```
 pub fn exp_f32(src: &[f32], dst: &mut [f32]) {
-    Simd::detected().exp_f32(src, dst)
+    Simd::current().exp_f32(src, dst)
 }
 
 /// `dst = src · Φ(src)` (exact GELU; absolute error ≤ ~1e-6 relative to the output scale).
 pub fn gelu_erf_f32(src: &[f32], dst: &mut [f32]) {
-    Simd::detected().gelu_erf_f32(src, dst)
+    Simd::current().gelu_erf_f32(src, dst)
 }
 
 /// `dst = src/2 · (1 + tanh(√(2/π)·(src + 0.044715·src³)))`.
 pub fn gelu_tanh_f32(src: &[f32], dst: &mut [f32]) {
-    Simd::detected().gelu_tanh_f32(src, dst)
+    Simd::current().gelu_tanh_f32(src, dst)
 }
 
 /// `out = a + b`
 pub fn add_f32(a: &[f32], b: &[f32], out: &mut [f32]) {
-    Simd::detected().add_f32(a, b, out)
+    Simd::current().add_f32(a, b, out)
 }
 
 /// `out = a - b`
 pub fn sub_f32(a: &[f32], b: &[f32], out: &mut [f32]) {
-    Simd::detected().sub_f32(a, b, out)
+    Simd::current().sub_f32(a, b, out)
 }
 
 /// `out = a · b`
 pub fn mul_f32(a: &[f32], b: &[f32], out: &mut [f32]) {
-    Simd::detected().mul_f32(a, b, out)
+    Simd::current().mul_f32(a, b, out)
 }
 
 /// `Σ x`, summed in vector lanes (so the rounding differs slightly from a serial sum).
 pub fn sum_f32(x: &[f32]) -> f32 {
-    Simd::detected().sum_f32(x)
+    Simd::current().sum_f32(x)
 }
 
 /// Largest element ignoring NaNs; `-inf` for an empty slice.
 pub fn max_f32(x: &[f32]) -> f32 {
-    Simd::detected().max_f32(x)
+    Simd::current().max_f32(x)
 }
 
 /// `Σ a·b`
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    Simd::detected().dot_f32(a, b)
+    Simd::current().dot_f32(a, b)
 }
 
 /// Numerically stable softmax of one row: `dst = exp(src - max) / Σ exp(src - max)`.
@@ -352,12 +371,12 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 /// assert_eq!(p[2], 0.0);
 /// ```
 pub fn softmax_row_f32(src: &[f32], dst: &mut [f32]) {
-    Simd::detected().softmax_row_f32(src, dst)
+    Simd::current().softmax_row_f32(src, dst)
 }
 
 /// Softmax backward of one row, given the forward output `y`: `dx = y · (dy - Σ y·dy)`.
 pub fn softmax_backward_row_f32(y: &[f32], dy: &[f32], dx: &mut [f32]) {
-    Simd::detected().softmax_backward_row_f32(y, dy, dx)
+    Simd::current().softmax_backward_row_f32(y, dy, dx)
 }
 
 /// Layer norm of one row: `dst = (src - mean) * rstd * gamma + beta`; returns `(mean, rstd)`
@@ -373,7 +392,7 @@ pub fn softmax_backward_row_f32(y: &[f32], dy: &[f32], dx: &mut [f32]) {
 /// assert!((y[0] + 1.341_640_8).abs() < 1e-5);
 /// ```
 pub fn layer_norm_row_f32(src: &[f32], gamma: Option<&[f32]>, beta: Option<&[f32]>, eps: f32, dst: &mut [f32]) -> (f32, f32) {
-    Simd::detected().layer_norm_row_f32(src, gamma, beta, eps, dst)
+    Simd::current().layer_norm_row_f32(src, gamma, beta, eps, dst)
 }
 
 /// Layer-norm backward of one row, given the forward's `(mean, rstd)`:
@@ -391,5 +410,5 @@ pub fn layer_norm_backward_row_f32(
     dgamma: Option<&mut [f32]>,
     dbeta: Option<&mut [f32]>,
 ) {
-    Simd::detected().layer_norm_backward_row_f32(x, dy, gamma, mean, rstd, dx, dgamma, dbeta)
+    Simd::current().layer_norm_backward_row_f32(x, dy, gamma, mean, rstd, dx, dgamma, dbeta)
 }
