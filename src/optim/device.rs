@@ -14,7 +14,7 @@
 
 use crate::backend::contract::optim::{AdamState, AdamStep, OptimKernels, SgdStep};
 use crate::backend::{operand_mut, BackendRef, Storage};
-use crate::tensor::Layout;
+use crate::types::Layout;
 use crate::{DType, Device, Error, Result, Tensor};
 
 /// A zero state buffer for parameter `t`: its dtype, its element count, its device.

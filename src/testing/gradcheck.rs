@@ -7,7 +7,8 @@
 //! `(8·(L(x + ε·e) − L(x − ε·e)) − (L(x + 2ε·e) − L(x − 2ε·e))) / 12ε`.
 
 use crate::backend::Storage;
-use crate::tensor::{DType, Layout, Tensor};
+use crate::tensor::Tensor;
+use crate::types::{DType, Layout};
 use crate::{no_grad, Error, Result};
 use std::fmt;
 
@@ -243,10 +244,10 @@ mod tests {
         struct WrongSin;
         impl crate::ops::unary::UnaryFn for WrongSin {
             const NAME: &'static str = "wrong_sin";
-            fn apply<T: crate::tensor::Float>(&self, x: T) -> T {
+            fn apply<T: crate::types::Float>(&self, x: T) -> T {
                 x.sin()
             }
-            fn derivative<T: crate::tensor::Float>(&self, x: T, _y: T) -> T {
+            fn derivative<T: crate::types::Float>(&self, x: T, _y: T) -> T {
                 -x.cos()
             }
         }

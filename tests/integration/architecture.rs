@@ -451,3 +451,40 @@ fn storage_methods_go_through_the_dispatch_macros() {
     assert!(end > start + 20, "impl Storage spans only {} lines", end - start);
     assert!(listed.is_empty(), "Storage's methods list the backends themselves:\n{}", listed.join("\n"));
 }
+
+/// Inside the crate the value types come from `crate::types`, where they
+/// live, not through the tensor module's re-exports (which are for users).
+#[test]
+fn value_types_are_imported_from_types() {
+    const VALUE_TYPES: &[&str] = &[
+        "DType",
+        "Device",
+        "Element",
+        "Float",
+        "Layout",
+        "Shape",
+        "StridedOffsets",
+        "normalize_axis",
+        "erf_f64",
+    ];
+    let mut through_tensor = Vec::new();
+    for src in sources("src") {
+        for (n, code) in &src.code {
+            for (at, _) in code.match_indices("crate::tensor::") {
+                let rest = &code[at + "crate::tensor::".len()..];
+                let items: Vec<String> = match rest.strip_prefix('{') {
+                    Some(group) => group.split('}').next().unwrap_or("").split(',').map(first_segment).collect(),
+                    None => vec![first_segment(rest)],
+                };
+                if items.iter().any(|i| VALUE_TYPES.contains(&i.as_str())) {
+                    through_tensor.push(format!("{}:{n}: {}", src.rel, code.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        through_tensor.is_empty(),
+        "value types imported through crate::tensor:\n{}",
+        through_tensor.join("\n")
+    );
+}
