@@ -488,3 +488,25 @@ fn value_types_are_imported_from_types() {
         through_tensor.join("\n")
     );
 }
+
+/// tests/cuda mirrors tests/integration: each CUDA test module (other than
+/// its harness) has the CPU module of the same name, so a family's tests are
+/// found under one name on both sides.
+#[test]
+fn every_cuda_test_module_has_a_cpu_counterpart() {
+    let modules = |dir: &str| -> HashSet<String> {
+        let main = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join("main.rs")).expect("test main.rs");
+        main.lines()
+            .filter_map(|l| l.trim().strip_prefix("mod "))
+            .map(|m| m.trim_end_matches(';').to_string())
+            .collect()
+    };
+    let cpu = modules("tests/integration");
+    let cuda = modules("tests/cuda");
+    assert!(cuda.len() > 10, "tests/cuda/main.rs declares only {cuda:?}");
+    let unmatched: Vec<&String> = cuda.iter().filter(|m| *m != "harness" && !cpu.contains(*m)).collect();
+    assert!(
+        unmatched.is_empty(),
+        "tests/cuda modules without a tests/integration counterpart: {unmatched:?}"
+    );
+}
