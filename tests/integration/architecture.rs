@@ -510,3 +510,27 @@ fn every_cuda_test_module_has_a_cpu_counterpart() {
         "tests/cuda modules without a tests/integration counterpart: {unmatched:?}"
     );
 }
+
+/// Every `cuda/*.cu` file is in the kernel list of
+/// `src/backend/cuda/kernels.rs` (what NVRTC compiles at first use and CI
+/// compiles with scripts/compile-kernels.sh), and every listed name is a file.
+#[test]
+fn every_cuda_source_is_in_the_kernel_list() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let kernels = std::fs::read_to_string(root.join("src/backend/cuda/kernels.rs")).expect("kernels.rs");
+    let block = kernels
+        .split("sources! {")
+        .nth(1)
+        .and_then(|b| b.split('}').next())
+        .expect("a `sources! { .. }` list in kernels.rs");
+    let listed: HashSet<String> = block.split(',').filter_map(|entry| entry.split('"').nth(1)).map(str::to_string).collect();
+    let files: HashSet<String> = std::fs::read_dir(root.join("cuda"))
+        .expect("cuda/")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".cu").map(str::to_string))
+        .collect();
+    assert!(files.len() > 10, "cuda/ holds only {files:?}");
+    let unlisted: Vec<&String> = files.difference(&listed).collect();
+    let missing: Vec<&String> = listed.difference(&files).collect();
+    assert!(unlisted.is_empty(), "cuda/*.cu files not in kernels.rs's sources! list: {unlisted:?}");
+    assert!(missing.is_empty(), "kernels.rs lists sources with no cuda/<name>.cu: {missing:?}");
+}
