@@ -1,10 +1,10 @@
 //! `autocast`: mixed-precision matrix products on CUDA, as `torch.autocast`.
 //!
 //! Inside [`autocast`]`(DType::BF16, || ...)` (or `DType::F16`) every
-//! [`Tensor::matmul`] whose operands are both f32 and on the same CUDA device
+//! [`Tensor::matmul`](crate::Tensor::matmul) whose operands are both f32 and on the same CUDA device
 //! casts them to the autocast dtype, multiplies in it (the tensor-core kernels)
 //! and casts the product back to f32. The casts are the differentiable
-//! [`Tensor::to_dtype`], whose backward casts the gradient back, so the
+//! [`Tensor::to_dtype`](crate::Tensor::to_dtype), whose backward casts the gradient back, so the
 //! parameters ("master weights") and their gradients stay f32; only the
 //! products' inputs and outputs are rounded to 16 bits. Everything else (sums,
 //! softmax, norms, the loss, the optimizer) runs in f32 as written.
@@ -38,8 +38,7 @@
 //! assert_eq!(mixed.to_vec::<f32>().unwrap(), plain.to_vec::<f32>().unwrap());
 //! ```
 
-use crate::tensor::{DType, Tensor};
-use crate::Result;
+use crate::types::{DType, Device};
 use std::cell::Cell;
 
 thread_local! {
@@ -81,17 +80,15 @@ pub fn autocast<R>(dtype: DType, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// The hook at the top of [`Tensor::matmul`]: the autocast product when it
-/// applies (autocast on, both operands f32 on the same CUDA device), else
-/// `None` and the ordinary product runs.
-pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
-    let Some(half) = autocast_dtype() else { return Ok(None) };
-    if a.dtype() != DType::F32 || b.dtype() != DType::F32 || !a.device().is_cuda() || a.device() != b.device() {
-        return Ok(None);
-    }
-    // The 16-bit operands never re-enter this branch (they are not f32).
-    let product = a.to_dtype(half)?.matmul(&b.to_dtype(half)?)?;
-    Ok(Some(product.to_dtype(DType::F32)?))
+/// The policy for one matrix product: the 16-bit dtype to compute it in when
+/// autocast is on and both operands are f32 on the same CUDA device, else
+/// `None` (the product runs as written). [`Tensor::matmul`](crate::Tensor::matmul)
+/// applies it (`src/ops/matmul.rs`): this module holds only the policy and its
+/// per-thread state, and depends on nothing but the value types.
+pub fn matmul_dtype(lhs: (DType, Device), rhs: (DType, Device)) -> Option<DType> {
+    let half = autocast_dtype()?;
+    let f32_on_one_gpu = lhs.0 == DType::F32 && rhs.0 == DType::F32 && lhs.1.is_cuda() && lhs.1 == rhs.1;
+    f32_on_one_gpu.then_some(half)
 }
 
 #[cfg(test)]
@@ -111,12 +108,15 @@ mod tests {
     }
 
     #[test]
-    fn cpu_products_are_untouched() {
-        let a = Tensor::randn([3, 5], DType::F32, &mut crate::rng(2)).unwrap().variable();
-        let b = Tensor::randn([5, 2], DType::F32, &mut crate::rng(3)).unwrap();
-        let plain = a.matmul(&b).unwrap();
-        let mixed = autocast(DType::BF16, || a.matmul(&b)).unwrap();
-        assert_eq!(plain.to_vec::<f32>().unwrap(), mixed.to_vec::<f32>().unwrap());
-        assert_eq!(mixed.node().map(|n| n.op_name()), Some("matmul"));
+    fn only_f32_products_on_one_gpu_are_cast() {
+        let gpu = (DType::F32, Device::Cuda(0));
+        assert_eq!(matmul_dtype(gpu, gpu), None, "autocast is off");
+        autocast(DType::BF16, || {
+            assert_eq!(matmul_dtype(gpu, gpu), Some(DType::BF16));
+            assert_eq!(matmul_dtype((DType::F32, Device::Cpu), (DType::F32, Device::Cpu)), None);
+            assert_eq!(matmul_dtype(gpu, (DType::F32, Device::Cuda(1))), None);
+            assert_eq!(matmul_dtype((DType::F64, Device::Cuda(0)), gpu), None);
+            assert_eq!(matmul_dtype(gpu, (DType::BF16, Device::Cuda(0))), None);
+        });
     }
 }

@@ -1,7 +1,9 @@
 //! The backward pass and where its gradients are stored.
 
 use super::grad_mode::NoGradGuard;
+use crate::backend::contract::binary::{Add, BinaryKernels};
 use crate::tensor::{Tensor, TensorId};
+use crate::types::Layout;
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
 
@@ -110,30 +112,27 @@ impl Tensor {
                 continue;
             };
             let input_grads = node.op.backward(&node.inputs, t, &g)?;
-            debug_assert_eq!(
-                input_grads.len(),
-                node.inputs.len(),
-                "{} returned the wrong number of gradients",
-                node.op.name()
-            );
+            // `BackwardOp` is public: a user's implementation may get the count
+            // wrong, and zipping would silently drop the gradients past the end.
+            if input_grads.len() != node.inputs.len() {
+                return Err(Error::autograd(
+                    "backward",
+                    format!(
+                        "{}'s backward returned {} gradients for its {} inputs; expected one (Some or None) per input",
+                        node.op.name(),
+                        input_grads.len(),
+                        node.inputs.len()
+                    ),
+                ));
+            }
             for (input, ig) in node.inputs.iter().zip(input_grads) {
                 let Some(ig) = ig else { continue };
                 if !input.requires_grad() {
                     continue;
                 }
-                if ig.shape() != input.shape() {
-                    return Err(Error::autograd(
-                        "backward",
-                        format!(
-                            "{}'s backward produced a gradient of shape {} for an input of shape {}",
-                            node.op.name(),
-                            ig.shape(),
-                            input.shape()
-                        ),
-                    ));
-                }
+                check_gradient(node.op.name(), input, &ig)?;
                 let acc = match pending.remove(&input.id()) {
-                    Some(prev) => prev.add(&ig)?,
+                    Some(prev) => accumulate(&prev, &ig)?,
                     None => ig,
                 };
                 pending.insert(input.id(), acc);
@@ -141,6 +140,34 @@ impl Tensor {
         }
         Ok(store)
     }
+}
+
+/// A gradient must match its input in shape, dtype and device: anything else
+/// is a bug in that op's backward, reported under the op's name.
+fn check_gradient(op: &str, input: &Tensor, grad: &Tensor) -> Result<()> {
+    if grad.shape() != input.shape() || grad.dtype() != input.dtype() || grad.device() != input.device() {
+        return Err(Error::autograd(
+            "backward",
+            format!(
+                "{op}'s backward produced a gradient of shape {} ({}, {}) for an input of shape {} ({}, {})",
+                grad.shape(),
+                grad.dtype(),
+                grad.device(),
+                input.shape(),
+                input.dtype(),
+                input.device()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The sum of two gradient contributions to one input, computed by the
+/// backend's add kernel directly: the backward pass calls no op, so autograd
+/// stays below the ops (it needs only the storages and their layouts).
+fn accumulate(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let storage = crate::dispatch!("backward", [x = &*a.storage(), y = &*b.storage()] => x.binary(a.layout(), y, b.layout(), Add)?);
+    Ok(Tensor::from_storage(storage, Layout::contiguous(a.shape().clone())))
 }
 
 /// Tensors reachable from `root` through recorded nodes, each after all of its
@@ -169,4 +196,58 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
         }
     }
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::autograd::BackwardOp;
+    use crate::{DType, ErrorKind, Result, Tensor};
+
+    /// A backward that returns `count` gradients (ones), however many inputs
+    /// its node has.
+    struct Returns {
+        count: usize,
+    }
+    impl BackwardOp for Returns {
+        fn name(&self) -> &'static str {
+            "miscounted"
+        }
+        fn backward(&self, inputs: &[Tensor], _output: &Tensor, _grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+            (0..self.count).map(|_| inputs[0].ones_like().map(Some)).collect()
+        }
+    }
+
+    /// `a + b` recorded with the custom backward.
+    fn sum_with(a: &Tensor, b: &Tensor, op: Returns) -> Tensor {
+        let storage = a.storage().copy_contiguous(a.layout()).unwrap();
+        Tensor::from_op(storage, a.layout().clone(), vec![a.clone(), b.clone()], op)
+    }
+
+    #[test]
+    fn a_backward_returning_the_wrong_number_of_gradients_is_an_error() {
+        let a = Tensor::ones([3], DType::F64).unwrap().variable();
+        let b = Tensor::ones([3], DType::F64).unwrap().variable();
+        for count in [1, 3] {
+            let y = sum_with(&a, &b, Returns { count });
+            let err = y.sum_all().unwrap().backward().unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Autograd, "{err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("miscounted") && msg.contains(&format!("returned {count} gradients for its 2 inputs")),
+                "{msg}"
+            );
+        }
+        // The right count goes through, to both inputs.
+        let grads = sum_with(&a, &b, Returns { count: 2 }).sum_all().unwrap().backward().unwrap();
+        assert_eq!(grads.get(&a).unwrap().to_vec::<f64>().unwrap(), vec![1.0; 3]);
+        assert_eq!(grads.get(&b).unwrap().to_vec::<f64>().unwrap(), vec![1.0; 3]);
+    }
+
+    #[test]
+    fn two_contributions_to_one_input_are_summed() {
+        let x = Tensor::from_vec(vec![1.0f64, 2.0], [2]).unwrap().variable();
+        // y = x·x + x: dy/dx = 2x + 1, three contributions to x.
+        let y = x.mul(&x).unwrap().add(&x).unwrap().sum_all().unwrap();
+        assert_eq!(y.backward().unwrap().get(&x).unwrap().to_vec::<f64>().unwrap(), vec![3.0, 5.0]);
+    }
 }

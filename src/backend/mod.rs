@@ -6,8 +6,14 @@
 //! backend is any storage type implementing all of it, which
 //! [`BackendStorage`] states. The CPU backend is `cpu/` (with its SIMD
 //! kernels, private to it), the CUDA backend `cuda/` (feature `cuda`).
-//! `dispatch!` is the one place that lists the backends:
-//! every op reaches its kernel through it.
+//!
+//! The backends are listed in this file only, each once in: the `Storage`
+//! enum, its `BackendRef` impl, `dispatch!` (a kernel on the operands'
+//! backend: every op reaches its kernels through it) and `on_device!`
+//! (storage made on a given `Device`); every method of `Storage` goes
+//! through those two macros, except that the host's storage is the CPU
+//! backend's (`from_vec`, `as_cpu`, `to_cpu` ...), and `Device::cuda` opens
+//! a CUDA device.
 
 pub mod caching_alloc;
 pub mod contract;
@@ -15,7 +21,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 
-use crate::types::{DType, Device, Layout};
+use crate::types::{DType, Device, Element, Layout};
 use crate::{Error, Result};
 use contract::binary::BinaryKernels;
 use contract::index::IndexKernels;
@@ -66,6 +72,15 @@ pub trait BackendStorage:
     /// Write `src` (contiguous, `dst_layout.numel()` elements) into the elements
     /// of `self` selected by `dst_layout`. Used by in-place updates and `cat`.
     fn copy_into(&mut self, dst_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<()>;
+    /// `len` elements of `value` (rounded to `dtype`) on `device`, one of this
+    /// backend's devices.
+    fn full_on(device: Device, dtype: DType, len: usize, value: f64) -> Result<Self>;
+    /// `len` zeros of `dtype` on `device`, one of this backend's devices.
+    fn zeros_on(device: Device, dtype: DType, len: usize) -> Result<Self>;
+    /// A copy of host data on `device`, one of this backend's devices.
+    fn from_host(device: Device, host: &CpuStorage) -> Result<Self>;
+    /// The whole storage, copied to the host.
+    fn to_host(&self) -> Result<CpuStorage>;
 }
 
 impl Device {
@@ -109,8 +124,11 @@ pub enum Storage {
 /// storages to `a`, `b`, evaluates the body and wraps its result back into
 /// that variant. With `|wrap| body` the body does the wrapping itself (for
 /// kernels returning several storages). Operands on different devices are a
-/// device error naming the op. This macro is the only place that lists the
-/// backends, so adding one means adding an arm here, not in every op.
+/// device error naming the op. `dispatch!(storage, |s| body)` runs an
+/// infallible body on one storage (its dtype, its length) and returns what
+/// the body returns. With `on_device!` (for storage made on a `Device`) this
+/// is where the backends are listed, so adding one means adding an arm here,
+/// not in every op.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! dispatch {
@@ -134,6 +152,13 @@ macro_rules! dispatch {
     };
     ($op:expr, [$($x:ident = $e:expr),+ $(,)?] => $body:expr) => {
         $crate::dispatch!($op, [$($x = $e),+], |wrap| wrap($body))
+    };
+    ($storage:expr, |$x:ident| $body:expr) => {
+        match $storage {
+            $crate::backend::Storage::Cpu($x) => $body,
+            #[cfg(feature = "cuda")]
+            $crate::backend::Storage::Cuda($x) => $body,
+        }
     };
 }
 
@@ -205,27 +230,72 @@ pub fn operand_mut<'a, S: BackendRef>(op: &'static str, what: &str, s: &'a mut S
     S::from_storage_mut(s).ok_or_else(|| Error::device(op, format!("{what} lives on {device}, unlike the other operands")))
 }
 
-impl Storage {
-    pub fn dtype(&self) -> DType {
-        match self {
-            Storage::Cpu(s) => s.dtype(),
+/// Make a storage on `device`, with `$S` standing for the backend type of that
+/// device: `on_device!("zeros", device, |S| S::zeros_on(device, dtype, len)?)`.
+/// The constructors' counterpart of `dispatch!`, which picks the backend from
+/// the operands: this one picks it from a [`Device`].
+macro_rules! on_device {
+    ($op:expr, $device:expr, |$S:ident| $body:expr) => {
+        match $device {
+            Device::Cpu => {
+                type $S = CpuStorage;
+                Storage::Cpu($body)
+            }
             #[cfg(feature = "cuda")]
-            Storage::Cuda(s) => s.dtype(),
+            Device::Cuda(_) => {
+                type $S = CudaStorage;
+                Storage::Cuda($body)
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => return Err(Error::device($op, crate::types::NO_CUDA_FEATURE)),
         }
+    };
+}
+
+impl Storage {
+    // The host's storage is the CPU backend's.
+
+    /// Host data, as the CPU backend's storage.
+    pub fn from_vec<T: Element>(data: Vec<T>) -> Storage {
+        Storage::Cpu(CpuStorage::from(T::tag(data)))
+    }
+    /// `values` rounded to `dtype`, on the host.
+    pub fn from_f64s(values: &[f64], dtype: DType) -> Storage {
+        Storage::Cpu(CpuStorage::from_f64_vec(values, dtype))
+    }
+    /// The CPU storage, if this is one (no copy).
+    pub fn as_cpu(&self) -> Option<&CpuStorage> {
+        CpuStorage::from_storage(self)
+    }
+    /// This storage on the host: borrowed when it already is, else copied
+    /// from the device (which waits for the device's queued work).
+    pub fn to_cpu(&self) -> Result<std::borrow::Cow<'_, CpuStorage>> {
+        match self.as_cpu() {
+            Some(host) => Ok(std::borrow::Cow::Borrowed(host)),
+            None => Ok(std::borrow::Cow::Owned(crate::dispatch!(self, |s| s.to_host())?)),
+        }
+    }
+    /// The elements `layout` selects, copied to the host, as `T` (which must be
+    /// the storage's dtype: otherwise an error naming `op`).
+    pub fn to_vec<T: Element>(&self, op: &'static str, layout: &Layout) -> Result<Vec<T>> {
+        self.to_cpu()?.typed::<T>(op, layout)
+    }
+    /// The elements `layout` selects, copied to the host and converted to f64.
+    pub fn to_f64_vec(&self, layout: &Layout) -> Result<Vec<f64>> {
+        Ok(self.to_cpu()?.to_f64_vec(layout))
+    }
+
+    // Everything else goes through `dispatch!` (this storage's backend) or
+    // `on_device!` (the backend of a device).
+
+    pub fn dtype(&self) -> DType {
+        crate::dispatch!(self, |s| s.dtype())
     }
     pub fn device(&self) -> Device {
-        match self {
-            Storage::Cpu(_) => Device::Cpu,
-            #[cfg(feature = "cuda")]
-            Storage::Cuda(s) => s.device(),
-        }
+        crate::dispatch!(self, |s| s.device())
     }
     pub fn len(&self) -> usize {
-        match self {
-            Storage::Cpu(s) => s.len(),
-            #[cfg(feature = "cuda")]
-            Storage::Cuda(s) => s.len(),
-        }
+        crate::dispatch!(self, |s| s.len())
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -237,74 +307,24 @@ impl Storage {
         Ok(crate::dispatch!("to_dtype", [s = self] => s.to_dtype(layout, dtype)?))
     }
     pub fn copy_into(&mut self, dst_layout: &Layout, src: &Storage, src_layout: &Layout) -> Result<()> {
-        match (self, src) {
-            (Storage::Cpu(d), Storage::Cpu(s)) => d.copy_into(dst_layout, s, src_layout),
-            #[cfg(feature = "cuda")]
-            (Storage::Cuda(d), Storage::Cuda(s)) => d.copy_into(dst_layout, s, src_layout),
-            #[cfg(feature = "cuda")]
-            (d, s) => Err(Error::device(
-                "copy_into",
-                format!("destination on {} but source on {}", d.device(), s.device()),
-            )),
-        }
-    }
-    /// The CPU storage, if this is one (no copy).
-    pub fn as_cpu(&self) -> Option<&CpuStorage> {
-        match self {
-            Storage::Cpu(s) => Some(s),
-            #[cfg(feature = "cuda")]
-            _ => None,
-        }
-    }
-    /// This storage on the host: borrowed when it already is, else copied
-    /// from the device (which waits for the device's queued work).
-    pub fn to_cpu(&self) -> Result<std::borrow::Cow<'_, CpuStorage>> {
-        match self {
-            Storage::Cpu(s) => Ok(std::borrow::Cow::Borrowed(s)),
-            #[cfg(feature = "cuda")]
-            Storage::Cuda(s) => Ok(std::borrow::Cow::Owned(s.to_cpu()?)),
-        }
+        crate::dispatch!("copy_into", [d = self, s = src], |_wrap| d.copy_into(dst_layout, s, src_layout))
     }
     /// A copy of this storage on `device` (the elements of the whole storage,
     /// so any layout over it stays valid).
     pub fn to_device(&self, device: Device) -> Result<Storage> {
-        match (self, device) {
-            (Storage::Cpu(s), Device::Cpu) => Ok(Storage::Cpu(s.clone())),
-            #[cfg(feature = "cuda")]
-            (s, Device::Cuda(ordinal)) => {
-                if let Storage::Cuda(c) = s {
-                    if c.cuda_device().ordinal() == ordinal {
-                        return Ok(Storage::Cuda(c.copy_contiguous(&Layout::contiguous([c.len()]))?));
-                    }
-                }
-                let dev = cuda::device(ordinal)?;
-                Ok(Storage::Cuda(CudaStorage::from_cpu(&dev, &*s.to_cpu()?)?))
-            }
-            #[cfg(feature = "cuda")]
-            (Storage::Cuda(s), Device::Cpu) => Ok(Storage::Cpu(s.to_cpu()?)),
-            #[cfg(not(feature = "cuda"))]
-            (_, Device::Cuda(_)) => Err(Error::device("to_device", crate::types::NO_CUDA_FEATURE)),
+        if self.device() == device {
+            return self.copy_contiguous(&Layout::contiguous([self.len()]));
         }
+        let host = self.to_cpu()?;
+        Ok(on_device!("to_device", device, |S| S::from_host(device, &host)?))
     }
     /// `len` elements of `value` (rounded to `dtype`) on `device`; on a GPU by
     /// a fill kernel, with no host buffer.
     pub fn full_on(device: Device, dtype: DType, len: usize, value: f64) -> Result<Storage> {
-        match device {
-            Device::Cpu => Ok(Storage::Cpu(CpuStorage::from_f64_vec(&vec![value; len], dtype))),
-            #[cfg(feature = "cuda")]
-            Device::Cuda(o) => Ok(Storage::Cuda(CudaStorage::full(&cuda::device(o)?, dtype, len, value)?)),
-            #[cfg(not(feature = "cuda"))]
-            Device::Cuda(_) => Err(Error::device("full", crate::types::NO_CUDA_FEATURE)),
-        }
+        Ok(on_device!("full", device, |S| S::full_on(device, dtype, len, value)?))
     }
     /// Zeros of `dtype` on `device`.
     pub fn zeros_on(device: Device, dtype: DType, len: usize) -> Result<Storage> {
-        match device {
-            Device::Cpu => Ok(Storage::Cpu(CpuStorage::zeros(dtype, len))),
-            #[cfg(feature = "cuda")]
-            Device::Cuda(o) => Ok(Storage::Cuda(CudaStorage::zeros(&cuda::device(o)?, dtype, len)?)),
-            #[cfg(not(feature = "cuda"))]
-            Device::Cuda(_) => Err(Error::device("zeros", crate::types::NO_CUDA_FEATURE)),
-        }
+        Ok(on_device!("zeros", device, |S| S::zeros_on(device, dtype, len)?))
     }
 }

@@ -7,8 +7,8 @@
 //! which tensor and which bytes are wrong, then hands the buffer to the crate.
 
 use super::Checkpoint;
-use crate::backend::cpu::CpuElem;
 use crate::nn::Module;
+use crate::types::Element;
 use crate::{DType, Error, Result, Tensor};
 use half::{bf16, f16};
 use safetensors::{Dtype as StDtype, SafeTensors};
@@ -29,7 +29,7 @@ struct Encoded {
     data: Vec<u8>,
 }
 
-fn le_bytes<T: CpuElem, const N: usize>(t: &Tensor, to_le: impl Fn(T) -> [u8; N]) -> Result<Vec<u8>> {
+fn le_bytes<T: Element, const N: usize>(t: &Tensor, to_le: impl Fn(T) -> [u8; N]) -> Result<Vec<u8>> {
     Ok(t.to_vec::<T>()?.into_iter().flat_map(to_le).collect())
 }
 
@@ -427,7 +427,7 @@ fn check_header(bytes: &[u8]) -> std::result::Result<BTreeMap<String, String>, S
     Ok(metadata)
 }
 
-fn from_le<T: CpuElem, const N: usize>(data: &[u8], shape: &[usize], f: impl Fn([u8; N]) -> T) -> std::result::Result<Tensor, String> {
+fn from_le<T: Element, const N: usize>(data: &[u8], shape: &[usize], f: impl Fn([u8; N]) -> T) -> std::result::Result<Tensor, String> {
     let values: Vec<T> = data
         .chunks_exact(N)
         .map(|c| {

@@ -11,7 +11,8 @@ use crate::nn::init::{normal_, timm_trunc_normal_, zeros_};
 use crate::nn::{
     admin_profile_blocks, prefixed, sincos_1d, BlockConfig, Dropout, Embedding, LayerNorm, LearnedPosEmbed, Linear, Module, Param, TransformerBlock,
 };
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
+use crate::types::DType;
 use crate::{Error, Result};
 use rand::Rng;
 

@@ -24,7 +24,8 @@ use super::sampling::sample_token;
 use crate::nn::init::gpt2_init;
 use crate::nn::{adopt_weights, converted, prefixed, BlockConfig, Dropout, Embedding, KvCache, LayerNorm, Linear, Module, Param, TransformerBlock};
 use crate::ops::nn::cross_entropy::CrossEntropyOptions;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
+use crate::types::DType;
 use crate::{no_grad, Error, Result};
 use rand::Rng;
 

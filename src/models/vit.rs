@@ -49,7 +49,8 @@ use super::hybrid::StemConfig;
 use super::patch_embed::{PatchEmbed, PatchEmbedConfig};
 use crate::nn::init::{fresh, normal_, skeleton, timm_trunc_normal_, zeros_};
 use crate::nn::{adopt_weights, converted, prefixed, sincos_2d, BlockConfig, Dropout, LayerNorm, Linear, Module, Param, TransformerBlock};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
+use crate::types::DType;
 use crate::{Error, Result};
 use rand::Rng;
 

@@ -19,7 +19,8 @@
 
 use super::init::AdminProfiler;
 use super::{adopt_weights, converted, prefixed, DropPath, KvCache, LayerNorm, Mlp, Module, MultiHeadSelfAttention, Param};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
+use crate::types::DType;
 use crate::{Error, Result};
 use rand::Rng;
 

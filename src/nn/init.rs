@@ -13,7 +13,7 @@
 //! draws go into values that would be thrown away.
 
 use super::{name_matches, Module, Param};
-use crate::tensor::erf_f64;
+use crate::types::erf_f64;
 use crate::{DType, Error, Result, Shape, Tensor};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};

@@ -9,7 +9,8 @@
 use crate::autograd::BackwardOp;
 use crate::backend::contract::binary::BinaryKernels;
 use crate::backend::Storage;
-use crate::tensor::{Layout, Shape, Tensor};
+use crate::tensor::Tensor;
+use crate::types::{Layout, Shape};
 use crate::Result;
 
 pub use crate::backend::contract::binary::{Add, BinaryFn, Div, Eq, Ge, Gt, Le, Lt, Maximum, Minimum, Mul, Ne, Pow, Sub, VectorBinary};

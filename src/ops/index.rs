@@ -12,7 +12,8 @@
 use crate::autograd::BackwardOp;
 use crate::backend::contract::index::IndexKernels;
 use crate::backend::Storage;
-use crate::tensor::{normalize_axis, DType, Layout, Shape, Tensor};
+use crate::tensor::Tensor;
+use crate::types::{normalize_axis, DType, Layout, Shape};
 use crate::{Error, Result};
 
 /// Indices must be i64 and on the data's device.

@@ -7,9 +7,11 @@
 //! `dA = dC @ Bᵀ`, `dB = Aᵀ @ dC`, each summed back over the batch dims that
 //! broadcasting stretched.
 
+use crate::autocast;
 use crate::autograd::BackwardOp;
 use crate::backend::contract::matmul::MatmulKernels;
-use crate::tensor::{Layout, Shape, Tensor};
+use crate::tensor::Tensor;
+use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
 
 /// The shapes of one product once 1-D operands are promoted to matrices.
@@ -86,9 +88,12 @@ impl Tensor {
     /// assert!(err.to_string().contains("[2, 3] and [2, 3]"), "{err}");
     /// ```
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
-        // Inside `autocast`, CUDA f32 products run in bf16/f16 (src/autocast.rs).
-        if let Some(product) = crate::autocast::matmul(self, rhs)? {
-            return Ok(product);
+        // Inside `autocast`, CUDA f32 products run in bf16/f16: both operands
+        // are cast (differentiably, so their gradients come back f32), multiplied
+        // on the tensor cores and the product cast back. The 16-bit operands do
+        // not match the policy again.
+        if let Some(half) = autocast::matmul_dtype((self.dtype(), self.device()), (rhs.dtype(), rhs.device())) {
+            return self.to_dtype(half)?.matmul(&rhs.to_dtype(half)?)?.to_dtype(DType::F32);
         }
         self.same_dtype_device("matmul", rhs)?;
         if self.rank() == 0 || rhs.rank() == 0 {
@@ -174,7 +179,6 @@ impl BackwardOp for MatmulBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::DType;
 
     fn shapes(a: &[usize], b: &[usize]) -> Result<MatmulShapes> {
         matmul_shapes(&Shape::new(a), &Shape::new(b), &Shape::new(a), &Shape::new(b))

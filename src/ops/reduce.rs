@@ -6,7 +6,8 @@
 use crate::autograd::{no_grad, BackwardOp};
 use crate::backend::contract::reduce::ReduceKernels;
 use crate::backend::Storage;
-use crate::tensor::{Layout, Shape, Tensor};
+use crate::tensor::Tensor;
+use crate::types::{Layout, Shape};
 use crate::{Error, Result};
 
 pub use crate::backend::contract::reduce::ReduceOp;

@@ -8,7 +8,8 @@
 
 use crate::autograd::BackwardOp;
 use crate::backend::Storage;
-use crate::tensor::{Layout, Tensor};
+use crate::tensor::Tensor;
+use crate::types::Layout;
 use crate::{Error, Result};
 
 use crate::backend::contract::unary::UnaryKernels;

@@ -8,13 +8,13 @@
 //! scalars.
 //!
 //! Optimizer state is a [`Storage`]: a state buffer lives on its parameter's
-//! device, created there at the first step ([`zeros_state`]) and moved along
-//! when the parameter moves ([`follow`]); `state_dict` copies it to the host
+//! device, created there at the first step ([`zeros_state`]) and moved to it
+//! lazily, at the first step after the parameter moved ([`follow`]); `state_dict` copies it to the host
 //! and `load_state_dict` copies it back to the parameter's device (`mod.rs`).
 
 use crate::backend::contract::optim::{AdamState, AdamStep, OptimKernels, SgdStep};
 use crate::backend::{operand_mut, BackendRef, Storage};
-use crate::tensor::Layout;
+use crate::types::Layout;
 use crate::{DType, Device, Error, Result, Tensor};
 
 /// A zero state buffer for parameter `t`: its dtype, its element count, its device.

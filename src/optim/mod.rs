@@ -67,7 +67,7 @@ pub use sgd::{Sgd, SgdConfig};
 
 use crate::backend::Storage;
 use crate::nn::Param;
-use crate::tensor::Layout;
+use crate::types::Layout;
 use crate::{DType, Error, GradStore, Result, Tensor};
 use std::collections::BTreeMap;
 use std::path::Path;

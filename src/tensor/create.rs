@@ -1,8 +1,8 @@
 //! Creating tensors: constants, ranges, host data and seeded random values.
 
-use super::{DType, Layout, Shape, Tensor};
-use crate::backend::cpu::CpuElem;
-use crate::backend::{CpuStorage, Storage};
+use super::Tensor;
+use crate::backend::Storage;
+use crate::types::{DType, Device, Element, Layout, Shape};
 use crate::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
@@ -24,7 +24,7 @@ impl Tensor {
     /// assert_eq!(t.dims(), &[2, 3]);
     /// assert!(tamer::Tensor::from_vec(vec![1.0f32; 5], [2, 3]).is_err());
     /// ```
-    pub fn from_vec<T: CpuElem>(data: Vec<T>, shape: impl Into<Shape>) -> Result<Tensor> {
+    pub fn from_vec<T: Element>(data: Vec<T>, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
         shape.check_size("from_vec", std::mem::size_of::<T>())?;
         if data.len() != shape.numel() {
@@ -33,23 +33,23 @@ impl Tensor {
                 format!("{} values cannot fill shape {} ({} elements expected)", data.len(), shape, shape.numel()),
             ));
         }
-        Ok(Tensor::from_storage(Storage::Cpu(T::wrap(data)), Layout::contiguous(shape)))
+        Ok(Tensor::from_storage(Storage::from_vec(data), Layout::contiguous(shape)))
     }
 
     /// A tensor copied from a slice.
-    pub fn from_slice<T: CpuElem>(data: &[T], shape: impl Into<Shape>) -> Result<Tensor> {
+    pub fn from_slice<T: Element>(data: &[T], shape: impl Into<Shape>) -> Result<Tensor> {
         Self::from_vec(data.to_vec(), shape)
     }
 
     /// A 1-D tensor of `data` (infallible: the shape is the data's length).
-    pub(crate) fn vector<T: CpuElem>(data: Vec<T>) -> Tensor {
+    pub(crate) fn vector<T: Element>(data: Vec<T>) -> Tensor {
         let n = data.len();
-        Tensor::from_storage(Storage::Cpu(T::wrap(data)), Layout::contiguous([n]))
+        Tensor::from_storage(Storage::from_vec(data), Layout::contiguous([n]))
     }
 
     /// A rank-0 tensor.
-    pub fn scalar<T: CpuElem>(value: T) -> Tensor {
-        Tensor::from_storage(Storage::Cpu(T::wrap(vec![value])), Layout::contiguous(Shape::scalar()))
+    pub fn scalar<T: Element>(value: T) -> Tensor {
+        Tensor::from_storage(Storage::from_vec(vec![value]), Layout::contiguous(Shape::scalar()))
     }
 
     /// Every element equal to `value` (converted to `dtype`).
@@ -57,16 +57,14 @@ impl Tensor {
         let shape = shape.into();
         // The values pass through an f64 buffer.
         shape.check_size("full", 8)?;
-        let storage = CpuStorage::from_f64_vec(&vec![value; shape.numel()], dtype);
-        Ok(Tensor::from_storage(Storage::Cpu(storage), Layout::contiguous(shape)))
+        let storage = Storage::from_f64s(&vec![value; shape.numel()], dtype);
+        Ok(Tensor::from_storage(storage, Layout::contiguous(shape)))
     }
     pub fn zeros(shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
         let shape = shape.into();
         shape.check_size("zeros", dtype.size_in_bytes())?;
-        Ok(Tensor::from_storage(
-            Storage::Cpu(CpuStorage::zeros(dtype, shape.numel())),
-            Layout::contiguous(shape),
-        ))
+        let storage = Storage::zeros_on(Device::Cpu, dtype, shape.numel())?;
+        Ok(Tensor::from_storage(storage, Layout::contiguous(shape)))
     }
     pub fn ones(shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
         Self::full(shape, 1.0, dtype)
@@ -80,14 +78,14 @@ impl Tensor {
     /// let t = Tensor::full_on([2], 0.5, DType::F32, Device::Cpu).unwrap();
     /// assert_eq!(t.to_vec::<f32>().unwrap(), vec![0.5, 0.5]);
     /// ```
-    pub fn full_on(shape: impl Into<Shape>, value: f64, dtype: DType, device: crate::Device) -> Result<Tensor> {
+    pub fn full_on(shape: impl Into<Shape>, value: f64, dtype: DType, device: Device) -> Result<Tensor> {
         let shape = shape.into();
         shape.check_size("full", dtype.size_in_bytes())?;
         let storage = Storage::full_on(device, dtype, shape.numel(), value)?;
         Ok(Tensor::from_storage(storage, Layout::contiguous(shape)))
     }
     /// [`Tensor::zeros`] made directly on `device`.
-    pub fn zeros_on(shape: impl Into<Shape>, dtype: DType, device: crate::Device) -> Result<Tensor> {
+    pub fn zeros_on(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
         let shape = shape.into();
         shape.check_size("zeros", dtype.size_in_bytes())?;
         let storage = Storage::zeros_on(device, dtype, shape.numel())?;
@@ -120,10 +118,7 @@ impl Tensor {
         let n = ((end - start) / step).ceil().max(0.0) as usize;
         Shape::new([n]).check_size("arange", 8)?;
         let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
-        Ok(Tensor::from_storage(
-            Storage::Cpu(CpuStorage::from_f64_vec(&values, dtype)),
-            Layout::contiguous([n]),
-        ))
+        Ok(Tensor::from_storage(Storage::from_f64s(&values, dtype), Layout::contiguous([n])))
     }
 
     /// The `n × n` identity matrix.
@@ -133,10 +128,7 @@ impl Tensor {
         for i in 0..n {
             values[i * n + i] = 1.0;
         }
-        Ok(Tensor::from_storage(
-            Storage::Cpu(CpuStorage::from_f64_vec(&values, dtype)),
-            Layout::contiguous([n, n]),
-        ))
+        Ok(Tensor::from_storage(Storage::from_f64s(&values, dtype), Layout::contiguous([n, n])))
     }
 
     /// Uniform on `[low, high)`.
@@ -150,10 +142,7 @@ impl Tensor {
             ));
         }
         let values: Vec<f64> = (0..shape.numel()).map(|_| rng.random_range(low..high)).collect();
-        Ok(Tensor::from_storage(
-            Storage::Cpu(CpuStorage::from_f64_vec(&values, dtype)),
-            Layout::contiguous(shape),
-        ))
+        Ok(Tensor::from_storage(Storage::from_f64s(&values, dtype), Layout::contiguous(shape)))
     }
     /// Uniform on `[0, 1)`.
     pub fn rand(shape: impl Into<Shape>, dtype: DType, rng: &mut impl Rng) -> Result<Tensor> {
@@ -176,10 +165,7 @@ impl Tensor {
                 mean + std * z
             })
             .collect();
-        Ok(Tensor::from_storage(
-            Storage::Cpu(CpuStorage::from_f64_vec(&values, dtype)),
-            Layout::contiguous(shape),
-        ))
+        Ok(Tensor::from_storage(Storage::from_f64s(&values, dtype), Layout::contiguous(shape)))
     }
 
     /// Convert to another dtype (a copy; f16/bf16 round to nearest even).

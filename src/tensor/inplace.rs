@@ -18,7 +18,7 @@ impl Tensor {
         self.same_dtype_device("assign", src)?;
         if self.same_storage(src) {
             let copy = src.storage().copy_contiguous(src.layout())?;
-            let layout = crate::tensor::Layout::contiguous(src.shape().clone());
+            let layout = crate::types::Layout::contiguous(src.shape().clone());
             return self.storage_mut().copy_into(self.layout(), &copy, &layout);
         }
         let src_storage = src.storage();

@@ -1,8 +1,12 @@
 //! The tensor handle: shared storage + layout + (for autodiff) the op that made it.
 //!
-//! Cloning a `Tensor` is cheap (one `Arc`). Views share storage; ops that
-//! compute produce new storage. Tensors are immutable from the outside except
-//! through the explicit in-place methods in `inplace.rs` (used by optimizers).
+//! Cloning a `Tensor` is cheap (one `Arc`). Views share storage (`view_op`;
+//! the view methods themselves are ops, in `ops/views.rs`); ops that compute
+//! produce new storage. Tensors are immutable from the outside except through
+//! the explicit in-place `assign` in `inplace.rs` (initialisers, `Param::set`).
+//!
+//! This module and `autograd` sit below the ops: they use the value types and
+//! the backends' storage, never an op.
 
 mod create;
 pub use create::{rng, TensorRng};
@@ -10,7 +14,6 @@ mod display;
 mod host;
 mod inplace;
 mod transfer;
-mod view;
 
 // The value types live in `crate::types`; re-exported here because a tensor's
 // API is written in them.

@@ -1,7 +1,8 @@
 //! Moving tensors between devices.
 
-use super::{Device, Layout, Tensor};
+use super::Tensor;
 use crate::autograd::BackwardOp;
+use crate::types::{Device, Layout};
 use crate::Result;
 
 impl Tensor {

@@ -6,8 +6,9 @@
 //! compares every element with the five-point central difference
 //! `(8·(L(x + ε·e) − L(x − ε·e)) − (L(x + 2ε·e) − L(x − 2ε·e))) / 12ε`.
 
-use crate::backend::{CpuStorage, Storage};
-use crate::tensor::{DType, Layout, Tensor};
+use crate::backend::Storage;
+use crate::tensor::Tensor;
+use crate::types::{DType, Layout};
 use crate::{no_grad, Error, Result};
 use std::fmt;
 
@@ -155,16 +156,19 @@ where
             Some(g) => g.to_f64_vec()?,
             None => vec![0.0; x.numel()],
         };
-        let data = match &*x.storage().to_cpu()? {
-            CpuStorage::F64(v) => v.clone(),
-            other => return Err(Error::dtype(OP, format!("input {i} holds {}, expected f64", other.dtype()))),
-        };
+        if x.dtype() != DType::F64 {
+            return Err(Error::dtype(OP, format!("input {i} holds {}, expected f64", x.dtype())));
+        }
+        // The whole storage, so that `x`'s layout (a view's strides and
+        // offset) stays valid over the perturbed copy.
+        let whole = Layout::contiguous([x.storage().len()]);
+        let data = x.storage().to_vec::<f64>(OP, &whole)?;
         let offsets = x.layout().offsets_vec();
         for (j, &offset) in offsets.iter().enumerate() {
             let eval_at = |delta: f64| -> Result<f64> {
                 let mut perturbed = data.clone();
                 perturbed[offset] += delta;
-                let xp = Tensor::from_storage(Storage::Cpu(CpuStorage::F64(perturbed)).to_device(x.device())?, x.layout().clone());
+                let xp = Tensor::from_storage(Storage::from_vec(perturbed).to_device(x.device())?, x.layout().clone());
                 let mut xs: Vec<Tensor> = inputs.to_vec();
                 xs[i] = xp;
                 no_grad(|| loss_of(&xs))
@@ -216,7 +220,7 @@ fn probe_weights(n: usize, dims: &[usize]) -> Result<Tensor> {
             sign * (0.5 + u)
         })
         .collect();
-    Ok(Tensor::from_storage(Storage::Cpu(CpuStorage::F64(values)), Layout::contiguous(dims.to_vec())))
+    Tensor::from_vec(values, dims.to_vec())
 }
 
 fn unravel(mut flat: usize, dims: &[usize]) -> Vec<usize> {
@@ -240,10 +244,10 @@ mod tests {
         struct WrongSin;
         impl crate::ops::unary::UnaryFn for WrongSin {
             const NAME: &'static str = "wrong_sin";
-            fn apply<T: crate::tensor::Float>(&self, x: T) -> T {
+            fn apply<T: crate::types::Float>(&self, x: T) -> T {
                 x.sin()
             }
-            fn derivative<T: crate::tensor::Float>(&self, x: T, _y: T) -> T {
+            fn derivative<T: crate::types::Float>(&self, x: T, _y: T) -> T {
                 -x.cos()
             }
         }

@@ -1,7 +1,9 @@
 //! proptest strategies for shapes, broadcast-compatible shape pairs and
 //! non-contiguous views of f64 tensors.
 
-use crate::tensor::{rng, DType, Tensor};
+use crate::tensor::{rng, Tensor};
+
+use crate::types::DType;
 use proptest::prelude::*;
 use std::ops::RangeInclusive;
 

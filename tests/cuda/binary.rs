@@ -5,7 +5,7 @@
 //!
 //! The gradients reduce over broadcast axes and so also run the reduce kernels.
 
-use crate::harness::{grad, randn};
+use crate::harness::{grad, gradcheck_on_gpu, randn, randn64};
 use crate::parity_test;
 use tamer::{DType, Device, Result, Tensor};
 
@@ -231,3 +231,14 @@ fn half_binary_suite(dt: DType, dev: Device) -> Result<Vec<Tensor>> {
 parity_test!(bf16_binary_matches_an_f32_reference, 2e-2, 1e-2, |dev| { half_binary_suite(DType::BF16, dev) });
 
 parity_test!(f16_binary_matches_an_f32_reference, 2e-3, 2e-3, |dev| { half_binary_suite(DType::F16, dev) });
+
+// ---- gradient checks on the device --------------------------------------------
+// f64 finite differences taken by re-running the CUDA kernels (`check_gradients`
+// with inputs on the GPU), beside the CPU-vs-CUDA comparisons above.
+
+#[test]
+fn gradcheck_unary_and_binary_with_broadcasting() {
+    gradcheck_on_gpu("gelu * exp + broadcast", &[randn64(&[3, 4], 1), randn64(&[4], 2)], |x| {
+        x[0].gelu()?.mul(&x[1].exp()?)?.add(&x[1])?.tanh()
+    });
+}

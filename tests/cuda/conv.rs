@@ -5,7 +5,7 @@
 //! gradient on the device, so the backward kernels under test are the only
 //! arithmetic between the output and the input gradient.
 
-use crate::harness::{input, with_grads};
+use crate::harness::{gradcheck_on_gpu, input, randn64, with_grads};
 use crate::parity_test;
 use tamer::{DType, Device, Result, Tensor};
 
@@ -56,3 +56,14 @@ parity_test!(conv2d_f64_forward_and_gradients, 1e-11, 1e-11, |dev| {
     }
     Ok(out)
 });
+
+// ---- gradient checks on the device --------------------------------------------
+// f64 finite differences taken by re-running the CUDA kernels (`check_gradients`
+// with inputs on the GPU), beside the CPU-vs-CUDA comparisons above.
+
+#[test]
+fn gradcheck_conv2d() {
+    gradcheck_on_gpu("conv2d", &[randn64(&[1, 2, 5, 5], 12), randn64(&[3, 2, 3, 3], 13)], |x| {
+        x[0].conv2d(&x[1], None, (1, 1), (1, 1))
+    });
+}

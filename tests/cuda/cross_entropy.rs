@@ -1,7 +1,7 @@
 //! cross_entropy: forward and backward with label smoothing, ignored targets
 //! and every reduction, strided logits, and out-of-range targets.
 
-use crate::harness::{gpu, grad, randn, randn64};
+use crate::harness::{gpu, grad, gradcheck_on_gpu, randn, randn64};
 use crate::parity_test;
 use tamer::ops::nn::cross_entropy::{CrossEntropyOptions, Reduction};
 use tamer::{Device, Result, Tensor};
@@ -87,4 +87,23 @@ fn cross_entropy_rejects_an_out_of_range_target_on_cuda() {
     let t = Tensor::from_vec(vec![0i64, -100, 4, 2], [4]).unwrap().to_device(dev).unwrap();
     let loss = logits.cross_entropy(&t, CrossEntropyOptions::default().with_ignore_index(-100)).unwrap();
     assert!(loss.to_scalar().unwrap().is_finite());
+}
+
+// ---- gradient checks on the device --------------------------------------------
+// f64 finite differences taken by re-running the CUDA kernels (`check_gradients`
+// with inputs on the GPU), beside the CPU-vs-CUDA comparisons above.
+
+#[test]
+fn gradcheck_cross_entropy_with_label_smoothing() {
+    let targets = Tensor::from_indices(&[0, 3, 2, 1]);
+    gradcheck_on_gpu("cross_entropy", &[randn64(&[4, 5], 7)], |x| {
+        let t = targets.to_device(x[0].device())?;
+        x[0].cross_entropy(
+            &t,
+            tamer::ops::nn::cross_entropy::CrossEntropyOptions {
+                label_smoothing: 0.1,
+                ..Default::default()
+            },
+        )
+    });
 }

@@ -139,3 +139,14 @@ pub fn with_grads(y: Tensor, seed: u64, wrt: &[&Tensor]) -> Result<Vec<Tensor>> 
     out.insert(0, y);
     Ok(out)
 }
+
+/// Finite-difference gradient check of `f` with `inputs` moved to the GPU:
+/// `check_gradients` then differentiates the CUDA kernels and takes the
+/// central differences by re-running them on the device.
+pub fn gradcheck_on_gpu(name: &str, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) {
+    let Some(dev) = gpu() else { return };
+    let inputs: Vec<Tensor> = inputs.iter().map(|t| t.to_device(dev).expect("to_device")).collect();
+    let report = tamer::testing::check_gradients(f, &inputs, &tamer::testing::GradCheckConfig::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(report.failures, 0, "{name}: {report}");
+    assert!(report.checked > 0, "{name}: nothing was checked");
+}

@@ -6,7 +6,7 @@
 //! gradient on the device, so the backward kernels under test are the only
 //! arithmetic between the output and the input gradient.
 
-use crate::harness::{gpu, input, with_grads};
+use crate::harness::{gpu, gradcheck_on_gpu, input, randn64, with_grads};
 use crate::parity_test;
 use tamer::{DType, Device, Result, Tensor};
 
@@ -174,3 +174,15 @@ parity_test!(cat_of_strided_parts_along_each_axis, 0.0, 0.0, |dev| {
     out.push(Tensor::cat(&[a.t()?, a.t()?.narrow(1, 1, 2)?], 1)?);
     Ok(out)
 });
+
+// ---- gradient checks on the device --------------------------------------------
+// f64 finite differences taken by re-running the CUDA kernels (`check_gradients`
+// with inputs on the GPU), beside the CPU-vs-CUDA comparisons above.
+
+#[test]
+fn gradcheck_index_select() {
+    let ids = Tensor::from_indices(&[2, 0, 2, 1]);
+    gradcheck_on_gpu("index_select", &[randn64(&[3, 4], 11)], |x| {
+        x[0].index_select(0, &ids.to_device(x[0].device())?)
+    });
+}

@@ -1,7 +1,7 @@
 //! layer_norm: forward and backward with and without weight and bias,
 //! contiguous and strided inputs.
 
-use crate::harness::{grad, randn, randn64};
+use crate::harness::{grad, gradcheck_on_gpu, randn, randn64};
 use crate::parity_test;
 use tamer::{Device, Result, Tensor};
 
@@ -60,3 +60,16 @@ parity_test!(layer_norm_of_strided_inputs, 1e-4, 1e-4, |dev| {
     out.extend(layer_norm_case(&p, 10, true, false, 122, dev)?);
     Ok(out)
 });
+
+// ---- gradient checks on the device --------------------------------------------
+// f64 finite differences taken by re-running the CUDA kernels (`check_gradients`
+// with inputs on the GPU), beside the CPU-vs-CUDA comparisons above.
+
+#[test]
+fn gradcheck_matmul_softmax_layer_norm() {
+    gradcheck_on_gpu(
+        "layer_norm(softmax(a @ b))",
+        &[randn64(&[2, 4, 3], 4), randn64(&[3, 5], 5), randn64(&[5], 6)],
+        |x| x[0].matmul(&x[1])?.softmax(-1)?.layer_norm(Some(&x[2]), None, 1e-5),
+    );
+}

@@ -25,9 +25,12 @@ mod pool;
 mod reduce;
 mod softmax;
 mod unary;
+mod views;
 
 // Subsystems.
+mod autocast;
 mod device;
-mod gradcheck;
+mod grad_scaler;
 mod optim;
+mod optim_fused;
 mod train;

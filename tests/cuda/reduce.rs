@@ -3,7 +3,7 @@
 //! and infinities; and the reference row kernels against the fast ones.
 
 use crate::cross_entropy::targets;
-use crate::harness::{gpu, grad, randn, randn64};
+use crate::harness::{gpu, grad, gradcheck_on_gpu, randn, randn64};
 use crate::parity_test;
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
 use tamer::{DType, Result, Tensor};
@@ -212,4 +212,16 @@ fn reference_kernels_agree_with_the_fast_ones() {
     let reference = run();
     tamer::backend::cuda::reduce::set_reference_kernels(false);
     crate::harness::assert_all_close("reference kernels", &reference, &fast, 1e-12, 1e-12);
+}
+
+// ---- gradient checks on the device --------------------------------------------
+// f64 finite differences taken by re-running the CUDA kernels (`check_gradients`
+// with inputs on the GPU), beside the CPU-vs-CUDA comparisons above.
+
+#[test]
+fn gradcheck_permuted_inputs_and_reductions() {
+    gradcheck_on_gpu("sum/max over a permuted view", &[randn64(&[3, 5, 2], 3)], |x| {
+        let p = x[0].permute(&[2, 0, 1])?;
+        p.sum(&[1], false)?.add(&p.max(&[2], true)?.sum(&[2], false)?)
+    });
 }

@@ -1,7 +1,8 @@
 //! Devices in the default build (and on any machine): moving a module to the
 //! CPU is a no-op, asking for CUDA where it cannot be had is a clear error
 //! that leaves the module where it was, and the device-aware constructors and
-//! the optimizer state stay on the host. The GPU side is tests/cuda/device.rs and tests/cuda/optim.rs.
+//! the optimizer state stay on the host. The GPU side is
+//! tests/cuda/device.rs and tests/cuda/optim.rs.
 
 use tamer::models::{Gpt, GptConfig};
 use tamer::nn::{Linear, Module, Param};

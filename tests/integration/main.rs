@@ -32,6 +32,7 @@ mod views;
 
 // Subsystems.
 mod api_traps;
+mod autocast;
 mod checkpoint;
 mod data;
 mod data_corrupt;

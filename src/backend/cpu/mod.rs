@@ -14,11 +14,15 @@ pub mod matmul;
 pub mod nn;
 pub mod optim;
 pub mod reduce;
+// Public only for benches/ops.rs, which times each ISA's kernel on its own
+// (a bench is another crate); hidden because it is no part of the API: only
+// this backend calls it, which tests/integration/architecture.rs checks.
+#[doc(hidden)]
 pub mod simd;
 pub mod unary;
 
 use crate::backend::BackendStorage;
-use crate::types::{DType, Device, Float, Layout};
+use crate::types::{DType, Device, Element, ElementSlice, ElementSliceMut, ElementVec, Float, Layout};
 use crate::{Error, Result};
 use half::{bf16, f16};
 
@@ -35,51 +39,37 @@ pub enum CpuStorage {
     I64(Vec<i64>),
 }
 
-/// Element types a `CpuStorage` can hold, with typed access to its `Vec`.
-pub trait CpuElem: Copy + Send + Sync + std::fmt::Debug + 'static {
-    const DTYPE: DType;
+/// An [`Element`] as the CPU backend holds it: typed access to the `Vec`
+/// of a `CpuStorage` of that dtype. Every `Element` is one.
+pub trait CpuElem: Element {
     fn slice(s: &CpuStorage) -> Option<&[Self]>;
     fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
     fn wrap(v: Vec<Self>) -> CpuStorage;
-    fn to_f64(self) -> f64;
-    fn from_f64(v: f64) -> Self;
 }
 
-macro_rules! impl_cpu_elem {
-    ($t:ty, $variant:ident, $to:expr, $from:expr) => {
-        impl CpuElem for $t {
-            const DTYPE: DType = DType::$variant;
-            fn slice(s: &CpuStorage) -> Option<&[Self]> {
-                match s {
-                    CpuStorage::$variant(v) => Some(v),
-                    _ => None,
-                }
-            }
-            fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]> {
-                match s {
-                    CpuStorage::$variant(v) => Some(v),
-                    _ => None,
-                }
-            }
-            fn wrap(v: Vec<Self>) -> CpuStorage {
-                CpuStorage::$variant(v)
-            }
-            #[inline(always)]
-            fn to_f64(self) -> f64 {
-                ($to)(self)
-            }
-            #[inline(always)]
-            fn from_f64(v: f64) -> Self {
-                ($from)(v)
-            }
-        }
-    };
+impl<T: Element> CpuElem for T {
+    fn slice(s: &CpuStorage) -> Option<&[T]> {
+        T::downcast(s.elements())
+    }
+    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [T]> {
+        T::downcast_mut(s.elements_mut())
+    }
+    fn wrap(v: Vec<T>) -> CpuStorage {
+        CpuStorage::from(T::tag(v))
+    }
 }
-impl_cpu_elem!(f16, F16, |x: f16| x.to_f64(), f16::from_f64);
-impl_cpu_elem!(bf16, BF16, |x: bf16| x.to_f64(), bf16::from_f64);
-impl_cpu_elem!(f32, F32, |x: f32| x as f64, |v: f64| v as f32);
-impl_cpu_elem!(f64, F64, |x: f64| x, |v: f64| v);
-impl_cpu_elem!(i64, I64, |x: i64| x as f64, |v: f64| v as i64);
+
+impl From<ElementVec> for CpuStorage {
+    fn from(v: ElementVec) -> CpuStorage {
+        match v {
+            ElementVec::F16(v) => CpuStorage::F16(v),
+            ElementVec::BF16(v) => CpuStorage::BF16(v),
+            ElementVec::F32(v) => CpuStorage::F32(v),
+            ElementVec::F64(v) => CpuStorage::F64(v),
+            ElementVec::I64(v) => CpuStorage::I64(v),
+        }
+    }
+}
 
 /// Run `$body` with `$v` bound to the typed slice and `$T` to f32 or f64; other
 /// dtypes are an error naming `$op`. This is how kernels stay generic over floats.
@@ -120,6 +110,27 @@ pub fn contiguous_or_gather<'a, T: Copy>(data: &'a [T], layout: &Layout) -> std:
 }
 
 impl CpuStorage {
+    /// The elements, tagged with their dtype.
+    pub fn elements(&self) -> ElementSlice<'_> {
+        match self {
+            CpuStorage::F16(v) => ElementSlice::F16(v),
+            CpuStorage::BF16(v) => ElementSlice::BF16(v),
+            CpuStorage::F32(v) => ElementSlice::F32(v),
+            CpuStorage::F64(v) => ElementSlice::F64(v),
+            CpuStorage::I64(v) => ElementSlice::I64(v),
+        }
+    }
+    /// The elements, tagged with their dtype, mutably.
+    pub fn elements_mut(&mut self) -> ElementSliceMut<'_> {
+        match self {
+            CpuStorage::F16(v) => ElementSliceMut::F16(v),
+            CpuStorage::BF16(v) => ElementSliceMut::BF16(v),
+            CpuStorage::F32(v) => ElementSliceMut::F32(v),
+            CpuStorage::F64(v) => ElementSliceMut::F64(v),
+            CpuStorage::I64(v) => ElementSliceMut::I64(v),
+        }
+    }
+
     pub fn dtype(&self) -> DType {
         match self {
             CpuStorage::F16(_) => DType::F16,
@@ -182,6 +193,19 @@ impl CpuStorage {
 impl BackendStorage for CpuStorage {
     fn dtype(&self) -> DType {
         CpuStorage::dtype(self)
+    }
+    // The CPU is one device, `Device::Cpu`, so the constructors ignore theirs.
+    fn full_on(_device: Device, dtype: DType, len: usize, value: f64) -> Result<Self> {
+        Ok(CpuStorage::from_f64_vec(&vec![value; len], dtype))
+    }
+    fn zeros_on(_device: Device, dtype: DType, len: usize) -> Result<Self> {
+        Ok(CpuStorage::zeros(dtype, len))
+    }
+    fn from_host(_device: Device, host: &CpuStorage) -> Result<Self> {
+        Ok(host.clone())
+    }
+    fn to_host(&self) -> Result<CpuStorage> {
+        Ok(self.clone())
     }
     fn device(&self) -> Device {
         Device::Cpu

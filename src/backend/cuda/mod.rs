@@ -188,9 +188,29 @@ impl CudaStorage {
     }
 }
 
+/// The CUDA device behind `device`; the CPU is an error naming `op`.
+fn cuda_device_of(op: &'static str, device: Device) -> Result<Arc<CudaDevice>> {
+    match device {
+        Device::Cuda(ordinal) => self::device(ordinal),
+        Device::Cpu => Err(Error::device(op, "the CUDA backend was asked for storage on the CPU")),
+    }
+}
+
 impl BackendStorage for CudaStorage {
     fn dtype(&self) -> DType {
         self.dtype
+    }
+    fn full_on(device: Device, dtype: DType, len: usize, value: f64) -> Result<Self> {
+        Self::full(&cuda_device_of("full", device)?, dtype, len, value)
+    }
+    fn zeros_on(device: Device, dtype: DType, len: usize) -> Result<Self> {
+        Self::zeros(&cuda_device_of("zeros", device)?, dtype, len)
+    }
+    fn from_host(device: Device, host: &CpuStorage) -> Result<Self> {
+        Self::from_cpu(&cuda_device_of("to_device", device)?, host)
+    }
+    fn to_host(&self) -> Result<CpuStorage> {
+        self.to_cpu()
     }
     fn device(&self) -> Device {
         Device::Cuda(self.buf.dev.ordinal())

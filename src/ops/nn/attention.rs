@@ -52,7 +52,8 @@
 
 use crate::autograd::{no_grad, BackwardOp};
 use crate::backend::contract::nn::attention::{AttentionForward, AttentionGrads, AttentionKernels, AttnDims, FusedKernel};
-use crate::tensor::{Layout, Tensor};
+use crate::tensor::Tensor;
+use crate::types::Layout;
 use crate::{Error, Result};
 
 /// Where a causal mask's triangle sits when there are fewer or more queries

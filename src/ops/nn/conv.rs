@@ -7,7 +7,8 @@
 
 use crate::autograd::BackwardOp;
 use crate::backend::contract::nn::conv::ConvKernels;
-use crate::tensor::{Layout, Tensor};
+use crate::tensor::Tensor;
+use crate::types::Layout;
 use crate::{Error, Result};
 
 pub use crate::backend::contract::nn::conv::Conv2dParams;

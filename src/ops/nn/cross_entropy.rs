@@ -10,7 +10,8 @@
 
 use crate::autograd::BackwardOp;
 use crate::backend::contract::nn::cross_entropy::{CrossEntropyForward, CrossEntropyKernels};
-use crate::tensor::{DType, Layout, Shape, Tensor};
+use crate::tensor::Tensor;
+use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
 
 pub use crate::backend::contract::nn::cross_entropy::{CrossEntropyOptions, Reduction};

@@ -21,7 +21,8 @@ use crate::backend::contract::binary::BinaryKernels;
 use crate::backend::contract::nn::dropout::DropoutKernels;
 use crate::backend::contract::unsupported_dtype;
 use crate::ops::binary::Mul;
-use crate::tensor::{DType, Layout, Shape, Tensor};
+use crate::tensor::Tensor;
+use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
 use rand::Rng;
 

@@ -10,7 +10,8 @@
 use crate::autograd::BackwardOp;
 use crate::backend::contract::nn::layer_norm::{LayerNormForward, LayerNormGrads, LayerNormKernels};
 use crate::backend::optional_operand;
-use crate::tensor::{Layout, Shape, Tensor};
+use crate::tensor::Tensor;
+use crate::types::{Layout, Shape};
 use crate::{Error, Result};
 
 impl Tensor {

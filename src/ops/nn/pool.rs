@@ -8,7 +8,8 @@
 use super::conv::window_output_len;
 use crate::autograd::BackwardOp;
 use crate::backend::contract::nn::pool::PoolKernels;
-use crate::tensor::{Layout, Tensor};
+use crate::tensor::Tensor;
+use crate::types::Layout;
 use crate::{Error, Result};
 
 pub use crate::backend::contract::nn::pool::Pool2dParams;

@@ -12,7 +12,8 @@
 
 use crate::autograd::BackwardOp;
 use crate::backend::contract::nn::softmax::SoftmaxKernels;
-use crate::tensor::{normalize_axis, Layout, Tensor};
+use crate::tensor::Tensor;
+use crate::types::{normalize_axis, Layout};
 use crate::Result;
 
 pub use crate::backend::contract::nn::softmax::SoftmaxKind;

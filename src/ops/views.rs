@@ -1,10 +1,10 @@
-//! Views: new layouts over the same storage, each with its backward.
+//! Views: new layouts over the same storage, each an op with its backward.
 //!
 //! Only `reshape` of a non-viewable layout and `contiguous` copy data.
 
-use super::{normalize_axis, Layout, Shape, Tensor};
 use crate::autograd::BackwardOp;
-use crate::backend::Storage;
+use crate::tensor::Tensor;
+use crate::types::{normalize_axis, Layout, Shape};
 use crate::{Error, Result};
 
 impl Tensor {
@@ -258,17 +258,9 @@ impl BackwardOp for NarrowBackward {
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let full = Tensor::zeros_on(inputs[0].shape().clone(), grad.dtype(), grad.device())?;
         let region = full.layout().narrow(self.axis, self.start, grad.dims()[self.axis]);
-        {
-            let g = grad.storage();
-            let mut dst = full.storage_mut();
-            copy_region(&mut dst, &region, &g, grad.layout())?;
-        }
+        full.storage_mut().copy_into(&region, &grad.storage(), grad.layout())?;
         Ok(vec![Some(full)])
     }
-}
-
-pub(crate) fn copy_region(dst: &mut Storage, dst_layout: &Layout, src: &Storage, src_layout: &Layout) -> Result<()> {
-    dst.copy_into(dst_layout, src, src_layout)
 }
 
 struct BroadcastBackward;
