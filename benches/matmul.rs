@@ -14,6 +14,17 @@
 use std::time::{Duration, Instant};
 use tamer::{DType, Tensor};
 
+#[path = "support/fma_peak.rs"]
+mod fma_peak;
+
+/// The 1-minute load average (other processes competing for the cores), or -1 where unknown.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(-1.0)
+}
+
 #[derive(Clone, Copy)]
 struct Case {
     batch: usize,
@@ -97,6 +108,18 @@ fn main() -> tamer::Result<()> {
         _ => DType::F32,
     };
     let batched_only = args.iter().any(|a| a == "--batched");
+    for p in fma_peak::measure(&thread_counts, 3) {
+        println!(
+            "{{\"bench\":\"fma_peak\",\"isa\":\"{}\",\"threads\":{},\"gflops\":{:.1},\"loadavg\":{:.2}}}",
+            p.isa,
+            p.threads,
+            p.gflops,
+            load_average()
+        );
+    }
+    if args.iter().any(|a| a == "--peak") {
+        return Ok(());
+    }
     for c in cases() {
         if size.is_some_and(|s| !(c.batch == 1 && c.m == s)) || (batched_only && c.batch == 1) {
             continue;
