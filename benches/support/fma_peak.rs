@@ -9,6 +9,7 @@
 //! operands, and AVX-512 has 32 zmm for its 16. Threads start together behind a
 //! barrier; the figure counts `2·lanes` flops per FMA over the slowest thread's time.
 
+use super::cpu_time::thread_cpu_seconds;
 use std::sync::Barrier;
 use std::time::Instant;
 
@@ -16,7 +17,11 @@ use std::time::Instant;
 pub struct Peak {
     pub isa: &'static str,
     pub threads: usize,
+    /// Over the wall time of the slowest thread.
     pub gflops: f64,
+    /// Over each thread's own CPU time, summed over threads: what the cores
+    /// deliver while they run this, whatever else competes for them.
+    pub gflops_cpu: f64,
 }
 
 /// Iterations of the chain loop per thread: about 0.2 s at 100 GFLOP/s per core.
@@ -63,21 +68,24 @@ mod chains {
     }
 }
 
-/// Seconds for `threads` threads to each run `body` once, started together.
-fn time_threads(threads: usize, body: fn() -> f32) -> f64 {
+/// (wall seconds of the slowest thread, CPU seconds of each thread) for
+/// `threads` threads that each run `body` once, started together.
+fn time_threads(threads: usize, body: fn() -> f32) -> (f64, Vec<f64>) {
     let barrier = Barrier::new(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
                     barrier.wait();
-                    let start = Instant::now();
+                    let (start, cpu) = (Instant::now(), thread_cpu_seconds());
                     std::hint::black_box(body());
-                    start.elapsed().as_secs_f64()
+                    let cpu = cpu.zip(thread_cpu_seconds()).map_or(f64::NAN, |(a, b)| b - a);
+                    (start.elapsed().as_secs_f64(), cpu)
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(f64::INFINITY)).fold(0.0, f64::max)
+        let times: Vec<(f64, f64)> = handles.into_iter().map(|h| h.join().unwrap_or((f64::INFINITY, f64::NAN))).collect();
+        (times.iter().map(|t| t.0).fold(0.0, f64::max), times.iter().map(|t| t.1).collect())
     })
 }
 
@@ -106,12 +114,18 @@ pub fn measure(thread_counts: &[usize], rounds: usize) -> Vec<Peak> {
                 continue;
             }
             for &threads in thread_counts {
-                let best = (0..rounds.max(1)).map(|_| time_threads(threads, body)).fold(f64::INFINITY, f64::min);
-                let flops = 2.0 * (threads * ITERS * lanes_per_iter) as f64;
+                let flops_per_thread = 2.0 * (ITERS * lanes_per_iter) as f64;
+                let (mut gflops, mut gflops_cpu) = (0.0f64, 0.0f64);
+                for _ in 0..rounds.max(1) {
+                    let (wall, cpu) = time_threads(threads, body);
+                    gflops = gflops.max(threads as f64 * flops_per_thread / wall / 1e9);
+                    gflops_cpu = gflops_cpu.max(cpu.iter().map(|t| flops_per_thread / t / 1e9).sum());
+                }
                 out.push(Peak {
                     isa,
                     threads,
-                    gflops: flops / best / 1e9,
+                    gflops,
+                    gflops_cpu,
                 });
             }
         }

@@ -7,6 +7,10 @@
 //! `contract::nn::layer_norm::LayerNormKernels`, and so on.
 
 pub mod binary;
+// tamer's f32 GEMM (packing, micro-kernels per ISA). Public and hidden like
+// `simd`, only so that benches/matmul.rs can time each ISA's kernel directly.
+#[doc(hidden)]
+pub mod gemm;
 pub mod index;
 #[cfg(test)]
 mod kernels_f32;
