@@ -31,7 +31,8 @@
 //! starts with NAME, e.g. `gpt-small`), `--batched` (only batched cases),
 //! `--threads T`, `--dtype f64`, `--impl tamer|matrixmultiply`, `--peak` (only
 //! the FMA peak), `--secs S`, `--kernels` (tamer's GEMM micro-kernel of every
-//! ISA this CPU has, called directly on one thread, instead of the impls).
+//! ISA this CPU has, called directly on one thread, instead of the impls),
+//! `--blocking KC,MC,NC` (with `--kernels`: block sizes instead of the tuned ones).
 //! `benches/compare_matmul.sh` runs this and numpy in alternating rounds.
 
 use rayon::prelude::*;
@@ -203,8 +204,8 @@ fn matrixmultiply_sgemm(c: &Case, ops: &Operands, out: &mut [f32]) {
     }
 }
 
-/// tamer's GEMM with one ISA's kernel, called directly on this thread.
-fn kernel_sgemm(kernel: &gemm::Kernel, c: &Case, ops: &Operands, out: &mut [f32]) {
+/// tamer's GEMM with one ISA's kernel and `blocking`, called directly on this thread.
+fn kernel_sgemm(kernel: &gemm::Kernel, blocking: gemm::Blocking, c: &Case, ops: &Operands, out: &mut [f32]) {
     let ((rsa, csa), (rsb, csb)) = Operands::strides(c);
     let (m, k, n) = (c.m, c.k, c.n);
     for e in 0..c.batch {
@@ -220,7 +221,7 @@ fn kernel_sgemm(kernel: &gemm::Kernel, c: &Case, ops: &Operands, out: &mut [f32]
         };
         // SAFETY: the kernel's ISA comes from Simd::available; A, B and C stay
         // inside this entry's data.
-        unsafe { gemm::gemm(kernel, m, k, n, a, b, out[e * m * n..].as_mut_ptr(), n, false) };
+        unsafe { gemm::gemm_with(kernel, blocking, m, k, n, a, b, out[e * m * n..].as_mut_ptr(), n, false) };
     }
 }
 
@@ -266,6 +267,13 @@ fn main() -> tamer::Result<()> {
         _ => DType::F32,
     };
     let only_impl = arg_value(&args, "--impl");
+    let blocking_arg = arg_value(&args, "--blocking").map(|s| {
+        let v: Vec<usize> = s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+        match v[..] {
+            [kc, mc, nc] => gemm::Blocking { kc, mc, nc },
+            _ => panic!("--blocking takes kc,mc,nc (three sizes), got {s:?}"),
+        }
+    });
 
     let peaks = fma_peak::measure(&thread_counts, 3);
     for p in &peaks {
@@ -299,8 +307,9 @@ fn main() -> tamer::Result<()> {
             let mut out = vec![0.0f32; c.batch * c.m * c.n];
             for simd in Simd::available() {
                 let kernel = gemm::kernel(simd.isa());
+                let blocking = blocking_arg.unwrap_or(kernel.blocking);
                 let secs = time(secs, Clock::ThreadCpu, || {
-                    kernel_sgemm(kernel, &c, &ops, &mut out);
+                    kernel_sgemm(kernel, blocking, &c, &ops, &mut out);
                     Ok(())
                 })?;
                 let name = format!("gemm-{}", simd.isa().name());

@@ -22,7 +22,7 @@ pub(super) static KERNEL: Kernel = Kernel {
     isa: Isa::Avx2,
     mr: MR,
     nr: NV * LANES,
-    blocking: Blocking { kc: 256, mc: 72, nc: 2048 },
+    blocking: Blocking { kc: 1024, mc: 48, nc: 2048 },
     micro: micro::<MR, NV>,
 };
 

@@ -25,7 +25,7 @@ pub(super) static KERNEL: Kernel = Kernel {
     isa: Isa::Avx512,
     mr: MR,
     nr: NV * LANES,
-    blocking: Blocking { kc: 256, mc: 144, nc: 2048 },
+    blocking: Blocking { kc: 1024, mc: 48, nc: 2048 },
     micro: micro::<MR, NV>,
 };
 

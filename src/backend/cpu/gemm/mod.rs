@@ -189,7 +189,10 @@ pub unsafe fn gemm_with(kernel: &Kernel, blocking: Blocking, m: usize, k: usize,
         return;
     }
     let (mr, nr) = (kernel.mr, kernel.nr);
-    let kc_max = blocking.kc.max(1);
+    // Equal KC blocks rather than full ones and a remainder: k = 1152 with
+    // KC = 512 runs 3 × 384, not 512 + 512 + 128, whose short last block
+    // would pay a whole pass over C for little work.
+    let kc_max = k.div_ceil(k.div_ceil(blocking.kc.max(1)));
     let mc_max = blocking.mc.max(mr).next_multiple_of(mr);
     let nc_max = blocking.nc.max(nr).next_multiple_of(nr);
     let run = |a_buf: &mut PackBuffer, b_buf: &mut PackBuffer| {

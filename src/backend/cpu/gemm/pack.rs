@@ -41,14 +41,9 @@ pub(super) unsafe fn pack_panels(rows: usize, depth: usize, w: usize, src: MatRe
                 group.copy_from_slice(column);
             }
         } else if live == w && src.cs == 1 {
-            for r in 0..w {
-                // SAFETY: row r0 + r's depth values are adjacent (cs == 1) and
-                // inside the block.
-                let row = unsafe { std::slice::from_raw_parts(base.ptr.add(r * src.rs), depth) };
-                for (p, &x) in row.iter().enumerate() {
-                    out[p * w + r] = x;
-                }
-            }
+            // SAFETY: rows r0..r0 + w each have `depth` adjacent values (cs == 1)
+            // inside the block; `out` is this panel's w·depth values.
+            unsafe { transpose_rows(base.ptr, src.rs, w, depth, out) };
         } else {
             for (p, group) in out.chunks_exact_mut(w).enumerate() {
                 for (r, slot) in group.iter_mut().enumerate() {
@@ -62,4 +57,67 @@ pub(super) unsafe fn pack_panels(rows: usize, depth: usize, w: usize, src: MatRe
             }
         }
     }
+}
+
+/// `out[p·w + r] = src[r·rs + p]` for `r < w`, `p < depth`: `w` rows of
+/// adjacent values turned depth-major. Rows go four at a time through 4×4
+/// transposes where the CPU has them ([`transpose_quads`]); the rest take the
+/// plain loop.
+///
+/// # Safety
+/// `src[r·rs + p]` must be readable for every `r < w`, `p < depth`;
+/// `out` must hold `w·depth` values.
+unsafe fn transpose_rows(src: *const f32, rs: usize, w: usize, depth: usize, out: &mut [f32]) {
+    assert!(out.len() >= w * depth, "transpose_rows: output too short");
+    // SAFETY: the caller's contract, and `out` holds w·depth values.
+    let (r_done, p_done) = unsafe { transpose_quads(src, rs, w, depth, out) };
+    for r in 0..w {
+        // The 4×4 blocks covered rows < r_done at steps < p_done.
+        let first = if r < r_done { p_done } else { 0 };
+        for p in first..depth {
+            // SAFETY: (r, p) is inside the block; p·w + r < w·depth.
+            out[p * w + r] = unsafe { *src.add(r * rs + p) };
+        }
+    }
+}
+
+/// The 4×4 blocks of [`transpose_rows`] with SSE (part of x86-64): four loads,
+/// eight shuffles and four stores for sixteen values, where the plain loop
+/// does a load and a store per value. Returns the rows and steps it covered
+/// (multiples of 4 below `w` and `depth`).
+///
+/// # Safety
+/// As for [`transpose_rows`], with `out.len() ≥ w·depth`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn transpose_quads(src: *const f32, rs: usize, w: usize, depth: usize, out: &mut [f32]) -> (usize, usize) {
+    use std::arch::x86_64::*;
+    let (rows, steps) = (w - w % 4, depth - depth % 4);
+    for r in (0..rows).step_by(4) {
+        for p in (0..steps).step_by(4) {
+            // SAFETY: rows r..r + 4 and steps p..p + 4 are inside the block;
+            // the four 4-value stores land at (p + i)·w + r .. + 4 ≤ w·depth,
+            // inside `out`.
+            unsafe {
+                let row = |i: usize| _mm_loadu_ps(src.add((r + i) * rs + p));
+                let (a, b, c, d) = (row(0), row(1), row(2), row(3));
+                let (ab_lo, cd_lo) = (_mm_unpacklo_ps(a, b), _mm_unpacklo_ps(c, d));
+                let (ab_hi, cd_hi) = (_mm_unpackhi_ps(a, b), _mm_unpackhi_ps(c, d));
+                let dst = out.as_mut_ptr().add(p * w + r);
+                _mm_storeu_ps(dst, _mm_movelh_ps(ab_lo, cd_lo));
+                _mm_storeu_ps(dst.add(w), _mm_movehl_ps(cd_lo, ab_lo));
+                _mm_storeu_ps(dst.add(2 * w), _mm_movelh_ps(ab_hi, cd_hi));
+                _mm_storeu_ps(dst.add(3 * w), _mm_movehl_ps(cd_hi, ab_hi));
+            }
+        }
+    }
+    (rows, steps)
+}
+
+/// Without SSE the plain loop does all of [`transpose_rows`].
+///
+/// # Safety
+/// None needed: it touches nothing.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn transpose_quads(_src: *const f32, _rs: usize, _w: usize, _depth: usize, _out: &mut [f32]) -> (usize, usize) {
+    (0, 0)
 }

@@ -252,27 +252,35 @@ fn an_empty_reduction_gives_zeros() {
 }
 
 /// Packing puts `src(r, p)` at panel `r / w`, step `p`, lane `r % w`, and
-/// zeros after the last row, for each source layout the packer special-cases.
+/// zeros after the last row, for each source layout the packer special-cases
+/// (rows adjacent, depth adjacent: with and without whole 4×4 blocks, a
+/// panel width that is not a multiple of 4; any other strides).
 #[test]
 fn packing_lays_out_panels_depth_major_with_zero_padding() {
-    let (rows, depth, w) = (5, 3, 4);
-    let value = |r: usize, p: usize| (10 * r + p) as f32;
-    for (rs, cs, len) in [(depth, 1, rows * depth), (1, rows, rows * depth), (2 * depth + 1, 2, 2 * (depth + 1) * rows)] {
-        let mut src = vec![-1.0f32; len];
-        for r in 0..rows {
-            for p in 0..depth {
-                src[r * rs + p * cs] = value(r, p);
+    let value = |r: usize, p: usize| (100 * r + p) as f32;
+    for (rows, depth, w) in [(5usize, 3usize, 4usize), (13, 7, 8), (11, 9, 6), (16, 8, 4)] {
+        let panels = rows.div_ceil(w);
+        for (rs, cs, len) in [(depth, 1, rows * depth), (1, rows, rows * depth), (2 * depth + 1, 2, 2 * (depth + 1) * rows)] {
+            let mut src = vec![-1.0f32; len];
+            for r in 0..rows {
+                for p in 0..depth {
+                    src[r * rs + p * cs] = value(r, p);
+                }
             }
-        }
-        let mut dst = vec![f32::NAN; 2 * w * depth + 3];
-        // SAFETY: every (r, p) is inside `src`, `dst` holds two panels.
-        unsafe { pack::pack_panels(rows, depth, w, MatRef { ptr: src.as_ptr(), rs, cs }, &mut dst) };
-        for r in 0..2 * w {
-            for p in 0..depth {
-                let want = if r < rows { value(r, p) } else { 0.0 };
-                assert_eq!(dst[(r / w) * w * depth + p * w + r % w], want, "strides ({rs}, {cs}), row {r}, step {p}");
+            let mut dst = vec![f32::NAN; panels * w * depth + 3];
+            // SAFETY: every (r, p) is inside `src`, `dst` holds the panels.
+            unsafe { pack::pack_panels(rows, depth, w, MatRef { ptr: src.as_ptr(), rs, cs }, &mut dst) };
+            for r in 0..panels * w {
+                for p in 0..depth {
+                    let want = if r < rows { value(r, p) } else { 0.0 };
+                    assert_eq!(
+                        dst[(r / w) * w * depth + p * w + r % w],
+                        want,
+                        "{rows}x{depth} by {w}, strides ({rs}, {cs}), row {r}, step {p}"
+                    );
+                }
             }
+            assert!(dst[panels * w * depth..].iter().all(|x| x.is_nan()), "packing wrote past its panels");
         }
-        assert!(dst[2 * w * depth..].iter().all(|x| x.is_nan()), "packing wrote past its panels");
     }
 }
