@@ -32,20 +32,25 @@
 //! One micro-kernel per instruction set, chosen by [`Isa`] (the CPU backend's
 //! `TAMER_SIMD` selection): `avx512.rs`, `avx2.rs` and the portable
 //! `scalar.rs`. [`gemm_reference`] is the plain triple loop they are all
-//! tested against (`tests.rs`). Threads are the caller's business
-//! (`cpu/matmul.rs` gives each rayon task its own block of C).
+//! tested against (`tests.rs`). [`gemm`] runs on the calling thread;
+//! [`gemm_threaded`] (`parallel.rs`) shares one product among the rayon
+//! pool's threads.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod pack;
+mod parallel;
 mod scalar;
 #[cfg(test)]
 mod tests;
 
+pub use parallel::{gemm_threaded, THREADED_MIN_WORK};
+
 use super::simd::Isa;
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// A read-only strided matrix: element `(i, j)` is at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy, Debug)]
@@ -159,8 +164,128 @@ impl PackBuffer {
 }
 
 thread_local! {
-    /// This thread's packed A block and packed B block, kept across calls.
-    static BUFFERS: RefCell<(PackBuffer, PackBuffer)> = RefCell::default();
+    /// This thread's packed A block, kept across calls.
+    static A_PACK: RefCell<PackBuffer> = RefCell::default();
+    /// This thread's packed B block (shared with the workers of a threaded
+    /// GEMM this thread runs), kept across calls.
+    static B_PACK: RefCell<PackBuffer> = RefCell::default();
+}
+
+/// `f` with this thread's buffer `key`. A GEMM never re-enters itself on one
+/// thread while it holds a buffer (it runs nothing that could start another),
+/// but should that ever happen, the second caller gets a fresh buffer rather
+/// than a panic.
+fn with_buffer<R>(key: &'static std::thread::LocalKey<RefCell<PackBuffer>>, f: impl FnOnce(&mut PackBuffer) -> R) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => f(&mut buffer),
+        Err(_) => f(&mut PackBuffer::default()),
+    })
+}
+
+/// The loop bounds of one product: the block sizes rounded to the kernel's
+/// tile, and KC evened out over the reduction.
+#[derive(Clone, Copy, Debug)]
+struct Blocks {
+    mr: usize,
+    nr: usize,
+    kc: usize,
+    mc: usize,
+    nc: usize,
+}
+
+impl Blocks {
+    fn new(kernel: &Kernel, blocking: Blocking, m: usize, k: usize, n: usize) -> Blocks {
+        let (mr, nr) = (kernel.mr, kernel.nr);
+        Blocks {
+            mr,
+            nr,
+            // Equal KC blocks rather than full ones and a remainder: k = 1152
+            // with KC = 512 runs 3 × 384, not 512 + 512 + 128, whose short last
+            // block would pay a whole pass over C for little work.
+            kc: k.div_ceil(k.div_ceil(blocking.kc.max(1))).max(1),
+            mc: blocking.mc.max(mr).next_multiple_of(mr).min(m.next_multiple_of(mr)),
+            nc: blocking.nc.max(nr).next_multiple_of(nr).min(n.next_multiple_of(nr)),
+        }
+    }
+
+    /// Floats of a packed A block.
+    fn a_len(&self) -> usize {
+        self.mc * self.kc
+    }
+
+    /// Floats of a packed B block.
+    fn b_len(&self) -> usize {
+        self.nc * self.kc
+    }
+}
+
+/// Zeros into C's `m × n` (the product of an empty reduction), or nothing
+/// when accumulating. True when there is nothing else to do.
+///
+/// # Safety
+/// C's `m` rows of `n` elements, `ldc` apart, must be writable.
+unsafe fn trivial(m: usize, k: usize, n: usize, c: *mut f32, ldc: usize, accumulate: bool) -> bool {
+    if m == 0 || n == 0 {
+        return true;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                // SAFETY: row i of C is n writable elements (caller's contract);
+                // all-zero bytes are 0.0f32. No slice: C may be uninitialised.
+                unsafe { std::ptr::write_bytes(c.add(i * ldc), 0, n) };
+            }
+        }
+        return true;
+    }
+    false
+}
+
+/// The ic/jr/ir loops for one packed B block `kc` deep: C's rows `rows` and
+/// the block's columns `cols` (`cols.start` a multiple of NR, relative to the
+/// block, whose first column is `c`'s), packing A's rows an MC block at a
+/// time into `a_buf`. `a` is A at (0, the block's first step).
+///
+/// # Safety
+/// As for [`gemm_with`], for the rows and columns named; `b_pack` holds the
+/// block's panels covering `cols`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn multiply_packed_b(
+    kernel: &Kernel,
+    blocks: Blocks,
+    a: MatRef,
+    rows: Range<usize>,
+    kc: usize,
+    b_pack: &[f32],
+    cols: Range<usize>,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    a_buf: &mut PackBuffer,
+) {
+    let Blocks { mr, nr, mc: mc_max, .. } = blocks;
+    let a_pack = a_buf.get(blocks.a_len());
+    for ic in rows.clone().step_by(mc_max) {
+        let mc = mc_max.min(rows.end - ic);
+        // SAFETY: rows ic..ic + mc at depth kc are inside A; a_pack holds MC·KC.
+        unsafe { pack::pack_panels(mc, kc, mr, a.at(ic, 0), a_pack) };
+        for jr in cols.clone().step_by(nr) {
+            let b_panel = &b_pack[jr * kc..];
+            for ir in (0..mc).step_by(mr) {
+                let tile = Tile {
+                    // SAFETY: (ic + ir, jr) is inside C.
+                    c: unsafe { c.add((ic + ir) * ldc + jr) },
+                    ldc,
+                    rows: mr.min(mc - ir),
+                    cols: nr.min(cols.end - jr),
+                    accumulate,
+                };
+                // SAFETY: the panels hold kc·mr and kc·nr packed values; the
+                // tile lies inside C; the caller vouches for the ISA.
+                unsafe { (kernel.micro)(kc, a_pack[ir * kc..].as_ptr(), b_panel.as_ptr(), &tile) };
+            }
+        }
+    }
 }
 
 /// `C (=|+=) A·B` for an `m×k` A, a `k×n` B and an `m×n` C with row stride
@@ -175,72 +300,42 @@ thread_local! {
 /// no other thread may touch them during the call.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_with(kernel: &Kernel, blocking: Blocking, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool) {
-    if m == 0 || n == 0 {
+    // SAFETY: the caller's contract covers C.
+    if unsafe { trivial(m, k, n, c, ldc, accumulate) } {
         return;
     }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                // SAFETY: row i of C is n writable elements (caller's contract);
-                // all-zero bytes are 0.0f32. No slice: C may be uninitialised.
-                unsafe { std::ptr::write_bytes(c.add(i * ldc), 0, n) };
-            }
-        }
-        return;
-    }
-    let (mr, nr) = (kernel.mr, kernel.nr);
-    // Equal KC blocks rather than full ones and a remainder: k = 1152 with
-    // KC = 512 runs 3 × 384, not 512 + 512 + 128, whose short last block
-    // would pay a whole pass over C for little work.
-    let kc_max = k.div_ceil(k.div_ceil(blocking.kc.max(1)));
-    let mc_max = blocking.mc.max(mr).next_multiple_of(mr);
-    let nc_max = blocking.nc.max(nr).next_multiple_of(nr);
-    let run = |a_buf: &mut PackBuffer, b_buf: &mut PackBuffer| {
-        let a_pack = a_buf.get(mc_max.min(m.next_multiple_of(mr)) * kc_max.min(k));
-        let b_pack = b_buf.get(nc_max.min(n.next_multiple_of(nr)) * kc_max.min(k));
-        for jc in (0..n).step_by(nc_max) {
-            let nc = nc_max.min(n - jc);
-            for pc in (0..k).step_by(kc_max) {
-                let kc = kc_max.min(k - pc);
-                // SAFETY: (pc, jc) is inside B; B's columns jc.. are its rows
-                // when transposed, packed nr at a time into b_pack, which holds
-                // nc rounded up to nr columns of kc.
-                unsafe { pack::pack_panels(nc, kc, nr, b.at(pc, jc).t(), b_pack) };
-                let accumulate = accumulate || pc > 0;
-                for ic in (0..m).step_by(mc_max) {
-                    let mc = mc_max.min(m - ic);
-                    // SAFETY: as above for A's rows ic.. and columns pc...
-                    unsafe { pack::pack_panels(mc, kc, mr, a.at(ic, pc), a_pack) };
-                    for jr in (0..nc).step_by(nr) {
-                        let b_panel = &b_pack[jr * kc..];
-                        for ir in (0..mc).step_by(mr) {
-                            let tile = Tile {
-                                // SAFETY: (ic + ir, jc + jr) is inside C.
-                                c: unsafe { c.add((ic + ir) * ldc + jc + jr) },
-                                ldc,
-                                rows: mr.min(mc - ir),
-                                cols: nr.min(nc - jr),
-                                accumulate,
-                            };
-                            // SAFETY: the panels hold kc·mr and kc·nr packed
-                            // values; the tile lies inside C; the caller
-                            // vouches for the ISA.
-                            unsafe { (kernel.micro)(kc, a_pack[ir * kc..].as_ptr(), b_panel.as_ptr(), &tile) };
-                        }
-                    }
+    let blocks = Blocks::new(kernel, blocking, m, k, n);
+    with_buffer(&B_PACK, |b_buf| {
+        with_buffer(&A_PACK, |a_buf| {
+            let b_pack = b_buf.get(blocks.b_len());
+            for jc in (0..n).step_by(blocks.nc) {
+                let nc = blocks.nc.min(n - jc);
+                for pc in (0..k).step_by(blocks.kc) {
+                    let kc = blocks.kc.min(k - pc);
+                    // SAFETY: (pc, jc) is inside B; B's columns jc.. are the
+                    // rows of its transpose, packed nr at a time into b_pack,
+                    // which holds NC·KC.
+                    unsafe { pack::pack_panels(nc, kc, blocks.nr, b.at(pc, jc).t(), b_pack) };
+                    // SAFETY: the caller's contract, for all of C's rows and
+                    // this block's columns.
+                    unsafe {
+                        multiply_packed_b(
+                            kernel,
+                            blocks,
+                            a.at(0, pc),
+                            0..m,
+                            kc,
+                            b_pack,
+                            0..nc,
+                            c.add(jc),
+                            ldc,
+                            accumulate || pc > 0,
+                            a_buf,
+                        )
+                    };
                 }
             }
-        }
-    };
-    // A GEMM cannot re-enter itself on one thread (it calls nothing that could
-    // run another task), but should that ever change, a second caller gets
-    // fresh buffers rather than a panic.
-    BUFFERS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut bufs) => {
-            let (a_buf, b_buf) = &mut *bufs;
-            run(a_buf, b_buf)
-        }
-        Err(_) => run(&mut PackBuffer::default(), &mut PackBuffer::default()),
+        })
     });
 }
 
