@@ -8,11 +8,9 @@
 //! `index_select` along axis 0 of a `[V, D]` table (the embedding lookup) is
 //! one row copy per id. Each fast kernel has a `*_reference` twin that walks
 //! the output element by element; the tests compare the two.
-//!
-//! Selection and concatenation move data, so they take every dtype; the
-//! scatter-adds (the backward passes) compute, so they take f32 and f64.
 
 use super::{contiguous_or_gather, gather as gather_layout, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::contract::check_indices_dtype;
 use crate::backend::contract::index::{
     check_cat, check_gather, check_gather_backward, check_index_add, check_index_select, check_index_select_backward, check_scatter_add, IndexKernels,
 };
@@ -80,11 +78,11 @@ fn offset_of(layout: &Layout, idx: &[usize]) -> usize {
     layout.offset() + idx.iter().zip(layout.strides()).map(|(i, s)| i * s).sum::<usize>()
 }
 
+/// The ids' values in row-major order, once they are known to be i64.
 fn ids_slice<'a>(op: &'static str, ids: &'a CpuStorage, layout: &Layout) -> Result<Cow<'a, [i64]>> {
-    match ids {
-        CpuStorage::I64(v) => Ok(contiguous_or_gather(v, layout)),
-        other => Err(Error::dtype(op, format!("indices must have dtype i64, got {}", other.dtype()))),
-    }
+    check_indices_dtype(op, "indices", ids.dtype())?;
+    let v = <i64 as CpuElem>::slice(ids).ok_or_else(|| Error::dtype(op, "indices are not i64"))?;
+    Ok(contiguous_or_gather(v, layout))
 }
 
 fn typed<'a, T: CpuElem>(op: &'static str, s: &'a CpuStorage, expected: crate::DType) -> Result<&'a [T]> {
@@ -359,7 +357,7 @@ impl IndexKernels for CpuStorage {
     fn index_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self> {
         const OP: &str = "index_add";
         let ids = ids_slice(OP, ids, ids_layout)?;
-        check_index_add(layout, axis, &ids, src_layout)?;
+        check_index_add((self.dtype(), layout), axis, &ids, (src.dtype(), src_layout))?;
         cpu_float_dispatch!(OP, self, |x: T| {
             let s = typed::<T>(OP, src, self.dtype())?;
             Ok(super::wrap_float(index_add_fast(x, layout, axis, &ids, s, src_layout)))
@@ -376,7 +374,7 @@ impl IndexKernels for CpuStorage {
     fn scatter_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self> {
         const OP: &str = "scatter_add";
         let ids_v = ids_slice(OP, ids, ids_layout)?;
-        check_scatter_add(layout, axis, ids_layout, &ids_v, src_layout)?;
+        check_scatter_add((self.dtype(), layout), axis, ids_layout, &ids_v, (src.dtype(), src_layout))?;
         cpu_float_dispatch!(OP, self, |x: T| {
             let s = typed::<T>(OP, src, self.dtype())?;
             Ok(super::wrap_float(scatter_add_fast(x, layout, axis, &ids_v, ids_layout.dims(), s, src_layout)))
@@ -386,7 +384,7 @@ impl IndexKernels for CpuStorage {
     fn index_select_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self> {
         const OP: &str = "index_select_backward";
         let ids = ids_slice(OP, ids, ids_layout)?;
-        check_index_select_backward(layout, axis, &ids, input_shape)?;
+        check_index_select_backward((self.dtype(), layout), axis, &ids, input_shape)?;
         cpu_float_dispatch!(OP, self, |g: T| {
             // Zeroed allocation is lazy: rows no id touches cost nothing (most of a vocabulary).
             let mut out = vec![T::ZERO; input_shape.numel()];
@@ -398,7 +396,7 @@ impl IndexKernels for CpuStorage {
     fn gather_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self> {
         const OP: &str = "gather_backward";
         let ids_v = ids_slice(OP, ids, ids_layout)?;
-        check_gather_backward(layout, axis, ids_layout, &ids_v, input_shape)?;
+        check_gather_backward((self.dtype(), layout), axis, ids_layout, &ids_v, input_shape)?;
         cpu_float_dispatch!(OP, self, |g: T| {
             let mut out = vec![T::ZERO; input_shape.numel()];
             scatter_add_into(&mut out, input_shape, axis, &ids_v, ids_layout.dims(), g, layout);
@@ -408,7 +406,7 @@ impl IndexKernels for CpuStorage {
 
     fn cat(parts: &[(&Self, &Layout)], axis: usize) -> Result<Self> {
         const OP: &str = "cat";
-        check_cat(parts.iter().map(|&(_, l)| l), axis)?;
+        check_cat(parts.iter().map(|&(s, l)| (s.dtype(), l)), axis)?;
         let Some(&(first, _)) = parts.first() else {
             return Err(Error::value(OP, "expected at least one tensor, got an empty list"));
         };

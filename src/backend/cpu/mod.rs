@@ -7,6 +7,8 @@
 //! `contract::nn::layer_norm::LayerNormKernels`, and so on.
 
 pub mod binary;
+#[cfg(test)]
+mod contract_errors;
 pub mod index;
 #[cfg(test)]
 mod kernels_f32;

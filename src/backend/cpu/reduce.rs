@@ -173,12 +173,12 @@ fn sandwich(dims: &[usize], axes: &[usize]) -> Option<(usize, usize, usize)> {
 
 impl ReduceKernels for CpuStorage {
     fn reduce(&self, layout: &Layout, axes: &[usize], op: ReduceOp) -> Result<Self> {
-        check_reduce(op, layout, axes)?;
+        check_reduce(op, (self.dtype(), layout), axes)?;
         cpu_float_dispatch!(op.name(), self, |x: T| Ok(super::wrap_float(reduce_fast(x, layout, axes, op))))
     }
 
     fn argmax(&self, layout: &Layout, axis: usize) -> Result<Self> {
-        check_argmax(layout, axis)?;
+        check_argmax((self.dtype(), layout), axis)?;
         cpu_float_dispatch!("argmax", self, |x: T| {
             let red = layout.dims()[axis];
             let perm = reduced_last(layout.rank(), &[axis]);

@@ -5,11 +5,11 @@
 //! The backward is two passes per row; weight and bias gradients are summed
 //! over rows per rayon task, then the task partials are added.
 
-use super::softmax::row_len;
 use crate::backend::contract::nn::layer_norm::{check_layer_norm, check_layer_norm_backward, LayerNormForward, LayerNormGrads, LayerNormKernels};
+use crate::backend::contract::row_len;
 use crate::backend::cpu::simd;
 use crate::backend::cpu::{contiguous_or_gather, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
-use crate::backend::BackendStorage;
+use crate::backend::{described, BackendStorage};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
 use crate::{Error, Result};
@@ -211,11 +211,6 @@ fn operand<'a, T: CpuElem>(op: &'static str, name: &str, p: Option<(&'a CpuStora
             .ok_or_else(|| Error::dtype(op, format!("{name} has dtype {}, expected {}", s.dtype(), T::DTYPE)))
     })
     .transpose()
-}
-
-/// An optional operand's dtype and layout, for the contract's checks.
-fn described<'a>(p: Option<(&CpuStorage, &'a Layout)>) -> Option<(crate::DType, &'a Layout)> {
-    p.map(|(s, l)| (s.dtype(), l))
 }
 
 impl LayerNormKernels for CpuStorage {
