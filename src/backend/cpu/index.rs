@@ -422,11 +422,8 @@ impl IndexKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::ramp;
     use super::*;
-
-    fn data(n: usize) -> Vec<f64> {
-        (0..n).map(|i| ((i * 7919) % 997) as f64 / 97.0 - 5.0).collect()
-    }
     fn ids(n: usize, size: usize, seed: usize) -> Vec<i64> {
         (0..n).map(|j| ((j * 31 + seed * 17 + j * j) % size) as i64).collect()
     }
@@ -447,7 +444,7 @@ mod tests {
     fn index_select_and_index_add_match_the_reference() {
         for dims in SHAPES {
             for l in layouts(dims) {
-                let x = data(l.required_len() + 3);
+                let x = ramp::<f64>(l.required_len() + 3, 10.0, 0);
                 for axis in 0..dims.len() {
                     for n in [0, 1, 5, 2 * dims[axis] + 1] {
                         let ids = ids(n, dims[axis], axis);
@@ -456,7 +453,7 @@ mod tests {
                         let mut sd = dims.to_vec();
                         sd[axis] = n;
                         for sl in layouts(&sd).into_iter().filter(|_| n > 0) {
-                            let src = data(sl.required_len());
+                            let src = ramp::<f64>(sl.required_len(), 10.0, 0);
                             let fast = index_add_fast(&x, &l, axis, &ids, &src, &sl);
                             assert_eq!(fast, index_add_reference(&x, &l, axis, &ids, &src, &sl), "{dims:?} axis {axis} n {n}");
                         }
@@ -470,7 +467,7 @@ mod tests {
     fn gather_and_scatter_add_match_the_reference() {
         for dims in SHAPES {
             for l in layouts(dims) {
-                let x = data(l.required_len());
+                let x = ramp::<f64>(l.required_len(), 10.0, 0);
                 for axis in 0..dims.len() {
                     // ids smaller than x off the axis and of any length along it
                     let mut id_dims: Vec<usize> = dims.iter().map(|&d| d.div_ceil(2)).collect();
@@ -480,7 +477,7 @@ mod tests {
                     let fast = gather_fast(&x, &l, axis, &ids, &id_dims);
                     assert_eq!(fast, gather_reference(&x, &l, axis, &ids, &id_dims), "{dims:?} axis {axis}");
                     for sl in layouts(&id_dims) {
-                        let src = data(sl.required_len() + 1);
+                        let src = ramp::<f64>(sl.required_len() + 1, 10.0, 0);
                         let fast = scatter_add_fast(&x, &l, axis, &ids, &id_dims, &src, &sl);
                         assert_eq!(fast, scatter_add_reference(&x, &l, axis, &ids, &id_dims, &src, &sl), "{dims:?} axis {axis}");
                     }
@@ -498,7 +495,7 @@ mod tests {
             gd[axis] = 2 * size + 1;
             let ids_v = ids(gd[axis], size, axis);
             for gl in layouts(&gd) {
-                let g = CpuStorage::F64(data(gl.required_len()));
+                let g = CpuStorage::F64(ramp::<f64>(gl.required_len(), 10.0, 0));
                 let ids_s = CpuStorage::I64(ids_v.clone());
                 let dx = g.index_select_backward(&gl, axis, &ids_s, &Layout::contiguous([ids_v.len()]), &shape).unwrap();
                 let zeros = CpuStorage::F64(vec![0.0; shape.numel()]);
@@ -512,7 +509,7 @@ mod tests {
             let ids_s = CpuStorage::I64(ids_v);
             let il = Layout::contiguous(gd2.clone());
             for gl in layouts(&gd2) {
-                let g = CpuStorage::F64(data(gl.required_len()));
+                let g = CpuStorage::F64(ramp::<f64>(gl.required_len(), 10.0, 0));
                 let dx = g.gather_backward(&gl, axis, &ids_s, &il, &shape).unwrap();
                 let zeros = CpuStorage::F64(vec![0.0; shape.numel()]);
                 assert_eq!(dx, zeros.scatter_add(&Layout::contiguous(shape.clone()), axis, &ids_s, &il, &g, &gl).unwrap());
@@ -530,7 +527,7 @@ mod tests {
                     d[axis] = extra + k;
                     layouts_all.push(layouts(&d).swap_remove(k % 3));
                 }
-                let datas: Vec<Vec<f64>> = layouts_all.iter().map(|l| data(l.required_len() + 2)).collect();
+                let datas: Vec<Vec<f64>> = layouts_all.iter().map(|l| ramp::<f64>(l.required_len() + 2, 10.0, 0)).collect();
                 let parts: Vec<(&[f64], &Layout)> = datas.iter().map(|d| d.as_slice()).zip(&layouts_all).collect();
                 assert_eq!(cat_fast(&parts, axis), cat_reference(&parts, axis), "{dims:?} axis {axis}");
             }

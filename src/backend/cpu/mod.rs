@@ -21,6 +21,8 @@ pub mod reduce;
 // this backend calls it, which tests/integration/architecture.rs checks.
 #[doc(hidden)]
 pub mod simd;
+#[cfg(test)]
+mod test_data;
 pub mod unary;
 
 use crate::backend::BackendStorage;

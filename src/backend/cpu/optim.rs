@@ -358,6 +358,7 @@ impl OptimKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::ramp;
     use super::*;
 
     /// The kernels give the contract's errors.
@@ -384,7 +385,7 @@ mod tests {
     #[test]
     fn chunked_adam_equals_one_piece() {
         let n = PARALLEL_THRESHOLD + 3 * CHUNK + 17;
-        let init = |k: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7919 + k * 104729) % 1000) as f32 / 500.0 - 1.0).collect() };
+        let init = |k: usize| -> Vec<f32> { ramp(n, 2.0, k * 104_729) };
         let g = init(1);
         let c = AdamCoeffs::<f32>::new(&AdamStep {
             lr: 1e-2,

@@ -436,8 +436,8 @@ impl ConvKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_data::{assert_close, unit_hash};
     use super::*;
+    use crate::backend::cpu::test_data::{assert_close, unit_hash};
 
     fn params(n: usize, c: usize, hw: (usize, usize), o: usize, k: (usize, usize), s: (usize, usize), pad: (usize, usize)) -> Conv2dParams {
         Conv2dParams {

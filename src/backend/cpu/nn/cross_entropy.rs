@@ -187,8 +187,8 @@ impl CrossEntropyKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_data::{assert_close, ramp as data};
     use super::*;
+    use crate::backend::cpu::test_data::{assert_close, ramp as data};
     use crate::types::DType;
 
     fn fast_matches_reference<T: Float>(tol: f64) {

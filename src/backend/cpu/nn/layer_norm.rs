@@ -272,8 +272,8 @@ impl LayerNormKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_data::{assert_close, ramp as data};
     use super::*;
+    use crate::backend::cpu::test_data::{assert_close, ramp as data};
 
     fn fast_matches_reference<T: Float>(tol: f64) {
         for (rows, c) in [(3, 5), (1, 700), (4, 33), (200, 200), (5, 1)] {

@@ -330,8 +330,8 @@ impl PoolKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_data::unit_hash;
     use super::*;
+    use crate::backend::cpu::test_data::unit_hash;
 
     fn params(n: usize, c: usize, hw: (usize, usize), k: (usize, usize), s: (usize, usize), pad: (usize, usize)) -> Pool2dParams {
         Pool2dParams {

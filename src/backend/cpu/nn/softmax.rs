@@ -223,8 +223,8 @@ impl SoftmaxKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_data::{assert_close, ramp};
     use super::*;
+    use crate::backend::cpu::test_data::{assert_close, ramp};
 
     fn data<T: Float>(n: usize, spread: f64) -> Vec<T> {
         ramp(n, spread, 0)
