@@ -335,7 +335,7 @@ impl Storage {
     }
     /// Dropout's scaled keep mask for `n` elements of `dtype` on `device`,
     /// from that device's generator
-    /// ([`DropoutKernels::dropout_mask`](contract::nn::dropout::DropoutKernels::dropout_mask)).
+    /// ([`DropoutKernels::dropout_mask`]).
     pub fn dropout_mask_on(device: Device, dtype: DType, n: usize, p: f64, rng: &mut dyn rand::RngCore) -> Result<Storage> {
         Ok(on_device!("dropout", device, |S| S::dropout_mask(device, dtype, n, p, rng)?))
     }
