@@ -15,7 +15,8 @@
 
 use super::gemm::{self, MatRef};
 use super::{simd, CpuElem, CpuStorage};
-use crate::backend::contract::matmul::MatmulKernels;
+use crate::backend::contract::matmul::{check_matmul, MatmulKernels};
+use crate::backend::BackendStorage;
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout, Shape};
 use crate::{Error, Result};
@@ -315,6 +316,11 @@ fn matmul_f64(a: &[f64], b: &[f64], p: &GemmPlan) -> Vec<f64> {
 
 impl MatmulKernels for CpuStorage {
     fn matmul(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout) -> Result<Self> {
+        check_matmul(
+            (self.dtype(), lhs_layout, self.len()),
+            (rhs.dtype(), rhs_layout, rhs.len()),
+            <Self as MatmulKernels>::DTYPES,
+        )?;
         cpu_float_dispatch!("matmul", self, |a: T| {
             let b = <T as CpuElem>::slice(rhs).ok_or_else(|| {
                 Error::dtype(

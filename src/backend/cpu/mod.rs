@@ -7,6 +7,8 @@
 //! `contract::nn::layer_norm::LayerNormKernels`, and so on.
 
 pub mod binary;
+#[cfg(test)]
+mod contract_errors;
 // tamer's f32 GEMM (packing, micro-kernels per ISA). Public and hidden like
 // `simd`, only so that benches/matmul.rs can time each ISA's kernel directly.
 #[doc(hidden)]
@@ -23,6 +25,8 @@ pub mod reduce;
 // this backend calls it, which tests/integration/architecture.rs checks.
 #[doc(hidden)]
 pub mod simd;
+#[cfg(test)]
+mod test_data;
 pub mod unary;
 
 use crate::backend::BackendStorage;
