@@ -1,6 +1,7 @@
 //! The CPU backend: storage as plain `Vec`s, scalar reference kernels, SIMD
-//! fast paths (`simd/`, used by nothing outside this backend), matrixmultiply
-//! for GEMM and rayon for threads.
+//! fast paths (`simd/`, used by nothing outside this backend), its own f32
+//! GEMM (`gemm/`; f64 products and convolutions use matrixmultiply) and rayon
+//! for threads.
 //!
 //! Kernel files mirror the contract's families: `unary.rs` implements
 //! `contract::unary::UnaryKernels`, `nn/layer_norm.rs`
