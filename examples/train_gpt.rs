@@ -153,6 +153,7 @@ fn run(args: &GptArgs) -> Result<()> {
     run::resume_if_asked(&mut trainer, &args.run)?;
     run::start_over(OP, &args.out, &args.run, MODEL_FILE)?;
     let summary = trainer.fit()?;
+    run::finish_profile(Some(&args.out))?;
     let gpt_path = args.out.join(MODEL_FILE);
     checkpoint::save_with_metadata(&gpt_path, &checkpoint::module_tensors(&trainer.task.model), &trainer.config.metadata)?;
     println!(

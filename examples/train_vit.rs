@@ -229,6 +229,7 @@ fn run(args: &VitArgs) -> Result<()> {
         run::start_over(OP, out, &args.run, MODEL_FILE)?;
     }
     let summary = trainer.fit()?;
+    run::finish_profile(args.out.as_deref())?;
     if let Some(dir) = &args.out {
         let path = dir.join(MODEL_FILE);
         checkpoint::save_with_metadata(&path, &checkpoint::module_tensors(&trainer.task.model), &trainer.config.metadata)?;
