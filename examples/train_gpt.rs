@@ -16,6 +16,9 @@
 //! JSON object: `{"event":"final","dataset":..,"model":..,"params":..,
 //! "steps":..,"steps_this_process":..,"seconds":..,"seconds_this_process":..,
 //! "train_loss":..,"val_loss":..,"tokens":..,"tokens_per_s":..}`.
+//! With `TAMER_PROFILE=1` the per-op profile (`tamer::profile`) goes to
+//! stderr when training ends and, as JSON, to `OUT/profile.json` (or the
+//! file `TAMER_PROFILE_OUT` names).
 
 #[path = "cli/common.rs"]
 mod common;

@@ -75,17 +75,18 @@ pub fn report() -> ProfileReport {
 /// a profile was asked for.
 #[inline]
 pub fn op(name: &'static str, cost: impl FnOnce() -> Cost) -> Result<Scope> {
-    match STATE.load(Ordering::Relaxed) {
-        OFF => Ok(Scope(Frame::Inert)),
-        ON => Ok(Scope::open(name, cost())),
-        _ => undecided_op(name, cost),
+    // Off, this load and branch is all an op pays: the scope it returns is
+    // inert, and its inlined `drop` vanishes.
+    if STATE.load(Ordering::Relaxed) == OFF {
+        return Ok(Scope(Frame::Inert));
     }
+    op_not_off(name, cost)
 }
 
-/// The first op of a process, or every op under a bad `TAMER_PROFILE`.
+/// Profiling on, the first op of a process, or a bad `TAMER_PROFILE`.
 #[cold]
 #[inline(never)]
-fn undecided_op(name: &'static str, cost: impl FnOnce() -> Cost) -> Result<Scope> {
+fn op_not_off(name: &'static str, cost: impl FnOnce() -> Cost) -> Result<Scope> {
     match state() {
         ON => Ok(Scope::open(name, cost())),
         BAD_VARIABLE => Err(Error::value(name, bad_variable_message())),
@@ -210,7 +211,17 @@ impl Scope {
 }
 
 impl Drop for Scope {
+    #[inline]
     fn drop(&mut self) {
+        if !matches!(self.0, Frame::Inert) {
+            self.close();
+        }
+    }
+}
+
+impl Scope {
+    #[inline(never)]
+    fn close(&mut self) {
         match self.0 {
             Frame::Inert => {}
             Frame::Nested => THREAD.with(|t| t.depth.set(t.depth.get().saturating_sub(1))),
