@@ -156,7 +156,6 @@ fn run(args: &GptArgs) -> Result<()> {
     run::resume_if_asked(&mut trainer, &args.run)?;
     run::start_over(OP, &args.out, &args.run, MODEL_FILE)?;
     let summary = trainer.fit()?;
-    run::finish_profile(Some(&args.out))?;
     let gpt_path = args.out.join(MODEL_FILE);
     checkpoint::save_with_metadata(&gpt_path, &checkpoint::module_tensors(&trainer.task.model), &trainer.config.metadata)?;
     println!(
@@ -164,6 +163,8 @@ fn run(args: &GptArgs) -> Result<()> {
         gpt_path.display(),
         gpt_path.display()
     );
+    // After the model is safe, before sampling (which is not training).
+    run::finish_profile(Some(&args.out))?;
 
     if args.sample_tokens > 0 {
         let task = &mut trainer.task;

@@ -232,7 +232,6 @@ fn run(args: &VitArgs) -> Result<()> {
         run::start_over(OP, out, &args.run, MODEL_FILE)?;
     }
     let summary = trainer.fit()?;
-    run::finish_profile(args.out.as_deref())?;
     if let Some(dir) = &args.out {
         let path = dir.join(MODEL_FILE);
         checkpoint::save_with_metadata(&path, &checkpoint::module_tensors(&trainer.task.model), &trainer.config.metadata)?;
@@ -242,6 +241,8 @@ fn run(args: &VitArgs) -> Result<()> {
             None => println!("saved {}", path.display()),
         }
     }
+    // After the model is safe: a profile that cannot be written is an error.
+    run::finish_profile(args.out.as_deref())?;
     let test_acc = summary.metric("test_acc");
     println!(
         "test accuracy {} after {} steps ({} in this process) in {:.1}s",

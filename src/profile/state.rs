@@ -5,6 +5,7 @@ use super::{Cost, VARIABLE};
 use crate::{Error, Result};
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -78,7 +79,7 @@ pub fn op(name: &'static str, cost: impl FnOnce() -> Cost) -> Result<Scope> {
     // Off, this load and branch is all an op pays: the scope it returns is
     // inert, and its inlined `drop` vanishes.
     if STATE.load(Ordering::Relaxed) == OFF {
-        return Ok(Scope(Frame::Inert));
+        return Ok(Scope::new(Frame::Inert));
     }
     op_not_off(name, cost)
 }
@@ -90,7 +91,7 @@ fn op_not_off(name: &'static str, cost: impl FnOnce() -> Cost) -> Result<Scope> 
     match state() {
         ON => Ok(Scope::open(name, cost())),
         BAD_VARIABLE => Err(Error::value(name, bad_variable_message())),
-        _ => Ok(Scope(Frame::Inert)),
+        _ => Ok(Scope::new(Frame::Inert)),
     }
 }
 
@@ -172,9 +173,11 @@ thread_local! {
 }
 
 /// An open profiling scope; it records when dropped. Keep it in a named
-/// binding (`let _op = ...`): `let _ = ...` drops it at once.
+/// binding (`let _op = ...`): `let _ = ...` drops it at once. It stays on
+/// the thread that opened it (it is not `Send`): the nesting it takes part
+/// in is that thread's.
 #[must_use = "a scope records the work done until it drops; bind it with `let _op = ...`"]
-pub struct Scope(Frame);
+pub struct Scope(Frame, PhantomData<*const ()>);
 
 enum Frame {
     /// Profiling was off when the scope opened.
@@ -186,6 +189,11 @@ enum Frame {
 }
 
 impl Scope {
+    #[inline]
+    fn new(frame: Frame) -> Scope {
+        Scope(frame, PhantomData)
+    }
+
     #[inline(never)]
     fn open(name: &'static str, cost: Cost) -> Scope {
         let (outermost, phase) = THREAD.with(|t| {
@@ -199,10 +207,10 @@ impl Scope {
             (depth == 0, t.phase.get())
         });
         if !outermost {
-            return Scope(Frame::Nested);
+            return Scope::new(Frame::Nested);
         }
         sync_devices();
-        Scope(Frame::Outermost {
+        Scope::new(Frame::Outermost {
             name,
             phase,
             start: Instant::now(),
@@ -241,16 +249,16 @@ impl Scope {
 /// While alive, the scopes this thread opens count as backward (the
 /// backward pass holds one); it restores the phase before it when dropped.
 #[must_use = "the phase lasts until the guard drops; bind it with `let _phase = ...`"]
-pub struct BackwardPhase(Option<bool>);
+pub struct BackwardPhase(Option<bool>, PhantomData<*const ()>);
 
 /// Mark the scopes this thread opens from now until the guard drops as
 /// backward. When profiling is off this touches nothing.
 pub fn backward_phase() -> BackwardPhase {
     if STATE.load(Ordering::Relaxed) != ON {
-        return BackwardPhase(None);
+        return BackwardPhase(None, PhantomData);
     }
     let was_backward = THREAD.with(|t| t.phase.replace(Phase::Backward)) == Phase::Backward;
-    BackwardPhase(Some(was_backward))
+    BackwardPhase(Some(was_backward), PhantomData)
 }
 
 impl Drop for BackwardPhase {
