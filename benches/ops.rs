@@ -3,7 +3,10 @@
 //! `cargo bench --bench ops`. Each op runs on 2²² f32 elements (softmax and
 //! layer norm as 4096 rows of 1024) in three ways:
 //! - `impl: "kernel"`: each ISA's kernel (`scalar` is the reference) called
-//!   directly into a preallocated buffer on one thread;
+//!   directly into a preallocated buffer on one thread (`impl:
+//!   "kernel_backward"`: a unary function's backward kernel, which reads `x`
+//!   or `y`, and `dy`; `select`: `where`'s kernel with a single-value operand,
+//!   as `masked_fill` runs it);
 //! - `impl: "tensor"`: the public Tensor API (`x.exp()`, `x.gelu()`, `a.add(&b)`,
 //!   `x.softmax(-1)`, `x.layer_norm(..)`), which also allocates its output, inside
 //!   a rayon pool of 1 and 2 threads;
@@ -29,7 +32,7 @@
 use rayon::prelude::*;
 use std::time::Instant;
 use tamer::backend::contract::unary::{Exp, Gelu, GeluTanh, Sigmoid, Silu, Tanh, UnaryFn, UnaryKernels};
-use tamer::backend::cpu::simd::{self, Simd};
+use tamer::backend::cpu::simd::{self, Operand, Simd, VectorUnary};
 use tamer::backend::cpu::CpuStorage;
 use tamer::types::Layout;
 use tamer::{DType, Tensor};
@@ -83,7 +86,6 @@ fn tensor(data: &[f32]) -> Tensor {
     Tensor::from_slice(data, [N]).expect("bench input")
 }
 
-type Unary = fn(Simd, &[f32], &mut [f32]);
 type TensorOp = fn(&Tensor) -> tamer::Result<Tensor>;
 
 /// `dx = dy·f'(x, y)` through the CPU backend's fused backward kernel, timed
@@ -130,24 +132,42 @@ fn main() {
         }
     };
 
-    let unary: [(&str, Unary, TensorOp); 3] = [
-        ("exp", Simd::exp_f32, Tensor::exp),
-        ("gelu", Simd::gelu_erf_f32, Tensor::gelu),
-        ("gelu_tanh", Simd::gelu_tanh_f32, Tensor::gelu_tanh),
+    // Every function with a vector kernel, forward and backward, per ISA.
+    let vector_functions = [
+        ("exp", VectorUnary::Exp),
+        ("gelu", VectorUnary::Gelu),
+        ("gelu_tanh", VectorUnary::GeluTanh),
+        ("tanh", VectorUnary::Tanh),
+        ("sigmoid", VectorUnary::Sigmoid),
+        ("silu", VectorUnary::Silu),
     ];
-    for (op, kernel, tensor_op) in unary {
+    for (op, f) in vector_functions {
         for s in Simd::available() {
-            report(op, "kernel", s.isa().name(), 1, 8 * N, median_ms(|| kernel(s, &x, &mut out)));
-        }
-        for (threads, p) in &pools {
-            let ms = median_ms(|| {
-                p.install(|| tensor_op(&tx)).expect("tensor op");
-            });
-            report(op, "tensor", best.isa().name(), *threads, 8 * N, ms);
+            report(op, "kernel", s.isa().name(), 1, 8 * N, median_ms(|| s.unary_f32(f, &x, &mut out)));
+            report(
+                op,
+                "kernel_backward",
+                s.isa().name(),
+                1,
+                12 * N,
+                median_ms(|| s.unary_backward_f32(f, &x, &y, &mut out)),
+            );
         }
     }
+    for s in Simd::available() {
+        let ms = median_ms(|| s.select_f32(Operand::Slice(&y), Operand::Value(f32::NEG_INFINITY), Operand::Slice(&x), &mut out));
+        report("select", "kernel", s.isa().name(), 1, 12 * N, ms);
+    }
 
-    for (op, tensor_op) in [("tanh", Tensor::tanh as TensorOp), ("sigmoid", Tensor::sigmoid), ("silu", Tensor::silu)] {
+    let tensor_unary: [(&str, TensorOp); 6] = [
+        ("exp", Tensor::exp),
+        ("gelu", Tensor::gelu),
+        ("gelu_tanh", Tensor::gelu_tanh),
+        ("tanh", Tensor::tanh),
+        ("sigmoid", Tensor::sigmoid),
+        ("silu", Tensor::silu),
+    ];
+    for (op, tensor_op) in tensor_unary {
         tensor_case(op, 8 * N, &pools, best.isa().name(), || tensor_op(&tx));
     }
     tensor_case("scale", 8 * N, &pools, best.isa().name(), || tx.scale(0.125));
