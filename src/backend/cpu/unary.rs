@@ -11,7 +11,7 @@
 
 use super::simd::{self, Reads};
 use super::{chunk_len, contiguous_or_gather, par_map, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
-use crate::backend::contract::unary::{check_unary_backward, UnaryFn, UnaryKernels};
+use crate::backend::contract::unary::{check_unary, check_unary_backward, UnaryFn, UnaryKernels};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
 use crate::{Error, Result};
@@ -29,6 +29,7 @@ pub fn unary_backward_reference<T: Float, U: UnaryFn>(x: &[T], y: &[T], dy: &[T]
 
 impl UnaryKernels for CpuStorage {
     fn unary<U: UnaryFn>(&self, layout: &Layout, f: U) -> Result<Self> {
+        check_unary(U::NAME, self.dtype(), <Self as UnaryKernels>::DTYPES)?;
         simd::selected(U::NAME)?;
         cpu_float_dispatch!(U::NAME, self, |v: T| {
             let src = contiguous_or_gather(v, layout);
@@ -37,7 +38,13 @@ impl UnaryKernels for CpuStorage {
     }
 
     fn unary_backward<U: UnaryFn>(&self, x_layout: &Layout, y: &Self, y_layout: &Layout, dy: &Self, dy_layout: &Layout, f: U) -> Result<Self> {
-        check_unary_backward(U::NAME, (self.dtype(), x_layout), (y.dtype(), y_layout), (dy.dtype(), dy_layout))?;
+        check_unary_backward(
+            U::NAME,
+            (self.dtype(), x_layout),
+            (y.dtype(), y_layout),
+            (dy.dtype(), dy_layout),
+            <Self as UnaryKernels>::DTYPES,
+        )?;
         simd::selected(U::NAME)?;
         cpu_float_dispatch!(U::NAME, self, |xv: T| {
             let (Some(yv), Some(gv)) = (<T as CpuElem>::slice(y), <T as CpuElem>::slice(dy)) else {
