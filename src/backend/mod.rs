@@ -223,6 +223,12 @@ pub fn optional_operand<'a, S: BackendRef>(op: &'static str, operand: Option<(&'
     }
 }
 
+/// An optional operand of a backend's kernel as the contract's validators
+/// take it: its dtype and layout.
+pub fn described<'a, S: BackendStorage>(operand: Option<(&S, &'a Layout)>) -> Option<(DType, &'a Layout)> {
+    operand.map(|(s, layout)| (s.dtype(), layout))
+}
+
 /// A mutable operand that `dispatch!` does not match (an optional optimizer
 /// state buffer) as the backend type `S`; a device mismatch is an error.
 pub fn operand_mut<'a, S: BackendRef>(op: &'static str, what: &str, s: &'a mut Storage) -> Result<&'a mut S> {
@@ -326,5 +332,11 @@ impl Storage {
     /// Zeros of `dtype` on `device`.
     pub fn zeros_on(device: Device, dtype: DType, len: usize) -> Result<Storage> {
         Ok(on_device!("zeros", device, |S| S::zeros_on(device, dtype, len)?))
+    }
+    /// Dropout's scaled keep mask for `n` elements of `dtype` on `device`,
+    /// from that device's generator
+    /// ([`DropoutKernels::dropout_mask`]).
+    pub fn dropout_mask_on(device: Device, dtype: DType, n: usize, p: f64, rng: &mut dyn rand::RngCore) -> Result<Storage> {
+        Ok(on_device!("dropout", device, |S| S::dropout_mask(device, dtype, n, p, rng)?))
     }
 }

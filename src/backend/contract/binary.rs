@@ -2,6 +2,7 @@
 //! arguments, and [`BinaryKernels`], what a backend runs them with (operands
 //! already broadcast to the output shape, stride 0 on stretched axes).
 
+use super::{check_dtype, COMPUTE_FLOATS};
 use crate::types::{DType, Float, Layout};
 use crate::{Error, Result};
 
@@ -28,6 +29,10 @@ pub trait BinaryFn: Copy + Send + Sync + 'static {
 
 /// The kernels a backend provides for binary functions.
 pub trait BinaryKernels: Sized {
+    /// The dtypes this backend's binary kernels (and `where_cond`) take: f32
+    /// and f64, unless it declares the 16-bit formats too (see the contract's
+    /// module docs).
+    const DTYPES: &'static [DType] = COMPUTE_FLOATS;
     /// `f(lhs, rhs)` where both layouts are already broadcast to the output shape.
     fn binary<B: BinaryFn>(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout, f: B) -> Result<Self>;
     /// `cond ≠ 0 ? on_true : on_false`, all three layouts broadcast to the output shape.
@@ -90,17 +95,21 @@ fn check_same_shape(op: &'static str, layouts: &[&Layout]) -> Result<()> {
     Ok(())
 }
 
-/// [`BinaryKernels::binary`]: both operands of one dtype, broadcast to one shape.
-pub fn check_binary(op: &'static str, lhs: (DType, &Layout), rhs: (DType, &Layout)) -> Result<()> {
+/// [`BinaryKernels::binary`]: both operands of one dtype, one the backend's
+/// kernels take (`dtypes`, its [`BinaryKernels::DTYPES`]), broadcast to one shape.
+pub fn check_binary(op: &'static str, lhs: (DType, &Layout), rhs: (DType, &Layout), dtypes: &[DType]) -> Result<()> {
+    check_dtype(op, lhs.0, dtypes)?;
     if rhs.0 != lhs.0 {
         return Err(Error::dtype(op, format!("operands have dtypes {} and {}", lhs.0, rhs.0)));
     }
     check_same_shape(op, &[lhs.1, rhs.1])
 }
 
-/// [`BinaryKernels::where_cond`]: condition and values of one dtype, broadcast to one shape.
-pub fn check_where_cond(cond: (DType, &Layout), on_true: (DType, &Layout), on_false: (DType, &Layout)) -> Result<()> {
+/// [`BinaryKernels::where_cond`]: condition and values of one dtype, one the
+/// backend's kernels take, broadcast to one shape.
+pub fn check_where_cond(cond: (DType, &Layout), on_true: (DType, &Layout), on_false: (DType, &Layout), dtypes: &[DType]) -> Result<()> {
     const OP: &str = "where_cond";
+    check_dtype(OP, cond.0, dtypes)?;
     if on_true.0 != cond.0 || on_false.0 != cond.0 {
         return Err(Error::dtype(
             OP,
@@ -111,4 +120,38 @@ pub fn check_where_cond(cond: (DType, &Layout), on_true: (DType, &Layout), on_fa
         ));
     }
     check_same_shape(OP, &[cond.1, on_true.1, on_false.1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::contract::FLOATS;
+    use crate::ErrorKind;
+
+    #[test]
+    fn binary_wants_one_supported_dtype_and_one_shape() {
+        let (a, b) = (Layout::contiguous([2, 3]), Layout::contiguous([3]));
+        let f = DType::F32;
+        assert!(check_binary("add", (f, &a), (f, &a), COMPUTE_FLOATS).is_ok());
+        assert!(check_binary("add", (DType::BF16, &a), (DType::BF16, &a), FLOATS).is_ok());
+        let e = check_binary("add", (DType::BF16, &a), (DType::BF16, &a), COMPUTE_FLOATS).unwrap_err();
+        assert!(e.message.starts_with("dtype bf16 is not supported, expected f32 or f64"), "{e}");
+        let e = check_binary("add", (f, &a), (DType::F64, &a), COMPUTE_FLOATS).unwrap_err();
+        assert_eq!((e.kind, e.message.as_str()), (ErrorKind::DType, "operands have dtypes f32 and f64"));
+        let e = check_binary("add", (f, &a), (f, &b), COMPUTE_FLOATS).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Shape);
+        assert!(e.message.contains("[2, 3], [3]"), "{e}");
+    }
+
+    #[test]
+    fn where_cond_wants_one_supported_dtype_and_one_shape() {
+        let (a, b) = (Layout::contiguous([4]), Layout::contiguous([5]));
+        let f = DType::F64;
+        assert!(check_where_cond((f, &a), (f, &a), (f, &a), COMPUTE_FLOATS).is_ok());
+        let e = check_where_cond((DType::I64, &a), (DType::I64, &a), (DType::I64, &a), FLOATS).unwrap_err();
+        assert!(e.message.starts_with("dtype i64 is not supported"), "{e}");
+        let e = check_where_cond((f, &a), (DType::F32, &a), (f, &a), COMPUTE_FLOATS).unwrap_err();
+        assert!(e.message.contains("condition is f64, values are f32 and f64"), "{e}");
+        assert_eq!(check_where_cond((f, &a), (f, &a), (f, &b), COMPUTE_FLOATS).unwrap_err().kind, ErrorKind::Shape);
+    }
 }

@@ -1,11 +1,15 @@
-//! The matrix-product family's contract: [`MatmulKernels`] and the layout
-//! check every backend's kernel makes before it reads.
+//! The matrix-product family's contract: [`MatmulKernels`] and the check
+//! every backend's kernel makes before it reads.
 
-use crate::types::Layout;
+use super::{check_dtype, COMPUTE_FLOATS};
+use crate::types::{DType, Layout};
 use crate::{Error, Result};
 
 /// The kernels a backend provides for matrix products.
 pub trait MatmulKernels: Sized {
+    /// The dtypes this backend's matrix products take: f32 and f64, unless it
+    /// declares the 16-bit formats too (see the contract's module docs).
+    const DTYPES: &'static [DType] = COMPUTE_FLOATS;
     /// `lhs @ rhs` for layouts of shape `[batch.., m, k]` and `[batch.., k, n]`
     /// whose batch dims are already broadcast to the same shape (stride 0 where
     /// stretched). Any strides are allowed, so transposed operands need no copy.
@@ -15,7 +19,22 @@ pub trait MatmulKernels: Sized {
     fn matmul(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout) -> Result<Self>;
 }
 
-/// The contract every backend's matmul kernel checks first: `[batch.., m, k]`
+/// [`MatmulKernels::matmul`]: operands of one dtype, one the backend's
+/// kernels take (`dtypes`, its [`MatmulKernels::DTYPES`]), with layouts that
+/// pass [`check_kernel_layouts`]. `lhs` and `rhs` are `(dtype, layout, storage
+/// length)`.
+pub fn check_matmul(lhs: (DType, &Layout, usize), rhs: (DType, &Layout, usize), dtypes: &[DType]) -> Result<()> {
+    check_dtype("matmul", lhs.0, dtypes)?;
+    if rhs.0 != lhs.0 {
+        return Err(Error::dtype(
+            "matmul",
+            format!("operands have dtypes {} and {}; expected the same dtype", lhs.0, rhs.0),
+        ));
+    }
+    check_kernel_layouts(lhs.1, lhs.2, rhs.1, rhs.2)
+}
+
+/// The layouts a matmul kernel can read: `[batch.., m, k]`
 /// and `[batch.., k, n]` layouts with equal batch dims and k, each lying inside
 /// its storage (kernels read through raw pointers, so an out-of-bounds layout
 /// must be an error, never a read).
@@ -46,4 +65,31 @@ pub fn check_kernel_layouts(lhs: &Layout, lhs_len: usize, rhs: &Layout, rhs_len:
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::contract::FLOATS;
+    use crate::ErrorKind;
+
+    #[test]
+    fn matmul_wants_one_supported_dtype_and_fitting_layouts() {
+        let (a, b) = (Layout::contiguous([2, 3]), Layout::contiguous([3, 4]));
+        let f = DType::F32;
+        assert!(check_matmul((f, &a, 6), (f, &b, 12), COMPUTE_FLOATS).is_ok());
+        assert!(check_matmul((DType::F16, &a, 6), (DType::F16, &b, 12), FLOATS).is_ok());
+        let e = check_matmul((DType::F16, &a, 6), (DType::F16, &b, 12), COMPUTE_FLOATS).unwrap_err();
+        assert!(e.message.starts_with("dtype f16 is not supported, expected f32 or f64"), "{e}");
+        let e = check_matmul((DType::I64, &a, 6), (DType::I64, &b, 12), FLOATS).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::DType);
+        let e = check_matmul((f, &a, 6), (DType::F64, &b, 12), COMPUTE_FLOATS).unwrap_err();
+        assert!(e.message.contains("operands have dtypes f32 and f64"), "{e}");
+        // k differs
+        let e = check_matmul((f, &a, 6), (f, &Layout::contiguous([4, 4]), 16), COMPUTE_FLOATS).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Shape);
+        // rhs reaches past its storage
+        let e = check_matmul((f, &a, 6), (f, &b, 11), COMPUTE_FLOATS).unwrap_err();
+        assert!(e.message.contains("rhs layout") && e.message.contains("storage of 11"), "{e}");
+    }
 }

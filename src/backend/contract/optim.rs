@@ -8,6 +8,7 @@
 //! operation; the CPU loops are in `cpu/optim.rs`, the CUDA kernels in
 //! `cuda/optim.cu` (launched by `cuda/optim.rs`).
 
+use super::{check_dtype, COMPUTE_FLOATS, FLOATS};
 use crate::types::{DType, Float, Layout};
 use crate::{Error, Result};
 
@@ -167,20 +168,14 @@ pub trait OptimKernels: Sized {
     fn sum_squares(op: &'static str, parts: &[(&Self, &Layout)]) -> Result<Vec<f64>>;
 }
 
-/// The updates compute in f32 and f64 only.
-pub fn check_update_dtype(op: &'static str, dtype: DType) -> Result<()> {
-    match dtype {
-        DType::F32 | DType::F64 => Ok(()),
-        other => Err(super::unsupported_dtype(op, other)),
-    }
-}
-
-/// What every update checks before it writes: a dtype it computes in, and the
-/// gradient and each state buffer (`(what, dtype, elements)`) of the
-/// parameter's dtype and element count. `name` is the parameter's.
+/// [`OptimKernels::adam_step`], [`OptimKernels::sgd_step`] and
+/// [`OptimKernels::axpy`]: what every update checks before it writes: an f32
+/// or f64 parameter, and the gradient and each state buffer (`(what, dtype,
+/// elements)`) of the parameter's dtype and element count. `name` is the
+/// parameter's.
 pub fn check_update(op: &'static str, name: &str, param: (DType, &Layout), grad: (DType, &Layout), states: &[(&str, DType, usize)]) -> Result<()> {
     let (dtype, n) = (param.0, param.1.numel());
-    check_update_dtype(op, dtype)?;
+    check_dtype(op, dtype, COMPUTE_FLOATS)?;
     if grad.0 != dtype {
         return Err(Error::dtype(
             op,
@@ -212,4 +207,53 @@ pub fn check_update(op: &'static str, name: &str, param: (DType, &Layout), grad:
         }
     }
     Ok(())
+}
+
+/// [`OptimKernels::scaled`]: an f32 or f64 input.
+pub fn check_scaled(op: &'static str, x: DType) -> Result<()> {
+    check_dtype(op, x, COMPUTE_FLOATS)
+}
+
+/// [`OptimKernels::sum_squares`]: parts of any float dtype (a 16-bit gradient
+/// is widened to f64 element by element), none of them i64.
+pub fn check_sum_squares(op: &'static str, parts: impl IntoIterator<Item = DType>) -> Result<()> {
+    parts.into_iter().try_for_each(|d| check_dtype(op, d, FLOATS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn an_update_checks_dtype_gradient_and_state() {
+        let (l, f) = (Layout::contiguous([2, 3]), DType::F32);
+        assert!(check_update("Adam", "w", (f, &l), (f, &l), &[("exp_avg", f, 6)]).is_ok());
+        let e = check_update("Adam", "w", (DType::BF16, &l), (DType::BF16, &l), &[]).unwrap_err();
+        assert!(e.to_string().contains("Adam") && e.message.starts_with("dtype bf16 is not supported"), "{e}");
+        let e = check_update("Adam", "w", (f, &l), (DType::F64, &l), &[]).unwrap_err();
+        assert!(e.message.contains("gradient of shape [2, 3] has dtype f64, expected f32"), "{e}");
+        let e = check_update("Adam", "w", (f, &l), (f, &Layout::contiguous([5])), &[]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Shape);
+        let e = check_update("Adam", "w", (f, &l), (f, &l), &[("exp_avg", DType::F64, 6)]).unwrap_err();
+        assert!(e.message.contains("state exp_avg of parameter 'w' is f64"), "{e}");
+        let e = check_update("Adam", "w", (f, &l), (f, &l), &[("exp_avg", f, 5)]).unwrap_err();
+        assert!(e.message.contains("holds 5 elements, expected 6"), "{e}");
+    }
+
+    #[test]
+    fn scaled_takes_f32_and_f64() {
+        assert!(check_scaled("clip_grad_norm", DType::F64).is_ok());
+        let e = check_scaled("clip_grad_norm", DType::F16).unwrap_err();
+        assert!(e.message.starts_with("dtype f16 is not supported, expected f32 or f64"), "{e}");
+    }
+
+    #[test]
+    fn sum_squares_takes_every_float_but_no_integer() {
+        assert!(check_sum_squares("grad_norm", [DType::F32, DType::F64, DType::BF16, DType::F16]).is_ok());
+        assert!(check_sum_squares("grad_norm", []).is_ok());
+        let e = check_sum_squares("grad_norm", [DType::F32, DType::I64]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::DType);
+        assert!(e.message.starts_with("dtype i64 is not supported, expected f32, f64, bf16 or f16"), "{e}");
+    }
 }

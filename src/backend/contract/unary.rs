@@ -7,6 +7,7 @@
 //! functions that name one in [`UnaryFn::VECTORIZED`], its own vector
 //! kernel), and the CUDA backend has one kernel per function `NAME`.
 
+use super::{check_dtype, COMPUTE_FLOATS};
 use crate::types::{DType, Float, Layout};
 use crate::{Error, Result};
 
@@ -44,6 +45,9 @@ pub trait UnaryFn: Copy + Send + Sync + 'static {
 
 /// The kernels a backend provides for unary functions.
 pub trait UnaryKernels: Sized {
+    /// The dtypes this backend's unary kernels take: f32 and f64, unless it
+    /// declares the 16-bit formats too (see the contract's module docs).
+    const DTYPES: &'static [DType] = COMPUTE_FLOATS;
     /// `f` applied to the elements `layout` selects; contiguous result.
     fn unary<U: UnaryFn>(&self, layout: &Layout, f: U) -> Result<Self>;
     /// `dy · f'(x, y)` in one pass; all three operands share a shape.
@@ -227,8 +231,16 @@ impl UnaryFn for Clamp {
     }
 }
 
-/// [`UnaryKernels::unary_backward`]: `x`, `y` and `dy` of one dtype and one shape.
-pub fn check_unary_backward(op: &'static str, x: (DType, &Layout), y: (DType, &Layout), dy: (DType, &Layout)) -> Result<()> {
+/// [`UnaryKernels::unary`]: an input of a dtype the backend's kernels take
+/// (`dtypes`, its [`UnaryKernels::DTYPES`]).
+pub fn check_unary(op: &'static str, x: DType, dtypes: &[DType]) -> Result<()> {
+    check_dtype(op, x, dtypes)
+}
+
+/// [`UnaryKernels::unary_backward`]: `x`, `y` and `dy` of one dtype, one the
+/// backend's kernels take, and one shape.
+pub fn check_unary_backward(op: &'static str, x: (DType, &Layout), y: (DType, &Layout), dy: (DType, &Layout), dtypes: &[DType]) -> Result<()> {
+    check_dtype(op, x.0, dtypes)?;
     if y.0 != x.0 || dy.0 != x.0 {
         return Err(Error::dtype(
             op,
@@ -247,4 +259,38 @@ pub fn check_unary_backward(op: &'static str, x: (DType, &Layout), y: (DType, &L
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::contract::FLOATS;
+    use crate::ErrorKind;
+
+    #[test]
+    fn unary_takes_the_declared_dtypes() {
+        assert!(check_unary("exp", DType::F64, COMPUTE_FLOATS).is_ok());
+        assert!(check_unary("exp", DType::F16, FLOATS).is_ok());
+        let e = check_unary("exp", DType::F16, COMPUTE_FLOATS).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::DType);
+        assert!(e.message.starts_with("dtype f16 is not supported, expected f32 or f64"), "{e}");
+        assert_eq!(check_unary("exp", DType::I64, FLOATS).unwrap_err().kind, ErrorKind::DType);
+    }
+
+    #[test]
+    fn unary_backward_wants_one_supported_dtype_and_one_shape() {
+        let (l, other) = (Layout::contiguous([2, 3]), Layout::contiguous([3, 2]));
+        let f = DType::F32;
+        assert!(check_unary_backward("exp", (f, &l), (f, &l), (f, &l), COMPUTE_FLOATS).is_ok());
+        // The dtype comes first: an unsupported one is the error even with mixed shapes.
+        let i = DType::I64;
+        let e = check_unary_backward("exp", (i, &l), (i, &other), (i, &l), FLOATS).unwrap_err();
+        assert!(e.message.starts_with("dtype i64 is not supported"), "{e}");
+        let e = check_unary_backward("exp", (f, &l), (DType::F64, &l), (f, &l), COMPUTE_FLOATS).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::DType);
+        assert!(e.message.contains("x f32, y f64, dy f32"), "{e}");
+        let e = check_unary_backward("exp", (f, &l), (f, &l), (f, &other), COMPUTE_FLOATS).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Shape);
+        assert!(e.message.contains("dy [3, 2]"), "{e}");
+    }
 }

@@ -104,7 +104,7 @@ fn slice_apply<T: Float, B: BinaryFn>(f: B, a: &[T], b: &[T], out: &mut [T]) {
 
 impl BinaryKernels for CpuStorage {
     fn binary<B: BinaryFn>(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout, f: B) -> Result<Self> {
-        check_binary(B::NAME, (self.dtype(), lhs_layout), (rhs.dtype(), rhs_layout))?;
+        check_binary(B::NAME, (self.dtype(), lhs_layout), (rhs.dtype(), rhs_layout), <Self as BinaryKernels>::DTYPES)?;
         simd::selected(B::NAME)?;
         cpu_float_dispatch!(B::NAME, self, |a: T| {
             let b = <T as CpuElem>::slice(rhs).ok_or_else(|| Error::dtype(B::NAME, format!("operands have dtypes {} and {}", self.dtype(), rhs.dtype())))?;
@@ -113,7 +113,12 @@ impl BinaryKernels for CpuStorage {
     }
 
     fn where_cond(&self, cond_layout: &Layout, on_true: &Self, true_layout: &Layout, on_false: &Self, false_layout: &Layout) -> Result<Self> {
-        check_where_cond((self.dtype(), cond_layout), (on_true.dtype(), true_layout), (on_false.dtype(), false_layout))?;
+        check_where_cond(
+            (self.dtype(), cond_layout),
+            (on_true.dtype(), true_layout),
+            (on_false.dtype(), false_layout),
+            <Self as BinaryKernels>::DTYPES,
+        )?;
         cpu_float_dispatch!("where_cond", self, |c: T| {
             let (Some(t), Some(f)) = (<T as CpuElem>::slice(on_true), <T as CpuElem>::slice(on_false)) else {
                 return Err(Error::dtype("where_cond", "condition and values must share a dtype"));

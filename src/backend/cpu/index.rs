@@ -8,11 +8,9 @@
 //! `index_select` along axis 0 of a `[V, D]` table (the embedding lookup) is
 //! one row copy per id. Each fast kernel has a `*_reference` twin that walks
 //! the output element by element; the tests compare the two.
-//!
-//! Selection and concatenation move data, so they take every dtype; the
-//! scatter-adds (the backward passes) compute, so they take f32 and f64.
 
 use super::{contiguous_or_gather, gather as gather_layout, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::contract::check_indices_dtype;
 use crate::backend::contract::index::{
     check_cat, check_gather, check_gather_backward, check_index_add, check_index_select, check_index_select_backward, check_scatter_add, IndexKernels,
 };
@@ -80,11 +78,11 @@ fn offset_of(layout: &Layout, idx: &[usize]) -> usize {
     layout.offset() + idx.iter().zip(layout.strides()).map(|(i, s)| i * s).sum::<usize>()
 }
 
+/// The ids' values in row-major order, once they are known to be i64.
 fn ids_slice<'a>(op: &'static str, ids: &'a CpuStorage, layout: &Layout) -> Result<Cow<'a, [i64]>> {
-    match ids {
-        CpuStorage::I64(v) => Ok(contiguous_or_gather(v, layout)),
-        other => Err(Error::dtype(op, format!("indices must have dtype i64, got {}", other.dtype()))),
-    }
+    check_indices_dtype(op, "indices", ids.dtype())?;
+    let v = <i64 as CpuElem>::slice(ids).ok_or_else(|| Error::dtype(op, "indices are not i64"))?;
+    Ok(contiguous_or_gather(v, layout))
 }
 
 fn typed<'a, T: CpuElem>(op: &'static str, s: &'a CpuStorage, expected: crate::DType) -> Result<&'a [T]> {
@@ -359,7 +357,7 @@ impl IndexKernels for CpuStorage {
     fn index_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self> {
         const OP: &str = "index_add";
         let ids = ids_slice(OP, ids, ids_layout)?;
-        check_index_add(layout, axis, &ids, src_layout)?;
+        check_index_add((self.dtype(), layout), axis, &ids, (src.dtype(), src_layout))?;
         cpu_float_dispatch!(OP, self, |x: T| {
             let s = typed::<T>(OP, src, self.dtype())?;
             Ok(super::wrap_float(index_add_fast(x, layout, axis, &ids, s, src_layout)))
@@ -376,7 +374,7 @@ impl IndexKernels for CpuStorage {
     fn scatter_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self> {
         const OP: &str = "scatter_add";
         let ids_v = ids_slice(OP, ids, ids_layout)?;
-        check_scatter_add(layout, axis, ids_layout, &ids_v, src_layout)?;
+        check_scatter_add((self.dtype(), layout), axis, ids_layout, &ids_v, (src.dtype(), src_layout))?;
         cpu_float_dispatch!(OP, self, |x: T| {
             let s = typed::<T>(OP, src, self.dtype())?;
             Ok(super::wrap_float(scatter_add_fast(x, layout, axis, &ids_v, ids_layout.dims(), s, src_layout)))
@@ -386,7 +384,7 @@ impl IndexKernels for CpuStorage {
     fn index_select_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self> {
         const OP: &str = "index_select_backward";
         let ids = ids_slice(OP, ids, ids_layout)?;
-        check_index_select_backward(layout, axis, &ids, input_shape)?;
+        check_index_select_backward((self.dtype(), layout), axis, &ids, input_shape)?;
         cpu_float_dispatch!(OP, self, |g: T| {
             // Zeroed allocation is lazy: rows no id touches cost nothing (most of a vocabulary).
             let mut out = vec![T::ZERO; input_shape.numel()];
@@ -398,7 +396,7 @@ impl IndexKernels for CpuStorage {
     fn gather_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self> {
         const OP: &str = "gather_backward";
         let ids_v = ids_slice(OP, ids, ids_layout)?;
-        check_gather_backward(layout, axis, ids_layout, &ids_v, input_shape)?;
+        check_gather_backward((self.dtype(), layout), axis, ids_layout, &ids_v, input_shape)?;
         cpu_float_dispatch!(OP, self, |g: T| {
             let mut out = vec![T::ZERO; input_shape.numel()];
             scatter_add_into(&mut out, input_shape, axis, &ids_v, ids_layout.dims(), g, layout);
@@ -408,7 +406,7 @@ impl IndexKernels for CpuStorage {
 
     fn cat(parts: &[(&Self, &Layout)], axis: usize) -> Result<Self> {
         const OP: &str = "cat";
-        check_cat(parts.iter().map(|&(_, l)| l), axis)?;
+        check_cat(parts.iter().map(|&(s, l)| (s.dtype(), l)), axis)?;
         let Some(&(first, _)) = parts.first() else {
             return Err(Error::value(OP, "expected at least one tensor, got an empty list"));
         };
@@ -424,11 +422,8 @@ impl IndexKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::ramp;
     use super::*;
-
-    fn data(n: usize) -> Vec<f64> {
-        (0..n).map(|i| ((i * 7919) % 997) as f64 / 97.0 - 5.0).collect()
-    }
     fn ids(n: usize, size: usize, seed: usize) -> Vec<i64> {
         (0..n).map(|j| ((j * 31 + seed * 17 + j * j) % size) as i64).collect()
     }
@@ -449,7 +444,7 @@ mod tests {
     fn index_select_and_index_add_match_the_reference() {
         for dims in SHAPES {
             for l in layouts(dims) {
-                let x = data(l.required_len() + 3);
+                let x = ramp::<f64>(l.required_len() + 3, 10.0, 0);
                 for axis in 0..dims.len() {
                     for n in [0, 1, 5, 2 * dims[axis] + 1] {
                         let ids = ids(n, dims[axis], axis);
@@ -458,7 +453,7 @@ mod tests {
                         let mut sd = dims.to_vec();
                         sd[axis] = n;
                         for sl in layouts(&sd).into_iter().filter(|_| n > 0) {
-                            let src = data(sl.required_len());
+                            let src = ramp::<f64>(sl.required_len(), 10.0, 0);
                             let fast = index_add_fast(&x, &l, axis, &ids, &src, &sl);
                             assert_eq!(fast, index_add_reference(&x, &l, axis, &ids, &src, &sl), "{dims:?} axis {axis} n {n}");
                         }
@@ -472,7 +467,7 @@ mod tests {
     fn gather_and_scatter_add_match_the_reference() {
         for dims in SHAPES {
             for l in layouts(dims) {
-                let x = data(l.required_len());
+                let x = ramp::<f64>(l.required_len(), 10.0, 0);
                 for axis in 0..dims.len() {
                     // ids smaller than x off the axis and of any length along it
                     let mut id_dims: Vec<usize> = dims.iter().map(|&d| d.div_ceil(2)).collect();
@@ -482,7 +477,7 @@ mod tests {
                     let fast = gather_fast(&x, &l, axis, &ids, &id_dims);
                     assert_eq!(fast, gather_reference(&x, &l, axis, &ids, &id_dims), "{dims:?} axis {axis}");
                     for sl in layouts(&id_dims) {
-                        let src = data(sl.required_len() + 1);
+                        let src = ramp::<f64>(sl.required_len() + 1, 10.0, 0);
                         let fast = scatter_add_fast(&x, &l, axis, &ids, &id_dims, &src, &sl);
                         assert_eq!(fast, scatter_add_reference(&x, &l, axis, &ids, &id_dims, &src, &sl), "{dims:?} axis {axis}");
                     }
@@ -500,7 +495,7 @@ mod tests {
             gd[axis] = 2 * size + 1;
             let ids_v = ids(gd[axis], size, axis);
             for gl in layouts(&gd) {
-                let g = CpuStorage::F64(data(gl.required_len()));
+                let g = CpuStorage::F64(ramp::<f64>(gl.required_len(), 10.0, 0));
                 let ids_s = CpuStorage::I64(ids_v.clone());
                 let dx = g.index_select_backward(&gl, axis, &ids_s, &Layout::contiguous([ids_v.len()]), &shape).unwrap();
                 let zeros = CpuStorage::F64(vec![0.0; shape.numel()]);
@@ -514,7 +509,7 @@ mod tests {
             let ids_s = CpuStorage::I64(ids_v);
             let il = Layout::contiguous(gd2.clone());
             for gl in layouts(&gd2) {
-                let g = CpuStorage::F64(data(gl.required_len()));
+                let g = CpuStorage::F64(ramp::<f64>(gl.required_len(), 10.0, 0));
                 let dx = g.gather_backward(&gl, axis, &ids_s, &il, &shape).unwrap();
                 let zeros = CpuStorage::F64(vec![0.0; shape.numel()]);
                 assert_eq!(dx, zeros.scatter_add(&Layout::contiguous(shape.clone()), axis, &ids_s, &il, &g, &gl).unwrap());
@@ -532,7 +527,7 @@ mod tests {
                     d[axis] = extra + k;
                     layouts_all.push(layouts(&d).swap_remove(k % 3));
                 }
-                let datas: Vec<Vec<f64>> = layouts_all.iter().map(|l| data(l.required_len() + 2)).collect();
+                let datas: Vec<Vec<f64>> = layouts_all.iter().map(|l| ramp::<f64>(l.required_len() + 2, 10.0, 0)).collect();
                 let parts: Vec<(&[f64], &Layout)> = datas.iter().map(|d| d.as_slice()).zip(&layouts_all).collect();
                 assert_eq!(cat_fast(&parts, axis), cat_reference(&parts, axis), "{dims:?} axis {axis}");
             }

@@ -9,7 +9,8 @@
 //! an independent GEMM on a slice of A (or B).
 
 use super::{CpuElem, CpuStorage};
-use crate::backend::contract::matmul::MatmulKernels;
+use crate::backend::contract::matmul::{check_matmul, MatmulKernels};
+use crate::backend::BackendStorage;
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout, Shape};
 use crate::{Error, Result};
@@ -287,6 +288,11 @@ pub fn matmul_fast<T: GemmElem>(a: &[T], b: &[T], p: &GemmPlan) -> Vec<T> {
 
 impl MatmulKernels for CpuStorage {
     fn matmul(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout) -> Result<Self> {
+        check_matmul(
+            (self.dtype(), lhs_layout, self.len()),
+            (rhs.dtype(), rhs_layout, rhs.len()),
+            <Self as MatmulKernels>::DTYPES,
+        )?;
         cpu_float_dispatch!("matmul", self, |a: T| {
             let b = <T as CpuElem>::slice(rhs).ok_or_else(|| {
                 Error::dtype(

@@ -7,6 +7,8 @@
 //! `contract::nn::layer_norm::LayerNormKernels`, and so on.
 
 pub mod binary;
+#[cfg(test)]
+mod contract_errors;
 pub mod index;
 #[cfg(test)]
 mod kernels_f32;
@@ -19,6 +21,8 @@ pub mod reduce;
 // this backend calls it, which tests/integration/architecture.rs checks.
 #[doc(hidden)]
 pub mod simd;
+#[cfg(test)]
+mod test_data;
 pub mod unary;
 
 use crate::backend::BackendStorage;

@@ -12,7 +12,9 @@
 //! `cuda/optim.cu` holds the same formulas for CUDA parameters.
 
 use super::{contiguous_or_gather, gather, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
-use crate::backend::contract::optim::{check_update, AdamCoeffs, AdamDecay, AdamState, AdamStep, OptimKernels, SgdCoeffs, SgdStep};
+use crate::backend::contract::optim::{
+    check_scaled, check_sum_squares, check_update, AdamCoeffs, AdamDecay, AdamState, AdamStep, OptimKernels, SgdCoeffs, SgdStep,
+};
 use crate::backend::contract::unsupported_dtype;
 use crate::backend::BackendStorage;
 use crate::types::{DType, Float, Layout};
@@ -333,6 +335,7 @@ impl OptimKernels for CpuStorage {
     }
 
     fn scaled(&self, op: &'static str, layout: &Layout, a: f64) -> Result<Self> {
+        check_scaled(op, self.dtype())?;
         with_float!(op, self.dtype(), |T| {
             let x = contiguous_or_gather(typed::<T>(op, "gradient", self)?, layout);
             let a = <T as Float>::from_f64(a);
@@ -340,7 +343,8 @@ impl OptimKernels for CpuStorage {
         })
     }
 
-    fn sum_squares(_op: &'static str, parts: &[(&Self, &Layout)]) -> Result<Vec<f64>> {
+    fn sum_squares(op: &'static str, parts: &[(&Self, &Layout)]) -> Result<Vec<f64>> {
+        check_sum_squares(op, parts.iter().map(|(s, _)| s.dtype()))?;
         Ok(parts
             .iter()
             .map(|&(s, l)| match s {
@@ -354,14 +358,34 @@ impl OptimKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::ramp;
     use super::*;
+
+    /// The kernels give the contract's errors.
+    #[test]
+    fn the_kernels_give_the_contracts_errors() {
+        let l = Layout::contiguous([2]);
+        let half = CpuStorage::F16(vec![half::f16::ONE; 2]);
+        assert_eq!(half.scaled("clip", &l, 0.5).unwrap_err(), check_scaled("clip", DType::F16).unwrap_err());
+        let mut p = CpuStorage::BF16(vec![half::bf16::ONE; 2]);
+        let g = p.clone();
+        let want = check_update("accumulate", "accumulated gradient", (DType::BF16, &l), (DType::BF16, &l), &[]).unwrap_err();
+        assert_eq!(p.axpy("accumulate", &l, &g, &l, 1.0).unwrap_err(), want);
+        let ints = CpuStorage::I64(vec![1, 2]);
+        let f = CpuStorage::F32(vec![3.0, 4.0]);
+        let got = CpuStorage::sum_squares("grad_norm", &[(&f, &l), (&ints, &l)]).unwrap_err();
+        assert_eq!(got, check_sum_squares("grad_norm", [DType::F32, DType::I64]).unwrap_err());
+        // 16-bit parts are summed in f64, exactly.
+        let sums = CpuStorage::sum_squares("grad_norm", &[(&f, &l), (&half, &l)]).unwrap();
+        assert_eq!(sums, vec![25.0, 2.0]);
+    }
 
     // The threaded path splits the work differently from the serial one; every
     // element must still get exactly the serial result.
     #[test]
     fn chunked_adam_equals_one_piece() {
         let n = PARALLEL_THRESHOLD + 3 * CHUNK + 17;
-        let init = |k: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7919 + k * 104729) % 1000) as f32 / 500.0 - 1.0).collect() };
+        let init = |k: usize| -> Vec<f32> { ramp(n, 2.0, k * 104_729) };
         let g = init(1);
         let c = AdamCoeffs::<f32>::new(&AdamStep {
             lr: 1e-2,

@@ -2,7 +2,7 @@
 
 use super::simd;
 use super::{contiguous_or_gather, par_map, CpuStorage};
-use crate::backend::contract::unary::{check_unary_backward, UnaryFn, UnaryKernels, VectorUnary};
+use crate::backend::contract::unary::{check_unary, check_unary_backward, UnaryFn, UnaryKernels, VectorUnary};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
 use crate::Result;
@@ -14,6 +14,7 @@ pub fn unary_reference<T: Float, U: UnaryFn>(src: &[T], f: U) -> Vec<T> {
 
 impl UnaryKernels for CpuStorage {
     fn unary<U: UnaryFn>(&self, layout: &Layout, f: U) -> Result<Self> {
+        check_unary(U::NAME, self.dtype(), <Self as UnaryKernels>::DTYPES)?;
         simd::selected(U::NAME)?;
         cpu_float_dispatch!(U::NAME, self, |v: T| {
             let src = contiguous_or_gather(v, layout);
@@ -23,7 +24,13 @@ impl UnaryKernels for CpuStorage {
     }
 
     fn unary_backward<U: UnaryFn>(&self, x_layout: &Layout, y: &Self, y_layout: &Layout, dy: &Self, dy_layout: &Layout, f: U) -> Result<Self> {
-        check_unary_backward(U::NAME, (self.dtype(), x_layout), (y.dtype(), y_layout), (dy.dtype(), dy_layout))?;
+        check_unary_backward(
+            U::NAME,
+            (self.dtype(), x_layout),
+            (y.dtype(), y_layout),
+            (dy.dtype(), dy_layout),
+            <Self as UnaryKernels>::DTYPES,
+        )?;
         cpu_float_dispatch!(U::NAME, self, |xv: T| {
             let (Some(yv), Some(gv)) = (<T as super::CpuElem>::slice(y), <T as super::CpuElem>::slice(dy)) else {
                 return Err(crate::Error::dtype(U::NAME, "backward operands have mixed dtypes"));

@@ -12,8 +12,9 @@
 
 use super::{elementwise_config, kernel_name, kernels, Arg, CudaStorage, StridedLayout};
 use crate::backend::contract::binary::{check_binary, check_where_cond, BinaryFn, BinaryKernels};
+use crate::backend::contract::FLOATS;
 use crate::backend::BackendStorage;
-use crate::types::{Layout, Shape};
+use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
 
 /// The `BinaryFn::NAME`s that cuda/binary.cu has kernels for (its
@@ -110,11 +111,13 @@ fn check_known<B: BinaryFn>() -> Result<()> {
 }
 
 impl BinaryKernels for CudaStorage {
+    /// The kernels read f16 and bf16 too, computing in f32 and rounding once.
+    const DTYPES: &'static [DType] = FLOATS;
+
     fn binary<B: BinaryFn>(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout, _f: B) -> Result<Self> {
-        check_known::<B>()?;
         let dtype = self.dtype();
-        super::unary::check_float(B::NAME, dtype)?;
-        check_binary(B::NAME, (dtype, lhs_layout), (rhs.dtype(), rhs_layout))?;
+        check_binary(B::NAME, (dtype, lhs_layout), (rhs.dtype(), rhs_layout), <Self as BinaryKernels>::DTYPES)?;
+        check_known::<B>()?;
         self.check_same_device(B::NAME, rhs)?;
         let dev = self.cuda_device();
         let n = lhs_layout.numel();
@@ -161,8 +164,12 @@ impl BinaryKernels for CudaStorage {
     fn where_cond(&self, cond_layout: &Layout, on_true: &Self, true_layout: &Layout, on_false: &Self, false_layout: &Layout) -> Result<Self> {
         const OP: &str = "where_cond";
         let dtype = self.dtype();
-        super::unary::check_float(OP, dtype)?;
-        check_where_cond((dtype, cond_layout), (on_true.dtype(), true_layout), (on_false.dtype(), false_layout))?;
+        check_where_cond(
+            (dtype, cond_layout),
+            (on_true.dtype(), true_layout),
+            (on_false.dtype(), false_layout),
+            <Self as BinaryKernels>::DTYPES,
+        )?;
         self.check_same_device(OP, on_true)?;
         self.check_same_device(OP, on_false)?;
         let dev = self.cuda_device();

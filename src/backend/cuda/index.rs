@@ -12,14 +12,14 @@
 //! `scatter_add` gives one thread each column along the axis. Both sum in the
 //! CPU's order, so results are bit-identical to the CPU backend's.
 
-use super::{elementwise_config, kernels, width_suffix, Arg, CudaStorage, StridedLayout};
+use super::{elementwise_config, kernel_name, kernels, width_suffix, Arg, CudaStorage, StridedLayout};
+use crate::backend::contract::check_indices_dtype;
 use crate::backend::contract::index::{
     check_cat, check_gather, check_gather_backward, check_index_add, check_index_select, check_index_select_backward, check_scatter_add, IndexKernels,
 };
-use crate::backend::contract::unsupported_dtype;
 use crate::backend::cpu::CpuStorage;
 use crate::backend::BackendStorage;
-use crate::types::{DType, Layout, Shape};
+use crate::types::{Layout, Shape};
 use crate::{Error, Result};
 use cudarc::driver::LaunchConfig;
 
@@ -27,38 +27,15 @@ use cudarc::driver::LaunchConfig;
 /// kernel `index_select_rows`; shorter ones the per-element `index_select`.
 const ROW_KERNEL_MIN: usize = 32;
 
-/// The ids as a contiguous device copy and as host values (for the checks
-/// and the bucketing). Errors like the CPU when they are not i64.
-fn ids_both(op: &'static str, data: &CudaStorage, ids: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Vec<i64>)> {
-    if ids.dtype() != DType::I64 {
-        return Err(Error::dtype(op, format!("indices must have dtype i64, got {}", ids.dtype())));
-    }
-    data.check_same_device(op, ids)?;
+/// The ids, once they are known to be i64, as a contiguous device copy (what
+/// the kernels read) and as host values (for the validators and the bucketing).
+fn ids_both(op: &'static str, ids: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Vec<i64>)> {
+    check_indices_dtype(op, "indices", ids.dtype())?;
     let dev = ids.copy_contiguous(layout)?;
     match dev.to_cpu()? {
         CpuStorage::I64(host) => Ok((dev, host)),
-        other => Err(Error::dtype(op, format!("indices must have dtype i64, got {}", other.dtype()))),
+        other => Err(Error::dtype(op, format!("indices came back as {}, expected i64", other.dtype()))),
     }
-}
-
-/// f32 or f64, the dtypes the adding kernels are instantiated for (as on the CPU).
-fn float_suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
-    match dtype {
-        DType::F32 => Ok("f32"),
-        DType::F64 => Ok("f64"),
-        other => Err(unsupported_dtype(op, other)),
-    }
-}
-
-/// `src` must share `x`'s dtype and device (the CPU's message for a mismatch).
-fn check_operand(op: &'static str, x: &CudaStorage, src: &CudaStorage) -> Result<()> {
-    if src.dtype() != x.dtype() {
-        return Err(Error::dtype(
-            op,
-            format!("operands have dtypes {} and {}; expected the same dtype", x.dtype(), src.dtype()),
-        ));
-    }
-    x.check_same_device(op, src)
 }
 
 /// `out` (contiguous `dims`, holding x or zeros) with the slices of `src`
@@ -96,7 +73,7 @@ fn index_add_into(op: &'static str, out: &CudaStorage, dims: &[usize], axis: usi
     let csr = CudaStorage::from_cpu(dev, &CpuStorage::I64(csr))?;
     let total = outer * u * inner;
     let [s, sl] = src.strided_args(op, src_layout)?;
-    let name = format!("index_add_{}", float_suffix(op, out.dtype())?);
+    let name = kernel_name("index_add", out.dtype());
     // index_add_T(T* out, const T* src, StridedLayout sl, const i64* csr, i64 U, i64 n, i64 size, i64 inner, i64 total)
     dev.launch(
         &kernels::INDEX,
@@ -137,7 +114,7 @@ fn scatter_add_into(
     // The ids' dims with out's (contiguous) strides.
     let ol = StridedLayout::new(op, &Layout::new(ids_shape.clone(), x_shape.contiguous_strides(), 0))?;
     let [s, sl] = src.strided_args(op, src_layout)?;
-    let name = format!("scatter_add_{}", float_suffix(op, out.dtype())?);
+    let name = kernel_name("scatter_add", out.dtype());
     // scatter_add_T(T* out, StridedLayout ol, const i64* ids, const T* src, StridedLayout sl, i64 axis, i64 ncols)
     out.cuda_device().launch(
         &kernels::INDEX,
@@ -164,10 +141,12 @@ fn inner_rows_contiguous(layout: &Layout, axis: usize) -> bool {
 impl IndexKernels for CudaStorage {
     fn index_select(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout) -> Result<Self> {
         const OP: &str = "index_select";
-        let (ids_dev, ids) = ids_both(OP, self, ids, ids_layout)?;
-        check_index_select(layout, axis, &ids)?;
+        let (ids_dev, ids_v) = ids_both(OP, ids, ids_layout)?;
+        check_index_select(layout, axis, &ids_v)?;
+        self.check_same_device(OP, ids)?;
+        let n = ids_v.len();
         let mut dims = layout.dims().to_vec();
-        dims[axis] = ids.len();
+        dims[axis] = n;
         let total: usize = dims.iter().product();
         let dev = self.cuda_device();
         let out = CudaStorage::alloc(dev, self.dtype(), total)?;
@@ -196,7 +175,7 @@ impl IndexKernels for CudaStorage {
                     Arg::Layout(StridedLayout::new(OP, &ol)?),
                     Arg::I64(layout.strides()[axis] as i64),
                     Arg::Ptr(ids_dev.ptr()),
-                    Arg::I64(ids.len() as i64),
+                    Arg::I64(n as i64),
                     Arg::I64(inner as i64),
                     Arg::Ptr(out.ptr()),
                     Arg::I64(rows as i64),
@@ -225,20 +204,21 @@ impl IndexKernels for CudaStorage {
 
     fn index_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self> {
         const OP: &str = "index_add";
-        let (_, ids) = ids_both(OP, self, ids, ids_layout)?;
-        check_index_add(layout, axis, &ids, src_layout)?;
-        float_suffix(OP, self.dtype())?;
-        check_operand(OP, self, src)?;
+        let (_, ids_v) = ids_both(OP, ids, ids_layout)?;
+        check_index_add((self.dtype(), layout), axis, &ids_v, (src.dtype(), src_layout))?;
+        self.check_same_device(OP, ids)?;
+        self.check_same_device(OP, src)?;
         let out = self.copy_contiguous(layout)?;
-        index_add_into(OP, &out, layout.dims(), axis, &ids, src, src_layout)?;
+        index_add_into(OP, &out, layout.dims(), axis, &ids_v, src, src_layout)?;
         Ok(out)
     }
 
     fn gather(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout) -> Result<Self> {
         const OP: &str = "gather";
-        let (ids_dev, ids) = ids_both(OP, self, ids, ids_layout)?;
-        check_gather(layout, axis, ids_layout, &ids)?;
-        let total = ids.len();
+        let (ids_dev, ids_v) = ids_both(OP, ids, ids_layout)?;
+        check_gather(layout, axis, ids_layout, &ids_v)?;
+        self.check_same_device(OP, ids)?;
+        let total = ids_v.len();
         let dev = self.cuda_device();
         let out = CudaStorage::alloc(dev, self.dtype(), total)?;
         if total == 0 {
@@ -265,10 +245,10 @@ impl IndexKernels for CudaStorage {
 
     fn scatter_add(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout) -> Result<Self> {
         const OP: &str = "scatter_add";
-        let (ids_dev, ids) = ids_both(OP, self, ids, ids_layout)?;
-        check_scatter_add(layout, axis, ids_layout, &ids, src_layout)?;
-        float_suffix(OP, self.dtype())?;
-        check_operand(OP, self, src)?;
+        let (ids_dev, ids_v) = ids_both(OP, ids, ids_layout)?;
+        check_scatter_add((self.dtype(), layout), axis, ids_layout, &ids_v, (src.dtype(), src_layout))?;
+        self.check_same_device(OP, ids)?;
+        self.check_same_device(OP, src)?;
         let out = self.copy_contiguous(layout)?;
         scatter_add_into(OP, &out, layout.shape(), axis, &ids_dev, ids_layout.shape(), src, src_layout)?;
         Ok(out)
@@ -276,20 +256,20 @@ impl IndexKernels for CudaStorage {
 
     fn index_select_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self> {
         const OP: &str = "index_select_backward";
-        let (_, ids) = ids_both(OP, self, ids, ids_layout)?;
-        check_index_select_backward(layout, axis, &ids, input_shape)?;
-        float_suffix(OP, self.dtype())?;
+        let (_, ids_v) = ids_both(OP, ids, ids_layout)?;
+        check_index_select_backward((self.dtype(), layout), axis, &ids_v, input_shape)?;
+        self.check_same_device(OP, ids)?;
         // Zeros, then only the rows some id touches are written.
         let out = CudaStorage::zeros(self.cuda_device(), self.dtype(), input_shape.numel())?;
-        index_add_into(OP, &out, input_shape.dims(), axis, &ids, self, layout)?;
+        index_add_into(OP, &out, input_shape.dims(), axis, &ids_v, self, layout)?;
         Ok(out)
     }
 
     fn gather_backward(&self, layout: &Layout, axis: usize, ids: &Self, ids_layout: &Layout, input_shape: &Shape) -> Result<Self> {
         const OP: &str = "gather_backward";
-        let (ids_dev, ids) = ids_both(OP, self, ids, ids_layout)?;
-        check_gather_backward(layout, axis, ids_layout, &ids, input_shape)?;
-        float_suffix(OP, self.dtype())?;
+        let (ids_dev, ids_v) = ids_both(OP, ids, ids_layout)?;
+        check_gather_backward((self.dtype(), layout), axis, ids_layout, &ids_v, input_shape)?;
+        self.check_same_device(OP, ids)?;
         let out = CudaStorage::zeros(self.cuda_device(), self.dtype(), input_shape.numel())?;
         scatter_add_into(OP, &out, input_shape, axis, &ids_dev, ids_layout.shape(), self, layout)?;
         Ok(out)
@@ -298,12 +278,12 @@ impl IndexKernels for CudaStorage {
     /// One strided copy (copy.cu's `copy_into`) per part, into its slice of the output.
     fn cat(parts: &[(&Self, &Layout)], axis: usize) -> Result<Self> {
         const OP: &str = "cat";
-        check_cat(parts.iter().map(|&(_, l)| l), axis)?;
+        check_cat(parts.iter().map(|&(s, l)| (s.dtype(), l)), axis)?;
         let Some(&(first, l0)) = parts.first() else {
             return Err(Error::value(OP, "expected at least one tensor, got an empty list"));
         };
         for &(s, _) in parts {
-            check_operand(OP, first, s)?;
+            first.check_same_device(OP, s)?;
         }
         let mut dims = l0.dims().to_vec();
         dims[axis] = parts.iter().map(|(_, l)| l.dims()[axis]).sum();

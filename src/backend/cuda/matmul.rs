@@ -17,7 +17,8 @@
 use super::device::CudaDevice;
 use super::layout::MAX_DIMS;
 use super::{kernels, Arg, CudaStorage, StridedLayout};
-use crate::backend::contract::matmul::MatmulKernels;
+use crate::backend::contract::matmul::{check_matmul, MatmulKernels};
+use crate::backend::contract::FLOATS;
 use crate::backend::BackendStorage;
 use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
@@ -167,10 +168,10 @@ impl Plan {
             if size == 1 {
                 continue;
             }
-            if let (Some(&ls), Some(lx), Some(ly)) = (bdims.last(), a_bs.last_mut(), b_bs.last_mut()) {
+            if let (Some(last), Some(lx), Some(ly)) = (bdims.last_mut(), a_bs.last_mut(), b_bs.last_mut()) {
                 // The previous dim steps over exactly `size` of this one in both operands.
                 if *lx == x * size && *ly == y * size {
-                    *bdims.last_mut().expect("nonempty") = ls * size;
+                    *last *= size;
                     *lx = x;
                     *ly = y;
                     continue;
@@ -381,16 +382,22 @@ fn launch_own(plan: &Plan, a: &CudaStorage, b: &CudaStorage, out: &CudaStorage, 
 
 /// `lhs @ rhs` through `backend`, for callers that choose explicitly.
 pub fn matmul_with(backend: MatmulBackend, lhs: &CudaStorage, lhs_layout: &Layout, rhs: &CudaStorage, rhs_layout: &Layout) -> Result<CudaStorage> {
-    if lhs.dtype() != rhs.dtype() {
-        return Err(Error::dtype(
-            "matmul",
-            format!("operands have dtypes {} and {}; expected the same dtype", lhs.dtype(), rhs.dtype()),
-        ));
-    }
-    if lhs.dtype() == DType::I64 {
-        return Err(Error::dtype("matmul", "i64 operands: expected a float dtype"));
-    }
-    lhs.check_same_device("matmul", rhs)?;
+    check_operands(lhs, lhs_layout, rhs, rhs_layout)?;
+    launch(backend, lhs, lhs_layout, rhs, rhs_layout)
+}
+
+/// The contract's check, then this backend's: both operands on one device.
+fn check_operands(lhs: &CudaStorage, lhs_layout: &Layout, rhs: &CudaStorage, rhs_layout: &Layout) -> Result<()> {
+    check_matmul(
+        (lhs.dtype(), lhs_layout, lhs.len()),
+        (rhs.dtype(), rhs_layout, rhs.len()),
+        <CudaStorage as MatmulKernels>::DTYPES,
+    )?;
+    lhs.check_same_device("matmul", rhs)
+}
+
+/// `lhs @ rhs` through `backend`, the operands already checked.
+fn launch(backend: MatmulBackend, lhs: &CudaStorage, lhs_layout: &Layout, rhs: &CudaStorage, rhs_layout: &Layout) -> Result<CudaStorage> {
     let plan = Plan::new(lhs_layout, lhs.len(), rhs_layout, rhs.len())?;
     let dev: &Arc<CudaDevice> = lhs.cuda_device();
     let len = plan.batch * plan.m * plan.n;
@@ -414,8 +421,12 @@ pub fn matmul_with(backend: MatmulBackend, lhs: &CudaStorage, lhs_layout: &Layou
 }
 
 impl MatmulKernels for CudaStorage {
+    /// f16 and bf16 run on the tensor cores (sm_80+), accumulating in f32.
+    const DTYPES: &'static [DType] = FLOATS;
+
     fn matmul(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout) -> Result<Self> {
-        matmul_with(backend()?, self, lhs_layout, rhs, rhs_layout)
+        check_operands(self, lhs_layout, rhs, rhs_layout)?;
+        launch(backend()?, self, lhs_layout, rhs, rhs_layout)
     }
 }
 

@@ -17,7 +17,9 @@
 //! pointer: a wrong argument here would be a silent memory corruption.
 
 use super::{elementwise_config, kernel_name, kernels, Arg, CudaStorage};
-use crate::backend::contract::optim::{check_update, AdamCoeffs, AdamDecay, AdamState, AdamStep, OptimKernels, SgdCoeffs, SgdStep};
+use crate::backend::contract::optim::{
+    check_scaled, check_sum_squares, check_update, AdamCoeffs, AdamDecay, AdamState, AdamStep, OptimKernels, SgdCoeffs, SgdStep,
+};
 use crate::backend::contract::unsupported_dtype;
 use crate::backend::cpu::CpuStorage;
 use crate::backend::BackendStorage;
@@ -29,14 +31,6 @@ use cudarc::driver::LaunchConfig;
 const SSQ_THREADS: u32 = 256;
 /// Most blocks of pass 1 (`SSQ_MAX_BLOCKS`): the partial sums pass 2 adds.
 const SSQ_MAX_BLOCKS: usize = 1024;
-
-/// The kernels exist for f32 and f64 only (as the CPU loops).
-fn check_float<T: Float>(op: &'static str) -> Result<()> {
-    match T::DTYPE {
-        DType::F32 | DType::F64 => Ok(()),
-        other => Err(unsupported_dtype(op, other)),
-    }
-}
 
 /// A scalar kernel parameter of type `T` (`float` or `double` in the kernel).
 /// The value is already a `T`, so the round trip through f64 is exact.
@@ -87,7 +81,6 @@ fn adam_step<T: Float>(
     c: &AdamCoeffs<T>,
 ) -> Result<()> {
     const OP: &str = "Adam::step";
-    check_float::<T>(OP)?;
     let dt = T::DTYPE;
     p.check_same_device(OP, g)?;
     p.check_same_device(OP, m)?;
@@ -149,7 +142,6 @@ fn sgd_step<T: Float>(
     c: &SgdCoeffs<T>,
 ) -> Result<()> {
     const OP: &str = "Sgd::step";
-    check_float::<T>(OP)?;
     let dt = T::DTYPE;
     p.check_same_device(OP, g)?;
     let pp = span_ptr(OP, "parameter", p, p_offset, n, dt)?;
@@ -188,7 +180,6 @@ fn sgd_step<T: Float>(
 /// `axpy_<dtype>`, launched with `elementwise_config(n)`.
 fn axpy<T: Float>(acc: &mut CudaStorage, acc_offset: usize, x: &CudaStorage, x_offset: usize, n: usize, scale: T) -> Result<()> {
     const OP: &str = "GradAccumulator::add";
-    check_float::<T>(OP)?;
     acc.check_same_device(OP, x)?;
     let ap = span_ptr(OP, "accumulated gradient", acc, acc_offset, n, T::DTYPE)?;
     let xp = span_ptr(OP, "gradient", x, x_offset, n, T::DTYPE)?;
@@ -204,7 +195,6 @@ fn axpy<T: Float>(acc: &mut CudaStorage, acc_offset: usize, x: &CudaStorage, x_o
 /// A new storage of `n` elements `a · x[x_offset..][i] + 0` (as the CPU's
 /// `Tensor::scale`). Kernel `scale_<dtype>`, launched with `elementwise_config(n)`.
 fn scaled_copy<T: Float>(op: &'static str, x: &CudaStorage, x_offset: usize, n: usize, a: T) -> Result<CudaStorage> {
-    check_float::<T>(op)?;
     let xp = span_ptr(op, "gradient", x, x_offset, n, T::DTYPE)?;
     let out = CudaStorage::alloc(x.cuda_device(), T::DTYPE, n)?;
     if n > 0 {
@@ -242,9 +232,6 @@ fn sum_squares(op: &'static str, runs: &[(&CudaStorage, usize, usize)]) -> Resul
     for (k, &(s, offset, n)) in runs.iter().enumerate() {
         first.check_same_device(op, s)?;
         let dt = s.dtype();
-        if dt == DType::I64 {
-            return Err(unsupported_dtype(op, dt));
-        }
         let xp = span_ptr(op, "gradient", s, offset, n, dt)?;
         let blocks = sum_squares_blocks(n);
         let pass1 = LaunchConfig {
@@ -366,6 +353,7 @@ impl OptimKernels for CudaStorage {
     }
 
     fn scaled(&self, op: &'static str, layout: &Layout, a: f64) -> Result<Self> {
+        check_scaled(op, self.dtype())?;
         let mut copy = None;
         let (x, off) = contiguous_run(self, layout, &mut copy)?;
         let n = layout.numel();
@@ -377,6 +365,7 @@ impl OptimKernels for CudaStorage {
     }
 
     fn sum_squares(op: &'static str, parts: &[(&Self, &Layout)]) -> Result<Vec<f64>> {
+        check_sum_squares(op, parts.iter().map(|(s, _)| s.dtype()))?;
         // Strided parts are copied to contiguous runs first; the copies live until the sums are back.
         let copies: Vec<Option<CudaStorage>> = parts
             .iter()

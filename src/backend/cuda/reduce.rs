@@ -208,15 +208,6 @@ impl RowKernel {
     }
 }
 
-/// f32 and f64 only, as on the CPU (same error).
-pub(crate) fn compute_dtype(op: &'static str, dtype: DType) -> Result<DType> {
-    if dtype.is_compute_float() {
-        Ok(dtype)
-    } else {
-        Err(crate::backend::contract::unsupported_dtype(op, dtype))
-    }
-}
-
 // ---- the kernels --------------------------------------------------------------------
 
 /// The kept and reduced axes of `layout`, coalesced, and their sizes.
@@ -273,9 +264,9 @@ pub(crate) fn column_config(columns: usize, splits: usize) -> LaunchConfig {
 
 impl ReduceKernels for CudaStorage {
     fn reduce(&self, layout: &Layout, axes: &[usize], op: ReduceOp) -> Result<Self> {
-        check_reduce(op, layout, axes)?;
+        let dtype = self.dtype();
+        check_reduce(op, (dtype, layout), axes)?;
         let name = op.name();
-        let dtype = compute_dtype(name, self.dtype())?;
         let dev = self.cuda_device();
         let p = plan(name, layout, axes)?;
         let (n_out, red) = (p.n_out, p.red);
@@ -356,8 +347,8 @@ impl ReduceKernels for CudaStorage {
 
     fn argmax(&self, layout: &Layout, axis: usize) -> Result<Self> {
         const OP: &str = "argmax";
-        check_argmax(layout, axis)?;
-        let dtype = compute_dtype(OP, self.dtype())?;
+        let dtype = self.dtype();
+        check_argmax((dtype, layout), axis)?;
         let dev = self.cuda_device();
         let p = plan(OP, layout, &[axis])?;
         let (n_out, red) = (p.n_out, p.red);

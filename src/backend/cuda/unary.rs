@@ -6,10 +6,13 @@
 //! `exp_strided_f32`, `exp_backward_f32`, `exp_backward_strided_f32`. A
 //! `UnaryFn` defined outside this crate has no kernel and gets an error (see
 //! [`CUDA_UNARY_FNS`]). `U::params()` travels as the two trailing `double`
-//! arguments of every kernel.
+//! arguments of every kernel. The kernels read f16 and bf16 too (computing
+//! in f32 and rounding once), which this backend declares in
+//! [`UnaryKernels::DTYPES`].
 
 use super::{elementwise_config, kernel_name, kernels, Arg, CudaStorage};
-use crate::backend::contract::unary::{check_unary_backward, UnaryFn, UnaryKernels};
+use crate::backend::contract::unary::{check_unary, check_unary_backward, UnaryFn, UnaryKernels};
+use crate::backend::contract::FLOATS;
 use crate::backend::BackendStorage;
 use crate::types::{DType, Layout};
 use crate::{Error, Result};
@@ -52,22 +55,13 @@ fn check_known<U: UnaryFn>() -> Result<()> {
     ))
 }
 
-/// Error unless `dtype` is a float dtype the elementwise kernels are built for.
-pub(crate) fn check_float(op: &'static str, dtype: DType) -> Result<()> {
-    match dtype {
-        DType::F32 | DType::F64 | DType::BF16 | DType::F16 => Ok(()),
-        other => Err(Error::dtype(
-            op,
-            format!("dtype {other} is not supported on CUDA, expected f32, f64, bf16 or f16"),
-        )),
-    }
-}
-
 impl UnaryKernels for CudaStorage {
+    const DTYPES: &'static [DType] = FLOATS;
+
     fn unary<U: UnaryFn>(&self, layout: &Layout, f: U) -> Result<Self> {
-        check_known::<U>()?;
         let dtype = self.dtype();
-        check_float(U::NAME, dtype)?;
+        check_unary(U::NAME, dtype, <Self as UnaryKernels>::DTYPES)?;
+        check_known::<U>()?;
         let dev = self.cuda_device();
         let n = layout.numel();
         let out = CudaStorage::alloc(dev, dtype, n)?;
@@ -96,10 +90,15 @@ impl UnaryKernels for CudaStorage {
     }
 
     fn unary_backward<U: UnaryFn>(&self, x_layout: &Layout, y: &Self, y_layout: &Layout, dy: &Self, dy_layout: &Layout, f: U) -> Result<Self> {
-        check_known::<U>()?;
         let dtype = self.dtype();
-        check_float(U::NAME, dtype)?;
-        check_unary_backward(U::NAME, (dtype, x_layout), (y.dtype(), y_layout), (dy.dtype(), dy_layout))?;
+        check_unary_backward(
+            U::NAME,
+            (dtype, x_layout),
+            (y.dtype(), y_layout),
+            (dy.dtype(), dy_layout),
+            <Self as UnaryKernels>::DTYPES,
+        )?;
+        check_known::<U>()?;
         self.check_same_device(U::NAME, y)?;
         self.check_same_device(U::NAME, dy)?;
         let dev = self.cuda_device();

@@ -18,8 +18,8 @@
 
 use crate::autograd::BackwardOp;
 use crate::backend::contract::binary::BinaryKernels;
-use crate::backend::contract::nn::dropout::DropoutKernels;
 use crate::backend::contract::unsupported_dtype;
+use crate::backend::Storage;
 use crate::ops::binary::Mul;
 use crate::tensor::Tensor;
 use crate::types::{DType, Layout, Shape};
@@ -68,7 +68,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         let (dtype, n) = (self.dtype(), self.numel());
-        let mask = crate::dispatch!(OP, [x = &*self.storage()] => x.dropout_mask(dtype, n, p, rng)?);
+        let mask = Storage::dropout_mask_on(self.device(), dtype, n, p, rng)?;
         self.apply_dropout_mask(Tensor::from_storage(mask, Layout::contiguous(self.shape().clone())))
     }
 

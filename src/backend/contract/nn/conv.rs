@@ -1,6 +1,7 @@
 //! The convolution family's contract: [`Conv2dParams`], [`ConvKernels`] and
 //! the operand check both backends make before reading.
 
+use crate::backend::contract::{check_dtype, COMPUTE_FLOATS};
 use crate::types::{DType, Layout};
 use crate::{Error, Result};
 
@@ -63,9 +64,11 @@ pub trait ConvKernels: Sized {
 }
 
 /// Every operand of a conv2d kernel: `(what, dtype, layout, expected dims)`.
-/// Each must have the dims the parameters give it and the first operand's dtype.
+/// The first must be f32 or f64; each must have the dims the parameters give
+/// it and the first operand's dtype.
 fn check_operands(op: &'static str, operands: &[(&str, DType, &Layout, &[usize])]) -> Result<()> {
     let Some(&(_, dtype, _, _)) = operands.first() else { return Ok(()) };
+    check_dtype(op, dtype, COMPUTE_FLOATS)?;
     for &(what, d, layout, dims) in operands {
         if layout.dims() != dims {
             return Err(Error::shape(
@@ -106,4 +109,52 @@ pub fn check_conv2d_backward_weight(p: &Conv2dParams, dy: (DType, &Layout), x: (
 pub fn check_conv2d_backward_bias(p: &Conv2dParams, dy: (DType, &Layout)) -> Result<()> {
     let yd = p.output_dims();
     check_operands("conv2d_backward", &[("gradient", dy.0, dy.1, &yd[..])])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn params() -> Conv2dParams {
+        Conv2dParams {
+            batch: 2,
+            in_channels: 3,
+            in_h: 5,
+            in_w: 5,
+            out_channels: 4,
+            kernel: (3, 3),
+            stride: (1, 1),
+            padding: (0, 0),
+            out_h: 3,
+            out_w: 3,
+        }
+    }
+
+    #[test]
+    fn every_kernel_checks_dtype_then_shapes() {
+        let p = params();
+        let (x, w, b, y) = (
+            Layout::contiguous(p.input_dims()),
+            Layout::contiguous(p.weight_dims()),
+            Layout::contiguous([4]),
+            Layout::contiguous(p.output_dims()),
+        );
+        let f = DType::F32;
+        assert!(check_conv2d(&p, (f, &x), (f, &w), Some((f, &b))).is_ok());
+        assert!(check_conv2d_backward_input(&p, (f, &y), (f, &w)).is_ok());
+        assert!(check_conv2d_backward_weight(&p, (f, &y), (f, &x)).is_ok());
+        assert!(check_conv2d_backward_bias(&p, (f, &y)).is_ok());
+        // An unsupported dtype is the first error, even with a wrong shape.
+        let e = check_conv2d(&p, (DType::F16, &w), (DType::F16, &w), None).unwrap_err();
+        assert!(e.to_string().contains("conv2d") && e.message.starts_with("dtype f16 is not supported"), "{e}");
+        assert_eq!(check_conv2d_backward_bias(&p, (DType::I64, &y)).unwrap_err().kind, ErrorKind::DType);
+        let e = check_conv2d(&p, (f, &x), (f, &w), Some((f, &Layout::contiguous([3])))).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Shape);
+        assert!(e.message.contains("bias has shape [3], expected [4]"), "{e}");
+        let e = check_conv2d_backward_input(&p, (f, &y), (DType::F64, &w)).unwrap_err();
+        assert!(e.message.contains("weight has dtype f64, expected f32"), "{e}");
+        let e = check_conv2d_backward_weight(&p, (f, &x), (f, &x)).unwrap_err();
+        assert!(e.message.contains("gradient has shape [2, 3, 5, 5], expected [2, 4, 3, 3]"), "{e}");
+    }
 }

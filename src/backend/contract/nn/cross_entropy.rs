@@ -1,7 +1,10 @@
 //! The cross-entropy family's contract: its options, [`CrossEntropyKernels`],
-//! what the forward returns, and the checks both backends run on the targets
-//! (on the host) and on the saved statistics.
+//! what the forward returns, and the validators both backends run: each
+//! kernel checks that the targets are i64 (`check_indices_dtype`), reads
+//! them to the host, and hands them to its validator, which checks every
+//! target against the number of classes and returns each row's class.
 
+use crate::backend::contract::{check_dtype, row_len, COMPUTE_FLOATS};
 use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
 
@@ -96,17 +99,9 @@ pub trait CrossEntropyKernels: Sized {
     ) -> Result<Self>;
 }
 
-/// The targets must be i64 class indices.
-pub fn check_targets_dtype(dtype: DType) -> Result<()> {
-    if dtype != DType::I64 {
-        return Err(Error::dtype(OP, format!("targets have dtype {dtype}, expected i64 class indices")));
-    }
-    Ok(())
-}
-
 /// Each row's class (`targets` in row-major order, of `shape`), `None` for
 /// ignored rows; any other target outside `0..c` is an error naming it and its row.
-pub fn target_rows(targets: &[i64], shape: &Shape, c: usize, ignore_index: Option<i64>) -> Result<Vec<Option<usize>>> {
+fn target_rows(targets: &[i64], shape: &Shape, c: usize, ignore_index: Option<i64>) -> Result<Vec<Option<usize>>> {
     targets
         .iter()
         .enumerate()
@@ -127,7 +122,7 @@ pub fn target_rows(targets: &[i64], shape: &Shape, c: usize, ignore_index: Optio
 }
 
 /// The logits must hold one row of `c` classes per target.
-pub fn check_rows(logits_layout: &Layout, rows: usize, c: usize) -> Result<()> {
+fn check_rows(logits_layout: &Layout, rows: usize, c: usize) -> Result<()> {
     if rows * c != logits_layout.numel() {
         return Err(Error::shape(
             OP,
@@ -140,20 +135,36 @@ pub fn check_rows(logits_layout: &Layout, rows: usize, c: usize) -> Result<()> {
     Ok(())
 }
 
-/// [`CrossEntropyKernels::cross_entropy_backward`]: logits holding `rows` rows
-/// of `c`, the saved statistics and the row gradients of the logits' dtype,
-/// one per row.
+/// [`CrossEntropyKernels::cross_entropy`]: f32 or f64 logits holding one row
+/// of classes (the last axis) per target, every target a class or the ignore
+/// index. `targets` are the values (row-major) and their shape. Returns each
+/// row's class, `None` for an ignored row.
+pub fn check_cross_entropy(logits: (DType, &Layout), targets: (&[i64], &Shape), ignore_index: Option<i64>) -> Result<Vec<Option<usize>>> {
+    check_dtype(OP, logits.0, COMPUTE_FLOATS)?;
+    let c = row_len(logits.1);
+    let rows = target_rows(targets.0, targets.1, c, ignore_index)?;
+    check_rows(logits.1, rows.len(), c)?;
+    Ok(rows)
+}
+
+/// [`CrossEntropyKernels::cross_entropy_backward`]: as the forward, and the
+/// saved statistics and the row gradients of the logits' dtype, one per row.
+/// Returns each row's class, `None` for an ignored row.
 pub fn check_cross_entropy_backward(
     logits: (DType, &Layout),
-    rows: usize,
-    c: usize,
+    targets: (&[i64], &Shape),
+    ignore_index: Option<i64>,
     row_max: (DType, usize),
     row_log_sum: (DType, usize),
     row_grad: (DType, &Layout),
-) -> Result<()> {
+) -> Result<Vec<Option<usize>>> {
+    check_dtype(OP, logits.0, COMPUTE_FLOATS)?;
     if [row_max.0, row_log_sum.0, row_grad.0].iter().any(|&d| d != logits.0) {
         return Err(Error::dtype(OP, format!("backward operands have mixed dtypes (logits are {})", logits.0)));
     }
+    let c = row_len(logits.1);
+    let t = target_rows(targets.0, targets.1, c, ignore_index)?;
+    let rows = t.len();
     check_rows(logits.1, rows, c)?;
     if row_max.1 != rows || row_log_sum.1 != rows || row_grad.1.numel() != rows {
         return Err(Error::shape(
@@ -166,5 +177,54 @@ pub fn check_cross_entropy_backward(
             ),
         ));
     }
-    Ok(())
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn the_forward_returns_each_rows_class_and_names_a_bad_target() {
+        let logits = Layout::contiguous([3, 5]);
+        let shape = Shape::new([3]);
+        let rows = check_cross_entropy((DType::F32, &logits), (&[0, -100, 4], &shape), Some(-100)).unwrap();
+        assert_eq!(rows, vec![Some(0), None, Some(4)]);
+        let e = check_cross_entropy((DType::F32, &logits), (&[0, 5, 1], &shape), Some(-100)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Index);
+        assert!(
+            e.message.contains("target 5 (row 1 of targets shape [3])") && e.message.contains("5 classes") && e.message.contains("-100"),
+            "{e}"
+        );
+        let e = check_cross_entropy((DType::F32, &logits), (&[0, -1, 1], &shape), None).unwrap_err();
+        assert!(e.message.contains("target -1") && !e.message.contains("ignore"), "{e}");
+        // The dtype is checked before any target.
+        let e = check_cross_entropy((DType::BF16, &logits), (&[9, 9, 9], &shape), None).unwrap_err();
+        assert!(e.message.starts_with("dtype bf16 is not supported"), "{e}");
+        // Two targets for three rows of logits.
+        let e = check_cross_entropy((DType::F64, &logits), (&[0, 1], &Shape::new([2])), None).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Shape);
+        assert!(e.message.contains("do not hold 2 rows of 5 classes"), "{e}");
+    }
+
+    #[test]
+    fn the_backward_checks_targets_statistics_and_row_gradients() {
+        let logits = Layout::contiguous([2, 4]);
+        let shape = Shape::new([2]);
+        let (f, g) = (DType::F64, Layout::contiguous([2]));
+        let ok = check_cross_entropy_backward((f, &logits), (&[3, 0], &shape), None, (f, 2), (f, 2), (f, &g));
+        assert_eq!(ok.unwrap(), vec![Some(3), Some(0)]);
+        // A target out of range is an error here too (the CUDA kernel would skip it).
+        let e = check_cross_entropy_backward((f, &logits), (&[4, 0], &shape), None, (f, 2), (f, 2), (f, &g)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Index);
+        assert!(e.message.contains("target 4"), "{e}");
+        let e = check_cross_entropy_backward((f, &logits), (&[1, 0], &shape), None, (DType::F32, 2), (f, 2), (f, &g)).unwrap_err();
+        assert!(e.message.contains("mixed dtypes (logits are f64)"), "{e}");
+        let e = check_cross_entropy_backward((f, &logits), (&[1, 0], &shape), None, (f, 1), (f, 2), (f, &g)).unwrap_err();
+        assert!(e.message.contains("1 saved maxima, 2 saved sums and 2 row gradients for 2 rows"), "{e}");
+        let i = DType::I64;
+        let e = check_cross_entropy_backward((i, &logits), (&[1, 0], &shape), None, (i, 2), (i, 2), (i, &g)).unwrap_err();
+        assert!(e.message.starts_with("dtype i64 is not supported"), "{e}");
+    }
 }

@@ -10,17 +10,30 @@
 //! generator, tested here against the published Random123 known-answer
 //! vectors and in the CUDA tests against the device mask, bit for bit.
 
-use crate::types::DType;
-use crate::Result;
+use crate::backend::contract::{check_dtype, COMPUTE_FLOATS};
+use crate::types::{DType, Device};
+use crate::{Error, Result};
 use rand::RngCore;
 
 /// The kernel a backend provides for dropout.
 pub trait DropoutKernels: Sized {
-    /// The scaled keep mask for `n` elements of `dtype` on this storage's
-    /// device: [`keep_scale`]`(p)` where an element is kept, 0 where it is
-    /// dropped (probability `p`), contiguous. The randomness comes from `rng`
-    /// through the device's own generator (see the module docs).
-    fn dropout_mask(&self, dtype: DType, n: usize, p: f64, rng: &mut dyn RngCore) -> Result<Self>;
+    /// A new storage on `device` (one of this backend's) holding the scaled
+    /// keep mask for `n` elements of `dtype`: [`keep_scale`]`(p)` where an
+    /// element is kept, 0 where it is dropped (probability `p`). The
+    /// randomness comes from `rng` through the device's own generator (see
+    /// the module docs). Like the other constructors it takes a device, not
+    /// an operand: the mask depends on no tensor's values.
+    fn dropout_mask(device: Device, dtype: DType, n: usize, p: f64, rng: &mut dyn RngCore) -> Result<Self>;
+}
+
+/// [`DropoutKernels::dropout_mask`]: an f32 or f64 mask, `p` in `[0, 1]`.
+pub fn check_dropout_mask(dtype: DType, p: f64) -> Result<()> {
+    const OP: &str = "dropout";
+    check_dtype(OP, dtype, COMPUTE_FLOATS)?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(Error::value(OP, format!("drop probability {p} is outside [0, 1]")));
+    }
+    Ok(())
 }
 
 /// A uniform 32-bit draw below this drops its element: `floor(p·2³²)`. p = 1
@@ -100,6 +113,21 @@ pub fn philox_keep_flags(n: usize, p: f64, seed: u64) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn the_mask_is_f32_or_f64_with_p_in_the_unit_interval() {
+        assert!(check_dropout_mask(DType::F32, 0.0).is_ok());
+        assert!(check_dropout_mask(DType::F64, 1.0).is_ok());
+        let e = check_dropout_mask(DType::F16, 0.5).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::DType);
+        assert!(e.message.starts_with("dtype f16 is not supported"), "{e}");
+        for p in [-0.1, 1.5, f64::NAN] {
+            let e = check_dropout_mask(DType::F32, p).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Value, "{p}");
+            assert!(e.message.contains("outside [0, 1]"), "{e}");
+        }
+    }
 
     /// Random123's known-answer vectors for philox4x32-10 (kat_vectors):
     /// counter, key, output.

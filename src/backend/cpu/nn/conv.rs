@@ -10,6 +10,7 @@ use crate::backend::contract::nn::conv::{
     check_conv2d, check_conv2d_backward_bias, check_conv2d_backward_input, check_conv2d_backward_weight, Conv2dParams, ConvKernels,
 };
 use crate::backend::cpu::{contiguous_or_gather, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::described;
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
 use crate::{Error, Result};
@@ -395,7 +396,7 @@ fn operand<'a, T: CpuElem>(op: &'static str, what: &str, s: &'a CpuStorage) -> R
 
 impl ConvKernels for CpuStorage {
     fn conv2d(&self, x_layout: &Layout, w: &Self, w_layout: &Layout, bias: Option<(&Self, &Layout)>, p: &Conv2dParams) -> Result<Self> {
-        check_conv2d(p, (self.dtype(), x_layout), (w.dtype(), w_layout), bias.map(|(b, l)| (b.dtype(), l)))?;
+        check_conv2d(p, (self.dtype(), x_layout), (w.dtype(), w_layout), described(bias))?;
         cpu_float_dispatch!("conv2d", self, |xv: T| {
             let w = contiguous_or_gather(operand::<T>("conv2d", "weight", w)?, w_layout);
             let b = match bias {
@@ -435,8 +436,8 @@ impl ConvKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_data::{assert_close, unit_hash};
     use super::*;
+    use crate::backend::cpu::test_data::{assert_close, unit_hash};
 
     fn params(n: usize, c: usize, hw: (usize, usize), o: usize, k: (usize, usize), s: (usize, usize), pad: (usize, usize)) -> Conv2dParams {
         Conv2dParams {

@@ -6,26 +6,28 @@
 //! `−Σ q_c log_softmax_c` written so that large logits (±1e4) lose no digits.
 //! Backward per row: `g · (exp((x − max) − log_sum) − q)`.
 
-use super::softmax::{exp_shifted_into, row_len, row_max, sum_exp_shifted};
+use super::softmax::{exp_shifted_into, row_max, sum_exp_shifted};
+use crate::backend::contract::check_indices_dtype;
 use crate::backend::contract::nn::cross_entropy::{
-    check_cross_entropy_backward, check_rows, check_targets_dtype, target_rows as contract_target_rows, CrossEntropyForward, CrossEntropyKernels,
-    CrossEntropyOptions,
+    check_cross_entropy, check_cross_entropy_backward, CrossEntropyForward, CrossEntropyKernels, CrossEntropyOptions,
 };
 use crate::backend::contract::nn::softmax::SoftmaxKind;
+use crate::backend::contract::row_len;
 use crate::backend::cpu::{contiguous_or_gather, simd, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::BackendStorage;
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 const OP: &str = "cross_entropy";
 
-/// Each row's class (`None` for ignored rows), checked by the contract.
-fn target_rows(targets: &CpuStorage, layout: &Layout, c: usize, ignore_index: Option<i64>) -> Result<Vec<Option<usize>>> {
-    check_targets_dtype(targets.dtype())?;
+/// The targets' values in row-major order, once they are known to be i64.
+fn target_values<'a>(targets: &'a CpuStorage, layout: &Layout) -> Result<Cow<'a, [i64]>> {
+    check_indices_dtype(OP, "targets", targets.dtype())?;
     let t = <i64 as CpuElem>::slice(targets).ok_or_else(|| Error::dtype(OP, "targets are not i64"))?;
-    contract_target_rows(&contiguous_or_gather(t, layout), layout.shape(), c, ignore_index)
+    Ok(contiguous_or_gather(t, layout))
 }
 
 /// Rows per rayon task: enough elements to pay for the split.
@@ -122,11 +124,11 @@ impl CrossEntropyKernels for CpuStorage {
         targets_layout: &Layout,
         options: &CrossEntropyOptions,
     ) -> Result<CrossEntropyForward<Self>> {
+        let values = target_values(targets, targets_layout)?;
+        let t = check_cross_entropy((self.dtype(), logits_layout), (&values, targets_layout.shape()), options.ignore_index)?;
         simd::selected(OP)?;
         cpu_float_dispatch!(OP, self, |v: T| {
             let c = row_len(logits_layout);
-            let t = target_rows(targets, targets_layout, c, options.ignore_index)?;
-            check_rows(logits_layout, t.len(), c)?;
             let x = contiguous_or_gather(v, logits_layout);
             let per_row = cross_entropy_rows(&x, c, &t, options.label_smoothing);
             let mut losses = Vec::with_capacity(t.len());
@@ -157,18 +159,18 @@ impl CrossEntropyKernels for CpuStorage {
         row_grad_layout: &Layout,
         options: &CrossEntropyOptions,
     ) -> Result<Self> {
+        let values = target_values(targets, targets_layout)?;
+        let t = check_cross_entropy_backward(
+            (self.dtype(), logits_layout),
+            (&values, targets_layout.shape()),
+            options.ignore_index,
+            (row_max.dtype(), row_max.len()),
+            (row_log_sum.dtype(), row_log_sum.len()),
+            (row_grad.dtype(), row_grad_layout),
+        )?;
         simd::selected(OP)?;
         cpu_float_dispatch!(OP, self, |v: T| {
             let c = row_len(logits_layout);
-            let t = target_rows(targets, targets_layout, c, options.ignore_index)?;
-            check_cross_entropy_backward(
-                (self.dtype(), logits_layout),
-                t.len(),
-                c,
-                (row_max.dtype(), row_max.len()),
-                (row_log_sum.dtype(), row_log_sum.len()),
-                (row_grad.dtype(), row_grad_layout),
-            )?;
             let (Some(m), Some(s), Some(g)) = (
                 <T as CpuElem>::slice(row_max),
                 <T as CpuElem>::slice(row_log_sum),
@@ -185,8 +187,9 @@ impl CrossEntropyKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_data::{assert_close, ramp as data};
     use super::*;
+    use crate::backend::cpu::test_data::{assert_close, ramp as data};
+    use crate::types::DType;
 
     fn fast_matches_reference<T: Float>(tol: f64) {
         for (rows, c, spread) in [(4, 5, 4.0), (3, 600, 10.0), (6, 7, 2e4), (300, 130, 6.0)] {
@@ -222,15 +225,35 @@ mod tests {
         fast_matches_reference::<f64>(1e-12);
     }
 
+    /// The kernels give the contract's errors, in its order.
     #[test]
-    fn bad_targets_are_named() {
-        let t = CpuStorage::I64(vec![0, 5, 1]);
-        let err = target_rows(&t, &Layout::contiguous([3]), 5, Some(-100)).unwrap_err();
-        assert!(
-            err.message.contains("target 5") && err.message.contains("5 classes") && err.message.contains("-100"),
-            "{err}"
-        );
-        let t = CpuStorage::I64(vec![-1]);
-        assert!(target_rows(&t, &Layout::contiguous([1]), 5, None).unwrap_err().message.contains("target -1"));
+    fn the_kernels_give_the_contracts_errors() {
+        let logits = CpuStorage::F32(vec![0.0; 15]);
+        let (ll, tl) = (Layout::contiguous([3, 5]), Layout::contiguous([3]));
+        let opts = CrossEntropyOptions::default().with_ignore_index(-100);
+        let stats = CpuStorage::F32(vec![0.0; 3]);
+        let backward = |x: &CpuStorage, t: &CpuStorage| x.cross_entropy_backward(&ll, t, &tl, &stats, &stats, &stats, &tl, &opts);
+        // A target out of range, forward and backward.
+        let bad = CpuStorage::I64(vec![0, 5, 1]);
+        let want = check_cross_entropy((DType::F32, &ll), (&[0, 5, 1], tl.shape()), Some(-100)).unwrap_err();
+        assert_eq!(logits.cross_entropy(&ll, &bad, &tl, &opts).err().unwrap(), want);
+        let got = backward(&logits, &bad).unwrap_err();
+        assert_eq!((got.kind, &got.message), (want.kind, &want.message));
+        // Targets that are not i64 come first, then the logits' dtype.
+        let float_targets = CpuStorage::F32(vec![0.0; 3]);
+        let e = CpuStorage::F16(vec![half::f16::ZERO; 15])
+            .cross_entropy(&ll, &float_targets, &tl, &opts)
+            .err()
+            .unwrap();
+        assert_eq!(e, check_indices_dtype(OP, "targets", DType::F32).unwrap_err());
+        let e = CpuStorage::I64(vec![0; 15])
+            .cross_entropy(&ll, &CpuStorage::I64(vec![0; 3]), &tl, &opts)
+            .err()
+            .unwrap();
+        assert!(e.message.starts_with("dtype i64 is not supported"), "{e}");
+        // Mixed dtypes in the backward.
+        let f64_logits = CpuStorage::F64(vec![0.0; 15]);
+        let e = backward(&f64_logits, &CpuStorage::I64(vec![0; 3])).unwrap_err();
+        assert!(e.message.contains("mixed dtypes (logits are f64)"), "{e}");
     }
 }

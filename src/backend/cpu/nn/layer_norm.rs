@@ -5,11 +5,11 @@
 //! The backward is two passes per row; weight and bias gradients are summed
 //! over rows per rayon task, then the task partials are added.
 
-use super::softmax::row_len;
 use crate::backend::contract::nn::layer_norm::{check_layer_norm, check_layer_norm_backward, LayerNormForward, LayerNormGrads, LayerNormKernels};
+use crate::backend::contract::row_len;
 use crate::backend::cpu::simd;
 use crate::backend::cpu::{contiguous_or_gather, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
-use crate::backend::BackendStorage;
+use crate::backend::{described, BackendStorage};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
 use crate::{Error, Result};
@@ -213,11 +213,6 @@ fn operand<'a, T: CpuElem>(op: &'static str, name: &str, p: Option<(&'a CpuStora
     .transpose()
 }
 
-/// An optional operand's dtype and layout, for the contract's checks.
-fn described<'a>(p: Option<(&CpuStorage, &'a Layout)>) -> Option<(crate::DType, &'a Layout)> {
-    p.map(|(s, l)| (s.dtype(), l))
-}
-
 impl LayerNormKernels for CpuStorage {
     fn layer_norm(&self, layout: &Layout, weight: Option<(&Self, &Layout)>, bias: Option<(&Self, &Layout)>, eps: f64) -> Result<LayerNormForward<Self>> {
         const OP: &str = "layer_norm";
@@ -277,8 +272,8 @@ impl LayerNormKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_data::{assert_close, ramp as data};
     use super::*;
+    use crate::backend::cpu::test_data::{assert_close, ramp as data};
 
     fn fast_matches_reference<T: Float>(tol: f64) {
         for (rows, c) in [(3, 5), (1, 700), (4, 33), (200, 200), (5, 1)] {

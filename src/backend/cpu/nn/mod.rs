@@ -8,5 +8,3 @@ pub mod dropout;
 pub mod layer_norm;
 pub mod pool;
 pub mod softmax;
-#[cfg(test)]
-mod test_data;

@@ -6,7 +6,7 @@
 //!
 //! Shapes: x `[N, C, H, W]`, y / indices / dy `[N, C, OH, OW]`.
 
-use crate::backend::contract::nn::pool::{check_max_pool2d_backward, check_pool2d_operand, Pool2dParams, PoolKernels};
+use crate::backend::contract::nn::pool::{check_avg_pool2d, check_avg_pool2d_backward, check_max_pool2d, check_max_pool2d_backward, Pool2dParams, PoolKernels};
 use crate::backend::cpu::{contiguous_or_gather, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
@@ -292,7 +292,7 @@ pub fn avg_pool2d_backward_reference<T: Float>(dy: &[T], p: &Pool2dParams, count
 
 impl PoolKernels for CpuStorage {
     fn max_pool2d(&self, layout: &Layout, p: &Pool2dParams) -> Result<(Self, Self)> {
-        check_pool2d_operand("max_pool2d", "input", layout, p.input_dims())?;
+        check_max_pool2d(p, (self.dtype(), layout))?;
         cpu_float_dispatch!("max_pool2d", self, |xv: T| {
             let (y, idx) = max_pool_forward::<T>(xv, layout, p);
             Ok((T::wrap(y), CpuStorage::I64(idx)))
@@ -300,7 +300,7 @@ impl PoolKernels for CpuStorage {
     }
 
     fn max_pool2d_backward(&self, dy_layout: &Layout, indices: &Self, indices_layout: &Layout, p: &Pool2dParams) -> Result<Self> {
-        check_max_pool2d_backward(p, dy_layout, (indices.dtype(), indices_layout))?;
+        check_max_pool2d_backward(p, (self.dtype(), dy_layout), (indices.dtype(), indices_layout))?;
         cpu_float_dispatch!("max_pool2d_backward", self, |gv: T| {
             let CpuStorage::I64(iv) = indices else {
                 return Err(Error::dtype(
@@ -315,12 +315,12 @@ impl PoolKernels for CpuStorage {
     }
 
     fn avg_pool2d(&self, layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self> {
-        check_pool2d_operand("avg_pool2d", "input", layout, p.input_dims())?;
+        check_avg_pool2d(p, (self.dtype(), layout))?;
         cpu_float_dispatch!("avg_pool2d", self, |xv: T| Ok(T::wrap(avg_pool_forward::<T>(xv, layout, p, count_include_pad))))
     }
 
     fn avg_pool2d_backward(&self, dy_layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self> {
-        check_pool2d_operand("avg_pool2d_backward", "gradient", dy_layout, p.output_dims())?;
+        check_avg_pool2d_backward(p, (self.dtype(), dy_layout))?;
         cpu_float_dispatch!("avg_pool2d_backward", self, |gv: T| {
             let dy = contiguous_or_gather(gv, dy_layout);
             Ok(T::wrap(avg_pool_backward(&dy, p, count_include_pad)))
@@ -330,8 +330,8 @@ impl PoolKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_data::unit_hash;
     use super::*;
+    use crate::backend::cpu::test_data::unit_hash;
 
     fn params(n: usize, c: usize, hw: (usize, usize), k: (usize, usize), s: (usize, usize), pad: (usize, usize)) -> Pool2dParams {
         Pool2dParams {

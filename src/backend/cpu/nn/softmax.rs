@@ -5,18 +5,14 @@
 //! contiguous row at a time. f32 rows go through `cpu::simd`; f64 through
 //! the generic scalar code.
 
-use crate::backend::contract::nn::softmax::{check_softmax_backward, SoftmaxKernels, SoftmaxKind};
+use crate::backend::contract::nn::softmax::{check_softmax, check_softmax_backward, SoftmaxKernels, SoftmaxKind};
+use crate::backend::contract::row_len;
 use crate::backend::cpu::simd;
 use crate::backend::cpu::{contiguous_or_gather, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
-
-/// Elements per row: the last axis (a scalar is one row of one element).
-pub(crate) fn row_len(layout: &Layout) -> usize {
-    layout.dims().last().copied().unwrap_or(1)
-}
 
 /// Fill `out: [rows, c]` one row at a time with `f(row, out_row)`; rows are
 /// split across rayon workers once the whole is large enough to pay for it.
@@ -204,6 +200,7 @@ pub fn softmax_backward_reference<T: Float>(y: &[T], dy: &[T], c: usize, kind: S
 
 impl SoftmaxKernels for CpuStorage {
     fn softmax_last(&self, layout: &Layout, kind: SoftmaxKind) -> Result<Self> {
+        check_softmax(kind, (self.dtype(), layout))?;
         simd::selected(kind.name())?;
         cpu_float_dispatch!(kind.name(), self, |v: T| {
             let x = contiguous_or_gather(v, layout);
@@ -226,8 +223,8 @@ impl SoftmaxKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_data::{assert_close, ramp};
     use super::*;
+    use crate::backend::cpu::test_data::{assert_close, ramp};
 
     fn data<T: Float>(n: usize, spread: f64) -> Vec<T> {
         ramp(n, spread, 0)

@@ -23,24 +23,14 @@ use crate::backend::contract::matmul::MatmulKernels;
 use crate::backend::contract::nn::conv::{
     check_conv2d, check_conv2d_backward_bias, check_conv2d_backward_input, check_conv2d_backward_weight, Conv2dParams, ConvKernels,
 };
-use crate::backend::contract::unsupported_dtype;
 use crate::backend::cuda::device::rows_config;
-use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaStorage, StridedLayout};
-use crate::backend::BackendStorage;
-use crate::types::{DType, Layout, Shape};
+use crate::backend::cuda::{elementwise_config, kernel_name, kernels, Arg, CudaStorage, StridedLayout};
+use crate::backend::{described, BackendStorage};
+use crate::types::{Layout, Shape};
 use crate::Result;
 
 /// Most elements of one chunk's column matrix (512 MiB of f32).
 const COLS_BUDGET: usize = 1 << 27;
-
-/// f32 or f64 (as the CPU backend), else the CPU's error.
-fn float_suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
-    match dtype {
-        DType::F32 => Ok("f32"),
-        DType::F64 => Ok("f64"),
-        other => Err(unsupported_dtype(op, other)),
-    }
-}
 
 /// The geometry in the order of `CONV_GEOM` in cuda/conv.cu:
 /// C, H, W, KH, KW, SH, SW, PH, PW, OH, OW.
@@ -137,20 +127,15 @@ fn im2col(op: &'static str, x: &CudaStorage, x_layout: &Layout, p: &Conv2dParams
         Arg::I64(total as i64),
     ];
     args.extend(geom_args(p));
-    dev.launch(
-        &kernels::CONV,
-        &format!("im2col_{}", float_suffix(op, x.dtype())?),
-        elementwise_config(total),
-        &args,
-    )?;
+    dev.launch(&kernels::CONV, &kernel_name("im2col", x.dtype()), elementwise_config(total), &args)?;
     Ok(cols)
 }
 
 impl ConvKernels for CudaStorage {
     fn conv2d(&self, x_layout: &Layout, w: &Self, w_layout: &Layout, bias: Option<(&Self, &Layout)>, p: &Conv2dParams) -> Result<Self> {
         const OP: &str = "conv2d";
-        check_conv2d(p, (self.dtype(), x_layout), (w.dtype(), w_layout), bias.map(|(b, l)| (b.dtype(), l)))?;
-        let suffix = float_suffix(OP, self.dtype())?;
+        check_conv2d(p, (self.dtype(), x_layout), (w.dtype(), w_layout), described(bias))?;
+        let suffix = self.dtype().name();
         self.check_same_device(OP, w)?;
         if let Some((b, _)) = bias {
             self.check_same_device(OP, b)?;
@@ -214,7 +199,7 @@ impl ConvKernels for CudaStorage {
     fn conv2d_backward_input(&self, dy_layout: &Layout, w: &Self, w_layout: &Layout, p: &Conv2dParams) -> Result<Self> {
         const OP: &str = "conv2d_backward";
         check_conv2d_backward_input(p, (self.dtype(), dy_layout), (w.dtype(), w_layout))?;
-        let suffix = float_suffix(OP, self.dtype())?;
+        let suffix = self.dtype().name();
         self.check_same_device(OP, w)?;
         let (n, o, k, l) = (p.batch, p.out_channels, p.col_rows(), p.out_plane());
         let dev = self.cuda_device();
@@ -248,7 +233,7 @@ impl ConvKernels for CudaStorage {
     fn conv2d_backward_weight(&self, dy_layout: &Layout, x: &Self, x_layout: &Layout, p: &Conv2dParams) -> Result<Self> {
         const OP: &str = "conv2d_backward";
         check_conv2d_backward_weight(p, (self.dtype(), dy_layout), (x.dtype(), x_layout))?;
-        let suffix = float_suffix(OP, self.dtype())?;
+        let suffix = self.dtype().name();
         self.check_same_device(OP, x)?;
         let (n, o, k, l) = (p.batch, p.out_channels, p.col_rows(), p.out_plane());
         let dev = self.cuda_device();
@@ -289,7 +274,7 @@ impl ConvKernels for CudaStorage {
     fn conv2d_backward_bias(&self, dy_layout: &Layout, p: &Conv2dParams) -> Result<Self> {
         const OP: &str = "conv2d_backward";
         check_conv2d_backward_bias(p, (self.dtype(), dy_layout))?;
-        let suffix = float_suffix(OP, self.dtype())?;
+        let suffix = self.dtype().name();
         let o = p.out_channels;
         let dev = self.cuda_device();
         if o == 0 || p.batch == 0 {

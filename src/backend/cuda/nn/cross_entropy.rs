@@ -1,23 +1,26 @@
 //! cross_entropy on CUDA (cuda/cross_entropy.cu): one warp or block per row
 //! of logits, reading any strides directly.
 //!
-//! Targets are validated on the host: the forward copies them (one i64 per
-//! row, small next to the logits) to the host and runs the contract's check
-//! (`backend/contract/nn/cross_entropy.rs`, as the CPU does), so an out-of-range target is the same error, naming the target and
-//! its row, as on the CPU, and `count` (the rows not ignored) comes from the
-//! same pass. A device-side error flag would also need a read-back (and so a
-//! synchronisation) to turn into an `Err` before the forward returns, and
-//! could only say that *some* target was bad; and the op needs `count` on the
-//! host anyway for the mean. The backward only runs on targets its forward
-//! validated, so it skips the copy (and the synchronisation it costs); its
-//! kernel still treats a target outside `0..C` as an ignored row, so no input
+//! Targets are validated on the host: both kernels copy them (one i64 per
+//! row, small next to the logits) to the host and run the contract's
+//! validators (`backend/contract/nn/cross_entropy.rs`) on them, as the CPU
+//! does, so an out-of-range target is the same error, naming the target and
+//! its row, on both devices, and the forward's `count` (the rows not ignored)
+//! comes from the same pass. A device-side error flag would also need a
+//! read-back (and so a synchronisation) to turn into an `Err` before the
+//! kernel returns, and could only say that *some* target was bad; and the op
+//! needs `count` on the host anyway for the mean. The backward pays the same
+//! copy and synchronisation so that a target it is handed directly (not the
+//! one its forward checked) is an error rather than silently skipped; its
+//! kernel also treats a target outside `0..C` as an ignored row, so no input
 //! can make it read outside a row.
 
+use crate::backend::contract::check_indices_dtype;
 use crate::backend::contract::nn::cross_entropy::{
-    check_cross_entropy_backward, check_rows, check_targets_dtype, target_rows, CrossEntropyForward, CrossEntropyKernels, CrossEntropyOptions,
+    check_cross_entropy, check_cross_entropy_backward, CrossEntropyForward, CrossEntropyKernels, CrossEntropyOptions,
 };
 use crate::backend::cpu::CpuStorage;
-use crate::backend::cuda::reduce::{compute_dtype, flat_layout, row_args, row_view, RowKernel};
+use crate::backend::cuda::reduce::{flat_layout, row_args, row_view, RowKernel};
 use crate::backend::cuda::{kernels, Arg, CudaStorage};
 use crate::backend::BackendStorage;
 use crate::types::Layout;
@@ -37,6 +40,18 @@ fn option_args(options: &CrossEntropyOptions, c: usize) -> [Arg; 4] {
     ]
 }
 
+/// The targets, once they are known to be i64, as a contiguous copy on the
+/// device (what the kernels read) and as values on the host (what the
+/// validators check).
+fn target_values(targets: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Vec<i64>)> {
+    check_indices_dtype(OP, "targets", targets.dtype())?;
+    let on_device = targets.copy_contiguous(layout)?;
+    match on_device.to_cpu()? {
+        CpuStorage::I64(host) => Ok((on_device, host)),
+        other => Err(Error::dtype(OP, format!("targets came back as {}, expected i64", other.dtype()))),
+    }
+}
+
 impl CrossEntropyKernels for CudaStorage {
     fn cross_entropy(
         &self,
@@ -45,20 +60,14 @@ impl CrossEntropyKernels for CudaStorage {
         targets_layout: &Layout,
         options: &CrossEntropyOptions,
     ) -> Result<CrossEntropyForward<Self>> {
-        let dtype = compute_dtype(OP, self.dtype())?;
-        check_targets_dtype(targets.dtype())?;
+        let dtype = self.dtype();
+        let (t_dev, values) = target_values(targets, targets_layout)?;
+        let t = check_cross_entropy((dtype, logits_layout), (&values, targets_layout.shape()), options.ignore_index)?;
         self.check_same_device(OP, targets)?;
         let dev = self.cuda_device();
         let x = row_view(OP, logits_layout)?;
         let c = x.len;
-        // The targets, contiguous on the device (the kernel reads this copy) and on the host.
-        let t_dev = targets.copy_contiguous(targets_layout)?;
-        let t = match t_dev.to_cpu()? {
-            CpuStorage::I64(host) => target_rows(&host, targets_layout.shape(), c, options.ignore_index)?,
-            other => return Err(Error::dtype(OP, format!("targets came back as {}, expected i64", other.dtype()))),
-        };
         let rows = t.len();
-        check_rows(logits_layout, rows, c)?;
         let count = t.iter().filter(|k| k.is_some()).count();
         let losses = Self::alloc(dev, dtype, rows)?;
         let row_max = Self::alloc(dev, dtype, rows)?;
@@ -113,30 +122,30 @@ impl CrossEntropyKernels for CudaStorage {
         row_grad_layout: &Layout,
         options: &CrossEntropyOptions,
     ) -> Result<Self> {
-        let dtype = compute_dtype(OP, self.dtype())?;
-        check_targets_dtype(targets.dtype())?;
+        let dtype = self.dtype();
+        let (t_dev, values) = target_values(targets, targets_layout)?;
+        let rows = check_cross_entropy_backward(
+            (dtype, logits_layout),
+            (&values, targets_layout.shape()),
+            options.ignore_index,
+            (row_max.dtype(), row_max.len()),
+            (row_log_sum.dtype(), row_log_sum.len()),
+            (row_grad.dtype(), row_grad_layout),
+        )?
+        .len();
         for s in [targets, row_max, row_log_sum, row_grad] {
             self.check_same_device(OP, s)?;
         }
         let dev = self.cuda_device();
         let x = row_view(OP, logits_layout)?;
         let c = x.len;
-        let rows = targets_layout.numel();
-        check_cross_entropy_backward(
-            (dtype, logits_layout),
-            rows,
-            c,
-            (row_max.dtype(), row_max.len()),
-            (row_log_sum.dtype(), row_log_sum.len()),
-            (row_grad.dtype(), row_grad_layout),
-        )?;
         let dx = Self::alloc(dev, dtype, rows * c)?;
         if rows * c == 0 {
             return Ok(dx);
         }
         let (version, cfg) = RowKernel::choose(rows, c);
         let [xp, starts, step] = row_args(self, &x);
-        let tl = flat_layout(OP, targets_layout)?;
+        let tl = flat_layout(OP, &Layout::contiguous([rows]))?;
         let gl = flat_layout(OP, row_grad_layout)?;
         let [has_ignore, ignore, keep, spread] = option_args(options, c);
         // cross_entropy_bwd_<version>(x, starts, step, targets, tl, row_max, row_log_sum, row_grad, gl,
@@ -149,7 +158,7 @@ impl CrossEntropyKernels for CudaStorage {
                 xp,
                 starts,
                 step,
-                Arg::Ptr(targets.ptr()),
+                Arg::Ptr(t_dev.ptr()),
                 Arg::Layout(tl),
                 Arg::Ptr(row_max.ptr()),
                 Arg::Ptr(row_log_sum.ptr()),

@@ -4,11 +4,10 @@
 //! (`backend/contract/nn/dropout.rs`) holds the host reference of the same
 //! rule (`philox_keep_flags`), which the CUDA tests compare with bit for bit.
 
-use crate::backend::contract::nn::dropout::{drop_threshold, keep_scale, DropoutKernels};
-use crate::backend::contract::unsupported_dtype;
+use crate::backend::contract::nn::dropout::{check_dropout_mask, drop_threshold, keep_scale, DropoutKernels};
 use crate::backend::cpu::CpuStorage;
-use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaDevice, CudaStorage};
-use crate::types::DType;
+use crate::backend::cuda::{cuda_device_of, elementwise_config, kernel_name, kernels, Arg, CudaDevice, CudaStorage};
+use crate::types::{DType, Device};
 use crate::{Error, Result};
 use rand::RngCore;
 use std::sync::Arc;
@@ -16,12 +15,7 @@ use std::sync::Arc;
 /// `n` elements of `dtype` on `dev`: `1/(1−p)` where element i is kept, 0
 /// where dropped (probability `p`), from `seed`.
 pub fn philox_scaled_mask(dev: &Arc<CudaDevice>, dtype: DType, n: usize, p: f64, seed: u64) -> Result<CudaStorage> {
-    const OP: &str = "dropout";
-    let suffix = match dtype {
-        DType::F32 => "f32",
-        DType::F64 => "f64",
-        other => return Err(unsupported_dtype(OP, other)),
-    };
+    check_dropout_mask(dtype, p)?;
     let mask = CudaStorage::alloc(dev, dtype, n)?;
     if n == 0 {
         return Ok(mask);
@@ -29,7 +23,7 @@ pub fn philox_scaled_mask(dev: &Arc<CudaDevice>, dtype: DType, n: usize, p: f64,
     // dropout_mask_T(T* out, i64 n, u64 seed, u64 threshold, double scale); one thread per 4 elements
     dev.launch(
         &kernels::DROPOUT,
-        &format!("dropout_mask_{suffix}"),
+        &kernel_name("dropout_mask", dtype),
         elementwise_config(n.div_ceil(4)),
         &[
             Arg::Ptr(mask.ptr()),
@@ -65,8 +59,12 @@ pub fn philox_raw(dev: &Arc<CudaDevice>, groups: usize, seed: u64) -> Result<Vec
 }
 
 impl DropoutKernels for CudaStorage {
-    fn dropout_mask(&self, dtype: DType, n: usize, p: f64, rng: &mut dyn RngCore) -> Result<Self> {
+    fn dropout_mask(device: Device, dtype: DType, n: usize, p: f64, rng: &mut dyn RngCore) -> Result<Self> {
+        // Checked before the seed is drawn, so a refused call leaves the RNG
+        // as it was (as on the CPU).
+        check_dropout_mask(dtype, p)?;
+        let dev = cuda_device_of("dropout", device)?;
         let seed = rng.next_u64();
-        philox_scaled_mask(self.cuda_device(), dtype, n, p, seed)
+        philox_scaled_mask(&dev, dtype, n, p, seed)
     }
 }

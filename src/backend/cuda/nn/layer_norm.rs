@@ -3,18 +3,13 @@
 //! split) for dweight and dbias, deterministic, without atomics.
 
 use crate::backend::contract::nn::layer_norm::{check_layer_norm, check_layer_norm_backward, LayerNormForward, LayerNormGrads, LayerNormKernels};
-use crate::backend::cuda::reduce::{coalesce, column_config, column_splits, compute_dtype, row_args, row_view, RowKernel};
+use crate::backend::cuda::reduce::{coalesce, column_config, column_splits, row_args, row_view, RowKernel};
 use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaStorage};
-use crate::backend::BackendStorage;
+use crate::backend::{described, BackendStorage};
 use crate::types::Layout;
 use crate::Result;
 
 const OP: &str = "layer_norm";
-
-/// An optional operand's dtype and layout, for the contract's checks.
-fn described<'a>(p: Option<(&CudaStorage, &'a Layout)>) -> Option<(crate::types::DType, &'a Layout)> {
-    p.map(|(s, l)| (s.dtype(), l))
-}
 
 /// An optional `[C]` operand (checked by the contract's validator) as
 /// `(pointer, stride)`; `(0, 0)` for none. A view that is not one strided run
@@ -36,8 +31,8 @@ fn param(p: Option<(&CudaStorage, &Layout)>, x: &CudaStorage, keep: &mut Option<
 
 impl LayerNormKernels for CudaStorage {
     fn layer_norm(&self, layout: &Layout, weight: Option<(&Self, &Layout)>, bias: Option<(&Self, &Layout)>, eps: f64) -> Result<LayerNormForward<Self>> {
-        check_layer_norm((self.dtype(), layout), described(weight), described(bias))?;
-        let dtype = compute_dtype(OP, self.dtype())?;
+        let dtype = self.dtype();
+        check_layer_norm((dtype, layout), described(weight), described(bias))?;
         let dev = self.cuda_device();
         let x = row_view(OP, layout)?;
         let c = x.len;
@@ -95,7 +90,7 @@ impl LayerNormKernels for CudaStorage {
             (rstd.dtype(), rstd.len()),
             (dy.dtype(), dy_layout),
         )?;
-        let dtype = compute_dtype(OP, self.dtype())?;
+        let dtype = self.dtype();
         for s in [mean, rstd, dy] {
             self.check_same_device(OP, s)?;
         }

@@ -4,26 +4,16 @@
 //! their strides; results are contiguous. Every kernel reads in the CPU
 //! kernels' order, so results match the CPU backend bit for bit.
 //!
-//! Unlike the CPU backend, `max_pool2d_backward` does not check the saved
-//! indices (that would need them on the host): they come from the forward
-//! pass and are in range, and an index outside the plane would match no
-//! pixel, so it cannot make the kernel write out of bounds.
+//! Unlike the CPU backend, `max_pool2d_backward` does not check the values
+//! of the saved indices (that would need them on the host): they come from
+//! the forward pass and are in range, and an index outside the plane would
+//! match no pixel, so it cannot make the kernel write out of bounds.
 
-use crate::backend::contract::nn::pool::{check_max_pool2d_backward, check_pool2d_operand, Pool2dParams, PoolKernels};
-use crate::backend::contract::unsupported_dtype;
+use crate::backend::contract::nn::pool::{check_avg_pool2d, check_avg_pool2d_backward, check_max_pool2d, check_max_pool2d_backward, Pool2dParams, PoolKernels};
 use crate::backend::cuda::{elementwise_config, kernels, Arg, CudaDevice, CudaStorage, StridedLayout};
 use crate::backend::BackendStorage;
 use crate::types::{DType, Layout};
 use crate::Result;
-
-/// f32 or f64 (as the CPU backend), else the CPU's error.
-fn float_suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
-    match dtype {
-        DType::F32 => Ok("f32"),
-        DType::F64 => Ok("f64"),
-        other => Err(unsupported_dtype(op, other)),
-    }
-}
 
 /// The geometry in the order of `POOL_GEOM` in cuda/pool.cu: C, H, W, KH, KW, SH, SW, PH, PW.
 fn geom_args(p: &Pool2dParams) -> [Arg; 9] {
@@ -60,8 +50,8 @@ fn launch(dev: &CudaDevice, kernel: &str, suffix: &str, total: usize, p: &Pool2d
 impl PoolKernels for CudaStorage {
     fn max_pool2d(&self, layout: &Layout, p: &Pool2dParams) -> Result<(Self, Self)> {
         const OP: &str = "max_pool2d";
-        let suffix = float_suffix(OP, self.dtype())?;
-        check_pool2d_operand(OP, "input", layout, p.input_dims())?;
+        check_max_pool2d(p, (self.dtype(), layout))?;
+        let suffix = self.dtype().name();
         let xl = StridedLayout::new(OP, layout)?;
         let dev = self.cuda_device();
         let total = p.planes() * p.out_h * p.out_w;
@@ -75,8 +65,8 @@ impl PoolKernels for CudaStorage {
 
     fn max_pool2d_backward(&self, dy_layout: &Layout, indices: &Self, indices_layout: &Layout, p: &Pool2dParams) -> Result<Self> {
         const OP: &str = "max_pool2d_backward";
-        let suffix = float_suffix(OP, self.dtype())?;
-        check_max_pool2d_backward(p, dy_layout, (indices.dtype(), indices_layout))?;
+        check_max_pool2d_backward(p, (self.dtype(), dy_layout), (indices.dtype(), indices_layout))?;
+        let suffix = self.dtype().name();
         self.check_same_device(OP, indices)?;
         let dl = StridedLayout::new(OP, dy_layout)?;
         let il = StridedLayout::new(OP, indices_layout)?;
@@ -97,8 +87,8 @@ impl PoolKernels for CudaStorage {
 
     fn avg_pool2d(&self, layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self> {
         const OP: &str = "avg_pool2d";
-        let suffix = float_suffix(OP, self.dtype())?;
-        check_pool2d_operand(OP, "input", layout, p.input_dims())?;
+        check_avg_pool2d(p, (self.dtype(), layout))?;
+        let suffix = self.dtype().name();
         let xl = StridedLayout::new(OP, layout)?;
         let dev = self.cuda_device();
         let total = p.planes() * p.out_h * p.out_w;
@@ -111,8 +101,8 @@ impl PoolKernels for CudaStorage {
 
     fn avg_pool2d_backward(&self, dy_layout: &Layout, p: &Pool2dParams, count_include_pad: bool) -> Result<Self> {
         const OP: &str = "avg_pool2d_backward";
-        let suffix = float_suffix(OP, self.dtype())?;
-        check_pool2d_operand(OP, "gradient", dy_layout, p.output_dims())?;
+        check_avg_pool2d_backward(p, (self.dtype(), dy_layout))?;
+        let suffix = self.dtype().name();
         let dl = StridedLayout::new(OP, dy_layout)?;
         let dev = self.cuda_device();
         let total = p.planes() * p.in_h * p.in_w;

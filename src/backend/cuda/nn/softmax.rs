@@ -1,8 +1,8 @@
 //! softmax / log_softmax on CUDA (cuda/softmax.cu): one warp or one block per
 //! row of the last axis, reading any strides directly (no gather copy).
 
-use crate::backend::contract::nn::softmax::{check_softmax_backward, SoftmaxKernels, SoftmaxKind};
-use crate::backend::cuda::reduce::{compute_dtype, row_args, row_view, RowKernel};
+use crate::backend::contract::nn::softmax::{check_softmax, check_softmax_backward, SoftmaxKernels, SoftmaxKind};
+use crate::backend::cuda::reduce::{row_args, row_view, RowKernel};
 use crate::backend::cuda::{kernels, Arg, CudaStorage};
 use crate::backend::BackendStorage;
 use crate::types::Layout;
@@ -11,7 +11,8 @@ use crate::Result;
 impl SoftmaxKernels for CudaStorage {
     fn softmax_last(&self, layout: &Layout, kind: SoftmaxKind) -> Result<Self> {
         let op = kind.name();
-        let dtype = compute_dtype(op, self.dtype())?;
+        let dtype = self.dtype();
+        check_softmax(kind, (dtype, layout))?;
         let dev = self.cuda_device();
         let x = row_view(op, layout)?;
         let n = x.rows * x.len;
@@ -33,8 +34,8 @@ impl SoftmaxKernels for CudaStorage {
 
     fn softmax_last_backward(&self, y_layout: &Layout, dy: &Self, dy_layout: &Layout, kind: SoftmaxKind) -> Result<Self> {
         let op = kind.name();
-        check_softmax_backward(kind, (self.dtype(), y_layout), (dy.dtype(), dy_layout))?;
-        let dtype = compute_dtype(op, self.dtype())?;
+        let dtype = self.dtype();
+        check_softmax_backward(kind, (dtype, y_layout), (dy.dtype(), dy_layout))?;
         self.check_same_device(op, dy)?;
         let dev = self.cuda_device();
         let (y, g) = (row_view(op, y_layout)?, row_view(op, dy_layout)?);

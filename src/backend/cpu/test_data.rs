@@ -1,4 +1,4 @@
-//! What the CPU nn kernels' tests share: deterministic inputs and the
+//! What the CPU kernels' unit tests share: deterministic inputs and the
 //! element-wise comparison of a fast kernel with its reference.
 
 use crate::types::Float;
