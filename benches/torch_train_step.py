@@ -22,7 +22,10 @@ A step: zero_grad(set_to_none=True), forward, mean cross-entropy, loss.item(), b
 (which frees the graph), optimizer step. --warmup steps (3) untimed, then --steps (15)
 timed one by one. Prints first one line about the build,
 
-  {"bench":"torch_info","torch":..,"blas":..,"cpu_capability":..,"mkldnn":..}
+  {"bench":"torch_info","torch":..,"blas":..,"cpu_capability":..,"mkldnn":..,"omp_wait_policy":..}
+
+(OMP_WAIT_POLICY=PASSIVE keeps PyTorch's OpenMP threads from spinning at barriers: on a
+loaded machine that makes its multi-threaded steps several times faster; see BENCHMARKS.md)
 
 then one line per config and thread count (torch.set_num_threads):
 
@@ -37,6 +40,7 @@ import argparse
 import math
 import os
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -200,6 +204,7 @@ def comma_list(convert):
 
 
 def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # piped into head: end quietly
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action="append", type=comma_list(str), default=[], help="configs, repeated or comma-separated [default: all four]")
     parser.add_argument("--threads", action="append", type=comma_list(int), default=[], help="thread counts, repeated or comma-separated [default: all cores]")
@@ -218,7 +223,8 @@ def main():
     blas = "mkl" if "BLAS_INFO=mkl" in config else next((p.split("=")[1] for p in config.split(", ") if p.startswith("BLAS_INFO=")), "unknown")
     print(
         f'{{"bench":"torch_info","torch":"{torch.__version__}","blas":"{blas}",'
-        f'"cpu_capability":"{torch.backends.cpu.get_cpu_capability()}","mkldnn":{str(torch.backends.mkldnn.is_available()).lower()}}}',
+        f'"cpu_capability":"{torch.backends.cpu.get_cpu_capability()}","mkldnn":{str(torch.backends.mkldnn.is_available()).lower()},'
+        f'"omp_wait_policy":"{os.environ.get("OMP_WAIT_POLICY", "default")}"}}',
         flush=True,
     )
     for t in threads:
