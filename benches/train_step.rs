@@ -26,7 +26,7 @@
 //! the one-minute load average when the configuration finished: on a shared machine a
 //! figure taken under load is slower than the code is. `loss_first` and `loss_last` are
 //! the losses of the first warm-up step and the last timed step: the run trained (the
-//! loss fell) and both implementations start from the same value (ln 65 ≈ 4.17 for the
+//! loss fell) and both implementations start near the same value (ln 65 ≈ 4.17 for the
 //! GPTs, ln 10 ≈ 2.30 for the ViTs).
 //!
 //! # The models (`benches/torch_train_step.py` builds the same ones in PyTorch)
