@@ -1,14 +1,20 @@
-//! CPU kernels for `matmul` (`backend/contract/matmul.rs`): matrixmultiply's
-//! `sgemm`/`dgemm`, which pack operands of any row/column strides themselves
-//! (so transposed and sliced views cost nothing extra), driven over batch
-//! entries and output blocks by rayon.
+//! CPU kernels for `matmul` (`backend/contract/matmul.rs`).
 //!
-//! Threads come from the current rayon pool (`ThreadPool::install` sets them):
-//! several batch entries run as separate tasks; a large single product is split
-//! into blocks of output rows (or of columns when it is short and wide), each
-//! an independent GEMM on a slice of A (or B).
+//! f32 runs tamer's own GEMM (`cpu/gemm/`: packed panels, an AVX-512, AVX2 or
+//! scalar micro-kernel as `TAMER_SIMD` selects), which reads operands of any
+//! row/column strides while packing (so transposed and sliced views cost
+//! nothing extra). f64 stays on the matrixmultiply crate's `dgemm`: it is the
+//! gradient checks' dtype, where speed matters little.
+//!
+//! Threads come from the current rayon pool (`ThreadPool::install` sets them).
+//! f32: many batch entries (attention's heads) run as tasks of their own, each
+//! a single-threaded GEMM; a few large entries run one after the other, each
+//! shared by all threads (`gemm::gemm_threaded`). f64: batch entries as
+//! tasks, or a large product split into blocks of output rows (or columns when
+//! it is short and wide), each an independent `dgemm` on a slice of A (or B).
 
-use super::{CpuElem, CpuStorage};
+use super::gemm::{self, MatRef};
+use super::{simd, CpuElem, CpuStorage};
 use crate::backend::contract::matmul::{check_matmul, MatmulKernels};
 use crate::backend::BackendStorage;
 use crate::cpu_float_dispatch;
@@ -17,78 +23,37 @@ use crate::{Error, Result};
 use rayon::prelude::*;
 use std::ops::Range;
 
-/// Products below this many multiply-adds (`batch·m·n·k`) stay on the calling
-/// thread: a 64³ GEMM takes a few microseconds, about what waking workers costs.
+/// f64 products below this many multiply-adds (`batch·m·n·k`) stay on the
+/// calling thread: a 64³ GEMM takes a few microseconds, about what waking
+/// workers costs.
 const PARALLEL_MIN_WORK: usize = 1 << 18;
-/// Each block handed to a rayon task keeps at least this much work, so that
-/// re-packing the shared operand per block stays negligible.
+/// Each f64 block handed to a rayon task keeps at least this much work, so
+/// that re-packing the shared operand per block stays negligible.
 const MIN_BLOCK_WORK: usize = 1 << 20;
-/// Block edges are multiples of the widest micro-kernel (16 lanes of f32 with
-/// AVX-512), so no block ends in a partial micro-tile that a neighbour could
-/// have completed.
+/// f64 block edges are multiples of 16, so no block ends in a partial
+/// micro-tile that a neighbour could have completed.
 const BLOCK_ALIGN: usize = 16;
+/// f32 batches with at least this many entries per thread run each entry as
+/// a task of its own: enough tasks that every thread gets the same share.
+const ENTRIES_PER_THREAD: usize = 4;
 
-/// Element types with a GEMM: C ← A·B with arbitrary strides.
+/// Element types with a CPU matmul.
 pub trait GemmElem: Float + CpuElem {
-    /// `c[i·rsc + j·csc] = Σ_p a[i·rsa + p·csa] · b[p·rsb + j·csb]` for an m×k A,
-    /// k×n B and m×n C. C's prior contents are never read (it may be uninitialised
-    /// memory): β = 0, not accumulation.
-    ///
-    /// # Safety
-    /// Every element the strides address must be in bounds of its allocation;
-    /// C's elements must not alias each other or A/B, and no other thread may
-    /// touch them during the call.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    );
+    /// `A @ B` for a plan [`GemmPlan::new`] validated: contiguous `[batch, m, n]`.
+    /// An error when `TAMER_SIMD` asks for an instruction set this CPU lacks.
+    fn matmul_planned(a: &[Self], b: &[Self], plan: &GemmPlan) -> Result<Vec<Self>>;
 }
 
 impl GemmElem for f32 {
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const f32,
-        rsa: isize,
-        csa: isize,
-        b: *const f32,
-        rsb: isize,
-        csb: isize,
-        c: *mut f32,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
+    fn matmul_planned(a: &[f32], b: &[f32], plan: &GemmPlan) -> Result<Vec<f32>> {
+        let kernel = gemm::kernel(simd::selected("matmul")?.isa());
+        Ok(matmul_f32(kernel, a, b, plan))
     }
 }
+
 impl GemmElem for f64 {
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const f64,
-        rsa: isize,
-        csa: isize,
-        b: *const f64,
-        rsb: isize,
-        csb: isize,
-        c: *mut f64,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
+    fn matmul_planned(a: &[f64], b: &[f64], plan: &GemmPlan) -> Result<Vec<f64>> {
+        Ok(matmul_f64(a, b, plan))
     }
 }
 
@@ -199,11 +164,12 @@ fn split(len: usize, parts: usize) -> Vec<Range<usize>> {
     (0..len).step_by(block).map(|s| s..(s + block).min(len)).collect()
 }
 
-/// The tiles for `threads` workers: whole batch entries when there are enough of
-/// them, otherwise each entry cut into row blocks (column blocks when the output
+/// The f64 tiles for `threads` workers: whole batch entries when there are enough
+/// of them, otherwise each entry cut into row blocks (column blocks when the output
 /// is short and wide), each block keeping at least `MIN_BLOCK_WORK`. One block per
-/// thread for a single matrix: at 1024² on 2 threads this measured 275 GFLOP/s,
-/// against 268 with 4 blocks and 231-255 for matrixmultiply's own `threading`.
+/// thread for a single matrix (measured for f32 when it ran on matrixmultiply too:
+/// at 1024² on 2 threads 275 GFLOP/s, against 268 with 4 blocks and 231-255 for
+/// matrixmultiply's own `threading`).
 fn tiles(p: &GemmPlan, threads: usize) -> Vec<Tile> {
     let (batch, m, n) = (p.batch(), p.m, p.n);
     let work = m * n * p.k;
@@ -238,17 +204,77 @@ fn tiles(p: &GemmPlan, threads: usize) -> Vec<Tile> {
     out
 }
 
-/// `A @ B` for a validated plan through the platform GEMM; contiguous `[batch, m, n]`.
-pub fn matmul_fast<T: GemmElem>(a: &[T], b: &[T], p: &GemmPlan) -> Vec<T> {
+/// `A @ B` for a validated plan: contiguous `[batch, m, n]`, through the
+/// element type's GEMM.
+pub fn matmul_fast<T: GemmElem>(a: &[T], b: &[T], p: &GemmPlan) -> Result<Vec<T>> {
+    T::matmul_planned(a, b, p)
+}
+
+/// `A @ B` for a validated plan through tamer's GEMM with `kernel`; contiguous
+/// `[batch, m, n]`.
+pub fn matmul_f32(kernel: &gemm::Kernel, a: &[f32], b: &[f32], p: &GemmPlan) -> Vec<f32> {
     let (m, k, n) = (p.m, p.k, p.n);
     let len = p.batch() * m * n;
     if len == 0 || k == 0 {
-        return vec![T::ZERO; len];
+        return vec![0.0; len];
+    }
+    // The GEMM overwrites C without reading it, so zero-filling the output
+    // first would only add a pass over memory.
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let c = OutPtr(out.as_mut_ptr());
+    let ((rsa, csa), (rsb, csb)) = (p.a_strides, p.b_strides);
+    let entry = |e: usize, threaded: bool| {
+        let a = MatRef {
+            // SAFETY (of the `add`s): GemmPlan::new checked that every element
+            // the layouts address, the entry's first included, lies inside `a`
+            // and `b` (m, k, n > 0 here).
+            ptr: unsafe { a.as_ptr().add(p.a_offsets[e]) },
+            rs: rsa,
+            cs: csa,
+        };
+        let b = MatRef {
+            ptr: unsafe { b.as_ptr().add(p.b_offsets[e]) },
+            rs: rsb,
+            cs: csb,
+        };
+        // SAFETY: the kernel's ISA was selected for this CPU; A and B address
+        // only elements inside `a` and `b` (checked by GemmPlan::new); entry
+        // e's m×n block of `out` is inside its batch·m·n capacity, written by
+        // this call alone.
+        unsafe {
+            let c = c.get().add(e * m * n);
+            if threaded {
+                gemm::gemm_threaded(kernel, m, k, n, a, b, c, n, false)
+            } else {
+                gemm::gemm(kernel, m, k, n, a, b, c, n, false)
+            }
+        }
+    };
+    let threads = rayon::current_num_threads();
+    let batch = p.batch();
+    let work = m * n * k;
+    if threads > 1 && batch > 1 && batch * work >= gemm::THREADED_MIN_WORK && (batch >= ENTRIES_PER_THREAD * threads || work < gemm::THREADED_MIN_WORK) {
+        (0..batch).into_par_iter().with_max_len(1).for_each(|e| entry(e, false));
+    } else {
+        (0..batch).for_each(|e| entry(e, true));
+    }
+    // SAFETY: every entry's GEMM (overwriting, not accumulating) initialised
+    // all of its m×n block, and the blocks cover the batch·m·n elements.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// `A @ B` for a validated plan through matrixmultiply's `dgemm`; contiguous
+/// `[batch, m, n]`.
+fn matmul_f64(a: &[f64], b: &[f64], p: &GemmPlan) -> Vec<f64> {
+    let (m, k, n) = (p.m, p.k, p.n);
+    let len = p.batch() * m * n;
+    if len == 0 || k == 0 {
+        return vec![0.0; len];
     }
     // The GEMM runs with β = 0, so it writes every element of C without reading
-    // it: zero-filling the output first would only add a pass over memory (a
-    // tenth of the time of a batch of [128, 32] @ [32, 128] products).
-    let mut out: Vec<T> = Vec::with_capacity(len);
+    // it: zero-filling the output first would only add a pass over memory.
+    let mut out: Vec<f64> = Vec::with_capacity(len);
     let c = OutPtr(out.as_mut_ptr());
     let ((rsa, csa), (rsb, csb)) = (p.a_strides, p.b_strides);
     let run = |t: &Tile| {
@@ -258,16 +284,18 @@ pub fn matmul_fast<T: GemmElem>(a: &[T], b: &[T], p: &GemmPlan) -> Vec<T> {
         // `t.rows` and B's columns `t.cols` are among them. C's tile is inside
         // `out` (batch·m·n elements, row-major) and tiles never overlap.
         unsafe {
-            T::gemm(
+            matrixmultiply::dgemm(
                 t.rows.len(),
                 k,
                 t.cols.len(),
+                1.0,
                 a.as_ptr().add(oa + t.rows.start * rsa),
                 rsa as isize,
                 csa as isize,
                 b.as_ptr().add(ob + t.cols.start * csb),
                 rsb as isize,
                 csb as isize,
+                0.0,
                 c.get().add((t.entry * m + t.rows.start) * n + t.cols.start),
                 n as isize,
                 1,
@@ -301,7 +329,7 @@ impl MatmulKernels for CpuStorage {
                 )
             })?;
             let plan = GemmPlan::new(lhs_layout, a.len(), rhs_layout, b.len())?;
-            Ok(<T as CpuElem>::wrap(matmul_fast(a, b, &plan)))
+            Ok(<T as CpuElem>::wrap(matmul_fast(a, b, &plan)?))
         })
     }
 }
@@ -333,11 +361,26 @@ mod tests {
     }
 
     fn check<T: GemmElem>(lhs: &Layout, la: usize, rhs: &Layout, lb: usize, seed: u64, tol: f64) -> std::result::Result<(), TestCaseError> {
+        check_with(lhs, la, rhs, lb, seed, tol, |a: &[T], b: &[T], plan| matmul_fast(a, b, plan).unwrap())
+    }
+
+    /// `matmul` (through `fast`) on random operands laid out as `lhs` and `rhs`,
+    /// against the reference run entry by entry.
+    #[allow(clippy::too_many_arguments)]
+    fn check_with<T: GemmElem>(
+        lhs: &Layout,
+        la: usize,
+        rhs: &Layout,
+        lb: usize,
+        seed: u64,
+        tol: f64,
+        fast: impl Fn(&[T], &[T], &GemmPlan) -> Vec<T>,
+    ) -> std::result::Result<(), TestCaseError> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let a: Vec<T> = (0..la).map(|_| <T as Float>::from_f64(rng.random_range(-1.0..1.0))).collect();
         let b: Vec<T> = (0..lb).map(|_| <T as Float>::from_f64(rng.random_range(-1.0..1.0))).collect();
         let plan = GemmPlan::new(lhs, la, rhs, lb).unwrap();
-        let fast = matmul_fast(&a, &b, &plan);
+        let fast = fast(&a, &b, &plan);
         // The reference walks batch entries one by one, whatever the plan folded.
         let r = lhs.rank();
         let batch = Shape::new(&lhs.dims()[..r - 2]);
@@ -428,6 +471,37 @@ mod tests {
             assert_eq!(GemmPlan::new(&la, lena, &lb, lenb).unwrap().m, 280);
             check::<f64>(&la, lena, &lb, lenb, 3, 1e-12).unwrap();
         });
+    }
+
+    /// Every ISA's GEMM through `matmul_f32`, under a 1-thread and a 4-thread
+    /// pool: single products above the threading threshold (rows and column
+    /// runs split among tasks, the packed B block shared, several KC blocks),
+    /// strided and transposed operands, batches run entry by entry and as tasks.
+    #[test]
+    fn f32_gemm_of_every_isa_matches_reference_under_1_and_4_threads() {
+        // (batch dims, m, k, n, A transposed, B transposed)
+        type Case = (&'static [usize], usize, usize, usize, bool, bool);
+        let cases: [Case; 6] = [
+            (&[], 203, 150, 97, false, true),
+            (&[], 9, 700, 1100, true, false),
+            (&[], 130, 2200, 64, true, true),
+            (&[], 301, 41, 331, false, false),
+            (&[2], 130, 64, 290, true, true),
+            (&[9], 40, 80, 60, false, true),
+        ];
+        for threads in [1, 4] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                for simd in crate::backend::cpu::simd::Simd::available() {
+                    let kernel = gemm::kernel(simd.isa());
+                    for &(batch, m, k, n, ta, tb) in &cases {
+                        let (la, lena, lb, lenb) = batched(batch, m, k, n, (ta, 1, 3), (tb, 2, 1), &[false], &[false]);
+                        check_with(&la, lena, &lb, lenb, 11, 1e-4, |a: &[f32], b: &[f32], plan| matmul_f32(kernel, a, b, plan))
+                            .unwrap_or_else(|e| panic!("{kernel:?}, {threads} threads, {batch:?}x{m}x{k}x{n}: {e}"));
+                    }
+                }
+            });
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The CPU backend: storage as plain `Vec`s, scalar reference kernels, SIMD
-//! fast paths (`simd/`, used by nothing outside this backend), matrixmultiply
-//! for GEMM and rayon for threads.
+//! fast paths (`simd/`, used by nothing outside this backend), its own f32
+//! GEMM (`gemm/`; f64 products and convolutions use matrixmultiply) and rayon
+//! for threads.
 //!
 //! Kernel files mirror the contract's families: `unary.rs` implements
 //! `contract::unary::UnaryKernels`, `nn/layer_norm.rs`
@@ -9,6 +10,10 @@
 pub mod binary;
 #[cfg(test)]
 mod contract_errors;
+// tamer's f32 GEMM (packing, micro-kernels per ISA). Public and hidden like
+// `simd`, only so that benches/matmul.rs can time each ISA's kernel directly.
+#[doc(hidden)]
+pub mod gemm;
 pub mod index;
 #[cfg(test)]
 mod kernels_f32;

@@ -1,0 +1,89 @@
+//! The AVX2 micro-kernel: an MR×(8·NV) tile of C in MR·NV ymm accumulators.
+//!
+//! The same loop as the AVX-512 kernel at 8 lanes. AVX2 has 16 ymm registers:
+//! MR·NV accumulators + NV B vectors + one broadcast must fit in them.
+//!
+//! The store is cut to the tile's rows (a constant-bound loop that skips the
+//! missing ones, so the accumulators stay in registers) and columns (masked
+//! loads and stores, which never touch the masked-off memory).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use super::{Blocking, Isa, Kernel, Tile};
+use std::arch::x86_64::*;
+
+const LANES: usize = 8;
+
+/// v1: 6×16 (12 accumulators), BLIS's Haswell shape.
+const MR: usize = 6;
+const NV: usize = 2;
+
+pub(super) static KERNEL: Kernel = Kernel {
+    isa: Isa::Avx2,
+    mr: MR,
+    nr: NV * LANES,
+    blocking: Blocking { kc: 1024, mc: 48, nc: 2048 },
+    micro: micro::<MR, NV>,
+};
+
+/// Mask of the first `cols` lanes of a vector (all 8 when `cols ≥ 8`): lane
+/// `l` is all ones when `l < cols`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn lanes_mask(cols: usize) -> __m256i {
+    let cols = cols.min(LANES) as i32;
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+}
+
+/// # Safety
+/// AVX2 and FMA must be present; `a` and `b` hold `kc·R` and `kc·8·V` values;
+/// the tile's `rows × cols` elements are writable (initialised when accumulating).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn micro<const R: usize, const V: usize>(kc: usize, a: *const f32, b: *const f32, tile: &Tile) {
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    let (mut a, mut b) = (a, b);
+    for _ in 0..kc {
+        let mut bv = [_mm256_setzero_ps(); V];
+        for (v, x) in bv.iter_mut().enumerate() {
+            // SAFETY: this step's 8·V values of the B panel are in bounds.
+            *x = unsafe { _mm256_loadu_ps(b.add(v * LANES)) };
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: this step's R values of the A panel are in bounds.
+            let ai = _mm256_set1_ps(unsafe { *a.add(i) });
+            for (x, &bj) in row.iter_mut().zip(&bv) {
+                *x = _mm256_fmadd_ps(ai, bj, *x);
+            }
+        }
+        // SAFETY: one step further along both panels (the last step lands one
+        // past their end, which is never read).
+        unsafe {
+            a = a.add(R);
+            b = b.add(V * LANES);
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        if i >= tile.rows {
+            break;
+        }
+        for (v, &x) in row.iter().enumerate() {
+            let col = v * LANES;
+            if col >= tile.cols {
+                break;
+            }
+            let mask = lanes_mask(tile.cols - col);
+            // SAFETY: the mask keeps the lanes inside the tile's row i, which
+            // is writable (and initialised when accumulating); masked-off
+            // lanes are neither read nor written.
+            unsafe {
+                let out = tile.c.add(i * tile.ldc + col);
+                let x = if tile.accumulate {
+                    _mm256_add_ps(x, _mm256_maskload_ps(out, mask))
+                } else {
+                    x
+                };
+                _mm256_maskstore_ps(out, mask, x);
+            }
+        }
+    }
+}

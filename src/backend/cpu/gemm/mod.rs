@@ -1,0 +1,377 @@
+//! tamer's own f32 GEMM: `C (=|+=) A·B` for strided A and B and a row-major C,
+//! built the way BLIS and GotoBLAS build theirs.
+//!
+//! # The loops
+//!
+//! ```text
+//! for jc in 0..n step NC            B's columns, a block that stays in L3
+//!   for pc in 0..k step KC          the reduction, a block deep
+//!     pack B[pc.., jc..] (KC×NC)    into panels of NR columns, k-major
+//!     for ic in 0..m step MC        A's rows, a block that stays in L2
+//!       pack A[ic.., pc..] (MC×KC)  into panels of MR rows, k-major
+//!       for jr in 0..NC step NR     one B panel, reused from L1/L2 by ...
+//!         for ir in 0..MC step MR   ... every A panel of the block:
+//!           micro-kernel            an MR×NR tile of C in registers, KC rank-1 updates
+//! ```
+//!
+//! Packing copies each operand once per block into the exact order the
+//! micro-kernel reads it (so its inner loop is two or three aligned vector
+//! loads, MR broadcasts and MR·NR/lanes FMAs), whatever the operand's strides
+//! were: a transposed operand (`Xᵀ·dY` in a linear layer's backward) costs no
+//! copy beyond the packing every operand gets anyway. Panels are padded with
+//! zeros to whole MR/NR, so the micro-kernel never branches on edges while it
+//! computes; only its store of C is cut to the tile's real rows and columns.
+//! The first KC block overwrites C (which may be uninitialised), later blocks
+//! add to it; `accumulate` makes the first one add too.
+//!
+//! The packing buffers are thread-local and reused by every call on that
+//! thread, so a GEMM allocates nothing in the steady state.
+//!
+//! # Kernels
+//!
+//! One micro-kernel per instruction set, chosen by [`Isa`] (the CPU backend's
+//! `TAMER_SIMD` selection): `avx512.rs`, `avx2.rs` and the portable
+//! `scalar.rs`. [`gemm_reference`] is the plain triple loop they are all
+//! tested against (`tests.rs`). [`gemm`] runs on the calling thread;
+//! [`gemm_threaded`] (`parallel.rs`) shares one product among the rayon
+//! pool's threads.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod pack;
+mod parallel;
+mod scalar;
+#[cfg(test)]
+mod tests;
+
+pub use parallel::{gemm_threaded, THREADED_MIN_WORK};
+
+use super::simd::Isa;
+use std::cell::RefCell;
+use std::ops::Range;
+
+/// A read-only strided matrix: element `(i, j)` is at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef {
+    pub ptr: *const f32,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl MatRef {
+    /// The sub-matrix starting at `(i, j)`.
+    ///
+    /// # Safety
+    /// `(i, j)` must address an element inside the allocation (or one past it).
+    unsafe fn at(self, i: usize, j: usize) -> MatRef {
+        MatRef {
+            // SAFETY: the caller keeps (i, j) inside the matrix.
+            ptr: unsafe { self.ptr.add(i * self.rs + j * self.cs) },
+            ..self
+        }
+    }
+
+    /// The transpose (same memory, strides swapped).
+    fn t(self) -> MatRef {
+        MatRef {
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+}
+
+/// One MR×NR tile of C as the micro-kernel stores it: `rows ≤ MR` by
+/// `cols ≤ NR` elements from `c`, row stride `ldc`, unit column stride.
+pub(crate) struct Tile {
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub rows: usize,
+    pub cols: usize,
+    /// Add to C's elements rather than overwrite them.
+    pub accumulate: bool,
+}
+
+/// `tile (=|+=) A_panel · B_panel` for packed panels `kc` deep: `a` holds
+/// `kc` groups of MR values, `b` `kc` groups of NR values.
+///
+/// # Safety
+/// The ISA's CPU features must be present; `a` and `b` must hold `kc·MR` and
+/// `kc·NR` values; the tile's elements must be writable and (with
+/// `accumulate`) initialised.
+type MicroKernel = unsafe fn(kc: usize, a: *const f32, b: *const f32, tile: &Tile);
+
+/// Block sizes of the loops above, in elements. `mc` is a multiple of the
+/// kernel's MR and `nc` of its NR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocking {
+    pub kc: usize,
+    pub mc: usize,
+    pub nc: usize,
+}
+
+/// One instruction set's micro-kernel, its tile and the block sizes tuned for it.
+pub struct Kernel {
+    pub isa: Isa,
+    /// Rows of C per micro-tile.
+    pub mr: usize,
+    /// Columns of C per micro-tile.
+    pub nr: usize,
+    pub blocking: Blocking,
+    micro: MicroKernel,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "gemm::Kernel({}, {}x{}, {:?})", self.isa.name(), self.mr, self.nr, self.blocking)
+    }
+}
+
+/// The kernel for `isa`. The caller vouches that the CPU supports it (an
+/// [`Isa`] obtained from `simd::selected` or `Simd::available` does).
+pub fn kernel(isa: Isa) -> &'static Kernel {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => &avx512::KERNEL,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &avx2::KERNEL,
+        _ => &scalar::KERNEL,
+    }
+}
+
+/// Packed-panel storage aligned to a cache line (and to a 512-bit vector).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// A growable, 64-byte-aligned f32 buffer.
+#[derive(Default)]
+struct PackBuffer(Vec<Line>);
+
+impl PackBuffer {
+    /// At least `len` floats, uninitialised contents (packing writes every one it reads).
+    fn get(&mut self, len: usize) -> &mut [f32] {
+        let lines = len.div_ceil(16);
+        if self.0.len() < lines {
+            self.0 = vec![Line([0.0; 16]); lines];
+        }
+        // SAFETY: `Line` is 16 f32s with no padding (`repr(C)`, size 64), so
+        // `lines` of them are `16·lines ≥ len` initialised f32s.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<f32>(), len) }
+    }
+}
+
+thread_local! {
+    /// This thread's packed A block, kept across calls.
+    static A_PACK: RefCell<PackBuffer> = RefCell::default();
+    /// This thread's packed B block (shared with the workers of a threaded
+    /// GEMM this thread runs), kept across calls.
+    static B_PACK: RefCell<PackBuffer> = RefCell::default();
+}
+
+/// `f` with this thread's buffer `key`. A GEMM never re-enters itself on one
+/// thread while it holds a buffer (it runs nothing that could start another),
+/// but should that ever happen, the second caller gets a fresh buffer rather
+/// than a panic.
+fn with_buffer<R>(key: &'static std::thread::LocalKey<RefCell<PackBuffer>>, f: impl FnOnce(&mut PackBuffer) -> R) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => f(&mut buffer),
+        Err(_) => f(&mut PackBuffer::default()),
+    })
+}
+
+/// The loop bounds of one product: the block sizes rounded to the kernel's
+/// tile, and KC evened out over the reduction.
+#[derive(Clone, Copy, Debug)]
+struct Blocks {
+    mr: usize,
+    nr: usize,
+    kc: usize,
+    mc: usize,
+    nc: usize,
+}
+
+impl Blocks {
+    fn new(kernel: &Kernel, blocking: Blocking, m: usize, k: usize, n: usize) -> Blocks {
+        let (mr, nr) = (kernel.mr, kernel.nr);
+        Blocks {
+            mr,
+            nr,
+            // Equal KC blocks rather than full ones and a remainder: k = 1152
+            // with KC = 512 runs 3 × 384, not 512 + 512 + 128, whose short last
+            // block would pay a whole pass over C for little work.
+            kc: k.div_ceil(k.div_ceil(blocking.kc.max(1))).max(1),
+            mc: blocking.mc.max(mr).next_multiple_of(mr).min(m.next_multiple_of(mr)),
+            nc: blocking.nc.max(nr).next_multiple_of(nr).min(n.next_multiple_of(nr)),
+        }
+    }
+
+    /// Floats of a packed A block.
+    fn a_len(&self) -> usize {
+        self.mc * self.kc
+    }
+
+    /// Floats of a packed B block.
+    fn b_len(&self) -> usize {
+        self.nc * self.kc
+    }
+}
+
+/// Zeros into C's `m × n` (the product of an empty reduction), or nothing
+/// when accumulating. True when there is nothing else to do.
+///
+/// # Safety
+/// C's `m` rows of `n` elements, `ldc` apart, must be writable.
+unsafe fn trivial(m: usize, k: usize, n: usize, c: *mut f32, ldc: usize, accumulate: bool) -> bool {
+    if m == 0 || n == 0 {
+        return true;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                // SAFETY: row i of C is n writable elements (caller's contract);
+                // all-zero bytes are 0.0f32. No slice: C may be uninitialised.
+                unsafe { std::ptr::write_bytes(c.add(i * ldc), 0, n) };
+            }
+        }
+        return true;
+    }
+    false
+}
+
+/// The ic/jr/ir loops for one packed B block `kc` deep: C's rows `rows` and
+/// the block's columns `cols` (`cols.start` a multiple of NR, relative to the
+/// block, whose first column is `c`'s), packing A's rows an MC block at a
+/// time into `a_buf`. `a` is A at (0, the block's first step).
+///
+/// # Safety
+/// As for [`gemm_with`], for the rows and columns named; `b_pack` holds the
+/// block's panels covering `cols`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn multiply_packed_b(
+    kernel: &Kernel,
+    blocks: Blocks,
+    a: MatRef,
+    rows: Range<usize>,
+    kc: usize,
+    b_pack: &[f32],
+    cols: Range<usize>,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    a_buf: &mut PackBuffer,
+) {
+    let Blocks { mr, nr, mc: mc_max, .. } = blocks;
+    let a_pack = a_buf.get(blocks.a_len());
+    for ic in rows.clone().step_by(mc_max) {
+        let mc = mc_max.min(rows.end - ic);
+        // SAFETY: rows ic..ic + mc at depth kc are inside A; a_pack holds MC·KC.
+        unsafe { pack::pack_panels(mc, kc, mr, a.at(ic, 0), a_pack) };
+        for jr in cols.clone().step_by(nr) {
+            let b_panel = &b_pack[jr * kc..];
+            for ir in (0..mc).step_by(mr) {
+                let tile = Tile {
+                    // SAFETY: (ic + ir, jr) is inside C.
+                    c: unsafe { c.add((ic + ir) * ldc + jr) },
+                    ldc,
+                    rows: mr.min(mc - ir),
+                    cols: nr.min(cols.end - jr),
+                    accumulate,
+                };
+                // SAFETY: the panels hold kc·mr and kc·nr packed values; the
+                // tile lies inside C; the caller vouches for the ISA.
+                unsafe { (kernel.micro)(kc, a_pack[ir * kc..].as_ptr(), b_panel.as_ptr(), &tile) };
+            }
+        }
+    }
+}
+
+/// `C (=|+=) A·B` for an `m×k` A, a `k×n` B and an `m×n` C with row stride
+/// `ldc` and unit column stride, on the calling thread with `kernel` and
+/// `blocking`. Without `accumulate`, C's prior contents are never read (it may
+/// be uninitialised memory).
+///
+/// # Safety
+/// `kernel`'s ISA must be supported by this CPU. Every element that A's and
+/// B's strides address must be readable; C's `m` rows of `n` elements must be
+/// writable (and initialised when `accumulate`), must not overlap A or B, and
+/// no other thread may touch them during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_with(kernel: &Kernel, blocking: Blocking, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool) {
+    // SAFETY: the caller's contract covers C.
+    if unsafe { trivial(m, k, n, c, ldc, accumulate) } {
+        return;
+    }
+    let blocks = Blocks::new(kernel, blocking, m, k, n);
+    with_buffer(&B_PACK, |b_buf| {
+        with_buffer(&A_PACK, |a_buf| {
+            let b_pack = b_buf.get(blocks.b_len());
+            for jc in (0..n).step_by(blocks.nc) {
+                let nc = blocks.nc.min(n - jc);
+                for pc in (0..k).step_by(blocks.kc) {
+                    let kc = blocks.kc.min(k - pc);
+                    // SAFETY: (pc, jc) is inside B; B's columns jc.. are the
+                    // rows of its transpose, packed nr at a time into b_pack,
+                    // which holds NC·KC.
+                    unsafe { pack::pack_panels(nc, kc, blocks.nr, b.at(pc, jc).t(), b_pack) };
+                    // SAFETY: the caller's contract, for all of C's rows and
+                    // this block's columns.
+                    unsafe {
+                        multiply_packed_b(
+                            kernel,
+                            blocks,
+                            a.at(0, pc),
+                            0..m,
+                            kc,
+                            b_pack,
+                            0..nc,
+                            c.add(jc),
+                            ldc,
+                            accumulate || pc > 0,
+                            a_buf,
+                        )
+                    };
+                }
+            }
+        })
+    });
+}
+
+/// [`gemm_with`] with the kernel's own block sizes.
+///
+/// # Safety
+/// As for [`gemm_with`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm(kernel: &Kernel, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool) {
+    // SAFETY: the caller's contract is gemm_with's.
+    unsafe { gemm_with(kernel, kernel.blocking, m, k, n, a, b, c, ldc, accumulate) }
+}
+
+/// The plain reference: `c[i·ldc + j] (=|+=) Σ_p a(i, p)·b(p, j)`, summed in
+/// order, on slices (A and B addressed through their strides).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_reference(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0f32;
+            for p in 0..k {
+                acc += a[i * rsa + p * csa] * b[p * rsb + j * csb];
+            }
+            let out = &mut c[i * ldc + j];
+            *out = if accumulate { *out + acc } else { acc };
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Packing: a block of an operand copied into the order the micro-kernel reads.
+//!
+//! Both operands pack the same way once B is seen transposed: a block of
+//! `rows × depth` (A: MC rows of C by KC; Bᵀ: NC columns of C by KC) becomes
+//! panels of `w` rows (MR or NR), each stored depth-major — for every `p`, the
+//! panel's `w` values of column `p` side by side — so the micro-kernel walks
+//! every panel front to back. Rows past the block's end are zeros, which makes
+//! every panel whole.
+//!
+//! Two source layouts get a loop of their own, as they are what matmul's
+//! callers pass: rows adjacent in memory (`rs == 1`, e.g. B = W of a row-major
+//! weight, or A = Xᵀ in `Xᵀ·dY`), where each depth step is a copy of `w`
+//! contiguous values; and depth adjacent in memory (`cs == 1`, e.g. a
+//! row-major A, or B = Wᵀ in `dY·Wᵀ`), a transpose in `w`-row strips. Any
+//! other strides (broadcast rows with stride 0, sliced views) take the general
+//! loop.
+
+use super::MatRef;
+
+/// Pack `src`'s `rows × depth` block into `dst` as panels of `w` rows:
+/// `dst[(r / w)·w·depth + p·w + r % w] = src(r, p)`, zero for `r ≥ rows` up to
+/// the next multiple of `w`.
+///
+/// # Safety
+/// Every element `src(r, p)` for `r < rows`, `p < depth` must be readable.
+/// `dst` must hold at least `rows.next_multiple_of(w) · depth` values (checked:
+/// a shorter `dst` panics rather than being overrun).
+pub(super) unsafe fn pack_panels(rows: usize, depth: usize, w: usize, src: MatRef, dst: &mut [f32]) {
+    let panels = rows.div_ceil(w);
+    let dst = &mut dst[..panels * w * depth];
+    for (panel, out) in dst.chunks_exact_mut(w * depth).enumerate() {
+        let r0 = panel * w;
+        let live = w.min(rows - r0);
+        // SAFETY: row r0 is inside the block (r0 < rows).
+        let base = unsafe { src.at(r0, 0) };
+        if live == w && src.rs == 1 {
+            for (p, group) in out.chunks_exact_mut(w).enumerate() {
+                // SAFETY: the w values of column p in rows r0..r0 + w are
+                // adjacent (rs == 1) and inside the block.
+                let column = unsafe { std::slice::from_raw_parts(base.ptr.add(p * src.cs), w) };
+                group.copy_from_slice(column);
+            }
+        } else if live == w && src.cs == 1 {
+            // SAFETY: rows r0..r0 + w each have `depth` adjacent values (cs == 1)
+            // inside the block; `out` is this panel's w·depth values.
+            unsafe { transpose_rows(base.ptr, src.rs, w, depth, out) };
+        } else {
+            for (p, group) in out.chunks_exact_mut(w).enumerate() {
+                for (r, slot) in group.iter_mut().enumerate() {
+                    *slot = if r < live {
+                        // SAFETY: (r0 + r, p) is inside the block.
+                        unsafe { *base.ptr.add(r * src.rs + p * src.cs) }
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// `out[p·w + r] = src[r·rs + p]` for `r < w`, `p < depth`: `w` rows of
+/// adjacent values turned depth-major. Rows go four at a time through 4×4
+/// transposes where the CPU has them ([`transpose_quads`]); the rest take the
+/// plain loop.
+///
+/// # Safety
+/// `src[r·rs + p]` must be readable for every `r < w`, `p < depth`;
+/// `out` must hold `w·depth` values.
+unsafe fn transpose_rows(src: *const f32, rs: usize, w: usize, depth: usize, out: &mut [f32]) {
+    assert!(out.len() >= w * depth, "transpose_rows: output too short");
+    // SAFETY: the caller's contract, and `out` holds w·depth values.
+    let (r_done, p_done) = unsafe { transpose_quads(src, rs, w, depth, out) };
+    for r in 0..w {
+        // The 4×4 blocks covered rows < r_done at steps < p_done.
+        let first = if r < r_done { p_done } else { 0 };
+        for p in first..depth {
+            // SAFETY: (r, p) is inside the block; p·w + r < w·depth.
+            out[p * w + r] = unsafe { *src.add(r * rs + p) };
+        }
+    }
+}
+
+/// The 4×4 blocks of [`transpose_rows`] with SSE (part of x86-64): four loads,
+/// eight shuffles and four stores for sixteen values, where the plain loop
+/// does a load and a store per value. Returns the rows and steps it covered
+/// (multiples of 4 below `w` and `depth`).
+///
+/// # Safety
+/// As for [`transpose_rows`], with `out.len() ≥ w·depth`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn transpose_quads(src: *const f32, rs: usize, w: usize, depth: usize, out: &mut [f32]) -> (usize, usize) {
+    use std::arch::x86_64::*;
+    let (rows, steps) = (w - w % 4, depth - depth % 4);
+    for r in (0..rows).step_by(4) {
+        for p in (0..steps).step_by(4) {
+            // SAFETY: rows r..r + 4 and steps p..p + 4 are inside the block;
+            // the four 4-value stores land at (p + i)·w + r .. + 4 ≤ w·depth,
+            // inside `out`.
+            unsafe {
+                let row = |i: usize| _mm_loadu_ps(src.add((r + i) * rs + p));
+                let (a, b, c, d) = (row(0), row(1), row(2), row(3));
+                let (ab_lo, cd_lo) = (_mm_unpacklo_ps(a, b), _mm_unpacklo_ps(c, d));
+                let (ab_hi, cd_hi) = (_mm_unpackhi_ps(a, b), _mm_unpackhi_ps(c, d));
+                let dst = out.as_mut_ptr().add(p * w + r);
+                _mm_storeu_ps(dst, _mm_movelh_ps(ab_lo, cd_lo));
+                _mm_storeu_ps(dst.add(w), _mm_movehl_ps(cd_lo, ab_lo));
+                _mm_storeu_ps(dst.add(2 * w), _mm_movelh_ps(ab_hi, cd_hi));
+                _mm_storeu_ps(dst.add(3 * w), _mm_movehl_ps(cd_hi, ab_hi));
+            }
+        }
+    }
+    (rows, steps)
+}
+
+/// Without SSE the plain loop does all of [`transpose_rows`].
+///
+/// # Safety
+/// None needed: it touches nothing.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn transpose_quads(_src: *const f32, _rs: usize, _w: usize, _depth: usize, _out: &mut [f32]) -> (usize, usize) {
+    (0, 0)
+}

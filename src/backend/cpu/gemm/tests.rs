@@ -1,0 +1,286 @@
+//! Every micro-kernel this CPU can run (scalar, AVX2, AVX-512, each called
+//! directly) against [`gemm_reference`], over shapes at the edges of the
+//! micro-tile and of the cache blocks, operands of any strides (transposed,
+//! sliced, broadcast), and with and without accumulation.
+//!
+//! Small block sizes stand in for the tuned ones so that small matrices cross
+//! several KC, MC and NC blocks; a few cases use the tuned sizes themselves,
+//! one element below, at and above a block edge.
+
+use super::*;
+use crate::backend::cpu::simd::Simd;
+use crate::testing::proptest_config;
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn kernels() -> Vec<&'static Kernel> {
+    Simd::available().into_iter().map(|s| kernel(s.isa())).collect()
+}
+
+/// A `rows × cols` operand stored transposed or not, with `gap` unused
+/// elements after each stored row and `offset` before the first: its data
+/// and its (row, column) strides.
+fn operand(rng: &mut StdRng, rows: usize, cols: usize, transposed: bool, gap: usize, offset: usize) -> (Vec<f32>, (usize, usize)) {
+    let (outer, inner) = if transposed { (cols, rows) } else { (rows, cols) };
+    let ld = inner + gap;
+    let data: Vec<f32> = (0..offset + outer * ld).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let strides = if transposed { (1, ld) } else { (ld, 1) };
+    (data, strides)
+}
+
+/// Relative tolerance of an f32 dot product of length `k` against the
+/// reference's (also f32, summed in another order): a few ulp per term,
+/// scaled by the sum of the magnitudes.
+fn close(x: f32, y: f32, magnitude: f32, k: usize) -> bool {
+    (x - y).abs() <= 4.0 * f32::EPSILON * (k as f32 + 1.0) * (magnitude + 1.0)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    m: usize,
+    k: usize,
+    n: usize,
+    a_t: bool,
+    b_t: bool,
+    gap: usize,
+    offset: usize,
+    accumulate: bool,
+}
+
+/// Run `case` through `kernel` with `blocking` and compare with the reference.
+fn check(kernel: &Kernel, blocking: Blocking, case: Case, seed: u64) -> std::result::Result<(), TestCaseError> {
+    let Case {
+        m,
+        k,
+        n,
+        a_t,
+        b_t,
+        gap,
+        offset,
+        accumulate,
+    } = case;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (a, sa) = operand(&mut rng, m, k, a_t, gap, offset);
+    let (b, sb) = operand(&mut rng, k, n, b_t, gap + 1, offset / 2);
+    // C has its own row gap and a guard row after its last, so a store that
+    // runs past a row or past the matrix shows up as a changed guard value.
+    let ldc = n + 3;
+    let guard = 7.5f32;
+    let initial: Vec<f32> = (0..(m + 1) * ldc)
+        .map(|i| if i % ldc < n && i < m * ldc { rng.random_range(-1.0f32..1.0) } else { guard })
+        .collect();
+    let mut want = initial.clone();
+    gemm_reference(m, k, n, &a[offset..], sa, &b[offset / 2..], sb, &mut want, ldc, accumulate);
+    let mut got = initial.clone();
+    let (ra, rb) = (
+        MatRef {
+            ptr: a[offset..].as_ptr(),
+            rs: sa.0,
+            cs: sa.1,
+        },
+        MatRef {
+            ptr: b[offset / 2..].as_ptr(),
+            rs: sb.0,
+            cs: sb.1,
+        },
+    );
+    // SAFETY: the kernel comes from Simd::available (supported ISA); A and B
+    // address only elements of `a` and `b`; C's m rows of n are inside `got`.
+    unsafe { gemm_with(kernel, blocking, m, k, n, ra, rb, got.as_mut_ptr(), ldc, accumulate) };
+    for i in 0..=m {
+        for j in 0..ldc {
+            let (x, y) = (got[i * ldc + j], want[i * ldc + j]);
+            if j >= n || i == m {
+                prop_assert_eq!(x, guard, "{:?}: the guard after row {} changed", kernel, i);
+                continue;
+            }
+            let magnitude: f32 = (0..k)
+                .map(|p| (a[offset + i * sa.0 + p * sa.1] * b[offset / 2 + p * sb.0 + j * sb.1]).abs())
+                .sum::<f32>()
+                + if accumulate { initial[i * ldc + j].abs() } else { 0.0 };
+            prop_assert!(
+                close(x, y, magnitude, k),
+                "{:?} {:?}: C[{}, {}] = {} but the reference gives {}",
+                kernel,
+                case,
+                i,
+                j,
+                x,
+                y
+            );
+        }
+    }
+    Ok(())
+}
+
+fn small_blocking(kernel: &Kernel, kc: usize, mc_panels: usize, nc_panels: usize) -> Blocking {
+    Blocking {
+        kc,
+        mc: kernel.mr * mc_panels,
+        nc: kernel.nr * nc_panels,
+    }
+}
+
+fn case_strategy(max_m: usize, max_k: usize, max_n: usize) -> impl Strategy<Value = Case> {
+    (
+        1..=max_m,
+        0..=max_k,
+        1..=max_n,
+        any::<bool>(),
+        any::<bool>(),
+        0..3usize,
+        0..4usize,
+        any::<bool>(),
+    )
+        .prop_map(|(m, k, n, a_t, b_t, gap, offset, accumulate)| Case {
+            m,
+            k,
+            n,
+            a_t,
+            b_t,
+            gap,
+            offset,
+            accumulate,
+        })
+}
+
+proptest! {
+    #![proptest_config(proptest_config(48))]
+
+    /// Small blocks, so a small product crosses every loop's block edges.
+    #[test]
+    fn every_kernel_matches_the_reference_across_small_blocks(
+        case in case_strategy(70, 40, 100),
+        kc in 1..12usize, mc_panels in 1..4usize, nc_panels in 1..4usize,
+        seed in any::<u64>(),
+    ) {
+        for kernel in kernels() {
+            check(kernel, small_blocking(kernel, kc, mc_panels, nc_panels), case, seed)?;
+        }
+    }
+
+    /// The tuned blocks, on products up to a few micro-tiles.
+    #[test]
+    fn every_kernel_matches_the_reference_with_its_own_blocks(case in case_strategy(40, 300, 80), seed in any::<u64>()) {
+        for kernel in kernels() {
+            check(kernel, kernel.blocking, case, seed)?;
+        }
+    }
+}
+
+/// One below, at and above each micro-tile and block edge of the tuned sizes.
+#[test]
+fn tuned_block_edges_match_the_reference() {
+    for kernel in kernels() {
+        let Blocking { kc, mc, nc } = kernel.blocking;
+        let (mr, nr) = (kernel.mr, kernel.nr);
+        let shapes = [
+            (mr - 1, 1, nr - 1),
+            (mr, kc, nr),
+            (mr + 1, kc + 1, nr + 1),
+            (mc - 1, kc - 1, 2 * nr + 1),
+            (mc + 1, 7, 3),
+            (3, 5, nc + 1),
+            (1, 2 * kc + 3, 1),
+        ];
+        for (i, &(m, k, n)) in shapes.iter().enumerate() {
+            for (a_t, b_t) in [(false, false), (true, true), (false, true)] {
+                let case = Case {
+                    m,
+                    k,
+                    n,
+                    a_t,
+                    b_t,
+                    gap: 1,
+                    offset: 2,
+                    accumulate: i % 2 == 1,
+                };
+                check(kernel, kernel.blocking, case, i as u64).unwrap();
+            }
+        }
+    }
+}
+
+/// Stride-0 rows and columns (a broadcast view) read the same element again.
+#[test]
+fn broadcast_operands_match_the_reference() {
+    let (m, k, n) = (19, 23, 37);
+    let mut rng = StdRng::seed_from_u64(5);
+    let a_row: Vec<f32> = (0..k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let b_col: Vec<f32> = (0..k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    for kernel in kernels() {
+        let mut want = vec![0.0f32; m * n];
+        gemm_reference(m, k, n, &a_row, (0, 1), &b_col, (1, 0), &mut want, n, false);
+        let mut got = vec![f32::NAN; m * n];
+        let a = MatRef {
+            ptr: a_row.as_ptr(),
+            rs: 0,
+            cs: 1,
+        };
+        let b = MatRef {
+            ptr: b_col.as_ptr(),
+            rs: 1,
+            cs: 0,
+        };
+        // SAFETY: supported ISA; stride-0 reads stay inside the k-element vectors.
+        unsafe { gemm_with(kernel, small_blocking(kernel, 5, 1, 1), m, k, n, a, b, got.as_mut_ptr(), n, false) };
+        for (x, y) in got.iter().zip(&want) {
+            assert!(close(*x, *y, k as f32, k), "{kernel:?}: {x} vs {y}");
+        }
+    }
+}
+
+/// k = 0 writes zeros (or leaves C as it was when accumulating).
+#[test]
+fn an_empty_reduction_gives_zeros() {
+    for kernel in kernels() {
+        let mut c = vec![f32::NAN; 6];
+        let empty = MatRef {
+            ptr: [].as_ptr(),
+            rs: 0,
+            cs: 0,
+        };
+        // SAFETY: supported ISA; k = 0 reads nothing.
+        unsafe { gemm(kernel, 2, 0, 3, empty, empty, c.as_mut_ptr(), 3, false) };
+        assert_eq!(c, vec![0.0; 6]);
+        let mut c = vec![1.5f32; 6];
+        // SAFETY: as above.
+        unsafe { gemm(kernel, 2, 0, 3, empty, empty, c.as_mut_ptr(), 3, true) };
+        assert_eq!(c, vec![1.5; 6]);
+    }
+}
+
+/// Packing puts `src(r, p)` at panel `r / w`, step `p`, lane `r % w`, and
+/// zeros after the last row, for each source layout the packer special-cases
+/// (rows adjacent, depth adjacent: with and without whole 4×4 blocks, a
+/// panel width that is not a multiple of 4; any other strides).
+#[test]
+fn packing_lays_out_panels_depth_major_with_zero_padding() {
+    let value = |r: usize, p: usize| (100 * r + p) as f32;
+    for (rows, depth, w) in [(5usize, 3usize, 4usize), (13, 7, 8), (11, 9, 6), (16, 8, 4)] {
+        let panels = rows.div_ceil(w);
+        for (rs, cs, len) in [(depth, 1, rows * depth), (1, rows, rows * depth), (2 * depth + 1, 2, 2 * (depth + 1) * rows)] {
+            let mut src = vec![-1.0f32; len];
+            for r in 0..rows {
+                for p in 0..depth {
+                    src[r * rs + p * cs] = value(r, p);
+                }
+            }
+            let mut dst = vec![f32::NAN; panels * w * depth + 3];
+            // SAFETY: every (r, p) is inside `src`, `dst` holds the panels.
+            unsafe { pack::pack_panels(rows, depth, w, MatRef { ptr: src.as_ptr(), rs, cs }, &mut dst) };
+            for r in 0..panels * w {
+                for p in 0..depth {
+                    let want = if r < rows { value(r, p) } else { 0.0 };
+                    assert_eq!(
+                        dst[(r / w) * w * depth + p * w + r % w],
+                        want,
+                        "{rows}x{depth} by {w}, strides ({rs}, {cs}), row {r}, step {p}"
+                    );
+                }
+            }
+            assert!(dst[panels * w * depth..].iter().all(|x| x.is_nan()), "packing wrote past its panels");
+        }
+    }
+}
