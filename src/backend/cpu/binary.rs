@@ -11,11 +11,12 @@ use crate::backend::contract::binary::{check_binary, check_where_cond, BinaryFn,
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout, Shape};
 use crate::{Error, Result};
+use super::alloc::CollectPooled;
 use rayon::prelude::*;
 
 /// The plain reference: walk both layouts' offsets in lockstep.
 pub fn binary_reference<T: Float, B: BinaryFn>(a: &[T], la: &Layout, b: &[T], lb: &Layout, f: B) -> Vec<T> {
-    la.offsets().zip(lb.offsets()).map(|(i, j)| f.apply(a[i], b[j])).collect()
+    la.offsets().zip(lb.offsets()).map(|(i, j)| f.apply(a[i], b[j])).collect_pooled()
 }
 
 /// Storage offsets of each row start (all axes but the last) and the last axis' stride.
@@ -30,7 +31,7 @@ fn rows(layout: &Layout) -> (Vec<usize>, usize) {
 
 fn binary_rows<T: Float, B: BinaryFn>(a: &[T], la: &Layout, b: &[T], lb: &Layout, f: B) -> Vec<T> {
     let n = la.numel();
-    let mut out = vec![T::ZERO; n];
+    let mut out = super::alloc::zeroed(n);
     if n == 0 {
         return out;
     }
@@ -128,7 +129,7 @@ impl BinaryKernels for CpuStorage {
                 .zip(true_layout.offsets())
                 .zip(false_layout.offsets())
                 .map(|((ci, ti), fi)| if c[ci] != T::ZERO { t[ti] } else { f[fi] })
-                .collect();
+                .collect_pooled();
             Ok(super::wrap_float(out))
         })
     }

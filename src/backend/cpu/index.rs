@@ -92,13 +92,13 @@ fn typed<'a, T: CpuElem>(op: &'static str, s: &'a CpuStorage, expected: crate::D
 // ---- index_select / index_add ------------------------------------------------------
 
 /// x: [outer, size, inner] (any strides) -> out: [outer, n, inner] contiguous, n = ids.len().
-pub fn index_select_fast<T: Copy + Default + Send + Sync>(x: &[T], layout: &Layout, axis: usize, ids: &[i64]) -> Vec<T> {
+pub fn index_select_fast<T: Copy + Default + Send + Sync + 'static>(x: &[T], layout: &Layout, axis: usize, ids: &[i64]) -> Vec<T> {
     let (dims, strides) = (layout.dims(), layout.strides());
     let outer = sub_offsets(&dims[..axis], &strides[..axis]);
     let inner = sub_offsets(&dims[axis + 1..], &strides[axis + 1..]);
     let inner_contiguous = inner.iter().enumerate().all(|(k, &o)| k == o);
     let (n, ii, base, stride) = (ids.len(), inner.len(), layout.offset(), strides[axis]);
-    let mut out = vec![T::default(); outer.len() * n * ii];
+    let mut out = super::alloc::zeroed(outer.len() * n * ii);
     if out.is_empty() {
         return out;
     }
@@ -197,13 +197,13 @@ pub fn index_add_reference<T: Float>(x: &[T], x_layout: &Layout, axis: usize, id
 // ---- gather / scatter_add ----------------------------------------------------------
 
 /// `out[i] = x[i with i[axis] = ids[i]]`; x any strides; ids, out: `ids_dims`, contiguous.
-pub fn gather_fast<T: Copy + Default + Send + Sync>(x: &[T], layout: &Layout, axis: usize, ids: &[i64], ids_dims: &[usize]) -> Vec<T> {
+pub fn gather_fast<T: Copy + Default + Send + Sync + 'static>(x: &[T], layout: &Layout, axis: usize, ids: &[i64], ids_dims: &[usize]) -> Vec<T> {
     let strides = layout.strides();
     // x's strides over the ids-shaped block: ids may be smaller than x off `axis`.
     let outer = sub_offsets(&ids_dims[..axis], &strides[..axis]);
     let inner = sub_offsets(&ids_dims[axis + 1..], &strides[axis + 1..]);
     let (na, ii, base, stride) = (ids_dims[axis], inner.len(), layout.offset(), strides[axis]);
-    let mut out = vec![T::default(); ids.len()];
+    let mut out = super::alloc::zeroed(ids.len());
     if out.is_empty() {
         return out;
     }
@@ -294,7 +294,7 @@ pub fn scatter_add_reference<T: Float>(x: &[T], x_layout: &Layout, axis: usize, 
 
 /// parts: [outer, s_p, inner] (any strides) -> out: [outer, Σ s_p, inner]. Each outer
 /// slab of the output is the parts' slabs back to back.
-pub fn cat_fast<T: Copy + Default + Send + Sync>(parts: &[(&[T], &Layout)], axis: usize) -> Vec<T> {
+pub fn cat_fast<T: Copy + Default + Send + Sync + 'static>(parts: &[(&[T], &Layout)], axis: usize) -> Vec<T> {
     let Some((_, l0)) = parts.first() else {
         return Vec::new();
     };
@@ -303,7 +303,7 @@ pub fn cat_fast<T: Copy + Default + Send + Sync>(parts: &[(&[T], &Layout)], axis
     let sizes: Vec<usize> = parts.iter().map(|(_, l)| l.dims()[axis] * inner).collect();
     let slab: usize = sizes.iter().sum();
     let data: Vec<Cow<[T]>> = parts.iter().map(|(d, l)| contiguous_or_gather(d, l)).collect();
-    let mut out = vec![T::default(); outer * slab];
+    let mut out = super::alloc::zeroed(outer * slab);
     if out.is_empty() {
         return out;
     }

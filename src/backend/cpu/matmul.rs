@@ -243,12 +243,12 @@ pub fn matmul_fast<T: GemmElem>(a: &[T], b: &[T], p: &GemmPlan) -> Vec<T> {
     let (m, k, n) = (p.m, p.k, p.n);
     let len = p.batch() * m * n;
     if len == 0 || k == 0 {
-        return vec![T::ZERO; len];
+        return super::alloc::zeroed(len);
     }
     // The GEMM runs with β = 0, so it writes every element of C without reading
     // it: zero-filling the output first would only add a pass over memory (a
     // tenth of the time of a batch of [128, 32] @ [32, 128] products).
-    let mut out: Vec<T> = Vec::with_capacity(len);
+    let mut out: Vec<T> = super::alloc::with_capacity(len);
     let c = OutPtr(out.as_mut_ptr());
     let ((rsa, csa), (rsb, csb)) = (p.a_strides, p.b_strides);
     let run = |t: &Tile| {

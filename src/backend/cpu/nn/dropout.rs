@@ -6,12 +6,13 @@ use crate::backend::contract::unsupported_dtype;
 use crate::backend::cpu::{CpuElem, CpuStorage};
 use crate::types::{DType, Device, Float};
 use crate::Result;
+use crate::backend::cpu::alloc::CollectPooled;
 use rand::RngCore;
 
 /// `value` where kept, 0 where dropped, as a storage of `T`.
 fn mask<T: Float + CpuElem>(keep: &[bool], value: f64) -> CpuStorage {
     let on = <T as Float>::from_f64(value);
-    T::wrap(keep.iter().map(|&k| if k { on } else { T::ZERO }).collect())
+    T::wrap(keep.iter().map(|&k| if k { on } else { T::ZERO }).collect_pooled())
 }
 
 impl DropoutKernels for CpuStorage {
