@@ -54,7 +54,13 @@ fn main() -> Result<()> {
             let (cfg, batch) = if args.config == "gpt-tiny" {
                 (GptConfig::gpt_tiny(), 32)
             } else {
-                (GptConfig { dropout: 0.0, ..GptConfig::gpt_small() }, 16)
+                (
+                    GptConfig {
+                        dropout: 0.0,
+                        ..GptConfig::gpt_small()
+                    },
+                    16,
+                )
             };
             let t = cfg.block_size;
             let tokens = |rng: &mut tamer::TensorRng| -> Result<Tensor> {
@@ -75,9 +81,17 @@ fn main() -> Result<()> {
             let x = Tensor::randn([batch, 3, 32, 32], DType::F32, &mut rng)?;
             let y = Tensor::from_vec((0..batch as i64).map(|i| i % 10).collect::<Vec<_>>(), [batch])?;
             let vit = VisionTransformer::new(VitConfig::vit_cifar(), &mut rng)?;
-            (vit.named_params(), Box::new(move || vit.forward(&x)?.cross_entropy(&y, CrossEntropyOptions::default())))
+            (
+                vit.named_params(),
+                Box::new(move || vit.forward(&x)?.cross_entropy(&y, CrossEntropyOptions::default())),
+            )
         }
-        other => return Err(tamer::Error::value("page_faults", format!("unknown --config {other:?}: gpt-tiny, gpt-small or vit-cifar"))),
+        other => {
+            return Err(tamer::Error::value(
+                "page_faults",
+                format!("unknown --config {other:?}: gpt-tiny, gpt-small or vit-cifar"),
+            ))
+        }
     };
     let mut opt = Adam::new(params, AdamConfig::adamw(3e-4).weight_decay(0.01))?;
     let mut run = || -> Result<f64> {

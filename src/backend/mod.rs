@@ -23,6 +23,7 @@ pub mod cuda;
 
 use crate::types::{DType, Device, Element, Layout};
 use crate::{Error, Result};
+pub use caching_alloc::MemoryStats;
 use contract::binary::BinaryKernels;
 use contract::index::IndexKernels;
 use contract::matmul::MatmulKernels;
@@ -36,7 +37,6 @@ use contract::nn::softmax::SoftmaxKernels;
 use contract::optim::OptimKernels;
 use contract::reduce::ReduceKernels;
 use contract::unary::UnaryKernels;
-pub use caching_alloc::MemoryStats;
 pub use cpu::CpuStorage;
 #[cfg(feature = "cuda")]
 pub use cuda::CudaStorage;

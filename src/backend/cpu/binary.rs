@@ -6,12 +6,12 @@
 //! function's SIMD kernel where it names one (add, sub, mul), else to its
 //! scalar formula. Rows are split across threads.
 
+use super::alloc::CollectPooled;
 use super::{simd, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::contract::binary::{check_binary, check_where_cond, BinaryFn, BinaryKernels, VectorBinary};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout, Shape};
 use crate::{Error, Result};
-use super::alloc::CollectPooled;
 use rayon::prelude::*;
 
 /// The plain reference: walk both layouts' offsets in lockstep.

@@ -76,7 +76,10 @@ pub fn reduce_reference<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: 
     let red: usize = axes.iter().map(|&a| layout.dims()[a]).product();
     let out_len = layout.numel() / red.max(1);
     if red == 0 {
-        return super::alloc::filled(layout.dims().iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).product(), identity(op));
+        return super::alloc::filled(
+            layout.dims().iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).product(),
+            identity(op),
+        );
     }
     let perm = reduced_last(layout.rank(), axes);
     let Ok(p) = layout.permute("reduce", &perm) else {

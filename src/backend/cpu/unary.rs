@@ -1,12 +1,12 @@
 //! CPU kernels for the unary family (`backend/contract/unary.rs`).
 
+use super::alloc::CollectPooled;
 use super::simd;
 use super::{contiguous_or_gather, par_map, CpuStorage};
 use crate::backend::contract::unary::{check_unary, check_unary_backward, UnaryFn, UnaryKernels, VectorUnary};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
 use crate::Result;
-use super::alloc::CollectPooled;
 
 /// The plain reference: one scalar call per element.
 pub fn unary_reference<T: Float, U: UnaryFn>(src: &[T], f: U) -> Vec<T> {
@@ -39,7 +39,12 @@ impl UnaryKernels for CpuStorage {
             let x = contiguous_or_gather(xv, x_layout);
             let y = contiguous_or_gather(yv, y_layout);
             let g = contiguous_or_gather(gv, dy_layout);
-            let out: Vec<T> = x.iter().zip(y.iter()).zip(g.iter()).map(|((&x, &y), &g)| g * f.derivative(x, y)).collect_pooled();
+            let out: Vec<T> = x
+                .iter()
+                .zip(y.iter())
+                .zip(g.iter())
+                .map(|((&x, &y), &g)| g * f.derivative(x, y))
+                .collect_pooled();
             Ok(super::wrap_float(out))
         })
     }

@@ -3,10 +3,10 @@
 
 use crate::backend::contract::nn::dropout::{check_dropout_mask, keep_flags, keep_scale, DropoutKernels};
 use crate::backend::contract::unsupported_dtype;
+use crate::backend::cpu::alloc::CollectPooled;
 use crate::backend::cpu::{CpuElem, CpuStorage};
 use crate::types::{DType, Device, Float};
 use crate::Result;
-use crate::backend::cpu::alloc::CollectPooled;
 use rand::RngCore;
 
 /// `value` where kept, 0 where dropped, as a storage of `T`.
