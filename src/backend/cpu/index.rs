@@ -9,7 +9,7 @@
 //! one row copy per id. Each fast kernel has a `*_reference` twin that walks
 //! the output element by element; the tests compare the two.
 
-use super::{contiguous_or_gather, gather as gather_layout, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use super::{contiguous_or_gather, gather as gather_layout, Contiguous, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::contract::check_indices_dtype;
 use crate::backend::contract::index::{
     check_cat, check_gather, check_gather_backward, check_index_add, check_index_select, check_index_select_backward, check_scatter_add, IndexKernels,
@@ -18,7 +18,6 @@ use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout, Shape};
 use crate::{Error, Result};
 use rayon::prelude::*;
-use std::borrow::Cow;
 
 /// Like `cpu_float_dispatch!`, for kernels that only move data: every dtype.
 macro_rules! any_dtype_dispatch {
@@ -79,7 +78,7 @@ fn offset_of(layout: &Layout, idx: &[usize]) -> usize {
 }
 
 /// The ids' values in row-major order, once they are known to be i64.
-fn ids_slice<'a>(op: &'static str, ids: &'a CpuStorage, layout: &Layout) -> Result<Cow<'a, [i64]>> {
+fn ids_slice<'a>(op: &'static str, ids: &'a CpuStorage, layout: &Layout) -> Result<Contiguous<'a, i64>> {
     check_indices_dtype(op, "indices", ids.dtype())?;
     let v = <i64 as CpuElem>::slice(ids).ok_or_else(|| Error::dtype(op, "indices are not i64"))?;
     Ok(contiguous_or_gather(v, layout))
@@ -302,7 +301,7 @@ pub fn cat_fast<T: Copy + Default + Send + Sync + 'static>(parts: &[(&[T], &Layo
     let (outer, inner) = (dims[..axis].iter().product::<usize>(), dims[axis + 1..].iter().product::<usize>());
     let sizes: Vec<usize> = parts.iter().map(|(_, l)| l.dims()[axis] * inner).collect();
     let slab: usize = sizes.iter().sum();
-    let data: Vec<Cow<[T]>> = parts.iter().map(|(d, l)| contiguous_or_gather(d, l)).collect();
+    let data: Vec<Contiguous<T>> = parts.iter().map(|(d, l)| contiguous_or_gather(d, l)).collect();
     let mut out = super::alloc::zeroed(outer * slab);
     if out.is_empty() {
         return out;

@@ -287,8 +287,8 @@ fn check_unary<U: UnaryFn>(f: U, n: usize, seed: u64, spread: f32, ulps: f64, sc
     let x = uniform(seed, n, 0.0, spread);
     let layout = Layout::contiguous([n]);
     let storage = CpuStorage::F32(x.clone());
-    let ys: Vec<Vec<f32>> = under_each_pool(|| match storage.unary(&layout, f) {
-        Ok(CpuStorage::F32(y)) => y,
+    let ys: Vec<Vec<f32>> = under_each_pool(|| match storage.unary(&layout, f).map(CpuStorage::into_vec::<f32>) {
+        Ok(Ok(y)) => y,
         other => panic!("{}: expected an f32 result, got {other:?}", U::NAME),
     });
     assert_same_under_each_pool(U::NAME, &ys)?;
@@ -347,8 +347,8 @@ proptest! {
                     1 => sa.binary(&layout, &sb, &layout, Sub),
                     _ => sa.binary(&layout, &sb, &layout, Mul),
                 };
-                match out {
-                    Ok(CpuStorage::F32(v)) => v,
+                match out.map(CpuStorage::into_vec::<f32>) {
+                    Ok(Ok(v)) => v,
                     other => panic!("{name}: expected an f32 result, got {other:?}"),
                 }
             });

@@ -135,11 +135,38 @@ pub fn gather<T: Copy + 'static>(data: &[T], layout: &Layout) -> Vec<T> {
     }
 }
 
-/// Borrow the selected elements without a copy when the layout is contiguous.
-pub fn contiguous_or_gather<'a, T: Copy>(data: &'a [T], layout: &Layout) -> std::borrow::Cow<'a, [T]> {
+/// Borrow the selected elements without a copy when the layout is contiguous;
+/// otherwise gather them into a scratch buffer from the pool.
+pub fn contiguous_or_gather<'a, T: Copy + 'static>(data: &'a [T], layout: &Layout) -> Contiguous<'a, T> {
     match layout.contiguous_range() {
-        Some(r) => std::borrow::Cow::Borrowed(&data[r]),
-        None => std::borrow::Cow::Owned(layout.offsets().map(|o| data[o]).collect()),
+        Some(r) => Contiguous::Borrowed(&data[r]),
+        None => Contiguous::Gathered(layout.offsets().map(|o| data[o]).collect_pooled()),
+    }
+}
+
+/// A kernel's operand as one contiguous slice: borrowed from the storage, or
+/// gathered into a buffer of the pool, which goes back to it on drop.
+#[derive(Debug)]
+pub enum Contiguous<'a, T: Copy + 'static> {
+    Borrowed(&'a [T]),
+    Gathered(Vec<T>),
+}
+
+impl<T: Copy + 'static> std::ops::Deref for Contiguous<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match self {
+            Contiguous::Borrowed(s) => s,
+            Contiguous::Gathered(v) => v,
+        }
+    }
+}
+
+impl<T: Copy + 'static> Drop for Contiguous<'_, T> {
+    fn drop(&mut self) {
+        if let Contiguous::Gathered(v) = self {
+            alloc::recycle(std::mem::take(v));
+        }
     }
 }
 

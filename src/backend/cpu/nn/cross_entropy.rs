@@ -14,18 +14,17 @@ use crate::backend::contract::nn::cross_entropy::{
 use crate::backend::contract::nn::softmax::SoftmaxKind;
 use crate::backend::contract::row_len;
 use crate::backend::cpu::alloc;
-use crate::backend::cpu::{contiguous_or_gather, simd, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::cpu::{contiguous_or_gather, simd, wrap_float, Contiguous, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::BackendStorage;
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
-use std::borrow::Cow;
 
 const OP: &str = "cross_entropy";
 
 /// The targets' values in row-major order, once they are known to be i64.
-fn target_values<'a>(targets: &'a CpuStorage, layout: &Layout) -> Result<Cow<'a, [i64]>> {
+fn target_values<'a>(targets: &'a CpuStorage, layout: &Layout) -> Result<Contiguous<'a, i64>> {
     check_indices_dtype(OP, "targets", targets.dtype())?;
     let t = <i64 as CpuElem>::slice(targets).ok_or_else(|| Error::dtype(OP, "targets are not i64"))?;
     Ok(contiguous_or_gather(t, layout))

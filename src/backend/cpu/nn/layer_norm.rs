@@ -9,13 +9,12 @@ use crate::backend::contract::nn::layer_norm::{check_layer_norm, check_layer_nor
 use crate::backend::contract::row_len;
 use crate::backend::cpu::alloc::{self, CollectPooled};
 use crate::backend::cpu::simd;
-use crate::backend::cpu::{contiguous_or_gather, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::cpu::{contiguous_or_gather, wrap_float, Contiguous, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::{described, BackendStorage};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
-use std::borrow::Cow;
 
 /// Normalise one row into `dst`; returns `(mean, rstd)`.
 fn forward_row<T: Float>(src: &[T], w: Option<&[T]>, b: Option<&[T]>, eps: T, dst: &mut [T]) -> (T, T) {
@@ -205,7 +204,7 @@ pub fn layer_norm_backward_reference<T: Float>(x: &[T], dy: &[T], c: usize, w: O
 }
 
 /// An optional `[C]` operand as a typed contiguous slice (its dtype checked).
-fn operand<'a, T: CpuElem>(op: &'static str, name: &str, p: Option<(&'a CpuStorage, &Layout)>) -> Result<Option<Cow<'a, [T]>>> {
+fn operand<'a, T: CpuElem>(op: &'static str, name: &str, p: Option<(&'a CpuStorage, &Layout)>) -> Result<Option<Contiguous<'a, T>>> {
     p.map(|(s, l)| {
         T::slice(s)
             .map(|d| contiguous_or_gather(d, l))
