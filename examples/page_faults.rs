@@ -34,6 +34,9 @@ struct Args {
     no_cache: bool,
 }
 
+/// One forward pass to the loss on the fixed batch.
+type LossFn = dyn Fn() -> Result<Tensor>;
+
 /// Minor page faults of this process so far (all threads), or None off Linux.
 fn minor_faults() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -49,7 +52,7 @@ fn main() -> Result<()> {
         tamer::backend::cpu::alloc::set_cache_limit(0);
     }
     let mut rng = tamer::rng(0);
-    let (params, step): (Vec<(String, Param)>, Box<dyn Fn() -> Result<Tensor>>) = match args.config.as_str() {
+    let (params, step): (Vec<(String, Param)>, Box<LossFn>) = match args.config.as_str() {
         "gpt-tiny" | "gpt-small" => {
             let (cfg, batch) = if args.config == "gpt-tiny" {
                 (GptConfig::gpt_tiny(), 32)
