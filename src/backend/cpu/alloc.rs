@@ -250,3 +250,36 @@ pub trait ParCollectPooled<T: Copy + Send + 'static>: rayon::iter::IndexedParall
 }
 
 impl<T: Copy + Send + 'static, I: rayon::iter::IndexedParallelIterator<Item = T>> ParCollectPooled<T> for I {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recycled_buffer_is_served_again_and_a_foreign_one_is_never_taken() {
+        // bf16 buffers of this size class are asked for by no other test, so
+        // its free list is this test's own even with tests running in parallel.
+        const LEN: usize = 12_345; // 24,690 bytes: the 25,088-byte class
+        let v = with_capacity::<bf16>(LEN);
+        assert_eq!(v.capacity() * 2, 25_088);
+        let block = v.as_ptr();
+        recycle(v);
+        let w = filled(LEN - 1, bf16::ONE);
+        assert_eq!(w.as_ptr(), block, "the freed block serves the next request of its class");
+        assert!(w.len() == LEN - 1 && w.iter().all(|&x| x == bf16::ONE));
+        recycle(w);
+        // A Vec the pool did not hand out, even one of exactly a class's size,
+        // goes to the system: the free list still holds only the pool's block
+        // (were the foreign one kept, it would be served first).
+        let foreign: Vec<bf16> = Vec::with_capacity(25_088 / 2);
+        recycle(foreign);
+        let again = with_capacity::<bf16>(LEN);
+        assert_eq!(again.as_ptr(), block);
+        recycle(again);
+        // A type that is no element type comes from the system.
+        let words: Vec<u32> = zeroed(100);
+        assert_eq!(words, vec![0; 100]);
+        recycle(words);
+        assert!(with_capacity::<f32>(0).capacity() == 0, "nothing is pooled for an empty request");
+    }
+}
