@@ -22,7 +22,12 @@
 //! [`copied`], [`with_capacity`] (then written with `push`/`extend`, so no
 //! element is zeroed only to be overwritten) and [`CollectPooled::collect_pooled`].
 //! A buffer from here that a kernel only uses as scratch goes back with
-//! [`recycle`]; one that becomes a storage goes back when the storage drops.
+//! [`recycle`] (or is held in a [`Contiguous`](super::Contiguous), which
+//! recycles it on drop); one that becomes a storage goes back when the storage
+//! drops; one a caller keeps is let go with [`disown`]. A pooled `Vec` dropped
+//! any other way is freed by the system as usual, but stays counted in
+//! [`MemoryStats::bytes_in_use`] and its address in the table of buffers
+//! handed out (a few bytes), so every such path in a kernel is a bug to fix.
 
 use crate::backend::caching_alloc::{CachingAllocator, MemoryStats, RawMemory};
 use crate::types::{DType, Element, ElementVec};
