@@ -16,6 +16,9 @@
 //! JSON object: `{"event":"final","dataset":..,"model":..,"params":..,
 //! "steps":..,"steps_this_process":..,"seconds":..,"seconds_this_process":..,
 //! "train_loss":..,"val_loss":..,"tokens":..,"tokens_per_s":..}`.
+//! With `TAMER_PROFILE=1` the per-op profile (`tamer::profile`) goes to
+//! stderr when training ends and, as JSON, to `OUT/profile.json` (or the
+//! file `TAMER_PROFILE_OUT` names).
 
 #[path = "cli/common.rs"]
 mod common;
@@ -160,6 +163,8 @@ fn run(args: &GptArgs) -> Result<()> {
         gpt_path.display(),
         gpt_path.display()
     );
+    // After the model is safe, before sampling (which is not training).
+    run::finish_profile(Some(&args.out))?;
 
     if args.sample_tokens > 0 {
         let task = &mut trainer.task;

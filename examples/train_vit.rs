@@ -20,6 +20,9 @@
 //! `{"event":"final","dataset":..,"model":..,"params":..,"steps":..,
 //! "steps_this_process":..,"seconds":..,"seconds_this_process":..,
 //! "train_loss":..,"test_acc":..,"samples":..,"samples_per_s":..}`.
+//! With `TAMER_PROFILE=1` the per-op profile (`tamer::profile`) goes to
+//! stderr when training ends and, as JSON, to `DIR/profile.json` (or the
+//! file `TAMER_PROFILE_OUT` names).
 
 #[path = "cli/common.rs"]
 mod common;
@@ -238,6 +241,8 @@ fn run(args: &VitArgs) -> Result<()> {
             None => println!("saved {}", path.display()),
         }
     }
+    // After the model is safe: a profile that cannot be written is an error.
+    run::finish_profile(args.out.as_deref())?;
     let test_acc = summary.metric("test_acc");
     println!(
         "test accuracy {} after {} steps ({} in this process) in {:.1}s",

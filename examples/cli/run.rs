@@ -1,13 +1,15 @@
 //! The run setup `train_vit` and `train_gpt` share: the thread pool, the
 //! output directory (a run in it is never replaced without `--force`), the
 //! optimizer, resuming, the memory estimate made before a model is built,
-//! and the final JSON line.
+//! the profile (`TAMER_PROFILE=1`) and the final JSON line.
 
 use super::common::{OptimizerKind, RunFlags, ScheduleKind};
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tamer::nn::Param;
 use tamer::optim::{Adam, AdamConfig, Constant, DecayRule, InverseSqrt, LrSchedule, OneCycle, Optimizer, Sgd, SgdConfig, WarmupCosine, WarmupLinear};
+use tamer::profile;
 use tamer::train::{Record, TrainSummary, TrainTask, Trainer, CHECKPOINT_FILE, METRICS_FILE};
 use tamer::{Error, Result};
 
@@ -259,6 +261,33 @@ pub fn check_memory(op: &'static str, what: &str, estimate: &MemoryEstimate, max
             op,
             format!("{what} needs an estimated {}, but {source}; use a smaller model or batch", estimate.describe()),
         ));
+    }
+    Ok(())
+}
+
+/// Where the profile of a run goes: the path in `TAMER_PROFILE_OUT` (`variable`)
+/// when set, else `profile.json` in the run directory; `None` when there is neither.
+pub fn profile_path(out: Option<&Path>, variable: Option<OsString>) -> Option<PathBuf> {
+    match variable {
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+        _ => out.map(|dir| dir.join("profile.json")),
+    }
+}
+
+/// After training with `TAMER_PROFILE=1`: the per-op table on stderr (so that
+/// stdout still ends with the final JSON line) and the report as JSON at
+/// [`profile_path`]. An existing file there is never replaced: the report goes
+/// to the first free `profile-2.json`, `profile-3.json` ... instead.
+pub fn finish_profile(out: Option<&Path>) -> Result<()> {
+    if !profile::is_enabled() {
+        return Ok(());
+    }
+    profile::disable();
+    let report = profile::report();
+    eprintln!("---- profile (TAMER_PROFILE) ----\n{report}");
+    match profile_path(out, std::env::var_os(profile::OUT_VARIABLE)) {
+        Some(path) => eprintln!("profile written to {}", report.write_json(&path)?.display()),
+        None => eprintln!("profile not written: give --out DIR or {}=FILE", profile::OUT_VARIABLE),
     }
     Ok(())
 }

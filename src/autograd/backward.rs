@@ -2,6 +2,7 @@
 
 use super::grad_mode::NoGradGuard;
 use crate::backend::contract::binary::{Add, BinaryKernels};
+use crate::profile::{self, Cost};
 use crate::tensor::{Tensor, TensorId};
 use crate::types::Layout;
 use crate::{Error, Result};
@@ -65,6 +66,8 @@ impl Tensor {
                 ),
             ));
         }
+        // The seed is part of the backward pass too.
+        let _phase = profile::backward_phase();
         let seed = Tensor::full_on(self.shape().clone(), 1.0, self.dtype(), self.device())?;
         self.backward_with_grad(&seed)
     }
@@ -97,6 +100,8 @@ impl Tensor {
         // Gradients are computed with ordinary ops; recording them would only build
         // a second graph nobody asked for.
         let _guard = NoGradGuard::new();
+        // Every op run from here on is part of the backward pass.
+        let _phase = profile::backward_phase();
         let order = topological_order(self);
         let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
         pending.insert(self.id(), grad.clone());
@@ -111,7 +116,10 @@ impl Tensor {
                 }
                 continue;
             };
+            // The node's row gets its backward's time; the kernels it runs add their cost.
+            let op = profile::op(node.op.name(), || Cost::NONE)?;
             let input_grads = node.op.backward(&node.inputs, t, &g)?;
+            drop(op);
             // `BackwardOp` is public: a user's implementation may get the count
             // wrong, and zipping would silently drop the gradients past the end.
             if input_grads.len() != node.inputs.len() {
@@ -166,6 +174,7 @@ fn check_gradient(op: &str, input: &Tensor, grad: &Tensor) -> Result<()> {
 /// backend's add kernel directly: the backward pass calls no op, so autograd
 /// stays below the ops (it needs only the storages and their layouts).
 fn accumulate(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let _op = profile::op("grad_sum", || Cost::elementwise(a.dtype(), 2 * a.numel(), a.numel()))?;
     let storage = crate::dispatch!("backward", [x = &*a.storage(), y = &*b.storage()] => x.binary(a.layout(), y, b.layout(), Add)?);
     Ok(Tensor::from_storage(storage, Layout::contiguous(a.shape().clone())))
 }

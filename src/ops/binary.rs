@@ -9,6 +9,7 @@
 use crate::autograd::BackwardOp;
 use crate::backend::contract::binary::BinaryKernels;
 use crate::backend::Storage;
+use crate::profile::{self, Cost};
 use crate::tensor::Tensor;
 use crate::types::{Layout, Shape};
 use crate::Result;
@@ -26,6 +27,7 @@ fn broadcast_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(Shape, La
 
 fn binary_forward<B: BinaryFn>(a: &Tensor, b: &Tensor, f: B) -> Result<(Storage, Layout)> {
     let (shape, la, lb) = broadcast_pair(B::NAME, a, b)?;
+    let _op = profile::op(B::NAME, || Cost::elementwise(a.dtype(), a.numel() + b.numel(), shape.numel()))?;
     let storage = crate::dispatch!(B::NAME, [sa = &*a.storage(), sb = &*b.storage()] => sa.binary(&la, sb, &lb, f)?);
     Ok((storage, Layout::contiguous(shape)))
 }
@@ -69,11 +71,27 @@ impl Tensor {
     }
     /// Elementwise maximum; at ties the gradient is split evenly (as PyTorch).
     pub fn maximum(&self, rhs: &Tensor) -> Result<Tensor> {
-        differentiable(self, rhs, Maximum, ExtremumBackward { pick_a: Gt })
+        differentiable(
+            self,
+            rhs,
+            Maximum,
+            ExtremumBackward {
+                pick_a: Gt,
+                name: Maximum::NAME,
+            },
+        )
     }
     /// Elementwise minimum; at ties the gradient is split evenly (as PyTorch).
     pub fn minimum(&self, rhs: &Tensor) -> Result<Tensor> {
-        differentiable(self, rhs, Minimum, ExtremumBackward { pick_a: Lt })
+        differentiable(
+            self,
+            rhs,
+            Minimum,
+            ExtremumBackward {
+                pick_a: Lt,
+                name: Minimum::NAME,
+            },
+        )
     }
 
     pub fn eq(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -115,6 +133,8 @@ impl Tensor {
             on_true.layout().broadcast_as(OP, &shape)?,
             on_false.layout().broadcast_as(OP, &shape)?,
         );
+        let read = self.numel() + on_true.numel() + on_false.numel();
+        let _op = profile::op(OP, || Cost::elementwise(self.dtype(), read, shape.numel()))?;
         let storage = crate::dispatch!(OP, [c = &*self.storage(), t = &*on_true.storage(), f = &*on_false.storage()] => c.where_cond(&lc, t, &lt, f, &lf)?);
         Ok(Tensor::from_op(
             storage,
@@ -211,10 +231,12 @@ impl BackwardOp for PowBackward {
 /// maximum/minimum: the gradient goes to whichever operand was picked; at a tie, half to each.
 struct ExtremumBackward<P: BinaryFn> {
     pick_a: P,
+    /// The forward's name: `maximum` or `minimum`.
+    name: &'static str,
 }
 impl<P: BinaryFn> BackwardOp for ExtremumBackward<P> {
     fn name(&self) -> &'static str {
-        "maximum/minimum"
+        self.name
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (a, b) = (&inputs[0], &inputs[1]);

@@ -12,6 +12,7 @@
 use crate::autograd::BackwardOp;
 use crate::backend::contract::index::IndexKernels;
 use crate::backend::Storage;
+use crate::profile::{self, Cost};
 use crate::tensor::Tensor;
 use crate::types::{normalize_axis, DType, Layout, Shape};
 use crate::{Error, Result};
@@ -45,11 +46,26 @@ fn with_dim(shape: &Shape, axis: usize, n: usize) -> Shape {
     Shape::new(dims)
 }
 
+/// A selection moves the indices and, per picked element, one read and one write.
+fn selection_cost(x: &Tensor, ids: &Tensor, picked: usize) -> Cost {
+    Cost::copy(x.dtype(), 2 * picked).moving(DType::I64, ids.numel())
+}
+
+/// The backward of a selection adds each picked gradient into zeros of the input's shape.
+fn scatter_cost(grad: &Tensor, ids: &Tensor, input_elements: usize) -> Cost {
+    Cost::flops(grad.numel())
+        .moving(grad.dtype(), grad.numel() + input_elements)
+        .moving(DType::I64, ids.numel())
+}
+
 fn index_select_storage(x: &Tensor, axis: usize, ids: &Tensor) -> Result<Storage> {
+    let picked = x.numel() / x.dims()[axis].max(1) * ids.numel();
+    let _op = profile::op("index_select", || selection_cost(x, ids, picked))?;
     Ok(crate::dispatch!("index_select", [s = &*x.storage(), i = &*ids.storage()] => s.index_select(x.layout(), axis, i, ids.layout())?))
 }
 
 fn gather_storage(x: &Tensor, axis: usize, ids: &Tensor) -> Result<Storage> {
+    let _op = profile::op("gather", || selection_cost(x, ids, ids.numel()))?;
     Ok(crate::dispatch!("gather", [s = &*x.storage(), i = &*ids.storage()] => s.gather(x.layout(), axis, i, ids.layout())?))
 }
 
@@ -134,6 +150,11 @@ impl Tensor {
                 ),
             ));
         }
+        let _op = profile::op(OP, || {
+            Cost::flops(src.numel())
+                .moving(self.dtype(), 2 * self.numel() + src.numel())
+                .moving(DType::I64, indices.numel())
+        })?;
         let storage = crate::dispatch!("index_add", [x = &*self.storage(), i = &*indices.storage(), s = &*src.storage()] => x.index_add(self.layout(), axis, i, indices.layout(), s, src.layout())?);
         Ok(Tensor::from_op(
             storage,
@@ -235,6 +256,11 @@ impl Tensor {
                 block = block.narrow(d as isize, 0, n)?;
             }
         }
+        let _op = profile::op(OP, || {
+            Cost::flops(block.numel())
+                .moving(self.dtype(), 2 * self.numel() + block.numel())
+                .moving(DType::I64, indices.numel())
+        })?;
         let storage = crate::dispatch!("scatter_add", [x = &*self.storage(), i = &*indices.storage(), s = &*block.storage()] => x.scatter_add(self.layout(), axis, i, indices.layout(), s, block.layout())?);
         Ok(Tensor::from_op(
             storage,
@@ -283,6 +309,7 @@ impl Tensor {
         let too_large = || Error::shape(OP, format!("the sizes {sizes:?} along axis {axis} overflow when added"));
         let shape = with_dim(first.shape(), axis, total.ok_or_else(too_large)?);
         shape.check_size(OP, first.dtype().size_in_bytes())?;
+        let _op = profile::op(OP, || Cost::copy(first.dtype(), 2 * shape.numel()))?;
         let storage = cat_storage(tensors, axis)?;
         Ok(Tensor::from_op(
             storage,
@@ -472,6 +499,7 @@ impl BackwardOp for IndexSelectBackward {
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let shape = inputs[0].shape();
+        let _op = profile::op("index_select", || scatter_cost(grad, &self.ids, shape.numel()))?;
         let dx = crate::dispatch!("index_select", [g = &*grad.storage(), i = &*self.ids.storage()] => g.index_select_backward(grad.layout(), self.axis, i, self.ids.layout(), shape)?);
         Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(shape.clone())))])
     }
@@ -507,6 +535,7 @@ impl BackwardOp for GatherBackward {
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let shape = inputs[0].shape();
+        let _op = profile::op("gather", || scatter_cost(grad, &self.ids, shape.numel()))?;
         let dx = crate::dispatch!("gather", [g = &*grad.storage(), i = &*self.ids.storage()] => g.gather_backward(grad.layout(), self.axis, i, self.ids.layout(), shape)?);
         Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(shape.clone())))])
     }

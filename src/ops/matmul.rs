@@ -10,6 +10,7 @@
 use crate::autocast;
 use crate::autograd::BackwardOp;
 use crate::backend::contract::matmul::MatmulKernels;
+use crate::profile::{self, Cost};
 use crate::tensor::Tensor;
 use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
@@ -135,6 +136,10 @@ impl Tensor {
 fn matmul_nd(a: &Tensor, b: &Tensor, s: &MatmulShapes) -> Result<Tensor> {
     let la = a.layout().broadcast_as("matmul", &with_matrix(&s.batch, s.m, s.k))?;
     let lb = b.layout().broadcast_as("matmul", &with_matrix(&s.batch, s.k, s.n))?;
+    let products: usize = s.batch.iter().product();
+    let _op = profile::op("matmul", || {
+        Cost::flops_product(&[2, products, s.m, s.n, s.k]).moving(a.dtype(), a.numel() + b.numel() + products * s.m * s.n)
+    })?;
     let storage = crate::dispatch!("matmul", [sa = &*a.storage(), sb = &*b.storage()] => sa.matmul(&la, sb, &lb)?);
     Ok(Tensor::from_op(
         storage,

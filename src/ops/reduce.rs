@@ -6,8 +6,9 @@
 use crate::autograd::{no_grad, BackwardOp};
 use crate::backend::contract::reduce::ReduceKernels;
 use crate::backend::Storage;
+use crate::profile::{self, Cost};
 use crate::tensor::Tensor;
-use crate::types::{Layout, Shape};
+use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
 
 pub use crate::backend::contract::reduce::ReduceOp;
@@ -67,7 +68,10 @@ fn check_arg_axis(op: &'static str, x: &Tensor, axis: isize) -> Result<()> {
     Ok(())
 }
 
+/// One FLOP per input element; the input read, the kept values written.
 fn reduce_forward(x: &Tensor, axes: &[usize], op: ReduceOp) -> Result<Storage> {
+    let kept = keepdim_shape(x.shape(), axes).numel();
+    let _op = profile::op(op.name(), || Cost::flops(x.numel()).moving(x.dtype(), x.numel() + kept))?;
     Ok(crate::dispatch!(op.name(), [s = &*x.storage()] => s.reduce(x.layout(), axes, op)?))
 }
 
@@ -156,6 +160,10 @@ impl Tensor {
         if self.dims()[a] == 0 {
             return Err(Error::shape("argmax", format!("axis {a} of shape {} is empty", self.shape())));
         }
+        let rows = self.numel() / self.dims()[a];
+        let _op = profile::op("argmax", || {
+            Cost::flops(self.numel()).moving(self.dtype(), self.numel()).moving(DType::I64, rows)
+        })?;
         let storage = crate::dispatch!("argmax", [s = &*self.storage()] => s.argmax(self.layout(), a)?);
         let out = Tensor::from_storage(storage, Layout::contiguous(keepdim_shape(self.shape(), &[a])));
         if keepdim {

@@ -8,6 +8,7 @@
 
 use crate::autograd::BackwardOp;
 use crate::backend::Storage;
+use crate::profile::{self, Cost};
 use crate::tensor::Tensor;
 use crate::types::Layout;
 use crate::{Error, Result};
@@ -18,6 +19,7 @@ pub use crate::backend::contract::unary::{
 };
 
 fn unary_storage<U: UnaryFn>(x: &Tensor, f: U) -> Result<Storage> {
+    let _op = profile::op(U::NAME, || Cost::elementwise(x.dtype(), x.numel(), x.numel()))?;
     Ok(crate::dispatch!(U::NAME, [s = &*x.storage()] => s.unary(x.layout(), f)?))
 }
 
@@ -42,6 +44,7 @@ impl<U: UnaryFn> BackwardOp for UnaryBackward<U> {
     }
     fn backward(&self, inputs: &[Tensor], output: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
+        let _op = profile::op(U::NAME, || Cost::elementwise(x.dtype(), 3 * x.numel(), x.numel()))?;
         let (xs, ys, gs) = (x.storage(), output.storage(), grad.storage());
         let dx = crate::dispatch!(U::NAME, [xs = &*xs, ys = &*ys, gs = &*gs] => xs.unary_backward(x.layout(), ys, output.layout(), gs, grad.layout(), self.0)?);
         Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(x.shape().clone())))])

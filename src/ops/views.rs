@@ -3,6 +3,7 @@
 //! Only `reshape` of a non-viewable layout and `contiguous` copy data.
 
 use crate::autograd::BackwardOp;
+use crate::profile::{self, Cost};
 use crate::tensor::Tensor;
 use crate::types::{normalize_axis, Layout, Shape};
 use crate::{Error, Result};
@@ -35,7 +36,12 @@ impl Tensor {
             return Ok(self.clone());
         }
         let backward = ReshapeBackward;
-        match self.layout().reshape_view(&shape) {
+        let view = self.layout().reshape_view(&shape);
+        let _op = profile::op("reshape", || match view {
+            Some(_) => Cost::NONE,
+            None => Cost::copy(self.dtype(), 2 * self.numel()),
+        })?;
+        match view {
             Some(layout) => Ok(self.view_op(layout, backward)),
             None => {
                 let storage = self.storage().copy_contiguous(self.layout())?;
@@ -84,6 +90,7 @@ impl Tensor {
     /// [`Tensor::permute`] with a checked permutation of `0..rank`.
     fn permute_resolved(&self, axes: &[usize]) -> Result<Tensor> {
         let layout = self.layout().permute("permute", axes)?;
+        let _op = profile::op("permute", || Cost::NONE)?;
         let mut inverse = vec![0; axes.len()];
         for (i, &p) in axes.iter().enumerate() {
             inverse[p] = i;
@@ -122,6 +129,7 @@ impl Tensor {
             ));
         }
         let layout = self.layout().narrow(axis, start, len);
+        let _op = profile::op("narrow", || Cost::NONE)?;
         Ok(self.view_op(layout, NarrowBackward { axis, start }))
     }
 
@@ -141,6 +149,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         let layout = self.layout().broadcast_as("broadcast_as", &shape)?;
+        let _op = profile::op("broadcast_as", || Cost::NONE)?;
         Ok(self.view_op(layout, BroadcastBackward))
     }
     /// Alias of [`Tensor::broadcast_as`] with PyTorch's name.
@@ -198,6 +207,7 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
+        let _op = profile::op("contiguous", || Cost::copy(self.dtype(), 2 * self.numel()))?;
         let storage = self.storage().copy_contiguous(self.layout())?;
         Ok(Tensor::from_op(
             storage,
@@ -257,6 +267,7 @@ impl BackwardOp for NarrowBackward {
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let full = Tensor::zeros_on(inputs[0].shape().clone(), grad.dtype(), grad.device())?;
+        let _op = profile::op("narrow", || Cost::copy(grad.dtype(), 2 * grad.numel()))?;
         let region = full.layout().narrow(self.axis, self.start, grad.dims()[self.axis]);
         full.storage_mut().copy_into(&region, &grad.storage(), grad.layout())?;
         Ok(vec![Some(full)])

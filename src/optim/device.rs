@@ -14,6 +14,7 @@
 
 use crate::backend::contract::optim::{AdamState, AdamStep, OptimKernels, SgdStep};
 use crate::backend::{operand_mut, BackendRef, Storage};
+use crate::profile::{self, per_element, Cost};
 use crate::types::Layout;
 use crate::{DType, Device, Error, Result, Tensor};
 
@@ -60,6 +61,10 @@ pub(crate) fn adam_step(
     h: &AdamStep,
 ) -> Result<()> {
     check_grad_device(op, name, t, g)?;
+    let kind = if h.decoupled { "adamw" } else { "adam" };
+    // p, g, m, v (and the running max) read; p, m, v (and the max) written.
+    let moved = if vmax.is_some() { 9 } else { 7 } * t.numel();
+    let _op = profile::op(kind, || Cost::flops(per_element::ADAM * t.numel()).moving(t.dtype(), moved))?;
     let gs = g.storage();
     let mut ps = t.storage_mut();
     crate::dispatch!(op, [p = &mut *ps, gs = &*gs, m = m, v = v], |_wrap| {
@@ -73,6 +78,9 @@ pub(crate) fn adam_step(
 /// required when `h.momentum` is not 0.
 pub(crate) fn sgd_step(op: &'static str, name: &str, t: &Tensor, g: &Tensor, buf: Option<&mut Storage>, h: &SgdStep) -> Result<()> {
     check_grad_device(op, name, t, g)?;
+    // p, g (and the momentum buffer) read; p (and the buffer) written.
+    let moved = if buf.is_some() { 5 } else { 3 } * t.numel();
+    let _op = profile::op("sgd", || Cost::flops(per_element::SGD * t.numel()).moving(t.dtype(), moved))?;
     let gs = g.storage();
     let mut ps = t.storage_mut();
     crate::dispatch!(op, [p = &mut *ps, gs = &*gs], |_wrap| {
@@ -94,6 +102,7 @@ pub(crate) fn axpy(op: &'static str, acc: &Tensor, g: &Tensor, scale: f64) -> Re
             ),
         ));
     }
+    let _op = profile::op("axpy", || Cost::flops(per_element::AXPY * g.numel()).moving(g.dtype(), 3 * g.numel()))?;
     let gs = g.storage();
     let mut accs = acc.storage_mut();
     crate::dispatch!(op, [a = &mut *accs, gs = &*gs], |_wrap| a.axpy(op, acc.layout(), gs, g.layout(), scale)?);
@@ -106,6 +115,7 @@ pub(crate) fn scaled(op: &'static str, g: &Tensor, s: f64) -> Result<Tensor> {
     if !matches!(g.dtype(), DType::F32 | DType::F64) {
         return Ok(g.scale(s)?.detach());
     }
+    let _op = profile::op("scaled", || Cost::elementwise(g.dtype(), g.numel(), g.numel()))?;
     let storage = crate::dispatch!(op, [x = &*g.storage()] => x.scaled(op, g.layout(), s)?);
     Ok(Tensor::from_storage(storage, Layout::contiguous(g.shape().clone())))
 }
@@ -122,6 +132,10 @@ pub(crate) fn sum_squares(op: &'static str, tensors: &[Tensor]) -> Result<Vec<f6
             None => by_device.push((t.device(), vec![i])),
         }
     }
+    let elements: usize = tensors.iter().map(Tensor::numel).sum();
+    let _op = profile::op("sum_squares", || {
+        Cost::flops(2 * elements).moving(tensors.first().map_or(DType::F32, Tensor::dtype), elements)
+    })?;
     let mut out = vec![0.0; tensors.len()];
     for (_, ids) in by_device {
         let group: Vec<&Tensor> = ids.iter().map(|&i| &tensors[i]).collect();

@@ -2,6 +2,7 @@
 
 use super::Tensor;
 use crate::backend::Storage;
+use crate::profile::{self, Cost};
 use crate::types::{DType, Device, Element, Layout, Shape};
 use crate::{Error, Result};
 use rand::{Rng, SeedableRng};
@@ -57,12 +58,14 @@ impl Tensor {
         let shape = shape.into();
         // The values pass through an f64 buffer.
         shape.check_size("full", 8)?;
+        let _op = profile::op("full", || Cost::copy(dtype, shape.numel()))?;
         let storage = Storage::from_f64s(&vec![value; shape.numel()], dtype);
         Ok(Tensor::from_storage(storage, Layout::contiguous(shape)))
     }
     pub fn zeros(shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
         let shape = shape.into();
         shape.check_size("zeros", dtype.size_in_bytes())?;
+        let _op = profile::op("zeros", || Cost::copy(dtype, shape.numel()))?;
         let storage = Storage::zeros_on(Device::Cpu, dtype, shape.numel())?;
         Ok(Tensor::from_storage(storage, Layout::contiguous(shape)))
     }
@@ -81,6 +84,7 @@ impl Tensor {
     pub fn full_on(shape: impl Into<Shape>, value: f64, dtype: DType, device: Device) -> Result<Tensor> {
         let shape = shape.into();
         shape.check_size("full", dtype.size_in_bytes())?;
+        let _op = profile::op("full", || Cost::copy(dtype, shape.numel()))?;
         let storage = Storage::full_on(device, dtype, shape.numel(), value)?;
         Ok(Tensor::from_storage(storage, Layout::contiguous(shape)))
     }
@@ -88,11 +92,13 @@ impl Tensor {
     pub fn zeros_on(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
         let shape = shape.into();
         shape.check_size("zeros", dtype.size_in_bytes())?;
+        let _op = profile::op("zeros", || Cost::copy(dtype, shape.numel()))?;
         let storage = Storage::zeros_on(device, dtype, shape.numel())?;
         Ok(Tensor::from_storage(storage, Layout::contiguous(shape)))
     }
     /// Zeros of this tensor's shape, dtype and device.
     pub fn zeros_like(&self) -> Result<Tensor> {
+        let _op = profile::op("zeros", || Cost::copy(self.dtype(), self.numel()))?;
         let storage = Storage::zeros_on(self.device(), self.dtype(), self.numel())?;
         Ok(Tensor::from_storage(storage, Layout::contiguous(self.shape().clone())))
     }
@@ -171,6 +177,7 @@ impl Tensor {
     /// Convert to another dtype (a copy; f16/bf16 round to nearest even).
     /// Gradients flow through float-to-float casts; index tensors have none.
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        let _op = profile::op("to_dtype", || Cost::copy(self.dtype(), self.numel()).moving(dtype, self.numel()))?;
         let storage = self.storage().to_dtype(self.layout(), dtype)?;
         let layout = Layout::contiguous(self.shape().clone());
         if dtype.is_float() && self.dtype().is_float() {

@@ -2,6 +2,7 @@
 
 use super::Tensor;
 use crate::autograd::BackwardOp;
+use crate::profile::{self, Cost};
 use crate::types::{Device, Layout};
 use crate::Result;
 
@@ -23,6 +24,7 @@ impl Tensor {
         if self.device() == device {
             return Ok(self.clone());
         }
+        let _op = profile::op("to_device", || Cost::copy(self.dtype(), 2 * self.numel()))?;
         let contiguous = self.storage().copy_contiguous(self.layout())?;
         let moved = contiguous.to_device(device)?;
         Ok(Tensor::from_op(

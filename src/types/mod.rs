@@ -14,7 +14,7 @@ mod layout;
 mod shape;
 
 pub use device::{Device, NO_CUDA_FEATURE};
-pub use dtype::{erf_f64, DType, Float};
+pub use dtype::{erf_f64, erfc_f64, DType, Float};
 pub use element::{Element, ElementSlice, ElementSliceMut, ElementVec};
 pub use layout::{Layout, StridedOffsets};
 pub use shape::{normalize_axis, Shape};

@@ -693,3 +693,16 @@ fn gpt_weight_decay_covers_every_matrix_and_the_embeddings() {
     let help = gpt_args::GptArgs::try_parse_from(["train_gpt", "--help"]).unwrap_err().to_string();
     assert!(help.contains("embeddings (so the tied lm_head too)"), "{help}");
 }
+
+/// The examples' profile goes to `TAMER_PROFILE_OUT` when it is set (and not
+/// empty), else into the run directory, else nowhere.
+#[test]
+fn the_profile_goes_to_the_variable_or_the_run_directory() {
+    use std::path::Path;
+    let dir = Path::new("runs/x");
+    assert_eq!(run::profile_path(Some(dir), None), Some(dir.join("profile.json")));
+    assert_eq!(run::profile_path(Some(dir), Some("".into())), Some(dir.join("profile.json")));
+    assert_eq!(run::profile_path(Some(dir), Some("p.json".into())), Some(PathBuf::from("p.json")));
+    assert_eq!(run::profile_path(None, Some("p.json".into())), Some(PathBuf::from("p.json")));
+    assert_eq!(run::profile_path(None, None), None);
+}

@@ -23,6 +23,12 @@ pub enum VectorUnary {
     Gelu,
     /// GELU, tanh approximation.
     GeluTanh,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// `1 / (1 + e⁻ˣ)`
+    Sigmoid,
+    /// `x · σ(x)`
+    Silu,
 }
 
 /// A scalar function with its derivative.
@@ -56,12 +62,13 @@ pub trait UnaryKernels: Sized {
 
 /// Declare a parameterless unary function: name, `f(x)` and `f'(x, y)`.
 macro_rules! unary_fn {
-    ($(#[$doc:meta])* $ty:ident, $name:literal, |$x:ident| $f:expr, |$dx:ident, $dy:ident| $df:expr) => {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, |$x:ident| $f:expr, |$dx:ident, $dy:ident| $df:expr $(, vectorized = $v:ident)?) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, Default)]
         pub struct $ty;
         impl UnaryFn for $ty {
             const NAME: &'static str = $name;
+            $(const VECTORIZED: Option<VectorUnary> = Some(VectorUnary::$v);)?
             #[inline(always)]
             fn apply<T: Float>(&self, $x: T) -> T {
                 $f
@@ -92,13 +99,13 @@ unary_fn!(/// `1/√x`
 unary_fn!(/// `x²`
     Square, "square", |x| x * x, |x, y| c::<T>(2.0) * x);
 unary_fn!(/// Hyperbolic tangent.
-    Tanh, "tanh", |x| x.tanh(), |x, y| T::ONE - y * y);
+    Tanh, "tanh", |x| x.tanh(), |x, y| T::ONE - y * y, vectorized = Tanh);
 unary_fn!(/// `1 / (1 + e⁻ˣ)`
-    Sigmoid, "sigmoid", |x| sigmoid(x), |x, y| y * (T::ONE - y));
+    Sigmoid, "sigmoid", |x| sigmoid(x), |x, y| y * (T::ONE - y), vectorized = Sigmoid);
 unary_fn!(/// `max(x, 0)`; the derivative at 0 is 0. NaN stays NaN (as PyTorch), so divergence is not hidden.
     Relu, "relu", |x| if x <= T::ZERO { T::ZERO } else { x }, |x, y| if x > T::ZERO { T::ONE } else { T::ZERO });
 unary_fn!(/// `x · σ(x)` (swish).
-    Silu, "silu", |x| x * sigmoid(x), |x, y| { let s = sigmoid(x); s * (T::ONE + x * (T::ONE - s)) });
+    Silu, "silu", |x| x * sigmoid(x), |x, y| { let s = sigmoid(x); s * (T::ONE + x * (T::ONE - s)) }, vectorized = Silu);
 unary_fn!(/// Sine.
     Sin, "sin", |x| x.sin(), |x, y| x.cos());
 unary_fn!(/// Cosine.

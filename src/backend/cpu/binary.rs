@@ -4,10 +4,13 @@
 //! row of each operand with that operand's innermost stride (1, 0 when
 //! broadcast, or anything). Rows whose operands are both unit-stride go to the
 //! function's SIMD kernel where it names one (add, sub, mul), else to its
-//! scalar formula. Rows are split across threads.
+//! scalar formula. `where_cond` walks rows the same way, selecting with
+//! `simd::select_f32` where each operand's row is unit-stride or a single
+//! value (stride 0, a broadcast). Rows are split across threads.
 
 use super::alloc::CollectPooled;
-use super::{simd, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use super::simd::{self, Operand};
+use super::{chunk_len, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::contract::binary::{check_binary, check_where_cond, BinaryFn, BinaryKernels, VectorBinary};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout, Shape};
@@ -41,7 +44,7 @@ fn binary_rows<T: Float, B: BinaryFn>(a: &[T], la: &Layout, b: &[T], lb: &Layout
         if n < PARALLEL_THRESHOLD {
             apply((&mut out, (a, b)));
         } else {
-            let chunk = super::chunk_len(n);
+            let chunk = chunk_len(n);
             out.par_chunks_mut(chunk).zip(a.par_chunks(chunk).zip(b.par_chunks(chunk))).for_each(apply);
         }
         return out;
@@ -103,6 +106,108 @@ fn slice_apply<T: Float, B: BinaryFn>(f: B, a: &[T], b: &[T], out: &mut [T]) {
     }
 }
 
+/// The plain reference of `where_cond`: walk the three layouts' offsets in lockstep.
+pub fn where_reference<T: Float>(c: &[T], lc: &Layout, t: &[T], lt: &Layout, f: &[T], lf: &Layout) -> Vec<T> {
+    lc.offsets()
+        .zip(lt.offsets())
+        .zip(lf.offsets())
+        .map(|((ci, ti), fi)| if c[ci] != T::ZERO { t[ti] } else { f[fi] })
+        .collect()
+}
+
+/// One operand's elements along an output row: `data[start + k·stride]`.
+#[derive(Clone, Copy)]
+struct RowOf<'a, T> {
+    data: &'a [T],
+    start: usize,
+    stride: usize,
+}
+
+impl<'a, T: Float> RowOf<'a, T> {
+    fn at(&self, k: usize) -> T {
+        self.data[self.start + k * self.stride]
+    }
+
+    /// The row as a SIMD operand when it is f32 and unit-stride (a slice) or
+    /// stride 0 (one value); other rows are walked element by element.
+    fn as_f32_operand(&self, len: usize) -> Option<Operand<'a>> {
+        match self.stride {
+            1 => T::as_f32_slice(&self.data[self.start..self.start + len]).map(Operand::Slice),
+            0 => T::as_f32_slice(&self.data[self.start..=self.start]).map(|v| Operand::Value(v[0])),
+            _ => None,
+        }
+    }
+}
+
+/// `out[k] = c[k] ≠ 0 ? t[k] : f[k]` along one row.
+fn select_row<T: Float>(c: RowOf<T>, t: RowOf<T>, f: RowOf<T>, out: &mut [T]) {
+    let n = out.len();
+    if let (Some(c), Some(t), Some(f)) = (c.as_f32_operand(n), t.as_f32_operand(n), f.as_f32_operand(n)) {
+        if let Some(out) = T::as_f32_slice_mut(out) {
+            return simd::select_f32(c, t, f, out);
+        }
+    }
+    for (k, o) in out.iter_mut().enumerate() {
+        *o = if c.at(k) != T::ZERO { t.at(k) } else { f.at(k) };
+    }
+}
+
+/// `where_cond` over layouts broadcast to one shape: row by row (or, when all
+/// three are contiguous, in chunks of the whole), split across threads.
+fn where_rows<T: Float>(c: &[T], lc: &Layout, t: &[T], lt: &Layout, f: &[T], lf: &Layout) -> Vec<T> {
+    let n = lc.numel();
+    let mut out = super::alloc::zeroed(n);
+    if n == 0 {
+        return out;
+    }
+    if let (Some(rc), Some(rt), Some(rf)) = (lc.contiguous_range(), lt.contiguous_range(), lf.contiguous_range()) {
+        let part = |(i, o): (usize, &mut [T]), chunk: usize| {
+            let row = |data, start: usize| RowOf {
+                data,
+                start: start + i * chunk,
+                stride: 1,
+            };
+            select_row(row(c, rc.start), row(t, rt.start), row(f, rf.start), o)
+        };
+        if n < PARALLEL_THRESHOLD {
+            part((0, &mut out), n);
+        } else {
+            let chunk = chunk_len(n);
+            out.par_chunks_mut(chunk).enumerate().for_each(|p| part(p, chunk));
+        }
+        return out;
+    }
+    let inner = lc.dims().last().copied().unwrap_or(1);
+    let ((rows_c, sc), (rows_t, st), (rows_f, sf)) = (rows(lc), rows(lt), rows(lf));
+    let row = |(r, o): (usize, &mut [T])| {
+        let (c, t, f) = (
+            RowOf {
+                data: c,
+                start: rows_c[r],
+                stride: sc,
+            },
+            RowOf {
+                data: t,
+                start: rows_t[r],
+                stride: st,
+            },
+            RowOf {
+                data: f,
+                start: rows_f[r],
+                stride: sf,
+            },
+        );
+        select_row(c, t, f, o)
+    };
+    if n < PARALLEL_THRESHOLD {
+        out.chunks_mut(inner).enumerate().for_each(row);
+    } else {
+        let min_rows = (PARALLEL_THRESHOLD / 4 / inner).max(1);
+        out.par_chunks_mut(inner).enumerate().with_min_len(min_rows).for_each(row);
+    }
+    out
+}
+
 impl BinaryKernels for CpuStorage {
     fn binary<B: BinaryFn>(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout, f: B) -> Result<Self> {
         check_binary(B::NAME, (self.dtype(), lhs_layout), (rhs.dtype(), rhs_layout), <Self as BinaryKernels>::DTYPES)?;
@@ -120,17 +225,12 @@ impl BinaryKernels for CpuStorage {
             (on_false.dtype(), false_layout),
             <Self as BinaryKernels>::DTYPES,
         )?;
+        simd::selected("where_cond")?;
         cpu_float_dispatch!("where_cond", self, |c: T| {
             let (Some(t), Some(f)) = (<T as CpuElem>::slice(on_true), <T as CpuElem>::slice(on_false)) else {
                 return Err(Error::dtype("where_cond", "condition and values must share a dtype"));
             };
-            let out: Vec<T> = cond_layout
-                .offsets()
-                .zip(true_layout.offsets())
-                .zip(false_layout.offsets())
-                .map(|((ci, ti), fi)| if c[ci] != T::ZERO { t[ti] } else { f[fi] })
-                .collect_pooled();
-            Ok(super::wrap_float(out))
+            Ok(super::wrap_float(where_rows(c, cond_layout, t, true_layout, f, false_layout)))
         })
     }
 }
@@ -148,6 +248,34 @@ mod tests {
         let la = Layout::contiguous(sa).broadcast_as("t", &out).unwrap();
         let lb = Layout::contiguous(sb).broadcast_as("t", &out).unwrap();
         assert_eq!(binary_rows(&a, &la, &b, &lb, f), binary_reference(&a, &la, &b, &lb, f));
+    }
+
+    /// `where_cond` of operands of shapes `dc`, `dt`, `df` (broadcast together),
+    /// in f32 and f64, against the reference; the condition has zeros, ones and NaNs.
+    fn check_where(dc: &[usize], dt: &[usize], df: &[usize]) {
+        let (sc, st, sf) = (Shape::new(dc), Shape::new(dt), Shape::new(df));
+        let out = sc.broadcast_with("t", &st).unwrap().broadcast_with("t", &sf).unwrap();
+        let c: Vec<f64> = (0..sc.numel()).map(|i| [0.0, 1.0, -0.0, f64::NAN, 2.0][i % 5]).collect();
+        let t: Vec<f64> = (0..st.numel()).map(|i| i as f64 * 0.5).collect();
+        let f: Vec<f64> = (0..sf.numel()).map(|i| -(i as f64) - 1.0).collect();
+        let [lc, lt, lf] = [&sc, &st, &sf].map(|s| Layout::contiguous(s.clone()).broadcast_as("t", &out).unwrap());
+        let want = where_reference(&c, &lc, &t, &lt, &f, &lf);
+        assert_eq!(where_rows(&c, &lc, &t, &lt, &f, &lf), want, "f64 {dc:?} {dt:?} {df:?}");
+        let narrow = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let got = where_rows(&narrow(&c), &lc, &narrow(&t), &lt, &narrow(&f), &lf);
+        assert_eq!(got, narrow(&want), "f32 {dc:?} {dt:?} {df:?}");
+    }
+
+    #[test]
+    fn where_fast_paths_match_the_reference() {
+        check_where(&[3, 17], &[3, 17], &[3, 17]);
+        check_where(&[17], &[1], &[3, 17]); // masked_fill: a broadcast mask and a single value
+        check_where(&[3, 1], &[3, 17], &[17]);
+        check_where(&[2, 3, 5], &[3, 1], &[1]);
+        check_where(&[], &[4], &[]);
+        check_where(&[4, 64, 64], &[4, 64, 64], &[4, 64, 64]); // contiguous, threaded
+        check_where(&[64, 64], &[1], &[8, 64, 64]); // rows, threaded
+        check_where(&[8, 64, 1], &[8, 64, 65], &[1]);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! reach the f32 SIMD bodies with their vector tails, nor the rayon split that
 //! starts at [`PARALLEL_THRESHOLD`] elements. Here every fused kernel (softmax,
 //! log-softmax, layer norm, cross-entropy, forward and backward) and the SIMD
-//! elementwise kernels run on f32 data whose row lengths sit at the SIMD edges
+//! elementwise kernels (the unary functions forward and backward, contiguous
+//! and strided, add/sub/mul, `where_cond` with broadcast operands) run on f32
+//! data whose row lengths sit at the SIMD edges
 //! (one below, at and above 8 and 16 lanes and their multiples, and around
 //! the 256-element blocks of the blocked `exp`), both in small tensors and in
 //! tensors above the threshold, each under a 1-thread and a 4-thread pool.
@@ -18,17 +20,17 @@
 //! runs with (detected, or chosen with `TAMER_SIMD`), so CI runs this module
 //! once per ISA the machine has.
 
-use super::binary::binary_reference;
+use super::binary::{binary_reference, where_reference};
 use super::nn::cross_entropy::{cross_entropy_backward_reference, cross_entropy_backward_rows, cross_entropy_reference, cross_entropy_rows};
 use super::nn::layer_norm::{layer_norm_backward_reference, layer_norm_backward_rows, layer_norm_reference, layer_norm_rows};
 use super::nn::softmax::{softmax_backward_reference, softmax_backward_rows, softmax_reference, softmax_rows};
-use super::unary::unary_reference;
+use super::unary::{unary_backward_reference, unary_reference};
 use super::{CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::contract::binary::{Add, BinaryKernels, Mul, Sub};
 use crate::backend::contract::nn::softmax::SoftmaxKind;
-use crate::backend::contract::unary::{Exp, Gelu, GeluTanh, UnaryFn, UnaryKernels};
+use crate::backend::contract::unary::{Exp, Gelu, GeluTanh, Sigmoid, Silu, Tanh, UnaryFn, UnaryKernels};
 use crate::testing::proptest_config;
-use crate::types::Layout;
+use crate::types::{Layout, Shape};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
@@ -281,20 +283,109 @@ fn check_cross_entropy(rows: usize, c: usize, seed: u64, spread: f32, smoothing:
     Ok(())
 }
 
-/// A unary op over a contiguous tensor of `n` elements, through the kernel
-/// trait (so the rayon split of `par_map` is the one under test).
-fn check_unary<U: UnaryFn>(f: U, n: usize, seed: u64, spread: f32, ulps: f64, scale: impl Fn(f64) -> f64) -> Result<(), TestCaseError> {
+/// The layout of an `[rows, c]` operand of `n = rows·c` elements: contiguous,
+/// or (when `transposed`) the transpose of a contiguous `[c, rows]`, which the
+/// kernels must gather.
+fn layout_of(rows: usize, c: usize, transposed: bool) -> Layout {
+    if transposed {
+        Layout::contiguous([c, rows]).permute("test", &[1, 0]).expect("a 2-d permutation")
+    } else {
+        Layout::contiguous([rows, c])
+    }
+}
+
+/// The f32 payload of a kernel's result.
+fn f32s(name: &str, out: crate::Result<CpuStorage>) -> Vec<f32> {
+    match out.map(CpuStorage::into_vec::<f32>) {
+        Ok(Ok(v)) => v,
+        other => panic!("{name}: expected an f32 result, got {other:?}"),
+    }
+}
+
+/// A unary op, forward and backward, over `[rows, c]` (maybe strided) through
+/// the kernel trait (so the rayon split is the one under test), against the
+/// scalar formulas in f64 on the same f32 inputs. The forward must be within
+/// `ulps` of `scale(want)`; the backward `dy·f'(x, y)` (from the fast
+/// forward's `y`) within `ulps` of `|dy|·(1 + |f'|)`.
+#[allow(clippy::too_many_arguments)]
+fn check_unary<U: UnaryFn>(
+    f: U,
+    (rows, c): (usize, usize),
+    transposed: bool,
+    seed: u64,
+    spread: f32,
+    ulps: f64,
+    scale: impl Fn(f64) -> f64,
+) -> Result<(), TestCaseError> {
+    let n = rows * c;
     let x = uniform(seed, n, 0.0, spread);
-    let layout = Layout::contiguous([n]);
+    let layout = layout_of(rows, c, transposed);
     let storage = CpuStorage::F32(x.clone());
-    let ys: Vec<Vec<f32>> = under_each_pool(|| match storage.unary(&layout, f).map(CpuStorage::into_vec::<f32>) {
-        Ok(Ok(y)) => y,
-        other => panic!("{}: expected an f32 result, got {other:?}", U::NAME),
-    });
+    let ys: Vec<Vec<f32>> = under_each_pool(|| f32s(U::NAME, storage.unary(&layout, f)));
     assert_same_under_each_pool(U::NAME, &ys)?;
-    let want = unary_reference(&widen(&x), f);
+    // Element i of the result is element `offsets[i]` of the storage.
+    let x_seen: Vec<f32> = layout.offsets().map(|o| x[o]).collect();
+    let want = unary_reference(&widen(&x_seen), f);
     for (y, threads) in ys.iter().zip(THREADS) {
         assert_close(&format!("{}, {threads} threads", U::NAME), y, &want, ulps, |i| scale(want[i]))?;
+    }
+
+    // The backward, with x strided like the forward's input and y, dy contiguous.
+    let y = &ys[0];
+    let dy = uniform(seed ^ 1, n, 0.0, 1.0);
+    let (ys_storage, dy_storage) = (CpuStorage::F32(y.clone()), CpuStorage::F32(dy.clone()));
+    let out_layout = Layout::contiguous([rows, c]);
+    let name = format!("{} backward", U::NAME);
+    let dxs: Vec<Vec<f32>> = under_each_pool(|| f32s(&name, storage.unary_backward(&layout, &ys_storage, &out_layout, &dy_storage, &out_layout, f)));
+    assert_same_under_each_pool(&name, &dxs)?;
+    let (y64, dy64) = (widen(y), widen(&dy));
+    let want = unary_backward_reference(&widen(&x_seen), &y64, &dy64, f);
+    let derivative = unary_backward_reference(&widen(&x_seen), &y64, &vec![1.0; n], f);
+    for (dx, threads) in dxs.iter().zip(THREADS) {
+        assert_close(&format!("{name}, {threads} threads"), dx, &want, ulps, |i| {
+            dy64[i].abs() * (1.0 + derivative[i].abs())
+        })?;
+    }
+    Ok(())
+}
+
+/// `where_cond(c, t, f)` of `[rows, c]` operands, each contiguous, broadcast
+/// from a row (`[c]`) or a column (`[rows, 1]`), or a single value, against the
+/// reference: a selection, so bit for bit.
+fn check_where((rows, c): (usize, usize), kinds: [usize; 3], seed: u64) -> Result<(), TestCaseError> {
+    let out = Shape::new([rows, c]);
+    let shape_of = |kind: usize| -> Vec<usize> {
+        match kind {
+            0 => vec![rows, c],
+            1 => vec![c],
+            2 => vec![rows, 1],
+            _ => vec![1],
+        }
+    };
+    let operand = |kind: usize, salt: u64| {
+        let dims = shape_of(kind);
+        let numel = dims.iter().product();
+        let layout = Layout::contiguous(dims).broadcast_as("test", &out).expect("a broadcast operand");
+        (uniform(seed ^ salt, numel, 0.0, 2.0), layout)
+    };
+    let (mut cond, lc) = operand(kinds[0], 1);
+    // Zeros (of both signs), ones and NaNs in the condition.
+    for (i, v) in cond.iter_mut().enumerate() {
+        *v = [0.0, 1.0, -0.0, *v, f32::NAN][i % 5];
+    }
+    let ((t, lt), (f, lf)) = (operand(kinds[1], 2), operand(kinds[2], 3));
+    let (sc, st, sf) = (CpuStorage::F32(cond.clone()), CpuStorage::F32(t.clone()), CpuStorage::F32(f.clone()));
+    let outs: Vec<Vec<f32>> = under_each_pool(|| f32s("where_cond", sc.where_cond(&lc, &st, &lt, &sf, &lf)));
+    let want = where_reference(&cond, &lc, &t, &lt, &f, &lf);
+    for (got, threads) in outs.iter().zip(THREADS) {
+        let first_difference = got.iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits());
+        prop_assert!(
+            first_difference.is_none(),
+            "where_cond {:?} ({} threads) differs from the reference at {:?}",
+            kinds,
+            threads,
+            first_difference
+        );
     }
     Ok(())
 }
@@ -325,13 +416,21 @@ proptest! {
     }
 
     #[test]
-    fn exp_and_the_gelus_match_the_reference((rows, c) in rows_and_len(), seed in any::<u64>()) {
-        let n = rows * c;
-        // exp: 2 ulp of the result; the GELUs: 1e-6 absolute (about 8 ulp of 1) or 2 ulp
-        // (their documented accuracy).
-        check_unary(Exp, n, seed, 80.0, 2.0, f64::abs)?;
-        check_unary(Gelu, n, seed, 8.0, 2.0, |want| f64::max(4.0, want.abs()))?;
-        check_unary(GeluTanh, n, seed, 8.0, 2.0, |want| f64::max(4.0, want.abs()))?;
+    fn unary_functions_and_their_backward_match_the_reference(shape in rows_and_len(), transposed in any::<bool>(), seed in any::<u64>()) {
+        // The documented accuracy (a few ulp of the result, `simd/math.rs`) with
+        // margin; the GELUs' and SiLU's f32 results near 0 are measured against
+        // the output scale, as their relative error is there.
+        check_unary(Exp, shape, transposed, seed, 80.0, 4.0, f64::abs)?;
+        check_unary(Gelu, shape, transposed, seed, 8.0, 8.0, |want| f64::max(1.0, want.abs()))?;
+        check_unary(GeluTanh, shape, transposed, seed, 8.0, 8.0, |want| f64::max(1.0, want.abs()))?;
+        check_unary(Tanh, shape, transposed, seed, 8.0, 4.0, |want| f64::max(1e-3, want.abs()))?;
+        check_unary(Sigmoid, shape, transposed, seed, 30.0, 4.0, f64::abs)?;
+        check_unary(Silu, shape, transposed, seed, 30.0, 8.0, |want| f64::max(1.0, want.abs()))?;
+    }
+
+    #[test]
+    fn where_cond_matches_the_reference(shape in rows_and_len(), kinds in proptest::array::uniform3(0..4usize), seed in any::<u64>()) {
+        check_where(shape, kinds, seed)?;
     }
 
     #[test]

@@ -1,16 +1,30 @@
 //! CPU kernels for the unary family (`backend/contract/unary.rs`).
+//!
+//! Forward `y = f(x)` and backward `dx = dy·f'(x, y)` are each one pass over
+//! the elements, split across rayon workers above [`PARALLEL_THRESHOLD`]
+//! elements (in chunks whose boundaries change no result: every element is
+//! computed on its own). f32 data of a function that names a vector kernel
+//! ([`UnaryFn::VECTORIZED`]) runs it (`simd::unary_f32`, and
+//! `simd::unary_backward_f32`, which reads only the one of `x` and `y` it
+//! needs); everything else runs the function's scalar formulas, which are also
+//! the references ([`unary_reference`], [`unary_backward_reference`]).
 
-use super::alloc::CollectPooled;
-use super::simd;
-use super::{contiguous_or_gather, par_map, CpuStorage};
-use crate::backend::contract::unary::{check_unary, check_unary_backward, UnaryFn, UnaryKernels, VectorUnary};
+use super::simd::{self, Reads};
+use super::{chunk_len, contiguous_or_gather, par_map, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::contract::unary::{check_unary, check_unary_backward, UnaryFn, UnaryKernels};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
-use crate::Result;
+use crate::{Error, Result};
+use rayon::prelude::*;
 
 /// The plain reference: one scalar call per element.
 pub fn unary_reference<T: Float, U: UnaryFn>(src: &[T], f: U) -> Vec<T> {
     src.iter().map(|&x| f.apply(x)).collect()
+}
+
+/// The plain backward reference: `dy · f'(x, y)` per element.
+pub fn unary_backward_reference<T: Float, U: UnaryFn>(x: &[T], y: &[T], dy: &[T], f: U) -> Vec<T> {
+    x.iter().zip(y).zip(dy).map(|((&x, &y), &g)| g * f.derivative(x, y)).collect()
 }
 
 impl UnaryKernels for CpuStorage {
@@ -19,8 +33,7 @@ impl UnaryKernels for CpuStorage {
         simd::selected(U::NAME)?;
         cpu_float_dispatch!(U::NAME, self, |v: T| {
             let src = contiguous_or_gather(v, layout);
-            let out: Vec<T> = apply::<T, U>(&src, f);
-            Ok(super::wrap_float(out))
+            Ok(super::wrap_float(forward(&src, f)))
         })
     }
 
@@ -32,42 +45,68 @@ impl UnaryKernels for CpuStorage {
             (dy.dtype(), dy_layout),
             <Self as UnaryKernels>::DTYPES,
         )?;
+        simd::selected(U::NAME)?;
         cpu_float_dispatch!(U::NAME, self, |xv: T| {
-            let (Some(yv), Some(gv)) = (<T as super::CpuElem>::slice(y), <T as super::CpuElem>::slice(dy)) else {
-                return Err(crate::Error::dtype(U::NAME, "backward operands have mixed dtypes"));
+            let (Some(yv), Some(gv)) = (<T as CpuElem>::slice(y), <T as CpuElem>::slice(dy)) else {
+                return Err(Error::dtype(U::NAME, "backward operands have mixed dtypes"));
             };
-            let x = contiguous_or_gather(xv, x_layout);
-            let y = contiguous_or_gather(yv, y_layout);
             let g = contiguous_or_gather(gv, dy_layout);
-            let out: Vec<T> = x
-                .iter()
-                .zip(y.iter())
-                .zip(g.iter())
-                .map(|((&x, &y), &g)| g * f.derivative(x, y))
-                .collect_pooled();
-            Ok(super::wrap_float(out))
+            let dx = match U::VECTORIZED.filter(|_| T::as_f32_slice(gv).is_some()) {
+                // The vector kernel reads one of x and y: gather only that one.
+                Some(vf) => {
+                    let (data, layout) = match simd::backward_reads(vf) {
+                        Reads::Input => (&xv[..], x_layout),
+                        Reads::Output => (yv, y_layout),
+                    };
+                    let values = contiguous_or_gather(data, layout);
+                    par_chunks_map(&[&values, &g], |[v, g], dx| {
+                        if let (Some(v), Some(g), Some(dx)) = (T::as_f32_slice(v), T::as_f32_slice(g), T::as_f32_slice_mut(dx)) {
+                            simd::unary_backward_f32(vf, v, g, dx);
+                        }
+                    })
+                }
+                None => {
+                    let (x, y) = (contiguous_or_gather(xv, x_layout), contiguous_or_gather(yv, y_layout));
+                    par_chunks_map(&[&x, &y, &g], |[x, y, g], dx| {
+                        for (((d, &x), &y), &g) in dx.iter_mut().zip(x).zip(y).zip(g) {
+                            *d = g * f.derivative(x, y);
+                        }
+                    })
+                }
+            };
+            Ok(super::wrap_float(dx))
         })
     }
 }
 
-/// The SIMD kernel for a function that names one.
-fn vector_kernel(v: VectorUnary) -> fn(&[f32], &mut [f32]) {
-    match v {
-        VectorUnary::Exp => simd::exp_f32,
-        VectorUnary::Gelu => simd::gelu_erf_f32,
-        VectorUnary::GeluTanh => simd::gelu_tanh_f32,
-    }
-}
-
-/// f32 goes through the function's SIMD kernel where it names one; everything
-/// else through the scalar formula. Both split across threads when large.
-fn apply<T: Float, U: UnaryFn>(src: &[T], f: U) -> Vec<T> {
+/// `y = f(x)`: f32 through the function's vector kernel where it names one,
+/// else the scalar formula.
+fn forward<T: Float, U: UnaryFn>(src: &[T], f: U) -> Vec<T> {
     par_map(src, |s: &[T], d: &mut [T]| match (U::VECTORIZED, T::as_f32_slice(s), T::as_f32_slice_mut(d)) {
-        (Some(v), Some(s), Some(d)) => vector_kernel(v)(s, d),
+        (Some(v), Some(s), Some(d)) => simd::unary_f32(v, s, d),
         _ => {
             for (d, &s) in d.iter_mut().zip(s) {
                 *d = f.apply(s);
             }
         }
     })
+}
+
+/// `k(inputs, out)` over the same chunk of every input and of the output
+/// (all as long as the first input), split across rayon workers above
+/// [`PARALLEL_THRESHOLD`] elements.
+fn par_chunks_map<T: Float, const N: usize>(inputs: &[&[T]; N], k: impl Fn([&[T]; N], &mut [T]) + Sync) -> Vec<T> {
+    let n = inputs.first().map_or(0, |s| s.len());
+    let mut out = super::alloc::zeroed(n);
+    let chunk = if n < PARALLEL_THRESHOLD { n.max(1) } else { chunk_len(n) };
+    let part = |(i, o): (usize, &mut [T])| {
+        let start = i * chunk;
+        k(inputs.map(|s| &s[start..start + o.len()]), o)
+    };
+    if n < PARALLEL_THRESHOLD {
+        out.chunks_mut(chunk).enumerate().for_each(part);
+    } else {
+        out.par_chunks_mut(chunk).enumerate().for_each(part);
+    }
+    out
 }

@@ -122,7 +122,20 @@ pub fn device(ordinal: usize) -> Result<Arc<CudaDevice>> {
         name,
     });
     map.insert(ordinal, dev.clone());
+    crate::profile::register_device_sync(synchronize_all);
     Ok(dev)
+}
+
+/// Wait for the queued work of every device opened so far: the profiler
+/// calls this around each op so that its clock sees the kernels finish. A
+/// kernel fault is left for the next synchronising call of the op that
+/// faulted to report.
+fn synchronize_all() {
+    let Some(map) = DEVICES.get() else { return };
+    let devices: Vec<Arc<CudaDevice>> = map.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+    for d in devices {
+        let _ = d.synchronize();
+    }
 }
 
 /// A kernel argument. Pointers travel as `u64` (a `T*` parameter is 8 bytes).

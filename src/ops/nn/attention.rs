@@ -52,6 +52,7 @@
 
 use crate::autograd::{no_grad, BackwardOp};
 use crate::backend::contract::nn::attention::{AttentionForward, AttentionGrads, AttentionKernels, AttnDims, FusedKernel};
+use crate::profile::{self, Cost};
 use crate::tensor::Tensor;
 use crate::types::Layout;
 use crate::{Error, Result};
@@ -127,6 +128,9 @@ impl Tensor {
         check_shapes(OP, q, k, Some(v))?;
         let scale = scale.unwrap_or(1.0 / (q.dims()[q.rank() - 1] as f64).sqrt());
         let dims = attn_dims(q, k, v, mask, scale);
+        // One row for the op, fused or composite: the composite graph's ops
+        // (and the fused kernels' scope) add their own costs to it.
+        let _op = profile::op(OP, || Cost::NONE)?;
         let fused = crate::dispatch!(OP, [qs = &*q.storage()], |_wrap| qs.fused_attention(&dims)?);
         if let Some(kernel) = fused {
             return fused_attention(q, k, v, dims, kernel);
@@ -296,8 +300,26 @@ fn with_last(x: &Tensor, last: usize) -> Vec<usize> {
 }
 
 /// The fused forward, recorded with its own backward.
+/// The fused kernels' work, dense whatever the mask: forward `QKᵀ` and `PV`,
+/// backward the recomputed `QKᵀ`, then `dV`, `dP`, `dQ` and `dK`.
+fn fused_cost(q: &Tensor, d: &AttnDims, backward: bool) -> Cost {
+    let (qk, pv) = ([2, d.bh, d.tq, d.tk, d.d], [2, d.bh, d.tq, d.tk, d.dv]);
+    let (q_k, v_out) = (d.bh * (d.tq + d.tk) * d.d, d.bh * (d.tk + d.tq) * d.dv);
+    let lse = d.bh * d.tq;
+    let products = if backward { [(qk, 3), (pv, 2)] } else { [(qk, 1), (pv, 1)] };
+    let flops = products
+        .iter()
+        .map(|(f, n)| Cost::flops_product(f).flops.saturating_mul(*n))
+        .fold(0, u64::saturating_add);
+    // Forward: q, k, v read, out and the logsumexp written; backward: those
+    // and dO read, dq, dk, dv written.
+    let moved = if backward { 2 * (q_k + v_out) + lse } else { q_k + v_out + lse };
+    Cost { flops, bytes: 0 }.moving(q.dtype(), moved)
+}
+
 fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, dims: AttnDims, kernel: FusedKernel) -> Result<Tensor> {
     const OP: &str = "scaled_dot_product_attention";
+    let _op = profile::op(OP, || fused_cost(q, &dims, false))?;
     // The kernels read [BH, T, D] rows: strided views are copied first
     // (outside the graph: the backward takes the original inputs).
     let (qc, kc, vc) = no_grad(|| -> Result<_> { Ok((q.contiguous()?, k.contiguous()?, v.contiguous()?)) })?;
@@ -345,6 +367,7 @@ impl BackwardOp for FusedAttentionBackward {
                 ),
             ));
         }
+        let _op = profile::op("scaled_dot_product_attention", || fused_cost(q, &self.dims, true))?;
         // Runs under the backward pass's no-grad guard: these copies are plain.
         let (qc, kc, vc, oc, gc) = (q.contiguous()?, k.contiguous()?, v.contiguous()?, out.contiguous()?, d_out.contiguous()?);
         let lse = &self.lse;

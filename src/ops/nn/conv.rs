@@ -7,6 +7,7 @@
 
 use crate::autograd::BackwardOp;
 use crate::backend::contract::nn::conv::ConvKernels;
+use crate::profile::{self, Cost};
 use crate::tensor::Tensor;
 use crate::types::Layout;
 use crate::{Error, Result};
@@ -96,6 +97,16 @@ fn conv2d_params(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: (usize, 
     })
 }
 
+/// One multiply-add per weight per output element: `2·N·C_out·H_out·W_out·C_in·kh·kw`,
+/// for the forward and for each of the input and weight gradients.
+fn conv_flops(p: &Conv2dParams) -> Cost {
+    Cost::flops_product(&[2, p.batch, p.out_channels, p.out_h, p.out_w, p.in_channels, p.kernel.0, p.kernel.1])
+}
+
+fn elements(dims: [usize; 4]) -> usize {
+    dims.iter().product()
+}
+
 impl Tensor {
     /// 2-D convolution (cross-correlation, as `torch.nn.functional.conv2d` with
     /// groups = 1 and dilation 1): `self` is `[N, C, H, W]`, `weight` is
@@ -117,6 +128,8 @@ impl Tensor {
     /// ```
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
         let p = conv2d_params(self, weight, bias, stride, padding)?;
+        let moved = elements(p.input_dims()) + elements(p.weight_dims()) + bias.map_or(0, Tensor::numel) + elements(p.output_dims());
+        let _op = profile::op("conv2d", || conv_flops(&p).moving(self.dtype(), moved))?;
         let bias_guard = bias.map(|b| b.storage());
         let storage = crate::dispatch!("conv2d", [xs = &*self.storage(), ws = &*weight.storage()] => {
             let b = crate::backend::optional_operand("conv2d", bias_guard.as_deref().zip(bias.map(Tensor::layout)))?;
@@ -145,13 +158,16 @@ impl BackwardOp for ConvBackward {
         let p = &self.params;
         let (x, w) = (&inputs[0], &inputs[1]);
         let gs = grad.storage();
+        let (input, weight, output) = (elements(p.input_dims()), elements(p.weight_dims()), elements(p.output_dims()));
         let dx = if x.requires_grad() {
+            let _op = profile::op("conv2d", || conv_flops(p).moving(x.dtype(), output + weight + input))?;
             let dx = crate::dispatch!("conv2d", [g = &*gs, ws = &*w.storage()] => g.conv2d_backward_input(grad.layout(), ws, w.layout(), p)?);
             Some(Tensor::from_storage(dx, Layout::contiguous(p.input_dims().to_vec())))
         } else {
             None
         };
         let dw = if w.requires_grad() {
+            let _op = profile::op("conv2d", || conv_flops(p).moving(x.dtype(), output + input + weight))?;
             let dw = crate::dispatch!("conv2d", [g = &*gs, xs = &*x.storage()] => g.conv2d_backward_weight(grad.layout(), xs, x.layout(), p)?);
             Some(Tensor::from_storage(dw, Layout::contiguous(p.weight_dims().to_vec())))
         } else {
@@ -160,6 +176,7 @@ impl BackwardOp for ConvBackward {
         let mut grads = vec![dx, dw];
         if let Some(b) = inputs.get(2) {
             grads.push(if b.requires_grad() {
+                let _op = profile::op("conv2d", || Cost::flops(output).moving(x.dtype(), output + p.out_channels))?;
                 let db = crate::dispatch!("conv2d", [g = &*gs] => g.conv2d_backward_bias(grad.layout(), p)?);
                 Some(Tensor::from_storage(db, Layout::contiguous(vec![p.out_channels])))
             } else {

@@ -10,6 +10,7 @@
 
 use crate::autograd::BackwardOp;
 use crate::backend::contract::nn::cross_entropy::{CrossEntropyForward, CrossEntropyKernels};
+use crate::profile::{self, per_element, Cost};
 use crate::tensor::Tensor;
 use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
@@ -81,6 +82,13 @@ impl Tensor {
         if c == 0 && targets.numel() > 0 {
             return Err(Error::shape(OP, format!("logits of shape {} have no classes", self.shape())));
         }
+        // The logits and targets read; the losses and two statistics per row written.
+        let rows = targets.numel();
+        let _op = profile::op(OP, || {
+            Cost::flops(per_element::CROSS_ENTROPY * self.numel())
+                .moving(self.dtype(), self.numel() + 3 * rows)
+                .moving(DType::I64, rows)
+        })?;
         let fwd = crate::dispatch!(OP, [x = &*self.storage(), t = &*targets.storage()], |wrap| {
             let f = x.cross_entropy(self.layout(), t, targets.layout(), &options)?;
             CrossEntropyForward {
@@ -90,7 +98,6 @@ impl Tensor {
                 count: f.count,
             }
         });
-        let rows = targets.numel();
         let per_row = |s| Tensor::from_storage(s, Layout::contiguous(Shape::new([rows])));
         let losses = per_row(fwd.losses);
         let value = match options.reduction {
@@ -141,6 +148,12 @@ impl BackwardOp for CrossEntropyBackward {
             self.row_log_sum.storage(),
             row_grad.storage(),
         );
+        let n = logits.numel();
+        let _op = profile::op("cross_entropy", || {
+            Cost::flops(per_element::CROSS_ENTROPY_BACKWARD * n)
+                .moving(logits.dtype(), 2 * n + 3 * rows.numel())
+                .moving(DType::I64, rows.numel())
+        })?;
         let dx = crate::dispatch!("cross_entropy", [x = &*xs, t = &*ts, m = &*ms, l = &*ls, g = &*gs] => {
             x.cross_entropy_backward(logits.layout(), t, targets.layout(), m, l, g, row_grad.layout(), &self.options)?
         });

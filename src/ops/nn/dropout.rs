@@ -21,6 +21,7 @@ use crate::backend::contract::binary::BinaryKernels;
 use crate::backend::contract::unsupported_dtype;
 use crate::backend::Storage;
 use crate::ops::binary::Mul;
+use crate::profile::{self, Cost};
 use crate::tensor::Tensor;
 use crate::types::{DType, Layout, Shape};
 use crate::{Error, Result};
@@ -68,6 +69,8 @@ impl Tensor {
             return Ok(self.clone());
         }
         let (dtype, n) = (self.dtype(), self.numel());
+        // The mask drawn and written, then x read with it and the output written.
+        let _op = profile::op(OP, || Cost::elementwise(dtype, 2 * n, 2 * n))?;
         let mask = Storage::dropout_mask_on(self.device(), dtype, n, p, rng)?;
         self.apply_dropout_mask(Tensor::from_storage(mask, Layout::contiguous(self.shape().clone())))
     }

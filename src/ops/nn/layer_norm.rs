@@ -10,6 +10,7 @@
 use crate::autograd::BackwardOp;
 use crate::backend::contract::nn::layer_norm::{LayerNormForward, LayerNormGrads, LayerNormKernels};
 use crate::backend::optional_operand;
+use crate::profile::{self, per_element, Cost};
 use crate::tensor::Tensor;
 use crate::types::{Layout, Shape};
 use crate::{Error, Result};
@@ -50,6 +51,10 @@ impl Tensor {
             self.same_dtype_device(OP, p)?;
         }
         let rows = self.numel() / c.max(1);
+        // x read, y written, the weight and bias read, mean and rstd written.
+        let _op = profile::op(OP, || {
+            Cost::flops(per_element::LAYER_NORM * self.numel()).moving(self.dtype(), 2 * self.numel() + 2 * c + 2 * rows)
+        })?;
         let (xs, ws, bs) = (self.storage(), weight.map(Tensor::storage), bias.map(Tensor::storage));
         let fwd = crate::dispatch!(OP, [x = &*xs], |wrap| {
             let (w, b) = (
@@ -100,6 +105,11 @@ impl BackwardOp for LayerNormBackward {
         let want_dweight = weight.is_some_and(Tensor::requires_grad);
         let want_dbias = bias.is_some_and(Tensor::requires_grad);
         let c = x.dims()[x.rank() - 1];
+        // x, dy, the weight, mean and rstd read; dx, dweight and dbias written.
+        let rows = x.numel() / c.max(1);
+        let _op = profile::op("layer_norm", || {
+            Cost::flops(per_element::LAYER_NORM_BACKWARD * x.numel()).moving(x.dtype(), 3 * x.numel() + 3 * c + 2 * rows)
+        })?;
         let (xs, ws, ms, rs, gs) = (
             x.storage(),
             weight.map(Tensor::storage),

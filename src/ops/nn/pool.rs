@@ -8,8 +8,9 @@
 use super::conv::window_output_len;
 use crate::autograd::BackwardOp;
 use crate::backend::contract::nn::pool::PoolKernels;
+use crate::profile::{self, Cost};
 use crate::tensor::Tensor;
-use crate::types::Layout;
+use crate::types::{DType, Layout};
 use crate::{Error, Result};
 
 pub use crate::backend::contract::nn::pool::Pool2dParams;
@@ -50,6 +51,18 @@ fn pool2d_params(op: &'static str, x: &Tensor, kernel: (usize, usize), stride: (
     })
 }
 
+/// One comparison (max) or addition (average) per window element per output element;
+/// the input read and the output written (and max pooling's i64 indices).
+fn pool_cost(p: &Pool2dParams, dtype: DType, indices: bool) -> Cost {
+    let (input, output): (usize, usize) = (p.input_dims().iter().product(), p.output_dims().iter().product());
+    let cost = Cost::flops_product(&[output, p.kernel.0, p.kernel.1]).moving(dtype, input + output);
+    if indices {
+        cost.moving(DType::I64, output)
+    } else {
+        cost
+    }
+}
+
 impl Tensor {
     /// 2-D max pooling of `[N, C, H, W]` (as `torch.nn.functional.max_pool2d`
     /// without ceil mode or dilation). Padding counts as −∞ and may be at most
@@ -79,6 +92,7 @@ impl Tensor {
     /// ```
     pub fn max_pool2d_with_indices(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<(Tensor, Tensor)> {
         let p = pool2d_params("max_pool2d", self, kernel, stride, padding)?;
+        let _op = profile::op("max_pool2d", || pool_cost(&p, self.dtype(), true))?;
         let (values, indices) = crate::dispatch!("max_pool2d", [s = &*self.storage()], |wrap| {
             let (v, i) = s.max_pool2d(self.layout(), &p)?;
             (wrap(v), wrap(i))
@@ -110,6 +124,7 @@ impl Tensor {
     /// ```
     pub fn avg_pool2d(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize), count_include_pad: bool) -> Result<Tensor> {
         let p = pool2d_params("avg_pool2d", self, kernel, stride, padding)?;
+        let _op = profile::op("avg_pool2d", || pool_cost(&p, self.dtype(), false))?;
         let storage = crate::dispatch!("avg_pool2d", [s = &*self.storage()] => s.avg_pool2d(self.layout(), &p, count_include_pad)?);
         let backward = AvgPoolBackward { params: p, count_include_pad };
         Ok(Tensor::from_op(
@@ -132,6 +147,7 @@ impl BackwardOp for MaxPoolBackward {
         "max_pool2d"
     }
     fn backward(&self, _inputs: &[Tensor], _output: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let _op = profile::op("max_pool2d", || pool_cost(&self.params, grad.dtype(), true))?;
         let dx = crate::dispatch!("max_pool2d", [g = &*grad.storage(), i = &*self.indices.storage()] => g.max_pool2d_backward(grad.layout(), i, self.indices.layout(), &self.params)?);
         Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(self.params.input_dims().to_vec())))])
     }
@@ -147,6 +163,7 @@ impl BackwardOp for AvgPoolBackward {
         "avg_pool2d"
     }
     fn backward(&self, _inputs: &[Tensor], _output: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let _op = profile::op("avg_pool2d", || pool_cost(&self.params, grad.dtype(), false))?;
         let dx = crate::dispatch!("avg_pool2d", [g = &*grad.storage()] => g.avg_pool2d_backward(grad.layout(), &self.params, self.count_include_pad)?);
         Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(self.params.input_dims().to_vec())))])
     }

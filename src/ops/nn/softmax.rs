@@ -12,6 +12,7 @@
 
 use crate::autograd::BackwardOp;
 use crate::backend::contract::nn::softmax::SoftmaxKernels;
+use crate::profile::{self, per_element, Cost};
 use crate::tensor::Tensor;
 use crate::types::{normalize_axis, Layout};
 use crate::Result;
@@ -65,6 +66,7 @@ impl Tensor {
 }
 
 fn softmax_last(x: &Tensor, kind: SoftmaxKind) -> Result<Tensor> {
+    let _op = profile::op(kind.name(), || Cost::flops(per_element::SOFTMAX * x.numel()).moving(x.dtype(), 2 * x.numel()))?;
     let storage = crate::dispatch!(kind.name(), [s = &*x.storage()] => s.softmax_last(x.layout(), kind)?);
     Ok(Tensor::from_op(
         storage,
@@ -84,6 +86,9 @@ impl BackwardOp for SoftmaxBackward {
     }
     fn backward(&self, inputs: &[Tensor], output: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
+        let _op = profile::op(self.kind.name(), || {
+            Cost::flops(per_element::SOFTMAX_BACKWARD * x.numel()).moving(x.dtype(), 3 * x.numel())
+        })?;
         let dx = crate::dispatch!(self.kind.name(), [y = &*output.storage(), dy = &*grad.storage()] => y.softmax_last_backward(output.layout(), dy, grad.layout(), self.kind)?);
         Ok(vec![Some(Tensor::from_storage(dx, Layout::contiguous(x.shape().clone())))])
     }

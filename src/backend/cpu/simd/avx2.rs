@@ -8,17 +8,14 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use super::consts::*;
-use super::{Isa, Kernels, LnBackwardIn};
+use super::lanes::Lanes;
+use super::{math, Elementwise1, Elementwise2, Isa, Kernels, LnBackwardIn, Operand};
 use std::arch::x86_64::*;
 
 const W: usize = 8;
 
 pub(super) static KERNELS: Kernels = Kernels {
     isa: Isa::Avx2,
-    exp: exp_f32,
-    gelu_erf: gelu_erf_f32,
-    gelu_tanh: gelu_tanh_f32,
     add: add_f32,
     sub: sub_f32,
     mul: mul_f32,
@@ -83,58 +80,137 @@ fn hmax(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// `eˣ` per lane; see the module docs of `simd` for the method and its error.
+/// `eˣ` per lane: `math::exp`, for the row kernels below.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn exp8(x: __m256) -> __m256 {
-    // min/max return their second operand when either is NaN: NaN passes through.
-    let x = _mm256_min_ps(_mm256_set1_ps(EXP_HI), x);
-    let x = _mm256_max_ps(_mm256_set1_ps(EXP_LO), x);
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, _mm256_set1_ps(LOG2E)));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-    let mut p = _mm256_set1_ps(EXP_P[0]);
-    for &c in &EXP_P[1..] {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-    }
-    let p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
-    // n ∈ [-150, 128]: 2ⁿ = 2^n1 · 2^n2 with both halves normal, so the only
-    // rounding of a subnormal result happens in the last multiply.
-    let ni = _mm256_cvtps_epi32(n);
-    let n1 = _mm256_srai_epi32::<1>(ni);
-    let n2 = _mm256_sub_epi32(ni, n1);
-    let bias = _mm256_set1_epi32(127);
-    let s1 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n1, bias)));
-    let s2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n2, bias)));
-    _mm256_mul_ps(_mm256_mul_ps(p, s1), s2)
+    math::exp(F32x8(x)).0
 }
 
-/// `x·Φ(x)` per lane.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn gelu_erf8(x: __m256) -> __m256 {
-    let z = _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0), x), _mm256_set1_ps(FRAC_1_SQRT_2));
-    let t = _mm256_div_ps(_mm256_set1_ps(1.0), _mm256_fmadd_ps(z, _mm256_set1_ps(ERF_P), _mm256_set1_ps(1.0)));
-    let mut poly = _mm256_set1_ps(ERF_A[4]);
-    for &a in ERF_A[..4].iter().rev() {
-        poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(a));
+/// 8 f32 lanes for the formulas of `math.rs`. Only this module makes them (in
+/// `#[target_feature(enable = "avx2,fma")]` code), so a value of this type
+/// proves the CPU has AVX2 and FMA: that is what makes the `unsafe` blocks of
+/// its methods sound.
+#[derive(Clone, Copy)]
+pub(super) struct F32x8(__m256);
+
+/// Lane indices of an [`F32x8`]; the permute reads their low 3 bits.
+#[derive(Clone, Copy)]
+pub(super) struct Index8(__m256i);
+
+macro_rules! binary_op {
+    ($trait:ident, $method:ident, $intrinsic:ident) => {
+        impl std::ops::$trait for F32x8 {
+            type Output = F32x8;
+            #[inline(always)]
+            fn $method(self, o: F32x8) -> F32x8 {
+                // SAFETY: an F32x8 exists only where AVX2 and FMA do (type invariant).
+                F32x8(unsafe { $intrinsic(self.0, o.0) })
+            }
+        }
+    };
+}
+binary_op!(Add, add, _mm256_add_ps);
+binary_op!(Sub, sub, _mm256_sub_ps);
+binary_op!(Mul, mul, _mm256_mul_ps);
+binary_op!(Div, div, _mm256_div_ps);
+
+impl std::ops::Neg for F32x8 {
+    type Output = F32x8;
+    #[inline(always)]
+    fn neg(self) -> F32x8 {
+        // SAFETY: an F32x8 exists only where AVX2 and FMA do (type invariant).
+        F32x8(unsafe { _mm256_xor_ps(self.0, _mm256_set1_ps(-0.0)) })
     }
-    // erfc(z) ≈ t·poly·e^{-z²}
-    let erfc = _mm256_mul_ps(_mm256_mul_ps(poly, t), exp8(_mm256_fnmadd_ps(z, z, _mm256_setzero_ps())));
-    let half = _mm256_mul_ps(erfc, _mm256_set1_ps(0.5));
-    // Φ(x) = 1 - erfc/2 for x ≥ 0, erfc/2 for x < 0 (blendv picks by x's sign bit).
-    let phi = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.0), half), half, x);
-    _mm256_mul_ps(x, phi)
 }
 
-/// `x / (1 + e^{-2u})` per lane, `2u = x·(C1 + C3·x²)`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn gelu_tanh8(x: __m256) -> __m256 {
-    let x2 = _mm256_mul_ps(x, x);
-    let neg_inner = _mm256_fnmadd_ps(x2, _mm256_set1_ps(GT_C3), _mm256_set1_ps(-GT_C1));
-    let e = exp8(_mm256_mul_ps(x, neg_inner));
-    _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e))
+/// `yes` in the lanes where `mask`'s sign bit is set, `no` in the others.
+#[inline(always)]
+fn blend(mask: __m256, yes: F32x8, no: F32x8) -> F32x8 {
+    // SAFETY: an F32x8 exists only where AVX2 and FMA do (type invariant).
+    F32x8(unsafe { _mm256_blendv_ps(no.0, yes.0, mask) })
+}
+
+// SAFETY (every `unsafe` block below): an F32x8 or Index8 exists only where
+// AVX2 and FMA do (type invariant), and no intrinsic used touches memory
+// except `lookup`'s load of its 8-entry table.
+impl Lanes for F32x8 {
+    type Index = Index8;
+
+    #[inline(always)]
+    fn splat(self, v: f32) -> F32x8 {
+        F32x8(unsafe { _mm256_set1_ps(v) })
+    }
+    #[inline(always)]
+    fn mul_add(self, a: F32x8, b: F32x8) -> F32x8 {
+        F32x8(unsafe { _mm256_fmadd_ps(self.0, a.0, b.0) })
+    }
+    #[inline(always)]
+    fn neg_mul_add(self, a: F32x8, b: F32x8) -> F32x8 {
+        F32x8(unsafe { _mm256_fnmadd_ps(self.0, a.0, b.0) })
+    }
+    #[inline(always)]
+    fn abs(self) -> F32x8 {
+        F32x8(unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), self.0) })
+    }
+    #[inline(always)]
+    fn copy_sign(self, sign: F32x8) -> F32x8 {
+        unsafe {
+            let sign_bit = _mm256_and_ps(sign.0, _mm256_set1_ps(-0.0));
+            F32x8(_mm256_or_ps(self.abs().0, sign_bit))
+        }
+    }
+    #[inline(always)]
+    fn min(self, o: F32x8) -> F32x8 {
+        F32x8(unsafe { _mm256_min_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn max(self, o: F32x8) -> F32x8 {
+        F32x8(unsafe { _mm256_max_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn round(self) -> F32x8 {
+        F32x8(unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(self.0) })
+    }
+    #[inline(always)]
+    fn floor(self) -> F32x8 {
+        F32x8(unsafe { _mm256_floor_ps(self.0) })
+    }
+    #[inline(always)]
+    fn mul_pow2(self, n: F32x8) -> F32x8 {
+        // n ∈ [-250, 250]: 2ⁿ = 2^n1 · 2^n2 with both halves normal, so the only
+        // rounding of a subnormal result happens in the last multiply.
+        unsafe {
+            let ni = _mm256_cvtps_epi32(n.0);
+            let n1 = _mm256_srai_epi32::<1>(ni);
+            let n2 = _mm256_sub_epi32(ni, n1);
+            let bias = _mm256_set1_epi32(127);
+            let s1 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n1, bias)));
+            let s2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n2, bias)));
+            F32x8(_mm256_mul_ps(_mm256_mul_ps(self.0, s1), s2))
+        }
+    }
+    #[inline(always)]
+    fn select_negative(self, if_negative: F32x8, otherwise: F32x8) -> F32x8 {
+        // blendv picks by the mask's sign bit: self's own.
+        blend(self.0, if_negative, otherwise)
+    }
+    #[inline(always)]
+    fn select_less(self, bound: F32x8, if_less: F32x8, otherwise: F32x8) -> F32x8 {
+        blend(unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(self.0, bound.0) }, if_less, otherwise)
+    }
+    #[inline(always)]
+    fn select_nonzero(self, if_nonzero: F32x8, otherwise: F32x8) -> F32x8 {
+        blend(unsafe { _mm256_cmp_ps::<_CMP_NEQ_UQ>(self.0, _mm256_setzero_ps()) }, if_nonzero, otherwise)
+    }
+    #[inline(always)]
+    fn index(self) -> Index8 {
+        Index8(unsafe { _mm256_cvttps_epi32(self.0) })
+    }
+    #[inline(always)]
+    fn lookup(table: &[f32; 8], i: Index8) -> F32x8 {
+        unsafe { F32x8(_mm256_permutevar8x32_ps(_mm256_loadu_ps(table.as_ptr()), i.0)) }
+    }
 }
 
 /// `dst[i] = f(src[i])` over full vectors and the padded tail.
@@ -166,25 +242,73 @@ macro_rules! map2 {
     }};
 }
 
+/// `dst[i] = E(src[i])` for a formula of `math.rs` (a type, not a closure:
+/// a closure would be called, not inlined, from this `#[target_feature]` code).
+///
 /// # Safety
 /// The CPU must support AVX2 and FMA (as for every entry point below).
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn exp_f32(src: &[f32], dst: &mut [f32]) {
-    map1!(src, dst, exp8)
+pub(super) unsafe fn map1<E: Elementwise1>(src: &[f32], dst: &mut [f32]) {
+    map1!(src, dst, |v| E::apply(F32x8(v)).0)
 }
 
+/// `out[i] = E(a[i], b[i])` for a formula of `math.rs`.
+///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn gelu_erf_f32(src: &[f32], dst: &mut [f32]) {
-    map1!(src, dst, gelu_erf8)
+pub(super) unsafe fn map2<E: Elementwise2>(a: &[f32], b: &[f32], out: &mut [f32]) {
+    map2!(a, b, out, |a, b| E::apply(F32x8(a), F32x8(b)).0)
 }
 
+/// A [`select`] operand in vectors: a slice's chunks and tail, or a value in every lane.
+enum Source<'a> {
+    Slice(&'a [[f32; W]], &'a [f32]),
+    Value(__m256),
+}
+
+impl Source<'_> {
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn new(op: Operand<'_>) -> Source<'_> {
+        match op {
+            Operand::Slice(s) => {
+                let (chunks, tail) = s.as_chunks::<W>();
+                Source::Slice(chunks, tail)
+            }
+            Operand::Value(v) => Source::Value(_mm256_set1_ps(v)),
+        }
+    }
+
+    /// Vector `i`; `i` = the number of full chunks gives the tail.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn vector(&self, i: usize) -> F32x8 {
+        match self {
+            Source::Slice(chunks, tail) => F32x8(match chunks.get(i) {
+                Some(chunk) => load(chunk),
+                None => load_tail(tail, 0.0),
+            }),
+            Source::Value(v) => F32x8(*v),
+        }
+    }
+}
+
+/// [`super::Simd::select_f32`] on operands cut to `out`'s length.
+///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn gelu_tanh_f32(src: &[f32], dst: &mut [f32]) {
-    map1!(src, dst, gelu_tanh8)
+pub(super) unsafe fn select(cond: Operand, on_true: Operand, on_false: Operand, out: &mut [f32]) {
+    let (c, t, f) = (Source::new(cond), Source::new(on_true), Source::new(on_false));
+    let (oc, ot) = out.as_chunks_mut::<W>();
+    let full = oc.len();
+    for (i, o) in oc.iter_mut().enumerate() {
+        store(o, c.vector(i).select_nonzero(t.vector(i), f.vector(i)).0);
+    }
+    if !ot.is_empty() {
+        store_tail(ot, c.vector(full).select_nonzero(t.vector(full), f.vector(full)).0);
+    }
 }
 
 /// # Safety

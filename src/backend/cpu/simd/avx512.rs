@@ -7,17 +7,14 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use super::consts::*;
-use super::{Isa, Kernels, LnBackwardIn};
+use super::lanes::Lanes;
+use super::{math, Elementwise1, Elementwise2, Isa, Kernels, LnBackwardIn, Operand};
 use std::arch::x86_64::*;
 
 const W: usize = 16;
 
 pub(super) static KERNELS: Kernels = Kernels {
     isa: Isa::Avx512,
-    exp: exp_f32,
-    gelu_erf: gelu_erf_f32,
-    gelu_tanh: gelu_tanh_f32,
     add: add_f32,
     sub: sub_f32,
     mul: mul_f32,
@@ -74,52 +71,130 @@ fn store_tail(tail: &mut [f32], v: __m512) {
     unsafe { _mm512_mask_storeu_ps(tail.as_mut_ptr(), tail_mask(tail.len()), v) }
 }
 
-/// `eˣ` per lane; see the module docs of `simd` for the method and its error.
+/// `eˣ` per lane: `math::exp`, for the row kernels below.
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn exp16(x: __m512) -> __m512 {
-    // min/max return their second operand when either is NaN: NaN passes through.
-    let x = _mm512_min_ps(_mm512_set1_ps(EXP_HI), x);
-    let x = _mm512_max_ps(_mm512_set1_ps(EXP_LO), x);
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(LOG2E)));
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-    let mut p = _mm512_set1_ps(EXP_P[0]);
-    for &c in &EXP_P[1..] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-    }
-    let p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
-    // p·2ⁿ with a single rounding, subnormal and overflowing results included.
-    _mm512_scalef_ps(p, n)
+    math::exp(F32x16(x)).0
 }
 
-/// `x·Φ(x)` per lane.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn gelu_erf16(x: __m512) -> __m512 {
-    let z = _mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(FRAC_1_SQRT_2));
-    let t = _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_fmadd_ps(z, _mm512_set1_ps(ERF_P), _mm512_set1_ps(1.0)));
-    let mut poly = _mm512_set1_ps(ERF_A[4]);
-    for &a in ERF_A[..4].iter().rev() {
-        poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(a));
+/// 16 f32 lanes for the formulas of `math.rs`. Only this module makes them
+/// (in `#[target_feature(enable = "avx512f")]` code), so a value of this type
+/// proves the CPU has AVX-512F: that is what makes the `unsafe` blocks of its
+/// methods sound.
+#[derive(Clone, Copy)]
+pub(super) struct F32x16(__m512);
+
+/// Lane indices of an [`F32x16`], in `0..8`.
+#[derive(Clone, Copy)]
+pub(super) struct Index16(__m512i);
+
+macro_rules! binary_op {
+    ($trait:ident, $method:ident, $intrinsic:ident) => {
+        impl std::ops::$trait for F32x16 {
+            type Output = F32x16;
+            #[inline(always)]
+            fn $method(self, o: F32x16) -> F32x16 {
+                // SAFETY: an F32x16 exists only where AVX-512F does (type invariant).
+                F32x16(unsafe { $intrinsic(self.0, o.0) })
+            }
+        }
+    };
+}
+binary_op!(Add, add, _mm512_add_ps);
+binary_op!(Sub, sub, _mm512_sub_ps);
+binary_op!(Mul, mul, _mm512_mul_ps);
+binary_op!(Div, div, _mm512_div_ps);
+
+impl std::ops::Neg for F32x16 {
+    type Output = F32x16;
+    #[inline(always)]
+    fn neg(self) -> F32x16 {
+        // SAFETY: an F32x16 exists only where AVX-512F does (type invariant).
+        unsafe { F32x16(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(self.0), _mm512_set1_epi32(i32::MIN)))) }
     }
-    // erfc(z) ≈ t·poly·e^{-z²}
-    let erfc = _mm512_mul_ps(_mm512_mul_ps(poly, t), exp16(_mm512_fnmadd_ps(z, z, _mm512_setzero_ps())));
-    let half = _mm512_mul_ps(erfc, _mm512_set1_ps(0.5));
-    // Φ(x) = 1 - erfc/2 for x ≥ 0, erfc/2 for x < 0 (x's sign bit, as AVX2's blendv).
-    let negative = _mm512_test_epi32_mask(_mm512_castps_si512(x), _mm512_set1_epi32(i32::MIN));
-    let phi = _mm512_mask_blend_ps(negative, _mm512_sub_ps(_mm512_set1_ps(1.0), half), half);
-    _mm512_mul_ps(x, phi)
 }
 
-/// `x / (1 + e^{-2u})` per lane, `2u = x·(C1 + C3·x²)`.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn gelu_tanh16(x: __m512) -> __m512 {
-    let x2 = _mm512_mul_ps(x, x);
-    let neg_inner = _mm512_fnmadd_ps(x2, _mm512_set1_ps(GT_C3), _mm512_set1_ps(-GT_C1));
-    let e = exp16(_mm512_mul_ps(x, neg_inner));
-    _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e))
+/// The lanes whose condition mask bit is set take `yes`, the others `no`.
+#[inline(always)]
+fn blend(mask: __mmask16, yes: F32x16, no: F32x16) -> F32x16 {
+    // SAFETY: an F32x16 exists only where AVX-512F does (type invariant).
+    F32x16(unsafe { _mm512_mask_blend_ps(mask, no.0, yes.0) })
+}
+
+// SAFETY (every `unsafe` block below): an F32x16 or Index16 exists only where
+// AVX-512F does (type invariant), and no intrinsic used touches memory except
+// `lookup`'s masked load, which reads the 8 entries of its table.
+impl Lanes for F32x16 {
+    type Index = Index16;
+
+    #[inline(always)]
+    fn splat(self, v: f32) -> F32x16 {
+        F32x16(unsafe { _mm512_set1_ps(v) })
+    }
+    #[inline(always)]
+    fn mul_add(self, a: F32x16, b: F32x16) -> F32x16 {
+        F32x16(unsafe { _mm512_fmadd_ps(self.0, a.0, b.0) })
+    }
+    #[inline(always)]
+    fn neg_mul_add(self, a: F32x16, b: F32x16) -> F32x16 {
+        F32x16(unsafe { _mm512_fnmadd_ps(self.0, a.0, b.0) })
+    }
+    #[inline(always)]
+    fn abs(self) -> F32x16 {
+        F32x16(unsafe { _mm512_abs_ps(self.0) })
+    }
+    #[inline(always)]
+    fn copy_sign(self, sign: F32x16) -> F32x16 {
+        unsafe {
+            let bits = _mm512_castps_si512(self.abs().0);
+            let sign_bit = _mm512_and_si512(_mm512_castps_si512(sign.0), _mm512_set1_epi32(i32::MIN));
+            F32x16(_mm512_castsi512_ps(_mm512_or_si512(bits, sign_bit)))
+        }
+    }
+    #[inline(always)]
+    fn min(self, o: F32x16) -> F32x16 {
+        F32x16(unsafe { _mm512_min_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn max(self, o: F32x16) -> F32x16 {
+        F32x16(unsafe { _mm512_max_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn round(self) -> F32x16 {
+        F32x16(unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(self.0) })
+    }
+    #[inline(always)]
+    fn floor(self) -> F32x16 {
+        F32x16(unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(self.0) })
+    }
+    #[inline(always)]
+    fn mul_pow2(self, n: F32x16) -> F32x16 {
+        // self·2ⁿ with a single rounding, subnormal and overflowing results included.
+        F32x16(unsafe { _mm512_scalef_ps(self.0, n.0) })
+    }
+    #[inline(always)]
+    fn select_negative(self, if_negative: F32x16, otherwise: F32x16) -> F32x16 {
+        let negative = unsafe { _mm512_test_epi32_mask(_mm512_castps_si512(self.0), _mm512_set1_epi32(i32::MIN)) };
+        blend(negative, if_negative, otherwise)
+    }
+    #[inline(always)]
+    fn select_less(self, bound: F32x16, if_less: F32x16, otherwise: F32x16) -> F32x16 {
+        blend(unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, bound.0) }, if_less, otherwise)
+    }
+    #[inline(always)]
+    fn select_nonzero(self, if_nonzero: F32x16, otherwise: F32x16) -> F32x16 {
+        blend(unsafe { _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(self.0, _mm512_setzero_ps()) }, if_nonzero, otherwise)
+    }
+    #[inline(always)]
+    fn index(self) -> Index16 {
+        // The permute reads 4 index bits: keep 3, as AVX2 and the scalar body do.
+        Index16(unsafe { _mm512_and_si512(_mm512_cvttps_epi32(self.0), _mm512_set1_epi32(7)) })
+    }
+    #[inline(always)]
+    fn lookup(table: &[f32; 8], i: Index16) -> F32x16 {
+        unsafe { F32x16(_mm512_permutexvar_ps(i.0, _mm512_maskz_loadu_ps(0xff, table.as_ptr()))) }
+    }
 }
 
 /// `dst[i] = f(src[i])` over full vectors and the masked tail.
@@ -151,25 +226,73 @@ macro_rules! map2 {
     }};
 }
 
+/// `dst[i] = E(src[i])` for a formula of `math.rs` (a type, not a closure:
+/// a closure would be called, not inlined, from this `#[target_feature]` code).
+///
 /// # Safety
 /// The CPU must support AVX-512F (as for every entry point below).
 #[target_feature(enable = "avx512f")]
-pub unsafe fn exp_f32(src: &[f32], dst: &mut [f32]) {
-    map1!(src, dst, exp16)
+pub(super) unsafe fn map1<E: Elementwise1>(src: &[f32], dst: &mut [f32]) {
+    map1!(src, dst, |v| E::apply(F32x16(v)).0)
 }
 
+/// `out[i] = E(a[i], b[i])` for a formula of `math.rs`.
+///
 /// # Safety
 /// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn gelu_erf_f32(src: &[f32], dst: &mut [f32]) {
-    map1!(src, dst, gelu_erf16)
+pub(super) unsafe fn map2<E: Elementwise2>(a: &[f32], b: &[f32], out: &mut [f32]) {
+    map2!(a, b, out, |a, b| E::apply(F32x16(a), F32x16(b)).0)
 }
 
+/// A [`select`] operand in vectors: a slice's chunks and tail, or a value in every lane.
+enum Source<'a> {
+    Slice(&'a [[f32; W]], &'a [f32]),
+    Value(__m512),
+}
+
+impl Source<'_> {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn new(op: Operand<'_>) -> Source<'_> {
+        match op {
+            Operand::Slice(s) => {
+                let (chunks, tail) = s.as_chunks::<W>();
+                Source::Slice(chunks, tail)
+            }
+            Operand::Value(v) => Source::Value(_mm512_set1_ps(v)),
+        }
+    }
+
+    /// Vector `i`; `i` = the number of full chunks gives the tail.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn vector(&self, i: usize) -> F32x16 {
+        match self {
+            Source::Slice(chunks, tail) => F32x16(match chunks.get(i) {
+                Some(chunk) => load(chunk),
+                None => load_tail(tail, 0.0),
+            }),
+            Source::Value(v) => F32x16(*v),
+        }
+    }
+}
+
+/// [`super::Simd::select_f32`] on operands cut to `out`'s length.
+///
 /// # Safety
 /// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn gelu_tanh_f32(src: &[f32], dst: &mut [f32]) {
-    map1!(src, dst, gelu_tanh16)
+pub(super) unsafe fn select(cond: Operand, on_true: Operand, on_false: Operand, out: &mut [f32]) {
+    let (c, t, f) = (Source::new(cond), Source::new(on_true), Source::new(on_false));
+    let (oc, ot) = out.as_chunks_mut::<W>();
+    let full = oc.len();
+    for (i, o) in oc.iter_mut().enumerate() {
+        store(o, c.vector(i).select_nonzero(t.vector(i), f.vector(i)).0);
+    }
+    if !ot.is_empty() {
+        store_tail(ot, c.vector(full).select_nonzero(t.vector(full), f.vector(full)).0);
+    }
 }
 
 /// # Safety

@@ -2,7 +2,7 @@
 //!
 //! The instruction set is chosen once at run time (`is_x86_feature_detected!`,
 //! cached): AVX-512F (16 lanes, masked tails), else AVX2+FMA (8 lanes, tails
-//! padded through a stack buffer), else the scalar references in [`scalar`],
+//! padded through a stack buffer), else the scalar bodies in [`scalar`],
 //! which are also what non-x86 builds run. `TAMER_SIMD=scalar|avx2|avx512`
 //! overrides the choice, so that tests can run every ISA the CPU has; a value
 //! that cannot be honoured is an error, never a fallback (see [`select`]).
@@ -10,50 +10,142 @@
 //! Every ISA computes each element with the same formula wherever it sits in
 //! the slice, so splitting work across threads never changes a result.
 //!
-//! Numerics of the vector paths (tested against f64 references in `tests.rs`):
-//! - `exp`: `x = n·ln2 + r`, `|r| ≤ ln2/2`, `eʳ ≈ 1 + r + r²·P(r)` with the
-//!   degree-5 Cephes minimax `P`, `2ⁿ` built in the exponent bits as
-//!   `2^⌊n/2⌋ · 2^(n-⌊n/2⌋)` so that subnormal results round once. Relative error
-//!   ≤ 2 ulp for normal results; overflow gives `inf`, underflow `0`, NaN stays NaN.
-//! - `gelu` (erf form): `x·Φ(x)` with `erfc` from Abramowitz–Stegun 7.1.26
-//!   (`t·poly(t)·e^{-z²}`, |error| ≤ 1.5e-7); for `x < 0` `Φ = erfc/2` is used
-//!   directly so tiny negative outputs keep their relative accuracy.
-//! - `gelu_tanh`: `x/2·(1 + tanh u) = x / (1 + e^{-2u})`, one exp and one divide.
+//! Two kinds of kernel live here:
+//! - elementwise functions (`exp`, `erf`, GELU, tanh, sigmoid, SiLU and their
+//!   backward passes, [`VectorUnary`] naming them) are formulas written once
+//!   in `math.rs` over the arithmetic of `lanes.rs` and instantiated for each
+//!   ISA by its `map1`/`map2` (with the formula as a type parameter: a closure
+//!   would stay a call in `#[target_feature]` code). The scalar, AVX2 and
+//!   AVX-512 bodies compute the same operations and agree bit for bit;
+//!   `math.rs` documents the methods and their accuracy, a few ulps, measured
+//!   against f64 on a dense sweep in `accuracy.rs`. `where`'s selection
+//!   ([`Simd::select_f32`]) uses the same lane types. The scalar body's fused
+//!   multiply-adds are library calls on x86 CPUs without FMA (the price of
+//!   computing what the vector bodies compute); elsewhere they are instructions;
+//! - row kernels (sums, softmax, layer norm and their backward passes) are
+//!   written per ISA in `avx512.rs` and `avx2.rs`, against the plain loops of
+//!   `scalar.rs`, and reached through each ISA's table of function pointers.
 //!
 //! Callers pass equally long slices; if they do not, every function works on
 //! the common prefix (it never reads or writes out of bounds, never panics).
 
 use crate::{Error, Result};
 
+#[cfg(test)]
+mod accuracy;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod lanes;
+mod math;
 pub mod scalar;
 pub mod select;
 #[cfg(test)]
 mod tests;
 
-/// Constants shared by the vector kernels.
-#[allow(dead_code)] // unused on non-x86 targets
-mod consts {
-    /// `exp` clamps its input to `[EXP_LO, EXP_HI]`: `e^88.8` overflows to inf and
-    /// `e^-104` rounds to 0, so clamping changes no result and keeps `n` in [-150, 128].
-    pub const EXP_HI: f32 = 88.8;
-    pub const EXP_LO: f32 = -104.0;
-    pub const LOG2E: f32 = std::f32::consts::LOG2_E;
-    /// ln 2 split so that `n·LN2_HI` is exact for |n| ≤ 2⁹ (Cody–Waite).
-    pub const LN2_HI: f32 = 0.693_359_4;
-    pub const LN2_LO: f32 = -2.121_944_4e-4;
-    /// Cephes `expf` minimax: `eʳ ≈ 1 + r + r²·(((((P0 r + P1) r + P2) r + P3) r + P4) r + P5)`.
-    pub const EXP_P: [f32; 6] = [1.987_569_2e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
-    /// Abramowitz–Stegun 7.1.26: `erfc(z) ≈ t·(A1 + t·(A2 + t·(A3 + t·(A4 + t·A5))))·e^{-z²}`, `t = 1/(1 + P·z)`.
-    pub const ERF_P: f32 = 0.327_591_1;
-    pub const ERF_A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_8, -1.453_152_1, 1.061_405_4];
-    pub const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
-    /// `2u = x·(GT_C1 + GT_C3·x²)` with `u = √(2/π)·(x + 0.044715·x³)`.
-    pub const GT_C1: f32 = 2.0 * 0.797_884_6;
-    pub const GT_C3: f32 = 2.0 * 0.797_884_6 * 0.044_715;
+pub use crate::backend::contract::unary::VectorUnary;
+pub use math::Reads;
+
+/// `$body` with `$K` the [`math::UnaryFormula`] of the vector function `$f`:
+/// the one place a [`VectorUnary`] meets its formula.
+macro_rules! with_formula {
+    ($f:expr, $K:ident => $body:expr) => {
+        match $f {
+            VectorUnary::Exp => {
+                type $K = math::Exp;
+                $body
+            }
+            VectorUnary::Gelu => {
+                type $K = math::Gelu;
+                $body
+            }
+            VectorUnary::GeluTanh => {
+                type $K = math::GeluTanh;
+                $body
+            }
+            VectorUnary::Tanh => {
+                type $K = math::Tanh;
+                $body
+            }
+            VectorUnary::Sigmoid => {
+                type $K = math::Sigmoid;
+                $body
+            }
+            VectorUnary::Silu => {
+                type $K = math::Silu;
+                $body
+            }
+        }
+    };
+}
+
+/// One operand of [`Simd::select_f32`]: a slice, or one value for every element.
+#[derive(Clone, Copy, Debug)]
+pub enum Operand<'a> {
+    Slice(&'a [f32]),
+    Value(f32),
+}
+
+impl<'a> Operand<'a> {
+    /// How many elements it has (a value has as many as asked for).
+    fn len(&self) -> usize {
+        match self {
+            Operand::Slice(s) => s.len(),
+            Operand::Value(_) => usize::MAX,
+        }
+    }
+    /// The first `n` elements.
+    fn prefix(self, n: usize) -> Operand<'a> {
+        match self {
+            Operand::Slice(s) => Operand::Slice(&s[..n]),
+            value => value,
+        }
+    }
+    /// Element `k` (in range: `k` below [`Operand::len`]).
+    fn at(&self, k: usize) -> f32 {
+        match self {
+            Operand::Slice(s) => s[k],
+            Operand::Value(v) => *v,
+        }
+    }
+}
+
+/// Which value the backward kernel of `f` reads besides `dy`: the forward's
+/// input `x` or its output `y` (the other one need not be computed or gathered).
+pub fn backward_reads(f: VectorUnary) -> Reads {
+    with_formula!(f, K => <K as math::UnaryFormula>::READS)
+}
+
+/// An elementwise function of one lane vector, for any lane type.
+trait Elementwise1 {
+    fn apply<V: lanes::Lanes>(a: V) -> V;
+}
+
+/// An elementwise function of two lane vectors, for any lane type.
+trait Elementwise2 {
+    fn apply<V: lanes::Lanes>(a: V, b: V) -> V;
+}
+
+impl<K: math::UnaryFormula> Elementwise1 for math::Forward<K> {
+    #[inline(always)]
+    fn apply<V: lanes::Lanes>(x: V) -> V {
+        K::forward(x)
+    }
+}
+
+impl<K: math::UnaryFormula> Elementwise2 for math::Backward<K> {
+    #[inline(always)]
+    fn apply<V: lanes::Lanes>(v: V, dy: V) -> V {
+        K::backward(v, dy)
+    }
+}
+
+impl Elementwise1 for math::Erf {
+    #[inline(always)]
+    fn apply<V: lanes::Lanes>(z: V) -> V {
+        math::erf(z)
+    }
 }
 
 /// The instruction sets this module has kernels for.
@@ -84,9 +176,6 @@ type LayerNormBackwardRow = unsafe fn(&LnBackwardIn, &mut [f32], Option<&mut [f3
 /// the CPU features of `isa`; they are memory-safe for any slice lengths.
 struct Kernels {
     isa: Isa,
-    exp: Map1,
-    gelu_erf: Map1,
-    gelu_tanh: Map1,
     add: Map2,
     sub: Map2,
     mul: Map2,
@@ -189,26 +278,82 @@ impl Simd {
 
     /// `dst = eˢʳᶜ`
     pub fn exp_f32(self, src: &[f32], dst: &mut [f32]) {
-        let n = common_len(&[src.len(), dst.len()]);
-        // SAFETY: `self.k` belongs to an ISA the CPU supports (type invariant).
-        unsafe { (self.k.exp)(&src[..n], &mut dst[..n]) }
+        self.unary_f32(VectorUnary::Exp, src, dst)
     }
 
     /// `dst = gelu(src)`, exact (erf) form.
     pub fn gelu_erf_f32(self, src: &[f32], dst: &mut [f32]) {
-        let n = common_len(&[src.len(), dst.len()]);
-        // SAFETY: `self.k` belongs to an ISA the CPU supports (type invariant).
-        unsafe { (self.k.gelu_erf)(&src[..n], &mut dst[..n]) }
+        self.unary_f32(VectorUnary::Gelu, src, dst)
     }
 
     /// `dst = gelu(src)`, tanh approximation.
     pub fn gelu_tanh_f32(self, src: &[f32], dst: &mut [f32]) {
-        let n = common_len(&[src.len(), dst.len()]);
-        // SAFETY: `self.k` belongs to an ISA the CPU supports (type invariant).
-        unsafe { (self.k.gelu_tanh)(&src[..n], &mut dst[..n]) }
+        self.unary_f32(VectorUnary::GeluTanh, src, dst)
     }
 
-    fn map2(self, f: Map2, a: &[f32], b: &[f32], out: &mut [f32]) {
+    /// `dst = f(src)` for a function with a vector kernel.
+    pub fn unary_f32(self, f: VectorUnary, src: &[f32], dst: &mut [f32]) {
+        with_formula!(f, K => self.map1::<math::Forward<K>>(src, dst))
+    }
+
+    /// `dx = dy·f'(x)`, where `v` is `x` or `y = f(x)` as [`backward_reads`]
+    /// says for `f`.
+    pub fn unary_backward_f32(self, f: VectorUnary, v: &[f32], dy: &[f32], dx: &mut [f32]) {
+        with_formula!(f, K => self.map2::<math::Backward<K>>(v, dy, dx))
+    }
+
+    /// `dst = erf(src)`.
+    pub fn erf_f32(self, src: &[f32], dst: &mut [f32]) {
+        self.map1::<math::Erf>(src, dst)
+    }
+
+    /// `out = cond ≠ 0 ? on_true : on_false` (a NaN condition counts as
+    /// true), each operand a slice or one value for every element.
+    pub fn select_f32(self, cond: Operand, on_true: Operand, on_false: Operand, out: &mut [f32]) {
+        let n = common_len(&[cond.len(), on_true.len(), on_false.len(), out.len()]);
+        let (cond, on_true, on_false, out) = (cond.prefix(n), on_true.prefix(n), on_false.prefix(n), &mut out[..n]);
+        match self.k.isa {
+            // SAFETY: a `Simd` exists only for an ISA the CPU supports (type invariant).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::select(cond, on_true, on_false, out) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::select(cond, on_true, on_false, out) },
+            _ => scalar::select(cond, on_true, on_false, out),
+        }
+    }
+
+    /// `dst[i] = E(src[i])` with this ISA's body.
+    fn map1<E: Elementwise1>(self, src: &[f32], dst: &mut [f32]) {
+        let n = common_len(&[src.len(), dst.len()]);
+        let (src, dst) = (&src[..n], &mut dst[..n]);
+        match self.k.isa {
+            // SAFETY: a `Simd` exists only for an ISA the CPU supports (type invariant).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::map1::<E>(src, dst) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::map1::<E>(src, dst) },
+            _ => scalar::map1::<E>(src, dst),
+        }
+    }
+
+    /// `out[i] = E(a[i], b[i])` with this ISA's body.
+    fn map2<E: Elementwise2>(self, a: &[f32], b: &[f32], out: &mut [f32]) {
+        let n = common_len(&[a.len(), b.len(), out.len()]);
+        let (a, b, out) = (&a[..n], &b[..n], &mut out[..n]);
+        match self.k.isa {
+            // SAFETY: a `Simd` exists only for an ISA the CPU supports (type invariant).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::map2::<E>(a, b, out) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::map2::<E>(a, b, out) },
+            _ => scalar::map2::<E>(a, b, out),
+        }
+    }
+
+    fn table_map2(self, f: Map2, a: &[f32], b: &[f32], out: &mut [f32]) {
         let n = common_len(&[a.len(), b.len(), out.len()]);
         // SAFETY: `f` comes from `self.k`, an ISA the CPU supports (type invariant).
         unsafe { f(&a[..n], &b[..n], &mut out[..n]) }
@@ -216,17 +361,17 @@ impl Simd {
 
     /// `out = a + b`
     pub fn add_f32(self, a: &[f32], b: &[f32], out: &mut [f32]) {
-        self.map2(self.k.add, a, b, out)
+        self.table_map2(self.k.add, a, b, out)
     }
 
     /// `out = a - b`
     pub fn sub_f32(self, a: &[f32], b: &[f32], out: &mut [f32]) {
-        self.map2(self.k.sub, a, b, out)
+        self.table_map2(self.k.sub, a, b, out)
     }
 
     /// `out = a · b`
     pub fn mul_f32(self, a: &[f32], b: &[f32], out: &mut [f32]) {
-        self.map2(self.k.mul, a, b, out)
+        self.table_map2(self.k.mul, a, b, out)
     }
 
     /// `Σ x` (0 for an empty slice), summed in vector lanes.
@@ -257,7 +402,7 @@ impl Simd {
 
     /// Softmax backward of one row: `dx = y · (dy - Σ y·dy)`.
     pub fn softmax_backward_row_f32(self, y: &[f32], dy: &[f32], dx: &mut [f32]) {
-        self.map2(self.k.softmax_backward_row, y, dy, dx)
+        self.table_map2(self.k.softmax_backward_row, y, dy, dx)
     }
 
     /// Layer norm of one row; see [`layer_norm_row_f32`].
@@ -306,7 +451,7 @@ impl Simd {
     }
 }
 
-/// `dst = eˢʳᶜ` (relative error ≤ 2 ulp; overflow → inf, underflow → 0).
+/// `dst = eˢʳᶜ` (within 1.5 ulp; overflow → inf, underflow → 0).
 ///
 /// ```
 /// let x = [0.0f32, 1.0, -1.0, 100.0, -200.0];
@@ -320,7 +465,7 @@ pub fn exp_f32(src: &[f32], dst: &mut [f32]) {
     Simd::current().exp_f32(src, dst)
 }
 
-/// `dst = src · Φ(src)` (exact GELU; absolute error ≤ ~1e-6 relative to the output scale).
+/// `dst = src · Φ(src)`, the exact (erf) GELU, within 4 ulp (see `math.rs`).
 pub fn gelu_erf_f32(src: &[f32], dst: &mut [f32]) {
     Simd::current().gelu_erf_f32(src, dst)
 }
@@ -411,4 +556,38 @@ pub fn layer_norm_backward_row_f32(
     dbeta: Option<&mut [f32]>,
 ) {
     Simd::current().layer_norm_backward_row_f32(x, dy, gamma, mean, rstd, dx, dgamma, dbeta)
+}
+
+/// `dst = f(src)` for a function with a vector kernel.
+pub fn unary_f32(f: VectorUnary, src: &[f32], dst: &mut [f32]) {
+    Simd::current().unary_f32(f, src, dst)
+}
+
+/// `dx = dy·f'(x)`, where `v` is `x` or `y = f(x)` as [`backward_reads`] says.
+pub fn unary_backward_f32(f: VectorUnary, v: &[f32], dy: &[f32], dx: &mut [f32]) {
+    Simd::current().unary_backward_f32(f, v, dy, dx)
+}
+
+/// `dst = erf(src)`.
+///
+/// ```
+/// let mut y = [0.0f32; 3];
+/// tamer::backend::cpu::simd::erf_f32(&[0.0, 0.5, -3.0], &mut y);
+/// assert_eq!(y[0], 0.0);
+/// assert!((y[1] - 0.520_499_9).abs() < 1e-7 && (y[2] + 0.999_977_9).abs() < 1e-7);
+/// ```
+pub fn erf_f32(src: &[f32], dst: &mut [f32]) {
+    Simd::current().erf_f32(src, dst)
+}
+
+/// `out = cond ≠ 0 ? on_true : on_false`, each operand a slice or one value.
+///
+/// ```
+/// use tamer::backend::cpu::simd::{select_f32, Operand};
+/// let mut out = [0.0f32; 3];
+/// select_f32(Operand::Slice(&[1.0, 0.0, f32::NAN]), Operand::Value(-1.0), Operand::Slice(&[5.0, 6.0, 7.0]), &mut out);
+/// assert_eq!(out, [-1.0, 6.0, -1.0]);
+/// ```
+pub fn select_f32(cond: Operand, on_true: Operand, on_false: Operand, out: &mut [f32]) {
+    Simd::current().select_f32(cond, on_true, on_false, out)
 }

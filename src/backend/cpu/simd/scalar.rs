@@ -1,15 +1,14 @@
-//! Scalar references: plain loops over libm and the `UnaryFn` formulas. They
-//! define what the vector kernels must compute, and they are what a CPU
-//! without AVX2 (or a non-x86 build) runs.
+//! The scalar bodies: what a CPU without AVX2 (or a non-x86 build) runs. The
+//! formula kernels (`math.rs` over one `f32` lane, through `map1` and `map2`) compute
+//! bit for bit what the vector bodies do; the row kernels are plain loops (over
+//! libm's `exp` for softmax), the references the vector row kernels are
+//! tested against.
 
-use super::{Isa, Kernels, LnBackwardIn};
-use crate::backend::contract::unary::{Gelu, GeluTanh, UnaryFn};
+use super::lanes::Lanes;
+use super::{Elementwise1, Elementwise2, Isa, Kernels, LnBackwardIn, Operand};
 
 pub(super) static KERNELS: Kernels = Kernels {
     isa: Isa::Scalar,
-    exp: exp_f32,
-    gelu_erf: gelu_erf_f32,
-    gelu_tanh: gelu_tanh_f32,
     add: add_f32,
     sub: sub_f32,
     mul: mul_f32,
@@ -22,21 +21,24 @@ pub(super) static KERNELS: Kernels = Kernels {
     layer_norm_backward_row: ln_backward,
 };
 
-pub fn exp_f32(src: &[f32], dst: &mut [f32]) {
+/// `dst[i] = E(src[i])` for a formula of `math.rs`.
+pub(super) fn map1<E: Elementwise1>(src: &[f32], dst: &mut [f32]) {
     for (d, &s) in dst.iter_mut().zip(src) {
-        *d = s.exp();
+        *d = E::apply(s);
     }
 }
 
-pub fn gelu_erf_f32(src: &[f32], dst: &mut [f32]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = Gelu.apply(s);
+/// `out[i] = E(a[i], b[i])` for a formula of `math.rs`.
+pub(super) fn map2<E: Elementwise2>(a: &[f32], b: &[f32], out: &mut [f32]) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = E::apply(a, b);
     }
 }
 
-pub fn gelu_tanh_f32(src: &[f32], dst: &mut [f32]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = GeluTanh.apply(s);
+/// [`super::Simd::select_f32`] on operands cut to `out`'s length.
+pub(super) fn select(cond: Operand, on_true: Operand, on_false: Operand, out: &mut [f32]) {
+    for (k, o) in out.iter_mut().enumerate() {
+        *o = cond.at(k).select_nonzero(on_true.at(k), on_false.at(k));
     }
 }
 
