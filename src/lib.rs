@@ -33,6 +33,7 @@ pub mod types;
 
 pub use autocast::autocast;
 pub use autograd::{is_grad_enabled, no_grad, GradStore, NoGradGuard};
+pub use backend::{empty_cache, memory_stats, reset_peak_memory, MemoryStats};
 pub use error::{Error, ErrorKind, Result};
 pub use ops::nn::attention::{AttnMask, CausalAlign};
 pub use ops::nn::cross_entropy::{CrossEntropyOptions, Reduction};

@@ -1,20 +1,22 @@
 //! The autodiff graph is freed: training-like loops do not grow memory, intermediates die
 //! with the loss, no_grad keeps nothing, and very deep graphs drop without recursion. A
-//! model built from given weights allocates no model of its own besides them.
+//! model built from given weights allocates no model of its own besides them. The CPU's
+//! caching allocator keeps true figures, and after warm-up a training step takes every
+//! tensor buffer from it: nothing sizeable from the system.
 //!
 //! Memory is measured with a counting global allocator (bytes currently allocated, and the
-//! most allocated at once since a reset; all threads). The checks run one after another inside a single `#[test]`: with several tests
+//! most allocated at once since a reset; all threads). A tensor whose buffer went back to
+//! the CPU pool is freed for these checks: `live()` leaves the pool's cached bytes out. The checks run one after another inside a single `#[test]`: with several tests
 //! the harness spawns the next test's thread and records the last one's result while a
 //! check is measuring, and those few kilobytes of its own made the counts flaky.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use tamer::{no_grad, DType, Result, Tensor};
+use tamer::{no_grad, DType, Device, Result, Tensor};
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 static PEAK: AtomicIsize = AtomicIsize::new(0);
-
 fn grew_by(bytes: isize) {
     let now = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
     PEAK.fetch_max(now, Ordering::Relaxed);
@@ -52,13 +54,20 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// Bytes allocated from the system and not cached by the CPU pool: what live
+/// tensors and everything else hold.
 fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
+    LIVE.load(Ordering::Relaxed) - cpu_stats().bytes_cached as isize
 }
 
-/// Start measuring the peak from the bytes live now.
+fn cpu_stats() -> tamer::MemoryStats {
+    tamer::memory_stats(Device::Cpu).expect("the CPU always has memory figures")
+}
+
+/// Start measuring the peak from the bytes live now (the system's count: the
+/// peak check below builds models, whose weights stay live).
 fn reset_peak() {
-    PEAK.store(live(), Ordering::Relaxed);
+    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
 fn peak() -> isize {
@@ -221,7 +230,7 @@ fn models_from_given_weights_allocate_no_model_of_their_own() {
     // Peak bytes allocated by `build` beyond what was live before, against the weights' bytes.
     fn extra<M>(weights: Vec<(String, Tensor)>, build: impl FnOnce(Vec<(String, Tensor)>) -> Result<M>) -> (isize, isize) {
         let bytes: usize = weights.iter().map(|(_, t)| t.numel() * t.dtype().size_in_bytes()).sum();
-        let before = live();
+        let before = LIVE.load(Ordering::Relaxed);
         reset_peak();
         let model = build(weights).unwrap();
         let grew = peak() - before;
@@ -256,6 +265,132 @@ fn models_from_given_weights_allocate_no_model_of_their_own() {
     }
 }
 
+/// A GPT trained with AdamW: after warm-up, a step makes the process hold no
+/// new memory at any moment (the system allocator's high-water mark does not
+/// rise above what was live before the step, but for the GEMM's small packing
+/// workspaces), because every tensor buffer comes from the CPU pool, which
+/// makes no new block and ends each step with the bytes in use it began with.
+fn steady_training_steps_take_every_buffer_from_the_pool() {
+    use tamer::models::{Gpt, GptConfig};
+    use tamer::nn::Module;
+    use tamer::optim::{Adam, AdamConfig, Optimizer};
+    let cfg = GptConfig {
+        vocab_size: 65,
+        block_size: 32,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 64,
+        dropout: 0.0,
+        bias: true,
+        tie_weights: false,
+    };
+    let (batch, t) = (8, cfg.block_size);
+    let ids = |seed: i64| Tensor::from_vec((0..(batch * t) as i64).map(|i| (i * 7 + seed) % 65).collect::<Vec<_>>(), [batch, t]).unwrap();
+    let (x, y) = (ids(1), ids(2));
+    let gpt = Gpt::new(cfg, &mut tamer::rng(4)).unwrap();
+    let mut opt = Adam::new(gpt.named_params(), AdamConfig::adamw(1e-3).weight_decay(0.01)).unwrap();
+    let mut step = || -> f64 {
+        let (_, loss) = gpt.forward(&x, Some(&y)).unwrap();
+        let loss = loss.unwrap();
+        let grads = loss.backward().unwrap();
+        opt.step(&grads).unwrap();
+        loss.to_scalar().unwrap()
+    };
+    let first = step();
+    for _ in 0..2 {
+        step();
+    }
+    let system_before = LIVE.load(Ordering::Relaxed);
+    reset_peak();
+    tamer::reset_peak_memory(Device::Cpu).unwrap();
+    let pool_before = cpu_stats();
+    let mut last = first;
+    const STEPS: usize = 5;
+    for _ in 0..STEPS {
+        last = step();
+    }
+    let pool_after = cpu_stats();
+    let system_rise = peak() - system_before;
+    let system_after = LIVE.load(Ordering::Relaxed);
+    let step_bytes = pool_after.peak_bytes_in_use - pool_before.bytes_in_use;
+    assert!(last < first, "AdamW should reduce the loss: {first} -> {last}");
+    assert_eq!(
+        pool_after.raw_allocations, pool_before.raw_allocations,
+        "the pool made new blocks in steady steps: {pool_before:?} -> {pool_after:?}"
+    );
+    let reused = pool_after.reuses - pool_before.reuses;
+    assert!(
+        reused as usize >= STEPS * 100,
+        "a step of this GPT takes hundreds of buffers from the pool, only {reused} in {STEPS} steps"
+    );
+    assert_eq!(pool_after.bytes_in_use, pool_before.bytes_in_use, "the steps left buffers in use behind");
+    // A step's tensors take megabytes from the pool; from the system at most
+    // the GEMM's packing workspaces (matrixmultiply's, a few hundred kilobytes,
+    // freed when each product returns) and the graph's bookkeeping.
+    assert!(step_bytes > 2 << 20, "the check needs a step of megabytes, this one takes {step_bytes} bytes");
+    assert!(
+        system_rise < (step_bytes / 4) as isize,
+        "the system's high-water mark rose {system_rise} bytes in steady steps that take {step_bytes} bytes from the pool"
+    );
+    assert!(
+        (system_after - system_before).abs() < 64 * 1024,
+        "steady steps changed what the system holds by {} bytes",
+        system_after - system_before
+    );
+    eprintln!("steady GPT step: {step_bytes} bytes from the pool at its peak, the system's high-water mark rose {system_rise} bytes");
+}
+
+/// The pool's figures are true: a buffer is in use while its tensor lives,
+/// cached after it dies and served again; a user's `Vec` never enters the
+/// cache; `empty_cache` gives the cached bytes back to the system; the cache
+/// limit holds.
+fn the_cpu_pool_keeps_true_figures() {
+    use tamer::backend::cpu::alloc;
+    // 3000 f64 = 24,000 bytes, served from the 24,064-byte class (47 × 512 B).
+    const N: usize = 3000;
+    const CLASS: usize = 24_064;
+    tamer::empty_cache(Device::Cpu).unwrap();
+    let start = cpu_stats();
+    let x = Tensor::zeros([N], DType::F64).unwrap();
+    let s = cpu_stats();
+    assert_eq!(s.bytes_in_use, start.bytes_in_use + CLASS, "{start:?} -> {s:?}");
+    assert!(s.peak_bytes_in_use >= s.bytes_in_use);
+    drop(x);
+    let s = cpu_stats();
+    assert_eq!(s.bytes_in_use, start.bytes_in_use);
+    assert_eq!(s.bytes_cached, start.bytes_cached + CLASS, "the freed buffer is kept");
+    let raw = s.raw_allocations;
+    let y = Tensor::zeros([N - 10], DType::F64).unwrap(); // the same class: the same block
+    let s = cpu_stats();
+    assert_eq!((s.raw_allocations, s.bytes_cached), (raw, start.bytes_cached), "{s:?}");
+    assert_eq!(y.sum_all().unwrap().to_scalar().unwrap(), 0.0, "a reused buffer is zeroed where asked");
+    drop(y);
+
+    // A Vec the user made, even one whose size is a class, goes back to the system.
+    let cached = cpu_stats().bytes_cached;
+    let user = Tensor::from_vec(vec![1.0f32; 1024], [1024]).unwrap();
+    drop(user);
+    assert_eq!(cpu_stats().bytes_cached, cached, "a user's buffer entered the cache");
+
+    // empty_cache: the cached bytes go back to the system.
+    let (system, cached) = (LIVE.load(Ordering::Relaxed), cpu_stats().bytes_cached);
+    assert!(cached >= CLASS);
+    tamer::empty_cache(Device::Cpu).unwrap();
+    assert_eq!(cpu_stats().bytes_cached, 0);
+    let freed = system - LIVE.load(Ordering::Relaxed);
+    assert!(freed >= cached as isize, "empty_cache freed {freed} bytes of {cached} cached");
+
+    // The limit: with none allowed, a freed buffer goes straight back.
+    alloc::set_cache_limit(0);
+    drop(Tensor::zeros([N], DType::F64).unwrap());
+    assert_eq!(cpu_stats().bytes_cached, 0);
+    alloc::set_cache_limit(alloc::DEFAULT_CACHE_LIMIT);
+    drop(Tensor::zeros([N], DType::F64).unwrap());
+    assert_eq!(cpu_stats().bytes_cached, CLASS);
+    tamer::reset_peak_memory(Device::Cpu).unwrap();
+    assert_eq!(cpu_stats().peak_bytes_in_use, cpu_stats().bytes_in_use);
+}
+
 /// The one test of this binary, so nothing else allocates while a check measures.
 #[test]
 fn graph_memory_is_released() {
@@ -264,4 +399,6 @@ fn graph_memory_is_released() {
     views_of_a_variable_share_its_buffer();
     very_deep_graphs_drop_without_recursion();
     models_from_given_weights_allocate_no_model_of_their_own();
+    steady_training_steps_take_every_buffer_from_the_pool();
+    the_cpu_pool_keeps_true_figures();
 }

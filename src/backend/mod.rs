@@ -23,6 +23,7 @@ pub mod cuda;
 
 use crate::types::{DType, Device, Element, Layout};
 use crate::{Error, Result};
+pub use caching_alloc::MemoryStats;
 use contract::binary::BinaryKernels;
 use contract::index::IndexKernels;
 use contract::matmul::MatmulKernels;
@@ -160,6 +161,64 @@ macro_rules! dispatch {
             $crate::backend::Storage::Cuda($x) => $body,
         }
     };
+}
+
+/// What the caching allocator of `device` holds: bytes in use by live
+/// tensors, their peak, bytes cached for reuse, and how many requests went to
+/// the system (or the driver) against how many the cache served. The CPU's
+/// pool is `backend::cpu::alloc`, a GPU's `backend::caching_alloc` in its
+/// `CudaDevice`; both keep whole size-class blocks, so the figures are in
+/// block bytes.
+///
+/// ```
+/// use tamer::{DType, Device, Tensor};
+/// let x = Tensor::zeros([1024], DType::F32).unwrap();
+/// let stats = tamer::memory_stats(Device::Cpu).unwrap();
+/// assert!(stats.bytes_in_use >= 4096); // x's buffer, and anything else alive
+/// drop(x);
+/// ```
+pub fn memory_stats(device: Device) -> Result<MemoryStats> {
+    match device {
+        Device::Cpu => Ok(cpu::alloc::memory_stats()),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(ordinal) => cuda::memory_stats(ordinal),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => Err(Error::device("memory_stats", crate::types::NO_CUDA_FEATURE)),
+    }
+}
+
+/// Give every buffer the caching allocator of `device` keeps for reuse back to
+/// the system (or the driver); buffers of live tensors stay. Like PyTorch's
+/// `torch.cuda.empty_cache`.
+pub fn empty_cache(device: Device) -> Result<()> {
+    match device {
+        Device::Cpu => {
+            cpu::alloc::empty_cache();
+            Ok(())
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(ordinal) => cuda::device(ordinal)?.empty_cache(),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => Err(Error::device("empty_cache", crate::types::NO_CUDA_FEATURE)),
+    }
+}
+
+/// Start measuring [`MemoryStats::peak_bytes_in_use`] of `device` again from
+/// the bytes in use now.
+pub fn reset_peak_memory(device: Device) -> Result<()> {
+    match device {
+        Device::Cpu => {
+            cpu::alloc::reset_peak_memory();
+            Ok(())
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(ordinal) => {
+            cuda::device(ordinal)?.reset_peak_memory();
+            Ok(())
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => Err(Error::device("reset_peak_memory", crate::types::NO_CUDA_FEATURE)),
+    }
 }
 
 /// The error for operands on different devices (tuples of `&Storage`).

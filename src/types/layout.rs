@@ -223,6 +223,8 @@ pub struct StridedOffsets<'a> {
     layout: &'a Layout,
     index: Vec<usize>,
     next: Option<usize>,
+    /// Offsets still to come: an exact size hint, so collecting allocates once.
+    remaining: usize,
 }
 
 impl<'a> StridedOffsets<'a> {
@@ -232,6 +234,7 @@ impl<'a> StridedOffsets<'a> {
             layout,
             index: vec![0; layout.rank()],
             next,
+            remaining: layout.numel(),
         }
     }
 }
@@ -241,6 +244,7 @@ impl Iterator for StridedOffsets<'_> {
     #[inline]
     fn next(&mut self) -> Option<usize> {
         let current = self.next?;
+        self.remaining -= 1;
         // Advance the multi-index like an odometer, innermost axis first.
         let dims = self.layout.dims();
         let strides = self.layout.strides();
@@ -263,7 +267,12 @@ impl Iterator for StridedOffsets<'_> {
         }
         Some(current)
     }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
 }
+
+impl ExactSizeIterator for StridedOffsets<'_> {}
 
 #[cfg(test)]
 mod tests {
@@ -272,6 +281,8 @@ mod tests {
     fn strided_offsets_of_a_transpose() {
         let l = Layout::contiguous([2, 3]).permute("t", &[1, 0]).unwrap();
         assert_eq!(l.offsets().collect::<Vec<_>>(), vec![0, 3, 1, 4, 2, 5]);
+        assert_eq!(l.offsets().len(), 6);
+        assert_eq!(l.offsets().skip(4).size_hint(), (2, Some(2)));
         assert!(!l.is_contiguous());
     }
     #[test]

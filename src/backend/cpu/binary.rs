@@ -8,6 +8,7 @@
 //! `simd::select_f32` where each operand's row is unit-stride or a single
 //! value (stride 0, a broadcast). Rows are split across threads.
 
+use super::alloc::CollectPooled;
 use super::simd::{self, Operand};
 use super::{chunk_len, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::contract::binary::{check_binary, check_where_cond, BinaryFn, BinaryKernels, VectorBinary};
@@ -18,7 +19,7 @@ use rayon::prelude::*;
 
 /// The plain reference: walk both layouts' offsets in lockstep.
 pub fn binary_reference<T: Float, B: BinaryFn>(a: &[T], la: &Layout, b: &[T], lb: &Layout, f: B) -> Vec<T> {
-    la.offsets().zip(lb.offsets()).map(|(i, j)| f.apply(a[i], b[j])).collect()
+    la.offsets().zip(lb.offsets()).map(|(i, j)| f.apply(a[i], b[j])).collect_pooled()
 }
 
 /// Storage offsets of each row start (all axes but the last) and the last axis' stride.
@@ -33,7 +34,7 @@ fn rows(layout: &Layout) -> (Vec<usize>, usize) {
 
 fn binary_rows<T: Float, B: BinaryFn>(a: &[T], la: &Layout, b: &[T], lb: &Layout, f: B) -> Vec<T> {
     let n = la.numel();
-    let mut out = vec![T::ZERO; n];
+    let mut out = super::alloc::zeroed(n);
     if n == 0 {
         return out;
     }
@@ -155,7 +156,7 @@ fn select_row<T: Float>(c: RowOf<T>, t: RowOf<T>, f: RowOf<T>, out: &mut [T]) {
 /// three are contiguous, in chunks of the whole), split across threads.
 fn where_rows<T: Float>(c: &[T], lc: &Layout, t: &[T], lt: &Layout, f: &[T], lf: &Layout) -> Vec<T> {
     let n = lc.numel();
-    let mut out = vec![T::ZERO; n];
+    let mut out = super::alloc::zeroed(n);
     if n == 0 {
         return out;
     }

@@ -9,7 +9,7 @@
 //! one row copy per id. Each fast kernel has a `*_reference` twin that walks
 //! the output element by element; the tests compare the two.
 
-use super::{contiguous_or_gather, gather as gather_layout, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use super::{contiguous_or_gather, gather as gather_layout, Contiguous, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::contract::check_indices_dtype;
 use crate::backend::contract::index::{
     check_cat, check_gather, check_gather_backward, check_index_add, check_index_select, check_index_select_backward, check_scatter_add, IndexKernels,
@@ -18,7 +18,6 @@ use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout, Shape};
 use crate::{Error, Result};
 use rayon::prelude::*;
-use std::borrow::Cow;
 
 /// Like `cpu_float_dispatch!`, for kernels that only move data: every dtype.
 macro_rules! any_dtype_dispatch {
@@ -79,7 +78,7 @@ fn offset_of(layout: &Layout, idx: &[usize]) -> usize {
 }
 
 /// The ids' values in row-major order, once they are known to be i64.
-fn ids_slice<'a>(op: &'static str, ids: &'a CpuStorage, layout: &Layout) -> Result<Cow<'a, [i64]>> {
+fn ids_slice<'a>(op: &'static str, ids: &'a CpuStorage, layout: &Layout) -> Result<Contiguous<'a, i64>> {
     check_indices_dtype(op, "indices", ids.dtype())?;
     let v = <i64 as CpuElem>::slice(ids).ok_or_else(|| Error::dtype(op, "indices are not i64"))?;
     Ok(contiguous_or_gather(v, layout))
@@ -92,13 +91,13 @@ fn typed<'a, T: CpuElem>(op: &'static str, s: &'a CpuStorage, expected: crate::D
 // ---- index_select / index_add ------------------------------------------------------
 
 /// x: [outer, size, inner] (any strides) -> out: [outer, n, inner] contiguous, n = ids.len().
-pub fn index_select_fast<T: Copy + Default + Send + Sync>(x: &[T], layout: &Layout, axis: usize, ids: &[i64]) -> Vec<T> {
+pub fn index_select_fast<T: Copy + Default + Send + Sync + 'static>(x: &[T], layout: &Layout, axis: usize, ids: &[i64]) -> Vec<T> {
     let (dims, strides) = (layout.dims(), layout.strides());
     let outer = sub_offsets(&dims[..axis], &strides[..axis]);
     let inner = sub_offsets(&dims[axis + 1..], &strides[axis + 1..]);
     let inner_contiguous = inner.iter().enumerate().all(|(k, &o)| k == o);
     let (n, ii, base, stride) = (ids.len(), inner.len(), layout.offset(), strides[axis]);
-    let mut out = vec![T::default(); outer.len() * n * ii];
+    let mut out = super::alloc::zeroed(outer.len() * n * ii);
     if out.is_empty() {
         return out;
     }
@@ -197,13 +196,13 @@ pub fn index_add_reference<T: Float>(x: &[T], x_layout: &Layout, axis: usize, id
 // ---- gather / scatter_add ----------------------------------------------------------
 
 /// `out[i] = x[i with i[axis] = ids[i]]`; x any strides; ids, out: `ids_dims`, contiguous.
-pub fn gather_fast<T: Copy + Default + Send + Sync>(x: &[T], layout: &Layout, axis: usize, ids: &[i64], ids_dims: &[usize]) -> Vec<T> {
+pub fn gather_fast<T: Copy + Default + Send + Sync + 'static>(x: &[T], layout: &Layout, axis: usize, ids: &[i64], ids_dims: &[usize]) -> Vec<T> {
     let strides = layout.strides();
     // x's strides over the ids-shaped block: ids may be smaller than x off `axis`.
     let outer = sub_offsets(&ids_dims[..axis], &strides[..axis]);
     let inner = sub_offsets(&ids_dims[axis + 1..], &strides[axis + 1..]);
     let (na, ii, base, stride) = (ids_dims[axis], inner.len(), layout.offset(), strides[axis]);
-    let mut out = vec![T::default(); ids.len()];
+    let mut out = super::alloc::zeroed(ids.len());
     if out.is_empty() {
         return out;
     }
@@ -294,7 +293,7 @@ pub fn scatter_add_reference<T: Float>(x: &[T], x_layout: &Layout, axis: usize, 
 
 /// parts: [outer, s_p, inner] (any strides) -> out: [outer, Σ s_p, inner]. Each outer
 /// slab of the output is the parts' slabs back to back.
-pub fn cat_fast<T: Copy + Default + Send + Sync>(parts: &[(&[T], &Layout)], axis: usize) -> Vec<T> {
+pub fn cat_fast<T: Copy + Default + Send + Sync + 'static>(parts: &[(&[T], &Layout)], axis: usize) -> Vec<T> {
     let Some((_, l0)) = parts.first() else {
         return Vec::new();
     };
@@ -302,8 +301,8 @@ pub fn cat_fast<T: Copy + Default + Send + Sync>(parts: &[(&[T], &Layout)], axis
     let (outer, inner) = (dims[..axis].iter().product::<usize>(), dims[axis + 1..].iter().product::<usize>());
     let sizes: Vec<usize> = parts.iter().map(|(_, l)| l.dims()[axis] * inner).collect();
     let slab: usize = sizes.iter().sum();
-    let data: Vec<Cow<[T]>> = parts.iter().map(|(d, l)| contiguous_or_gather(d, l)).collect();
-    let mut out = vec![T::default(); outer * slab];
+    let data: Vec<Contiguous<T>> = parts.iter().map(|(d, l)| contiguous_or_gather(d, l)).collect();
+    let mut out = super::alloc::zeroed(outer * slab);
     if out.is_empty() {
         return out;
     }

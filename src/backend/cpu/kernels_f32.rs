@@ -296,8 +296,8 @@ fn layout_of(rows: usize, c: usize, transposed: bool) -> Layout {
 
 /// The f32 payload of a kernel's result.
 fn f32s(name: &str, out: crate::Result<CpuStorage>) -> Vec<f32> {
-    match out {
-        Ok(CpuStorage::F32(v)) => v,
+    match out.map(CpuStorage::into_vec::<f32>) {
+        Ok(Ok(v)) => v,
         other => panic!("{name}: expected an f32 result, got {other:?}"),
     }
 }
@@ -446,8 +446,8 @@ proptest! {
                     1 => sa.binary(&layout, &sb, &layout, Sub),
                     _ => sa.binary(&layout, &sb, &layout, Mul),
                 };
-                match out {
-                    Ok(CpuStorage::F32(v)) => v,
+                match out.map(CpuStorage::into_vec::<f32>) {
+                    Ok(Ok(v)) => v,
                     other => panic!("{name}: expected an f32 result, got {other:?}"),
                 }
             });

@@ -216,11 +216,11 @@ pub fn matmul_f32(kernel: &gemm::Kernel, a: &[f32], b: &[f32], p: &GemmPlan) -> 
     let (m, k, n) = (p.m, p.k, p.n);
     let len = p.batch() * m * n;
     if len == 0 || k == 0 {
-        return vec![0.0; len];
+        return super::alloc::zeroed(len);
     }
     // The GEMM overwrites C without reading it, so zero-filling the output
     // first would only add a pass over memory.
-    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let mut out: Vec<f32> = super::alloc::with_capacity(len);
     let c = OutPtr(out.as_mut_ptr());
     let ((rsa, csa), (rsb, csb)) = (p.a_strides, p.b_strides);
     let entry = |e: usize, threaded: bool| {
@@ -270,11 +270,11 @@ fn matmul_f64(a: &[f64], b: &[f64], p: &GemmPlan) -> Vec<f64> {
     let (m, k, n) = (p.m, p.k, p.n);
     let len = p.batch() * m * n;
     if len == 0 || k == 0 {
-        return vec![0.0; len];
+        return super::alloc::zeroed(len);
     }
     // The GEMM runs with β = 0, so it writes every element of C without reading
     // it: zero-filling the output first would only add a pass over memory.
-    let mut out: Vec<f64> = Vec::with_capacity(len);
+    let mut out: Vec<f64> = super::alloc::with_capacity(len);
     let c = OutPtr(out.as_mut_ptr());
     let ((rsa, csa), (rsb, csb)) = (p.a_strides, p.b_strides);
     let run = |t: &Tile| {

@@ -7,6 +7,7 @@
 //! `contract::unary::UnaryKernels`, `nn/layer_norm.rs`
 //! `contract::nn::layer_norm::LayerNormKernels`, and so on.
 
+pub mod alloc;
 pub mod binary;
 #[cfg(test)]
 mod contract_errors;
@@ -33,19 +34,47 @@ pub mod unary;
 use crate::backend::BackendStorage;
 use crate::types::{DType, Device, Element, ElementSlice, ElementSliceMut, ElementVec, Float, Layout};
 use crate::{Error, Result};
+use alloc::CollectPooled;
 use half::{bf16, f16};
 
 /// Elementwise work below this many elements stays on the calling thread:
 /// waking rayon's workers costs a few microseconds, more than the work itself.
 pub const PARALLEL_THRESHOLD: usize = 1 << 15;
 
-#[derive(Debug, Clone, PartialEq)]
+/// A tensor's elements on the host. Its buffer comes from, and goes back to
+/// when the storage drops, the pool of [`alloc`] (a buffer the pool did not
+/// hand out goes back to the system).
+#[derive(Debug, PartialEq)]
 pub enum CpuStorage {
     F16(Vec<f16>),
     BF16(Vec<bf16>),
     F32(Vec<f32>),
     F64(Vec<f64>),
     I64(Vec<i64>),
+}
+
+impl Drop for CpuStorage {
+    fn drop(&mut self) {
+        match self {
+            CpuStorage::F16(v) => alloc::recycle(std::mem::take(v)),
+            CpuStorage::BF16(v) => alloc::recycle(std::mem::take(v)),
+            CpuStorage::F32(v) => alloc::recycle(std::mem::take(v)),
+            CpuStorage::F64(v) => alloc::recycle(std::mem::take(v)),
+            CpuStorage::I64(v) => alloc::recycle(std::mem::take(v)),
+        }
+    }
+}
+
+impl Clone for CpuStorage {
+    fn clone(&self) -> Self {
+        match self {
+            CpuStorage::F16(v) => CpuStorage::F16(alloc::copied(v)),
+            CpuStorage::BF16(v) => CpuStorage::BF16(alloc::copied(v)),
+            CpuStorage::F32(v) => CpuStorage::F32(alloc::copied(v)),
+            CpuStorage::F64(v) => CpuStorage::F64(alloc::copied(v)),
+            CpuStorage::I64(v) => CpuStorage::I64(alloc::copied(v)),
+        }
+    }
 }
 
 /// An [`Element`] as the CPU backend holds it: typed access to the `Vec`
@@ -102,19 +131,47 @@ macro_rules! cpu_float_dispatch {
     };
 }
 
-/// Elements of `data` selected by `layout`, in row-major order.
-pub fn gather<T: Copy>(data: &[T], layout: &Layout) -> Vec<T> {
+/// Elements of `data` selected by `layout`, in row-major order, in a buffer
+/// from the pool.
+pub fn gather<T: Copy + 'static>(data: &[T], layout: &Layout) -> Vec<T> {
     match layout.contiguous_range() {
-        Some(r) => data[r].to_vec(),
-        None => layout.offsets().map(|o| data[o]).collect(),
+        Some(r) => alloc::copied(&data[r]),
+        None => layout.offsets().map(|o| data[o]).collect_pooled(),
     }
 }
 
-/// Borrow the selected elements without a copy when the layout is contiguous.
-pub fn contiguous_or_gather<'a, T: Copy>(data: &'a [T], layout: &Layout) -> std::borrow::Cow<'a, [T]> {
+/// Borrow the selected elements without a copy when the layout is contiguous;
+/// otherwise gather them into a scratch buffer from the pool.
+pub fn contiguous_or_gather<'a, T: Copy + 'static>(data: &'a [T], layout: &Layout) -> Contiguous<'a, T> {
     match layout.contiguous_range() {
-        Some(r) => std::borrow::Cow::Borrowed(&data[r]),
-        None => std::borrow::Cow::Owned(layout.offsets().map(|o| data[o]).collect()),
+        Some(r) => Contiguous::Borrowed(&data[r]),
+        None => Contiguous::Gathered(layout.offsets().map(|o| data[o]).collect_pooled()),
+    }
+}
+
+/// A kernel's operand as one contiguous slice: borrowed from the storage, or
+/// gathered into a buffer of the pool, which goes back to it on drop.
+#[derive(Debug)]
+pub enum Contiguous<'a, T: Copy + 'static> {
+    Borrowed(&'a [T]),
+    Gathered(Vec<T>),
+}
+
+impl<T: Copy + 'static> std::ops::Deref for Contiguous<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match self {
+            Contiguous::Borrowed(s) => s,
+            Contiguous::Gathered(v) => v,
+        }
+    }
+}
+
+impl<T: Copy + 'static> Drop for Contiguous<'_, T> {
+    fn drop(&mut self) {
+        if let Contiguous::Gathered(v) = self {
+            alloc::recycle(std::mem::take(v));
+        }
     }
 }
 
@@ -153,11 +210,11 @@ impl CpuStorage {
     /// A zero-filled storage of `len` elements.
     pub fn zeros(dtype: DType, len: usize) -> Self {
         match dtype {
-            DType::F16 => CpuStorage::F16(vec![f16::ZERO; len]),
-            DType::BF16 => CpuStorage::BF16(vec![bf16::ZERO; len]),
-            DType::F32 => CpuStorage::F32(vec![0.0; len]),
-            DType::F64 => CpuStorage::F64(vec![0.0; len]),
-            DType::I64 => CpuStorage::I64(vec![0; len]),
+            DType::F16 => CpuStorage::F16(alloc::zeroed(len)),
+            DType::BF16 => CpuStorage::BF16(alloc::zeroed(len)),
+            DType::F32 => CpuStorage::F32(alloc::zeroed(len)),
+            DType::F64 => CpuStorage::F64(alloc::zeroed(len)),
+            DType::I64 => CpuStorage::I64(alloc::zeroed(len)),
         }
     }
 
@@ -181,7 +238,7 @@ impl CpuStorage {
     /// A storage of `dtype` from f64 values (creation helpers use this).
     pub fn from_f64_vec(values: &[f64], dtype: DType) -> Self {
         fn go<T: CpuElem>(v: &[f64]) -> CpuStorage {
-            T::wrap(v.iter().map(|&x| T::from_f64(x)).collect())
+            T::wrap(v.iter().map(|&x| T::from_f64(x)).collect_pooled())
         }
         match dtype {
             DType::F16 => go::<f16>(values),
@@ -192,10 +249,33 @@ impl CpuStorage {
         }
     }
 
+    /// The elements as a `Vec<T>` for the caller to keep (the pool lets the
+    /// buffer go), or the storage back if it holds another dtype.
+    pub fn into_vec<T: CpuElem>(mut self) -> std::result::Result<Vec<T>, CpuStorage> {
+        if self.dtype() != T::DTYPE {
+            return Err(self);
+        }
+        let elements = match &mut self {
+            CpuStorage::F16(v) => ElementVec::F16(std::mem::take(v)),
+            CpuStorage::BF16(v) => ElementVec::BF16(std::mem::take(v)),
+            CpuStorage::F32(v) => ElementVec::F32(std::mem::take(v)),
+            CpuStorage::F64(v) => ElementVec::F64(std::mem::take(v)),
+            CpuStorage::I64(v) => ElementVec::I64(std::mem::take(v)),
+        };
+        let v = alloc::untag::<T>(elements).unwrap_or_default();
+        alloc::disown(&v);
+        Ok(v)
+    }
+
     /// The contiguous elements as a typed `Vec`, if `T` is this storage's dtype.
     pub fn typed<T: CpuElem>(&self, op: &'static str, layout: &Layout) -> Result<Vec<T>> {
         let data = T::slice(self).ok_or_else(|| Error::dtype(op, format!("expected dtype {}, got {}", T::DTYPE, self.dtype())))?;
-        Ok(gather(data, layout))
+        // The caller keeps this `Vec` (it is what `Tensor::to_vec` returns), so
+        // it comes from the system, not the pool.
+        Ok(match layout.contiguous_range() {
+            Some(r) => data[r].to_vec(),
+            None => layout.offsets().map(|o| data[o]).collect(),
+        })
     }
 }
 
@@ -205,7 +285,16 @@ impl BackendStorage for CpuStorage {
     }
     // The CPU is one device, `Device::Cpu`, so the constructors ignore theirs.
     fn full_on(_device: Device, dtype: DType, len: usize, value: f64) -> Result<Self> {
-        Ok(CpuStorage::from_f64_vec(&vec![value; len], dtype))
+        fn go<T: CpuElem>(len: usize, value: f64) -> CpuStorage {
+            T::wrap(alloc::filled(len, T::from_f64(value)))
+        }
+        Ok(match dtype {
+            DType::F16 => go::<f16>(len, value),
+            DType::BF16 => go::<bf16>(len, value),
+            DType::F32 => go::<f32>(len, value),
+            DType::F64 => go::<f64>(len, value),
+            DType::I64 => go::<i64>(len, value),
+        })
     }
     fn zeros_on(_device: Device, dtype: DType, len: usize) -> Result<Self> {
         Ok(CpuStorage::zeros(dtype, len))
@@ -243,10 +332,10 @@ impl BackendStorage for CpuStorage {
         }
         // f32 <-> f16/bf16 directly: going through f64 would double-round.
         Ok(match (self, dtype) {
-            (CpuStorage::F32(v), DType::F16) => CpuStorage::F16(gather(v, layout).into_iter().map(f16::from_f32).collect()),
-            (CpuStorage::F32(v), DType::BF16) => CpuStorage::BF16(gather(v, layout).into_iter().map(bf16::from_f32).collect()),
-            (CpuStorage::F16(v), DType::F32) => CpuStorage::F32(gather(v, layout).into_iter().map(f32::from).collect()),
-            (CpuStorage::BF16(v), DType::F32) => CpuStorage::F32(gather(v, layout).into_iter().map(f32::from).collect()),
+            (CpuStorage::F32(v), DType::F16) => CpuStorage::F16(contiguous_or_gather(v, layout).iter().map(|&x| f16::from_f32(x)).collect_pooled()),
+            (CpuStorage::F32(v), DType::BF16) => CpuStorage::BF16(contiguous_or_gather(v, layout).iter().map(|&x| bf16::from_f32(x)).collect_pooled()),
+            (CpuStorage::F16(v), DType::F32) => CpuStorage::F32(contiguous_or_gather(v, layout).iter().map(|&x| f32::from(x)).collect_pooled()),
+            (CpuStorage::BF16(v), DType::F32) => CpuStorage::F32(contiguous_or_gather(v, layout).iter().map(|&x| f32::from(x)).collect_pooled()),
             _ => CpuStorage::from_f64_vec(&self.to_f64_vec(layout), dtype),
         })
     }
@@ -284,11 +373,11 @@ impl BackendStorage for CpuStorage {
     }
 }
 
-/// Apply `f` elementwise from `src` into a fresh Vec, splitting across rayon
-/// workers above `PARALLEL_THRESHOLD`.
-pub fn par_map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(src: &[T], f: impl Fn(&[T], &mut [U]) + Sync) -> Vec<U> {
+/// Apply `f` elementwise from `src` into a Vec from the pool, splitting across
+/// rayon workers above `PARALLEL_THRESHOLD`.
+pub fn par_map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default + 'static>(src: &[T], f: impl Fn(&[T], &mut [U]) + Sync) -> Vec<U> {
     use rayon::prelude::*;
-    let mut out = vec![U::default(); src.len()];
+    let mut out = alloc::filled(src.len(), U::default());
     if src.len() < PARALLEL_THRESHOLD {
         f(src, &mut out);
     } else {

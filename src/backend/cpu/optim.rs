@@ -11,6 +11,7 @@
 //! these loops against plain tensor-op implementations of the same formulas;
 //! `cuda/optim.cu` holds the same formulas for CUDA parameters.
 
+use super::alloc::CollectPooled;
 use super::{contiguous_or_gather, gather, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::contract::optim::{
     check_scaled, check_sum_squares, check_update, AdamCoeffs, AdamDecay, AdamState, AdamStep, OptimKernels, SgdCoeffs, SgdStep,
@@ -235,9 +236,10 @@ fn update_in_place<T: CpuElem, R>(op: &'static str, p: &mut CpuStorage, layout: 
         None => {
             let mut buf = gather(data, layout);
             let out = f(&mut buf);
-            for (o, v) in layout.offsets().zip(buf) {
+            for (o, &v) in layout.offsets().zip(&buf) {
                 data[o] = v;
             }
+            super::alloc::recycle(buf);
             Ok(out)
         }
     }
@@ -339,7 +341,7 @@ impl OptimKernels for CpuStorage {
         with_float!(op, self.dtype(), |T| {
             let x = contiguous_or_gather(typed::<T>(op, "gradient", self)?, layout);
             let a = <T as Float>::from_f64(a);
-            Ok(T::wrap(x.iter().map(|&v| a * v + T::ZERO).collect()))
+            Ok(T::wrap(x.iter().map(|&v| a * v + T::ZERO).collect_pooled()))
         })
     }
 

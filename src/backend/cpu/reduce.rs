@@ -5,6 +5,7 @@
 //! are trailing and contiguous (row reductions) and leading axes of a
 //! contiguous tensor (column sums, the bias-gradient case).
 
+use super::alloc::{CollectPooled, ParCollectPooled};
 use super::{CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::contract::reduce::{check_argmax, check_reduce, ReduceKernels, ReduceOp};
 use crate::cpu_float_dispatch;
@@ -75,7 +76,10 @@ pub fn reduce_reference<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: 
     let red: usize = axes.iter().map(|&a| layout.dims()[a]).product();
     let out_len = layout.numel() / red.max(1);
     if red == 0 {
-        return vec![identity(op); layout.dims().iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).product()];
+        return super::alloc::filled(
+            layout.dims().iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).product(),
+            identity(op),
+        );
     }
     let perm = reduced_last(layout.rank(), axes);
     let Ok(p) = layout.permute("reduce", &perm) else {
@@ -84,7 +88,7 @@ pub fn reduce_reference<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: 
     let offsets: Vec<usize> = p.offsets().collect();
     (0..out_len)
         .map(|o| offsets[o * red..(o + 1) * red].iter().fold(identity(op), |a, &i| combine(op, a, x[i])))
-        .collect()
+        .collect_pooled()
 }
 
 fn reduce_fast<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: ReduceOp) -> Vec<T> {
@@ -106,16 +110,16 @@ fn reduce_fast<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: ReduceOp)
                 xs.par_chunks(red)
                     .with_min_len((PARALLEL_THRESHOLD / red).max(1))
                     .map(|row| reduce_slice(op, row))
-                    .collect()
+                    .collect_pooled()
             } else {
-                rows.map(|row| reduce_slice(op, row)).collect()
+                rows.map(|row| reduce_slice(op, row)).collect_pooled()
             };
         }
         if leading {
             // Column reductions: fold whole rows into an accumulator row.
             let cols = out_len;
             let fold_rows = |rows: &[T]| {
-                let mut acc = vec![identity::<T>(op); cols];
+                let mut acc = super::alloc::filled(cols, identity::<T>(op));
                 for row in rows.chunks(cols) {
                     for (a, &v) in acc.iter_mut().zip(row) {
                         *a = combine(op, *a, v);
@@ -128,11 +132,12 @@ fn reduce_fast<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: ReduceOp)
             }
             let rows_per_task = red.div_ceil(rayon::current_num_threads().max(1));
             let partial: Vec<Vec<T>> = xs.par_chunks(rows_per_task * cols).map(fold_rows).collect();
-            let mut acc = vec![identity::<T>(op); cols];
+            let mut acc = super::alloc::filled(cols, identity::<T>(op));
             for p in partial {
-                for (a, v) in acc.iter_mut().zip(p) {
+                for (a, &v) in acc.iter_mut().zip(&p) {
                     *a = combine(op, *a, v);
                 }
+                super::alloc::recycle(p);
             }
             return acc;
         }
@@ -147,9 +152,9 @@ fn reduce_fast<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: ReduceOp)
                 })
             };
             return if n >= PARALLEL_THRESHOLD {
-                (0..kept).into_par_iter().map(reduce_one).collect()
+                (0..kept).into_par_iter().map(reduce_one).collect_pooled()
             } else {
-                (0..kept).map(reduce_one).collect()
+                (0..kept).map(reduce_one).collect_pooled()
             };
         }
     }

@@ -97,7 +97,7 @@ fn forward<T: Float, U: UnaryFn>(src: &[T], f: U) -> Vec<T> {
 /// [`PARALLEL_THRESHOLD`] elements.
 fn par_chunks_map<T: Float, const N: usize>(inputs: &[&[T]; N], k: impl Fn([&[T]; N], &mut [T]) + Sync) -> Vec<T> {
     let n = inputs.first().map_or(0, |s| s.len());
-    let mut out = vec![T::ZERO; n];
+    let mut out = super::alloc::zeroed(n);
     let chunk = if n < PARALLEL_THRESHOLD { n.max(1) } else { chunk_len(n) };
     let part = |(i, o): (usize, &mut [T])| {
         let start = i * chunk;

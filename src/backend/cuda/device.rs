@@ -20,7 +20,10 @@ struct DriverMemory {
 }
 
 impl RawMemory for DriverMemory {
-    fn alloc(&self, bytes: usize) -> Result<u64> {
+    type Block = u64;
+    type Kind = ();
+    const OP: &'static str = "cuda alloc";
+    fn alloc(&self, _kind: (), bytes: usize) -> Result<u64> {
         self.ctx.bind_to_thread().map_err(|e| driver_error("cuda alloc", e))?;
         // SAFETY: a plain allocation in the bound context; the pointer is
         // owned by the caching allocator until `free`.
@@ -194,10 +197,10 @@ impl CudaDevice {
     }
 
     pub(crate) fn alloc_bytes(&self, bytes: usize) -> Result<(u64, usize)> {
-        self.alloc.alloc(bytes)
+        self.alloc.alloc((), bytes)
     }
     pub(crate) fn release_bytes(&self, ptr: u64, class: usize) {
-        self.alloc.release(ptr, class)
+        self.alloc.release((), ptr, class)
     }
 
     fn module(&self, src: &'static KernelSource) -> Result<Arc<CudaModule>> {

@@ -32,9 +32,9 @@ const ROW_KERNEL_MIN: usize = 32;
 fn ids_both(op: &'static str, ids: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Vec<i64>)> {
     check_indices_dtype(op, "indices", ids.dtype())?;
     let dev = ids.copy_contiguous(layout)?;
-    match dev.to_cpu()? {
-        CpuStorage::I64(host) => Ok((dev, host)),
-        other => Err(Error::dtype(op, format!("indices came back as {}, expected i64", other.dtype()))),
+    match dev.to_cpu()?.into_vec::<i64>() {
+        Ok(host) => Ok((dev, host)),
+        Err(other) => Err(Error::dtype(op, format!("indices came back as {}, expected i64", other.dtype()))),
     }
 }
 

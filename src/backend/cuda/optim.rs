@@ -21,7 +21,6 @@ use crate::backend::contract::optim::{
     check_scaled, check_sum_squares, check_update, AdamCoeffs, AdamDecay, AdamState, AdamStep, OptimKernels, SgdCoeffs, SgdStep,
 };
 use crate::backend::contract::unsupported_dtype;
-use crate::backend::cpu::CpuStorage;
 use crate::backend::BackendStorage;
 use crate::types::{DType, Float, Layout};
 use crate::{Error, Result};
@@ -259,9 +258,9 @@ fn sum_squares(op: &'static str, runs: &[(&CudaStorage, usize, usize)]) -> Resul
             &[Arg::Ptr(partial.ptr()), Arg::I64(blocks as i64), Arg::Ptr(out.ptr()), Arg::I64(k as i64)],
         )?;
     }
-    match out.to_cpu()? {
-        CpuStorage::F64(v) => Ok(v),
-        other => Err(Error::dtype(op, format!("the sums came back as {}, expected f64", other.dtype()))),
+    match out.to_cpu()?.into_vec::<f64>() {
+        Ok(v) => Ok(v),
+        Err(other) => Err(Error::dtype(op, format!("the sums came back as {}, expected f64", other.dtype()))),
     }
 }
 

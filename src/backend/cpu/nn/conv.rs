@@ -184,7 +184,7 @@ fn parallel(p: &Conv2dParams) -> bool {
 /// y `[N, O, L]` = w `[O, K]` · cols(xₙ) + b. `w` and `bias` contiguous.
 fn conv2d_forward<T: GemmElem>(x: &[T], x_layout: &Layout, w: &[T], bias: Option<&[T]>, p: &Conv2dParams) -> Vec<T> {
     let (o, k, l) = (p.out_channels, p.col_rows(), p.out_plane());
-    let mut y = vec![T::ZERO; p.batch * o * l];
+    let mut y = crate::backend::cpu::alloc::zeroed(p.batch * o * l);
     if y.is_empty() {
         return y;
     }
@@ -225,7 +225,7 @@ fn conv2d_forward<T: GemmElem>(x: &[T], x_layout: &Layout, w: &[T], bias: Option
 fn conv2d_dx<T: GemmElem>(dy: &[T], w: &[T], p: &Conv2dParams) -> Vec<T> {
     let (o, k, l) = (p.out_channels, p.col_rows(), p.out_plane());
     let plane = p.in_channels * p.in_h * p.in_w;
-    let mut dx = vec![T::ZERO; p.batch * plane];
+    let mut dx = crate::backend::cpu::alloc::zeroed(p.batch * plane);
     if dx.is_empty() {
         return dx;
     }
@@ -273,7 +273,7 @@ fn conv2d_dw<T: GemmElem>(dy: &[T], x: &[T], x_layout: &Layout, p: &Conv2dParams
             }
         }
     };
-    let mut dw = vec![T::ZERO; o * k];
+    let mut dw = crate::backend::cpu::alloc::zeroed(o * k);
     if !parallel(p) {
         images(0..p.batch, &mut dw);
         return dw;
@@ -301,7 +301,7 @@ fn conv2d_dw<T: GemmElem>(dy: &[T], x: &[T], x_layout: &Layout, p: &Conv2dParams
 /// db `[O]` = Σ over n and positions of dy `[N, O, L]`.
 fn conv2d_db<T: Float>(dy: &[T], p: &Conv2dParams) -> Vec<T> {
     let (o, l) = (p.out_channels, p.out_plane());
-    let mut db = vec![T::ZERO; o];
+    let mut db = crate::backend::cpu::alloc::zeroed(o);
     for image in dy.chunks_exact(o * l) {
         for (d, row) in db.iter_mut().zip(image.chunks_exact(l)) {
             *d += lane_sum(row);

@@ -13,18 +13,18 @@ use crate::backend::contract::nn::cross_entropy::{
 };
 use crate::backend::contract::nn::softmax::SoftmaxKind;
 use crate::backend::contract::row_len;
-use crate::backend::cpu::{contiguous_or_gather, simd, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::cpu::alloc;
+use crate::backend::cpu::{contiguous_or_gather, simd, wrap_float, Contiguous, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::BackendStorage;
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
-use std::borrow::Cow;
 
 const OP: &str = "cross_entropy";
 
 /// The targets' values in row-major order, once they are known to be i64.
-fn target_values<'a>(targets: &'a CpuStorage, layout: &Layout) -> Result<Cow<'a, [i64]>> {
+fn target_values<'a>(targets: &'a CpuStorage, layout: &Layout) -> Result<Contiguous<'a, i64>> {
     check_indices_dtype(OP, "targets", targets.dtype())?;
     let t = <i64 as CpuElem>::slice(targets).ok_or_else(|| Error::dtype(OP, "targets are not i64"))?;
     Ok(contiguous_or_gather(t, layout))
@@ -64,7 +64,7 @@ pub fn cross_entropy_rows<T: Float>(x: &[T], c: usize, targets: &[Option<usize>]
 pub fn cross_entropy_backward_rows<T: Float>(x: &[T], c: usize, targets: &[Option<usize>], max: &[T], log_sum: &[T], row_grad: &[T], epsilon: f64) -> Vec<T> {
     let keep = <T as Float>::from_f64(1.0 - epsilon);
     let spread = <T as Float>::from_f64(epsilon / c as f64);
-    let mut dx = vec![T::ZERO; x.len()];
+    let mut dx = alloc::zeroed(x.len());
     super::softmax::for_each_row(&mut dx, c, |r, d| {
         let Some(k) = targets[r] else { return };
         let g = row_grad[r];
@@ -131,9 +131,9 @@ impl CrossEntropyKernels for CpuStorage {
             let c = row_len(logits_layout);
             let x = contiguous_or_gather(v, logits_layout);
             let per_row = cross_entropy_rows(&x, c, &t, options.label_smoothing);
-            let mut losses = Vec::with_capacity(t.len());
-            let mut row_max = Vec::with_capacity(t.len());
-            let mut row_log_sum = Vec::with_capacity(t.len());
+            let mut losses = alloc::with_capacity(t.len());
+            let mut row_max = alloc::with_capacity(t.len());
+            let mut row_log_sum = alloc::with_capacity(t.len());
             for (l, m, s) in per_row {
                 losses.push(l);
                 row_max.push(m);

@@ -3,6 +3,7 @@
 
 use crate::backend::contract::nn::dropout::{check_dropout_mask, keep_flags, keep_scale, DropoutKernels};
 use crate::backend::contract::unsupported_dtype;
+use crate::backend::cpu::alloc::CollectPooled;
 use crate::backend::cpu::{CpuElem, CpuStorage};
 use crate::types::{DType, Device, Float};
 use crate::Result;
@@ -11,7 +12,7 @@ use rand::RngCore;
 /// `value` where kept, 0 where dropped, as a storage of `T`.
 fn mask<T: Float + CpuElem>(keep: &[bool], value: f64) -> CpuStorage {
     let on = <T as Float>::from_f64(value);
-    T::wrap(keep.iter().map(|&k| if k { on } else { T::ZERO }).collect())
+    T::wrap(keep.iter().map(|&k| if k { on } else { T::ZERO }).collect_pooled())
 }
 
 impl DropoutKernels for CpuStorage {
@@ -37,7 +38,10 @@ mod tests {
     #[test]
     fn the_mask_follows_the_keep_flags() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let CpuStorage::F64(mask) = CpuStorage::dropout_mask(Device::Cpu, DType::F64, 101, 0.25, &mut rng).unwrap() else {
+        let Ok(mask) = CpuStorage::dropout_mask(Device::Cpu, DType::F64, 101, 0.25, &mut rng)
+            .unwrap()
+            .into_vec::<f64>()
+        else {
             panic!("an f64 mask was asked for");
         };
         let keep = keep_flags(101, 0.25, &mut rand::rngs::StdRng::seed_from_u64(5));

@@ -7,14 +7,14 @@
 
 use crate::backend::contract::nn::layer_norm::{check_layer_norm, check_layer_norm_backward, LayerNormForward, LayerNormGrads, LayerNormKernels};
 use crate::backend::contract::row_len;
+use crate::backend::cpu::alloc::{self, CollectPooled};
 use crate::backend::cpu::simd;
-use crate::backend::cpu::{contiguous_or_gather, wrap_float, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::cpu::{contiguous_or_gather, wrap_float, Contiguous, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::{described, BackendStorage};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
 use crate::{Error, Result};
 use rayon::prelude::*;
-use std::borrow::Cow;
 
 /// Normalise one row into `dst`; returns `(mean, rstd)`.
 fn forward_row<T: Float>(src: &[T], w: Option<&[T]>, b: Option<&[T]>, eps: T, dst: &mut [T]) -> (T, T) {
@@ -45,7 +45,7 @@ fn forward_row<T: Float>(src: &[T], w: Option<&[T]>, b: Option<&[T]>, eps: T, ds
 /// x: `[rows, c]` contiguous → (y: `[rows, c]`, mean: `[rows]`, rstd: `[rows]`).
 pub fn layer_norm_rows<T: Float>(x: &[T], c: usize, w: Option<&[T]>, b: Option<&[T]>, eps: T) -> (Vec<T>, Vec<T>, Vec<T>) {
     let rows = x.len().checked_div(c).unwrap_or(0);
-    let mut y = vec![T::ZERO; x.len()];
+    let mut y = alloc::zeroed(x.len());
     let mut stats = vec![(T::ZERO, T::ZERO); rows];
     let run = |(r, (o, s)): (usize, (&mut [T], &mut (T, T)))| *s = forward_row(&x[r * c..(r + 1) * c], w, b, eps, o);
     if rows > 0 {
@@ -56,7 +56,7 @@ pub fn layer_norm_rows<T: Float>(x: &[T], c: usize, w: Option<&[T]>, b: Option<&
             y.par_chunks_mut(c).zip(stats.par_iter_mut()).enumerate().with_min_len(min_rows).for_each(run);
         }
     }
-    let (mean, rstd) = stats.into_iter().unzip();
+    let (mean, rstd) = (stats.iter().map(|s| s.0).collect_pooled(), stats.iter().map(|s| s.1).collect_pooled());
     (y, mean, rstd)
 }
 
@@ -79,7 +79,7 @@ pub fn layer_norm_backward_rows<T: Float>(
     want_dw: bool,
     want_db: bool,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let mut dx = vec![T::ZERO; x.len()];
+    let mut dx = alloc::zeroed(x.len());
     let rows = mean.len();
     if rows == 0 || c == 0 {
         return (dx, vec![T::ZERO; if want_dw { c } else { 0 }], vec![T::ZERO; if want_db { c } else { 0 }]);
@@ -139,8 +139,8 @@ pub fn layer_norm_backward_rows<T: Float>(
             .collect()
     };
     let mut total = Partial {
-        dw: vec![T::ZERO; if want_dw { c } else { 0 }],
-        db: vec![T::ZERO; if want_db { c } else { 0 }],
+        dw: alloc::zeroed(if want_dw { c } else { 0 }),
+        db: alloc::zeroed(if want_db { c } else { 0 }),
     };
     for p in partials {
         for (a, v) in total.dw.iter_mut().zip(p.dw) {
@@ -204,7 +204,7 @@ pub fn layer_norm_backward_reference<T: Float>(x: &[T], dy: &[T], c: usize, w: O
 }
 
 /// An optional `[C]` operand as a typed contiguous slice (its dtype checked).
-fn operand<'a, T: CpuElem>(op: &'static str, name: &str, p: Option<(&'a CpuStorage, &Layout)>) -> Result<Option<Cow<'a, [T]>>> {
+fn operand<'a, T: CpuElem>(op: &'static str, name: &str, p: Option<(&'a CpuStorage, &Layout)>) -> Result<Option<Contiguous<'a, T>>> {
     p.map(|(s, l)| {
         T::slice(s)
             .map(|d| contiguous_or_gather(d, l))

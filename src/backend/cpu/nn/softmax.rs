@@ -130,7 +130,7 @@ fn log_softmax_backward_row<T: Float>(y: &[T], dy: &[T], dx: &mut [T]) {
 
 /// x: [rows, c] contiguous → y: [rows, c].
 pub fn softmax_rows<T: Float>(x: &[T], c: usize, kind: SoftmaxKind) -> Vec<T> {
-    let mut out = vec![T::ZERO; x.len()];
+    let mut out = crate::backend::cpu::alloc::zeroed(x.len());
     for_each_row(&mut out, c, |r, o| {
         let src = &x[r * c..(r + 1) * c];
         match kind {
@@ -143,7 +143,7 @@ pub fn softmax_rows<T: Float>(x: &[T], c: usize, kind: SoftmaxKind) -> Vec<T> {
 
 /// y, dy: [rows, c] contiguous → dx: [rows, c].
 pub fn softmax_backward_rows<T: Float>(y: &[T], dy: &[T], c: usize, kind: SoftmaxKind) -> Vec<T> {
-    let mut out = vec![T::ZERO; y.len()];
+    let mut out = crate::backend::cpu::alloc::zeroed(y.len());
     for_each_row(&mut out, c, |r, o| {
         let (y, dy) = (&y[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
         match kind {

@@ -19,7 +19,6 @@ use crate::backend::contract::check_indices_dtype;
 use crate::backend::contract::nn::cross_entropy::{
     check_cross_entropy, check_cross_entropy_backward, CrossEntropyForward, CrossEntropyKernels, CrossEntropyOptions,
 };
-use crate::backend::cpu::CpuStorage;
 use crate::backend::cuda::reduce::{flat_layout, row_args, row_view, RowKernel};
 use crate::backend::cuda::{kernels, Arg, CudaStorage};
 use crate::backend::BackendStorage;
@@ -46,9 +45,9 @@ fn option_args(options: &CrossEntropyOptions, c: usize) -> [Arg; 4] {
 fn target_values(targets: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Vec<i64>)> {
     check_indices_dtype(OP, "targets", targets.dtype())?;
     let on_device = targets.copy_contiguous(layout)?;
-    match on_device.to_cpu()? {
-        CpuStorage::I64(host) => Ok((on_device, host)),
-        other => Err(Error::dtype(OP, format!("targets came back as {}, expected i64", other.dtype()))),
+    match on_device.to_cpu()?.into_vec::<i64>() {
+        Ok(host) => Ok((on_device, host)),
+        Err(other) => Err(Error::dtype(OP, format!("targets came back as {}, expected i64", other.dtype()))),
     }
 }
 

@@ -5,7 +5,6 @@
 //! rule (`philox_keep_flags`), which the CUDA tests compare with bit for bit.
 
 use crate::backend::contract::nn::dropout::{check_dropout_mask, drop_threshold, keep_scale, DropoutKernels};
-use crate::backend::cpu::CpuStorage;
 use crate::backend::cuda::{cuda_device_of, elementwise_config, kernel_name, kernels, Arg, CudaDevice, CudaStorage};
 use crate::types::{DType, Device};
 use crate::{Error, Result};
@@ -52,9 +51,9 @@ pub fn philox_raw(dev: &Arc<CudaDevice>, groups: usize, seed: u64) -> Result<Vec
         elementwise_config(groups),
         &[Arg::Ptr(out.ptr()), Arg::I64(groups as i64), Arg::U64(seed)],
     )?;
-    match out.to_cpu()? {
-        CpuStorage::F32(v) => Ok(v.into_iter().map(f32::to_bits).collect()),
-        other => Err(Error::dtype("philox_raw", format!("expected an f32 buffer, got {}", other.dtype()))),
+    match out.to_cpu()?.into_vec::<f32>() {
+        Ok(v) => Ok(v.into_iter().map(f32::to_bits).collect()),
+        Err(other) => Err(Error::dtype("philox_raw", format!("expected an f32 buffer, got {}", other.dtype()))),
     }
 }
 
