@@ -32,6 +32,18 @@ fn rows(layout: &Layout) -> (Vec<usize>, usize) {
     (outer.offsets_vec(), layout.strides()[rank - 1])
 }
 
+/// Run `row(r, out_row)` over the `inner`-long rows of `out`: on this thread
+/// below `PARALLEL_THRESHOLD` elements, else split across the rayon pool in
+/// runs of rows big enough to be worth a task.
+fn for_each_row<T: Send>(out: &mut [T], inner: usize, row: impl Fn((usize, &mut [T])) + Send + Sync) {
+    if out.len() < PARALLEL_THRESHOLD {
+        out.chunks_mut(inner).enumerate().for_each(row);
+    } else {
+        let min_rows = (PARALLEL_THRESHOLD / 4 / inner).max(1);
+        out.par_chunks_mut(inner).enumerate().with_min_len(min_rows).for_each(row);
+    }
+}
+
 fn binary_rows<T: Float, B: BinaryFn>(a: &[T], la: &Layout, b: &[T], lb: &Layout, f: B) -> Vec<T> {
     let n = la.numel();
     let mut out = super::alloc::zeroed(n);
@@ -74,12 +86,7 @@ fn binary_rows<T: Float, B: BinaryFn>(a: &[T], la: &Layout, b: &[T], lb: &Layout
             }
         }
     };
-    if n < PARALLEL_THRESHOLD {
-        out.chunks_mut(inner).enumerate().for_each(row);
-    } else {
-        let min_rows = (PARALLEL_THRESHOLD / 4 / inner).max(1);
-        out.par_chunks_mut(inner).enumerate().with_min_len(min_rows).for_each(row);
-    }
+    for_each_row(&mut out, inner, row);
     out
 }
 
@@ -199,12 +206,7 @@ fn where_rows<T: Float>(c: &[T], lc: &Layout, t: &[T], lt: &Layout, f: &[T], lf:
         );
         select_row(c, t, f, o)
     };
-    if n < PARALLEL_THRESHOLD {
-        out.chunks_mut(inner).enumerate().for_each(row);
-    } else {
-        let min_rows = (PARALLEL_THRESHOLD / 4 / inner).max(1);
-        out.par_chunks_mut(inner).enumerate().with_min_len(min_rows).for_each(row);
-    }
+    for_each_row(&mut out, inner, row);
     out
 }
 
