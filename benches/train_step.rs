@@ -381,5 +381,10 @@ fn main() -> Result<()> {
             pool.install(|| run(config, &args))?;
         }
     }
+    // `TAMER_PROFILE=1 cargo bench --bench train_step -- --config gpt-small`:
+    // where the step's time goes, op by op (warm-up steps included).
+    if tamer::profile::is_enabled() {
+        eprintln!("{}", tamer::profile::report());
+    }
     Ok(())
 }
