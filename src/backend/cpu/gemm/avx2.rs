@@ -6,25 +6,46 @@
 //! The store is cut to the tile's rows (a constant-bound loop that skips the
 //! missing ones, so the accumulators stay in registers) and columns (masked
 //! loads and stores, which never touch the masked-off memory).
+//!
+//! Edge tiles run the loop instantiated for fewer rows and vectors, as in
+//! the AVX-512 kernel (`EDGES`).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use super::{Blocking, Isa, Kernel, Tile};
+use super::{Blocking, Isa, Kernel, MicroKernel, Tile};
 use std::arch::x86_64::*;
 
 const LANES: usize = 8;
 
 /// v1: 6×16 (12 accumulators), BLIS's Haswell shape.
+/// v2: plus edge instantiations for every rows × vectors below it.
 const MR: usize = 6;
 const NV: usize = 2;
+const NR: usize = NV * LANES;
 
 pub(super) static KERNEL: Kernel = Kernel {
     isa: Isa::Avx2,
     mr: MR,
-    nr: NV * LANES,
+    nr: NR,
     blocking: Blocking { kc: 1024, mc: 48, nc: 2048 },
-    micro: micro::<MR, NV>,
+    micro: select,
 };
+
+/// `row_kernels!(V)`: the kernels for 1..=6 rows of `V` vectors.
+macro_rules! row_kernels {
+    ($v:literal) => {
+        [micro::<1, $v>, micro::<2, $v>, micro::<3, $v>, micro::<4, $v>, micro::<5, $v>, micro::<6, $v>]
+    };
+}
+
+/// `EDGES[v - 1][r - 1]`: the kernel for an `r`-row tile of `v` vectors.
+static EDGES: [[MicroKernel; MR]; NV] = [row_kernels!(1), row_kernels!(2)];
+
+/// The kernel that computes just the vectors and rows a `rows × cols` tile
+/// keeps (both at least 1, at most MR and NR).
+fn select(rows: usize, cols: usize) -> MicroKernel {
+    EDGES[cols.div_ceil(LANES).clamp(1, NV) - 1][rows.clamp(1, MR) - 1]
+}
 
 /// Mask of the first `cols` lanes of a vector (all 8 when `cols ≥ 8`): lane
 /// `l` is all ones when `l < cols`.
@@ -35,9 +56,13 @@ fn lanes_mask(cols: usize) -> __m256i {
     _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 }
 
+/// `tile (=|+=)` the first `R` rows and `8·V` columns of the packed panels'
+/// product (`R ≤ MR`, `V ≤ NV`; the panels stay MR and NR wide).
+///
 /// # Safety
-/// AVX2 and FMA must be present; `a` and `b` hold `kc·R` and `kc·8·V` values;
-/// the tile's `rows × cols` elements are writable (initialised when accumulating).
+/// AVX2 and FMA must be present; `a` and `b` hold `kc·MR` and `kc·NR` values;
+/// the tile's `rows × cols` elements (`rows ≤ R`, `cols ≤ 8·V`) are writable
+/// (initialised when accumulating).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn micro<const R: usize, const V: usize>(kc: usize, a: *const f32, b: *const f32, tile: &Tile) {
     let mut acc = [[_mm256_setzero_ps(); V]; R];
@@ -58,8 +83,8 @@ unsafe fn micro<const R: usize, const V: usize>(kc: usize, a: *const f32, b: *co
         // SAFETY: one step further along both panels (the last step lands one
         // past their end, which is never read).
         unsafe {
-            a = a.add(R);
-            b = b.add(V * LANES);
+            a = a.add(MR);
+            b = b.add(NR);
         }
     }
     for (i, row) in acc.iter().enumerate() {

@@ -9,25 +9,64 @@
 //! The store is cut to the tile's rows (a constant-bound loop that skips the
 //! missing ones, so the accumulators stay in registers) and columns (masked
 //! loads and stores, which never touch the masked-off memory).
+//!
+//! Edge tiles (the last rows of M, the last columns of N) run the same loop
+//! instantiated for fewer rows `R ≤ MR` and vectors `V ≤ NV`: it reads the
+//! first `R` values of each step of the A panel and the first `V` vectors of
+//! the B panel (still laid out MR and NR wide) and issues only the FMAs whose
+//! results are kept. The vocabulary head (N = 65 = 2·32 + 1) used to compute
+//! a whole 32-column panel for its last column; it now computes one vector.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use super::{Blocking, Isa, Kernel, Tile};
+use super::{Blocking, Isa, Kernel, MicroKernel, Tile};
 use std::arch::x86_64::*;
 
 const LANES: usize = 16;
 
 /// v1: 12×32 (24 accumulators).
+/// v2: the same full tile, plus edge instantiations for every rows × vectors
+/// below it (`EDGES`).
 const MR: usize = 12;
 const NV: usize = 2;
+const NR: usize = NV * LANES;
 
 pub(super) static KERNEL: Kernel = Kernel {
     isa: Isa::Avx512,
     mr: MR,
-    nr: NV * LANES,
+    nr: NR,
     blocking: Blocking { kc: 1024, mc: 48, nc: 2048 },
-    micro: micro::<MR, NV>,
+    micro: select,
 };
+
+/// `row_kernels!(V)`: the kernels for 1..=12 rows of `V` vectors.
+macro_rules! row_kernels {
+    ($v:literal) => {
+        [
+            micro::<1, $v>,
+            micro::<2, $v>,
+            micro::<3, $v>,
+            micro::<4, $v>,
+            micro::<5, $v>,
+            micro::<6, $v>,
+            micro::<7, $v>,
+            micro::<8, $v>,
+            micro::<9, $v>,
+            micro::<10, $v>,
+            micro::<11, $v>,
+            micro::<12, $v>,
+        ]
+    };
+}
+
+/// `EDGES[v - 1][r - 1]`: the kernel for an `r`-row tile of `v` vectors.
+static EDGES: [[MicroKernel; MR]; NV] = [row_kernels!(1), row_kernels!(2)];
+
+/// The kernel that computes just the vectors and rows a `rows × cols` tile
+/// keeps (both at least 1, at most MR and NR).
+fn select(rows: usize, cols: usize) -> MicroKernel {
+    EDGES[cols.div_ceil(LANES).clamp(1, NV) - 1][rows.clamp(1, MR) - 1]
+}
 
 /// Mask of the first `cols` lanes of a vector (all 16 when `cols ≥ 16`).
 #[inline(always)]
@@ -39,9 +78,13 @@ fn lanes_mask(cols: usize) -> __mmask16 {
     }
 }
 
+/// `tile (=|+=)` the first `R` rows and `16·V` columns of the packed panels'
+/// product (`R ≤ MR`, `V ≤ NV`; the panels stay MR and NR wide).
+///
 /// # Safety
-/// AVX-512F must be present; `a` and `b` hold `kc·R` and `kc·16·V` values;
-/// the tile's `rows × cols` elements are writable (initialised when accumulating).
+/// AVX-512F must be present; `a` and `b` hold `kc·MR` and `kc·NR` values;
+/// the tile's `rows × cols` elements (`rows ≤ R`, `cols ≤ 16·V`) are writable
+/// (initialised when accumulating).
 #[target_feature(enable = "avx512f")]
 unsafe fn micro<const R: usize, const V: usize>(kc: usize, a: *const f32, b: *const f32, tile: &Tile) {
     let mut acc = [[_mm512_setzero_ps(); V]; R];
@@ -62,8 +105,8 @@ unsafe fn micro<const R: usize, const V: usize>(kc: usize, a: *const f32, b: *co
         // SAFETY: one step further along both panels (the last step lands one
         // past their end, which is never read).
         unsafe {
-            a = a.add(R);
-            b = b.add(V * LANES);
+            a = a.add(MR);
+            b = b.add(NR);
         }
     }
     for (i, row) in acc.iter().enumerate() {

@@ -103,6 +103,10 @@ pub(crate) struct Tile {
 /// `accumulate`) initialised.
 type MicroKernel = unsafe fn(kc: usize, a: *const f32, b: *const f32, tile: &Tile);
 
+/// The micro-kernel for a tile of `rows × cols` (`1..=MR` by `1..=NR`): the
+/// full one, or at the edges of C one that computes only what is kept.
+type SelectKernel = fn(rows: usize, cols: usize) -> MicroKernel;
+
 /// Block sizes of the loops above, in elements. `mc` is a multiple of the
 /// kernel's MR and `nc` of its NR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +124,7 @@ pub struct Kernel {
     /// Columns of C per micro-tile.
     pub nr: usize,
     pub blocking: Blocking,
-    micro: MicroKernel,
+    micro: SelectKernel,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -280,9 +284,10 @@ unsafe fn multiply_packed_b(
                     cols: nr.min(cols.end - jr),
                     accumulate,
                 };
+                let micro = (kernel.micro)(tile.rows, tile.cols);
                 // SAFETY: the panels hold kc·mr and kc·nr packed values; the
                 // tile lies inside C; the caller vouches for the ISA.
-                unsafe { (kernel.micro)(kc, a_pack[ir * kc..].as_ptr(), b_panel.as_ptr(), &tile) };
+                unsafe { micro(kc, a_pack[ir * kc..].as_ptr(), b_panel.as_ptr(), &tile) };
             }
         }
     }

@@ -13,7 +13,7 @@ pub(super) static KERNEL: Kernel = Kernel {
     mr: MR,
     nr: NR,
     blocking: Blocking { kc: 256, mc: 64, nc: 1024 },
-    micro,
+    micro: |_, _| micro,
 };
 
 /// # Safety
