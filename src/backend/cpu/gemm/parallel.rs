@@ -19,7 +19,7 @@
 //! multiplies its own run of K with its own packing and no joins, the first
 //! into C, the others into scratch matrices that are then added into C.
 
-use super::{gemm_with, multiply_packed_b, pack, trivial, with_buffer, Blocks, Kernel, MatRef, PackBuffer, A_PACK, B_PACK};
+use super::{gemm_with, multiply_packed_b, pack, trivial, with_buffer, Blocks, Kernel, MatRef, Orientation, PackBuffer, A_PACK, B_PACK};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -64,6 +64,7 @@ pub unsafe fn gemm_threaded(kernel: &Kernel, m: usize, k: usize, n: usize, a: Ma
         // SAFETY: the caller's contract.
         return unsafe { split_reduction(kernel, threads, m, k, n, a, b, c, ldc, accumulate) };
     }
+    let Orientation { m, n, a, b, c } = Orientation::choose(kernel, m, n, a, b, c, ldc);
     let blocks = Blocks::new(kernel, kernel.blocking, m, k, n);
     let (a, b, c) = (Shared(a), Shared(b), Shared(c));
     with_buffer(&B_PACK, |b_buf| {
@@ -86,8 +87,10 @@ pub unsafe fn gemm_threaded(kernel: &Kernel, m: usize, k: usize, n: usize, a: Ma
                     });
                 let b_pack = &*b_pack;
                 let row_blocks = m.div_ceil(blocks.mc);
-                // At least two tasks per thread: a thread that finishes early takes another.
-                let col_parts = (2 * threads).div_ceil(row_blocks).clamp(1, panels);
+                // At least four tasks per thread: a thread that finishes early
+                // takes another, and a C of few row blocks (the vocabulary
+                // head computed as Cᵀ has 2) is still cut into even shares.
+                let col_parts = (4 * threads).div_ceil(row_blocks).clamp(1, panels);
                 let cols_per_part = panels.div_ceil(col_parts) * blocks.nr;
                 (0..row_blocks * col_parts).into_par_iter().with_max_len(1).for_each(|task| {
                     let (row_block, part) = (task / col_parts, task % col_parts);
@@ -109,8 +112,7 @@ pub unsafe fn gemm_threaded(kernel: &Kernel, m: usize, k: usize, n: usize, a: Ma
                                 kc,
                                 b_pack,
                                 cols,
-                                c.get().add(jc),
-                                ldc,
+                                c.get().at(0, jc),
                                 accumulate || pc > 0,
                                 a_buf,
                             )
@@ -129,7 +131,7 @@ const MIN_SPLIT_DEPTH: usize = 256;
 /// Whether [`split_reduction`] should take an `m × k × n` product: the
 /// reduction is the long side (a weight gradient's tokens) and deep enough
 /// for every thread.
-fn reduction_split_pays(m: usize, k: usize, n: usize, threads: usize) -> bool {
+pub(super) fn reduction_split_pays(m: usize, k: usize, n: usize, threads: usize) -> bool {
     k >= 2 * m.max(n) && k >= threads * MIN_SPLIT_DEPTH
 }
 
