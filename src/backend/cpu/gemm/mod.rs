@@ -300,11 +300,13 @@ struct Orientation {
 }
 
 impl Orientation {
-    fn choose(kernel: &Kernel, m: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize) -> Orientation {
-        // Elements computed either way; transposing must save a tenth of them
-        // to pay for its element-wise stores.
+    fn choose(kernel: &Kernel, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize) -> Orientation {
+        // Elements computed either way, times the reduction's depth; the
+        // element-wise stores of Cᵀ cost about as much as 32 more steps of
+        // it (gpt-tiny's head, K = 128, ran slower transposed; gpt-small's,
+        // K = 384, faster).
         let computed = |rows: usize, cols: usize| rows * cols.next_multiple_of(kernel.lanes);
-        if 10 * computed(n, m) < 9 * computed(m, n) {
+        if computed(n, m) * (k + 32) < computed(m, n) * k {
             Orientation {
                 m: n,
                 n: m,
@@ -410,7 +412,7 @@ pub unsafe fn gemm_with(kernel: &Kernel, blocking: Blocking, m: usize, k: usize,
     if unsafe { trivial(m, k, n, c, ldc, accumulate) } {
         return;
     }
-    let Orientation { m, n, a, b, c } = Orientation::choose(kernel, m, n, a, b, c, ldc);
+    let Orientation { m, n, a, b, c } = Orientation::choose(kernel, m, k, n, a, b, c, ldc);
     let blocks = Blocks::new(kernel, blocking, m, k, n);
     with_buffer(&B_PACK, |b_buf| {
         with_buffer(&A_PACK, |a_buf| {

@@ -64,7 +64,7 @@ pub unsafe fn gemm_threaded(kernel: &Kernel, m: usize, k: usize, n: usize, a: Ma
         // SAFETY: the caller's contract.
         return unsafe { split_reduction(kernel, threads, m, k, n, a, b, c, ldc, accumulate) };
     }
-    let Orientation { m, n, a, b, c } = Orientation::choose(kernel, m, n, a, b, c, ldc);
+    let Orientation { m, n, a, b, c } = Orientation::choose(kernel, m, k, n, a, b, c, ldc);
     let blocks = Blocks::new(kernel, kernel.blocking, m, k, n);
     let (a, b, c) = (Shared(a), Shared(b), Shared(c));
     with_buffer(&B_PACK, |b_buf| {
@@ -92,8 +92,14 @@ pub unsafe fn gemm_threaded(kernel: &Kernel, m: usize, k: usize, n: usize, a: Ma
                 // head computed as Cᵀ has 2) is still cut into even shares.
                 let col_parts = (4 * threads).div_ceil(row_blocks).clamp(1, panels);
                 let cols_per_part = panels.div_ceil(col_parts) * blocks.nr;
+                // Column part by column part: the two halves of a split range
+                // of tasks, which two threads start on at once, then write
+                // different columns. Computing Cᵀ, Cᵀ's columns are C's rows,
+                // and two row blocks of the same part would write the same
+                // cache lines of C (the head's 65 columns cut 36 + 29) at
+                // the same time: 72 -> 61% of peak on 2 threads.
                 (0..row_blocks * col_parts).into_par_iter().with_max_len(1).for_each(|task| {
-                    let (row_block, part) = (task / col_parts, task % col_parts);
+                    let (row_block, part) = (task % row_blocks, task / row_blocks);
                     let rows = row_block * blocks.mc..(m.min((row_block + 1) * blocks.mc));
                     let cols = part * cols_per_part..nc.min((part + 1) * cols_per_part);
                     if cols.is_empty() {
