@@ -152,8 +152,9 @@ thread_local! {
 /// caller asked), each other one's into its own `m × n` scratch matrix, then
 /// C's rows get the scratch matrices added, the rows shared among the threads.
 ///
-/// v1 (this scheme) against cutting C among the threads, 2 threads, wall
-/// clock: see BENCHMARKS.md's GEMM section.
+/// v1 against cutting C among the threads, 2 threads, wall clock, best of
+/// four interleaved rounds: vit-tiny qkv dW (64 × 6400 × 192) 49 -> 83% of
+/// peak, vit-cifar proj dW 83 -> 91%, gpt-small qkv dW 91 -> 88%.
 ///
 /// # Safety
 /// As for [`gemm_threaded`].
