@@ -306,12 +306,15 @@ impl Orientation {
     #[allow(clippy::too_many_arguments)]
     fn choose(kernel: &Kernel, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize) -> Orientation {
         // Elements computed either way, times the reduction's depth; the
-        // element-wise stores of Cᵀ are counted as 32 more steps of it, a
-        // margin that keeps gpt-tiny's head forward (K = 128, 48% of peak
-        // transposed against 70% not, 2 threads) as it is and transposes
-        // gpt-small's (K = 384: 72 -> 75%).
+        // element-wise stores of Cᵀ are counted as 16 more steps of it.
+        // gpt-tiny's head forward (K = 128) is the closest call: transposed
+        // 74% of peak against 72% (1 thread, thread CPU clock), 71.8 against
+        // 71.1% on 2 threads (process CPU clock). A margin of 32 steps kept
+        // it untransposed, which an earlier measurement seemed to favour
+        // (48 against 70%) but that one had two threads writing the same
+        // cache lines of C, since fixed (see parallel.rs).
         let computed = |rows: usize, cols: usize| rows * cols.next_multiple_of(kernel.lanes);
-        if computed(n, m) * (k + 32) < computed(m, n) * k {
+        if computed(n, m) * (k + 16) < computed(m, n) * k {
             Orientation {
                 m: n,
                 n: m,
