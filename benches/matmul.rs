@@ -17,7 +17,11 @@
 //!   measured at the start for the same thread count and clock.
 //! - `clock`: `wall` (elapsed time), or `thread_cpu` for `--kernels`, which
 //!   times the calling thread's CPU time so that a kernel measured while other
-//!   jobs share the machine is not charged for the time it waited for a core.
+//!   jobs share the machine is not charged for the time it waited for a core,
+//!   or `process_cpu` with `--cpu-clock`: the CPU time of all the process's
+//!   threads divided by the thread count, what the run would take on that
+//!   many cores of its own (a thread that sleeps while it waits for another
+//!   is not charged, so it flatters an uneven split; a spinning one is).
 //!
 //! Cases (`case` names them): squares 256..2048; each linear layer of the four
 //! training benchmark models (gpt-small, vit-cifar, gpt-tiny, vit-tiny) in its
@@ -32,7 +36,8 @@
 //! `--threads T`, `--dtype f64`, `--impl tamer|matrixmultiply`, `--peak` (only
 //! the FMA peak), `--secs S`, `--kernels` (tamer's GEMM micro-kernel of every
 //! ISA this CPU has, called directly on one thread, instead of the impls),
-//! `--blocking KC,MC,NC` (with `--kernels`: block sizes instead of the tuned ones).
+//! `--blocking KC,MC,NC` (with `--kernels`: block sizes instead of the tuned ones),
+//! `--cpu-clock` (time the impls on the process CPU clock, see `clock`).
 //! `benches/compare_matmul.sh` runs this and numpy in alternating rounds.
 
 use rayon::prelude::*;
@@ -80,6 +85,9 @@ enum Clock {
     /// The calling thread's CPU time: a single-threaded kernel's own time, not
     /// counting the time other jobs held its core.
     ThreadCpu,
+    /// The process's CPU time over its `threads` threads: a threaded run's
+    /// time on cores of its own.
+    ProcessCpu { threads: usize },
 }
 
 impl Clock {
@@ -87,6 +95,7 @@ impl Clock {
         match self {
             Clock::Wall => origin.elapsed().as_secs_f64(),
             Clock::ThreadCpu => cpu_time::thread_cpu_seconds().unwrap_or_else(|| origin.elapsed().as_secs_f64()),
+            Clock::ProcessCpu { threads } => cpu_time::process_cpu_seconds().map_or_else(|| origin.elapsed().as_secs_f64(), |s| s / threads as f64),
         }
     }
 
@@ -94,6 +103,7 @@ impl Clock {
         match self {
             Clock::Wall => "wall",
             Clock::ThreadCpu => "thread_cpu",
+            Clock::ProcessCpu { .. } => "process_cpu",
         }
     }
 }
@@ -320,19 +330,20 @@ fn main() -> tamer::Result<()> {
         let (a, b) = ops.tensors(&c, dtype)?;
         for &threads in &thread_counts {
             let pool = pool(threads)?;
+            let clock = if flag("--cpu-clock") { Clock::ProcessCpu { threads } } else { Clock::Wall };
             if only_impl.as_deref().is_none_or(|i| i == "tamer") {
-                let secs = pool.install(|| time(secs, Clock::Wall, || a.matmul(&b).map(|y| drop(std::hint::black_box(y)))))?;
-                report("tamer", &c, dtype, threads, Clock::Wall, secs, peak_for(threads, Clock::Wall));
+                let secs = pool.install(|| time(secs, clock, || a.matmul(&b).map(|y| drop(std::hint::black_box(y)))))?;
+                report("tamer", &c, dtype, threads, clock, secs, peak_for(threads, clock));
             }
             if dtype == DType::F32 && only_impl.as_deref().is_none_or(|i| i == "matrixmultiply") {
                 let mut out = vec![0.0f32; c.batch * c.m * c.n];
                 let secs = pool.install(|| {
-                    time(secs, Clock::Wall, || {
+                    time(secs, clock, || {
                         matrixmultiply_sgemm(&c, &ops, &mut out);
                         Ok(())
                     })
                 })?;
-                report("matrixmultiply", &c, dtype, threads, Clock::Wall, secs, peak_for(threads, Clock::Wall));
+                report("matrixmultiply", &c, dtype, threads, clock, secs, peak_for(threads, clock));
             }
         }
     }

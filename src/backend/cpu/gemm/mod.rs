@@ -19,8 +19,11 @@
 //! loads, MR broadcasts and MR·NR/lanes FMAs), whatever the operand's strides
 //! were: a transposed operand (`Xᵀ·dY` in a linear layer's backward) costs no
 //! copy beyond the packing every operand gets anyway. Panels are padded with
-//! zeros to whole MR/NR, so the micro-kernel never branches on edges while it
-//! computes; only its store of C is cut to the tile's real rows and columns.
+//! zeros to whole MR/NR, so no micro-kernel branches on edges while it
+//! computes; a tile at C's edge runs a kernel instantiated for just its rows
+//! and vectors, and its store is cut to the tile's real columns. A product
+//! whose N would leave most of its last vectors empty is computed as
+//! `Cᵀ = Bᵀ·Aᵀ` instead (`Orientation`).
 //! The first KC block overwrites C (which may be uninitialised), later blocks
 //! add to it; `accumulate` makes the first one add too.
 //!
@@ -84,14 +87,36 @@ impl MatRef {
 }
 
 /// One MR×NR tile of C as the micro-kernel stores it: `rows ≤ MR` by
-/// `cols ≤ NR` elements from `c`, row stride `ldc`, unit column stride.
+/// `cols ≤ NR` elements from `c`, element `(i, j)` at `c + i·rs + j·cs`.
+/// `cs` is 1 unless the GEMM computes Cᵀ (see [`Orientation`]).
 pub(crate) struct Tile {
     pub c: *mut f32,
-    pub ldc: usize,
+    pub rs: usize,
+    pub cs: usize,
     pub rows: usize,
     pub cols: usize,
     /// Add to C's elements rather than overwrite them.
     pub accumulate: bool,
+}
+
+impl Tile {
+    /// Store row `i`'s values `x[j]` for `j < min(x.len(), cols)` one element
+    /// at a time through the strides: the store of a tile of Cᵀ, whose rows
+    /// are C's columns. (A tile of C itself stores whole vectors.)
+    ///
+    /// # Safety
+    /// Row `i < rows` of the tile must be writable (and initialised when
+    /// accumulating).
+    pub unsafe fn store_strided(&self, i: usize, x: &[f32]) {
+        for (j, &x) in x.iter().enumerate().take(self.cols) {
+            // SAFETY: (i, j) is inside the tile (caller's contract). Raw
+            // pointer accesses: without `accumulate` C may be uninitialised.
+            unsafe {
+                let out = self.c.add(i * self.rs + j * self.cs);
+                out.write(if self.accumulate { out.read() + x } else { x });
+            }
+        }
+    }
 }
 
 /// `tile (=|+=) A_panel · B_panel` for packed panels `kc` deep: `a` holds
@@ -102,6 +127,12 @@ pub(crate) struct Tile {
 /// `kc·NR` values; the tile's elements must be writable and (with
 /// `accumulate`) initialised.
 type MicroKernel = unsafe fn(kc: usize, a: *const f32, b: *const f32, tile: &Tile);
+
+/// The micro-kernel for a tile of `rows × cols` (`1..=MR` by `1..=NR`): the
+/// full one, or at the edges of C one that computes only what is kept; one
+/// that stores through both of the tile's strides when `strided` (a tile of
+/// Cᵀ), else one that stores whole vectors (`cs == 1`).
+type SelectKernel = fn(rows: usize, cols: usize, strided: bool) -> MicroKernel;
 
 /// Block sizes of the loops above, in elements. `mc` is a multiple of the
 /// kernel's MR and `nc` of its NR.
@@ -119,8 +150,11 @@ pub struct Kernel {
     pub mr: usize,
     /// Columns of C per micro-tile.
     pub nr: usize,
+    /// Columns of C per vector: the edge kernels compute a tile's columns
+    /// in whole vectors (and its rows one by one).
+    lanes: usize,
     pub blocking: Blocking,
-    micro: MicroKernel,
+    micro: SelectKernel,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -203,7 +237,13 @@ impl Blocks {
             // with KC = 512 runs 3 × 384, not 512 + 512 + 128, whose short last
             // block would pay a whole pass over C for little work.
             kc: k.div_ceil(k.div_ceil(blocking.kc.max(1))).max(1),
-            mc: blocking.mc.max(mr).next_multiple_of(mr).min(m.next_multiple_of(mr)),
+            // MC blocks evened out the same way (to whole MR panels): 65 rows
+            // with MC = 48 run 36 + 29, not 48 + 17, whose tasks a threaded
+            // GEMM would otherwise share out unevenly.
+            mc: {
+                let mc = blocking.mc.max(mr).next_multiple_of(mr);
+                m.div_ceil(m.div_ceil(mc).max(1)).next_multiple_of(mr).min(mc)
+            },
             nc: blocking.nc.max(nr).next_multiple_of(nr).min(n.next_multiple_of(nr)),
         }
     }
@@ -216,6 +256,81 @@ impl Blocks {
     /// Floats of a packed B block.
     fn b_len(&self) -> usize {
         self.nc * self.kc
+    }
+}
+
+/// A writable strided matrix: C as the micro-kernels store it.
+#[derive(Clone, Copy, Debug)]
+struct MatMut {
+    ptr: *mut f32,
+    rs: usize,
+    cs: usize,
+}
+
+impl MatMut {
+    /// The sub-matrix starting at `(i, j)`.
+    ///
+    /// # Safety
+    /// `(i, j)` must address an element inside the allocation (or one past it).
+    unsafe fn at(self, i: usize, j: usize) -> MatMut {
+        MatMut {
+            // SAFETY: the caller keeps (i, j) inside the matrix.
+            ptr: unsafe { self.ptr.add(i * self.rs + j * self.cs) },
+            ..self
+        }
+    }
+}
+
+/// The product as the loops compute it: `C = A·B` itself, or `Cᵀ = Bᵀ·Aᵀ`
+/// (the same memory, strides swapped) when C's columns fill the micro-tile's
+/// vectors much worse than its rows would.
+///
+/// The edge kernels compute a tile's rows one by one but its columns in
+/// whole vectors, so a narrow N wastes lanes: the vocabulary head's N = 65
+/// computes 80 columns (5 vectors of 16) per row. Its transpose puts the 65
+/// in M, where the last 5 rows run a 5-row kernel and nothing is wasted, and
+/// the thousands of tokens in N. The price is a tile of Cᵀ stored one
+/// element at a time through the strides, once per tile and KC block.
+///
+/// v1: gpt-small head, 1 thread, thread CPU clock: forward 4096 × 384 × 65
+/// 72 -> 76% of peak, weight gradient 384 × 4096 × 65 68 -> 82%.
+struct Orientation {
+    m: usize,
+    n: usize,
+    a: MatRef,
+    b: MatRef,
+    c: MatMut,
+}
+
+impl Orientation {
+    #[allow(clippy::too_many_arguments)]
+    fn choose(kernel: &Kernel, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize) -> Orientation {
+        // Elements computed either way, times the reduction's depth; the
+        // element-wise stores of Cᵀ are counted as 16 more steps of it.
+        // gpt-tiny's head forward (K = 128) is the closest call: transposed
+        // 74% of peak against 72% (1 thread, thread CPU clock), 71.8 against
+        // 71.1% on 2 threads (process CPU clock). A margin of 32 steps kept
+        // it untransposed, which an earlier measurement seemed to favour
+        // (48 against 70%) but that one had two threads writing the same
+        // cache lines of C, since fixed (see parallel.rs).
+        let computed = |rows: usize, cols: usize| rows * cols.next_multiple_of(kernel.lanes);
+        if computed(n, m) * (k + 16) < computed(m, n) * k {
+            Orientation {
+                m: n,
+                n: m,
+                a: b.t(),
+                b: a.t(),
+                c: MatMut { ptr: c, rs: 1, cs: ldc },
+            }
+        } else {
+            Orientation {
+                m,
+                n,
+                a,
+                b,
+                c: MatMut { ptr: c, rs: ldc, cs: 1 },
+            }
+        }
     }
 }
 
@@ -258,8 +373,7 @@ unsafe fn multiply_packed_b(
     kc: usize,
     b_pack: &[f32],
     cols: Range<usize>,
-    c: *mut f32,
-    ldc: usize,
+    c: MatMut,
     accumulate: bool,
     a_buf: &mut PackBuffer,
 ) {
@@ -274,15 +388,17 @@ unsafe fn multiply_packed_b(
             for ir in (0..mc).step_by(mr) {
                 let tile = Tile {
                     // SAFETY: (ic + ir, jr) is inside C.
-                    c: unsafe { c.add((ic + ir) * ldc + jr) },
-                    ldc,
+                    c: unsafe { c.ptr.add((ic + ir) * c.rs + jr * c.cs) },
+                    rs: c.rs,
+                    cs: c.cs,
                     rows: mr.min(mc - ir),
                     cols: nr.min(cols.end - jr),
                     accumulate,
                 };
+                let micro = (kernel.micro)(tile.rows, tile.cols, tile.cs != 1);
                 // SAFETY: the panels hold kc·mr and kc·nr packed values; the
                 // tile lies inside C; the caller vouches for the ISA.
-                unsafe { (kernel.micro)(kc, a_pack[ir * kc..].as_ptr(), b_panel.as_ptr(), &tile) };
+                unsafe { micro(kc, a_pack[ir * kc..].as_ptr(), b_panel.as_ptr(), &tile) };
             }
         }
     }
@@ -304,6 +420,7 @@ pub unsafe fn gemm_with(kernel: &Kernel, blocking: Blocking, m: usize, k: usize,
     if unsafe { trivial(m, k, n, c, ldc, accumulate) } {
         return;
     }
+    let Orientation { m, n, a, b, c } = Orientation::choose(kernel, m, k, n, a, b, c, ldc);
     let blocks = Blocks::new(kernel, blocking, m, k, n);
     with_buffer(&B_PACK, |b_buf| {
         with_buffer(&A_PACK, |a_buf| {
@@ -318,21 +435,7 @@ pub unsafe fn gemm_with(kernel: &Kernel, blocking: Blocking, m: usize, k: usize,
                     unsafe { pack::pack_panels(nc, kc, blocks.nr, b.at(pc, jc).t(), b_pack) };
                     // SAFETY: the caller's contract, for all of C's rows and
                     // this block's columns.
-                    unsafe {
-                        multiply_packed_b(
-                            kernel,
-                            blocks,
-                            a.at(0, pc),
-                            0..m,
-                            kc,
-                            b_pack,
-                            0..nc,
-                            c.add(jc),
-                            ldc,
-                            accumulate || pc > 0,
-                            a_buf,
-                        )
-                    };
+                    unsafe { multiply_packed_b(kernel, blocks, a.at(0, pc), 0..m, kc, b_pack, 0..nc, c.at(0, jc), accumulate || pc > 0, a_buf) };
                 }
             }
         })

@@ -12,8 +12,9 @@ pub(super) static KERNEL: Kernel = Kernel {
     isa: Isa::Scalar,
     mr: MR,
     nr: NR,
+    lanes: NR,
     blocking: Blocking { kc: 256, mc: 64, nc: 1024 },
-    micro,
+    micro: |_, _, _| micro,
 };
 
 /// # Safety
@@ -31,14 +32,7 @@ unsafe fn micro(kc: usize, a: *const f32, b: *const f32, tile: &Tile) {
         }
     }
     for (i, row) in acc.iter().enumerate().take(tile.rows) {
-        for (j, &x) in row.iter().enumerate().take(tile.cols) {
-            // SAFETY: (i, j) is inside the tile, which is writable; C is read
-            // only when accumulating, when it is initialised. Raw pointer
-            // accesses, because without `accumulate` C may be uninitialised.
-            unsafe {
-                let out = tile.c.add(i * tile.ldc + j);
-                out.write(if tile.accumulate { out.read() + x } else { x });
-            }
-        }
+        // SAFETY: row i < tile.rows is inside the tile (caller's contract).
+        unsafe { tile.store_strided(i, row) };
     }
 }

@@ -50,6 +50,25 @@ struct Case {
 
 /// Run `case` through `kernel` with `blocking` and compare with the reference.
 fn check(kernel: &Kernel, blocking: Blocking, case: Case, seed: u64) -> std::result::Result<(), TestCaseError> {
+    check_with(kernel, case, seed, |m, k, n, a, b, c, ldc, accumulate| {
+        // SAFETY: as for check_with's `run`.
+        unsafe { gemm_with(kernel, blocking, m, k, n, a, b, c, ldc, accumulate) }
+    })
+}
+
+/// The arguments of `gemm_with` after the kernel and blocking.
+type Run<'a> = dyn Fn(usize, usize, usize, MatRef, MatRef, *mut f32, usize, bool) + 'a;
+
+/// Run `case` through `run` (a GEMM entry point with `kernel`) and compare
+/// with the reference. `run` gets operands and a C that satisfy gemm_with's
+/// contract for a supported ISA.
+fn check_with(
+    kernel: &Kernel,
+    case: Case,
+    seed: u64,
+    run: impl Fn(usize, usize, usize, MatRef, MatRef, *mut f32, usize, bool),
+) -> std::result::Result<(), TestCaseError> {
+    let run: &Run = &run;
     let Case {
         m,
         k,
@@ -85,9 +104,9 @@ fn check(kernel: &Kernel, blocking: Blocking, case: Case, seed: u64) -> std::res
             cs: sb.1,
         },
     );
-    // SAFETY: the kernel comes from Simd::available (supported ISA); A and B
-    // address only elements of `a` and `b`; C's m rows of n are inside `got`.
-    unsafe { gemm_with(kernel, blocking, m, k, n, ra, rb, got.as_mut_ptr(), ldc, accumulate) };
+    // The kernel comes from Simd::available (supported ISA); A and B address
+    // only elements of `a` and `b`; C's m rows of n are inside `got`.
+    run(m, k, n, ra, rb, got.as_mut_ptr(), ldc, accumulate);
     for i in 0..=m {
         for j in 0..ldc {
             let (x, y) = (got[i * ldc + j], want[i * ldc + j]);
@@ -169,6 +188,82 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(proptest_config(12))]
+
+    /// `gemm_threaded` on 2 and 3 threads, above its threshold: weight
+    /// gradient shapes (the reduction split among the threads, partial
+    /// products added) and tall ones (C's rows and columns shared), narrow
+    /// N that the loops compute transposed included.
+    #[test]
+    fn threaded_gemm_matches_the_reference(
+        long_reduction in any::<bool>(),
+        rows in 0..200usize, cols in 0..60usize, extra in 0..300usize,
+        a_t in any::<bool>(), b_t in any::<bool>(), accumulate in any::<bool>(),
+        threads in 2..4usize, seed in any::<u64>(),
+    ) {
+        let (m, n) = if long_reduction { (1 + rows / 3, 1 + cols) } else { (300 + rows, 40 + cols) };
+        let deep_enough = THREADED_MIN_WORK.div_ceil(m * n);
+        let k = if long_reduction { deep_enough.max(2 * m.max(n)) + extra } else { deep_enough + extra % 50 };
+        prop_assert_eq!(parallel::reduction_split_pays(m, k, n, threads), long_reduction && k >= threads * 256);
+        let case = Case { m, k, n, a_t, b_t, gap: 1, offset: 3, accumulate };
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        for kernel in kernels() {
+            pool.install(|| {
+                check_with(kernel, case, seed, |m, k, n, a, b, c, ldc, accumulate| {
+                    // SAFETY: as for check_with's `run`.
+                    unsafe { gemm_threaded(kernel, m, k, n, a, b, c, ldc, accumulate) }
+                })
+            })?;
+        }
+    }
+}
+
+/// The vocabulary head's shapes (N = 65: the forward and weight gradient
+/// computed as Cᵀ, the input gradient not) and their untransposed neighbour
+/// (N = 64), on one thread and on two.
+#[test]
+fn narrow_heads_match_the_reference() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for kernel in kernels() {
+        for (i, &(m, k, n, a_t, b_t)) in [
+            (512, 400, 65, false, true),
+            (96, 4200, 65, true, false),
+            (512, 65, 96, false, false),
+            (512, 96, 64, false, true),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let unused = MatRef {
+                ptr: std::ptr::null(),
+                rs: 1,
+                cs: 1,
+            };
+            let transposed = Orientation::choose(kernel, m, k, n, unused, unused, std::ptr::null_mut(), n).c.cs != 1;
+            assert_eq!(transposed, i < 2 && n % kernel.lanes != 0, "{kernel:?}: {m}x{k}x{n} transposed or not");
+            let case = Case {
+                m,
+                k,
+                n,
+                a_t,
+                b_t,
+                gap: 0,
+                offset: 0,
+                accumulate: i == 1,
+            };
+            check(kernel, kernel.blocking, case, i as u64).unwrap();
+            pool.install(|| {
+                check_with(kernel, case, i as u64, |m, k, n, a, b, c, ldc, accumulate| {
+                    // SAFETY: as for check_with's `run`.
+                    unsafe { gemm_threaded(kernel, m, k, n, a, b, c, ldc, accumulate) }
+                })
+            })
+            .unwrap();
+        }
+    }
+}
+
 /// One below, at and above each micro-tile and block edge of the tuned sizes.
 #[test]
 fn tuned_block_edges_match_the_reference() {
@@ -197,6 +292,32 @@ fn tuned_block_edges_match_the_reference() {
                     accumulate: i % 2 == 1,
                 };
                 check(kernel, kernel.blocking, case, i as u64).unwrap();
+            }
+        }
+    }
+}
+
+/// Every edge tile (each count of rows up to MR by each count of columns up
+/// to NR, after a full tile in both directions, so the edge kernels read
+/// their panels at the right offsets) runs the kernel chosen for it and
+/// matches the reference, overwriting and accumulating.
+#[test]
+fn edge_tiles_of_every_size_match_the_reference() {
+    for kernel in kernels() {
+        let (mr, nr) = (kernel.mr, kernel.nr);
+        for rows in 1..=mr {
+            for cols in 1..=nr {
+                let case = Case {
+                    m: mr + rows,
+                    k: 13,
+                    n: nr + cols,
+                    a_t: rows % 2 == 0,
+                    b_t: cols % 3 == 0,
+                    gap: 1,
+                    offset: 1,
+                    accumulate: (rows + cols) % 2 == 0,
+                };
+                check(kernel, kernel.blocking, case, (rows * 100 + cols) as u64).unwrap();
             }
         }
     }
