@@ -419,7 +419,7 @@ impl MatmulKernels for CpuStorage {
             bias.map(|(s, l)| (s.dtype(), l, s.len())),
             <Self as MatmulKernels>::DTYPES,
         )?;
-        fn operand<'s, T: CpuElem>(s: &'s CpuStorage) -> Result<&'s [T]> {
+        fn operand<T: CpuElem>(s: &CpuStorage) -> Result<&[T]> {
             T::slice(s).ok_or_else(|| Error::dtype("linear", format!("an operand has dtype {}, expected {}", s.dtype(), T::DTYPE)))
         }
         cpu_float_dispatch!("linear", self, |a: T| {

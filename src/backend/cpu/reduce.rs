@@ -69,7 +69,7 @@ fn reduce_slice<T: Float>(op: ReduceOp, xs: &[T]) -> T {
 /// sums of `dY`); false, touching nothing, for other types. Each row adds
 /// into the other of two buffers (the vector kernel writes a separate
 /// output), so the sums are exactly the scalar loop's, in the same order.
-fn sum_rows_f32<T: Float>(acc: &mut Vec<T>, rows: &[T]) -> bool {
+fn sum_rows_f32<T: Float>(acc: &mut [T], rows: &[T]) -> bool {
     let cols = acc.len();
     let (Some(first), Some(rows)) = (T::as_f32_slice(acc), T::as_f32_slice(rows)) else {
         return false;
