@@ -2,9 +2,10 @@
 
 use super::grad_mode::NoGradGuard;
 use crate::backend::contract::binary::{Add, BinaryKernels};
+use crate::backend::contract::optim::OptimKernels;
 use crate::profile::{self, Cost};
 use crate::tensor::{Tensor, TensorId};
-use crate::types::Layout;
+use crate::types::{DType, Layout};
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
 
@@ -140,7 +141,7 @@ impl Tensor {
                 }
                 check_gradient(node.op.name(), input, &ig)?;
                 let acc = match pending.remove(&input.id()) {
-                    Some(prev) => accumulate(&prev, &ig)?,
+                    Some(prev) => accumulate(prev, &ig)?,
                     None => ig,
                 };
                 pending.insert(input.id(), acc);
@@ -171,12 +172,40 @@ fn check_gradient(op: &str, input: &Tensor, grad: &Tensor) -> Result<()> {
 }
 
 /// The sum of two gradient contributions to one input, computed by the
-/// backend's add kernel directly: the backward pass calls no op, so autograd
+/// backend's kernels directly: the backward pass calls no op, so autograd
 /// stays below the ops (it needs only the storages and their layouts).
-fn accumulate(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let _op = profile::op("grad_sum", || Cost::elementwise(a.dtype(), 2 * a.numel(), a.numel()))?;
-    let storage = crate::dispatch!("backward", [x = &*a.storage(), y = &*b.storage()] => x.binary(a.layout(), y, b.layout(), Add)?);
-    Ok(Tensor::from_storage(storage, Layout::contiguous(a.shape().clone())))
+///
+/// A tensor used `k` times receives `k` contributions. When the running sum
+/// is the only handle to its buffer (no other gradient, view, seed or saved
+/// tensor shares it: [`can_add_in_place`]), the next contribution is added
+/// into it in place (the optimizers' `axpy` with scale 1, which gives the
+/// bits `a + b` gives) instead of into a fresh buffer. A sum that is shared,
+/// as when a backward hands its own output gradient to two inputs (add's
+/// does), gets a new buffer, so the other holders never see it change.
+fn accumulate(sum: Tensor, g: &Tensor) -> Result<Tensor> {
+    let _op = profile::op("grad_sum", || Cost::elementwise(sum.dtype(), 2 * sum.numel(), sum.numel()))?;
+    if can_add_in_place(&sum) {
+        {
+            let (gs, mut ss) = (g.storage(), sum.storage_mut());
+            crate::dispatch!("backward", [s = &mut *ss, y = &*gs], |_wrap| s.axpy(
+                "grad_sum",
+                sum.layout(),
+                y,
+                g.layout(),
+                1.0
+            )?);
+        }
+        return Ok(sum);
+    }
+    let storage = crate::dispatch!("backward", [x = &*sum.storage(), y = &*g.storage()] => x.binary(sum.layout(), y, g.layout(), Add)?);
+    Ok(Tensor::from_storage(storage, Layout::contiguous(sum.shape().clone())))
+}
+
+/// Whether a running gradient sum may take the next contribution in place:
+/// its handle and buffer are nobody else's, its elements do not overlap (a
+/// contiguous layout), and its dtype is one the in-place kernel takes.
+fn can_add_in_place(sum: &Tensor) -> bool {
+    sum.is_sole_owner() && sum.is_contiguous() && matches!(sum.dtype(), DType::F32 | DType::F64)
 }
 
 /// Tensors reachable from `root` through recorded nodes, each after all of its
@@ -250,6 +279,82 @@ mod tests {
         let grads = sum_with(&a, &b, Returns { count: 2 }).sum_all().unwrap().backward().unwrap();
         assert_eq!(grads.get(&a).unwrap().to_vec::<f64>().unwrap(), vec![1.0; 3]);
         assert_eq!(grads.get(&b).unwrap().to_vec::<f64>().unwrap(), vec![1.0; 3]);
+    }
+
+    /// A backward that hands its output gradient itself (not a copy) to
+    /// every input.
+    struct PassesGradient;
+    impl BackwardOp for PassesGradient {
+        fn name(&self) -> &'static str {
+            "passes_gradient"
+        }
+        fn backward(&self, inputs: &[Tensor], _output: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+            Ok(inputs.iter().map(|_| Some(grad.clone())).collect())
+        }
+    }
+
+    /// `a` recorded with [`PassesGradient`] over `inputs` (the values: a copy of `a`).
+    fn passes(a: &Tensor, inputs: Vec<Tensor>) -> Tensor {
+        let storage = a.storage().copy_contiguous(a.layout()).unwrap();
+        Tensor::from_op(storage, a.layout().clone(), inputs, PassesGradient)
+    }
+
+    #[test]
+    fn a_gradient_shared_by_two_inputs_is_not_summed_into_in_place() {
+        for dtype in [DType::F32, DType::F64] {
+            let a = Tensor::from_vec(vec![1.0f64, 2.0], [2]).unwrap().to_dtype(dtype).unwrap().variable();
+            let b = Tensor::from_vec(vec![3.0f64, 4.0], [2]).unwrap().to_dtype(dtype).unwrap().variable();
+            // d(a + b) hands one tensor to both a and b; then each gets a second
+            // contribution (3 and 5). Summing into the shared one in place would
+            // give the second variable 1 + 3 + 5.
+            let loss = passes(&a, vec![a.clone(), b.clone()])
+                .sum_all()
+                .unwrap()
+                .add(&a.scale(3.0).unwrap().sum_all().unwrap())
+                .unwrap()
+                .add(&b.scale(5.0).unwrap().sum_all().unwrap())
+                .unwrap();
+            let grads = loss.backward().unwrap();
+            assert_eq!(grads.get(&a).unwrap().to_f64_vec().unwrap(), vec![4.0, 4.0], "{dtype}");
+            assert_eq!(grads.get(&b).unwrap().to_f64_vec().unwrap(), vec![6.0, 6.0], "{dtype}");
+        }
+    }
+
+    #[test]
+    fn the_callers_seed_and_a_doubled_input_are_left_alone() {
+        let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], [3]).unwrap().variable();
+        // The backward hands the seed itself to a, twice, and a gets a third
+        // contribution from the product: none may be added into the seed.
+        let y = passes(&a, vec![a.clone(), a.clone()]).add(&a.mul(&a).unwrap()).unwrap();
+        let seed = Tensor::from_vec(vec![1.0f32, 10.0, 100.0], [3]).unwrap();
+        let grads = y.backward_with_grad(&seed).unwrap();
+        // dy/da = 2 + 2a, times the seed.
+        assert_eq!(grads.get(&a).unwrap().to_vec::<f32>().unwrap(), vec![4.0, 60.0, 800.0]);
+        assert_eq!(seed.to_vec::<f32>().unwrap(), vec![1.0, 10.0, 100.0]);
+    }
+
+    #[test]
+    fn only_a_sum_nobody_else_holds_is_written_in_place() {
+        let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]).unwrap();
+        assert!(super::can_add_in_place(&t));
+        let clone = t.clone();
+        assert!(!super::can_add_in_place(&t));
+        drop(clone);
+        let view = t.detach();
+        assert!(!super::can_add_in_place(&t), "a second handle on the buffer");
+        drop(view);
+        let sum = super::accumulate(t, &Tensor::from_vec(vec![0.5f32; 4], [2, 2]).unwrap()).unwrap();
+        assert_eq!(sum.to_vec::<f32>().unwrap(), vec![1.5, 2.5, 3.5, 4.5]);
+        // Overlapping elements (a broadcast) and dtypes without the in-place kernel: a new buffer.
+        let row = Tensor::from_vec(vec![1.0f32, 2.0], [2]).unwrap();
+        let broadcast = Tensor::from_storage(
+            row.storage().copy_contiguous(row.layout()).unwrap(),
+            row.layout().broadcast_as("t", &crate::Shape::new([3, 2])).unwrap(),
+        );
+        assert!(!super::can_add_in_place(&broadcast));
+        let sum = super::accumulate(broadcast, &Tensor::ones([3, 2], DType::F32).unwrap()).unwrap();
+        assert_eq!(sum.to_vec::<f32>().unwrap(), vec![2.0, 3.0, 2.0, 3.0, 2.0, 3.0]);
+        assert!(!super::can_add_in_place(&Tensor::ones([2], DType::F32).unwrap().to_dtype(DType::F16).unwrap()));
     }
 
     #[test]

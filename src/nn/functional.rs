@@ -4,7 +4,7 @@
 //! gradient checks through the weights).
 
 use super::check_dtype;
-use crate::{Error, Result, Tensor};
+use crate::{Result, Tensor};
 
 /// `x · weightᵀ + bias` on the last axis (`torch.nn.functional.linear`):
 /// `x` `[.., in]`, `weight` `[out, in]`, `bias` `[out]` → `[.., out]`.
@@ -28,33 +28,12 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     linear_named("linear", x, weight, bias)
 }
 
-/// [`linear`] with errors naming `op` (the module calls it "Linear").
+/// [`linear`] with errors naming `op` (the module calls it "Linear"): one
+/// fused op (`crate::ops::linear`), the bias added in the product's pass.
 pub(crate) fn linear_named(op: &'static str, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    if weight.rank() != 2 {
-        return Err(Error::shape(
-            op,
-            format!("weight must be [out_features, in_features], got shape {}", weight.shape()),
-        ));
+    // The layers' own dtype check first: its message says how to convert.
+    if weight.rank() == 2 {
+        check_dtype(op, x, weight)?;
     }
-    check_dtype(op, x, weight)?;
-    let (out_f, in_f) = (weight.dims()[0], weight.dims()[1]);
-    if x.rank() == 0 || x.dims()[x.rank() - 1] != in_f {
-        return Err(Error::shape(
-            op,
-            format!("input shape {} must end in in_features {in_f} (weight shape [{out_f}, {in_f}])", x.shape()),
-        ));
-    }
-    if let Some(b) = bias {
-        if b.dims() != [out_f] {
-            return Err(Error::shape(
-                op,
-                format!("bias has shape {}, expected [{out_f}] for weight shape [{out_f}, {in_f}]", b.shape()),
-            ));
-        }
-    }
-    let y = x.matmul(&weight.t()?)?;
-    match bias {
-        Some(b) => y.add(b),
-        None => Ok(y),
-    }
+    crate::ops::linear::linear(op, x, weight, bias)
 }

@@ -7,6 +7,7 @@
 
 pub mod binary;
 pub mod index;
+pub(crate) mod linear;
 pub mod matmul;
 pub mod nn;
 pub mod reduce;

@@ -62,6 +62,7 @@
 //! | op | FLOPs |
 //! |---|---|
 //! | `matmul` | `2·m·n·k` per product (batches included) |
+//! | `linear` (fused `x·Wᵀ + b`) | `rows·out·(2·in + 1)` forward (`+ 1` only with a bias); its backward row holds its two products' `2·rows·in·out` each and the bias gradient's column sum |
 //! | `conv2d` | `2·N·C_out·H_out·W_out·C_in·kh·kw` for the forward, the same for each of the input and weight gradients |
 //! | `scaled_dot_product_attention` (fused kernels) | `2·BH·Tq·Tk·(D + Dv)` forward, `2·BH·Tq·Tk·(3·D + 2·Dv)` backward (the scores recomputed), masked or not |
 //! | elementwise (unary, binary, `where_cond`, comparisons, dropout) | [`per_element::ELEMENTWISE`] per output element, whatever the function |

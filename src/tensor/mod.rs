@@ -126,6 +126,13 @@ impl Tensor {
     pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
         self.0.storage.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+    /// True when this handle is the only one to this tensor and to its
+    /// storage: no clone, view or variable shares the buffer, so writing it
+    /// in place (the backward pass summing a gradient into its running
+    /// total) is seen by nobody else.
+    pub(crate) fn is_sole_owner(&self) -> bool {
+        Arc::strong_count(&self.0) == 1 && Arc::weak_count(&self.0) == 0 && Arc::strong_count(&self.0.storage) == 1 && Arc::weak_count(&self.0.storage) == 0
+    }
     /// True when both handles point at the same storage.
     pub fn same_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)

@@ -198,3 +198,121 @@ fn errors_name_both_shapes_and_the_inner_dims() {
     let err = idx.matmul(&idx).unwrap_err().to_string();
     assert!(err.contains("matmul") && err.contains("i64"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// The fused linear layer (`nn::functional::linear`, `nn::Linear`): one op,
+// `x·Wᵀ + b`, with one backward node.
+// ---------------------------------------------------------------------------
+
+/// `x·Wᵀ (+ b)` as the composition the fused op replaces.
+fn linear_composed(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> tamer::Result<Tensor> {
+    let y = x.matmul(&w.t()?)?;
+    match b {
+        Some(b) => y.add(b),
+        None => Ok(y),
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config(32))]
+
+    /// The f64 gradients of x, W and b over 0 to 3 leading axes (a vector
+    /// input included), strided x, W and b, with and without a bias.
+    #[test]
+    fn linear_gradients(batch in prop::collection::vec(1usize..=3, 0..=3), fin in 1usize..=4, fout in 1usize..=3,
+                        bias in any::<bool>(), kx in view_kind(), kw in view_kind(), seed in any::<u64>()) {
+        let mut xd = batch.clone();
+        xd.push(fin);
+        let mut inputs = vec![tensor_with(&xd, kx, seed), tensor_with(&[fout, fin], kw, seed ^ 1)];
+        if bias {
+            inputs.push(tensor_with(&[fout], kw, seed ^ 2));
+        }
+        grad_ok(|xs| tamer::nn::functional::linear(&xs[0], &xs[1], xs.get(2)), &inputs)?;
+    }
+
+    /// The values are those of `matmul` then `add`, in f64 (to rounding) and
+    /// f32, for strided inputs and biases.
+    #[test]
+    fn linear_is_matmul_plus_add(batch in prop::collection::vec(1usize..=4, 1..=3), fin in 1usize..=40, fout in 1usize..=40,
+                                 bias in any::<bool>(), kx in view_kind(), kw in view_kind(), seed in any::<u64>()) {
+        let mut xd = batch.clone();
+        xd.push(fin);
+        for dtype in [DType::F64, DType::F32] {
+            let x = tamer::testing::strategies::tensor_with_dtype(&xd, kx, seed, dtype);
+            let w = tamer::testing::strategies::tensor_with_dtype(&[fout, fin], kw, seed ^ 1, dtype);
+            let b = tamer::testing::strategies::tensor_with_dtype(&[fout], kx, seed ^ 2, dtype);
+            let b = bias.then_some(&b);
+            let fused = tamer::nn::functional::linear(&x, &w, b).unwrap();
+            let composed = linear_composed(&x, &w, b).unwrap();
+            prop_assert_eq!(fused.dims(), composed.dims());
+            let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            for (f, c) in fused.to_f64_vec().unwrap().iter().zip(composed.to_f64_vec().unwrap()) {
+                prop_assert!((f - c).abs() <= tol * (1.0 + c.abs() + fin as f64), "{:?}: fused {} vs composed {}", dtype, f, c);
+            }
+        }
+    }
+}
+
+/// One node for the layer: its backward gives x, W and b the gradients the
+/// composition gives, in f32 too, with nothing required of inputs that are
+/// not variables.
+#[test]
+fn linear_backward_matches_the_composition_and_skips_constants() {
+    let x = Tensor::randn([3, 5, 7], DType::F32, &mut tamer::rng(4)).unwrap();
+    let w = Tensor::randn([6, 7], DType::F32, &mut tamer::rng(5)).unwrap();
+    let b = Tensor::randn([6], DType::F32, &mut tamer::rng(6)).unwrap();
+    let (xv, wv, bv) = (x.variable(), w.variable(), b.variable());
+    let weights = Tensor::randn([3, 5, 6], DType::F32, &mut tamer::rng(7)).unwrap();
+    let loss = |y: Tensor| y.mul(&weights).unwrap().sum_all().unwrap();
+    let fused = loss(tamer::nn::functional::linear(&xv, &wv, Some(&bv)).unwrap()).backward().unwrap();
+    let composed = loss(linear_composed(&xv, &wv, Some(&bv)).unwrap()).backward().unwrap();
+    for t in [&xv, &wv, &bv] {
+        let (f, c) = (
+            fused.get(t).unwrap().to_vec::<f32>().unwrap(),
+            composed.get(t).unwrap().to_vec::<f32>().unwrap(),
+        );
+        assert_eq!(f.len(), c.len());
+        for (a, b) in f.iter().zip(&c) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+    // Only the weight is a variable: only it gets a gradient.
+    let only_w = loss(tamer::nn::functional::linear(&x, &wv, Some(&b)).unwrap()).backward().unwrap();
+    assert_eq!(only_w.len(), 1);
+    assert_eq!(only_w.get(&wv).unwrap().dims(), &[6, 7]);
+    // A constant layer records nothing.
+    assert!(!tamer::nn::functional::linear(&x, &w, Some(&b)).unwrap().requires_grad());
+}
+
+#[test]
+fn linear_errors_name_the_op_and_the_shapes() {
+    use tamer::nn::functional::linear;
+    let x = Tensor::ones([2, 4], DType::F32).unwrap();
+    let w = Tensor::ones([3, 4], DType::F32).unwrap();
+    let msg = |r: tamer::Result<Tensor>| r.unwrap_err().to_string();
+    let e = msg(linear(&x, &Tensor::ones([3, 4, 1], DType::F32).unwrap(), None));
+    assert!(
+        e.starts_with("linear") && e.contains("weight must be [out_features, in_features], got shape [3, 4, 1]"),
+        "{e}"
+    );
+    let e = msg(linear(&Tensor::ones([2, 5], DType::F32).unwrap(), &w, None));
+    assert!(e.contains("input shape [2, 5] must end in in_features 4 (weight shape [3, 4])"), "{e}");
+    let e = msg(linear(&Tensor::scalar(1.0f32), &w, None));
+    assert!(e.contains("input shape []"), "{e}");
+    let e = msg(linear(&x, &w, Some(&Tensor::ones([4], DType::F32).unwrap())));
+    assert!(e.contains("bias has shape [4], expected [3]"), "{e}");
+    let e = msg(linear(&x, &w, Some(&Tensor::ones([3], DType::F64).unwrap())));
+    assert!(e.starts_with("linear") && e.contains("dtypes f32 and f64"), "{e}");
+    let e = msg(linear(&x.to_dtype(DType::F64).unwrap(), &w, None));
+    assert!(
+        e.starts_with("linear") && e.contains("input dtype f64") && e.contains("parameter dtype f32"),
+        "{e}"
+    );
+    let e = msg(linear(&x.to_dtype(DType::I64).unwrap(), &w.to_dtype(DType::I64).unwrap(), None));
+    assert!(e.contains("linear") && e.contains("i64"), "{e}");
+    // Empty rows and an empty reduction: [0, 4] gives [0, 3]; in_features 0 gives the bias.
+    assert_eq!(linear(&Tensor::ones([0, 4], DType::F32).unwrap(), &w, None).unwrap().dims(), &[0, 3]);
+    let b = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], [3]).unwrap();
+    let y = linear(&Tensor::ones([2, 0], DType::F32).unwrap(), &Tensor::ones([3, 0], DType::F32).unwrap(), Some(&b)).unwrap();
+    assert_eq!(y.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+}

@@ -6,7 +6,7 @@
 use super::CpuStorage;
 use crate::backend::contract::binary::{check_binary, check_where_cond, Add, BinaryKernels};
 use crate::backend::contract::index::{check_cat, check_gather_backward, check_index_add, check_index_select_backward, check_scatter_add, IndexKernels};
-use crate::backend::contract::matmul::{check_matmul, MatmulKernels};
+use crate::backend::contract::matmul::{check_linear, check_matmul, MatmulKernels};
 use crate::backend::contract::nn::conv::{check_conv2d, check_conv2d_backward_bias, Conv2dParams, ConvKernels};
 use crate::backend::contract::nn::layer_norm::{check_layer_norm, check_layer_norm_backward, LayerNormKernels};
 use crate::backend::contract::nn::pool::{check_avg_pool2d, check_avg_pool2d_backward, check_max_pool2d, check_max_pool2d_backward, Pool2dParams, PoolKernels};
@@ -91,6 +91,28 @@ fn matmul_refuses_16_bit_mismatches_and_bad_layouts() {
     );
     same(f32s(6).matmul(&a, &f64s(12), &b), check_matmul((DType::F32, &a, 6), (DType::F64, &b, 12), d));
     same(f32s(6).matmul(&a, &f32s(11), &b), check_matmul((DType::F32, &a, 6), (DType::F32, &b, 11), d));
+}
+
+#[test]
+fn linear_refuses_what_matmul_refuses_and_a_bad_bias() {
+    let (a, b, bias) = (Layout::contiguous([2, 3]), Layout::contiguous([3, 4]), Layout::contiguous([4]));
+    let d = COMPUTE_FLOATS;
+    same(
+        bf16s(6).linear(&a, &bf16s(12), &b, None),
+        check_linear((DType::BF16, &a, 6), (DType::BF16, &b, 12), None, d),
+    );
+    same(
+        f32s(6).linear(&a, &f32s(11), &b, Some((&f32s(4), &bias))),
+        check_linear((DType::F32, &a, 6), (DType::F32, &b, 11), Some((DType::F32, &bias, 4)), d),
+    );
+    same(
+        f32s(6).linear(&a, &f32s(12), &b, Some((&f64s(4), &bias))),
+        check_linear((DType::F32, &a, 6), (DType::F32, &b, 12), Some((DType::F64, &bias, 4)), d),
+    );
+    same(
+        f32s(6).linear(&a, &f32s(12), &b, Some((&f32s(3), &bias))),
+        check_linear((DType::F32, &a, 6), (DType::F32, &b, 12), Some((DType::F32, &bias, 3)), d),
+    );
 }
 
 #[test]

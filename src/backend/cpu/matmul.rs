@@ -14,13 +14,14 @@
 //! it is short and wide), each an independent `dgemm` on a slice of A (or B).
 
 use super::gemm::{self, MatRef};
-use super::{simd, CpuElem, CpuStorage};
-use crate::backend::contract::matmul::{check_matmul, MatmulKernels};
+use super::{contiguous_or_gather, simd, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::contract::matmul::{check_linear, check_matmul, MatmulKernels};
 use crate::backend::BackendStorage;
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout, Shape};
 use crate::{Error, Result};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// f64 products below this many multiply-adds (`batch·m·n·k`) stay on the
@@ -39,21 +40,22 @@ const ENTRIES_PER_THREAD: usize = 4;
 
 /// Element types with a CPU matmul.
 pub trait GemmElem: Float + CpuElem {
-    /// `A @ B` for a plan [`GemmPlan::new`] validated: contiguous `[batch, m, n]`.
-    /// An error when `TAMER_SIMD` asks for an instruction set this CPU lacks.
-    fn matmul_planned(a: &[Self], b: &[Self], plan: &GemmPlan) -> Result<Vec<Self>>;
+    /// `A @ B (+ bias on every row)` for a plan [`GemmPlan::new`] validated:
+    /// contiguous `[batch, m, n]`; `bias` holds `n` values. An error when
+    /// `TAMER_SIMD` asks for an instruction set this CPU lacks.
+    fn matmul_planned(a: &[Self], b: &[Self], plan: &GemmPlan, bias: Option<&[Self]>) -> Result<Vec<Self>>;
 }
 
 impl GemmElem for f32 {
-    fn matmul_planned(a: &[f32], b: &[f32], plan: &GemmPlan) -> Result<Vec<f32>> {
-        let kernel = gemm::kernel(simd::selected("matmul")?.isa());
-        Ok(matmul_f32(kernel, a, b, plan))
+    fn matmul_planned(a: &[f32], b: &[f32], plan: &GemmPlan, bias: Option<&[f32]>) -> Result<Vec<f32>> {
+        let kernel = gemm::kernel(simd::selected(if bias.is_some() { "linear" } else { "matmul" })?.isa());
+        Ok(product_f32(kernel, a, b, plan, bias))
     }
 }
 
 impl GemmElem for f64 {
-    fn matmul_planned(a: &[f64], b: &[f64], plan: &GemmPlan) -> Result<Vec<f64>> {
-        Ok(matmul_f64(a, b, plan))
+    fn matmul_planned(a: &[f64], b: &[f64], plan: &GemmPlan, bias: Option<&[f64]>) -> Result<Vec<f64>> {
+        Ok(product_f64(a, b, plan, bias))
     }
 }
 
@@ -136,6 +138,45 @@ pub fn matmul_reference<T: Float>(a: &[T], b: &[T], p: &GemmPlan) -> Vec<T> {
     out
 }
 
+/// The plain reference of `linear`: [`matmul_reference`], then `bias` added
+/// to every row of the product.
+pub fn linear_reference<T: Float>(a: &[T], b: &[T], p: &GemmPlan, bias: &[T]) -> Vec<T> {
+    let mut out = matmul_reference(a, b, p);
+    for row in out.chunks_mut(p.n.max(1)) {
+        for (o, &c) in row.iter_mut().zip(bias) {
+            *o += c;
+        }
+    }
+    out
+}
+
+/// `len / bias.len()` copies of `bias`, one after the other, in a buffer from
+/// the pool: the output a linear layer's GEMM then accumulates onto. Written
+/// by the pool's threads when large (the rows go straight to memory the
+/// GEMMs are about to read, so no thread pays for all of them).
+fn bias_rows<T: Copy + Send + Sync + 'static>(bias: &[T], len: usize) -> Vec<T> {
+    let n = bias.len();
+    let mut out: Vec<T> = super::alloc::with_capacity(len);
+    if len == 0 || n == 0 {
+        return out;
+    }
+    let fill = |row: &mut [MaybeUninit<T>]| {
+        for (slot, &v) in row.iter_mut().zip(bias) {
+            slot.write(v);
+        }
+    };
+    let rows = &mut out.spare_capacity_mut()[..len];
+    if len < PARALLEL_THRESHOLD {
+        rows.chunks_mut(n).for_each(fill);
+    } else {
+        rows.par_chunks_mut(n).with_min_len((PARALLEL_THRESHOLD / 4 / n).max(1)).for_each(fill);
+    }
+    // SAFETY: `len` is a multiple of `n` (a whole number of output rows), so
+    // the chunks wrote every one of the first `len` elements.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// A block of one batch entry's output.
 #[derive(Clone, Debug)]
 struct Tile {
@@ -207,20 +248,45 @@ fn tiles(p: &GemmPlan, threads: usize) -> Vec<Tile> {
 /// `A @ B` for a validated plan: contiguous `[batch, m, n]`, through the
 /// element type's GEMM.
 pub fn matmul_fast<T: GemmElem>(a: &[T], b: &[T], p: &GemmPlan) -> Result<Vec<T>> {
-    T::matmul_planned(a, b, p)
+    T::matmul_planned(a, b, p, None)
+}
+
+/// `A @ B + bias` (on every row) for a validated plan and `n` bias values:
+/// contiguous `[batch, m, n]`, through the element type's GEMM.
+pub fn linear_fast<T: GemmElem>(a: &[T], b: &[T], p: &GemmPlan, bias: &[T]) -> Result<Vec<T>> {
+    T::matmul_planned(a, b, p, Some(bias))
 }
 
 /// `A @ B` for a validated plan through tamer's GEMM with `kernel`; contiguous
 /// `[batch, m, n]`.
 pub fn matmul_f32(kernel: &gemm::Kernel, a: &[f32], b: &[f32], p: &GemmPlan) -> Vec<f32> {
+    product_f32(kernel, a, b, p, None)
+}
+
+/// `A @ B (+ bias)` for a validated plan through tamer's GEMM with `kernel`;
+/// contiguous `[batch, m, n]`.
+///
+/// With a bias, the output starts as the bias rows and the GEMM accumulates
+/// onto them (`accumulate`): one pass writing the rows, none reading the
+/// product back to add them. Against `matmul` then a broadcast `add` (which
+/// reads the product and writes a second output), measured in `benches/ops.rs`
+/// (`linear` against `matmul+add`).
+pub fn product_f32(kernel: &gemm::Kernel, a: &[f32], b: &[f32], p: &GemmPlan, bias: Option<&[f32]>) -> Vec<f32> {
     let (m, k, n) = (p.m, p.k, p.n);
     let len = p.batch() * m * n;
     if len == 0 || k == 0 {
-        return super::alloc::zeroed(len);
+        return match bias {
+            Some(bias) => bias_rows(bias, len),
+            None => super::alloc::zeroed(len),
+        };
     }
-    // The GEMM overwrites C without reading it, so zero-filling the output
-    // first would only add a pass over memory.
-    let mut out: Vec<f32> = super::alloc::with_capacity(len);
+    // Without a bias the GEMM overwrites C without reading it, so
+    // zero-filling the output first would only add a pass over memory.
+    let accumulate = bias.is_some();
+    let mut out: Vec<f32> = match bias {
+        Some(bias) => bias_rows(bias, len),
+        None => super::alloc::with_capacity(len),
+    };
     let c = OutPtr(out.as_mut_ptr());
     let ((rsa, csa), (rsb, csb)) = (p.a_strides, p.b_strides);
     let entry = |e: usize, threaded: bool| {
@@ -239,14 +305,14 @@ pub fn matmul_f32(kernel: &gemm::Kernel, a: &[f32], b: &[f32], p: &GemmPlan) -> 
         };
         // SAFETY: the kernel's ISA was selected for this CPU; A and B address
         // only elements inside `a` and `b` (checked by GemmPlan::new); entry
-        // e's m×n block of `out` is inside its batch·m·n capacity, written by
-        // this call alone.
+        // e's m×n block of `out` is inside its batch·m·n capacity (initialised,
+        // the bias rows, when accumulating), written by this call alone.
         unsafe {
             let c = c.get().add(e * m * n);
             if threaded {
-                gemm::gemm_threaded(kernel, m, k, n, a, b, c, n, false)
+                gemm::gemm_threaded(kernel, m, k, n, a, b, c, n, accumulate)
             } else {
-                gemm::gemm(kernel, m, k, n, a, b, c, n, false)
+                gemm::gemm(kernel, m, k, n, a, b, c, n, accumulate)
             }
         }
     };
@@ -258,23 +324,34 @@ pub fn matmul_f32(kernel: &gemm::Kernel, a: &[f32], b: &[f32], p: &GemmPlan) -> 
     } else {
         (0..batch).for_each(|e| entry(e, true));
     }
-    // SAFETY: every entry's GEMM (overwriting, not accumulating) initialised
-    // all of its m×n block, and the blocks cover the batch·m·n elements.
-    unsafe { out.set_len(len) };
+    if !accumulate {
+        // SAFETY: every entry's GEMM (overwriting, not accumulating) initialised
+        // all of its m×n block, and the blocks cover the batch·m·n elements.
+        unsafe { out.set_len(len) };
+    }
     out
 }
 
-/// `A @ B` for a validated plan through matrixmultiply's `dgemm`; contiguous
-/// `[batch, m, n]`.
-fn matmul_f64(a: &[f64], b: &[f64], p: &GemmPlan) -> Vec<f64> {
+/// `A @ B (+ bias)` for a validated plan through matrixmultiply's `dgemm`;
+/// contiguous `[batch, m, n]`. With a bias, C starts as the bias rows and the
+/// GEMM runs with β = 1.
+fn product_f64(a: &[f64], b: &[f64], p: &GemmPlan, bias: Option<&[f64]>) -> Vec<f64> {
     let (m, k, n) = (p.m, p.k, p.n);
     let len = p.batch() * m * n;
     if len == 0 || k == 0 {
-        return super::alloc::zeroed(len);
+        return match bias {
+            Some(bias) => bias_rows(bias, len),
+            None => super::alloc::zeroed(len),
+        };
     }
-    // The GEMM runs with β = 0, so it writes every element of C without reading
-    // it: zero-filling the output first would only add a pass over memory.
-    let mut out: Vec<f64> = super::alloc::with_capacity(len);
+    // Without a bias the GEMM runs with β = 0, so it writes every element of C
+    // without reading it: zero-filling the output first would only add a pass
+    // over memory.
+    let beta = if bias.is_some() { 1.0 } else { 0.0 };
+    let mut out: Vec<f64> = match bias {
+        Some(bias) => bias_rows(bias, len),
+        None => super::alloc::with_capacity(len),
+    };
     let c = OutPtr(out.as_mut_ptr());
     let ((rsa, csa), (rsb, csb)) = (p.a_strides, p.b_strides);
     let run = |t: &Tile| {
@@ -295,7 +372,7 @@ fn matmul_f64(a: &[f64], b: &[f64], p: &GemmPlan) -> Vec<f64> {
                 b.as_ptr().add(ob + t.cols.start * csb),
                 rsb as isize,
                 csb as isize,
-                0.0,
+                beta,
                 c.get().add((t.entry * m + t.rows.start) * n + t.cols.start),
                 n as isize,
                 1,
@@ -308,9 +385,11 @@ fn matmul_f64(a: &[f64], b: &[f64], p: &GemmPlan) -> Vec<f64> {
     } else {
         tiles(p, threads).par_iter().with_max_len(1).for_each(run);
     }
-    // SAFETY: the tiles cover every (entry, row, column) of the output exactly
-    // once, and each GEMM with β = 0 initialised all of its tile.
-    unsafe { out.set_len(len) };
+    if bias.is_none() {
+        // SAFETY: the tiles cover every (entry, row, column) of the output exactly
+        // once, and each GEMM with β = 0 initialised all of its tile.
+        unsafe { out.set_len(len) };
+    }
     out
 }
 
@@ -330,6 +409,27 @@ impl MatmulKernels for CpuStorage {
             })?;
             let plan = GemmPlan::new(lhs_layout, a.len(), rhs_layout, b.len())?;
             Ok(<T as CpuElem>::wrap(matmul_fast(a, b, &plan)?))
+        })
+    }
+
+    fn linear(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout, bias: Option<(&Self, &Layout)>) -> Result<Self> {
+        check_linear(
+            (self.dtype(), lhs_layout, self.len()),
+            (rhs.dtype(), rhs_layout, rhs.len()),
+            bias.map(|(s, l)| (s.dtype(), l, s.len())),
+            <Self as MatmulKernels>::DTYPES,
+        )?;
+        fn operand<T: CpuElem>(s: &CpuStorage) -> Result<&[T]> {
+            T::slice(s).ok_or_else(|| Error::dtype("linear", format!("an operand has dtype {}, expected {}", s.dtype(), T::DTYPE)))
+        }
+        cpu_float_dispatch!("linear", self, |a: T| {
+            let b = operand::<T>(rhs)?;
+            let plan = GemmPlan::new(lhs_layout, a.len(), rhs_layout, b.len())?;
+            let out = match bias {
+                Some((bias, layout)) => linear_fast(a, b, &plan, &contiguous_or_gather(operand::<T>(bias)?, layout))?,
+                None => matmul_fast(a, b, &plan)?,
+            };
+            Ok(<T as CpuElem>::wrap(out))
         })
     }
 }
@@ -376,12 +476,28 @@ mod tests {
         tol: f64,
         fast: impl Fn(&[T], &[T], &GemmPlan) -> Vec<T>,
     ) -> std::result::Result<(), TestCaseError> {
+        check_fused(lhs, la, rhs, lb, seed, tol, fast, matmul_reference)
+    }
+
+    /// `fast` against `reference` (run on a plan that walks the batch entries
+    /// one by one, whatever `GemmPlan::new` folded) on random operands laid
+    /// out as `lhs` and `rhs`.
+    #[allow(clippy::too_many_arguments)]
+    fn check_fused<T: GemmElem>(
+        lhs: &Layout,
+        la: usize,
+        rhs: &Layout,
+        lb: usize,
+        seed: u64,
+        tol: f64,
+        fast: impl Fn(&[T], &[T], &GemmPlan) -> Vec<T>,
+        reference: impl Fn(&[T], &[T], &GemmPlan) -> Vec<T>,
+    ) -> std::result::Result<(), TestCaseError> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let a: Vec<T> = (0..la).map(|_| <T as Float>::from_f64(rng.random_range(-1.0..1.0))).collect();
         let b: Vec<T> = (0..lb).map(|_| <T as Float>::from_f64(rng.random_range(-1.0..1.0))).collect();
         let plan = GemmPlan::new(lhs, la, rhs, lb).unwrap();
         let fast = fast(&a, &b, &plan);
-        // The reference walks batch entries one by one, whatever the plan folded.
         let r = lhs.rank();
         let batch = Shape::new(&lhs.dims()[..r - 2]);
         let unfolded = GemmPlan {
@@ -393,13 +509,19 @@ mod tests {
             a_strides: (lhs.strides()[r - 2], lhs.strides()[r - 1]),
             b_strides: (rhs.strides()[r - 2], rhs.strides()[r - 1]),
         };
-        let reference = matmul_reference(&a, &b, &unfolded);
+        let reference = reference(&a, &b, &unfolded);
         prop_assert_eq!(fast.len(), reference.len());
         for (i, (x, y)) in fast.iter().zip(&reference).enumerate() {
             let (x, y) = (Float::to_f64(*x), Float::to_f64(*y));
             prop_assert!((x - y).abs() <= tol * (1.0 + y.abs()), "element {}: fast {} vs reference {}", i, x, y);
         }
         Ok(())
+    }
+
+    /// `n` bias values, not all small, from `seed`.
+    fn random_bias<T: Float>(n: usize, seed: u64) -> Vec<T> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
+        (0..n).map(|_| <T as Float>::from_f64(rng.random_range(-3.0..3.0))).collect()
     }
 
     /// Batch dims `batch`, each operand broadcast (stride 0) on the axes in its mask.
@@ -448,6 +570,52 @@ mod tests {
             let (la, lena, lb, lenb) = batched(&batch, m, k, n, ka, kb, &masks.0[..batch.len()], &masks.1[..batch.len()]);
             check::<f64>(&la, lena, &lb, lenb, seed, 1e-12)?;
             check::<f32>(&la, lena, &lb, lenb, seed, 1e-4)?;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(proptest_config(48))]
+        #[test]
+        fn linear_matches_reference_on_strided_broadcast_batches(
+            batch in proptest::collection::vec(1..4usize, 0..3),
+            masks in (proptest::collection::vec(any::<bool>(), 2), proptest::collection::vec(any::<bool>(), 2)),
+            (m, k, n) in (1..40usize, 0..40usize, 1..40usize),
+            ka in kind(), kb in kind(), seed in any::<u64>(),
+        ) {
+            let (la, lena, lb, lenb) = batched(&batch, m, k, n, ka, kb, &masks.0[..batch.len()], &masks.1[..batch.len()]);
+            let n = lb.dims()[lb.rank() - 1];
+            let (b64, b32) = (random_bias::<f64>(n, seed), random_bias::<f32>(n, seed));
+            check_fused(&la, lena, &lb, lenb, seed, 1e-12, |a, b, p| linear_fast(a, b, p, &b64).unwrap(), |a, b, p| linear_reference(a, b, p, &b64))?;
+            check_fused(&la, lena, &lb, lenb, seed, 1e-4, |a, b, p| linear_fast(a, b, p, &b32).unwrap(), |a, b, p| linear_reference(a, b, p, &b32))?;
+        }
+    }
+
+    /// The bias rows under every ISA's GEMM, threaded or not, folded batches,
+    /// batches as tasks, and an empty reduction (the output is the bias rows).
+    #[test]
+    fn linear_of_every_isa_matches_reference_under_1_and_4_threads() {
+        type Case = (&'static [usize], usize, usize, usize, bool, bool);
+        let cases: [Case; 5] = [
+            (&[], 203, 150, 97, false, true),
+            (&[], 130, 700, 300, true, true),
+            (&[], 5, 0, 7, false, false),
+            (&[9], 40, 80, 60, false, true),
+            (&[3], 50, 64, 33, true, false),
+        ];
+        for threads in [1, 4] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                for simd in crate::backend::cpu::simd::Simd::available() {
+                    let kernel = gemm::kernel(simd.isa());
+                    for &(batch, m, k, n, ta, tb) in &cases {
+                        let (la, lena, lb, lenb) = batched(batch, m, k, n, (ta, 1, 3), (tb, 2, 1), &[false], &[true]);
+                        let bias = random_bias::<f32>(n, 13);
+                        let fused = |a: &[f32], b: &[f32], p: &GemmPlan| product_f32(kernel, a, b, p, Some(&bias));
+                        check_fused(&la, lena, &lb, lenb, 13, 1e-4, fused, |a, b, p| linear_reference(a, b, p, &bias))
+                            .unwrap_or_else(|e| panic!("{kernel:?}, {threads} threads, {batch:?}x{m}x{k}x{n}: {e}"));
+                    }
+                }
+            });
         }
     }
 

@@ -6,7 +6,7 @@
 //! contiguous tensor (column sums, the bias-gradient case).
 
 use super::alloc::{CollectPooled, ParCollectPooled};
-use super::{CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use super::{simd, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::contract::reduce::{check_argmax, check_reduce, ReduceKernels, ReduceOp};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
@@ -62,6 +62,33 @@ fn reduce_slice<T: Float>(op: ReduceOp, xs: &[T]) -> T {
         return total;
     }
     xs.iter().fold(identity(op), |a, &x| combine(op, a, x))
+}
+
+/// `acc += row` for every `acc.len()`-long row of `rows`, in order, with the
+/// SIMD add when `T` is f32 (the bias gradient of a linear layer: the column
+/// sums of `dY`); false, touching nothing, for other types. Each row adds
+/// into the other of two buffers (the vector kernel writes a separate
+/// output), so the sums are exactly the scalar loop's, in the same order.
+fn sum_rows_f32<T: Float>(acc: &mut [T], rows: &[T]) -> bool {
+    let cols = acc.len();
+    let (Some(first), Some(rows)) = (T::as_f32_slice(acc), T::as_f32_slice(rows)) else {
+        return false;
+    };
+    if cols == 0 {
+        return true;
+    }
+    let mut sum = super::alloc::copied(first);
+    let mut next = super::alloc::zeroed::<f32>(cols);
+    for row in rows.chunks_exact(cols) {
+        simd::add_f32(&sum, row, &mut next);
+        std::mem::swap(&mut sum, &mut next);
+    }
+    if let Some(out) = T::as_f32_slice_mut(acc) {
+        out.copy_from_slice(&sum);
+    }
+    super::alloc::recycle(sum);
+    super::alloc::recycle(next);
+    true
 }
 
 /// Permutation moving `axes` to the end (kept axes first, in order).
@@ -120,6 +147,9 @@ fn reduce_fast<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: ReduceOp)
             let cols = out_len;
             let fold_rows = |rows: &[T]| {
                 let mut acc = super::alloc::filled(cols, identity::<T>(op));
+                if op == ReduceOp::Sum && sum_rows_f32(&mut acc, rows) {
+                    return acc;
+                }
                 for row in rows.chunks(cols) {
                     for (a, &v) in acc.iter_mut().zip(row) {
                         *a = combine(op, *a, v);
@@ -179,6 +209,7 @@ fn sandwich(dims: &[usize], axes: &[usize]) -> Option<(usize, usize, usize)> {
 impl ReduceKernels for CpuStorage {
     fn reduce(&self, layout: &Layout, axes: &[usize], op: ReduceOp) -> Result<Self> {
         check_reduce(op, (self.dtype(), layout), axes)?;
+        simd::selected(op.name())?;
         cpu_float_dispatch!(op.name(), self, |x: T| Ok(super::wrap_float(reduce_fast(x, layout, axes, op))))
     }
 
@@ -223,6 +254,27 @@ mod tests {
                 assert_eq!(fast.len(), slow.len());
                 for (a, b) in fast.iter().zip(&slow) {
                     assert!((a - b).abs() < 1e-9, "{op:?} {axes:?}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    /// f32 column sums (the SIMD rows) add in the scalar loop's order: equal
+    /// to the reference bit for bit, on one thread and split over several.
+    #[test]
+    fn f32_column_sums_match_the_reference_exactly() {
+        for &(rows, cols) in &[(7usize, 13usize), (300, 257), (1, 40), (2000, 33)] {
+            let x: Vec<f32> = ramp::<f64>(rows * cols, 3.0, 1).iter().map(|&v| v as f32).collect();
+            let l = Layout::contiguous([rows, cols]);
+            let want = reduce_reference(&x, &l, &[0], ReduceOp::Sum);
+            let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+            assert_eq!(one.install(|| reduce_fast(&x, &l, &[0], ReduceOp::Sum)), want, "{rows}x{cols}");
+            if rows * cols >= PARALLEL_THRESHOLD {
+                // Split among threads, each part summed in order, the parts added in order.
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+                let got = pool.install(|| reduce_fast(&x, &l, &[0], ReduceOp::Sum));
+                for (a, b) in got.iter().zip(&want) {
+                    assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{rows}x{cols}: {a} vs {b}");
                 }
             }
         }

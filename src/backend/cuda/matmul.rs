@@ -17,7 +17,8 @@
 use super::device::CudaDevice;
 use super::layout::MAX_DIMS;
 use super::{kernels, Arg, CudaStorage, StridedLayout};
-use crate::backend::contract::matmul::{check_matmul, MatmulKernels};
+use crate::backend::contract::binary::{Add, BinaryKernels};
+use crate::backend::contract::matmul::{check_linear, check_matmul, MatmulKernels};
 use crate::backend::contract::FLOATS;
 use crate::backend::BackendStorage;
 use crate::types::{DType, Layout, Shape};
@@ -427,6 +428,31 @@ impl MatmulKernels for CudaStorage {
     fn matmul(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout) -> Result<Self> {
         check_operands(self, lhs_layout, rhs, rhs_layout)?;
         launch(backend()?, self, lhs_layout, rhs, rhs_layout)
+    }
+
+    /// The product, then the binary family's `add` with the bias broadcast
+    /// over its rows: two launches of existing kernels. (A bias epilogue in
+    /// the GEMM kernels would save the second pass; unmeasured here, as this
+    /// machine has no GPU.)
+    fn linear(&self, lhs_layout: &Layout, rhs: &Self, rhs_layout: &Layout, bias: Option<(&Self, &Layout)>) -> Result<Self> {
+        check_linear(
+            (self.dtype(), lhs_layout, self.len()),
+            (rhs.dtype(), rhs_layout, rhs.len()),
+            bias.map(|(s, l)| (s.dtype(), l, s.len())),
+            <CudaStorage as MatmulKernels>::DTYPES,
+        )?;
+        self.check_same_device("linear", rhs)?;
+        if let Some((bias, _)) = bias {
+            self.check_same_device("linear", bias)?;
+        }
+        let product = launch(backend()?, self, lhs_layout, rhs, rhs_layout)?;
+        let Some((bias, bias_layout)) = bias else { return Ok(product) };
+        let r = lhs_layout.rank();
+        let mut dims = lhs_layout.dims()[..r - 1].to_vec();
+        dims.push(rhs_layout.dims()[r - 1]);
+        let out = Layout::contiguous(Shape::new(dims));
+        let rows = bias_layout.broadcast_as("linear", out.shape())?;
+        product.binary(&out, bias, &rows, Add)
     }
 }
 
