@@ -1,11 +1,14 @@
 //! Scaled dot-product attention: the masks against PyTorch and against an
 //! explicit loop, gradients by finite differences (both causal alignments,
 //! Tq < Tk and Tq > Tk), and the hand-written backward against autodiff
-//! through the composite graph.
+//! through the composite graph; the CPU's fused kernels (flash and reference)
+//! against the composite graph through the public op, forward and gradients.
 
 use proptest::prelude::*;
+use tamer::backend::contract::nn::attention::{with_attention_impl, AttentionImpl, AttnDims, FusedKernel};
+use tamer::backend::cpu::nn::attention::{flash, select};
 use tamer::checkpoint::fixture;
-use tamer::testing::strategies::{tensor_with, view_kind, ViewKind};
+use tamer::testing::strategies::{tensor_with, tensor_with_dtype, view_kind, ViewKind};
 use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{AttnMask, CausalAlign, DType, Tensor};
 
@@ -239,4 +242,82 @@ fn shape_errors_name_the_operands() {
     let f64q = Tensor::zeros([2, 3, 4], DType::F64).unwrap();
     let err = f64q.scaled_dot_product_attention(&q, &q, AttnMask::None, None).unwrap_err().to_string();
     assert!(err.contains("scaled_dot_product_attention"), "{err}");
+}
+
+/// `[o, dq, dk, dv]` of the op under `imp`, for q `[2, 3, tq, d]` (a
+/// permuted view, as a head split makes it), k `[2, 3, tk, d]` and v
+/// `[2, 3, tk, dv]` (a sliced view) of `dtype`, with a random output weighting.
+fn attention_case(imp: AttentionImpl, dtype: DType, (tq, tk, d, dv): (usize, usize, usize, usize), mask: AttnMask, seed: u64) -> Vec<Vec<f64>> {
+    let q = tensor_with_dtype(&[2, 3, tq, d], ViewKind::Permuted, seed, dtype).variable();
+    let k = tensor_with_dtype(&[2, 3, tk, d], ViewKind::Contiguous, seed ^ 1, dtype).variable();
+    let v = tensor_with_dtype(&[2, 3, tk, dv], ViewKind::Sliced, seed ^ 2, dtype).variable();
+    let w = tensor_with_dtype(&[2, 3, tq, dv], ViewKind::Contiguous, seed ^ 3, dtype);
+    with_attention_impl(imp, || {
+        let o = q.scaled_dot_product_attention(&k, &v, mask, None).unwrap();
+        let grads = o.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut out = vec![o.to_f64_vec().unwrap()];
+        out.extend([&q, &k, &v].map(|x| grads.get(x).unwrap().to_f64_vec().unwrap()));
+        out
+    })
+}
+
+#[test]
+fn the_cpu_takes_the_fused_path_for_f32_and_f64() {
+    let dims = AttnDims {
+        bh: 6,
+        tq: 5,
+        tk: 7,
+        d: 16,
+        dv: 16,
+        causal_diagonal: Some(2),
+        scale: 0.25,
+    };
+    with_attention_impl(AttentionImpl::Flash, || {
+        assert_eq!(select(DType::F32, &dims).unwrap(), Some(FusedKernel::Flash));
+        assert_eq!(select(DType::F64, &dims).unwrap(), Some(FusedKernel::Flash));
+        assert_eq!(select(DType::BF16, &dims).unwrap(), None);
+        assert_eq!(select(DType::F32, &AttnDims { tk: 0, ..dims }).unwrap(), None);
+    });
+    with_attention_impl(AttentionImpl::Reference, || {
+        assert_eq!(select(DType::F64, &dims).unwrap(), Some(FusedKernel::Reference))
+    });
+    with_attention_impl(AttentionImpl::Composite, || assert_eq!(select(DType::F32, &dims).unwrap(), None));
+}
+
+proptest! {
+    #![proptest_config(proptest_config(12))]
+
+    /// The flash and reference kernels against the composite graph through
+    /// the public op: several tiles each way, Tq != Tk, odd head dims, every
+    /// mask, f32 and f64, forward and the three gradients.
+    #[test]
+    fn cpu_fused_kernels_match_the_composite_graph(
+        tq in 1usize..=flash::BR + 9, tk in 1usize..=flash::BC + 9, d in 1usize..=19, dv in 1usize..=19,
+        mask in any_mask(), seed in any::<u64>(),
+    ) {
+        for (dtype, tol) in [(DType::F64, 1e-11), (DType::F32, 3e-5)] {
+            let composite = attention_case(AttentionImpl::Composite, dtype, (tq, tk, d, dv), mask, seed);
+            for imp in [AttentionImpl::Flash, AttentionImpl::Reference] {
+                let fused = attention_case(imp, dtype, (tq, tk, d, dv), mask, seed);
+                for (name, (a, b)) in ["o", "dq", "dk", "dv"].iter().zip(fused.iter().zip(&composite)) {
+                    prop_assert!(a.iter().all(|x| x.is_finite()), "{imp:?} {dtype} {name}: {a:?}");
+                    prop_assert!(close(a, b, tol), "{imp:?} {dtype} {name}");
+                }
+            }
+        }
+    }
+
+    /// The finite-difference check on the CPU's flash path, with more queries
+    /// and keys than one tile holds.
+    #[test]
+    fn flash_gradients_match_finite_differences_across_tiles(
+        tq in flash::BR - 2..=flash::BR + 6, tk in flash::BC - 2..=flash::BC + 6, mask in any_mask(), seed in any::<u64>(),
+    ) {
+        let q = tensor_with(&[1, tq, 2], ViewKind::Contiguous, seed);
+        let k = tensor_with(&[1, tk, 2], ViewKind::Permuted, seed ^ 1);
+        let v = tensor_with(&[1, tk, 1], ViewKind::Contiguous, seed ^ 2);
+        let f = |xs: &[Tensor]| xs[0].scaled_dot_product_attention(&xs[1], &xs[2], mask, None);
+        let report = with_attention_impl(AttentionImpl::Flash, || check_gradients(f, &[q, k, v], &GradCheckConfig::default())).unwrap();
+        prop_assert!(report.passed(), "{report}");
+    }
 }

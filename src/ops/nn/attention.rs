@@ -9,14 +9,15 @@
 //! O = P V            [.., Tq, Dv]  dQ = dS K · scale,  dK = dSᵀ Q · scale
 //! ```
 //!
-//! Where the backend has no fused kernel for a call (always on the CPU) the
-//! forward runs this composite graph and keeps P (the attention
-//! probabilities, `[.., Tq, Tk]`) for the backward. Where it has one (CUDA:
-//! f32 with head dims up to 128, `cuda/attention.cu`), the op runs the fused
-//! kernels through the `AttentionKernels` contract
-//! (`backend/contract/nn/attention.rs`): the forward keeps only the per-row
-//! logsumexp (`[.., Tq]`) and the backward recomputes P from Q, K and it.
-//! `TAMER_ATTENTION=composite` forces the composite graph everywhere.
+//! Where the backend has no fused kernel for a call the forward runs this
+//! composite graph and keeps P (the attention probabilities, `[.., Tq, Tk]`)
+//! for the backward. Where it has one (the CPU: f32 and f64,
+//! `backend/cpu/nn/attention/`; CUDA: f32 with head dims up to 128,
+//! `cuda/attention.cu`), the op runs the fused kernels through the
+//! `AttentionKernels` contract (`backend/contract/nn/attention.rs`): the
+//! forward keeps only the per-row logsumexp (`[.., Tq]`) and the backward
+//! recomputes P from Q, K and it. `TAMER_ATTENTION=composite` forces the
+//! composite graph everywhere (`reference` the naive reference kernels).
 //!
 //! # The causal mask when `Tq != Tk`
 //!
