@@ -2,7 +2,7 @@
 //! and forward plus backward, at the training step's attention shapes: one
 //! JSON line per config, impl, pass, thread count and round.
 //!
-//! `cargo bench --bench attention [-- --threads 1,2 --rounds 3]`. The configs
+//! `cargo bench --bench attention [-- --threads 1,2 --rounds 3 --config gpt-small,vit-tiny]`. The configs
 //! are the train_step bench's (f32, `[B, H, T, D]` q, k, v):
 //!
 //! | config | B | H | T | D | mask |
@@ -96,30 +96,32 @@ fn time_ms(mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
     Ok((t[RUNS / 2], t[0]))
 }
 
-/// Parse `--threads 1,2` and `--rounds N`.
-fn args() -> (Vec<usize>, usize) {
+/// Parse `--threads 1,2`, `--rounds N` and `--config NAME,..` (default: all).
+fn args() -> (Vec<usize>, usize, Vec<String>) {
     let (mut threads, mut rounds) = (vec![std::thread::available_parallelism().map_or(1, |n| n.get())], 3);
+    let mut configs = Vec::new();
     let argv: Vec<String> = std::env::args().collect();
     for (i, a) in argv.iter().enumerate() {
         let next = argv.get(i + 1).map(String::as_str).unwrap_or("");
         match a.as_str() {
             "--threads" => threads = next.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
             "--rounds" => rounds = next.parse().unwrap_or(rounds),
+            "--config" => configs = next.split(',').map(|s| s.trim().to_string()).collect(),
             _ => {}
         }
     }
-    (threads, rounds)
+    (threads, rounds, configs)
 }
 
 fn main() -> Result<()> {
-    let (threads, rounds) = args();
+    let (threads, rounds, only) = args();
     let mut rng = tamer::rng(0);
     for &n in &threads {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build()
             .map_err(|e| tamer::Error::value("bench attention", format!("--threads {n}: {e}")))?;
-        for c in &CONFIGS {
+        for c in CONFIGS.iter().filter(|c| only.is_empty() || only.iter().any(|n| n == c.name)) {
             let dims = [c.b, c.h, c.t, c.d];
             let q = Tensor::randn(dims, DType::F32, &mut rng)?.variable();
             let k = Tensor::randn(dims, DType::F32, &mut rng)?.variable();

@@ -321,3 +321,87 @@ proptest! {
         prop_assert!(report.passed(), "{report}");
     }
 }
+
+/// The split, attention and merge `Tensor::qkv_attention` stands for, written
+/// with views and the public op.
+fn split_attend_merge(qkv: &Tensor, n_head: usize, mask: AttnMask) -> tamer::Result<Tensor> {
+    let (b, t, c) = (qkv.dims()[0], qkv.dims()[1], qkv.dims()[2] / 3);
+    let heads = qkv.reshape([b, t, 3, n_head, c / n_head])?.permute(&[2, 0, 3, 1, 4])?;
+    let part = |i: usize| heads.narrow(0, i, 1)?.squeeze(0);
+    let y = part(0)?.scaled_dot_product_attention(&part(1)?, &part(2)?, mask, None)?;
+    y.permute(&[0, 2, 1, 3])?.reshape([b, t, c])
+}
+
+/// A `[b, t, 3c]` qkv of `dtype`: contiguous, or a `[t, b, 3c]` tensor
+/// permuted (unit-stride channels, strided rows), or one whose channels are
+/// strided (the op's fallback).
+fn packed_qkv(b: usize, t: usize, c3: usize, layout: u8, dtype: DType, seed: u64) -> Tensor {
+    match layout {
+        0 => tensor_with_dtype(&[b, t, c3], ViewKind::Contiguous, seed, dtype),
+        1 => tensor_with_dtype(&[t, b, c3], ViewKind::Contiguous, seed, dtype).permute(&[1, 0, 2]).unwrap(),
+        _ => tensor_with_dtype(&[b, t, c3], ViewKind::Permuted, seed, dtype),
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config(16))]
+
+    /// The packed op against split + attention + merge: values and the
+    /// gradient of qkv, f32 and f64, every mask, for qkv laid out three ways,
+    /// on the fused path and with the composite graph forced.
+    #[test]
+    fn qkv_attention_matches_split_attention_and_merge(
+        b in 1usize..=2, t in 1usize..=flash::BR + 5, n_head in 1usize..=3, d in 1usize..=9,
+        layout in 0u8..3, mask in any_mask(), seed in any::<u64>(),
+    ) {
+        let c3 = 3 * n_head * d;
+        for (dtype, tol) in [(DType::F64, 1e-11), (DType::F32, 3e-5)] {
+            for imp in [AttentionImpl::Flash, AttentionImpl::Composite] {
+                let qkv = packed_qkv(b, t, c3, layout, dtype, seed).variable();
+                let w = tensor_with_dtype(&[b, t, c3 / 3], ViewKind::Contiguous, seed ^ 5, dtype);
+                let run = |f: &dyn Fn(&Tensor) -> tamer::Result<Tensor>| with_attention_impl(imp, || {
+                    let y = f(&qkv).unwrap();
+                    let g = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+                    (y.to_f64_vec().unwrap(), g.get(&qkv).unwrap().to_f64_vec().unwrap())
+                });
+                let (y, g) = run(&|x| x.qkv_attention(n_head, mask, None));
+                let (y_ref, g_ref) = run(&|x| split_attend_merge(x, n_head, mask));
+                prop_assert!(close(&y, &y_ref, tol), "{imp:?} {dtype} output");
+                prop_assert!(g.iter().all(|x| x.is_finite()), "{imp:?} {dtype}: {g:?}");
+                prop_assert!(close(&g, &g_ref, tol), "{imp:?} {dtype} gradient");
+            }
+        }
+    }
+
+    #[test]
+    fn qkv_attention_gradients_match_finite_differences(
+        b in 1usize..=2, t in 1usize..=5, n_head in 1usize..=2, d in 1usize..=3, layout in 0u8..3, mask in any_mask(), seed in any::<u64>(),
+    ) {
+        let qkv = packed_qkv(b, t, 3 * n_head * d, layout, DType::F64, seed);
+        let f = |xs: &[Tensor]| xs[0].qkv_attention(n_head, mask, None);
+        let report = check_gradients(f, &[qkv], &GradCheckConfig::default()).unwrap();
+        prop_assert!(report.passed(), "{report}");
+    }
+}
+
+#[test]
+fn qkv_attention_shape_errors_name_the_op() {
+    let causal = TOP_LEFT;
+    for (dims, n_head) in [
+        (vec![2, 3, 12], 0),
+        (vec![2, 3, 12], 3),
+        (vec![2, 3, 10], 1),
+        (vec![2, 12], 2),
+        (vec![2, 3, 0], 1),
+    ] {
+        let qkv = Tensor::zeros(dims.as_slice(), DType::F32).unwrap();
+        let err = qkv.qkv_attention(n_head, causal, None).unwrap_err().to_string();
+        assert!(
+            err.contains("qkv_attention") && err.contains("3·C") && err.contains(&format!("n_head = {n_head}")),
+            "{err}"
+        );
+    }
+    let ints = Tensor::zeros([1, 2, 6], DType::I64).unwrap();
+    let err = ints.qkv_attention(1, causal, None).unwrap_err().to_string();
+    assert!(err.contains("qkv_attention") && err.contains("float"), "{err}");
+}

@@ -303,7 +303,7 @@ fn with_last(x: &Tensor, last: usize) -> Vec<usize> {
 /// The fused forward, recorded with its own backward.
 /// The fused kernels' work, dense whatever the mask: forward `QKᵀ` and `PV`,
 /// backward the recomputed `QKᵀ`, then `dV`, `dP`, `dQ` and `dK`.
-fn fused_cost(q: &Tensor, d: &AttnDims, backward: bool) -> Cost {
+pub(super) fn fused_cost(q: &Tensor, d: &AttnDims, backward: bool) -> Cost {
     let (qk, pv) = ([2, d.bh, d.tq, d.tk, d.d], [2, d.bh, d.tq, d.tk, d.dv]);
     let (q_k, v_out) = (d.bh * (d.tq + d.tk) * d.d, d.bh * (d.tk + d.tq) * d.dv);
     let lse = d.bh * d.tq;

@@ -135,6 +135,24 @@ impl RowLayout {
         self.offset + (g / self.heads) * self.batch_stride + (g % self.heads) * self.head_stride + t * self.row_stride
     }
 
+    /// Whether no two of the rows (`bh` heads of `rows` rows of `width`) share
+    /// an element, so that they can be written in parallel: heads inside
+    /// rows (`[B, T, H, D]`) or rows inside heads (`[B, H, T, D]`), each level
+    /// at least as wide as the one below.
+    pub fn rows_disjoint(&self, bh: usize, rows: usize, width: usize) -> bool {
+        let batches_apart = |inner: usize| bh <= self.heads || self.batch_stride >= inner;
+        if self.heads <= 1 {
+            return (rows <= 1 || self.row_stride >= width) && batches_apart(rows.saturating_mul(self.row_stride).max(width));
+        }
+        let heads_in_rows = self.head_stride >= width && (rows <= 1 || self.row_stride >= self.heads.saturating_mul(self.head_stride));
+        let rows_in_heads = (rows <= 1 || self.row_stride >= width) && self.head_stride >= rows.saturating_mul(self.row_stride).max(width);
+        if heads_in_rows {
+            batches_apart(rows.saturating_mul(self.row_stride).max(self.heads.saturating_mul(self.head_stride)))
+        } else {
+            rows_in_heads && batches_apart(self.heads.saturating_mul(self.head_stride))
+        }
+    }
+
     /// One past the last element of `bh` heads of `rows` rows of `width`
     /// elements (`offset` when there are none), or `None` when `heads` is 0
     /// or does not divide `bh`, or the sum overflows.
@@ -182,9 +200,74 @@ pub struct AttentionGrads<S> {
     pub dv: S,
 }
 
-/// The fused attention kernels a backend may provide. Operands are
-/// contiguous `[BH, T, D]` runs (the op copies strided views first).
+/// An operand given by rows: its storage and where its rows lie.
+pub type RowsOperand<'a, S> = (&'a S, RowLayout);
+
+/// Where the strided-rows backward writes its gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradRows {
+    /// Three fresh contiguous buffers, `dQ [BH, Tq, D]`, `dK`, `dV` ([`AttentionGrads`]).
+    Separate,
+    /// One fresh buffer of `len` elements holding dQ, dK and dV, rows where
+    /// `dq`, `dk` and `dv` put them (for q, k, v cut from one packed qkv
+    /// tensor: the gradient of that tensor). Every element not covered by a
+    /// row is zero; rows must not share elements.
+    Packed { len: usize, dq: RowLayout, dk: RowLayout, dv: RowLayout },
+}
+
+/// What the strided-rows backward returns.
+pub enum AttentionGradsRows<S> {
+    Separate(AttentionGrads<S>),
+    Packed(S),
+}
+
+/// The fused attention kernels a backend may provide. Operands of
+/// `attention_forward`/`attention_backward` are contiguous `[BH, T, D]` runs
+/// (the op copies strided views first); a backend whose kernels read and
+/// write strided rows ([`AttentionKernels::takes_strided_rows`]) also has
+/// the `_rows` forms, which take a [`RowLayout`] per operand.
 pub trait AttentionKernels: Sized {
+    /// Whether this backend's fused kernels take operands as strided rows
+    /// (the `_rows` methods). Without them the op makes contiguous copies.
+    fn takes_strided_rows(&self) -> bool {
+        false
+    }
+    /// The fused forward over strided rows, writing `O` where `out` says
+    /// (rows of `dims.dv` elements in a fresh buffer of `out_len` elements,
+    /// zeros outside the rows) and the logsumexp `[BH, Tq]` contiguous.
+    fn attention_forward_rows(
+        kernel: FusedKernel,
+        q: RowsOperand<'_, Self>,
+        k: RowsOperand<'_, Self>,
+        v: RowsOperand<'_, Self>,
+        dims: &AttnDims,
+        out: (RowLayout, usize),
+    ) -> Result<AttentionForward<Self>> {
+        let _ = (kernel, q, k, v, dims, out);
+        Err(Error::device(
+            "scaled_dot_product_attention",
+            "this backend's attention kernels take no strided rows".to_string(),
+        ))
+    }
+    /// The fused backward over strided rows (`lse` contiguous `[BH, Tq]`).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward_rows(
+        kernel: FusedKernel,
+        q: RowsOperand<'_, Self>,
+        k: RowsOperand<'_, Self>,
+        v: RowsOperand<'_, Self>,
+        o: RowsOperand<'_, Self>,
+        lse: Operand<'_, Self>,
+        dout: RowsOperand<'_, Self>,
+        dims: &AttnDims,
+        grads: GradRows,
+    ) -> Result<AttentionGradsRows<Self>> {
+        let _ = (kernel, q, k, v, o, lse, dout, dims, grads);
+        Err(Error::device(
+            "scaled_dot_product_attention backward",
+            "this backend's attention kernels take no strided rows".to_string(),
+        ))
+    }
     /// The fused kernels this backend runs for a call of `dims` whose query
     /// is `self`, or `None`: the op then runs the composite graph.
     fn fused_attention(&self, dims: &AttnDims) -> Result<Option<FusedKernel>>;

@@ -339,10 +339,10 @@ struct BackwardScratch<T> {
     delta: Vec<T>,
 }
 
-/// The backward into `grads` (rows where `layouts.q`, `.k`, `.v` put q's,
-/// k's and v's). The caller checked that every row lies inside its slice.
-pub fn backward<T: FlashFloat>(simd: Simd, x: &BackwardIn<'_, T>, layouts: &Layouts, dims: &AttnDims, grads: BackwardOut<'_, T>) {
-    let outs = (Shared(grads.dq.as_mut_ptr()), Shared(grads.dk.as_mut_ptr()), Shared(grads.dv.as_mut_ptr()));
+/// The backward into `grads` (rows where `layouts.dq`, `.dk`, `.dv` say). The caller checked that every row lies inside its slice.
+pub fn backward<T: FlashFloat>(simd: Simd, x: &BackwardIn<'_, T>, layouts: &Layouts, dims: &AttnDims, mut grads: BackwardOut<'_, T>) {
+    let [dq, dk, dv] = grads.raw();
+    let outs = (Shared(dq.0), Shared(dk.0), Shared(dv.0));
     let new_scratch = || BackwardScratch {
         p: vec![T::ZERO; BR * BC],
         ds: vec![T::ZERO; BR * BC],
@@ -350,8 +350,9 @@ pub fn backward<T: FlashFloat>(simd: Simd, x: &BackwardIn<'_, T>, layouts: &Layo
     };
     let task = |scratch: &mut BackwardScratch<T>, g: usize| {
         // SAFETY: task g writes only head g's rows of dQ, dK and dV, which no
-        // other task writes; every row lies inside its slice (the caller
-        // checked the layouts).
+        // other task writes (the caller checked that no two rows share an
+        // element, across the three when they share one buffer); every row
+        // lies inside its buffer (checked too).
         unsafe { backward_head(simd, x, layouts, dims, (outs.0.get(), outs.1.get(), outs.2.get()), g, scratch) }
     };
     if parallel(dims) {
@@ -385,11 +386,11 @@ unsafe fn backward_head<T: FlashFloat>(
     for (i, di) in delta.iter_mut().enumerate() {
         let (go, oo) = (&x.dout[l.dout.row(g, i)..][..dvw], &x.o[l.o.row(g, i)..][..dvw]);
         *di = go.iter().zip(oo).fold(T::ZERO, |acc, (&a, &b)| acc + a * b);
-        unsafe { std::slice::from_raw_parts_mut(dq.add(l.q.row(g, i)), d) }.fill(T::ZERO);
+        unsafe { std::slice::from_raw_parts_mut(dq.add(l.dq.row(g, i)), d) }.fill(T::ZERO);
     }
     for j in 0..dims.tk {
-        unsafe { std::slice::from_raw_parts_mut(dk.add(l.k.row(g, j)), d) }.fill(T::ZERO);
-        unsafe { std::slice::from_raw_parts_mut(dv.add(l.v.row(g, j)), dvw) }.fill(T::ZERO);
+        unsafe { std::slice::from_raw_parts_mut(dk.add(l.dk.row(g, j)), d) }.fill(T::ZERO);
+        unsafe { std::slice::from_raw_parts_mut(dv.add(l.dv.row(g, j)), dvw) }.fill(T::ZERO);
     }
     for j0 in (0..dims.tk).step_by(BC) {
         let bc = BC.min(dims.tk - j0);
@@ -414,8 +415,8 @@ unsafe fn backward_head<T: FlashFloat>(
                     dvw,
                     (p.as_ptr(), 1, BC),
                     rows_of(dout, &l.dout, g, i0),
-                    dv.add(l.v.row(g, j0)),
-                    l.v.row_stride,
+                    dv.add(l.dv.row(g, j0)),
+                    l.dv.row_stride,
                     true,
                 )
             };
@@ -448,8 +449,8 @@ unsafe fn backward_head<T: FlashFloat>(
                     d,
                     (ds.as_ptr(), BC, 1),
                     rows_of(k, &l.k, g, j0),
-                    dq.add(l.q.row(g, i0)),
-                    l.q.row_stride,
+                    dq.add(l.dq.row(g, i0)),
+                    l.dq.row_stride,
                     true,
                 )
             };
@@ -461,8 +462,8 @@ unsafe fn backward_head<T: FlashFloat>(
                     d,
                     (ds.as_ptr(), 1, BC),
                     rows_of(q, &l.q, g, i0),
-                    dk.add(l.k.row(g, j0)),
-                    l.k.row_stride,
+                    dk.add(l.dk.row(g, j0)),
+                    l.dk.row_stride,
                     true,
                 )
             };

@@ -22,7 +22,8 @@ mod tests;
 pub use crate::backend::contract::nn::attention::{with_attention_impl, AttentionImpl, RowLayout};
 
 use crate::backend::contract::nn::attention::{
-    attention_impl, check_attention_operand, AttentionForward, AttentionGrads, AttentionKernels, AttnDims, FusedKernel, Operand,
+    attention_impl, check_attention_operand, AttentionForward, AttentionGrads, AttentionGradsRows, AttentionKernels, AttnDims, FusedKernel, GradRows, Operand,
+    RowsOperand,
 };
 use crate::backend::cpu::simd::{self, Isa, Simd};
 use crate::backend::cpu::{alloc, CpuElem, CpuStorage};
@@ -56,10 +57,15 @@ pub struct Layouts {
     /// the backward the forward's output O.
     pub o: RowLayout,
     pub dout: RowLayout,
+    /// Where the backward writes dQ, dK and dV.
+    pub dq: RowLayout,
+    pub dk: RowLayout,
+    pub dv: RowLayout,
 }
 
 impl Layouts {
-    /// Every operand contiguous `[BH, T, D]` from the given offsets.
+    /// Every operand contiguous `[BH, T, D]` from the given offsets, the
+    /// gradients contiguous from 0 (fresh buffers).
     pub fn contiguous(dims: &AttnDims, (q, k, v, o, dout): (usize, usize, usize, usize, usize)) -> Layouts {
         Layouts {
             q: RowLayout::contiguous(q, dims.tq, dims.d),
@@ -67,6 +73,9 @@ impl Layouts {
             v: RowLayout::contiguous(v, dims.tk, dims.dv),
             o: RowLayout::contiguous(o, dims.tq, dims.dv),
             dout: RowLayout::contiguous(dout, dims.tq, dims.dv),
+            dq: RowLayout::contiguous(0, dims.tq, dims.d),
+            dk: RowLayout::contiguous(0, dims.tk, dims.d),
+            dv: RowLayout::contiguous(0, dims.tk, dims.dv),
         }
     }
 }
@@ -140,6 +149,9 @@ pub fn forward_into<T: FlashFloat>(
     check_rows(OP, "v", v.len(), &layouts.v, (dims.bh, dims.tk, dims.dv))?;
     check_rows(OP, "the output", out.len(), &layouts.o, (dims.bh, dims.tq, dims.dv))?;
     check_attention_operand(OP, "the logsumexp", (T::DTYPE, lse.len(), 0), T::DTYPE, dims.bh * dims.tq)?;
+    if !layouts.o.rows_disjoint(dims.bh, dims.tq, dims.dv) {
+        return Err(Error::shape(OP, format!("the output's rows would overlap: {:?} for {dims:?}", layouts.o)));
+    }
     match kernel {
         FusedKernel::Flash => flash::forward(simd, (q, k, v), layouts, dims, out, lse),
         FusedKernel::Reference => reference::forward((q, k, v), layouts, dims, out, lse),
@@ -157,16 +169,68 @@ pub struct BackwardIn<'a, T> {
     pub dout: &'a [T],
 }
 
-/// The gradients the backward writes, rows as the layouts say: `dq` like
-/// q, `dk` like k, `dv` like v.
-pub struct BackwardOut<'a, T> {
-    pub dq: &'a mut [T],
-    pub dk: &'a mut [T],
-    pub dv: &'a mut [T],
+/// Where the backward writes its gradients, rows as the layouts of dQ, dK
+/// and dV say: three buffers, or one holding all three (the gradient of a packed
+/// qkv tensor, whose q, k and v rows interleave).
+pub enum BackwardOut<'a, T> {
+    Separate { dq: &'a mut [T], dk: &'a mut [T], dv: &'a mut [T] },
+    Packed(&'a mut [T]),
 }
 
-/// The backward into `grads` (where `layouts.q`, `.k`, `.v` put q's, k's and
-/// v's rows), after checking that every row lies inside its slice.
+/// One of the three gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grad {
+    Q,
+    K,
+    V,
+}
+
+impl<T> BackwardOut<'_, T> {
+    /// The buffer gradient `which` is written into.
+    pub fn buffer(&mut self, which: Grad) -> &mut [T] {
+        match (self, which) {
+            (BackwardOut::Separate { dq, .. }, Grad::Q) => dq,
+            (BackwardOut::Separate { dk, .. }, Grad::K) => dk,
+            (BackwardOut::Separate { dv, .. }, Grad::V) => dv,
+            (BackwardOut::Packed(all), _) => all,
+        }
+    }
+
+    /// `(start, len)` of the three buffers (the same one thrice when packed),
+    /// for kernels whose tasks write disjoint rows of them in parallel.
+    fn raw(&mut self) -> [(*mut T, usize); 3] {
+        [Grad::Q, Grad::K, Grad::V].map(|g| {
+            let b = self.buffer(g);
+            (b.as_mut_ptr(), b.len())
+        })
+    }
+}
+
+/// Whether the rows of dQ, dK and dV, written into one buffer, never share an
+/// element: the three layouts have the same strides, each one's rows are
+/// disjoint with heads inside rows (`[B, T, H, D]`), and their offsets sit
+/// at least a row of heads apart within one row stride.
+fn packed_rows_disjoint(l: &Layouts, dims: &AttnDims) -> bool {
+    let (q, k, v) = (&l.dq, &l.dk, &l.dv);
+    let same = |a: &RowLayout| (a.heads, a.batch_stride, a.head_stride, a.row_stride) == (q.heads, q.batch_stride, q.head_stride, q.row_stride);
+    let width = dims.d.max(dims.dv);
+    let span = (q.heads - 1).saturating_mul(q.head_stride).saturating_add(width);
+    let mut offsets = [q.offset, k.offset, v.offset];
+    offsets.sort_unstable();
+    same(k)
+        && same(v)
+        && dims.tq == dims.tk
+        && q.rows_disjoint(dims.bh, dims.tq, width)
+        && q.head_stride >= width
+        && offsets[0].saturating_add(span) <= offsets[1]
+        && offsets[1].saturating_add(span) <= offsets[2]
+        && offsets[2].saturating_add(span) <= offsets[0].saturating_add(q.row_stride)
+        && (dims.bh <= q.heads || q.batch_stride >= dims.tq.saturating_mul(q.row_stride))
+}
+
+/// The backward into `grads` (rows where `layouts.dq`, `.dk`, `.dv` say),
+/// after checking that every row lies inside its slice and that no two rows
+/// written share an element.
 pub fn backward_into<T: FlashFloat>(
     kernel: FusedKernel,
     simd: Simd,
@@ -182,9 +246,20 @@ pub fn backward_into<T: FlashFloat>(
     check_rows(OP_BACKWARD, "the output", x.o.len(), &layouts.o, (bh, tq, dv))?;
     check_rows(OP_BACKWARD, "the output gradient", x.dout.len(), &layouts.dout, (bh, tq, dv))?;
     check_attention_operand(OP_BACKWARD, "the logsumexp", (T::DTYPE, x.lse.len(), 0), T::DTYPE, bh * tq)?;
-    check_rows(OP_BACKWARD, "dq", grads.dq.len(), &layouts.q, (bh, tq, d))?;
-    check_rows(OP_BACKWARD, "dk", grads.dk.len(), &layouts.k, (bh, tk, d))?;
-    check_rows(OP_BACKWARD, "dv", grads.dv.len(), &layouts.v, (bh, tk, dv))?;
+    let mut grads = grads;
+    check_rows(OP_BACKWARD, "dq", grads.buffer(Grad::Q).len(), &layouts.dq, (bh, tq, d))?;
+    check_rows(OP_BACKWARD, "dk", grads.buffer(Grad::K).len(), &layouts.dk, (bh, tk, d))?;
+    check_rows(OP_BACKWARD, "dv", grads.buffer(Grad::V).len(), &layouts.dv, (bh, tk, dv))?;
+    let disjoint = match grads {
+        BackwardOut::Separate { .. } => layouts.dq.rows_disjoint(bh, tq, d) && layouts.dk.rows_disjoint(bh, tk, d) && layouts.dv.rows_disjoint(bh, tk, dv),
+        BackwardOut::Packed(_) => packed_rows_disjoint(layouts, dims),
+    };
+    if !disjoint {
+        return Err(Error::shape(
+            OP_BACKWARD,
+            format!("the gradients' rows would overlap: {layouts:?} for {dims:?}"),
+        ));
+    }
     match kernel {
         FusedKernel::Flash => flash::backward(simd, x, layouts, dims, grads),
         FusedKernel::Reference => reference::backward(x, layouts, dims, grads),
@@ -195,6 +270,96 @@ pub fn backward_into<T: FlashFloat>(
 impl AttentionKernels for CpuStorage {
     fn fused_attention(&self, dims: &AttnDims) -> Result<Option<FusedKernel>> {
         select(self.dtype(), dims)
+    }
+
+    fn takes_strided_rows(&self) -> bool {
+        true
+    }
+
+    fn attention_forward_rows(
+        kernel: FusedKernel,
+        q: RowsOperand<'_, Self>,
+        k: RowsOperand<'_, Self>,
+        v: RowsOperand<'_, Self>,
+        dims: &AttnDims,
+        (out_layout, out_len): (RowLayout, usize),
+    ) -> Result<AttentionForward<Self>> {
+        let layouts = Layouts {
+            q: q.1,
+            k: k.1,
+            v: v.1,
+            o: out_layout,
+            ..Layouts::contiguous(dims, (0, 0, 0, 0, 0))
+        };
+        crate::cpu_float_dispatch!(OP, q.0, |qs: T| {
+            let simd = simd_for(OP, T::DTYPE)?;
+            let (ks, vs) = (typed::<T>(OP, "k", k.0)?, typed::<T>(OP, "v", v.0)?);
+            let mut out = alloc::filled(out_len, T::ZERO);
+            let mut lse = alloc::filled(dims.bh * dims.tq, T::ZERO);
+            forward_into(kernel, simd, (qs, ks, vs), &layouts, dims, &mut out, &mut lse)?;
+            Ok(AttentionForward {
+                out: T::wrap(out),
+                logsumexp: T::wrap(lse),
+            })
+        })
+    }
+
+    fn attention_backward_rows(
+        kernel: FusedKernel,
+        q: RowsOperand<'_, Self>,
+        k: RowsOperand<'_, Self>,
+        v: RowsOperand<'_, Self>,
+        o: RowsOperand<'_, Self>,
+        lse: Operand<'_, Self>,
+        dout: RowsOperand<'_, Self>,
+        dims: &AttnDims,
+        grads: GradRows,
+    ) -> Result<AttentionGradsRows<Self>> {
+        let contiguous = Layouts::contiguous(dims, (0, 0, 0, 0, 0));
+        let layouts = Layouts {
+            q: q.1,
+            k: k.1,
+            v: v.1,
+            o: o.1,
+            dout: dout.1,
+            ..match grads {
+                GradRows::Separate => contiguous,
+                GradRows::Packed { dq, dk, dv, .. } => Layouts { dq, dk, dv, ..contiguous },
+            }
+        };
+        crate::cpu_float_dispatch!(OP_BACKWARD, q.0, |qs: T| {
+            let simd = simd_for(OP_BACKWARD, T::DTYPE)?;
+            let x = BackwardIn {
+                q: qs,
+                k: typed::<T>(OP_BACKWARD, "k", k.0)?,
+                v: typed::<T>(OP_BACKWARD, "v", v.0)?,
+                o: typed::<T>(OP_BACKWARD, "the output", o.0)?,
+                lse: cut(typed::<T>(OP_BACKWARD, "the logsumexp", lse.0)?, lse.1),
+                dout: typed::<T>(OP_BACKWARD, "the output gradient", dout.0)?,
+            };
+            match grads {
+                GradRows::Packed { len, .. } => {
+                    let mut all = alloc::filled(len, T::ZERO);
+                    backward_into(kernel, simd, &x, &layouts, dims, BackwardOut::Packed(&mut all))?;
+                    Ok(AttentionGradsRows::Packed(T::wrap(all)))
+                }
+                GradRows::Separate => {
+                    let (qn, kn, vn) = (dims.bh * dims.tq * dims.d, dims.bh * dims.tk * dims.d, dims.bh * dims.tk * dims.dv);
+                    let (mut dq, mut dk, mut dv) = (alloc::filled(qn, T::ZERO), alloc::filled(kn, T::ZERO), alloc::filled(vn, T::ZERO));
+                    let out = BackwardOut::Separate {
+                        dq: &mut dq,
+                        dk: &mut dk,
+                        dv: &mut dv,
+                    };
+                    backward_into(kernel, simd, &x, &layouts, dims, out)?;
+                    Ok(AttentionGradsRows::Separate(AttentionGrads {
+                        dq: T::wrap(dq),
+                        dk: T::wrap(dk),
+                        dv: T::wrap(dv),
+                    }))
+                }
+            }
+        })
     }
 
     fn attention_forward(
@@ -240,7 +405,7 @@ impl AttentionKernels for CpuStorage {
                 &x,
                 &layouts,
                 dims,
-                BackwardOut {
+                BackwardOut::Separate {
                     dq: &mut dq,
                     dk: &mut dk,
                     dv: &mut dv,

@@ -6,7 +6,7 @@
 //! A query that sees no key gets a zero output row and `lse = −∞`, and passes
 //! no gradient (the CUDA kernels' convention).
 
-use super::{BackwardIn, BackwardOut, Layouts};
+use super::{BackwardIn, BackwardOut, Grad, Layouts};
 use crate::backend::contract::nn::attention::AttnDims;
 use crate::types::Float;
 
@@ -66,8 +66,8 @@ fn p_and_ds<T: Float>(x: &BackwardIn<'_, T>, l: &Layouts, dims: &AttnDims, g: us
     (p, p * (dp - delta))
 }
 
-/// Backward: dQ, dK, dV rows where `layouts.q`, `.k`, `.v` put them.
-pub fn backward<T: Float>(x: &BackwardIn<'_, T>, layouts: &Layouts, dims: &AttnDims, grads: BackwardOut<'_, T>) {
+/// Backward: dQ, dK, dV rows where `layouts.dq`, `.dk`, `.dv` put them.
+pub fn backward<T: Float>(x: &BackwardIn<'_, T>, layouts: &Layouts, dims: &AttnDims, mut grads: BackwardOut<'_, T>) {
     let (mut acc_d, mut acc_v) = (vec![0f64; dims.d], vec![0f64; dims.dv]);
     for g in 0..dims.bh {
         // dQ_i = Σ_j dS_ij K_j · scale
@@ -79,7 +79,7 @@ pub fn backward<T: Float>(x: &BackwardIn<'_, T>, layouts: &Layouts, dims: &AttnD
                     *a += ds * dims.scale * kc.to_f64();
                 }
             }
-            for (o, a) in grads.dq[layouts.q.row(g, i)..][..dims.d].iter_mut().zip(&acc_d) {
+            for (o, a) in grads.buffer(Grad::Q)[layouts.dq.row(g, i)..][..dims.d].iter_mut().zip(&acc_d) {
                 *o = T::from_f64(*a);
             }
         }
@@ -96,10 +96,10 @@ pub fn backward<T: Float>(x: &BackwardIn<'_, T>, layouts: &Layouts, dims: &AttnD
                     *a += p * gc.to_f64();
                 }
             }
-            for (o, a) in grads.dk[layouts.k.row(g, j)..][..dims.d].iter_mut().zip(&acc_d) {
+            for (o, a) in grads.buffer(Grad::K)[layouts.dk.row(g, j)..][..dims.d].iter_mut().zip(&acc_d) {
                 *o = T::from_f64(*a);
             }
-            for (o, a) in grads.dv[layouts.v.row(g, j)..][..dims.dv].iter_mut().zip(&acc_v) {
+            for (o, a) in grads.buffer(Grad::V)[layouts.dv.row(g, j)..][..dims.dv].iter_mut().zip(&acc_v) {
                 *o = T::from_f64(*a);
             }
         }

@@ -66,7 +66,7 @@ fn run<T: FlashFloat>(kernel: FusedKernel, simd: Simd, dims: &AttnDims, seed: u6
         lse: &lse,
         dout: &dout,
     };
-    let grads = BackwardOut {
+    let grads = BackwardOut::Separate {
         dq: &mut dq,
         dk: &mut dk,
         dv: &mut dv,
@@ -160,8 +160,8 @@ fn rows_that_see_no_key_give_zeros_and_no_gradient() {
 }
 
 /// Rows read and written through `[B, T, 3, H, D]` layouts (q, k and v cut
-/// out of one packed buffer, the gradients written into one) give what the
-/// contiguous operands give.
+/// out of one packed buffer, the gradients written into one, the output in
+/// `[B, T, H, D]` order) give what the contiguous operands give.
 #[test]
 fn strided_rows_match_contiguous_ones() {
     let (b, h, t, d) = (2, 3, 70, 8);
@@ -189,6 +189,9 @@ fn strided_rows_match_contiguous_ones() {
         v: layout(2),
         o: out_layout,
         dout: out_layout,
+        dq: layout(0),
+        dk: layout(1),
+        dv: layout(2),
     };
     // The same operands gathered into contiguous [BH, T, D].
     let gather = |src: &[f32], l: &RowLayout| -> Vec<f32> {
@@ -200,9 +203,7 @@ fn strided_rows_match_contiguous_ones() {
         let (mut o, mut lse) = (vec![0f32; b * t * c], vec![0f32; b * h * t]);
         let qkv = (&packed[..], &packed[..], &packed[..]);
         forward_into(FusedKernel::Flash, simd, qkv, &layouts, &dims, &mut o, &mut lse).unwrap();
-        let mut dq = vec![0f32; b * t * 3 * c];
-        let mut dk = vec![0f32; b * t * 3 * c];
-        let mut dv = vec![0f32; b * t * 3 * c];
+        let mut d_packed = vec![f32::NAN; b * t * 3 * c];
         let x = BackwardIn {
             q: &packed,
             k: &packed,
@@ -211,19 +212,8 @@ fn strided_rows_match_contiguous_ones() {
             lse: &lse,
             dout: &dout_packed,
         };
-        backward_into(
-            FusedKernel::Flash,
-            simd,
-            &x,
-            &layouts,
-            &dims,
-            BackwardOut {
-                dq: &mut dq,
-                dk: &mut dk,
-                dv: &mut dv,
-            },
-        )
-        .unwrap();
+        backward_into(FusedKernel::Flash, simd, &x, &layouts, &dims, BackwardOut::Packed(&mut d_packed)).unwrap();
+        assert!(d_packed.iter().all(|g| g.is_finite()), "every element of the packed gradient is written");
 
         let (q, k, v) = (gather(&packed, &layouts.q), gather(&packed, &layouts.k), gather(&packed, &layouts.v));
         let go = gather(&dout_packed, &out_layout);
@@ -245,7 +235,7 @@ fn strided_rows_match_contiguous_ones() {
             &x2,
             &flat,
             &dims,
-            BackwardOut {
+            BackwardOut::Separate {
                 dq: &mut dq2,
                 dk: &mut dk2,
                 dv: &mut dv2,
@@ -254,9 +244,9 @@ fn strided_rows_match_contiguous_ones() {
         .unwrap();
         assert_close(&gather(&o, &out_layout), &o2, 1e-6, "o");
         assert_close(&lse, &lse2, 1e-6, "lse");
-        assert_close(&gather(&dq, &layouts.q), &dq2, 1e-6, "dq");
-        assert_close(&gather(&dk, &layouts.k), &dk2, 1e-6, "dk");
-        assert_close(&gather(&dv, &layouts.v), &dv2, 1e-6, "dv");
+        assert_close(&gather(&d_packed, &layouts.q), &dq2, 1e-6, "dq");
+        assert_close(&gather(&d_packed, &layouts.k), &dk2, 1e-6, "dk");
+        assert_close(&gather(&d_packed, &layouts.v), &dv2, 1e-6, "dv");
     }
 }
 
@@ -275,4 +265,31 @@ fn rows_outside_the_buffers_are_an_error_not_a_read() {
     };
     let e = forward_into(FusedKernel::Flash, scalar(), (&full, &full, &full), &bad_heads, &dims, &mut o, &mut lse).unwrap_err();
     assert!(e.to_string().contains("row layout"), "{e}");
+}
+
+#[test]
+fn overlapping_output_rows_are_refused() {
+    let dims = dims(4, 3, 3, 2, 2, Mask::None);
+    let full = vec![0f32; 4 * 3 * 2];
+    let mut layouts = Layouts::contiguous(&dims, (0, 0, 0, 0, 0));
+    layouts.o.row_stride = 1;
+    let (mut o, mut lse) = (vec![0f32; 24], vec![0f32; 12]);
+    let e = forward_into(FusedKernel::Flash, scalar(), (&full, &full, &full), &layouts, &dims, &mut o, &mut lse).unwrap_err();
+    assert!(e.to_string().contains("overlap"), "{e}");
+    // q, k and v packed at offsets that collide.
+    let packed = Layouts {
+        dk: layouts.dq,
+        ..Layouts::contiguous(&dims, (0, 0, 0, 0, 0))
+    };
+    let x = BackwardIn {
+        q: &full,
+        k: &full,
+        v: &full,
+        o: &full,
+        lse: &lse,
+        dout: &full,
+    };
+    let mut g = vec![0f32; 24];
+    let e = backward_into(FusedKernel::Flash, scalar(), &x, &packed, &dims, BackwardOut::Packed(&mut g)).unwrap_err();
+    assert!(e.to_string().contains("overlap"), "{e}");
 }
