@@ -1,11 +1,12 @@
 //! The flash kernels (FlashAttention-2's algorithm, on the CPU).
 //!
-//! Forward, per head and block of `BR` queries (one rayon task each):
+//! Forward, per head and block of `br` queries (one rayon task each; the
+//! tile `br × bc` is [`tiles`]'s):
 //!
 //! ```text
 //! m = −∞, l = 0, O = 0                       (per query row)
-//! for each block of BC keys the block's queries can see:
-//!     S = Q_blk K_blkᵀ · scale                [BR, BC], one GEMM; the keys a
+//! for each block of bc keys the block's queries can see:
+//!     S = Q_blk K_blkᵀ · scale                [br, bc], one GEMM; the keys a
 //!                                             row must not see are cut off
 //!                                             (only the tiles the causal
 //!                                             diagonal crosses have any)
@@ -15,7 +16,7 @@
 //! ```
 //!
 //! Key blocks entirely above the causal diagonal are never visited, and no
-//! `[Tq, Tk]` tensor exists: a task's scratch is one `BR × BC` tile. The
+//! `[Tq, Tk]` tensor exists: a task's scratch is one `br × bc` tile. The
 //! backward (one task per head) recomputes each tile's probabilities from Q,
 //! K and the logsumexp, `P = exp(S − lse)`, with `δ = rowsum(dO ⊙ O)`:
 //!
@@ -32,7 +33,10 @@
 //! output row stays 0, its `lse` is `−∞`, and its probabilities are 0 in the
 //! backward, so it passes no gradient.
 //!
-//! v1: tiles of 64 × 64, GEMM per tile product.
+//! v1: tiles of 64 × 64, GEMM per tile product. v2: tile sizes per call
+//! ([`tiles`]). Tried and dropped: products with B's rows read in place and
+//! 8 × 16 register blocks instead of the GEMM (no packing): no faster at
+//! these shapes (vit-tiny step 16.1 vs 13.4 ms, gpt-small 56.7 vs 58.8).
 
 use super::{BackwardIn, BackwardOut, Layouts};
 use crate::backend::contract::nn::attention::{AttnDims, RowLayout};
@@ -41,10 +45,23 @@ use crate::backend::cpu::simd::Simd;
 use crate::types::Float;
 use rayon::prelude::*;
 
-/// Query rows per tile.
+/// The most query rows per tile under a causal mask (twice as many without one).
 pub const BR: usize = 64;
-/// Keys per tile.
+/// The most keys per tile under a causal mask (twice as many without one).
 pub const BC: usize = 64;
+
+/// The tile `(rows, keys)` for a call: at most [`BR`] × [`BC`] with a causal
+/// mask (smaller tiles skip more of the masked triangle), twice that without
+/// one (fewer, larger products), and the sequence split evenly, so that
+/// T = 65 runs as 33 + 32, not 64 + 1.
+///
+/// v2 (was a fixed 64 × 64): vit-cifar's attention step (bench attention,
+/// T = 65, 2 threads) 24.4 → 15.6 ms, the same as the composite graph's.
+pub fn tiles(dims: &AttnDims) -> (usize, usize) {
+    let grow = if dims.causal_diagonal.is_some() { 1 } else { 2 };
+    let even = |t: usize, most: usize| t.div_ceil(t.div_ceil(most).max(1)).max(1);
+    (even(dims.tq, grow * BR), even(dims.tk, grow * BC))
+}
 /// Calls with fewer multiply-adds (`BH·Tq·Tk·D`) than this run on the
 /// calling thread: below it, waking the workers costs more than it saves.
 pub const PARALLEL_MIN_WORK: usize = 1 << 18;
@@ -216,11 +233,11 @@ struct ForwardScratch<T> {
 }
 
 impl<T: Float> ForwardScratch<T> {
-    fn new() -> Self {
+    fn new((br, bc): (usize, usize)) -> Self {
         ForwardScratch {
-            s: vec![T::ZERO; BR * BC],
-            m: vec![T::ZERO; BR],
-            l: vec![T::ZERO; BR],
+            s: vec![T::ZERO; br * bc],
+            m: vec![T::ZERO; br],
+            l: vec![T::ZERO; br],
         }
     }
 }
@@ -231,24 +248,36 @@ pub fn forward<T: FlashFloat>(simd: Simd, (q, k, v): (&[T], &[T], &[T]), layouts
     let (o_ptr, lse_ptr) = (Shared(out.as_mut_ptr()), Shared(lse.as_mut_ptr()));
     let (q, k, v) = (q.as_ptr(), k.as_ptr(), v.as_ptr());
     let (q, k, v) = (Shared(q.cast_mut()), Shared(k.cast_mut()), Shared(v.cast_mut()));
-    let blocks = dims.tq.div_ceil(BR);
+    let tile = tiles(dims);
+    let blocks = dims.tq.div_ceil(tile.0);
     let task = |scratch: &mut ForwardScratch<T>, t: usize| {
-        let (g, i0) = (t / blocks, (t % blocks) * BR);
-        // SAFETY: task (g, i0) writes only rows i0.. i0 + BR of head g of O
+        let (g, i0) = (t / blocks, (t % blocks) * tile.0);
+        // SAFETY: task (g, i0) writes only rows i0.. i0 + tile.0 of head g of O
         // and of lse, which no other task writes; every row lies inside its
         // slice (the caller checked the layouts).
-        unsafe { forward_block(simd, (q.get(), k.get(), v.get()), layouts, dims, (o_ptr.get(), lse_ptr.get()), g, i0, scratch) }
+        unsafe {
+            forward_block(
+                simd,
+                (q.get(), k.get(), v.get()),
+                layouts,
+                dims,
+                (o_ptr.get(), lse_ptr.get()),
+                (g, i0),
+                tile,
+                scratch,
+            )
+        }
     };
     let tasks = dims.bh * blocks;
     if parallel(dims) {
-        (0..tasks).into_par_iter().for_each_init(ForwardScratch::new, task);
+        (0..tasks).into_par_iter().for_each_init(|| ForwardScratch::new(tile), task);
     } else {
-        let mut scratch = ForwardScratch::new();
+        let mut scratch = ForwardScratch::new(tile);
         (0..tasks).for_each(|t| task(&mut scratch, t));
     }
 }
 
-/// Query rows `i0..i0 + BR` of head `g`.
+/// Query rows `i0..i0 + tbr` of head `g`, in tiles of `tbr × tbc`.
 ///
 /// # Safety
 /// Every row the layouts address lies inside its buffer; nobody else reads
@@ -260,11 +289,11 @@ unsafe fn forward_block<T: FlashFloat>(
     l: &Layouts,
     dims: &AttnDims,
     (out, lse): (*mut T, *mut T),
-    g: usize,
-    i0: usize,
+    (g, i0): (usize, usize),
+    (tbr, tbc): (usize, usize),
     scratch: &mut ForwardScratch<T>,
 ) {
-    let br = BR.min(dims.tq - i0);
+    let br = tbr.min(dims.tq - i0);
     let (dv, scale) = (dims.dv, T::from_f64(dims.scale));
     let o_row = |r: usize| out.wrapping_add(l.o.row(g, i0 + r));
     let ForwardScratch { s, m, l: sums } = scratch;
@@ -275,10 +304,10 @@ unsafe fn forward_block<T: FlashFloat>(
         unsafe { std::slice::from_raw_parts_mut(o_row(r), dv) }.fill(T::ZERO);
     }
     let key_end = keys_seen_by(dims, i0 + br);
-    for j0 in (0..key_end).step_by(BC) {
-        let bc = BC.min(key_end - j0);
+    for j0 in (0..key_end).step_by(tbc) {
+        let bc = tbc.min(key_end - j0);
         // S = Q_blk K_blkᵀ
-        // SAFETY: the Q and K rows are inside their buffers; s holds BR × BC.
+        // SAFETY: the Q and K rows are inside their buffers; s holds tbr × tbc.
         unsafe {
             T::product(
                 simd,
@@ -288,12 +317,12 @@ unsafe fn forward_block<T: FlashFloat>(
                 rows_of(q, &l.q, g, i0),
                 rows_of_t(k, &l.k, g, j0),
                 s.as_mut_ptr(),
-                BC,
+                tbc,
                 false,
             )
         };
         for r in 0..br {
-            let row = &mut s[r * BC..r * BC + bc];
+            let row = &mut s[r * tbc..r * tbc + bc];
             let seen = visible_in_tile(dims, i0 + r, j0, bc);
             if seen == 0 {
                 row.fill(T::ZERO);
@@ -316,7 +345,7 @@ unsafe fn forward_block<T: FlashFloat>(
         // O_blk += P V_blk
         // SAFETY: s holds the br × bc tile; the V rows are inside their
         // buffer; the O rows are ours and initialised.
-        unsafe { T::product(simd, br, bc, dv, (s.as_ptr(), BC, 1), rows_of(v, &l.v, g, j0), o_row(0), l.o.row_stride, true) };
+        unsafe { T::product(simd, br, bc, dv, (s.as_ptr(), tbc, 1), rows_of(v, &l.v, g, j0), o_row(0), l.o.row_stride, true) };
     }
     for r in 0..br {
         let total = sums[r];
@@ -343,9 +372,10 @@ struct BackwardScratch<T> {
 pub fn backward<T: FlashFloat>(simd: Simd, x: &BackwardIn<'_, T>, layouts: &Layouts, dims: &AttnDims, mut grads: BackwardOut<'_, T>) {
     let [dq, dk, dv] = grads.raw();
     let outs = (Shared(dq.0), Shared(dk.0), Shared(dv.0));
+    let tile = tiles(dims);
     let new_scratch = || BackwardScratch {
-        p: vec![T::ZERO; BR * BC],
-        ds: vec![T::ZERO; BR * BC],
+        p: vec![T::ZERO; tile.0 * tile.1],
+        ds: vec![T::ZERO; tile.0 * tile.1],
         delta: vec![T::ZERO; dims.tq],
     };
     let task = |scratch: &mut BackwardScratch<T>, g: usize| {
@@ -353,7 +383,7 @@ pub fn backward<T: FlashFloat>(simd: Simd, x: &BackwardIn<'_, T>, layouts: &Layo
         // other task writes (the caller checked that no two rows share an
         // element, across the three when they share one buffer); every row
         // lies inside its buffer (checked too).
-        unsafe { backward_head(simd, x, layouts, dims, (outs.0.get(), outs.1.get(), outs.2.get()), g, scratch) }
+        unsafe { backward_head(simd, x, layouts, dims, (outs.0.get(), outs.1.get(), outs.2.get()), (g, tile), scratch) }
     };
     if parallel(dims) {
         (0..dims.bh).into_par_iter().for_each_init(new_scratch, task);
@@ -374,7 +404,7 @@ unsafe fn backward_head<T: FlashFloat>(
     l: &Layouts,
     dims: &AttnDims,
     (dq, dk, dv): (*mut T, *mut T, *mut T),
-    g: usize,
+    (g, (tbr, tbc)): (usize, (usize, usize)),
     scratch: &mut BackwardScratch<T>,
 ) {
     let (d, dvw, scale) = (dims.d, dims.dv, T::from_f64(dims.scale));
@@ -392,14 +422,14 @@ unsafe fn backward_head<T: FlashFloat>(
         unsafe { std::slice::from_raw_parts_mut(dk.add(l.dk.row(g, j)), d) }.fill(T::ZERO);
         unsafe { std::slice::from_raw_parts_mut(dv.add(l.dv.row(g, j)), dvw) }.fill(T::ZERO);
     }
-    for j0 in (0..dims.tk).step_by(BC) {
-        let bc = BC.min(dims.tk - j0);
-        for i0 in (first_query_seeing(dims, j0)..dims.tq).step_by(BR) {
-            let br = BR.min(dims.tq - i0);
+    for j0 in (0..dims.tk).step_by(tbc) {
+        let bc = tbc.min(dims.tk - j0);
+        for i0 in (first_query_seeing(dims, j0)..dims.tq).step_by(tbr) {
+            let br = tbr.min(dims.tq - i0);
             // P = exp(Q_i K_jᵀ · scale − lse), hidden pairs 0
-            unsafe { T::product(simd, br, d, bc, rows_of(q, &l.q, g, i0), rows_of_t(k, &l.k, g, j0), p.as_mut_ptr(), BC, false) };
+            unsafe { T::product(simd, br, d, bc, rows_of(q, &l.q, g, i0), rows_of_t(k, &l.k, g, j0), p.as_mut_ptr(), tbc, false) };
             for r in 0..br {
-                let row = &mut p[r * BC..r * BC + bc];
+                let row = &mut p[r * tbc..r * tbc + bc];
                 let (seen, lse_r) = (visible_in_tile(dims, i0 + r, j0, bc), lse[i0 + r]);
                 let seen = if lse_r == T::NEG_INFINITY { 0 } else { seen };
                 row[..seen].iter_mut().for_each(|s| *s = *s * scale - lse_r);
@@ -413,7 +443,7 @@ unsafe fn backward_head<T: FlashFloat>(
                     bc,
                     br,
                     dvw,
-                    (p.as_ptr(), 1, BC),
+                    (p.as_ptr(), 1, tbc),
                     rows_of(dout, &l.dout, g, i0),
                     dv.add(l.dv.row(g, j0)),
                     l.dv.row_stride,
@@ -430,13 +460,13 @@ unsafe fn backward_head<T: FlashFloat>(
                     rows_of(dout, &l.dout, g, i0),
                     rows_of_t(v, &l.v, g, j0),
                     ds.as_mut_ptr(),
-                    BC,
+                    tbc,
                     false,
                 )
             };
             for r in 0..br {
                 let di = delta[i0 + r];
-                for (dsv, &pv) in ds[r * BC..r * BC + bc].iter_mut().zip(&p[r * BC..r * BC + bc]) {
+                for (dsv, &pv) in ds[r * tbc..r * tbc + bc].iter_mut().zip(&p[r * tbc..r * tbc + bc]) {
                     *dsv = pv * (*dsv - di) * scale;
                 }
             }
@@ -447,7 +477,7 @@ unsafe fn backward_head<T: FlashFloat>(
                     br,
                     bc,
                     d,
-                    (ds.as_ptr(), BC, 1),
+                    (ds.as_ptr(), tbc, 1),
                     rows_of(k, &l.k, g, j0),
                     dq.add(l.dq.row(g, i0)),
                     l.dq.row_stride,
@@ -460,7 +490,7 @@ unsafe fn backward_head<T: FlashFloat>(
                     bc,
                     br,
                     d,
-                    (ds.as_ptr(), 1, BC),
+                    (ds.as_ptr(), 1, tbc),
                     rows_of(q, &l.q, g, i0),
                     dk.add(l.dk.row(g, j0)),
                     l.dk.row_stride,

@@ -293,3 +293,12 @@ fn overlapping_output_rows_are_refused() {
     let e = backward_into(FusedKernel::Flash, scalar(), &x, &packed, &dims, BackwardOut::Packed(&mut g)).unwrap_err();
     assert!(e.to_string().contains("overlap"), "{e}");
 }
+
+#[test]
+fn tiles_split_the_sequence_evenly() {
+    assert_eq!(flash::tiles(&dims(1, 65, 65, 64, 64, Mask::None)), (65, 65));
+    assert_eq!(flash::tiles(&dims(1, 65, 65, 64, 64, Mask::TopLeft)), (33, 33));
+    assert_eq!(flash::tiles(&dims(1, 256, 256, 64, 64, Mask::TopLeft)), (64, 64));
+    assert_eq!(flash::tiles(&dims(1, 300, 50, 16, 16, Mask::None)), (100, 50));
+    assert_eq!(flash::tiles(&dims(1, 1, 1, 1, 1, Mask::BottomRight)), (1, 1));
+}
