@@ -2,7 +2,7 @@
 //! and forward plus backward, at the training step's attention shapes: one
 //! JSON line per config, impl, pass, thread count and round.
 //!
-//! `cargo bench --bench attention [-- --threads 1,2 --rounds 3 --config gpt-small,vit-tiny]`. The configs
+//! `cargo bench --bench attention [-- --threads 1,2 --rounds 3 --config gpt-small,vit-tiny --impl fused]`. The configs
 //! are the train_step bench's (f32, `[B, H, T, D]` q, k, v):
 //!
 //! | config | B | H | T | D | mask |
@@ -96,10 +96,11 @@ fn time_ms(mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
     Ok((t[RUNS / 2], t[0]))
 }
 
-/// Parse `--threads 1,2`, `--rounds N` and `--config NAME,..` (default: all).
-fn args() -> (Vec<usize>, usize, Vec<String>) {
+/// Parse `--threads 1,2`, `--rounds N`, `--config NAME,..` and `--impl
+/// fused|composite` (default: all).
+fn args() -> (Vec<usize>, usize, Vec<String>, Option<String>) {
     let (mut threads, mut rounds) = (vec![std::thread::available_parallelism().map_or(1, |n| n.get())], 3);
-    let mut configs = Vec::new();
+    let (mut configs, mut only_impl) = (Vec::new(), None);
     let argv: Vec<String> = std::env::args().collect();
     for (i, a) in argv.iter().enumerate() {
         let next = argv.get(i + 1).map(String::as_str).unwrap_or("");
@@ -107,14 +108,15 @@ fn args() -> (Vec<usize>, usize, Vec<String>) {
             "--threads" => threads = next.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
             "--rounds" => rounds = next.parse().unwrap_or(rounds),
             "--config" => configs = next.split(',').map(|s| s.trim().to_string()).collect(),
+            "--impl" => only_impl = Some(next.to_string()),
             _ => {}
         }
     }
-    (threads, rounds, configs)
+    (threads, rounds, configs, only_impl)
 }
 
 fn main() -> Result<()> {
-    let (threads, rounds, only) = args();
+    let (threads, rounds, only, only_impl) = args();
     let mut rng = tamer::rng(0);
     for &n in &threads {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -131,7 +133,8 @@ fn main() -> Result<()> {
             let pairs = if c.causal { c.t * (c.t + 1) / 2 } else { c.t * c.t } as f64;
             let unit = (c.b * c.h * c.d) as f64 * pairs;
             for round in 0..rounds {
-                for (imp, name) in [(AttentionImpl::Flash, "fused"), (AttentionImpl::Composite, "composite")] {
+                let impls = [(AttentionImpl::Flash, "fused"), (AttentionImpl::Composite, "composite")];
+                for (imp, name) in impls.into_iter().filter(|(_, n)| only_impl.as_deref().is_none_or(|o| o == *n)) {
                     let forward = || -> Result<()> {
                         with_attention_impl(imp, || tamer::no_grad(|| q.scaled_dot_product_attention(&k, &v, mask, None)))?;
                         Ok(())
