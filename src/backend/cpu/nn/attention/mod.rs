@@ -1,5 +1,5 @@
 //! Fused attention on the CPU: the flash kernels ([`flash`]) and the plain
-//! reference kernels they are tested against ([`reference`]), behind the
+//! reference kernels they are tested against ([`reference`](mod@reference)), behind the
 //! `AttentionKernels` contract (`backend/contract/nn/attention.rs`).
 //!
 //! `fused_attention` takes every f32 and f64 call with no empty dimension
