@@ -405,3 +405,31 @@ fn qkv_attention_shape_errors_name_the_op() {
     let err = ints.qkv_attention(1, causal, None).unwrap_err().to_string();
     assert!(err.contains("qkv_attention") && err.contains("float"), "{err}");
 }
+
+proptest! {
+    #![proptest_config(proptest_config(12))]
+
+    /// q, k, v cut out of one `[B, T, 3, H, D]` tensor by permute and narrow
+    /// (the views a head split makes, whose rows the CPU kernels read in
+    /// place): the fused op against the composite graph, values and the
+    /// gradient of the packed tensor.
+    #[test]
+    fn fused_attention_on_head_split_views_matches_the_composite_graph(
+        b in 1usize..=2, t in 1usize..=flash::BR + 5, h in 1usize..=3, d in 1usize..=9, mask in any_mask(), seed in any::<u64>(),
+    ) {
+        for (dtype, tol) in [(DType::F64, 1e-11), (DType::F32, 3e-5)] {
+            let packed = tensor_with_dtype(&[b, t, 3, h, d], ViewKind::Contiguous, seed, dtype).variable();
+            let w = tensor_with_dtype(&[b, h, t, d], ViewKind::Contiguous, seed ^ 3, dtype);
+            let run = |imp| with_attention_impl(imp, || {
+                let heads = packed.permute(&[2, 0, 3, 1, 4]).unwrap();
+                let part = |i: usize| heads.narrow(0, i, 1).unwrap().squeeze(0).unwrap();
+                let y = part(0).scaled_dot_product_attention(&part(1), &part(2), mask, None).unwrap();
+                let g = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+                (y.to_f64_vec().unwrap(), g.get(&packed).unwrap().to_f64_vec().unwrap())
+            });
+            let ((y, g), (y_ref, g_ref)) = (run(AttentionImpl::Flash), run(AttentionImpl::Composite));
+            prop_assert!(close(&y, &y_ref, tol), "{dtype} output");
+            prop_assert!(close(&g, &g_ref, tol), "{dtype} gradient");
+        }
+    }
+}
