@@ -26,8 +26,9 @@ use rand::Rng;
 /// Dropout: `attn_dropout` on the attention probabilities and `proj_dropout`
 /// on the output, in training mode only. With attention dropout active the
 /// probabilities are materialised by an explicit softmax (the dropout sits
-/// between the softmax and the product with `v`); otherwise the fused
-/// [`Tensor::scaled_dot_product_attention`] runs.
+/// between the softmax and the product with `v`); otherwise `forward` runs
+/// the packed [`Tensor::qkv_attention`] (and `forward_with_cache` the fused
+/// [`Tensor::scaled_dot_product_attention`]).
 ///
 /// ```
 /// use tamer::nn::{KvCache, MultiHeadSelfAttention};
@@ -123,10 +124,33 @@ impl MultiHeadSelfAttention {
         self.dim() / self.n_head
     }
 
-    /// `x: [B, T, C] -> [B, T, C]`.
+    /// `x: [B, T, C] -> [B, T, C]`. Without active attention dropout this is
+    /// [`Tensor::qkv_attention`] of the qkv projection (no copy to split the
+    /// heads or merge them where the backend's kernels take strided rows).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (q, k, v) = self.split_qkv(x)?;
-        self.attend(&q, &k, &v, x)
+        if self.attn_dropout_active() {
+            let (q, k, v) = self.split_qkv(x)?;
+            return self.attend(&q, &k, &v, x);
+        }
+        self.check_input(x)?;
+        let y = self.qkv.forward(x)?.qkv_attention(self.n_head, self.mask(), None)?;
+        self.proj_dropout.forward(&self.proj.forward(&y)?)
+    }
+
+    fn attn_dropout_active(&self) -> bool {
+        self.training && self.attn_dropout.p > 0.0
+    }
+
+    /// `x` must be `[B, T, C]`.
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        let c = self.dim();
+        if x.rank() != 3 || x.dims()[2] != c {
+            return Err(Error::shape(
+                "MultiHeadSelfAttention",
+                format!("input shape {} must be [B, T, {c}] (batch, sequence, width)", x.shape()),
+            ));
+        }
+        Ok(())
     }
 
     /// Incremental form: `x` holds the `T_new` newest positions `[B, T_new, C]`;
@@ -160,13 +184,7 @@ impl MultiHeadSelfAttention {
 
     /// `x [B, T, C]` -> q, k, v `[B, H, T, D]` (strided views of the qkv output).
     fn split_qkv(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let c = self.dim();
-        if x.rank() != 3 || x.dims()[2] != c {
-            return Err(Error::shape(
-                "MultiHeadSelfAttention",
-                format!("input shape {} must be [B, T, {c}] (batch, sequence, width)", x.shape()),
-            ));
-        }
+        self.check_input(x)?;
         let (b, t) = (x.dims()[0], x.dims()[1]);
         let (h, d) = (self.n_head, self.head_dim());
         let qkv = self.qkv.forward(x)?.reshape([b, t, 3, h, d])?.permute(&[2, 0, 3, 1, 4])?; // [3, B, H, T, D]
@@ -177,7 +195,7 @@ impl MultiHeadSelfAttention {
     /// Attention of q `[B, H, Tq, D]` over k, v `[B, H, Tk, D]`, merged heads, projection.
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, x: &Tensor) -> Result<Tensor> {
         let (b, tq) = (x.dims()[0], x.dims()[1]);
-        let y = if self.training && self.attn_dropout.p > 0.0 {
+        let y = if self.attn_dropout_active() {
             let probs = q.attention_probs(k, self.mask(), None)?; // [B, H, Tq, Tk]
             self.attn_dropout.forward(&probs)?.matmul(v)?
         } else {

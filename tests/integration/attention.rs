@@ -1,11 +1,14 @@
 //! Scaled dot-product attention: the masks against PyTorch and against an
 //! explicit loop, gradients by finite differences (both causal alignments,
 //! Tq < Tk and Tq > Tk), and the hand-written backward against autodiff
-//! through the composite graph.
+//! through the composite graph; the CPU's fused kernels (flash and reference)
+//! against the composite graph through the public op, forward and gradients.
 
 use proptest::prelude::*;
+use tamer::backend::contract::nn::attention::{with_attention_impl, AttentionImpl, AttnDims, FusedKernel};
+use tamer::backend::cpu::nn::attention::{flash, select};
 use tamer::checkpoint::fixture;
-use tamer::testing::strategies::{tensor_with, view_kind, ViewKind};
+use tamer::testing::strategies::{tensor_with, tensor_with_dtype, view_kind, ViewKind};
 use tamer::testing::{check_gradients, proptest_config, GradCheckConfig};
 use tamer::{AttnMask, CausalAlign, DType, Tensor};
 
@@ -239,4 +242,194 @@ fn shape_errors_name_the_operands() {
     let f64q = Tensor::zeros([2, 3, 4], DType::F64).unwrap();
     let err = f64q.scaled_dot_product_attention(&q, &q, AttnMask::None, None).unwrap_err().to_string();
     assert!(err.contains("scaled_dot_product_attention"), "{err}");
+}
+
+/// `[o, dq, dk, dv]` of the op under `imp`, for q `[2, 3, tq, d]` (a
+/// permuted view, as a head split makes it), k `[2, 3, tk, d]` and v
+/// `[2, 3, tk, dv]` (a sliced view) of `dtype`, with a random output weighting.
+fn attention_case(imp: AttentionImpl, dtype: DType, (tq, tk, d, dv): (usize, usize, usize, usize), mask: AttnMask, seed: u64) -> Vec<Vec<f64>> {
+    let q = tensor_with_dtype(&[2, 3, tq, d], ViewKind::Permuted, seed, dtype).variable();
+    let k = tensor_with_dtype(&[2, 3, tk, d], ViewKind::Contiguous, seed ^ 1, dtype).variable();
+    let v = tensor_with_dtype(&[2, 3, tk, dv], ViewKind::Sliced, seed ^ 2, dtype).variable();
+    let w = tensor_with_dtype(&[2, 3, tq, dv], ViewKind::Contiguous, seed ^ 3, dtype);
+    with_attention_impl(imp, || {
+        let o = q.scaled_dot_product_attention(&k, &v, mask, None).unwrap();
+        let grads = o.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut out = vec![o.to_f64_vec().unwrap()];
+        out.extend([&q, &k, &v].map(|x| grads.get(x).unwrap().to_f64_vec().unwrap()));
+        out
+    })
+}
+
+#[test]
+fn the_cpu_takes_the_fused_path_for_f32_and_f64() {
+    let dims = AttnDims {
+        bh: 6,
+        tq: 5,
+        tk: 7,
+        d: 16,
+        dv: 16,
+        causal_diagonal: Some(2),
+        scale: 0.25,
+    };
+    with_attention_impl(AttentionImpl::Flash, || {
+        assert_eq!(select(DType::F32, &dims).unwrap(), Some(FusedKernel::Flash));
+        assert_eq!(select(DType::F64, &dims).unwrap(), Some(FusedKernel::Flash));
+        assert_eq!(select(DType::BF16, &dims).unwrap(), None);
+        assert_eq!(select(DType::F32, &AttnDims { tk: 0, ..dims }).unwrap(), None);
+    });
+    with_attention_impl(AttentionImpl::Reference, || {
+        assert_eq!(select(DType::F64, &dims).unwrap(), Some(FusedKernel::Reference))
+    });
+    with_attention_impl(AttentionImpl::Composite, || assert_eq!(select(DType::F32, &dims).unwrap(), None));
+}
+
+proptest! {
+    #![proptest_config(proptest_config(12))]
+
+    /// The flash and reference kernels against the composite graph through
+    /// the public op: several tiles each way, Tq != Tk, odd head dims, every
+    /// mask, f32 and f64, forward and the three gradients.
+    #[test]
+    fn cpu_fused_kernels_match_the_composite_graph(
+        tq in 1usize..=flash::BR + 9, tk in 1usize..=flash::BC + 9, d in 1usize..=19, dv in 1usize..=19,
+        mask in any_mask(), seed in any::<u64>(),
+    ) {
+        for (dtype, tol) in [(DType::F64, 1e-11), (DType::F32, 3e-5)] {
+            let composite = attention_case(AttentionImpl::Composite, dtype, (tq, tk, d, dv), mask, seed);
+            for imp in [AttentionImpl::Flash, AttentionImpl::Reference] {
+                let fused = attention_case(imp, dtype, (tq, tk, d, dv), mask, seed);
+                for (name, (a, b)) in ["o", "dq", "dk", "dv"].iter().zip(fused.iter().zip(&composite)) {
+                    prop_assert!(a.iter().all(|x| x.is_finite()), "{imp:?} {dtype} {name}: {a:?}");
+                    prop_assert!(close(a, b, tol), "{imp:?} {dtype} {name}");
+                }
+            }
+        }
+    }
+
+    /// The finite-difference check on the CPU's flash path, with more queries
+    /// and keys than one tile holds.
+    #[test]
+    fn flash_gradients_match_finite_differences_across_tiles(
+        tq in flash::BR - 2..=flash::BR + 6, tk in flash::BC - 2..=flash::BC + 6, mask in any_mask(), seed in any::<u64>(),
+    ) {
+        let q = tensor_with(&[1, tq, 2], ViewKind::Contiguous, seed);
+        let k = tensor_with(&[1, tk, 2], ViewKind::Permuted, seed ^ 1);
+        let v = tensor_with(&[1, tk, 1], ViewKind::Contiguous, seed ^ 2);
+        let f = |xs: &[Tensor]| xs[0].scaled_dot_product_attention(&xs[1], &xs[2], mask, None);
+        let report = with_attention_impl(AttentionImpl::Flash, || check_gradients(f, &[q, k, v], &GradCheckConfig::default())).unwrap();
+        prop_assert!(report.passed(), "{report}");
+    }
+}
+
+/// The split, attention and merge `Tensor::qkv_attention` stands for, written
+/// with views and the public op.
+fn split_attend_merge(qkv: &Tensor, n_head: usize, mask: AttnMask) -> tamer::Result<Tensor> {
+    let (b, t, c) = (qkv.dims()[0], qkv.dims()[1], qkv.dims()[2] / 3);
+    let heads = qkv.reshape([b, t, 3, n_head, c / n_head])?.permute(&[2, 0, 3, 1, 4])?;
+    let part = |i: usize| heads.narrow(0, i, 1)?.squeeze(0);
+    let y = part(0)?.scaled_dot_product_attention(&part(1)?, &part(2)?, mask, None)?;
+    y.permute(&[0, 2, 1, 3])?.reshape([b, t, c])
+}
+
+/// A `[b, t, 3c]` qkv of `dtype`: contiguous, or a `[t, b, 3c]` tensor
+/// permuted (unit-stride channels, strided rows), or one whose channels are
+/// strided (the op's fallback).
+fn packed_qkv(b: usize, t: usize, c3: usize, layout: u8, dtype: DType, seed: u64) -> Tensor {
+    match layout {
+        0 => tensor_with_dtype(&[b, t, c3], ViewKind::Contiguous, seed, dtype),
+        1 => tensor_with_dtype(&[t, b, c3], ViewKind::Contiguous, seed, dtype).permute(&[1, 0, 2]).unwrap(),
+        _ => tensor_with_dtype(&[b, t, c3], ViewKind::Permuted, seed, dtype),
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config(16))]
+
+    /// The packed op against split + attention + merge: values and the
+    /// gradient of qkv, f32 and f64, every mask, for qkv laid out three ways,
+    /// on the fused path and with the composite graph forced.
+    #[test]
+    fn qkv_attention_matches_split_attention_and_merge(
+        b in 1usize..=2, t in 1usize..=flash::BR + 5, n_head in 1usize..=3, d in 1usize..=9,
+        layout in 0u8..3, mask in any_mask(), seed in any::<u64>(),
+    ) {
+        let c3 = 3 * n_head * d;
+        for (dtype, tol) in [(DType::F64, 1e-11), (DType::F32, 3e-5)] {
+            for imp in [AttentionImpl::Flash, AttentionImpl::Composite] {
+                let qkv = packed_qkv(b, t, c3, layout, dtype, seed).variable();
+                let w = tensor_with_dtype(&[b, t, c3 / 3], ViewKind::Contiguous, seed ^ 5, dtype);
+                let run = |f: &dyn Fn(&Tensor) -> tamer::Result<Tensor>| with_attention_impl(imp, || {
+                    let y = f(&qkv).unwrap();
+                    let g = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+                    (y.to_f64_vec().unwrap(), g.get(&qkv).unwrap().to_f64_vec().unwrap())
+                });
+                let (y, g) = run(&|x| x.qkv_attention(n_head, mask, None));
+                let (y_ref, g_ref) = run(&|x| split_attend_merge(x, n_head, mask));
+                prop_assert!(close(&y, &y_ref, tol), "{imp:?} {dtype} output");
+                prop_assert!(g.iter().all(|x| x.is_finite()), "{imp:?} {dtype}: {g:?}");
+                prop_assert!(close(&g, &g_ref, tol), "{imp:?} {dtype} gradient");
+            }
+        }
+    }
+
+    #[test]
+    fn qkv_attention_gradients_match_finite_differences(
+        b in 1usize..=2, t in 1usize..=5, n_head in 1usize..=2, d in 1usize..=3, layout in 0u8..3, mask in any_mask(), seed in any::<u64>(),
+    ) {
+        let qkv = packed_qkv(b, t, 3 * n_head * d, layout, DType::F64, seed);
+        let f = |xs: &[Tensor]| xs[0].qkv_attention(n_head, mask, None);
+        let report = check_gradients(f, &[qkv], &GradCheckConfig::default()).unwrap();
+        prop_assert!(report.passed(), "{report}");
+    }
+}
+
+#[test]
+fn qkv_attention_shape_errors_name_the_op() {
+    let causal = TOP_LEFT;
+    for (dims, n_head) in [
+        (vec![2, 3, 12], 0),
+        (vec![2, 3, 12], 3),
+        (vec![2, 3, 10], 1),
+        (vec![2, 12], 2),
+        (vec![2, 3, 0], 1),
+    ] {
+        let qkv = Tensor::zeros(dims.as_slice(), DType::F32).unwrap();
+        let err = qkv.qkv_attention(n_head, causal, None).unwrap_err().to_string();
+        assert!(
+            err.contains("qkv_attention") && err.contains("3·C") && err.contains(&format!("n_head = {n_head}")),
+            "{err}"
+        );
+    }
+    let ints = Tensor::zeros([1, 2, 6], DType::I64).unwrap();
+    let err = ints.qkv_attention(1, causal, None).unwrap_err().to_string();
+    assert!(err.contains("qkv_attention") && err.contains("float"), "{err}");
+}
+
+proptest! {
+    #![proptest_config(proptest_config(12))]
+
+    /// q, k, v cut out of one `[B, T, 3, H, D]` tensor by permute and narrow
+    /// (the views a head split makes, whose rows the CPU kernels read in
+    /// place): the fused op against the composite graph, values and the
+    /// gradient of the packed tensor.
+    #[test]
+    fn fused_attention_on_head_split_views_matches_the_composite_graph(
+        b in 1usize..=2, t in 1usize..=flash::BR + 5, h in 1usize..=3, d in 1usize..=9, mask in any_mask(), seed in any::<u64>(),
+    ) {
+        for (dtype, tol) in [(DType::F64, 1e-11), (DType::F32, 3e-5)] {
+            let packed = tensor_with_dtype(&[b, t, 3, h, d], ViewKind::Contiguous, seed, dtype).variable();
+            let w = tensor_with_dtype(&[b, h, t, d], ViewKind::Contiguous, seed ^ 3, dtype);
+            let run = |imp| with_attention_impl(imp, || {
+                let heads = packed.permute(&[2, 0, 3, 1, 4]).unwrap();
+                let part = |i: usize| heads.narrow(0, i, 1).unwrap().squeeze(0).unwrap();
+                let y = part(0).scaled_dot_product_attention(&part(1), &part(2), mask, None).unwrap();
+                let g = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+                (y.to_f64_vec().unwrap(), g.get(&packed).unwrap().to_f64_vec().unwrap())
+            });
+            let ((y, g), (y_ref, g_ref)) = (run(AttentionImpl::Flash), run(AttentionImpl::Composite));
+            prop_assert!(close(&y, &y_ref, tol), "{dtype} output");
+            prop_assert!(close(&g, &g_ref, tol), "{dtype} gradient");
+        }
+    }
 }

@@ -9,14 +9,18 @@
 //! O = P V            [.., Tq, Dv]  dQ = dS K · scale,  dK = dSᵀ Q · scale
 //! ```
 //!
-//! Where the backend has no fused kernel for a call (always on the CPU) the
-//! forward runs this composite graph and keeps P (the attention
-//! probabilities, `[.., Tq, Tk]`) for the backward. Where it has one (CUDA:
-//! f32 with head dims up to 128, `cuda/attention.cu`), the op runs the fused
-//! kernels through the `AttentionKernels` contract
-//! (`backend/contract/nn/attention.rs`): the forward keeps only the per-row
-//! logsumexp (`[.., Tq]`) and the backward recomputes P from Q, K and it.
-//! `TAMER_ATTENTION=composite` forces the composite graph everywhere.
+//! Where the backend has no fused kernel for a call the forward runs this
+//! composite graph and keeps P (the attention probabilities, `[.., Tq, Tk]`)
+//! for the backward. Where it has one (the CPU: f32 and f64,
+//! `backend/cpu/nn/attention/`; CUDA: f32 with head dims up to 128,
+//! `cuda/attention.cu`), the op runs the fused kernels through the
+//! `AttentionKernels` contract (`backend/contract/nn/attention.rs`): the
+//! forward keeps only the per-row logsumexp (`[.., Tq]`) and the backward
+//! recomputes P from Q, K and it. Kernels that take strided rows (the
+//! CPU's) read views such as a head split's permuted q, k, v in place; for
+//! the others the op copies them to contiguous `[BH, T, D]` first.
+//! `TAMER_ATTENTION=composite` forces the
+//! composite graph everywhere (`reference` the naive reference kernels).
 //!
 //! # The causal mask when `Tq != Tk`
 //!
@@ -51,7 +55,9 @@
 //! ```
 
 use crate::autograd::{no_grad, BackwardOp};
-use crate::backend::contract::nn::attention::{AttentionForward, AttentionGrads, AttentionKernels, AttnDims, FusedKernel};
+use crate::backend::contract::nn::attention::{
+    AttentionForward, AttentionGrads, AttentionGradsRows, AttentionKernels, AttnDims, FusedKernel, GradRows, RowLayout,
+};
 use crate::profile::{self, Cost};
 use crate::tensor::Tensor;
 use crate::types::Layout;
@@ -302,7 +308,7 @@ fn with_last(x: &Tensor, last: usize) -> Vec<usize> {
 /// The fused forward, recorded with its own backward.
 /// The fused kernels' work, dense whatever the mask: forward `QKᵀ` and `PV`,
 /// backward the recomputed `QKᵀ`, then `dV`, `dP`, `dQ` and `dK`.
-fn fused_cost(q: &Tensor, d: &AttnDims, backward: bool) -> Cost {
+pub(super) fn fused_cost(q: &Tensor, d: &AttnDims, backward: bool) -> Cost {
     let (qk, pv) = ([2, d.bh, d.tq, d.tk, d.d], [2, d.bh, d.tq, d.tk, d.dv]);
     let (q_k, v_out) = (d.bh * (d.tq + d.tk) * d.d, d.bh * (d.tk + d.tq) * d.dv);
     let lse = d.bh * d.tq;
@@ -317,10 +323,75 @@ fn fused_cost(q: &Tensor, d: &AttnDims, backward: bool) -> Cost {
     Cost { flops, bytes: 0 }.moving(q.dtype(), moved)
 }
 
+/// Where the rows of a `[.., T, D]` operand lie, for kernels that take
+/// strided rows: rank 2, 3 (`[BH, T, D]`) or 4 (`[B, H, T, D]`, any order of
+/// strides, as a head split's permuted view has them) with unit-stride rows;
+/// `None` otherwise (the op then copies).
+fn row_layout(t: &Tensor) -> Option<RowLayout> {
+    let (dims, strides, offset) = (t.dims(), t.layout().strides(), t.layout().offset());
+    let r = dims.len();
+    if r < 2 || (strides[r - 1] != 1 && dims[r - 1] > 1) {
+        return None;
+    }
+    let row_stride = strides[r - 2];
+    Some(match r {
+        2 => RowLayout {
+            offset,
+            heads: 1,
+            batch_stride: 0,
+            head_stride: 0,
+            row_stride,
+        },
+        3 => RowLayout {
+            offset,
+            heads: 1,
+            batch_stride: strides[0],
+            head_stride: 0,
+            row_stride,
+        },
+        4 => RowLayout {
+            offset,
+            heads: dims[1],
+            batch_stride: strides[0],
+            head_stride: strides[1],
+            row_stride,
+        },
+        _ => return None,
+    })
+}
+
+/// The row layouts of q, k and v when the backend's kernels take strided
+/// rows and every operand has one.
+fn strided_rows(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<[RowLayout; 3]>> {
+    let takes = crate::dispatch!("scaled_dot_product_attention", [qs = &*q.storage()], |_wrap| qs.takes_strided_rows());
+    Ok(match (takes, row_layout(q), row_layout(k), row_layout(v)) {
+        (true, Some(q), Some(k), Some(v)) => Some([q, k, v]),
+        _ => None,
+    })
+}
+
 fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, dims: AttnDims, kernel: FusedKernel) -> Result<Tensor> {
     const OP: &str = "scaled_dot_product_attention";
     let _op = profile::op(OP, || fused_cost(q, &dims, false))?;
-    // The kernels read [BH, T, D] rows: strided views are copied first
+    if let Some([qr, kr, vr]) = strided_rows(q, k, v)? {
+        // The kernels read the views' rows in place: no copy.
+        let out_rows = (RowLayout::contiguous(0, dims.tq, dims.dv), dims.bh * dims.tq * dims.dv);
+        let fwd = crate::dispatch!(OP, [qs = &*q.storage(), ks = &*k.storage(), vs = &*v.storage()], |wrap| {
+            let f = AttentionKernels::attention_forward_rows(kernel, (qs, qr), (ks, kr), (vs, vr), &dims, out_rows)?;
+            AttentionForward {
+                out: wrap(f.out),
+                logsumexp: wrap(f.logsumexp),
+            }
+        });
+        let lse = Tensor::from_storage(fwd.logsumexp, Layout::contiguous([dims.bh, dims.tq]));
+        return Ok(Tensor::from_op(
+            fwd.out,
+            Layout::contiguous(with_last(q, dims.dv)),
+            vec![q.clone(), k.clone(), v.clone()],
+            FusedAttentionBackward { lse, dims, kernel },
+        ));
+    }
+    // These kernels read [BH, T, D] runs: strided views are copied first
     // (outside the graph: the backward takes the original inputs).
     let (qc, kc, vc) = no_grad(|| -> Result<_> { Ok((q.contiguous()?, k.contiguous()?, v.contiguous()?)) })?;
     let (qo, ko, vo) = (start(OP, &qc)?, start(OP, &kc)?, start(OP, &vc)?);
@@ -348,6 +419,43 @@ struct FusedAttentionBackward {
     kernel: FusedKernel,
 }
 
+impl FusedAttentionBackward {
+    /// The backward on kernels that read q, k and v's rows in place (`rows`).
+    fn backward_rows(&self, [qr, kr, vr]: [RowLayout; 3], (q, k, v): (&Tensor, &Tensor, &Tensor), out: &Tensor, d_out: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        const OP: &str = "scaled_dot_product_attention backward";
+        let dims = &self.dims;
+        // Runs under the backward pass's no-grad guard: a strided output
+        // gradient is copied plainly (usually it is contiguous already).
+        let gc = d_out.contiguous()?;
+        let rows = |x: &Tensor| -> Result<RowLayout> { Ok(RowLayout::contiguous(start(OP, x)?, dims.tq, dims.dv)) };
+        let (or, gr, lo) = (rows(out)?, rows(&gc)?, start(OP, &self.lse)?);
+        let grads = crate::dispatch!(
+            OP,
+            [
+                qs = &*q.storage(),
+                ks = &*k.storage(),
+                vs = &*v.storage(),
+                os = &*out.storage(),
+                ls = &*self.lse.storage(),
+                gs = &*gc.storage()
+            ],
+            |wrap| {
+                let separate = GradRows::Separate;
+                match AttentionKernels::attention_backward_rows(self.kernel, (qs, qr), (ks, kr), (vs, vr), (os, or), (ls, lo), (gs, gr), dims, separate)? {
+                    AttentionGradsRows::Separate(g) => AttentionGrads {
+                        dq: wrap(g.dq),
+                        dk: wrap(g.dk),
+                        dv: wrap(g.dv),
+                    },
+                    AttentionGradsRows::Packed(_) => return Err(Error::device(OP, "the backend returned packed gradients for separate operands".to_string())),
+                }
+            }
+        );
+        let wrap = |s, like: &Tensor| Tensor::from_storage(s, Layout::contiguous(like.shape().clone()));
+        Ok(vec![Some(wrap(grads.dq, q)), Some(wrap(grads.dk, k)), Some(wrap(grads.dv, v))])
+    }
+}
+
 impl BackwardOp for FusedAttentionBackward {
     fn name(&self) -> &'static str {
         "scaled_dot_product_attention"
@@ -368,6 +476,9 @@ impl BackwardOp for FusedAttentionBackward {
             ));
         }
         let _op = profile::op("scaled_dot_product_attention", || fused_cost(q, &self.dims, true))?;
+        if let Some(rows) = strided_rows(q, k, v)? {
+            return self.backward_rows(rows, (q, k, v), out, d_out);
+        }
         // Runs under the backward pass's no-grad guard: these copies are plain.
         let (qc, kc, vc, oc, gc) = (q.contiguous()?, k.contiguous()?, v.contiguous()?, out.contiguous()?, d_out.contiguous()?);
         let lse = &self.lse;

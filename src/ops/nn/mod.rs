@@ -7,4 +7,5 @@ pub mod cross_entropy;
 pub mod dropout;
 pub mod layer_norm;
 pub mod pool;
+pub mod qkv_attention;
 pub mod softmax;

@@ -13,90 +13,20 @@
 //! graph (matmul, masked softmax, matmul) otherwise or when asked for, and the
 //! naive reference kernels (one thread per row, f32 and f64) for tests. The
 //! choice is `TAMER_ATTENTION=composite|flash|reference` (read once per
-//! process), overridden per thread by [`with_attention_impl`].
+//! process), overridden per thread by [`with_attention_impl`] (both shared
+//! with the CPU backend, in the contract).
 
 use crate::backend::contract::nn::attention::{check_attention_operand, AttentionForward, AttentionGrads, AttentionKernels, Operand as ContractOperand};
 use crate::backend::cuda::{elementwise_config, kernel_name, kernels, Arg, CudaStorage};
 use crate::types::DType;
 use crate::{Error, Result};
 
-pub use crate::backend::contract::nn::attention::{AttnDims, FusedKernel};
+pub use crate::backend::contract::nn::attention::{attention_impl, with_attention_impl, AttentionImpl, AttnDims, FusedKernel};
 use cudarc::driver::LaunchConfig;
-use std::cell::Cell;
-use std::sync::OnceLock;
 
 /// The largest head dim (D and Dv) the flash kernels handle; larger heads
 /// take the composite path.
 pub const MAX_FLASH_HEAD_DIM: usize = 128;
-
-/// How `scaled_dot_product_attention` runs on a CUDA tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttentionImpl {
-    /// The fused flash kernels where they apply (f32, D, Dv <= 128, no empty
-    /// dim), else the composite graph. The default.
-    Flash,
-    /// Always the composite graph (what the CPU runs), keeping P for the backward.
-    Composite,
-    /// The naive reference kernels (one thread per row; f32 and f64): slow,
-    /// for checking the flash kernels.
-    Reference,
-}
-
-thread_local! {
-    static OVERRIDE: Cell<Option<AttentionImpl>> = const { Cell::new(None) };
-}
-
-/// Run `f` with attention on this thread using `imp` (then restore the
-/// previous choice). A forward run under it also runs its backward with the
-/// same kernels, wherever the backward is called.
-///
-/// ```no_run
-/// use tamer::backend::cuda::nn::attention::{with_attention_impl, AttentionImpl};
-/// # let q = tamer::Tensor::zeros([1, 4, 8], tamer::DType::F32).unwrap();
-/// use tamer::{AttnMask, CausalAlign};
-/// let causal = AttnMask::Causal(CausalAlign::TopLeft);
-/// let o = with_attention_impl(AttentionImpl::Composite, || q.scaled_dot_product_attention(&q, &q, causal, None));
-/// ```
-pub fn with_attention_impl<R>(imp: AttentionImpl, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<AttentionImpl>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            OVERRIDE.with(|o| o.set(self.0));
-        }
-    }
-    let _restore = Restore(OVERRIDE.with(|o| o.replace(Some(imp))));
-    f()
-}
-
-/// `TAMER_ATTENTION`, parsed once: `None` when unset or empty.
-fn env_choice() -> std::result::Result<Option<AttentionImpl>, String> {
-    static ENV: OnceLock<std::result::Result<Option<AttentionImpl>, String>> = OnceLock::new();
-    ENV.get_or_init(|| match std::env::var("TAMER_ATTENTION") {
-        Err(_) => Ok(None),
-        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-            "" => Ok(None),
-            "flash" | "fused" => Ok(Some(AttentionImpl::Flash)),
-            "composite" => Ok(Some(AttentionImpl::Composite)),
-            "reference" => Ok(Some(AttentionImpl::Reference)),
-            _ => Err(v),
-        },
-    })
-    .clone()
-}
-
-/// The implementation in force on this thread.
-pub fn attention_impl() -> Result<AttentionImpl> {
-    if let Some(imp) = OVERRIDE.with(|o| o.get()) {
-        return Ok(imp);
-    }
-    match env_choice() {
-        Ok(choice) => Ok(choice.unwrap_or(AttentionImpl::Flash)),
-        Err(v) => Err(Error::value(
-            "scaled_dot_product_attention",
-            format!("TAMER_ATTENTION={v:?}: expected composite, flash or reference"),
-        )),
-    }
-}
 
 /// The fused kernel for a call of `dtype` with `dims`, or `None` for the
 /// composite graph. Empty dims always go to the composite graph (it defines
