@@ -5,7 +5,7 @@
 //! terms of randn products); bf16/f16 results are compared after both sides
 //! rounded the same f32-accumulated product once to the 16-bit type.
 
-use crate::harness::{assert_close, gpu, randn, randn64};
+use crate::harness::{assert_close, gpu, grad, randn, randn64};
 use crate::parity_test;
 use tamer::backend::cuda::matmul::{with_backend, MatmulBackend};
 use tamer::{DType, Device, Result, Tensor};
@@ -135,6 +135,26 @@ parity_test!(f32_gradients_through_a_broadcast_batch, 1e-5, 1e-4, |dev| {
     let g = y.backward_with_grad(&randn(&[4, 20, 12], 3).to_device(dev)?)?;
     Ok(vec![g.get(&a).cloned().expect("grad a"), g.get(&b).cloned().expect("grad b")])
 });
+
+/// The fused linear op `x·Wᵀ + b` and its three gradients, with and without a
+/// bias, on a `[B, T, C]` input and on a transposed (strided) weight.
+fn linear_cases(dev: Device, f64_inputs: bool) -> Result<Vec<Tensor>> {
+    let r = |d: &[usize], s: u64| if f64_inputs { randn64(d, s) } else { randn(d, s) };
+    let x = r(&[3, 17, 24], 1).to_device(dev)?.variable();
+    let w = r(&[40, 24], 2).to_device(dev)?.variable();
+    let b = r(&[40], 3).to_device(dev)?.variable();
+    let y = tamer::nn::functional::linear(&x, &w, Some(&b))?;
+    let g = y.backward_with_grad(&r(&[3, 17, 40], 4).to_device(dev)?)?;
+    let mut out = vec![y, grad(&g, &x)?, grad(&g, &w)?, grad(&g, &b)?];
+    let wt = r(&[24, 33], 5).to_device(dev)?.variable(); // used as its transpose [33, 24]
+    let y = tamer::nn::functional::linear(&x, &wt.t()?, None)?;
+    let g = y.backward_with_grad(&r(&[3, 17, 33], 6).to_device(dev)?)?;
+    out.extend([y, grad(&g, &x)?, grad(&g, &wt)?]);
+    Ok(out)
+}
+
+parity_test!(f32_fused_linear_and_its_gradients, 1e-5, 1e-4, |dev| { linear_cases(dev, false) });
+parity_test!(f64_fused_linear_and_its_gradients, 1e-12, 1e-12, |dev| { linear_cases(dev, true) });
 
 // ---- bf16 / f16 ----------------------------------------------------------------
 
