@@ -37,6 +37,14 @@
 //! ([`tiles`]). Tried and dropped: products with B's rows read in place and
 //! 8 × 16 register blocks instead of the GEMM (no packing): no faster at
 //! these shapes (vit-tiny step 16.1 vs 13.4 ms, gpt-small 56.7 vs 58.8).
+//! v3: at small shapes packing dominated (pack_panels 32% of vit-tiny's
+//! fused step, perf, 1 thread), mostly partial panels, which now have a
+//! loop of their own in gemm/pack.rs; and a score row is scaled, shifted
+//! and exponentiated in one pass ([`FlashFloat::exp_affine_in_place`]).
+//! Bench attention, fused, 1 thread, load ~5: vit-tiny step 19.6 → 14.4
+//! (packing) → about 14.5–15.3 ms, forward 4.5–4.9 → 3.6 ms; train_step
+//! vit-tiny 2 threads, best median of 6 interleaved rounds, load ~3:
+//! 70.5 → 66.8 ms; gpt-tiny 73.3 → 72.7 (noise).
 
 use super::{BackwardIn, BackwardOut, Layouts};
 use crate::backend::contract::nn::attention::{AttnDims, RowLayout};
