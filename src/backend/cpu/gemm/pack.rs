@@ -42,6 +42,10 @@ pub(super) unsafe fn pack_panels(rows: usize, depth: usize, w: usize, src: MatRe
             // SAFETY: rows r0..r0 + w each have `depth` adjacent values (cs == 1)
             // inside the block; `out` is this panel's w·depth values.
             unsafe { transpose_rows(base.ptr, src.rs, w, depth, out) };
+        } else if live < w && (src.rs == 1 || src.cs == 1) {
+            // SAFETY: rows r0..r0 + live are inside the block; `out` is this
+            // panel's w·depth values.
+            unsafe { pack_partial(base, live, w, out) };
         } else {
             for (p, group) in out.chunks_exact_mut(w).enumerate() {
                 for (r, slot) in group.iter_mut().enumerate() {
@@ -52,6 +56,39 @@ pub(super) unsafe fn pack_panels(rows: usize, depth: usize, w: usize, src: MatRe
                         0.0
                     };
                 }
+            }
+        }
+    }
+}
+
+/// The last panel of a block, `live < w` rows of `src` (one of whose
+/// strides is 1) and `w − live` rows of zeros, without the general loop's
+/// per-element test and multiplies.
+///
+/// v1: partial panels took the general loop. The small attention products
+/// (vit-tiny: T = 50, D = 16, so every panel of V and of the D-wide operands
+/// is partial under NR = 32) spent 32% of the attention step packing
+/// (perf, 1 thread); see the version note in nn/attention/flash.rs.
+///
+/// # Safety
+/// `src(r, p)` must be readable for every `r < live`, `p < out.len() / w`.
+unsafe fn pack_partial(src: MatRef, live: usize, w: usize, out: &mut [f32]) {
+    if src.rs == 1 {
+        for (p, group) in out.chunks_exact_mut(w).enumerate() {
+            // SAFETY: step p's `live` values are adjacent (rs == 1) and readable.
+            group[..live].copy_from_slice(unsafe { std::slice::from_raw_parts(src.ptr.add(p * src.cs), live) });
+            group[live..].fill(0.0);
+        }
+    } else {
+        let depth = out.len() / w;
+        for group in out.chunks_exact_mut(w) {
+            group[live..].fill(0.0);
+        }
+        for r in 0..live {
+            // SAFETY: row r's `depth` values are adjacent (cs == 1) and readable.
+            let row = unsafe { std::slice::from_raw_parts(src.ptr.add(r * src.rs), depth) };
+            for (p, &x) in row.iter().enumerate() {
+                out[p * w + r] = x;
             }
         }
     }

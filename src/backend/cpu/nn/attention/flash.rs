@@ -37,6 +37,14 @@
 //! ([`tiles`]). Tried and dropped: products with B's rows read in place and
 //! 8 × 16 register blocks instead of the GEMM (no packing): no faster at
 //! these shapes (vit-tiny step 16.1 vs 13.4 ms, gpt-small 56.7 vs 58.8).
+//! v3: at small shapes packing dominated (pack_panels 32% of vit-tiny's
+//! fused step, perf, 1 thread), mostly partial panels, which now have a
+//! loop of their own in gemm/pack.rs; and a score row is scaled, shifted
+//! and exponentiated in one pass ([`FlashFloat::exp_affine_in_place`]).
+//! Bench attention, fused, 1 thread, load ~5: vit-tiny step 19.6 → 14.4
+//! (packing) → about 14.5–15.3 ms, forward 4.5–4.9 → 3.6 ms; train_step
+//! vit-tiny 2 threads, best median of 6 interleaved rounds, load ~3:
+//! 70.5 → 66.8 ms; gpt-tiny 73.3 → 72.7 (noise).
 
 use super::{BackwardIn, BackwardOut, Layouts};
 use crate::backend::contract::nn::attention::{AttnDims, RowLayout};
@@ -87,8 +95,9 @@ pub trait FlashFloat: Float + Send + Sync {
         ldc: usize,
         accumulate: bool,
     );
-    /// `x = eˣ`, elementwise.
-    fn exp_in_place(simd: Simd, x: &mut [Self]);
+    /// `x = e^(x·scale − shift)`, elementwise (`x·scale` rounded, then the
+    /// difference: the same values as the two steps done apart).
+    fn exp_affine_in_place(simd: Simd, x: &mut [Self], scale: Self, shift: Self);
     /// The largest element (−∞ for none).
     fn max_of(simd: Simd, x: &[Self]) -> Self;
     /// `Σ x`.
@@ -112,11 +121,13 @@ impl FlashFloat for f32 {
         // the caller's contract, which is gemm's.
         unsafe { gemm::gemm(gemm::kernel(simd.isa()), m, k, n, a, b, c, ldc, accumulate) }
     }
-    fn exp_in_place(simd: Simd, x: &mut [f32]) {
+    fn exp_affine_in_place(simd: Simd, x: &mut [f32], scale: f32, shift: f32) {
         let mut buf = [0f32; 64];
         for chunk in x.chunks_mut(64) {
             let n = chunk.len();
-            buf[..n].copy_from_slice(chunk);
+            for (b, &v) in buf[..n].iter_mut().zip(chunk.iter()) {
+                *b = v * scale - shift;
+            }
             simd.exp_f32(&buf[..n], chunk);
         }
     }
@@ -155,8 +166,8 @@ impl FlashFloat for f64 {
             }
         }
     }
-    fn exp_in_place(_: Simd, x: &mut [f64]) {
-        x.iter_mut().for_each(|v| *v = v.exp());
+    fn exp_affine_in_place(_: Simd, x: &mut [f64], scale: f64, shift: f64) {
+        x.iter_mut().for_each(|v| *v = (*v * scale - shift).exp());
     }
     fn max_of(_: Simd, x: &[f64]) -> f64 {
         x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v))
@@ -328,10 +339,15 @@ unsafe fn forward_block<T: FlashFloat>(
                 row.fill(T::ZERO);
                 continue;
             }
-            row[..seen].iter_mut().for_each(|x| *x = *x * scale);
-            let m_new = m[r].max(T::max_of(simd, &row[..seen]));
-            row[..seen].iter_mut().for_each(|x| *x = *x - m_new);
-            T::exp_in_place(simd, &mut row[..seen]);
+            // For scale > 0, rounding `x·scale` keeps the order of the row,
+            // so the scaled max is the max scaled: one pass fewer.
+            let scaled_max = if scale > T::ZERO {
+                T::max_of(simd, &row[..seen]) * scale
+            } else {
+                row[..seen].iter().fold(T::NEG_INFINITY, |acc, &x| acc.max(x * scale))
+            };
+            let m_new = m[r].max(scaled_max);
+            T::exp_affine_in_place(simd, &mut row[..seen], scale, m_new);
             row[seen..].fill(T::ZERO);
             // m = −∞ (no key seen yet): exp(−∞) = 0 clears the empty sums.
             let alpha = (m[r] - m_new).exp();
@@ -432,8 +448,7 @@ unsafe fn backward_head<T: FlashFloat>(
                 let row = &mut p[r * tbc..r * tbc + bc];
                 let (seen, lse_r) = (visible_in_tile(dims, i0 + r, j0, bc), lse[i0 + r]);
                 let seen = if lse_r == T::NEG_INFINITY { 0 } else { seen };
-                row[..seen].iter_mut().for_each(|s| *s = *s * scale - lse_r);
-                T::exp_in_place(simd, &mut row[..seen]);
+                T::exp_affine_in_place(simd, &mut row[..seen], scale, lse_r);
                 row[seen..].fill(T::ZERO);
             }
             // dV_j += Pᵀ dO_i
