@@ -20,7 +20,10 @@
 //!   `bias_add` (`[4096, 1024] + [1024]`), `sub_column` (`[16384, 256] −
 //!   [16384, 1]`, the softmax backward's `g − Σ g·y` of composite attention),
 //!   `scale` (`x·a`), `masked_fill_causal` (`[64, 256, 256]` scores with a
-//!   causal `[256, 256]` mask) and `where` (three full operands).
+//!   causal `[256, 256]` mask) and `where` (three full operands);
+//! - the small training steps' row shapes at the tensor level:
+//!   `layer_norm_6400x64` (vit-tiny), `layer_norm_2048x128` and
+//!   `gelu_2048x512` (gpt-tiny).
 //!
 //! GB/s (from the median) counts bytes read + written once (`8n` for unary ops
 //! and rows, `12n` for add, `16n` for a unary backward, which reads x, y and
@@ -59,11 +62,16 @@ fn median_ms(mut f: impl FnMut()) -> (f64, f64) {
     (t[RUNS / 2], t[0])
 }
 
-fn report(op: &str, imp: &str, isa: &str, threads: usize, bytes: usize, (ms, min): (f64, f64)) {
+fn report(op: &str, imp: &str, isa: &str, threads: usize, bytes: usize, ms: (f64, f64)) {
+    report_sized(op, imp, isa, threads, N, bytes, ms);
+}
+
+/// [`report`] for a case of `n` elements.
+fn report_sized(op: &str, imp: &str, isa: &str, threads: usize, n: usize, bytes: usize, (ms, min): (f64, f64)) {
     let gbs = bytes as f64 / (ms * 1e-3) / 1e9;
-    let ns = ms * 1e6 / N as f64;
+    let ns = ms * 1e6 / n as f64;
     println!(
-        r#"{{"bench":"ops","op":"{op}","dtype":"f32","n":{N},"impl":"{imp}","isa":"{isa}","threads":{threads},"median_ms":{ms:.3},"min_ms":{min:.3},"gb_per_s":{gbs:.2},"ns_per_elem":{ns:.3}}}"#
+        r#"{{"bench":"ops","op":"{op}","dtype":"f32","n":{n},"impl":"{imp}","isa":"{isa}","threads":{threads},"median_ms":{ms:.3},"min_ms":{min:.3},"gb_per_s":{gbs:.2},"ns_per_elem":{ns:.3}}}"#
     );
 }
 
@@ -241,5 +249,27 @@ fn main() {
                 .expect("tensor layer_norm");
         });
         report("layer_norm", "tensor", best.isa().name(), *threads, 8 * N, ms);
+    }
+
+    // The small training steps' shapes: vit-tiny's layer norm rows (B·T = 6400
+    // rows of 64), gpt-tiny's (2048 rows of 128) and its GELU ([2048, 512]).
+    for (op, rows, c) in [("layer_norm_6400x64", 6400, 64), ("layer_norm_2048x128", 2048, 128)] {
+        let xs = Tensor::from_slice(&x[..rows * c], [rows, c]).expect("bench rows");
+        let g = Tensor::from_slice(&gamma[..c], [c]).expect("bench gamma");
+        let b = Tensor::from_slice(&beta[..c], [c]).expect("bench beta");
+        for (threads, p) in &pools {
+            let ms = median_ms(|| {
+                p.install(|| xs.layer_norm(Some(&g), Some(&b), 1e-5)).expect("tensor layer_norm");
+            });
+            report_sized(op, "tensor", isa, *threads, rows * c, 8 * rows * c, ms);
+        }
+    }
+    let small = 2048 * 512;
+    let xs = Tensor::from_slice(&x[..small], [2048, 512]).expect("bench gelu input");
+    for (threads, p) in &pools {
+        let ms = median_ms(|| {
+            p.install(|| xs.gelu()).expect("tensor gelu");
+        });
+        report_sized("gelu_2048x512", "tensor", isa, *threads, small, 8 * small, ms);
     }
 }

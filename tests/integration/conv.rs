@@ -72,8 +72,69 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
         })
 }
 
+/// Convolutions whose kernel equals their stride, without padding (a ViT's
+/// patch embedding), whose gradients the CPU backend computes as one GEMM over the batch;
+/// the input may leave rows and columns that no patch covers.
+fn patch_case() -> impl Strategy<Value = ConvCase> {
+    (
+        1..=3usize,
+        1..=2usize,
+        1..=3usize,
+        1..=3usize,
+        1..=3usize,
+        0..=2usize,
+        0..=2usize,
+        1..=3usize,
+        1..=3usize,
+        any::<bool>(),
+    )
+        .prop_map(|(n, c, kh, kw, o, extra_h, extra_w, oh, ow, bias)| ConvCase {
+            n,
+            c,
+            h: oh * kh + extra_h.min(kh - 1),
+            w: ow * kw + extra_w.min(kw - 1),
+            o,
+            kernel: (kh, kw),
+            stride: (kh, kw),
+            padding: (0, 0),
+            bias,
+        })
+}
+
 proptest! {
     #![proptest_config(proptest_config(24))]
+
+    #[test]
+    fn patch_conv2d_gradients(case in patch_case(), kx in view_kind(), seed in any::<u64>()) {
+        let x = tensor_with(&[case.n, case.c, case.h, case.w], kx, seed);
+        let w = tensor_with(&[case.o, case.c, case.kernel.0, case.kernel.1], ViewKind::Contiguous, seed ^ 1);
+        let mut inputs = vec![x, w];
+        if case.bias {
+            inputs.push(tensor_with(&[case.o], ViewKind::Contiguous, seed ^ 2));
+        }
+        let (stride, padding) = (case.stride, case.padding);
+        let f = |xs: &[Tensor]| xs[0].conv2d(&xs[1], xs.get(2), stride, padding);
+        let report = check_gradients(f, &inputs, &GradCheckConfig::default()).unwrap();
+        prop_assert!(report.passed(), "{case:?} {kx:?}: {report}");
+    }
+
+    #[test]
+    fn patch_conv2d_matches_reference(case in patch_case(), seed in any::<u64>()) {
+        let p = case.params();
+        let x = tensor_with(&[case.n, case.c, case.h, case.w], ViewKind::Contiguous, seed);
+        let w = tensor_with(&[case.o, case.c, case.kernel.0, case.kernel.1], ViewKind::Contiguous, seed ^ 1);
+        let b = tensor_with(&[case.o], ViewKind::Contiguous, seed ^ 2);
+        let (xv, wv, bv) = (x.to_vec::<f64>().unwrap(), w.to_vec::<f64>().unwrap(), b.to_vec::<f64>().unwrap());
+        let y = x.conv2d(&w, case.bias.then_some(&b), case.stride, case.padding).unwrap();
+        assert_close(&y.to_vec::<f64>().unwrap(), &conv2d_reference(&xv, &wv, case.bias.then_some(&bv[..]), &p), 1e-12, "y");
+        let (x, w) = (x.variable(), w.variable());
+        let y = x.conv2d(&w, None, case.stride, case.padding).unwrap();
+        let dy = tensor_with(&p.output_dims(), ViewKind::Contiguous, seed ^ 3);
+        let grads = y.backward_with_grad(&dy).unwrap();
+        let (dx, dw, _) = conv2d_backward_reference(&xv, &wv, &dy.to_vec::<f64>().unwrap(), &p);
+        assert_close(&grads.get(&x).unwrap().to_vec::<f64>().unwrap(), &dx, 1e-12, "dx");
+        assert_close(&grads.get(&w).unwrap().to_vec::<f64>().unwrap(), &dw, 1e-12, "dw");
+    }
 
     #[test]
     fn conv2d_gradients(case in conv_case(), kx in view_kind(), kw in view_kind(), seed in any::<u64>()) {

@@ -293,6 +293,12 @@ pub fn scatter_add_reference<T: Float>(x: &[T], x_layout: &Layout, axis: usize, 
 
 /// parts: [outer, s_p, inner] (any strides) -> out: [outer, Σ s_p, inner]. Each outer
 /// slab of the output is the parts' slabs back to back.
+///
+/// v2 (rows): a strided part is copied straight from its storage, slab by slab
+/// through its strides, instead of gathered whole first through the generic
+/// offset iterator (and then copied again). vit-tiny's class token cat
+/// (`[128, 1, 64]` expanded ++ the patch embedding's transposed `[128, 49, 64]`)
+/// took 1.1 ms per call that way.
 pub fn cat_fast<T: Copy + Default + Send + Sync + 'static>(parts: &[(&[T], &Layout)], axis: usize) -> Vec<T> {
     let Some((_, l0)) = parts.first() else {
         return Vec::new();
@@ -301,15 +307,27 @@ pub fn cat_fast<T: Copy + Default + Send + Sync + 'static>(parts: &[(&[T], &Layo
     let (outer, inner) = (dims[..axis].iter().product::<usize>(), dims[axis + 1..].iter().product::<usize>());
     let sizes: Vec<usize> = parts.iter().map(|(_, l)| l.dims()[axis] * inner).collect();
     let slab: usize = sizes.iter().sum();
-    let data: Vec<Contiguous<T>> = parts.iter().map(|(d, l)| contiguous_or_gather(d, l)).collect();
     let mut out = super::alloc::zeroed(outer * slab);
     if out.is_empty() {
         return out;
     }
     let fill = |o: usize, dst: &mut [T]| {
         let mut at = 0;
-        for (d, &len) in data.iter().zip(&sizes) {
-            dst[at..at + len].copy_from_slice(&d[o * len..(o + 1) * len]);
+        for ((data, layout), &len) in parts.iter().zip(&sizes) {
+            let dst = &mut dst[at..at + len];
+            match layout.contiguous_range() {
+                Some(r) => dst.copy_from_slice(&data[r][o * len..(o + 1) * len]),
+                None => {
+                    let (ld, ls) = (layout.dims(), layout.strides());
+                    // The offset of outer slab `o`: its index over the leading axes.
+                    let (mut rest, mut base) = (o, layout.offset());
+                    for d in (0..axis).rev() {
+                        base += (rest % ld[d]) * ls[d];
+                        rest /= ld[d];
+                    }
+                    strided_copy(data, base, &ld[axis..], &ls[axis..], dst);
+                }
+            }
             at += len;
         }
     };
@@ -322,6 +340,30 @@ pub fn cat_fast<T: Copy + Default + Send + Sync + 'static>(parts: &[(&[T], &Layo
         out.chunks_mut(slab).enumerate().for_each(|(o, dst)| fill(o, dst));
     }
     out
+}
+
+/// `dst` (contiguous, as long as `dims`' product) = the elements of `src` at
+/// `base + Σ index·stride` over `dims`, in row-major order.
+fn strided_copy<T: Copy>(src: &[T], base: usize, dims: &[usize], strides: &[usize], dst: &mut [T]) {
+    match (dims, strides) {
+        ([], _) | (_, []) => {
+            if let Some(d) = dst.first_mut() {
+                *d = src[base];
+            }
+        }
+        ([_], [1]) => dst.copy_from_slice(&src[base..base + dst.len()]),
+        ([_], [s]) => {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = src[base + i * s];
+            }
+        }
+        ([n, dims @ ..], [s, strides @ ..]) => {
+            let step = dims.iter().product::<usize>();
+            for (i, dst) in dst.chunks_mut(step.max(1)).take(*n).enumerate() {
+                strided_copy(src, base + i * s, dims, strides, dst);
+            }
+        }
+    }
 }
 
 pub fn cat_reference<T: Copy>(parts: &[(&[T], &Layout)], axis: usize) -> Vec<T> {

@@ -6,6 +6,7 @@
 //! Shapes: x `[N, C, H, W]`, w `[O, C, kh, kw]` seen as `[O, K]` with
 //! `K = C·kh·kw`, cols `[K, L]` with `L = OH·OW`, y `[N, O, L]`.
 
+use super::patches;
 use crate::backend::contract::nn::conv::{
     check_conv2d, check_conv2d_backward_bias, check_conv2d_backward_input, check_conv2d_backward_weight, Conv2dParams, ConvKernels,
 };
@@ -54,7 +55,7 @@ fn span(rows: usize, cols: usize, s: [usize; 2]) -> usize {
 /// `c[m, n] = a[m, k] · b[k, n] + beta·c` with (row, column) strides.
 /// `beta` is 0 (overwrite, `c` need not be initialised) or 1 (accumulate).
 #[allow(clippy::too_many_arguments)]
-fn gemm<T: GemmElem>(m: usize, k: usize, n: usize, a: &[T], sa: [usize; 2], b: &[T], sb: [usize; 2], beta: T, c: &mut [T], sc: [usize; 2]) {
+pub(super) fn gemm<T: GemmElem>(m: usize, k: usize, n: usize, a: &[T], sa: [usize; 2], b: &[T], sb: [usize; 2], beta: T, c: &mut [T], sc: [usize; 2]) {
     if m == 0 || n == 0 {
         return;
     }
@@ -410,18 +411,24 @@ impl ConvKernels for CpuStorage {
     fn conv2d_backward_input(&self, dy_layout: &Layout, w: &Self, w_layout: &Layout, p: &Conv2dParams) -> Result<Self> {
         check_conv2d_backward_input(p, (self.dtype(), dy_layout), (w.dtype(), w_layout))?;
         cpu_float_dispatch!("conv2d_backward", self, |gv: T| {
-            let dy = contiguous_or_gather(gv, dy_layout);
             let w = contiguous_or_gather(operand::<T>("conv2d_backward", "weight", w)?, w_layout);
-            Ok(T::wrap(conv2d_dx(&dy, &w, p)))
+            Ok(T::wrap(if patches::applies(p) {
+                patches::input_grad(gv, dy_layout, &w, p)
+            } else {
+                conv2d_dx(&contiguous_or_gather(gv, dy_layout), &w, p)
+            }))
         })
     }
 
     fn conv2d_backward_weight(&self, dy_layout: &Layout, x: &Self, x_layout: &Layout, p: &Conv2dParams) -> Result<Self> {
         check_conv2d_backward_weight(p, (self.dtype(), dy_layout), (x.dtype(), x_layout))?;
         cpu_float_dispatch!("conv2d_backward", self, |gv: T| {
-            let dy = contiguous_or_gather(gv, dy_layout);
             let x = operand::<T>("conv2d_backward", "input", x)?;
-            Ok(T::wrap(conv2d_dw(&dy, x, x_layout, p)))
+            Ok(T::wrap(if patches::applies(p) {
+                patches::weight_grad(gv, dy_layout, x, x_layout, p)
+            } else {
+                conv2d_dw(&contiguous_or_gather(gv, dy_layout), x, x_layout, p)
+            }))
         })
     }
 
@@ -436,6 +443,7 @@ impl ConvKernels for CpuStorage {
 
 #[cfg(test)]
 mod tests {
+    use super::patches;
     use super::*;
     use crate::backend::cpu::test_data::{assert_close, unit_hash};
 
@@ -469,6 +477,9 @@ mod tests {
             params(1, 2, (2, 2), 2, (4, 4), (1, 1), (1, 1)),     // kernel covers the padded input
             params(4, 3, (16, 16), 16, (3, 3), (1, 1), (1, 1)),  // large enough to go parallel
             params(5, 32, (12, 12), 32, (1, 1), (1, 1), (0, 0)), // parallel and direct
+            params(3, 1, (28, 28), 8, (4, 4), (4, 4), (0, 0)),   // patches (ViT embedding)
+            params(2, 3, (9, 8), 4, (2, 2), (2, 2), (0, 0)),     // patches, last input row uncovered
+            params(2, 2, (6, 7), 3, (3, 2), (3, 2), (0, 0)),     // patches, rectangular, last column uncovered
         ]
     }
 
@@ -495,6 +506,52 @@ mod tests {
             check_against_reference::<f32>(&p, 1e-4);
         }
         assert!(parallel(&cases()[6]) && parallel(&cases()[7]));
+    }
+
+    /// The patch path against the general im2col path and the naive reference,
+    /// through contiguous and channels-last inputs.
+    fn check_patches<T: GemmElem>(p: &Conv2dParams, tol: f64) {
+        let [n, c, h, w] = p.input_dims();
+        let x: Vec<T> = values(n * c * h * w, 8);
+        let wt: Vec<T> = values(p.weight_dims().iter().product(), 9);
+        let dy: Vec<T> = values(p.output_dims().iter().product(), 11);
+        let dy_layout = Layout::contiguous(p.output_dims().to_vec());
+        let nhwc = Layout::new(p.input_dims().to_vec().into(), vec![h * w * c, 1, w * c, c], 0);
+        for layout in [Layout::contiguous(p.input_dims().to_vec()), nhwc] {
+            let what = format!("{p:?} strides {:?}", layout.strides());
+            let dw = patches::weight_grad(&dy, &dy_layout, &x, &layout, p);
+            assert_close(&dw, &conv2d_dw(&dy, &x, &layout, p), tol, &format!("dw {what}"));
+            let nchw: Vec<T> = layout.offsets().map(|o| x[o]).collect();
+            let (_, dw_ref, _) = conv2d_backward_reference(&nchw, &wt, &dy, p);
+            assert_close(&dw, &dw_ref, tol, &format!("dw (reference) {what}"));
+        }
+        let dx = patches::input_grad(&dy, &dy_layout, &wt, p);
+        assert_close(&dx, &conv2d_dx(&dy, &wt, p), tol, &format!("dx {p:?}"));
+        // dy read through its strides: stored as [N, OH, OW, O].
+        let [_, o, oh, ow] = p.output_dims();
+        let dy_nhwc: Vec<T> = values(n * o * oh * ow, 12);
+        let nhwc_dy = Layout::new(p.output_dims().to_vec().into(), vec![oh * ow * o, 1, ow * o, o], 0);
+        let dy_nchw: Vec<T> = nhwc_dy.offsets().map(|k| dy_nhwc[k]).collect();
+        let dx = patches::input_grad(&dy_nhwc, &nhwc_dy, &wt, p);
+        assert_close(&dx, &conv2d_dx(&dy_nchw, &wt, p), tol, &format!("dx (strided dy) {p:?}"));
+        let xl = Layout::contiguous(p.input_dims().to_vec());
+        let dw = patches::weight_grad(&dy_nhwc, &nhwc_dy, &x, &xl, p);
+        assert_close(&dw, &conv2d_dw(&dy_nchw, &x, &xl, p), tol, &format!("dw (strided dy) {p:?}"));
+    }
+
+    #[test]
+    fn patch_path_matches_the_general_path() {
+        let patch_cases: Vec<Conv2dParams> = cases().into_iter().filter(patches::applies).collect();
+        assert!(patch_cases.len() >= 3);
+        for p in &patch_cases {
+            check_patches::<f64>(p, 1e-10);
+            check_patches::<f32>(p, 1e-4);
+        }
+        // Shapes the general path's tests above do not hold: one image and one channel, a 1×3 patch.
+        for p in [params(1, 1, (4, 4), 2, (2, 2), (2, 2), (0, 0)), params(2, 3, (3, 5), 2, (1, 3), (1, 3), (0, 0))] {
+            assert!(patches::applies(&p));
+            check_patches::<f64>(&p, 1e-10);
+        }
     }
 
     #[test]

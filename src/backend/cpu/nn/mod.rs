@@ -6,5 +6,6 @@ pub mod conv;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod layer_norm;
+mod patches;
 pub mod pool;
 pub mod softmax;
