@@ -74,6 +74,9 @@ pub(super) fn weight_grad<T: GemmElem>(dy: &[T], dy_layout: &Layout, x: &[T], la
     let dyt = output_channels_first(dy, dy_layout, p);
     let mut dw = alloc::zeroed(o * k);
     gemm(o, rows, k, &dyt, [rows, 1], &patches, [k, 1], T::ZERO, &mut dw, [k, 1]);
+    // Scratch goes back to the pool, not the system: a steady step makes no new pages.
+    alloc::recycle(patches);
+    alloc::recycle(dyt);
     dw
 }
 
@@ -102,5 +105,7 @@ pub(super) fn input_grad<T: GemmElem>(dy: &[T], dy_layout: &Layout, w: &[T], p: 
             }
         }
     }
+    alloc::recycle(dpatches);
+    alloc::recycle(dyt);
     dx
 }
