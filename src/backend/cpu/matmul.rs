@@ -602,18 +602,25 @@ mod tests {
             (&[9], 40, 80, 60, false, true),
             (&[3], 50, 64, 33, true, false),
         ];
+        each_isa_under_1_and_4_threads(|kernel, threads| {
+            for &(batch, m, k, n, ta, tb) in &cases {
+                let (la, lena, lb, lenb) = batched(batch, m, k, n, (ta, 1, 3), (tb, 2, 1), &[false], &[true]);
+                let bias = random_bias::<f32>(n, 13);
+                let fused = |a: &[f32], b: &[f32], p: &GemmPlan| product_f32(kernel, a, b, p, Some(&bias));
+                check_fused(&la, lena, &lb, lenb, 13, 1e-4, fused, |a, b, p| linear_reference(a, b, p, &bias))
+                    .unwrap_or_else(|e| panic!("{kernel:?}, {threads} threads, {batch:?}x{m}x{k}x{n}: {e}"));
+            }
+        });
+    }
+
+    /// Runs `check` with every ISA's GEMM kernel this CPU has, in a 1-thread
+    /// and then a 4-thread rayon pool.
+    fn each_isa_under_1_and_4_threads(check: impl Fn(&'static gemm::Kernel, usize) + Sync) {
         for threads in [1, 4] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
                 for simd in crate::backend::cpu::simd::Simd::available() {
-                    let kernel = gemm::kernel(simd.isa());
-                    for &(batch, m, k, n, ta, tb) in &cases {
-                        let (la, lena, lb, lenb) = batched(batch, m, k, n, (ta, 1, 3), (tb, 2, 1), &[false], &[true]);
-                        let bias = random_bias::<f32>(n, 13);
-                        let fused = |a: &[f32], b: &[f32], p: &GemmPlan| product_f32(kernel, a, b, p, Some(&bias));
-                        check_fused(&la, lena, &lb, lenb, 13, 1e-4, fused, |a, b, p| linear_reference(a, b, p, &bias))
-                            .unwrap_or_else(|e| panic!("{kernel:?}, {threads} threads, {batch:?}x{m}x{k}x{n}: {e}"));
-                    }
+                    check(gemm::kernel(simd.isa()), threads);
                 }
             });
         }
@@ -657,19 +664,13 @@ mod tests {
             (&[2], 130, 64, 290, true, true),
             (&[9], 40, 80, 60, false, true),
         ];
-        for threads in [1, 4] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| {
-                for simd in crate::backend::cpu::simd::Simd::available() {
-                    let kernel = gemm::kernel(simd.isa());
-                    for &(batch, m, k, n, ta, tb) in &cases {
-                        let (la, lena, lb, lenb) = batched(batch, m, k, n, (ta, 1, 3), (tb, 2, 1), &[false], &[false]);
-                        check_with(&la, lena, &lb, lenb, 11, 1e-4, |a: &[f32], b: &[f32], plan| matmul_f32(kernel, a, b, plan))
-                            .unwrap_or_else(|e| panic!("{kernel:?}, {threads} threads, {batch:?}x{m}x{k}x{n}: {e}"));
-                    }
-                }
-            });
-        }
+        each_isa_under_1_and_4_threads(|kernel, threads| {
+            for &(batch, m, k, n, ta, tb) in &cases {
+                let (la, lena, lb, lenb) = batched(batch, m, k, n, (ta, 1, 3), (tb, 2, 1), &[false], &[false]);
+                check_with(&la, lena, &lb, lenb, 11, 1e-4, |a: &[f32], b: &[f32], plan| matmul_f32(kernel, a, b, plan))
+                    .unwrap_or_else(|e| panic!("{kernel:?}, {threads} threads, {batch:?}x{m}x{k}x{n}: {e}"));
+            }
+        });
     }
 
     #[test]
