@@ -69,27 +69,38 @@ fn reduce_slice<T: Float>(op: ReduceOp, xs: &[T]) -> T {
 /// sums of `dY`); false, touching nothing, for other types. Each row adds
 /// into the other of two buffers (the vector kernel writes a separate
 /// output), so the sums are exactly the scalar loop's, in the same order.
+///
+/// The two buffers are stack arrays of [`SUM_BLOCK`] columns, the columns
+/// taken one block at a time: this runs inside parallel tasks, and scratch
+/// from the pool there made the number of blocks live at once depend on how
+/// the tasks overlapped, so a steady training step now and then took a new
+/// block from the system (`tests/memory.rs` caught it on a 2-core machine).
 fn sum_rows_f32<T: Float>(acc: &mut [T], rows: &[T]) -> bool {
     let cols = acc.len();
-    let (Some(first), Some(rows)) = (T::as_f32_slice(acc), T::as_f32_slice(rows)) else {
+    let (Some(acc), Some(rows)) = (T::as_f32_slice_mut(acc), T::as_f32_slice(rows)) else {
         return false;
     };
     if cols == 0 {
         return true;
     }
-    let mut sum = super::alloc::copied(first);
-    let mut next = super::alloc::zeroed::<f32>(cols);
-    for row in rows.chunks_exact(cols) {
-        simd::add_f32(&sum, row, &mut next);
-        std::mem::swap(&mut sum, &mut next);
+    let (mut a, mut b) = ([0.0f32; SUM_BLOCK], [0.0f32; SUM_BLOCK]);
+    for start in (0..cols).step_by(SUM_BLOCK) {
+        let block = start..cols.min(start + SUM_BLOCK);
+        let width = block.len();
+        let (mut sum, mut next) = (&mut a[..width], &mut b[..width]);
+        sum.copy_from_slice(&acc[block.clone()]);
+        for row in rows.chunks_exact(cols) {
+            simd::add_f32(sum, &row[block.clone()], next);
+            std::mem::swap(&mut sum, &mut next);
+        }
+        acc[block].copy_from_slice(sum);
     }
-    if let Some(out) = T::as_f32_slice_mut(acc) {
-        out.copy_from_slice(&sum);
-    }
-    super::alloc::recycle(sum);
-    super::alloc::recycle(next);
     true
 }
+
+/// Columns per block of [`sum_rows_f32`]: two blocks (4 KiB) sit on the
+/// stack and in L1 while every row's slice of them streams past.
+const SUM_BLOCK: usize = 512;
 
 /// Permutation moving `axes` to the end (kept axes first, in order).
 fn reduced_last(rank: usize, axes: &[usize]) -> Vec<usize> {
@@ -263,7 +274,7 @@ mod tests {
     /// to the reference bit for bit, on one thread and split over several.
     #[test]
     fn f32_column_sums_match_the_reference_exactly() {
-        for &(rows, cols) in &[(7usize, 13usize), (300, 257), (1, 40), (2000, 33)] {
+        for &(rows, cols) in &[(7usize, 13usize), (300, 257), (1, 40), (2000, 33), (9, 512), (5, 1030), (40, 1536)] {
             let x: Vec<f32> = ramp::<f64>(rows * cols, 3.0, 1).iter().map(|&v| v as f32).collect();
             let l = Layout::contiguous([rows, cols]);
             let want = reduce_reference(&x, &l, &[0], ReduceOp::Sum);
