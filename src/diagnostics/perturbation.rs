@@ -42,6 +42,17 @@ use crate::{no_grad, Error, Result};
 use rand::Rng;
 
 /// What [`output_change`] measured.
+///
+/// ```
+/// use tamer::diagnostics::output_change;
+/// use tamer::nn::{Linear, Module};
+/// use tamer::{rng, DType, Tensor};
+/// let layer = Linear::new(4, 3, true, &mut rng(0)).unwrap();
+/// let x = Tensor::randn([2, 4], DType::F32, &mut rng(1)).unwrap();
+/// let c = output_change(|| layer.forward(&x), &layer.params(), 1e-2, 5, &mut rng(2)).unwrap();
+/// assert_eq!(c.draws.len(), 5);
+/// assert!((c.mean - c.draws.iter().sum::<f64>() / 5.0).abs() < 1e-12 && c.std_error > 0.0);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutputChange {
     /// The estimate of `E‖F(x, W) − F(x, W + δ)‖²`: the mean over the draws.

@@ -84,6 +84,20 @@ pub trait TrainTask {
     /// records. The trainer calls it in eval mode without gradients; it must
     /// not move the data streams. None (the default) when the task has no
     /// probe batch or its model no blocks to look into.
+    ///
+    /// ```
+    /// use tamer::data::{digits, DataLoader, LoaderConfig};
+    /// use tamer::models::{Pool, VisionTransformer, VitConfig};
+    /// use tamer::train::{ImageClassification, TrainTask};
+    /// use tamer::{no_grad, CrossEntropyOptions};
+    /// let (train, test) = digits::load_images().unwrap();
+    /// let vit = VisionTransformer::new(VitConfig { pool: Pool::Mean, ..VitConfig::new((8, 8), 4, 1, 10, 16, 2, 2, 2.0) }, &mut tamer::rng(0)).unwrap();
+    /// let loader = DataLoader::new(train, LoaderConfig::train(32, 0)).unwrap();
+    /// let mut task = ImageClassification::new(vit, loader, test, 256, CrossEntropyOptions::default()).unwrap();
+    /// task.set_training(false);
+    /// let probe = no_grad(|| task.probe_layers()).unwrap().unwrap(); // the first 16 test images
+    /// assert_eq!((probe.rank_collapse.len(), probe.attention_entropy.len()), (3, 2));
+    /// ```
     fn probe_layers(&mut self) -> Result<Option<LayerProbe>> {
         Ok(None)
     }
