@@ -271,6 +271,27 @@ mod tests {
         assert_eq!(values(&blocks), before);
     }
 
+    /// What experiment 2 of the lab calls: stacks of pre-LN, post-LN and
+    /// Admin post-LN blocks. Each gives a positive, finite change that grows
+    /// with ε, and Admin's ω (> 1 past the first sublayer) changes the post-LN
+    /// stack's value, on the same draws.
+    #[test]
+    fn block_stacks_of_every_norm_placement() {
+        let x = Tensor::randn([2, 4, 8], DType::F32, &mut rng(0)).unwrap();
+        let stack = |cfg: &BlockConfig| -> Vec<TransformerBlock> { (0..3).map(|i| TransformerBlock::new(8, cfg, &mut rng(10 + i)).unwrap()).collect() };
+        let measure = |blocks: &[TransformerBlock], eps: f64| blocks_output_change(blocks, &x, eps, 4, &mut rng(1)).unwrap().mean;
+        let pre = stack(&BlockConfig::vit(2));
+        let post = stack(&BlockConfig::post_ln(2));
+        let mut admin = stack(&BlockConfig::post_ln(2));
+        let omegas = crate::nn::admin_profile_blocks(&mut admin, &x).unwrap();
+        assert!(omegas[1..].iter().all(|w| *w > 1.0), "{omegas:?}");
+        for blocks in [&pre, &post, &admin] {
+            let (small, large) = (measure(blocks, 1e-3), measure(blocks, 1e-2));
+            assert!(small > 0.0 && small.is_finite() && large > 10.0 * small, "{small} {large}");
+        }
+        assert_ne!(measure(&post, 1e-2), measure(&admin, 1e-2));
+    }
+
     #[test]
     fn invalid_arguments_are_errors() {
         let layer = linear_f64(2, 2);
