@@ -7,9 +7,10 @@
 //! residual branch: a small change of the parameters (an optimizer update)
 //! moves the output of an `N`-layer post-LN model by an amount that grows
 //! like `O(N)`, against `O(log N)` for pre-LN and `O(1)` with Admin's
-//! rescaled skip connections (their Theorem 2 and Figure 5). Large output
-//! changes are what makes a learning rate that is safe for a shallow model
-//! diverge for a deep one, and why post-LN needs warmup. The measure is
+//! rescaled skip connections (their analysis of the amplification effect).
+//! Large output changes are what makes a learning rate that is safe for a
+//! shallow model diverge for a deep one, and why post-LN needs warmup. The
+//! measure is
 //!
 //! ```text
 //! E_δ ‖F(x, W) − F(x, W + δ)‖²
@@ -18,23 +19,24 @@
 //! the squared change of the whole output (every element of the batch
 //! summed), averaged over random perturbations `δ`.
 //!
-//! **The perturbation.** Each parameter tensor `W` gets an isotropic random
-//! direction of a fixed relative size `ε`:
+//! **The perturbation** is tamer's choice (the measure asks only for a small
+//! random `δ` standing for an update): each parameter tensor `W` gets an
+//! isotropic random direction of a fixed relative size `ε`,
 //!
 //! ```text
 //! δ = ε · ‖W‖ · u / ‖u‖,   u ~ N(0, I) of W's shape,   so that ‖δ‖ / ‖W‖ = ε exactly.
 //! ```
 //!
-//! Liu et al.'s analysis treats the update as a random perturbation
-//! independent of the parameters, whose size matters relative to the
-//! parameters' own; fixing `‖δ‖/‖W‖` per tensor makes `ε` exactly the
-//! update-to-weight ratio that [`update_ratios`](super::update_ratios) logs
-//! during training (around 1e-3 per step for a healthy Adam run), so the
-//! measure answers "what does an update of this size do to the output?".
-//! The elementwise alternative `ε·|W|·N(0, 1)` ties the direction to the
-//! weights' pattern and leaves every exact zero unperturbed; the isotropic
-//! direction does neither (a tensor that is zero as a whole, such as a
-//! bias at initialisation, still gets no perturbation: `‖W‖ = 0`).
+//! Why this form: the amplification argument is about updates whose size is
+//! small relative to the parameters, and fixing `‖δ‖/‖W‖` per tensor makes
+//! `ε` exactly the update-to-weight ratio that
+//! [`update_ratios`](super::update_ratios) logs during training (around 1e-3
+//! per step for a healthy Adam run), so the measure answers "what does an
+//! update of this size do to the output?". The elementwise alternative
+//! `ε·|W|·N(0, 1)` ties the direction to the weights' pattern and leaves
+//! every exact zero unperturbed; the isotropic direction does neither (a
+//! tensor that is zero as a whole, such as a bias at initialisation, still
+//! gets no perturbation: `‖W‖ = 0`).
 
 use crate::nn::{Module, Param, TransformerBlock};
 use crate::tensor::Tensor;
@@ -132,7 +134,7 @@ where
 
 /// [`output_change`] of a stack of [`TransformerBlock`]s applied in order to
 /// `x [B, T, C]`, every parameter of every block perturbed: the per-depth
-/// measure of Liu et al.'s Figure 5. Build stacks of depth 2, 4, ... with
+/// measure of Liu et al.'s depth comparison. Build stacks of depth 2, 4, ... with
 /// [`BlockConfig`](crate::nn::BlockConfig)'s post-LN or pre-LN settings, or
 /// post-LN with Admin's ω from [`admin_profile_blocks`](crate::nn::admin_profile_blocks),
 /// and compare the curves. Put the blocks in eval mode first so that

@@ -19,7 +19,7 @@
 //!
 //! and defines `x` as the argmin of `‖X − 1xᵀ‖₁,∞`. tamer takes `x` to be the
 //! mean of the tokens instead (the argmin in the Frobenius norm): it is one
-//! pass, deterministic and differentiable-free, whereas the composite norm's
+//! pass and deterministic, whereas the composite norm's
 //! argmin is a non-smooth optimisation with no closed form. Since the mean is
 //! one candidate of the argmin, the residual tamer reports is an upper bound
 //! on the paper's, exactly 0 when and only when the rows are identical (then

@@ -5,7 +5,7 @@
 //! - **Gradient norms per layer** `‖∇_{W_l} L‖` (the parameters of one block
 //!   together, see [`layer_of`]): the global norm that clipping looks at
 //!   hides where the gradient comes from. Liu et al. (2020, "Understanding
-//!   the Difficulty of Training Transformers", Figure 3) show post-LN
+//!   the Difficulty of Training Transformers") show post-LN
 //!   decoders with gradients that grow towards the top layers; Xiong et al.
 //!   (2020, "On Layer Normalization in the Transformer Architecture") show
 //!   that at initialisation post-LN's gradients near the output are large,
