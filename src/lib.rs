@@ -20,6 +20,7 @@ pub mod autograd;
 pub mod backend;
 pub mod checkpoint;
 pub mod data;
+pub mod diagnostics;
 mod error;
 pub mod models;
 pub mod nn;

@@ -291,15 +291,65 @@ impl Gpt {
         self.lm_head.forward(&x)
     }
 
-    /// `[B, T] → ln_f(blocks(wte + wpe))` `[B, T, C]`.
-    fn hidden(&self, idx: &Tensor, cache: Option<&mut GptCache>) -> Result<Tensor> {
-        let start = cache.as_ref().map_or(0, |c| c.len());
+    /// The logits `[B, T, V]` and the residual stream at every depth:
+    /// `hidden[0]` the embedded tokens ([`embed`](Self::embed)), `hidden[l]`
+    /// the output of block `l − 1`, each `[B, T, C]` before `ln_f` (for
+    /// rank-collapse and signal-propagation diagnostics, as
+    /// [`VisionTransformer::forward_with_hidden`](super::VisionTransformer::forward_with_hidden)).
+    ///
+    /// ```
+    /// use tamer::models::{Gpt, GptConfig};
+    /// use tamer::{rng, Tensor};
+    /// let cfg = GptConfig { vocab_size: 11, block_size: 8, n_layer: 2, n_head: 2, n_embd: 16, ..GptConfig::gpt_tiny() };
+    /// let gpt = Gpt::new(cfg, &mut rng(0)).unwrap();
+    /// let idx = Tensor::from_vec(vec![1i64, 2, 3, 4, 5, 6], [2, 3]).unwrap();
+    /// let (logits, hidden) = gpt.forward_with_hidden(&idx).unwrap();
+    /// assert_eq!(logits.dims(), &[2, 3, 11]);
+    /// assert_eq!(hidden.len(), 3); // embeddings + one per block
+    /// assert_eq!(hidden[2].dims(), &[2, 3, 16]);
+    /// ```
+    pub fn forward_with_hidden(&self, idx: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
+        let mut h = self.embed(idx)?;
+        let mut hidden = Vec::with_capacity(self.h.len() + 1);
+        hidden.push(h.clone());
+        for block in &self.h {
+            h = block.forward(&h)?;
+            hidden.push(h.clone());
+        }
+        let logits = self.lm_head.forward(&self.ln_f.forward(&h)?)?;
+        Ok((logits, hidden))
+    }
+
+    /// `idx` i64 `[B, T]` (T ≤ block_size) → token + position embeddings,
+    /// after dropout, `[B, T, C]`: the input of the first block.
+    ///
+    /// ```
+    /// use tamer::models::{Gpt, GptConfig};
+    /// use tamer::{rng, Tensor};
+    /// let cfg = GptConfig { vocab_size: 11, block_size: 8, n_layer: 1, n_head: 2, n_embd: 16, ..GptConfig::gpt_tiny() };
+    /// let gpt = Gpt::new(cfg, &mut rng(0)).unwrap();
+    /// let idx = Tensor::from_vec(vec![1i64, 2, 3], [1, 3]).unwrap();
+    /// assert_eq!(gpt.embed(&idx).unwrap().dims(), &[1, 3, 16]);
+    /// assert!(gpt.embed(&Tensor::from_vec(vec![0i64; 9], [1, 9]).unwrap()).is_err()); // longer than block_size
+    /// ```
+    pub fn embed(&self, idx: &Tensor) -> Result<Tensor> {
+        self.embed_from(idx, 0)
+    }
+
+    /// Embeddings of `idx` at positions `start..start + T`.
+    fn embed_from(&self, idx: &Tensor, start: usize) -> Result<Tensor> {
         self.check_idx(idx, start)?;
         let t = idx.dims()[1];
         let pos: Vec<i64> = (start..start + t).map(|p| p as i64).collect();
         let tok = self.wte.forward(idx)?; // [B, T, C]
         let pos = self.wpe.forward(&Tensor::from_indices(&pos).to_device(idx.device())?)?; // [T, C]
-        let mut x = self.drop.forward(&tok.add(&pos)?)?;
+        self.drop.forward(&tok.add(&pos)?)
+    }
+
+    /// `[B, T] → ln_f(blocks(wte + wpe))` `[B, T, C]`.
+    fn hidden(&self, idx: &Tensor, cache: Option<&mut GptCache>) -> Result<Tensor> {
+        let start = cache.as_ref().map_or(0, |c| c.len());
+        let mut x = self.embed_from(idx, start)?;
         match cache {
             Some(cache) => {
                 if cache.layers.len() != self.h.len() {

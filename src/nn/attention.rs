@@ -137,6 +137,31 @@ impl MultiHeadSelfAttention {
         self.proj_dropout.forward(&self.proj.forward(&y)?)
     }
 
+    /// The attention probabilities `softmax(q kᵀ / √D [+ causal mask])`
+    /// `[B, H, T, T]` that [`forward`](Self::forward) applies to `x [B, T, C]`,
+    /// computed from the same weights with composite ops (the fused kernel
+    /// keeps no probabilities). For diagnostics on a probe batch, such as the
+    /// attention entropy of [`crate::diagnostics`]: it materialises `B·H·T²`
+    /// numbers, so keep the batch small. Attention dropout is not applied.
+    ///
+    /// Multiplying by the values and projecting gives the fused output back:
+    ///
+    /// ```
+    /// use tamer::nn::{Module, MultiHeadSelfAttention};
+    /// use tamer::{rng, DType, Tensor};
+    /// let attn = MultiHeadSelfAttention::new(8, 2, true, true, 0.0, 0.0, &mut rng(0)).unwrap();
+    /// attn.to_dtype(DType::F64).unwrap();
+    /// let x = Tensor::randn([1, 4, 8], DType::F64, &mut rng(1)).unwrap();
+    /// let p = attn.attention_probs(&x).unwrap();
+    /// assert_eq!(p.dims(), &[1, 2, 4, 4]);
+    /// let rows = p.sum(&[3], false).unwrap().to_vec::<f64>().unwrap();
+    /// assert!(rows.iter().all(|s| (s - 1.0).abs() < 1e-12)); // each query's distribution sums to 1
+    /// ```
+    pub fn attention_probs(&self, x: &Tensor) -> Result<Tensor> {
+        let (q, k, _) = self.split_qkv(x)?;
+        q.attention_probs(&k, self.mask(), None)
+    }
+
     fn attn_dropout_active(&self) -> bool {
         self.training && self.attn_dropout.p > 0.0
     }
@@ -216,5 +241,36 @@ impl Module for MultiHeadSelfAttention {
         self.training = training;
         self.attn_dropout.set_training(training);
         self.proj_dropout.set_training(training);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{rng, DType};
+
+    /// `attention_probs` is the fused forward's distribution: its product with
+    /// the values, heads merged and projected, is `forward`'s output.
+    #[test]
+    fn attention_probs_times_values_is_the_fused_forward() {
+        for causal in [false, true] {
+            let attn = MultiHeadSelfAttention::new(12, 3, true, causal, 0.0, 0.0, &mut rng(7)).unwrap();
+            attn.to_dtype(DType::F64).unwrap();
+            let x = Tensor::randn([2, 5, 12], DType::F64, &mut rng(8)).unwrap();
+            let probs = attn.attention_probs(&x).unwrap();
+            assert_eq!(probs.dims(), &[2, 3, 5, 5]);
+            let (_, _, v) = attn.split_qkv(&x).unwrap();
+            let y = probs.matmul(&v).unwrap().permute(&[0, 2, 1, 3]).unwrap().reshape([2, 5, 12]).unwrap();
+            let composite = attn.proj.forward(&y).unwrap().to_vec::<f64>().unwrap();
+            let fused = attn.forward(&x).unwrap().to_vec::<f64>().unwrap();
+            let worst = composite.iter().zip(&fused).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            assert!(worst < 1e-12, "causal {causal}: largest difference {worst}");
+            if causal {
+                // A query never sees a later key.
+                let p = probs.to_vec::<f64>().unwrap();
+                assert_eq!(p[1], 0.0);
+                assert!((p[0] - 1.0).abs() < 1e-15);
+            }
+        }
     }
 }

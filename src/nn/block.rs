@@ -223,6 +223,26 @@ impl TransformerBlock {
         self.run(x, None, None)
     }
 
+    /// The attention probabilities `[B, H, T, T]` of this block's attention
+    /// sublayer for the block input `x [B, T, C]` (after `norm1` in a pre-LN
+    /// block, as the sublayer sees it), from
+    /// [`MultiHeadSelfAttention::attention_probs`]. For diagnostics on a
+    /// probe batch (attention entropy, [`crate::diagnostics`]).
+    ///
+    /// ```
+    /// use tamer::nn::{BlockConfig, TransformerBlock};
+    /// use tamer::{rng, DType, Tensor};
+    /// let block = TransformerBlock::new(8, &BlockConfig::vit(2), &mut rng(0)).unwrap();
+    /// let x = Tensor::randn([3, 5, 8], DType::F32, &mut rng(1)).unwrap();
+    /// assert_eq!(block.attention_probs(&x).unwrap().dims(), &[3, 2, 5, 5]);
+    /// ```
+    pub fn attention_probs(&self, x: &Tensor) -> Result<Tensor> {
+        match self.config.norm {
+            NormPlacement::PreLN => self.attn.attention_probs(&self.norm1.forward(x)?),
+            NormPlacement::PostLN => self.attn.attention_probs(x),
+        }
+    }
+
     /// Incremental decoding: `x` holds the newest positions, `cache` this
     /// block's keys and values so far (see [`MultiHeadSelfAttention::forward_with_cache`]).
     pub fn forward_with_cache(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {

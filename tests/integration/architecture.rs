@@ -188,6 +188,23 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("models", BELOW_MODELS_AND_OPTIM),
     ("optim", BELOW_MODELS_AND_OPTIM),
     (
+        "diagnostics",
+        &[
+            "error",
+            "types",
+            "profile",
+            "backend",
+            "tensor",
+            "autograd",
+            "autocast",
+            "ops",
+            "nn",
+            "checkpoint",
+            "models",
+            "optim",
+        ],
+    ),
+    (
         "train",
         &[
             "error",
@@ -203,6 +220,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "models",
             "optim",
             "data",
+            "diagnostics",
         ],
     ),
 ];
