@@ -68,8 +68,10 @@ pub fn layer_norm_rows<T: Float>(x: &[T], c: usize, w: Option<&[T]>, b: Option<&
             })
             .collect::<Vec<_>>()
     });
-    let stats = || stats.iter().flatten();
-    let (mean, rstd) = (stats().map(|s| s.0).collect_pooled(), stats().map(|s| s.1).collect_pooled());
+    // One list first: `collect_pooled` takes its buffer from the pool only
+    // for an iterator of known length, which a flattened one is not.
+    let stats: Vec<(T, T)> = stats.into_iter().flatten().collect();
+    let (mean, rstd) = (stats.iter().map(|s| s.0).collect_pooled(), stats.iter().map(|s| s.1).collect_pooled());
     (y, mean, rstd)
 }
 
