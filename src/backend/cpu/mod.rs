@@ -390,8 +390,8 @@ pub fn par_map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default + 'static>
 /// it is in that core's cache, rather than the whole buffer on the calling
 /// thread first: for gpt-tiny's GELU (`[2048, 512]`, 4 MB) that serial fill
 /// was a second pass over the output, about as long as the 2-thread kernel
-/// itself (the GELU forward went from 0.98 to 0.55 ms median in
-/// `cargo bench --bench ops`, `gelu_2048x512` on 2 threads).
+/// itself (the GELU forward went from 0.98 to 0.54 ms median in
+/// `cargo bench --bench ops`, `gelu_2048x512` on 2 threads, load 1.3-1.6).
 pub fn build_in_parts<T, R>(n: usize, part_len: usize, parallel: bool, write: impl Fn(usize, &mut [T]) -> R + Sync) -> (Vec<T>, Vec<R>)
 where
     T: Copy + Send + Sync + Default + 'static,
