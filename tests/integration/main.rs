@@ -43,6 +43,7 @@ mod errors;
 mod grad_scaler;
 mod interop_gpt;
 mod interop_vit;
+mod lab;
 mod models_gpt;
 mod models_vit;
 mod nn_blocks;

@@ -1,0 +1,16 @@
+//! The experiments, in the report's order (the numbering in each file's header).
+
+pub mod digits;
+pub mod perturbation;
+pub mod pooling;
+pub mod rank_collapse;
+
+// The experiments' shared vocabulary, named relative to this module so that the
+// files compile both in the example and inside the integration test that includes it.
+pub(crate) use super::{experiment, stats};
+use experiment::Experiment;
+
+/// Every experiment, in the report's order.
+pub fn all() -> Vec<&'static dyn Experiment> {
+    vec![&rank_collapse::RankCollapse, &perturbation::Perturbation, &pooling::Pooling]
+}
