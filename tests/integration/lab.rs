@@ -67,6 +67,11 @@ fn quick_run_writes_its_files(name: &str) {
 }
 
 #[test]
+fn rank_collapse_quick_run_writes_its_files() {
+    quick_run_writes_its_files("rank-collapse");
+}
+
+#[test]
 fn pooling_quick_run_writes_its_files() {
     quick_run_writes_its_files("pooling");
 }
@@ -74,7 +79,9 @@ fn pooling_quick_run_writes_its_files() {
 #[test]
 fn unknown_experiment_is_a_clap_error_listing_the_names() {
     let err = Args::try_parse_from(["lab", "no-such-thing"]).unwrap_err().to_string();
-    assert!(err.contains("pooling") && err.contains("all"), "{err}");
+    for name in ["rank-collapse", "perturbation", "clipping", "pooling", "all"] {
+        assert!(err.contains(name), "{name} missing from: {err}");
+    }
     let err = Args::try_parse_from(["lab", "pooling", "--scale", "huge"]).unwrap_err().to_string();
     assert!(err.contains("quick") && err.contains("full"), "{err}");
     assert!(Args::try_parse_from(["lab", "pooling", "--seeds", "0"]).is_err());

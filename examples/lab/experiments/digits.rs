@@ -81,7 +81,7 @@ pub fn train(recipe: &Recipe, data: &Digits, seed: u64, device: Device) -> Resul
     let min_lr = recipe.peak_lr / 100.0;
     let mut sched = Scheduler::new(WarmupCosine::new(recipe.peak_lr, recipe.warmup_steps, recipe.steps, min_lr)?);
     let params = model.params();
-    let mut batches = rng(seed ^ 0xba7c_4e5);
+    let mut batches = rng(seed ^ 0x0ba7_c4e5);
     let mut curve = Curve::default();
     let evaluate = |model: &mut VisionTransformer| -> Result<f64> {
         model.set_training(false);

@@ -1,5 +1,6 @@
 //! The experiments, in the report's order (the numbering in each file's header).
 
+pub mod clipping;
 pub mod digits;
 pub mod perturbation;
 pub mod pooling;
@@ -12,5 +13,10 @@ use experiment::Experiment;
 
 /// Every experiment, in the report's order.
 pub fn all() -> Vec<&'static dyn Experiment> {
-    vec![&rank_collapse::RankCollapse, &perturbation::Perturbation, &pooling::Pooling]
+    vec![
+        &rank_collapse::RankCollapse,
+        &perturbation::Perturbation,
+        &clipping::Clipping,
+        &pooling::Pooling,
+    ]
 }
