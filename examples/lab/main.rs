@@ -85,7 +85,7 @@ impl Args {
     }
 }
 
-fn validate(args: &Args) -> Result<(), String> {
+pub fn validate(args: &Args) -> Result<(), String> {
     if args.device == DeviceKind::Cuda {
         common::cuda_available()?;
     }

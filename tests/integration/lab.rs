@@ -88,6 +88,17 @@ fn unknown_experiment_is_a_clap_error_listing_the_names() {
 }
 
 #[test]
+fn device_cuda_without_the_feature_is_refused_before_running() {
+    let a = args(&["pooling", "--device", "cuda"]);
+    if cfg!(feature = "cuda") {
+        assert_eq!(lab::validate(&a), Ok(()));
+    } else {
+        let err = lab::validate(&a).unwrap_err();
+        assert!(err.contains("without the cuda feature") && err.contains("--device cpu"), "{err}");
+    }
+}
+
+#[test]
 fn quick_scale_writes_no_report_unless_asked() {
     assert_eq!(args(&["pooling", "--scale", "quick"]).report_dir(), None);
     assert!(args(&["pooling"]).report_dir().unwrap().ends_with("docs/lab"));

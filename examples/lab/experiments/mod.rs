@@ -8,7 +8,7 @@ pub mod rank_collapse;
 
 // The experiments' shared vocabulary, named relative to this module so that the
 // files compile both in the example and inside the integration test that includes it.
-pub(crate) use super::{experiment, stats};
+pub(super) use super::{experiment, stats};
 use experiment::Experiment;
 
 /// Every experiment, in the report's order.
