@@ -5,6 +5,7 @@ pub mod digits;
 pub mod perturbation;
 pub mod pooling;
 pub mod rank_collapse;
+pub mod warmup;
 
 // The experiments' shared vocabulary, named relative to this module so that the
 // files compile both in the example and inside the integration test that includes it.
@@ -16,6 +17,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
     vec![
         &rank_collapse::RankCollapse,
         &perturbation::Perturbation,
+        &warmup::Warmup,
         &clipping::Clipping,
         &pooling::Pooling,
     ]
