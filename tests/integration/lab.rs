@@ -3,12 +3,15 @@
 //! which verdict), the refusal to replace a run, the flag errors, and the
 //! statistics module's unit tests (compiled in with it).
 
+// The example's modules include examples/cli/common.rs and pipe.rs, which
+// tests/integration/train.rs includes too: each is compiled twice, harmlessly.
 #[path = "../../examples/lab/main.rs"]
-#[allow(dead_code)]
-mod lab;
+#[allow(dead_code, clippy::duplicate_mod)]
+mod lab_main;
 
 use clap::Parser;
 use lab::Args;
+use lab_main as lab;
 use std::path::PathBuf;
 
 /// A fresh, empty directory under the system's temp dir.
