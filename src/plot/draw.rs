@@ -25,13 +25,16 @@ const PALETTE: [RGBColor; 10] = [
 
 const FONT: &str = "sans-serif";
 
+/// A point's spread: `(x, low, y, high)`.
+type Bar = (f64, f64, f64, f64);
+
 /// A series reduced to what its chart can draw.
 struct Drawable {
     name: String,
     color: RGBColor,
     points: Vec<(f64, f64)>,
-    /// `(x, low, y, high)` per point that has a finite half-width.
-    spread: Option<(Vec<(f64, f64, f64, f64)>, Spread)>,
+    /// A bar per point that has a finite half-width.
+    spread: Option<(Vec<Bar>, Spread)>,
     marks: Marks,
 }
 
