@@ -3,7 +3,8 @@
 
 use super::{Chart, Figure, Marks, Scale, Series, Skipped, Spread, Svg};
 use crate::{Error, Result};
-use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::ranged1d::{AsRangedCoord, DefaultFormatting, KeyPointHint, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::ops::Range;
@@ -25,13 +26,16 @@ const PALETTE: [RGBColor; 10] = [
 
 const FONT: &str = "sans-serif";
 
+/// A point's spread: `(x, low, y, high)`.
+type Bar = (f64, f64, f64, f64);
+
 /// A series reduced to what its chart can draw.
 struct Drawable {
     name: String,
     color: RGBColor,
     points: Vec<(f64, f64)>,
-    /// `(x, low, y, high)` per point that has a finite half-width.
-    spread: Option<(Vec<(f64, f64, f64, f64)>, Spread)>,
+    /// A bar per point that has a finite half-width.
+    spread: Option<(Vec<Bar>, Spread)>,
     marks: Marks,
 }
 
@@ -40,14 +44,17 @@ struct Prepared {
     series: Vec<Drawable>,
     x: Range<f64>,
     y: Range<f64>,
+    /// The corner the legend covers the fewest points in.
+    legend: SeriesLabelPosition,
 }
 
 fn drawable_on(scale: Scale, v: f64) -> bool {
     scale == Scale::Linear || v > 0.0
 }
 
-/// Keep what `chart`'s axes can show, counting what is left out in `skipped`.
-fn prepare(chart: &Chart, skipped: &mut Skipped) -> Result<Prepared> {
+/// Keep what `chart`'s axes can show, counting what is left out in
+/// `skipped`; `size` is the panel's, in pixels.
+fn prepare(chart: &Chart, size: (u32, u32), skipped: &mut Skipped) -> Result<Prepared> {
     let mut series = Vec::with_capacity(chart.series.len());
     for (i, s) in chart.series.iter().enumerate() {
         series.push(prepare_series(chart, s, PALETTE[i % PALETTE.len()], skipped)?);
@@ -68,7 +75,113 @@ fn prepare(chart: &Chart, skipped: &mut Skipped) -> Result<Prepared> {
             }
         }
     }
-    Ok(Prepared { series, x, y })
+    let legend = legend_corner(chart, &series, (&x, &y), size);
+    Ok(Prepared { series, x, y, legend })
+}
+
+/// Where `v` falls on an axis over `range`, from 0 to 1.
+fn fraction(scale: Scale, range: &Range<f64>, v: f64) -> f64 {
+    match scale {
+        Scale::Linear => (v - range.start) / (range.end - range.start),
+        Scale::Log10 => (v / range.start).ln() / (range.end / range.start).ln(),
+    }
+}
+
+/// The corner of the plot whose legend box would hide the fewest points
+/// of the series' lines (sampled along each segment); ties go to the upper
+/// right, then upper left, lower right, lower left.
+fn legend_corner(chart: &Chart, series: &[Drawable], (x, y): (&Range<f64>, &Range<f64>), size: (u32, u32)) -> SeriesLabelPosition {
+    // The plotting area and the legend box, roughly (labels ~7 px a character, 18 px a row).
+    let (plot_w, plot_h) = ((size.0 as f64 - 100.0).max(1.0), (size.1 as f64 - 100.0).max(1.0));
+    let longest = series.iter().map(|s| s.name.chars().count()).max().unwrap_or(0) as f64;
+    let (box_w, box_h) = ((longest * 7.0 + 40.0) / plot_w, (series.len() as f64 * 18.0 + 14.0) / plot_h);
+    let mut samples = Vec::new();
+    for s in series {
+        let at = |p: &(f64, f64)| (fraction(chart.x_scale, x, p.0), fraction(chart.y_scale, y, p.1));
+        let pts: Vec<(f64, f64)> = s.points.iter().map(at).collect();
+        samples.extend(pts.iter().copied());
+        for w in pts.windows(2) {
+            samples.extend((1..8).map(|k| {
+                let t = k as f64 / 8.0;
+                (w[0].0 + t * (w[1].0 - w[0].0), w[0].1 + t * (w[1].1 - w[0].1))
+            }));
+        }
+    }
+    let corners = [
+        (SeriesLabelPosition::UpperRight, 1.0 - box_w, 1.0 - box_h),
+        (SeriesLabelPosition::UpperLeft, 0.0, 1.0 - box_h),
+        (SeriesLabelPosition::LowerRight, 1.0 - box_w, 0.0),
+        (SeriesLabelPosition::LowerLeft, 0.0, 0.0),
+    ];
+    let hidden = |(x0, y0): (f64, f64)| {
+        samples
+            .iter()
+            .filter(|p| p.0 >= x0 && p.0 <= x0 + box_w && p.1 >= y0 && p.1 <= y0 + box_h)
+            .count()
+    };
+    let mut best = (SeriesLabelPosition::UpperRight, usize::MAX);
+    for (corner, x0, y0) in corners {
+        let n = hidden((x0, y0));
+        if n < best.1 {
+            best = (corner, n);
+        }
+    }
+    best.0
+}
+
+/// A base-10 logarithmic axis over a positive range, labelled at `m·10ᵏ`
+/// (plotters' own labels only powers of ten, so an axis spanning less than
+/// a decade could show one label or none).
+struct Log10Axis {
+    range: Range<f64>,
+}
+
+impl Ranged for Log10Axis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let t = (value / self.range.start).ln() / (self.range.end / self.range.start).ln();
+        let t = if t.is_finite() { t.clamp(-1.0, 2.0) } else { 0.0 };
+        (limit.0 as f64 + (limit.1 - limit.0) as f64 * t).round() as i32
+    }
+
+    /// The densest of `1·10ᵏ`, `{1, 2, 5}·10ᵏ` and `{1, ..., 9}·10ᵏ` that
+    /// fits `hint`'s count (every n-th power of ten when even powers do not),
+    /// or linear ticks when that leaves fewer than three in range.
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        let Range { start: lo, end: hi } = self.range;
+        let max = hint.max_num_points().max(2);
+        let (k0, k1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+        let ticks = |mantissas: &[f64], every: usize| -> Vec<f64> {
+            (k0..=k1)
+                .step_by(every)
+                // m / 10⁻ᵏ rather than m · 10ᵏ: 3 / 10 is the double nearest 0.3.
+                .flat_map(|k| mantissas.iter().map(move |m| if k >= 0 { m * 10f64.powi(k) } else { m / 10f64.powi(-k) }))
+                .filter(|v| (lo..=hi).contains(v))
+                .collect()
+        };
+        let mut best = Vec::new();
+        for mantissas in [&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0][..], &[1.0, 2.0, 5.0], &[1.0]] {
+            best = ticks(mantissas, 1);
+            if best.len() <= max {
+                break;
+            }
+        }
+        let mut every = 2;
+        while best.len() > max {
+            best = ticks(&[1.0], every);
+            every += 1;
+        }
+        if best.len() < 3 {
+            return RangedCoordf64::from(lo..hi).key_points(max);
+        }
+        best
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.range.clone()
+    }
 }
 
 fn prepare_series(chart: &Chart, s: &Series, color: RGBColor, skipped: &mut Skipped) -> Result<Drawable> {
@@ -181,7 +294,7 @@ pub(super) fn render(figure: &Figure, titled: bool) -> Result<Svg> {
         ));
     }
     let mut skipped = Skipped::default();
-    let prepared = figure.panels.iter().map(|c| prepare(c, &mut skipped)).collect::<Result<Vec<_>>>()?;
+    let prepared = figure.panels.iter().map(|c| prepare(c, (w, h), &mut skipped)).collect::<Result<Vec<_>>>()?;
     let columns = figure.columns.min(figure.panels.len());
     let rows = figure.panels.len().div_ceil(columns);
     let title_height = if titled && !figure.title.is_empty() { 40 } else { 0 };
@@ -211,9 +324,9 @@ fn draw_scaled<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &Chart,
     let (x, y) = (p.x.clone(), p.y.clone());
     match (chart.x_scale, chart.y_scale) {
         (Scale::Linear, Scale::Linear) => draw_chart(area, chart, p, x, y),
-        (Scale::Linear, Scale::Log10) => draw_chart(area, chart, p, x, y.log_scale()),
-        (Scale::Log10, Scale::Linear) => draw_chart(area, chart, p, x.log_scale(), y),
-        (Scale::Log10, Scale::Log10) => draw_chart(area, chart, p, x.log_scale(), y.log_scale()),
+        (Scale::Linear, Scale::Log10) => draw_chart(area, chart, p, x, Log10Axis { range: y }),
+        (Scale::Log10, Scale::Linear) => draw_chart(area, chart, p, Log10Axis { range: x }, y),
+        (Scale::Log10, Scale::Log10) => draw_chart(area, chart, p, Log10Axis { range: x }, Log10Axis { range: y }),
     }
 }
 
@@ -236,7 +349,7 @@ where
         .x_desc(chart.x_label.as_str())
         .y_desc(chart.y_label.as_str())
         .x_labels(6)
-        .y_labels(6)
+        .y_labels(8)
         .x_label_formatter(&format)
         .y_label_formatter(&format)
         .light_line_style(WHITE)
@@ -276,7 +389,7 @@ where
     }
     if !p.series.is_empty() {
         ctx.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(p.legend.clone())
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(190, 190, 190))
             .label_font((FONT, 12))
@@ -301,6 +414,27 @@ mod tests {
         assert_eq!((r.start, r.end), (-0.5, 10.5));
         let r = axis_range(Scale::Log10, [1.0, 1e4].into_iter(), true);
         assert!((r.start - 1.0 / 10f64.powf(0.2)).abs() < 1e-12 && (r.end - 1e4 * 10f64.powf(0.2)).abs() < 1e-6);
+    }
+
+    fn log_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
+        Log10Axis { range: lo..hi }.key_points(max)
+    }
+
+    #[test]
+    fn log_axes_label_what_fits() {
+        // Within a decade: every m·10ᵏ.
+        assert_eq!(log_ticks(0.15, 0.95, 8), vec![0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]);
+        // Two decades: 1, 2, 5 of each.
+        assert_eq!(log_ticks(1.0, 100.0, 8), vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]);
+        // Eight decades: powers of ten only, then every other one.
+        assert_eq!(log_ticks(1e-3, 1e4, 8).len(), 8);
+        assert_eq!(log_ticks(1e-6, 1e6, 8), vec![1e-6, 1e-4, 0.01, 1.0, 100.0, 1e4, 1e6]);
+        // Narrower than the gaps between m·10ᵏ: linear ticks, all in range.
+        let t = log_ticks(0.87, 1.25, 8);
+        assert!(t.len() >= 3 && t.iter().all(|v| (0.87..=1.25).contains(v)), "{t:?}");
+        // The map: the ends of the range at the ends of the pixels, a decade in the middle.
+        let axis = Log10Axis { range: 1.0..100.0 };
+        assert_eq!([1.0, 10.0, 100.0].map(|v| axis.map(&v, (0, 200))), [0, 100, 200]);
     }
 
     #[test]

@@ -51,5 +51,6 @@ mod nn_layers;
 mod optim;
 mod optim_fused;
 mod optim_reference;
+mod plot;
 mod safety;
 mod train;
