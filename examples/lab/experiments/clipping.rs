@@ -1,7 +1,7 @@
 //! Experiment 5, clipping: a learning-rate sweep up to rates where training
 //! fails, with and without global-norm gradient clipping at 1.0.
 
-use super::digits::{train, Digits, Recipe};
+use super::digits::{train, Digits, Opt, Recipe, Sched};
 use super::experiment::{values_at, Context, Experiment, Outcome, Panel, Record, Scale, Table, Verdict};
 use super::stats;
 use tamer::models::VitConfig;
@@ -110,6 +110,8 @@ impl Experiment for Clipping {
                 for &seed in &ctx.seeds {
                     let recipe = Recipe {
                         model: VitConfig::new((8, 8), 2, 1, 10, s.width, s.depth, heads(s.width), 2.0),
+                        optimizer: Opt::AdamW,
+                        schedule: Sched::WarmupCosine,
                         peak_lr: lr,
                         warmup_steps: 0,
                         steps: s.steps,

@@ -7,7 +7,7 @@ use rand::Rng;
 use tamer::data::digits;
 use tamer::models::{VisionTransformer, VitConfig};
 use tamer::nn::Module;
-use tamer::optim::{clip_grad_norm, Adam, AdamConfig, DecayRule, Optimizer, Scheduler, WarmupCosine};
+use tamer::optim::{clip_grad_norm, Adam, AdamConfig, Constant, DecayRule, OneCycle, Optimizer, Scheduler, Sgd, SgdConfig, WarmupCosine};
 use tamer::{rng, CrossEntropyOptions, Device, Result, Tensor};
 
 /// The digits as tensors on one device.
@@ -22,6 +22,19 @@ pub struct Digits {
 impl Digits {
     pub fn load(device: Device) -> Result<Digits> {
         let (train, test) = digits::load_images()?;
+        Self::on_device(train, test, device)
+    }
+
+    /// The training part split 80/20 (a fixed shuffle): the 80% to train on and
+    /// the 20% as the held-out set, for choosing a learning rate without
+    /// looking at the test images.
+    pub fn load_validation(device: Device) -> Result<Digits> {
+        let (train, _) = digits::load_images()?;
+        let (val, train) = train.random_split(0.2, 0)?;
+        Self::on_device(train, val, device)
+    }
+
+    fn on_device(train: tamer::data::ImageDataset, test: tamer::data::ImageDataset, device: Device) -> Result<Digits> {
         let (train_x, train_y) = train.tensors()?;
         let (test_x, test_y) = test.tensors()?;
         Ok(Digits {
@@ -34,10 +47,36 @@ impl Digits {
     }
 }
 
+/// The optimizer of a run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Opt {
+    /// Plain SGD, no momentum.
+    Sgd,
+    /// SGD with Nesterov momentum 0.9.
+    SgdMomentum,
+    /// Adam without weight decay.
+    Adam,
+    /// AdamW with the recipe's weight decay (timm's no-decay set).
+    AdamW,
+}
+
+/// The learning-rate schedule of a run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sched {
+    /// The peak learning rate throughout.
+    Constant,
+    /// Linear warmup over `warmup_steps`, then cosine decay to lr/100.
+    WarmupCosine,
+    /// PyTorch's OneCycleLR with the peak as its maximum.
+    OneCycle,
+}
+
 /// How one run trains.
 #[derive(Clone, Debug)]
 pub struct Recipe {
     pub model: VitConfig,
+    pub optimizer: Opt,
+    pub schedule: Sched,
     pub peak_lr: f64,
     pub warmup_steps: u64,
     pub steps: u64,
@@ -74,12 +113,21 @@ pub fn train(recipe: &Recipe, data: &Digits, seed: u64, device: Device) -> Resul
     let mut model = VisionTransformer::new(recipe.model.clone(), &mut init)?;
     model.to_device(device)?;
     model.set_training(true);
-    let config = AdamConfig::adamw(recipe.peak_lr)
-        .weight_decay(recipe.weight_decay)
-        .decay_rule(DecayRule::timm(&model));
-    let mut opt = Adam::new(model.named_params(), config)?;
-    let min_lr = recipe.peak_lr / 100.0;
-    let mut sched = Scheduler::new(WarmupCosine::new(recipe.peak_lr, recipe.warmup_steps, recipe.steps, min_lr)?);
+    let lr = recipe.peak_lr;
+    let mut opt: Box<dyn Optimizer> = match recipe.optimizer {
+        Opt::Sgd => Box::new(Sgd::new(model.named_params(), SgdConfig::new(lr))?),
+        Opt::SgdMomentum => Box::new(Sgd::new(model.named_params(), SgdConfig::new(lr).momentum(0.9).nesterov(true))?),
+        Opt::Adam => Box::new(Adam::new(model.named_params(), AdamConfig::adam(lr))?),
+        Opt::AdamW => {
+            let config = AdamConfig::adamw(lr).weight_decay(recipe.weight_decay).decay_rule(DecayRule::timm(&model));
+            Box::new(Adam::new(model.named_params(), config)?)
+        }
+    };
+    let mut sched = match recipe.schedule {
+        Sched::Constant => Scheduler::new(Constant { lr }),
+        Sched::WarmupCosine => Scheduler::new(WarmupCosine::new(lr, recipe.warmup_steps, recipe.steps, lr / 100.0)?),
+        Sched::OneCycle => Scheduler::new(OneCycle::new(lr, recipe.steps)?),
+    };
     let params = model.params();
     let mut batches = rng(seed ^ 0x0ba7_c4e5);
     let mut curve = Curve::default();
@@ -108,7 +156,7 @@ pub fn train(recipe: &Recipe, data: &Digits, seed: u64, device: Device) -> Resul
             None => tamer::optim::grad_norm(&grads, &params)?,
         };
         curve.grad_norms.push(norm);
-        sched.apply(&mut opt)?;
+        sched.apply(opt.as_mut())?;
         opt.step(&grads)?;
         sched.advance();
         if step % recipe.eval_every == 0 || step == recipe.steps {

@@ -2,6 +2,7 @@
 
 pub mod clipping;
 pub mod digits;
+pub mod optimizers;
 pub mod perturbation;
 pub mod pooling;
 pub mod rank_collapse;
@@ -17,6 +18,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
     vec![
         &rank_collapse::RankCollapse,
         &perturbation::Perturbation,
+        &optimizers::Optimizers,
         &warmup::Warmup,
         &clipping::Clipping,
         &pooling::Pooling,

@@ -1,7 +1,7 @@
 //! Experiment 13, pooling: the class token against the mean of the output
 //! tokens, test accuracy against steps on the digits.
 
-use super::digits::{train, Digits, Recipe};
+use super::digits::{train, Digits, Opt, Recipe, Sched};
 use super::experiment::{values_at, Context, Experiment, Outcome, Panel, Record, Scale, Table, Verdict};
 use super::stats::{self, Order};
 use tamer::models::{Pool, VitConfig};
@@ -131,6 +131,8 @@ impl Experiment for Pooling {
                     };
                     let recipe = Recipe {
                         model,
+                        optimizer: Opt::AdamW,
+                        schedule: Sched::WarmupCosine,
                         peak_lr: lr,
                         warmup_steps: s.steps / 10,
                         steps: s.steps,
