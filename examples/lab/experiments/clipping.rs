@@ -119,6 +119,7 @@ impl Experiment for Clipping {
                         weight_decay: 0.05,
                         clip: clip.then_some(CLIP),
                         eval_every: s.steps,
+                        no_positions: false,
                     };
                     let curve = train(&recipe, &data, seed, ctx.device)?;
                     let final_acc = match curve.diverged_at {

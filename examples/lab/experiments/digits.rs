@@ -85,6 +85,9 @@ pub struct Recipe {
     /// Global-norm clipping threshold; `None` for no clipping.
     pub clip: Option<f64>,
     pub eval_every: u64,
+    /// No position information: `pos_embed` zeroed and frozen (the model
+    /// has no option without one; a zero table adds nothing).
+    pub no_positions: bool,
 }
 
 /// What one run measured.
@@ -111,6 +114,10 @@ pub fn test_accuracy(model: &VisionTransformer, data: &Digits) -> Result<f64> {
 pub fn train(recipe: &Recipe, data: &Digits, seed: u64, device: Device) -> Result<Curve> {
     let mut init = rng(seed);
     let mut model = VisionTransformer::new(recipe.model.clone(), &mut init)?;
+    if recipe.no_positions {
+        tamer::nn::init::zeros_(&model.pos_embed)?;
+        model.set_trainable_matching("pos_embed", false);
+    }
     model.to_device(device)?;
     model.set_training(true);
     let lr = recipe.peak_lr;

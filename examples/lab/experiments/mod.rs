@@ -5,6 +5,7 @@ pub mod digits;
 pub mod optimizers;
 pub mod perturbation;
 pub mod pooling;
+pub mod position;
 pub mod rank_collapse;
 pub mod warmup;
 
@@ -21,6 +22,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &optimizers::Optimizers,
         &warmup::Warmup,
         &clipping::Clipping,
+        &position::Position,
         &pooling::Pooling,
     ]
 }

@@ -67,6 +67,7 @@ fn recipe(s: &Setup, opt: Opt, schedule: Sched, lr: f64) -> Recipe {
         weight_decay: 0.05,
         clip: None,
         eval_every: s.eval_every,
+        no_positions: false,
     }
 }
 

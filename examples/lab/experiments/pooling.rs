@@ -140,6 +140,7 @@ impl Experiment for Pooling {
                         weight_decay: 0.05,
                         clip: None,
                         eval_every: s.eval_every,
+                        no_positions: false,
                     };
                     let curve = train(&recipe, &data, seed, ctx.device)?;
                     if let Some(step) = curve.diverged_at {
