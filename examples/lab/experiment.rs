@@ -286,6 +286,11 @@ pub trait Experiment: Sync {
     fn setup(&self, scale: Scale) -> String;
     /// The verdict rule, in words.
     fn rule(&self) -> &'static str;
+    /// Why this experiment cannot run here (its data is absent), if so: the
+    /// runner then skips it with this reason and writes nothing for it.
+    fn missing_data(&self) -> Option<String> {
+        None
+    }
     /// Measure, then decide by the rule.
     fn run(&self, ctx: &Context) -> tamer::Result<Outcome>;
 }

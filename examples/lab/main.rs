@@ -107,7 +107,14 @@ fn command_for(name: &str, args: &Args) -> String {
 /// Run what `args` asks for; returns each experiment's verdict.json object.
 pub fn run(args: &Args) -> tamer::Result<Vec<serde_json::Value>> {
     let registry = experiments::all();
-    let selected: Vec<&dyn Experiment> = registry.iter().copied().filter(|e| args.name == "all" || args.name == e.name()).collect();
+    let mut selected: Vec<&dyn Experiment> = registry.iter().copied().filter(|e| args.name == "all" || args.name == e.name()).collect();
+    selected.retain(|e| match e.missing_data() {
+        Some(reason) => {
+            eprintln!("skipping {}: {reason}", e.name());
+            false
+        }
+        None => true,
+    });
     // Refuse before running anything, so `all` does not stop half-way over an old run.
     let dirs = selected
         .iter()

@@ -1,7 +1,7 @@
 //! Experiment 5, clipping: a learning-rate sweep up to rates where training
 //! fails, with and without global-norm gradient clipping at 1.0.
 
-use super::digits::{train, Digits, Opt, Recipe, Sched};
+use super::digits::{train, Images, Opt, Recipe, Sched};
 use super::experiment::{values_at, Context, Experiment, Outcome, Panel, Record, Scale, Table, Verdict};
 use super::stats;
 use tamer::models::VitConfig;
@@ -102,7 +102,7 @@ impl Experiment for Clipping {
     }
     fn run(&self, ctx: &Context) -> Result<Outcome> {
         let s = setup(ctx.scale);
-        let data = Digits::load(ctx.device)?;
+        let data = Images::digits(ctx.device)?;
         let mut records = Vec::new();
         for &lr in &s.lrs {
             for clip in [false, true] {

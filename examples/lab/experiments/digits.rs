@@ -10,8 +10,9 @@ use tamer::nn::Module;
 use tamer::optim::{clip_grad_norm, Adam, AdamConfig, Constant, DecayRule, OneCycle, Optimizer, Scheduler, Sgd, SgdConfig, WarmupCosine};
 use tamer::{rng, CrossEntropyOptions, Device, Result, Tensor};
 
-/// The digits as tensors on one device.
-pub struct Digits {
+/// A training and a held-out image set as tensors on one device (the
+/// digits, or MNIST for the experiments that need larger images).
+pub struct Images {
     pub train_x: Tensor,
     pub train_y: Tensor,
     pub test_x: Tensor,
@@ -19,25 +20,27 @@ pub struct Digits {
     pub train_len: usize,
 }
 
-impl Digits {
-    pub fn load(device: Device) -> Result<Digits> {
+impl Images {
+    /// The digits' fixed train/test split.
+    pub fn digits(device: Device) -> Result<Images> {
         let (train, test) = digits::load_images()?;
-        Self::on_device(train, test, device)
+        Self::new(train, test, device)
     }
 
     /// The training part split 80/20 (a fixed shuffle): the 80% to train on and
     /// the 20% as the held-out set, for choosing a learning rate without
     /// looking at the test images.
-    pub fn load_validation(device: Device) -> Result<Digits> {
+    pub fn digits_validation(device: Device) -> Result<Images> {
         let (train, _) = digits::load_images()?;
         let (val, train) = train.random_split(0.2, 0)?;
-        Self::on_device(train, val, device)
+        Self::new(train, val, device)
     }
 
-    fn on_device(train: tamer::data::ImageDataset, test: tamer::data::ImageDataset, device: Device) -> Result<Digits> {
+    /// `train` and `test` on `device`.
+    pub fn new(train: tamer::data::ImageDataset, test: tamer::data::ImageDataset, device: Device) -> Result<Images> {
         let (train_x, train_y) = train.tensors()?;
         let (test_x, test_y) = test.tensors()?;
-        Ok(Digits {
+        Ok(Images {
             train_x: train_x.to_device(device)?,
             train_y: train_y.to_device(device)?,
             test_x: test_x.to_device(device)?,
@@ -103,15 +106,15 @@ pub struct Curve {
     pub diverged_at: Option<u64>,
 }
 
-/// Test accuracy of `model` on the digits' test part.
-pub fn test_accuracy(model: &VisionTransformer, data: &Digits) -> Result<f64> {
+/// Test accuracy of `model` on the held-out set.
+pub fn test_accuracy(model: &VisionTransformer, data: &Images) -> Result<f64> {
     let logits = tamer::no_grad(|| model.forward(&data.test_x))?;
     let correct = tamer::train::count_correct(&logits, &data.test_y)?;
     Ok(correct as f64 / data.test_y.dims()[0] as f64)
 }
 
 /// Train a fresh ViT (initialised from `seed`; batches drawn from `seed`) by `recipe`.
-pub fn train(recipe: &Recipe, data: &Digits, seed: u64, device: Device) -> Result<Curve> {
+pub fn train(recipe: &Recipe, data: &Images, seed: u64, device: Device) -> Result<Curve> {
     let mut init = rng(seed);
     let mut model = VisionTransformer::new(recipe.model.clone(), &mut init)?;
     if recipe.no_positions {

@@ -1,6 +1,7 @@
 //! The experiments, in the report's order (the numbering in each file's header).
 
 pub mod clipping;
+pub mod data_hunger;
 pub mod digits;
 pub mod optimizers;
 pub mod perturbation;
@@ -22,6 +23,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &optimizers::Optimizers,
         &warmup::Warmup,
         &clipping::Clipping,
+        &data_hunger::DataHunger,
         &position::Position,
         &pooling::Pooling,
     ]

@@ -2,7 +2,7 @@
 //! Adam, AdamW with warmup and cosine decay, and OneCycle, each at its best
 //! learning rate from a small grid, on a ViT for the digits.
 
-use super::digits::{train, Digits, Opt, Recipe, Sched};
+use super::digits::{train, Images, Opt, Recipe, Sched};
 use super::experiment::{values_at, Context, Experiment, Outcome, Panel, Record, Scale, Table, Verdict};
 use super::stats::{self, Order};
 use tamer::models::VitConfig;
@@ -115,8 +115,8 @@ impl Experiment for Optimizers {
     }
     fn run(&self, ctx: &Context) -> Result<Outcome> {
         let s = setup(ctx.scale);
-        let validation = Digits::load_validation(ctx.device)?;
-        let data = Digits::load(ctx.device)?;
+        let validation = Images::digits_validation(ctx.device)?;
+        let data = Images::digits(ctx.device)?;
         let mut records = Vec::new();
         let mut chosen = Vec::new();
         for (label, opt, schedule, grid) in ARMS {

@@ -1,7 +1,7 @@
 //! Experiment 13, pooling: the class token against the mean of the output
 //! tokens, test accuracy against steps on the digits.
 
-use super::digits::{train, Digits, Opt, Recipe, Sched};
+use super::digits::{train, Images, Opt, Recipe, Sched};
 use super::experiment::{values_at, Context, Experiment, Outcome, Panel, Record, Scale, Table, Verdict};
 use super::stats::{self, Order};
 use tamer::models::{Pool, VitConfig};
@@ -118,7 +118,7 @@ impl Experiment for Pooling {
     }
     fn run(&self, ctx: &Context) -> Result<Outcome> {
         let s = setup(ctx.scale);
-        let data = Digits::load(ctx.device)?;
+        let data = Images::digits(ctx.device)?;
         let mut records = Vec::new();
         let mut diverged = Vec::new();
         for pool in [Pool::Cls, Pool::Mean] {

@@ -1,7 +1,7 @@
 //! Experiment 12, position encoding: none, 2-D sine-cosine and learned for a
 //! ViT on the digits, and none against sine-cosine behind a CNN stem.
 
-use super::digits::{train, Digits, Opt, Recipe, Sched};
+use super::digits::{train, Images, Opt, Recipe, Sched};
 use super::experiment::{values_at, Context, Experiment, Outcome, Panel, Record, Scale, Table, Verdict};
 use super::stats::{self, Order};
 use tamer::models::{PosEmbed, StemConfig, VitConfig};
@@ -112,7 +112,7 @@ impl Experiment for Position {
     }
     fn run(&self, ctx: &Context) -> Result<Outcome> {
         let s = setup(ctx.scale);
-        let data = Digits::load(ctx.device)?;
+        let data = Images::digits(ctx.device)?;
         let mut records = Vec::new();
         for (label, stem, pos) in ARMS {
             for &seed in &ctx.seeds {
