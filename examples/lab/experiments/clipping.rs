@@ -120,6 +120,8 @@ impl Experiment for Clipping {
                         clip: clip.then_some(CLIP),
                         eval_every: s.steps,
                         no_positions: false,
+                        augment: None,
+                        label_smoothing: 0.0,
                     };
                     let curve = train(&recipe, &data, seed, ctx.device)?;
                     let final_acc = match curve.diverged_at {

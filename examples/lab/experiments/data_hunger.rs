@@ -123,6 +123,8 @@ impl Experiment for DataHunger {
                         clip: None,
                         eval_every: s.steps,
                         no_positions: false,
+                        augment: None,
+                        label_smoothing: 0.0,
                     };
                     let curve = train(&recipe, &data, seed, ctx.device)?;
                     let acc = if curve.diverged_at.is_some() {

@@ -4,7 +4,7 @@
 //! run's seed, test accuracy every `eval_every` steps.
 
 use rand::Rng;
-use tamer::data::digits;
+use tamer::data::{augment, digits, Augment, ImageDataset};
 use tamer::models::{VisionTransformer, VitConfig};
 use tamer::nn::Module;
 use tamer::optim::{clip_grad_norm, Adam, AdamConfig, Constant, DecayRule, OneCycle, Optimizer, Scheduler, Sgd, SgdConfig, WarmupCosine};
@@ -18,6 +18,8 @@ pub struct Images {
     pub test_x: Tensor,
     pub test_y: Tensor,
     pub train_len: usize,
+    /// The training images on the host, for augmentation.
+    pub train_host: ImageDataset,
 }
 
 impl Images {
@@ -37,7 +39,7 @@ impl Images {
     }
 
     /// `train` and `test` on `device`.
-    pub fn new(train: tamer::data::ImageDataset, test: tamer::data::ImageDataset, device: Device) -> Result<Images> {
+    pub fn new(train: ImageDataset, test: ImageDataset, device: Device) -> Result<Images> {
         let (train_x, train_y) = train.tensors()?;
         let (test_x, test_y) = test.tensors()?;
         Ok(Images {
@@ -46,6 +48,7 @@ impl Images {
             test_x: test_x.to_device(device)?,
             test_y: test_y.to_device(device)?,
             train_len: train.len(),
+            train_host: train,
         })
     }
 }
@@ -91,6 +94,10 @@ pub struct Recipe {
     /// No position information: `pos_embed` zeroed and frozen (the model
     /// has no option without one; a zero table adds nothing).
     pub no_positions: bool,
+    /// Augmentation of each training image (drawn from the batch stream); `None` for none.
+    pub augment: Option<Augment>,
+    /// Label smoothing ε of the training loss.
+    pub label_smoothing: f64,
 }
 
 /// What one run measured.
@@ -151,9 +158,16 @@ pub fn train(recipe: &Recipe, data: &Images, seed: u64, device: Device) -> Resul
     for step in 1..=recipe.steps {
         let idx: Vec<i64> = (0..recipe.batch_size).map(|_| batches.random_range(0..data.train_len) as i64).collect();
         let idx = Tensor::from_vec(idx, [recipe.batch_size])?.to_device(device)?;
-        let x = data.train_x.index_select(0, &idx)?;
+        let x = match &recipe.augment {
+            None => data.train_x.index_select(0, &idx)?,
+            Some(aug) => augmented_batch(&data.train_host, &idx.to_vec::<i64>()?, aug, &mut batches)?.to_device(device)?,
+        };
         let y = data.train_y.index_select(0, &idx)?;
-        let loss = model.forward(&x)?.cross_entropy(&y, CrossEntropyOptions::default())?;
+        let options = CrossEntropyOptions {
+            label_smoothing: recipe.label_smoothing,
+            ..CrossEntropyOptions::default()
+        };
+        let loss = model.forward(&x)?.cross_entropy(&y, options)?;
         let loss_value = loss.to_scalar()?;
         curve.losses.push(loss_value);
         if !loss_value.is_finite() {
@@ -174,4 +188,14 @@ pub fn train(recipe: &Recipe, data: &Images, seed: u64, device: Device) -> Resul
         }
     }
     Ok(curve)
+}
+
+/// The images at `indices`, each augmented by `aug`, as `[B, C, H, W]` on the host.
+fn augmented_batch(images: &ImageDataset, indices: &[i64], aug: &Augment, rng: &mut impl Rng) -> Result<Tensor> {
+    let (c, h, w) = images.shape;
+    let mut pixels = Vec::with_capacity(indices.len() * c * h * w);
+    for &i in indices {
+        pixels.extend(augment::apply(images.image(i as usize), images.shape, aug, None, rng));
+    }
+    Tensor::from_vec(pixels, [indices.len(), c, h, w])
 }

@@ -8,6 +8,7 @@ pub mod perturbation;
 pub mod pooling;
 pub mod position;
 pub mod rank_collapse;
+pub mod regularization;
 pub mod warmup;
 
 // The experiments' shared vocabulary, named relative to this module so that the
@@ -24,6 +25,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &warmup::Warmup,
         &clipping::Clipping,
         &data_hunger::DataHunger,
+        &regularization::Regularization,
         &position::Position,
         &pooling::Pooling,
     ]

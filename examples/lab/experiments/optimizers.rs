@@ -68,6 +68,8 @@ fn recipe(s: &Setup, opt: Opt, schedule: Sched, lr: f64) -> Recipe {
         clip: None,
         eval_every: s.eval_every,
         no_positions: false,
+        augment: None,
+        label_smoothing: 0.0,
     }
 }
 

@@ -141,6 +141,8 @@ impl Experiment for Pooling {
                         clip: None,
                         eval_every: s.eval_every,
                         no_positions: false,
+                        augment: None,
+                        label_smoothing: 0.0,
                     };
                     let curve = train(&recipe, &data, seed, ctx.device)?;
                     if let Some(step) = curve.diverged_at {

@@ -128,6 +128,8 @@ impl Experiment for Position {
                     clip: None,
                     eval_every: (s.steps / 8).max(1),
                     no_positions: pos.is_none(),
+                    augment: None,
+                    label_smoothing: 0.0,
                 };
                 let curve = train(&recipe, &data, seed, ctx.device)?;
                 for &(step, acc) in &curve.test_acc {
