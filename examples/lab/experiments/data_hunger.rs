@@ -45,7 +45,7 @@ fn setup(scale: Scale) -> Setup {
 }
 
 /// `../shared/data/mnist` beside the repository (the t10k files).
-fn data_dir() -> PathBuf {
+pub fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("shared").join("data").join("mnist")
 }
 

@@ -4,6 +4,7 @@ pub mod clipping;
 pub mod data_hunger;
 pub mod digits;
 pub mod optimizers;
+pub mod patch_size;
 pub mod perturbation;
 pub mod pooling;
 pub mod position;
@@ -26,6 +27,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &clipping::Clipping,
         &data_hunger::DataHunger,
         &regularization::Regularization,
+        &patch_size::PatchSize,
         &position::Position,
         &pooling::Pooling,
     ]
