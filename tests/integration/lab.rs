@@ -82,7 +82,19 @@ fn pooling_quick_run_writes_its_files() {
 #[test]
 fn unknown_experiment_is_a_clap_error_listing_the_names() {
     let err = Args::try_parse_from(["lab", "no-such-thing"]).unwrap_err().to_string();
-    for name in ["rank-collapse", "perturbation", "clipping", "pooling", "all"] {
+    for name in [
+        "rank-collapse",
+        "perturbation",
+        "optimizers",
+        "warmup",
+        "clipping",
+        "data-hunger",
+        "regularization",
+        "patch-size",
+        "position-encoding",
+        "pooling",
+        "all",
+    ] {
         assert!(err.contains(name), "{name} missing from: {err}");
     }
     let err = Args::try_parse_from(["lab", "pooling", "--scale", "huge"]).unwrap_err().to_string();
