@@ -150,6 +150,7 @@ fn run(args: &GptArgs) -> Result<()> {
         out_dir: Some(args.out.clone()),
         overwrite: args.run.force,
         seed: args.seed,
+        diagnostics_every: args.run.diagnostics_every,
         metadata,
         ..TrainConfig::default()
     };

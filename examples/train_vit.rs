@@ -224,6 +224,7 @@ fn run(args: &VitArgs) -> Result<()> {
         out_dir: args.out.clone(),
         overwrite: args.run.force,
         seed: args.seed,
+        diagnostics_every: args.run.diagnostics_every,
         metadata,
         ..TrainConfig::default()
     };

@@ -132,6 +132,11 @@ pub struct RunFlags {
     /// Clip gradients to this global L2 norm; 0 turns clipping off.
     #[arg(long, value_parser = non_negative_f64, default_value_t = 1.0)]
     pub clip: f64,
+    /// Every N steps, write per-layer diagnostics to metrics.jsonl (gradient
+    /// norms, update-to-weight ratios, and on a fixed probe batch the
+    /// rank-collapse residual and attention entropy of every layer).
+    #[arg(long, value_name = "N", value_parser = positive_u64)]
+    pub diagnostics_every: Option<u64>,
 }
 
 impl RunFlags {

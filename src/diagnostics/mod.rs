@@ -1,8 +1,9 @@
 //! Diagnostics: numbers that show why a transformer trains well or badly.
 //!
 //! Each diagnostic measures one effect from the literature on training
-//! transformers, and each function's documentation gives its formula, the
-//! paper and what the number says:
+//! transformers; the documentation of its module ([`rank_collapse`],
+//! [`perturbation`], [`training`]) and of each function gives its formula,
+//! the paper and what the number says:
 //!
 //! - [`rank_collapse_residual`] and [`rank_collapse_by_depth`]: how close the
 //!   tokens at each depth are to all being the same vector (Dong,
@@ -38,9 +39,11 @@
 //! assert_eq!(probe.rank_collapse, residuals);
 //! ```
 
-mod perturbation;
-mod rank_collapse;
-mod training;
+// Public so that each module's documentation (the formula, the paper, the
+// choices tamer makes) is published; the items are re-exported here.
+pub mod perturbation;
+pub mod rank_collapse;
+pub mod training;
 
 pub use perturbation::{blocks_output_change, output_change, OutputChange};
 pub use rank_collapse::{composite_norm, rank_collapse_by_depth, rank_collapse_residual, rank_collapse_residual_per_sample};

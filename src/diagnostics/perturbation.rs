@@ -7,9 +7,10 @@
 //! residual branch: a small change of the parameters (an optimizer update)
 //! moves the output of an `N`-layer post-LN model by an amount that grows
 //! like `O(N)`, against `O(log N)` for pre-LN and `O(1)` with Admin's
-//! rescaled skip connections (their Theorem 2 and Figure 5). Large output
-//! changes are what makes a learning rate that is safe for a shallow model
-//! diverge for a deep one, and why post-LN needs warmup. The measure is
+//! rescaled skip connections (their analysis of the amplification effect).
+//! Large output changes are what makes a learning rate that is safe for a
+//! shallow model diverge for a deep one, and why post-LN needs warmup. The
+//! measure is
 //!
 //! ```text
 //! E_δ ‖F(x, W) − F(x, W + δ)‖²
@@ -18,23 +19,24 @@
 //! the squared change of the whole output (every element of the batch
 //! summed), averaged over random perturbations `δ`.
 //!
-//! **The perturbation.** Each parameter tensor `W` gets an isotropic random
-//! direction of a fixed relative size `ε`:
+//! **The perturbation** is tamer's choice (the measure asks only for a small
+//! random `δ` standing for an update): each parameter tensor `W` gets an
+//! isotropic random direction of a fixed relative size `ε`,
 //!
 //! ```text
 //! δ = ε · ‖W‖ · u / ‖u‖,   u ~ N(0, I) of W's shape,   so that ‖δ‖ / ‖W‖ = ε exactly.
 //! ```
 //!
-//! Liu et al.'s analysis treats the update as a random perturbation
-//! independent of the parameters, whose size matters relative to the
-//! parameters' own; fixing `‖δ‖/‖W‖` per tensor makes `ε` exactly the
-//! update-to-weight ratio that [`update_ratios`](super::update_ratios) logs
-//! during training (around 1e-3 per step for a healthy Adam run), so the
-//! measure answers "what does an update of this size do to the output?".
-//! The elementwise alternative `ε·|W|·N(0, 1)` ties the direction to the
-//! weights' pattern and leaves every exact zero unperturbed; the isotropic
-//! direction does neither (a tensor that is zero as a whole, such as a
-//! bias at initialisation, still gets no perturbation: `‖W‖ = 0`).
+//! Why this form: the amplification argument is about updates whose size is
+//! small relative to the parameters, and fixing `‖δ‖/‖W‖` per tensor makes
+//! `ε` exactly the update-to-weight ratio that
+//! [`update_ratios`](super::update_ratios) logs during training (around 1e-3
+//! per step for a healthy Adam run), so the measure answers "what does an
+//! update of this size do to the output?". The elementwise alternative
+//! `ε·|W|·N(0, 1)` ties the direction to the weights' pattern and leaves
+//! every exact zero unperturbed; the isotropic direction does neither (a
+//! tensor that is zero as a whole, such as a bias at initialisation, still
+//! gets no perturbation: `‖W‖ = 0`).
 
 use crate::nn::{Module, Param, TransformerBlock};
 use crate::tensor::Tensor;
@@ -42,6 +44,17 @@ use crate::{no_grad, Error, Result};
 use rand::Rng;
 
 /// What [`output_change`] measured.
+///
+/// ```
+/// use tamer::diagnostics::output_change;
+/// use tamer::nn::{Linear, Module};
+/// use tamer::{rng, DType, Tensor};
+/// let layer = Linear::new(4, 3, true, &mut rng(0)).unwrap();
+/// let x = Tensor::randn([2, 4], DType::F32, &mut rng(1)).unwrap();
+/// let c = output_change(|| layer.forward(&x), &layer.params(), 1e-2, 5, &mut rng(2)).unwrap();
+/// assert_eq!(c.draws.len(), 5);
+/// assert!((c.mean - c.draws.iter().sum::<f64>() / 5.0).abs() < 1e-12 && c.std_error > 0.0);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutputChange {
     /// The estimate of `E‖F(x, W) − F(x, W + δ)‖²`: the mean over the draws.
@@ -121,7 +134,7 @@ where
 
 /// [`output_change`] of a stack of [`TransformerBlock`]s applied in order to
 /// `x [B, T, C]`, every parameter of every block perturbed: the per-depth
-/// measure of Liu et al.'s Figure 5. Build stacks of depth 2, 4, ... with
+/// measure of Liu et al.'s depth comparison. Build stacks of depth 2, 4, ... with
 /// [`BlockConfig`](crate::nn::BlockConfig)'s post-LN or pre-LN settings, or
 /// post-LN with Admin's ω from [`admin_profile_blocks`](crate::nn::admin_profile_blocks),
 /// and compare the curves. Put the blocks in eval mode first so that
@@ -258,6 +271,27 @@ mod tests {
         };
         assert!(output_change(failing, &params, 0.05, 2, &mut rng(6)).is_err());
         assert_eq!(values(&blocks), before);
+    }
+
+    /// What experiment 2 of the lab calls: stacks of pre-LN, post-LN and
+    /// Admin post-LN blocks. Each gives a positive, finite change that grows
+    /// with ε, and Admin's ω (> 1 past the first sublayer) changes the post-LN
+    /// stack's value, on the same draws.
+    #[test]
+    fn block_stacks_of_every_norm_placement() {
+        let x = Tensor::randn([2, 4, 8], DType::F32, &mut rng(0)).unwrap();
+        let stack = |cfg: &BlockConfig| -> Vec<TransformerBlock> { (0..3).map(|i| TransformerBlock::new(8, cfg, &mut rng(10 + i)).unwrap()).collect() };
+        let measure = |blocks: &[TransformerBlock], eps: f64| blocks_output_change(blocks, &x, eps, 4, &mut rng(1)).unwrap().mean;
+        let pre = stack(&BlockConfig::vit(2));
+        let post = stack(&BlockConfig::post_ln(2));
+        let mut admin = stack(&BlockConfig::post_ln(2));
+        let omegas = crate::nn::admin_profile_blocks(&mut admin, &x).unwrap();
+        assert!(omegas[1..].iter().all(|w| *w > 1.0), "{omegas:?}");
+        for blocks in [&pre, &post, &admin] {
+            let (small, large) = (measure(blocks, 1e-3), measure(blocks, 1e-2));
+            assert!(small > 0.0 && small.is_finite() && large > 10.0 * small, "{small} {large}");
+        }
+        assert_ne!(measure(&post, 1e-2), measure(&admin, 1e-2));
     }
 
     #[test]

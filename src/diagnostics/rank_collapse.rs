@@ -19,7 +19,7 @@
 //!
 //! and defines `x` as the argmin of `‖X − 1xᵀ‖₁,∞`. tamer takes `x` to be the
 //! mean of the tokens instead (the argmin in the Frobenius norm): it is one
-//! pass, deterministic and differentiable-free, whereas the composite norm's
+//! pass and deterministic, whereas the composite norm's
 //! argmin is a non-smooth optimisation with no closed form. Since the mean is
 //! one candidate of the argmin, the residual tamer reports is an upper bound
 //! on the paper's, exactly 0 when and only when the rows are identical (then
@@ -32,15 +32,27 @@ use crate::{no_grad, Error, Result};
 
 /// The composite norm `√(‖A‖₁ · ‖A‖∞)` of a row-major `rows × cols` matrix:
 /// `‖A‖₁` the largest column sum of absolute values, `‖A‖∞` the largest row
-/// sum (Dong et al. 2021, eq. 2).
+/// sum (Dong et al. 2021, eq. 2). An error when `a` does not hold
+/// `rows · cols` numbers.
 ///
 /// ```
 /// use tamer::diagnostics::composite_norm;
 /// // [[1, -2], [3, 4]]: column sums 4 and 6, row sums 3 and 7.
-/// assert_eq!(composite_norm(&[1.0, -2.0, 3.0, 4.0], 2, 2), (6.0f64 * 7.0).sqrt());
+/// assert_eq!(composite_norm(&[1.0, -2.0, 3.0, 4.0], 2, 2).unwrap(), (6.0f64 * 7.0).sqrt());
+/// assert!(composite_norm(&[1.0, 2.0, 3.0], 2, 2).is_err());
 /// ```
-pub fn composite_norm(a: &[f64], rows: usize, cols: usize) -> f64 {
-    debug_assert_eq!(a.len(), rows * cols);
+pub fn composite_norm(a: &[f64], rows: usize, cols: usize) -> Result<f64> {
+    if rows.checked_mul(cols) != Some(a.len()) {
+        return Err(Error::shape(
+            "composite_norm",
+            format!("{} numbers cannot be a {rows} × {cols} matrix", a.len()),
+        ));
+    }
+    Ok(norm_of(a, rows, cols))
+}
+
+/// [`composite_norm`] of a slice known to hold `rows · cols` numbers.
+fn norm_of(a: &[f64], rows: usize, cols: usize) -> f64 {
     let mut col_sums = vec![0.0; cols];
     let mut max_row = 0.0f64;
     for row in a.chunks_exact(cols.max(1)).take(rows) {
@@ -59,7 +71,7 @@ pub fn composite_norm(a: &[f64], rows: usize, cols: usize) -> f64 {
 /// (row-major, `tokens × d`), `x̄` the mean token. An error when `X` is zero
 /// or not finite, where the ratio means nothing.
 fn residual_of_matrix(op: &'static str, x: &[f64], tokens: usize, d: usize) -> Result<f64> {
-    let norm = composite_norm(x, tokens, d);
+    let norm = norm_of(x, tokens, d);
     if !norm.is_finite() || norm == 0.0 {
         return Err(Error::value(
             op,
@@ -74,7 +86,7 @@ fn residual_of_matrix(op: &'static str, x: &[f64], tokens: usize, d: usize) -> R
     }
     mean.iter_mut().for_each(|m| *m /= tokens as f64);
     let centered: Vec<f64> = x.chunks_exact(d).flat_map(|row| row.iter().zip(&mean).map(|(v, m)| v - m)).collect();
-    Ok(composite_norm(&centered, tokens, d) / norm)
+    Ok(norm_of(&centered, tokens, d) / norm)
 }
 
 /// The residual of every sample of `x`: `[tokens, d]` (one sample) or
@@ -206,7 +218,8 @@ mod tests {
         // ‖·‖₁ = 4, ‖·‖∞ = 2 → √8; ‖X‖₁ = 3, ‖X‖∞ = 3 → 3.
         let r = rank_collapse_residual(&matrix(&[0.0, 0.0, 3.0], 3, 1)).unwrap();
         assert!((r - 8f64.sqrt() / 3.0).abs() < 1e-15);
-        assert_eq!(composite_norm(&[1.0, -2.0, 3.0, 4.0], 2, 2), 42f64.sqrt());
+        assert_eq!(composite_norm(&[1.0, -2.0, 3.0, 4.0], 2, 2).unwrap(), 42f64.sqrt());
+        assert!(composite_norm(&[1.0; 5], 2, 2).unwrap_err().to_string().contains("composite_norm"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! - **Gradient norms per layer** `‖∇_{W_l} L‖` (the parameters of one block
 //!   together, see [`layer_of`]): the global norm that clipping looks at
 //!   hides where the gradient comes from. Liu et al. (2020, "Understanding
-//!   the Difficulty of Training Transformers", Figure 3) show post-LN
+//!   the Difficulty of Training Transformers") show post-LN
 //!   decoders with gradients that grow towards the top layers; Xiong et al.
 //!   (2020, "On Layer Normalization in the Transformer Architecture") show
 //!   that at initialisation post-LN's gradients near the output are large,
@@ -132,8 +132,10 @@ impl ParamSnapshot {
     /// let w = layer.weight.tensor();
     /// w.assign(&w.scale(1.01).unwrap()).unwrap(); // an "update" of 1% of the weight
     /// let ratios = update_ratios(&before).unwrap();
-    /// assert_eq!(ratios[0].0, ""); // the parameters of a bare layer have no module prefix
-    /// assert!(ratios[0].1 > 0.0 && ratios[0].1 <= 0.01 + 1e-6);
+    /// // A bare layer's parameters have no module prefix: each is its own group.
+    /// assert_eq!((ratios[0].0.as_str(), ratios[1].0.as_str()), ("weight", "bias"));
+    /// assert!((ratios[0].1 - 0.01).abs() < 1e-6);
+    /// assert_eq!(ratios[1].1, 0.0); // the bias did not move
     /// ```
     pub fn take(named_params: &[(String, Param)]) -> Result<ParamSnapshot> {
         let layers = group(named_params)
@@ -236,6 +238,15 @@ pub fn attention_entropy(probs: &Tensor) -> Result<f64> {
 }
 
 /// What [`probe_blocks`] measured on a probe batch.
+///
+/// ```
+/// use tamer::diagnostics::{probe_blocks, LayerProbe};
+/// use tamer::Tensor;
+/// // No blocks: only the input's residual, no attention.
+/// let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0], [1, 2, 2]).unwrap();
+/// let probe: LayerProbe = probe_blocks(&[], &x).unwrap();
+/// assert_eq!((probe.rank_collapse.len(), probe.attention_entropy.len()), (1, 0));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LayerProbe {
     /// [`rank_collapse_residual`](super::rank_collapse_residual) of the
@@ -357,8 +368,9 @@ impl StepDiagnostics {
     /// let mut diag = StepDiagnostics::before_step(&layer.named_params(), &grads).unwrap();
     /// opt.step(&grads).unwrap();
     /// diag.after_step().unwrap();
-    /// assert_eq!((diag.grad_norms.len(), diag.update_ratios.len()), (1, 1));
-    /// assert!(diag.update_ratios[0] > 0.0);
+    /// assert_eq!(diag.layers, ["weight", "bias"]); // a bare layer: one group per parameter
+    /// assert_eq!((diag.grad_norms.len(), diag.update_ratios.len()), (2, 2));
+    /// assert!(diag.update_ratios.iter().all(|r| *r > 0.0));
     /// ```
     pub fn before_step(named_params: &[(String, Param)], grads: &GradStore) -> Result<StepDiagnostics> {
         let (layers, grad_norms) = layer_grad_norms(named_params, grads)?.into_iter().unzip();
@@ -370,7 +382,8 @@ impl StepDiagnostics {
         })
     }
 
-    /// After the optimizer step: the layers' update-to-weight ratios.
+    /// After the optimizer step: the layers' update-to-weight ratios (see
+    /// [`before_step`](Self::before_step)'s example).
     pub fn after_step(&mut self) -> Result<()> {
         self.update_ratios = update_ratios(&self.snapshot)?.into_iter().map(|(_, r)| r).collect();
         Ok(())

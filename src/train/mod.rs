@@ -45,6 +45,10 @@
 //!   (initialisation, shuffling, augmentation, dropout) is a function of the
 //!   seed and the position, so a run stopped and resumed produces
 //!   bit-for-bit the losses of an uninterrupted one.
+//! - With [`TrainConfig::diagnostics_every`], every N steps a `diagnostics`
+//!   record holds per-layer gradient norms and update-to-weight ratios, and
+//!   the rank-collapse residual and attention entropy per layer on the
+//!   task's probe batch ([`crate::diagnostics`]).
 //! - The divergence guard stops on a non-finite loss or gradient norm before
 //!   the parameters are touched, with an error naming the step and the last
 //!   good checkpoint, which is left as it was.
@@ -72,6 +76,7 @@
 
 mod checkpoint;
 mod decay_log;
+mod diagnostics_log;
 pub mod metrics;
 mod reseed;
 mod resume;
@@ -81,7 +86,7 @@ mod trainer;
 pub use checkpoint::{RunProgress, TrainCheckpoint, CHECKPOINT_FILE, FORMAT, RESERVED_KEYS};
 pub use metrics::{read_jsonl, MetricsLog, Progress, Record};
 pub use reseed::Reseed;
-pub use task::{count_correct, CharLanguageModel, Classifier, ImageClassification, MicroBatch, TrainTask};
+pub use task::{count_correct, CharLanguageModel, Classifier, ImageClassification, MicroBatch, TrainTask, PROBE_SAMPLES};
 pub use trainer::{TrainSummary, Trainer, METRICS_FILE};
 
 use std::collections::BTreeMap;
@@ -115,6 +120,14 @@ pub struct TrainConfig {
     /// `derive_seed(seed, [DROPOUT_TAG, step, micro])` with a fixed tag (the
     /// task's data stream and the model's initialisation take their own seeds).
     pub seed: u64,
+    /// Every this many steps, write a `diagnostics` record to the metrics:
+    /// per-layer gradient norms (before clipping) and update-to-weight
+    /// ratios of that step, and for the task's probe batch
+    /// ([`TrainTask::probe_layers`]) the rank-collapse residual at every
+    /// depth and each block's attention entropy (see [`crate::diagnostics`]).
+    /// None: never. Diagnostics read the model and change nothing, so a run
+    /// trains the same with or without them.
+    pub diagnostics_every: Option<u64>,
     /// Print human-readable lines (stdout).
     pub print: bool,
     pub progress: Progress,
@@ -138,6 +151,7 @@ impl Default for TrainConfig {
             out_dir: None,
             overwrite: false,
             seed: 0,
+            diagnostics_every: None,
             print: true,
             progress: Progress::Auto,
             metadata: BTreeMap::new(),

@@ -5,6 +5,7 @@
 
 use super::Reseed;
 use crate::data::{Batch, CharDataset, DataLoader, ImageDataset, LoaderConfig, LoaderState, Normalization, TextSplit};
+use crate::diagnostics::{LayerProbe, Probe};
 use crate::models::{Gpt, VisionTransformer};
 use crate::nn::Module;
 use crate::ops::nn::cross_entropy::CrossEntropyOptions;
@@ -76,13 +77,47 @@ pub trait TrainTask {
     fn data_state_differences(&self, _saved: &str, _step: u64, _grad_accum: usize) -> Vec<String> {
         Vec::new()
     }
+    /// Per-layer diagnostics of the model on a fixed probe batch (the
+    /// rank-collapse residual at every depth and each block's attention
+    /// entropy, [`probe_blocks`](crate::diagnostics::probe_blocks)), for the
+    /// trainer's [`diagnostics_every`](super::TrainConfig::diagnostics_every)
+    /// records. The trainer calls it in eval mode without gradients; it must
+    /// not move the data streams. None (the default) when the task has no
+    /// probe batch or its model no blocks to look into.
+    ///
+    /// ```
+    /// use tamer::data::{digits, DataLoader, LoaderConfig};
+    /// use tamer::models::{Pool, VisionTransformer, VitConfig};
+    /// use tamer::train::{ImageClassification, TrainTask};
+    /// use tamer::{no_grad, CrossEntropyOptions};
+    /// let (train, test) = digits::load_images().unwrap();
+    /// let vit = VisionTransformer::new(VitConfig { pool: Pool::Mean, ..VitConfig::new((8, 8), 4, 1, 10, 16, 2, 2, 2.0) }, &mut tamer::rng(0)).unwrap();
+    /// let loader = DataLoader::new(train, LoaderConfig::train(32, 0)).unwrap();
+    /// let mut task = ImageClassification::new(vit, loader, test, 256, CrossEntropyOptions::default()).unwrap();
+    /// task.set_training(false);
+    /// let probe = no_grad(|| task.probe_layers()).unwrap().unwrap(); // the first 16 test images
+    /// assert_eq!((probe.rank_collapse.len(), probe.attention_entropy.len()), (3, 2));
+    /// ```
+    fn probe_layers(&mut self) -> Result<Option<LayerProbe>> {
+        Ok(None)
+    }
 }
+
+/// Examples in the probe batch of the built-in tasks' [`TrainTask::probe_layers`]:
+/// enough for stable averages, few enough that `B·H·T²` attention
+/// probabilities stay small.
+pub const PROBE_SAMPLES: usize = 16;
 
 /// A model that maps images `[B, C, H, W]` to logits `[B, K]`.
 pub trait Classifier: Module + Reseed {
     fn logits(&self, x: &Tensor) -> Result<Tensor>;
     /// Whether the model is in train mode.
     fn is_training(&self) -> bool;
+    /// Per-layer diagnostics for images `x` (see [`TrainTask::probe_layers`]);
+    /// None (the default) for a model without transformer blocks.
+    fn probe_layers(&self, _x: &Tensor) -> Result<Option<LayerProbe>> {
+        Ok(None)
+    }
 }
 
 impl Classifier for VisionTransformer {
@@ -91,6 +126,9 @@ impl Classifier for VisionTransformer {
     }
     fn is_training(&self) -> bool {
         VisionTransformer::is_training(self)
+    }
+    fn probe_layers(&self, x: &Tensor) -> Result<Option<LayerProbe>> {
+        self.probe(x).map(Some)
     }
 }
 
@@ -125,15 +163,40 @@ pub struct ImageClassification<M: Classifier> {
 impl<M: Classifier> ImageClassification<M> {
     /// The test loader uses the training loader's normalisation.
     pub fn new(model: M, train: DataLoader, test: ImageDataset, eval_batch_size: usize, loss: CrossEntropyOptions) -> Result<Self> {
-        let norm = match train.normalization() {
-            Some((mean, std)) => Normalization::Given {
-                mean: mean.clone(),
-                std: std.clone(),
-            },
-            None => Normalization::None,
-        };
-        let test = DataLoader::new(test, LoaderConfig::eval(eval_batch_size).with_normalization(norm).with_prefetch(0))?;
+        let test = DataLoader::new(
+            test,
+            LoaderConfig::eval(eval_batch_size)
+                .with_normalization(eval_normalization(&train))
+                .with_prefetch(0),
+        )?;
         Ok(ImageClassification { model, train, test, loss })
+    }
+
+    /// The first [`PROBE_SAMPLES`] test images, normalised as the test
+    /// loader does, read through a loader of their own so that the test
+    /// loader's position is left alone.
+    fn probe_batch(&self) -> Result<Option<Tensor>> {
+        let n = self.test.dataset().len().min(PROBE_SAMPLES);
+        if n == 0 {
+            return Ok(None);
+        }
+        let subset = self.test.dataset().subset(&(0..n).collect::<Vec<_>>())?;
+        let mut loader = DataLoader::new(
+            subset,
+            LoaderConfig::eval(n).with_normalization(eval_normalization(&self.train)).with_prefetch(0),
+        )?;
+        Ok(loader.next_batch()?.map(|b| b.x))
+    }
+}
+
+/// The training loader's normalisation, for loaders over held-out images.
+fn eval_normalization(train: &DataLoader) -> Normalization {
+    match train.normalization() {
+        Some((mean, std)) => Normalization::Given {
+            mean: mean.clone(),
+            std: std.clone(),
+        },
+        None => Normalization::None,
     }
 }
 
@@ -243,6 +306,13 @@ impl<M: Classifier> TrainTask for ImageClassification<M> {
     }
     fn batch_size(&self) -> Option<usize> {
         Some(self.train.batch_size())
+    }
+    /// On the first [`PROBE_SAMPLES`] test images.
+    fn probe_layers(&mut self) -> Result<Option<LayerProbe>> {
+        match self.probe_batch()? {
+            Some(x) => self.model.probe_layers(&x.to_device(self.model.device())?),
+            None => Ok(None),
+        }
     }
 }
 
@@ -366,6 +436,14 @@ impl TrainTask for CharLanguageModel {
             ));
         }
         self.data.check_windows(self.block_size)
+    }
+    /// On [`PROBE_SAMPLES`] (at most `batch_size`) validation windows drawn from a fixed seed.
+    fn probe_layers(&mut self) -> Result<Option<LayerProbe>> {
+        let seed = crate::data::io::derive_seed(self.seed, &[0x9b0e]);
+        let (x, _) = self
+            .data
+            .batch_at(TextSplit::Val, self.batch_size.min(PROBE_SAMPLES), self.block_size, seed, 0)?;
+        self.model.probe(&x.to_device(self.model.device())?).map(Some)
     }
     fn evaluate(&mut self) -> Result<Vec<(String, f64)>> {
         let mut out = Vec::new();

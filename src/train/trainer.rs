@@ -2,10 +2,12 @@
 
 use super::checkpoint::{check_metadata_keys, RunProgress, TrainCheckpoint, CHECKPOINT_FILE};
 use super::decay_log::decay_record;
+use super::diagnostics_log::{diagnostics_line, diagnostics_record};
 use super::metrics::{MetricsLog, Record};
 use super::resume;
 use super::{TrainConfig, TrainTask};
 use crate::data::io::derive_seed;
+use crate::diagnostics::{LayerProbe, StepDiagnostics};
 use crate::nn::Param;
 use crate::optim::{clip_grad_norm, grad_norm, DecaySummary, GradAccumulator, Optimizer, Scheduler};
 use crate::{no_grad, Error, GradStore, Result};
@@ -110,8 +112,11 @@ impl<T: TrainTask> Trainer<T> {
         if config.grad_accum == 0 {
             return Err(Error::value(OP, "grad_accum must be at least 1"));
         }
-        if config.log_every == 0 || config.eval_every == Some(0) || config.checkpoint_every == Some(0) {
-            return Err(Error::value(OP, "log_every, eval_every and checkpoint_every must be at least 1"));
+        if config.log_every == 0 || config.eval_every == Some(0) || config.checkpoint_every == Some(0) || config.diagnostics_every == Some(0) {
+            return Err(Error::value(
+                OP,
+                "log_every, eval_every, checkpoint_every and diagnostics_every must be at least 1",
+            ));
         }
         if let Some(c) = config.clip {
             if !(c > 0.0 && c.is_finite()) {
@@ -224,6 +229,16 @@ impl<T: TrainTask> Trainer<T> {
         let metrics = no_grad(|| self.task.evaluate());
         self.task.set_training(was_training);
         metrics
+    }
+
+    /// The task's [`probe_layers`](TrainTask::probe_layers), in eval mode
+    /// without gradients (as [`evaluate`](Self::evaluate)).
+    fn probe_layers(&mut self) -> Result<Option<LayerProbe>> {
+        let was_training = self.task.is_training();
+        self.task.set_training(false);
+        let probe = no_grad(|| self.task.probe_layers());
+        self.task.set_training(was_training);
+        probe
     }
 
     /// [`evaluate`](Self::evaluate), and write the eval record and line.
@@ -343,6 +358,11 @@ impl<T: TrainTask> Trainer<T> {
                 }
             };
             let mut grads = grads;
+            // Per-layer norms before clipping, like the global norm logged with each step.
+            let mut diagnostics = match cfg.diagnostics_every {
+                Some(n) if (step + 1).is_multiple_of(n) => Some(StepDiagnostics::before_step(&self.task.model().named_params(), &grads)?),
+                _ => None,
+            };
             let norm = match cfg.clip {
                 Some(c) => clip_grad_norm(&mut grads, &self.params, c)?,
                 None => grad_norm(&grads, &self.params)?,
@@ -355,6 +375,9 @@ impl<T: TrainTask> Trainer<T> {
             let lr = self.scheduler.apply(self.optimizer.as_mut())?;
             self.optimizer.step(&grads)?;
             drop(grads);
+            if let Some(d) = &mut diagnostics {
+                d.after_step()?;
+            }
             self.scheduler.advance();
             self.step += 1;
             let dt = t0.elapsed().as_secs_f64();
@@ -398,6 +421,11 @@ impl<T: TrainTask> Trainer<T> {
                 rec = rec.num("elapsed", start.elapsed().as_secs_f64());
                 log.write(&rec)?;
                 log.println(&train_line(&rec, cfg.total_steps));
+            }
+            if let Some(d) = &diagnostics {
+                let probe = self.probe_layers()?;
+                log.write(&diagnostics_record(self.step, d, probe.as_ref()))?;
+                log.println(&diagnostics_line(self.step, d, probe.as_ref()));
             }
             // The checkpoint first: an evaluation that fails must not lose this step's state.
             if cfg.checkpoint_every.is_some_and(|n| self.step.is_multiple_of(n)) || last {

@@ -39,6 +39,7 @@ mod data_corrupt;
 mod data_loader;
 mod data_script;
 mod device;
+mod diagnostics;
 mod errors;
 mod grad_scaler;
 mod interop_gpt;

@@ -431,9 +431,14 @@ fn vit_flags_parse_and_bad_values_are_clear_errors() {
         "--resume",
         "--device",
         "--threads",
+        "--diagnostics-every",
     ] {
         assert!(help.contains(flag), "--help does not document {flag}");
     }
+    assert_eq!(parse(&["train_vit"]).run.diagnostics_every, None);
+    assert_eq!(parse(&["train_vit", "--diagnostics-every", "25"]).run.diagnostics_every, Some(25));
+    let e = err(&["train_vit", "--diagnostics-every", "0"]);
+    assert!(e.contains("--diagnostics-every") && e.contains("positive whole number"), "{e}");
 }
 
 #[test]
@@ -441,6 +446,9 @@ fn gpt_flags_parse_and_bad_values_are_clear_errors() {
     use gpt_args::GptArgs;
     let a = GptArgs::try_parse_from(["train_gpt", "--text", "t.txt"]).unwrap();
     assert_eq!((a.batch_size, a.steps, a.lr, a.min_lr, a.warmup, a.eval_iters), (12, 2000, 1e-3, 1e-4, 100, 20));
+    assert_eq!(a.run.diagnostics_every, None);
+    let d = GptArgs::try_parse_from(["train_gpt", "--text", "t", "--diagnostics-every", "3"]).unwrap();
+    assert_eq!(d.run.diagnostics_every, Some(3));
     a.validate().unwrap();
     let e = GptArgs::try_parse_from(["train_gpt"]).unwrap_err().to_string();
     assert!(e.contains("--text"), "{e}");

@@ -10,12 +10,11 @@
 //! the references ([`unary_reference`], [`unary_backward_reference`]).
 
 use super::simd::{self, Reads};
-use super::{chunk_len, contiguous_or_gather, par_map, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use super::{build_in_parts, chunk_len, contiguous_or_gather, par_map, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::contract::unary::{check_unary, check_unary_backward, UnaryFn, UnaryKernels};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
 use crate::{Error, Result};
-use rayon::prelude::*;
 
 /// The plain reference: one scalar call per element.
 pub fn unary_reference<T: Float, U: UnaryFn>(src: &[T], f: U) -> Vec<T> {
@@ -97,16 +96,7 @@ fn forward<T: Float, U: UnaryFn>(src: &[T], f: U) -> Vec<T> {
 /// [`PARALLEL_THRESHOLD`] elements.
 fn par_chunks_map<T: Float, const N: usize>(inputs: &[&[T]; N], k: impl Fn([&[T]; N], &mut [T]) + Sync) -> Vec<T> {
     let n = inputs.first().map_or(0, |s| s.len());
-    let mut out = super::alloc::zeroed(n);
-    let chunk = if n < PARALLEL_THRESHOLD { n.max(1) } else { chunk_len(n) };
-    let part = |(i, o): (usize, &mut [T])| {
-        let start = i * chunk;
-        k(inputs.map(|s| &s[start..start + o.len()]), o)
-    };
-    if n < PARALLEL_THRESHOLD {
-        out.chunks_mut(chunk).enumerate().for_each(part);
-    } else {
-        out.par_chunks_mut(chunk).enumerate().for_each(part);
-    }
-    out
+    let parallel = n >= PARALLEL_THRESHOLD;
+    let chunk = if parallel { chunk_len(n) } else { n };
+    build_in_parts(n, chunk, parallel, |start, o| k(inputs.map(|s| &s[start..start + o.len()]), o)).0
 }

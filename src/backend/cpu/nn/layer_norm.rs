@@ -9,12 +9,11 @@ use crate::backend::contract::nn::layer_norm::{check_layer_norm, check_layer_nor
 use crate::backend::contract::row_len;
 use crate::backend::cpu::alloc::{self, CollectPooled};
 use crate::backend::cpu::simd;
-use crate::backend::cpu::{contiguous_or_gather, wrap_float, Contiguous, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
+use crate::backend::cpu::{build_in_parts, contiguous_or_gather, wrap_float, Contiguous, CpuElem, CpuStorage, PARALLEL_THRESHOLD};
 use crate::backend::{described, BackendStorage};
 use crate::cpu_float_dispatch;
 use crate::types::{Float, Layout};
 use crate::{Error, Result};
-use rayon::prelude::*;
 
 /// Normalise one row into `dst`; returns `(mean, rstd)`.
 fn forward_row<T: Float>(src: &[T], w: Option<&[T]>, b: Option<&[T]>, eps: T, dst: &mut [T]) -> (T, T) {
@@ -42,20 +41,36 @@ fn forward_row<T: Float>(src: &[T], w: Option<&[T]>, b: Option<&[T]>, eps: T, ds
     (mean, rstd)
 }
 
+/// Rows per rayon task for `rows` rows of `c`: a few tasks per worker, none
+/// under a quarter of [`PARALLEL_THRESHOLD`] elements.
+fn rows_per_task(rows: usize, c: usize) -> usize {
+    let parts = rayon::current_num_threads().max(1) * 4;
+    rows.div_ceil(parts).max((PARALLEL_THRESHOLD / 4 / c.max(1)).max(1))
+}
+
 /// x: `[rows, c]` contiguous → (y: `[rows, c]`, mean: `[rows]`, rstd: `[rows]`).
+///
+/// `y` is built task by task ([`build_in_parts`]): each task zeroes its own
+/// rows in its core's cache instead of the calling thread zeroing all of `y`
+/// first, a serial pass over the output.
 pub fn layer_norm_rows<T: Float>(x: &[T], c: usize, w: Option<&[T]>, b: Option<&[T]>, eps: T) -> (Vec<T>, Vec<T>, Vec<T>) {
     let rows = x.len().checked_div(c).unwrap_or(0);
-    let mut y = alloc::zeroed(x.len());
-    let mut stats = vec![(T::ZERO, T::ZERO); rows];
-    let run = |(r, (o, s)): (usize, (&mut [T], &mut (T, T)))| *s = forward_row(&x[r * c..(r + 1) * c], w, b, eps, o);
-    if rows > 0 {
-        if x.len() < PARALLEL_THRESHOLD {
-            y.chunks_mut(c).zip(stats.iter_mut()).enumerate().for_each(run);
-        } else {
-            let min_rows = (PARALLEL_THRESHOLD / 4 / c).max(1);
-            y.par_chunks_mut(c).zip(stats.par_iter_mut()).enumerate().with_min_len(min_rows).for_each(run);
-        }
+    if rows == 0 {
+        return (alloc::zeroed(x.len()), alloc::zeroed(0), alloc::zeroed(0));
     }
+    let per_task = rows_per_task(rows, c);
+    let (y, stats) = build_in_parts(x.len(), per_task * c, x.len() >= PARALLEL_THRESHOLD, |start, part| {
+        part.chunks_exact_mut(c)
+            .enumerate()
+            .map(|(k, o)| {
+                let r = start / c + k;
+                forward_row(&x[r * c..(r + 1) * c], w, b, eps, o)
+            })
+            .collect::<Vec<_>>()
+    });
+    // One list first: `collect_pooled` takes its buffer from the pool only
+    // for an iterator of known length, which a flattened one is not.
+    let stats: Vec<(T, T)> = stats.into_iter().flatten().collect();
     let (mean, rstd) = (stats.iter().map(|s| s.0).collect_pooled(), stats.iter().map(|s| s.1).collect_pooled());
     (y, mean, rstd)
 }
@@ -79,10 +94,13 @@ pub fn layer_norm_backward_rows<T: Float>(
     want_dw: bool,
     want_db: bool,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let mut dx = alloc::zeroed(x.len());
     let rows = mean.len();
     if rows == 0 || c == 0 {
-        return (dx, vec![T::ZERO; if want_dw { c } else { 0 }], vec![T::ZERO; if want_db { c } else { 0 }]);
+        return (
+            alloc::zeroed(x.len()),
+            vec![T::ZERO; if want_dw { c } else { 0 }],
+            vec![T::ZERO; if want_db { c } else { 0 }],
+        );
     }
     let n = T::from_f64(c as f64);
     // One task: rows starting at `first`, written into `dx_chunk`.
@@ -128,16 +146,10 @@ pub fn layer_norm_backward_rows<T: Float>(
         }
         p
     };
-    let partials: Vec<Partial<T>> = if x.len() < PARALLEL_THRESHOLD {
-        vec![task(0, &mut dx)]
-    } else {
-        let parts = rayon::current_num_threads().max(1) * 4;
-        let rows_per_task = rows.div_ceil(parts).max((PARALLEL_THRESHOLD / 4 / c).max(1));
-        dx.par_chunks_mut(rows_per_task * c)
-            .enumerate()
-            .map(|(t, chunk)| task(t * rows_per_task, chunk))
-            .collect()
-    };
+    // dx is built task by task ([`build_in_parts`]): each task zeroes its own
+    // rows in its core's cache, not the calling thread all of dx first.
+    let per_task = if x.len() < PARALLEL_THRESHOLD { rows } else { rows_per_task(rows, c) };
+    let (dx, partials) = build_in_parts(x.len(), per_task * c, x.len() >= PARALLEL_THRESHOLD, |start, chunk| task(start / c, chunk));
     let mut total = Partial {
         dw: alloc::zeroed(if want_dw { c } else { 0 }),
         db: alloc::zeroed(if want_db { c } else { 0 }),
