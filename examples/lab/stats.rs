@@ -1,6 +1,8 @@
 //! The statistics the verdicts rest on: mean, sample standard deviation,
 //! pooled standard deviation, and the one comparison every rule uses ("A's
-//! mean differs from B's by more than k pooled standard deviations").
+//! mean differs from B's by more than k pooled standard deviations"), with
+//! Spearman's rank correlation and a least-squares line for the rules about
+//! orderings and fitted curves.
 //!
 //! Everything takes plain `f64` samples, one per seed. A sample with a
 //! non-finite value (a diverged run) is not averaged: the rules check for
@@ -113,6 +115,74 @@ pub fn compare(a: &[f64], b: &[f64], k: f64) -> Option<Comparison> {
     })
 }
 
+/// Ranks `1..=n` of `xs` in ascending order, ties given the mean of the ranks they share.
+fn ranks(xs: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..xs.len()).collect();
+    order.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
+    let mut ranks = vec![0.0; xs.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && xs[order[j + 1]] == xs[order[i]] {
+            j += 1;
+        }
+        // Positions i..=j hold equal values: each gets the mean rank (i + j)/2 + 1.
+        for &k in &order[i..=j] {
+            ranks[k] = (i + j) as f64 / 2.0 + 1.0;
+        }
+        i = j + 1;
+    }
+    ranks
+}
+
+/// Spearman's rank correlation of paired samples: Pearson's correlation of
+/// their ranks (ties at mean rank, as scipy's `spearmanr`). `None` for
+/// unequal lengths, fewer than two pairs, a non-finite value, or a constant sample.
+pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
+    if a.len() != b.len() || a.len() < 2 || a.iter().chain(b).any(|x| !x.is_finite()) {
+        return None;
+    }
+    let (ra, rb) = (ranks(a), ranks(b));
+    let (ma, mb) = (mean(&ra)?, mean(&rb)?);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = ra.iter().map(|x| (x - ma) * (x - ma)).sum();
+    let vb: f64 = rb.iter().map(|y| (y - mb) * (y - mb)).sum();
+    (va > 0.0 && vb > 0.0).then(|| cov / (va * vb).sqrt())
+}
+
+/// The least-squares line `y ≈ intercept + slope·x`: `(intercept, slope)`.
+/// `None` for unequal lengths, fewer than two points, a non-finite value, or all `x` equal.
+pub fn fit_line(x: &[f64], y: &[f64]) -> Option<(f64, f64)> {
+    if x.len() != y.len() || x.len() < 2 || x.iter().chain(y).any(|v| !v.is_finite()) {
+        return None;
+    }
+    let (mx, my) = (mean(x)?, mean(y)?);
+    let sxx: f64 = x.iter().map(|v| (v - mx) * (v - mx)).sum();
+    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    if sxx == 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    Some((my - slope * mx, slope))
+}
+
+/// Where a falling curve first reaches `target`: the `x` of the first point
+/// with `y ≤ target`, interpolated linearly from the point before it (the
+/// first point's own `x` when it is already there). `None` if no point
+/// reaches it or the lengths differ. Points are in the order of `x`.
+pub fn first_crossing(x: &[f64], y: &[f64], target: f64) -> Option<f64> {
+    if x.len() != y.len() {
+        return None;
+    }
+    let i = y.iter().position(|&v| v <= target)?;
+    if i == 0 || !y[i - 1].is_finite() {
+        return Some(x[i]);
+    }
+    // y[i − 1] > target ≥ y[i]: the straight line between them meets the target at fraction t.
+    let t = (y[i - 1] - target) / (y[i - 1] - y[i]);
+    Some(x[i - 1] + t * (x[i] - x[i - 1]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +232,46 @@ mod tests {
         assert_eq!(mean_std_cell(&[1.0, 3.0], 2), format!("2.00 ± {:.2}", 2f64.sqrt()));
         assert_eq!(mean_std_cell(&[1.0], 1), "1.0");
         assert_eq!(mean_std_cell(&[], 1), "–");
+    }
+
+    #[test]
+    fn spearman_matches_hand_computed_values() {
+        // Any increasing relation is +1, any decreasing one −1.
+        assert_eq!(spearman(&[1.0, 2.0, 3.0, 4.0], &[1.0, 10.0, 100.0, 1000.0]), Some(1.0));
+        assert_eq!(spearman(&[1.0, 2.0, 3.0, 4.0], &[4.0, 3.0, 2.0, 0.5]), Some(-1.0));
+        // Ranks 1 2 3 4 against 1 3 2 4: Σd² = 2, ρ = 1 − 6·2/(4·15) = 0.8.
+        assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 30.0, 20.0, 40.0]).unwrap() - 0.8).abs() < 1e-12);
+        // A tie takes the mean rank: b's ranks are 1, 2.5, 2.5, 4; Σ products of deviations 4.5,
+        // Σ squares 5 and 4.5: ρ = 4.5/√22.5.
+        assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[1.0, 2.0, 2.0, 3.0]).unwrap() - 4.5 / 22.5f64.sqrt()).abs() < 1e-12);
+        assert_eq!(spearman(&[1.0, 2.0], &[3.0, 3.0]), None);
+        assert_eq!(spearman(&[1.0, 2.0], &[1.0, f64::NAN]), None);
+        assert_eq!(spearman(&[1.0], &[1.0]), None);
+    }
+
+    #[test]
+    fn fit_line_recovers_an_exact_line_and_averages_noise() {
+        let (a, b) = fit_line(&[1.0, 2.0, 3.0], &[5.0, 7.0, 9.0]).unwrap();
+        assert!((a - 3.0).abs() < 1e-12 && (b - 2.0).abs() < 1e-12);
+        // (0, 0), (1, 1), (2, 0): slope 0, intercept 1/3.
+        let (a, b) = fit_line(&[0.0, 1.0, 2.0], &[0.0, 1.0, 0.0]).unwrap();
+        assert!((a - 1.0 / 3.0).abs() < 1e-12 && b.abs() < 1e-12);
+        assert_eq!(fit_line(&[1.0, 1.0], &[1.0, 2.0]), None);
+        assert_eq!(fit_line(&[1.0, 2.0], &[1.0]), None);
+    }
+
+    #[test]
+    fn first_crossing_interpolates_between_the_bracketing_points() {
+        let x = [10.0, 20.0, 30.0, 40.0];
+        let y = [4.0, 3.0, 2.0, 1.0];
+        // 2.5 lies halfway between (20, 3) and (30, 2).
+        assert_eq!(first_crossing(&x, &y, 2.5), Some(25.0));
+        assert_eq!(first_crossing(&x, &y, 2.0), Some(30.0));
+        // Already below at the first point; never reached.
+        assert_eq!(first_crossing(&x, &y, 5.0), Some(10.0));
+        assert_eq!(first_crossing(&x, &y, 0.5), None);
+        // The first point at or below counts, even if the curve rises again.
+        assert_eq!(first_crossing(&x, &[4.0, 2.0, 3.0, 1.0], 2.5), Some(17.5));
+        assert_eq!(first_crossing(&x, &y[..3], 2.5), None);
     }
 }

@@ -1,5 +1,6 @@
 //! The experiments, in the report's order (the numbering in each file's header).
 
+pub mod char_gpt;
 pub mod clipping;
 pub mod data_hunger;
 pub mod digits;

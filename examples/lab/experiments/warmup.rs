@@ -2,14 +2,13 @@
 //! and pre-LN with and without learning-rate warmup, and Admin-initialised
 //! post-LN without warmup.
 
+use super::char_gpt::{self, GptRecipe};
+use super::digits::{Opt, Sched};
 use super::experiment::{values_at, Context, Experiment, Outcome, Panel, Record, Scale, Table, Verdict};
 use super::stats::{self, Order};
-use std::path::PathBuf;
-use tamer::data::{CharDataset, TextSplit};
-use tamer::models::{Gpt, GptConfig};
-use tamer::nn::{admin_profile_blocks, BlockConfig, Module, NormPlacement, TransformerBlock};
-use tamer::optim::{Adam, AdamConfig, Optimizer, Scheduler, WarmupCosine};
-use tamer::{no_grad, rng, Error, Result};
+use tamer::data::CharDataset;
+use tamer::nn::NormPlacement;
+use tamer::Result;
 
 pub struct Warmup;
 
@@ -66,15 +65,6 @@ fn setup(scale: Scale) -> Setup {
     )
 }
 
-/// `../shared/data/tinyshakespeare.txt` beside the repository.
-fn data_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("shared")
-        .join("data")
-        .join("tinyshakespeare.txt")
-}
-
 impl Experiment for Warmup {
     fn name(&self) -> &'static str {
         "warmup"
@@ -115,16 +105,12 @@ impl Experiment for Warmup {
          the pooled standard deviation (or post-LN without warmup diverged). Not reproduced if a part fails (the reason \
          names it); inconclusive with fewer than two seeds."
     }
+    fn missing_data(&self) -> Option<String> {
+        char_gpt::missing_data()
+    }
     fn run(&self, ctx: &Context) -> Result<Outcome> {
         let s = setup(ctx.scale);
-        let path = data_path();
-        if !path.exists() {
-            return Err(Error::io(
-                "lab warmup",
-                format!("{} is absent: this experiment needs tinyshakespeare beside the repository", path.display()),
-            ));
-        }
-        let data = CharDataset::load(&path)?;
+        let data = char_gpt::load()?;
         let mut records = Vec::new();
         for (label, norm, warmup, admin) in ARMS {
             for &seed in &ctx.seeds {
@@ -159,65 +145,30 @@ impl Experiment for Warmup {
 /// Train one arm; returns the training loss of every step (up to a
 /// non-finite one) and the final validation loss (non-finite if diverged).
 fn train_arm(s: &Setup, data: &CharDataset, norm: NormPlacement, warmup: bool, admin: bool, seed: u64, ctx: &Context) -> Result<(Vec<f64>, f64)> {
-    let config = GptConfig {
-        vocab_size: data.vocab_size(),
-        block_size: s.context,
-        n_layer: s.layers,
-        n_head: 4,
-        n_embd: s.width,
-        dropout: 0.0,
-        bias: true,
-        tie_weights: true,
+    let recipe = GptRecipe {
+        layers: s.layers,
+        width: s.width,
+        heads: 4,
+        context: s.context,
+        batch_size: s.batch,
+        norm,
+        admin,
+        optimizer: Opt::Adam,
+        betas: Some((0.9, 0.98)),
+        weight_decay: 0.0,
+        schedule: Sched::WarmupCosine,
+        peak_lr: PEAK_LR,
+        warmup_steps: if warmup { s.warmup } else { 0 },
+        min_lr_ratio: 0.1,
+        steps: s.steps,
+        eval_every: 0,
+        eval_batches: s.eval_batches,
+        eval_batch_size: s.batch,
+        stop_below: None,
     };
-    let mut gpt = Gpt::new(config, &mut rng(seed))?;
-    if norm == NormPlacement::PostLN {
-        let block_config = BlockConfig {
-            norm,
-            ..gpt.h[0].config.clone()
-        };
-        gpt.h = gpt
-            .h
-            .iter()
-            .map(|b| TransformerBlock::from_weights(&block_config, b.named_params().into_iter().map(|(n, p)| (n, p.tensor()))))
-            .collect::<Result<_>>()?;
-    }
-    gpt.to_device(ctx.device)?;
-    let batch = |split, step| -> Result<_> {
-        let (x, y) = data.batch_at(split, s.batch, s.context, seed, step)?;
-        Ok((x.to_device(ctx.device)?, y.to_device(ctx.device)?))
-    };
-    if admin {
-        let (x, _) = batch(TextSplit::Train, 0)?;
-        let embedded = no_grad(|| gpt.embed(&x))?;
-        admin_profile_blocks(&mut gpt.h, &embedded)?;
-    }
-    gpt.set_training(true);
-    let mut opt = Adam::new(gpt.named_params(), AdamConfig::adam(PEAK_LR).betas(0.9, 0.98))?;
-    let warmup_steps = if warmup { s.warmup } else { 0 };
-    let mut sched = Scheduler::new(WarmupCosine::new(PEAK_LR, warmup_steps, s.steps, PEAK_LR / 10.0)?);
-    let mut losses = Vec::with_capacity(s.steps as usize);
-    for step in 0..s.steps {
-        let (x, y) = batch(TextSplit::Train, step)?;
-        let (_, loss) = gpt.forward(&x, Some(&y))?;
-        let loss = loss.ok_or_else(|| Error::value("lab warmup", "the GPT returned no loss"))?;
-        let value = loss.to_scalar()?;
-        losses.push(value);
-        if !value.is_finite() {
-            return Ok((losses, f64::NAN));
-        }
-        let grads = loss.backward()?;
-        sched.apply(&mut opt)?;
-        opt.step(&grads)?;
-        sched.advance();
-    }
-    gpt.set_training(false);
-    let mut val = Vec::new();
-    for i in 0..s.eval_batches {
-        let (x, y) = data.batch_at(TextSplit::Val, s.batch, s.context, 0, i)?;
-        let (_, loss) = no_grad(|| gpt.forward(&x.to_device(ctx.device)?, Some(&y.to_device(ctx.device)?)))?;
-        val.push(loss.map(|l| l.to_scalar()).transpose()?.unwrap_or(f64::NAN));
-    }
-    Ok((losses, stats::mean(&val).unwrap_or(f64::NAN)))
+    let curve = char_gpt::train(&recipe, data, seed, ctx.device)?;
+    let val = curve.final_val();
+    Ok((curve.losses, val))
 }
 
 /// The rule of [`Warmup::rule`]: the table and the verdict.
