@@ -88,6 +88,7 @@ fn unknown_experiment_is_a_clap_error_listing_the_names() {
         "optimizers",
         "warmup",
         "clipping",
+        "start-small",
         "data-hunger",
         "regularization",
         "patch-size",

@@ -11,6 +11,7 @@ pub mod pooling;
 pub mod position;
 pub mod rank_collapse;
 pub mod regularization;
+pub mod start_small;
 pub mod warmup;
 
 // The experiments' shared vocabulary, named relative to this module so that the
@@ -26,6 +27,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &optimizers::Optimizers,
         &warmup::Warmup,
         &clipping::Clipping,
+        &start_small::StartSmall,
         &data_hunger::DataHunger,
         &regularization::Regularization,
         &patch_size::PatchSize,
