@@ -89,6 +89,7 @@ fn unknown_experiment_is_a_clap_error_listing_the_names() {
         "warmup",
         "clipping",
         "start-small",
+        "batch-size",
         "data-hunger",
         "regularization",
         "patch-size",

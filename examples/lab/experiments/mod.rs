@@ -1,5 +1,6 @@
 //! The experiments, in the report's order (the numbering in each file's header).
 
+pub mod batch_size;
 pub mod char_gpt;
 pub mod clipping;
 pub mod data_hunger;
@@ -28,6 +29,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &warmup::Warmup,
         &clipping::Clipping,
         &start_small::StartSmall,
+        &batch_size::BatchSize,
         &data_hunger::DataHunger,
         &regularization::Regularization,
         &patch_size::PatchSize,
