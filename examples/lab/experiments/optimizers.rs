@@ -319,10 +319,13 @@ impl Experiment for Optimizers {
     }
 }
 
+/// An arm's chosen learning rate and its held-out score.
+type Chosen = (f64, f64);
+
 /// The GPT half: choose each arm's rate on the held-out part of the training
 /// text, then train every seed at it. Returns each arm's (lr, held-out loss)
 /// and its final validation losses, one per seed; records the curves.
-fn run_gpt_half(ctx: &Context, text: &CharDataset, records: &mut Vec<Record>) -> Result<(Vec<(f64, f64)>, Vec<Vec<f64>>)> {
+fn run_gpt_half(ctx: &Context, text: &CharDataset, records: &mut Vec<Record>) -> Result<(Vec<Chosen>, Vec<Vec<f64>>)> {
     let g = gpt_setup(ctx.scale);
     let held_out = char_gpt::validation_split(text);
     // A diverged run scores the loss of a uniform guess over the vocabulary.
@@ -360,7 +363,7 @@ fn run_gpt_half(ctx: &Context, text: &CharDataset, records: &mut Vec<Record>) ->
 }
 
 /// The table's rows of one half.
-fn push_rows(table: &mut Table, model: &str, chosen: &[(f64, f64)], finals: &[Vec<f64>]) {
+fn push_rows(table: &mut Table, model: &str, chosen: &[Chosen], finals: &[Vec<f64>]) {
     for (i, (label, ..)) in ARMS.iter().enumerate() {
         let (lr, held_out) = chosen.get(i).copied().unwrap_or((f64::NAN, f64::NAN));
         table.push(vec![
@@ -373,7 +376,7 @@ fn push_rows(table: &mut Table, model: &str, chosen: &[(f64, f64)], finals: &[Ve
 }
 
 /// A note for each arm whose chosen rate is an end of its grid: the best may lie beyond it.
-fn edge_notes(model: &str, chosen: &[(f64, f64)], grid: impl Fn(usize) -> [f64; 3]) -> Vec<String> {
+fn edge_notes(model: &str, chosen: &[Chosen], grid: impl Fn(usize) -> [f64; 3]) -> Vec<String> {
     chosen
         .iter()
         .enumerate()
