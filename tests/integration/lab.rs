@@ -89,6 +89,7 @@ fn unknown_experiment_is_a_clap_error_listing_the_names() {
         "warmup",
         "clipping",
         "data-hunger",
+        "transfer",
         "regularization",
         "patch-size",
         "position-encoding",

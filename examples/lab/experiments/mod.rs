@@ -10,6 +10,7 @@ pub mod pooling;
 pub mod position;
 pub mod rank_collapse;
 pub mod regularization;
+pub mod transfer;
 pub mod warmup;
 
 // The experiments' shared vocabulary, named relative to this module so that the
@@ -26,6 +27,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &warmup::Warmup,
         &clipping::Clipping,
         &data_hunger::DataHunger,
+        &transfer::Transfer,
         &regularization::Regularization,
         &patch_size::PatchSize,
         &position::Position,
