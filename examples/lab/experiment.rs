@@ -3,8 +3,9 @@
 //! verdict reached by the rule's code.
 
 use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tamer::Device;
+use tamer::{Device, Error};
 
 /// How big a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -51,6 +52,7 @@ pub struct Context {
     pub device: Device,
     started: Instant,
     name: &'static str,
+    run_dir: Option<PathBuf>,
 }
 
 impl Context {
@@ -61,7 +63,24 @@ impl Context {
             device,
             started: Instant::now(),
             name,
+            run_dir: None,
         }
+    }
+    /// The directory the runner writes this experiment's files into
+    /// (`OUT/NAME`), for an experiment that keeps more than its records
+    /// there (a checkpoint).
+    pub fn with_run_dir(mut self, dir: PathBuf) -> Self {
+        self.run_dir = Some(dir);
+        self
+    }
+    /// The run directory, created if absent; an error when the runner gave none.
+    pub fn run_dir(&self) -> tamer::Result<&Path> {
+        let dir = self
+            .run_dir
+            .as_deref()
+            .ok_or_else(|| Error::value("lab", format!("{}: the runner gave no run directory for its files", self.name)))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("lab", format!("cannot create {}: {e}", dir.display())))?;
+        Ok(dir)
     }
     /// A progress line on stderr, with the time since the experiment started.
     pub fn log(&self, message: impl AsRef<str>) {

@@ -125,7 +125,7 @@ pub fn run(args: &Args) -> tamer::Result<Vec<serde_json::Value>> {
     let report_dir = args.report_dir();
     let mut verdicts = Vec::new();
     for (exp, dir) in selected.iter().zip(&dirs) {
-        let ctx = Context::new(exp.name(), args.scale, seeds, device);
+        let ctx = Context::new(exp.name(), args.scale, seeds, device).with_run_dir(dir.clone());
         ctx.log(format!("{} at --scale {}, {seeds} seeds on {device}", exp.title(), args.scale.name()));
         let load_before = output::load_average();
         let started = Instant::now();

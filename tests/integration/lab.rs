@@ -91,6 +91,7 @@ fn unknown_experiment_is_a_clap_error_listing_the_names() {
         "start-small",
         "batch-size",
         "data-hunger",
+        "transfer",
         "regularization",
         "patch-size",
         "position-encoding",

@@ -122,8 +122,13 @@ pub fn test_accuracy(model: &VisionTransformer, data: &Images) -> Result<f64> {
 
 /// Train a fresh ViT (initialised from `seed`; batches drawn from `seed`) by `recipe`.
 pub fn train(recipe: &Recipe, data: &Images, seed: u64, device: Device) -> Result<Curve> {
-    let mut init = rng(seed);
-    let mut model = VisionTransformer::new(recipe.model.clone(), &mut init)?;
+    let mut model = VisionTransformer::new(recipe.model.clone(), &mut rng(seed))?;
+    train_model(&mut model, recipe, data, seed, device)
+}
+
+/// Train `model` (fresh or loaded; `recipe.model` is not consulted) by
+/// `recipe`, batches drawn from `seed`.
+pub fn train_model(model: &mut VisionTransformer, recipe: &Recipe, data: &Images, seed: u64, device: Device) -> Result<Curve> {
     if recipe.no_positions {
         tamer::nn::init::zeros_(&model.pos_embed)?;
         model.set_trainable_matching("pos_embed", false);
@@ -136,7 +141,7 @@ pub fn train(recipe: &Recipe, data: &Images, seed: u64, device: Device) -> Resul
         Opt::SgdMomentum => Box::new(Sgd::new(model.named_params(), SgdConfig::new(lr).momentum(0.9).nesterov(true))?),
         Opt::Adam => Box::new(Adam::new(model.named_params(), AdamConfig::adam(lr))?),
         Opt::AdamW => {
-            let config = AdamConfig::adamw(lr).weight_decay(recipe.weight_decay).decay_rule(DecayRule::timm(&model));
+            let config = AdamConfig::adamw(lr).weight_decay(recipe.weight_decay).decay_rule(DecayRule::timm(model));
             Box::new(Adam::new(model.named_params(), config)?)
         }
     };
@@ -154,7 +159,7 @@ pub fn train(recipe: &Recipe, data: &Images, seed: u64, device: Device) -> Resul
         model.set_training(true);
         acc
     };
-    curve.test_acc.push((0, evaluate(&mut model)?));
+    curve.test_acc.push((0, evaluate(model)?));
     for step in 1..=recipe.steps {
         let idx: Vec<i64> = (0..recipe.batch_size).map(|_| batches.random_range(0..data.train_len) as i64).collect();
         let idx = Tensor::from_vec(idx, [recipe.batch_size])?.to_device(device)?;
@@ -184,7 +189,7 @@ pub fn train(recipe: &Recipe, data: &Images, seed: u64, device: Device) -> Resul
         opt.step(&grads)?;
         sched.advance();
         if step % recipe.eval_every == 0 || step == recipe.steps {
-            curve.test_acc.push((step, evaluate(&mut model)?));
+            curve.test_acc.push((step, evaluate(model)?));
         }
     }
     Ok(curve)

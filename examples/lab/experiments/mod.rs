@@ -13,6 +13,7 @@ pub mod position;
 pub mod rank_collapse;
 pub mod regularization;
 pub mod start_small;
+pub mod transfer;
 pub mod warmup;
 
 // The experiments' shared vocabulary, named relative to this module so that the
@@ -31,6 +32,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &start_small::StartSmall,
         &batch_size::BatchSize,
         &data_hunger::DataHunger,
+        &transfer::Transfer,
         &regularization::Regularization,
         &patch_size::PatchSize,
         &position::Position,
