@@ -19,6 +19,11 @@
 //! panels, verdicts), `stats` (mean, standard deviations, the comparison the
 //! rules use), `output` (the run directory), `report` (the README), `chart`
 //! (the SVG), `experiments/` (one file per experiment).
+//!
+//! Data: the digits are vendored; the MNIST and tinyshakespeare experiments
+//! read `--data-dir` (default `../shared/data` beside the repository, else
+//! `datasets/`, where `scripts/download_data.sh` puts them) and are skipped,
+//! with the command that fetches the files, when those are absent.
 
 #[allow(dead_code)]
 #[path = "../cli/common.rs"]
@@ -63,6 +68,10 @@ pub struct Args {
     /// Replace an existing OUT/NAME.
     #[arg(long)]
     pub force: bool,
+    /// The folder holding `mnist/` (the t10k files) and `tinyshakespeare.txt` [default: ../shared/data beside the
+    /// repository if present, else datasets/, where scripts/download_data.sh puts them].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Where the report (README.md, NAME.svg, NAME.json) goes [default: docs/lab at --scale default/full; none at quick].
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
@@ -106,8 +115,17 @@ fn command_for(name: &str, args: &Args) -> String {
 
 /// Run what `args` asks for; returns each experiment's verdict.json object.
 pub fn run(args: &Args) -> tamer::Result<Vec<serde_json::Value>> {
+    if let Some(dir) = &args.data_dir {
+        experiments::data::set_data_dir(dir.clone());
+    }
     let registry = experiments::all();
     let mut selected: Vec<&dyn Experiment> = registry.iter().copied().filter(|e| args.name == "all" || args.name == e.name()).collect();
+    // `all` skips what it cannot run; an experiment asked for by name is an error.
+    if let [only] = selected.as_slice() {
+        if let (false, Some(reason)) = (args.name == "all", only.missing_data()) {
+            return Err(tamer::Error::io("lab", format!("{} cannot run: {reason}", only.name())));
+        }
+    }
     selected.retain(|e| match e.missing_data() {
         Some(reason) => {
             eprintln!("skipping {}: {reason}", e.name());

@@ -122,3 +122,17 @@ fn quick_scale_writes_no_report_unless_asked() {
     assert!(args(&["pooling"]).report_dir().unwrap().ends_with("docs/lab"));
     assert_eq!(args(&["pooling", "--scale", "quick", "--report", "r"]).report_dir(), Some(PathBuf::from("r")));
 }
+
+#[test]
+fn an_experiment_asked_for_by_name_without_its_data_is_an_error_naming_the_fix() {
+    // The data folder is process-wide (the first --data-dir wins); no other lab
+    // test reads MNIST or tinyshakespeare, so pointing it at nothing is safe.
+    let out = temp_dir("no-data");
+    let missing = out.join("no-such-folder");
+    let out_arg = out.to_string_lossy().into_owned();
+    let data_arg = missing.to_string_lossy().into_owned();
+    let a = args(&["data-hunger", "--scale", "quick", "--out", &out_arg, "--data-dir", &data_arg]);
+    let err = lab::run(&a).unwrap_err().to_string();
+    assert!(err.contains("data-hunger cannot run") && err.contains("download_data.sh --only mnist"), "{err}");
+    assert!(!out.join("data-hunger").exists(), "nothing is written for an experiment that did not run");
+}

@@ -16,19 +16,14 @@ use tamer::{no_grad, rng, Device, Error, Result};
 
 const OP: &str = "lab char GPT";
 
-/// `../shared/data/tinyshakespeare.txt` beside the repository.
+/// tinyshakespeare (see [`super::data`]).
 pub fn data_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("shared")
-        .join("data")
-        .join("tinyshakespeare.txt")
+    super::data::shakespeare_path()
 }
 
 /// Why a text experiment cannot run here, if so (the runner skips it with this reason).
 pub fn missing_data() -> Option<String> {
-    let path = data_path();
-    (!path.exists()).then(|| format!("tinyshakespeare is not at {}", path.display()))
+    super::data::missing_shakespeare()
 }
 
 /// tinyshakespeare, split 90/10 (an error naming the path when it is absent).

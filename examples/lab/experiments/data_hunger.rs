@@ -44,9 +44,9 @@ fn setup(scale: Scale) -> Setup {
     )
 }
 
-/// `../shared/data/mnist` beside the repository (the t10k files).
+/// The MNIST folder (see [`super::data`]).
 pub fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("shared").join("data").join("mnist")
+    super::data::mnist_dir()
 }
 
 fn model(arm: &str) -> VitConfig {
@@ -98,9 +98,7 @@ impl Experiment for DataHunger {
          advantages. Not reproduced otherwise (the reason names the part); inconclusive with fewer than two seeds."
     }
     fn missing_data(&self) -> Option<String> {
-        let dir = data_dir();
-        (!dir.join("t10k-images-idx3-ubyte.gz").exists() && !dir.join("t10k-images-idx3-ubyte").exists())
-            .then(|| format!("MNIST's t10k files are not in {}", dir.display()))
+        super::data::missing_mnist()
     }
     fn run(&self, ctx: &Context) -> Result<Outcome> {
         let s = setup(ctx.scale);

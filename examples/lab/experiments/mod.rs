@@ -3,6 +3,7 @@
 pub mod batch_size;
 pub mod char_gpt;
 pub mod clipping;
+pub mod data;
 pub mod data_hunger;
 pub mod digits;
 pub mod optimizers;

@@ -153,9 +153,7 @@ impl Experiment for Transfer {
          whose loss became non-finite."
     }
     fn missing_data(&self) -> Option<String> {
-        let dir = data_dir();
-        (!dir.join("t10k-images-idx3-ubyte.gz").exists() && !dir.join("t10k-images-idx3-ubyte").exists())
-            .then(|| format!("MNIST's t10k files are not in {}", dir.display()))
+        super::data::missing_mnist()
     }
     fn run(&self, ctx: &Context) -> Result<Outcome> {
         let s = setup(ctx.scale);
