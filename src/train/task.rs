@@ -101,6 +101,17 @@ pub trait TrainTask {
     fn probe_layers(&mut self) -> Result<Option<LayerProbe>> {
         Ok(None)
     }
+    /// Train on this rank's part of the data, for data-parallel training over
+    /// `world` processes ([`Trainer::with_process_group`](super::Trainer::with_process_group)):
+    /// the ranks' micro-batches together must be the micro-batch one process
+    /// would draw with a batch `world` times larger. The default refuses:
+    /// a task must say how its data splits.
+    fn shard_data(&mut self, rank: usize, world: usize) -> Result<()> {
+        Err(Error::value(
+            "TrainTask::shard_data",
+            format!("this task cannot split its data over ranks (rank {rank} of {world}); it supports one process only"),
+        ))
+    }
 }
 
 /// Examples in the probe batch of the built-in tasks' [`TrainTask::probe_layers`]:
@@ -308,6 +319,11 @@ impl<M: Classifier> TrainTask for ImageClassification<M> {
         Some(self.train.batch_size())
     }
     /// On the first [`PROBE_SAMPLES`] test images.
+    /// The training loader's [`shard`](DataLoader::shard): strided over
+    /// each epoch's order, equal counts per rank.
+    fn shard_data(&mut self, rank: usize, world: usize) -> Result<()> {
+        self.train.shard(rank, world)
+    }
     fn probe_layers(&mut self) -> Result<Option<LayerProbe>> {
         match self.probe_batch()? {
             Some(x) => self.model.probe_layers(&x.to_device(self.model.device())?),
