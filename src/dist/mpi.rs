@@ -145,20 +145,26 @@ impl Communicator for Mpi {
     fn all_gather(&self, send: HostBuf<'_>, recv: HostBuf<'_>) -> Result<()> {
         check_lengths("all_gather", &send, &recv, self.size, 1)?;
         count("all_gather", &send, self.size)?;
-        self.with_world(|w| match (send, recv) {
-            (HostBuf::F32(s), HostBuf::F32(r)) => Ok(w.all_gather_into(&s[..], r)),
-            (HostBuf::F64(s), HostBuf::F64(r)) => Ok(w.all_gather_into(&s[..], r)),
-            (HostBuf::U64(s), HostBuf::U64(r)) => Ok(w.all_gather_into(&s[..], r)),
-            _ => Err(Error::dtype("all_gather", "send and receive buffers of different types")),
+        self.with_world(|w| {
+            match (send, recv) {
+                (HostBuf::F32(s), HostBuf::F32(r)) => w.all_gather_into(&s[..], r),
+                (HostBuf::F64(s), HostBuf::F64(r)) => w.all_gather_into(&s[..], r),
+                (HostBuf::U64(s), HostBuf::U64(r)) => w.all_gather_into(&s[..], r),
+                _ => return Err(Error::dtype("all_gather", "send and receive buffers of different types")),
+            }
+            Ok(())
         })
     }
     fn reduce_scatter_sum(&self, send: HostBuf<'_>, recv: HostBuf<'_>) -> Result<()> {
         check_lengths("reduce_scatter", &send, &recv, 1, self.size)?;
         count("reduce_scatter", &send, 1)?;
-        self.with_world(|w| match (send, recv) {
-            (HostBuf::F32(s), HostBuf::F32(r)) => Ok(w.reduce_scatter_block_into(&s[..], r, SystemOperation::sum())),
-            (HostBuf::F64(s), HostBuf::F64(r)) => Ok(w.reduce_scatter_block_into(&s[..], r, SystemOperation::sum())),
-            _ => Err(Error::dtype("reduce_scatter", "expected f32 or f64 buffers of one type")),
+        self.with_world(|w| {
+            match (send, recv) {
+                (HostBuf::F32(s), HostBuf::F32(r)) => w.reduce_scatter_block_into(&s[..], r, SystemOperation::sum()),
+                (HostBuf::F64(s), HostBuf::F64(r)) => w.reduce_scatter_block_into(&s[..], r, SystemOperation::sum()),
+                _ => return Err(Error::dtype("reduce_scatter", "expected f32 or f64 buffers of one type")),
+            }
+            Ok(())
         })
     }
     fn barrier(&self) -> Result<()> {

@@ -101,7 +101,7 @@ fn single_collectives_are_the_identity_with_shapes_and_dtypes_kept() {
         assert_eq!(r[0].to_vec::<f32>().unwrap(), [1.0, -2.0, 3.5, 4.0]);
         assert_eq!(r[1].to_vec::<f64>().unwrap(), [0.25, 1e300]);
     }
-    let r = pg.broadcast(&[b.clone()], 0).unwrap();
+    let r = pg.broadcast(std::slice::from_ref(&b), 0).unwrap();
     assert_eq!(r[0].to_vec::<f64>().unwrap(), [0.25, 1e300]);
     let g = pg.all_gather(&a).unwrap();
     assert_eq!(g.dims(), &[1, 2, 2]);

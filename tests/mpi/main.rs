@@ -15,6 +15,9 @@ mod training;
 
 use tamer::dist::{ProcessGroup, ReduceOp};
 
+/// A group of checks, run on every rank.
+type Checks = fn(&ProcessGroup, &mut Failures);
+
 /// The checks one rank failed, in words.
 #[derive(Default)]
 pub struct Failures(Vec<String>);
@@ -61,7 +64,7 @@ fn rank_main() -> i32 {
         }
     };
     let rank = pg.rank();
-    let groups: [(&str, fn(&ProcessGroup, &mut Failures)); 2] = [("collectives", collectives::run), ("data-parallel training", training::run)];
+    let groups: [(&str, Checks); 2] = [("collectives", collectives::run), ("data-parallel training", training::run)];
     let mut failed_total = 0.0;
     let mut passed = 0;
     for (name, run) in groups {
