@@ -156,7 +156,9 @@ impl<T: TrainTask> Trainer<T> {
     /// loss and sample counts are over all ranks. Rank 0 alone writes
     /// checkpoints and metrics and prints; every rank evaluates (the same
     /// values). A world of one changes nothing. Every rank must be built
-    /// alike (model, optimizer, configuration), and all call `fit`.
+    /// alike (model, optimizer, configuration), and all call `fit`. Call it
+    /// before [`resume`](Self::resume): sharding restarts the data stream,
+    /// and a resume then continues the shard's stream.
     ///
     /// A failure on one rank alone (a micro-batch that cannot be read, say)
     /// is not yet passed to the others, which then wait: run under a
