@@ -40,7 +40,11 @@ pub fn launch(ranks: usize) -> i32 {
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         // Containers often forbid the cross-process memory attach vader tries first.
         .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
-    println!("mpi: running {} -np {ranks} {}", mpirun.display(), exe.display());
+    // Two ranks on a machine of few cores: one compute thread each, unless told otherwise.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        cmd.env("RAYON_NUM_THREADS", "1");
+    }
+    println!("mpi: running {} -np {ranks} --oversubscribe {}", mpirun.display(), exe.display());
     let start = Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
