@@ -267,6 +267,9 @@ impl<T: TrainTask> Trainer<T> {
     pub fn save_checkpoint(&mut self) -> Result<Option<PathBuf>> {
         let Some(path) = self.checkpoint_path() else { return Ok(None) };
         if !self.dist.is_root() {
+            // Rank 0 writes it; every rank keeps the same record of it, so
+            // that all take the same branches (and collectives) in `fit`.
+            self.last_checkpoint = Some((self.step, path));
             return Ok(None);
         }
         TrainCheckpoint::save(

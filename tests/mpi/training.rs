@@ -66,8 +66,8 @@ fn config() -> TrainConfig {
     }
 }
 
-/// The digits ViT over `pg` with `batch` images per rank.
-fn train_vit(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run> {
+/// A trainer of the digits ViT over `pg` with `batch` images per rank.
+fn vit_trainer(pg: ProcessGroup, dtype: DType, batch: usize, config: TrainConfig) -> tamer::Result<Trainer<ImageClassification<Vit>>> {
     let (train, test) = digits::load_images()?;
     let cfg = VitConfig {
         pool: Pool::Mean,
@@ -80,8 +80,17 @@ fn train_vit(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run>
     let loader = DataLoader::new(train, LoaderConfig::train(batch, 3).with_prefetch(0))?;
     let test = test.subset(&(0..64).collect::<Vec<_>>())?;
     let task = ImageClassification::new(model, loader, test, 64, CrossEntropyOptions::default())?;
-    let sched = Scheduler::new(WarmupCosine::new(3e-3, 3, STEPS, 0.0)?);
-    let mut trainer = Trainer::new(config(), task, Box::new(opt), sched)?.with_process_group(pg)?;
+    let sched = Scheduler::new(WarmupCosine::new(3e-3, 3, config.total_steps, 0.0)?);
+    Trainer::new(config, task, Box::new(opt), sched)?.with_process_group(pg)
+}
+
+fn params_of(trainer: &Trainer<ImageClassification<Vit>>) -> tamer::Result<Vec<Vec<f64>>> {
+    trainer.task.model.named_params().iter().map(|(_, p)| p.tensor().to_f64_vec()).collect()
+}
+
+/// The digits ViT over `pg` with `batch` images per rank.
+fn train_vit(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run> {
+    let mut trainer = vit_trainer(pg, dtype, batch, config())?;
     let summary = trainer.fit()?;
     let params = trainer
         .task
@@ -131,6 +140,9 @@ fn train_gpt(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run>
 }
 
 pub fn run(pg: &ProcessGroup, f: &mut Failures) {
+    if let Some(r) = f.ok("checkpoint and resume on 2 ranks", resume_is_exact(pg)) {
+        f.check(r.is_empty(), || r.join("; "));
+    }
     compare(pg, f, "digits ViT", RANK_BATCH, train_vit, 1e-5);
     // In f32, AdamW divides by √v: a parameter whose gradient is near zero
     // moves by up to the learning rate whichever way rounding tips it, so the
@@ -189,4 +201,59 @@ fn compare(pg: &ProcessGroup, f: &mut Failures, name: &str, rank_batch: usize, t
             );
         }
     }
+}
+
+/// Checkpoint on every rank's behalf (rank 0 writes), stop, fit again with
+/// nothing to do, resume in new trainers: the same losses and parameters,
+/// bit for bit, as an uninterrupted run; rank 0 alone wrote the metrics.
+fn resume_is_exact(pg: &ProcessGroup) -> tamer::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    // One directory for all ranks: rank 0's process id, broadcast.
+    let id = pg.broadcast(&[Tensor::scalar(std::process::id() as f64)], 0)?[0].to_scalar()?;
+    let base = std::env::temp_dir().join(format!("tamer-mpi-resume-{id}"));
+    let run_config = |out: &str, stop_at: Option<u64>| TrainConfig {
+        total_steps: 6,
+        stop_at,
+        checkpoint_every: Some(2),
+        out_dir: Some(base.join(out)),
+        ..config()
+    };
+    let mut straight = vit_trainer(pg.clone(), DType::F32, RANK_BATCH, run_config("straight", None))?;
+    let all = straight.fit()?;
+    let mut first = vit_trainer(pg.clone(), DType::F32, RANK_BATCH, run_config("split", Some(3)))?;
+    let head = first.fit()?;
+    // Stopped at its end: a second fit has nothing to train, on every rank alike.
+    let again = first.fit()?;
+    if again.steps_run != 0 {
+        problems.push(format!("a fit at the end trained {} steps", again.steps_run));
+    }
+    let mut second = vit_trainer(pg.clone(), DType::F32, RANK_BATCH, run_config("split", None))?;
+    second.resume(base.join("split").join(tamer::train::CHECKPOINT_FILE))?;
+    let tail = second.fit()?;
+    let joined: Vec<f64> = head.losses.iter().chain(&tail.losses).copied().collect();
+    if joined.iter().map(|x| x.to_bits()).ne(all.losses.iter().map(|x| x.to_bits())) {
+        problems.push(format!("resumed losses {joined:?} differ from the uninterrupted {:?}", all.losses));
+    }
+    if params_of(&second)? != params_of(&straight)? {
+        problems.push("resumed final parameters differ from the uninterrupted run's".to_string());
+    }
+    pg.barrier()?;
+    if pg.is_root() {
+        // One writer: one start record per fit in the metrics.
+        let text =
+            std::fs::read_to_string(base.join("straight").join(tamer::train::METRICS_FILE)).map_err(|e| tamer::Error::io("resume_is_exact", e.to_string()))?;
+        let starts = text.lines().filter(|l| l.contains("\"event\":\"start\"")).count();
+        if starts != 1 {
+            problems.push(format!("{starts} start records in the straight run's metrics (one writer expected)"));
+        }
+        println!(
+            "checkpoint at step 3 on {} ranks, resumed: losses and parameters bit-identical to 6 straight steps",
+            pg.world_size()
+        );
+    }
+    pg.barrier()?;
+    if pg.is_root() {
+        let _ = std::fs::remove_dir_all(&base);
+    }
+    Ok(problems)
 }
