@@ -11,7 +11,8 @@
 //! `--eval-iters` fixed batches each; checkpoints go to
 //! `OUT/checkpoint.safetensors` (for `--resume`) and the model alone, with
 //! nanoGPT's names and its configuration (`model_config`, `n_head`) and
-//! vocabulary in the metadata, to `OUT/gpt.safetensors`. An `OUT` that holds
+//! vocabulary in the metadata, to `OUT/gpt.safetensors`; the curves are
+//! drawn in `OUT/metrics.svg` (also after a run that diverged). An `OUT` that holds
 //! a run is not replaced without `--force`. The last line on stdout is one
 //! JSON object: `{"event":"final","dataset":..,"model":..,"params":..,
 //! "steps":..,"steps_this_process":..,"seconds":..,"seconds_this_process":..,
@@ -157,7 +158,9 @@ fn run(args: &GptArgs) -> Result<()> {
     let mut trainer = Trainer::new(train_config, task, opt, sched)?;
     run::resume_if_asked(&mut trainer, &args.run)?;
     run::start_over(OP, &args.out, &args.run, MODEL_FILE)?;
-    let summary = trainer.fit()?;
+    let summary = trainer.fit();
+    run::plot_metrics(&args.out, summary.is_ok());
+    let summary = summary?;
     let gpt_path = args.out.join(MODEL_FILE);
     checkpoint::save_with_metadata(&gpt_path, &checkpoint::module_tensors(&trainer.task.model), &trainer.config.metadata)?;
     println!(

@@ -13,7 +13,8 @@
 //! dropped (timm's `drop_last`), so every step sees a full batch. Progress
 //! goes to the terminal (a bar when stdout is a terminal) and, with `--out
 //! DIR`, to `DIR/metrics.jsonl` with checkpoints in
-//! `DIR/checkpoint.safetensors` and the model in `DIR/model.safetensors`,
+//! `DIR/checkpoint.safetensors`, the model in `DIR/model.safetensors` and
+//! the curves drawn in `DIR/metrics.svg` (also after a run that diverged),
 //! both carrying the model's configuration and input normalisation in their
 //! metadata (`classify_vit` reads them). A `DIR` that holds a run is not
 //! replaced without `--force`. The last line on stdout is one JSON object:
@@ -257,11 +258,16 @@ fn run(args: &VitArgs) -> Result<()> {
     if let (Some(out), true) = (&args.out, root) {
         run::start_over(OP, out, &args.run, MODEL_FILE)?;
     }
-    let summary = trainer.fit()?;
+    let summary = trainer.fit();
     // Rank 0 alone writes and reports.
     if !root {
+        summary?;
         return Ok(());
     }
+    if let Some(dir) = &args.out {
+        run::plot_metrics(dir, summary.is_ok());
+    }
+    let summary = summary?;
     if let Some(dir) = &args.out {
         let path = dir.join(MODEL_FILE);
         checkpoint::save_with_metadata(&path, &checkpoint::module_tensors(&trainer.task.model), &trainer.config.metadata)?;

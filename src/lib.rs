@@ -27,6 +27,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod plot;
 pub mod profile;
 pub mod tensor;
 pub mod testing;

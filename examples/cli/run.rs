@@ -1,7 +1,8 @@
 //! The run setup `train_vit` and `train_gpt` share: the thread pool, the
 //! output directory (a run in it is never replaced without `--force`), the
 //! optimizer, resuming, the memory estimate made before a model is built,
-//! the profile (`TAMER_PROFILE=1`) and the final JSON line.
+//! the profile (`TAMER_PROFILE=1`), the run's `metrics.svg` and the final
+//! JSON line.
 
 use super::common::{OptimizerKind, RunFlags, ScheduleKind};
 use std::ffi::OsString;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tamer::nn::Param;
 use tamer::optim::{Adam, AdamConfig, Constant, DecayRule, InverseSqrt, LrSchedule, OneCycle, Optimizer, Sgd, SgdConfig, WarmupCosine, WarmupLinear};
+use tamer::plot::{write_metrics_svg, Overwrite, METRICS_SVG};
 use tamer::profile;
 use tamer::train::{Record, TrainSummary, TrainTask, Trainer, CHECKPOINT_FILE, METRICS_FILE};
 use tamer::{Error, Result};
@@ -24,9 +26,9 @@ pub fn init_threads(op: &'static str, threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// The files of a run in `out` that exist, among the checkpoint, the metrics and `model_file`.
+/// The files of a run in `out` that exist, among the checkpoint, the metrics, their plot and `model_file`.
 pub fn existing_run_files<'a>(out: &Path, model_file: &'a str) -> Vec<&'a str> {
-    [CHECKPOINT_FILE, METRICS_FILE, model_file]
+    [CHECKPOINT_FILE, METRICS_FILE, METRICS_SVG, model_file]
         .into_iter()
         .filter(|f| out.join(f).exists())
         .collect()
@@ -95,6 +97,25 @@ pub fn start_over(op: &'static str, out: &Path, flags: &RunFlags, model_file: &s
     }
     println!("--force: replacing the run in {} ({})", out.display(), existing.join(", "));
     Ok(())
+}
+
+/// After `fit`: draw the run's `metrics.jsonl` in `out` as `metrics.svg`
+/// beside it (loss, evaluation metric, learning rate and gradient norm
+/// against step; `tamer::plot::metrics`), replacing the plot of an earlier
+/// invocation of this run (which [`prepare_out_dir`] made this run's own).
+/// Also after a `fit` that failed (`trained: false`), e.g. a run that
+/// diverged, whose curves show how. The plot is a by-product: that it cannot
+/// be drawn is a warning on stderr after a finished run (the model is saved
+/// and the final line still follows), and not mentioned after a failed one
+/// (whose error is what matters).
+pub fn plot_metrics(out: &Path, trained: bool) {
+    let (metrics, svg) = (out.join(METRICS_FILE), out.join(METRICS_SVG));
+    match write_metrics_svg(&metrics, &svg, Overwrite::Replace) {
+        Ok(skipped) if skipped.is_empty() => println!("plotted {}", svg.display()),
+        Ok(skipped) => println!("plotted {} ({skipped})", svg.display()),
+        Err(e) if trained => eprintln!("warning: no {METRICS_SVG}: {e}"),
+        Err(_) => {}
+    }
 }
 
 /// The optimizer `--optimizer` names: AdamW or Adam with `betas`, or SGD with

@@ -173,6 +173,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("types", &["error"]),
     ("profile", &["error", "types"]),
+    ("plot", &["error", "types"]),
     ("backend", &["error", "types", "profile"]),
     ("autocast", &["error", "types"]),
     ("tensor", &["error", "types", "profile", "backend", "autograd"]),

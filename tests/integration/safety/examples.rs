@@ -92,7 +92,11 @@ fn a_second_run_into_the_same_out_is_refused_and_the_first_is_kept() {
     let out = dir.join("run");
     train_vit(&["--out", s(&out)]).assert_ok();
     let first = snapshot(&out);
-    assert_eq!(first.len(), 3, "{:?}", first.iter().map(|(n, _)| n).collect::<Vec<_>>());
+    assert_eq!(first.len(), 4, "{:?}", first.iter().map(|(n, _)| n).collect::<Vec<_>>());
+    assert!(
+        first.iter().any(|(n, svg)| n == "metrics.svg" && svg.starts_with(b"<svg")),
+        "the run plotted its metrics"
+    );
     train_vit(&["--out", s(&out)]).assert_error(&["already holds a training run", "--resume", "--force"]);
     assert!(snapshot(&out) == first, "the first run's files changed");
     // --force replaces it.
