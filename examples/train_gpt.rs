@@ -131,6 +131,7 @@ fn run(args: &GptArgs) -> Result<()> {
         eval_iters: args.eval_iters,
         eval_train: true,
         seed: args.seed,
+        shard: (0, 1),
     };
     let mut metadata = model_metadata(&config.to_json(), None);
     metadata.extend(BTreeMap::from([

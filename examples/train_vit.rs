@@ -38,6 +38,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 use tamer::checkpoint::{self, model_metadata, Checkpoint, InputNormalization};
 use tamer::data::{cifar, digits, mnist, Augment, DataLoader, ImageDataset, LoaderConfig, Mixup, Normalization, Split};
+use tamer::dist::ProcessGroup;
 use tamer::models::{PretrainedOptions, VisionTransformer};
 use tamer::nn::Module;
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
@@ -100,6 +101,10 @@ fn vit_memory(cfg: &tamer::models::VitConfig, micro: usize, kind: common::Optimi
 fn run(args: &VitArgs) -> Result<()> {
     let start = Instant::now();
     let flag_error = |msg: String| Error::value(OP, msg);
+    // Under mpirun or srun (built with --features mpi), one rank of several:
+    // --batch-size stays the global batch, split evenly over the ranks.
+    let pg = ProcessGroup::from_env()?;
+    let (rank, world, root) = (pg.rank(), pg.world_size(), pg.is_root());
     if let Some(out) = &args.out {
         run::prepare_out_dir(OP, out, &args.run, MODEL_FILE)?;
     }
@@ -111,6 +116,13 @@ fn run(args: &VitArgs) -> Result<()> {
     let config = args.model_config(train.shape, train.num_classes).map_err(flag_error)?;
     let epochs = args.epochs.unwrap_or(recipe.epochs);
     let (batch_size, micro) = args.batch_sizes().map_err(flag_error)?;
+    if micro % world != 0 {
+        return Err(flag_error(format!(
+            "the micro-batch of {micro} images (--batch-size / --grad-accum) does not split evenly over {world} ranks"
+        )));
+    }
+    // Each rank's part of every micro-batch.
+    let micro = micro / world;
     let lr = args.lr.unwrap_or(recipe.lr);
     let warmup = args.warmup.unwrap_or(recipe.warmup);
     let weight_decay = args.weight_decay.unwrap_or(recipe.weight_decay);
@@ -163,7 +175,11 @@ fn run(args: &VitArgs) -> Result<()> {
     if mixup > 0.0 {
         loader_config = loader_config.with_mixup(Mixup::mixup(mixup));
     }
-    let loader = DataLoader::new(train, loader_config)?;
+    let mut loader = DataLoader::new(train, loader_config)?;
+    if world > 1 {
+        // Before the epoch length is read: an epoch is the ranks' shards together.
+        loader.shard(rank, world)?;
+    }
     let input_normalization = loader
         .normalization()
         .map(|(mean, std)| InputNormalization::new(mean.clone(), std.clone()))
@@ -172,20 +188,21 @@ fn run(args: &VitArgs) -> Result<()> {
     let steps = args.step_counts(steps_per_epoch).map_err(flag_error)?;
     let total_steps = steps.total;
     let params = model.num_params();
-    println!(
-        "{}: {} train / {} test images {:?}; {} ({} parameters, patch {}, {} tokens, pool {:?}, pos {:?})",
-        args.dataset.name(),
-        loader.dataset().len(),
-        test.len(),
-        loader.dataset().shape,
-        preset.name(),
-        params,
-        config.patch_size,
-        model.num_tokens(),
-        config.pool,
-        config.pos
-    );
-    println!(
+    if root {
+        println!(
+            "{}: {} train / {} test images {:?}; {} ({} parameters, patch {}, {} tokens, pool {:?}, pos {:?})",
+            args.dataset.name(),
+            loader.dataset().len(),
+            test.len(),
+            loader.dataset().shape,
+            preset.name(),
+            params,
+            config.patch_size,
+            model.num_tokens(),
+            config.pool,
+            config.pos
+        );
+        println!(
         "{} epochs × {steps_per_epoch} steps on {device}, batch {batch_size}, {:?} lr {lr:e}, wd {weight_decay}, warmup {warmup}, {:?}, clip {}, label smoothing {}, mixup {mixup}, {} threads",
         epochs,
         args.run.optimizer,
@@ -194,6 +211,13 @@ fn run(args: &VitArgs) -> Result<()> {
         args.label_smoothing,
         rayon::current_num_threads()
     );
+        if world > 1 {
+            println!(
+                "data-parallel over {world} ranks ({}): {micro} images per rank per micro-batch",
+                pg.backend_name()
+            );
+        }
+    }
     // timm's rule: no decay on biases, norms, pos_embed and cls_token.
     let opt = run::optimizer(model.named_params(), args.run.optimizer, lr, weight_decay, None, Some(DecayRule::timm(&model)))?;
     // Warmup ends before the last step, however short the run.
@@ -228,12 +252,18 @@ fn run(args: &VitArgs) -> Result<()> {
         metadata,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(train_config, task, opt, sched)?;
+    // The process group before a resume: it sets the data shard the resumed position is in.
+    let mut trainer = Trainer::new(train_config, task, opt, sched)?.with_process_group(pg)?;
     run::resume_if_asked(&mut trainer, &args.run)?;
-    if let Some(out) = &args.out {
+    if let (Some(out), true) = (&args.out, root) {
         run::start_over(OP, out, &args.run, MODEL_FILE)?;
     }
     let summary = trainer.fit();
+    // Rank 0 alone writes and reports.
+    if !root {
+        summary?;
+        return Ok(());
+    }
     if let Some(dir) = &args.out {
         run::plot_metrics(dir, summary.is_ok());
     }

@@ -21,6 +21,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod data;
 pub mod diagnostics;
+pub mod dist;
 mod error;
 pub mod models;
 pub mod nn;

@@ -189,11 +189,19 @@ struct Plan {
     norm: Option<(Vec<f32>, Vec<f32>)>,
     augment: Augment,
     mixup: Option<Mixup>,
+    /// This process's part of every epoch: (rank, world size); (0, 1) is all of it.
+    shard: (usize, usize),
 }
 
 impl Plan {
+    /// Examples per epoch in this shard: the data set's size, split evenly
+    /// over the world (the remainder, fewer than `world` examples, is left out).
+    fn len(&self) -> usize {
+        self.dataset.len() / self.shard.1
+    }
+
     fn num_batches(&self) -> usize {
-        let n = self.dataset.len();
+        let n = self.len();
         if self.drop_last {
             let whole = n / self.batch_size;
             whole - whole % self.batch_multiple.max(1)
@@ -206,6 +214,13 @@ impl Plan {
         let mut idx: Vec<usize> = (0..self.dataset.len()).collect();
         if self.shuffle {
             idx.shuffle(&mut rng(derive_seed(self.seed, &[ORDER_TAG, epoch])));
+        }
+        let (rank, world) = self.shard;
+        if world > 1 {
+            // Strided, as PyTorch's DistributedSampler: rank r's batch i holds
+            // positions world·(i·b + j) + r, so the ranks' batches i together
+            // are exactly batch i of one process with batches world times larger.
+            idx = idx.into_iter().skip(rank).step_by(world).take(self.len()).collect();
         }
         idx
     }
@@ -359,6 +374,7 @@ impl DataLoader {
             norm,
             augment: config.augment,
             mixup: config.mixup,
+            shard: (0, 1),
         };
         if plan.num_batches() == 0 {
             return Err(Error::value(
@@ -431,9 +447,65 @@ impl DataLoader {
                 norm: p.norm.clone(),
                 augment: p.augment,
                 mixup: p.mixup,
+                shard: p.shard,
             });
         }
         self.state = state;
+        Ok(())
+    }
+
+    /// Read only this process's part of every epoch, for data-parallel
+    /// training over `world` processes: the epoch's (seeded) order is the
+    /// same on every rank and split by striding, so the ranks' batches i
+    /// together are batch i of one process whose batch size is `world`
+    /// times this loader's (as PyTorch's `DistributedSampler`). Every rank
+    /// gets `len / world` examples per epoch (the remainder is left out),
+    /// and thus the same number of batches. The stream restarts at the
+    /// current epoch's first batch. Mixup pairs within a rank's batch, so
+    /// with mixup the union differs from the larger batch.
+    ///
+    /// ```
+    /// use tamer::data::{DataLoader, ImageDataset, LoaderConfig};
+    /// let ds = ImageDataset::new("five", vec![0.0, 0.1, 0.2, 0.3, 0.4], vec![0, 1, 2, 3, 4], (1, 1, 1), 5).unwrap();
+    /// let mut loader = DataLoader::new(ds, LoaderConfig::eval(2)).unwrap();
+    /// loader.shard(1, 2).unwrap();
+    /// let y = loader.next_batch().unwrap().unwrap().y.to_vec::<i64>().unwrap();
+    /// assert_eq!(y, [1, 3]); // positions 1 and 3 of the epoch; 4 is left out
+    /// assert!(loader.next_batch().unwrap().is_none());
+    /// ```
+    pub fn shard(&mut self, rank: usize, world: usize) -> Result<()> {
+        if world == 0 || rank >= world {
+            return Err(Error::value(OP, format!("shard rank {rank} of a world of {world}: expected 0 <= rank < world")));
+        }
+        let p = &self.plan;
+        let plan = Plan {
+            dataset: p.dataset.clone(),
+            batch_size: p.batch_size,
+            shuffle: p.shuffle,
+            drop_last: p.drop_last,
+            batch_multiple: p.batch_multiple,
+            seed: p.seed,
+            norm: p.norm.clone(),
+            augment: p.augment,
+            mixup: p.mixup,
+            shard: (rank, world),
+        };
+        if plan.num_batches() == 0 {
+            return Err(Error::value(
+                OP,
+                format!(
+                    "{}: {} examples split over {world} ranks leave {} per rank, which make no batch of {}",
+                    p.dataset.name,
+                    p.dataset.len(),
+                    plan.len(),
+                    p.batch_size
+                ),
+            ));
+        }
+        self.plan = Arc::new(plan);
+        self.worker = None;
+        self.order = None;
+        self.state.position = 0;
         Ok(())
     }
 

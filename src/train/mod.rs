@@ -75,6 +75,7 @@
 //! ```
 
 mod checkpoint;
+mod data_parallel;
 mod decay_log;
 mod diagnostics_log;
 pub mod metrics;

@@ -101,6 +101,17 @@ pub trait TrainTask {
     fn probe_layers(&mut self) -> Result<Option<LayerProbe>> {
         Ok(None)
     }
+    /// Train on this rank's part of the data, for data-parallel training over
+    /// `world` processes ([`Trainer::with_process_group`](super::Trainer::with_process_group)):
+    /// the ranks' micro-batches together must be the micro-batch one process
+    /// would draw with a batch `world` times larger. The default refuses:
+    /// a task must say how its data splits.
+    fn shard_data(&mut self, rank: usize, world: usize) -> Result<()> {
+        Err(Error::value(
+            "TrainTask::shard_data",
+            format!("this task cannot split its data over ranks (rank {rank} of {world}); it supports one process only"),
+        ))
+    }
 }
 
 /// Examples in the probe batch of the built-in tasks' [`TrainTask::probe_layers`]:
@@ -308,6 +319,11 @@ impl<M: Classifier> TrainTask for ImageClassification<M> {
         Some(self.train.batch_size())
     }
     /// On the first [`PROBE_SAMPLES`] test images.
+    /// The training loader's [`shard`](DataLoader::shard): strided over
+    /// each epoch's order, equal counts per rank.
+    fn shard_data(&mut self, rank: usize, world: usize) -> Result<()> {
+        self.train.shard(rank, world)
+    }
     fn probe_layers(&mut self) -> Result<Option<LayerProbe>> {
         match self.probe_batch()? {
             Some(x) => self.model.probe_layers(&x.to_device(self.model.device())?),
@@ -334,6 +350,12 @@ pub struct CharLanguageModel {
     pub eval_iters: usize,
     pub eval_train: bool,
     pub seed: u64,
+    /// This process's part of every batch in data-parallel training,
+    /// `(rank, world size)`; `(0, 1)` is the whole batch. Rank r draws the
+    /// batch of `batch_size × world` windows one process would draw and
+    /// trains on its rows `r·batch_size..(r + 1)·batch_size`
+    /// ([`TrainTask::shard_data`] sets it).
+    pub shard: (usize, usize),
 }
 
 impl CharLanguageModel {
@@ -384,7 +406,17 @@ impl TrainTask for CharLanguageModel {
         let index = (step.checked_mul(self.micro_batches as u64))
             .and_then(|i| i.checked_add(micro as u64))
             .ok_or_else(|| Error::value("CharLanguageModel", format!("batch index of step {step} overflows u64")))?;
-        let (x, y) = self.data.batch_at(TextSplit::Train, self.batch_size, self.block_size, self.seed, index)?;
+        let (rank, world) = self.shard;
+        let (x, y) = self
+            .data
+            .batch_at(TextSplit::Train, self.batch_size * world, self.block_size, self.seed, index)?;
+        let (x, y) = match world {
+            1 => (x, y),
+            _ => (
+                x.narrow(0, rank * self.batch_size, self.batch_size)?,
+                y.narrow(0, rank * self.batch_size, self.batch_size)?,
+            ),
+        };
         let loss = self.loss(&x, &y)?;
         Ok(MicroBatch {
             loss,
@@ -425,7 +457,26 @@ impl TrainTask for CharLanguageModel {
         }
         out
     }
+    /// Sets [`shard`](CharLanguageModel::shard): rank r trains on its rows of the batch
+    /// one process would draw with `batch_size × world` windows.
+    fn shard_data(&mut self, rank: usize, world: usize) -> Result<()> {
+        if world == 0 || rank >= world {
+            return Err(Error::value(
+                "CharLanguageModel",
+                format!("shard rank {rank} of a world of {world}: expected rank < world"),
+            ));
+        }
+        self.shard = (rank, world);
+        Ok(())
+    }
     fn check_data(&self) -> Result<()> {
+        let (rank, world) = self.shard;
+        if world == 0 || rank >= world {
+            return Err(Error::value(
+                "CharLanguageModel",
+                format!("shard (rank {rank}, world {world}): expected rank < world (one process: (0, 1))"),
+            ));
+        }
         if self.batch_size == 0 || self.micro_batches == 0 || self.eval_iters == 0 {
             return Err(Error::value(
                 "CharLanguageModel",

@@ -1,13 +1,15 @@
 //! The loop: see the module docs of [`crate::train`].
 
 use super::checkpoint::{check_metadata_keys, RunProgress, TrainCheckpoint, CHECKPOINT_FILE};
+use super::data_parallel::{all_ok, average_grads, broadcast_params};
 use super::decay_log::decay_record;
 use super::diagnostics_log::{diagnostics_line, diagnostics_record};
-use super::metrics::{MetricsLog, Record};
+use super::metrics::{MetricsLog, Progress, Record};
 use super::resume;
 use super::{TrainConfig, TrainTask};
 use crate::data::io::derive_seed;
 use crate::diagnostics::{LayerProbe, StepDiagnostics};
+use crate::dist::{ProcessGroup, ReduceOp};
 use crate::nn::Param;
 use crate::optim::{clip_grad_norm, grad_norm, DecaySummary, GradAccumulator, Optimizer, Scheduler};
 use crate::{no_grad, Error, GradStore, Result};
@@ -105,6 +107,9 @@ pub struct Trainer<T: TrainTask> {
     /// Whether a `fit` of this trainer has started writing its run: a later
     /// `fit` continues that run (and its files) rather than starting afresh.
     fitted: bool,
+    /// The ranks training together (a world of one unless
+    /// [`with_process_group`](Self::with_process_group) says otherwise).
+    dist: ProcessGroup,
 }
 
 impl<T: TrainTask> Trainer<T> {
@@ -138,7 +143,59 @@ impl<T: TrainTask> Trainer<T> {
             progress: RunProgress::default(),
             earlier_seconds: Some(0.0),
             fitted: false,
+            dist: ProcessGroup::single(),
         })
+    }
+
+    /// Train data-parallel over the ranks of `pg`: each rank reads its own
+    /// shard of every epoch ([`TrainTask::shard_data`]), with the
+    /// micro-batch size it was given (the global batch is `world_size` times
+    /// it); `fit` starts from rank 0's parameters; the gradients are averaged
+    /// over the ranks after backward and before clipping, so the norm, the
+    /// clip and the optimizer step are the same on every rank; the logged
+    /// loss and sample counts are over all ranks. Rank 0 alone writes
+    /// checkpoints and metrics and prints; every rank evaluates (the same
+    /// values). A world of one changes nothing. Every rank must be built
+    /// alike (model, optimizer, configuration), and all call `fit`. Call it
+    /// before [`resume`](Self::resume): sharding restarts the data stream,
+    /// and a resume then continues the shard's stream.
+    ///
+    /// A failure on one rank alone (a micro-batch that cannot be read, say)
+    /// is not yet passed to the others, which then wait: run under a
+    /// launcher that stops the job when a process exits with an error
+    /// (`mpirun` does). Failures at the start (an output directory that
+    /// holds a run) and of checkpoint writes stop every rank.
+    ///
+    /// ```
+    /// # use tamer::data::{digits, DataLoader, LoaderConfig};
+    /// # use tamer::models::{Pool, VisionTransformer, VitConfig};
+    /// # use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
+    /// # use tamer::optim::{Adam, AdamConfig, Scheduler, Constant};
+    /// # use tamer::nn::Module;
+    /// # use tamer::train::{ImageClassification, TrainConfig, Trainer};
+    /// use tamer::dist::ProcessGroup;
+    /// # let (train, test) = digits::load_images().unwrap();
+    /// # let model = VisionTransformer::new(VitConfig { pool: Pool::Mean, ..VitConfig::new((8, 8), 4, 1, 10, 16, 1, 2, 2.0) }, &mut tamer::rng(0)).unwrap();
+    /// # let opt = Adam::new(model.named_params(), AdamConfig::adamw(1e-3)).unwrap();
+    /// # let task = ImageClassification::new(model, DataLoader::new(train, LoaderConfig::train(32, 0)).unwrap(), test, 512, CrossEntropyOptions::default()).unwrap();
+    /// # let config = TrainConfig { total_steps: 2, print: false, ..TrainConfig::default() };
+    /// # let sched = Scheduler::new(Constant { lr: 1e-3 });
+    /// // Under `mpirun -np 2` (feature `mpi`) this is a world of two.
+    /// let pg = ProcessGroup::from_env().unwrap();
+    /// let mut trainer = Trainer::new(config, task, Box::new(opt), sched).unwrap().with_process_group(pg).unwrap();
+    /// assert_eq!(trainer.fit().unwrap().steps, 2);
+    /// ```
+    pub fn with_process_group(mut self, pg: ProcessGroup) -> Result<Self> {
+        if pg.world_size() > 1 {
+            self.task.shard_data(pg.rank(), pg.world_size())?;
+        }
+        self.dist = pg;
+        Ok(self)
+    }
+
+    /// The ranks this trainer trains over.
+    pub fn process_group(&self) -> &ProcessGroup {
+        &self.dist
     }
 
     /// The checkpoint path in the output directory, if there is one.
@@ -205,9 +262,16 @@ impl<T: TrainTask> Trainer<T> {
         Ok(notes)
     }
 
-    /// Write a checkpoint of the current state to the output directory.
+    /// Write a checkpoint of the current state to the output directory
+    /// (on rank 0 only: the others return None).
     pub fn save_checkpoint(&mut self) -> Result<Option<PathBuf>> {
         let Some(path) = self.checkpoint_path() else { return Ok(None) };
+        if !self.dist.is_root() {
+            // Rank 0 writes it; every rank keeps the same record of it, so
+            // that all take the same branches (and collectives) in `fit`.
+            self.last_checkpoint = Some((self.step, path));
+            return Ok(None);
+        }
         TrainCheckpoint::save(
             &path,
             &self.task,
@@ -282,22 +346,31 @@ impl<T: TrainTask> Trainer<T> {
         let start = Instant::now();
         let cfg = self.config.clone();
         let end = cfg.stop_at.map_or(cfg.total_steps, |s| s.min(cfg.total_steps));
-        let metrics_path = cfg.out_dir.as_ref().map(|d| d.join(METRICS_FILE));
+        // Rank 0 alone writes files and prints.
+        let root = self.dist.is_root();
+        let out_dir = cfg.out_dir.as_ref().filter(|_| root);
+        let metrics_path = out_dir.map(|d| d.join(METRICS_FILE));
+        let (print, progress) = if root { (cfg.print, cfg.progress) } else { (false, Progress::Never) };
         let fresh = !self.fitted && self.step == 0 && self.resumed_at.is_none();
         self.task.check_data()?;
-        if let (true, Some(dir)) = (fresh, &cfg.out_dir) {
-            self.guard_fresh_run(dir)?;
-        }
-        self.fitted = true;
-        let removed = match &cfg.out_dir {
-            Some(dir) => crate::checkpoint::remove_stale_temp_files(dir)?,
-            None => Vec::new(),
+        let guard = match (fresh, out_dir) {
+            (true, Some(dir)) => self.guard_fresh_run(dir),
+            _ => Ok(()),
         };
+        all_ok(&self.dist, OP, guard)?;
+        self.fitted = true;
+        let removed = match out_dir {
+            Some(dir) => crate::checkpoint::remove_stale_temp_files(dir),
+            None => Ok(Vec::new()),
+        };
+        let removed = all_ok(&self.dist, OP, removed)?;
+        // Every rank starts from rank 0's parameters.
+        broadcast_params(&self.dist, &self.params)?;
         let resumed_at = self.resumed_at.take();
         let mut log = if fresh {
-            MetricsLog::fresh(metrics_path.as_deref(), cfg.print, cfg.progress, cfg.total_steps)?
+            MetricsLog::fresh(metrics_path.as_deref(), print, progress, cfg.total_steps)?
         } else {
-            MetricsLog::new(metrics_path.as_deref(), cfg.print, cfg.progress, cfg.total_steps)?
+            MetricsLog::new(metrics_path.as_deref(), print, progress, cfg.total_steps)?
         };
         if let Some(bytes) = log.repaired() {
             log.write(
@@ -358,6 +431,7 @@ impl<T: TrainTask> Trainer<T> {
                 }
             };
             let mut grads = grads;
+            average_grads(&self.dist, &self.params, &mut grads)?;
             // Per-layer norms before clipping, like the global norm logged with each step.
             let mut diagnostics = match cfg.diagnostics_every {
                 Some(n) if (step + 1).is_multiple_of(n) => Some(StepDiagnostics::before_step(&self.task.model().named_params(), &grads)?),
@@ -470,7 +544,9 @@ impl<T: TrainTask> Trainer<T> {
     /// with the run's training time so far (kept in the metrics, not in the
     /// checkpoint, whose bytes depend on the seed alone; a resume reads it back).
     fn checkpoint_and_log(&mut self, log: &mut MetricsLog, run_seconds: Option<f64>) -> Result<Option<PathBuf>> {
-        let Some(path) = self.save_checkpoint()? else { return Ok(None) };
+        let saved = self.save_checkpoint();
+        // A failed write on rank 0 stops every rank (none waits in the next step's collectives).
+        let Some(path) = all_ok(&self.dist, OP, saved)? else { return Ok(None) };
         log.write(
             &Record::new("checkpoint")
                 .with("step", self.step)
@@ -513,10 +589,22 @@ impl<T: TrainTask> Trainer<T> {
         let mut acc = if n > 1 { Some(GradAccumulator::new(n)?) } else { None };
         let mut single = None;
         let (mut loss_sum, mut samples, mut tokens, mut correct) = (0.0, 0, 0, None::<usize>);
+        let world = self.dist.world_size();
         for micro in 0..n {
-            self.task.reseed(derive_seed(self.config.seed, &[DROPOUT_TAG, step, micro as u64]));
-            let mb = self.task.micro_batch(step, micro)?;
-            let loss = mb.loss.to_scalar()?;
+            // Ranks draw their own dropout masks; one process keeps the seeds it always had.
+            let seed = match world {
+                1 => derive_seed(self.config.seed, &[DROPOUT_TAG, step, micro as u64]),
+                _ => derive_seed(self.config.seed, &[DROPOUT_TAG, step, micro as u64, self.dist.rank() as u64]),
+            };
+            self.task.reseed(seed);
+            let mut mb = self.task.micro_batch(step, micro)?;
+            // The loss and counts over all ranks: every rank sees a non-finite
+            // loss anywhere and stops with the others.
+            let mut totals = [mb.loss.to_scalar()?, mb.samples as f64, mb.tokens as f64, mb.correct.unwrap_or(0) as f64];
+            self.dist.all_reduce_scalars(&mut totals, ReduceOp::Sum)?;
+            let loss = totals[0] / world as f64;
+            (mb.samples, mb.tokens) = (totals[1] as usize, totals[2] as usize);
+            mb.correct = mb.correct.map(|_| totals[3] as usize);
             if !loss.is_finite() {
                 return Err(self.divergence_error(step, format!("the loss is {loss} (micro-batch {micro})")));
             }

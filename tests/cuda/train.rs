@@ -48,6 +48,7 @@ fn gpt_trainer(dev: Device, out: Option<PathBuf>, stop_at: Option<u64>) -> Train
         eval_iters: 2,
         eval_train: false,
         seed: 7,
+        shard: (0, 1),
     };
     let config = TrainConfig {
         total_steps: 20,

@@ -179,6 +179,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("tensor", &["error", "types", "profile", "backend", "autograd"]),
     ("autograd", &["error", "types", "profile", "backend", "tensor"]),
     ("ops", &["error", "types", "profile", "backend", "tensor", "autograd", "autocast"]),
+    ("dist", &["error", "types", "profile", "backend", "tensor", "autograd", "autocast", "ops"]),
     ("testing", &["error", "types", "profile", "backend", "tensor", "autograd", "autocast", "ops"]),
     ("nn", &["error", "types", "profile", "backend", "tensor", "autograd", "autocast", "ops"]),
     ("data", &["error", "types", "profile", "backend", "tensor", "autograd", "autocast", "ops"]),
@@ -222,6 +223,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "optim",
             "data",
             "diagnostics",
+            "dist",
         ],
     ),
 ];

@@ -345,3 +345,49 @@ fn mixup_tensor_api_and_errors() {
         .unwrap();
     assert_eq!(b.loss(&logits, o).unwrap().to_scalar().unwrap(), want);
 }
+
+#[test]
+fn shards_split_every_epoch_evenly_and_together_make_the_larger_batches() {
+    // 11 examples over 2 ranks: 5 each, one left out; batches of 2 per rank
+    // are the larger loader's batches of 4, epoch after epoch.
+    let labels = |b: &Batch| b.y.to_vec::<i64>().unwrap();
+    // Each example's label is its index, so batches can be compared by label.
+    let ids = |n: usize| ImageDataset::new("ids", vec![0.5; n], (0..n as i64).collect(), (1, 1, 1), n).unwrap();
+    let mut whole = DataLoader::new(ids(11), LoaderConfig::train(4, 9).with_prefetch(0)).unwrap();
+    let mut ranks: Vec<DataLoader> = (0..2)
+        .map(|r| {
+            let mut l = DataLoader::new(ids(11), LoaderConfig::train(2, 9).with_prefetch(r)).unwrap();
+            l.shard(r, 2).unwrap();
+            l
+        })
+        .collect();
+    assert_eq!(ranks[0].num_batches(), 3);
+    assert_eq!(ranks[1].num_batches(), 3);
+    for epoch in 0..3 {
+        let big: Vec<Vec<i64>> = whole.epoch().map(|b| labels(&b.unwrap())).collect();
+        let mine: Vec<Vec<Vec<i64>>> = ranks.iter_mut().map(|l| l.epoch().map(|b| labels(&b.unwrap())).collect()).collect();
+        assert_eq!(mine[0].len(), 3, "epoch {epoch}");
+        let seen: Vec<i64> = mine.iter().flatten().flatten().copied().collect();
+        assert_eq!(seen.len(), 10);
+        let mut distinct = seen.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 10, "no example twice in an epoch: {seen:?}");
+        // Batches 0 and 1 (of 4) are whole; the ranks' last batches of 1
+        // are the first two examples of the larger loader's last batch of 3.
+        for i in 0..3 {
+            let mut union: Vec<i64> = mine[0][i].iter().chain(&mine[1][i]).copied().collect();
+            let mut expected = big[i][..union.len()].to_vec();
+            union.sort();
+            expected.sort();
+            assert_eq!(union, expected, "epoch {epoch} batch {i}");
+        }
+    }
+    assert!(ranks[0].shard(2, 2).is_err());
+    let e = DataLoader::new(toy(3), LoaderConfig::train(2, 0).with_drop_last(true))
+        .unwrap()
+        .shard(0, 2)
+        .err()
+        .unwrap();
+    assert!(e.message.contains("split over 2 ranks"), "{e}");
+}

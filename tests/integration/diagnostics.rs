@@ -158,6 +158,7 @@ fn gpt_run_logs_probe_diagnostics() {
         eval_iters: 2,
         eval_train: false,
         seed: 7,
+        shard: (0, 1),
     };
     let dir = temp_dir("gpt");
     let config = TrainConfig {

@@ -145,6 +145,7 @@ fn gpt_trainer(total_steps: u64, out: PathBuf) -> Trainer<CharLanguageModel> {
         eval_iters: 2,
         eval_train: true,
         seed: 7,
+        shard: (0, 1),
     };
     let config = TrainConfig {
         total_steps,

@@ -1,0 +1,259 @@
+//! Data-parallel training is one process's training with the same global
+//! batch: the digits ViT (batches of 16 per rank) and gpt-tiny's shape on a
+//! small text (4 windows of 64 per rank), 20 steps of AdamW with clipping,
+//! against one process with batches world times larger (run in this same
+//! process, over a world of one). Same losses and final
+//! parameters, f64 to 1e-10 and f32 to 1e-5 (the ranks' mean of per-rank
+//! means rounds differently from one mean over the global batch); the ranks'
+//! final parameters are bit-identical.
+
+use crate::Failures;
+use std::sync::Mutex;
+use tamer::data::{digits, CharDataset, DataLoader, LoaderConfig};
+use tamer::dist::ProcessGroup;
+use tamer::models::{Gpt, GptConfig, Pool, VisionTransformer, VitConfig};
+use tamer::nn::{Module, Param};
+use tamer::optim::{Adam, AdamConfig, Scheduler, WarmupCosine};
+use tamer::train::{CharLanguageModel, Classifier, ImageClassification, Progress, Reseed, TrainConfig, Trainer};
+use tamer::{CrossEntropyOptions, DType, Tensor, TensorRng};
+
+const STEPS: u64 = 20;
+const RANK_BATCH: usize = 16;
+const GPT_RANK_BATCH: usize = 4;
+
+/// The ViT in a float type of choice, fed images converted to it.
+struct Vit(VisionTransformer);
+
+impl Module for Vit {
+    fn named_params(&self) -> Vec<(String, Param)> {
+        self.0.named_params()
+    }
+    fn named_buffers(&self) -> Vec<(String, Param)> {
+        self.0.named_buffers()
+    }
+    fn no_weight_decay(&self) -> Vec<String> {
+        self.0.no_weight_decay()
+    }
+    fn set_training(&mut self, training: bool) {
+        self.0.set_training(training)
+    }
+}
+impl Reseed for Vit {
+    fn collect_rngs<'a>(&'a self, out: &mut Vec<&'a Mutex<TensorRng>>) {
+        self.0.collect_rngs(out)
+    }
+}
+impl Classifier for Vit {
+    fn logits(&self, x: &Tensor) -> tamer::Result<Tensor> {
+        let dtype = self.0.named_params()[0].1.tensor().dtype();
+        self.0.forward(&x.to_dtype(dtype)?)
+    }
+    fn is_training(&self) -> bool {
+        self.0.is_training()
+    }
+}
+
+/// What a run gives: the losses and the final parameters (as f64).
+type Run = (Vec<f64>, Vec<Vec<f64>>);
+
+fn config() -> TrainConfig {
+    TrainConfig {
+        total_steps: STEPS,
+        clip: Some(0.5),
+        print: false,
+        progress: Progress::Never,
+        ..TrainConfig::default()
+    }
+}
+
+/// A trainer of the digits ViT over `pg` with `batch` images per rank.
+fn vit_trainer(pg: ProcessGroup, dtype: DType, batch: usize, config: TrainConfig) -> tamer::Result<Trainer<ImageClassification<Vit>>> {
+    let (train, test) = digits::load_images()?;
+    let cfg = VitConfig {
+        pool: Pool::Mean,
+        ..VitConfig::new((8, 8), 4, 1, 10, 16, 2, 2, 2.0)
+    };
+    let vit = VisionTransformer::new(cfg, &mut tamer::rng(7))?;
+    vit.to_dtype(dtype)?;
+    let model = Vit(vit);
+    let opt = Adam::new(model.named_params(), AdamConfig::adamw(3e-3).weight_decay(0.05))?;
+    let loader = DataLoader::new(train, LoaderConfig::train(batch, 3).with_prefetch(0))?;
+    let test = test.subset(&(0..64).collect::<Vec<_>>())?;
+    let task = ImageClassification::new(model, loader, test, 64, CrossEntropyOptions::default())?;
+    let sched = Scheduler::new(WarmupCosine::new(3e-3, 3, config.total_steps, 0.0)?);
+    Trainer::new(config, task, Box::new(opt), sched)?.with_process_group(pg)
+}
+
+fn params_of(trainer: &Trainer<ImageClassification<Vit>>) -> tamer::Result<Vec<Vec<f64>>> {
+    trainer.task.model.named_params().iter().map(|(_, p)| p.tensor().to_f64_vec()).collect()
+}
+
+/// The digits ViT over `pg` with `batch` images per rank.
+fn train_vit(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run> {
+    let mut trainer = vit_trainer(pg, dtype, batch, config())?;
+    let summary = trainer.fit()?;
+    let params = trainer
+        .task
+        .model
+        .named_params()
+        .iter()
+        .map(|(_, p)| p.tensor().to_f64_vec())
+        .collect::<tamer::Result<_>>()?;
+    Ok((summary.losses, params))
+}
+
+/// gpt-tiny's shape (4 layers of width 128, no dropout) on a short text,
+/// over `pg` with `batch` windows of 64 characters per rank.
+fn train_gpt(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run> {
+    let text = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!\n".repeat(40);
+    let data = CharDataset::from_text(&text, "pangrams")?;
+    let cfg = GptConfig {
+        vocab_size: data.vocab_size(),
+        ..GptConfig::gpt_tiny()
+    };
+    let block_size = cfg.block_size;
+    let model = Gpt::new(cfg, &mut tamer::rng(5))?;
+    model.to_dtype(dtype)?;
+    let opt = Adam::new(model.named_params(), AdamConfig::adamw(3e-3).weight_decay(0.1))?;
+    let task = CharLanguageModel {
+        model,
+        data,
+        batch_size: batch,
+        block_size,
+        micro_batches: 1,
+        eval_iters: 1,
+        eval_train: false,
+        seed: 11,
+        shard: (0, 1),
+    };
+    let sched = Scheduler::new(WarmupCosine::new(3e-3, 3, STEPS, 0.0)?);
+    let mut trainer = Trainer::new(config(), task, Box::new(opt), sched)?.with_process_group(pg)?;
+    let summary = trainer.fit()?;
+    let params = trainer
+        .task
+        .model
+        .named_params()
+        .iter()
+        .map(|(_, p)| p.tensor().to_f64_vec())
+        .collect::<tamer::Result<_>>()?;
+    Ok((summary.losses, params))
+}
+
+pub fn run(pg: &ProcessGroup, f: &mut Failures) {
+    if let Some(r) = f.ok("checkpoint and resume on 2 ranks", resume_is_exact(pg)) {
+        f.check(r.is_empty(), || r.join("; "));
+    }
+    compare(pg, f, "digits ViT", RANK_BATCH, train_vit, 1e-5);
+    // In f32, AdamW divides by √v: a parameter whose gradient is near zero
+    // moves by up to the learning rate whichever way rounding tips it, so the
+    // one-ulp differences of a mean of rank means grow to about 1e-5 in
+    // gpt-tiny's 20 steps (1.03e-5 measured). The f64 runs, to 1e-10, are the
+    // check that the algorithm is the same; the f32 losses still agree to 1e-5.
+    compare(pg, f, "gpt-tiny", GPT_RANK_BATCH, train_gpt, 5e-5);
+}
+
+type Train = fn(ProcessGroup, DType, usize) -> tamer::Result<Run>;
+
+/// Run `train` data-parallel and in one process, in f64 (to 1e-10) and f32
+/// (losses to 1e-5, parameters to `f32_param_tol`).
+fn compare(pg: &ProcessGroup, f: &mut Failures, name: &str, rank_batch: usize, train: Train, f32_param_tol: f64) {
+    let world = pg.world_size();
+    for (dtype, tol, param_tol) in [(DType::F64, 1e-10, 1e-10), (DType::F32, 1e-5, f32_param_tol)] {
+        let Some((losses, params)) = f.ok(&format!("{name} {dtype}: data-parallel run"), train(pg.clone(), dtype, rank_batch)) else {
+            continue;
+        };
+        let reference = train(ProcessGroup::single(), dtype, rank_batch * world);
+        let Some((ref_losses, ref_params)) = f.ok(&format!("{name} {dtype}: one-process run"), reference) else {
+            continue;
+        };
+        let dtype = format!("{name} {dtype}");
+        f.check(losses.len() == STEPS as usize, || format!("{dtype}: {} losses", losses.len()));
+        let loss_err = losses.iter().zip(&ref_losses).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        f.check(loss_err <= tol, || {
+            format!("{dtype}: losses differ by {loss_err:e} (tolerance {tol:e}): {losses:?} vs {ref_losses:?}")
+        });
+        let param_err = params
+            .iter()
+            .zip(&ref_params)
+            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .fold(0.0, f64::max);
+        f.check(param_err <= param_tol, || {
+            format!("{dtype}: final parameters differ by {param_err:e} (tolerance {param_tol:e})")
+        });
+        // The parameters moved (the comparison is not of two untrained models).
+        let first = losses.first().copied().unwrap_or(0.0);
+        let last = losses.last().copied().unwrap_or(0.0);
+        f.check(last < first, || format!("{dtype}: loss went from {first} to {last}"));
+        // Every rank holds the same parameters, bit for bit.
+        let flat: Vec<f64> = params.concat();
+        if let Some(all) = f.ok(
+            "all_gather of parameters",
+            pg.all_gather(&Tensor::from_vec(flat.clone(), [flat.len()]).unwrap()),
+        ) {
+            let all = all.to_vec::<f64>().unwrap();
+            let same = all.chunks(flat.len()).all(|c| c.iter().zip(&flat).all(|(a, b)| a.to_bits() == b.to_bits()));
+            f.check(same, || format!("{dtype}: the ranks' final parameters differ"));
+        }
+        if pg.is_root() {
+            println!(
+                "{dtype}: {STEPS} steps on {world} ranks of batch {rank_batch} vs one of {}: loss diff {loss_err:.1e}, parameter diff {param_err:.1e}, loss {first:.4} -> {last:.4}",
+                rank_batch * world
+            );
+        }
+    }
+}
+
+/// Checkpoint on every rank's behalf (rank 0 writes), stop, fit again with
+/// nothing to do, resume in new trainers: the same losses and parameters,
+/// bit for bit, as an uninterrupted run; rank 0 alone wrote the metrics.
+fn resume_is_exact(pg: &ProcessGroup) -> tamer::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    // One directory for all ranks: rank 0's process id, broadcast.
+    let id = pg.broadcast(&[Tensor::scalar(std::process::id() as f64)], 0)?[0].to_scalar()?;
+    let base = std::env::temp_dir().join(format!("tamer-mpi-resume-{id}"));
+    let run_config = |out: &str, stop_at: Option<u64>| TrainConfig {
+        total_steps: 6,
+        stop_at,
+        checkpoint_every: Some(2),
+        out_dir: Some(base.join(out)),
+        ..config()
+    };
+    let mut straight = vit_trainer(pg.clone(), DType::F32, RANK_BATCH, run_config("straight", None))?;
+    let all = straight.fit()?;
+    let mut first = vit_trainer(pg.clone(), DType::F32, RANK_BATCH, run_config("split", Some(3)))?;
+    let head = first.fit()?;
+    // Stopped at its end: a second fit has nothing to train, on every rank alike.
+    let again = first.fit()?;
+    if again.steps_run != 0 {
+        problems.push(format!("a fit at the end trained {} steps", again.steps_run));
+    }
+    let mut second = vit_trainer(pg.clone(), DType::F32, RANK_BATCH, run_config("split", None))?;
+    second.resume(base.join("split").join(tamer::train::CHECKPOINT_FILE))?;
+    let tail = second.fit()?;
+    let joined: Vec<f64> = head.losses.iter().chain(&tail.losses).copied().collect();
+    if joined.iter().map(|x| x.to_bits()).ne(all.losses.iter().map(|x| x.to_bits())) {
+        problems.push(format!("resumed losses {joined:?} differ from the uninterrupted {:?}", all.losses));
+    }
+    if params_of(&second)? != params_of(&straight)? {
+        problems.push("resumed final parameters differ from the uninterrupted run's".to_string());
+    }
+    pg.barrier()?;
+    if pg.is_root() {
+        // One writer: one start record per fit in the metrics.
+        let text =
+            std::fs::read_to_string(base.join("straight").join(tamer::train::METRICS_FILE)).map_err(|e| tamer::Error::io("resume_is_exact", e.to_string()))?;
+        let starts = text.lines().filter(|l| l.contains("\"event\":\"start\"")).count();
+        if starts != 1 {
+            problems.push(format!("{starts} start records in the straight run's metrics (one writer expected)"));
+        }
+        println!(
+            "checkpoint at step 3 on {} ranks, resumed: losses and parameters bit-identical to 6 straight steps",
+            pg.world_size()
+        );
+    }
+    pg.barrier()?;
+    if pg.is_root() {
+        let _ = std::fs::remove_dir_all(&base);
+    }
+    Ok(problems)
+}
