@@ -276,6 +276,22 @@ impl Verdict {
             reason: reason.into(),
         }
     }
+    /// The verdict of a rule whose parts must all hold: reproduced (the parts
+    /// that held) when none failed, else not reproduced, naming the failed
+    /// parts first.
+    pub fn from_parts(held: &[String], failed: &[String]) -> Self {
+        if failed.is_empty() {
+            Verdict::reproduced(held.join("; "))
+        } else {
+            Verdict::not_reproduced(failed_and_held(failed, held))
+        }
+    }
+}
+
+/// "failed: …; held: …" (`none` when no part held).
+pub fn failed_and_held(failed: &[String], held: &[String]) -> String {
+    let held = if held.is_empty() { "none".to_string() } else { held.join("; ") };
+    format!("failed: {}; held: {held}", failed.join("; "))
 }
 
 /// What a run returns.
@@ -312,4 +328,20 @@ pub trait Experiment: Sync {
     }
     /// Measure, then decide by the rule.
     fn run(&self, ctx: &Context) -> tamer::Result<Outcome>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_of_parts_is_reproduced_only_when_none_failed() {
+        let held = vec!["(1) a".to_string(), "(3) c".to_string()];
+        let v = Verdict::from_parts(&held, &[]);
+        assert_eq!((v.kind, v.reason.as_str()), (VerdictKind::Reproduced, "(1) a; (3) c"));
+        let v = Verdict::from_parts(&held, &["(2) b".to_string()]);
+        assert_eq!((v.kind, v.reason.as_str()), (VerdictKind::NotReproduced, "failed: (2) b; held: (1) a; (3) c"));
+        let v = Verdict::from_parts(&[], &["(1) a".to_string()]);
+        assert_eq!(v.reason, "failed: (1) a; held: none");
+    }
 }

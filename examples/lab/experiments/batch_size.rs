@@ -4,7 +4,7 @@
 
 use super::char_gpt::{self, GptRecipe};
 use super::digits::{Opt, Sched};
-use super::experiment::{values_at, Context, Experiment, Line, Outcome, Panel, Record, Scale, Table, Verdict};
+use super::experiment::{failed_and_held, values_at, Context, Experiment, Line, Outcome, Panel, Record, Scale, Table, Verdict};
 use super::stats::{self, Order};
 use tamer::nn::NormPlacement;
 use tamer::Result;
@@ -358,11 +358,7 @@ fn decide(records: &[Record], s: &Setup, seeds: &[u64], target: f64) -> (Table, 
     let verdict = if failed.is_empty() {
         Verdict::reproduced(format!("{}; {context}", held.join("; ")))
     } else if !parts[0].2 || !parts[2].2 || tokens.order == Order::Less {
-        Verdict::not_reproduced(format!(
-            "failed: {}; held: {}; {context}",
-            failed.join("; "),
-            if held.is_empty() { "none".to_string() } else { held.join("; ") }
-        ))
+        Verdict::not_reproduced(format!("{}; {context}", failed_and_held(&failed, &held)))
     } else {
         Verdict::inconclusive(format!(
             "{}; but tokens to the target are within the noise ({}): the critical batch lies above the range; {context}",

@@ -179,14 +179,6 @@ fn decide(records: &[Record], seeds: &[u64], sizes: &[usize]) -> (Table, Verdict
         Some(c) => failed.push(format!("advantage {}", c.describe(&format!("{small}"), &format!("{large}")))),
         None => return (table, Verdict::inconclusive("the advantages could not be compared")),
     }
-    let verdict = if failed.is_empty() {
-        Verdict::reproduced(held.join("; "))
-    } else {
-        Verdict::not_reproduced(format!(
-            "failed: {}; held: {}",
-            failed.join("; "),
-            if held.is_empty() { "none".to_string() } else { held.join("; ") }
-        ))
-    };
+    let verdict = Verdict::from_parts(&held, &failed);
     (table, verdict)
 }

@@ -188,14 +188,6 @@ fn decide(records: &[Record], seeds: &[u64]) -> (Table, Verdict) {
         Some(c) => failed.push(format!("(2) gain {}", c.describe("ViT", "CNN stem"))),
         None => return (table, Verdict::inconclusive("the gains could not be compared")),
     }
-    let verdict = if failed.is_empty() {
-        Verdict::reproduced(held.join("; "))
-    } else {
-        Verdict::not_reproduced(format!(
-            "failed: {}; held: {}",
-            failed.join("; "),
-            if held.is_empty() { "none".to_string() } else { held.join("; ") }
-        ))
-    };
+    let verdict = Verdict::from_parts(&held, &failed);
     (table, verdict)
 }

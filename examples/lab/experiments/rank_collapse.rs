@@ -362,14 +362,6 @@ fn decide(records: &[Record], seeds: &[u64], depth: usize, trained_depths: &[usi
         ));
     }
     skips_keep("trained_residual", trained_depth, "5", "after training", &mut parts, &mut failed);
-    let verdict = if failed.is_empty() {
-        Verdict::reproduced(parts.join("; "))
-    } else {
-        Verdict::not_reproduced(format!(
-            "failed: {}; held: {}",
-            failed.join("; "),
-            if parts.is_empty() { "none".to_string() } else { parts.join("; ") }
-        ))
-    };
+    let verdict = Verdict::from_parts(&parts, &failed);
     (table, verdict)
 }

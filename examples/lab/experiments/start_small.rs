@@ -340,14 +340,6 @@ fn decide(records: &[Record], s: &Setup, seeds: &[u64]) -> (Table, Verdict) {
     } else {
         failed.push(part3);
     }
-    let verdict = if failed.is_empty() {
-        Verdict::reproduced(held.join("; "))
-    } else {
-        Verdict::not_reproduced(format!(
-            "failed: {}; held: {}",
-            failed.join("; "),
-            if held.is_empty() { "none".to_string() } else { held.join("; ") }
-        ))
-    };
+    let verdict = Verdict::from_parts(&held, &failed);
     (table, verdict)
 }

@@ -227,14 +227,6 @@ fn decide(records: &[Record], seeds: &[u64], steps: u64) -> (Table, Verdict) {
             None => failed.push("(3) Admin's validation losses could not be compared".to_string()),
         }
     }
-    let verdict = if failed.is_empty() {
-        Verdict::reproduced(held.join("; "))
-    } else {
-        Verdict::not_reproduced(format!(
-            "failed: {}; held: {}",
-            failed.join("; "),
-            if held.is_empty() { "none".to_string() } else { held.join("; ") }
-        ))
-    };
+    let verdict = Verdict::from_parts(&held, &failed);
     (table, verdict)
 }
