@@ -141,6 +141,9 @@ pub fn run(args: &Args) -> tamer::Result<Vec<serde_json::Value>> {
     let device = common::device(args.device)?;
     let seeds = args.seeds.unwrap_or(args.scale.default_seeds());
     let report_dir = args.report_dir();
+    // The commit as the run starts: each experiment rewrites files under docs/lab, which would
+    // mark the tree dirty for every later one.
+    let commit = output::commit();
     let mut verdicts = Vec::new();
     for (exp, dir) in selected.iter().zip(&dirs) {
         let ctx = Context::new(exp.name(), args.scale, seeds, device).with_run_dir(dir.clone());
@@ -152,7 +155,7 @@ pub fn run(args: &Args) -> tamer::Result<Vec<serde_json::Value>> {
             seconds: started.elapsed().as_secs_f64(),
             command: command_for(exp.name(), args),
             date: output::utc_now(),
-            commit: output::commit(),
+            commit: commit.clone(),
             load: (load_before, output::load_average()),
         };
         let verdict = output::write_run(dir, *exp, &ctx, &outcome, &info)?;
