@@ -124,10 +124,7 @@ impl Experiment for Clipping {
                         label_smoothing: 0.0,
                     };
                     let curve = train(&recipe, &data, seed, ctx.device)?;
-                    let final_acc = match curve.diverged_at {
-                        Some(_) => 0.0,
-                        None => curve.test_acc.last().map(|a| a.1).unwrap_or(0.0),
-                    };
+                    let final_acc = curve.final_accuracy();
                     let failed = curve.diverged_at.is_some() || final_acc < FAILED_BELOW;
                     records.push(Record::new(&name, seed, lr, "final_test_acc", final_acc));
                     records.push(Record::new(&name, seed, lr, "failed", f64::from(u8::from(failed))));

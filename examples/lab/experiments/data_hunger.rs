@@ -125,11 +125,7 @@ impl Experiment for DataHunger {
                         label_smoothing: 0.0,
                     };
                     let curve = train(&recipe, &data, seed, ctx.device)?;
-                    let acc = if curve.diverged_at.is_some() {
-                        0.0
-                    } else {
-                        curve.test_acc.last().map_or(0.0, |a| a.1)
-                    };
+                    let acc = curve.final_accuracy();
                     records.push(Record::new(arm, seed, size as f64, "test_acc", acc));
                     ctx.log(format!("{arm} on {size} images, seed {seed}: test accuracy {acc:.3}"));
                 }

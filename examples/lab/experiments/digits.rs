@@ -113,6 +113,17 @@ pub struct Curve {
     pub diverged_at: Option<u64>,
 }
 
+impl Curve {
+    /// The last evaluation's test accuracy, or 0 (a failed run) when the run
+    /// diverged or never evaluated.
+    pub fn final_accuracy(&self) -> f64 {
+        match self.diverged_at {
+            Some(_) => 0.0,
+            None => self.test_acc.last().map_or(0.0, |a| a.1),
+        }
+    }
+}
+
 /// Test accuracy of `model` on the held-out set.
 pub fn test_accuracy(model: &VisionTransformer, data: &Images) -> Result<f64> {
     let logits = tamer::no_grad(|| model.forward(&data.test_x))?;

@@ -237,11 +237,7 @@ impl Experiment for Optimizers {
             let mut best = (grid[0], f64::NEG_INFINITY);
             for lr in grid {
                 let curve = train(&recipe(&s, opt, schedule, lr), &validation, 0, ctx.device)?;
-                let acc = if curve.diverged_at.is_some() {
-                    0.0
-                } else {
-                    curve.test_acc.last().map_or(0.0, |a| a.1)
-                };
+                let acc = curve.final_accuracy();
                 records.push(Record::new(label, 0, lr, "val_acc", acc));
                 ctx.log(format!("ViT {label} lr {lr}: validation accuracy {acc:.3}"));
                 if acc > best.1 {

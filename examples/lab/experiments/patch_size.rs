@@ -132,11 +132,7 @@ impl Experiment for PatchSize {
                 for &(step, acc) in &curve.test_acc {
                     records.push(Record::new(label, seed, step as f64, "test_acc", acc));
                 }
-                let last = if curve.diverged_at.is_some() {
-                    0.0
-                } else {
-                    curve.test_acc.last().map_or(0.0, |a| a.1)
-                };
+                let last = curve.final_accuracy();
                 records.push(Record::new(label, seed, 0.0, "final_test_acc", last));
                 records.push(Record::new(label, seed, 0.0, "seconds", seconds));
                 ctx.log(format!("{label} seed {seed}: test accuracy {last:.3} in {seconds:.1} s"));

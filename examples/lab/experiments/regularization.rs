@@ -123,11 +123,7 @@ impl Experiment for Regularization {
                 for &(step, acc) in &curve.test_acc {
                     records.push(Record::new(arm, seed, step as f64, "test_acc", acc));
                 }
-                let last = if curve.diverged_at.is_some() {
-                    0.0
-                } else {
-                    curve.test_acc.last().map_or(0.0, |a| a.1)
-                };
+                let last = curve.final_accuracy();
                 records.push(Record::new(arm, seed, 0.0, "final_test_acc", last));
                 ctx.log(format!("{arm} seed {seed}: test accuracy {last:.3}"));
             }
