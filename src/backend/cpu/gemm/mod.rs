@@ -8,7 +8,8 @@
 //!   for pc in 0..k step KC          the reduction, a block deep
 //!     pack B[pc.., jc..] (KC×NC)    into panels of NR columns, k-major
 //!     for ic in 0..m step MC        A's rows, a block that stays in L2
-//!       pack A[ic.., pc..] (MC×KC)  into panels of MR rows, k-major
+//!       pack A[ic.., pc..] (MC×KC)  into panels of MR rows, k-major (a
+//!                                   row-major A is read in place instead)
 //!       for jr in 0..NC step NR     one B panel, reused from L1/L2 by ...
 //!         for ir in 0..MC step MR   ... every A panel of the block:
 //!           micro-kernel            an MR×NR tile of C in registers, KC rank-1 updates
@@ -18,7 +19,9 @@
 //! micro-kernel reads it (so its inner loop is two or three aligned vector
 //! loads, MR broadcasts and MR·NR/lanes FMAs), whatever the operand's strides
 //! were: a transposed operand (`Xᵀ·dY` in a linear layer's backward) costs no
-//! copy beyond the packing every operand gets anyway. Panels are padded with
+//! copy beyond the packing every operand gets anyway. The exception is a
+//! row-major A, whose rows the micro-kernel streams where they lie
+//! (`read_a_in_place`). Panels are padded with
 //! zeros to whole MR/NR, so no micro-kernel branches on edges while it
 //! computes; a tile at C's edge runs a kernel instantiated for just its rows
 //! and vectors, and its store is cut to the tile's real columns. A product
@@ -119,20 +122,34 @@ impl Tile {
     }
 }
 
-/// `tile (=|+=) A_panel · B_panel` for packed panels `kc` deep: `a` holds
-/// `kc` groups of MR values, `b` `kc` groups of NR values.
+/// How a micro-kernel finds the tile's rows of A: element `(i, p)` (row `i`
+/// of the tile, step `p` of the reduction) is at `a + i + p·a_stride` when
+/// [`ARows::DepthMajor`] (a packed panel, `a_stride` = MR, or an A whose rows
+/// are adjacent in memory, read in place), at `a + i·a_stride + p` when
+/// [`ARows::RowMajor`] (an A whose steps are adjacent, read in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ARows {
+    DepthMajor,
+    RowMajor,
+}
+
+/// `tile (=|+=) A_rows · B_panel` for `kc` steps: `a` the tile's rows of A
+/// laid out as `a_rows` says (see [`ARows`]), `b` a packed panel of `kc`
+/// groups of NR values.
 ///
 /// # Safety
-/// The ISA's CPU features must be present; `a` and `b` must hold `kc·MR` and
-/// `kc·NR` values; the tile's elements must be writable and (with
-/// `accumulate`) initialised.
-type MicroKernel = unsafe fn(kc: usize, a: *const f32, b: *const f32, tile: &Tile);
+/// The ISA's CPU features must be present; A's elements `(i, p)` for the
+/// kernel's rows `i` and `p < kc` must be readable; `b` must hold `kc·NR`
+/// values; the tile's elements must be writable and (with `accumulate`)
+/// initialised.
+type MicroKernel = unsafe fn(kc: usize, a: *const f32, a_stride: usize, b: *const f32, tile: &Tile);
 
 /// The micro-kernel for a tile of `rows × cols` (`1..=MR` by `1..=NR`): the
 /// full one, or at the edges of C one that computes only what is kept; one
 /// that stores through both of the tile's strides when `strided` (a tile of
-/// Cᵀ), else one that stores whole vectors (`cs == 1`).
-type SelectKernel = fn(rows: usize, cols: usize, strided: bool) -> MicroKernel;
+/// Cᵀ), else one that stores whole vectors (`cs == 1`); one that reads A's
+/// rows as `a_rows` lays them out.
+type SelectKernel = fn(rows: usize, cols: usize, strided: bool, a_rows: ARows) -> MicroKernel;
 
 /// Block sizes of the loops above, in elements. `mc` is a multiple of the
 /// kernel's MR and `nc` of its NR.
@@ -378,11 +395,14 @@ unsafe fn multiply_packed_b(
     a_buf: &mut PackBuffer,
 ) {
     let Blocks { mr, nr, mc: mc_max, .. } = blocks;
-    let a_pack = a_buf.get(blocks.a_len());
+    let direct = read_a_in_place(a);
+    let a_pack = if direct { &mut [][..] } else { a_buf.get(blocks.a_len()) };
     for ic in rows.clone().step_by(mc_max) {
         let mc = mc_max.min(rows.end - ic);
-        // SAFETY: rows ic..ic + mc at depth kc are inside A; a_pack holds MC·KC.
-        unsafe { pack::pack_panels(mc, kc, mr, a.at(ic, 0), a_pack) };
+        if !direct {
+            // SAFETY: rows ic..ic + mc at depth kc are inside A; a_pack holds MC·KC.
+            unsafe { pack::pack_panels(mc, kc, mr, a.at(ic, 0), a_pack) };
+        }
         for jr in cols.clone().step_by(nr) {
             let b_panel = &b_pack[jr * kc..];
             for ir in (0..mc).step_by(mr) {
@@ -395,13 +415,44 @@ unsafe fn multiply_packed_b(
                     cols: nr.min(cols.end - jr),
                     accumulate,
                 };
-                let micro = (kernel.micro)(tile.rows, tile.cols, tile.cs != 1);
-                // SAFETY: the panels hold kc·mr and kc·nr packed values; the
-                // tile lies inside C; the caller vouches for the ISA.
-                unsafe { micro(kc, a_pack[ir * kc..].as_ptr(), b_panel.as_ptr(), &tile) };
+                let (a_rows, a_ptr, a_stride) = if direct {
+                    // SAFETY: row ic + ir < m of A, at this block's first step.
+                    (ARows::RowMajor, unsafe { a.at(ic + ir, 0) }.ptr, a.rs)
+                } else {
+                    (ARows::DepthMajor, a_pack[ir * kc..].as_ptr(), mr)
+                };
+                let micro = (kernel.micro)(tile.rows, tile.cols, tile.cs != 1, a_rows);
+                // SAFETY: the tile's rows of A are readable for kc steps (in
+                // place, or packed kc·mr values); the B panel holds kc·nr
+                // packed values; the tile lies inside C; the caller vouches
+                // for the ISA.
+                unsafe { micro(kc, a_ptr, a_stride, b_panel.as_ptr(), &tile) };
             }
         }
     }
+}
+
+/// Whether the micro-kernels read A where it lies rather than from packed
+/// panels: when A's rows are runs of adjacent values (a row-major A: X in a
+/// forward `X·Wᵀ`, dY in an input gradient `dY·W`), the kernel streams each
+/// of its MR rows front to back, loads that packing's copy would have made,
+/// without the copy and its second pass over A. Other layouts are packed.
+///
+/// v1 packed every A block: in gpt-tiny's training step (d = 128, so every
+/// product has a side of 128 over which a packed value of A is reused)
+/// packing took 16% of the step's time (perf, 1 and 2 threads), most of it
+/// A's. v2 reads row-major A in place: gpt-tiny's input gradients 1.04 to
+/// 1.15× as fast, attention's small products 1.14 to 1.38×; reading a
+/// column-major A in place (a weight gradient's Xᵀ, each step's MR values
+/// adjacent) was no faster, and 0.64× on fc2's (a 2 KiB stride between
+/// steps, which maps them onto few L1 sets), so such an A is still packed
+/// (`cargo bench --bench matmul -- --kernels --threads 1`, thread CPU
+/// clock, best of two interleaved rounds). Whole training steps
+/// (`cargo bench --bench train_step`, best of three interleaved): gpt-tiny
+/// 146.1 -> 142.5 ms on 1 thread, 81.6 -> 78.8 on 2; vit-tiny 145.4 -> 136.2
+/// and 81.3 -> 74.8 (Intel Xeon, AVX-512).
+fn read_a_in_place(a: MatRef) -> bool {
+    a.cs == 1
 }
 
 /// `C (=|+=) A·B` for an `m×k` A, a `k×n` B and an `m×n` C with row stride
