@@ -203,7 +203,7 @@ pub fn copied<T: Copy + 'static>(src: &[T]) -> Vec<T> {
 }
 
 /// Give a buffer back: to the pool if it came from it, else to the system.
-pub fn recycle<T: Copy + 'static>(mut v: Vec<T>) {
+pub fn recycle<T: Copy + 'static>(v: Vec<T>) {
     let Some(own_dtype) = dtype_of::<T>() else {
         return;
     };

@@ -160,7 +160,8 @@ unsafe fn micro<const R: usize, const V: usize, const STRIDED: bool, const ROW_M
             }
             let mask = lanes_mask(tile.cols - col);
             // SAFETY: the mask keeps the lanes inside the tile's row i, which
-            // is writable (and initialised when accumulating); masked-off
+            // is writable (and initialised when accumulating), and inside the
+            // tile's columns' bias values when there is a bias; masked-off
             // lanes are neither read nor written.
             unsafe {
                 let out = tile.c.add(i * tile.rs + col);
@@ -168,6 +169,11 @@ unsafe fn micro<const R: usize, const V: usize, const STRIDED: bool, const ROW_M
                     _mm256_add_ps(x, _mm256_maskload_ps(out, mask))
                 } else {
                     x
+                };
+                let x = if tile.bias.is_null() {
+                    x
+                } else {
+                    _mm256_add_ps(x, _mm256_maskload_ps(tile.bias.add(col), mask))
                 };
                 _mm256_maskstore_ps(out, mask, x);
             }

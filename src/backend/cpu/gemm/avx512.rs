@@ -175,7 +175,8 @@ unsafe fn micro<const R: usize, const V: usize, const STRIDED: bool, const ROW_M
             }
             let mask = lanes_mask(tile.cols - col);
             // SAFETY: the mask keeps the lanes inside the tile's row i, which
-            // is writable (and initialised when accumulating); masked-off
+            // is writable (and initialised when accumulating), and inside the
+            // tile's columns' bias values when there is a bias; masked-off
             // lanes are neither read nor written.
             unsafe {
                 let out = tile.c.add(i * tile.rs + col);
@@ -183,6 +184,11 @@ unsafe fn micro<const R: usize, const V: usize, const STRIDED: bool, const ROW_M
                     _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, out))
                 } else {
                     x
+                };
+                let x = if tile.bias.is_null() {
+                    x
+                } else {
+                    _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, tile.bias.add(col)))
                 };
                 _mm512_mask_storeu_ps(out, mask, x);
             }
