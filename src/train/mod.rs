@@ -74,6 +74,7 @@
 //! assert!(summary.eval.iter().any(|(k, _)| k == "test_acc"));
 //! ```
 
+mod agreement;
 mod checkpoint;
 mod data_parallel;
 mod decay_log;
@@ -81,13 +82,15 @@ mod diagnostics_log;
 pub mod metrics;
 mod reseed;
 mod resume;
+mod sharded_eval;
 mod task;
 mod trainer;
 
-pub use checkpoint::{RunProgress, TrainCheckpoint, CHECKPOINT_FILE, FORMAT, RESERVED_KEYS};
+pub use checkpoint::{batch_layout_difference, RunProgress, TrainCheckpoint, CHECKPOINT_FILE, FORMAT, RESERVED_KEYS};
 pub use metrics::{read_jsonl, MetricsLog, Progress, Record};
 pub use reseed::Reseed;
-pub use task::{count_correct, CharLanguageModel, Classifier, ImageClassification, MicroBatch, TrainTask, PROBE_SAMPLES};
+pub use sharded_eval::shard_range;
+pub use task::{count_correct, CharLanguageModel, Classifier, EvalPart, ImageClassification, MicroBatch, TrainTask, PROBE_SAMPLES};
 pub use trainer::{TrainSummary, Trainer, METRICS_FILE};
 
 use std::collections::BTreeMap;
