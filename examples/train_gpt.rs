@@ -84,7 +84,7 @@ fn train(args: &GptArgs, pg: ProcessGroup) -> Result<()> {
     // Found now, not when the first batch is drawn after the model is built.
     data.check_windows(config.block_size)?;
     let micro = args.batch_size / args.run.grad_accum;
-    if micro % world != 0 {
+    if !micro.is_multiple_of(world) {
         return Err(Error::value(
             OP,
             format!("the micro-batch of {micro} sequences (--batch-size / --grad-accum) does not split evenly over {world} ranks"),

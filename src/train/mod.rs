@@ -36,7 +36,9 @@
 //!   stream's position and the step; they are written atomically every
 //!   `checkpoint_every` steps and at the end (a run stopped before its first
 //!   step gets one at step 0), and two runs of one seed write identical
-//!   files. [`Trainer::resume`] continues a run exactly, refusing a
+//!   files. They record the world size and global batch of data-parallel
+//!   runs. [`Trainer::resume`] continues a run exactly (on another number of
+//!   ranks when the global batch is kept), refusing a
 //!   checkpoint of another seed, `grad_accum`, micro-batch size, clipping,
 //!   metadata (in both directions; the model configuration field by field),
 //!   optimizer setting, parameter group, schedule (field by field) or data

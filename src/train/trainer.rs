@@ -214,7 +214,10 @@ impl<T: TrainTask> Trainer<T> {
     /// Continue from a checkpoint: model, optimizer, schedule, data stream and step.
     ///
     /// The checkpoint must be one this run would have written: the same run
-    /// seed, `grad_accum`, micro-batch size and gradient clipping, the same
+    /// seed, `grad_accum`, micro-batch size (or, when it was written by
+    /// another number of ranks than this run's process group has, the same
+    /// global batch: [`batch_layout_difference`](super::batch_layout_difference))
+    /// and gradient clipping, the same
     /// [`TrainConfig::metadata`] entries (each key on both sides; JSON entries
     /// such as `model_config` are compared field by field), every optimizer
     /// setting (β₁ or momentum too, unless the schedule cycles it; the
@@ -303,7 +306,8 @@ impl<T: TrainTask> Trainer<T> {
 
     /// Evaluate in eval mode without gradients, then return to the mode the
     /// task was in. On several ranks each evaluates its part
-    /// ([`TrainTask::evaluate_part`]) and the metrics are reduced over them.
+    /// ([`TrainTask::evaluate_part`]) and the metrics are reduced over them:
+    /// every rank must call it.
     pub fn evaluate(&mut self) -> Result<Vec<(String, f64)>> {
         let was_training = self.task.is_training();
         self.task.set_training(false);

@@ -74,7 +74,12 @@ pub fn rank_main(case: &str) -> i32 {
 }
 
 /// Launch every case; the number that failed, with what went wrong printed.
-pub fn run_cases(launch: &dyn Fn(&[(&str, &str)], &Path, Duration) -> Result<(bool, f64), String>) -> usize {
+/// Starts one case: `mpirun -np 2` of this binary with the variables given,
+/// stderr to the file given, killed after the time given; whether it
+/// succeeded and after how many seconds.
+pub type Launch<'a> = &'a dyn Fn(&[(&str, &str)], &Path, Duration) -> Result<(bool, f64), String>;
+
+pub fn run_cases(launch: Launch<'_>) -> usize {
     let mut failed = 0;
     for case in ["kill", "error", "panic"] {
         let dir = std::env::temp_dir().join(format!("tamer-mpi-fail-{case}-{}", std::process::id()));
