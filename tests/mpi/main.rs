@@ -80,7 +80,9 @@ fn rank_main() -> i32 {
     let mut passed = 0;
     for (name, run) in groups {
         let mut f = Failures::default();
+        let start = std::time::Instant::now();
         run(&pg, &mut f);
+        let secs = start.elapsed().as_secs_f64();
         for msg in &f.0 {
             eprintln!("rank {rank}: {name}: FAILED: {msg}");
         }
@@ -93,7 +95,7 @@ fn rank_main() -> i32 {
         if failed[0] == 0.0 {
             passed += 1;
             if pg.is_root() {
-                println!("{name}: ok on {} ranks", pg.world_size());
+                println!("{name}: ok on {} ranks ({secs:.1} s)", pg.world_size());
             }
         }
         failed_total += failed[0];
