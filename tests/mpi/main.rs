@@ -6,12 +6,16 @@
 //! when every rank's checks do. Each rank checks every collective's values
 //! exactly against what it computes the ranks sent. Without `mpirun` it
 //! prints why it skipped and passes, unless `TAMER_REQUIRE_MPI=1` (CI).
+//! Then it launches itself three more times, once per way a rank can fail
+//! (`failure.rs`), each of which must end the job, not hang it.
 
 #![cfg(feature = "mpi")]
 
 mod collectives;
+mod failure;
 mod launch;
 mod training;
+mod world;
 
 use tamer::dist::{ProcessGroup, ReduceOp};
 
@@ -43,6 +47,9 @@ impl Failures {
 
 fn main() {
     if launch::under_launcher() {
+        if let Ok(case) = std::env::var(failure::CASE_VAR) {
+            std::process::exit(failure::rank_main(&case));
+        }
         std::process::exit(rank_main());
     }
     std::process::exit(launch::launch(2));
@@ -64,12 +71,18 @@ fn rank_main() -> i32 {
         }
     };
     let rank = pg.rank();
-    let groups: [(&str, Checks); 2] = [("collectives", collectives::run), ("data-parallel training", training::run)];
+    let groups: [(&str, Checks); 3] = [
+        ("collectives", collectives::run),
+        ("data-parallel training", training::run),
+        ("world size, settings, evaluation", world::run),
+    ];
     let mut failed_total = 0.0;
     let mut passed = 0;
     for (name, run) in groups {
         let mut f = Failures::default();
+        let start = std::time::Instant::now();
         run(&pg, &mut f);
+        let secs = start.elapsed().as_secs_f64();
         for msg in &f.0 {
             eprintln!("rank {rank}: {name}: FAILED: {msg}");
         }
@@ -82,7 +95,7 @@ fn rank_main() -> i32 {
         if failed[0] == 0.0 {
             passed += 1;
             if pg.is_root() {
-                println!("{name}: ok on {} ranks", pg.world_size());
+                println!("{name}: ok on {} ranks ({secs:.1} s)", pg.world_size());
             }
         }
         failed_total += failed[0];
