@@ -527,9 +527,32 @@ unsafe fn multiply_packed_b(
 /// clock, best of two interleaved rounds). Whole training steps
 /// (`cargo bench --bench train_step`, best of three interleaved): gpt-tiny
 /// 146.1 -> 142.5 ms on 1 thread, 81.6 -> 78.8 on 2; vit-tiny 145.4 -> 136.2
-/// and 81.3 -> 74.8 (Intel Xeon, AVX-512).
+/// and 81.3 -> 74.8 (Intel Xeon, AVX-512). v3 packs A again when its rows
+/// start off cache lines or a multiple of 4 KiB apart
+/// ([`l1_sets_spanned`]): sgemm 1024² on 2 threads had fallen from 305 to
+/// 293 GFLOP/s read in place (`benches/compare_matmul.sh --size 1024`), and
+/// the vocabulary head's input gradient (rows of 65 values) to 0.84× (1
+/// thread).
 fn read_a_in_place(a: MatRef) -> bool {
-    a.cs == 1
+    // The row stride in bytes, and in 64-byte lines when rows start on lines.
+    let bytes = a.rs * std::mem::size_of::<f32>();
+    a.cs == 1 && bytes.is_multiple_of(64) && l1_sets_spanned(bytes / 64) >= 2
+}
+
+/// How many of a 64-set L1's sets (48 KiB, 12 ways on Golden Cove; 32 KiB,
+/// 8 ways on Zen) the starts of rows `lines` cache lines apart fall into:
+/// rows a multiple of 4 KiB apart all land in one set, and a micro-kernel
+/// streaming 12 of them evicts its own lines.
+fn l1_sets_spanned(lines: usize) -> usize {
+    const SETS: usize = 64;
+    let step = lines % SETS;
+    let gcd = |mut x: usize, mut y: usize| {
+        while y != 0 {
+            (x, y) = (y, x % y);
+        }
+        x
+    };
+    SETS / gcd(step, SETS)
 }
 
 /// `C = base + A·B` for an `m×k` A, a `k×n` B and an `m×n` C with row stride

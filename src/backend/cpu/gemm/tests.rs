@@ -434,3 +434,21 @@ fn packing_lays_out_panels_depth_major_with_zero_padding() {
         }
     }
 }
+
+/// A row-major A is read in place unless its rows start off cache lines or
+/// fall into a single L1 set (a multiple of 4 KiB apart); any other layout
+/// is packed.
+#[test]
+fn a_is_read_in_place_only_when_its_rows_spread_over_the_l1_sets() {
+    assert_eq!([64, 128, 32, 24, 8, 12, 1].map(l1_sets_spanned), [1, 1, 2, 8, 8, 16, 64]);
+    let a = |rs: usize, cs: usize| MatRef { ptr: std::ptr::null(), rs, cs };
+    // gpt-tiny's d = 128 and its MLP's 512, vit-cifar's 576: in place.
+    for rs in [128, 512, 576, 1536] {
+        assert!(read_a_in_place(a(rs, 1)), "row stride {rs}");
+    }
+    // 1024 floats = 4 KiB; 65 floats start rows mid-line; a transposed or
+    // broadcast A.
+    for (rs, cs) in [(1024, 1), (2048, 1), (65, 1), (1, 384), (0, 1)] {
+        assert!(!read_a_in_place(a(rs, cs)), "strides ({rs}, {cs})");
+    }
+}
