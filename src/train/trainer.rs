@@ -9,7 +9,7 @@ use super::resume;
 use super::{TrainConfig, TrainTask};
 use crate::data::io::derive_seed;
 use crate::diagnostics::{LayerProbe, StepDiagnostics};
-use crate::dist::{ProcessGroup, ReduceOp};
+use crate::dist::{FlatBuffers, ProcessGroup, ReduceOp};
 use crate::nn::Param;
 use crate::optim::{clip_grad_norm, grad_norm, DecaySummary, GradAccumulator, Optimizer, Scheduler};
 use crate::{no_grad, Error, GradStore, Result};
@@ -110,6 +110,8 @@ pub struct Trainer<T: TrainTask> {
     /// The ranks training together (a world of one unless
     /// [`with_process_group`](Self::with_process_group) says otherwise).
     dist: ProcessGroup,
+    /// Host buffers the gradients are averaged through, kept across steps.
+    grad_buffers: FlatBuffers,
 }
 
 impl<T: TrainTask> Trainer<T> {
@@ -144,6 +146,7 @@ impl<T: TrainTask> Trainer<T> {
             earlier_seconds: Some(0.0),
             fitted: false,
             dist: ProcessGroup::single(),
+            grad_buffers: FlatBuffers::default(),
         })
     }
 
@@ -431,7 +434,7 @@ impl<T: TrainTask> Trainer<T> {
                 }
             };
             let mut grads = grads;
-            average_grads(&self.dist, &self.params, &mut grads)?;
+            average_grads(&self.dist, &self.params, &mut grads, &mut self.grad_buffers)?;
             // Per-layer norms before clipping, like the global norm logged with each step.
             let mut diagnostics = match cfg.diagnostics_every {
                 Some(n) if (step + 1).is_multiple_of(n) => Some(StepDiagnostics::before_step(&self.task.model().named_params(), &grads)?),

@@ -11,6 +11,7 @@
 
 mod collectives;
 mod launch;
+mod memory;
 mod training;
 
 use tamer::dist::{ProcessGroup, ReduceOp};
@@ -64,7 +65,11 @@ fn rank_main() -> i32 {
         }
     };
     let rank = pg.rank();
-    let groups: [(&str, Checks); 2] = [("collectives", collectives::run), ("data-parallel training", training::run)];
+    let groups: [(&str, Checks); 3] = [
+        ("collectives", collectives::run),
+        ("steady-step memory", memory::run),
+        ("data-parallel training", training::run),
+    ];
     let mut failed_total = 0.0;
     let mut passed = 0;
     for (name, run) in groups {

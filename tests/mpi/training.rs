@@ -56,7 +56,7 @@ impl Classifier for Vit {
 /// What a run gives: the losses and the final parameters (as f64).
 type Run = (Vec<f64>, Vec<Vec<f64>>);
 
-fn config() -> TrainConfig {
+pub fn config() -> TrainConfig {
     TrainConfig {
         total_steps: STEPS,
         clip: Some(0.5),
@@ -102,9 +102,9 @@ fn train_vit(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run>
     Ok((summary.losses, params))
 }
 
-/// gpt-tiny's shape (4 layers of width 128, no dropout) on a short text,
-/// over `pg` with `batch` windows of 64 characters per rank.
-fn train_gpt(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run> {
+/// A trainer of gpt-tiny's shape (4 layers of width 128, no dropout) on a
+/// short text, over `pg` with `batch` windows of 64 characters per rank.
+pub fn gpt_trainer(pg: ProcessGroup, dtype: DType, batch: usize, config: TrainConfig) -> tamer::Result<Trainer<CharLanguageModel>> {
     let text = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!\n".repeat(40);
     let data = CharDataset::from_text(&text, "pangrams")?;
     let cfg = GptConfig {
@@ -126,8 +126,13 @@ fn train_gpt(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run>
         seed: 11,
         shard: (0, 1),
     };
-    let sched = Scheduler::new(WarmupCosine::new(3e-3, 3, STEPS, 0.0)?);
-    let mut trainer = Trainer::new(config(), task, Box::new(opt), sched)?.with_process_group(pg)?;
+    let sched = Scheduler::new(WarmupCosine::new(3e-3, 3, config.total_steps, 0.0)?);
+    Trainer::new(config, task, Box::new(opt), sched)?.with_process_group(pg)
+}
+
+/// gpt-tiny's shape over `pg` with `batch` windows per rank.
+fn train_gpt(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run> {
+    let mut trainer = gpt_trainer(pg, dtype, batch, config())?;
     let summary = trainer.fit()?;
     let params = trainer
         .task
