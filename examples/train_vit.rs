@@ -249,6 +249,7 @@ fn run(args: &VitArgs) -> Result<()> {
         overwrite: args.run.force,
         seed: args.seed,
         diagnostics_every: args.run.diagnostics_every,
+        zero1: args.run.zero1,
         metadata,
         ..TrainConfig::default()
     };

@@ -98,7 +98,10 @@ fn check_in_place(op: &'static str, tensors: &[Tensor]) -> Result<()> {
         if t.layout().contiguous_range().is_none() {
             return Err(Error::shape(
                 op,
-                format!("tensor {i} (shape {}) is not contiguous; in-place collectives need contiguous tensors", t.shape()),
+                format!(
+                    "tensor {i} (shape {}) is not contiguous; in-place collectives need contiguous tensors",
+                    t.shape()
+                ),
             ));
         }
         if let Some(j) = tensors[..i].iter().position(|u| u.same_storage(t)) {

@@ -13,6 +13,7 @@ mod collectives;
 mod launch;
 mod memory;
 mod training;
+mod zero;
 
 use tamer::dist::{ProcessGroup, ReduceOp};
 
@@ -65,16 +66,19 @@ fn rank_main() -> i32 {
         }
     };
     let rank = pg.rank();
-    let groups: [(&str, Checks); 3] = [
+    let groups: [(&str, Checks); 4] = [
         ("collectives", collectives::run),
         ("steady-step memory", memory::run),
         ("data-parallel training", training::run),
+        ("ZeRO-1", zero::run),
     ];
     let mut failed_total = 0.0;
     let mut passed = 0;
     for (name, run) in groups {
         let mut f = Failures::default();
+        let start = std::time::Instant::now();
         run(&pg, &mut f);
+        let seconds = start.elapsed().as_secs_f64();
         for msg in &f.0 {
             eprintln!("rank {rank}: {name}: FAILED: {msg}");
         }
@@ -87,7 +91,7 @@ fn rank_main() -> i32 {
         if failed[0] == 0.0 {
             passed += 1;
             if pg.is_root() {
-                println!("{name}: ok on {} ranks", pg.world_size());
+                println!("{name}: ok on {} ranks ({seconds:.1} s)", pg.world_size());
             }
         }
         failed_total += failed[0];

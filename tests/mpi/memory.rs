@@ -70,7 +70,9 @@ fn collectives_compared(pg: &ProcessGroup, f: &mut Failures) {
     f.check(copying >= 2 * bytes, || {
         format!("the copying all-reduce of {bytes} bytes allocated only {copying} bytes; the count misses allocations")
     });
-    f.check(in_place < 4096, || format!("the in-place all-reduce of {bytes} bytes allocated {in_place} bytes"));
+    f.check(in_place < 4096, || {
+        format!("the in-place all-reduce of {bytes} bytes allocated {in_place} bytes")
+    });
     let all = grads.iter().all(|g| g.to_vec::<f32>().unwrap().iter().all(|&x| x == 0.5));
     f.check(all, || "averaging equal gradients changed them".to_string());
     if pg.is_root() {
@@ -108,7 +110,9 @@ fn per_step(pg: ProcessGroup, f: &mut Failures) -> Option<(u64, u64, u64)> {
 /// gpt-tiny on the ranks of `pg` and in one process, with the same batch per
 /// process: averaging adds (almost) no allocation to a steady step.
 fn steady_training_steps(pg: &ProcessGroup, f: &mut Failures) {
-    let Some((data_parallel, dp_blocks, grad_bytes)) = per_step(pg.clone(), f) else { return };
+    let Some((data_parallel, dp_blocks, grad_bytes)) = per_step(pg.clone(), f) else {
+        return;
+    };
     let Some((single, _, _)) = per_step(ProcessGroup::single(), f) else { return };
     let extra = data_parallel.saturating_sub(single);
     f.check(extra < grad_bytes / 64, || {

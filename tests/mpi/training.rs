@@ -17,12 +17,12 @@ use tamer::optim::{Adam, AdamConfig, Scheduler, WarmupCosine};
 use tamer::train::{CharLanguageModel, Classifier, ImageClassification, Progress, Reseed, TrainConfig, Trainer};
 use tamer::{CrossEntropyOptions, DType, Tensor, TensorRng};
 
-const STEPS: u64 = 20;
-const RANK_BATCH: usize = 16;
-const GPT_RANK_BATCH: usize = 4;
+pub const STEPS: u64 = 20;
+pub const RANK_BATCH: usize = 16;
+pub const GPT_RANK_BATCH: usize = 4;
 
 /// The ViT in a float type of choice, fed images converted to it.
-struct Vit(VisionTransformer);
+pub struct Vit(VisionTransformer);
 
 impl Module for Vit {
     fn named_params(&self) -> Vec<(String, Param)> {
@@ -54,7 +54,7 @@ impl Classifier for Vit {
 }
 
 /// What a run gives: the losses and the final parameters (as f64).
-type Run = (Vec<f64>, Vec<Vec<f64>>);
+pub type Run = (Vec<f64>, Vec<Vec<f64>>);
 
 pub fn config() -> TrainConfig {
     TrainConfig {
@@ -67,7 +67,7 @@ pub fn config() -> TrainConfig {
 }
 
 /// A trainer of the digits ViT over `pg` with `batch` images per rank.
-fn vit_trainer(pg: ProcessGroup, dtype: DType, batch: usize, config: TrainConfig) -> tamer::Result<Trainer<ImageClassification<Vit>>> {
+pub fn vit_trainer(pg: ProcessGroup, dtype: DType, batch: usize, config: TrainConfig) -> tamer::Result<Trainer<ImageClassification<Vit>>> {
     let (train, test) = digits::load_images()?;
     let cfg = VitConfig {
         pool: Pool::Mean,
@@ -84,7 +84,7 @@ fn vit_trainer(pg: ProcessGroup, dtype: DType, batch: usize, config: TrainConfig
     Trainer::new(config, task, Box::new(opt), sched)?.with_process_group(pg)
 }
 
-fn params_of(trainer: &Trainer<ImageClassification<Vit>>) -> tamer::Result<Vec<Vec<f64>>> {
+pub fn params_of(trainer: &Trainer<ImageClassification<Vit>>) -> tamer::Result<Vec<Vec<f64>>> {
     trainer.task.model.named_params().iter().map(|(_, p)| p.tensor().to_f64_vec()).collect()
 }
 
@@ -157,11 +157,11 @@ pub fn run(pg: &ProcessGroup, f: &mut Failures) {
     compare(pg, f, "gpt-tiny", GPT_RANK_BATCH, train_gpt, 5e-5);
 }
 
-type Train = fn(ProcessGroup, DType, usize) -> tamer::Result<Run>;
+pub type Train = fn(ProcessGroup, DType, usize) -> tamer::Result<Run>;
 
 /// Run `train` data-parallel and in one process, in f64 (to 1e-10) and f32
 /// (losses to 1e-5, parameters to `f32_param_tol`).
-fn compare(pg: &ProcessGroup, f: &mut Failures, name: &str, rank_batch: usize, train: Train, f32_param_tol: f64) {
+pub fn compare(pg: &ProcessGroup, f: &mut Failures, name: &str, rank_batch: usize, train: Train, f32_param_tol: f64) {
     let world = pg.world_size();
     for (dtype, tol, param_tol) in [(DType::F64, 1e-10, 1e-10), (DType::F32, 1e-5, f32_param_tol)] {
         let Some((losses, params)) = f.ok(&format!("{name} {dtype}: data-parallel run"), train(pg.clone(), dtype, rank_batch)) else {
