@@ -130,8 +130,17 @@ pub fn gpt_trainer(pg: ProcessGroup, dtype: DType, batch: usize, config: TrainCo
     Trainer::new(config, task, Box::new(opt), sched)?.with_process_group(pg)
 }
 
+/// One-process runs of gpt-tiny by dtype and batch, kept for the ZeRO-1
+/// checks, whose reference they are too.
+static GPT_REFERENCES: Mutex<Vec<(DType, usize, Run)>> = Mutex::new(Vec::new());
+
 /// gpt-tiny's shape over `pg` with `batch` windows per rank.
-fn train_gpt(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run> {
+pub fn train_gpt(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run> {
+    let single = pg.world_size() == 1;
+    let kept = |refs: &Vec<(DType, usize, Run)>| refs.iter().find(|(d, b, _)| (*d, *b) == (dtype, batch)).map(|r| r.2.clone());
+    if let Some(run) = kept(&GPT_REFERENCES.lock().unwrap()).filter(|_| single) {
+        return Ok(run);
+    }
     let mut trainer = gpt_trainer(pg, dtype, batch, config())?;
     let summary = trainer.fit()?;
     let params = trainer
@@ -141,7 +150,11 @@ fn train_gpt(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run>
         .iter()
         .map(|(_, p)| p.tensor().to_f64_vec())
         .collect::<tamer::Result<_>>()?;
-    Ok((summary.losses, params))
+    let run = (summary.losses, params);
+    if single {
+        GPT_REFERENCES.lock().unwrap().push((dtype, batch, run.clone()));
+    }
+    Ok(run)
 }
 
 pub fn run(pg: &ProcessGroup, f: &mut Failures) {
