@@ -591,21 +591,21 @@ mod tests {
     use super::*;
     use crate::optim::{clip_grad_norm, Adam, AdamConfig, Sgd, SgdConfig};
 
-    /// Two parameters and a loss whose gradients differ per step.
-    fn model(dtype: DType) -> (Vec<(String, Param)>, impl Fn(&[(String, Param)], usize) -> GradStore) {
+    /// Two parameters, and a loss of them whose gradients differ per step.
+    fn model(dtype: DType) -> Vec<(String, Param)> {
         let w = Tensor::from_vec((0..12).map(|i| (i as f64 * 0.37).sin()).collect::<Vec<_>>(), [3, 4]).unwrap();
         let b = Tensor::from_vec(vec![0.5, -0.25, 1.5], [3]).unwrap();
-        let params = vec![
+        vec![
             ("w".to_string(), Param::new(w.to_dtype(dtype).unwrap())),
             ("b".to_string(), Param::new(b.to_dtype(dtype).unwrap())),
-        ];
-        let grads = |ps: &[(String, Param)], step: usize| {
-            let (w, b) = (ps[0].1.tensor(), ps[1].1.tensor());
-            let x = Tensor::full([4, 2], 1.0 + step as f64, w.dtype()).unwrap();
-            let y = w.matmul(&x).unwrap().add(&b.reshape([3, 1]).unwrap()).unwrap();
-            y.square().unwrap().sum_all().unwrap().backward().unwrap()
-        };
-        (params, grads)
+        ]
+    }
+
+    fn grads_of(ps: &[(String, Param)], step: usize) -> GradStore {
+        let (w, b) = (ps[0].1.tensor(), ps[1].1.tensor());
+        let x = Tensor::full([4, 2], 1.0 + step as f64, w.dtype()).unwrap();
+        let y = w.matmul(&x).unwrap().add(&b.reshape([3, 1]).unwrap()).unwrap();
+        y.square().unwrap().sum_all().unwrap().backward().unwrap()
     }
 
     fn values(ps: &[(String, Param)]) -> Vec<Vec<f64>> {
@@ -615,8 +615,7 @@ mod tests {
     #[test]
     fn a_world_of_one_trains_exactly_as_the_wrapped_optimizer() {
         for dtype in [DType::F32, DType::F64] {
-            let (plain_ps, grads_of) = model(dtype);
-            let (zero_ps, _) = model(dtype);
+            let (plain_ps, zero_ps) = (model(dtype), model(dtype));
             let cfg = AdamConfig::adamw(0.05).weight_decay(0.1);
             let mut plain = Adam::new(plain_ps.clone(), cfg.clone()).unwrap();
             let mut zero = Zero1::new(ProcessGroup::single(), &Adam::new(zero_ps.clone(), cfg).unwrap()).unwrap();
@@ -648,7 +647,7 @@ mod tests {
 
     #[test]
     fn state_moves_between_plain_and_sharded_optimizers() {
-        let (ps, grads_of) = model(DType::F64);
+        let ps = model(DType::F64);
         let mut plain = Adam::new(ps.clone(), AdamConfig::adamw(0.05)).unwrap();
         plain.step(&grads_of(&ps, 0)).unwrap();
         // Built from a stepped optimizer, Zero1 takes its state over.
@@ -671,7 +670,7 @@ mod tests {
 
     #[test]
     fn sgd_is_sharded_too_and_the_split_is_by_elements() {
-        let (ps, _) = model(DType::F32);
+        let ps = model(DType::F32);
         let sgd = Sgd::new(ps.clone(), SgdConfig::new(0.1).momentum(0.9)).unwrap();
         let zero = Zero1::new(ProcessGroup::single(), &sgd).unwrap();
         assert_eq!((zero.name(), zero.state_bytes_per_rank()), ("sgd", 15 * 4));

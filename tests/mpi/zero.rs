@@ -75,7 +75,7 @@ fn clip_is_active() -> tamer::Result<Vec<String>> {
     };
     let mut trainer = vit_trainer(ProcessGroup::single(), DType::F64, RANK_BATCH * 2, cfg)?;
     trainer.fit()?;
-    let records = tamer::train::read_jsonl(&dir.join(tamer::train::METRICS_FILE))?;
+    let records = tamer::train::read_jsonl(dir.join(tamer::train::METRICS_FILE))?;
     let _ = std::fs::remove_dir_all(&dir);
     let norms: Vec<f64> = records.iter().filter_map(|r| r.get("grad_norm").and_then(|v| v.as_f64())).collect();
     let mut problems = Vec::new();
