@@ -3,8 +3,8 @@
 //!
 //! `cargo bench --bench linear [-- --threads 2 --rounds 3]`.
 //!
-//! - `impl: "linear"`: `nn::functional::linear(x, w, Some(b))`, the bias rows
-//!   written first and the GEMM accumulating onto them, one backward node;
+//! - `impl: "linear"`: `nn::functional::linear(x, w, Some(b))`, the bias
+//!   added as the GEMM stores the product, one backward node;
 //! - `impl: "matmul+add"`: `x.matmul(&w.t()).add(&b)`, what `Linear` ran before;
 //! - `pass: "forward"` times the forward alone (no variable, so no graph);
 //!   `pass: "step"` the forward, `sum_all` and the backward with x, W and b

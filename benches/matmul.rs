@@ -231,7 +231,7 @@ fn kernel_sgemm(kernel: &gemm::Kernel, blocking: gemm::Blocking, c: &Case, ops: 
         };
         // SAFETY: the kernel's ISA comes from Simd::available; A, B and C stay
         // inside this entry's data.
-        unsafe { gemm::gemm_with(kernel, blocking, m, k, n, a, b, out[e * m * n..].as_mut_ptr(), n, false) };
+        unsafe { gemm::gemm_with(kernel, blocking, m, k, n, a, b, out[e * m * n..].as_mut_ptr(), n, gemm::Base::Zero) };
     }
 }
 

@@ -35,11 +35,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 use tamer::checkpoint::{self, model_metadata};
 use tamer::data::CharDataset;
+use tamer::dist::ProcessGroup;
 use tamer::models::Gpt;
 use tamer::nn::Module;
 use tamer::optim::Scheduler;
 use tamer::train::{CharLanguageModel, Record, TrainConfig, Trainer};
-use tamer::{no_grad, rng, Result, Tensor};
+use tamer::{no_grad, rng, Error, Result, Tensor};
 
 const OP: &str = "train_gpt";
 /// The model alone, in `--out`.
@@ -65,8 +66,17 @@ fn gpt_memory(cfg: &tamer::models::GptConfig, micro: usize, kind: common::Optimi
     }
 }
 
+/// Under mpirun or srun (built with --features mpi), one rank of several:
+/// an error on any rank stops the whole job (the others may be waiting for it).
 fn run(args: &GptArgs) -> Result<()> {
+    let pg = ProcessGroup::from_env()?;
+    pg.abort_on_error(train(args, pg.clone()))
+}
+
+fn train(args: &GptArgs, pg: ProcessGroup) -> Result<()> {
     let start = Instant::now();
+    // --batch-size stays the global batch, split evenly over the ranks.
+    let (world, root) = (pg.world_size(), pg.is_root());
     run::prepare_out_dir(OP, &args.out, &args.run, MODEL_FILE)?;
     run::init_threads(OP, args.run.threads)?;
     let data = CharDataset::load(&args.text)?;
@@ -74,6 +84,14 @@ fn run(args: &GptArgs) -> Result<()> {
     // Found now, not when the first batch is drawn after the model is built.
     data.check_windows(config.block_size)?;
     let micro = args.batch_size / args.run.grad_accum;
+    if !micro.is_multiple_of(world) {
+        return Err(Error::value(
+            OP,
+            format!("the micro-batch of {micro} sequences (--batch-size / --grad-accum) does not split evenly over {world} ranks"),
+        ));
+    }
+    // Each rank's part of every micro-batch.
+    let micro = micro / world;
     let what = format!(
         "a GPT of {} layers, {} heads, width {} (--n-embd) and context {} at micro-batch {micro}",
         config.n_layer, config.n_head, config.n_embd, config.block_size
@@ -84,33 +102,9 @@ fn run(args: &GptArgs) -> Result<()> {
     // Parameters move to the device before the optimizer sees them; batches follow the model.
     let device = common::device(args.run.device)?;
     model.to_device(device)?;
-    println!(
-        "{}: {} characters ({} train / {} val), vocabulary {}; {} ({params} parameters): {} layers, {} heads, width {}, context {}, dropout {}",
-        args.text.display(),
-        data.len(),
-        data.train.len(),
-        data.val.len(),
-        data.vocab_size(),
-        args.model.name(),
-        config.n_layer,
-        config.n_head,
-        config.n_embd,
-        config.block_size,
-        config.dropout
-    );
-    println!(
-        "{} steps on {device}, batch {} × {} tokens, {:?} lr {:e} → {:e}, warmup {}, wd {}, clip {}, {} threads",
-        args.steps,
-        args.batch_size,
-        config.block_size,
-        args.run.optimizer,
-        args.lr,
-        args.min_lr,
-        args.warmup,
-        args.weight_decay,
-        args.run.clip,
-        rayon::current_num_threads()
-    );
+    if root {
+        describe(args, &data, &config, params, &pg, micro, &device.to_string());
+    }
     // nanoGPT's shakespeare_char: beta2 0.99 ("the model is small and sees few tokens per step").
     let opt = run::optimizer(
         model.named_params(),
@@ -156,10 +150,18 @@ fn run(args: &GptArgs) -> Result<()> {
         metadata,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(train_config, task, opt, sched)?;
+    // The process group before a resume: it sets the data shard the resumed position is in.
+    let mut trainer = Trainer::new(train_config, task, opt, sched)?.with_process_group(pg)?;
     run::resume_if_asked(&mut trainer, &args.run)?;
-    run::start_over(OP, &args.out, &args.run, MODEL_FILE)?;
+    if root {
+        run::start_over(OP, &args.out, &args.run, MODEL_FILE)?;
+    }
     let summary = trainer.fit();
+    // Rank 0 alone writes, samples and reports.
+    if !root {
+        summary?;
+        return Ok(());
+    }
     run::plot_metrics(&args.out, summary.is_ok());
     let summary = summary?;
     let gpt_path = args.out.join(MODEL_FILE);
@@ -201,4 +203,43 @@ fn run(args: &GptArgs) -> Result<()> {
         .with("tokens_per_s", summary.tokens_per_s.map(f64::round));
     println!("{}", fin.to_json());
     Ok(())
+}
+
+/// The run's first lines: the data, the model, the schedule and (on several
+/// ranks) how the batch is split.
+fn describe(args: &GptArgs, data: &CharDataset, config: &tamer::models::GptConfig, params: usize, pg: &ProcessGroup, micro: usize, device: &str) {
+    println!(
+        "{}: {} characters ({} train / {} val), vocabulary {}; {} ({params} parameters): {} layers, {} heads, width {}, context {}, dropout {}",
+        args.text.display(),
+        data.len(),
+        data.train.len(),
+        data.val.len(),
+        data.vocab_size(),
+        args.model.name(),
+        config.n_layer,
+        config.n_head,
+        config.n_embd,
+        config.block_size,
+        config.dropout
+    );
+    println!(
+        "{} steps on {device}, batch {} × {} tokens, {:?} lr {:e} → {:e}, warmup {}, wd {}, clip {}, {} threads",
+        args.steps,
+        args.batch_size,
+        config.block_size,
+        args.run.optimizer,
+        args.lr,
+        args.min_lr,
+        args.warmup,
+        args.weight_decay,
+        args.run.clip,
+        rayon::current_num_threads()
+    );
+    if pg.world_size() > 1 {
+        println!(
+            "data-parallel over {} ranks ({}): {micro} sequences per rank per micro-batch",
+            pg.world_size(),
+            pg.backend_name()
+        );
+    }
 }

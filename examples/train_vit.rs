@@ -98,12 +98,17 @@ fn vit_memory(cfg: &tamer::models::VitConfig, micro: usize, kind: common::Optimi
     }
 }
 
+/// Under mpirun or srun (built with --features mpi), one rank of several:
+/// an error on any rank stops the whole job (the others may be waiting for it).
 fn run(args: &VitArgs) -> Result<()> {
+    let pg = ProcessGroup::from_env()?;
+    pg.abort_on_error(train(args, pg.clone()))
+}
+
+fn train(args: &VitArgs, pg: ProcessGroup) -> Result<()> {
     let start = Instant::now();
     let flag_error = |msg: String| Error::value(OP, msg);
-    // Under mpirun or srun (built with --features mpi), one rank of several:
     // --batch-size stays the global batch, split evenly over the ranks.
-    let pg = ProcessGroup::from_env()?;
     let (rank, world, root) = (pg.rank(), pg.world_size(), pg.is_root());
     if let Some(out) = &args.out {
         run::prepare_out_dir(OP, out, &args.run, MODEL_FILE)?;

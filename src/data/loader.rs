@@ -415,6 +415,29 @@ impl DataLoader {
     pub fn batch_size(&self) -> usize {
         self.plan.batch_size
     }
+    /// This loader's part of the data, `(rank, world size)` ([`shard`](Self::shard)); `(0, 1)` is all of it.
+    pub fn sharding(&self) -> (usize, usize) {
+        self.plan.shard
+    }
+    /// The examples of an epoch over all ranks together: every rank's
+    /// batches of an epoch, times the world size. Two runs whose ranks'
+    /// batches together are the same (a global batch kept on another number
+    /// of ranks) train on the same examples per epoch only when this agrees:
+    /// a last partial batch, or the examples left over by the split, differ.
+    ///
+    /// ```
+    /// use tamer::data::{DataLoader, ImageDataset, LoaderConfig};
+    /// let ds = ImageDataset::new("five", vec![0.0; 5], vec![0, 1, 2, 3, 4], (1, 1, 1), 5).unwrap();
+    /// let mut loader = DataLoader::new(ds, LoaderConfig::eval(2)).unwrap();
+    /// assert_eq!(loader.epoch_examples(), 5);
+    /// loader.shard(0, 2).unwrap();
+    /// assert_eq!(loader.epoch_examples(), 4); // one example is left over
+    /// ```
+    pub fn epoch_examples(&self) -> usize {
+        let p = &self.plan;
+        let per_rank = if p.drop_last { p.num_batches() * p.batch_size } else { p.len() };
+        per_rank * p.shard.1
+    }
     /// The normalisation in use: (mean, std) per channel.
     pub fn normalization(&self) -> Option<&(Vec<f32>, Vec<f32>)> {
         self.plan.norm.as_ref()

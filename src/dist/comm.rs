@@ -97,6 +97,12 @@ pub trait Communicator {
     fn reduce_scatter_sum(&self, send: HostBuf<'_>, recv: HostBuf<'_>) -> Result<()>;
     /// Return once every rank has called it.
     fn barrier(&self) -> Result<()>;
+    /// End every process of the job with exit code `code` (MPI_Abort),
+    /// from any thread, without waiting for the other ranks. The default,
+    /// for a world of one, exits this process.
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
 }
 
 /// One process, no MPI: world size 1, every collective the identity (a

@@ -25,6 +25,7 @@
 //! assert_eq!(mean[0].to_vec::<f32>().unwrap(), [1.0, 2.0]);
 //! ```
 
+mod abort;
 mod bucket;
 mod comm;
 mod flat;

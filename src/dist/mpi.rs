@@ -178,6 +178,10 @@ impl Communicator for Mpi {
             Ok(())
         })
     }
+    fn abort(&self, code: i32) -> ! {
+        // Without the call lock: the rank may be failing inside a call that holds it.
+        SimpleCommunicator::world().abort(code)
+    }
     fn barrier(&self) -> Result<()> {
         self.with_world(|w, _| w.barrier());
         Ok(())

@@ -3,8 +3,8 @@
 //! Composed, a linear layer is a product, a transpose view and a broadcast
 //! add: the add reads the whole product back and writes a second output, and
 //! the backward runs three nodes (the add's, which sums the bias gradient;
-//! the transpose's; the product's). Fused, the backend writes the bias rows
-//! first and lets the product accumulate onto them
+//! the transpose's; the product's). Fused, the backend adds the bias as it
+//! stores the product (the CPU's GEMM in its micro-kernels' stores)
 //! ([`MatmulKernels::linear`]), and one node computes the three gradients
 //! with `x` and `dY` flattened to matrices (`[rows, in]`, `[rows, out]`):
 //! `dX = dY·W`, `dW = dYᵀ·X` (no transpose of W is ever materialised) and

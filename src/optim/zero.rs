@@ -262,6 +262,18 @@ impl Zero1 {
     fn state_bytes_per_element(&self) -> usize {
         self.buffers_in_use * self.dtype.size_in_bytes()
     }
+    /// The wrapped optimizer's settings and step count: its state dict's
+    /// metadata without the per-parameter entries, from this rank alone
+    /// (no collective, unlike [`state_dict`](Optimizer::state_dict)).
+    pub fn settings(&self) -> Result<BTreeMap<String, String>> {
+        Ok(self
+            .inner
+            .state_dict()?
+            .metadata
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("state."))
+            .collect())
+    }
     /// The bytes of state buffers this rank holds now (0 before the first
     /// step: state is made at a parameter's first update).
     pub fn held_state_bytes(&self) -> Result<usize> {

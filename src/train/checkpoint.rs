@@ -8,13 +8,15 @@
 //! | `schedule.step`, `schedule.kind` | [`Scheduler::state_dict`] |
 //! | `format`, `step`, `seed`, `data` | this format's tag, optimizer steps done, the run seed, the task's data-stream state |
 //! | `grad_accum`, `micro_batch_size` | micro-batches per step and examples per micro-batch ([`TrainTask::batch_size`], when it has one) |
+//! | `world_size`, `global_batch_size` | the ranks that trained together and the examples of one micro-batch over all of them (`micro_batch_size × world_size`); files without them were written by one process |
 //! | `clip` | the gradient-clipping norm ([`TrainConfig::clip`]; `none` without clipping) |
 //! | `param_groups` | each optimizer parameter group's weight decay, learning-rate scale and parameter names (JSON) |
 //! | `progress` | samples and tokens trained on so far and the last logged training loss ([`RunProgress`], JSON) |
 //! | anything else | the caller's metadata ([`TrainConfig::metadata`]: `model_config`, `input_normalization`, vocabulary ...) |
 //!
 //! [`Trainer::resume`](super::Trainer::resume) compares the seed, the batch
-//! layout, the clipping, the optimizer's settings and groups, the schedule,
+//! layout (on another number of ranks: the global batch, see
+//! [`batch_layout_difference`]), the clipping, the optimizer's settings and groups, the schedule,
 //! the data stream and the caller's metadata (in both directions) with the
 //! resuming run's. Nothing in the
 //! file depends on the clock, so two runs of one seed write identical bytes.
@@ -44,6 +46,8 @@ pub const RESERVED_KEYS: &[&str] = &[
     "data",
     "grad_accum",
     "micro_batch_size",
+    "world_size",
+    "global_batch_size",
     "clip",
     "param_groups",
     "progress",
@@ -136,6 +140,10 @@ pub struct TrainCheckpoint {
     pub grad_accum: Option<u64>,
     /// Examples per micro-batch (None when the task has no fixed size, or in older files).
     pub micro_batch_size: Option<u64>,
+    /// The ranks that wrote it trained together (1 in files written before it was stored).
+    pub world_size: u64,
+    /// Examples per micro-batch over all ranks (None when the task has no fixed size).
+    pub global_batch_size: Option<u64>,
     /// The task's [`TrainTask::data_state`].
     pub data_state: String,
     /// Totals so far (None in files written before they were stored).
@@ -147,7 +155,9 @@ pub struct TrainCheckpoint {
 impl TrainCheckpoint {
     /// Write the state of a run after `step` optimizer steps to `path`,
     /// atomically, with the seed, `grad_accum` and metadata of `config` and
-    /// the run's `progress`.
+    /// the run's `progress`, trained by `world_size` ranks together (each
+    /// with `task`'s micro-batch size).
+    #[allow(clippy::too_many_arguments)]
     pub fn save(
         path: &Path,
         task: &dyn TrainTask,
@@ -156,6 +166,7 @@ impl TrainCheckpoint {
         config: &TrainConfig,
         step: u64,
         progress: &RunProgress,
+        world_size: usize,
     ) -> Result<()> {
         // First: a sharded optimizer gathers its state from every rank, which
         // must not wait on a check that failed here alone.
@@ -177,8 +188,10 @@ impl TrainCheckpoint {
         metadata.insert("seed".into(), config.seed.to_string());
         metadata.insert("grad_accum".into(), config.grad_accum.to_string());
         metadata.insert("clip".into(), clip_entry(config.clip));
+        metadata.insert("world_size".into(), world_size.to_string());
         if let Some(b) = task.batch_size() {
             metadata.insert("micro_batch_size".into(), b.to_string());
+            metadata.insert("global_batch_size".into(), (b * world_size).to_string());
         }
         metadata.insert("data".into(), task.data_state());
         metadata.insert("param_groups".into(), param_groups_json(opt).to_string());
@@ -219,6 +232,11 @@ impl TrainCheckpoint {
             seed: num("seed")?,
             grad_accum: optional("grad_accum")?,
             micro_batch_size: optional("micro_batch_size")?,
+            world_size: match optional("world_size")? {
+                Some(0) => return Err(Error::format(OP, format!("{src}: metadata 'world_size' is 0; expected at least 1"))),
+                w => w.unwrap_or(1),
+            },
+            global_batch_size: optional("global_batch_size")?,
             data_state: file.metadata.get("data").cloned().unwrap_or_default(),
             progress: file
                 .metadata
@@ -287,4 +305,43 @@ impl TrainCheckpoint {
         )?;
         Ok(())
     }
+}
+
+/// Why a run of `world` ranks with micro-batches of `micro` examples cannot
+/// continue a checkpoint written by `saved_world` ranks of `saved_micro`:
+/// on the same number of ranks, another micro-batch size; on another number,
+/// another global batch (`micro × world`). None when it can continue exactly:
+/// the ranks' shards of a global batch together are that batch, so the same
+/// global batch on any number of ranks reads the same examples in the same
+/// steps (up to the rounding of the gradient mean, and dropout masks, which
+/// are drawn per rank).
+///
+/// ```
+/// use tamer::train::batch_layout_difference;
+/// assert_eq!(batch_layout_difference(16, 2, 32, 1), None); // 2 × 16 = 1 × 32
+/// let msg = batch_layout_difference(16, 2, 16, 1).unwrap();
+/// assert!(msg.contains("2 rank(s) × 16 = global batch 32"), "{msg}");
+/// assert!(msg.contains("1 rank(s) × 16 = global batch 16"), "{msg}");
+/// ```
+pub fn batch_layout_difference(saved_micro: u64, saved_world: u64, micro: u64, world: u64) -> Option<String> {
+    if saved_world == world {
+        return (saved_micro != micro).then(|| format!("micro-batch size: {saved_micro} in the checkpoint, {micro} in this run"));
+    }
+    let (saved_global, global) = (saved_micro.saturating_mul(saved_world), micro.saturating_mul(world));
+    if saved_global == global {
+        return None;
+    }
+    let hint = if saved_global.is_multiple_of(world) {
+        format!(
+            "give each of this run's {world} rank(s) micro-batches of {} (the examples' --batch-size is the global batch)",
+            saved_global / world
+        )
+    } else {
+        format!("a global batch of {saved_global} does not split evenly over {world} ranks: resume on a number of ranks that divides it")
+    };
+    Some(format!(
+        "world size and batch: the checkpoint was written by {saved_world} rank(s) × {saved_micro} = global batch {saved_global}, \
+         this run has {world} rank(s) × {micro} = global batch {global}; a run continues on another number of ranks only with \
+         the same global batch: {hint}"
+    ))
 }

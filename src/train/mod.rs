@@ -36,7 +36,9 @@
 //!   stream's position and the step; they are written atomically every
 //!   `checkpoint_every` steps and at the end (a run stopped before its first
 //!   step gets one at step 0), and two runs of one seed write identical
-//!   files. [`Trainer::resume`] continues a run exactly, refusing a
+//!   files. They record the world size and global batch of data-parallel
+//!   runs. [`Trainer::resume`] continues a run exactly (on another number of
+//!   ranks when the global batch is kept), refusing a
 //!   checkpoint of another seed, `grad_accum`, micro-batch size, clipping,
 //!   metadata (in both directions; the model configuration field by field),
 //!   optimizer setting, parameter group, schedule (field by field) or data
@@ -74,6 +76,7 @@
 //! assert!(summary.eval.iter().any(|(k, _)| k == "test_acc"));
 //! ```
 
+mod agreement;
 mod checkpoint;
 mod data_parallel;
 mod decay_log;
@@ -81,13 +84,15 @@ mod diagnostics_log;
 pub mod metrics;
 mod reseed;
 mod resume;
+mod sharded_eval;
 mod task;
 mod trainer;
 
-pub use checkpoint::{RunProgress, TrainCheckpoint, CHECKPOINT_FILE, FORMAT, RESERVED_KEYS};
+pub use checkpoint::{batch_layout_difference, RunProgress, TrainCheckpoint, CHECKPOINT_FILE, FORMAT, RESERVED_KEYS};
 pub use metrics::{read_jsonl, MetricsLog, Progress, Record};
 pub use reseed::Reseed;
-pub use task::{count_correct, CharLanguageModel, Classifier, ImageClassification, MicroBatch, TrainTask, PROBE_SAMPLES};
+pub use sharded_eval::shard_range;
+pub use task::{count_correct, CharLanguageModel, Classifier, EvalPart, ImageClassification, MicroBatch, TrainTask, PROBE_SAMPLES};
 pub use trainer::{TrainSummary, Trainer, METRICS_FILE};
 
 use std::collections::BTreeMap;

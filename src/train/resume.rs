@@ -9,7 +9,7 @@
 //! another file; only a `model_config` or `input_normalization` missing
 //! from the checkpoint is a note (files written before tamer stored them).
 
-use super::checkpoint::{clip_entry, is_reserved_key, param_groups_json, TrainCheckpoint};
+use super::checkpoint::{batch_layout_difference, clip_entry, is_reserved_key, param_groups_json, TrainCheckpoint};
 use super::{TrainConfig, TrainTask};
 use crate::checkpoint::{INPUT_NORMALIZATION_KEY, MODEL_CONFIG_KEY};
 use crate::models::canonical_model_config;
@@ -158,7 +158,15 @@ fn schedule_differences(saved: &str, current: &str, out: &mut Comparison) {
 }
 
 /// Everything about `ckpt` that differs from the run described by the rest.
-pub(super) fn compare(ckpt: &TrainCheckpoint, config: &TrainConfig, task: &dyn TrainTask, opt: &dyn Optimizer, sched: &Scheduler) -> Result<Comparison> {
+/// `world` is the number of ranks this run trains on.
+pub(super) fn compare(
+    ckpt: &TrainCheckpoint,
+    config: &TrainConfig,
+    task: &dyn TrainTask,
+    opt: &dyn Optimizer,
+    sched: &Scheduler,
+    world: usize,
+) -> Result<Comparison> {
     let mut out = Comparison::default();
     let saved = &ckpt.file.metadata;
     if ckpt.seed != config.seed {
@@ -167,11 +175,29 @@ pub(super) fn compare(ckpt: &TrainCheckpoint, config: &TrainConfig, task: &dyn T
     if let Some(g) = ckpt.grad_accum.filter(|&g| g != config.grad_accum as u64) {
         out.differ("grad_accum", g, config.grad_accum);
     }
-    if let Some(b) = ckpt.micro_batch_size {
-        let current = task.batch_size().map_or("none".to_string(), |b| b.to_string());
-        if current != b.to_string() {
-            out.differ("micro-batch size", b, current);
+    // The batch layout: on another number of ranks, the global batch must be kept.
+    let world = world as u64;
+    match (ckpt.micro_batch_size, task.batch_size()) {
+        (Some(saved), Some(now)) => {
+            if let Some(d) = batch_layout_difference(saved, ckpt.world_size, now as u64, world) {
+                out.differences.push(d);
+            } else if ckpt.world_size != world {
+                out.notes.push(format!(
+                    "{} was written by {} rank(s) of micro-batches of {saved}; this run of {world} rank(s) of {now} keeps the global batch of {}, \
+                     so it reads the same examples in the same steps (the gradient mean rounds differently, and dropout masks are drawn per rank)",
+                    ckpt.file.source,
+                    ckpt.world_size,
+                    saved * ckpt.world_size
+                ));
+            }
         }
+        (Some(saved), None) => out.differ("micro-batch size", saved, "none"),
+        (None, _) if ckpt.world_size != world => out.differ(
+            "world size (this task has no batch size by which to keep the global batch)",
+            ckpt.world_size,
+            world,
+        ),
+        (None, _) => {}
     }
 
     match saved.get("clip") {

@@ -23,6 +23,18 @@ pub struct MicroBatch {
     pub correct: Option<usize>,
 }
 
+/// One rank's part of an evaluation ([`TrainTask::evaluate_part`]): each
+/// metric as a sum over what this rank evaluated, and how many it evaluated
+/// (examples, or batches). Over all ranks, a metric is its sums added
+/// together divided by the counts added together.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EvalPart {
+    /// `("test_loss", Σ loss)`, `("test_acc", Σ correct)`, ...
+    pub sums: Vec<(String, f64)>,
+    /// What the sums are over (0 for a rank that had nothing to evaluate).
+    pub count: f64,
+}
+
 /// What the [`Trainer`](super::Trainer) needs from a model and its data.
 ///
 /// Everything random in a task must be a function of the run seed and the
@@ -43,6 +55,16 @@ pub trait TrainTask {
     /// Evaluate (the trainer has set eval mode and disabled gradients):
     /// named metrics such as `("test_acc", 0.98)`, `("val_loss", 1.9)`.
     fn evaluate(&mut self) -> Result<Vec<(String, f64)>>;
+    /// This rank's part of [`evaluate`](Self::evaluate) when `world` ranks
+    /// evaluate together: the metrics of the part as sums, which the trainer
+    /// adds over the ranks (see [`EvalPart`] and
+    /// [`shard_range`](super::shard_range)). The parts of all ranks must
+    /// cover the evaluation once, so that the result is
+    /// [`evaluate`](Self::evaluate)'s. None (the default): every rank
+    /// evaluates everything.
+    fn evaluate_part(&mut self, _rank: usize, _world: usize) -> Result<Option<EvalPart>> {
+        Ok(None)
+    }
     /// The data stream's position, saved in checkpoints (empty if the stream
     /// is a pure function of the step).
     fn data_state(&self) -> String {
@@ -262,6 +284,31 @@ impl<M: Classifier> TrainTask for ImageClassification<M> {
         let n = n.max(1) as f64;
         Ok(vec![("test_loss".into(), loss_sum / n), ("test_acc".into(), correct as f64 / n)])
     }
+    /// The test images of [`shard_range`](super::shard_range)'s block for
+    /// this rank, read in the loader's batches, each cut to the block.
+    fn evaluate_part(&mut self, rank: usize, world: usize) -> Result<Option<EvalPart>> {
+        let block = super::shard_range(self.test.dataset().len(), rank, world);
+        let (mut loss_sum, mut correct, mut offset) = (0.0, 0usize, 0usize);
+        let device = self.model.device();
+        for batch in self.test.epoch() {
+            let batch = batch?;
+            let (start, len) = (offset, batch.len());
+            offset += len;
+            let (lo, hi) = (block.start.max(start), block.end.min(start + len));
+            if lo >= hi {
+                continue;
+            }
+            let x = batch.x.narrow(0, lo - start, hi - lo)?.to_device(device)?;
+            let y = batch.y.narrow(0, lo - start, hi - lo)?.to_device(device)?;
+            let logits = self.model.logits(&x)?;
+            loss_sum += logits.cross_entropy(&y, CrossEntropyOptions::default())?.to_scalar()? * (hi - lo) as f64;
+            correct += count_correct(&logits, &y)?;
+        }
+        Ok(Some(EvalPart {
+            sums: vec![("test_loss".into(), loss_sum), ("test_acc".into(), correct as f64)],
+            count: block.len() as f64,
+        }))
+    }
     /// The loader's [`LoaderState`] plus the training set's size and the
     /// batches per epoch, which [`data_state_differences`](TrainTask::data_state_differences) checks.
     fn data_state(&self) -> String {
@@ -272,6 +319,7 @@ impl<M: Classifier> TrainTask for ImageClassification<M> {
             "position": s.position,
             "examples": self.train.dataset().len(),
             "batches_per_epoch": self.train.num_batches(),
+            "epoch_examples": self.train.epoch_examples(),
         })
         .to_string()
     }
@@ -293,6 +341,12 @@ impl<M: Classifier> TrainTask for ImageClassification<M> {
         differ("data seed", field("seed"), current.seed);
         differ("training examples", field("examples"), self.train.dataset().len() as u64);
         differ("batches per epoch", field("batches_per_epoch"), self.train.num_batches() as u64);
+        // On another number of ranks: the same batches per epoch, but not the same last batch.
+        differ(
+            "examples per epoch over all ranks (a last partial batch, or the examples the split over ranks leaves out)",
+            field("epoch_examples"),
+            self.train.epoch_examples() as u64,
+        );
         // After k batches the loader is at batch (k − 1) mod n + 1 of epoch ⌊(k − 1) / n⌋
         // (an epoch's end is only noticed when the next batch is asked for).
         let n = self.train.num_batches() as u64;
@@ -361,13 +415,21 @@ pub struct CharLanguageModel {
 impl CharLanguageModel {
     /// The mean loss of `eval_iters` batches of `split` drawn from a fixed seed.
     pub fn estimate_loss(&self, split: TextSplit) -> Result<f64> {
+        Ok(self.loss_sum(split, 0, 1)? / self.eval_iters.max(1) as f64)
+    }
+
+    /// The summed loss of evaluation batches `first, first + step, ...` of
+    /// the `eval_iters` batches of `split` (each of `batch_size × world`
+    /// windows, the batch one process draws; see [`estimate_loss`](Self::estimate_loss)).
+    fn loss_sum(&self, split: TextSplit, first: usize, step: usize) -> Result<f64> {
         let eval_seed = crate::data::io::derive_seed(self.seed, &[0xe7a1, split as u64]);
+        let batch = self.batch_size * self.shard.1;
         let mut total = 0.0;
-        for i in 0..self.eval_iters {
-            let (x, y) = self.data.batch_at(split, self.batch_size, self.block_size, eval_seed, i as u64)?;
+        for i in (first..self.eval_iters).step_by(step.max(1)) {
+            let (x, y) = self.data.batch_at(split, batch, self.block_size, eval_seed, i as u64)?;
             total += self.loss(&x, &y)?.to_scalar()?;
         }
-        Ok(total / self.eval_iters.max(1) as f64)
+        Ok(total)
     }
 
     /// The model's mean loss on tokens `x` with targets `y` (host batches,
@@ -495,6 +557,16 @@ impl TrainTask for CharLanguageModel {
             .data
             .batch_at(TextSplit::Val, self.batch_size.min(PROBE_SAMPLES), self.block_size, seed, 0)?;
         self.model.probe(&x.to_device(self.model.device())?).map(Some)
+    }
+    /// Batches `rank, rank + world, ...` of the `eval_iters` of each split.
+    fn evaluate_part(&mut self, rank: usize, world: usize) -> Result<Option<EvalPart>> {
+        let mut sums = Vec::new();
+        if self.eval_train {
+            sums.push(("train_loss".to_string(), self.loss_sum(TextSplit::Train, rank, world)?));
+        }
+        sums.push(("val_loss".to_string(), self.loss_sum(TextSplit::Val, rank, world)?));
+        let count = (rank..self.eval_iters).step_by(world.max(1)).count() as f64;
+        Ok(Some(EvalPart { sums, count }))
     }
     fn evaluate(&mut self) -> Result<Vec<(String, f64)>> {
         let mut out = Vec::new();

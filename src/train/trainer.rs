@@ -6,6 +6,7 @@ use super::decay_log::decay_record;
 use super::diagnostics_log::{diagnostics_line, diagnostics_record};
 use super::metrics::{MetricsLog, Progress, Record};
 use super::resume;
+use super::{agreement, sharded_eval};
 use super::{TrainConfig, TrainTask};
 use crate::data::io::derive_seed;
 use crate::diagnostics::{LayerProbe, StepDiagnostics};
@@ -157,17 +158,22 @@ impl<T: TrainTask> Trainer<T> {
     /// over the ranks after backward and before clipping, so the norm, the
     /// clip and the optimizer step are the same on every rank; the logged
     /// loss and sample counts are over all ranks. Rank 0 alone writes
-    /// checkpoints and metrics and prints; every rank evaluates (the same
-    /// values). A world of one changes nothing. Every rank must be built
-    /// alike (model, optimizer, configuration), and all call `fit`. Call it
-    /// before [`resume`](Self::resume): sharding restarts the data stream,
-    /// and a resume then continues the shard's stream.
+    /// checkpoints and metrics and prints; each rank evaluates its part of
+    /// the held-out data and the metrics are reduced
+    /// ([`TrainTask::evaluate_part`]). A world of one changes nothing. Every
+    /// rank must be built alike (model, optimizer, configuration; `fit`
+    /// compares them at its start and refuses to train otherwise), and all
+    /// call `fit`. Call it before [`resume`](Self::resume): sharding restarts
+    /// the data stream, and a resume then continues the shard's stream.
     ///
-    /// A failure on one rank alone (a micro-batch that cannot be read, say)
-    /// is not yet passed to the others, which then wait: run under a
-    /// launcher that stops the job when a process exits with an error
-    /// (`mpirun` does). Failures at the start (an output directory that
-    /// holds a run) and of checkpoint writes stop every rank.
+    /// A failure on one rank alone in a step (a micro-batch that cannot be
+    /// read, say) returns the error on that rank while the others wait in a
+    /// collective: end the rank with [`ProcessGroup::abort_on_error`] (the
+    /// examples do), which stops the whole job. A panic does so by itself: on
+    /// several ranks this installs [`ProcessGroup::abort_on_panic`].
+    /// Failures at the start (an output directory that holds a run, data
+    /// that cannot carry the run, settings that differ) and of checkpoint
+    /// writes stop every rank with an error.
     ///
     /// ```
     /// # use tamer::data::{digits, DataLoader, LoaderConfig};
@@ -191,6 +197,8 @@ impl<T: TrainTask> Trainer<T> {
     pub fn with_process_group(mut self, pg: ProcessGroup) -> Result<Self> {
         if pg.world_size() > 1 {
             self.task.shard_data(pg.rank(), pg.world_size())?;
+            // A panic on one rank would leave the others waiting in a collective.
+            pg.abort_on_panic();
         }
         self.dist = pg;
         Ok(self)
@@ -209,7 +217,10 @@ impl<T: TrainTask> Trainer<T> {
     /// Continue from a checkpoint: model, optimizer, schedule, data stream and step.
     ///
     /// The checkpoint must be one this run would have written: the same run
-    /// seed, `grad_accum`, micro-batch size and gradient clipping, the same
+    /// seed, `grad_accum`, micro-batch size (or, when it was written by
+    /// another number of ranks than this run's process group has, the same
+    /// global batch: [`batch_layout_difference`](super::batch_layout_difference))
+    /// and gradient clipping, the same
     /// [`TrainConfig::metadata`] entries (each key on both sides; JSON entries
     /// such as `model_config` are compared field by field), every optimizer
     /// setting (β₁ or momentum too, unless the schedule cycles it; the
@@ -232,7 +243,14 @@ impl<T: TrainTask> Trainer<T> {
                 format!("{src} is at step {}, past this run's {} steps", ckpt.step, self.config.total_steps),
             ));
         }
-        let comparison = resume::compare(&ckpt, &self.config, &self.task, self.optimizer.as_ref(), &self.scheduler)?;
+        let comparison = resume::compare(
+            &ckpt,
+            &self.config,
+            &self.task,
+            self.optimizer.as_ref(),
+            &self.scheduler,
+            self.dist.world_size(),
+        )?;
         if !comparison.differences.is_empty() {
             return Err(Error::value(
                 OP,
@@ -287,17 +305,20 @@ impl<T: TrainTask> Trainer<T> {
             &self.config,
             self.step,
             &self.progress,
+            self.dist.world_size(),
         )?;
         self.last_checkpoint = Some((self.step, path.clone()));
         Ok(Some(path))
     }
 
     /// Evaluate in eval mode without gradients, then return to the mode the
-    /// task was in.
+    /// task was in. On several ranks each evaluates its part
+    /// ([`TrainTask::evaluate_part`]) and the metrics are reduced over them:
+    /// every rank must call it.
     pub fn evaluate(&mut self) -> Result<Vec<(String, f64)>> {
         let was_training = self.task.is_training();
         self.task.set_training(false);
-        let metrics = no_grad(|| self.task.evaluate());
+        let metrics = no_grad(|| sharded_eval::evaluate(&self.dist, &mut self.task));
         self.task.set_training(was_training);
         metrics
     }
@@ -365,7 +386,10 @@ impl<T: TrainTask> Trainer<T> {
         let metrics_path = out_dir.map(|d| d.join(METRICS_FILE));
         let (print, progress) = if root { (cfg.print, cfg.progress) } else { (false, Progress::Never) };
         let fresh = !self.fitted && self.step == 0 && self.resumed_at.is_none();
-        self.task.check_data()?;
+        all_ok(&self.dist, OP, self.task.check_data())?;
+        // Every rank trains the same run, or none starts.
+        let settings = agreement::settings(&cfg, &self.task, self.optimizer.as_ref(), &self.scheduler, self.step);
+        agreement::check(&self.dist, settings)?;
         let guard = match (fresh, out_dir) {
             (true, Some(dir)) => self.guard_fresh_run(dir),
             _ => Ok(()),

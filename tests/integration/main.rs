@@ -55,3 +55,4 @@ mod optim_reference;
 mod plot;
 mod safety;
 mod train;
+mod train_world;

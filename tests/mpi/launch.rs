@@ -1,7 +1,7 @@
 //! Starting this binary under `mpirun`, or saying why not.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Whether a launcher started this process (then it is one rank).
@@ -13,24 +13,21 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-/// Run this binary as `ranks` processes under mpirun; the exit code to return.
-pub fn launch(ranks: usize) -> i32 {
+/// `mpirun -np ranks` of this binary, or the exit code to return without it.
+fn mpirun(ranks: usize) -> Result<Command, i32> {
     let required = std::env::var("TAMER_REQUIRE_MPI").is_ok_and(|v| v == "1");
     let Some(mpirun) = find_in_path("mpirun") else {
         if required {
             eprintln!("mpi: FAILED: TAMER_REQUIRE_MPI=1 but mpirun is not on PATH (Debian: apt-get install openmpi-bin libopenmpi-dev)");
-            return 1;
+            return Err(1);
         }
         println!("mpi: skipped: mpirun is not on PATH (Debian: apt-get install openmpi-bin libopenmpi-dev); set TAMER_REQUIRE_MPI=1 to fail instead");
-        return 0;
+        return Err(0);
     };
-    let exe = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("mpi: FAILED: cannot find this test binary: {e}");
-            return 1;
-        }
-    };
+    let exe = std::env::current_exe().map_err(|e| {
+        eprintln!("mpi: FAILED: cannot find this test binary: {e}");
+        1
+    })?;
     let mut cmd = Command::new(&mpirun);
     // More ranks than cores is fine here (--oversubscribe, no binding); shared
     // memory and loopback only. Root (CI, containers) needs OpenMPI's consent.
@@ -45,33 +42,59 @@ pub fn launch(ranks: usize) -> i32 {
         cmd.env("RAYON_NUM_THREADS", "1");
     }
     println!("mpi: running {} -np {ranks} --oversubscribe {}", mpirun.display(), exe.display());
+    Ok(cmd)
+}
+
+/// Run `cmd` to its end, killing it after `limit`: whether it succeeded and
+/// after how many seconds; an error when it could not run or ran past the limit.
+fn wait_bounded(mut cmd: Command, limit: Duration) -> Result<(bool, f64), String> {
     let start = Instant::now();
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("mpi: FAILED: cannot start {}: {e}", mpirun.display());
-            return 1;
-        }
-    };
-    // A hang is a failure, not a stuck CI run.
-    let limit = Duration::from_secs(600);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start mpirun: {e}"))?;
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
-                println!("mpi: mpirun exited with {status} after {:.1} s", start.elapsed().as_secs_f64());
-                return if status.success() { 0 } else { 1 };
+                let secs = start.elapsed().as_secs_f64();
+                println!("mpi: mpirun exited with {status} after {secs:.1} s");
+                return Ok((status.success(), secs));
             }
             Ok(None) if start.elapsed() > limit => {
-                eprintln!("mpi: FAILED: mpirun still running after {} s; killed", limit.as_secs());
                 let _ = child.kill();
                 let _ = child.wait();
-                return 1;
+                return Err(format!("mpirun still running after {} s (a hang); killed", limit.as_secs()));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => {
-                eprintln!("mpi: FAILED: waiting for mpirun: {e}");
-                return 1;
-            }
+            Err(e) => return Err(format!("waiting for mpirun: {e}")),
         }
     }
+}
+
+/// Run this binary as `ranks` processes under mpirun, then the failure
+/// cases (`failure.rs`), each its own mpirun; the exit code to return.
+pub fn launch(ranks: usize) -> i32 {
+    let cmd = match mpirun(ranks) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // A hang is a failure, not a stuck CI run.
+    let mut code = match wait_bounded(cmd, Duration::from_secs(600)) {
+        Ok((true, _)) => 0,
+        Ok((false, _)) => 1,
+        Err(e) => {
+            eprintln!("mpi: FAILED: {e}");
+            1
+        }
+    };
+    let launch_case = |env: &[(&str, &str)], log: &Path, limit: Duration| -> Result<(bool, f64), String> {
+        let mut cmd = mpirun(2).map_err(|c| format!("no mpirun (exit code {c})"))?;
+        cmd.envs(env.iter().copied());
+        let file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        cmd.stderr(Stdio::from(file)).stdout(Stdio::null());
+        wait_bounded(cmd, limit)
+    };
+    let failed = crate::failure::run_cases(&launch_case);
+    println!("mpi failure cases: {} passed, {failed} failed", 3 - failed);
+    if failed > 0 {
+        code = 1;
+    }
+    code
 }

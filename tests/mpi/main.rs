@@ -6,13 +6,17 @@
 //! when every rank's checks do. Each rank checks every collective's values
 //! exactly against what it computes the ranks sent. Without `mpirun` it
 //! prints why it skipped and passes, unless `TAMER_REQUIRE_MPI=1` (CI).
+//! Then it launches itself three more times, once per way a rank can fail
+//! (`failure.rs`), each of which must end the job, not hang it.
 
 #![cfg(feature = "mpi")]
 
 mod collectives;
+mod failure;
 mod launch;
 mod memory;
 mod training;
+mod world;
 mod zero;
 
 use tamer::dist::{ProcessGroup, ReduceOp};
@@ -45,6 +49,9 @@ impl Failures {
 
 fn main() {
     if launch::under_launcher() {
+        if let Ok(case) = std::env::var(failure::CASE_VAR) {
+            std::process::exit(failure::rank_main(&case));
+        }
         std::process::exit(rank_main());
     }
     std::process::exit(launch::launch(2));
@@ -66,10 +73,11 @@ fn rank_main() -> i32 {
         }
     };
     let rank = pg.rank();
-    let groups: [(&str, Checks); 4] = [
+    let groups: [(&str, Checks); 5] = [
         ("collectives", collectives::run),
         ("steady-step memory", memory::run),
         ("data-parallel training", training::run),
+        ("world size, settings, evaluation", world::run),
         ("ZeRO-1", zero::run),
     ];
     let mut failed_total = 0.0;
@@ -78,7 +86,7 @@ fn rank_main() -> i32 {
         let mut f = Failures::default();
         let start = std::time::Instant::now();
         run(&pg, &mut f);
-        let seconds = start.elapsed().as_secs_f64();
+        let secs = start.elapsed().as_secs_f64();
         for msg in &f.0 {
             eprintln!("rank {rank}: {name}: FAILED: {msg}");
         }
@@ -91,7 +99,7 @@ fn rank_main() -> i32 {
         if failed[0] == 0.0 {
             passed += 1;
             if pg.is_root() {
-                println!("{name}: ok on {} ranks ({seconds:.1} s)", pg.world_size());
+                println!("{name}: ok on {} ranks ({secs:.1} s)", pg.world_size());
             }
         }
         failed_total += failed[0];

@@ -8,6 +8,7 @@
 //! final parameters are bit-identical.
 
 use crate::Failures;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tamer::data::{digits, CharDataset, DataLoader, LoaderConfig};
 use tamer::dist::ProcessGroup;
@@ -21,8 +22,46 @@ pub const STEPS: u64 = 20;
 pub const RANK_BATCH: usize = 16;
 pub const GPT_RANK_BATCH: usize = 4;
 
-/// The ViT in a float type of choice, fed images converted to it.
-pub struct Vit(VisionTransformer);
+/// The ViT in a float type of choice, fed images converted to it; it may be
+/// told to fail at its n-th forward pass ([`Fail`]).
+pub struct Vit(VisionTransformer, Option<Fail>);
+
+/// How a rank fails, for the tests that a failing rank stops the job
+/// (`failure.rs`): at forward pass `at` (1-based; one per training step).
+pub struct Fail {
+    pub at: usize,
+    pub how: How,
+    pub calls: AtomicUsize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum How {
+    /// SIGKILL this process (as the kernel's OOM killer or a lost node would).
+    Kill,
+    /// Return an error from the step.
+    Error,
+    /// Panic inside the step.
+    Panic,
+}
+
+impl Fail {
+    fn maybe(&self) -> tamer::Result<()> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 != self.at {
+            return Ok(());
+        }
+        match self.how {
+            How::Kill => {
+                eprintln!("test: killing this rank (pid {}) with SIGKILL", std::process::id());
+                let _ = std::process::Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
+                // The signal is on its way.
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                Err(tamer::Error::value("test", "SIGKILL did not end this process"))
+            }
+            How::Error => Err(tamer::Error::value("test", format!("a failure planted at forward pass {}", self.at))),
+            How::Panic => panic!("a panic planted at forward pass {}", self.at),
+        }
+    }
+}
 
 impl Module for Vit {
     fn named_params(&self) -> Vec<(String, Param)> {
@@ -45,6 +84,9 @@ impl Reseed for Vit {
 }
 impl Classifier for Vit {
     fn logits(&self, x: &Tensor) -> tamer::Result<Tensor> {
+        if let Some(f) = &self.1 {
+            f.maybe()?;
+        }
         let dtype = self.0.named_params()[0].1.tensor().dtype();
         self.0.forward(&x.to_dtype(dtype)?)
     }
@@ -53,8 +95,8 @@ impl Classifier for Vit {
     }
 }
 
-/// What a run gives: the losses and the final parameters (as f64).
-pub type Run = (Vec<f64>, Vec<Vec<f64>>);
+/// What a run gives: the losses, the final parameters (as f64) and the last evaluation.
+pub type Run = (Vec<f64>, Vec<Vec<f64>>, Vec<(String, f64)>);
 
 pub fn config() -> TrainConfig {
     TrainConfig {
@@ -68,6 +110,17 @@ pub fn config() -> TrainConfig {
 
 /// A trainer of the digits ViT over `pg` with `batch` images per rank.
 pub fn vit_trainer(pg: ProcessGroup, dtype: DType, batch: usize, config: TrainConfig) -> tamer::Result<Trainer<ImageClassification<Vit>>> {
+    vit_trainer_failing(pg, dtype, batch, config, None)
+}
+
+/// [`vit_trainer`], failing as `fail` says.
+pub fn vit_trainer_failing(
+    pg: ProcessGroup,
+    dtype: DType,
+    batch: usize,
+    config: TrainConfig,
+    fail: Option<Fail>,
+) -> tamer::Result<Trainer<ImageClassification<Vit>>> {
     let (train, test) = digits::load_images()?;
     let cfg = VitConfig {
         pool: Pool::Mean,
@@ -75,9 +128,11 @@ pub fn vit_trainer(pg: ProcessGroup, dtype: DType, batch: usize, config: TrainCo
     };
     let vit = VisionTransformer::new(cfg, &mut tamer::rng(7))?;
     vit.to_dtype(dtype)?;
-    let model = Vit(vit);
+    let model = Vit(vit, fail);
     let opt = Adam::new(model.named_params(), AdamConfig::adamw(3e-3).weight_decay(0.05))?;
-    let loader = DataLoader::new(train, LoaderConfig::train(batch, 3).with_prefetch(0))?;
+    // Whole batches only, so that an epoch is the same examples on any number
+    // of ranks (a checkpoint of 2 ranks resumes on 1: world.rs).
+    let loader = DataLoader::new(train, LoaderConfig::train(batch, 3).with_drop_last(true).with_prefetch(0))?;
     let test = test.subset(&(0..64).collect::<Vec<_>>())?;
     let task = ImageClassification::new(model, loader, test, 64, CrossEntropyOptions::default())?;
     let sched = Scheduler::new(WarmupCosine::new(3e-3, 3, config.total_steps, 0.0)?);
@@ -99,7 +154,7 @@ fn train_vit(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run>
         .iter()
         .map(|(_, p)| p.tensor().to_f64_vec())
         .collect::<tamer::Result<_>>()?;
-    Ok((summary.losses, params))
+    Ok((summary.losses, params, summary.eval))
 }
 
 /// A trainer of gpt-tiny's shape (4 layers of width 128, no dropout) on a
@@ -121,7 +176,8 @@ pub fn gpt_trainer(pg: ProcessGroup, dtype: DType, batch: usize, config: TrainCo
         batch_size: batch,
         block_size,
         micro_batches: 1,
-        eval_iters: 1,
+        // Dealt out over the ranks: 2 batches to rank 0, 1 to rank 1.
+        eval_iters: 3,
         eval_train: false,
         seed: 11,
         shard: (0, 1),
@@ -150,7 +206,7 @@ pub fn train_gpt(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<
         .iter()
         .map(|(_, p)| p.tensor().to_f64_vec())
         .collect::<tamer::Result<_>>()?;
-    let run = (summary.losses, params);
+    let run = (summary.losses, params, summary.eval);
     if single {
         GPT_REFERENCES.lock().unwrap().push((dtype, batch, run.clone()));
     }
@@ -177,11 +233,11 @@ pub type Train = fn(ProcessGroup, DType, usize) -> tamer::Result<Run>;
 pub fn compare(pg: &ProcessGroup, f: &mut Failures, name: &str, rank_batch: usize, train: Train, f32_param_tol: f64) {
     let world = pg.world_size();
     for (dtype, tol, param_tol) in [(DType::F64, 1e-10, 1e-10), (DType::F32, 1e-5, f32_param_tol)] {
-        let Some((losses, params)) = f.ok(&format!("{name} {dtype}: data-parallel run"), train(pg.clone(), dtype, rank_batch)) else {
+        let Some((losses, params, eval)) = f.ok(&format!("{name} {dtype}: data-parallel run"), train(pg.clone(), dtype, rank_batch)) else {
             continue;
         };
         let reference = train(ProcessGroup::single(), dtype, rank_batch * world);
-        let Some((ref_losses, ref_params)) = f.ok(&format!("{name} {dtype}: one-process run"), reference) else {
+        let Some((ref_losses, ref_params, ref_eval)) = f.ok(&format!("{name} {dtype}: one-process run"), reference) else {
             continue;
         };
         let dtype = format!("{name} {dtype}");
@@ -197,6 +253,17 @@ pub fn compare(pg: &ProcessGroup, f: &mut Failures, name: &str, rank_batch: usiz
             .fold(0.0, f64::max);
         f.check(param_err <= param_tol, || {
             format!("{dtype}: final parameters differ by {param_err:e} (tolerance {param_tol:e})")
+        });
+        // The evaluation, sharded over the ranks, is the one process's (f32: to
+        // the losses' tolerance, as the parameters it runs on differ as much).
+        let eval_tol = if tol == 1e-10 { 1e-10 } else { 1e-4 };
+        let names = |e: &[(String, f64)]| e.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        f.check(!eval.is_empty() && names(&eval) == names(&ref_eval), || {
+            format!("{dtype}: eval metrics {eval:?} vs {ref_eval:?}")
+        });
+        let eval_err = eval.iter().zip(&ref_eval).map(|((_, a), (_, b))| (a - b).abs()).fold(0.0, f64::max);
+        f.check(eval_err <= eval_tol, || {
+            format!("{dtype}: sharded evaluation {eval:?} differs from one process's {ref_eval:?} by {eval_err:e}")
         });
         // The parameters moved (the comparison is not of two untrained models).
         let first = losses.first().copied().unwrap_or(0.0);
@@ -214,7 +281,7 @@ pub fn compare(pg: &ProcessGroup, f: &mut Failures, name: &str, rank_batch: usiz
         }
         if pg.is_root() {
             println!(
-                "{dtype}: {STEPS} steps on {world} ranks of batch {rank_batch} vs one of {}: loss diff {loss_err:.1e}, parameter diff {param_err:.1e}, loss {first:.4} -> {last:.4}",
+                "{dtype}: {STEPS} steps on {world} ranks of batch {rank_batch} vs one of {}: loss diff {loss_err:.1e}, parameter diff {param_err:.1e}, eval diff {eval_err:.1e}, loss {first:.4} -> {last:.4}",
                 rank_batch * world
             );
         }

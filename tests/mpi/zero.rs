@@ -27,7 +27,7 @@ fn zero_config(pg: &ProcessGroup) -> TrainConfig {
 fn vit_zero1(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run> {
     let mut trainer = vit_trainer(pg.clone(), dtype, batch, zero_config(&pg))?;
     let summary = trainer.fit()?;
-    Ok((summary.losses, params_of(&trainer)?))
+    Ok((summary.losses, params_of(&trainer)?, summary.eval))
 }
 
 /// gpt-tiny with the plain runs' clip: the one-process reference is then
@@ -46,7 +46,7 @@ fn gpt_zero1(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run>
         .iter()
         .map(|(_, p)| p.tensor().to_f64_vec())
         .collect::<tamer::Result<_>>()?;
-    Ok((summary.losses, params))
+    Ok((summary.losses, params, summary.eval))
 }
 
 pub fn run(pg: &ProcessGroup, f: &mut Failures) {
@@ -142,13 +142,13 @@ fn checkpoints_cross(pg: &ProcessGroup) -> tamer::Result<Vec<String>> {
         ..config()
     };
     let trainer = |cfg: TrainConfig| vit_trainer(pg.clone(), DType::F64, RANK_BATCH, cfg);
-    let fit = |cfg: TrainConfig, from: Option<&str>| -> tamer::Result<(Vec<f64>, Vec<Vec<f64>>)> {
+    let fit = |cfg: TrainConfig, from: Option<&str>| -> tamer::Result<Run> {
         let mut t = trainer(cfg)?;
         if let Some(dir) = from {
             t.resume(base.join(dir).join(tamer::train::CHECKPOINT_FILE))?;
         }
         let s = t.fit()?;
-        Ok((s.losses, params_of(&t)?))
+        Ok((s.losses, params_of(&t)?, s.eval))
     };
     let zero = fit(run("zero", true, None), None)?;
     let plain = fit(run("plain", false, None), None)?;

@@ -386,38 +386,30 @@ pub fn par_map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default + 'static>
 /// the last one shorter), on rayon's workers when `parallel`; returns the
 /// buffer and each part's result, in order.
 ///
-/// Each part is set to `T::default()` by the task that then writes it, while
-/// it is in that core's cache, rather than the whole buffer on the calling
-/// thread first: for gpt-tiny's GELU (`[2048, 512]`, 4 MB) that serial fill
-/// was a second pass over the output, about as long as the 2-thread kernel
-/// itself (the GELU forward went from 0.98 to 0.54 ms median in
-/// `cargo bench --bench ops`, `gelu_2048x512` on 2 threads, load 1.3-1.6).
+/// `write` must set every element of its part: a part holds the values its
+/// buffer last held ([`alloc::overwritable`]), so nothing is zeroed first.
+///
+/// v1 zeroed the whole buffer on the calling thread first: for gpt-tiny's
+/// GELU (`[2048, 512]`, 4 MB) a second pass over the output, about as long as
+/// the 2-thread kernel itself. v2 had each task zero its own part while it was
+/// in that core's cache (GELU forward 0.98 -> 0.54 ms median in
+/// `cargo bench --bench ops`, `gelu_2048x512` on 2 threads, load 1.3-1.6),
+/// which was still 4.5% of gpt-tiny's training step on 1 thread (perf). v3
+/// zeroes nothing.
 pub fn build_in_parts<T, R>(n: usize, part_len: usize, parallel: bool, write: impl Fn(usize, &mut [T]) -> R + Sync) -> (Vec<T>, Vec<R>)
 where
     T: Copy + Send + Sync + Default + 'static,
     R: Send,
 {
     use rayon::prelude::*;
-    use std::mem::MaybeUninit;
-    let mut out = alloc::with_capacity::<T>(n);
-    out.reserve(n);
+    let mut out = alloc::overwritable::<T>(n);
     let part_len = part_len.max(1);
-    let task = |(i, part): (usize, &mut [MaybeUninit<T>])| {
-        part.fill(MaybeUninit::new(T::default()));
-        // SAFETY: every element of `part` was initialised on the line above,
-        // and `MaybeUninit<T>` has the size and alignment of `T`.
-        let part = unsafe { &mut *(part as *mut [MaybeUninit<T>] as *mut [T]) };
-        write(i * part_len, part)
-    };
-    let spare = &mut out.spare_capacity_mut()[..n];
+    let task = |(i, part): (usize, &mut [T])| write(i * part_len, part);
     let results = if parallel {
-        spare.par_chunks_mut(part_len).enumerate().map(task).collect()
+        out.par_chunks_mut(part_len).enumerate().map(task).collect()
     } else {
-        spare.chunks_mut(part_len).enumerate().map(task).collect()
+        out.chunks_mut(part_len).enumerate().map(task).collect()
     };
-    // SAFETY: the parts cover the first `n` elements of the spare capacity
-    // and each task initialised its part; capacity is at least `n` (reserved).
-    unsafe { out.set_len(n) };
     (out, results)
 }
 
@@ -438,22 +430,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn build_in_parts_covers_every_element_once_and_zeroes_what_a_part_leaves() {
+    fn build_in_parts_gives_each_part_its_own_elements_once() {
         for (n, part_len, parallel) in [(0, 1, false), (5, 64, false), (PARALLEL_THRESHOLD + 77, 4096, true), (1000, 3, true)] {
             // A buffer of the same size class full of NaNs goes back to the
-            // pool first: whatever block is served, no old value may show.
+            // pool first: the parts must write over whatever block is served.
             alloc::recycle(alloc::filled(n, f64::NAN));
             let (v, starts) = build_in_parts(n, part_len, parallel, |start, part: &mut [f64]| {
-                for (k, x) in part.iter_mut().enumerate().filter(|(k, _)| k % 2 == 0) {
+                for (k, x) in part.iter_mut().enumerate() {
                     *x = (start + k) as f64;
                 }
                 (start, part.len())
             });
             assert_eq!(v.len(), n);
             for (i, &x) in v.iter().enumerate() {
-                let start = i / part_len * part_len;
-                let want = if (i - start) % 2 == 0 { i as f64 } else { 0.0 };
-                assert_eq!(x, want, "element {i} of {n} in parts of {part_len}");
+                assert_eq!(x, i as f64, "element {i} of {n} in parts of {part_len}");
             }
             let want_starts: Vec<(usize, usize)> = (0..n).step_by(part_len).map(|s| (s, part_len.min(n - s))).collect();
             assert_eq!(starts, want_starts, "parts of {n} by {part_len}, in order");

@@ -19,7 +19,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use super::{Blocking, Isa, Kernel, MicroKernel, Tile};
+use super::{ARows, Blocking, Isa, Kernel, MicroKernel, Tile};
 use std::arch::x86_64::*;
 
 const LANES: usize = 16;
@@ -42,33 +42,43 @@ pub(super) static KERNEL: Kernel = Kernel {
 
 /// `row_kernels!(V, STRIDED)`: the kernels for 1..=12 rows of `V` vectors.
 macro_rules! row_kernels {
-    ($v:literal, $strided:literal) => {
+    ($v:literal, $strided:literal, $row_major:literal) => {
         [
-            micro::<1, $v, $strided>,
-            micro::<2, $v, $strided>,
-            micro::<3, $v, $strided>,
-            micro::<4, $v, $strided>,
-            micro::<5, $v, $strided>,
-            micro::<6, $v, $strided>,
-            micro::<7, $v, $strided>,
-            micro::<8, $v, $strided>,
-            micro::<9, $v, $strided>,
-            micro::<10, $v, $strided>,
-            micro::<11, $v, $strided>,
-            micro::<12, $v, $strided>,
+            micro::<1, $v, $strided, $row_major>,
+            micro::<2, $v, $strided, $row_major>,
+            micro::<3, $v, $strided, $row_major>,
+            micro::<4, $v, $strided, $row_major>,
+            micro::<5, $v, $strided, $row_major>,
+            micro::<6, $v, $strided, $row_major>,
+            micro::<7, $v, $strided, $row_major>,
+            micro::<8, $v, $strided, $row_major>,
+            micro::<9, $v, $strided, $row_major>,
+            micro::<10, $v, $strided, $row_major>,
+            micro::<11, $v, $strided, $row_major>,
+            micro::<12, $v, $strided, $row_major>,
         ]
     };
 }
 
-/// `EDGES[strided][v - 1][r - 1]`: the kernel for an `r`-row tile of `v`
-/// vectors, of C (`false`) or of Cᵀ (`true`, stored through the strides).
-static EDGES: [[[MicroKernel; MR]; NV]; 2] = [[row_kernels!(1, false), row_kernels!(2, false)], [row_kernels!(1, true), row_kernels!(2, true)]];
+/// `EDGES[strided][row_major][v - 1][r - 1]`: the kernel for an `r`-row tile
+/// of `v` vectors, of C (`false`) or of Cᵀ (`true`, stored through the
+/// strides), reading A as [`ARows::DepthMajor`] (`false`) or `RowMajor` (`true`).
+static EDGES: [[[[MicroKernel; MR]; NV]; 2]; 2] = [
+    [
+        [row_kernels!(1, false, false), row_kernels!(2, false, false)],
+        [row_kernels!(1, false, true), row_kernels!(2, false, true)],
+    ],
+    [
+        [row_kernels!(1, true, false), row_kernels!(2, true, false)],
+        [row_kernels!(1, true, true), row_kernels!(2, true, true)],
+    ],
+];
 
 /// The kernel that computes just the vectors and rows a `rows × cols` tile
 /// keeps (both at least 1, at most MR and NR), storing through the strides
-/// when `strided`.
-fn select(rows: usize, cols: usize, strided: bool) -> MicroKernel {
-    EDGES[usize::from(strided)][cols.div_ceil(LANES).clamp(1, NV) - 1][rows.clamp(1, MR) - 1]
+/// when `strided`, reading A as `a_rows` lays it out.
+fn select(rows: usize, cols: usize, strided: bool, a_rows: ARows) -> MicroKernel {
+    EDGES[usize::from(strided)][usize::from(a_rows == ARows::RowMajor)][cols.div_ceil(LANES).clamp(1, NV) - 1][rows.clamp(1, MR) - 1]
 }
 
 /// Mask of the first `cols` lanes of a vector (all 16 when `cols ≥ 16`).
@@ -89,31 +99,57 @@ fn lanes_mask(cols: usize) -> __mmask16 {
 /// (gpt-small head dX, K = 65, 1 thread: 81 against 90% of peak).
 ///
 /// # Safety
-/// AVX-512F must be present; `a` and `b` hold `kc·MR` and `kc·NR` values;
+/// AVX-512F must be present; A's `R` rows are readable for `kc` steps (laid
+/// out as `ROW_MAJOR` says, see `ARows`); `b` holds `kc·NR` values;
 /// the tile's `rows × cols` elements (`rows ≤ R`, `cols ≤ 16·V`) are writable
 /// (initialised when accumulating).
 #[target_feature(enable = "avx512f")]
-unsafe fn micro<const R: usize, const V: usize, const STRIDED: bool>(kc: usize, a: *const f32, b: *const f32, tile: &Tile) {
+unsafe fn micro<const R: usize, const V: usize, const STRIDED: bool, const ROW_MAJOR: bool>(
+    kc: usize,
+    a: *const f32,
+    a_stride: usize,
+    b: *const f32,
+    tile: &Tile,
+) {
     let mut acc = [[_mm512_setzero_ps(); V]; R];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kc {
-        let mut bv = [_mm512_setzero_ps(); V];
-        for (v, x) in bv.iter_mut().enumerate() {
-            // SAFETY: this step's 16·V values of the B panel are in bounds.
-            *x = unsafe { _mm512_loadu_ps(b.add(v * LANES)) };
-        }
-        for (i, row) in acc.iter_mut().enumerate() {
-            // SAFETY: this step's R values of the A panel are in bounds.
-            let ai = _mm512_set1_ps(unsafe { *a.add(i) });
-            for (x, &bj) in row.iter_mut().zip(&bv) {
-                *x = _mm512_fmadd_ps(ai, bj, *x);
+    let mut b = b;
+    // One step: V vectors of the B panel, R values of A (`$a(i)`, row i)
+    // broadcast, R·V FMAs.
+    macro_rules! step {
+        ($a:expr) => {
+            let mut bv = [_mm512_setzero_ps(); V];
+            for (v, x) in bv.iter_mut().enumerate() {
+                // SAFETY: this step's 16·V values of the B panel are in bounds.
+                *x = unsafe { _mm512_loadu_ps(b.add(v * LANES)) };
             }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps($a(i));
+                for (x, &bj) in row.iter_mut().zip(&bv) {
+                    *x = _mm512_fmadd_ps(ai, bj, *x);
+                }
+            }
+            // SAFETY: one step further along the B panel (the last step
+            // lands one past its end, which is never read).
+            b = unsafe { b.add(NR) };
+        };
+    }
+    if ROW_MAJOR {
+        // Row i of A at a + i·a_stride, its steps adjacent.
+        // SAFETY: rows i < R of A are the tile's (caller's contract).
+        let rows: [*const f32; R] = std::array::from_fn(|i| unsafe { a.add(i * a_stride) });
+        for p in 0..kc {
+            // SAFETY: (i, p) is one of the tile's rows and steps of A.
+            step!(|i: usize| unsafe { *rows[i].add(p) });
         }
-        // SAFETY: one step further along both panels (the last step lands one
-        // past their end, which is never read).
-        unsafe {
-            a = a.add(MR);
-            b = b.add(NR);
+    } else {
+        // Step p's R values adjacent at a + p·a_stride.
+        let mut a = a;
+        for _ in 0..kc {
+            // SAFETY: (i, p) is one of the tile's rows and steps of A.
+            step!(|i: usize| unsafe { *a.add(i) });
+            // SAFETY: one step further along A (the last lands one step past
+            // the tile's steps, never read).
+            a = unsafe { a.add(a_stride) };
         }
     }
     if STRIDED {
@@ -139,7 +175,8 @@ unsafe fn micro<const R: usize, const V: usize, const STRIDED: bool>(kc: usize, 
             }
             let mask = lanes_mask(tile.cols - col);
             // SAFETY: the mask keeps the lanes inside the tile's row i, which
-            // is writable (and initialised when accumulating); masked-off
+            // is writable (and initialised when accumulating), and inside the
+            // tile's columns' bias values when there is a bias; masked-off
             // lanes are neither read nor written.
             unsafe {
                 let out = tile.c.add(i * tile.rs + col);
@@ -147,6 +184,11 @@ unsafe fn micro<const R: usize, const V: usize, const STRIDED: bool>(kc: usize, 
                     _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, out))
                 } else {
                     x
+                };
+                let x = if tile.bias.is_null() {
+                    x
+                } else {
+                    _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, tile.bias.add(col)))
                 };
                 _mm512_mask_storeu_ps(out, mask, x);
             }

@@ -8,7 +8,8 @@
 //!   for pc in 0..k step KC          the reduction, a block deep
 //!     pack B[pc.., jc..] (KC×NC)    into panels of NR columns, k-major
 //!     for ic in 0..m step MC        A's rows, a block that stays in L2
-//!       pack A[ic.., pc..] (MC×KC)  into panels of MR rows, k-major
+//!       pack A[ic.., pc..] (MC×KC)  into panels of MR rows, k-major (a
+//!                                   row-major A is read in place instead)
 //!       for jr in 0..NC step NR     one B panel, reused from L1/L2 by ...
 //!         for ir in 0..MC step MR   ... every A panel of the block:
 //!           micro-kernel            an MR×NR tile of C in registers, KC rank-1 updates
@@ -18,14 +19,17 @@
 //! micro-kernel reads it (so its inner loop is two or three aligned vector
 //! loads, MR broadcasts and MR·NR/lanes FMAs), whatever the operand's strides
 //! were: a transposed operand (`Xᵀ·dY` in a linear layer's backward) costs no
-//! copy beyond the packing every operand gets anyway. Panels are padded with
+//! copy beyond the packing every operand gets anyway. The exception is a
+//! row-major A, whose rows the micro-kernel streams where they lie
+//! (`read_a_in_place`). Panels are padded with
 //! zeros to whole MR/NR, so no micro-kernel branches on edges while it
 //! computes; a tile at C's edge runs a kernel instantiated for just its rows
 //! and vectors, and its store is cut to the tile's real columns. A product
 //! whose N would leave most of its last vectors empty is computed as
 //! `Cᵀ = Bᵀ·Aᵀ` instead (`Orientation`).
-//! The first KC block overwrites C (which may be uninitialised), later blocks
-//! add to it; `accumulate` makes the first one add too.
+//! The first KC block stores `base + product` ([`Base`]: nothing, so C may be
+//! uninitialised; C's own values; or a bias row, added as the tiles are
+//! stored), later blocks add to it.
 //!
 //! The packing buffers are thread-local and reused by every call on that
 //! thread, so a GEMM allocates nothing in the steady state.
@@ -86,6 +90,51 @@ impl MatRef {
     }
 }
 
+/// What the product is added to: `C = base + A·B`.
+#[derive(Clone, Copy, Debug)]
+pub enum Base {
+    /// Nothing: C is overwritten and never read (it may be uninitialised).
+    Zero,
+    /// C's own values (`C += A·B`): C must be initialised.
+    Existing,
+    /// A row vector added to every row, `bias[j]` to column `j` (a linear
+    /// layer's bias, added as the product is stored rather than in a pass of
+    /// its own): the pointer addresses C's `n` columns' values; C may be
+    /// uninitialised.
+    Bias(*const f32),
+}
+
+// SAFETY: a bias is only read, by the GEMM call it is given to, whose
+// caller keeps it alive and unchanged for the call (every GEMM's contract):
+// its threads may share it.
+unsafe impl Send for Base {}
+unsafe impl Sync for Base {}
+
+impl Base {
+    /// [`Base::Existing`] when `accumulate`, else [`Base::Zero`].
+    pub fn existing_if(accumulate: bool) -> Base {
+        if accumulate {
+            Base::Existing
+        } else {
+            Base::Zero
+        }
+    }
+
+    /// The base of KC block `pc` of columns from `jc` of C as computed
+    /// (`strided`: Cᵀ, whose rows are C's columns): the caller's for the
+    /// first block, with a bias moved to the block's first column (a bias
+    /// by rows is indexed by absolute row), and what that block stored for
+    /// the later ones.
+    fn for_block(self, pc: usize, jc: usize, strided: bool) -> Base {
+        match self {
+            _ if pc > 0 => Base::Existing,
+            // SAFETY: jc < n, and the bias holds n values (Base's contract).
+            Base::Bias(bias) if !strided => Base::Bias(unsafe { bias.add(jc) }),
+            base => base,
+        }
+    }
+}
+
 /// One MR×NR tile of C as the micro-kernel stores it: `rows ≤ MR` by
 /// `cols ≤ NR` elements from `c`, element `(i, j)` at `c + i·rs + j·cs`.
 /// `cs` is 1 unless the GEMM computes Cᵀ (see [`Orientation`]).
@@ -97,18 +146,35 @@ pub(crate) struct Tile {
     pub cols: usize,
     /// Add to C's elements rather than overwrite them.
     pub accumulate: bool,
+    /// Null, or the bias of the tile's first column (`cs == 1`: `bias[j]`
+    /// goes to column `j`) or, for a tile of Cᵀ, of its first row (`bias[i]`
+    /// to row `i`, which is a column of C), added as the tile is stored.
+    pub bias: *const f32,
 }
 
 impl Tile {
     /// Store row `i`'s values `x[j]` for `j < min(x.len(), cols)` one element
-    /// at a time through the strides: the store of a tile of Cᵀ, whose rows
-    /// are C's columns. (A tile of C itself stores whole vectors.)
+    /// at a time through the strides, plus `bias[i]`: the store of a tile of
+    /// Cᵀ, whose rows are C's columns. (A tile of C itself stores whole
+    /// vectors; the scalar kernel stores its tiles of C here too, where
+    /// `bias` is by column.)
     ///
     /// # Safety
     /// Row `i < rows` of the tile must be writable (and initialised when
-    /// accumulating).
+    /// accumulating); a non-null `bias` addresses the tile's rows' (or
+    /// columns') values.
     pub unsafe fn store_strided(&self, i: usize, x: &[f32]) {
+        let bias = |j: usize| {
+            if self.bias.is_null() {
+                0.0
+            } else {
+                // SAFETY: the caller vouches for the bias of the tile's rows
+                // (a tile of Cᵀ) or columns.
+                unsafe { *self.bias.add(if self.cs == 1 { j } else { i }) }
+            }
+        };
         for (j, &x) in x.iter().enumerate().take(self.cols) {
+            let x = x + bias(j);
             // SAFETY: (i, j) is inside the tile (caller's contract). Raw
             // pointer accesses: without `accumulate` C may be uninitialised.
             unsafe {
@@ -119,20 +185,35 @@ impl Tile {
     }
 }
 
-/// `tile (=|+=) A_panel · B_panel` for packed panels `kc` deep: `a` holds
-/// `kc` groups of MR values, `b` `kc` groups of NR values.
+/// How a micro-kernel finds the tile's rows of A: element `(i, p)` (row `i`
+/// of the tile, step `p` of the reduction) is at `a + i + p·a_stride` when
+/// [`ARows::DepthMajor`] (a packed panel, `a_stride` = MR, or an A whose rows
+/// are adjacent in memory, read in place), at `a + i·a_stride + p` when
+/// [`ARows::RowMajor`] (an A whose steps are adjacent, read in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ARows {
+    DepthMajor,
+    RowMajor,
+}
+
+/// `tile (=|+=) A_rows · B_panel` for `kc` steps: `a` the tile's rows of A
+/// laid out as `a_rows` says (see [`ARows`]), `b` a packed panel of `kc`
+/// groups of NR values.
 ///
 /// # Safety
-/// The ISA's CPU features must be present; `a` and `b` must hold `kc·MR` and
-/// `kc·NR` values; the tile's elements must be writable and (with
-/// `accumulate`) initialised.
-type MicroKernel = unsafe fn(kc: usize, a: *const f32, b: *const f32, tile: &Tile);
+/// The ISA's CPU features must be present; A's elements `(i, p)` for the
+/// kernel's rows `i` and `p < kc` must be readable; `b` must hold `kc·NR`
+/// values; the tile's elements must be writable and (with `accumulate`)
+/// initialised; a non-null `bias` addresses the tile's columns' values (its
+/// rows' for a tile of Cᵀ).
+type MicroKernel = unsafe fn(kc: usize, a: *const f32, a_stride: usize, b: *const f32, tile: &Tile);
 
 /// The micro-kernel for a tile of `rows × cols` (`1..=MR` by `1..=NR`): the
 /// full one, or at the edges of C one that computes only what is kept; one
 /// that stores through both of the tile's strides when `strided` (a tile of
-/// Cᵀ), else one that stores whole vectors (`cs == 1`).
-type SelectKernel = fn(rows: usize, cols: usize, strided: bool) -> MicroKernel;
+/// Cᵀ), else one that stores whole vectors (`cs == 1`); one that reads A's
+/// rows as `a_rows` lays them out.
+type SelectKernel = fn(rows: usize, cols: usize, strided: bool, a_rows: ARows) -> MicroKernel;
 
 /// Block sizes of the loops above, in elements. `mc` is a multiple of the
 /// kernel's MR and `nc` of its NR.
@@ -334,21 +415,26 @@ impl Orientation {
     }
 }
 
-/// Zeros into C's `m × n` (the product of an empty reduction), or nothing
-/// when accumulating. True when there is nothing else to do.
+/// C's `m × n` as `base` alone when the reduction is empty (zeros, the bias
+/// rows, or C unchanged). True when there is nothing else to do.
 ///
 /// # Safety
 /// C's `m` rows of `n` elements, `ldc` apart, must be writable.
-unsafe fn trivial(m: usize, k: usize, n: usize, c: *mut f32, ldc: usize, accumulate: bool) -> bool {
+unsafe fn trivial(m: usize, k: usize, n: usize, c: *mut f32, ldc: usize, base: Base) -> bool {
     if m == 0 || n == 0 {
         return true;
     }
     if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                // SAFETY: row i of C is n writable elements (caller's contract);
-                // all-zero bytes are 0.0f32. No slice: C may be uninitialised.
-                unsafe { std::ptr::write_bytes(c.add(i * ldc), 0, n) };
+        for i in 0..m {
+            // SAFETY: row i of C is n writable elements (caller's contract);
+            // all-zero bytes are 0.0f32; a bias holds n values. No slice: C
+            // may be uninitialised.
+            unsafe {
+                match base {
+                    Base::Zero => std::ptr::write_bytes(c.add(i * ldc), 0, n),
+                    Base::Bias(bias) => std::ptr::copy_nonoverlapping(bias, c.add(i * ldc), n),
+                    Base::Existing => {}
+                }
             }
         }
         return true;
@@ -359,7 +445,8 @@ unsafe fn trivial(m: usize, k: usize, n: usize, c: *mut f32, ldc: usize, accumul
 /// The ic/jr/ir loops for one packed B block `kc` deep: C's rows `rows` and
 /// the block's columns `cols` (`cols.start` a multiple of NR, relative to the
 /// block, whose first column is `c`'s), packing A's rows an MC block at a
-/// time into `a_buf`. `a` is A at (0, the block's first step).
+/// time into `a_buf`. `a` is A at (0, the block's first step); `base` is
+/// this block's ([`Base::for_block`]).
 ///
 /// # Safety
 /// As for [`gemm_with`], for the rows and columns named; `b_pack` holds the
@@ -374,15 +461,19 @@ unsafe fn multiply_packed_b(
     b_pack: &[f32],
     cols: Range<usize>,
     c: MatMut,
-    accumulate: bool,
+    base: Base,
     a_buf: &mut PackBuffer,
 ) {
+    let strided = c.cs != 1;
     let Blocks { mr, nr, mc: mc_max, .. } = blocks;
-    let a_pack = a_buf.get(blocks.a_len());
+    let direct = read_a_in_place(a);
+    let a_pack = if direct { &mut [][..] } else { a_buf.get(blocks.a_len()) };
     for ic in rows.clone().step_by(mc_max) {
         let mc = mc_max.min(rows.end - ic);
-        // SAFETY: rows ic..ic + mc at depth kc are inside A; a_pack holds MC·KC.
-        unsafe { pack::pack_panels(mc, kc, mr, a.at(ic, 0), a_pack) };
+        if !direct {
+            // SAFETY: rows ic..ic + mc at depth kc are inside A; a_pack holds MC·KC.
+            unsafe { pack::pack_panels(mc, kc, mr, a.at(ic, 0), a_pack) };
+        }
         for jr in cols.clone().step_by(nr) {
             let b_panel = &b_pack[jr * kc..];
             for ir in (0..mc).step_by(mr) {
@@ -393,31 +484,69 @@ unsafe fn multiply_packed_b(
                     cs: c.cs,
                     rows: mr.min(mc - ir),
                     cols: nr.min(cols.end - jr),
-                    accumulate,
+                    accumulate: matches!(base, Base::Existing),
+                    bias: match base {
+                        // SAFETY: the bias holds a value for each of C's
+                        // columns: the computed matrix's rows when strided.
+                        Base::Bias(bias) => unsafe { bias.add(if strided { ic + ir } else { jr }) },
+                        _ => std::ptr::null(),
+                    },
                 };
-                let micro = (kernel.micro)(tile.rows, tile.cols, tile.cs != 1);
-                // SAFETY: the panels hold kc·mr and kc·nr packed values; the
-                // tile lies inside C; the caller vouches for the ISA.
-                unsafe { micro(kc, a_pack[ir * kc..].as_ptr(), b_panel.as_ptr(), &tile) };
+                let (a_rows, a_ptr, a_stride) = if direct {
+                    // SAFETY: row ic + ir < m of A, at this block's first step.
+                    (ARows::RowMajor, unsafe { a.at(ic + ir, 0) }.ptr, a.rs)
+                } else {
+                    (ARows::DepthMajor, a_pack[ir * kc..].as_ptr(), mr)
+                };
+                let micro = (kernel.micro)(tile.rows, tile.cols, strided, a_rows);
+                // SAFETY: the tile's rows of A are readable for kc steps (in
+                // place, or packed kc·mr values); the B panel holds kc·nr
+                // packed values; the tile lies inside C; the caller vouches
+                // for the ISA.
+                unsafe { micro(kc, a_ptr, a_stride, b_panel.as_ptr(), &tile) };
             }
         }
     }
 }
 
-/// `C (=|+=) A·B` for an `m×k` A, a `k×n` B and an `m×n` C with row stride
+/// Whether the micro-kernels read A where it lies rather than from packed
+/// panels: when A's rows are runs of adjacent values (a row-major A: X in a
+/// forward `X·Wᵀ`, dY in an input gradient `dY·W`), the kernel streams each
+/// of its MR rows front to back, loads that packing's copy would have made,
+/// without the copy and its second pass over A. Other layouts are packed.
+///
+/// v1 packed every A block: in gpt-tiny's training step (d = 128, so every
+/// product has a side of 128 over which a packed value of A is reused)
+/// packing took 16% of the step's time (perf, 1 and 2 threads), most of it
+/// A's. v2 reads row-major A in place: gpt-tiny's input gradients 1.04 to
+/// 1.15× as fast, attention's small products 1.14 to 1.38×; reading a
+/// column-major A in place (a weight gradient's Xᵀ, each step's MR values
+/// adjacent) was no faster, and 0.64× on fc2's (a 2 KiB stride between
+/// steps, which maps them onto few L1 sets), so such an A is still packed
+/// (`cargo bench --bench matmul -- --kernels --threads 1`, thread CPU
+/// clock, best of two interleaved rounds). Whole training steps
+/// (`cargo bench --bench train_step`, best of three interleaved): gpt-tiny
+/// 146.1 -> 142.5 ms on 1 thread, 81.6 -> 78.8 on 2; vit-tiny 145.4 -> 136.2
+/// and 81.3 -> 74.8 (Intel Xeon, AVX-512).
+fn read_a_in_place(a: MatRef) -> bool {
+    a.cs == 1
+}
+
+/// `C = base + A·B` for an `m×k` A, a `k×n` B and an `m×n` C with row stride
 /// `ldc` and unit column stride, on the calling thread with `kernel` and
-/// `blocking`. Without `accumulate`, C's prior contents are never read (it may
-/// be uninitialised memory).
+/// `blocking`. Unless `base` is [`Base::Existing`], C's prior contents are
+/// never read (it may be uninitialised memory).
 ///
 /// # Safety
 /// `kernel`'s ISA must be supported by this CPU. Every element that A's and
 /// B's strides address must be readable; C's `m` rows of `n` elements must be
-/// writable (and initialised when `accumulate`), must not overlap A or B, and
-/// no other thread may touch them during the call.
+/// writable (and initialised for [`Base::Existing`]), must not overlap A or B,
+/// and no other thread may touch them during the call; a [`Base::Bias`]
+/// addresses `n` readable values.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_with(kernel: &Kernel, blocking: Blocking, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool) {
+pub unsafe fn gemm_with(kernel: &Kernel, blocking: Blocking, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize, base: Base) {
     // SAFETY: the caller's contract covers C.
-    if unsafe { trivial(m, k, n, c, ldc, accumulate) } {
+    if unsafe { trivial(m, k, n, c, ldc, base) } {
         return;
     }
     let Orientation { m, n, a, b, c } = Orientation::choose(kernel, m, k, n, a, b, c, ldc);
@@ -435,7 +564,20 @@ pub unsafe fn gemm_with(kernel: &Kernel, blocking: Blocking, m: usize, k: usize,
                     unsafe { pack::pack_panels(nc, kc, blocks.nr, b.at(pc, jc).t(), b_pack) };
                     // SAFETY: the caller's contract, for all of C's rows and
                     // this block's columns.
-                    unsafe { multiply_packed_b(kernel, blocks, a.at(0, pc), 0..m, kc, b_pack, 0..nc, c.at(0, jc), accumulate || pc > 0, a_buf) };
+                    unsafe {
+                        multiply_packed_b(
+                            kernel,
+                            blocks,
+                            a.at(0, pc),
+                            0..m,
+                            kc,
+                            b_pack,
+                            0..nc,
+                            c.at(0, jc),
+                            base.for_block(pc, jc, c.cs != 1),
+                            a_buf,
+                        )
+                    };
                 }
             }
         })
@@ -447,9 +589,9 @@ pub unsafe fn gemm_with(kernel: &Kernel, blocking: Blocking, m: usize, k: usize,
 /// # Safety
 /// As for [`gemm_with`].
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(kernel: &Kernel, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool) {
+pub unsafe fn gemm(kernel: &Kernel, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize, base: Base) {
     // SAFETY: the caller's contract is gemm_with's.
-    unsafe { gemm_with(kernel, kernel.blocking, m, k, n, a, b, c, ldc, accumulate) }
+    unsafe { gemm_with(kernel, kernel.blocking, m, k, n, a, b, c, ldc, base) }
 }
 
 /// The plain reference: `c[i·ldc + j] (=|+=) Σ_p a(i, p)·b(p, j)`, summed in

@@ -19,7 +19,7 @@
 //! multiplies its own run of K with its own packing and no joins, the first
 //! into C, the others into scratch matrices that are then added into C.
 
-use super::{gemm_with, multiply_packed_b, pack, trivial, with_buffer, Blocks, Kernel, MatRef, Orientation, PackBuffer, A_PACK, B_PACK};
+use super::{gemm_with, multiply_packed_b, pack, trivial, with_buffer, Base, Blocks, Kernel, MatRef, Orientation, PackBuffer, A_PACK, B_PACK};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -50,23 +50,23 @@ impl<T: Copy> Shared<T> {
 /// As for [`super::gemm_with`]; C must not be touched by anyone else until
 /// the call returns.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_threaded(kernel: &Kernel, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool) {
+pub unsafe fn gemm_threaded(kernel: &Kernel, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize, base: Base) {
     let threads = rayon::current_num_threads();
     if threads <= 1 || m.saturating_mul(n).saturating_mul(k) < THREADED_MIN_WORK {
         // SAFETY: the caller's contract.
-        return unsafe { super::gemm(kernel, m, k, n, a, b, c, ldc, accumulate) };
+        return unsafe { super::gemm(kernel, m, k, n, a, b, c, ldc, base) };
     }
     // SAFETY: the caller's contract covers C.
-    if unsafe { trivial(m, k, n, c, ldc, accumulate) } {
+    if unsafe { trivial(m, k, n, c, ldc, base) } {
         return;
     }
     if reduction_split_pays(m, k, n, threads) {
         // SAFETY: the caller's contract.
-        return unsafe { split_reduction(kernel, threads, m, k, n, a, b, c, ldc, accumulate) };
+        return unsafe { split_reduction(kernel, threads, m, k, n, a, b, c, ldc, base) };
     }
     let Orientation { m, n, a, b, c } = Orientation::choose(kernel, m, k, n, a, b, c, ldc);
     let blocks = Blocks::new(kernel, kernel.blocking, m, k, n);
-    let (a, b, c) = (Shared(a), Shared(b), Shared(c));
+    let (a, b, c, strided) = (Shared(a), Shared(b), Shared(c), c.cs != 1);
     with_buffer(&B_PACK, |b_buf| {
         let b_pack = b_buf.get(blocks.b_len());
         for jc in (0..n).step_by(blocks.nc) {
@@ -86,6 +86,7 @@ pub unsafe fn gemm_threaded(kernel: &Kernel, m: usize, k: usize, n: usize, a: Ma
                         unsafe { pack::pack_panels((nc - first).min(per_task * blocks.nr), kc, blocks.nr, b.get().at(pc, jc + first).t(), chunk) };
                     });
                 let b_pack = &*b_pack;
+                let block_base = base.for_block(pc, jc, strided);
                 let row_blocks = m.div_ceil(blocks.mc);
                 // At least four tasks per thread: a thread that finishes early
                 // takes another, and a C of few row blocks (the vocabulary
@@ -109,20 +110,7 @@ pub unsafe fn gemm_threaded(kernel: &Kernel, m: usize, k: usize, n: usize, a: Ma
                         // SAFETY: the caller's contract; tasks cover disjoint
                         // (rows, cols) tiles of C, and b_pack holds every panel
                         // of this block.
-                        unsafe {
-                            multiply_packed_b(
-                                kernel,
-                                blocks,
-                                a.get().at(0, pc),
-                                rows,
-                                kc,
-                                b_pack,
-                                cols,
-                                c.get().at(0, jc),
-                                accumulate || pc > 0,
-                                a_buf,
-                            )
-                        }
+                        unsafe { multiply_packed_b(kernel, blocks, a.get().at(0, pc), rows, kc, b_pack, cols, c.get().at(0, jc), block_base, a_buf) }
                     });
                 });
             }
@@ -159,7 +147,7 @@ thread_local! {
 /// # Safety
 /// As for [`gemm_threaded`].
 #[allow(clippy::too_many_arguments)]
-unsafe fn split_reduction(kernel: &Kernel, threads: usize, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool) {
+unsafe fn split_reduction(kernel: &Kernel, threads: usize, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize, base: Base) {
     let (a, b, c) = (Shared(a), Shared(b), Shared(c));
     let depth = |part: usize| part * k / threads..(part + 1) * k / threads;
     with_buffer(&PARTIALS, |partials| {
@@ -174,10 +162,10 @@ unsafe fn split_reduction(kernel: &Kernel, threads: usize, m: usize, k: usize, n
             unsafe {
                 let (a, b) = (a.get().at(0, run.start), b.get().at(run.start, 0));
                 if part == 0 {
-                    gemm_with(kernel, kernel.blocking, m, run.len(), n, a, b, c.get(), ldc, accumulate);
+                    gemm_with(kernel, kernel.blocking, m, run.len(), n, a, b, c.get(), ldc, base);
                 } else {
                     let out = scratch.get().add((part - 1) * m * n);
-                    gemm_with(kernel, kernel.blocking, m, run.len(), n, a, b, out, n, false);
+                    gemm_with(kernel, kernel.blocking, m, run.len(), n, a, b, out, n, Base::Zero);
                 }
             }
         });

@@ -45,19 +45,35 @@ struct Case {
     b_t: bool,
     gap: usize,
     offset: usize,
-    accumulate: bool,
+    base: CaseBase,
+}
+
+/// What the case's product is added to ([`Base`]): nothing, C's initial
+/// values, or a random bias row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CaseBase {
+    Zero,
+    Existing,
+    Bias,
+}
+
+impl CaseBase {
+    /// The three in turn, by `i`.
+    fn nth(i: usize) -> CaseBase {
+        [CaseBase::Zero, CaseBase::Existing, CaseBase::Bias][i % 3]
+    }
 }
 
 /// Run `case` through `kernel` with `blocking` and compare with the reference.
 fn check(kernel: &Kernel, blocking: Blocking, case: Case, seed: u64) -> std::result::Result<(), TestCaseError> {
-    check_with(kernel, case, seed, |m, k, n, a, b, c, ldc, accumulate| {
+    check_with(kernel, case, seed, |m, k, n, a, b, c, ldc, base| {
         // SAFETY: as for check_with's `run`.
-        unsafe { gemm_with(kernel, blocking, m, k, n, a, b, c, ldc, accumulate) }
+        unsafe { gemm_with(kernel, blocking, m, k, n, a, b, c, ldc, base) }
     })
 }
 
 /// The arguments of `gemm_with` after the kernel and blocking.
-type Run<'a> = dyn Fn(usize, usize, usize, MatRef, MatRef, *mut f32, usize, bool) + 'a;
+type Run<'a> = dyn Fn(usize, usize, usize, MatRef, MatRef, *mut f32, usize, Base) + 'a;
 
 /// Run `case` through `run` (a GEMM entry point with `kernel`) and compare
 /// with the reference. `run` gets operands and a C that satisfy gemm_with's
@@ -66,7 +82,7 @@ fn check_with(
     kernel: &Kernel,
     case: Case,
     seed: u64,
-    run: impl Fn(usize, usize, usize, MatRef, MatRef, *mut f32, usize, bool),
+    run: impl Fn(usize, usize, usize, MatRef, MatRef, *mut f32, usize, Base),
 ) -> std::result::Result<(), TestCaseError> {
     let run: &Run = &run;
     let Case {
@@ -77,8 +93,9 @@ fn check_with(
         b_t,
         gap,
         offset,
-        accumulate,
+        base,
     } = case;
+    let accumulate = base == CaseBase::Existing;
     let mut rng = StdRng::seed_from_u64(seed);
     let (a, sa) = operand(&mut rng, m, k, a_t, gap, offset);
     let (b, sb) = operand(&mut rng, k, n, b_t, gap + 1, offset / 2);
@@ -89,8 +106,16 @@ fn check_with(
     let initial: Vec<f32> = (0..(m + 1) * ldc)
         .map(|i| if i % ldc < n && i < m * ldc { rng.random_range(-1.0f32..1.0) } else { guard })
         .collect();
+    let bias: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
     let mut want = initial.clone();
     gemm_reference(m, k, n, &a[offset..], sa, &b[offset / 2..], sb, &mut want, ldc, accumulate);
+    if base == CaseBase::Bias {
+        for row in want.chunks_mut(ldc).take(m) {
+            for (x, &b) in row.iter_mut().zip(&bias) {
+                *x += b;
+            }
+        }
+    }
     let mut got = initial.clone();
     let (ra, rb) = (
         MatRef {
@@ -106,7 +131,12 @@ fn check_with(
     );
     // The kernel comes from Simd::available (supported ISA); A and B address
     // only elements of `a` and `b`; C's m rows of n are inside `got`.
-    run(m, k, n, ra, rb, got.as_mut_ptr(), ldc, accumulate);
+    let gemm_base = match base {
+        CaseBase::Zero => Base::Zero,
+        CaseBase::Existing => Base::Existing,
+        CaseBase::Bias => Base::Bias(bias.as_ptr()),
+    };
+    run(m, k, n, ra, rb, got.as_mut_ptr(), ldc, gemm_base);
     for i in 0..=m {
         for j in 0..ldc {
             let (x, y) = (got[i * ldc + j], want[i * ldc + j]);
@@ -117,7 +147,11 @@ fn check_with(
             let magnitude: f32 = (0..k)
                 .map(|p| (a[offset + i * sa.0 + p * sa.1] * b[offset / 2 + p * sb.0 + j * sb.1]).abs())
                 .sum::<f32>()
-                + if accumulate { initial[i * ldc + j].abs() } else { 0.0 };
+                + match base {
+                    CaseBase::Zero => 0.0,
+                    CaseBase::Existing => initial[i * ldc + j].abs(),
+                    CaseBase::Bias => bias[j].abs(),
+                };
             prop_assert!(
                 close(x, y, magnitude, k),
                 "{:?} {:?}: C[{}, {}] = {} but the reference gives {}",
@@ -142,26 +176,16 @@ fn small_blocking(kernel: &Kernel, kc: usize, mc_panels: usize, nc_panels: usize
 }
 
 fn case_strategy(max_m: usize, max_k: usize, max_n: usize) -> impl Strategy<Value = Case> {
-    (
-        1..=max_m,
-        0..=max_k,
-        1..=max_n,
-        any::<bool>(),
-        any::<bool>(),
-        0..3usize,
-        0..4usize,
-        any::<bool>(),
-    )
-        .prop_map(|(m, k, n, a_t, b_t, gap, offset, accumulate)| Case {
-            m,
-            k,
-            n,
-            a_t,
-            b_t,
-            gap,
-            offset,
-            accumulate,
-        })
+    (1..=max_m, 0..=max_k, 1..=max_n, any::<bool>(), any::<bool>(), 0..3usize, 0..4usize, 0..3usize).prop_map(|(m, k, n, a_t, b_t, gap, offset, base)| Case {
+        m,
+        k,
+        n,
+        a_t,
+        b_t,
+        gap,
+        offset,
+        base: CaseBase::nth(base),
+    })
 }
 
 proptest! {
@@ -199,20 +223,20 @@ proptest! {
     fn threaded_gemm_matches_the_reference(
         long_reduction in any::<bool>(),
         rows in 0..200usize, cols in 0..60usize, extra in 0..300usize,
-        a_t in any::<bool>(), b_t in any::<bool>(), accumulate in any::<bool>(),
+        a_t in any::<bool>(), b_t in any::<bool>(), base in 0..3usize,
         threads in 2..4usize, seed in any::<u64>(),
     ) {
         let (m, n) = if long_reduction { (1 + rows / 3, 1 + cols) } else { (300 + rows, 40 + cols) };
         let deep_enough = THREADED_MIN_WORK.div_ceil(m * n);
         let k = if long_reduction { deep_enough.max(2 * m.max(n)) + extra } else { deep_enough + extra % 50 };
         prop_assert_eq!(parallel::reduction_split_pays(m, k, n, threads), long_reduction && k >= threads * 256);
-        let case = Case { m, k, n, a_t, b_t, gap: 1, offset: 3, accumulate };
+        let case = Case { m, k, n, a_t, b_t, gap: 1, offset: 3, base: CaseBase::nth(base) };
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         for kernel in kernels() {
             pool.install(|| {
-                check_with(kernel, case, seed, |m, k, n, a, b, c, ldc, accumulate| {
+                check_with(kernel, case, seed, |m, k, n, a, b, c, ldc, base| {
                     // SAFETY: as for check_with's `run`.
-                    unsafe { gemm_threaded(kernel, m, k, n, a, b, c, ldc, accumulate) }
+                    unsafe { gemm_threaded(kernel, m, k, n, a, b, c, ldc, base) }
                 })
             })?;
         }
@@ -250,13 +274,13 @@ fn narrow_heads_match_the_reference() {
                 b_t,
                 gap: 0,
                 offset: 0,
-                accumulate: i == 1,
+                base: CaseBase::nth(i + 1),
             };
             check(kernel, kernel.blocking, case, i as u64).unwrap();
             pool.install(|| {
-                check_with(kernel, case, i as u64, |m, k, n, a, b, c, ldc, accumulate| {
+                check_with(kernel, case, i as u64, |m, k, n, a, b, c, ldc, base| {
                     // SAFETY: as for check_with's `run`.
-                    unsafe { gemm_threaded(kernel, m, k, n, a, b, c, ldc, accumulate) }
+                    unsafe { gemm_threaded(kernel, m, k, n, a, b, c, ldc, base) }
                 })
             })
             .unwrap();
@@ -289,7 +313,7 @@ fn tuned_block_edges_match_the_reference() {
                     b_t,
                     gap: 1,
                     offset: 2,
-                    accumulate: i % 2 == 1,
+                    base: CaseBase::nth(i),
                 };
                 check(kernel, kernel.blocking, case, i as u64).unwrap();
             }
@@ -315,7 +339,7 @@ fn edge_tiles_of_every_size_match_the_reference() {
                     b_t: cols % 3 == 0,
                     gap: 1,
                     offset: 1,
-                    accumulate: (rows + cols) % 2 == 0,
+                    base: CaseBase::nth(rows + cols),
                 };
                 check(kernel, kernel.blocking, case, (rows * 100 + cols) as u64).unwrap();
             }
@@ -345,14 +369,15 @@ fn broadcast_operands_match_the_reference() {
             cs: 0,
         };
         // SAFETY: supported ISA; stride-0 reads stay inside the k-element vectors.
-        unsafe { gemm_with(kernel, small_blocking(kernel, 5, 1, 1), m, k, n, a, b, got.as_mut_ptr(), n, false) };
+        unsafe { gemm_with(kernel, small_blocking(kernel, 5, 1, 1), m, k, n, a, b, got.as_mut_ptr(), n, Base::Zero) };
         for (x, y) in got.iter().zip(&want) {
             assert!(close(*x, *y, k as f32, k), "{kernel:?}: {x} vs {y}");
         }
     }
 }
 
-/// k = 0 writes zeros (or leaves C as it was when accumulating).
+/// k = 0 writes zeros (the bias rows with a bias; leaves C as it was when
+/// accumulating).
 #[test]
 fn an_empty_reduction_gives_zeros() {
     for kernel in kernels() {
@@ -363,12 +388,16 @@ fn an_empty_reduction_gives_zeros() {
             cs: 0,
         };
         // SAFETY: supported ISA; k = 0 reads nothing.
-        unsafe { gemm(kernel, 2, 0, 3, empty, empty, c.as_mut_ptr(), 3, false) };
+        unsafe { gemm(kernel, 2, 0, 3, empty, empty, c.as_mut_ptr(), 3, Base::Zero) };
         assert_eq!(c, vec![0.0; 6]);
         let mut c = vec![1.5f32; 6];
         // SAFETY: as above.
-        unsafe { gemm(kernel, 2, 0, 3, empty, empty, c.as_mut_ptr(), 3, true) };
+        unsafe { gemm(kernel, 2, 0, 3, empty, empty, c.as_mut_ptr(), 3, Base::Existing) };
         assert_eq!(c, vec![1.5; 6]);
+        let bias = [1.0f32, -2.0, 3.0];
+        // SAFETY: as above; the bias holds n = 3 values.
+        unsafe { gemm(kernel, 2, 0, 3, empty, empty, c.as_mut_ptr(), 3, Base::Bias(bias.as_ptr())) };
+        assert_eq!(c, vec![1.0, -2.0, 3.0, 1.0, -2.0, 3.0]);
     }
 }
 

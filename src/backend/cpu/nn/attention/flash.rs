@@ -119,7 +119,7 @@ impl FlashFloat for f32 {
         let (a, b) = (MatRef { ptr: a.0, rs: a.1, cs: a.2 }, MatRef { ptr: b.0, rs: b.1, cs: b.2 });
         // SAFETY: `simd` exists only for an ISA this CPU supports; the rest is
         // the caller's contract, which is gemm's.
-        unsafe { gemm::gemm(gemm::kernel(simd.isa()), m, k, n, a, b, c, ldc, accumulate) }
+        unsafe { gemm::gemm(gemm::kernel(simd.isa()), m, k, n, a, b, c, ldc, gemm::Base::existing_if(accumulate)) }
     }
     fn exp_affine_in_place(simd: Simd, x: &mut [f32], scale: f32, shift: f32) {
         let mut buf = [0f32; 64];
