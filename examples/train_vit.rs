@@ -254,6 +254,7 @@ fn train(args: &VitArgs, pg: ProcessGroup) -> Result<()> {
         overwrite: args.run.force,
         seed: args.seed,
         diagnostics_every: args.run.diagnostics_every,
+        zero1: args.run.zero1,
         metadata,
         ..TrainConfig::default()
     };

@@ -137,6 +137,10 @@ pub struct RunFlags {
     /// rank-collapse residual and attention entropy of every layer).
     #[arg(long, value_name = "N", value_parser = positive_u64)]
     pub diagnostics_every: Option<u64>,
+    /// Shard the optimizer state over the ranks (ZeRO stage 1): each rank
+    /// keeps and updates 1/world of it, then the parameters are all-gathered.
+    #[arg(long, conflicts_with = "diagnostics_every")]
+    pub zero1: bool,
 }
 
 impl RunFlags {

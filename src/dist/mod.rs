@@ -28,11 +28,14 @@
 mod abort;
 mod bucket;
 mod comm;
+mod flat;
 #[cfg(feature = "mpi")]
 mod mpi;
 
 pub use bucket::bucket_ranges;
 pub use comm::{Communicator, HostBuf, Single};
+pub use flat::FlatBuffers;
+pub(crate) use flat::{read_host, write_host, Wire};
 #[cfg(feature = "mpi")]
 pub use mpi::Mpi;
 

@@ -30,8 +30,17 @@ pub struct Mpi {
     rank: usize,
     size: usize,
     local_rank: usize,
-    /// MPI runs at `MPI_THREAD_SERIALIZED`: one call at a time, from any thread.
-    lock: Mutex<()>,
+    /// MPI runs at `MPI_THREAD_SERIALIZED`: one call at a time, from any
+    /// thread; the lock also guards the send copies of all-reduces.
+    lock: Mutex<SendCopies>,
+}
+
+/// The send side of an all-reduce (rsmpi has no `MPI_IN_PLACE`): buffers kept
+/// for the process's life, so that a steady all-reduce allocates nothing.
+#[derive(Default)]
+struct SendCopies {
+    f32: Vec<f32>,
+    f64: Vec<f64>,
 }
 
 impl std::fmt::Debug for Mpi {
@@ -75,16 +84,16 @@ impl Mpi {
             rank,
             size,
             local_rank,
-            lock: Mutex::new(()),
+            lock: Mutex::new(SendCopies::default()),
         })
     }
 
-    /// The world communicator, with the call lock held while `f` runs.
-    fn with_world<R>(&self, f: impl FnOnce(&SimpleCommunicator) -> R) -> R {
+    /// The world communicator and the send copies, with the call lock held while `f` runs.
+    fn with_world<R>(&self, f: impl FnOnce(&SimpleCommunicator, &mut SendCopies) -> R) -> R {
         // A poisoned lock means a panic elsewhere mid-call; MPI itself aborts on
         // its own errors, so the communicator is still usable.
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        f(&SimpleCommunicator::world())
+        let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        f(&SimpleCommunicator::world(), &mut guard)
     }
 }
 
@@ -114,15 +123,17 @@ impl Communicator for Mpi {
     }
     fn all_reduce_sum(&self, buf: HostBuf<'_>) -> Result<()> {
         count("all_reduce", &buf, 1)?;
-        self.with_world(|w| match buf {
+        self.with_world(|w, copies| match buf {
             HostBuf::F32(b) => {
-                let send = b.to_vec();
-                w.all_reduce_into(&send[..], b, SystemOperation::sum());
+                copies.f32.clear();
+                copies.f32.extend_from_slice(b);
+                w.all_reduce_into(&copies.f32[..], b, SystemOperation::sum());
                 Ok(())
             }
             HostBuf::F64(b) => {
-                let send = b.to_vec();
-                w.all_reduce_into(&send[..], b, SystemOperation::sum());
+                copies.f64.clear();
+                copies.f64.extend_from_slice(b);
+                w.all_reduce_into(&copies.f64[..], b, SystemOperation::sum());
                 Ok(())
             }
             HostBuf::U64(_) => Err(Error::dtype("all_reduce", "u64 buffers are gathered and broadcast, not summed")),
@@ -132,7 +143,7 @@ impl Communicator for Mpi {
         check_root("broadcast", root, self.size)?;
         count("broadcast", &buf, 1)?;
         let root = root as i32; // below the world size, itself an i32
-        self.with_world(|w| {
+        self.with_world(|w, _| {
             let p = w.process_at_rank(root);
             match buf {
                 HostBuf::F32(b) => p.broadcast_into(b),
@@ -145,7 +156,7 @@ impl Communicator for Mpi {
     fn all_gather(&self, send: HostBuf<'_>, recv: HostBuf<'_>) -> Result<()> {
         check_lengths("all_gather", &send, &recv, self.size, 1)?;
         count("all_gather", &send, self.size)?;
-        self.with_world(|w| {
+        self.with_world(|w, _| {
             match (send, recv) {
                 (HostBuf::F32(s), HostBuf::F32(r)) => w.all_gather_into(&s[..], r),
                 (HostBuf::F64(s), HostBuf::F64(r)) => w.all_gather_into(&s[..], r),
@@ -158,7 +169,7 @@ impl Communicator for Mpi {
     fn reduce_scatter_sum(&self, send: HostBuf<'_>, recv: HostBuf<'_>) -> Result<()> {
         check_lengths("reduce_scatter", &send, &recv, 1, self.size)?;
         count("reduce_scatter", &send, 1)?;
-        self.with_world(|w| {
+        self.with_world(|w, _| {
             match (send, recv) {
                 (HostBuf::F32(s), HostBuf::F32(r)) => w.reduce_scatter_block_into(&s[..], r, SystemOperation::sum()),
                 (HostBuf::F64(s), HostBuf::F64(r)) => w.reduce_scatter_block_into(&s[..], r, SystemOperation::sum()),
@@ -172,7 +183,7 @@ impl Communicator for Mpi {
         SimpleCommunicator::world().abort(code)
     }
     fn barrier(&self) -> Result<()> {
-        self.with_world(|w| w.barrier());
+        self.with_world(|w, _| w.barrier());
         Ok(())
     }
 }

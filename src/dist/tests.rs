@@ -158,6 +158,34 @@ fn all_reduce_goes_in_fixed_size_buckets_per_dtype_and_mean_divides_by_the_world
 }
 
 #[test]
+fn in_place_all_reduce_writes_the_copying_results_into_the_tensors() {
+    let mirror = Arc::new(Mirror::default());
+    let pg = ProcessGroup::new(mirror.clone()).with_bucket_elems(4).unwrap();
+    let a = t32(&(0..6).map(|i| i as f32).collect::<Vec<_>>(), &[2, 3]);
+    let b = t64(&[1.5, -3.0, 0.5], &[3]);
+    let c = t32(&[10.0, 11.0, 12.0], &[3, 1]);
+    let copied = pg.all_reduce(&[a.clone(), b.clone(), c.clone()], ReduceOp::Sum).unwrap();
+    mirror.calls.lock().unwrap().clear();
+    let view_of_a = a.clone();
+    let mut buffers = FlatBuffers::default();
+    pg.all_reduce_in_place(&[a.clone(), b.clone(), c.clone()], ReduceOp::Sum, &mut buffers).unwrap();
+    for (got, want) in [&a, &b, &c].into_iter().zip(&copied) {
+        assert_eq!(got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
+    }
+    assert_eq!(view_of_a.to_vec::<f32>().unwrap()[5], 10.0, "the tensor's own storage holds the sum");
+    // The same buckets as the copying all-reduce.
+    assert_eq!(
+        *mirror.calls.lock().unwrap(),
+        [("all_reduce", 4), ("all_reduce", 4), ("all_reduce", 1), ("all_reduce", 3)]
+    );
+    let capacity = buffers.capacity_bytes();
+    pg.all_reduce_in_place(&[a.clone(), b.clone(), c.clone()], ReduceOp::Mean, &mut buffers)
+        .unwrap();
+    assert_eq!(b.to_vec::<f64>().unwrap(), [3.0, -6.0, 1.0], "the mean of two equal ranks");
+    assert_eq!(buffers.capacity_bytes(), capacity, "the buffers are reused, not grown");
+}
+
+#[test]
 fn broadcast_gather_and_scatter_over_a_world_of_two() {
     let mirror = Arc::new(Mirror::default());
     let pg = ProcessGroup::new(mirror.clone()).with_bucket_elems(2).unwrap();

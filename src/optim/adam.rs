@@ -261,4 +261,8 @@ impl Optimizer for Adam {
         self.config.betas.0 = beta1;
         Ok(())
     }
+
+    fn fresh_over(&self, groups: Vec<ParamGroup>) -> Result<Box<dyn Optimizer>> {
+        Ok(Box::new(Adam::with_groups(groups, self.config.clone())?))
+    }
 }

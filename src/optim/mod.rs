@@ -56,6 +56,7 @@ mod grad_scaler;
 pub mod schedule;
 mod sgd;
 mod slots;
+mod zero;
 
 pub use accumulate::GradAccumulator;
 pub use adam::{Adam, AdamConfig};
@@ -64,6 +65,7 @@ pub use decay::{compact_names, split_param_groups, DecayFn, DecayRule, DecaySumm
 pub use grad_scaler::GradScaler;
 pub use schedule::{Anneal, Constant, InverseSqrt, LrSchedule, OneCycle, Scheduler, WarmupCosine, WarmupLinear};
 pub use sgd::{Sgd, SgdConfig};
+pub use zero::{ShardSplit, Zero1};
 
 use crate::backend::Storage;
 use crate::nn::Param;
@@ -104,6 +106,26 @@ pub trait Optimizer: Send {
     /// settings the state depends on (Adam's β₂, eps and AMSGrad, SGD's
     /// dampening and Nesterov) must match, or the load is an error.
     fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()>;
+    /// A new optimizer of this kind, with these settings and no state, over
+    /// `groups`: what [`Zero1`] builds over each rank's pieces of the
+    /// parameters. Kinds that cannot say so.
+    fn fresh_over(&self, groups: Vec<ParamGroup>) -> Result<Box<dyn Optimizer>> {
+        let _ = groups;
+        Err(Error::value(
+            "Optimizer::fresh_over",
+            format!("the '{}' optimizer cannot be rebuilt over other parameters", self.name()),
+        ))
+    }
+    /// This optimizer as a [`Zero1`], if it is one (its state is sharded
+    /// over ranks, and its `state_dict` is a collective).
+    fn zero1(&self) -> Option<&Zero1> {
+        None
+    }
+    /// [`zero1`](Self::zero1), mutably: what a trainer calls to average
+    /// and clip a sharded optimizer's gradients.
+    fn zero1_mut(&mut self) -> Option<&mut Zero1> {
+        None
+    }
 }
 
 /// Parameters sharing hyperparameters, as PyTorch's `param_groups`.

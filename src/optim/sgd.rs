@@ -223,4 +223,8 @@ impl Optimizer for Sgd {
         self.config.momentum = momentum;
         Ok(())
     }
+
+    fn fresh_over(&self, groups: Vec<ParamGroup>) -> Result<Box<dyn Optimizer>> {
+        Ok(Box::new(Sgd::with_groups(groups, self.config.clone())?))
+    }
 }

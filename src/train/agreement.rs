@@ -37,9 +37,12 @@ pub(super) fn settings(config: &TrainConfig, task: &dyn TrainTask, opt: &dyn Opt
         .collect();
     // Settings only: the state is rank 0's after the broadcast anyway, and the
     // learning rate follows the schedule.
-    let optimizer: Vec<String> = opt
-        .state_dict()?
-        .metadata
+    // A ZeRO-1 optimizer's settings are its own rank's: its state_dict would gather.
+    let metadata = match opt.zero1() {
+        Some(z) => z.settings()?,
+        None => opt.state_dict()?.metadata,
+    };
+    let optimizer: Vec<String> = metadata
         .into_iter()
         .filter(|(k, _)| !(k.starts_with("state.") || k == "step" || k == "lr"))
         .map(|(k, v)| format!("{k}={v}"))
@@ -54,6 +57,7 @@ pub(super) fn settings(config: &TrainConfig, task: &dyn TrainTask, opt: &dyn Opt
         ("log_every", config.log_every.to_string()),
         ("checkpoint_every", opt_u64(config.checkpoint_every)),
         ("diagnostics_every", opt_u64(config.diagnostics_every)),
+        ("zero1", config.zero1.to_string()),
         ("seed", config.seed.to_string()),
         ("metadata", serde_json::to_string(&config.metadata).unwrap_or_default()),
         ("model", model.join(", ")),

@@ -168,6 +168,9 @@ impl TrainCheckpoint {
         progress: &RunProgress,
         world_size: usize,
     ) -> Result<()> {
+        // First: a sharded optimizer gathers its state from every rank, which
+        // must not wait on a check that failed here alone.
+        let state = opt.state_dict()?.prefixed(OPTIM_PREFIX);
         check_metadata_keys(OP, &config.metadata)?;
         let mut tensors: Vec<(String, Tensor)> = module_tensors(task.model());
         if let Some((name, _)) = tensors.iter().find(|(n, _)| n.starts_with(OPTIM_PREFIX)) {
@@ -176,7 +179,6 @@ impl TrainCheckpoint {
                 format!("model tensor {name:?} starts with {OPTIM_PREFIX:?}, which checkpoints reserve for the optimizer state"),
             ));
         }
-        let state = opt.state_dict()?.prefixed(OPTIM_PREFIX);
         tensors.extend(state.tensors);
         let mut metadata = config.metadata.clone();
         metadata.extend(state.metadata);

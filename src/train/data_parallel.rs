@@ -6,9 +6,10 @@
 //! alone would meet (a full disk on rank 0), so that no rank is left waiting
 //! in a collective.
 
-use crate::dist::{ProcessGroup, ReduceOp};
+use crate::dist::{FlatBuffers, ProcessGroup, ReduceOp};
 use crate::nn::Param;
-use crate::{Error, GradStore, Result, Tensor};
+use crate::optim::owned_copy;
+use crate::{Device, Error, GradStore, Result, Tensor};
 
 /// Copy rank 0's parameter values to every rank.
 pub(super) fn broadcast_params(pg: &ProcessGroup, params: &[Param]) -> Result<()> {
@@ -23,25 +24,42 @@ pub(super) fn broadcast_params(pg: &ProcessGroup, params: &[Param]) -> Result<()
     Ok(())
 }
 
-/// Replace each parameter's gradient with its mean over the ranks (moved
-/// through the host when it lives on a device). Every rank must hold
-/// gradients for the same parameters; the process group refuses otherwise.
-pub(super) fn average_grads(pg: &ProcessGroup, params: &[Param], grads: &mut GradStore) -> Result<()> {
+/// Replace each parameter's gradient with its mean over the ranks. Every
+/// rank must hold gradients for the same parameters; the process group
+/// refuses otherwise.
+///
+/// A CPU gradient that the store alone holds is averaged in its own
+/// storage, through `buffers` (kept by the trainer, so that a steady step
+/// allocates nothing); any other gradient (on a device, shared with another
+/// parameter's, or not contiguous) goes through a host copy of its own that
+/// then replaces it, moved back to its device.
+pub(super) fn average_grads(pg: &ProcessGroup, params: &[Param], grads: &mut GradStore, buffers: &mut FlatBuffers) -> Result<()> {
     if pg.world_size() == 1 {
         return Ok(());
     }
-    let mut keys = Vec::new();
-    let mut host = Vec::new();
+    let mut work = Vec::new();
+    let mut copied = Vec::new();
     for p in params {
         let t = p.tensor();
-        if let Some(g) = grads.get(&t) {
-            host.push(g.to_cpu()?);
-            keys.push((t, g.device()));
+        let Some(g) = grads.get(&t) else { continue };
+        // Checked before any clone below adds a handle.
+        let own = g.device() == Device::Cpu && g.is_sole_owner() && g.layout().contiguous_range().is_some();
+        if own {
+            work.push(g.clone());
+        } else {
+            let host = g.to_cpu()?;
+            let host = if host.same_storage(g) || host.layout().contiguous_range().is_none() {
+                owned_copy(&host)?
+            } else {
+                host
+            };
+            copied.push((work.len(), t, g.device()));
+            work.push(host);
         }
     }
-    let mean = pg.all_reduce(&host, ReduceOp::Mean)?;
-    for ((t, device), g) in keys.into_iter().zip(mean) {
-        grads.insert(&t, g.to_device(device)?);
+    pg.all_reduce_in_place(&work, ReduceOp::Mean, buffers)?;
+    for (i, t, device) in copied {
+        grads.insert(&t, work[i].to_device(device)?);
     }
     Ok(())
 }

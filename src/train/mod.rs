@@ -134,6 +134,15 @@ pub struct TrainConfig {
     /// None: never. Diagnostics read the model and change nothing, so a run
     /// trains the same with or without them.
     pub diagnostics_every: Option<u64>,
+    /// Shard the optimizer state over the ranks (ZeRO stage 1,
+    /// [`Zero1`](crate::optim::Zero1), set up when `fit` starts): each rank
+    /// keeps and updates the state of its 1/world of the parameters, then
+    /// the parameters are all-gathered. It trains as the unsharded run does
+    /// (to rounding: the global norm adds the ranks' parts; in a world of
+    /// one, exactly), and its checkpoints hold the full state, so either kind
+    /// of run resumes the other's. Adam, AdamW and SGD over CPU parameters of
+    /// one float type; not with `diagnostics_every`.
+    pub zero1: bool,
     /// Print human-readable lines (stdout).
     pub print: bool,
     pub progress: Progress,
@@ -158,6 +167,7 @@ impl Default for TrainConfig {
             overwrite: false,
             seed: 0,
             diagnostics_every: None,
+            zero1: false,
             print: true,
             progress: Progress::Auto,
             metadata: BTreeMap::new(),

@@ -10,9 +10,9 @@ use super::{agreement, sharded_eval};
 use super::{TrainConfig, TrainTask};
 use crate::data::io::derive_seed;
 use crate::diagnostics::{LayerProbe, StepDiagnostics};
-use crate::dist::{ProcessGroup, ReduceOp};
+use crate::dist::{FlatBuffers, ProcessGroup, ReduceOp};
 use crate::nn::Param;
-use crate::optim::{clip_grad_norm, grad_norm, DecaySummary, GradAccumulator, Optimizer, Scheduler};
+use crate::optim::{clip_grad_norm, grad_norm, DecaySummary, GradAccumulator, Optimizer, Scheduler, Zero1};
 use crate::{no_grad, Error, GradStore, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -111,6 +111,8 @@ pub struct Trainer<T: TrainTask> {
     /// The ranks training together (a world of one unless
     /// [`with_process_group`](Self::with_process_group) says otherwise).
     dist: ProcessGroup,
+    /// Host buffers the gradients are averaged through, kept across steps.
+    grad_buffers: FlatBuffers,
 }
 
 impl<T: TrainTask> Trainer<T> {
@@ -145,6 +147,7 @@ impl<T: TrainTask> Trainer<T> {
             earlier_seconds: Some(0.0),
             fitted: false,
             dist: ProcessGroup::single(),
+            grad_buffers: FlatBuffers::default(),
         })
     }
 
@@ -285,6 +288,10 @@ impl<T: TrainTask> Trainer<T> {
     pub fn save_checkpoint(&mut self) -> Result<Option<PathBuf>> {
         let Some(path) = self.checkpoint_path() else { return Ok(None) };
         if !self.dist.is_root() {
+            if self.optimizer.zero1().is_some() {
+                // Rank 0 gathers the sharded state it writes from every rank.
+                self.optimizer.state_dict()?;
+            }
             // Rank 0 writes it; every rank keeps the same record of it, so
             // that all take the same branches (and collectives) in `fit`.
             self.last_checkpoint = Some((self.step, path));
@@ -367,6 +374,12 @@ impl<T: TrainTask> Trainer<T> {
         let start = Instant::now();
         let cfg = self.config.clone();
         let end = cfg.stop_at.map_or(cfg.total_steps, |s| s.min(cfg.total_steps));
+        if cfg.zero1 && cfg.diagnostics_every.is_some() {
+            return Err(Error::value(
+                OP,
+                "diagnostics_every needs every rank's whole averaged gradient, which zero1 does not form; use one or the other",
+            ));
+        }
         // Rank 0 alone writes files and prints.
         let root = self.dist.is_root();
         let out_dir = cfg.out_dir.as_ref().filter(|_| root);
@@ -390,6 +403,10 @@ impl<T: TrainTask> Trainer<T> {
         let removed = all_ok(&self.dist, OP, removed)?;
         // Every rank starts from rank 0's parameters.
         broadcast_params(&self.dist, &self.params)?;
+        if cfg.zero1 && self.optimizer.zero1().is_none() {
+            // Takes over the optimizer's state (after a resume, the loaded one).
+            self.optimizer = Box::new(Zero1::new(self.dist.clone(), self.optimizer.as_ref())?);
+        }
         let resumed_at = self.resumed_at.take();
         let mut log = if fresh {
             MetricsLog::fresh(metrics_path.as_deref(), print, progress, cfg.total_steps)?
@@ -415,16 +432,26 @@ impl<T: TrainTask> Trainer<T> {
             log.println(&format!("removed {} temp file(s) that a crashed save left: {}", files.len(), files.join(", ")));
             log.write(&Record::new("cleanup").with("removed", files))?;
         }
-        log.write(
-            &Record::new("start")
-                .with("step", self.step)
-                .with("total_steps", cfg.total_steps)
-                .with("params", self.task.model().num_params() as u64)
-                .with("seed", cfg.seed)
-                .with("grad_accum", cfg.grad_accum as u64)
-                .with("schedule", self.scheduler.schedule().describe())
-                .with("optimizer", self.optimizer.name()),
-        )?;
+        let mut start_record = Record::new("start")
+            .with("step", self.step)
+            .with("total_steps", cfg.total_steps)
+            .with("params", self.task.model().num_params() as u64)
+            .with("seed", cfg.seed)
+            .with("grad_accum", cfg.grad_accum as u64)
+            .with("schedule", self.scheduler.schedule().describe())
+            .with("optimizer", self.optimizer.name());
+        if let Some(z) = self.optimizer.zero1() {
+            let (mine, all) = (z.state_bytes_per_rank() as u64, z.unsharded_state_bytes() as u64);
+            start_record = start_record.with("zero1_state_bytes_per_rank", mine).with("zero1_state_bytes_unsharded", all);
+            log.println(&format!(
+                "ZeRO-1 over {} rank(s): rank {} updates elements {:?} of {}; optimizer state {mine} bytes per rank ({all} unsharded)",
+                self.dist.world_size(),
+                self.dist.rank(),
+                z.shard_range(),
+                z.split().total()
+            ));
+        }
+        log.write(&start_record)?;
         let decay = DecaySummary::of(self.optimizer.param_groups());
         log.write(&decay_record(&decay))?;
         log.println(&decay.to_string());
@@ -455,15 +482,22 @@ impl<T: TrainTask> Trainer<T> {
                 }
             };
             let mut grads = grads;
-            average_grads(&self.dist, &self.params, &mut grads)?;
+            // ZeRO-1 averages each rank's range only, below.
+            if self.optimizer.zero1().is_none() {
+                average_grads(&self.dist, &self.params, &mut grads, &mut self.grad_buffers)?;
+            }
             // Per-layer norms before clipping, like the global norm logged with each step.
             let mut diagnostics = match cfg.diagnostics_every {
                 Some(n) if (step + 1).is_multiple_of(n) => Some(StepDiagnostics::before_step(&self.task.model().named_params(), &grads)?),
                 _ => None,
             };
-            let norm = match cfg.clip {
-                Some(c) => clip_grad_norm(&mut grads, &self.params, c)?,
-                None => grad_norm(&grads, &self.params)?,
+            let norm = match (self.optimizer.zero1_mut(), cfg.clip) {
+                (Some(z), clip) => {
+                    z.reduce_grads(&grads)?;
+                    z.clip_grad_norm(clip)?
+                }
+                (None, Some(c)) => clip_grad_norm(&mut grads, &self.params, c)?,
+                (None, None) => grad_norm(&grads, &self.params)?,
             };
             if !norm.is_finite() {
                 log.finish();

@@ -27,7 +27,9 @@ use tamer::nn::{BlockConfig, Module};
 use tamer::ops::nn::cross_entropy::CrossEntropyOptions;
 use tamer::optim::{split_param_groups, Adam, AdamConfig, LrSchedule, Scheduler, Sgd, SgdConfig, WarmupCosine};
 use tamer::rng;
-use tamer::train::{read_jsonl, CharLanguageModel, ImageClassification, Progress, TrainCheckpoint, TrainConfig, TrainTask, Trainer, CHECKPOINT_FILE};
+use tamer::train::{
+    read_jsonl, CharLanguageModel, ImageClassification, Progress, TrainCheckpoint, TrainConfig, TrainTask, Trainer, CHECKPOINT_FILE, METRICS_FILE,
+};
 
 /// A fresh, empty directory under the system's temp dir.
 fn temp_dir(name: &str) -> PathBuf {
@@ -433,6 +435,7 @@ fn vit_flags_parse_and_bad_values_are_clear_errors() {
         "--device",
         "--threads",
         "--diagnostics-every",
+        "--zero1",
     ] {
         assert!(help.contains(flag), "--help does not document {flag}");
     }
@@ -440,6 +443,9 @@ fn vit_flags_parse_and_bad_values_are_clear_errors() {
     assert_eq!(parse(&["train_vit", "--diagnostics-every", "25"]).run.diagnostics_every, Some(25));
     let e = err(&["train_vit", "--diagnostics-every", "0"]);
     assert!(e.contains("--diagnostics-every") && e.contains("positive whole number"), "{e}");
+    assert!(parse(&["train_vit", "--zero1"]).run.zero1 && !parse(&["train_vit"]).run.zero1);
+    let e = err(&["train_vit", "--zero1", "--diagnostics-every", "2"]);
+    assert!(e.contains("--zero1") && e.contains("--diagnostics-every"), "{e}");
 }
 
 #[test]
@@ -714,4 +720,41 @@ fn the_profile_goes_to_the_variable_or_the_run_directory() {
     assert_eq!(run::profile_path(Some(dir), Some("p.json".into())), Some(PathBuf::from("p.json")));
     assert_eq!(run::profile_path(None, Some("p.json".into())), Some(PathBuf::from("p.json")));
     assert_eq!(run::profile_path(None, None), None);
+}
+
+#[test]
+fn zero1_in_one_process_trains_exactly_as_without() {
+    // ZeRO-1 over a world of one: the same losses, parameters and
+    // checkpointed optimizer state, bit for bit.
+    let (plain_dir, zero_dir) = (temp_dir("zero1-plain"), temp_dir("zero1-sharded"));
+    let mut plain = vit_trainer(6, Some(plain_dir.clone()), 2e-3, 1);
+    let mut zero = vit_trainer(6, Some(zero_dir.clone()), 2e-3, 1);
+    zero.config.zero1 = true;
+    let (a, b) = (plain.fit().unwrap(), zero.fit().unwrap());
+    assert!(zero.optimizer.zero1().is_some() && plain.optimizer.zero1().is_none());
+    assert_eq!(bits(&a.losses), bits(&b.losses));
+    assert_eq!(params_of(&plain.task.model), params_of(&zero.task.model));
+    let optim = |dir: &PathBuf| {
+        let file = TrainCheckpoint::read(&dir.join(CHECKPOINT_FILE)).unwrap().file;
+        let meta: Vec<(String, String)> = file.metadata.into_iter().filter(|(k, _)| k.starts_with("optim.")).collect();
+        let tensors: Vec<(String, Vec<f64>)> = file
+            .tensors
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("optim."))
+            .map(|(n, t)| (n, t.to_f64_vec().unwrap()))
+            .collect();
+        (meta, tensors)
+    };
+    let (plain_state, zero_state) = (optim(&plain_dir), optim(&zero_dir));
+    assert!(plain_state.1.len() > 10, "the checkpoint holds the AdamW state");
+    assert_eq!(plain_state, zero_state);
+    let start = std::fs::read_to_string(zero_dir.join(METRICS_FILE)).unwrap();
+    assert!(start.contains("\"zero1_state_bytes_per_rank\""), "the start record reports the state's size");
+    let mut refused = vit_trainer(6, None, 2e-3, 1);
+    refused.config.zero1 = true;
+    refused.config.diagnostics_every = Some(2);
+    let e = refused.fit().unwrap_err();
+    assert!(e.message.contains("diagnostics_every"), "{e}");
+    let _ = std::fs::remove_dir_all(plain_dir);
+    let _ = std::fs::remove_dir_all(zero_dir);
 }

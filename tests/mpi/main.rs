@@ -14,8 +14,10 @@
 mod collectives;
 mod failure;
 mod launch;
+mod memory;
 mod training;
 mod world;
+mod zero;
 
 use tamer::dist::{ProcessGroup, ReduceOp};
 
@@ -71,10 +73,12 @@ fn rank_main() -> i32 {
         }
     };
     let rank = pg.rank();
-    let groups: [(&str, Checks); 3] = [
+    let groups: [(&str, Checks); 5] = [
         ("collectives", collectives::run),
+        ("steady-step memory", memory::run),
         ("data-parallel training", training::run),
         ("world size, settings, evaluation", world::run),
+        ("ZeRO-1", zero::run),
     ];
     let mut failed_total = 0.0;
     let mut passed = 0;
