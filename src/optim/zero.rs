@@ -19,7 +19,7 @@
 //! exchange buffers (world·B each, for gradients and parameters).
 
 use super::device::{scaled, sum_squares};
-use super::{Optimizer, OptimizerState, ParamGroup};
+use super::{slot_grad, Optimizer, OptimizerState, ParamGroup};
 use crate::dist::{read_host, write_host, FlatBuffers, ProcessGroup, ReduceOp, Wire};
 use crate::nn::Param;
 use crate::{DType, Device, Error, GradStore, Result, Tensor};
@@ -301,24 +301,11 @@ impl Zero1 {
         // A hash of which parameters have gradients: the ranks must agree.
         let mut check: u64 = 0xcbf2_9ce4_8422_2325;
         for (i, (name, p)) in self.params.iter().enumerate() {
-            let t = p.tensor();
-            let Some(g) = grads.get(&t) else { continue };
-            if g.shape() != t.shape() || g.dtype() != t.dtype() {
-                return Err(Error::shape(
-                    OP,
-                    format!(
-                        "parameter '{name}' is {} {} but its gradient is {} {}",
-                        t.dtype(),
-                        t.shape(),
-                        g.dtype(),
-                        g.shape()
-                    ),
-                ));
-            }
+            let Some((_, g)) = slot_grad(OP, name, p, grads)? else { continue };
             present[i] = true;
             check = (check ^ i as u64).wrapping_mul(0x100_0000_01b3);
             let dst = &mut flat[self.offsets[i]..self.offsets[i + 1]];
-            if read_host::<T, _>(g, |d| dst.copy_from_slice(d)).is_none() {
+            if read_host::<T, _>(&g, |d| dst.copy_from_slice(d)).is_none() {
                 dst.copy_from_slice(&g.to_vec::<T>()?);
             }
         }
