@@ -332,6 +332,10 @@ impl Storage {
     pub fn as_cpu(&self) -> Option<&CpuStorage> {
         CpuStorage::from_storage(self)
     }
+    /// The CPU storage, writable, if this is one (no copy).
+    pub fn as_cpu_mut(&mut self) -> Option<&mut CpuStorage> {
+        CpuStorage::from_storage_mut(self)
+    }
     /// This storage on the host: borrowed when it already is, else copied
     /// from the device (which waits for the device's queued work).
     pub fn to_cpu(&self) -> Result<std::borrow::Cow<'_, CpuStorage>> {

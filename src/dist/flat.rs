@@ -9,7 +9,6 @@
 use super::bucket::{check_tensor, Fnv};
 use super::comm::HostBuf;
 use super::{bucket_ranges, Kind, ProcessGroup, ReduceOp};
-use crate::backend::{BackendRef, CpuStorage};
 use crate::types::Element;
 use crate::{DType, Error, Result, Tensor};
 use std::ops::DivAssign;
@@ -85,7 +84,7 @@ pub(crate) fn read_host<T: Element, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) ->
 pub(crate) fn write_host<T: Element, R>(t: &Tensor, f: impl FnOnce(&mut [T]) -> R) -> Option<R> {
     let range = t.layout().contiguous_range()?;
     let mut storage = t.storage_mut();
-    let cpu = CpuStorage::from_storage_mut(&mut storage)?;
+    let cpu = storage.as_cpu_mut()?;
     let data = T::downcast_mut(cpu.elements_mut())?;
     Some(f(data.get_mut(range)?))
 }
