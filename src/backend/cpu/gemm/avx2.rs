@@ -76,8 +76,10 @@ fn lanes_mask(cols: usize) -> __m256i {
     _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 }
 
-/// `tile (=|+=)` the first `R` rows and `8·V` columns of the packed panels'
-/// product (`R ≤ MR`, `V ≤ NV`; the panels stay MR and NR wide), stored
+/// `tile (=|+=)` the first `R` rows and `8·V` columns of the product of A's
+/// rows (a packed panel, still MR wide, or rows read in place when
+/// `ROW_MAJOR`, see `ARows`) and the packed B panel (still NR wide), plus the
+/// tile's bias when it has one (`R ≤ MR`, `V ≤ NV`), stored
 /// through the tile's strides when `STRIDED` (a tile of Cᵀ), else as vectors
 /// (`tile.cs == 1`). The two stores are separate instantiations: with both
 /// in one body behind a run-time test the full tile ran about 10% slower
