@@ -178,8 +178,9 @@ unsafe fn micro<const R: usize, const V: usize, const STRIDED: bool, const ROW_M
             let mask = lanes_mask(tile.cols - col);
             // SAFETY: the mask keeps the lanes inside the tile's row i, which
             // is writable (and initialised when accumulating), and inside the
-            // tile's columns' bias values when there is a bias; masked-off
-            // lanes are neither read nor written.
+            // tile's columns' bias values when there is a bias by column (by
+            // row: the one value of row i); masked-off lanes are neither read
+            // nor written.
             unsafe {
                 let out = tile.c.add(i * tile.rs + col);
                 let x = if tile.accumulate {
@@ -189,6 +190,8 @@ unsafe fn micro<const R: usize, const V: usize, const STRIDED: bool, const ROW_M
                 };
                 let x = if tile.bias.is_null() {
                     x
+                } else if tile.bias_by_row {
+                    _mm512_add_ps(x, _mm512_set1_ps(*tile.bias.add(i)))
                 } else {
                     _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, tile.bias.add(col)))
                 };

@@ -121,15 +121,15 @@ impl Base {
     }
 
     /// The base of KC block `pc` of columns from `jc` of C as computed
-    /// (`strided`: Cᵀ, whose rows are C's columns): the caller's for the
+    /// (`transposed`: Cᵀ, whose rows are C's columns): the caller's for the
     /// first block, with a bias moved to the block's first column (a bias
     /// by rows is indexed by absolute row), and what that block stored for
     /// the later ones.
-    fn for_block(self, pc: usize, jc: usize, strided: bool) -> Base {
+    fn for_block(self, pc: usize, jc: usize, transposed: bool) -> Base {
         match self {
             _ if pc > 0 => Base::Existing,
             // SAFETY: jc < n, and the bias holds n values (Base's contract).
-            Base::Bias(bias) if !strided => Base::Bias(unsafe { bias.add(jc) }),
+            Base::Bias(bias) if !transposed => Base::Bias(unsafe { bias.add(jc) }),
             base => base,
         }
     }
@@ -146,10 +146,12 @@ pub(crate) struct Tile {
     pub cols: usize,
     /// Add to C's elements rather than overwrite them.
     pub accumulate: bool,
-    /// Null, or the bias of the tile's first column (`cs == 1`: `bias[j]`
-    /// goes to column `j`) or, for a tile of Cᵀ, of its first row (`bias[i]`
-    /// to row `i`, which is a column of C), added as the tile is stored.
+    /// Null, or the bias of the tile's first column (`bias[j]` goes to
+    /// column `j`) or, when `bias_by_row`, of its first row (`bias[i]` to
+    /// row `i`), added as the tile is stored.
     pub bias: *const f32,
+    /// The tile is one of Cᵀ, whose rows are C's columns: the bias is by row.
+    pub bias_by_row: bool,
 }
 
 impl Tile {
@@ -170,7 +172,7 @@ impl Tile {
             } else {
                 // SAFETY: the caller vouches for the bias of the tile's rows
                 // (a tile of Cᵀ) or columns.
-                unsafe { *self.bias.add(if self.cs == 1 { j } else { i }) }
+                unsafe { *self.bias.add(if self.bias_by_row { i } else { j }) }
             }
         };
         for (j, &x) in x.iter().enumerate().take(self.cols) {
@@ -346,6 +348,10 @@ struct MatMut {
     ptr: *mut f32,
     rs: usize,
     cs: usize,
+    /// This is Cᵀ (see [`Orientation`]): its rows are C's columns, which a
+    /// bias follows. (Not the same as `cs != 1`: with one column, C and Cᵀ
+    /// are both contiguous.)
+    transposed: bool,
 }
 
 impl MatMut {
@@ -401,7 +407,12 @@ impl Orientation {
                 n: m,
                 a: b.t(),
                 b: a.t(),
-                c: MatMut { ptr: c, rs: 1, cs: ldc },
+                c: MatMut {
+                    ptr: c,
+                    rs: 1,
+                    cs: ldc,
+                    transposed: true,
+                },
             }
         } else {
             Orientation {
@@ -409,7 +420,12 @@ impl Orientation {
                 n,
                 a,
                 b,
-                c: MatMut { ptr: c, rs: ldc, cs: 1 },
+                c: MatMut {
+                    ptr: c,
+                    rs: ldc,
+                    cs: 1,
+                    transposed: false,
+                },
             }
         }
     }
@@ -465,6 +481,7 @@ unsafe fn multiply_packed_b(
     a_buf: &mut PackBuffer,
 ) {
     let strided = c.cs != 1;
+    let bias_by_row = c.transposed;
     let Blocks { mr, nr, mc: mc_max, .. } = blocks;
     let direct = read_a_in_place(a);
     let a_pack = if direct { &mut [][..] } else { a_buf.get(blocks.a_len()) };
@@ -487,10 +504,11 @@ unsafe fn multiply_packed_b(
                     accumulate: matches!(base, Base::Existing),
                     bias: match base {
                         // SAFETY: the bias holds a value for each of C's
-                        // columns: the computed matrix's rows when strided.
-                        Base::Bias(bias) => unsafe { bias.add(if strided { ic + ir } else { jr }) },
+                        // columns: the computed matrix's rows when it is Cᵀ.
+                        Base::Bias(bias) => unsafe { bias.add(if bias_by_row { ic + ir } else { jr }) },
                         _ => std::ptr::null(),
                     },
+                    bias_by_row,
                 };
                 let (a_rows, a_ptr, a_stride) = if direct {
                     // SAFETY: row ic + ir < m of A, at this block's first step.
@@ -597,7 +615,7 @@ pub unsafe fn gemm_with(kernel: &Kernel, blocking: Blocking, m: usize, k: usize,
                             b_pack,
                             0..nc,
                             c.at(0, jc),
-                            base.for_block(pc, jc, c.cs != 1),
+                            base.for_block(pc, jc, c.transposed),
                             a_buf,
                         )
                     };

@@ -66,7 +66,7 @@ pub unsafe fn gemm_threaded(kernel: &Kernel, m: usize, k: usize, n: usize, a: Ma
     }
     let Orientation { m, n, a, b, c } = Orientation::choose(kernel, m, k, n, a, b, c, ldc);
     let blocks = Blocks::new(kernel, kernel.blocking, m, k, n);
-    let (a, b, c, strided) = (Shared(a), Shared(b), Shared(c), c.cs != 1);
+    let (a, b, c, transposed) = (Shared(a), Shared(b), Shared(c), c.transposed);
     with_buffer(&B_PACK, |b_buf| {
         let b_pack = b_buf.get(blocks.b_len());
         for jc in (0..n).step_by(blocks.nc) {
@@ -86,7 +86,7 @@ pub unsafe fn gemm_threaded(kernel: &Kernel, m: usize, k: usize, n: usize, a: Ma
                         unsafe { pack::pack_panels((nc - first).min(per_task * blocks.nr), kc, blocks.nr, b.get().at(pc, jc + first).t(), chunk) };
                     });
                 let b_pack = &*b_pack;
-                let block_base = base.for_block(pc, jc, strided);
+                let block_base = base.for_block(pc, jc, transposed);
                 let row_blocks = m.div_ceil(blocks.mc);
                 // At least four tasks per thread: a thread that finishes early
                 // takes another, and a C of few row blocks (the vocabulary

@@ -452,3 +452,58 @@ fn a_is_read_in_place_only_when_its_rows_spread_over_the_l1_sets() {
         assert!(!read_a_in_place(a(rs, cs)), "strides ({rs}, {cs})");
     }
 }
+
+/// A bias follows C's columns whichever way the product is computed, also
+/// when C has one column and no gap between rows (`ldc = n = 1`, where C and
+/// Cᵀ are both contiguous and only the orientation says which the loops
+/// compute), on one thread and on two. The bias vector is exactly `n` long,
+/// so a kernel reading past it reads another allocation's values (and
+/// under a sanitizer, faults).
+#[test]
+fn a_bias_follows_cs_columns_in_either_orientation() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for kernel in kernels() {
+        for (i, &(m, k, n)) in [(8, 3, 1), (37, 5, 1), (8, 3, 2), (300, 40, 1), (700, 90, 3), (130, 7, 65), (5, 9, 40)]
+            .iter()
+            .enumerate()
+        {
+            let mut rng = StdRng::seed_from_u64(i as u64);
+            let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let bias: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let mut want = vec![0.0f32; m * n];
+            gemm_reference(m, k, n, &a, (k, 1), &b, (n, 1), &mut want, n, false);
+            for (j, x) in want.iter_mut().enumerate() {
+                *x += bias[j % n];
+            }
+            for threaded in [false, true] {
+                let mut got = vec![f32::NAN; m * n];
+                let run = |c: &mut [f32]| {
+                    let (ra, rb) = (MatRef { ptr: a.as_ptr(), rs: k, cs: 1 }, MatRef { ptr: b.as_ptr(), rs: n, cs: 1 });
+                    // SAFETY: supported ISA; A, B and C are m×k, k×n and m×n
+                    // row-major; the bias holds n values.
+                    unsafe {
+                        if threaded {
+                            gemm_threaded(kernel, m, k, n, ra, rb, c.as_mut_ptr(), n, Base::Bias(bias.as_ptr()))
+                        } else {
+                            gemm(kernel, m, k, n, ra, rb, c.as_mut_ptr(), n, Base::Bias(bias.as_ptr()))
+                        }
+                    }
+                };
+                if threaded {
+                    pool.install(|| run(&mut got));
+                } else {
+                    run(&mut got);
+                }
+                for (j, (x, y)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        close(*x, *y, k as f32 + 1.0, k),
+                        "{kernel:?} {m}x{k}x{n} threaded {threaded}: C[{}, {}] = {x}, want {y}",
+                        j / n,
+                        j % n
+                    );
+                }
+            }
+        }
+    }
+}
