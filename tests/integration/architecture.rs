@@ -162,6 +162,7 @@ const BELOW_MODELS_AND_OPTIM: &[&str] = &[
     "autograd",
     "autocast",
     "ops",
+    "dist",
     "nn",
     "checkpoint",
 ];
@@ -188,23 +189,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
         &["error", "types", "profile", "backend", "tensor", "autograd", "autocast", "ops", "nn"],
     ),
     ("models", BELOW_MODELS_AND_OPTIM),
-    // ZeRO-1 (optim/zero.rs) shards an optimizer over a process group.
-    (
-        "optim",
-        &[
-            "error",
-            "types",
-            "profile",
-            "backend",
-            "tensor",
-            "autograd",
-            "autocast",
-            "ops",
-            "dist",
-            "nn",
-            "checkpoint",
-        ],
-    ),
+    ("optim", BELOW_MODELS_AND_OPTIM),
     (
         "diagnostics",
         &[
