@@ -139,22 +139,16 @@ pub fn vit_trainer_failing(
     Trainer::new(config, task, Box::new(opt), sched)?.with_process_group(pg)
 }
 
-pub fn params_of(trainer: &Trainer<ImageClassification<Vit>>) -> tamer::Result<Vec<Vec<f64>>> {
-    trainer.task.model.named_params().iter().map(|(_, p)| p.tensor().to_f64_vec()).collect()
+/// A model's parameters, in order, as f64 values.
+pub fn params_of(model: &impl Module) -> tamer::Result<Vec<Vec<f64>>> {
+    model.named_params().iter().map(|(_, p)| p.tensor().to_f64_vec()).collect()
 }
 
 /// The digits ViT over `pg` with `batch` images per rank.
 fn train_vit(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run> {
     let mut trainer = vit_trainer(pg, dtype, batch, config())?;
     let summary = trainer.fit()?;
-    let params = trainer
-        .task
-        .model
-        .named_params()
-        .iter()
-        .map(|(_, p)| p.tensor().to_f64_vec())
-        .collect::<tamer::Result<_>>()?;
-    Ok((summary.losses, params, summary.eval))
+    Ok((summary.losses, params_of(&trainer.task.model)?, summary.eval))
 }
 
 /// A trainer of gpt-tiny's shape (4 layers of width 128, no dropout) on a
@@ -199,14 +193,7 @@ pub fn train_gpt(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<
     }
     let mut trainer = gpt_trainer(pg, dtype, batch, config())?;
     let summary = trainer.fit()?;
-    let params = trainer
-        .task
-        .model
-        .named_params()
-        .iter()
-        .map(|(_, p)| p.tensor().to_f64_vec())
-        .collect::<tamer::Result<_>>()?;
-    let run = (summary.losses, params, summary.eval);
+    let run = (summary.losses, params_of(&trainer.task.model)?, summary.eval);
     if single {
         GPT_REFERENCES.lock().unwrap().push((dtype, batch, run.clone()));
     }
@@ -319,7 +306,7 @@ fn resume_is_exact(pg: &ProcessGroup) -> tamer::Result<Vec<String>> {
     if joined.iter().map(|x| x.to_bits()).ne(all.losses.iter().map(|x| x.to_bits())) {
         problems.push(format!("resumed losses {joined:?} differ from the uninterrupted {:?}", all.losses));
     }
-    if params_of(&second)? != params_of(&straight)? {
+    if params_of(&second.task.model)? != params_of(&straight.task.model)? {
         problems.push("resumed final parameters differ from the uninterrupted run's".to_string());
     }
     pg.barrier()?;

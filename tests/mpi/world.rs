@@ -83,9 +83,9 @@ fn resume_on_one_process(pg: &ProcessGroup) -> tamer::Result<Vec<String>> {
             ));
         }
         let loss_err = joined.iter().zip(&all.losses).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        let param_err = params_of(&one)?
+        let param_err = params_of(&one.task.model)?
             .iter()
-            .zip(&params_of(&straight)?)
+            .zip(&params_of(&straight.task.model)?)
             .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
             .fold(0.0, f64::max);
         if loss_err > 1e-10 || param_err > 1e-10 {

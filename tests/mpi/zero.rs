@@ -27,7 +27,7 @@ fn zero_config(pg: &ProcessGroup) -> TrainConfig {
 fn vit_zero1(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run> {
     let mut trainer = vit_trainer(pg.clone(), dtype, batch, zero_config(&pg))?;
     let summary = trainer.fit()?;
-    Ok((summary.losses, params_of(&trainer)?, summary.eval))
+    Ok((summary.losses, params_of(&trainer.task.model)?, summary.eval))
 }
 
 /// gpt-tiny with the plain runs' clip: the one-process reference is then
@@ -39,14 +39,7 @@ fn gpt_zero1(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run>
     let cfg = TrainConfig { zero1: true, ..config() };
     let mut trainer = gpt_trainer(pg.clone(), dtype, batch, cfg)?;
     let summary = trainer.fit()?;
-    let params = trainer
-        .task
-        .model
-        .named_params()
-        .iter()
-        .map(|(_, p)| p.tensor().to_f64_vec())
-        .collect::<tamer::Result<_>>()?;
-    Ok((summary.losses, params, summary.eval))
+    Ok((summary.losses, params_of(&trainer.task.model)?, summary.eval))
 }
 
 pub fn run(pg: &ProcessGroup, f: &mut Failures) {
@@ -148,7 +141,7 @@ fn checkpoints_cross(pg: &ProcessGroup) -> tamer::Result<Vec<String>> {
             t.resume(base.join(dir).join(tamer::train::CHECKPOINT_FILE))?;
         }
         let s = t.fit()?;
-        Ok((s.losses, params_of(&t)?, s.eval))
+        Ok((s.losses, params_of(&t.task.model)?, s.eval))
     };
     let zero = fit(run("zero", true, None), None)?;
     let plain = fit(run("plain", false, None), None)?;
