@@ -12,6 +12,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+use super::row_groups::RowGroups;
 use super::{ARows, Blocking, Isa, Kernel, MicroKernel, Tile};
 use std::arch::x86_64::*;
 
@@ -121,12 +122,12 @@ unsafe fn micro<const R: usize, const V: usize, const STRIDED: bool, const ROW_M
         };
     }
     if ROW_MAJOR {
-        // Row i of A at a + i·a_stride, its steps adjacent.
-        // SAFETY: rows i < R of A are the tile's (caller's contract).
-        let rows: [*const f32; R] = std::array::from_fn(|i| unsafe { a.add(i * a_stride) });
-        for p in 0..kc {
+        // Row i of A at a + i·a_stride, its steps adjacent (see `RowGroups`).
+        let mut rows = RowGroups::<{ MR.div_ceil(3) }>::new(a, a_stride, R);
+        for _ in 0..kc {
             // SAFETY: (i, p) is one of the tile's rows and steps of A.
-            step!(|i: usize| unsafe { *rows[i].add(p) });
+            step!(|i: usize| unsafe { rows.get(i) });
+            rows.advance();
         }
     } else {
         // Step p's R values adjacent at a + p·a_stride.

@@ -49,6 +49,8 @@ mod avx2;
 mod avx512;
 mod pack;
 mod parallel;
+#[cfg(target_arch = "x86_64")]
+mod row_groups;
 mod scalar;
 #[cfg(test)]
 mod tests;

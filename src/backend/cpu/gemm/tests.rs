@@ -507,3 +507,57 @@ fn a_bias_follows_cs_columns_in_either_orientation() {
         }
     }
 }
+
+/// Every micro-kernel that reads A's rows in place ([`ARows::RowMajor`]),
+/// called directly for every row count and both column counts of vectors:
+/// the AVX-512 and AVX2 kernels address the rows three to a pointer
+/// (`row_groups`), so a row count that leaves a group partly or wholly unused
+/// (1, 2, 4, 7, ...) must read exactly its own rows, step by step. A's rows
+/// are 37 steps long inside a stride of 41 (values between them that a wrong
+/// row or step would pick up), the tile's C has guard values around it.
+#[test]
+fn micro_kernels_reading_a_in_place_match_the_reference_for_every_row_count() {
+    let (kc, a_stride) = (37, 41);
+    for kernel in kernels() {
+        let (mr, nr) = (kernel.mr, kernel.nr);
+        let mut rng = StdRng::seed_from_u64(kernel.mr as u64);
+        let a: Vec<f32> = (0..mr * a_stride).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let b: Vec<f32> = (0..kc * nr).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        for rows in 1..=mr {
+            for cols in [1, kernel.lanes, kernel.lanes + 3, nr].map(|cols| cols.min(nr)) {
+                let ldc = nr + 5;
+                let guard = 7.5f32;
+                let mut c = vec![guard; (mr + 1) * ldc];
+                let tile = Tile {
+                    c: c.as_mut_ptr(),
+                    rs: ldc,
+                    cs: 1,
+                    rows,
+                    cols,
+                    accumulate: false,
+                    bias: std::ptr::null(),
+                    bias_by_row: false,
+                };
+                let micro = (kernel.micro)(rows, cols, false, ARows::RowMajor);
+                // SAFETY: the kernel's ISA is supported (`kernels()`); A has
+                // `mr` rows of `a_stride ≥ kc` values, B `kc` steps of NR; the
+                // tile's rows × cols lie inside `c`.
+                unsafe { micro(kc, a.as_ptr(), a_stride, b.as_ptr(), &tile) };
+                for i in 0..=mr {
+                    for j in 0..ldc {
+                        let got = c[i * ldc + j];
+                        if i < rows && j < cols {
+                            let want: f32 = (0..kc).map(|p| a[i * a_stride + p] * b[p * nr + j]).sum();
+                            assert!(
+                                close(got, want, kc as f32, kc),
+                                "{kernel:?} rows {rows} cols {cols}: C[{i}][{j}] = {got}, want {want}"
+                            );
+                        } else {
+                            assert_eq!(got, guard, "{kernel:?} rows {rows} cols {cols}: C[{i}][{j}] outside the tile written");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
