@@ -117,6 +117,11 @@ unsafe fn copy_columns(src: *const f32, cs: usize, w: usize, out: &mut [f32]) {
             group.copy_from_slice(column);
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    if (w == 12 || w == 32) && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is present; the caller's contract, with W = w.
+        return unsafe { copy_columns_avx512(src, cs, w, out) };
+    }
     // SAFETY (of each arm): the caller's contract, with W = w.
     unsafe {
         match w {
@@ -130,6 +135,39 @@ unsafe fn copy_columns(src: *const f32, cs: usize, w: usize, out: &mut [f32]) {
                 for (p, group) in out.chunks_exact_mut(w).enumerate() {
                     group.copy_from_slice(std::slice::from_raw_parts(src.add(p * cs), w));
                 }
+            }
+        }
+    }
+}
+
+/// [`copy_columns`] for the AVX-512 kernel's MR (12) and NR (32) in 512-bit
+/// moves (a masked one for 12), where the generic loop, compiled for
+/// x86-64's baseline, moves 16 bytes at a time.
+///
+/// # Safety
+/// AVX-512F must be present; `w` is 12 or 32; as for `copy_columns`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn copy_columns_avx512(src: *const f32, cs: usize, w: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let steps = out.len() / w;
+    let dst = out.as_mut_ptr();
+    // SAFETY (both loops): step p's w values at src + p·cs are readable (the
+    // caller's contract) and out[p·w..(p + 1)·w] is inside `out`; the mask
+    // of 12 lanes touches no byte past either.
+    if w == 32 {
+        for p in 0..steps {
+            unsafe {
+                let (from, to) = (src.add(p * cs), dst.add(p * 32));
+                _mm512_storeu_ps(to, _mm512_loadu_ps(from));
+                _mm512_storeu_ps(to.add(16), _mm512_loadu_ps(from.add(16)));
+            }
+        }
+    } else {
+        for p in 0..steps {
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(0x0fff, src.add(p * cs));
+                _mm512_mask_storeu_ps(dst.add(p * 12), 0x0fff, x);
             }
         }
     }

@@ -408,7 +408,9 @@ fn an_empty_reduction_gives_zeros() {
 #[test]
 fn packing_lays_out_panels_depth_major_with_zero_padding() {
     let value = |r: usize, p: usize| (100 * r + p) as f32;
-    for (rows, depth, w) in [(5usize, 3usize, 4usize), (13, 7, 8), (11, 9, 6), (16, 8, 4)] {
+    // w = 12 and 32 (the AVX-512 kernel's MR and NR) take 512-bit copies where
+    // the CPU has them.
+    for (rows, depth, w) in [(5usize, 3usize, 4usize), (13, 7, 8), (11, 9, 6), (16, 8, 4), (25, 5, 12), (70, 4, 32)] {
         let panels = rows.div_ceil(w);
         for (rs, cs, len) in [(depth, 1, rows * depth), (1, rows, rows * depth), (2 * depth + 1, 2, 2 * (depth + 1) * rows)] {
             let mut src = vec![-1.0f32; len];
