@@ -28,17 +28,21 @@ use super::MatRef;
 pub(super) unsafe fn pack_panels(rows: usize, depth: usize, w: usize, src: MatRef, dst: &mut [f32]) {
     let panels = rows.div_ceil(w);
     let dst = &mut dst[..panels * w * depth];
-    for (panel, out) in dst.chunks_exact_mut(w * depth).enumerate() {
+    // Rows adjacent in memory: every full panel in one pass over the source
+    // (see `copy_columns`), the partial one below.
+    let full = if src.rs == 1 { rows / w } else { 0 };
+    if full > 0 {
+        // SAFETY: the w values of each column p < depth in rows < full·w are
+        // adjacent (rs == 1) and inside the block; the slice is those
+        // panels' w·depth values each.
+        unsafe { copy_columns(src.ptr, src.cs, w, full, &mut dst[..full * w * depth]) };
+    }
+    for (panel, out) in dst.chunks_exact_mut(w * depth).enumerate().skip(full) {
         let r0 = panel * w;
         let live = w.min(rows - r0);
         // SAFETY: row r0 is inside the block (r0 < rows).
         let base = unsafe { src.at(r0, 0) };
-        if live == w && src.rs == 1 {
-            // SAFETY: the w values of each column p < depth in rows r0..r0 + w
-            // are adjacent (rs == 1) and inside the block; `out` is this
-            // panel's w·depth values.
-            unsafe { copy_columns(base.ptr, src.cs, w, out) };
-        } else if live == w && src.cs == 1 {
+        if live == w && src.cs == 1 {
             // SAFETY: rows r0..r0 + w each have `depth` adjacent values (cs == 1)
             // inside the block; `out` is this panel's w·depth values.
             unsafe { transpose_rows(base.ptr, src.rs, w, depth, out) };
@@ -94,80 +98,89 @@ unsafe fn pack_partial(src: MatRef, live: usize, w: usize, out: &mut [f32]) {
     }
 }
 
-/// `out[p·w + r] = src[p·cs + r]` for `r < w`, `p < out.len() / w`: each
-/// step's `w` adjacent values copied in turn.
+/// `panels` full panels of `w` rows whose values are adjacent in memory
+/// (`rs == 1`): `out[q·w·depth + p·w + r] = src[p·cs + q·w + r]` for `r < w`,
+/// `q < panels`, `p < out.len() / (panels·w)`.
 ///
 /// v2: the copy's length is a constant for every kernel's MR and NR (a
 /// `match` over them), so it compiles to a few vector moves; v1's
 /// `copy_from_slice` of a run-time `w` called `memmove` for every 48 or 128
 /// bytes, which was 7% of the weight gradient of the vocabulary head
 /// (384 × 4096 × 65, where each packed value of A serves only 65 columns).
+/// v3: step by step over every panel (v2 went panel by panel): a weight
+/// gradient's B is X, `[tokens, in]`, each of whose rows v2 visited once per
+/// panel, `in` floats apart, a stride the L2 streamer does not follow within a
+/// page, so nearly every line came from memory on demand; now each row is
+/// read front to back once. v3 also moves 12 and 32 values (the AVX-512
+/// kernel's MR and NR) in 512-bit vectors where the CPU has them.
 ///
 /// # Safety
-/// `src[p·cs + r]` must be readable for every `r < w`, `p < out.len() / w`.
-unsafe fn copy_columns(src: *const f32, cs: usize, w: usize, out: &mut [f32]) {
+/// `src[p·cs + j]` must be readable for every `j < panels·w`, `p < depth`.
+unsafe fn copy_columns(src: *const f32, cs: usize, w: usize, panels: usize, out: &mut [f32]) {
+    let depth = out.len().checked_div(panels * w).unwrap_or(0);
     /// The same loop with the length `W` known to the compiler.
     ///
     /// # Safety
     /// As for `copy_columns` with `w = W`.
-    unsafe fn fixed<const W: usize>(src: *const f32, cs: usize, out: &mut [f32]) {
-        for (p, group) in out.chunks_exact_mut(W).enumerate() {
-            // SAFETY: the caller's contract: step p's W values are readable.
-            let column = unsafe { &*src.add(p * cs).cast::<[f32; W]>() };
-            group.copy_from_slice(column);
+    unsafe fn fixed<const W: usize>(src: *const f32, cs: usize, panels: usize, depth: usize, out: &mut [f32]) {
+        for p in 0..depth {
+            for q in 0..panels {
+                // SAFETY: the caller's contract: step p's values of panel q are readable.
+                let column = unsafe { &*src.add(p * cs + q * W).cast::<[f32; W]>() };
+                out[(q * depth + p) * W..][..W].copy_from_slice(column);
+            }
         }
     }
     #[cfg(target_arch = "x86_64")]
     if (w == 12 || w == 32) && std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F is present; the caller's contract, with W = w.
-        return unsafe { copy_columns_avx512(src, cs, w, out) };
+        // SAFETY: AVX-512F is present; the caller's contract.
+        return unsafe { copy_columns_avx512(src, cs, w, panels, depth, out) };
     }
     // SAFETY (of each arm): the caller's contract, with W = w.
     unsafe {
         match w {
-            4 => fixed::<4>(src, cs, out),
-            6 => fixed::<6>(src, cs, out),
-            8 => fixed::<8>(src, cs, out),
-            12 => fixed::<12>(src, cs, out),
-            16 => fixed::<16>(src, cs, out),
-            32 => fixed::<32>(src, cs, out),
+            4 => fixed::<4>(src, cs, panels, depth, out),
+            6 => fixed::<6>(src, cs, panels, depth, out),
+            8 => fixed::<8>(src, cs, panels, depth, out),
+            12 => fixed::<12>(src, cs, panels, depth, out),
+            16 => fixed::<16>(src, cs, panels, depth, out),
+            32 => fixed::<32>(src, cs, panels, depth, out),
             _ => {
-                for (p, group) in out.chunks_exact_mut(w).enumerate() {
-                    group.copy_from_slice(std::slice::from_raw_parts(src.add(p * cs), w));
+                for p in 0..depth {
+                    for q in 0..panels {
+                        out[(q * depth + p) * w..][..w].copy_from_slice(std::slice::from_raw_parts(src.add(p * cs + q * w), w));
+                    }
                 }
             }
         }
     }
 }
 
-/// [`copy_columns`] for the AVX-512 kernel's MR (12) and NR (32) in 512-bit
-/// moves (a masked one for 12), where the generic loop, compiled for
-/// x86-64's baseline, moves 16 bytes at a time.
+/// [`copy_columns`] for w = 12 or 32 in 512-bit moves (a masked one for 12).
 ///
 /// # Safety
-/// AVX-512F must be present; `w` is 12 or 32; as for `copy_columns`.
+/// AVX-512F must be present; `w` is 12 or 32; `out` holds `panels·w·depth`
+/// values; as for `copy_columns`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn copy_columns_avx512(src: *const f32, cs: usize, w: usize, out: &mut [f32]) {
+unsafe fn copy_columns_avx512(src: *const f32, cs: usize, w: usize, panels: usize, depth: usize, out: &mut [f32]) {
     use std::arch::x86_64::*;
-    let steps = out.len() / w;
+    assert!(out.len() >= panels * w * depth, "copy_columns: output too short");
     let dst = out.as_mut_ptr();
-    // SAFETY (both loops): step p's w values at src + p·cs are readable (the
-    // caller's contract) and out[p·w..(p + 1)·w] is inside `out`; the mask
-    // of 12 lanes touches no byte past either.
-    if w == 32 {
-        for p in 0..steps {
+    for p in 0..depth {
+        let row = src.wrapping_add(p * cs);
+        for q in 0..panels {
+            let (from, to) = (row.wrapping_add(q * w), dst.wrapping_add((q * depth + p) * w));
+            // SAFETY: step p's w values of panel q are readable (the caller's
+            // contract) and land inside `out` (asserted); the 12-lane mask
+            // touches no byte past either.
             unsafe {
-                let (from, to) = (src.add(p * cs), dst.add(p * 32));
-                _mm512_storeu_ps(to, _mm512_loadu_ps(from));
-                _mm512_storeu_ps(to.add(16), _mm512_loadu_ps(from.add(16)));
-            }
-        }
-    } else {
-        for p in 0..steps {
-            unsafe {
-                let x = _mm512_maskz_loadu_ps(0x0fff, src.add(p * cs));
-                _mm512_mask_storeu_ps(dst.add(p * 12), 0x0fff, x);
+                if w == 32 {
+                    _mm512_storeu_ps(to, _mm512_loadu_ps(from));
+                    _mm512_storeu_ps(to.add(16), _mm512_loadu_ps(from.add(16)));
+                } else {
+                    _mm512_mask_storeu_ps(to, 0x0fff, _mm512_maskz_loadu_ps(0x0fff, from));
+                }
             }
         }
     }
