@@ -277,3 +277,38 @@ fn special_values_follow_the_reference() {
     check_specials(Sigmoid);
     check_specials(Silu);
 }
+
+/// The normal tail's first piece (`|x| < 2` for GELU, `|z| < √2` for erf) is
+/// evaluated with splatted coefficients when a whole vector lies in it, with
+/// table lookups when any lane does not: both must give every lane the same
+/// bits, or a value's result would depend on its neighbours (and the ISAs,
+/// whose vectors group values differently, would disagree). Each value of a
+/// sweep inside the first piece is computed once among small neighbours and
+/// once with a large value in every 4th place, which sends every vector, of
+/// 4, 8 or 16 lanes, down the lookup path.
+#[test]
+fn the_first_piece_gives_the_same_bits_whether_or_not_a_vector_leaves_it() {
+    let small: Vec<f32> = (0..40_000).map(|i| -1.99 + i as f32 * 1e-4).collect();
+    let mixed: Vec<f32> = small.iter().enumerate().map(|(i, &x)| if i % 4 == 3 { 3.5 } else { x }).collect();
+    let kernels: [(&str, Box<KernelFn>); 3] = [
+        ("gelu", Box::new(forward(VectorUnary::Gelu))),
+        ("gelu backward", Box::new(derivative(VectorUnary::Gelu))),
+        ("erf", Box::new(|s: Simd, x: &[f32], y: &mut [f32]| s.erf_f32(x, y))),
+    ];
+    for simd in Simd::available() {
+        for (name, kernel) in &kernels {
+            let (mut alone, mut among_large) = (vec![0.0; small.len()], vec![0.0; small.len()]);
+            kernel(simd, &small, &mut alone);
+            kernel(simd, &mixed, &mut among_large);
+            for (i, (&a, &b)) in alone.iter().zip(&among_large).enumerate().filter(|(i, _)| i % 4 != 3) {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{name}/{} at x = {:e}: {a:e} alone, {b:e} beside large values",
+                    simd.isa().name(),
+                    small[i]
+                );
+            }
+        }
+    }
+}

@@ -200,6 +200,10 @@ impl Lanes for F32x8 {
         blend(unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(self.0, bound.0) }, if_less, otherwise)
     }
     #[inline(always)]
+    fn all_less(self, bound: f32) -> bool {
+        unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(self.0, _mm256_set1_ps(bound))) == 0xff }
+    }
+    #[inline(always)]
     fn select_nonzero(self, if_nonzero: F32x8, otherwise: F32x8) -> F32x8 {
         blend(unsafe { _mm256_cmp_ps::<_CMP_NEQ_UQ>(self.0, _mm256_setzero_ps()) }, if_nonzero, otherwise)
     }

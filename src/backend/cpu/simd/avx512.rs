@@ -183,6 +183,10 @@ impl Lanes for F32x16 {
         blend(unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, bound.0) }, if_less, otherwise)
     }
     #[inline(always)]
+    fn all_less(self, bound: f32) -> bool {
+        unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, _mm512_set1_ps(bound)) == 0xffff }
+    }
+    #[inline(always)]
     fn select_nonzero(self, if_nonzero: F32x16, otherwise: F32x16) -> F32x16 {
         blend(unsafe { _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(self.0, _mm512_setzero_ps()) }, if_nonzero, otherwise)
     }

@@ -57,6 +57,9 @@ pub(crate) trait Lanes: Copy + Add<Output = Self> + Sub<Output = Self> + Mul<Out
     fn index(self) -> Self::Index;
     /// `table[i]` in each lane.
     fn lookup(table: &[f32; 8], i: Self::Index) -> Self;
+    /// Whether every lane is below `bound` (false where any is NaN): lets a
+    /// formula skip work that no lane needs, never change a lane's result.
+    fn all_less(self, bound: f32) -> bool;
 }
 
 /// `Σ cⱼ·xʲ` by Horner's rule (`c[0]` is the constant term).
@@ -148,6 +151,10 @@ impl Lanes for f32 {
         } else {
             otherwise
         }
+    }
+    #[inline(always)]
+    fn all_less(self, bound: f32) -> bool {
+        self < bound
     }
     #[inline(always)]
     fn select_nonzero(self, if_nonzero: f32, otherwise: f32) -> f32 {
