@@ -49,13 +49,20 @@ fn edit_metadata(path: &Path, edit: impl FnOnce(&mut BTreeMap<String, String>)) 
     tamer::checkpoint::save_with_metadata(path, &file.tensors, &metadata).unwrap();
 }
 
-#[test]
-fn checkpoints_record_the_world_size_and_global_batch_and_older_files_are_one_process() {
-    let dir = temp_dir("fields");
+/// A fresh run directory `name` holding the checkpoint of 2 steps at a batch
+/// of 16 in one process: the directory and the checkpoint's path.
+fn checkpoint_after_two_steps(name: &str) -> (PathBuf, PathBuf) {
+    let dir = temp_dir(name);
     let mut t = trainer(16, Some(dir.clone()));
     t.config.stop_at = Some(2);
     t.fit().unwrap();
     let path = dir.join(CHECKPOINT_FILE);
+    (dir, path)
+}
+
+#[test]
+fn checkpoints_record_the_world_size_and_global_batch_and_older_files_are_one_process() {
+    let (dir, path) = checkpoint_after_two_steps("fields");
     let ckpt = TrainCheckpoint::read(&path).unwrap();
     assert_eq!((ckpt.world_size, ckpt.global_batch_size, ckpt.micro_batch_size), (1, Some(16), Some(16)));
     assert_eq!(ckpt.file.metadata["world_size"], "1");
@@ -82,11 +89,7 @@ fn checkpoints_record_the_world_size_and_global_batch_and_older_files_are_one_pr
 
 #[test]
 fn a_resume_on_another_world_size_keeps_the_global_batch_or_names_both_layouts() {
-    let dir = temp_dir("refuse");
-    let mut t = trainer(16, Some(dir.clone()));
-    t.config.stop_at = Some(2);
-    t.fit().unwrap();
-    let path = dir.join(CHECKPOINT_FILE);
+    let (dir, path) = checkpoint_after_two_steps("refuse");
     // As if 2 ranks of 16 had written it: a global batch of 32, which this run of 16 is not.
     edit_metadata(&path, |m| {
         m.insert("world_size".into(), "2".into());
