@@ -7,7 +7,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use super::lanes::Lanes;
+use super::lanes::{Lanes, Pair};
 use super::{math, Elementwise1, Elementwise2, Isa, Kernels, LnBackwardIn, Operand};
 use std::arch::x86_64::*;
 
@@ -39,6 +39,22 @@ fn load(a: &[f32; W]) -> __m512 {
 fn store(a: &mut [f32; W], v: __m512) {
     // SAFETY: `a` is 16 writable f32s; `storeu` has no alignment requirement.
     unsafe { _mm512_storeu_ps(a.as_mut_ptr(), v) }
+}
+
+/// Two adjacent vectors as a [`Pair`].
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn pair(s: &[f32; 2 * W]) -> Pair<F32x16> {
+    let (halves, _) = s.as_chunks::<W>();
+    Pair(F32x16(load(&halves[0])), F32x16(load(&halves[1])))
+}
+
+/// The two vectors of `d`, to store a [`Pair`] into.
+#[inline]
+fn halves_mut(d: &mut [f32; 2 * W]) -> [&mut [f32; W]; 2] {
+    let (halves, _) = d.as_chunks_mut::<W>();
+    let [d0, d1] = halves else { unreachable!("2·W values are two vectors") };
+    [d0, d1]
 }
 
 /// Mask of the first `len` lanes.
@@ -237,7 +253,16 @@ macro_rules! map2 {
 /// The CPU must support AVX-512F (as for every entry point below).
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn map1<E: Elementwise1>(src: &[f32], dst: &mut [f32]) {
-    map1!(src, dst, |v| E::apply(F32x16(v)).0)
+    // Two vectors per step as a `Pair` (see there), the rest one at a time.
+    let (sp, st) = src.as_chunks::<{ 2 * W }>();
+    let (dp, dt) = dst.as_chunks_mut::<{ 2 * W }>();
+    for (s, d) in sp.iter().zip(dp) {
+        let Pair(y0, y1) = E::apply(pair(s));
+        let [d0, d1] = halves_mut(d);
+        store(d0, y0.0);
+        store(d1, y1.0);
+    }
+    map1!(st, dt, |v| E::apply(F32x16(v)).0)
 }
 
 /// `out[i] = E(a[i], b[i])` for a formula of `math.rs`.
@@ -246,7 +271,18 @@ pub(super) unsafe fn map1<E: Elementwise1>(src: &[f32], dst: &mut [f32]) {
 /// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn map2<E: Elementwise2>(a: &[f32], b: &[f32], out: &mut [f32]) {
-    map2!(a, b, out, |a, b| E::apply(F32x16(a), F32x16(b)).0)
+    // Two vectors per step as a `Pair` (see there), the rest one at a time.
+    let n = a.len().min(b.len()).min(out.len());
+    let (ap, at) = a[..n].as_chunks::<{ 2 * W }>();
+    let (bp, bt) = b[..n].as_chunks::<{ 2 * W }>();
+    let (op, ot) = out[..n].as_chunks_mut::<{ 2 * W }>();
+    for ((a, b), o) in ap.iter().zip(bp).zip(op) {
+        let Pair(y0, y1) = E::apply(pair(a), pair(b));
+        let [o0, o1] = halves_mut(o);
+        store(o0, y0.0);
+        store(o1, y1.0);
+    }
+    map2!(at, bt, ot, |a, b| E::apply(F32x16(a), F32x16(b)).0)
 }
 
 /// A [`select`] operand in vectors: a slice's chunks and tail, or a value in every lane.

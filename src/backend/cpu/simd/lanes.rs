@@ -174,3 +174,137 @@ impl Lanes for f32 {
         table[i & 7]
     }
 }
+
+/// Two vectors computed side by side: every operation is the same operation
+/// on each half, issued back to back.
+///
+/// The formulas of `math.rs` are long chains of dependent operations (GELU's
+/// is about 25 deep, some 100 cycles of latency for one vector), and a loop
+/// that computes one vector per iteration leaves the out-of-order core to
+/// find the next vector's independent work behind a scheduler full of the
+/// current one's waiting operations. A pair puts two independent chains in
+/// one instruction stream. Each lane still sees exactly the operations it
+/// would alone, so the results are the same bits; only [`Lanes::all_less`]
+/// asks both halves, which at most sends a half down a formula's general
+/// path that gives the same bits anyway (its contract).
+#[derive(Clone, Copy)]
+pub(crate) struct Pair<V>(pub V, pub V);
+
+impl<V: Lanes> Add for Pair<V> {
+    type Output = Pair<V>;
+    #[inline(always)]
+    fn add(self, o: Pair<V>) -> Pair<V> {
+        Pair(self.0 + o.0, self.1 + o.1)
+    }
+}
+
+impl<V: Lanes> Sub for Pair<V> {
+    type Output = Pair<V>;
+    #[inline(always)]
+    fn sub(self, o: Pair<V>) -> Pair<V> {
+        Pair(self.0 - o.0, self.1 - o.1)
+    }
+}
+
+impl<V: Lanes> Mul for Pair<V> {
+    type Output = Pair<V>;
+    #[inline(always)]
+    fn mul(self, o: Pair<V>) -> Pair<V> {
+        Pair(self.0 * o.0, self.1 * o.1)
+    }
+}
+
+impl<V: Lanes> Div for Pair<V> {
+    type Output = Pair<V>;
+    #[inline(always)]
+    fn div(self, o: Pair<V>) -> Pair<V> {
+        Pair(self.0 / o.0, self.1 / o.1)
+    }
+}
+
+impl<V: Lanes> Neg for Pair<V> {
+    type Output = Pair<V>;
+    #[inline(always)]
+    fn neg(self) -> Pair<V> {
+        Pair(-self.0, -self.1)
+    }
+}
+
+impl<V: Lanes> Lanes for Pair<V> {
+    type Index = (V::Index, V::Index);
+
+    #[inline(always)]
+    fn splat(self, v: f32) -> Pair<V> {
+        Pair(self.0.splat(v), self.1.splat(v))
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Pair<V>, b: Pair<V>) -> Pair<V> {
+        Pair(self.0.mul_add(a.0, b.0), self.1.mul_add(a.1, b.1))
+    }
+    #[inline(always)]
+    fn neg_mul_add(self, a: Pair<V>, b: Pair<V>) -> Pair<V> {
+        Pair(self.0.neg_mul_add(a.0, b.0), self.1.neg_mul_add(a.1, b.1))
+    }
+    #[inline(always)]
+    fn abs(self) -> Pair<V> {
+        Pair(self.0.abs(), self.1.abs())
+    }
+    #[inline(always)]
+    fn copy_sign(self, sign: Pair<V>) -> Pair<V> {
+        Pair(self.0.copy_sign(sign.0), self.1.copy_sign(sign.1))
+    }
+    #[inline(always)]
+    fn min(self, o: Pair<V>) -> Pair<V> {
+        Pair(self.0.min(o.0), self.1.min(o.1))
+    }
+    #[inline(always)]
+    fn max(self, o: Pair<V>) -> Pair<V> {
+        Pair(self.0.max(o.0), self.1.max(o.1))
+    }
+    #[inline(always)]
+    fn round(self) -> Pair<V> {
+        Pair(self.0.round(), self.1.round())
+    }
+    #[inline(always)]
+    fn floor(self) -> Pair<V> {
+        Pair(self.0.floor(), self.1.floor())
+    }
+    #[inline(always)]
+    fn mul_pow2(self, n: Pair<V>) -> Pair<V> {
+        Pair(self.0.mul_pow2(n.0), self.1.mul_pow2(n.1))
+    }
+    #[inline(always)]
+    fn select_negative(self, if_negative: Pair<V>, otherwise: Pair<V>) -> Pair<V> {
+        Pair(
+            self.0.select_negative(if_negative.0, otherwise.0),
+            self.1.select_negative(if_negative.1, otherwise.1),
+        )
+    }
+    #[inline(always)]
+    fn select_less(self, bound: Pair<V>, if_less: Pair<V>, otherwise: Pair<V>) -> Pair<V> {
+        Pair(
+            self.0.select_less(bound.0, if_less.0, otherwise.0),
+            self.1.select_less(bound.1, if_less.1, otherwise.1),
+        )
+    }
+    #[inline(always)]
+    fn select_nonzero(self, if_nonzero: Pair<V>, otherwise: Pair<V>) -> Pair<V> {
+        Pair(
+            self.0.select_nonzero(if_nonzero.0, otherwise.0),
+            self.1.select_nonzero(if_nonzero.1, otherwise.1),
+        )
+    }
+    #[inline(always)]
+    fn index(self) -> (V::Index, V::Index) {
+        (self.0.index(), self.1.index())
+    }
+    #[inline(always)]
+    fn lookup(table: &[f32; 8], i: (V::Index, V::Index)) -> Pair<V> {
+        Pair(V::lookup(table, i.0), V::lookup(table, i.1))
+    }
+    #[inline(always)]
+    fn all_less(self, bound: f32) -> bool {
+        // `&`, not `&&`: both comparisons issue, and one branch decides.
+        self.0.all_less(bound) & self.1.all_less(bound)
+    }
+}
