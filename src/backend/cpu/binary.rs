@@ -40,6 +40,7 @@ fn for_each_row<T: Send>(out: &mut [T], inner: usize, row: impl Fn((usize, &mut 
     if out.len() < PARALLEL_THRESHOLD {
         out.chunks_mut(inner).enumerate().for_each(row);
     } else {
+        crate::backend::cpu::warm::keep_workers_warm();
         let min_rows = (PARALLEL_THRESHOLD / 4 / inner).max(1);
         out.par_chunks_mut(inner).enumerate().with_min_len(min_rows).for_each(row);
     }
@@ -70,6 +71,7 @@ fn binary_contiguous<T: Float, B: BinaryFn>(a: &[T], b: &[T], f: B) -> Vec<T> {
     if n < PARALLEL_THRESHOLD {
         run(0, spare);
     } else {
+        crate::backend::cpu::warm::keep_workers_warm();
         let chunk = chunk_len(n);
         spare.par_chunks_mut(chunk).enumerate().for_each(|(i, dst)| run(i * chunk, dst));
     }
@@ -206,6 +208,7 @@ fn where_rows<T: Float>(c: &[T], lc: &Layout, t: &[T], lt: &Layout, f: &[T], lf:
         if n < PARALLEL_THRESHOLD {
             part((0, &mut out), n);
         } else {
+            crate::backend::cpu::warm::keep_workers_warm();
             let chunk = chunk_len(n);
             out.par_chunks_mut(chunk).enumerate().for_each(|p| part(p, chunk));
         }

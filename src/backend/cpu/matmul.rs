@@ -325,6 +325,7 @@ pub fn product_f32(kernel: &gemm::Kernel, a: &[f32], b: &[f32], p: &GemmPlan, bi
     let batch = p.batch();
     let work = m * n * k;
     if threads > 1 && batch > 1 && batch * work >= gemm::THREADED_MIN_WORK && (batch >= ENTRIES_PER_THREAD * threads || work < gemm::THREADED_MIN_WORK) {
+        crate::backend::cpu::warm::keep_workers_warm();
         (0..batch).into_par_iter().with_max_len(1).for_each(|e| entry(e, false));
     } else {
         (0..batch).for_each(|e| entry(e, true));
@@ -387,6 +388,7 @@ fn product_f64(a: &[f64], b: &[f64], p: &GemmPlan, bias: Option<&[f64]>) -> Vec<
     if threads <= 1 || p.batch() * m * n * k < PARALLEL_MIN_WORK {
         (0..p.batch()).for_each(|entry| run(&Tile { entry, rows: 0..m, cols: 0..n }));
     } else {
+        crate::backend::cpu::warm::keep_workers_warm();
         tiles(p, threads).par_iter().with_max_len(1).for_each(run);
     }
     if bias.is_none() {

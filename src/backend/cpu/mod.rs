@@ -30,6 +30,7 @@ pub mod simd;
 #[cfg(test)]
 mod test_data;
 pub mod unary;
+pub mod warm;
 
 use crate::backend::BackendStorage;
 use crate::types::{DType, Device, Element, ElementSlice, ElementSliceMut, ElementVec, Float, Layout};
@@ -406,6 +407,7 @@ where
     let part_len = part_len.max(1);
     let task = |(i, part): (usize, &mut [T])| write(i * part_len, part);
     let results = if parallel {
+        warm::keep_workers_warm();
         out.par_chunks_mut(part_len).enumerate().map(task).collect()
     } else {
         out.chunks_mut(part_len).enumerate().map(task).collect()

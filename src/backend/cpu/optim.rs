@@ -49,6 +49,7 @@ fn for_pieces<T: Send + Sync>(p: &mut [T], g: &[T], a: &mut [T], b: &mut [T], c:
         .zip(split(c, n))
         .map(|((((p, g), a), b), c)| (p, g, a, b, c))
         .collect();
+    crate::backend::cpu::warm::keep_workers_warm();
     pieces.into_par_iter().for_each(|(p, g, a, b, c)| f(p, g, a, b, c));
 }
 

@@ -60,6 +60,7 @@ pub unsafe fn gemm_threaded(kernel: &Kernel, m: usize, k: usize, n: usize, a: Ma
     if unsafe { trivial(m, k, n, c, ldc, base) } {
         return;
     }
+    crate::backend::cpu::warm::keep_workers_warm();
     if reduction_split_pays(m, k, n, threads) {
         // SAFETY: the caller's contract.
         return unsafe { split_reduction(kernel, threads, m, k, n, a, b, c, ldc, base) };

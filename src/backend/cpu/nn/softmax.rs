@@ -23,6 +23,7 @@ pub(crate) fn for_each_row<T: Send>(out: &mut [T], c: usize, f: impl Fn(usize, &
     if out.len() < PARALLEL_THRESHOLD {
         out.chunks_mut(c).enumerate().for_each(|(r, o)| f(r, o));
     } else {
+        crate::backend::cpu::warm::keep_workers_warm();
         let min_rows = (PARALLEL_THRESHOLD / 4 / c).max(1);
         out.par_chunks_mut(c).enumerate().with_min_len(min_rows).for_each(|(r, o)| f(r, o));
     }

@@ -281,6 +281,7 @@ pub fn forward<T: FlashFloat>(simd: Simd, (q, k, v): (&[T], &[T], &[T]), layouts
     };
     let tasks = dims.bh * blocks;
     if parallel(dims) {
+        crate::backend::cpu::warm::keep_workers_warm();
         (0..tasks).into_par_iter().for_each_init(|| ForwardScratch::new(tile), task);
     } else {
         let mut scratch = ForwardScratch::new(tile);
@@ -402,6 +403,7 @@ pub fn backward<T: FlashFloat>(simd: Simd, x: &BackwardIn<'_, T>, layouts: &Layo
         unsafe { backward_head(simd, x, layouts, dims, (outs.0.get(), outs.1.get(), outs.2.get()), (g, tile), scratch) }
     };
     if parallel(dims) {
+        crate::backend::cpu::warm::keep_workers_warm();
         (0..dims.bh).into_par_iter().for_each_init(new_scratch, task);
     } else {
         let mut scratch = new_scratch();
