@@ -100,3 +100,25 @@ xs = np.linspace(1e-4, 0.625, 5000).astype(f32)
 err = worst(xs, lambda x: float(fma32(f32(x * f32(x * x)), horner32(c, f32(x * x)), x)), lambda x: mp.tanh(mp.mpf(float(x))))
 print(f"// tanh(x) = x + x³·P(x²), |x| < 0.625: worst error {err:.2f} × 2⁻²⁴")
 print(f"const TANH_SMALL: [f32; {len(c)}] = [{rust(c)}];")
+
+# GELU below |x| = 2 (most activations), without the exponential: Φ(−u) and
+# the derivative's s(u) = Φ(−u) − u·φ(u) on [0, 2) as two pieces of width 1,
+# centred at 1/2 and 3/2. Φ(−u) to its own size; s, which crosses zero, to the
+# size of its terms Φ(−u) + u·φ(u) (what the derivative's accuracy is
+# measured against). Printed by power, then piece.
+phi_minus = lambda u: mp.ncdf(-u)
+slope = lambda u: mp.ncdf(-u) - u * mp.npdf(u)
+slope_terms = lambda u: mp.ncdf(-u) + u * mp.npdf(u)
+for name, f, scale, deg in [("PHI_BELOW_2", phi_minus, phi_minus, 9), ("GELU_SLOPE_BELOW_2", slope, slope_terms, 8)]:
+    pieces, err = [], 0.0
+    for centre in (0.5, 1.5):
+        c = fit(cheb(-0.5, 0.5, 300), lambda r: f(centre + mp.mpf(r)), lambda r: scale(centre + mp.mpf(r)), range(deg + 1))
+        us = np.linspace(centre - 0.5, centre + 0.5, 3000, endpoint=False).astype(f32)
+        got = lambda u: float(horner32(c, f32(u - f32(centre))))
+        err = max(err, max(float(abs(got(u) - f(mp.mpf(float(u)))) / abs(scale(mp.mpf(float(u))))) for u in us) / 2**-24)
+        pieces.append(c)
+    print(f"// {name}: worst error {err:.2f} × 2⁻²⁴")
+    print(f"const {name}: [[f32; 2]; {deg + 1}] = [")
+    for j in range(deg + 1):
+        print(f"    [{rust(p[j] for p in pieces)}],")
+    print("];")

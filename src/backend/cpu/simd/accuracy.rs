@@ -278,11 +278,13 @@ fn special_values_follow_the_reference() {
     check_specials(Silu);
 }
 
-/// The normal tail's first piece (`|x| < 2` for GELU, `|z| < √2` for erf) is
-/// evaluated with splatted coefficients when a whole vector lies in it, with
-/// table lookups when any lane does not: both must give every lane the same
-/// bits, or a value's result would depend on its neighbours (and the ISAs,
-/// whose vectors group values differently, would disagree). Each value of a
+/// Values below 2 in size take a path of their own when a whole vector lies
+/// there (GELU and its derivative: polynomials without the exponential; erf,
+/// `|z| < √2`: the normal tail's first piece with splatted coefficients), and
+/// otherwise lanes are computed both ways and selected, or looked up: every
+/// lane must get the same bits either way, or a value's result would depend
+/// on its neighbours (and the ISAs, whose vectors group values differently,
+/// would disagree). Each value of a
 /// sweep inside the first piece is computed once among small neighbours and
 /// once with a large value in every 4th place, which sends every vector, of
 /// 4, 8 or 16 lanes, down the lookup path.

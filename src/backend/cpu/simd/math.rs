@@ -28,7 +28,9 @@
 //!   `Φ(x) = 1 − Φ(−x)` only for `x ≥ 0`, where `Φ(−x) ≤ 1/2`.
 //! - [`gelu`]: `x·Φ(x)`; its derivative `Φ(x) + x·φ(x)` from the same two
 //!   factors, each sign's result from one scaled product (`u·Φ(−u)`, or
-//!   `Φ(−u) − u·φ(u)`, `u = |x|`). [`erf`]: `z + z·P(z²)` below `|z| = 1/2` (degree-5 minimax),
+//!   `Φ(−u) − u·φ(u)`, `u = |x|`). Below `u = 2`, where most activations
+//!   lie, `Φ(−u)` and `Φ(−u) − u·φ(u)` are polynomials of their own (two
+//!   pieces of width 1, degree 9 and 8), with no exponential. [`erf`]: `z + z·P(z²)` below `|z| = 1/2` (degree-5 minimax),
 //!   `1 − 2·e^{−z²}·Q(z√2)` above.
 //! - [`tanh`]: `x + x³·P(x²)` below `|x| = 0.625` (degree-5 minimax), else
 //!   `1 − 2/(e^{2|x|} + 1)`, with the sign of `x`.
@@ -174,6 +176,37 @@ const PHI_TAIL: [[f32; 8]; 11] = [
         3.5059818546609445e-14,
     ],
 ];
+/// `Φ(−u)` on `[0, 2)`: piece 0 is `[0, 1)`, `Σⱼ PHI_BELOW_2[j][0]·(u − ½)ʲ`,
+/// piece 1 `[1, 2)` about `3/2` (by power, then piece). From
+/// `scripts/fit_f32_math.py`: relative error ≤ 2.14·2⁻²⁴ as evaluated in f32.
+#[allow(clippy::excessive_precision)]
+const PHI_BELOW_2: [[f32; 2]; 10] = [
+    [0.308_537_54, 0.066_807_2],
+    [-0.352_065_32, -0.129_517_6],
+    [0.088_016_324, 0.097_138_2],
+    [0.044_008_136, -0.026_982_803],
+    [-0.020_170_057, -0.006_071_326_3],
+    [-0.004_583_744_8, 0.005_868_325_5],
+    [0.003_067_359_1, -0.000_655_401_67],
+    [0.000_324_029_62, -0.000_555_373_67],
+    [-0.000_330_500_97, 0.000_163_790_68],
+    [-8.331_406e-6, 2.101_629e-5],
+];
+/// GELU's derivative's `s(u) = Φ(−u) − u·φ(u)` on `[0, 2)`, pieces as
+/// [`PHI_BELOW_2`]'s. From `scripts/fit_f32_math.py`: error ≤ 1.37·2⁻²⁴ of
+/// the size of its terms `Φ(−u) + u·φ(u)` (it crosses zero near u = 0.61).
+#[allow(clippy::excessive_precision)]
+const GELU_SLOPE_BELOW_2: [[f32; 2]; 9] = [
+    [0.132_504_88, -0.127_469_2],
+    [-0.616_114_3, 0.032_379_4],
+    [0.330_061_1, 0.169_991_96],
+    [0.135_691_97, -0.144_358_2],
+    [-0.112_308, 0.013_656_89],
+    [-0.018_293_058, 0.029_294_785],
+    [0.022_593_403, -0.010_427_816],
+    [0.001_227_299_3, -0.002_374_468_6],
+    [-0.002_984_277, 0.001_778_494_2],
+];
 /// The tail table covers `u < 16`; beyond 15.5 `e^{−u²/2}` is 0 in f32.
 const TAIL_U_MAX: f32 = 15.5;
 /// `erf(z) = z + z·P(z²)` for `|z| < 1/2`: `P`, from `scripts/fit_f32_math.py`.
@@ -305,6 +338,23 @@ fn nan_at_minus_infinity<V: Lanes>(x: V, v: V) -> V {
     x.select_less(x.splat(-f32::MAX), x.splat(f32::NAN), v)
 }
 
+/// `Σⱼ table[j][piece]·(u − centre)ʲ` for every lane of `u` in `[0, 2)`:
+/// piece 0 (`u < 1`, centre ½) or 1 (centre 3/2), each coefficient picked per
+/// lane by one select (the comparison is the same for all of them).
+#[inline(always)]
+fn two_pieces_below_2<V: Lanes, const N: usize>(table: &[[f32; 2]; N], u: V) -> V {
+    let one = u.splat(1.0);
+    let pick = |c: &[f32; 2]| u.select_less(one, u.splat(c[0]), u.splat(c[1]));
+    let r = u - pick(&[0.5, 1.5]);
+    let mut j = N - 1;
+    let mut acc = pick(&table[j]);
+    while j > 0 {
+        j -= 1;
+        acc = acc.mul_add(r, pick(&table[j]));
+    }
+    acc
+}
+
 /// `x·Φ(x)`, GELU's exact (erf) form.
 ///
 /// v2: `w = u·Q·m·2ⁿ = u·Φ(−u)` is formed once for both signs: `−w` for
@@ -316,11 +366,21 @@ fn nan_at_minus_infinity<V: Lanes>(x: V, v: V) -> V {
 /// of the release build); the machine was too loaded for a wall-clock figure.
 #[inline(always)]
 pub(crate) fn gelu<V: Lanes>(x: V) -> V {
+    // v3: below |x| = 2 (most activations) `Φ(−u)` comes from a polynomial
+    // of its own rather than `e^{−u²/2}·Q(u)`: no exponential, no split
+    // square, no scaling. A lane's path depends on that lane alone, so a
+    // vector with a lane at or above 2 computes both and selects.
+    let u = x.abs();
+    let w = u * two_pieces_below_2(&PHI_BELOW_2, u);
+    let below_2 = x.select_negative(-w, x - w);
+    if u.all_less(2.0) {
+        return below_2;
+    }
     let (u, m, n, ratio) = normal_tail(x);
     // 2ⁿ last: a subnormal result is rounded once. Past u = 15.5 (the clamp)
     // 2ⁿ is 0 and w too, so x = +inf gives inf, not inf·0.
     let w = (u * ratio * m).mul_pow2(n);
-    x.select_negative(nan_at_minus_infinity(x, -w), x - w)
+    u.select_less(x.splat(2.0), below_2, x.select_negative(nan_at_minus_infinity(x, -w), x - w))
 }
 
 /// GELU's derivative `Φ(x) + x·φ(x)`, `φ(x) = e^{−x²/2}/√(2π)`.
@@ -333,13 +393,20 @@ pub(crate) fn gelu<V: Lanes>(x: V) -> V {
 /// (`Q − u/√(2π)` is now one fused operation).
 #[inline(always)]
 pub(crate) fn gelu_derivative<V: Lanes>(x: V) -> V {
+    // v3: `s` from a polynomial of its own below |x| = 2, as in `gelu`.
+    let u = x.abs();
+    let s = two_pieces_below_2(&GELU_SLOPE_BELOW_2, u);
+    let below_2 = x.select_negative(s, x.splat(1.0) - s);
+    if u.all_less(2.0) {
+        return below_2;
+    }
     let (u, m, n, ratio) = normal_tail(x);
     let s = (u.neg_mul_add(x.splat(FRAC_1_SQRT_2PI), ratio) * m).mul_pow2(n);
     let below = nan_at_minus_infinity(x, s);
     // x ≥ 0: 1 − s; NaN at +inf, as the reference's x·φ(x) = inf·0 is (the
     // clamped u would give 1).
     let above = x.select_less(x.splat(f32::INFINITY), x.splat(1.0) - s, x.splat(f32::NAN));
-    x.select_negative(below, above)
+    x.abs().select_less(x.splat(2.0), below_2, x.select_negative(below, above))
 }
 
 /// The error function.
