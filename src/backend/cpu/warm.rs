@@ -129,7 +129,7 @@ fn spin_until_idle(spin_ns: u64) {
                     break;
                 }
                 idle_rounds = idle_rounds.wrapping_add(1);
-                if idle_rounds % YIELD_EVERY == 0 {
+                if idle_rounds.is_multiple_of(YIELD_EVERY) {
                     // Give the core to any other thread that wants it; when
                     // none does this returns at once.
                     std::thread::yield_now();
