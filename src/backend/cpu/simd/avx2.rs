@@ -22,6 +22,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     sum: sum_f32,
     max: max_f32,
     dot: dot_f32,
+    exp_affine_sum: exp_affine_sum_f32,
     softmax_row: softmax_row_f32,
     softmax_backward_row: softmax_backward_row_f32,
     layer_norm_row: layer_norm_row_f32,
@@ -432,6 +433,26 @@ fn dot_vec(a: &[f32], b: &[f32]) -> __m256 {
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     hsum(dot_vec(a, b))
+}
+
+/// `x = e^(x·scale − shift)` in place, and the sum of the results.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn exp_affine_sum_f32(x: &mut [f32], scale: f32, shift: f32) -> f32 {
+    let (sv, tv) = (_mm256_set1_ps(scale), _mm256_set1_ps(shift));
+    let mut acc = _mm256_setzero_ps();
+    let (xc, xt) = x.as_chunks_mut::<W>();
+    for c in xc.iter_mut() {
+        let e = exp8(_mm256_sub_ps(_mm256_mul_ps(load(c), sv), tv));
+        store(c, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    // The tail's lanes past the slice are computed and dropped: it is
+    // summed from the values stored.
+    store_tail(xt, exp8(_mm256_sub_ps(_mm256_mul_ps(load_tail(xt, 0.0), sv), tv)));
+    hsum(acc) + xt.iter().sum::<f32>()
 }
 
 /// # Safety

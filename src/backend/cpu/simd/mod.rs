@@ -182,6 +182,7 @@ struct Kernels {
     sum: Reduce,
     max: Reduce,
     dot: unsafe fn(&[f32], &[f32]) -> f32,
+    exp_affine_sum: unsafe fn(&mut [f32], f32, f32) -> f32,
     softmax_row: Map1,
     softmax_backward_row: Map2,
     layer_norm_row: LayerNormRow,
@@ -391,6 +392,16 @@ impl Simd {
         let n = common_len(&[a.len(), b.len()]);
         // SAFETY: `self.k` belongs to an ISA the CPU supports (type invariant).
         unsafe { (self.k.dot)(&a[..n], &b[..n]) }
+    }
+
+    /// `x = e^(x·scale − shift)` in place (the product rounded, then the
+    /// difference, as two separate steps would round them) and `Σ x` after:
+    /// a score row's probabilities and their sum in one pass (the flash
+    /// attention kernels). The exponential is [`Simd::exp_f32`]'s, bit for
+    /// bit; the sum's order is the ISA's.
+    pub fn exp_affine_sum_f32(self, x: &mut [f32], scale: f32, shift: f32) -> f32 {
+        // SAFETY: `self.k` belongs to an ISA the CPU supports (type invariant).
+        unsafe { (self.k.exp_affine_sum)(x, scale, shift) }
     }
 
     /// Numerically stable softmax of one row: `dst = exp(src - max) / Σ exp(src - max)`.

@@ -15,6 +15,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     sum: sum_f32,
     max: max_f32,
     dot: dot_f32,
+    exp_affine_sum: exp_affine_sum_f32,
     softmax_row: softmax_row_f32,
     softmax_backward_row: softmax_backward_row_f32,
     layer_norm_row: layer_norm_row_f32,
@@ -70,6 +71,15 @@ pub fn max_f32(x: &[f32]) -> f32 {
 
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(&a, &b)| a * b).sum()
+}
+
+pub fn exp_affine_sum_f32(x: &mut [f32], scale: f32, shift: f32) -> f32 {
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = super::math::exp(*v * scale - shift);
+        sum += *v;
+    }
+    sum
 }
 
 pub fn softmax_row_f32(src: &[f32], dst: &mut [f32]) {

@@ -148,6 +148,38 @@ fn exp_matches_f64_for_all_isas_and_lengths() {
     }
 }
 
+/// The flash kernels' score rows: `e^(x·scale − shift)` in place, each value
+/// the same bits as the two steps then `exp_f32` give, and the sum close to
+/// the f64 sum of those values (masked tail lanes add nothing).
+#[test]
+fn exp_affine_sum_matches_the_steps_done_apart() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for simd in isas() {
+        for &n in &LENS {
+            for (scale, shift) in [(0.125f32, 3.5f32), (1.0, 0.0), (-0.7, -2.0)] {
+                let x = uniform(&mut rng, n, -20.0, 20.0);
+                let steps: Vec<f32> = x.iter().map(|&v| v * scale - shift).collect();
+                let mut want = vec![0.0; n];
+                simd.exp_f32(&steps, &mut want);
+                let mut got = x.clone();
+                let sum = simd.exp_affine_sum_f32(&mut got, scale, shift);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.to_bits(), w.to_bits(), "{}: n = {n}, element {i}: {g:e}, expected {w:e}", simd.isa().name());
+                }
+                let exact: f64 = want.iter().map(|&w| f64::from(w)).sum();
+                // A sum of n positive f32s in any order is within n·2⁻²⁴ of
+                // the exact one, relatively.
+                let bound = n as f64 * 2f64.powi(-24) * exact.abs() + f64::from(f32::MIN_POSITIVE);
+                assert!(
+                    (f64::from(sum) - exact).abs() <= bound,
+                    "{}: n = {n}: sum {sum:e}, expected {exact:e}",
+                    simd.isa().name()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn exp_dense_sweep_stays_within_two_ulp() {
     // 2²⁰ points over the whole range that has a normal, finite result.
