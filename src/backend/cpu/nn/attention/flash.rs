@@ -49,7 +49,7 @@
 //! (`Simd::exp_affine_sum_f32`; v3 scaled and shifted into a buffer in a
 //! scalar loop, then called the exponential per 64 values, then summed in a
 //! third pass), δ = rowsum(dO ⊙ O) a SIMD dot (was a scalar fold), and
-//! score tiles stored with rows on whole cache lines ([`tile_stride`]) so
+//! score tiles stored with rows on whole cache lines (`tile_stride`) so
 //! that `P·V` and `dS·K` read them in place (perf of vit-cifar's step: 13%
 //! of the time in the exponential's calls, 13.5% packing). Bench
 //! attention, fused, 1 thread, two interleaved rounds: vit-cifar forward
