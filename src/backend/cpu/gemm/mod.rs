@@ -370,6 +370,11 @@ impl MatMut {
     }
 }
 
+/// What packing one element costs [`Orientation::choose`], in multiply-adds
+/// of one lane: a vector's copy for 16 elements (more when the source is
+/// strided or out of cache) against 32 lane multiply-adds a cycle.
+const PACK_COST: usize = 8;
+
 /// The product as the loops compute it: `C = A·B` itself, or `Cᵀ = Bᵀ·Aᵀ`
 /// (the same memory, strides swapped) when C's columns fill the micro-tile's
 /// vectors much worse than its rows would.
@@ -394,16 +399,21 @@ struct Orientation {
 impl Orientation {
     #[allow(clippy::too_many_arguments)]
     fn choose(kernel: &Kernel, m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize) -> Orientation {
-        // Elements computed either way, times the reduction's depth; the
-        // element-wise stores of Cᵀ are counted as 16 more steps of it.
-        // gpt-tiny's head forward (K = 128) is the closest call: transposed
-        // 74% of peak against 72% (1 thread, thread CPU clock), 71.8 against
-        // 71.1% on 2 threads (process CPU clock). A margin of 32 steps kept
-        // it untransposed, which an earlier measurement seemed to favour
-        // (48 against 70%) but that one had two threads writing the same
-        // cache lines of C, since fixed (see parallel.rs).
+        // The work either way, in multiply-adds of one lane: the elements
+        // computed (whole vectors of columns) times the reduction's depth,
+        // the element-wise stores of Cᵀ counted as 16 more steps, and every
+        // element the loops pack (B always; A unless read in place) as
+        // PACK_COST. v2 added the packing: gpt-tiny's head forward (2048 ×
+        // 128 × 65) had gone transposed, which packs all of X (the 2048
+        // rows) to save 15 lanes of 80 on a K of 128: untransposed, 1
+        // thread, 44-47 -> 60-63% of peak (2 threads 50 -> 52-58%);
+        // gpt-small's (K = 384) and the weight gradients' (K = 2048, both
+        // operands packed either way) still go transposed.
         let computed = |rows: usize, cols: usize| rows * cols.next_multiple_of(kernel.lanes);
-        if computed(n, m) * (k + 16) < computed(m, n) * k {
+        let packed = |rows_a: usize, a: MatRef, cols_b: usize| (k * cols_b + if read_a_in_place(a) { 0 } else { rows_a * k }) * PACK_COST;
+        let as_is = computed(m, n) * k + packed(m, a, n);
+        let transposed = computed(n, m) * (k + 16) + packed(n, b.t(), m);
+        if transposed < as_is {
             Orientation {
                 m: n,
                 n: m,

@@ -243,6 +243,38 @@ proptest! {
     }
 }
 
+/// The orientation the AVX-512 GEMM takes for the vocabulary heads measured
+/// in `Orientation::choose`'s notes: gpt-tiny's forward as is (transposing
+/// would pack all 2048 rows of X for a K of 128), gpt-small's forward and
+/// both weight gradients (every operand packed either way) as Cᵀ.
+#[test]
+fn vocabulary_heads_take_the_measured_orientation() {
+    let Some(kernel) = kernels().into_iter().find(|k| k.isa == Isa::Avx512) else {
+        eprintln!("no AVX-512 on this CPU: the measured orientations are AVX-512's");
+        return;
+    };
+    let row_major = |cols: usize| MatRef {
+        ptr: std::ptr::null(),
+        rs: cols,
+        cs: 1,
+    };
+    let col_major = |rows: usize| MatRef {
+        ptr: std::ptr::null(),
+        rs: 1,
+        cs: rows,
+    };
+    // (m, k, n, A, B, transposed): forward X·Wᵀ, weight gradient Xᵀ·dY.
+    for (m, k, n, a, b, want) in [
+        (2048, 128, 65, row_major(128), col_major(128), false),
+        (4096, 384, 65, row_major(384), col_major(384), true),
+        (128, 1024, 65, col_major(1024), row_major(65), true),
+        (384, 2048, 65, col_major(2048), row_major(65), true),
+    ] {
+        let transposed = Orientation::choose(kernel, m, k, n, a, b, std::ptr::null_mut(), n).c.cs != 1;
+        assert_eq!(transposed, want, "{m}x{k}x{n}");
+    }
+}
+
 /// The vocabulary head's shapes (N = 65: the forward and weight gradient
 /// computed as Cᵀ, the input gradient not) and their untransposed neighbour
 /// (N = 64), on one thread and on two.
@@ -259,13 +291,22 @@ fn narrow_heads_match_the_reference() {
         .iter()
         .enumerate()
         {
-            let unused = MatRef {
+            // Strides as the case stores the operands (only strides matter).
+            let strided = |rows: usize, cols: usize, t: bool| MatRef {
                 ptr: std::ptr::null(),
-                rs: 1,
-                cs: 1,
+                rs: if t { 1 } else { cols },
+                cs: if t { rows } else { 1 },
             };
-            let transposed = Orientation::choose(kernel, m, k, n, unused, unused, std::ptr::null_mut(), n).c.cs != 1;
-            assert_eq!(transposed, i < 2 && n % kernel.lanes != 0, "{kernel:?}: {m}x{k}x{n} transposed or not");
+            let (a, b) = (strided(m, k, a_t), strided(k, n, b_t));
+            let transposed = Orientation::choose(kernel, m, k, n, a, b, std::ptr::null_mut(), n).c.cs != 1;
+            // 16 lanes: the first two computed as Cᵀ. 8 lanes waste less of
+            // 65 columns (72 computed), and the first one's packing of its
+            // 512 × 400 A for Cᵀ then outweighs the lanes saved.
+            assert_eq!(
+                transposed,
+                i < 2 && n % kernel.lanes != 0 && (kernel.lanes == 16 || i == 1),
+                "{kernel:?}: {m}x{k}x{n} transposed or not"
+            );
             let case = Case {
                 m,
                 k,
