@@ -113,6 +113,7 @@ pub fn index_select_fast<T: Copy + Default + Send + Sync + 'static>(x: &[T], lay
         }
     };
     if out.len() >= PARALLEL_THRESHOLD {
+        crate::backend::cpu::warm::keep_workers_warm();
         out.par_chunks_mut(ii).enumerate().with_min_len(min_rows(ii)).for_each(|(r, row)| fill(r, row));
     } else {
         out.chunks_mut(ii).enumerate().for_each(|(r, row)| fill(r, row));
@@ -173,6 +174,7 @@ fn index_add_into<T: Float>(out: &mut [T], dims: &[usize], axis: usize, ids: &[i
         }
     };
     if out.len() >= PARALLEL_THRESHOLD {
+        crate::backend::cpu::warm::keep_workers_warm();
         out.par_chunks_mut(inner)
             .enumerate()
             .with_min_len(min_rows(inner))
@@ -214,6 +216,7 @@ pub fn gather_fast<T: Copy + Default + Send + Sync + 'static>(x: &[T], layout: &
         }
     };
     if out.len() >= PARALLEL_THRESHOLD {
+        crate::backend::cpu::warm::keep_workers_warm();
         out.par_chunks_mut(ii).enumerate().with_min_len(min_rows(ii)).for_each(|(r, row)| fill(r, row));
     } else {
         out.chunks_mut(ii).enumerate().for_each(|(r, row)| fill(r, row));
@@ -272,6 +275,7 @@ fn scatter_add_into<T: Float>(out: &mut [T], x_shape: &Shape, axis: usize, ids: 
         }
     };
     if out.len() >= PARALLEL_THRESHOLD && q_of_p.len() > 1 {
+        crate::backend::cpu::warm::keep_workers_warm();
         out.par_chunks_mut(slab).enumerate().for_each(|(p, dst)| add_slab(p, dst));
     } else {
         out.chunks_mut(slab).enumerate().for_each(|(p, dst)| add_slab(p, dst));
@@ -332,6 +336,7 @@ pub fn cat_fast<T: Copy + Default + Send + Sync + 'static>(parts: &[(&[T], &Layo
         }
     };
     if out.len() >= PARALLEL_THRESHOLD && outer > 1 {
+        crate::backend::cpu::warm::keep_workers_warm();
         out.par_chunks_mut(slab)
             .enumerate()
             .with_min_len(min_rows(slab))

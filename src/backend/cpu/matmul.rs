@@ -169,6 +169,7 @@ fn bias_rows<T: Copy + Send + Sync + 'static>(bias: &[T], len: usize) -> Vec<T> 
     if len < PARALLEL_THRESHOLD {
         rows.chunks_mut(n).for_each(fill);
     } else {
+        crate::backend::cpu::warm::keep_workers_warm();
         rows.par_chunks_mut(n).with_min_len((PARALLEL_THRESHOLD / 4 / n).max(1)).for_each(fill);
     }
     // SAFETY: `len` is a multiple of `n` (a whole number of output rows), so

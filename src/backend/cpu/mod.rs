@@ -30,7 +30,7 @@ pub mod simd;
 #[cfg(test)]
 mod test_data;
 pub mod unary;
-pub mod warm;
+pub(crate) mod warm;
 
 use crate::backend::BackendStorage;
 use crate::types::{DType, Device, Element, ElementSlice, ElementSliceMut, ElementVec, Float, Layout};

@@ -220,6 +220,7 @@ fn sum_squares_of<T: CpuElem>(x: &[T]) -> f64 {
     if x.len() < PARALLEL_THRESHOLD {
         serial(x)
     } else {
+        crate::backend::cpu::warm::keep_workers_warm();
         let partial: Vec<f64> = x.par_chunks(CHUNK).map(serial).collect();
         partial.iter().sum()
     }

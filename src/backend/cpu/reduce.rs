@@ -145,6 +145,7 @@ fn reduce_fast<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: ReduceOp)
             // Row reductions: each output is one contiguous run of `red` elements.
             let rows = xs.chunks(red);
             return if n >= PARALLEL_THRESHOLD {
+                crate::backend::cpu::warm::keep_workers_warm();
                 xs.par_chunks(red)
                     .with_min_len((PARALLEL_THRESHOLD / red).max(1))
                     .map(|row| reduce_slice(op, row))
@@ -172,6 +173,7 @@ fn reduce_fast<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: ReduceOp)
                 return fold_rows(xs);
             }
             let rows_per_task = red.div_ceil(rayon::current_num_threads().max(1));
+            crate::backend::cpu::warm::keep_workers_warm();
             let partial: Vec<Vec<T>> = xs.par_chunks(rows_per_task * cols).map(fold_rows).collect();
             let mut acc = super::alloc::filled(cols, identity::<T>(op));
             for p in partial {
@@ -193,6 +195,7 @@ fn reduce_fast<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: ReduceOp)
                 })
             };
             return if n >= PARALLEL_THRESHOLD {
+                crate::backend::cpu::warm::keep_workers_warm();
                 (0..kept).into_par_iter().map(reduce_one).collect_pooled()
             } else {
                 (0..kept).map(reduce_one).collect_pooled()

@@ -371,8 +371,11 @@ impl MatMut {
 }
 
 /// What packing one element costs [`Orientation::choose`], in multiply-adds
-/// of one lane: a vector's copy for 16 elements (more when the source is
-/// strided or out of cache) against 32 lane multiply-adds a cycle.
+/// of one lane. A vector's copy moves 16 elements in about the cycle 32
+/// lane multiply-adds take, which would make it 2; but the packed operands
+/// come strided and from L2 or beyond, and 8 is what puts the two
+/// vocabulary-head forwards measured there on their faster side (gpt-tiny's
+/// is the close call: 1.1% apart at 8, transposed at 7).
 const PACK_COST: usize = 8;
 
 /// The product as the loops compute it: `C = A·B` itself, or `Cᵀ = Bᵀ·Aᵀ`
@@ -406,7 +409,7 @@ impl Orientation {
         // PACK_COST. v2 added the packing: gpt-tiny's head forward (2048 ×
         // 128 × 65) had gone transposed, which packs all of X (the 2048
         // rows) to save 15 lanes of 80 on a K of 128: untransposed, 1
-        // thread, 44-47 -> 60-63% of peak (2 threads 50 -> 52-58%);
+        // thread, 44-48 -> 60-63% of peak (2 threads 50 -> 52-58%);
         // gpt-small's (K = 384) and the weight gradients' (K = 2048, both
         // operands packed either way) still go transposed.
         let computed = |rows: usize, cols: usize| rows * cols.next_multiple_of(kernel.lanes);

@@ -210,6 +210,7 @@ fn conv2d_forward<T: GemmElem>(x: &[T], x_layout: &Layout, w: &[T], bias: Option
     };
     let cols_len = view.cols_len(p);
     if parallel(p) {
+        crate::backend::cpu::warm::keep_workers_warm();
         y.par_chunks_mut(o * l)
             .enumerate()
             .for_each_init(|| vec![T::ZERO; cols_len], |cols, (n, y_n)| image(n, y_n, cols));
@@ -243,6 +244,7 @@ fn conv2d_dx<T: GemmElem>(dy: &[T], w: &[T], p: &Conv2dParams) -> Vec<T> {
     };
     let cols_len = if direct { 0 } else { k * l };
     if parallel(p) {
+        crate::backend::cpu::warm::keep_workers_warm();
         dx.par_chunks_mut(plane)
             .enumerate()
             .for_each_init(|| vec![T::ZERO; cols_len], |dcols, (n, dx_n)| image(n, dx_n, dcols));
@@ -283,6 +285,7 @@ fn conv2d_dw<T: GemmElem>(dy: &[T], x: &[T], x_layout: &Layout, p: &Conv2dParams
     // not depend on how rayon schedules the work.
     let groups = rayon::current_num_threads().clamp(1, p.batch);
     let per = p.batch.div_ceil(groups);
+    crate::backend::cpu::warm::keep_workers_warm();
     let partials: Vec<Vec<T>> = (0..groups)
         .into_par_iter()
         .map(|g| {

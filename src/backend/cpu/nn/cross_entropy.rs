@@ -56,6 +56,7 @@ pub fn cross_entropy_rows<T: Float>(x: &[T], c: usize, targets: &[Option<usize>]
     if x.len() < PARALLEL_THRESHOLD {
         (0..targets.len()).map(row).collect()
     } else {
+        crate::backend::cpu::warm::keep_workers_warm();
         (0..targets.len()).into_par_iter().with_min_len(min_rows(c)).map(row).collect()
     }
 }

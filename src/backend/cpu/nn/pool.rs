@@ -32,6 +32,7 @@ fn for_planes<U: Send>(out: &mut [U], chunk: usize, p: &Pool2dParams, f: impl Fn
         return;
     }
     if parallel(p) {
+        crate::backend::cpu::warm::keep_workers_warm();
         out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     } else {
         out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
@@ -63,6 +64,7 @@ fn max_pool_forward<T: Float>(x: &[T], layout: &Layout, p: &Pool2dParams) -> (Ve
         return (y, idx);
     }
     if parallel(p) {
+        crate::backend::cpu::warm::keep_workers_warm();
         y.par_chunks_mut(plane_out)
             .zip(idx.par_chunks_mut(plane_out))
             .enumerate()

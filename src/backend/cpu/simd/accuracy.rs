@@ -239,8 +239,26 @@ fn check_specials<U: crate::backend::contract::unary::UnaryFn>(f: U) {
     let Some(v) = U::VECTORIZED else {
         unreachable!("{} has no vector kernel", U::NAME)
     };
-    let magnitudes = [0.0, 1e-40, 1e-30, 0.5, 1.0, 20.0, 100.0, 1e30, f32::MAX, f32::INFINITY];
-    let x: Vec<f32> = magnitudes.iter().flat_map(|&m| [m, -m]).chain([f32::NAN]).collect();
+    // With the edges of GELU's pieces (1 and 2, and the floats just below),
+    // and repeated to 4 × 27 values so that every ISA's two-vector loop runs.
+    let below = |v: f32| f32::from_bits(v.to_bits() - 1);
+    let magnitudes = [
+        0.0,
+        1e-40,
+        1e-30,
+        0.5,
+        below(1.0),
+        1.0,
+        below(2.0),
+        2.0,
+        20.0,
+        100.0,
+        1e30,
+        f32::MAX,
+        f32::INFINITY,
+    ];
+    let once: Vec<f32> = magnitudes.iter().flat_map(|&m| [m, -m]).chain([f32::NAN]).collect();
+    let x: Vec<f32> = once.iter().cycle().take(4 * once.len()).copied().collect();
     let reads = super::backward_reads(v);
     for simd in Simd::available() {
         let mut y = vec![0.0; x.len()];

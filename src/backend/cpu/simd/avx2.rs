@@ -270,6 +270,7 @@ macro_rules! map2 {
 /// The CPU must support AVX2 and FMA (as for every entry point below).
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn map1<E: Elementwise1>(src: &[f32], dst: &mut [f32]) {
+    debug_assert_eq!(src.len(), dst.len(), "map1: Simd::map1 passes slices of one length");
     // Two vectors per step as a `Pair` (see there), the rest one at a time.
     let (sp, st) = src.as_chunks::<{ 2 * W }>();
     let (dp, dt) = dst.as_chunks_mut::<{ 2 * W }>();
@@ -451,7 +452,9 @@ pub unsafe fn exp_affine_sum_f32(x: &mut [f32], scale: f32, shift: f32) -> f32 {
     }
     // The tail's lanes past the slice are computed and dropped: it is
     // summed from the values stored.
-    store_tail(xt, exp8(_mm256_sub_ps(_mm256_mul_ps(load_tail(xt, 0.0), sv), tv)));
+    if !xt.is_empty() {
+        store_tail(xt, exp8(_mm256_sub_ps(_mm256_mul_ps(load_tail(xt, 0.0), sv), tv)));
+    }
     hsum(acc) + xt.iter().sum::<f32>()
 }
 

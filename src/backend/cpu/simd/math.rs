@@ -194,7 +194,7 @@ const PHI_BELOW_2: [[f32; 2]; 10] = [
 ];
 /// GELU's derivative's `s(u) = Φ(−u) − u·φ(u)` on `[0, 2)`, pieces as
 /// [`PHI_BELOW_2`]'s. From `scripts/fit_f32_math.py`: error ≤ 1.37·2⁻²⁴ of
-/// the size of its terms `Φ(−u) + u·φ(u)` (it crosses zero near u = 0.61).
+/// the size of its terms `Φ(−u) + u·φ(u)` (it crosses zero near u = 0.75, where GELU is smallest).
 #[allow(clippy::excessive_precision)]
 const GELU_SLOPE_BELOW_2: [[f32; 2]; 9] = [
     [0.132_504_88, -0.127_469_2],
@@ -344,15 +344,21 @@ fn nan_at_minus_infinity<V: Lanes>(x: V, v: V) -> V {
 #[inline(always)]
 fn two_pieces_below_2<V: Lanes, const N: usize>(table: &[[f32; 2]; N], u: V) -> V {
     let one = u.splat(1.0);
-    let pick = |c: &[f32; 2]| u.select_less(one, u.splat(c[0]), u.splat(c[1]));
-    let r = u - pick(&[0.5, 1.5]);
+    let r = u - piece_value(u, one, &[0.5, 1.5]);
+    // Horner's rule in a plain loop, as in `horner`.
     let mut j = N - 1;
-    let mut acc = pick(&table[j]);
+    let mut acc = piece_value(u, one, &table[j]);
     while j > 0 {
         j -= 1;
-        acc = acc.mul_add(r, pick(&table[j]));
+        acc = acc.mul_add(r, piece_value(u, one, &table[j]));
     }
     acc
+}
+
+/// `c[0]` in the lanes of `u` below `one`, `c[1]` in the others.
+#[inline(always)]
+fn piece_value<V: Lanes>(u: V, one: V, c: &[f32; 2]) -> V {
+    u.select_less(one, u.splat(c[0]), u.splat(c[1]))
 }
 
 /// `x·Φ(x)`, GELU's exact (erf) form.
@@ -370,17 +376,17 @@ pub(crate) fn gelu<V: Lanes>(x: V) -> V {
     // of its own rather than `e^{−u²/2}·Q(u)`: no exponential, no split
     // square, no scaling. A lane's path depends on that lane alone, so a
     // vector with a lane at or above 2 computes both and selects.
-    let u = x.abs();
-    let w = u * two_pieces_below_2(&PHI_BELOW_2, u);
+    let size = x.abs();
+    let w = size * two_pieces_below_2(&PHI_BELOW_2, size);
     let below_2 = x.select_negative(-w, x - w);
-    if u.all_less(2.0) {
+    if size.all_less(2.0) {
         return below_2;
     }
     let (u, m, n, ratio) = normal_tail(x);
     // 2ⁿ last: a subnormal result is rounded once. Past u = 15.5 (the clamp)
     // 2ⁿ is 0 and w too, so x = +inf gives inf, not inf·0.
     let w = (u * ratio * m).mul_pow2(n);
-    u.select_less(x.splat(2.0), below_2, x.select_negative(nan_at_minus_infinity(x, -w), x - w))
+    size.select_less(x.splat(2.0), below_2, x.select_negative(nan_at_minus_infinity(x, -w), x - w))
 }
 
 /// GELU's derivative `Φ(x) + x·φ(x)`, `φ(x) = e^{−x²/2}/√(2π)`.
@@ -394,10 +400,10 @@ pub(crate) fn gelu<V: Lanes>(x: V) -> V {
 #[inline(always)]
 pub(crate) fn gelu_derivative<V: Lanes>(x: V) -> V {
     // v3: `s` from a polynomial of its own below |x| = 2, as in `gelu`.
-    let u = x.abs();
-    let s = two_pieces_below_2(&GELU_SLOPE_BELOW_2, u);
+    let size = x.abs();
+    let s = two_pieces_below_2(&GELU_SLOPE_BELOW_2, size);
     let below_2 = x.select_negative(s, x.splat(1.0) - s);
-    if u.all_less(2.0) {
+    if size.all_less(2.0) {
         return below_2;
     }
     let (u, m, n, ratio) = normal_tail(x);
@@ -406,7 +412,7 @@ pub(crate) fn gelu_derivative<V: Lanes>(x: V) -> V {
     // x ≥ 0: 1 − s; NaN at +inf, as the reference's x·φ(x) = inf·0 is (the
     // clamped u would give 1).
     let above = x.select_less(x.splat(f32::INFINITY), x.splat(1.0) - s, x.splat(f32::NAN));
-    x.abs().select_less(x.splat(2.0), below_2, x.select_negative(below, above))
+    size.select_less(x.splat(2.0), below_2, x.select_negative(below, above))
 }
 
 /// The error function.

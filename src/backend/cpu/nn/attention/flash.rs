@@ -49,7 +49,7 @@
 //! (`Simd::exp_affine_sum_f32`; v3 scaled and shifted into a buffer in a
 //! scalar loop, then called the exponential per 64 values, then summed in a
 //! third pass), δ = rowsum(dO ⊙ O) a SIMD dot (was a scalar fold), and
-//! score tiles stored with rows on whole cache lines (`tile_stride`) so
+//! score tiles stored with a row stride of whole cache lines (`tile_stride`) so
 //! that `P·V` and `dS·K` read them in place (perf of vit-cifar's step: 13%
 //! of the time in the exponential's calls, 13.5% packing). Bench
 //! attention, fused, 1 thread, two interleaved rounds: vit-cifar forward
@@ -80,11 +80,12 @@ pub fn tiles(dims: &AttnDims) -> (usize, usize) {
     let even = |t: usize, most: usize| t.div_ceil(t.div_ceil(most).max(1)).max(1);
     (even(dims.tq, grow * BR), even(dims.tk, grow * BC))
 }
-/// The row stride of a task's score tiles for tiles `bc` keys wide: whole
-/// cache lines, so that the products reading a tile as their A (`P·V`,
-/// `dS·K`) read its rows in place rather than packing them (the GEMM packs a
-/// row-major A whose rows start off cache lines): vit-cifar's T = 65 gives
-/// rows of 65 keys, stored 80 apart.
+/// The row stride of a task's score tiles for tiles `bc` keys wide, a whole
+/// number of cache lines (16 elements: 64 bytes of f32), so that the
+/// products reading a tile as their A (`P·V`, `dS·K`) read its rows in
+/// place rather than packing them (the GEMM packs a row-major A whose row
+/// stride is not whole lines): vit-cifar's T = 65 gives rows of 65 keys,
+/// stored 80 apart.
 fn tile_stride(bc: usize) -> usize {
     bc.next_multiple_of(16)
 }
