@@ -142,9 +142,10 @@ thread_local! {
     /// clock here and returns).
     static SPINNING_FOR: RefCell<Option<Arc<AtomicU64>>> = const { RefCell::new(None) };
     /// On a thread that starts parallel kernels: its clock (when it last
-    /// started one, [`now_ns`]), which its spinners watch, and whether it
-    /// has sent spinners since it last went quiet for [`spin_time`].
+    /// started one, [`now_ns`]), which its spinners watch.
     static SENDER: RefCell<Option<Arc<AtomicU64>>> = const { RefCell::new(None) };
+    /// On the same thread: when it last sent spinners, or `None` when the
+    /// next call must send them (never yet, or spinning was switched off).
     static SENT_AT: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
