@@ -289,11 +289,11 @@ pub(super) unsafe fn map1<E: Elementwise1>(src: &[f32], dst: &mut [f32]) {
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn map2<E: Elementwise2>(a: &[f32], b: &[f32], out: &mut [f32]) {
+    debug_assert!(a.len() == out.len() && b.len() == out.len(), "map2: Simd::map2 passes slices of one length");
     // Two vectors per step as a `Pair` (see there), the rest one at a time.
-    let n = a.len().min(b.len()).min(out.len());
-    let (ap, at) = a[..n].as_chunks::<{ 2 * W }>();
-    let (bp, bt) = b[..n].as_chunks::<{ 2 * W }>();
-    let (op, ot) = out[..n].as_chunks_mut::<{ 2 * W }>();
+    let (ap, at) = a.as_chunks::<{ 2 * W }>();
+    let (bp, bt) = b.as_chunks::<{ 2 * W }>();
+    let (op, ot) = out.as_chunks_mut::<{ 2 * W }>();
     for ((a, b), o) in ap.iter().zip(bp).zip(op) {
         let Pair(y0, y1) = E::apply(pair(a), pair(b));
         let [o0, o1] = halves_mut(o);

@@ -294,7 +294,9 @@ fn gaussian_parts<V: Lanes>(u: V, k: f32) -> (V, V) {
 /// (a permute each on AVX-512, which shares a port with the FMAs) and the
 /// piece's index fewer per vector, and bit for bit the same result, as the
 /// lookup of piece 0 gives exactly these coefficients and `r = u − 1` is
-/// what `u − (2·0 + 1)` rounds to.
+/// what `u − (2·0 + 1)` rounds to. Since GELU's v3 only erf comes here
+/// with every lane below 2 (`|z| < √2`): GELU's values below 2 take their
+/// own polynomials, and its vectors that reach this have a lane at or above 2.
 #[inline(always)]
 fn phi_tail_ratio<V: Lanes>(u: V) -> V {
     if u.all_less(2.0) {
