@@ -20,9 +20,13 @@ nanoGPT (GPT) and timm (ViT), as tamer's models do.
 
 A step: zero_grad(set_to_none=True), forward, mean cross-entropy, loss.item(), backward
 (which frees the graph), optimizer step. --warmup steps (3) untimed, then --steps (15)
-timed one by one. Prints first one line about the build,
+timed one by one. With --device cuda the model and batch live on the GPU and each timed
+step ends with torch.cuda.synchronize(); --autocast bf16 (or f16) runs the forward pass
+and the loss under torch.autocast("cuda", dtype=...), as tamer's bench does. The gpt2
+config (GPT-2 124M's shape, tied head) runs only when named. Prints first one line
+about the build,
 
-  {"bench":"torch_info","torch":..,"blas":..,"cpu_capability":..,"mkldnn":..,"omp_wait_policy":..}
+  {"bench":"torch_info","torch":..,"blas":..,"cpu_capability":..,"mkldnn":..,"omp_wait_policy":..,"gpu":..}
 
 (OMP_WAIT_POLICY=PASSIVE keeps PyTorch's OpenMP threads from spinning at barriers: on a
 loaded machine that makes its multi-threaded steps several times faster; see BENCHMARKS.md)
@@ -31,7 +35,8 @@ then one line per config and thread count (torch.set_num_threads):
 
   {"bench":"train_step","impl":"torch","config":..,"params":..,"threads":..,"batch":..,
    "step_ms":..,"min_ms":..,"tokens_or_images_per_s":..,"page_faults_per_step":..,
-   "load_avg":..,"loss_first":..,"loss_last":..}
+   "load_avg":..,"loss_first":..,"loss_last":..,"device":..,"autocast":..,
+   "model_flops_per_step":..,"model_tflops":..}
 
 with the fields meaning what they mean in benches/train_step.rs.
 """
@@ -55,7 +60,9 @@ CONFIGS = {
     "gpt-small": ("gpt", dict(vocab=65, context=256, layers=6, heads=6, d=384), 16, 10_795_776),
     "vit-tiny": ("vit", dict(img=28, chans=1, patch=4, d=64, layers=4, heads=4, mlp=128, classes=10), 128, 139_018),
     "vit-cifar": ("vit", dict(img=32, chans=3, patch=4, d=192, layers=6, heads=3, mlp=384, classes=10), 64, 1_806_538),
+    "gpt2": ("gpt", dict(vocab=50_304, context=1024, layers=12, heads=12, d=768, tied=True), 8, 124_475_904),
 }
+DEFAULT_CONFIGS = ["gpt-tiny", "gpt-small", "vit-tiny", "vit-cifar"]
 EPS = 1e-5
 
 
@@ -93,8 +100,9 @@ class Block(nn.Module):
 class Gpt(nn.Module):
     """nanoGPT's layout with an untied head: tokens + positions, causal blocks, LN, head."""
 
-    def __init__(self, vocab, context, layers, heads, d):
+    def __init__(self, vocab, context, layers, heads, d, tied=False):
         super().__init__()
+        self.layers, self.d = layers, d
         self.wte = nn.Embedding(vocab, d)
         self.wpe = nn.Embedding(context, d)
         self.blocks = nn.ModuleList(Block(d, heads, 4 * d, causal=True) for _ in range(layers))
@@ -108,6 +116,8 @@ class Gpt(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
+        if tied:
+            self.lm_head.weight = self.wte.weight  # GPT-2's head is its token embedding
 
     def forward(self, idx, targets):
         t = idx.shape[1]
@@ -124,6 +134,7 @@ class Vit(nn.Module):
     def __init__(self, img, chans, patch, d, layers, heads, mlp, classes):
         super().__init__()
         n = (img // patch) ** 2
+        self.layers, self.d = layers, d
         self.patch_embed = nn.Conv2d(chans, d, kernel_size=patch, stride=patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, d))
@@ -147,6 +158,18 @@ class Vit(nn.Module):
         return F.cross_entropy(logits, labels)
 
 
+def model_flops_per_step(model, inputs, kind):
+    """PaLM's formula, as benches/train_step.rs: 6·N + 12·L·d·T per token, N without positions."""
+    if kind == "gpt":
+        sequences, seq = inputs[0].shape
+        positions = model.wpe.weight.numel()
+    else:
+        sequences, seq = inputs[0].shape[0], model.pos_embed.shape[1]
+        positions = model.pos_embed.numel()
+    n = sum(p.numel() for p in model.parameters()) - positions
+    return (6 * n + 12 * model.layers * model.d * seq) * seq * sequences
+
+
 def workload(name):
     """The model, its fixed random batch (as forward's arguments) and what one step processes."""
     kind, arch, batch, expected = CONFIGS[name]
@@ -163,12 +186,16 @@ def workload(name):
     params = sum(p.numel() for p in model.parameters())
     if params != expected:
         sys.exit(f"torch_train_step: {name} has {params} parameters, expected {expected}: the model no longer matches benches/train_step.rs")
-    return model, inputs, items, params, batch
+    return model, inputs, items, params, batch, model_flops_per_step(model, inputs, kind)
 
 
-def train_step(model, opt, inputs):
+AUTOCAST = {"none": None, "bf16": torch.bfloat16, "f16": torch.float16}
+
+
+def train_step(model, opt, inputs, autocast):
     opt.zero_grad(set_to_none=True)
-    loss = model(*inputs)
+    with torch.autocast("cuda", dtype=AUTOCAST[autocast], enabled=autocast != "none"):
+        loss = model(*inputs)
     value = loss.item()
     if not math.isfinite(value):
         sys.exit(f"torch_train_step: the loss is {value}: the benchmark would time a diverged run")
@@ -179,14 +206,20 @@ def train_step(model, opt, inputs):
 
 def run(name, threads, args):
     torch.set_num_threads(threads)
-    model, inputs, items, params, batch = workload(name)
+    model, inputs, items, params, batch, flops = workload(name)
+    device = torch.device(args.device)
+    model.to(device)
+    inputs = tuple(t.to(device) for t in inputs)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
-    losses = [train_step(model, opt, inputs) for _ in range(args.warmup)]
+    losses = [train_step(model, opt, inputs, args.autocast) for _ in range(args.warmup)]
+    sync()
     faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     times = []
     for _ in range(args.steps):
         start = time.perf_counter()
-        losses.append(train_step(model, opt, inputs))
+        losses.append(train_step(model, opt, inputs, args.autocast))
+        sync()
         times.append((time.perf_counter() - start) * 1e3)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
     median = statistics.median(times)
@@ -194,7 +227,8 @@ def run(name, threads, args):
         f'{{"bench":"train_step","impl":"torch","config":"{name}","params":{params},"threads":{torch.get_num_threads()},'
         f'"batch":{batch},"step_ms":{median:.2f},"min_ms":{min(times):.2f},"tokens_or_images_per_s":{items / (median / 1e3):.1f},'
         f'"page_faults_per_step":{faults / args.steps:.1f},"load_avg":{os.getloadavg()[0]:.2f},'
-        f'"loss_first":{losses[0]:.5f},"loss_last":{losses[-1]:.5f}}}'
+        f'"loss_first":{losses[0]:.5f},"loss_last":{losses[-1]:.5f},"device":"{device}","autocast":"{args.autocast}",'
+        f'"model_flops_per_step":{flops:.4e},"model_tflops":{flops / (median / 1e3) / 1e12:.3f}}}'
     )
     print(line, flush=True)
 
@@ -210,8 +244,16 @@ def main():
     parser.add_argument("--threads", action="append", type=comma_list(int), default=[], help="thread counts, repeated or comma-separated [default: all cores]")
     parser.add_argument("--steps", type=int, default=15, help="timed steps per config")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--autocast", default="none", choices=list(AUTOCAST), help="16-bit forward products (CUDA only)")
     args = parser.parse_args()
-    configs = [c for group in args.config for c in group] or list(CONFIGS)
+    configs = [c for group in args.config for c in group] or DEFAULT_CONFIGS
+    if not (args.device == "cpu" or args.device == "cuda" or args.device.startswith("cuda:")):
+        parser.error(f"--device {args.device}: expected cpu, cuda or cuda:N")
+    if args.device != "cpu" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this torch finds no CUDA device")
+    if args.autocast != "none" and args.device == "cpu":
+        parser.error(f"--autocast {args.autocast} needs --device cuda")
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         parser.error(f"unknown --config {', '.join(unknown)}; expected some of {', '.join(CONFIGS)}")
@@ -224,7 +266,8 @@ def main():
     print(
         f'{{"bench":"torch_info","torch":"{torch.__version__}","blas":"{blas}",'
         f'"cpu_capability":"{torch.backends.cpu.get_cpu_capability()}","mkldnn":{str(torch.backends.mkldnn.is_available()).lower()},'
-        f'"omp_wait_policy":"{os.environ.get("OMP_WAIT_POLICY", "default")}"}}',
+        f'"omp_wait_policy":"{os.environ.get("OMP_WAIT_POLICY", "default")}",'
+        f'"gpu":"{torch.cuda.get_device_name() if args.device != "cpu" else ""}"}}',
         flush=True,
     )
     for t in threads:

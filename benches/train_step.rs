@@ -1,10 +1,11 @@
-//! Training-step benchmark: the time of one whole CPU training step of four small
-//! transformers, one JSON line per configuration and thread count.
+//! Training-step benchmark: the time of one whole training step of small
+//! transformers, on the CPU or a GPU, one JSON line per configuration and thread count.
 //!
 //! ```sh
-//! cargo bench --bench train_step                                 # every config, all cores
+//! cargo bench --bench train_step                                 # the four small configs, all cores
 //! cargo bench --bench train_step -- --config gpt-tiny,vit-tiny --threads 1
 //! scripts/bench_train_step.sh                                    # interleaved with PyTorch's twin
+//! cargo bench --features cuda --bench train_step -- --device cuda --autocast bf16 --config gpt2
 //! ```
 //!
 //! A step is what a training loop does for one batch: the forward pass, the mean
@@ -16,8 +17,18 @@
 //! ```text
 //! {"bench":"train_step","impl":"tamer","config":"gpt-tiny","params":818176,"threads":2,"batch":32,
 //!  "step_ms":..,"min_ms":..,"tokens_or_images_per_s":..,"page_faults_per_step":..,"load_avg":..,
-//!  "loss_first":..,"loss_last":..}
+//!  "loss_first":..,"loss_last":..,"device":"cpu","autocast":"none","model_flops_per_step":..,
+//!  "model_tflops":..}
 //! ```
+//!
+//! On a GPU (`--device cuda`, the `cuda` feature) each timed step ends with
+//! [`Device::synchronize`](tamer::Device::synchronize), so it counts the kernels it
+//! queued; `--autocast bf16` (or `f16`) runs the forward pass and the loss under
+//! [`tamer::autocast`], as PyTorch's `torch.autocast` does.
+//! `model_flops_per_step` is the model's arithmetic by the formula of PaLM's appendix B
+//! that nanoGPT's `estimate_mfu` uses: `6·N + 12·L·d·T` per token, N the parameters
+//! less the position embedding, L layers of width d over T tokens, times the tokens of a
+//! step; `model_tflops` is that per median step, so MFU = `model_tflops` / the chip's peak.
 //!
 //! `step_ms` is the median of the timed steps and `min_ms` the fastest; the rate counts
 //! tokens (B·T) for a GPT and images for a ViT per median step. `page_faults_per_step`
@@ -46,10 +57,14 @@
 //! | `gpt-small` | GPT: vocab 65, context 256, 6 layers, 6 heads, d 384, MLP 1536 | 16 × 256 tokens | 10,795,776 |
 //! | `vit-tiny` | ViT: 28×28×1, patch 4 (49 patches + CLS), d 64, 4 layers, 4 heads, MLP 128, 10 classes | 128 images | 139,018 |
 //! | `vit-cifar` | ViT: 32×32×3, patch 4 (64 patches + CLS), d 192, 6 layers, 3 heads, MLP 384, 10 classes | 64 images | 1,806,538 |
+//! | `gpt2` | GPT-2 124M's shape: vocab 50,304, context 1024, 12 layers, 12 heads, d 768, MLP 3072, tied head | 8 × 1024 tokens | 124,475,904 |
+//!
+//! `gpt2` is for GPUs (a CPU step takes minutes); it runs only when named.
 //!
 //! - **GPT** (nanoGPT's layout): token embedding `[65, d]` plus a learned position
 //!   embedding `[T, d]`, the blocks with causal attention (PyTorch's `is_causal=True`),
-//!   a final LayerNorm, and an untied head `Linear(d → 65)` without bias. The loss is
+//!   a final LayerNorm, and an untied head `Linear(d → 65)` without bias (`gpt2`'s head
+//!   is the token embedding, as GPT-2's). The loss is
 //!   the cross-entropy of all B·T next-token predictions, from random tokens and random
 //!   targets.
 //! - **ViT** (timm's layout): the patch embedding is a `Conv2d(C → d, kernel = stride
@@ -68,15 +83,15 @@ use std::time::Instant;
 use tamer::models::{Gpt, GptConfig, VisionTransformer, VitConfig};
 use tamer::nn::Module;
 use tamer::optim::{Adam, AdamConfig, Optimizer};
-use tamer::{rng, CrossEntropyOptions, DType, Error, Result, Tensor};
+use tamer::{rng, CrossEntropyOptions, DType, Device, Error, Result, Tensor};
 
 const OP: &str = "train_step";
 
-/// Time one training step of small transformers on the CPU (see the bench's docs).
+/// Time one training step of small transformers on the CPU or a GPU (see the bench's docs).
 #[derive(Parser, Debug)]
 #[command(name = "train_step")]
 struct Args {
-    /// Configurations to run, repeated or comma-separated [default: all four].
+    /// Configurations to run, repeated or comma-separated [default: the four small ones].
     #[arg(long = "config", value_enum, value_delimiter = ',')]
     configs: Vec<ConfigName>,
     /// Rayon threads, repeated or comma-separated: one pool of each size [default: all cores].
@@ -88,9 +103,43 @@ struct Args {
     /// Untimed steps first: they page in the weights and grow the allocator's heap.
     #[arg(long, default_value_t = 3)]
     warmup: u32,
+    /// Where to train: `cpu`, `cuda` or `cuda:N` (the `cuda` feature).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: Device,
+    /// Compute the forward pass's matrix products in this 16-bit type (GPU only).
+    #[arg(long, value_enum, default_value_t = Autocast::None)]
+    autocast: Autocast,
     /// Passed by `cargo bench` to every bench binary; nothing to do with it here.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+/// `cpu`, `cuda` (device 0) or `cuda:N`, opened and checked.
+fn parse_device(text: &str) -> std::result::Result<Device, String> {
+    let ordinal = match text {
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" => Some(0),
+        _ => text.strip_prefix("cuda:").and_then(|n| n.parse().ok()),
+    };
+    let ordinal = ordinal.ok_or_else(|| format!("expected cpu, cuda or cuda:N, got {text:?}"))?;
+    Device::cuda(ordinal).map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Autocast {
+    None,
+    Bf16,
+    F16,
+}
+
+impl Autocast {
+    fn name(self) -> &'static str {
+        match self {
+            Autocast::None => "none",
+            Autocast::Bf16 => "bf16",
+            Autocast::F16 => "f16",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -99,10 +148,12 @@ enum ConfigName {
     GptSmall,
     VitTiny,
     VitCifar,
+    Gpt2,
 }
 
 impl ConfigName {
-    const ALL: [ConfigName; 4] = [ConfigName::GptTiny, ConfigName::GptSmall, ConfigName::VitTiny, ConfigName::VitCifar];
+    /// What runs when no `--config` is given (`gpt2` only when named).
+    const DEFAULT: [ConfigName; 4] = [ConfigName::GptTiny, ConfigName::GptSmall, ConfigName::VitTiny, ConfigName::VitCifar];
 
     fn name(self) -> &'static str {
         match self {
@@ -110,6 +161,7 @@ impl ConfigName {
             ConfigName::GptSmall => "gpt-small",
             ConfigName::VitTiny => "vit-tiny",
             ConfigName::VitCifar => "vit-cifar",
+            ConfigName::Gpt2 => "gpt2",
         }
     }
 
@@ -120,6 +172,7 @@ impl ConfigName {
             ConfigName::GptSmall => 10_795_776,
             ConfigName::VitTiny => 139_018,
             ConfigName::VitCifar => 1_806_538,
+            ConfigName::Gpt2 => 124_475_904,
         }
     }
 }
@@ -138,20 +191,40 @@ enum Workload {
 
 impl Workload {
     /// Builds the configuration's model (initialised as nanoGPT or timm would) and its
-    /// fixed random batch, from fixed seeds.
-    fn new(config: ConfigName) -> Result<(Workload, usize)> {
+    /// fixed random batch, from fixed seeds, on `device`.
+    fn new(config: ConfigName, device: Device) -> Result<(Workload, usize)> {
+        let (work, batch) = Workload::on_cpu(config)?;
+        work.model().to_device(device)?;
+        let work = match work {
+            Workload::Gpt { model, tokens, targets } => Workload::Gpt {
+                model,
+                tokens: tokens.to_device(device)?,
+                targets: targets.to_device(device)?,
+            },
+            Workload::Vit { model, images, labels } => Workload::Vit {
+                model,
+                images: images.to_device(device)?,
+                labels: labels.to_device(device)?,
+            },
+        };
+        Ok((work, batch))
+    }
+
+    fn on_cpu(config: ConfigName) -> Result<(Workload, usize)> {
         let mut rng = rng(0);
         match config {
-            ConfigName::GptTiny | ConfigName::GptSmall => {
+            ConfigName::GptTiny | ConfigName::GptSmall | ConfigName::Gpt2 => {
                 let (preset, batch) = match config {
                     ConfigName::GptTiny => (GptConfig::gpt_tiny(), 32),
-                    _ => (GptConfig::gpt_small(), 16),
+                    ConfigName::GptSmall => (GptConfig::gpt_small(), 16),
+                    _ => (GptConfig::gpt2(), 8),
                 };
                 // The presets are nanoGPT's (tied head, gpt-small without biases, with
-                // dropout); the benchmark's models have every bias, an untied head, no dropout.
+                // dropout); the benchmark's models have every bias, no dropout, and an
+                // untied head but for gpt2, which keeps GPT-2's.
                 let config = GptConfig {
                     bias: true,
-                    tie_weights: false,
+                    tie_weights: preset.tie_weights && config == ConfigName::Gpt2,
                     dropout: 0.0,
                     ..preset
                 };
@@ -192,6 +265,25 @@ impl Workload {
         }
     }
 
+    /// The step's arithmetic by PaLM's formula (see the bench's docs): `6·N + 12·L·d·T`
+    /// per token, N the parameters less the position embedding.
+    fn model_flops_per_step(&self) -> f64 {
+        let (layers, width, seq, positions, sequences) = match self {
+            Workload::Gpt { model, tokens, .. } => {
+                let c = &model.config;
+                (c.n_layer, c.n_embd, tokens.dims()[1], c.block_size * c.n_embd, tokens.dims()[0])
+            }
+            Workload::Vit { model, images, .. } => {
+                let c = &model.config;
+                let seq = model.num_tokens();
+                (c.depth, c.embed_dim, seq, seq * c.embed_dim, images.dims()[0])
+            }
+        };
+        let n = (self.model().num_params() - positions) as f64;
+        let per_token = 6.0 * n + 12.0 * (layers * width * seq) as f64;
+        per_token * (seq * sequences) as f64
+    }
+
     /// The forward pass and the mean cross-entropy loss, with its graph.
     fn loss(&self) -> Result<Tensor> {
         match self {
@@ -211,8 +303,12 @@ fn random_ids<const R: usize>(shape: [usize; R], n: usize, rng: &mut impl Rng) -
 }
 
 /// One training step; returns the loss.
-fn train_step(work: &Workload, opt: &mut Adam) -> Result<f64> {
-    let loss = work.loss()?;
+fn train_step(work: &Workload, opt: &mut Adam, autocast: Autocast) -> Result<f64> {
+    let loss = match autocast {
+        Autocast::None => work.loss()?,
+        Autocast::Bf16 => tamer::autocast(DType::BF16, || work.loss())?,
+        Autocast::F16 => tamer::autocast(DType::F16, || work.loss())?,
+    };
     let value = loss.to_scalar()?;
     if !value.is_finite() {
         return Err(Error::value(OP, format!("the loss is {value}: the benchmark would time a diverged run")));
@@ -232,18 +328,21 @@ struct Measurement {
     loss_last: f64,
 }
 
-fn measure(work: &Workload, opt: &mut Adam, warmup: u32, steps: u32) -> Result<Measurement> {
+fn measure(work: &Workload, opt: &mut Adam, args: &Args) -> Result<Measurement> {
+    let (warmup, steps) = (args.warmup, args.steps);
     let mut loss_first = None;
     for _ in 0..warmup {
-        let loss = train_step(work, opt)?;
+        let loss = train_step(work, opt, args.autocast)?;
         loss_first.get_or_insert(loss);
     }
+    args.device.synchronize()?;
     let faults_before = minor_page_faults();
     let mut step_ms = Vec::with_capacity(steps as usize);
     let mut loss_last = f64::NAN;
     for _ in 0..steps {
         let start = Instant::now();
-        loss_last = train_step(work, opt)?;
+        loss_last = train_step(work, opt, args.autocast)?;
+        args.device.synchronize()?;
         step_ms.push(start.elapsed().as_secs_f64() * 1e3);
         loss_first.get_or_insert(loss_last);
     }
@@ -281,7 +380,7 @@ fn adamw(model: &dyn Module) -> Result<Adam> {
 }
 
 fn run(config: ConfigName, args: &Args) -> Result<()> {
-    let (work, batch) = Workload::new(config)?;
+    let (work, batch) = Workload::new(config, args.device)?;
     let params = work.model().num_params();
     if params != config.expected_params() {
         return Err(Error::value(
@@ -294,20 +393,25 @@ fn run(config: ConfigName, args: &Args) -> Result<()> {
         ));
     }
     let mut opt = adamw(work.model())?;
-    let m = measure(&work, &mut opt, args.warmup, args.steps)?;
+    let m = measure(&work, &mut opt, args)?;
     let (median_ms, min_ms) = median_and_min(m.step_ms);
     let per_s = work.items_per_step() as f64 / (median_ms / 1e3);
     let faults_per_step = m.page_faults.map(|f| f as f64 / f64::from(args.steps));
+    let flops = work.model_flops_per_step();
     println!(
         "{{\"bench\":\"train_step\",\"impl\":\"tamer\",\"config\":\"{}\",\"params\":{params},\"threads\":{},\"batch\":{batch},\
          \"step_ms\":{median_ms:.2},\"min_ms\":{min_ms:.2},\"tokens_or_images_per_s\":{per_s:.1},\"page_faults_per_step\":{},\
-         \"load_avg\":{},\"loss_first\":{:.5},\"loss_last\":{:.5}}}",
+         \"load_avg\":{},\"loss_first\":{:.5},\"loss_last\":{:.5},\"device\":\"{}\",\"autocast\":\"{}\",\
+         \"model_flops_per_step\":{flops:.4e},\"model_tflops\":{:.3}}}",
         config.name(),
         rayon::current_num_threads(),
         json_number(faults_per_step, 1),
         json_number(load_average(), 2),
         m.loss_first,
         m.loss_last,
+        args.device,
+        args.autocast.name(),
+        flops / (median_ms / 1e3) / 1e12,
     );
     Ok(())
 }
@@ -362,8 +466,12 @@ fn minor_page_faults() -> Option<u64> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.autocast != Autocast::None && !args.device.is_cuda() {
+        // tamer's autocast (as PyTorch's CUDA autocast) changes only CUDA products.
+        return Err(Error::value(OP, format!("--autocast {} needs --device cuda", args.autocast.name())));
+    }
     let configs = if args.configs.is_empty() {
-        ConfigName::ALL.to_vec()
+        ConfigName::DEFAULT.to_vec()
     } else {
         args.configs.clone()
     };

@@ -11,6 +11,9 @@
 #               has no such example yet)
 #   train_gpt   examples/train_gpt.rs
 #   train_vit   examples/train_vit.rs
+#   train_step  benches/train_step.rs (the training-step bench, PyTorch's twin beside it)
+#   COMMIT      the commit built (with "+dirty" when the tree had changes): the GPU
+#               machine's copy of the tree has no git history
 # The copies are stripped of symbols (they travel to the GPU machine, where
 # the whole working tree plus carried folders must stay under 64 MiB).
 # Kernel sources are compiled into the binaries (include_str!) and turned into
@@ -68,9 +71,16 @@ if [ -z "$found" ]; then
     exit 1
 fi
 while read -r name path; do copy "$name" "$path"; done <<<"$found"
-rm -f "$out/.examples.json" "$out/.tests.json"
+echo "building the training-step bench"
+cargo bench --features cuda --bench train_step --no-run --message-format=json-render-diagnostics >"$out/.bench.json"
+while read -r name path; do copy "$name" "$path"; done < <(pick "train_step" "bench" <"$out/.bench.json")
+rm -f "$out/.examples.json" "$out/.tests.json" "$out/.bench.json"
 
-for b in cuda train_gpt train_vit; do
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || commit="$commit+dirty"
+echo "$commit" >"$out/COMMIT"
+
+for b in cuda train_gpt train_vit train_step; do
     [ -x "$out/$b" ] || { echo "error: $out/$b is missing" >&2; exit 1; }
 done
 echo "done: $(du -sh "$out" | cut -f1) in $out; on the GPU machine run: scripts/device-check.sh $out"

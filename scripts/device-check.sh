@@ -1,37 +1,59 @@
 #!/usr/bin/env bash
-# The one script to run on the GPU machine: CUDA parity tests, the kernel
-# benchmark, and two short training runs on the GPU, then a summary table.
+# The one script to run on the GPU machine: CUDA parity tests, two short
+# training runs, and the training step side by side with PyTorch, then a
+# summary table and a JSON summary.
 #
-#   scripts/device-check.sh [BIN_DIR]            # default: target/device-bin
+#   scripts/device-check.sh [--stages LIST] [BIN_DIR]     # default: tests,train; target/device-bin
 #
-# The GPU machine has the NVIDIA driver and the CUDA toolkit but no Rust and
-# no data sets, so BIN_DIR holds binaries prebuilt elsewhere by
-# scripts/build-device-bin.sh (cuda, cuda_bench, train_gpt, train_vit) and
-# this script writes its own synthetic data. Steps:
-#   1. LD_LIBRARY_PATH gets the toolkit's libraries (/usr/local/cuda/lib64 and
-#      /usr/local/cuda/targets/x86_64-linux/lib, where libnvrtc lives: tamer
-#      compiles its kernels with NVRTC at first use).
-#   2. BIN_DIR/cuda --test-threads 1 --nocapture: every CUDA-vs-CPU parity test.
-#   3. BIN_DIR/cuda_bench (if present): the kernel benchmark, output as it prints it.
-#   4. train_gpt --model gpt-small --device cuda --steps 50 on a synthetic
-#      text file (~400 KB of pseudo-random words).
-#   5. train_vit --model vit-cifar --device cuda on synthetic CIFAR-10 binary
-#      batches (data_batch_{1..5}.bin, test_batch.bin: records of one label
-#      byte and 3,072 random pixel bytes, the format of src/data/cifar.rs).
-#   6. A table: parity tests passed/failed/skipped, the benchmark's last lines,
-#      steps/s and tokens/s (samples/s) of both runs.
+# One device call may run 10 minutes and a session has about 15 device minutes,
+# so the stages are chosen per call; the limits below keep each default pair
+# under 9 minutes:
+#   first call:   scripts/device-check.sh --stages tests,train
+#   second call:  scripts/device-check.sh --stages steps,gpt2
+# Stages (comma-separated, run in this order):
+#   tests  BIN_DIR/cuda --test-threads 1 --nocapture, every CUDA-vs-CPU parity test,
+#          with TAMER_REQUIRE_CUDA=1: a missing GPU, NVRTC or cuBLAS fails the tests
+#          instead of skipping them; skips (SKIPPED lines) are counted anyway.
+#   train  train_gpt --model gpt-small --device cuda --steps 50 on a synthetic text file
+#          (~400 KB of pseudo-random words), then train_vit --model vit-cifar --device
+#          cuda on synthetic CIFAR-10 batches (one label byte, 3,072 random pixel bytes).
+#   steps  scripts/bench_train_step.sh with BIN_DIR/train_step and this machine's
+#          python3 (PyTorch): gpt-small and vit-cifar steps, tamer and PyTorch
+#          interleaved, in f32 and under bf16 autocast.
+#   gpt2   the same for GPT-2 124M's shape under bf16 autocast (tokens/s, model TFLOP/s).
+#   bench  BIN_DIR/cuda_bench, if there is one.
+# The GPU machine has the NVIDIA driver and the CUDA toolkit but no Rust and no
+# data sets, so BIN_DIR holds binaries prebuilt by scripts/build-device-bin.sh
+# and this script writes its own synthetic data.
+# LD_LIBRARY_PATH gets the toolkit's libraries (/usr/local/cuda/lib64 and
+# /usr/local/cuda/targets/x86_64-linux/lib, where libnvrtc lives: tamer compiles
+# its kernels with NVRTC at first use) and those of python3's nvidia wheels.
 # Every step has a time limit (seconds, overridable): TESTS_TIMEOUT=300,
-# BENCH_TIMEOUT=120, GPT_TIMEOUT=180, VIT_TIMEOUT=150; GPT_BATCH=32 sets
-# train_gpt's --batch-size, VIT_IMAGES=256 the images per CIFAR batch file.
-# Logs go to $OUT/device-check (OUT is set by the device runner) or a
-# temporary directory. The exit status is 0 only if every step passed.
+# GPT_TIMEOUT=120, VIT_TIMEOUT=100, STEPS_TIMEOUT=200 (each of f32 and bf16),
+# GPT2_TIMEOUT=200, BENCH_TIMEOUT=120; GPT_BATCH=32 sets train_gpt's
+# --batch-size, VIT_IMAGES=256 the images per CIFAR batch file.
+# Logs go to $OUT/device-check (OUT is set by the device runner) or a temporary
+# directory, with summary.json (date, commit, GPU, driver, parity counts and
+# failed tests, throughput, every training-step line). The exit status is 0
+# only if every stage run passed.
 set -uo pipefail
 
+stages=tests,train
+if [ "${1:-}" = "--stages" ]; then
+    stages=$2
+    shift 2
+fi
+for st in ${stages//,/ }; do
+    case "$st" in tests | train | steps | gpt2 | bench) ;; *) echo "device-check.sh: unknown stage '$st' (tests, train, steps, gpt2, bench)" >&2; exit 2 ;; esac
+done
+wants() { [[ ",$stages," == *",$1,"* ]]; }
 bin=${1:-target/device-bin}
 TESTS_TIMEOUT=${TESTS_TIMEOUT:-300}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-120}
-GPT_TIMEOUT=${GPT_TIMEOUT:-180}
-VIT_TIMEOUT=${VIT_TIMEOUT:-150}
+GPT_TIMEOUT=${GPT_TIMEOUT:-120}
+VIT_TIMEOUT=${VIT_TIMEOUT:-100}
+STEPS_TIMEOUT=${STEPS_TIMEOUT:-200}
+GPT2_TIMEOUT=${GPT2_TIMEOUT:-200}
 GPT_BATCH=${GPT_BATCH:-32}
 GPT_BLOCK=256 # gpt-small's context
 VIT_IMAGES=${VIT_IMAGES:-256}
@@ -40,7 +62,11 @@ VIT_BATCH=128 # the cifar10 recipe's batch
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
     if [ -d "$d" ]; then LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
 done
+# python3's nvidia wheels (nvrtc, cublas, nccl ...), after the toolkit's.
+wheel_libs=$(python3 -c 'import glob, os, nvidia; print(":".join(sorted(d for p in nvidia.__path__ for d in glob.glob(os.path.join(p, "*", "lib")) + glob.glob(os.path.join(p, "*", "*", "lib")))))' 2>/dev/null || true)
+[ -n "$wheel_libs" ] && LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$wheel_libs"
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
+export TAMER_REQUIRE_CUDA=1
 
 logs=${OUT:+$OUT/device-check}
 logs=${logs:-$(mktemp -d -t tamer-device-check.XXXXXX)}
@@ -72,62 +98,92 @@ final_field() {
 }
 
 section "device"
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+gpu_line=$(command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n 1)
+echo "${gpu_line:-no nvidia-smi}"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-echo "binaries: $bin; logs: $logs"
-for b in cuda train_gpt train_vit; do
+echo "binaries: $bin (commit $(cat "$bin/COMMIT" 2>/dev/null || echo unknown)); logs: $logs; stages: $stages"
+need=()
+wants tests && need+=(cuda)
+wants train && need+=(train_gpt train_vit)
+{ wants steps || wants gpt2; } && need+=(train_step)
+for b in "${need[@]}"; do
     [ -x "$bin/$b" ] || { echo "error: $bin/$b is missing: build it with scripts/build-device-bin.sh"; exit 2; }
 done
 
-section "CUDA parity tests"
-run tests "$TESTS_TIMEOUT" "$bin/cuda" --test-threads 1 --nocapture
-# Counts from libtest's "test result: ok. N passed; M failed; ..." line (with
-# --nocapture a test's own output can split its "test name ... ok" line).
-passed=$(sed -n 's/^test result: .* \([0-9]*\) passed; .*/\1/p' "$logs/tests.log" | awk '{ s += $1 } END { print s + 0 }')
-failed=$(sed -n 's/^test result: .* \([0-9]*\) failed; .*/\1/p' "$logs/tests.log" | awk '{ s += $1 } END { print s + 0 }')
-# The names libtest lists under its final "failures:" heading.
-failed_names=$(awk '/^failures:$/ { list = 1; names = ""; next } list && /^    [A-Za-z0-9_:]+$/ { names = names $1 "\n" } /^test result:/ { list = 0 } END { printf "%s", names }' "$logs/tests.log")
-skipped=$(grep -c 'skipped: no usable CUDA device' "$logs/tests.log")
-[ "$skipped" -gt 0 ] && { echo "!! $skipped skip notices: the tests found no usable CUDA device, nothing ran on the GPU"; status=1; }
-[ "$failed" -gt 0 ] && status=1
-
-section "kernel benchmark"
-if [ -x "$bin/cuda_bench" ]; then
-    run bench "$BENCH_TIMEOUT" "$bin/cuda_bench"
-else
-    echo "no $bin/cuda_bench: skipped" | tee "$logs/bench.log"
+passed=0 failed=0 skipped=0 failed_names=""
+if wants tests; then
+    section "CUDA parity tests (TAMER_REQUIRE_CUDA=1)"
+    run tests "$TESTS_TIMEOUT" "$bin/cuda" --test-threads 1 --nocapture
+    # Counts from libtest's "test result: ok. N passed; M failed; ..." line (with
+    # --nocapture a test's own output can split its "test name ... ok" line).
+    passed=$(sed -n 's/^test result: .* \([0-9]*\) passed; .*/\1/p' "$logs/tests.log" | awk '{ s += $1 } END { print s + 0 }')
+    failed=$(sed -n 's/^test result: .* \([0-9]*\) failed; .*/\1/p' "$logs/tests.log" | awk '{ s += $1 } END { print s + 0 }')
+    # The names libtest lists under its final "failures:" heading.
+    failed_names=$(awk '/^failures:$/ { list = 1; names = ""; next } list && /^    [A-Za-z0-9_:]+$/ { names = names $1 "\n" } /^test result:/ { list = 0 } END { printf "%s", names }' "$logs/tests.log")
+    skipped=$(grep -c '^SKIPPED ' "$logs/tests.log")
+    [ "$skipped" -gt 0 ] && { echo "!! $skipped tests skipped their work"; status=1; }
+    [ "$failed" -gt 0 ] && status=1
 fi
 
-section "train_gpt gpt-small on cuda (synthetic text)"
-# ~400 KB of words drawn from a fixed list by a fixed LCG: the same file every run.
-awk 'BEGIN {
-    n = split("the of and to in is was that he for it with as his on be at by had not are but from or have an they which one you were her all she there would their we him been has when who will more no if out so said what up its about into than them can only other new some could time these two may then do first any my now such like our over man me even most made after also did many before must through back years where much your way well down should because each just those people mr how too little state good very make world still own see men work long get here between both life being under never day same another know while last might us great old year off come since against go came right used take three", w, " ")
-    x = 12345
-    while (bytes < 400000) {
-        x = (x * 1103515245 + 12345) % 2147483648
-        s = w[1 + int(x / 65536) % n]
-        out = out s ((x % 13 == 0) ? ".\n" : " ")
-        bytes += length(s) + 1
-        if (length(out) > 4096) { printf "%s", out; out = "" }
-    }
-    printf "%s\n", out
-}' >"$work/text.txt"
-run train_gpt "$GPT_TIMEOUT" "$bin/train_gpt" --text "$work/text.txt" --model gpt-small --device cuda --steps 50 \
-    --batch-size "$GPT_BATCH" --warmup 10 --eval-interval 50 --eval-iters 5 --log-interval 10 --sample-tokens 50 --out "$work/gpt"
+if wants train; then
+    section "train_gpt gpt-small on cuda (synthetic text)"
+    # ~400 KB of words drawn from a fixed list by a fixed LCG: the same file every run.
+    awk 'BEGIN {
+        n = split("the of and to in is was that he for it with as his on be at by had not are but from or have an they which one you were her all she there would their we him been has when who will more no if out so said what up its about into than them can only other new some could time these two may then do first any my now such like our over man me even most made after also did many before must through back years where much your way well down should because each just those people mr how too little state good very make world still own see men work long get here between both life being under never day same another know while last might us great old year off come since against go came right used take three", w, " ")
+        x = 12345
+        while (bytes < 400000) {
+            x = (x * 1103515245 + 12345) % 2147483648
+            s = w[1 + int(x / 65536) % n]
+            out = out s ((x % 13 == 0) ? ".\n" : " ")
+            bytes += length(s) + 1
+            if (length(out) > 4096) { printf "%s", out; out = "" }
+        }
+        printf "%s\n", out
+    }' >"$work/text.txt"
+    run train_gpt "$GPT_TIMEOUT" "$bin/train_gpt" --text "$work/text.txt" --model gpt-small --device cuda --steps 50 \
+        --batch-size "$GPT_BATCH" --warmup 10 --eval-interval 50 --eval-iters 5 --log-interval 10 --sample-tokens 50 --out "$work/gpt"
 
-section "train_vit vit-cifar on cuda (synthetic CIFAR-10)"
-mkdir -p "$work/cifar"
-write_batch() { # FILE RECORDS: label bytes 0..9 in turn, random pixels
-    local file=$1 records=$2 i
-    for ((i = 0; i < records; i++)); do
-        printf "\\x$(printf %02x $((i % 10)))"
-        head -c 3072 /dev/urandom
-    done >"$file"
+    section "train_vit vit-cifar on cuda (synthetic CIFAR-10)"
+    mkdir -p "$work/cifar"
+    write_batch() { # FILE RECORDS: label bytes 0..9 in turn, random pixels
+        local file=$1 records=$2 i
+        for ((i = 0; i < records; i++)); do
+            printf "\\x$(printf %02x $((i % 10)))"
+            head -c 3072 /dev/urandom
+        done >"$file"
+    }
+    for i in 1 2 3 4 5; do write_batch "$work/cifar/data_batch_$i.bin" "$VIT_IMAGES"; done
+    write_batch "$work/cifar/test_batch.bin" "$VIT_IMAGES"
+    run train_vit "$VIT_TIMEOUT" "$bin/train_vit" --dataset cifar10 --data-dir "$work/cifar" --model vit-cifar --device cuda \
+        --epochs 2 --eval-every 2 --warmup 5 --out "$work/vit"
+fi
+
+# steps_run NAME LIMIT ARGS...: tamer's training step against PyTorch's on this GPU.
+steps_run() {
+    local name=$1 limit=$2
+    shift 2
+    TORCH_PYTHON=${TORCH_PYTHON:-python3} run "$name" "$limit" bash scripts/bench_train_step.sh --bin "$bin/train_step" \
+        --threads 8 --device cuda --out "$logs/$name.jsonl" "$@"
 }
-for i in 1 2 3 4 5; do write_batch "$work/cifar/data_batch_$i.bin" "$VIT_IMAGES"; done
-write_batch "$work/cifar/test_batch.bin" "$VIT_IMAGES"
-run train_vit "$VIT_TIMEOUT" "$bin/train_vit" --dataset cifar10 --data-dir "$work/cifar" --model vit-cifar --device cuda \
-    --epochs 2 --eval-every 2 --warmup 5 --out "$work/vit"
+if wants steps; then
+    section "training step, tamer vs PyTorch on this GPU: f32"
+    steps_run steps_f32 "$STEPS_TIMEOUT" --rounds 2 --config gpt-small,vit-cifar --steps 10 --warmup 3
+    section "training step, tamer vs PyTorch on this GPU: bf16 autocast"
+    steps_run steps_bf16 "$STEPS_TIMEOUT" --rounds 2 --config gpt-small,vit-cifar --steps 10 --warmup 3 --autocast bf16
+fi
+if wants gpt2; then
+    section "GPT-2 124M's shape, bf16 autocast, tamer vs PyTorch"
+    steps_run gpt2 "$GPT2_TIMEOUT" --rounds 1 --config gpt2 --steps 5 --warmup 2 --autocast bf16
+fi
+
+if wants bench; then
+    section "kernel benchmark"
+    if [ -x "$bin/cuda_bench" ]; then
+        run bench "$BENCH_TIMEOUT" "$bin/cuda_bench"
+    else
+        echo "no $bin/cuda_bench: skipped" | tee "$logs/bench.log"
+    fi
+fi
 
 section "summary"
 gpt_tok=$(final_field train_gpt tokens_per_s)
@@ -135,13 +191,54 @@ gpt_steps=$(final_field train_gpt steps)
 vit_samples=$(final_field train_vit samples_per_s)
 vit_steps=$(final_field train_vit steps)
 per_step() { [ -n "$1" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }' || echo "-"; }
-printf '%-34s %s\n' "parity tests" "$passed passed, $failed failed, $skipped skip notices"
-printf '%b' "$failed_names" | sed 's/^/    failed: /'
-[ -s "$logs/tests.log" ] && ! grep -q '^test result:' "$logs/tests.log" && echo "    (no test result line: the test binary crashed or hit its limit; see $logs/tests.log)"
-grep -E 'bit-identical' "$logs/tests.log" | sed 's/^/    /'
-printf '%-34s %s\n' "gpt-small (batch $GPT_BATCH x $GPT_BLOCK)" "${gpt_steps:-?} steps, $(per_step "$gpt_tok" $((GPT_BATCH * GPT_BLOCK))) steps/s, ${gpt_tok:-?} tokens/s"
-printf '%-34s %s\n' "vit-cifar (batch $VIT_BATCH)" "${vit_steps:-?} steps, $(per_step "$vit_samples" "$VIT_BATCH") steps/s, ${vit_samples:-?} samples/s"
-echo "benchmark (last lines of $logs/bench.log):"
-tail -n 15 "$logs/bench.log" | sed 's/^/    /'
+if wants tests; then
+    printf '%-34s %s\n' "parity tests" "$passed passed, $failed failed, $skipped skipped"
+    printf '%b' "$failed_names" | sed 's/^/    failed: /'
+    [ -s "$logs/tests.log" ] && ! grep -q '^test result:' "$logs/tests.log" && echo "    (no test result line: the test binary crashed or hit its limit; see $logs/tests.log)"
+    grep -E 'bit-identical' "$logs/tests.log" | sed 's/^/    /'
+fi
+if wants train; then
+    printf '%-34s %s\n' "gpt-small (batch $GPT_BATCH x $GPT_BLOCK)" "${gpt_steps:-?} steps, $(per_step "$gpt_tok" $((GPT_BATCH * GPT_BLOCK))) steps/s, ${gpt_tok:-?} tokens/s"
+    printf '%-34s %s\n' "vit-cifar (batch $VIT_BATCH)" "${vit_steps:-?} steps, $(per_step "$vit_samples" "$VIT_BATCH") steps/s, ${vit_samples:-?} samples/s"
+fi
+for name in steps_f32 steps_bf16 gpt2; do
+    [ -f "$logs/$name.log" ] && sed -n '/^| config/,/^$/p' "$logs/$name.log"
+done
+[ -f "$logs/bench.log" ] && { echo "benchmark (last lines of $logs/bench.log):"; tail -n 15 "$logs/bench.log" | sed 's/^/    /'; }
+
+# The same in one JSON file, for docs/gpu/RESULTS.md.
+printf '%b' "$failed_names" >"$logs/failed_names.txt"
+python3 - "$logs" "$stages" "$status" "$(cat "$bin/COMMIT" 2>/dev/null || echo unknown)" "$gpu_line" \
+    "$passed" "$failed" "$skipped" "${gpt_steps:-}" "${gpt_tok:-}" "${vit_steps:-}" "${vit_samples:-}" <<'PYEOF' || status=1
+import datetime, json, os, sys
+logs, stages, status, commit, gpu_line, passed, failed, skipped, gpt_steps, gpt_tok, vit_steps, vit_samples = sys.argv[1:]
+num = lambda s: float(s) if s else None
+gpu = [part.strip() for part in gpu_line.split(",")] if gpu_line else []
+summary = {
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "commit": commit,
+    "gpu": gpu[0] if gpu else None,
+    "driver": gpu[1] if len(gpu) > 1 else None,
+    "memory": gpu[2] if len(gpu) > 2 else None,
+    "stages": stages.split(","),
+    "pass": status == "0",
+}
+if "tests" in summary["stages"]:
+    names = open(os.path.join(logs, "failed_names.txt")).read().split()
+    summary["parity"] = {"passed": int(passed), "failed": int(failed), "skipped": int(skipped), "failed_tests": names}
+if "train" in summary["stages"]:
+    summary["train_gpt"] = {"steps": num(gpt_steps), "tokens_per_s": num(gpt_tok)}
+    summary["train_vit"] = {"steps": num(vit_steps), "samples_per_s": num(vit_samples)}
+steps = []
+for name in ("steps_f32", "steps_bf16", "gpt2"):
+    path = os.path.join(logs, name + ".jsonl")
+    if os.path.exists(path):
+        steps += [json.loads(line) for line in open(path) if '"bench":"train_step"' in line]
+if steps:
+    summary["train_step"] = steps
+with open(os.path.join(logs, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+print("summary:", os.path.join(logs, "summary.json"))
+PYEOF
 [ "$status" -eq 0 ] && echo "device check: PASS" || echo "device check: FAIL"
 exit "$status"

@@ -108,6 +108,23 @@ impl Device {
             Err(crate::Error::device("cuda", crate::types::NO_CUDA_FEATURE))
         }
     }
+
+    /// Wait until every kernel queued on this device has finished, as
+    /// `torch.cuda.synchronize()`: timings of GPU work read the clock after
+    /// it. Kernels on the host run as they are called, so there it returns at once.
+    ///
+    /// ```
+    /// tamer::Device::Cpu.synchronize().unwrap();
+    /// ```
+    pub fn synchronize(self) -> crate::Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(ordinal) => crate::backend::cuda::synchronize(ordinal),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(crate::Error::device("synchronize", crate::types::NO_CUDA_FEATURE)),
+        }
+    }
 }
 
 /// The storage behind a tensor, on whichever device it lives.

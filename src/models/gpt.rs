@@ -85,6 +85,28 @@ impl GptConfig {
         }
     }
 
+    /// GPT-2 small's shape (124M): vocab 50,304 (GPT-2's 50,257 padded to a
+    /// multiple of 64, as nanoGPT and llm.c do), context 1024, 12 layers, 12
+    /// heads of 64, width 768, MLP 3072, biases, tied embeddings, no dropout.
+    /// 124,475,904 parameters.
+    ///
+    /// ```
+    /// use tamer::models::GptConfig;
+    /// assert_eq!(GptConfig::gpt2().num_params_closed_form(), 124_475_904);
+    /// ```
+    pub fn gpt2() -> Self {
+        GptConfig {
+            vocab_size: 50_304,
+            block_size: 1024,
+            n_layer: 12,
+            n_head: 12,
+            n_embd: 768,
+            dropout: 0.0,
+            bias: true,
+            tie_weights: true,
+        }
+    }
+
     /// The parameter count in closed form (every parameter once, `wpe` included):
     /// per layer `12C²` of weights plus `13C` of biases and norm shifts (`2C` of
     /// norm scales without biases), then `V·C + T·C` of embeddings, the final

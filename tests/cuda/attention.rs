@@ -174,7 +174,10 @@ fn flash_matches_the_reference_kernels() {
     for (tq, tk, d, mask) in cases {
         let flash = with_attention_impl(AttentionImpl::Flash, || attention_case(dev, tq, tk, d, d, mask, false, false, 21)).unwrap();
         let reference = with_attention_impl(AttentionImpl::Reference, || attention_case(dev, tq, tk, d, d, mask, false, false, 21)).unwrap();
-        crate::harness::assert_all_close(&format!("flash vs reference ({tq}, {tk}, {d}, {mask:?})"), &reference, &flash, 1e-5, 1e-4);
+        let what = format!("flash vs reference ({tq}, {tk}, {d}, {mask:?})");
+        crate::harness::assert_on(&what, dev, &flash);
+        crate::harness::assert_on(&what, dev, &reference);
+        crate::harness::assert_all_close(&what, &reference, &flash, 1e-5, 1e-4);
     }
 }
 

@@ -29,8 +29,9 @@ fn autocast_rounds_cuda_products_to_bf16() {
     let Some(dev) = gpu() else { return };
     let a = randn(&[8, 16], 33).to_device(dev).unwrap();
     let b = randn(&[16, 4], 34).to_device(dev).unwrap();
-    let plain = a.matmul(&b).unwrap().to_vec::<f32>().unwrap();
-    let mixed = autocast(DType::BF16, || a.matmul(&b)).unwrap().to_vec::<f32>().unwrap();
+    let (plain, mixed) = (a.matmul(&b).unwrap(), autocast(DType::BF16, || a.matmul(&b)).unwrap());
+    crate::harness::assert_on("autocast matmul", dev, &[plain.clone(), mixed.clone()]);
+    let (plain, mixed) = (plain.to_vec::<f32>().unwrap(), mixed.to_vec::<f32>().unwrap());
     assert!(mixed.iter().all(|x| x.to_bits() & 0xffff == 0), "every autocast value is a bf16 number");
     assert_ne!(plain, mixed);
     // f64 operands are left alone.

@@ -29,6 +29,7 @@ fn dropout_mask_is_the_cpu_philox_reference_bit_for_bit() {
         for (dims, p, seed) in [(vec![1001], 0.3, 1u64), (vec![7, 143], 0.5, 2), (vec![3], 0.9, 3), (vec![64, 1025], 0.1, 4)] {
             let x = Tensor::ones(dims.clone(), dtype).unwrap().to_device(dev).unwrap().variable();
             let y = x.dropout(p, true, &mut rng(seed)).unwrap();
+            crate::harness::assert_on("dropout", dev, std::slice::from_ref(&y));
             let want = philox_dropout_mask(dims.clone(), p, dropout_seed(seed), dtype).unwrap();
             // 1 · mask is exact, so y is the device mask.
             assert_same_mask(&y, &want, &format!("{dtype} {dims:?} p {p}"));

@@ -1,27 +1,113 @@
 //! What every CUDA parity test shares: the device (or the reason there is
 //! none), the comparison, and the macro that runs one body on both devices.
+//!
+//! A test that cannot reach a working GPU skips visibly: a `SKIPPED` line on
+//! stderr (past libtest's capture) with the reason and a running count.
+//! Under `TAMER_REQUIRE_CUDA=1` (set by scripts/device-check.sh on the GPU
+//! machine) the same situation fails the test instead, so a broken driver,
+//! NVRTC or cuBLAS cannot pass as a green run of skipped tests.
 
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use tamer::backend::cuda::matmul::{with_backend, MatmulBackend};
 use tamer::{Device, Result, Tensor};
 
-/// The first CUDA device, or `None` after printing why CUDA is unusable here.
+/// Tests of this process that skipped their work.
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether `TAMER_REQUIRE_CUDA` asks for a missing or broken CUDA to fail the
+/// tests instead of skipping them.
+pub fn cuda_required() -> bool {
+    match std::env::var("TAMER_REQUIRE_CUDA").as_deref() {
+        Ok("1") => true,
+        Ok("0") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("TAMER_REQUIRE_CUDA={other:?}: expected 1 (a missing GPU fails) or 0"),
+    }
+}
+
+/// The calling test skips its work because of `reason`: a counted `SKIPPED`
+/// line on stderr, or, under `TAMER_REQUIRE_CUDA=1`, a failure.
+pub fn skip(reason: &str) {
+    if cuda_required() {
+        panic!("TAMER_REQUIRE_CUDA=1 but {reason}");
+    }
+    thread_local! {
+        // libtest runs each test on a thread of its own, named after the test.
+        static SKIPPED_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if SKIPPED_HERE.with(|s| s.replace(true)) {
+        return; // this test said so already: one line and one count per test
+    }
+    let count = SKIPPED.fetch_add(1, Ordering::Relaxed) + 1;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let line = format!("SKIPPED {test}: {reason} (skip {count} of this run)\n");
+    // A failed write to stderr leaves nothing better to report it on.
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// The first CUDA device once it has shown that it works, or `None` after
+/// [`skip`] with the reason it does not.
+///
+/// Opening the device is not enough: NVRTC and cuBLAS are loaded at first
+/// use, so the probe also runs one compiled kernel and one cuBLAS product
+/// and checks their values.
 pub fn gpu() -> Option<Device> {
     static GPU: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
-    match GPU.get_or_init(|| Device::cuda(0).map_err(|e| e.to_string())) {
+    match GPU.get_or_init(probe_gpu) {
         Ok(d) => Some(*d),
         Err(reason) => {
-            println!("skipped: no usable CUDA device ({reason})");
+            skip(reason);
             None
         }
     }
 }
 
-/// `max |a − b| / (atol + rtol·|b|)` must stay at or below 1 for every
+/// Open CUDA device 0, compile and run a kernel with NVRTC, run a cuBLAS product.
+fn probe_gpu() -> std::result::Result<Device, String> {
+    let dev = Device::cuda(0).map_err(|e| format!("no usable CUDA device ({e})"))?;
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]).map_err(|e| e.to_string())?;
+    let on_gpu = x.to_device(dev).map_err(|e| format!("copying to {dev} failed ({e})"))?;
+    let sum = on_gpu.add(&on_gpu).and_then(|t| t.to_vec::<f32>());
+    match sum {
+        Ok(v) if v == [2.0, 4.0, 6.0, 8.0] => {}
+        Ok(v) => return Err(format!("a kernel compiled by NVRTC computed {v:?} for x + x with x = [1, 2, 3, 4]")),
+        Err(e) => return Err(format!("a kernel compiled by NVRTC did not run ({e})")),
+    }
+    match with_backend(MatmulBackend::Cublas, || on_gpu.matmul(&on_gpu)).and_then(|t| t.to_vec::<f32>()) {
+        Ok(v) if v == [7.0, 10.0, 15.0, 22.0] => Ok(dev),
+        Ok(v) => Err(format!("cuBLAS computed {v:?} for [[1, 2], [3, 4]]²")),
+        Err(e) => Err(format!("cuBLAS did not run ({e})")),
+    }
+}
+
+/// Every tensor of `outputs` must live on `dev`: an op that falls back to the
+/// host, or a test that forgets to move its inputs, would otherwise compare
+/// the CPU with itself and pass.
+pub fn check_devices(test: &str, dev: Device, outputs: &[Tensor]) -> std::result::Result<(), String> {
+    match outputs.iter().position(|t| t.device() != dev) {
+        None => Ok(()),
+        Some(k) => Err(format!(
+            "{test}: output {k} (shape {:?}) is on {}, expected {dev}",
+            outputs[k].dims(),
+            outputs[k].device()
+        )),
+    }
+}
+
+/// [`check_devices`] as an assertion.
+pub fn assert_on(test: &str, dev: Device, outputs: &[Tensor]) {
+    if let Err(msg) = check_devices(test, dev, outputs) {
+        panic!("{msg}");
+    }
+}
+
+/// `|cpu − cuda| / (atol + rtol·|cpu|)` must stay at or below 1 for every
 /// element pair; shapes and dtypes must match. `what` names the test output.
 pub fn assert_close(what: &str, cpu: &Tensor, cuda: &Tensor, atol: f64, rtol: f64) {
     assert_eq!(cpu.dims(), cuda.dims(), "{what}: shapes differ");
     assert_eq!(cpu.dtype(), cuda.dtype(), "{what}: dtypes differ");
-    assert!(cuda.device().is_cuda() || cuda.device() == Device::Cpu);
     let a = cpu.to_f64_vec().expect("cpu values");
     let b = cuda.to_cpu().and_then(|t| t.to_f64_vec()).expect("cuda values");
     let mut worst = (0.0f64, 0usize);
@@ -62,12 +148,8 @@ pub fn run_parity(test: &str, atol: f64, rtol: f64, body: impl Fn(Device) -> Res
     let Some(gpu) = gpu() else { return };
     let cpu = body(Device::Cpu).unwrap_or_else(|e| panic!("{test}: the CPU run failed: {e}"));
     let cuda = body(gpu).unwrap_or_else(|e| panic!("{test}: the CUDA run failed: {e}"));
-    for t in &cuda {
-        assert!(
-            t.device().is_cuda() || t.numel() == 0 || t.device() == Device::Cpu,
-            "{test}: output not on the GPU"
-        );
-    }
+    assert_on(&format!("{test} (CPU run)"), Device::Cpu, &cpu);
+    assert_on(&format!("{test} (CUDA run)"), gpu, &cuda);
     assert_all_close(test, &cpu, &cuda, atol, rtol);
 }
 
@@ -149,4 +231,17 @@ pub fn gradcheck_on_gpu(name: &str, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> 
     let report = tamer::testing::check_gradients(f, &inputs, &tamer::testing::GradCheckConfig::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(report.failures, 0, "{name}: {report}");
     assert!(report.checked > 0, "{name}: nothing was checked");
+}
+
+/// The device check itself, without a GPU: a host tensor where the GPU was
+/// asked for (the silent host fallback) is caught, empty outputs included.
+#[test]
+fn outputs_on_the_wrong_device_are_caught() {
+    let host = randn(&[2, 3], 1);
+    let empty = Tensor::zeros([0, 4], tamer::DType::F32).expect("zeros");
+    assert_eq!(check_devices("t", Device::Cpu, &[host.clone(), empty.clone()]), Ok(()));
+    let err = check_devices("t", Device::Cuda(0), &[host]).unwrap_err();
+    assert!(err.contains("output 0 (shape [2, 3]) is on cpu, expected cuda:0"), "{err}");
+    let err = check_devices("t", Device::Cuda(0), &[empty]).unwrap_err();
+    assert!(err.contains("output 0 (shape [0, 4]) is on cpu"), "{err}");
 }

@@ -2,8 +2,10 @@
 //! same inputs, compared element by element.
 //!
 //! Built only with `--features cuda`. Without a usable GPU (CI, any laptop)
-//! each test prints why it skipped and passes; on a GPU machine the same
-//! binary runs everything (scripts/device-check.sh). One module per op
+//! each test prints a counted `SKIPPED` line with the reason and passes;
+//! with `TAMER_REQUIRE_CUDA=1` it fails instead. On a GPU machine the same
+//! binary runs everything (scripts/device-check.sh sets that variable), and
+//! every output of a CUDA run must be on the GPU (`harness::assert_on`). One module per op
 //! family, named as the family's module in `tests/integration/`, each test
 //! written once with [`parity_test!`], which generates the CPU and CUDA runs
 //! from one body.

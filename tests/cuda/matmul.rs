@@ -5,7 +5,7 @@
 //! terms of randn products); bf16/f16 results are compared after both sides
 //! rounded the same f32-accumulated product once to the 16-bit type.
 
-use crate::harness::{assert_close, gpu, grad, randn, randn64};
+use crate::harness::{assert_close, assert_on, gpu, grad, randn, randn64};
 use crate::parity_test;
 use tamer::backend::cuda::matmul::{with_backend, MatmulBackend};
 use tamer::{DType, Device, Result, Tensor};
@@ -239,15 +239,17 @@ fn own_kernels_and_cublas_agree_with_the_naive_kernel() {
             let naive = with_backend(MatmulBackend::Naive, || a.matmul(&b)).unwrap();
             let own = with_backend(MatmulBackend::Own, || a.matmul(&b)).unwrap();
             let what = format!("{dtype} [{m}, {k}] @ [{k}, {n}]{}", if transposed { " (transposed)" } else { "" });
+            assert_on(&what, dev, &[own.clone(), naive.clone()]);
             let e = rel_err(&own, &naive);
             assert!(e <= tol, "{what}: own vs naive relative error {e:.3e} > {tol:e}");
             match with_backend(MatmulBackend::Cublas, || a.matmul(&b)) {
                 Ok(blas) => {
+                    assert_on(&what, dev, std::slice::from_ref(&blas));
                     let e = rel_err(&blas, &naive);
                     assert!(e <= tol, "{what}: cuBLAS vs naive relative error {e:.3e} > {tol:e}");
                 }
                 Err(err) if err.to_string().contains("libcublas.so was not found") => {
-                    println!("skipped cuBLAS comparison: {err}");
+                    crate::harness::skip(&format!("the cuBLAS comparison: {err}"));
                 }
                 Err(err) => panic!("{what}: cuBLAS failed: {err}"),
             }
@@ -260,6 +262,7 @@ fn naive_kernel_matches_the_cpu_on_strided_batches() {
     let Some(dev) = gpu() else { return };
     let cpu = batched(Device::Cpu, false).unwrap();
     let cuda = with_backend(MatmulBackend::Naive, || batched(dev, false)).unwrap();
+    assert_on("naive batched", dev, &cuda);
     for (i, (x, y)) in cpu.iter().zip(&cuda).enumerate() {
         assert_close(&format!("naive batched output {i}"), x, y, 1e-5, 1e-4);
     }

@@ -62,7 +62,7 @@ fn optimizer_state_round_trips_through_the_host() {
 
         for (((name, a), (_, b)), (_, c)) in named.iter().zip(&gpu_copy).zip(&cpu_copy) {
             let (a, b) = (a.tensor(), b.tensor());
-            assert_eq!(b.device(), dev, "{what}: {name}");
+            assert_eq!((a.device(), b.device(), c.tensor().device()), (dev, dev, Device::Cpu), "{what}: {name}");
             let bits = |t: &Tensor| t.to_f64_vec().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&a), bits(&b), "{what}: {name}: the reloaded GPU optimizer diverged from the original");
             assert_close(&format!("{what}: {name} continued on the CPU"), &c.tensor(), &a, ATOL, RTOL);

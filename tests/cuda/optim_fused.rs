@@ -7,7 +7,7 @@
 //! The tests feed seeded gradients straight into a `GradStore`, so they
 //! exercise only the optimizer's kernels.
 
-use crate::harness::{assert_all_close, gpu, randn, randn64};
+use crate::harness::{assert_all_close, assert_on, gpu, randn, randn64};
 use crate::parity_test;
 use tamer::nn::Param;
 use tamer::optim::{Adam, AdamConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
@@ -102,6 +102,8 @@ fn optimizer_parity(test: &str, body: impl Fn(Device) -> Result<Vec<Tensor>>) {
     let Some(dev) = gpu() else { return };
     let cpu = body(Device::Cpu).unwrap_or_else(|e| panic!("{test}: the CPU run failed: {e}"));
     let cuda = body(dev).unwrap_or_else(|e| panic!("{test}: the CUDA run failed: {e}"));
+    assert_on(test, Device::Cpu, &cpu);
+    assert_on(test, dev, &cuda);
     assert_all_close(test, &cpu, &cuda, ATOL, RTOL);
     report_exact(test, &cpu, &cuda);
 }

@@ -211,6 +211,8 @@ fn reference_kernels_agree_with_the_fast_ones() {
     tamer::backend::cuda::reduce::set_reference_kernels(true);
     let reference = run();
     tamer::backend::cuda::reduce::set_reference_kernels(false);
+    crate::harness::assert_on("fast kernels", dev, &fast);
+    crate::harness::assert_on("reference kernels", dev, &reference);
     crate::harness::assert_all_close("reference kernels", &reference, &fast, 1e-12, 1e-12);
 }
 
