@@ -100,7 +100,8 @@ fn train(args: &GptArgs, pg: ProcessGroup) -> Result<()> {
     let model = Gpt::new(config.clone(), &mut rng(args.seed))?;
     let params = model.num_params();
     // Parameters move to the device before the optimizer sees them; batches follow the model.
-    let device = common::device(args.run.device)?;
+    let device = common::rank_device(args.run.device, pg.local_rank())?;
+    let pg = common::gpu_collectives(pg, device, args.run.no_nccl)?;
     model.to_device(device)?;
     if root {
         describe(args, &data, &config, params, &pg, micro, &device.to_string());
@@ -239,7 +240,7 @@ fn describe(args: &GptArgs, data: &CharDataset, config: &tamer::models::GptConfi
         println!(
             "data-parallel over {} ranks ({}): {micro} sequences per rank per micro-batch",
             pg.world_size(),
-            pg.backend_name()
+            common::backends(pg)
         );
     }
 }

@@ -114,7 +114,8 @@ fn train(args: &VitArgs, pg: ProcessGroup) -> Result<()> {
         run::prepare_out_dir(OP, out, &args.run, MODEL_FILE)?;
     }
     run::init_threads(OP, args.run.threads)?;
-    let device = common::device(args.run.device)?;
+    let device = common::rank_device(args.run.device, pg.local_rank())?;
+    let pg = common::gpu_collectives(pg, device, args.run.no_nccl)?;
     let recipe = args.dataset.recipe(args.model);
     let preset = recipe.model;
     let (train, test) = load_data(args)?;
@@ -219,7 +220,7 @@ fn train(args: &VitArgs, pg: ProcessGroup) -> Result<()> {
         if world > 1 {
             println!(
                 "data-parallel over {world} ranks ({}): {micro} images per rank per micro-batch",
-                pg.backend_name()
+                common::backends(&pg)
             );
         }
     }

@@ -4,7 +4,7 @@
 #
 #   scripts/build-device-bin.sh [OUT_DIR]        # default: target/device-bin
 #
-# Builds in release with `--features cuda` and copies into OUT_DIR:
+# Builds in release with `--features cuda,nccl` and copies into OUT_DIR:
 #   cuda        the CUDA parity test binary (tests/cuda/main.rs; its hashed
 #               path comes from `cargo test --no-run --message-format=json`)
 #   cuda_bench  examples/cuda_bench.rs (skipped, with a note, if this checkout
@@ -60,11 +60,11 @@ copy() { # name path
 echo "building examples: ${examples[*]}"
 ex_args=()
 for e in "${examples[@]}"; do ex_args+=(--example "$e"); done
-cargo build --release --features cuda "${ex_args[@]}" --message-format=json-render-diagnostics >"$out/.examples.json"
+cargo build --release --features cuda,nccl "${ex_args[@]}" --message-format=json-render-diagnostics >"$out/.examples.json"
 while read -r name path; do copy "$name" "$path"; done < <(pick "${examples[*]}" "example" <"$out/.examples.json")
 
 echo "building the CUDA test binary"
-cargo test --release --features cuda --test cuda --no-run --message-format=json-render-diagnostics >"$out/.tests.json"
+cargo test --release --features cuda,nccl --test cuda --no-run --message-format=json-render-diagnostics >"$out/.tests.json"
 found=$(pick "cuda" "test" <"$out/.tests.json")
 if [ -z "$found" ]; then
     echo "error: cargo reported no executable for the 'cuda' test target" >&2
@@ -72,7 +72,7 @@ if [ -z "$found" ]; then
 fi
 while read -r name path; do copy "$name" "$path"; done <<<"$found"
 echo "building the training-step bench"
-cargo bench --features cuda --bench train_step --no-run --message-format=json-render-diagnostics >"$out/.bench.json"
+cargo bench --features cuda,nccl --bench train_step --no-run --message-format=json-render-diagnostics >"$out/.bench.json"
 while read -r name path; do copy "$name" "$path"; done < <(pick "train_step" "bench" <"$out/.bench.json")
 rm -f "$out/.examples.json" "$out/.tests.json" "$out/.bench.json"
 

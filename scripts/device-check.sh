@@ -11,9 +11,10 @@
 #   first call:   scripts/device-check.sh --stages tests,train
 #   second call:  scripts/device-check.sh --stages steps,gpt2
 # Stages (comma-separated, run in this order):
-#   tests  BIN_DIR/cuda --test-threads 1 --nocapture, every CUDA-vs-CPU parity test,
-#          with TAMER_REQUIRE_CUDA=1: a missing GPU, NVRTC or cuBLAS fails the tests
-#          instead of skipping them; skips (SKIPPED lines) are counted anyway.
+#   tests  BIN_DIR/cuda --test-threads 1 --nocapture, every CUDA-vs-CPU parity test
+#          and NCCL over one rank, with TAMER_REQUIRE_CUDA=1: a missing GPU, NVRTC,
+#          cuBLAS or NCCL fails the tests instead of skipping them; skips (SKIPPED
+#          lines) are counted anyway.
 #   train  train_gpt --model gpt-small --device cuda --steps 50 on a synthetic text file
 #          (~400 KB of pseudo-random words), then train_vit --model vit-cifar --device
 #          cuda on synthetic CIFAR-10 batches (one label byte, 3,072 random pixel bytes).
@@ -27,7 +28,8 @@
 # and this script writes its own synthetic data.
 # LD_LIBRARY_PATH gets the toolkit's libraries (/usr/local/cuda/lib64 and
 # /usr/local/cuda/targets/x86_64-linux/lib, where libnvrtc lives: tamer compiles
-# its kernels with NVRTC at first use) and those of python3's nvidia wheels.
+# its kernels with NVRTC at first use), those of python3's nvidia wheels, and
+# the libnccl.so link scripts/nccl-lib.sh makes.
 # Every step has a time limit (seconds, overridable): TESTS_TIMEOUT=300,
 # GPT_TIMEOUT=120, VIT_TIMEOUT=100, STEPS_TIMEOUT=200 (each of f32 and bf16),
 # GPT2_TIMEOUT=200, BENCH_TIMEOUT=120; GPT_BATCH=32 sets train_gpt's
@@ -65,6 +67,12 @@ done
 # python3's nvidia wheels (nvrtc, cublas, nccl ...), after the toolkit's.
 wheel_libs=$(python3 -c 'import glob, os, nvidia; print(":".join(sorted(d for p in nvidia.__path__ for d in glob.glob(os.path.join(p, "*", "lib")) + glob.glob(os.path.join(p, "*", "*", "lib")))))' 2>/dev/null || true)
 [ -n "$wheel_libs" ] && LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$wheel_libs"
+# NCCL as libnccl.so (the wheel ships libnccl.so.2 only; the nccl parity tests need it).
+if nccl_dir=$(bash scripts/nccl-lib.sh 2>&1); then
+    LD_LIBRARY_PATH="$nccl_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+else
+    echo "note: $nccl_dir"
+fi
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 export TAMER_REQUIRE_CUDA=1
 

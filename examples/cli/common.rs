@@ -87,14 +87,47 @@ pub fn cuda_available() -> Result<(), String> {
     }
 }
 
-/// The device `--device` names: the CPU, or CUDA device 0, initialised here so
-/// that a machine without a driver or GPU fails with the driver's reason
-/// before the data is loaded.
-pub fn device(kind: DeviceKind) -> tamer::Result<tamer::Device> {
+/// The device `--device` names for a rank of the job: the CPU, or the GPU of
+/// the rank's local rank (0 for a single process; ranks on one machine take
+/// one GPU each, as `torchrun` and llm.c do), initialised here so that a
+/// machine without a driver or GPU fails with the driver's reason before
+/// the data is loaded.
+pub fn rank_device(kind: DeviceKind, local_rank: usize) -> tamer::Result<tamer::Device> {
     match kind {
         DeviceKind::Cpu => Ok(tamer::Device::Cpu),
-        DeviceKind::Cuda => tamer::Device::cuda(0),
+        DeviceKind::Cuda => tamer::Device::cuda(local_rank).map_err(|e| {
+            if local_rank == 0 {
+                e
+            } else {
+                tamer::Error::device(
+                    "--device cuda",
+                    format!("local rank {local_rank} takes GPU {local_rank}, which failed ({e}); start at most one rank per GPU on each machine"),
+                )
+            }
+        }),
     }
+}
+
+/// The group's backends for the log: "mpi", or "mpi + nccl" when CUDA
+/// tensors go through NCCL.
+pub fn backends(pg: &tamer::dist::ProcessGroup) -> String {
+    match pg.gpu_backend_name() {
+        Some(gpu) => format!("{} + {gpu}", pg.backend_name()),
+        None => pg.backend_name().to_string(),
+    }
+}
+
+/// The process group a CUDA run exchanges gradients through: with the
+/// `nccl` feature, `--device cuda` and several ranks, an NCCL communicator
+/// on the rank's GPU (GPU to GPU), unless `no_nccl`; otherwise `pg` as it
+/// is (host copies over MPI; a single process exchanges nothing).
+pub fn gpu_collectives(pg: tamer::dist::ProcessGroup, device: tamer::Device, no_nccl: bool) -> tamer::Result<tamer::dist::ProcessGroup> {
+    #[cfg(feature = "nccl")]
+    if device.is_cuda() && !no_nccl && pg.world_size() > 1 {
+        return pg.with_nccl(device);
+    }
+    let _ = (device, no_nccl);
+    Ok(pg)
 }
 
 /// The flags `train_vit` and `train_gpt` share: where the run goes and how
@@ -114,6 +147,10 @@ pub struct RunFlags {
     /// Where to train.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
+    /// With --device cuda in a build with the `nccl` feature, exchange the
+    /// ranks' gradients through host copies over MPI instead of NCCL.
+    #[arg(long)]
+    pub no_nccl: bool,
     /// Worker threads for the compute pool [default: all cores].
     #[arg(long, value_parser = positive_usize)]
     pub threads: Option<usize>,

@@ -138,7 +138,7 @@ pub fn run(args: &Args) -> tamer::Result<Vec<serde_json::Value>> {
         .iter()
         .map(|e| output::run_dir(&args.out, e.name(), args.force))
         .collect::<tamer::Result<Vec<_>>>()?;
-    let device = common::device(args.device)?;
+    let device = common::rank_device(args.device, 0)?;
     let seeds = args.seeds.unwrap_or(args.scale.default_seeds());
     let report_dir = args.report_dir();
     // The commit as the run starts: each experiment rewrites files under docs/lab, which would

@@ -38,6 +38,9 @@ use contract::optim::OptimKernels;
 use contract::reduce::ReduceKernels;
 use contract::unary::UnaryKernels;
 pub use cpu::CpuStorage;
+/// The GPU collectives' transport, for `dist` (which names no backend).
+#[cfg(feature = "nccl")]
+pub use cuda::nccl;
 #[cfg(feature = "cuda")]
 pub use cuda::CudaStorage;
 

@@ -39,7 +39,7 @@ pub(crate) fn check_tensor(op: &'static str, index: usize, t: &Tensor) -> Result
         return Err(Error::device(
             op,
             format!(
-                "tensor {index} (shape {}) is on {}; the collectives take CPU tensors (move it with to_cpu)",
+                "tensor {index} (shape {}) is on {}; this group's collectives take CPU tensors (move it with to_cpu, or give the group an NCCL communicator on that GPU: ProcessGroup::with_nccl, feature nccl)",
                 t.shape(),
                 t.device()
             ),

@@ -120,7 +120,9 @@ impl ProcessGroup {
     /// their own storage. The tensors must be CPU tensors of f32 or f64 with
     /// contiguous layouts, no two sharing storage (an error otherwise, before
     /// anything is exchanged). Results equal [`all_reduce`](Self::all_reduce)'s
-    /// bit for bit.
+    /// bit for bit. CUDA tensors on a group with an NCCL communicator
+    /// ([`with_nccl`](Self::with_nccl), feature `nccl`) are reduced by NCCL
+    /// in their own storage, without buckets (`buffers` is not used).
     ///
     /// ```
     /// use tamer::dist::{FlatBuffers, ProcessGroup, ReduceOp};
@@ -134,6 +136,10 @@ impl ProcessGroup {
     /// ```
     pub fn all_reduce_in_place(&self, tensors: &[Tensor], op: ReduceOp, buffers: &mut FlatBuffers) -> Result<()> {
         const OP: &str = "all_reduce_in_place";
+        if let Some(gpu) = self.gpu_route(OP, tensors)? {
+            self.agree(OP, Kind::AllReduce, &super::device_signature(tensors))?;
+            return super::gpu_all_reduce(gpu, tensors, op);
+        }
         check_in_place(OP, tensors)?;
         if self.world_size() == 1 {
             return Ok(());

@@ -13,7 +13,10 @@
 //! rank alike, where an unchecked exchange would hang or mix up buffers.
 //! The tensors are CPU tensors of f32 or f64; lists are packed into one flat
 //! buffer per dtype and exchanged in buckets of a fixed number of elements
-//! ([`ProcessGroup::with_bucket_elems`]).
+//! ([`ProcessGroup::with_bucket_elems`]). With the `nccl` feature,
+//! [`ProcessGroup::with_nccl`] adds a communicator on the rank's GPU, and
+//! the same collectives then take CUDA tensors (f32, f64, bf16, f16) and
+//! exchange them GPU to GPU, each in its own storage, on the device's stream.
 //!
 //! ```
 //! use tamer::dist::{ProcessGroup, ReduceOp};
@@ -31,6 +34,8 @@ mod comm;
 mod flat;
 #[cfg(feature = "mpi")]
 mod mpi;
+#[cfg(feature = "nccl")]
+mod nccl;
 
 pub use bucket::bucket_ranges;
 pub use comm::{Communicator, HostBuf, Single};
@@ -38,6 +43,8 @@ pub use flat::FlatBuffers;
 pub(crate) use flat::{read_host, write_host, Wire};
 #[cfg(feature = "mpi")]
 pub use mpi::Mpi;
+#[cfg(feature = "nccl")]
+pub use nccl::{nccl_version, Nccl};
 
 use crate::{Error, Result, Tensor};
 use bucket::{check_tensor, Fnv, Packed};
@@ -89,18 +96,22 @@ enum Kind {
 pub struct ProcessGroup {
     comm: Arc<dyn Communicator + Send + Sync>,
     bucket_elems: usize,
+    /// The GPU communicator for CUDA tensors, once `with_nccl` made one.
+    #[cfg(feature = "nccl")]
+    nccl: Option<Arc<Nccl>>,
 }
 
 impl std::fmt::Debug for ProcessGroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "ProcessGroup {{ backend: {}, rank: {}, world_size: {}, local_rank: {}, bucket_elems: {} }}",
+            "ProcessGroup {{ backend: {}, rank: {}, world_size: {}, local_rank: {}, bucket_elems: {}, gpu backend: {} }}",
             self.comm.name(),
             self.rank(),
             self.world_size(),
             self.local_rank(),
-            self.bucket_elems
+            self.bucket_elems,
+            self.gpu_backend_name().unwrap_or("none")
         )
     }
 }
@@ -132,7 +143,97 @@ impl ProcessGroup {
         ProcessGroup {
             comm,
             bucket_elems: DEFAULT_BUCKET_ELEMS,
+            #[cfg(feature = "nccl")]
+            nccl: None,
         }
+    }
+
+    /// The same group with an NCCL communicator on `device`, this rank's
+    /// GPU (feature `nccl`): from then on the collectives exchange CUDA
+    /// tensors on that GPU directly, GPU to GPU. Every rank must call it
+    /// (rank 0's NCCL id reaches the others through this group's host
+    /// collectives). An error, never a panic, when the device is not a GPU
+    /// or NCCL is missing.
+    ///
+    /// ```
+    /// # #[cfg(feature = "nccl")] {
+    /// use tamer::dist::ProcessGroup;
+    /// // On a machine without a GPU or without NCCL this is an error saying which.
+    /// match ProcessGroup::single().with_nccl(tamer::Device::Cuda(0)) {
+    ///     Ok(pg) => assert_eq!(pg.gpu_backend_name(), Some("nccl")),
+    ///     Err(e) => println!("no NCCL here: {e}"),
+    /// }
+    /// assert!(ProcessGroup::single().with_nccl(tamer::Device::Cpu).is_err());
+    /// # }
+    /// ```
+    #[cfg(feature = "nccl")]
+    pub fn with_nccl(mut self, device: crate::Device) -> Result<ProcessGroup> {
+        self.nccl = Some(Arc::new(Nccl::init(self.comm.as_ref(), device)?));
+        Ok(self)
+    }
+
+    /// The NCCL communicator, if [`with_nccl`](Self::with_nccl) made one.
+    #[cfg(feature = "nccl")]
+    pub fn nccl(&self) -> Option<&Nccl> {
+        self.nccl.as_deref()
+    }
+
+    /// The backend for CUDA tensors ("nccl"), if any: without one the
+    /// collectives take CPU tensors only.
+    ///
+    /// ```
+    /// assert_eq!(tamer::dist::ProcessGroup::single().gpu_backend_name(), None);
+    /// ```
+    pub fn gpu_backend_name(&self) -> Option<&'static str> {
+        #[cfg(feature = "nccl")]
+        if self.nccl.is_some() {
+            return Some("nccl");
+        }
+        None
+    }
+
+    /// Whether the collectives exchange tensors on `device` without a host
+    /// copy: the CPU's always, a GPU's when this group's NCCL communicator
+    /// is on it.
+    ///
+    /// ```
+    /// use tamer::{dist::ProcessGroup, Device};
+    /// assert!(ProcessGroup::single().exchanges_on(Device::Cpu));
+    /// assert!(!ProcessGroup::single().exchanges_on(Device::Cuda(0)));
+    /// ```
+    pub fn exchanges_on(&self, device: crate::Device) -> bool {
+        if device == crate::Device::Cpu {
+            return true;
+        }
+        #[cfg(feature = "nccl")]
+        if let Some(n) = &self.nccl {
+            return n.device() == device;
+        }
+        false
+    }
+
+    /// The NCCL communicator when `tensors` are GPU tensors it serves; None
+    /// for CPU tensors (the host path, which refuses any others). A list on
+    /// several devices is an error.
+    fn gpu_route(&self, op: &'static str, tensors: &[Tensor]) -> Result<Option<GpuComm<'_>>> {
+        let Some(first) = tensors.first() else { return Ok(None) };
+        if let Some(i) = tensors.iter().position(|t| t.device() != first.device()) {
+            crate::bail!(
+                device,
+                op,
+                "tensor 0 is on {} and tensor {i} on {}; one collective exchanges tensors of one device",
+                first.device(),
+                tensors[i].device()
+            );
+        }
+        if first.device() == crate::Device::Cpu {
+            return Ok(None);
+        }
+        #[cfg(feature = "nccl")]
+        if let Some(n) = &self.nccl {
+            return Ok(Some(n.as_ref()));
+        }
+        Ok(None)
     }
 
     /// The world of processes MPI started (feature `mpi`): initialises MPI,
@@ -259,6 +360,12 @@ impl ProcessGroup {
     /// ```
     pub fn all_reduce(&self, tensors: &[Tensor], op: ReduceOp) -> Result<Vec<Tensor>> {
         const OP: &str = "all_reduce";
+        if let Some(gpu) = self.gpu_route(OP, tensors)? {
+            let copies = own_copies(tensors)?;
+            self.agree(OP, Kind::AllReduce, &device_signature(&copies))?;
+            gpu_all_reduce(gpu, &copies, op)?;
+            return Ok(copies);
+        }
         if self.world_size() == 1 {
             return identity(OP, tensors);
         }
@@ -292,6 +399,14 @@ impl ProcessGroup {
     pub fn broadcast(&self, tensors: &[Tensor], root: usize) -> Result<Vec<Tensor>> {
         const OP: &str = "broadcast";
         comm::check_root(OP, root, self.world_size())?;
+        if let Some(gpu) = self.gpu_route(OP, tensors)? {
+            let copies = own_copies(tensors)?;
+            let mut sig = device_signature(&copies).to_vec();
+            sig.push(root as u64);
+            self.agree(OP, Kind::Broadcast, &sig)?;
+            gpu_broadcast(gpu, &copies, root)?;
+            return Ok(copies);
+        }
         if self.world_size() == 1 {
             return identity(OP, tensors);
         }
@@ -319,6 +434,10 @@ impl ProcessGroup {
     /// ```
     pub fn all_gather(&self, tensor: &Tensor) -> Result<Tensor> {
         const OP: &str = "all_gather";
+        if let Some(gpu) = self.gpu_route(OP, std::slice::from_ref(tensor))? {
+            self.agree(OP, Kind::AllGather, &device_signature(std::slice::from_ref(tensor)))?;
+            return gpu_all_gather(gpu, tensor);
+        }
         let mut packed = Packed::pack(OP, std::slice::from_ref(tensor))?;
         let world = self.world_size();
         let mut dims = vec![world];
@@ -366,6 +485,10 @@ impl ProcessGroup {
         }
         let mut dims = tensor.dims().to_vec();
         dims[0] = rows / world;
+        if let Some(gpu) = self.gpu_route(OP, std::slice::from_ref(tensor))? {
+            self.agree(OP, Kind::ReduceScatter, &device_signature(std::slice::from_ref(tensor)))?;
+            return gpu_reduce_scatter(gpu, tensor, op, dims);
+        }
         let mut packed = Packed::pack(OP, std::slice::from_ref(tensor))?;
         if world > 1 {
             self.agree(OP, Kind::ReduceScatter, &packed.signature())?;
@@ -476,6 +599,74 @@ impl ProcessGroup {
             ),
         ))
     }
+}
+
+/// The GPU communicator a collective runs on (a placeholder type in builds
+/// without NCCL, where no GPU route exists).
+#[cfg(feature = "nccl")]
+type GpuComm<'a> = &'a Nccl;
+#[cfg(not(feature = "nccl"))]
+type GpuComm<'a> = std::convert::Infallible;
+
+#[cfg(feature = "nccl")]
+pub(crate) fn gpu_all_reduce(gpu: GpuComm<'_>, tensors: &[Tensor], op: ReduceOp) -> Result<()> {
+    gpu.all_reduce_in_place(tensors, op)
+}
+#[cfg(feature = "nccl")]
+fn gpu_broadcast(gpu: GpuComm<'_>, tensors: &[Tensor], root: usize) -> Result<()> {
+    gpu.broadcast_in_place(tensors, root)
+}
+#[cfg(feature = "nccl")]
+fn gpu_all_gather(gpu: GpuComm<'_>, tensor: &Tensor) -> Result<Tensor> {
+    gpu.all_gather(tensor)
+}
+#[cfg(feature = "nccl")]
+fn gpu_reduce_scatter(gpu: GpuComm<'_>, tensor: &Tensor, op: ReduceOp, dims: Vec<usize>) -> Result<Tensor> {
+    gpu.reduce_scatter(tensor, op, dims)
+}
+#[cfg(not(feature = "nccl"))]
+pub(crate) fn gpu_all_reduce(gpu: GpuComm<'_>, _: &[Tensor], _: ReduceOp) -> Result<()> {
+    match gpu {}
+}
+#[cfg(not(feature = "nccl"))]
+fn gpu_broadcast(gpu: GpuComm<'_>, _: &[Tensor], _: usize) -> Result<()> {
+    match gpu {}
+}
+#[cfg(not(feature = "nccl"))]
+fn gpu_all_gather(gpu: GpuComm<'_>, _: &Tensor) -> Result<Tensor> {
+    match gpu {}
+}
+#[cfg(not(feature = "nccl"))]
+fn gpu_reduce_scatter(gpu: GpuComm<'_>, _: &Tensor, _: ReduceOp, _: Vec<usize>) -> Result<Tensor> {
+    match gpu {}
+}
+
+/// Contiguous copies with storage of their own, on their device.
+fn own_copies(tensors: &[Tensor]) -> Result<Vec<Tensor>> {
+    tensors
+        .iter()
+        .map(|t| {
+            let s = t.storage().copy_contiguous(t.layout())?;
+            Ok(Tensor::from_storage(s, crate::types::Layout::contiguous(t.shape().clone())))
+        })
+        .collect()
+}
+
+/// What the ranks must agree on for device tensors, in the host path's
+/// form: the count, f32 elements, other elements, a hash of dtypes and shapes.
+pub(crate) fn device_signature(tensors: &[Tensor]) -> [u64; 4] {
+    let (mut n32, mut other) = (0u64, 0u64);
+    let mut hash = Fnv::new();
+    for t in tensors {
+        match t.dtype() {
+            crate::DType::F32 => n32 += t.numel() as u64,
+            _ => other += t.numel() as u64,
+        }
+        hash.add(t.dtype() as u64);
+        hash.add(t.dims().len() as u64);
+        t.dims().iter().for_each(|&d| hash.add(d as u64));
+    }
+    [tensors.len() as u64, n32, other, hash.0]
 }
 
 /// The world size a launcher set in the environment, with the variable

@@ -11,13 +11,32 @@ use crate::nn::Param;
 use crate::optim::owned_copy;
 use crate::{Device, Error, GradStore, Result, Tensor};
 
-/// Copy rank 0's parameter values to every rank.
+/// Whether the trainer leaves the collectives out: in a world of one, unless
+/// the group has a GPU backend, which was asked for and runs (so that a
+/// one-GPU run checks the path several GPUs take; NCCL's mean over one rank
+/// leaves every value as it is).
+fn skips_collectives(pg: &ProcessGroup) -> bool {
+    pg.world_size() == 1 && pg.gpu_backend_name().is_none()
+}
+
+/// Copy rank 0's parameter values to every rank: GPU to GPU where the
+/// group exchanges on the parameters' device (NCCL), else through host copies.
 pub(super) fn broadcast_params(pg: &ProcessGroup, params: &[Param]) -> Result<()> {
-    if pg.world_size() == 1 {
+    if skips_collectives(pg) {
         return Ok(());
     }
-    let host: Vec<Tensor> = params.iter().map(|p| p.tensor().to_cpu()).collect::<Result<_>>()?;
-    let root = pg.broadcast(&host, 0)?;
+    let direct = params.first().is_some_and(|p| {
+        p.tensor().device() != Device::Cpu
+            && params
+                .iter()
+                .all(|q| pg.exchanges_on(q.tensor().device()) && q.tensor().device() == p.tensor().device())
+    });
+    let sent: Vec<Tensor> = if direct {
+        params.iter().map(|p| p.tensor()).collect()
+    } else {
+        params.iter().map(|p| p.tensor().to_cpu()).collect::<Result<_>>()?
+    };
+    let root = pg.broadcast(&sent, 0)?;
     for (p, t) in params.iter().zip(&root) {
         p.set(t)?;
     }
@@ -28,38 +47,47 @@ pub(super) fn broadcast_params(pg: &ProcessGroup, params: &[Param]) -> Result<()
 /// rank must hold gradients for the same parameters; the process group
 /// refuses otherwise.
 ///
-/// A CPU gradient that the store alone holds is averaged in its own
-/// storage, through `buffers` (kept by the trainer, so that a steady step
-/// allocates nothing); any other gradient (on a device, shared with another
-/// parameter's, or not contiguous) goes through a host copy of its own that
-/// then replaces it, moved back to its device.
+/// A gradient that the store alone holds, contiguous, on a device the group
+/// exchanges on (the CPU, or the GPU of its NCCL communicator) is averaged
+/// in its own storage (on the CPU through `buffers`, kept by the trainer,
+/// so that a steady step allocates nothing); any other gradient (shared
+/// with another parameter's, or not contiguous) gets a copy of its own on
+/// that device first, and a gradient on a GPU without NCCL goes through a
+/// host copy that then replaces it, moved back to its device.
 pub(super) fn average_grads(pg: &ProcessGroup, params: &[Param], grads: &mut GradStore, buffers: &mut FlatBuffers) -> Result<()> {
-    if pg.world_size() == 1 {
+    if skips_collectives(pg) {
         return Ok(());
     }
-    let mut work = Vec::new();
+    let (mut on_host, mut on_gpu) = (Vec::new(), Vec::new());
     let mut copied = Vec::new();
     for p in params {
         let t = p.tensor();
         let Some(g) = grads.get(&t) else { continue };
+        let device = g.device();
+        let direct = pg.exchanges_on(device);
         // Checked before any clone below adds a handle.
-        let own = g.device() == Device::Cpu && g.is_sole_owner() && g.layout().contiguous_range().is_some();
+        let own = direct && g.is_sole_owner() && g.layout().contiguous_range().is_some();
+        let work = if device == Device::Cpu || !direct { &mut on_host } else { &mut on_gpu };
         if own {
             work.push(g.clone());
-        } else {
-            let host = g.to_cpu()?;
-            let host = if host.same_storage(g) || host.layout().contiguous_range().is_none() {
-                owned_copy(&host)?
-            } else {
-                host
-            };
-            copied.push((work.len(), t, g.device()));
-            work.push(host);
+            continue;
         }
+        let copy = if direct { g.clone() } else { g.to_cpu()? };
+        let copy = if copy.same_storage(g) || copy.layout().contiguous_range().is_none() {
+            owned_copy(&copy)?
+        } else {
+            copy
+        };
+        copied.push((device == Device::Cpu || !direct, work.len(), t, device));
+        work.push(copy);
     }
-    pg.all_reduce_in_place(&work, ReduceOp::Mean, buffers)?;
-    for (i, t, device) in copied {
-        grads.insert(&t, work[i].to_device(device)?);
+    pg.all_reduce_in_place(&on_host, ReduceOp::Mean, buffers)?;
+    if !on_gpu.is_empty() {
+        pg.all_reduce_in_place(&on_gpu, ReduceOp::Mean, buffers)?;
+    }
+    for (host, i, t, device) in copied {
+        let reduced = if host { &on_host[i] } else { &on_gpu[i] };
+        grads.insert(&t, reduced.to_device(device)?);
     }
     Ok(())
 }

@@ -32,6 +32,8 @@ mod views;
 // Subsystems.
 mod autocast;
 mod device;
+#[cfg(feature = "nccl")]
+mod dist;
 mod grad_scaler;
 mod optim;
 mod optim_fused;

@@ -29,7 +29,7 @@ fn text() -> String {
 /// gpt-tiny (dropout 0) on `dev`: AdamW with nanoGPT's β₂, warmup + cosine,
 /// clipping at 1, batch 32 as 2 micro-batches of 16 (so gradients are
 /// accumulated on the device), 64-token context.
-fn gpt_trainer(dev: Device, out: Option<PathBuf>, stop_at: Option<u64>) -> Trainer<CharLanguageModel> {
+pub fn gpt_trainer(dev: Device, out: Option<PathBuf>, stop_at: Option<u64>) -> Trainer<CharLanguageModel> {
     let data = CharDataset::from_text(&text(), "synthetic").unwrap();
     let cfg = GptConfig {
         vocab_size: data.vocab_size(),

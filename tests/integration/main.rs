@@ -40,6 +40,7 @@ mod data_loader;
 mod data_script;
 mod device;
 mod diagnostics;
+mod dist;
 mod errors;
 mod grad_scaler;
 mod interop_gpt;

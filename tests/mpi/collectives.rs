@@ -7,17 +7,17 @@ use crate::Failures;
 use tamer::dist::{ProcessGroup, ReduceOp};
 use tamer::{ErrorKind, Tensor};
 
-fn a(r: usize) -> Vec<f32> {
+pub fn a(r: usize) -> Vec<f32> {
     (0..6).map(|i| (r + 1) as f32 * i as f32 + 0.25).collect()
 }
-fn b(r: usize) -> Vec<f64> {
+pub fn b(r: usize) -> Vec<f64> {
     (0..5).map(|i| r as f64 * 10.0 - i as f64 * 0.5).collect()
 }
-fn c(r: usize) -> f32 {
+pub fn c(r: usize) -> f32 {
     r as f32 + 1.0
 }
 
-fn tensors(r: usize) -> Vec<Tensor> {
+pub fn tensors(r: usize) -> Vec<Tensor> {
     vec![
         Tensor::from_vec(a(r), [2, 3]).unwrap(),
         Tensor::from_vec(b(r), [5]).unwrap(),

@@ -15,6 +15,8 @@ mod collectives;
 mod failure;
 mod launch;
 mod memory;
+#[cfg(feature = "nccl")]
+mod nccl;
 mod training;
 mod world;
 mod zero;
@@ -73,16 +75,18 @@ fn rank_main() -> i32 {
         }
     };
     let rank = pg.rank();
-    let groups: [(&str, Checks); 5] = [
+    let groups: &[(&str, Checks)] = &[
         ("collectives", collectives::run),
         ("steady-step memory", memory::run),
         ("data-parallel training", training::run),
         ("world size, settings, evaluation", world::run),
         ("ZeRO-1", zero::run),
+        #[cfg(feature = "nccl")]
+        ("NCCL", nccl::run),
     ];
     let mut failed_total = 0.0;
     let mut passed = 0;
-    for (name, run) in groups {
+    for &(name, run) in groups {
         let mut f = Failures::default();
         let start = std::time::Instant::now();
         run(&pg, &mut f);

@@ -15,6 +15,8 @@ pub mod index;
 pub mod kernels;
 pub mod layout;
 pub mod matmul;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod nn;
 pub mod optim;
 pub mod reduce;

@@ -1,0 +1,310 @@
+//! NCCL on CUDA storage: the GPU-to-GPU transport under
+//! [`tamer::dist`](crate::dist)'s process group (feature `nccl`).
+//!
+//! This module knows device memory and NCCL, nothing of tensors: the
+//! process group hands it contiguous runs of storages ([`Run`]) and carries
+//! the unique id between the ranks itself. Every call is queued on the
+//! device's stream, so it is ordered after the kernels that wrote its
+//! buffers and before those that read them, and the host never waits.
+//!
+//! cudarc loads `libnccl.so` at run time: a build with the feature needs no
+//! NCCL, and a machine without it gets an error, never a panic. The
+//! `nvidia-nccl-cu13` wheel ships the library as `libnccl.so.2` only;
+//! `scripts/nccl-lib.sh` makes the `libnccl.so` link cudarc looks for.
+//!
+//! The communicator is aborted rather than destroyed when it is dropped:
+//! `ncclCommDestroy` waits for the peers, which hangs when one of them died
+//! (the failure the process group must turn into an error), while
+//! `ncclCommAbort` frees everything without waiting.
+
+use super::{device as cuda_device, CudaDevice};
+use crate::backend::Storage;
+use crate::types::{DType, Device};
+use crate::{Error, Result};
+use cudarc::nccl::{result as nccl, sys};
+use std::ffi::c_void;
+use std::sync::{Arc, Mutex};
+
+/// NCCL's unique id, as the 16 words the host collectives carry.
+pub type UniqueId = [u64; 16];
+
+/// A contiguous run of a storage's elements: `len` from element `start`.
+pub struct Run<'a> {
+    pub storage: &'a Storage,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// How a reduction combines the ranks' values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduction {
+    Sum,
+    /// The sum divided by the number of ranks (NCCL's `ncclAvg`, 2.10 on).
+    Mean,
+}
+
+impl Reduction {
+    fn nccl(self) -> sys::ncclRedOp_t {
+        match self {
+            Reduction::Sum => sys::ncclRedOp_t::ncclSum,
+            Reduction::Mean => sys::ncclRedOp_t::ncclAvg,
+        }
+    }
+}
+
+const MISSING: &str = "NCCL (libnccl.so) was not found: install NCCL, or run scripts/nccl-lib.sh to link the one in python's nvidia-nccl wheel and put its folder on LD_LIBRARY_PATH";
+
+fn nccl_error(op: &'static str, e: nccl::NcclError) -> Error {
+    Error::device(op, format!("NCCL failed: {e:?}"))
+}
+
+/// The version of the NCCL library this process loads (`ncclGetVersion`:
+/// 22703 for 2.27.3), or an error saying it is missing. Needs no GPU.
+pub fn nccl_version() -> Result<i32> {
+    const OP: &str = "nccl_version";
+    // SAFETY: only tries to dlopen the library.
+    if !unsafe { sys::is_culib_present() } {
+        return Err(Error::device(OP, MISSING));
+    }
+    nccl::get_nccl_version().map_err(|e| nccl_error(OP, e))
+}
+
+/// A fresh unique id (rank 0 makes it; the others receive it).
+pub fn unique_id() -> Result<UniqueId> {
+    nccl_version()?;
+    let id = nccl::get_uniqueid().map_err(|e| nccl_error("ncclGetUniqueId", e))?;
+    let mut words = [0u64; 16];
+    for (w, bytes) in words.iter_mut().zip(id.internal.chunks_exact(8)) {
+        *w = u64::from_le_bytes(std::array::from_fn(|i| bytes[i] as u8));
+    }
+    Ok(words)
+}
+
+/// NCCL's element type for `dtype` (integers are not exchanged).
+fn wire_type(op: &'static str, dtype: DType) -> Result<sys::ncclDataType_t> {
+    Ok(match dtype {
+        DType::F32 => sys::ncclDataType_t::ncclFloat32,
+        DType::F64 => sys::ncclDataType_t::ncclFloat64,
+        DType::BF16 => sys::ncclDataType_t::ncclBfloat16,
+        DType::F16 => sys::ncclDataType_t::ncclFloat16,
+        other => crate::bail!(dtype, op, "a buffer of {other}; NCCL here exchanges f32, f64, bf16 or f16"),
+    })
+}
+
+/// One rank's NCCL communicator on its GPU.
+pub struct NcclComm {
+    comm: Mutex<RawComm>,
+    dev: Arc<CudaDevice>,
+    rank: usize,
+    world: usize,
+    version: i32,
+}
+
+/// The communicator handle. NCCL allows one thread at a time per
+/// communicator; the `Mutex` around it sees to that.
+struct RawComm(sys::ncclComm_t);
+
+// SAFETY: the handle is an opaque pointer NCCL lets any thread use, one at
+// a time (the Mutex in `NcclComm`).
+unsafe impl Send for RawComm {}
+
+impl Drop for RawComm {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from ncclCommInitRank and is dropped once.
+        // Its result is ignored: nothing is left to report it to.
+        let _ = unsafe { nccl::comm_abort(self.0) };
+    }
+}
+
+impl std::fmt::Debug for NcclComm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "NcclComm {{ rank: {}, world_size: {}, device: cuda:{}, version: {} }}",
+            self.rank,
+            self.world,
+            self.dev.ordinal(),
+            self.version
+        )
+    }
+}
+
+impl NcclComm {
+    /// What joining on `device` needs that this rank can check alone: a
+    /// CUDA device that opens, and NCCL 2.10 or later.
+    pub fn check(op: &'static str, device: Device) -> Result<(Arc<CudaDevice>, i32)> {
+        let Device::Cuda(ordinal) = device else {
+            crate::bail!(
+                device,
+                op,
+                "NCCL exchanges CUDA tensors; got device {device} (the host collectives serve CPU tensors)"
+            );
+        };
+        let dev = cuda_device(ordinal)?;
+        let version = nccl_version()?;
+        if version < 21000 {
+            // ncclAvg (the mean) came with 2.10.
+            crate::bail!(device, op, "NCCL {version} is older than 2.10, which tamer needs");
+        }
+        Ok((dev, version))
+    }
+
+    /// Join the communicator of `world` ranks as `rank`, on `device`, with
+    /// the id every rank received from rank 0. Collective: every rank calls it.
+    pub fn join(op: &'static str, device: Device, rank: usize, world: usize, id: UniqueId) -> Result<NcclComm> {
+        let (dev, version) = Self::check(op, device)?;
+        let mut raw = sys::ncclUniqueId { internal: [0; 128] };
+        for (bytes, w) in raw.internal.chunks_exact_mut(8).zip(id) {
+            for (b, v) in bytes.iter_mut().zip(w.to_le_bytes()) {
+                *b = v as std::ffi::c_char;
+            }
+        }
+        let ranks = i32::try_from(world).map_err(|_| Error::value(op, format!("{world} ranks are more than NCCL counts")))?;
+        let me = i32::try_from(rank).map_err(|_| Error::value(op, format!("rank {rank} is more than NCCL counts")))?;
+        dev.bind()?;
+        let mut comm = std::ptr::null_mut();
+        // SAFETY: `comm` receives the new handle; the id is the one every rank got.
+        unsafe { nccl::comm_init_rank(&mut comm, ranks, raw, me) }.map_err(|e| nccl_error(op, e))?;
+        Ok(NcclComm {
+            comm: Mutex::new(RawComm(comm)),
+            dev,
+            rank,
+            world,
+            version,
+        })
+    }
+
+    /// This rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+    /// The number of ranks.
+    pub fn world_size(&self) -> usize {
+        self.world
+    }
+    /// The GPU this rank's collectives run on.
+    pub fn device(&self) -> Device {
+        Device::Cuda(self.dev.ordinal())
+    }
+    /// NCCL's version code.
+    pub fn version(&self) -> i32 {
+        self.version
+    }
+
+    /// The device address of `run` and its NCCL element type, after checking
+    /// that it lies in CUDA memory of this communicator's GPU.
+    fn address(&self, op: &'static str, run: &Run<'_>) -> Result<(u64, sys::ncclDataType_t)> {
+        let ty = wire_type(op, run.storage.dtype())?;
+        let Storage::Cuda(s) = run.storage else {
+            crate::bail!(
+                device,
+                op,
+                "a buffer on {}; this rank's NCCL communicator is on {}",
+                run.storage.device(),
+                self.device()
+            );
+        };
+        if s.cuda_device().ordinal() != self.dev.ordinal() {
+            crate::bail!(
+                device,
+                op,
+                "a buffer on cuda:{}; this rank's NCCL communicator is on {}",
+                s.cuda_device().ordinal(),
+                self.device()
+            );
+        }
+        if run.start + run.len > run.storage.len() {
+            crate::bail!(
+                shape,
+                op,
+                "elements {}..{} of a storage of {}",
+                run.start,
+                run.start + run.len,
+                run.storage.len()
+            );
+        }
+        Ok((s.ptr_at(run.start), ty))
+    }
+
+    /// Run `calls` between ncclGroupStart and ncclGroupEnd (one launch for
+    /// them all), holding the communicator, with the device bound.
+    fn grouped(&self, op: &'static str, calls: impl FnOnce(sys::ncclComm_t, sys::cudaStream_t) -> Result<()>) -> Result<()> {
+        let comm = self.comm.lock().unwrap_or_else(|p| p.into_inner());
+        self.dev.bind()?;
+        let stream = self.dev.stream().cu_stream() as sys::cudaStream_t;
+        nccl::group_start().map_err(|e| nccl_error(op, e))?;
+        let queued = calls(comm.0, stream);
+        // The group is closed whatever happened inside it.
+        let closed = nccl::group_end().map_err(|e| nccl_error(op, e));
+        queued.and(closed.map(|_| ()))
+    }
+
+    /// Each run replaced by its sum or mean over the ranks.
+    pub fn all_reduce_in_place(&self, op: &'static str, runs: &[Run<'_>], how: Reduction) -> Result<()> {
+        let addrs = runs.iter().map(|r| self.address(op, r)).collect::<Result<Vec<_>>>()?;
+        self.grouped(op, |comm, stream| {
+            for (run, (ptr, ty)) in runs.iter().zip(addrs) {
+                let p = ptr as *mut c_void;
+                // SAFETY: `p` addresses run.len elements of type `ty` on this GPU (checked above).
+                unsafe { nccl::all_reduce(p, p, run.len, ty, how.nccl(), comm, stream) }.map_err(|e| nccl_error(op, e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Each run replaced by root's.
+    pub fn broadcast_in_place(&self, op: &'static str, runs: &[Run<'_>], root: usize) -> Result<()> {
+        if root >= self.world {
+            crate::bail!(value, op, "root rank {root} is outside the world of {} rank(s)", self.world);
+        }
+        let addrs = runs.iter().map(|r| self.address(op, r)).collect::<Result<Vec<_>>>()?;
+        self.grouped(op, |comm, stream| {
+            for (run, (ptr, ty)) in runs.iter().zip(addrs) {
+                let p = ptr as *mut c_void;
+                // SAFETY: as in all_reduce_in_place.
+                unsafe { nccl::broadcast(p, p, run.len, ty, root as i32, comm, stream) }.map_err(|e| nccl_error(op, e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `recv` (world × `send.len`) filled with every rank's `send`, in rank order.
+    pub fn all_gather(&self, op: &'static str, send: &Run<'_>, recv: &Run<'_>) -> Result<()> {
+        let ((s, ty), (r, rty)) = (self.address(op, send)?, self.address(op, recv)?);
+        if ty != rty || recv.len != send.len * self.world {
+            crate::bail!(
+                shape,
+                op,
+                "send {} and receive {} elements; expected the receive buffer {} × the send buffer, of one type",
+                send.len,
+                recv.len,
+                self.world
+            );
+        }
+        self.grouped(op, |comm, stream| {
+            // SAFETY: the two runs were checked above to lie in this GPU's memory with these lengths.
+            unsafe { nccl::all_gather(s as *const c_void, r as *mut c_void, send.len, ty, comm, stream) }.map_err(|e| nccl_error(op, e))?;
+            Ok(())
+        })
+    }
+
+    /// `recv` = block `rank` of the sum or mean over the ranks of `send` (world × `recv.len`).
+    pub fn reduce_scatter(&self, op: &'static str, send: &Run<'_>, recv: &Run<'_>, how: Reduction) -> Result<()> {
+        let ((s, ty), (r, rty)) = (self.address(op, send)?, self.address(op, recv)?);
+        if ty != rty || send.len != recv.len * self.world {
+            crate::bail!(
+                shape,
+                op,
+                "send {} and receive {} elements; expected the send buffer {} × the receive buffer, of one type",
+                send.len,
+                recv.len,
+                self.world
+            );
+        }
+        self.grouped(op, |comm, stream| {
+            // SAFETY: as in all_gather.
+            unsafe { nccl::reduce_scatter(s as *const c_void, r as *mut c_void, recv.len, ty, how.nccl(), comm, stream) }.map_err(|e| nccl_error(op, e))?;
+            Ok(())
+        })
+    }
+}

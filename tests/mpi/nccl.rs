@@ -1,0 +1,101 @@
+//! NCCL across the ranks (feature `nccl`), each rank on the GPU of its
+//! local rank. With a GPU per rank: every collective on GPU tensors,
+//! checked exactly against the formula of what each rank sent (as in
+//! collectives.rs). With fewer GPUs (CI, this project's CPU machines, a
+//! one-GPU host): `with_nccl` must fail on every rank, promptly, rather
+//! than leave one rank waiting for the others.
+
+use crate::collectives::{a, b, c, tensors};
+use crate::Failures;
+use tamer::dist::{ProcessGroup, ReduceOp};
+use tamer::{DType, Device, Tensor};
+
+pub fn run(pg: &ProcessGroup, f: &mut Failures) {
+    let (rank, world) = (pg.rank(), pg.world_size());
+    let gpus = tamer::backend::cuda::availability().unwrap_or(0);
+    let dev = Device::Cuda(pg.local_rank());
+    let joined = pg.clone().with_nccl(dev);
+    if gpus < world {
+        match &joined {
+            Ok(_) => f.check(false, || format!("with_nccl on {dev} worked with {gpus} GPU(s) for {world} ranks")),
+            Err(e) => f.check(!e.message.is_empty(), || "an empty error".to_string()),
+        }
+        if pg.is_root() {
+            println!("nccl: {gpus} GPU(s) for {world} ranks: with_nccl failed on every rank without hanging; the GPU collectives need a GPU per rank");
+        }
+        return;
+    }
+    let Some(pg) = f.ok("with_nccl", joined) else { return };
+    f.check(pg.gpu_backend_name() == Some("nccl"), || format!("gpu backend {:?}", pg.gpu_backend_name()));
+    let on_gpu = |ts: Vec<Tensor>| ts.into_iter().map(|t| t.to_device(dev).unwrap()).collect::<Vec<_>>();
+
+    for op in [ReduceOp::Sum, ReduceOp::Mean] {
+        let div = if op == ReduceOp::Mean { world } else { 1 };
+        let Some(out) = f.ok("all_reduce (nccl)", pg.all_reduce(&on_gpu(tensors(rank)), op)) else {
+            continue;
+        };
+        f.check(out.iter().all(|t| t.device() == dev), || format!("all_reduce {op:?}: outputs off {dev}"));
+        let sum_a: Vec<f32> = (0..6).map(|i| (0..world).map(|r| a(r)[i]).sum::<f32>() / div as f32).collect();
+        let sum_b: Vec<f64> = (0..5).map(|i| (0..world).map(|r| b(r)[i]).sum::<f64>() / div as f64).collect();
+        let sum_c: f32 = (0..world).map(c).sum::<f32>() / div as f32;
+        let got = (
+            out[0].to_vec::<f32>().unwrap(),
+            out[1].to_vec::<f64>().unwrap(),
+            out[2].to_vec::<f32>().unwrap(),
+        );
+        f.check(got == (sum_a.clone(), sum_b.clone(), vec![sum_c]), || {
+            format!("all_reduce {op:?}: got {got:?}, expected {sum_a:?} {sum_b:?} {sum_c}")
+        });
+    }
+    // bf16 small integers sum exactly.
+    let h = Tensor::from_vec(vec![rank as f32 + 1.0; 4], [4])
+        .unwrap()
+        .to_dtype(DType::BF16)
+        .unwrap()
+        .to_device(dev)
+        .unwrap();
+    if let Some(out) = f.ok("all_reduce bf16 (nccl)", pg.all_reduce(&[h], ReduceOp::Sum)) {
+        let got = out[0].to_f64_vec().unwrap();
+        let expected = vec![(1..=world).sum::<usize>() as f64; 4];
+        f.check(got == expected, || format!("bf16 all_reduce: got {got:?}, expected {expected:?}"));
+    }
+    // In place, as the trainer averages gradients.
+    let grads = on_gpu(tensors(rank));
+    let mut buffers = tamer::dist::FlatBuffers::default();
+    if f.ok("all_reduce_in_place (nccl)", pg.all_reduce_in_place(&grads, ReduceOp::Mean, &mut buffers))
+        .is_some()
+    {
+        let mean_a: Vec<f32> = (0..6).map(|i| (0..world).map(|r| a(r)[i]).sum::<f32>() / world as f32).collect();
+        let got = grads[0].to_vec::<f32>().unwrap();
+        f.check(got == mean_a, || format!("in place: got {got:?}, expected {mean_a:?}"));
+    }
+
+    let root = world - 1;
+    if let Some(out) = f.ok("broadcast (nccl)", pg.broadcast(&on_gpu(tensors(rank)), root)) {
+        let got = (
+            out[0].to_vec::<f32>().unwrap(),
+            out[1].to_vec::<f64>().unwrap(),
+            out[2].to_vec::<f32>().unwrap(),
+        );
+        f.check(got == (a(root), b(root), vec![c(root)]), || format!("broadcast from {root}: got {got:?}"));
+    }
+    let row = |r: usize| (0..3).map(|i| (r * 100 + i) as f64).collect::<Vec<f64>>();
+    let mine = Tensor::from_vec(row(rank), [3]).unwrap().to_device(dev).unwrap();
+    if let Some(out) = f.ok("all_gather (nccl)", pg.all_gather(&mine)) {
+        let expected: Vec<f64> = (0..world).flat_map(row).collect();
+        let got = out.to_vec::<f64>().unwrap();
+        f.check(out.dims() == [world, 3] && got == expected, || format!("all_gather: {:?} {got:?}", out.dims()));
+    }
+    let blocks = |r: usize| (0..2 * world * 2).map(|e| (r + e) as f32).collect::<Vec<f32>>();
+    let t = Tensor::from_vec(blocks(rank), [2 * world, 2]).unwrap().to_device(dev).unwrap();
+    if let Some(out) = f.ok("reduce_scatter (nccl)", pg.reduce_scatter(&t, ReduceOp::Sum)) {
+        let expected: Vec<f32> = (rank * 4..rank * 4 + 4).map(|e| (0..world).map(|r| blocks(r)[e]).sum::<f32>()).collect();
+        let got = out.to_vec::<f32>().unwrap();
+        f.check(out.dims() == [2, 2] && got == expected, || {
+            format!("reduce_scatter: got {got:?}, expected {expected:?}")
+        });
+    }
+    if pg.is_root() {
+        println!("nccl: NCCL {} on {world} GPUs", pg.nccl().map_or(0, |n| n.version()));
+    }
+}
