@@ -9,8 +9,8 @@
 # so the stages are chosen per call; the limits below keep each default pair
 # under 9 minutes:
 #   first call:   scripts/device-check.sh --stages tests,train
-#   second call:  scripts/device-check.sh --stages steps,gpt2
-# Stages (comma-separated, run in this order):
+#   second call:  scripts/device-check.sh --stages bench,steps,gpt2
+# Stages (comma-separated, run in this order: tests, train, bench, steps, gpt2):
 #   tests  BIN_DIR/cuda --test-threads 1 --nocapture, every CUDA-vs-CPU parity test
 #          and NCCL over one rank, with TAMER_REQUIRE_CUDA=1: a missing GPU, NVRTC,
 #          cuBLAS or NCCL fails the tests instead of skipping them; skips (SKIPPED
@@ -22,7 +22,9 @@
 #          python3 (PyTorch): gpt-small and vit-cifar steps, tamer and PyTorch
 #          interleaved, in f32 and under bf16 autocast.
 #   gpt2   the same for GPT-2 124M's shape under bf16 autocast (tokens/s, model TFLOP/s).
-#   bench  BIN_DIR/cuda_bench, if there is one.
+#   bench  BIN_DIR/cuda_bench: copy bandwidth, own products against cuBLAS (f32 and bf16
+#          at 4096², bf16 at GPT-2's training shapes), softmax, layer_norm,
+#          cross_entropy and AdamW against the copy.
 # The GPU machine has the NVIDIA driver and the CUDA toolkit but no Rust and no
 # data sets, so BIN_DIR holds binaries prebuilt by scripts/build-device-bin.sh
 # and this script writes its own synthetic data.
@@ -166,6 +168,15 @@ if wants train; then
         --epochs 2 --eval-every 2 --warmup 5 --out "$work/vit"
 fi
 
+if wants bench; then
+    section "kernel benchmark"
+    if [ -x "$bin/cuda_bench" ]; then
+        run bench "$BENCH_TIMEOUT" "$bin/cuda_bench"
+    else
+        echo "no $bin/cuda_bench: skipped" | tee "$logs/bench.log"
+    fi
+fi
+
 # steps_run NAME LIMIT ARGS...: tamer's training step against PyTorch's on this GPU.
 steps_run() {
     local name=$1 limit=$2
@@ -182,15 +193,6 @@ fi
 if wants gpt2; then
     section "GPT-2 124M's shape, bf16 autocast, tamer vs PyTorch"
     steps_run gpt2 "$GPT2_TIMEOUT" --rounds 1 --config gpt2 --steps 5 --warmup 2 --autocast bf16
-fi
-
-if wants bench; then
-    section "kernel benchmark"
-    if [ -x "$bin/cuda_bench" ]; then
-        run bench "$BENCH_TIMEOUT" "$bin/cuda_bench"
-    else
-        echo "no $bin/cuda_bench: skipped" | tee "$logs/bench.log"
-    fi
 fi
 
 section "summary"
@@ -244,6 +246,16 @@ for name in ("steps_f32", "steps_bf16", "gpt2"):
         steps += [json.loads(line) for line in open(path) if '"bench":"train_step"' in line]
 if steps:
     summary["train_step"] = steps
+bench = os.path.join(logs, "bench.log")
+if os.path.exists(bench):
+    lines = []
+    for line in open(bench):
+        if line.startswith("{"):
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                pass
+    summary["kernels"] = lines
 with open(os.path.join(logs, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
 print("summary:", os.path.join(logs, "summary.json"))

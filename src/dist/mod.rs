@@ -435,6 +435,7 @@ impl ProcessGroup {
     pub fn all_gather(&self, tensor: &Tensor) -> Result<Tensor> {
         const OP: &str = "all_gather";
         if let Some(gpu) = self.gpu_route(OP, std::slice::from_ref(tensor))? {
+            let tensor = &contiguous_on_device(tensor)?;
             self.agree(OP, Kind::AllGather, &device_signature(std::slice::from_ref(tensor)))?;
             return gpu_all_gather(gpu, tensor);
         }
@@ -486,6 +487,7 @@ impl ProcessGroup {
         let mut dims = tensor.dims().to_vec();
         dims[0] = rows / world;
         if let Some(gpu) = self.gpu_route(OP, std::slice::from_ref(tensor))? {
+            let tensor = &contiguous_on_device(tensor)?;
             self.agree(OP, Kind::ReduceScatter, &device_signature(std::slice::from_ref(tensor)))?;
             return gpu_reduce_scatter(gpu, tensor, op, dims);
         }
@@ -650,6 +652,15 @@ fn own_copies(tensors: &[Tensor]) -> Result<Vec<Tensor>> {
             Ok(Tensor::from_storage(s, crate::types::Layout::contiguous(t.shape().clone())))
         })
         .collect()
+}
+
+/// `t` itself when contiguous (NCCL reads it in place), else a contiguous copy.
+fn contiguous_on_device(t: &Tensor) -> Result<Tensor> {
+    if t.layout().contiguous_range().is_some() {
+        Ok(t.clone())
+    } else {
+        Ok(own_copies(std::slice::from_ref(t))?.remove(0))
+    }
 }
 
 /// What the ranks must agree on for device tensors, in the host path's

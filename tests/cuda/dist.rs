@@ -57,6 +57,8 @@ fn every_collective_keeps_values_and_device_over_one_rank() {
     assert_on("all_gather", dev, std::slice::from_ref(&gathered));
     assert_eq!(gathered.dims(), &[1, 2, 3]);
     assert_eq!(bits(&gathered), bits(&a));
+    let gathered_view = pg.all_gather(&at).expect("all_gather of a strided view");
+    assert_eq!((gathered_view.dims(), bits(&gathered_view)), (&[1usize, 3, 2][..], bits(&at)));
     let x = on(input(&[4, 3], 4, DType::F64));
     let mine = pg.reduce_scatter(&x, ReduceOp::Mean).expect("reduce_scatter");
     assert_eq!((mine.dims(), mine.device()), (&[4usize, 3][..], dev));
