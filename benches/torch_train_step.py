@@ -210,7 +210,7 @@ def run(name, threads, args):
     device = torch.device(args.device)
     model.to(device)
     inputs = tuple(t.to(device) for t in inputs)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
     losses = [train_step(model, opt, inputs, args.autocast) for _ in range(args.warmup)]
     sync()
@@ -267,7 +267,7 @@ def main():
         f'{{"bench":"torch_info","torch":"{torch.__version__}","blas":"{blas}",'
         f'"cpu_capability":"{torch.backends.cpu.get_cpu_capability()}","mkldnn":{str(torch.backends.mkldnn.is_available()).lower()},'
         f'"omp_wait_policy":"{os.environ.get("OMP_WAIT_POLICY", "default")}",'
-        f'"gpu":"{torch.cuda.get_device_name() if args.device != "cpu" else ""}"}}',
+        f'"gpu":"{torch.cuda.get_device_name(torch.device(args.device)) if args.device != "cpu" else ""}"}}',
         flush=True,
     )
     for t in threads:

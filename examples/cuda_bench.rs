@@ -127,7 +127,15 @@ mod bench {
     ];
 
     /// Ours vs cuBLAS for an `[m, k] · [k, n]` product in `dtype`.
-    fn gemm_shape(dev: &Arc<CudaDevice>, device: Device, dtype: DType, what: &str, (m, k, n): (usize, usize, usize), seed: u64, rows: &mut Vec<Row>) -> Result<()> {
+    fn gemm_shape(
+        dev: &Arc<CudaDevice>,
+        device: Device,
+        dtype: DType,
+        what: &str,
+        (m, k, n): (usize, usize, usize),
+        seed: u64,
+        rows: &mut Vec<Row>,
+    ) -> Result<()> {
         let mut rng = tamer::rng(seed);
         let a = Tensor::randn([m, k], DType::F32, &mut rng)?.to_dtype(dtype)?.to_device(device)?;
         let b = Tensor::randn([k, n], DType::F32, &mut rng)?.to_dtype(dtype)?.to_device(device)?;

@@ -88,23 +88,19 @@ pub fn cuda_available() -> Result<(), String> {
 }
 
 /// The device `--device` names for a rank of the job: the CPU, or the GPU of
-/// the rank's local rank (0 for a single process; ranks on one machine take
-/// one GPU each, as `torchrun` and llm.c do), initialised here so that a
-/// machine without a driver or GPU fails with the driver's reason before
-/// the data is loaded.
+/// the rank's local rank among those visible (0 for a single process; ranks
+/// on one machine take one GPU each, as `torchrun` and llm.c do; a launcher
+/// that gives each rank its own `CUDA_VISIBLE_DEVICES` leaves one, GPU 0),
+/// initialised here so that a machine without a driver or GPU fails with the
+/// driver's reason before the data is loaded.
 pub fn rank_device(kind: DeviceKind, local_rank: usize) -> tamer::Result<tamer::Device> {
     match kind {
         DeviceKind::Cpu => Ok(tamer::Device::Cpu),
-        DeviceKind::Cuda => tamer::Device::cuda(local_rank).map_err(|e| {
-            if local_rank == 0 {
-                e
-            } else {
-                tamer::Error::device(
-                    "--device cuda",
-                    format!("local rank {local_rank} takes GPU {local_rank}, which failed ({e}); start at most one rank per GPU on each machine"),
-                )
-            }
-        }),
+        DeviceKind::Cuda if local_rank == 0 => tamer::Device::cuda(0),
+        DeviceKind::Cuda => {
+            let visible = tamer::Device::cuda_count()?.max(1);
+            tamer::Device::cuda(local_rank % visible)
+        }
     }
 }
 

@@ -112,6 +112,27 @@ impl Device {
         }
     }
 
+    /// How many CUDA devices this machine has (those `CUDA_VISIBLE_DEVICES`
+    /// leaves visible): an error when there is no driver, no NVRTC, or this
+    /// build lacks the `cuda` feature.
+    ///
+    /// ```
+    /// match tamer::Device::cuda_count() {
+    ///     Ok(n) => assert!(n >= 1),
+    ///     Err(e) => println!("no CUDA here: {e}"),
+    /// }
+    /// ```
+    pub fn cuda_count() -> crate::Result<usize> {
+        #[cfg(feature = "cuda")]
+        {
+            crate::backend::cuda::availability()
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            Err(crate::Error::device("cuda", crate::types::NO_CUDA_FEATURE))
+        }
+    }
+
     /// Wait until every kernel queued on this device has finished, as
     /// `torch.cuda.synchronize()`: timings of GPU work read the clock after
     /// it. Kernels on the host run as they are called, so there it returns at once.

@@ -212,6 +212,31 @@ impl ProcessGroup {
         false
     }
 
+    /// The tensors a GPU collective exchanges (`prepare`'s, checked by the
+    /// communicator), once every rank has agreed on the call with its own
+    /// outcome folded into the agreement: a rank whose tensors cannot be
+    /// exchanged returns its error and the others one naming it, before any
+    /// NCCL call that would leave them waiting for it.
+    #[allow(clippy::too_many_arguments)]
+    fn gpu_prepare(
+        &self,
+        op: &'static str,
+        kind: Kind,
+        gpu: GpuComm<'_>,
+        tensors: &[Tensor],
+        extra: &[u64],
+        in_place: bool,
+        prepare: impl FnOnce() -> Result<Vec<Tensor>>,
+    ) -> Result<Vec<Tensor>> {
+        let prepared = prepare().and_then(|ready| gpu_validate(gpu, op, &ready, in_place).map(|()| ready));
+        let mut signature = device_signature(tensors, prepared.is_ok()).to_vec();
+        signature.extend_from_slice(extra);
+        let agreed = self.agree(op, kind, &signature);
+        let ready = prepared?;
+        agreed?;
+        Ok(ready)
+    }
+
     /// The NCCL communicator when `tensors` are GPU tensors it serves; None
     /// for CPU tensors (the host path, which refuses any others). A list on
     /// several devices is an error.
@@ -361,8 +386,7 @@ impl ProcessGroup {
     pub fn all_reduce(&self, tensors: &[Tensor], op: ReduceOp) -> Result<Vec<Tensor>> {
         const OP: &str = "all_reduce";
         if let Some(gpu) = self.gpu_route(OP, tensors)? {
-            let copies = own_copies(tensors)?;
-            self.agree(OP, Kind::AllReduce, &device_signature(&copies))?;
+            let copies = self.gpu_prepare(OP, Kind::AllReduce, gpu, tensors, &[], true, || own_copies(tensors))?;
             gpu_all_reduce(gpu, &copies, op)?;
             return Ok(copies);
         }
@@ -400,10 +424,7 @@ impl ProcessGroup {
         const OP: &str = "broadcast";
         comm::check_root(OP, root, self.world_size())?;
         if let Some(gpu) = self.gpu_route(OP, tensors)? {
-            let copies = own_copies(tensors)?;
-            let mut sig = device_signature(&copies).to_vec();
-            sig.push(root as u64);
-            self.agree(OP, Kind::Broadcast, &sig)?;
+            let copies = self.gpu_prepare(OP, Kind::Broadcast, gpu, tensors, &[root as u64], true, || own_copies(tensors))?;
             gpu_broadcast(gpu, &copies, root)?;
             return Ok(copies);
         }
@@ -434,10 +455,10 @@ impl ProcessGroup {
     /// ```
     pub fn all_gather(&self, tensor: &Tensor) -> Result<Tensor> {
         const OP: &str = "all_gather";
-        if let Some(gpu) = self.gpu_route(OP, std::slice::from_ref(tensor))? {
-            let tensor = &contiguous_on_device(tensor)?;
-            self.agree(OP, Kind::AllGather, &device_signature(std::slice::from_ref(tensor)))?;
-            return gpu_all_gather(gpu, tensor);
+        let one = std::slice::from_ref(tensor);
+        if let Some(gpu) = self.gpu_route(OP, one)? {
+            let ready = self.gpu_prepare(OP, Kind::AllGather, gpu, one, &[], false, || Ok(vec![contiguous_on_device(tensor)?]))?;
+            return gpu_all_gather(gpu, &ready[0]);
         }
         let mut packed = Packed::pack(OP, std::slice::from_ref(tensor))?;
         let world = self.world_size();
@@ -473,7 +494,6 @@ impl ProcessGroup {
     pub fn reduce_scatter(&self, tensor: &Tensor, op: ReduceOp) -> Result<Tensor> {
         const OP: &str = "reduce_scatter";
         let world = self.world_size();
-        check_tensor(OP, 0, tensor)?;
         let Some(&rows) = tensor.dims().first() else {
             crate::bail!(
                 shape,
@@ -486,11 +506,12 @@ impl ProcessGroup {
         }
         let mut dims = tensor.dims().to_vec();
         dims[0] = rows / world;
-        if let Some(gpu) = self.gpu_route(OP, std::slice::from_ref(tensor))? {
-            let tensor = &contiguous_on_device(tensor)?;
-            self.agree(OP, Kind::ReduceScatter, &device_signature(std::slice::from_ref(tensor)))?;
-            return gpu_reduce_scatter(gpu, tensor, op, dims);
+        let one = std::slice::from_ref(tensor);
+        if let Some(gpu) = self.gpu_route(OP, one)? {
+            let ready = self.gpu_prepare(OP, Kind::ReduceScatter, gpu, one, &[], false, || Ok(vec![contiguous_on_device(tensor)?]))?;
+            return gpu_reduce_scatter(gpu, &ready[0], op, dims);
         }
+        check_tensor(OP, 0, tensor)?;
         let mut packed = Packed::pack(OP, std::slice::from_ref(tensor))?;
         if world > 1 {
             self.agree(OP, Kind::ReduceScatter, &packed.signature())?;
@@ -615,6 +636,10 @@ pub(crate) fn gpu_all_reduce(gpu: GpuComm<'_>, tensors: &[Tensor], op: ReduceOp)
     gpu.all_reduce_in_place(tensors, op)
 }
 #[cfg(feature = "nccl")]
+fn gpu_validate(gpu: GpuComm<'_>, op: &'static str, tensors: &[Tensor], in_place: bool) -> Result<()> {
+    gpu.validate(op, tensors, in_place)
+}
+#[cfg(feature = "nccl")]
 fn gpu_broadcast(gpu: GpuComm<'_>, tensors: &[Tensor], root: usize) -> Result<()> {
     gpu.broadcast_in_place(tensors, root)
 }
@@ -628,6 +653,10 @@ fn gpu_reduce_scatter(gpu: GpuComm<'_>, tensor: &Tensor, op: ReduceOp, dims: Vec
 }
 #[cfg(not(feature = "nccl"))]
 pub(crate) fn gpu_all_reduce(gpu: GpuComm<'_>, _: &[Tensor], _: ReduceOp) -> Result<()> {
+    match gpu {}
+}
+#[cfg(not(feature = "nccl"))]
+fn gpu_validate(gpu: GpuComm<'_>, _: &'static str, _: &[Tensor], _: bool) -> Result<()> {
     match gpu {}
 }
 #[cfg(not(feature = "nccl"))]
@@ -664,10 +693,16 @@ fn contiguous_on_device(t: &Tensor) -> Result<Tensor> {
 }
 
 /// What the ranks must agree on for device tensors, in the host path's
-/// form: the count, f32 elements, other elements, a hash of dtypes and shapes.
-pub(crate) fn device_signature(tensors: &[Tensor]) -> [u64; 4] {
+/// form: the count, f32 elements, other elements, and a hash of dtypes and
+/// shapes, of the route (so that a rank on the host path and one on NCCL
+/// disagree rather than wait in different transports) and of whether this
+/// rank's tensors can be exchanged (`ok`).
+fn device_signature(tensors: &[Tensor], ok: bool) -> [u64; 4] {
+    const NCCL_ROUTE: u64 = 0x6e63_636c; // "nccl"
     let (mut n32, mut other) = (0u64, 0u64);
     let mut hash = Fnv::new();
+    hash.add(NCCL_ROUTE);
+    hash.add(u64::from(ok));
     for t in tensors {
         match t.dtype() {
             crate::DType::F32 => n32 += t.numel() as u64,

@@ -33,6 +33,8 @@ pub(super) fn broadcast_params(pg: &ProcessGroup, params: &[Param]) -> Result<()
     });
     let sent: Vec<Tensor> = if direct {
         params.iter().map(|p| p.tensor()).collect()
+    } else if pg.world_size() == 1 {
+        return Ok(()); // the GPU backend serves other devices' parameters; one rank has nothing to send
     } else {
         params.iter().map(|p| p.tensor().to_cpu()).collect::<Result<_>>()?
     };
@@ -65,6 +67,9 @@ pub(super) fn average_grads(pg: &ProcessGroup, params: &[Param], grads: &mut Gra
         let Some(g) = grads.get(&t) else { continue };
         let device = g.device();
         let direct = pg.exchanges_on(device);
+        if pg.world_size() == 1 && !(direct && device != Device::Cpu) {
+            continue; // one rank runs only its GPU backend's path (see skips_collectives)
+        }
         // Checked before any clone below adds a handle.
         let own = direct && g.is_sole_owner() && g.layout().contiguous_range().is_some();
         let work = if device == Device::Cpu || !direct { &mut on_host } else { &mut on_gpu };
@@ -81,7 +86,9 @@ pub(super) fn average_grads(pg: &ProcessGroup, params: &[Param], grads: &mut Gra
         copied.push((device == Device::Cpu || !direct, work.len(), t, device));
         work.push(copy);
     }
-    pg.all_reduce_in_place(&on_host, ReduceOp::Mean, buffers)?;
+    if pg.world_size() > 1 {
+        pg.all_reduce_in_place(&on_host, ReduceOp::Mean, buffers)?;
+    }
     if !on_gpu.is_empty() {
         pg.all_reduce_in_place(&on_gpu, ReduceOp::Mean, buffers)?;
     }

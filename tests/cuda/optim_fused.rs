@@ -52,9 +52,11 @@ pub fn grads(named: &[(String, Param)], k: u64, dev: Device) -> Result<GradStore
 /// must be host copies, whatever device the state lives on).
 fn outputs(named: &[(String, Param)], opt: &dyn Optimizer) -> Result<Vec<Tensor>> {
     let mut out: Vec<Tensor> = named.iter().map(|(_, p)| p.tensor()).collect();
+    let device = out.first().map_or(Device::Cpu, |t| t.device());
     for (name, t) in opt.state_dict()?.tensors {
         assert_eq!(t.device(), Device::Cpu, "state_dict entry {name} must be a host copy");
-        out.push(t);
+        // Compared on the run's device, like every output (the harness checks that).
+        out.push(t.to_device(device)?);
     }
     Ok(out)
 }

@@ -12,10 +12,13 @@
 //! `nvidia-nccl-cu13` wheel ships the library as `libnccl.so.2` only;
 //! `scripts/nccl-lib.sh` makes the `libnccl.so` link cudarc looks for.
 //!
-//! The communicator is aborted rather than destroyed when it is dropped:
-//! `ncclCommDestroy` waits for the peers, which hangs when one of them died
-//! (the failure the process group must turn into an error), while
-//! `ncclCommAbort` frees everything without waiting.
+//! Dropping the communicator first lets its queued collectives finish (one
+//! dropped right after a gradient all-reduce must not cancel it), watching
+//! NCCL's asynchronous error: a peer that died shows there, or as no progress
+//! for [`DROP_WAIT`]; then it aborts (`ncclCommAbort` frees everything
+//! without waiting for the peers), else it is destroyed. A collective that
+//! never completes while the communicator lives (a peer killed mid-step) is
+//! the launcher's to end: `mpirun` stops the job when a rank dies.
 
 use super::{device as cuda_device, CudaDevice};
 use crate::backend::Storage;
@@ -24,6 +27,10 @@ use crate::{Error, Result};
 use cudarc::nccl::{result as nccl, sys};
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long dropping a communicator waits for its queued collectives.
+pub const DROP_WAIT: Duration = Duration::from_secs(30);
 
 /// NCCL's unique id, as the 16 words the host collectives carry.
 pub type UniqueId = [u64; 16];
@@ -108,11 +115,46 @@ struct RawComm(sys::ncclComm_t);
 // a time (the Mutex in `NcclComm`).
 unsafe impl Send for RawComm {}
 
-impl Drop for RawComm {
+impl Drop for NcclComm {
     fn drop(&mut self) {
-        // SAFETY: the handle came from ncclCommInitRank and is dropped once.
-        // Its result is ignored: nothing is left to report it to.
-        let _ = unsafe { nccl::comm_abort(self.0) };
+        let comm = self.comm.get_mut().unwrap_or_else(|p| p.into_inner()).0;
+        let finished = self.wait_for_queued_work(comm);
+        // SAFETY: the handle came from ncclCommInitRank and is released once.
+        // The results are ignored: nothing is left to report them to.
+        unsafe {
+            if finished {
+                let _ = nccl::comm_destroy(comm);
+            } else {
+                let _ = nccl::comm_abort(comm);
+            }
+        }
+    }
+}
+
+impl NcclComm {
+    /// Whether everything queued on the device's stream finished within
+    /// [`DROP_WAIT`] without an asynchronous NCCL error.
+    fn wait_for_queued_work(&self, comm: sys::ncclComm_t) -> bool {
+        if self.dev.bind().is_err() {
+            return false;
+        }
+        let Ok(done) = self.dev.stream().record_event(None) else { return false };
+        let deadline = Instant::now() + DROP_WAIT;
+        loop {
+            match done.try_is_complete() {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(_) => return false,
+            }
+            let mut state = sys::ncclResult_t::ncclSuccess;
+            // SAFETY: a live handle and a place for the answer.
+            let asked = unsafe { sys::ncclCommGetAsyncError(comm, &mut state) };
+            let healthy = |r: sys::ncclResult_t| matches!(r, sys::ncclResult_t::ncclSuccess | sys::ncclResult_t::ncclInProgress);
+            if !healthy(asked) || !healthy(state) || Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
