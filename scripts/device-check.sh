@@ -34,12 +34,14 @@
 # the libnccl.so link scripts/nccl-lib.sh makes.
 # Every step has a time limit (seconds, overridable): TESTS_TIMEOUT=300,
 # GPT_TIMEOUT=120, VIT_TIMEOUT=100, STEPS_TIMEOUT=130 (each of f32 and bf16),
-# GPT2_TIMEOUT=120, BENCH_TIMEOUT=120 (call 2's three stages: at most 500 s); GPT_BATCH=32 sets train_gpt's
-# --batch-size, VIT_IMAGES=256 the images per CIFAR batch file.
-# Logs go to $OUT/device-check (OUT is set by the device runner) or a temporary
-# directory, with summary.json (date, commit, GPU, driver, parity counts and
-# failed tests, throughput, every training-step line). The exit status is 0
-# only if every stage run passed.
+# GPT2_TIMEOUT=120, BENCH_TIMEOUT=120 (call 2's three stages: at most 500 s);
+# GPT_BATCH=32 sets train_gpt's --batch-size, VIT_IMAGES=256 the images per
+# CIFAR batch file.
+# Logs go to a temporary directory, with summary.json (date, commit, GPU,
+# driver, parity counts and failed tests, throughput, every training-step and
+# kernel line). When OUT is set (the device runner, which brings back at most
+# 8 files), they end as two files there: OUT/summary-STAGES.json and
+# OUT/logs-STAGES.tar.gz. The exit status is 0 only if every stage run passed.
 set -uo pipefail
 
 stages=tests,train
@@ -79,8 +81,7 @@ fi
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 export TAMER_REQUIRE_CUDA=1
 
-logs=${OUT:+$OUT/device-check}
-logs=${logs:-$(mktemp -d -t tamer-device-check.XXXXXX)}
+logs=$(mktemp -d -t tamer-device-check.XXXXXX)
 work=$(mktemp -d -t tamer-device-work.XXXXXX)
 mkdir -p "$logs"
 trap 'rm -rf "$work"' EXIT
@@ -262,5 +263,10 @@ with open(os.path.join(logs, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
 print("summary:", os.path.join(logs, "summary.json"))
 PYEOF
+if [ -n "${OUT:-}" ]; then
+    tag=${stages//,/-}
+    cp "$logs/summary.json" "$OUT/summary-$tag.json" 2>/dev/null
+    tar czf "$OUT/logs-$tag.tar.gz" -C "$logs" . && echo "logs: $OUT/logs-$tag.tar.gz, summary: $OUT/summary-$tag.json"
+fi
 [ "$status" -eq 0 ] && echo "device check: PASS" || echo "device check: FAIL"
 exit "$status"
