@@ -128,21 +128,25 @@ impl Nccl {
     /// on 3 ranks).
     pub(crate) fn all_reduce_in_place(&self, tensors: &[Tensor], op: ReduceOp) -> Result<()> {
         const OP: &str = "all_reduce (nccl)";
-        self.validate(OP, tensors, true)?;
-        {
-            let guards: Vec<_> = tensors.iter().map(|t| t.storage_mut()).collect();
-            let runs = tensors
-                .iter()
-                .zip(&guards)
-                .enumerate()
-                .map(|(i, (t, s))| run(OP, i, t, s))
-                .collect::<Result<Vec<_>>>()?;
-            self.comm.all_reduce_in_place(OP, &runs, Reduction::Sum)?;
-        }
+        self.in_place(OP, tensors, |runs| self.comm.all_reduce_in_place(OP, runs, Reduction::Sum))?;
         if op == ReduceOp::Mean {
             tensors.iter().try_for_each(|t| self.divide_by_world(t))?;
         }
         Ok(())
+    }
+
+    /// `exchange` on the storage runs of `tensors`, validated for an
+    /// in-place collective and held under their write locks meanwhile.
+    fn in_place(&self, op: &'static str, tensors: &[Tensor], exchange: impl FnOnce(&[Run<'_>]) -> Result<()>) -> Result<()> {
+        self.validate(op, tensors, true)?;
+        let guards: Vec<_> = tensors.iter().map(|t| t.storage_mut()).collect();
+        let runs = tensors
+            .iter()
+            .zip(&guards)
+            .enumerate()
+            .map(|(i, (t, s))| run(op, i, t, s))
+            .collect::<Result<Vec<_>>>()?;
+        exchange(&runs)
     }
 
     /// `t /= world` in its own storage (on the device, queued after the sum).
@@ -157,15 +161,7 @@ impl Nccl {
     /// Root's values in each tensor, in its own storage (the same conditions).
     pub(crate) fn broadcast_in_place(&self, tensors: &[Tensor], root: usize) -> Result<()> {
         const OP: &str = "broadcast (nccl)";
-        self.validate(OP, tensors, true)?;
-        let guards: Vec<_> = tensors.iter().map(|t| t.storage_mut()).collect();
-        let runs = tensors
-            .iter()
-            .zip(&guards)
-            .enumerate()
-            .map(|(i, (t, s))| run(OP, i, t, s))
-            .collect::<Result<Vec<_>>>()?;
-        self.comm.broadcast_in_place(OP, &runs, root)
+        self.in_place(OP, tensors, |runs| self.comm.broadcast_in_place(OP, runs, root))
     }
 
     /// Every rank's `tensor` (contiguous) stacked in rank order: `[world, ...]`.

@@ -36,16 +36,37 @@ pub fn run(pg0: &ProcessGroup, f: &mut Failures) {
         return;
     };
 
-    if let Some(ranks) = f.ok("all_gather of ranks", pg.all_gather(&Tensor::scalar(rank as f64))) {
+    exact_values(&pg, f, &|t| t);
+
+    let mut v = [rank as f64, 1.0];
+    if f.ok("all_reduce_scalars", pg.all_reduce_scalars(&mut v, ReduceOp::Sum)).is_some() {
+        let expected = [(0..world).sum::<usize>() as f64, world as f64];
+        f.check(v == expected, || format!("all_reduce_scalars: got {v:?}, expected {expected:?}"));
+    }
+    f.ok("barrier", pg.barrier());
+    mismatches(&pg, f);
+}
+
+/// Every collective's values, exactly, on tensors `place` puts where the
+/// group exchanges them (the host for MPI, the rank's GPU for NCCL); every
+/// result must come back there too.
+pub fn exact_values(pg: &ProcessGroup, f: &mut Failures, place: &dyn Fn(Tensor) -> Tensor) {
+    let (rank, world) = (pg.rank(), pg.world_size());
+    let home = place(Tensor::scalar(0.0f32)).device();
+    let on_home = |f: &mut Failures, what: &str, ts: &[Tensor]| {
+        f.check(ts.iter().all(|t| t.device() == home), || format!("{what}: a result off {home}"));
+    };
+    if let Some(ranks) = f.ok("all_gather of ranks", pg.all_gather(&place(Tensor::scalar(rank as f64)))) {
         let got = ranks.to_vec::<f64>().unwrap();
         f.check(got == (0..world).map(|r| r as f64).collect::<Vec<_>>(), || format!("ranks gathered {got:?}"));
     }
 
     for op in [ReduceOp::Sum, ReduceOp::Mean] {
         let div = if op == ReduceOp::Mean { world } else { 1 };
-        let Some(out) = f.ok("all_reduce", pg.all_reduce(&tensors(rank), op)) else {
+        let Some(out) = f.ok("all_reduce", pg.all_reduce(&tensors(rank).into_iter().map(place).collect::<Vec<_>>(), op)) else {
             continue;
         };
+        on_home(f, "all_reduce", &out);
         let sum_a: Vec<f32> = (0..6).map(|i| (0..world).map(|r| a(r)[i]).sum::<f32>() / div as f32).collect();
         let sum_b: Vec<f64> = (0..5).map(|i| (0..world).map(|r| b(r)[i]).sum::<f64>() / div as f64).collect();
         let sum_c: f32 = (0..world).map(c).sum::<f32>() / div as f32;
@@ -62,7 +83,7 @@ pub fn run(pg0: &ProcessGroup, f: &mut Failures) {
     }
 
     let root = world - 1;
-    if let Some(out) = f.ok("broadcast", pg.broadcast(&tensors(rank), root)) {
+    if let Some(out) = f.ok("broadcast", pg.broadcast(&tensors(rank).into_iter().map(place).collect::<Vec<_>>(), root)) {
         let got = (
             out[0].to_vec::<f32>().unwrap(),
             out[1].to_vec::<f64>().unwrap(),
@@ -72,7 +93,7 @@ pub fn run(pg0: &ProcessGroup, f: &mut Failures) {
     }
 
     let row = |r: usize| (0..3).map(|i| (r * 100 + i) as f64).collect::<Vec<f64>>();
-    if let Some(out) = f.ok("all_gather", pg.all_gather(&Tensor::from_vec(row(rank), [3]).unwrap())) {
+    if let Some(out) = f.ok("all_gather", pg.all_gather(&place(Tensor::from_vec(row(rank), [3]).unwrap()))) {
         let expected: Vec<f64> = (0..world).flat_map(row).collect();
         let got = out.to_vec::<f64>().unwrap();
         f.check(out.dims() == [world, 3] && got == expected, || format!("all_gather: {:?} {got:?}", out.dims()));
@@ -82,24 +103,17 @@ pub fn run(pg0: &ProcessGroup, f: &mut Failures) {
     let blocks = |r: usize| (0..2 * world * 2).map(|e| (r + e) as f32).collect::<Vec<f32>>();
     for op in [ReduceOp::Sum, ReduceOp::Mean] {
         let div = if op == ReduceOp::Mean { world as f32 } else { 1.0 };
-        let t = Tensor::from_vec(blocks(rank), [2 * world, 2]).unwrap();
+        let t = place(Tensor::from_vec(blocks(rank), [2 * world, 2]).unwrap());
         let Some(out) = f.ok("reduce_scatter", pg.reduce_scatter(&t, op)) else {
             continue;
         };
+        on_home(f, "reduce_scatter", std::slice::from_ref(&out));
         let expected: Vec<f32> = (rank * 4..rank * 4 + 4).map(|e| (0..world).map(|r| blocks(r)[e]).sum::<f32>() / div).collect();
         let got = out.to_vec::<f32>().unwrap();
         f.check(out.dims() == [2, 2] && got == expected, || {
             format!("reduce_scatter {op:?}: got {got:?}, expected {expected:?}")
         });
     }
-
-    let mut v = [rank as f64, 1.0];
-    if f.ok("all_reduce_scalars", pg.all_reduce_scalars(&mut v, ReduceOp::Sum)).is_some() {
-        let expected = [(0..world).sum::<usize>() as f64, world as f64];
-        f.check(v == expected, || format!("all_reduce_scalars: got {v:?}, expected {expected:?}"));
-    }
-    f.ok("barrier", pg.barrier());
-    mismatches(&pg, f);
 }
 
 /// Ranks that pass different tensors, or call different collectives, all

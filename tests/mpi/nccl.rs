@@ -5,7 +5,7 @@
 //! one-GPU host): `with_nccl` must fail on every rank, promptly, rather
 //! than leave one rank waiting for the others.
 
-use crate::collectives::{a, b, c, tensors};
+use crate::collectives::{a, tensors};
 use crate::Failures;
 use tamer::dist::{ProcessGroup, ReduceOp};
 use tamer::{DType, Device, Tensor};
@@ -39,24 +39,9 @@ pub fn run(pg: &ProcessGroup, f: &mut Failures) {
     f.check(pg.gpu_backend_name() == Some("nccl"), || format!("gpu backend {:?}", pg.gpu_backend_name()));
     let on_gpu = |ts: Vec<Tensor>| ts.into_iter().map(|t| t.to_device(dev).unwrap()).collect::<Vec<_>>();
 
-    for op in [ReduceOp::Sum, ReduceOp::Mean] {
-        let div = if op == ReduceOp::Mean { world } else { 1 };
-        let Some(out) = f.ok("all_reduce (nccl)", pg.all_reduce(&on_gpu(tensors(rank)), op)) else {
-            continue;
-        };
-        f.check(out.iter().all(|t| t.device() == dev), || format!("all_reduce {op:?}: outputs off {dev}"));
-        let sum_a: Vec<f32> = (0..6).map(|i| (0..world).map(|r| a(r)[i]).sum::<f32>() / div as f32).collect();
-        let sum_b: Vec<f64> = (0..5).map(|i| (0..world).map(|r| b(r)[i]).sum::<f64>() / div as f64).collect();
-        let sum_c: f32 = (0..world).map(c).sum::<f32>() / div as f32;
-        let got = (
-            out[0].to_vec::<f32>().unwrap(),
-            out[1].to_vec::<f64>().unwrap(),
-            out[2].to_vec::<f32>().unwrap(),
-        );
-        f.check(got == (sum_a.clone(), sum_b.clone(), vec![sum_c]), || {
-            format!("all_reduce {op:?}: got {got:?}, expected {sum_a:?} {sum_b:?} {sum_c}")
-        });
-    }
+    // Every collective, exactly, on this rank's GPU (the means are sums
+    // divided on the GPU, so they match the host's to the bit).
+    crate::collectives::exact_values(&pg, f, &|t: Tensor| t.to_device(dev).unwrap());
     // bf16 small integers sum exactly.
     let h = Tensor::from_vec(vec![rank as f32 + 1.0; 4], [4])
         .unwrap()
@@ -80,31 +65,6 @@ pub fn run(pg: &ProcessGroup, f: &mut Failures) {
         f.check(got == mean_a, || format!("in place: got {got:?}, expected {mean_a:?}"));
     }
 
-    let root = world - 1;
-    if let Some(out) = f.ok("broadcast (nccl)", pg.broadcast(&on_gpu(tensors(rank)), root)) {
-        let got = (
-            out[0].to_vec::<f32>().unwrap(),
-            out[1].to_vec::<f64>().unwrap(),
-            out[2].to_vec::<f32>().unwrap(),
-        );
-        f.check(got == (a(root), b(root), vec![c(root)]), || format!("broadcast from {root}: got {got:?}"));
-    }
-    let row = |r: usize| (0..3).map(|i| (r * 100 + i) as f64).collect::<Vec<f64>>();
-    let mine = Tensor::from_vec(row(rank), [3]).unwrap().to_device(dev).unwrap();
-    if let Some(out) = f.ok("all_gather (nccl)", pg.all_gather(&mine)) {
-        let expected: Vec<f64> = (0..world).flat_map(row).collect();
-        let got = out.to_vec::<f64>().unwrap();
-        f.check(out.dims() == [world, 3] && got == expected, || format!("all_gather: {:?} {got:?}", out.dims()));
-    }
-    let blocks = |r: usize| (0..2 * world * 2).map(|e| (r + e) as f32).collect::<Vec<f32>>();
-    let t = Tensor::from_vec(blocks(rank), [2 * world, 2]).unwrap().to_device(dev).unwrap();
-    if let Some(out) = f.ok("reduce_scatter (nccl)", pg.reduce_scatter(&t, ReduceOp::Sum)) {
-        let expected: Vec<f32> = (rank * 4..rank * 4 + 4).map(|e| (0..world).map(|r| blocks(r)[e]).sum::<f32>()).collect();
-        let got = out.to_vec::<f32>().unwrap();
-        f.check(out.dims() == [2, 2] && got == expected, || {
-            format!("reduce_scatter: got {got:?}, expected {expected:?}")
-        });
-    }
     if pg.is_root() {
         println!("nccl: NCCL {} on {world} GPUs", pg.nccl().map_or(0, |n| n.version()));
     }
