@@ -256,6 +256,7 @@ fn train(args: &VitArgs, pg: ProcessGroup) -> Result<()> {
         seed: args.seed,
         diagnostics_every: args.run.diagnostics_every,
         zero1: args.run.zero1,
+        autocast: args.run.autocast.dtype(),
         metadata,
         ..TrainConfig::default()
     };

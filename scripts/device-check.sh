@@ -22,6 +22,12 @@
 #          python3 (PyTorch): gpt-small and vit-cifar steps, tamer and PyTorch
 #          interleaved, in f32 and under bf16 autocast.
 #   gpt2   the same for GPT-2 124M's shape under bf16 autocast (tokens/s, model TFLOP/s).
+#   nanogpt  nanoGPT's GPU character model (train_gpt --model gpt-small --batch-size 64
+#          --steps 5000 --eval-iters 200 --autocast bf16: 6 layers, 6 heads, width 384,
+#          context 256, dropout 0.2, lr 1e-3), on the text in NANOGPT_TEXT (default
+#          .device-data/tinyshakespeare.txt: copy ../shared/data/tinyshakespeare.txt
+#          there, an ignored folder, and carry it); target validation loss <= 1.50 in
+#          <= 3 minutes. A call of its own (NANOGPT_TIMEOUT=420).
 #   bench  BIN_DIR/cuda_bench: copy bandwidth, own products against cuBLAS (f32 and bf16
 #          at 4096², bf16 at GPT-2's training shapes), softmax, layer_norm,
 #          cross_entropy and AdamW against the copy.
@@ -51,7 +57,7 @@ if [ "${1:-}" = "--stages" ]; then
     shift 2
 fi
 for st in ${stages//,/ }; do
-    case "$st" in tests | train | steps | gpt2 | bench) ;; *) echo "device-check.sh: unknown stage '$st' (tests, train, steps, gpt2, bench)" >&2; exit 2 ;; esac
+    case "$st" in tests | train | steps | gpt2 | bench | nanogpt) ;; *) echo "device-check.sh: unknown stage '$st' (tests, train, bench, steps, gpt2, nanogpt)" >&2; exit 2 ;; esac
 done
 wants() { [[ ",$stages," == *",$1,"* ]]; }
 bin=${1:-target/device-bin}
@@ -61,6 +67,8 @@ GPT_TIMEOUT=${GPT_TIMEOUT:-120}
 VIT_TIMEOUT=${VIT_TIMEOUT:-100}
 STEPS_TIMEOUT=${STEPS_TIMEOUT:-130}
 GPT2_TIMEOUT=${GPT2_TIMEOUT:-120}
+NANOGPT_TIMEOUT=${NANOGPT_TIMEOUT:-420}
+NANOGPT_TEXT=${NANOGPT_TEXT:-.device-data/tinyshakespeare.txt}
 GPT_BATCH=${GPT_BATCH:-32}
 GPT_BLOCK=256 # gpt-small's context
 VIT_IMAGES=${VIT_IMAGES:-256}
@@ -117,6 +125,7 @@ echo "binaries: $bin (commit $(cat "$bin/COMMIT" 2>/dev/null || echo unknown)); 
 need=()
 wants tests && need+=(cuda)
 wants train && need+=(train_gpt train_vit)
+wants nanogpt && need+=(train_gpt)
 { wants steps || wants gpt2; } && need+=(train_step)
 for b in "${need[@]}"; do
     [ -x "$bin/$b" ] || { echo "error: $bin/$b is missing: build it with scripts/build-device-bin.sh"; exit 2; }
@@ -177,6 +186,17 @@ if wants bench; then
         run bench "$BENCH_TIMEOUT" "$bin/cuda_bench"
     else
         echo "no $bin/cuda_bench: skipped" | tee "$logs/bench.log"
+    fi
+fi
+
+if wants nanogpt; then
+    section "nanoGPT's GPU character model, bf16 autocast"
+    if [ -f "$NANOGPT_TEXT" ]; then
+        run nanogpt "$NANOGPT_TIMEOUT" "$bin/train_gpt" --text "$NANOGPT_TEXT" --model gpt-small --device cuda --autocast bf16 \
+            --batch-size 64 --steps 5000 --eval-iters 200 --sample-tokens 200 --out "$work/nanogpt"
+    else
+        echo "!! no $NANOGPT_TEXT: copy ../shared/data/tinyshakespeare.txt there and carry .device-data" | tee "$logs/nanogpt.log"
+        status=1
     fi
 fi
 

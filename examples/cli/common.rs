@@ -18,6 +18,23 @@ pub enum DeviceKind {
     Cuda,
 }
 
+/// `--autocast`: the forward pass's matrix products in f32 or bf16 (CUDA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AutocastKind {
+    None,
+    Bf16,
+}
+
+impl AutocastKind {
+    /// The trainer's setting.
+    pub fn dtype(self) -> Option<tamer::DType> {
+        match self {
+            AutocastKind::None => None,
+            AutocastKind::Bf16 => Some(tamer::DType::BF16),
+        }
+    }
+}
+
 /// `--schedule`: what the learning rate does after the linear warmup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ScheduleKind {
@@ -143,6 +160,10 @@ pub struct RunFlags {
     /// Where to train.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
+    /// Mixed precision: the forward pass and loss with CUDA matrix products in
+    /// bf16 (as `torch.autocast`); --device cuda only.
+    #[arg(long, value_enum, default_value_t = AutocastKind::None)]
+    pub autocast: AutocastKind,
     /// With --device cuda in a build with the `nccl` feature, exchange the
     /// ranks' gradients through host copies over MPI instead of NCCL.
     #[arg(long)]
@@ -181,6 +202,9 @@ impl RunFlags {
     pub fn validate(&self) -> Result<(), String> {
         if self.device == DeviceKind::Cuda {
             cuda_available()?;
+        }
+        if self.autocast != AutocastKind::None && self.device != DeviceKind::Cuda {
+            return Err("--autocast bf16 needs --device cuda: autocast changes CUDA matrix products only".to_string());
         }
         Ok(())
     }

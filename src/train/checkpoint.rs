@@ -10,13 +10,14 @@
 //! | `grad_accum`, `micro_batch_size` | micro-batches per step and examples per micro-batch ([`TrainTask::batch_size`], when it has one) |
 //! | `world_size`, `global_batch_size` | the ranks that trained together and the examples of one micro-batch over all of them (`micro_batch_size × world_size`); files without them were written by one process |
 //! | `clip` | the gradient-clipping norm ([`TrainConfig::clip`]; `none` without clipping) |
+//! | `autocast` | the forward pass's 16-bit type ([`TrainConfig::autocast`]; `none` for f32) |
 //! | `param_groups` | each optimizer parameter group's weight decay, learning-rate scale and parameter names (JSON) |
 //! | `progress` | samples and tokens trained on so far and the last logged training loss ([`RunProgress`], JSON) |
 //! | anything else | the caller's metadata ([`TrainConfig::metadata`]: `model_config`, `input_normalization`, vocabulary ...) |
 //!
 //! [`Trainer::resume`](super::Trainer::resume) compares the seed, the batch
 //! layout (on another number of ranks: the global batch, see
-//! [`batch_layout_difference`]), the clipping, the optimizer's settings and groups, the schedule,
+//! [`batch_layout_difference`]), the clipping, the autocast type, the optimizer's settings and groups, the schedule,
 //! the data stream and the caller's metadata (in both directions) with the
 //! resuming run's. Nothing in the
 //! file depends on the clock, so two runs of one seed write identical bytes.
@@ -49,6 +50,7 @@ pub const RESERVED_KEYS: &[&str] = &[
     "world_size",
     "global_batch_size",
     "clip",
+    "autocast",
     "param_groups",
     "progress",
 ];
@@ -104,6 +106,11 @@ impl RunProgress {
             train_loss,
         })
     }
+}
+
+/// What the `autocast` entry stores for [`TrainConfig::autocast`].
+pub(crate) fn autocast_entry(autocast: Option<crate::DType>) -> String {
+    autocast.map_or_else(|| "none".to_string(), |d| d.name().to_string())
 }
 
 /// What the `clip` entry stores for [`TrainConfig::clip`].
@@ -188,6 +195,7 @@ impl TrainCheckpoint {
         metadata.insert("seed".into(), config.seed.to_string());
         metadata.insert("grad_accum".into(), config.grad_accum.to_string());
         metadata.insert("clip".into(), clip_entry(config.clip));
+        metadata.insert("autocast".into(), autocast_entry(config.autocast));
         metadata.insert("world_size".into(), world_size.to_string());
         if let Some(b) = task.batch_size() {
             metadata.insert("micro_batch_size".into(), b.to_string());

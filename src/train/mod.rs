@@ -143,6 +143,15 @@ pub struct TrainConfig {
     /// of run resumes the other's. Adam, AdamW and SGD over CPU parameters of
     /// one float type; not with `diagnostics_every`.
     pub zero1: bool,
+    /// Run each micro-batch's forward pass and loss (and evaluation) under
+    /// [`autocast`](crate::autocast()) to this 16-bit type, as
+    /// `torch.autocast("cuda", dtype=torch.bfloat16)` around a training
+    /// step: CUDA matrix products computed in bf16, everything else as it
+    /// was. `BF16` only (f16 would need loss scaling, which the trainer does
+    /// not do), and only for a model on a GPU (autocast changes no CPU
+    /// product: `fit` refuses rather than silently train in f32). Recorded in
+    /// checkpoints; a resume must use the same. None: f32 throughout.
+    pub autocast: Option<crate::DType>,
     /// Print human-readable lines (stdout).
     pub print: bool,
     pub progress: Progress,
@@ -168,6 +177,7 @@ impl Default for TrainConfig {
             seed: 0,
             diagnostics_every: None,
             zero1: false,
+            autocast: None,
             print: true,
             progress: Progress::Auto,
             metadata: BTreeMap::new(),

@@ -9,7 +9,7 @@
 //! another file; only a `model_config` or `input_normalization` missing
 //! from the checkpoint is a note (files written before tamer stored them).
 
-use super::checkpoint::{batch_layout_difference, clip_entry, is_reserved_key, param_groups_json, TrainCheckpoint};
+use super::checkpoint::{autocast_entry, batch_layout_difference, clip_entry, is_reserved_key, param_groups_json, TrainCheckpoint};
 use super::{TrainConfig, TrainTask};
 use crate::checkpoint::{INPUT_NORMALIZATION_KEY, MODEL_CONFIG_KEY};
 use crate::models::canonical_model_config;
@@ -207,6 +207,12 @@ pub(super) fn compare(
             "{} has no clip entry (an older file): gradient clipping is not checked",
             ckpt.file.source
         )),
+    }
+
+    // Files written before autocast was recorded trained in f32.
+    let saved_autocast = saved.get("autocast").map_or("none", |s| s.as_str());
+    if saved_autocast != autocast_entry(config.autocast) {
+        out.differ("autocast", saved_autocast, autocast_entry(config.autocast));
     }
 
     // The caller's metadata (the model's configuration, its input normalisation,

@@ -132,6 +132,16 @@ impl<T: TrainTask> Trainer<T> {
             }
         }
         check_metadata_keys(OP, &config.metadata)?;
+        match config.autocast {
+            None | Some(crate::DType::BF16) => {}
+            Some(crate::DType::F16) => {
+                return Err(Error::dtype(
+                    OP,
+                    "autocast to f16 needs loss scaling (a GradScaler), which the trainer does not do; use bf16",
+                ))
+            }
+            Some(other) => return Err(Error::dtype(OP, format!("autocast to {other}: expected bf16 (or None)"))),
+        }
         let params = optimizer.params();
         Ok(Trainer {
             config,
@@ -318,7 +328,8 @@ impl<T: TrainTask> Trainer<T> {
     pub fn evaluate(&mut self) -> Result<Vec<(String, f64)>> {
         let was_training = self.task.is_training();
         self.task.set_training(false);
-        let metrics = no_grad(|| sharded_eval::evaluate(&self.dist, &mut self.task));
+        let (dist, task) = (&self.dist, &mut self.task);
+        let metrics = under_autocast(self.config.autocast, || no_grad(|| sharded_eval::evaluate(dist, task)));
         self.task.set_training(was_training);
         metrics
     }
@@ -379,6 +390,18 @@ impl<T: TrainTask> Trainer<T> {
                 OP,
                 "diagnostics_every needs every rank's whole averaged gradient, which zero1 does not form; use one or the other",
             ));
+        }
+        if let Some(dtype) = cfg.autocast {
+            if let Some(p) = self.params.iter().find(|p| !p.tensor().device().is_cuda()) {
+                return Err(Error::device(
+                    OP,
+                    format!(
+                        "autocast to {dtype} changes CUDA matrix products only, and a parameter (shape {}) is on {}: move the model to a GPU or train without autocast",
+                        p.tensor().shape(),
+                        p.tensor().device()
+                    ),
+                ));
+            }
         }
         // Rank 0 alone writes files and prints.
         let root = self.dist.is_root();
@@ -655,7 +678,8 @@ impl<T: TrainTask> Trainer<T> {
                 _ => derive_seed(self.config.seed, &[DROPOUT_TAG, step, micro as u64, self.dist.rank() as u64]),
             };
             self.task.reseed(seed);
-            let mut mb = self.task.micro_batch(step, micro)?;
+            let task = &mut self.task;
+            let mut mb = under_autocast(self.config.autocast, || task.micro_batch(step, micro))?;
             // The loss and counts over all ranks: every rank sees a non-finite
             // loss anywhere and stops with the others.
             let mut totals = [mb.loss.to_scalar()?, mb.samples as f64, mb.tokens as f64, mb.correct.unwrap_or(0) as f64];
@@ -777,4 +801,12 @@ fn seconds_at_checkpoint(path: &Path, step: u64) -> Option<f64> {
             _ => None,
         })
         .next_back()
+}
+
+/// `f()` under [`autocast`](crate::autocast()) to `dtype`, or as it is.
+fn under_autocast<R>(dtype: Option<crate::DType>, f: impl FnOnce() -> R) -> R {
+    match dtype {
+        Some(d) => crate::autocast(d, f),
+        None => f(),
+    }
 }

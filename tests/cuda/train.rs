@@ -117,3 +117,25 @@ fn gpt_tiny_resumes_on_the_gpu() {
     assert!(worst <= 1e-5, "resumed {resumed:?}\nstraight {:?}", all.losses);
     let _ = std::fs::remove_dir_all(base);
 }
+
+/// Issue 12's step 2 at small scale: under bf16 autocast (the trainer's
+/// `autocast`, as the examples' `--autocast bf16`) gpt-tiny learns as in f32
+/// on the same GPU: every loss within 3 % and the last below the first.
+#[test]
+fn gpt_tiny_trains_under_bf16_autocast() {
+    let Some(dev) = gpu() else { return };
+    let f32_run = gpt_trainer(dev, None, None).fit().unwrap();
+    let mut mixed = gpt_trainer(dev, None, None);
+    mixed.config.autocast = Some(tamer::DType::BF16);
+    let bf16_run = mixed.fit().unwrap();
+    assert_eq!(bf16_run.losses.len(), 20);
+    let worst = f32_run
+        .losses
+        .iter()
+        .zip(&bf16_run.losses)
+        .map(|(a, b)| ((a - b) / a).abs())
+        .fold(0.0, f64::max);
+    println!("gpt-tiny bf16 autocast vs f32 on {dev}: worst relative loss difference {worst:.2e}");
+    assert!(worst <= 3e-2, "f32 {:?}\nbf16 {:?}", f32_run.losses, bf16_run.losses);
+    assert!(bf16_run.losses[19] < bf16_run.losses[0], "the bf16 run did not learn: {:?}", bf16_run.losses);
+}

@@ -327,6 +327,12 @@ fn resume_checks_the_file_and_the_seed() {
     let msg = tagged.resume(dir.join(CHECKPOINT_FILE)).unwrap_err().to_string();
     assert!(msg.contains("\"vit-a\"") && msg.contains("\"vit-b\""), "{msg}");
     tagged.config.metadata.insert("model".into(), "vit-a".into());
+    // A run in f32 does not continue under bf16 autocast (nor the other way).
+    let mut mixed = vit_trainer(4, None, 1e-3, 1);
+    mixed.config.metadata.insert("model".into(), "vit-a".into());
+    mixed.config.autocast = Some(tamer::DType::BF16);
+    let msg = mixed.resume(dir.join(CHECKPOINT_FILE)).unwrap_err().to_string();
+    assert!(msg.contains("autocast: none in the checkpoint, bf16 in this run"), "{msg}");
     tagged.resume(dir.join(CHECKPOINT_FILE)).unwrap();
     assert_eq!(tagged.step, 2);
     let _ = std::fs::remove_dir_all(dir);
@@ -352,6 +358,20 @@ fn trainer_rejects_bad_configs() {
         c.metadata.insert("step".into(), "3".into());
     });
     assert!(msg.contains("\"step\" is reserved"), "{msg}");
+    let msg = bad(&|c| c.autocast = Some(tamer::DType::F16));
+    assert!(msg.contains("f16 needs loss scaling"), "{msg}");
+    assert!(bad(&|c| c.autocast = Some(tamer::DType::F64)).contains("expected bf16"));
+}
+
+/// Autocast changes CUDA products only: a CPU model under it is refused at
+/// `fit`, not trained in f32 while the user believes it is bf16.
+#[test]
+fn autocast_on_a_cpu_model_is_refused() {
+    let mut t = vit_trainer(4, None, 1e-3, 1);
+    t.config.autocast = Some(tamer::DType::BF16);
+    let msg = t.fit().unwrap_err().to_string();
+    assert!(msg.contains("changes CUDA matrix products only") && msg.contains("is on cpu"), "{msg}");
+    assert_eq!(t.step, 0, "nothing trained");
 }
 
 #[test]
@@ -457,6 +477,11 @@ fn gpt_flags_parse_and_bad_values_are_clear_errors() {
     let d = GptArgs::try_parse_from(["train_gpt", "--text", "t", "--diagnostics-every", "3"]).unwrap();
     assert_eq!(d.run.diagnostics_every, Some(3));
     a.validate().unwrap();
+    assert_eq!(a.run.autocast.dtype(), None);
+    let mixed = GptArgs::try_parse_from(["train_gpt", "--text", "t", "--autocast", "bf16"]).unwrap();
+    assert_eq!(mixed.run.autocast.dtype(), Some(tamer::DType::BF16));
+    let e = mixed.validate().unwrap_err();
+    assert!(e.contains("--autocast bf16 needs --device cuda"), "{e}");
     let e = GptArgs::try_parse_from(["train_gpt"]).unwrap_err().to_string();
     assert!(e.contains("--text"), "{e}");
     // --out has a default, so --resume alone continues the run there; --force cannot go with it.
