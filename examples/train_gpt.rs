@@ -104,7 +104,7 @@ fn train(args: &GptArgs, pg: ProcessGroup) -> Result<()> {
     let pg = common::gpu_collectives(pg, device, args.run.no_nccl)?;
     model.to_device(device)?;
     if root {
-        describe(args, &data, &config, params, &pg, micro, &device.to_string());
+        describe(args, &data, &config, params, &pg, micro, &common::device_label(device, args.run.autocast));
     }
     // nanoGPT's shakespeare_char: beta2 0.99 ("the model is small and sees few tokens per step").
     let opt = run::optimizer(

@@ -209,8 +209,9 @@ fn train(args: &VitArgs, pg: ProcessGroup) -> Result<()> {
             config.pos
         );
         println!(
-        "{} epochs × {steps_per_epoch} steps on {device}, batch {batch_size}, {:?} lr {lr:e}, wd {weight_decay}, warmup {warmup}, {:?}, clip {}, label smoothing {}, mixup {mixup}, {} threads",
+        "{} epochs × {steps_per_epoch} steps on {}, batch {batch_size}, {:?} lr {lr:e}, wd {weight_decay}, warmup {warmup}, {:?}, clip {}, label smoothing {}, mixup {mixup}, {} threads",
         epochs,
+        common::device_label(device, args.run.autocast),
         args.run.optimizer,
         args.schedule,
         args.run.clip,

@@ -121,6 +121,14 @@ pub fn rank_device(kind: DeviceKind, local_rank: usize) -> tamer::Result<tamer::
     }
 }
 
+/// The device for the run's description: "cuda:0", or "cuda:0 (bf16 autocast)".
+pub fn device_label(device: tamer::Device, autocast: AutocastKind) -> String {
+    match autocast.dtype() {
+        Some(dtype) => format!("{device} ({dtype} autocast)"),
+        None => device.to_string(),
+    }
+}
+
 /// The group's backends for the log: "mpi", or "mpi + nccl" when CUDA
 /// tensors go through NCCL.
 pub fn backends(pg: &tamer::dist::ProcessGroup) -> String {
