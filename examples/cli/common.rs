@@ -113,11 +113,7 @@ pub fn cuda_available() -> Result<(), String> {
 pub fn rank_device(kind: DeviceKind, local_rank: usize) -> tamer::Result<tamer::Device> {
     match kind {
         DeviceKind::Cpu => Ok(tamer::Device::Cpu),
-        DeviceKind::Cuda if local_rank == 0 => tamer::Device::cuda(0),
-        DeviceKind::Cuda => {
-            let visible = tamer::Device::cuda_count()?.max(1);
-            tamer::Device::cuda(local_rank % visible)
-        }
+        DeviceKind::Cuda => tamer::Device::cuda(local_rank % tamer::Device::cuda_count()?.max(1)),
     }
 }
 

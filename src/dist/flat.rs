@@ -136,9 +136,9 @@ impl ProcessGroup {
     /// ```
     pub fn all_reduce_in_place(&self, tensors: &[Tensor], op: ReduceOp, buffers: &mut FlatBuffers) -> Result<()> {
         const OP: &str = "all_reduce_in_place";
-        if let Some(gpu) = self.gpu_route(OP, tensors)? {
-            self.gpu_prepare(OP, Kind::AllReduce, gpu, tensors, &[], true, || Ok(tensors.to_vec()))?;
-            return super::gpu_all_reduce(gpu, tensors, op);
+        #[cfg(feature = "nccl")]
+        if let Some(gpu) = self.nccl_route(OP, tensors)? {
+            return self.nccl_all_reduce_in_place(gpu, tensors, op);
         }
         check_in_place(OP, tensors)?;
         if self.world_size() == 1 {

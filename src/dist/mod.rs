@@ -212,55 +212,6 @@ impl ProcessGroup {
         false
     }
 
-    /// The tensors a GPU collective exchanges (`prepare`'s, checked by the
-    /// communicator), once every rank has agreed on the call with its own
-    /// outcome folded into the agreement: a rank whose tensors cannot be
-    /// exchanged returns its error and the others one naming it, before any
-    /// NCCL call that would leave them waiting for it.
-    #[allow(clippy::too_many_arguments)]
-    fn gpu_prepare(
-        &self,
-        op: &'static str,
-        kind: Kind,
-        gpu: GpuComm<'_>,
-        tensors: &[Tensor],
-        extra: &[u64],
-        in_place: bool,
-        prepare: impl FnOnce() -> Result<Vec<Tensor>>,
-    ) -> Result<Vec<Tensor>> {
-        let prepared = prepare().and_then(|ready| gpu_validate(gpu, op, &ready, in_place).map(|()| ready));
-        let mut signature = device_signature(tensors, prepared.is_ok()).to_vec();
-        signature.extend_from_slice(extra);
-        let agreed = self.agree(op, kind, &signature);
-        let ready = prepared?;
-        agreed?;
-        Ok(ready)
-    }
-
-    /// The NCCL communicator when `tensors` are GPU tensors it serves; None
-    /// for CPU tensors (the host path, which refuses any others). A list on
-    /// several devices is an error.
-    fn gpu_route(&self, op: &'static str, tensors: &[Tensor]) -> Result<Option<GpuComm<'_>>> {
-        let Some(first) = tensors.first() else { return Ok(None) };
-        if let Some(i) = tensors.iter().position(|t| t.device() != first.device()) {
-            crate::bail!(
-                device,
-                op,
-                "tensor 0 is on {} and tensor {i} on {}; one collective exchanges tensors of one device",
-                first.device(),
-                tensors[i].device()
-            );
-        }
-        if first.device() == crate::Device::Cpu {
-            return Ok(None);
-        }
-        #[cfg(feature = "nccl")]
-        if let Some(n) = &self.nccl {
-            return Ok(Some(n.as_ref()));
-        }
-        Ok(None)
-    }
-
     /// The world of processes MPI started (feature `mpi`): initialises MPI,
     /// once per process.
     ///
@@ -385,10 +336,9 @@ impl ProcessGroup {
     /// ```
     pub fn all_reduce(&self, tensors: &[Tensor], op: ReduceOp) -> Result<Vec<Tensor>> {
         const OP: &str = "all_reduce";
-        if let Some(gpu) = self.gpu_route(OP, tensors)? {
-            let copies = self.gpu_prepare(OP, Kind::AllReduce, gpu, tensors, &[], true, || own_copies(tensors))?;
-            gpu_all_reduce(gpu, &copies, op)?;
-            return Ok(copies);
+        #[cfg(feature = "nccl")]
+        if let Some(gpu) = self.nccl_route(OP, tensors)? {
+            return self.nccl_all_reduce(gpu, tensors, op);
         }
         if self.world_size() == 1 {
             return identity(OP, tensors);
@@ -423,10 +373,9 @@ impl ProcessGroup {
     pub fn broadcast(&self, tensors: &[Tensor], root: usize) -> Result<Vec<Tensor>> {
         const OP: &str = "broadcast";
         comm::check_root(OP, root, self.world_size())?;
-        if let Some(gpu) = self.gpu_route(OP, tensors)? {
-            let copies = self.gpu_prepare(OP, Kind::Broadcast, gpu, tensors, &[root as u64], true, || own_copies(tensors))?;
-            gpu_broadcast(gpu, &copies, root)?;
-            return Ok(copies);
+        #[cfg(feature = "nccl")]
+        if let Some(gpu) = self.nccl_route(OP, tensors)? {
+            return self.nccl_broadcast(gpu, tensors, root);
         }
         if self.world_size() == 1 {
             return identity(OP, tensors);
@@ -455,10 +404,9 @@ impl ProcessGroup {
     /// ```
     pub fn all_gather(&self, tensor: &Tensor) -> Result<Tensor> {
         const OP: &str = "all_gather";
-        let one = std::slice::from_ref(tensor);
-        if let Some(gpu) = self.gpu_route(OP, one)? {
-            let ready = self.gpu_prepare(OP, Kind::AllGather, gpu, one, &[], false, || Ok(vec![contiguous_on_device(tensor)?]))?;
-            return gpu_all_gather(gpu, &ready[0]);
+        #[cfg(feature = "nccl")]
+        if let Some(gpu) = self.nccl_route(OP, std::slice::from_ref(tensor))? {
+            return self.nccl_all_gather(gpu, tensor);
         }
         let mut packed = Packed::pack(OP, std::slice::from_ref(tensor))?;
         let world = self.world_size();
@@ -506,10 +454,9 @@ impl ProcessGroup {
         }
         let mut dims = tensor.dims().to_vec();
         dims[0] = rows / world;
-        let one = std::slice::from_ref(tensor);
-        if let Some(gpu) = self.gpu_route(OP, one)? {
-            let ready = self.gpu_prepare(OP, Kind::ReduceScatter, gpu, one, &[], false, || Ok(vec![contiguous_on_device(tensor)?]))?;
-            return gpu_reduce_scatter(gpu, &ready[0], op, dims);
+        #[cfg(feature = "nccl")]
+        if let Some(gpu) = self.nccl_route(OP, std::slice::from_ref(tensor))? {
+            return self.nccl_reduce_scatter(gpu, tensor, op, dims);
         }
         check_tensor(OP, 0, tensor)?;
         let mut packed = Packed::pack(OP, std::slice::from_ref(tensor))?;
@@ -622,97 +569,6 @@ impl ProcessGroup {
             ),
         ))
     }
-}
-
-/// The GPU communicator a collective runs on (a placeholder type in builds
-/// without NCCL, where no GPU route exists).
-#[cfg(feature = "nccl")]
-type GpuComm<'a> = &'a Nccl;
-#[cfg(not(feature = "nccl"))]
-type GpuComm<'a> = std::convert::Infallible;
-
-#[cfg(feature = "nccl")]
-pub(crate) fn gpu_all_reduce(gpu: GpuComm<'_>, tensors: &[Tensor], op: ReduceOp) -> Result<()> {
-    gpu.all_reduce_in_place(tensors, op)
-}
-#[cfg(feature = "nccl")]
-fn gpu_validate(gpu: GpuComm<'_>, op: &'static str, tensors: &[Tensor], in_place: bool) -> Result<()> {
-    gpu.validate(op, tensors, in_place)
-}
-#[cfg(feature = "nccl")]
-fn gpu_broadcast(gpu: GpuComm<'_>, tensors: &[Tensor], root: usize) -> Result<()> {
-    gpu.broadcast_in_place(tensors, root)
-}
-#[cfg(feature = "nccl")]
-fn gpu_all_gather(gpu: GpuComm<'_>, tensor: &Tensor) -> Result<Tensor> {
-    gpu.all_gather(tensor)
-}
-#[cfg(feature = "nccl")]
-fn gpu_reduce_scatter(gpu: GpuComm<'_>, tensor: &Tensor, op: ReduceOp, dims: Vec<usize>) -> Result<Tensor> {
-    gpu.reduce_scatter(tensor, op, dims)
-}
-#[cfg(not(feature = "nccl"))]
-pub(crate) fn gpu_all_reduce(gpu: GpuComm<'_>, _: &[Tensor], _: ReduceOp) -> Result<()> {
-    match gpu {}
-}
-#[cfg(not(feature = "nccl"))]
-fn gpu_validate(gpu: GpuComm<'_>, _: &'static str, _: &[Tensor], _: bool) -> Result<()> {
-    match gpu {}
-}
-#[cfg(not(feature = "nccl"))]
-fn gpu_broadcast(gpu: GpuComm<'_>, _: &[Tensor], _: usize) -> Result<()> {
-    match gpu {}
-}
-#[cfg(not(feature = "nccl"))]
-fn gpu_all_gather(gpu: GpuComm<'_>, _: &Tensor) -> Result<Tensor> {
-    match gpu {}
-}
-#[cfg(not(feature = "nccl"))]
-fn gpu_reduce_scatter(gpu: GpuComm<'_>, _: &Tensor, _: ReduceOp, _: Vec<usize>) -> Result<Tensor> {
-    match gpu {}
-}
-
-/// Contiguous copies with storage of their own, on their device.
-fn own_copies(tensors: &[Tensor]) -> Result<Vec<Tensor>> {
-    tensors
-        .iter()
-        .map(|t| {
-            let s = t.storage().copy_contiguous(t.layout())?;
-            Ok(Tensor::from_storage(s, crate::types::Layout::contiguous(t.shape().clone())))
-        })
-        .collect()
-}
-
-/// `t` itself when contiguous (NCCL reads it in place), else a contiguous copy.
-fn contiguous_on_device(t: &Tensor) -> Result<Tensor> {
-    if t.layout().contiguous_range().is_some() {
-        Ok(t.clone())
-    } else {
-        Ok(own_copies(std::slice::from_ref(t))?.remove(0))
-    }
-}
-
-/// What the ranks must agree on for device tensors, in the host path's
-/// form: the count, f32 elements, other elements, and a hash of dtypes and
-/// shapes, of the route (so that a rank on the host path and one on NCCL
-/// disagree rather than wait in different transports) and of whether this
-/// rank's tensors can be exchanged (`ok`).
-fn device_signature(tensors: &[Tensor], ok: bool) -> [u64; 4] {
-    const NCCL_ROUTE: u64 = 0x6e63_636c; // "nccl"
-    let (mut n32, mut other) = (0u64, 0u64);
-    let mut hash = Fnv::new();
-    hash.add(NCCL_ROUTE);
-    hash.add(u64::from(ok));
-    for t in tensors {
-        match t.dtype() {
-            crate::DType::F32 => n32 += t.numel() as u64,
-            _ => other += t.numel() as u64,
-        }
-        hash.add(t.dtype() as u64);
-        hash.add(t.dims().len() as u64);
-        t.dims().iter().for_each(|&d| hash.add(d as u64));
-    }
-    [tensors.len() as u64, n32, other, hash.0]
 }
 
 /// The world size a launcher set in the environment, with the variable

@@ -8,8 +8,9 @@
 //! backend's transport (`backend::nccl`) exchanges; every call is queued on
 //! the device's stream, ordered with the kernels around it.
 
-use super::{Communicator, HostBuf, ReduceOp};
-use crate::backend::nccl::{nccl_version as library_version, unique_id, NcclComm, Reduction, Run, UniqueId};
+use super::bucket::Fnv;
+use super::{Communicator, HostBuf, Kind, ProcessGroup, ReduceOp};
+use crate::backend::nccl::{nccl_version as library_version, unique_id, NcclComm, Run, UniqueId};
 use crate::{DType, Device, Error, Result, Tensor};
 
 /// The version of the NCCL library this process loads (`ncclGetVersion`:
@@ -128,9 +129,9 @@ impl Nccl {
     /// on 3 ranks).
     pub(crate) fn all_reduce_in_place(&self, tensors: &[Tensor], op: ReduceOp) -> Result<()> {
         const OP: &str = "all_reduce (nccl)";
-        self.in_place(OP, tensors, |runs| self.comm.all_reduce_in_place(OP, runs, Reduction::Sum))?;
+        self.in_place(OP, tensors, |runs| self.comm.all_reduce_sum_in_place(OP, runs))?;
         if op == ReduceOp::Mean {
-            tensors.iter().try_for_each(|t| self.divide_by_world(t))?;
+            self.divide_by_world(tensors)?;
         }
         Ok(())
     }
@@ -149,13 +150,26 @@ impl Nccl {
         exchange(&runs)
     }
 
-    /// `t /= world` in its own storage (on the device, queued after the sum).
-    fn divide_by_world(&self, t: &Tensor) -> Result<()> {
+    /// Each `t /= world` in its own storage, queued on the device after the
+    /// sum: a division, as the host path's, not a multiplication by a rounded
+    /// 1/world. The divisor is filled on the device, once per dtype.
+    fn divide_by_world(&self, tensors: &[Tensor]) -> Result<()> {
         if self.world_size() == 1 {
             return Ok(());
         }
-        let n = Tensor::scalar(self.world_size() as f64).to_dtype(t.dtype())?.to_device(t.device())?;
-        t.assign(&t.div(&n)?)
+        let mut divisors: Vec<Tensor> = Vec::new();
+        for t in tensors {
+            let n = match divisors.iter().find(|d| d.dtype() == t.dtype()) {
+                Some(d) => d.clone(),
+                None => {
+                    let d = Tensor::full_on(Vec::<usize>::new(), self.world_size() as f64, t.dtype(), t.device())?;
+                    divisors.push(d.clone());
+                    d
+                }
+            };
+            t.assign(&t.div(&n)?)?;
+        }
+        Ok(())
     }
 
     /// Root's values in each tensor, in its own storage (the same conditions).
@@ -187,14 +201,144 @@ impl Nccl {
         let out = Tensor::zeros_on(dims, tensor.dtype(), tensor.device())?;
         {
             let (send, recv) = (tensor.storage(), out.storage_mut());
-            self.comm
-                .reduce_scatter(OP, &run(OP, 0, tensor, &send)?, &run(OP, 1, &out, &recv)?, Reduction::Sum)?;
+            self.comm.reduce_scatter_sum(OP, &run(OP, 0, tensor, &send)?, &run(OP, 1, &out, &recv)?)?;
         }
         if op == ReduceOp::Mean {
-            self.divide_by_world(&out)?;
+            self.divide_by_world(std::slice::from_ref(&out))?;
         }
         Ok(out)
     }
+}
+
+/// The process group's NCCL route: which collectives go to NCCL, and the
+/// agreement every rank makes before any NCCL call.
+impl ProcessGroup {
+    /// The NCCL communicator when `tensors` are GPU tensors it serves; None
+    /// for CPU tensors (the host path, which refuses any others). A list on
+    /// several devices is an error.
+    pub(super) fn nccl_route(&self, op: &'static str, tensors: &[Tensor]) -> Result<Option<&Nccl>> {
+        let Some(first) = tensors.first() else { return Ok(None) };
+        if let Some(i) = tensors.iter().position(|t| t.device() != first.device()) {
+            crate::bail!(
+                device,
+                op,
+                "tensor 0 is on {} and tensor {i} on {}; one collective exchanges tensors of one device",
+                first.device(),
+                tensors[i].device()
+            );
+        }
+        if first.device() == Device::Cpu {
+            return Ok(None);
+        }
+        Ok(self.nccl.as_deref())
+    }
+
+    /// New tensors holding each tensor's sum or mean over the ranks.
+    pub(super) fn nccl_all_reduce(&self, gpu: &Nccl, tensors: &[Tensor], op: ReduceOp) -> Result<Vec<Tensor>> {
+        const OP: &str = "all_reduce";
+        let copies = self.agree_on_gpu(OP, Kind::AllReduce, gpu, tensors, &[], true, || own_copies(tensors))?;
+        gpu.all_reduce_in_place(&copies, op)?;
+        Ok(copies)
+    }
+
+    /// The sum or mean over the ranks written into the tensors themselves.
+    pub(super) fn nccl_all_reduce_in_place(&self, gpu: &Nccl, tensors: &[Tensor], op: ReduceOp) -> Result<()> {
+        const OP: &str = "all_reduce_in_place";
+        self.agree_on_gpu(OP, Kind::AllReduce, gpu, tensors, &[], true, || Ok(tensors.to_vec()))?;
+        gpu.all_reduce_in_place(tensors, op)
+    }
+
+    /// New tensors holding root's values.
+    pub(super) fn nccl_broadcast(&self, gpu: &Nccl, tensors: &[Tensor], root: usize) -> Result<Vec<Tensor>> {
+        const OP: &str = "broadcast";
+        let copies = self.agree_on_gpu(OP, Kind::Broadcast, gpu, tensors, &[root as u64], true, || own_copies(tensors))?;
+        gpu.broadcast_in_place(&copies, root)?;
+        Ok(copies)
+    }
+
+    /// Every rank's `tensor` stacked in rank order.
+    pub(super) fn nccl_all_gather(&self, gpu: &Nccl, tensor: &Tensor) -> Result<Tensor> {
+        const OP: &str = "all_gather";
+        let one = std::slice::from_ref(tensor);
+        let ready = self.agree_on_gpu(OP, Kind::AllGather, gpu, one, &[], false, || contiguous(tensor))?;
+        gpu.all_gather(&ready[0])
+    }
+
+    /// This rank's block of the sum or mean over the ranks (`dims`, its shape).
+    pub(super) fn nccl_reduce_scatter(&self, gpu: &Nccl, tensor: &Tensor, op: ReduceOp, dims: Vec<usize>) -> Result<Tensor> {
+        const OP: &str = "reduce_scatter";
+        let one = std::slice::from_ref(tensor);
+        let ready = self.agree_on_gpu(OP, Kind::ReduceScatter, gpu, one, &[], false, || contiguous(tensor))?;
+        gpu.reduce_scatter(&ready[0], op, dims)
+    }
+
+    /// The tensors a GPU collective exchanges (`prepare`'s, checked by the
+    /// communicator), once every rank has agreed on the call with its own
+    /// outcome folded into the agreement: a rank whose tensors cannot be
+    /// exchanged returns its error and the others one naming it, before any
+    /// NCCL call that would leave them waiting for it.
+    #[allow(clippy::too_many_arguments)]
+    fn agree_on_gpu(
+        &self,
+        op: &'static str,
+        kind: Kind,
+        gpu: &Nccl,
+        tensors: &[Tensor],
+        extra: &[u64],
+        in_place: bool,
+        prepare: impl FnOnce() -> Result<Vec<Tensor>>,
+    ) -> Result<Vec<Tensor>> {
+        let prepared = prepare().and_then(|ready| gpu.validate(op, &ready, in_place).map(|()| ready));
+        let mut signature = device_signature(tensors, prepared.is_ok()).to_vec();
+        signature.extend_from_slice(extra);
+        let agreed = self.agree(op, kind, &signature);
+        let ready = prepared?;
+        agreed?;
+        Ok(ready)
+    }
+}
+
+/// Contiguous copies with storage of their own, on their device.
+fn own_copies(tensors: &[Tensor]) -> Result<Vec<Tensor>> {
+    tensors
+        .iter()
+        .map(|t| {
+            let s = t.storage().copy_contiguous(t.layout())?;
+            Ok(Tensor::from_storage(s, crate::types::Layout::contiguous(t.shape().clone())))
+        })
+        .collect()
+}
+
+/// `t` itself when contiguous (NCCL reads it in place), else a contiguous copy.
+fn contiguous(t: &Tensor) -> Result<Vec<Tensor>> {
+    if t.layout().contiguous_range().is_some() {
+        Ok(vec![t.clone()])
+    } else {
+        own_copies(std::slice::from_ref(t))
+    }
+}
+
+/// What the ranks must agree on for device tensors, in the host path's
+/// form: the count, f32 elements, other elements, and a hash of dtypes and
+/// shapes, of the route (so that a rank on the host path and one on NCCL
+/// disagree rather than wait in different transports) and of whether this
+/// rank's tensors can be exchanged (`ok`).
+fn device_signature(tensors: &[Tensor], ok: bool) -> [u64; 4] {
+    const NCCL_ROUTE: u64 = 0x6e63_636c; // "nccl"
+    let (mut n32, mut other) = (0u64, 0u64);
+    let mut hash = Fnv::new();
+    hash.add(NCCL_ROUTE);
+    hash.add(u64::from(ok));
+    for t in tensors {
+        match t.dtype() {
+            DType::F32 => n32 += t.numel() as u64,
+            _ => other += t.numel() as u64,
+        }
+        hash.add(t.dtype() as u64);
+        hash.add(t.dims().len() as u64);
+        t.dims().iter().for_each(|&d| hash.add(d as u64));
+    }
+    [tensors.len() as u64, n32, other, hash.0]
 }
 
 /// The storage run of tensor `index`, which must be contiguous.

@@ -67,23 +67,21 @@ pub(super) fn average_grads(pg: &ProcessGroup, params: &[Param], grads: &mut Gra
         let Some(g) = grads.get(&t) else { continue };
         let device = g.device();
         let direct = pg.exchanges_on(device);
-        if pg.world_size() == 1 && !(direct && device != Device::Cpu) {
+        // The CPU's gradients, and a GPU's the group cannot exchange on, go through the host.
+        let to_host = device == Device::Cpu || !direct;
+        if pg.world_size() == 1 && to_host {
             continue; // one rank runs only its GPU backend's path (see skips_collectives)
         }
         // Checked before any clone below adds a handle.
         let own = direct && g.is_sole_owner() && g.layout().contiguous_range().is_some();
-        let work = if device == Device::Cpu || !direct { &mut on_host } else { &mut on_gpu };
+        let work = if to_host { &mut on_host } else { &mut on_gpu };
         if own {
             work.push(g.clone());
             continue;
         }
-        let copy = if direct { g.clone() } else { g.to_cpu()? };
-        let copy = if copy.same_storage(g) || copy.layout().contiguous_range().is_none() {
-            owned_copy(&copy)?
-        } else {
-            copy
-        };
-        copied.push((device == Device::Cpu || !direct, work.len(), t, device));
+        // A transfer from another device is already a contiguous copy of its own.
+        let copy = if direct { owned_copy(g)? } else { g.to_cpu()? };
+        copied.push((to_host, work.len(), t, device));
         work.push(copy);
     }
     if pg.world_size() > 1 {

@@ -4,7 +4,7 @@ use super::checkpoint::{check_metadata_keys, RunProgress, TrainCheckpoint, CHECK
 use super::data_parallel::{all_ok, average_grads, broadcast_params};
 use super::decay_log::decay_record;
 use super::diagnostics_log::{diagnostics_line, diagnostics_record};
-use super::metrics::{MetricsLog, Progress, Record};
+use super::metrics::{eval_line, train_line, MetricsLog, Progress, Record};
 use super::resume;
 use super::{agreement, sharded_eval};
 use super::{TrainConfig, TrainTask};
@@ -734,55 +734,6 @@ impl<T: TrainTask> Trainer<T> {
         }
         e
     }
-}
-
-fn fmt_field(rec: &Record, key: &str) -> Option<f64> {
-    rec.get(key).and_then(|v| v.as_f64())
-}
-
-fn train_line(rec: &Record, total: u64) -> String {
-    let mut s = format!("step {:>6}/{total}", rec.get("step").and_then(|v| v.as_u64()).unwrap_or(0));
-    if let Some(e) = fmt_field(rec, "epoch") {
-        s += &format!(" | epoch {e:6.2}");
-    }
-    if let Some(l) = fmt_field(rec, "loss") {
-        s += &format!(" | loss {l:.4}");
-    }
-    if let Some(a) = fmt_field(rec, "acc") {
-        s += &format!(" | acc {:5.1}%", a * 100.0);
-    }
-    if let Some(lr) = fmt_field(rec, "lr") {
-        s += &format!(" | lr {lr:.2e}");
-    }
-    if let Some(g) = fmt_field(rec, "grad_norm") {
-        s += &format!(" | gnorm {g:.3}");
-    }
-    match (fmt_field(rec, "tokens_per_s"), fmt_field(rec, "samples_per_s")) {
-        (Some(t), _) => s += &format!(" | {t:.0} tok/s"),
-        (None, Some(x)) => s += &format!(" | {x:.0} samples/s"),
-        _ => {}
-    }
-    if let Some(t) = fmt_field(rec, "elapsed") {
-        s += &format!(" | {t:.1}s");
-    }
-    s
-}
-
-fn eval_line(rec: &Record) -> String {
-    let mut s = format!("eval at step {}:", rec.get("step").and_then(|v| v.as_u64()).unwrap_or(0));
-    for (k, v) in &rec.fields {
-        if k == "step" || k == "epoch" || k == "elapsed" || k == "eval_seconds" {
-            continue;
-        }
-        if let Some(x) = v.as_f64() {
-            if k.ends_with("acc") {
-                s += &format!(" {k} {:.2}%", x * 100.0);
-            } else {
-                s += &format!(" {k} {x:.4}");
-            }
-        }
-    }
-    s
 }
 
 /// The training time up to `step` recorded in the metrics file at `path`:

@@ -7,23 +7,17 @@
 //! machine) the same situation fails the test instead, so a broken driver,
 //! NVRTC or cuBLAS cannot pass as a green run of skipped tests.
 
-use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use tamer::backend::cuda::matmul::{with_backend, MatmulBackend};
 use tamer::{Device, Result, Tensor};
 
-/// Tests of this process that skipped their work.
-static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+#[path = "../shared/skip.rs"]
+mod shared_skip;
 
 /// Whether `TAMER_REQUIRE_CUDA` asks for a missing or broken CUDA to fail the
 /// tests instead of skipping them.
 pub fn cuda_required() -> bool {
-    match std::env::var("TAMER_REQUIRE_CUDA").as_deref() {
-        Ok("1") => true,
-        Ok("0") | Ok("") | Err(_) => false,
-        Ok(other) => panic!("TAMER_REQUIRE_CUDA={other:?}: expected 1 (a missing GPU fails) or 0"),
-    }
+    shared_skip::required("TAMER_REQUIRE_CUDA")
 }
 
 /// The calling test skips its work because of `reason`: a counted `SKIPPED`
@@ -32,19 +26,7 @@ pub fn skip(reason: &str) {
     if cuda_required() {
         panic!("TAMER_REQUIRE_CUDA=1 but {reason}");
     }
-    thread_local! {
-        // libtest runs each test on a thread of its own, named after the test.
-        static SKIPPED_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
-    if SKIPPED_HERE.with(|s| s.replace(true)) {
-        return; // this test said so already: one line and one count per test
-    }
-    let count = SKIPPED.fetch_add(1, Ordering::Relaxed) + 1;
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a test");
-    let line = format!("SKIPPED {test}: {reason} (skip {count} of this run)\n");
-    // A failed write to stderr leaves nothing better to report it on.
-    let _ = std::io::stderr().write_all(line.as_bytes());
+    shared_skip::announce(reason);
 }
 
 /// The first CUDA device once it has shown that it works, or `None` after

@@ -1,9 +1,7 @@
 //! Helpers shared by the test modules.
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use tamer::nn::{Module, Param};
 use tamer::testing::{numeric_derivative, GradCheckConfig};
 use tamer::{no_grad, DType, Result, Tensor};
@@ -12,8 +10,8 @@ use tamer::{no_grad, DType, Result, Tensor};
 /// `TAMER_SHARED_DATA` points the tests at another copy.
 pub const SHARED_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
 
-/// Tests of this process that skipped their work.
-static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+#[path = "../shared/skip.rs"]
+mod shared_skip;
 
 /// `path` under [`SHARED_DATA`] (or `TAMER_SHARED_DATA`) when it exists;
 /// otherwise a visible skip (see [`skip`]) and `None`, or, with
@@ -41,24 +39,14 @@ pub fn shared_data_files(paths: &[&str]) -> Option<Vec<PathBuf>> {
 
 /// Whether `TAMER_REQUIRE_DATA` asks for missing data to fail the tests that need it.
 fn data_required() -> bool {
-    match std::env::var("TAMER_REQUIRE_DATA").as_deref() {
-        Ok("1") => true,
-        Ok("0") | Ok("") | Err(_) => false,
-        Ok(other) => panic!("TAMER_REQUIRE_DATA={other:?}: expected 1 (missing data fails) or 0"),
-    }
+    shared_skip::required("TAMER_REQUIRE_DATA")
 }
 
-/// Say on the terminal that the calling test skipped its work and why. The
-/// line goes to the process's stderr directly, past the test harness's output
-/// capture (which would hide it behind an `ok`), starts with `SKIPPED` for
-/// grep, and counts the skips so far in this run.
+/// Say on the terminal that the calling test skipped its work and why: a
+/// `SKIPPED` line on stderr past the harness's output capture, counted over
+/// the run (tests/shared/skip.rs).
 pub fn skip(reason: &str) {
-    let count = SKIPPED.fetch_add(1, Ordering::Relaxed) + 1;
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a test");
-    let line = format!("SKIPPED {test}: {reason} (skip {count} of this run)\n");
-    // A failed write to stderr leaves nothing better to report it on.
-    let _ = std::io::stderr().write_all(line.as_bytes());
+    shared_skip::announce(reason);
 }
 
 /// Fixed weights in [0.5, 1.5) with varying signs, so `Σ w ⊙ y` sees every output element.

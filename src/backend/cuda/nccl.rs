@@ -42,23 +42,6 @@ pub struct Run<'a> {
     pub len: usize,
 }
 
-/// How a reduction combines the ranks' values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reduction {
-    Sum,
-    /// The sum divided by the number of ranks (NCCL's `ncclAvg`, 2.10 on).
-    Mean,
-}
-
-impl Reduction {
-    fn nccl(self) -> sys::ncclRedOp_t {
-        match self {
-            Reduction::Sum => sys::ncclRedOp_t::ncclSum,
-            Reduction::Mean => sys::ncclRedOp_t::ncclAvg,
-        }
-    }
-}
-
 const MISSING: &str = "NCCL (libnccl.so) was not found: install NCCL, or run scripts/nccl-lib.sh to link the one in python's nvidia-nccl wheel and put its folder on LD_LIBRARY_PATH";
 
 fn nccl_error(op: &'static str, e: nccl::NcclError) -> Error {
@@ -185,7 +168,7 @@ impl NcclComm {
         let dev = cuda_device(ordinal)?;
         let version = nccl_version()?;
         if version < 21000 {
-            // ncclAvg (the mean) came with 2.10.
+            // bf16 (ncclBfloat16) came with 2.10.
             crate::bail!(device, op, "NCCL {version} is older than 2.10, which tamer needs");
         }
         Ok((dev, version))
@@ -281,14 +264,16 @@ impl NcclComm {
         queued.and(closed.map(|_| ()))
     }
 
-    /// Each run replaced by its sum or mean over the ranks.
-    pub fn all_reduce_in_place(&self, op: &'static str, runs: &[Run<'_>], how: Reduction) -> Result<()> {
+    /// Each run replaced by its sum over the ranks. (A mean is that sum
+    /// divided by the world size, as the host path computes it, by the
+    /// caller: NCCL's `ncclAvg` scales each input by a rounded 1/n first.)
+    pub fn all_reduce_sum_in_place(&self, op: &'static str, runs: &[Run<'_>]) -> Result<()> {
         let addrs = runs.iter().map(|r| self.address(op, r)).collect::<Result<Vec<_>>>()?;
         self.grouped(op, |comm, stream| {
             for (run, (ptr, ty)) in runs.iter().zip(addrs) {
                 let p = ptr as *mut c_void;
                 // SAFETY: `p` addresses run.len elements of type `ty` on this GPU (checked above).
-                unsafe { nccl::all_reduce(p, p, run.len, ty, how.nccl(), comm, stream) }.map_err(|e| nccl_error(op, e))?;
+                unsafe { nccl::all_reduce(p, p, run.len, ty, sys::ncclRedOp_t::ncclSum, comm, stream) }.map_err(|e| nccl_error(op, e))?;
             }
             Ok(())
         })
@@ -310,42 +295,42 @@ impl NcclComm {
         })
     }
 
-    /// `recv` (world × `send.len`) filled with every rank's `send`, in rank order.
-    pub fn all_gather(&self, op: &'static str, send: &Run<'_>, recv: &Run<'_>) -> Result<()> {
-        let ((s, ty), (r, rty)) = (self.address(op, send)?, self.address(op, recv)?);
-        if ty != rty || recv.len != send.len * self.world {
+    /// The addresses and element type of a gather's or scatter's two runs,
+    /// after checking that `whole` holds `world` blocks of `block`'s length
+    /// and type (`whole` is what an all-gather receives and a
+    /// reduce-scatter sends).
+    fn blocks(&self, op: &'static str, block: &Run<'_>, whole: &Run<'_>) -> Result<(u64, u64, sys::ncclDataType_t)> {
+        let ((b, ty), (w, wty)) = (self.address(op, block)?, self.address(op, whole)?);
+        if ty != wty || whole.len != block.len * self.world {
             crate::bail!(
                 shape,
                 op,
-                "send {} and receive {} elements; expected the receive buffer {} × the send buffer, of one type",
-                send.len,
-                recv.len,
+                "buffers of {} and {} elements; expected the larger {} × the smaller, of one type",
+                block.len,
+                whole.len,
                 self.world
             );
         }
+        Ok((b, w, ty))
+    }
+
+    /// `recv` (world × `send.len`) filled with every rank's `send`, in rank order.
+    pub fn all_gather(&self, op: &'static str, send: &Run<'_>, recv: &Run<'_>) -> Result<()> {
+        let (s, r, ty) = self.blocks(op, send, recv)?;
         self.grouped(op, |comm, stream| {
-            // SAFETY: the two runs were checked above to lie in this GPU's memory with these lengths.
+            // SAFETY: `blocks` checked that both runs lie in this GPU's memory with these lengths.
             unsafe { nccl::all_gather(s as *const c_void, r as *mut c_void, send.len, ty, comm, stream) }.map_err(|e| nccl_error(op, e))?;
             Ok(())
         })
     }
 
-    /// `recv` = block `rank` of the sum or mean over the ranks of `send` (world × `recv.len`).
-    pub fn reduce_scatter(&self, op: &'static str, send: &Run<'_>, recv: &Run<'_>, how: Reduction) -> Result<()> {
-        let ((s, ty), (r, rty)) = (self.address(op, send)?, self.address(op, recv)?);
-        if ty != rty || send.len != recv.len * self.world {
-            crate::bail!(
-                shape,
-                op,
-                "send {} and receive {} elements; expected the send buffer {} × the receive buffer, of one type",
-                send.len,
-                recv.len,
-                self.world
-            );
-        }
+    /// `recv` = block `rank` of the sum over the ranks of `send` (world × `recv.len`).
+    pub fn reduce_scatter_sum(&self, op: &'static str, send: &Run<'_>, recv: &Run<'_>) -> Result<()> {
+        let (r, s, ty) = self.blocks(op, recv, send)?;
         self.grouped(op, |comm, stream| {
             // SAFETY: as in all_gather.
-            unsafe { nccl::reduce_scatter(s as *const c_void, r as *mut c_void, recv.len, ty, how.nccl(), comm, stream) }.map_err(|e| nccl_error(op, e))?;
+            unsafe { nccl::reduce_scatter(s as *const c_void, r as *mut c_void, recv.len, ty, sys::ncclRedOp_t::ncclSum, comm, stream) }
+                .map_err(|e| nccl_error(op, e))?;
             Ok(())
         })
     }
