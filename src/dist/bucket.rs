@@ -117,6 +117,25 @@ impl Packed {
 
 /// FNV-1a over 64-bit words: a stable hash (the same in every process and
 /// build, unlike std's), enough to tell lists of shapes apart.
+/// What ranks compare before exchanging `tensors`, in [`Packed::signature`]'s
+/// form: the count, the f32 elements, the other elements, and a hash of
+/// `salt` followed by each tensor's dtype and shape.
+pub(crate) fn tensor_signature(tensors: &[Tensor], salt: &[u64]) -> [u64; 4] {
+    let (mut n32, mut other) = (0u64, 0u64);
+    let mut hash = Fnv::new();
+    salt.iter().for_each(|&w| hash.add(w));
+    for t in tensors {
+        match t.dtype() {
+            DType::F32 => n32 += t.numel() as u64,
+            _ => other += t.numel() as u64,
+        }
+        hash.add(t.dtype() as u64);
+        hash.add(t.dims().len() as u64);
+        t.dims().iter().for_each(|&d| hash.add(d as u64));
+    }
+    [tensors.len() as u64, n32, other, hash.0]
+}
+
 pub(crate) struct Fnv(pub u64);
 
 impl Fnv {

@@ -6,11 +6,11 @@
 //! collectives ZeRO-1 is built on ([`ProcessGroup::reduce_scatter_host`],
 //! [`ProcessGroup::all_gather_host`]).
 
-use super::bucket::{check_tensor, Fnv};
+use super::bucket::{check_tensor, tensor_signature};
 use super::comm::HostBuf;
 use super::{bucket_ranges, Kind, ProcessGroup, ReduceOp};
 use crate::types::Element;
-use crate::{DType, Error, Result, Tensor};
+use crate::{Error, Result, Tensor};
 use std::ops::DivAssign;
 
 /// Host buffers, one per element type, that in-place collectives pack
@@ -144,19 +144,8 @@ impl ProcessGroup {
         if self.world_size() == 1 {
             return Ok(());
         }
-        // The same signature as `all_reduce`'s packing: counts and a hash of dtypes and shapes.
-        let (mut n32, mut n64) = (0u64, 0u64);
-        let mut hash = Fnv::new();
-        for t in tensors {
-            match t.dtype() {
-                DType::F32 => n32 += t.numel() as u64,
-                _ => n64 += t.numel() as u64,
-            }
-            hash.add(t.dtype() as u64);
-            hash.add(t.dims().len() as u64);
-            t.dims().iter().for_each(|&d| hash.add(d as u64));
-        }
-        self.agree(OP, Kind::AllReduce, &[tensors.len() as u64, n32, n64, hash.0])?;
+        // The same signature as `all_reduce`'s packing.
+        self.agree(OP, Kind::AllReduce, &tensor_signature(tensors, &[]))?;
         self.reduce_typed::<f32>(OP, tensors, op, buffers)?;
         self.reduce_typed::<f64>(OP, tensors, op, buffers)
     }

@@ -8,7 +8,7 @@
 //! backend's transport (`backend::nccl`) exchanges; every call is queued on
 //! the device's stream, ordered with the kernels around it.
 
-use super::bucket::Fnv;
+use super::bucket::tensor_signature;
 use super::{Communicator, HostBuf, Kind, ProcessGroup, ReduceOp};
 use crate::backend::nccl::{nccl_version as library_version, unique_id, NcclComm, Run, UniqueId};
 use crate::{DType, Device, Error, Result, Tensor};
@@ -325,20 +325,7 @@ fn contiguous(t: &Tensor) -> Result<Vec<Tensor>> {
 /// rank's tensors can be exchanged (`ok`).
 fn device_signature(tensors: &[Tensor], ok: bool) -> [u64; 4] {
     const NCCL_ROUTE: u64 = 0x6e63_636c; // "nccl"
-    let (mut n32, mut other) = (0u64, 0u64);
-    let mut hash = Fnv::new();
-    hash.add(NCCL_ROUTE);
-    hash.add(u64::from(ok));
-    for t in tensors {
-        match t.dtype() {
-            DType::F32 => n32 += t.numel() as u64,
-            _ => other += t.numel() as u64,
-        }
-        hash.add(t.dtype() as u64);
-        hash.add(t.dims().len() as u64);
-        t.dims().iter().for_each(|&d| hash.add(d as u64));
-    }
-    [tensors.len() as u64, n32, other, hash.0]
+    tensor_signature(tensors, &[NCCL_ROUTE, u64::from(ok)])
 }
 
 /// The storage run of tensor `index`, which must be contiguous.
