@@ -58,23 +58,54 @@ impl Tensor {
     /// assert_eq!(grads.get(&x).unwrap().to_vec::<f64>().unwrap(), vec![2.0, 4.0, 6.0]);
     /// ```
     pub fn backward(&self) -> Result<GradStore> {
-        if self.numel() != 1 {
-            return Err(Error::autograd(
-                "backward",
-                format!(
-                    "the loss must hold one element, got shape {}; reduce it (e.g. .mean_all()) or use backward_with_grad",
-                    self.shape()
-                ),
-            ));
-        }
         // The seed is part of the backward pass too.
         let _phase = profile::backward_phase();
-        let seed = Tensor::full_on(self.shape().clone(), 1.0, self.dtype(), self.device())?;
+        let seed = self.backward_seed()?;
         self.backward_with_grad(&seed)
     }
 
     /// Backward from a non-scalar output, given the gradient of the loss with respect to it.
     pub fn backward_with_grad(&self, grad: &Tensor) -> Result<GradStore> {
+        self.backward_walk(grad, &mut |_, _| Ok(()))
+    }
+
+    /// [`backward`](Tensor::backward), calling `on_ready(variable, grad)`
+    /// as soon as each variable's gradient is final, while the rest of the
+    /// backward pass still runs: the moment data-parallel training can start
+    /// sending that gradient to the other ranks (PyTorch's
+    /// `register_post_accumulate_grad_hook`). Each variable is reported
+    /// once, with the gradient the returned store holds; the layers nearest
+    /// the loss come first. An error from `on_ready` stops the pass.
+    ///
+    /// ```
+    /// use tamer::Tensor;
+    /// let w1 = Tensor::from_vec(vec![2.0f64], [1]).unwrap().variable();
+    /// let w2 = Tensor::from_vec(vec![3.0f64], [1]).unwrap().variable();
+    /// let x = Tensor::from_vec(vec![5.0f64], [1]).unwrap();
+    /// // Two layers: w2 is nearer the loss, so its gradient is final first.
+    /// let loss = x.mul(&w1).unwrap().mul(&w2).unwrap().sum_all().unwrap();
+    /// let mut seen = Vec::new();
+    /// let grads = loss
+    ///     .backward_with_hook(|v, g| {
+    ///         seen.push((v.id() == w1.id(), g.to_vec::<f64>()?[0]));
+    ///         Ok(())
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(seen, [(false, 10.0), (true, 15.0)]);
+    /// assert_eq!(grads.get(&w1).unwrap().to_vec::<f64>().unwrap(), [15.0]);
+    /// ```
+    pub fn backward_with_hook(&self, mut on_ready: impl FnMut(&Tensor, &Tensor) -> Result<()>) -> Result<GradStore> {
+        let _phase = profile::backward_phase();
+        let seed = self.backward_seed()?;
+        self.backward_walk(&seed, &mut on_ready)
+    }
+
+    /// The walk itself: reverse topological order, each node's gradient
+    /// handed to its backward and the results summed into its inputs. A
+    /// variable's gradient is final once every node that uses it has been
+    /// walked (counted in `uses`), which for a weight near the loss is long
+    /// before the walk reaches the variable's own place in the order.
+    fn backward_walk(&self, grad: &Tensor, on_ready: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>) -> Result<GradStore> {
         if !self.requires_grad() {
             return Err(Error::autograd(
                 "backward",
@@ -104,51 +135,105 @@ impl Tensor {
         // Every op run from here on is part of the backward pass.
         let _phase = profile::backward_phase();
         let order = topological_order(self);
+        let mut uses = count_uses(&order);
         let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
         pending.insert(self.id(), grad.clone());
         let mut store = GradStore::default();
+        // A variable's gradient, once final: into the store, and reported.
+        let mut finish = |v: &Tensor, g: Tensor, store: &mut GradStore| -> Result<()> {
+            on_ready(v, &g)?;
+            store.grads.insert(v.id(), g);
+            Ok(())
+        };
         for t in order.iter().rev() {
-            let Some(g) = pending.remove(&t.id()) else {
-                continue;
-            };
+            let g = pending.remove(&t.id());
             let Some(node) = t.node() else {
-                if t.is_variable() {
-                    store.grads.insert(t.id(), g);
+                // Only the loss itself reaches here with its gradient pending:
+                // every other variable was finished when its last user was walked.
+                if let (Some(g), true) = (g, t.is_variable()) {
+                    finish(t, g, &mut store)?;
                 }
                 continue;
             };
-            // The node's row gets its backward's time; the kernels it runs add their cost.
-            let op = profile::op(node.op.name(), || Cost::NONE)?;
-            let input_grads = node.op.backward(&node.inputs, t, &g)?;
-            drop(op);
-            // `BackwardOp` is public: a user's implementation may get the count
-            // wrong, and zipping would silently drop the gradients past the end.
-            if input_grads.len() != node.inputs.len() {
-                return Err(Error::autograd(
-                    "backward",
-                    format!(
-                        "{}'s backward returned {} gradients for its {} inputs; expected one (Some or None) per input",
-                        node.op.name(),
-                        input_grads.len(),
-                        node.inputs.len()
-                    ),
-                ));
-            }
+            let input_grads = match g {
+                Some(g) => {
+                    // The node's row gets its backward's time; the kernels it runs add their cost.
+                    let op = profile::op(node.op.name(), || Cost::NONE)?;
+                    let input_grads = node.op.backward(&node.inputs, t, &g)?;
+                    drop(op);
+                    // `BackwardOp` is public: a user's implementation may get the count
+                    // wrong, and zipping would silently drop the gradients past the end.
+                    if input_grads.len() != node.inputs.len() {
+                        return Err(Error::autograd(
+                            "backward",
+                            format!(
+                                "{}'s backward returned {} gradients for its {} inputs; expected one (Some or None) per input",
+                                node.op.name(),
+                                input_grads.len(),
+                                node.inputs.len()
+                            ),
+                        ));
+                    }
+                    input_grads
+                }
+                // No gradient reached this node: its inputs get nothing from it,
+                // but it still counts as one of their uses walked.
+                None => vec![None; node.inputs.len()],
+            };
             for (input, ig) in node.inputs.iter().zip(input_grads) {
-                let Some(ig) = ig else { continue };
                 if !input.requires_grad() {
                     continue;
                 }
-                check_gradient(node.op.name(), input, &ig)?;
-                let acc = match pending.remove(&input.id()) {
-                    Some(prev) => accumulate(prev, &ig)?,
-                    None => ig,
-                };
-                pending.insert(input.id(), acc);
+                if let Some(ig) = ig {
+                    check_gradient(node.op.name(), input, &ig)?;
+                    let acc = match pending.remove(&input.id()) {
+                        Some(prev) => accumulate(prev, &ig)?,
+                        None => ig,
+                    };
+                    pending.insert(input.id(), acc);
+                }
+                let left = uses.get_mut(&input.id()).map(|n| {
+                    *n -= 1;
+                    *n
+                });
+                if left == Some(0) && input.node().is_none() && input.is_variable() {
+                    if let Some(g) = pending.remove(&input.id()) {
+                        finish(input, g, &mut store)?;
+                    }
+                }
             }
         }
         Ok(store)
     }
+
+    /// Ones in the loss's shape: the gradient of the loss with respect to itself.
+    fn backward_seed(&self) -> Result<Tensor> {
+        if self.numel() != 1 {
+            return Err(Error::autograd(
+                "backward",
+                format!(
+                    "the loss must hold one element, got shape {}; reduce it (e.g. .mean_all()) or use backward_with_grad",
+                    self.shape()
+                ),
+            ));
+        }
+        Tensor::full_on(self.shape().clone(), 1.0, self.dtype(), self.device())
+    }
+}
+
+/// For each tensor of the walk, the number of node inputs that name it
+/// (an input named twice, as in `x * x`, counts twice): how many
+/// contributions, some possibly `None`, its gradient waits for.
+fn count_uses(order: &[Tensor]) -> HashMap<TensorId, usize> {
+    let mut uses = HashMap::new();
+    for t in order {
+        if let Some(node) = t.node() {
+            for input in node.inputs.iter().filter(|i| i.requires_grad()) {
+                *uses.entry(input.id()).or_insert(0) += 1;
+            }
+        }
+    }
+    uses
 }
 
 /// A gradient must match its input in shape, dtype and device: anything else
@@ -363,5 +448,113 @@ mod tests {
         // y = x·x + x: dy/dx = 2x + 1, three contributions to x.
         let y = x.mul(&x).unwrap().add(&x).unwrap().sum_all().unwrap();
         assert_eq!(y.backward().unwrap().get(&x).unwrap().to_vec::<f64>().unwrap(), vec![3.0, 5.0]);
+    }
+}
+
+#[cfg(test)]
+mod hook_tests {
+    use crate::autograd::BackwardOp;
+    use crate::{DType, Result, Tensor};
+
+    /// `a + b` whose backward gives `a` no gradient.
+    struct BlocksFirst;
+    impl BackwardOp for BlocksFirst {
+        fn name(&self) -> &'static str {
+            "blocks_first"
+        }
+        fn backward(&self, _inputs: &[Tensor], _output: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+            Ok(vec![None, Some(grad.clone())])
+        }
+    }
+
+    #[test]
+    fn each_variable_is_reported_once_nearest_the_loss_first_with_the_stored_gradient() {
+        let v = |x: f64| Tensor::from_vec(vec![x, x + 1.0], [2]).unwrap().variable();
+        let (w1, w2, w3, tied) = (v(1.0), v(2.0), v(3.0), v(0.5));
+        let x = Tensor::from_vec(vec![0.25f64, 4.0], [2]).unwrap();
+        // Three layers, with `tied` used by the first and the last (as an
+        // embedding tied to the output head), and w2 used twice in a row.
+        let h1 = x.add(&tied).unwrap().mul(&w1).unwrap();
+        let h2 = h1.mul(&w2).unwrap().mul(&w2).unwrap();
+        let loss = h2.mul(&w3).unwrap().mul(&tied).unwrap().sum_all().unwrap();
+        let mut order = Vec::new();
+        let mut reported = Vec::new();
+        let grads = loss
+            .backward_with_hook(|var, g| {
+                order.push(var.id());
+                reported.push((var.id(), g.to_vec::<f64>()?));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(order, [w3.id(), w2.id(), w1.id(), tied.id()]);
+        assert_eq!(grads.len(), 4);
+        for (id, g) in &reported {
+            assert_eq!(&grads.get_by_id(*id).unwrap().to_vec::<f64>().unwrap(), g);
+        }
+        // The same values as the plain backward pass, bit for bit.
+        let plain = loss.backward().unwrap();
+        for w in [&w1, &w2, &w3, &tied] {
+            assert_eq!(plain.get(w).unwrap().to_vec::<f64>().unwrap(), grads.get(w).unwrap().to_vec::<f64>().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_variable_is_reported_while_the_backward_pass_still_runs() {
+        // w_last's gradient is final after the first node; the hook then sees
+        // w_first without a gradient yet (the pass has not reached it).
+        let w_first = Tensor::ones([3], DType::F32).unwrap().variable();
+        let w_last = Tensor::ones([3], DType::F32).unwrap().variable();
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], [3]).unwrap();
+        let loss = x.mul(&w_first).unwrap().tanh().unwrap().mul(&w_last).unwrap().sum_all().unwrap();
+        let mut calls = 0;
+        loss.backward_with_hook(|var, _| {
+            calls += 1;
+            if calls == 1 {
+                assert_eq!(var.id(), w_last.id(), "the layer nearest the loss is final first");
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(calls, 2);
+    }
+
+    #[test]
+    fn a_variable_below_a_blocked_path_gets_no_gradient_and_no_report() {
+        let a = Tensor::ones([2], DType::F64).unwrap().variable();
+        let b = Tensor::ones([2], DType::F64).unwrap().variable();
+        let scaled = a.scale(2.0).unwrap();
+        let storage = scaled.storage().copy_contiguous(scaled.layout()).unwrap();
+        let y = Tensor::from_op(storage, scaled.layout().clone(), vec![scaled.clone(), b.clone()], BlocksFirst);
+        let mut seen = Vec::new();
+        let grads = y
+            .sum_all()
+            .unwrap()
+            .backward_with_hook(|var, _| {
+                seen.push(var.id());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, [b.id()]);
+        assert!(grads.get(&a).is_none());
+        assert_eq!(grads.get(&b).unwrap().to_vec::<f64>().unwrap(), [1.0, 1.0]);
+    }
+
+    #[test]
+    fn an_error_from_the_hook_stops_the_pass_and_a_variable_loss_is_reported() {
+        let w = Tensor::ones([2], DType::F64).unwrap().variable();
+        let loss = w.sum_all().unwrap();
+        let err = loss.backward_with_hook(|_, _| Err(crate::Error::value("hook", "stop here"))).unwrap_err();
+        assert!(err.to_string().contains("stop here"), "{err}");
+        // A loss that is itself a variable: reported with the seed.
+        let s = Tensor::scalar(3.0f64).variable();
+        let mut n = 0;
+        let grads = s
+            .backward_with_hook(|_, g| {
+                n += 1;
+                assert_eq!(g.to_scalar()?, 1.0);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!((n, grads.len()), (1, 1));
     }
 }

@@ -36,6 +36,7 @@ mod flat;
 mod mpi;
 #[cfg(feature = "nccl")]
 mod nccl;
+mod overlap;
 
 pub use bucket::bucket_ranges;
 pub use comm::{Communicator, HostBuf, Single};
@@ -45,6 +46,7 @@ pub(crate) use flat::{read_host, write_host, Wire};
 pub use mpi::Mpi;
 #[cfg(feature = "nccl")]
 pub use nccl::{nccl_version, Nccl};
+pub use overlap::{OverlapReducer, StepSync};
 
 use crate::{Error, Result, Tensor};
 use bucket::{check_tensor, Fnv, Packed};
