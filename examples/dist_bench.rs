@@ -14,6 +14,10 @@
 //! rank and the machine's load average when it was taken (figures on a
 //! loaded machine are not speeds). `--steps N` sets the timed training steps
 //! (default 20, after 3 untimed ones); `--no-train` measures the all-reduce only.
+//! `--grad-sync overlap,after` times the training with the gradients averaged
+//! during the backward pass (`overlap`), after it (`after`, the trainer's
+//! default), or both, interleaved `--rounds R` times (default 1);
+//! `--bucket-elems N` sets the elements per all-reduce bucket.
 
 use std::time::Instant;
 use tamer::data::{digits, CharDataset, DataLoader, LoaderConfig};
@@ -67,7 +71,15 @@ fn run(pg: &ProcessGroup) -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut steps = 20u64;
     let mut train = true;
+    let mut rounds = 1usize;
+    let mut syncs = vec![false];
+    let mut pg = pg.clone();
     let mut it = args.iter();
+    let number = |v: Option<&String>, flag: &str| {
+        v.and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| Error::value(OP, format!("{flag} needs a whole number of at least 1")))
+    };
     while let Some(a) = it.next() {
         match a.as_str() {
             "--steps" => {
@@ -78,9 +90,28 @@ fn run(pg: &ProcessGroup) -> Result<()> {
                     .ok_or_else(|| Error::value(OP, "--steps needs a whole number of at least 1"))?
             }
             "--no-train" => train = false,
-            other => return Err(Error::value(OP, format!("unknown argument {other:?} (expected --steps N, --no-train)"))),
+            "--rounds" => rounds = number(it.next(), "--rounds")?,
+            "--bucket-elems" => pg = pg.with_bucket_elems(number(it.next(), "--bucket-elems")?)?,
+            "--grad-sync" => {
+                let list = it.next().ok_or_else(|| Error::value(OP, "--grad-sync needs overlap, after, or both"))?;
+                syncs = list
+                    .split(',')
+                    .map(|w| match w {
+                        "overlap" => Ok(true),
+                        "after" => Ok(false),
+                        _ => Err(Error::value(OP, format!("--grad-sync {w:?}: expected overlap or after"))),
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            other => {
+                return Err(Error::value(
+                    OP,
+                    format!("unknown argument {other:?} (expected --steps N, --no-train, --rounds R, --bucket-elems N, --grad-sync overlap,after)"),
+                ))
+            }
         }
     }
+    let pg = &pg;
     if pg.world_size() > 1 {
         all_reduce_bandwidth(pg)?;
     } else {
@@ -90,10 +121,16 @@ fn run(pg: &ProcessGroup) -> Result<()> {
         );
     }
     if train {
-        let vit = vit_trainer(pg, steps)?;
-        train_rate(pg, "digits_vit", VIT_BATCH, vit)?;
-        let gpt = gpt_trainer(pg, steps)?;
-        train_rate(pg, "gpt_tiny", GPT_BATCH, gpt)?;
+        for round in 0..rounds {
+            for &overlap in &syncs {
+                let vit = vit_trainer(pg, steps, overlap)?;
+                train_rate(pg, "digits_vit", VIT_BATCH, vit, round)?;
+            }
+            for &overlap in &syncs {
+                let gpt = gpt_trainer(pg, steps, overlap)?;
+                train_rate(pg, "gpt_tiny", GPT_BATCH, gpt, round)?;
+            }
+        }
     }
     Ok(())
 }
@@ -134,9 +171,10 @@ fn all_reduce_bandwidth(pg: &ProcessGroup) -> Result<()> {
     Ok(())
 }
 
-fn bench_config(steps: u64) -> TrainConfig {
+fn bench_config(steps: u64, overlap: bool) -> TrainConfig {
     TrainConfig {
         total_steps: WARMUP_STEPS + steps,
+        overlap_grad_sync: overlap,
         log_every: 1_000_000,
         print: false,
         progress: Progress::Never,
@@ -144,7 +182,7 @@ fn bench_config(steps: u64) -> TrainConfig {
     }
 }
 
-fn vit_trainer(pg: &ProcessGroup, steps: u64) -> Result<Trainer<ImageClassification<VisionTransformer>>> {
+fn vit_trainer(pg: &ProcessGroup, steps: u64, overlap: bool) -> Result<Trainer<ImageClassification<VisionTransformer>>> {
     let (train, test) = digits::load_images()?;
     let cfg = VitConfig {
         pool: Pool::Mean,
@@ -155,10 +193,10 @@ fn vit_trainer(pg: &ProcessGroup, steps: u64) -> Result<Trainer<ImageClassificat
     let loader = DataLoader::new(train, LoaderConfig::train(VIT_BATCH / pg.world_size(), 0).with_drop_last(true))?;
     let test = test.subset(&(0..64).collect::<Vec<_>>())?;
     let task = ImageClassification::new(model, loader, test, 64, CrossEntropyOptions::default())?;
-    Trainer::new(bench_config(steps), task, Box::new(opt), Scheduler::new(Constant { lr: 1e-3 }))?.with_process_group(pg.clone())
+    Trainer::new(bench_config(steps, overlap), task, Box::new(opt), Scheduler::new(Constant { lr: 1e-3 }))?.with_process_group(pg.clone())
 }
 
-fn gpt_trainer(pg: &ProcessGroup, steps: u64) -> Result<Trainer<CharLanguageModel>> {
+fn gpt_trainer(pg: &ProcessGroup, steps: u64, overlap: bool) -> Result<Trainer<CharLanguageModel>> {
     let text = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!\n".repeat(40);
     let data = CharDataset::from_text(&text, "pangrams")?;
     let cfg = GptConfig {
@@ -179,12 +217,12 @@ fn gpt_trainer(pg: &ProcessGroup, steps: u64) -> Result<Trainer<CharLanguageMode
         seed: 0,
         shard: (0, 1),
     };
-    Trainer::new(bench_config(steps), task, Box::new(opt), Scheduler::new(Constant { lr: 1e-3 }))?.with_process_group(pg.clone())
+    Trainer::new(bench_config(steps, overlap), task, Box::new(opt), Scheduler::new(Constant { lr: 1e-3 }))?.with_process_group(pg.clone())
 }
 
 /// Steps per second of `trainer` after its untimed warm-up steps, with the
 /// gradient bytes each step all-reduces.
-fn train_rate<T: TrainTask>(pg: &ProcessGroup, model: &str, global_batch: usize, mut trainer: Trainer<T>) -> Result<()> {
+fn train_rate<T: TrainTask>(pg: &ProcessGroup, model: &str, global_batch: usize, mut trainer: Trainer<T>, round: usize) -> Result<()> {
     let total = trainer.config.total_steps;
     trainer.config.stop_at = Some(WARMUP_STEPS);
     trainer.fit()?;
@@ -201,6 +239,10 @@ fn train_rate<T: TrainTask>(pg: &ProcessGroup, model: &str, global_batch: usize,
         serde_json::json!({
             "bench": "train_steps",
             "model": model,
+            "round": round,
+            "grad_sync": if trainer.overlap_buckets().is_some() { "overlap" } else { "after_backward" },
+            "buckets": trainer.overlap_buckets(),
+            "bucket_elems": pg.bucket_elems(),
             "global_batch": global_batch,
             "params": params,
             "grad_bytes_per_step": params * 4,

@@ -257,6 +257,7 @@ fn train(args: &VitArgs, pg: ProcessGroup) -> Result<()> {
         seed: args.seed,
         diagnostics_every: args.run.diagnostics_every,
         zero1: args.run.zero1,
+        overlap_grad_sync: args.run.overlap,
         autocast: args.run.autocast.dtype(),
         metadata,
         ..TrainConfig::default()

@@ -1,6 +1,7 @@
 //! Gradient accumulation over micro-batches.
 
 use super::device::{axpy, scaled};
+use crate::tensor::TensorId;
 use crate::{DType, Error, GradStore, NoGradGuard, Result, Tensor};
 
 /// Sums the gradients of several backward passes, each scaled, into one
@@ -52,38 +53,69 @@ impl GradAccumulator {
     /// Add one backward pass's gradients (times the scale). Gradients of
     /// variables seen before are summed in place; new ones are copied.
     pub fn add(&mut self, grads: &GradStore) -> Result<()> {
+        for (id, g) in grads.iter() {
+            self.add_one(*id, g)?;
+        }
+        self.end_pass();
+        Ok(())
+    }
+
+    /// Add one variable's gradient of the current pass (times the scale)
+    /// and return the running sum: with [`Tensor::backward_with_hook`], the
+    /// last pass's sums are final as soon as each gradient is, which lets
+    /// data-parallel training send them during that backward pass. Call
+    /// [`end_pass`](Self::end_pass) after the pass.
+    ///
+    /// ```
+    /// use tamer::optim::GradAccumulator;
+    /// use tamer::Tensor;
+    /// let w = Tensor::from_vec(vec![1.0f64], [1]).unwrap().variable();
+    /// let mut acc = GradAccumulator::new(2).unwrap();
+    /// acc.add(&w.scale(3.0).unwrap().sum_all().unwrap().backward().unwrap()).unwrap();
+    /// let loss = w.scale(5.0).unwrap().sum_all().unwrap();
+    /// loss.backward_with_hook(|v, g| {
+    ///     assert_eq!(acc.add_one(v.id(), g)?.to_vec::<f64>()?, [4.0]); // (3 + 5) / 2
+    ///     Ok(())
+    /// })
+    /// .unwrap();
+    /// acc.end_pass();
+    /// assert!(acc.is_ready());
+    /// ```
+    pub fn add_one(&mut self, id: TensorId, g: &Tensor) -> Result<&Tensor> {
         const OP: &str = "GradAccumulator::add";
         let _guard = NoGradGuard::new();
-        for (id, g) in grads.iter() {
-            match self.sum.get_by_id(*id) {
-                Some(acc) => {
-                    if acc.shape() != g.shape() || acc.dtype() != g.dtype() {
-                        return Err(Error::shape(
-                            OP,
-                            format!(
-                                "a gradient of {} {} cannot be added to the accumulated {} {} of the same variable",
-                                g.dtype(),
-                                g.shape(),
-                                acc.dtype(),
-                                acc.shape()
-                            ),
-                        ));
-                    }
-                    match acc.dtype() {
-                        DType::F32 | DType::F64 => add_into(acc, g, self.scale)?,
-                        _ => {
-                            let sum = acc.add(&scaled(OP, g, self.scale)?)?;
-                            self.sum.insert_by_id(*id, sum);
-                        }
+        match self.sum.get_by_id(id) {
+            Some(acc) => {
+                if acc.shape() != g.shape() || acc.dtype() != g.dtype() {
+                    return Err(Error::shape(
+                        OP,
+                        format!(
+                            "a gradient of {} {} cannot be added to the accumulated {} {} of the same variable",
+                            g.dtype(),
+                            g.shape(),
+                            acc.dtype(),
+                            acc.shape()
+                        ),
+                    ));
+                }
+                match acc.dtype() {
+                    DType::F32 | DType::F64 => add_into(acc, g, self.scale)?,
+                    _ => {
+                        let sum = acc.add(&scaled(OP, g, self.scale)?)?;
+                        self.sum.insert_by_id(id, sum);
                     }
                 }
-                // A scaled copy is a new contiguous tensor, so the sum owns
-                // its storage and may be updated in place later.
-                None => self.sum.insert_by_id(*id, scaled(OP, g, self.scale)?),
             }
+            // A scaled copy is a new contiguous tensor, so the sum owns
+            // its storage and may be updated in place later.
+            None => self.sum.insert_by_id(id, scaled(OP, g, self.scale)?),
         }
+        self.sum.get_by_id(id).ok_or_else(|| Error::value(OP, "the sum just stored is missing"))
+    }
+
+    /// Count one finished pass (after its [`add_one`](Self::add_one) calls).
+    pub fn end_pass(&mut self) {
         self.count += 1;
-        Ok(())
     }
     /// How many passes have been added since the last [`GradAccumulator::take`].
     pub fn count(&self) -> usize {

@@ -58,6 +58,7 @@ pub(super) fn settings(config: &TrainConfig, task: &dyn TrainTask, opt: &dyn Opt
         ("checkpoint_every", opt_u64(config.checkpoint_every)),
         ("diagnostics_every", opt_u64(config.diagnostics_every)),
         ("zero1", config.zero1.to_string()),
+        ("overlap_grad_sync", config.overlap_grad_sync.to_string()),
         ("seed", config.seed.to_string()),
         ("metadata", serde_json::to_string(&config.metadata).unwrap_or_default()),
         ("model", model.join(", ")),

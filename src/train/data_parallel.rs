@@ -6,10 +6,11 @@
 //! alone would meet (a full disk on rank 0), so that no rank is left waiting
 //! in a collective.
 
-use crate::dist::{FlatBuffers, ProcessGroup, ReduceOp};
+use super::TrainConfig;
+use crate::dist::{FlatBuffers, OverlapReducer, ProcessGroup, ReduceOp};
 use crate::nn::Param;
-use crate::optim::owned_copy;
-use crate::{Device, Error, GradStore, Result, Tensor};
+use crate::optim::{owned_copy, GradAccumulator};
+use crate::{DType, Device, Error, GradStore, Result, Tensor};
 
 /// Whether the trainer leaves the collectives out: in a world of one, unless
 /// the group has a GPU backend, which was asked for and runs (so that a
@@ -95,6 +96,51 @@ pub(super) fn average_grads(pg: &ProcessGroup, params: &[Param], grads: &mut Gra
         grads.insert(&t, reduced.to_device(device)?);
     }
     Ok(())
+}
+
+/// Keep `slot` holding the reducer that averages the gradients during the
+/// backward pass, when this run can use one: several ranks,
+/// [`TrainConfig::overlap_grad_sync`], no ZeRO-1, and every trainable
+/// parameter a CPU tensor of f32 or f64 (alike on every rank: the ranks
+/// agreed on the model and the configuration). Called before each step: a
+/// parameter frozen or unfrozen since the reducer was made gets a new one
+/// (with a new plan, agreed again), on every rank at the same step.
+pub(super) fn refresh_overlap(slot: &mut Option<OverlapReducer>, pg: &ProcessGroup, params: &[Param], config: &TrainConfig, zero1: bool) -> Result<()> {
+    if pg.world_size() == 1 || !config.overlap_grad_sync || zero1 {
+        *slot = None;
+        return Ok(());
+    }
+    let trainable: Vec<Tensor> = params.iter().filter(|p| p.is_trainable()).map(|p| p.tensor()).collect();
+    if slot.as_ref().is_some_and(|r| r.is_for(&trainable)) {
+        return Ok(());
+    }
+    let host = |t: &Tensor| t.device() == Device::Cpu && matches!(t.dtype(), DType::F32 | DType::F64);
+    *slot = match trainable.iter().all(host) {
+        true => Some(OverlapReducer::new(pg, &trainable)?),
+        false => None,
+    };
+    Ok(())
+}
+
+/// The backward pass of a step's last micro-batch with each gradient sent
+/// to the other ranks as soon as it is final, and the averaged gradients;
+/// with `acc` (gradient accumulation), each is first added to the earlier
+/// micro-batches' sum, and the sums are sent.
+pub(super) fn backward_overlapped(loss: &Tensor, reducer: &mut OverlapReducer, acc: Option<GradAccumulator>) -> Result<GradStore> {
+    let mut sync = reducer.begin();
+    let mut grads = match acc {
+        None => loss.backward_with_hook(|v, g| sync.ready(v, g))?,
+        Some(mut acc) => {
+            loss.backward_with_hook(|v, g| {
+                let sum = acc.add_one(v.id(), g)?;
+                sync.ready(v, sum)
+            })?;
+            acc.end_pass();
+            acc.take()
+        }
+    };
+    sync.finish(&mut grads)?;
+    Ok(grads)
 }
 
 /// `r` on every rank when it is Ok everywhere; otherwise each failing rank

@@ -143,6 +143,19 @@ pub struct TrainConfig {
     /// of run resumes the other's. Adam, AdamW and SGD over CPU parameters of
     /// one float type; not with `diagnostics_every`.
     pub zero1: bool,
+    /// On several ranks, average the gradients while the backward pass
+    /// runs ([`OverlapReducer`](crate::dist::OverlapReducer)): each bucket
+    /// of gradients ([`ProcessGroup::bucket_elems`](crate::dist::ProcessGroup::bucket_elems))
+    /// goes to the other ranks, from a communication thread, as soon as it
+    /// is final, as PyTorch's DDP does, instead of all of them after the
+    /// pass. The results are the same (with two ranks bit for bit). It
+    /// applies to CPU parameters of f32 or f64 without `zero1`; other runs
+    /// average after the pass. With `grad_accum` > 1 the last micro-batch's
+    /// pass sends the accumulated sums. Off by default: on CPUs the
+    /// all-reduce is itself CPU work, so it only pays where each rank has a
+    /// core to spare for it or waits on a network (docs/distributed.md has
+    /// the measurement: on two cores, two ranks gain nothing).
+    pub overlap_grad_sync: bool,
     /// Run each micro-batch's forward pass and loss (and evaluation) under
     /// [`autocast`](crate::autocast()) to this 16-bit type, as
     /// `torch.autocast("cuda", dtype=torch.bfloat16)` around a training
@@ -177,6 +190,7 @@ impl Default for TrainConfig {
             seed: 0,
             diagnostics_every: None,
             zero1: false,
+            overlap_grad_sync: false,
             autocast: None,
             print: true,
             progress: Progress::Auto,

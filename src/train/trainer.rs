@@ -1,7 +1,7 @@
 //! The loop: see the module docs of [`crate::train`].
 
 use super::checkpoint::{check_metadata_keys, RunProgress, TrainCheckpoint, CHECKPOINT_FILE};
-use super::data_parallel::{all_ok, average_grads, broadcast_params};
+use super::data_parallel::{all_ok, average_grads, backward_overlapped, broadcast_params, refresh_overlap};
 use super::decay_log::decay_record;
 use super::diagnostics_log::{diagnostics_line, diagnostics_record};
 use super::metrics::{eval_line, train_line, MetricsLog, Progress, Record};
@@ -10,6 +10,7 @@ use super::{agreement, sharded_eval};
 use super::{TrainConfig, TrainTask};
 use crate::data::io::derive_seed;
 use crate::diagnostics::{LayerProbe, StepDiagnostics};
+use crate::dist::OverlapReducer;
 use crate::dist::{FlatBuffers, ProcessGroup, ReduceOp};
 use crate::nn::Param;
 use crate::optim::{clip_grad_norm, grad_norm, DecaySummary, GradAccumulator, Optimizer, Scheduler, Zero1};
@@ -113,6 +114,9 @@ pub struct Trainer<T: TrainTask> {
     dist: ProcessGroup,
     /// Host buffers the gradients are averaged through, kept across steps.
     grad_buffers: FlatBuffers,
+    /// Averages the gradients during the backward pass, when the run can
+    /// ([`TrainConfig::overlap_grad_sync`]); made when `fit` starts.
+    overlap: Option<OverlapReducer>,
 }
 
 impl<T: TrainTask> Trainer<T> {
@@ -158,6 +162,7 @@ impl<T: TrainTask> Trainer<T> {
             fitted: false,
             dist: ProcessGroup::single(),
             grad_buffers: FlatBuffers::default(),
+            overlap: None,
         })
     }
 
@@ -217,6 +222,13 @@ impl<T: TrainTask> Trainer<T> {
     /// The ranks this trainer trains over.
     pub fn process_group(&self) -> &ProcessGroup {
         &self.dist
+    }
+
+    /// How many buckets the gradients travel in during the backward pass
+    /// ([`TrainConfig::overlap_grad_sync`]), once a step has made the plan;
+    /// None when they are averaged after it (one rank, ZeRO-1, GPU parameters).
+    pub fn overlap_buckets(&self) -> Option<usize> {
+        self.overlap.as_ref().filter(|r| r.is_planned()).map(OverlapReducer::bucket_count)
     }
 
     /// The checkpoint path in the output directory, if there is one.
@@ -497,6 +509,7 @@ impl<T: TrainTask> Trainer<T> {
         while self.step < end {
             let step = self.step;
             let t0 = Instant::now();
+            refresh_overlap(&mut self.overlap, &self.dist, &self.params, &cfg, self.optimizer.zero1().is_some())?;
             let (grads, loss, counts) = match self.accumulate(step) {
                 Ok(v) => v,
                 Err(e) => {
@@ -505,8 +518,9 @@ impl<T: TrainTask> Trainer<T> {
                 }
             };
             let mut grads = grads;
-            // ZeRO-1 averages each rank's range only, below.
-            if self.optimizer.zero1().is_none() {
+            // ZeRO-1 averages each rank's range only, below; the overlapped
+            // reducer has averaged them during the backward pass.
+            if self.optimizer.zero1().is_none() && self.overlap.is_none() {
                 average_grads(&self.dist, &self.params, &mut grads, &mut self.grad_buffers)?;
             }
             // Per-layer norms before clipping, like the global norm logged with each step.
@@ -690,12 +704,12 @@ impl<T: TrainTask> Trainer<T> {
             if !loss.is_finite() {
                 return Err(self.divergence_error(step, format!("the loss is {loss} (micro-batch {micro})")));
             }
-            let grads = mb.loss.backward()?;
-            drop(mb.loss);
-            match &mut acc {
-                Some(a) => a.add(&grads)?,
-                None => single = Some(grads),
+            match (&mut self.overlap, &mut acc) {
+                (Some(reducer), acc) if micro + 1 == n => single = Some(backward_overlapped(&mb.loss, reducer, acc.take())?),
+                (_, Some(a)) => a.add(&mb.loss.backward()?)?,
+                (_, None) => single = Some(mb.loss.backward()?),
             }
+            drop(mb.loss);
             loss_sum += loss;
             samples += mb.samples;
             tokens += mb.tokens;
@@ -703,9 +717,10 @@ impl<T: TrainTask> Trainer<T> {
                 correct = Some(correct.unwrap_or(0) + c);
             }
         }
-        let grads = match acc {
-            Some(mut a) => a.take(),
-            None => single.unwrap_or_default(),
+        let grads = match (acc, single) {
+            (_, Some(g)) => g,
+            (Some(mut a), None) => a.take(),
+            (None, None) => GradStore::default(),
         };
         Ok((grads, loss_sum / n as f64, Counts { samples, tokens, correct }))
     }

@@ -456,6 +456,7 @@ fn vit_flags_parse_and_bad_values_are_clear_errors() {
         "--threads",
         "--diagnostics-every",
         "--zero1",
+        "--overlap",
     ] {
         assert!(help.contains(flag), "--help does not document {flag}");
     }
@@ -466,6 +467,9 @@ fn vit_flags_parse_and_bad_values_are_clear_errors() {
     assert!(parse(&["train_vit", "--zero1"]).run.zero1 && !parse(&["train_vit"]).run.zero1);
     let e = err(&["train_vit", "--zero1", "--diagnostics-every", "2"]);
     assert!(e.contains("--zero1") && e.contains("--diagnostics-every"), "{e}");
+    assert!(parse(&["train_vit", "--overlap"]).run.overlap && !parse(&["train_vit"]).run.overlap);
+    let e = err(&["train_vit", "--overlap", "--zero1"]);
+    assert!(e.contains("--overlap") && e.contains("--zero1"), "{e}");
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod launch;
 mod memory;
 #[cfg(feature = "nccl")]
 mod nccl;
+mod overlap;
 mod training;
 mod world;
 mod zero;
@@ -79,6 +80,7 @@ fn rank_main() -> i32 {
         ("collectives", collectives::run),
         ("steady-step memory", memory::run),
         ("data-parallel training", training::run),
+        ("gradients averaged during backward", overlap::run),
         ("world size, settings, evaluation", world::run),
         ("ZeRO-1", zero::run),
         #[cfg(feature = "nccl")]

@@ -264,6 +264,21 @@ impl OverlapReducer {
         })
     }
 
+    /// Whether this reducer is for exactly `params`, in this order (a
+    /// parameter frozen, unfrozen or replaced since makes it stale).
+    ///
+    /// ```
+    /// use tamer::dist::{OverlapReducer, ProcessGroup};
+    /// use tamer::Tensor;
+    /// let (a, b) = (Tensor::scalar(1.0f32).variable(), Tensor::scalar(2.0f32).variable());
+    /// let reducer = OverlapReducer::new(&ProcessGroup::single(), &[a.clone(), b.clone()]).unwrap();
+    /// assert!(reducer.is_for(&[a.clone(), b.clone()]));
+    /// assert!(!reducer.is_for(&[b, a]));
+    /// ```
+    pub fn is_for(&self, params: &[Tensor]) -> bool {
+        params.len() == self.params.len() && params.iter().enumerate().all(|(i, p)| self.params.get(&p.id()) == Some(&i))
+    }
+
     /// Whether the first step has made the plan (the next steps overlap).
     pub fn is_planned(&self) -> bool {
         self.plan.is_some()

@@ -37,13 +37,13 @@ impl Communicator for PlusOne {
             HostBuf::F32(b) => {
                 let n = b.len() - 1;
                 statuses.push(f64::from(b[n]));
-                b[..n].iter_mut().for_each(|x| *x += *x + 1.0);
+                b[..n].iter_mut().for_each(|x| *x = *x + (*x + 1.0));
                 b[n] += other as f32;
             }
             HostBuf::F64(b) => {
                 let n = b.len() - 1;
                 statuses.push(b[n]);
-                b[..n].iter_mut().for_each(|x| *x += *x + 1.0);
+                b[..n].iter_mut().for_each(|x| *x = *x + (*x + 1.0));
                 b[n] += other;
             }
             HostBuf::U64(_) => unreachable!("not summed"),
