@@ -1,51 +1,5 @@
-//! Gradients averaged over the ranks while the backward pass still runs.
-//!
-//! Without overlap a data-parallel step is compute, then communication: the
-//! all-reduce starts when the last gradient is known. But a layer near the
-//! loss has its gradient long before the first layer has its own, so the
-//! gradients can travel in buckets while the backward pass works on the
-//! layers below (PyTorch's DDP, llm.c's "overlap"). An [`OverlapReducer`]
-//! does that for CPU gradients:
-//!
-//! 1. The first step records the order in which the gradients become final
-//!    ([`Tensor::backward_with_hook`]) and cuts that order into buckets of at
-//!    most [`ProcessGroup::bucket_elems`] elements per dtype (a gradient
-//!    never straddles two). The ranks check once that their plans agree.
-//! 2. From then on, each final gradient is copied into its bucket's buffer;
-//!    a bucket whose gradients are all in is handed to a communication
-//!    thread, which all-reduces it (sum, then division by the world size)
-//!    while the backward pass goes on. Buckets go out in plan order on every
-//!    rank, so the ranks' collectives pair up.
-//! 3. After the backward pass, [`StepSync::finish`] waits for the buckets
-//!    and writes the means into the gradients (in their own storage where
-//!    they own it).
-//!
-//! Each bucket carries one extra element, 0 on a rank whose gradients were
-//! all there and 1 on one that was missing some: the sum says, on every
-//! rank alike, whether any rank failed, without a collective of its own. A
-//! step dropped before `finish` (an error in the backward pass) still sends
-//! every bucket, flagged, so the other ranks are not left waiting.
-//!
-//! Sums are element-wise, so the result does not depend on where the buckets
-//! are cut: with two ranks it equals [`ProcessGroup::all_reduce_in_place`]'s
-//! bit for bit (with more, MPI may add in another order for other bucket
-//! sizes, a difference of rounding only).
-//!
-//! ```
-//! use tamer::dist::{OverlapReducer, ProcessGroup};
-//! use tamer::Tensor;
-//! let w = Tensor::from_vec(vec![1.0f32, 2.0], [2]).unwrap().variable();
-//! let mut reducer = OverlapReducer::new(&ProcessGroup::single(), &[w.clone()]).unwrap();
-//! for _ in 0..2 {
-//!     // The first step records the order, the next ones overlap.
-//!     let loss = w.square().unwrap().sum_all().unwrap();
-//!     let mut sync = reducer.begin();
-//!     let mut grads = loss.backward_with_hook(|v, g| sync.ready(v, g)).unwrap();
-//!     sync.finish(&mut grads).unwrap();
-//!     assert_eq!(grads.get(&w).unwrap().to_vec::<f32>().unwrap(), [2.0, 4.0]);
-//! }
-//! assert!(reducer.is_planned());
-//! ```
+//! Gradients averaged over the ranks while the backward pass still runs:
+//! [`OverlapReducer`] (its documentation tells how).
 
 use super::bucket::{check_tensor, Fnv};
 use super::comm::{Communicator, HostBuf};
@@ -61,11 +15,59 @@ use std::thread::JoinHandle;
 
 const OP: &str = "OverlapReducer";
 
-/// Averages CPU gradients over the ranks bucket by bucket as the backward
-/// pass makes them final (see the [module](self)). Keep one for the whole
-/// run: the plan, the bucket buffers and the communication thread are made
-/// once. Between [`begin`](Self::begin) and [`StepSync::finish`] nothing
-/// else may use the group (the communication thread is using it).
+/// Gradients averaged over the ranks while the backward pass still runs.
+///
+/// Without overlap a data-parallel step is compute, then communication: the
+/// all-reduce starts when the last gradient is known. But a layer near the
+/// loss has its gradient long before the first layer has its own, so the
+/// gradients can travel in buckets while the backward pass works on the
+/// layers below (PyTorch's DDP, llm.c's "overlap"). This reducer
+/// does that for CPU gradients:
+///
+/// 1. The first step records the order in which the gradients become final
+///    ([`Tensor::backward_with_hook`]) and cuts that order into buckets of at
+///    most [`ProcessGroup::bucket_elems`] elements per dtype (a gradient
+///    never straddles two). The ranks check once that their plans agree.
+/// 2. From then on, each final gradient is copied into its bucket's buffer;
+///    a bucket whose gradients are all in is handed to a communication
+///    thread, which all-reduces it (sum, then division by the world size)
+///    while the backward pass goes on. Buckets go out in plan order on every
+///    rank, so the ranks' collectives pair up.
+/// 3. After the backward pass, [`StepSync::finish`] waits for the buckets
+///    and writes the means into the gradients (in their own storage where
+///    they own it).
+///
+/// Each bucket carries one extra element, 0 on a rank whose gradients were
+/// all there and 1 on one that was missing some: the sum says, on every
+/// rank alike, whether any rank failed, without a collective of its own. A
+/// step dropped before `finish` (an error in the backward pass) still sends
+/// every bucket, flagged, so the other ranks are not left waiting.
+///
+/// Sums are element-wise, so the result does not depend on where the buckets
+/// are cut: with two ranks it equals [`ProcessGroup::all_reduce_in_place`]'s
+/// bit for bit (with more, MPI may add in another order for other bucket
+/// sizes, a difference of rounding only).
+///
+/// ```
+/// use tamer::dist::{OverlapReducer, ProcessGroup};
+/// use tamer::Tensor;
+/// let w = Tensor::from_vec(vec![1.0f32, 2.0], [2]).unwrap().variable();
+/// let mut reducer = OverlapReducer::new(&ProcessGroup::single(), &[w.clone()]).unwrap();
+/// for _ in 0..2 {
+///     // The first step records the order, the next ones overlap.
+///     let loss = w.square().unwrap().sum_all().unwrap();
+///     let mut sync = reducer.begin();
+///     let mut grads = loss.backward_with_hook(|v, g| sync.ready(v, g)).unwrap();
+///     sync.finish(&mut grads).unwrap();
+///     assert_eq!(grads.get(&w).unwrap().to_vec::<f32>().unwrap(), [2.0, 4.0]);
+/// }
+/// assert!(reducer.is_planned());
+///  ```
+///
+/// Keep one for the whole run: the plan, the bucket buffers and the
+/// communication thread are made once. Between [`begin`](Self::begin) and
+/// [`StepSync::finish`] nothing else may use the group (the communication
+/// thread is using it).
 pub struct OverlapReducer {
     pg: ProcessGroup,
     /// The parameters whose gradients are averaged, by id, with their index.
