@@ -199,9 +199,10 @@ pub struct RunFlags {
     /// keeps and updates 1/world of it, then the parameters are all-gathered.
     #[arg(long, conflicts_with = "diagnostics_every")]
     pub zero1: bool,
-    /// On several ranks, send each bucket of CPU gradients to the other
-    /// ranks as soon as it is final, during the backward pass (PyTorch DDP's
-    /// overlap), instead of after it; the same results.
+    /// On several ranks, send each bucket of gradients to the other ranks
+    /// as soon as it is final, during the backward pass (PyTorch DDP's
+    /// overlap), instead of after it; the same results. CPU gradients go
+    /// from a communication thread, GPU ones over NCCL on a stream of its own.
     #[arg(long, conflicts_with = "zero1")]
     pub overlap: bool,
 }

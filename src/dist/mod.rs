@@ -214,6 +214,28 @@ impl ProcessGroup {
         false
     }
 
+    /// What sums the gradient buckets of [`OverlapReducer`] on `device`, a
+    /// GPU: this group's NCCL communicator, when it is on that GPU and can
+    /// take `params`' dtypes.
+    pub(crate) fn device_exchange(&self, op: &'static str, device: crate::Device, params: &[Tensor]) -> Result<Arc<dyn overlap::DeviceExchange>> {
+        #[cfg(feature = "nccl")]
+        if let Some(n) = self.nccl.as_ref().filter(|n| n.device() == device) {
+            n.validate(op, params, false)?;
+            return Ok(n.clone());
+        }
+        let _ = params;
+        crate::bail!(
+            device,
+            op,
+            "gradients on {device}, and this group exchanges CPU tensors only{}",
+            if cfg!(feature = "nccl") {
+                " (give it an NCCL communicator on that GPU: ProcessGroup::with_nccl)"
+            } else {
+                " (GPU tensors need the nccl feature and ProcessGroup::with_nccl)"
+            }
+        );
+    }
+
     /// The world of processes MPI started (feature `mpi`): initialises MPI,
     /// once per process.
     ///

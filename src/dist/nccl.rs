@@ -33,6 +33,22 @@ pub struct Nccl {
     comm: NcclComm,
 }
 
+/// Overlapped gradient buckets ([`OverlapReducer`](super::OverlapReducer))
+/// summed on the communicator's own stream, after the bucket's fill on the
+/// device's stream, while the backward pass's kernels run on.
+impl super::overlap::DeviceExchange for Nccl {
+    fn device(&self) -> Device {
+        self.comm.device()
+    }
+    fn start_sum(&self, bucket: &Tensor) -> Result<()> {
+        const OP: &str = "OverlapReducer (nccl)";
+        self.in_place(OP, std::slice::from_ref(bucket), |runs| self.comm.start_all_reduce_sum_on_side(OP, runs))
+    }
+    fn wait(&self) -> Result<()> {
+        self.comm.join_side("OverlapReducer (nccl)")
+    }
+}
+
 impl Nccl {
     /// Join the NCCL communicator of every rank of `host`, on `device`
     /// (each rank its own GPU). Every rank of `host` must call it.

@@ -99,23 +99,31 @@ pub(super) fn average_grads(pg: &ProcessGroup, params: &[Param], grads: &mut Gra
 }
 
 /// Keep `slot` holding the reducer that averages the gradients during the
-/// backward pass, when this run can use one: several ranks,
-/// [`TrainConfig::overlap_grad_sync`], no ZeRO-1, and every trainable
-/// parameter a CPU tensor of f32 or f64 (alike on every rank: the ranks
-/// agreed on the model and the configuration). Called before each step: a
-/// parameter frozen or unfrozen since the reducer was made gets a new one
-/// (with a new plan, agreed again), on every rank at the same step.
+/// backward pass, when this run can use one: [`TrainConfig::overlap_grad_sync`],
+/// no ZeRO-1, and every trainable parameter on one device the group
+/// exchanges on: the CPU (f32 or f64) with several ranks, or the GPU of the
+/// group's NCCL communicator, with any number of ranks (so that one GPU
+/// checks that path too). The same on every rank, as the ranks agreed on
+/// the model and the configuration. Called before each step: a parameter
+/// frozen or unfrozen since the reducer was made gets a new one (with a new
+/// plan, agreed again), on every rank at the same step.
 pub(super) fn refresh_overlap(slot: &mut Option<OverlapReducer>, pg: &ProcessGroup, params: &[Param], config: &TrainConfig, zero1: bool) -> Result<()> {
-    if pg.world_size() == 1 || !config.overlap_grad_sync || zero1 {
+    if skips_collectives(pg) || !config.overlap_grad_sync || zero1 {
         *slot = None;
         return Ok(());
     }
-    let trainable: Vec<Tensor> = params.iter().filter(|p| p.is_trainable()).map(|p| p.tensor()).collect();
-    if slot.as_ref().is_some_and(|r| r.is_for(&trainable)) {
+    let trainable = || params.iter().filter(|p| p.is_trainable()).map(Param::tensor);
+    if slot.as_ref().is_some_and(|r| r.is_for_ids(trainable().map(|t| t.id()))) {
         return Ok(());
     }
-    let host = |t: &Tensor| t.device() == Device::Cpu && matches!(t.dtype(), DType::F32 | DType::F64);
-    *slot = match trainable.iter().all(host) {
+    let trainable: Vec<Tensor> = trainable().collect();
+    let device = trainable.first().map_or(Device::Cpu, Tensor::device);
+    let eligible = trainable.iter().all(|t| t.device() == device)
+        && match device {
+            Device::Cpu => pg.world_size() > 1 && trainable.iter().all(|t| matches!(t.dtype(), DType::F32 | DType::F64)),
+            gpu => pg.exchanges_on(gpu),
+        };
+    *slot = match eligible {
         true => Some(OverlapReducer::new(pg, &trainable)?),
         false => None,
     };

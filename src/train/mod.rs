@@ -149,12 +149,17 @@ pub struct TrainConfig {
     /// goes to the other ranks, from a communication thread, as soon as it
     /// is final, as PyTorch's DDP does, instead of all of them after the
     /// pass. The results are the same (with two ranks bit for bit). It
-    /// applies to CPU parameters of f32 or f64 without `zero1`; other runs
-    /// average after the pass. With `grad_accum` > 1 the last micro-batch's
-    /// pass sends the accumulated sums. Off by default: on CPUs the
-    /// all-reduce is itself CPU work, so it only pays where each rank has a
-    /// core to spare for it or waits on a network (docs/distributed.md has
-    /// the measurement: on two cores, two ranks gain nothing).
+    /// applies to CPU parameters of f32 or f64, and to parameters on the GPU
+    /// of the group's NCCL communicator (summed on a stream of NCCL's own
+    /// while the backward kernels run; written, not yet run on a GPU),
+    /// without `zero1`; other runs average after the pass. With
+    /// `grad_accum` > 1 the last micro-batch's pass sends the accumulated
+    /// sums. Every trainable parameter must get a gradient in every step or
+    /// in none (the bucket plan is made from the first step; freezing or
+    /// unfreezing makes a new one). Off by default: on CPUs the all-reduce is itself CPU work, so it
+    /// only pays where each rank has a core to spare for it or waits on a
+    /// network (docs/distributed.md has the measurement: on two cores, two
+    /// ranks gain nothing).
     pub overlap_grad_sync: bool,
     /// Run each micro-batch's forward pass and loss (and evaluation) under
     /// [`autocast`](crate::autocast()) to this 16-bit type, as

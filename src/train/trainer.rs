@@ -706,10 +706,16 @@ impl<T: TrainTask> Trainer<T> {
             }
             match (&mut self.overlap, &mut acc) {
                 (Some(reducer), acc) if micro + 1 == n => single = Some(backward_overlapped(&mb.loss, reducer, acc.take())?),
-                (_, Some(a)) => a.add(&mb.loss.backward()?)?,
-                (_, None) => single = Some(mb.loss.backward()?),
+                (_, acc) => {
+                    let grads = mb.loss.backward()?;
+                    // The graph goes before the accumulator copies the gradients.
+                    drop(mb.loss);
+                    match acc {
+                        Some(a) => a.add(&grads)?,
+                        None => single = Some(grads),
+                    }
+                }
             }
-            drop(mb.loss);
             loss_sum += loss;
             samples += mb.samples;
             tokens += mb.tokens;

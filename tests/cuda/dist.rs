@@ -115,3 +115,24 @@ fn gpt_tiny_trains_the_same_through_nccl_with_one_rank() {
     let same = plain.losses.iter().zip(&over_nccl.losses).all(|(a, b)| a.to_bits() == b.to_bits());
     assert!(same, "plain {:?}\nnccl {:?}", plain.losses, over_nccl.losses);
 }
+
+/// Gradients averaged during the backward pass (`overlap_grad_sync`): the
+/// buckets filled on the device's stream and summed by NCCL on its own
+/// stream, joined before the optimizer. Over one rank the sum is the
+/// identity, so the run must equal the plain one bit for bit, and it must
+/// have used buckets (several: 20,000 elements each).
+#[test]
+fn gpt_tiny_trains_the_same_with_gradients_averaged_during_backward_over_nccl() {
+    let Some(dev) = gpu() else { return };
+    let Some(pg) = nccl_group(dev) else { return };
+    let pg = pg.with_bucket_elems(20_000).expect("bucket size");
+    let plain = crate::train::gpt_trainer(dev, None, None).fit().expect("plain run");
+    let mut trainer = crate::train::gpt_trainer(dev, None, None);
+    trainer.config.overlap_grad_sync = true;
+    let mut trainer = trainer.with_process_group(pg).expect("with_process_group");
+    let overlapped = trainer.fit().expect("overlapped NCCL run");
+    let buckets = trainer.overlap_buckets();
+    assert!(buckets.is_some_and(|n| n > 1), "buckets: {buckets:?}");
+    let same = plain.losses.iter().zip(&overlapped.losses).all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(same && plain.losses.len() == 20, "plain {:?}\noverlapped {:?}", plain.losses, overlapped.losses);
+}

@@ -1,5 +1,5 @@
-//! Gradients averaged during the backward pass (`overlap_grad_sync`, the
-//! default) against after it: the same run, bit for bit, with one and with
+//! Gradients averaged during the backward pass (`overlap_grad_sync`)
+//! against after it (the default): the same run, bit for bit, with one and with
 //! two micro-batches per step, and with a parameter frozen between fits
 //! (the reducer is remade for the new set of parameters).
 
@@ -23,8 +23,8 @@ fn vit(pg: &ProcessGroup, overlap: bool, grad_accum: usize, freeze_after: Option
         stop_at: freeze_after,
         ..config()
     };
-    // Buckets of 20,000 elements: the ViT's 136,010 gradients in several.
-    let mut trainer = vit_trainer(pg.clone().with_bucket_elems(20_000)?, DType::F32, 8, cfg)?;
+    // Buckets of 1,000 elements: the ViT's 4,986 gradients in several.
+    let mut trainer = vit_trainer(pg.clone().with_bucket_elems(1_000)?, DType::F32, 8, cfg)?;
     let mut losses = trainer.fit()?.losses;
     if freeze_after.is_some() {
         // Transfer-learning style: stop training the position embedding, go on.
@@ -67,8 +67,8 @@ pub fn run(pg: &ProcessGroup, f: &mut Failures) {
         f.check(on.1.iter().zip(&off.1).all(|(a, b)| bits(a) == bits(b)), || {
             format!("{name}: the final parameters differ between the overlapped run and the other")
         });
-        f.check(on.2.is_some_and(|n| n > 0) && off.2.is_none(), || {
-            format!("{name}: buckets {:?} overlapped, {:?} after backward (expected some, none)", on.2, off.2)
+        f.check(on.2.is_some_and(|n| n > 1) && off.2.is_none(), || {
+            format!("{name}: buckets {:?} overlapped, {:?} after backward (expected several, none)", on.2, off.2)
         });
         if pg.is_root() {
             println!(

@@ -20,10 +20,12 @@
 //! never completes while the communicator lives (a peer killed mid-step) is
 //! the launcher's to end: `mpirun` stops the job when a rank dies.
 
+use super::device::driver_error;
 use super::{device as cuda_device, CudaDevice};
 use crate::backend::Storage;
 use crate::types::{DType, Device};
 use crate::{Error, Result};
+use cudarc::driver::CudaStream;
 use cudarc::nccl::{result as nccl, sys};
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
@@ -85,6 +87,9 @@ fn wire_type(op: &'static str, dtype: DType) -> Result<sys::ncclDataType_t> {
 pub struct NcclComm {
     comm: Mutex<RawComm>,
     dev: Arc<CudaDevice>,
+    /// The communicator's own stream, made at its first use: collectives
+    /// queued there overlap with the kernels of the device's stream.
+    side: Mutex<Option<Arc<CudaStream>>>,
     rank: usize,
     world: usize,
     version: i32,
@@ -119,6 +124,11 @@ impl NcclComm {
     /// [`DROP_WAIT`] without an asynchronous NCCL error.
     fn wait_for_queued_work(&self, comm: sys::ncclComm_t) -> bool {
         if self.dev.bind().is_err() {
+            return false;
+        }
+        // Collectives queued on the side stream count too.
+        let side = self.side.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if side.is_some_and(|side| self.dev.stream().join(&side).is_err()) {
             return false;
         }
         let Ok(done) = self.dev.stream().record_event(None) else { return false };
@@ -193,6 +203,7 @@ impl NcclComm {
         Ok(NcclComm {
             comm: Mutex::new(RawComm(comm)),
             dev,
+            side: Mutex::new(None),
             rank,
             world,
             version,
@@ -252,11 +263,17 @@ impl NcclComm {
     }
 
     /// Run `calls` between ncclGroupStart and ncclGroupEnd (one launch for
-    /// them all), holding the communicator, with the device bound.
+    /// them all) on the device's stream, holding the communicator, with the
+    /// device bound.
     fn grouped(&self, op: &'static str, calls: impl FnOnce(sys::ncclComm_t, sys::cudaStream_t) -> Result<()>) -> Result<()> {
+        self.grouped_on(op, self.dev.stream(), calls)
+    }
+
+    /// [`grouped`](Self::grouped) on `stream`.
+    fn grouped_on(&self, op: &'static str, stream: &CudaStream, calls: impl FnOnce(sys::ncclComm_t, sys::cudaStream_t) -> Result<()>) -> Result<()> {
         let comm = self.comm.lock().unwrap_or_else(|p| p.into_inner());
         self.dev.bind()?;
-        let stream = self.dev.stream().cu_stream() as sys::cudaStream_t;
+        let stream = stream.cu_stream() as sys::cudaStream_t;
         nccl::group_start().map_err(|e| nccl_error(op, e))?;
         let queued = calls(comm.0, stream);
         // The group is closed whatever happened inside it.
@@ -277,6 +294,57 @@ impl NcclComm {
             }
             Ok(())
         })
+    }
+
+    /// The side stream, made at the first call.
+    fn side_stream(&self, op: &'static str) -> Result<Arc<CudaStream>> {
+        let mut side = self.side.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = side.as_ref() {
+            return Ok(s.clone());
+        }
+        self.dev.bind()?;
+        let main = self.dev.stream();
+        // SAFETY: with a second stream, cudarc would start recording events
+        // on every buffer each kernel uses, to order the streams itself.
+        // tamer orders them: every kernel runs on the device's stream; the
+        // side stream runs only collectives on buffers whose writes it waits
+        // for (an event of the device's stream) and that the device's stream
+        // reads only after joining it again (`join_side`); and none of those
+        // buffers is freed while the side stream may use them (their owner,
+        // the overlapped reducer, joins before each step ends).
+        unsafe { main.context().disable_event_tracking() };
+        let made = main.fork().map_err(|e| driver_error(op, e))?;
+        *side = Some(made.clone());
+        Ok(made)
+    }
+
+    /// Start replacing each run with its sum over the ranks, on the side
+    /// stream, once the work queued so far on the device's stream is done
+    /// (what wrote the runs): the device's stream goes on meanwhile. The
+    /// runs must not be read, written or freed before [`join_side`](Self::join_side).
+    pub fn start_all_reduce_sum_on_side(&self, op: &'static str, runs: &[Run<'_>]) -> Result<()> {
+        let addrs = runs.iter().map(|r| self.address(op, r)).collect::<Result<Vec<_>>>()?;
+        let side = self.side_stream(op)?;
+        let written = self.dev.stream().record_event(None).map_err(|e| driver_error(op, e))?;
+        side.wait(&written).map_err(|e| driver_error(op, e))?;
+        self.grouped_on(op, &side, |comm, stream| {
+            for (run, (ptr, ty)) in runs.iter().zip(addrs) {
+                let p = ptr as *mut c_void;
+                // SAFETY: as in all_reduce_sum_in_place.
+                unsafe { nccl::all_reduce(p, p, run.len, ty, sys::ncclRedOp_t::ncclSum, comm, stream) }.map_err(|e| nccl_error(op, e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Order the device's stream after everything queued on the side stream.
+    pub fn join_side(&self, op: &'static str) -> Result<()> {
+        let side = self.side.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(side) = side {
+            self.dev.bind()?;
+            self.dev.stream().join(&side).map_err(|e| driver_error(op, e))?;
+        }
+        Ok(())
     }
 
     /// Each run replaced by root's.

@@ -1,17 +1,19 @@
 //! Gradients averaged over the ranks while the backward pass still runs:
 //! [`OverlapReducer`] (its documentation tells how).
 
+mod bucket;
+mod worker;
+
 use super::bucket::{check_tensor, Fnv};
-use super::comm::{Communicator, HostBuf};
-use super::flat::{read_host, write_host};
 use super::{Kind, ProcessGroup};
 use crate::tensor::TensorId;
 use crate::types::Shape;
-use crate::{DType, Error, GradStore, Result, Tensor};
+use crate::{DType, Device, Error, GradStore, Result, Tensor};
+pub(crate) use bucket::DeviceExchange;
+use bucket::{not_back, Bucket};
 use std::collections::HashMap;
-use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use worker::Worker;
 
 const OP: &str = "OverlapReducer";
 
@@ -21,8 +23,9 @@ const OP: &str = "OverlapReducer";
 /// all-reduce starts when the last gradient is known. But a layer near the
 /// loss has its gradient long before the first layer has its own, so the
 /// gradients can travel in buckets while the backward pass works on the
-/// layers below (PyTorch's DDP, llm.c's "overlap"). This reducer
-/// does that for CPU gradients:
+/// layers below (PyTorch's DDP, llm.c's "overlap"). This reducer does that,
+/// for CPU gradients and, on a group with an NCCL communicator (feature
+/// `nccl`), for gradients on its GPU:
 ///
 /// 1. The first step records the order in which the gradients become final
 ///    ([`Tensor::backward_with_hook`]) and cuts that order into buckets of at
@@ -31,8 +34,11 @@ const OP: &str = "OverlapReducer";
 /// 2. From then on, each final gradient is copied into its bucket's buffer;
 ///    a bucket whose gradients are all in is handed to a communication
 ///    thread, which all-reduces it (sum, then division by the world size)
-///    while the backward pass goes on. Buckets go out in plan order on every
-///    rank, so the ranks' collectives pair up.
+///    while the backward pass goes on. On a GPU, the bucket is a flat device
+///    buffer filled on the device's stream, and NCCL sums it on a stream of
+///    its own once the fill is done, while the backward pass's kernels run
+///    on. Buckets go out in plan order on every rank, so the ranks'
+///    collectives pair up.
 /// 3. After the backward pass, [`StepSync::finish`] waits for the buckets
 ///    and writes the means into the gradients (in their own storage where
 ///    they own it).
@@ -69,17 +75,25 @@ const OP: &str = "OverlapReducer";
 /// [`StepSync::finish`] nothing else may use the group (the communication
 /// thread is using it).
 pub struct OverlapReducer {
+    /// Declared first, so dropped first: the thread is joined while `pg`
+    /// still holds the backend (the last handle to MPI must go on the
+    /// thread that initialised it, where MPI_Finalize runs).
+    worker: Option<Worker>,
     pg: ProcessGroup,
-    /// The parameters whose gradients are averaged, by id, with their index.
+    /// The parameters whose gradients are averaged, by id, with their
+    /// index, and in order.
     params: HashMap<TensorId, usize>,
+    order: Vec<TensorId>,
     plan: Option<Plan>,
     /// Each bucket's buffer while it is here (not on the communication thread).
     buffers: Vec<Option<Bucket>>,
+    /// Where device buckets go (the group's NCCL communicator); None: the
+    /// gradients are on the host.
+    exchange: Option<Arc<dyn DeviceExchange>>,
     /// Per bucket, the gradients not yet in this step; per parameter, whether
     /// its gradient is in (kept here, so that a steady step allocates nothing).
     missing: Vec<usize>,
     filled: Vec<bool>,
-    worker: Option<Worker>,
 }
 
 impl std::fmt::Debug for OverlapReducer {
@@ -96,8 +110,8 @@ impl std::fmt::Debug for OverlapReducer {
 /// Where each gradient goes: buckets in launch order.
 struct Plan {
     buckets: Vec<BucketPlan>,
-    /// Parameter id → (bucket, offset in it, shape).
-    slots: HashMap<TensorId, (usize, usize, Shape)>,
+    /// Parameter id → (bucket, offset in it, index among its members).
+    slots: HashMap<TensorId, (usize, usize, usize)>,
 }
 
 struct BucketPlan {
@@ -108,162 +122,50 @@ struct BucketPlan {
     members: Vec<(TensorId, usize, Shape)>,
 }
 
-/// A bucket's host buffer.
-enum Bucket {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-}
-
-impl Bucket {
-    fn zeros(dtype: DType, len: usize) -> Bucket {
-        match dtype {
-            DType::F32 => Bucket::F32(vec![0.0; len]),
-            _ => Bucket::F64(vec![0.0; len]),
-        }
-    }
-    fn host_buf(&mut self) -> HostBuf<'_> {
-        match self {
-            Bucket::F32(b) => HostBuf::F32(b),
-            Bucket::F64(b) => HostBuf::F64(b),
-        }
-    }
-    /// Copy `grad`'s elements in at `offset`; false when its dtype or size
-    /// does not fit there.
-    fn fill(&mut self, offset: usize, grad: &Tensor) -> Result<bool> {
-        let n = grad.numel();
-        // A gradient that is a strided view (rare) is read through a contiguous copy.
-        let contiguous;
-        let g = if grad.layout().contiguous_range().is_some() {
-            grad
-        } else {
-            contiguous = grad.contiguous()?;
-            &contiguous
-        };
-        Ok(match self {
-            Bucket::F32(b) => b
-                .get_mut(offset..offset + n)
-                .and_then(|dst| read_host::<f32, _>(g, |src| dst.copy_from_slice(src)))
-                .is_some(),
-            Bucket::F64(b) => b
-                .get_mut(offset..offset + n)
-                .and_then(|dst| read_host::<f64, _>(g, |src| dst.copy_from_slice(src)))
-                .is_some(),
-        })
-    }
-    fn set_status(&mut self, failed: bool) {
-        let v = f64::from(u8::from(failed));
-        match self {
-            Bucket::F32(b) => b.last_mut().into_iter().for_each(|s| *s = v as f32),
-            Bucket::F64(b) => b.last_mut().into_iter().for_each(|s| *s = v),
-        }
-    }
-    /// The summed status: how many ranks were missing gradients.
-    fn failed_ranks(&self) -> usize {
-        match self {
-            Bucket::F32(b) => b.last().map_or(0, |&v| v.round() as usize),
-            Bucket::F64(b) => b.last().map_or(0, |&v| v.round() as usize),
-        }
-    }
-    /// The mean's elements of one gradient written into `grad` (in its own
-    /// storage when it owns it, else a new tensor replaces it in `grads`).
-    fn write_back(&self, offset: usize, shape: &Shape, id: TensorId, grads: &mut GradStore) -> Result<()> {
-        let n = shape.numel();
-        if let Some(g) = grads.get_by_id(id) {
-            if g.is_sole_owner() {
-                let written = match self {
-                    Bucket::F32(b) => write_host::<f32, _>(g, |dst| dst.copy_from_slice(&b[offset..offset + n])),
-                    Bucket::F64(b) => write_host::<f64, _>(g, |dst| dst.copy_from_slice(&b[offset..offset + n])),
-                };
-                if written.is_some() {
-                    return Ok(());
-                }
-            }
-        }
-        let fresh = match self {
-            Bucket::F32(b) => Tensor::from_vec(b[offset..offset + n].to_vec(), shape.clone())?,
-            Bucket::F64(b) => Tensor::from_vec(b[offset..offset + n].to_vec(), shape.clone())?,
-        };
-        grads.insert_by_id(id, fresh);
-        Ok(())
-    }
-}
-
-/// The communication thread: all-reduces the buckets it is sent, in the
-/// order sent, and sends each back with the outcome.
-struct Worker {
-    jobs: Sender<(usize, Bucket)>,
-    done: Receiver<(usize, Bucket, Result<()>)>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Worker {
-    fn start(comm: Arc<dyn Communicator + Send + Sync>) -> Result<Worker> {
-        let (jobs, inbox) = channel::<(usize, Bucket)>();
-        let (outbox, done) = channel();
-        let world = comm.world_size();
-        let thread = std::thread::Builder::new()
-            .name("tamer-grad-allreduce".into())
-            .spawn(move || {
-                for (i, mut bucket) in inbox {
-                    let r = comm.all_reduce_sum(bucket.host_buf()).map(|()| divide_by(&mut bucket, world));
-                    if outbox.send((i, bucket, r)).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| Error::io(OP, format!("cannot start the communication thread: {e}")))?;
-        Ok(Worker {
-            jobs,
-            done,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // Closing the queue ends the thread once it is idle (every step
-        // waits for its buckets, so it is).
-        let (closed, _) = channel();
-        self.jobs = closed;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The mean: the sum divided by the world size, as the flat path divides
-/// (a division, not a multiplication by a rounded reciprocal). The status
-/// element stays a count.
-fn divide_by(bucket: &mut Bucket, world: usize) {
-    match bucket {
-        Bucket::F32(b) => {
-            let n = b.len() - 1;
-            b[..n].iter_mut().for_each(|x| *x /= world as f32);
-        }
-        Bucket::F64(b) => {
-            let n = b.len() - 1;
-            b[..n].iter_mut().for_each(|x| *x /= world as f64);
-        }
-    }
-}
-
 impl OverlapReducer {
-    /// A reducer for the gradients of `params` (CPU tensors of f32 or f64)
-    /// over `pg`'s ranks.
+    /// A reducer for the gradients of `params` over `pg`'s ranks: CPU
+    /// tensors of f32 or f64, or tensors on the GPU of the group's NCCL
+    /// communicator (f32, f64, bf16, f16), all on one device.
     pub fn new(pg: &ProcessGroup, params: &[Tensor]) -> Result<OverlapReducer> {
-        for (i, p) in params.iter().enumerate() {
-            check_tensor(OP, i, p)?;
+        let device = params.first().map_or(Device::Cpu, Tensor::device);
+        if let Some((i, p)) = params.iter().enumerate().find(|(_, p)| p.device() != device) {
+            crate::bail!(
+                device,
+                OP,
+                "parameter {i} (shape {}) is on {}, parameter 0 on {device}; the gradients must be on one device",
+                p.shape(),
+                p.device()
+            );
         }
-        Ok(OverlapReducer {
+        if let Some(i) = (1..params.len()).find(|&i| params[..i].iter().any(|p| p.id() == params[i].id())) {
+            crate::bail!(value, OP, "parameter {i} (shape {}) is listed twice", params[i].shape());
+        }
+        let exchange = match device {
+            Device::Cpu => {
+                for (i, p) in params.iter().enumerate() {
+                    check_tensor(OP, i, p)?;
+                }
+                None
+            }
+            gpu => Some(pg.device_exchange(OP, gpu, params)?),
+        };
+        Ok(Self::with_exchange(pg, params, exchange))
+    }
+
+    /// [`new`](Self::new) with the device exchange given (tests drive
+    /// device buckets on the CPU through a fake one).
+    pub(crate) fn with_exchange(pg: &ProcessGroup, params: &[Tensor], exchange: Option<Arc<dyn DeviceExchange>>) -> OverlapReducer {
+        OverlapReducer {
             pg: pg.clone(),
             params: params.iter().enumerate().map(|(i, p)| (p.id(), i)).collect(),
+            order: params.iter().map(Tensor::id).collect(),
             plan: None,
             buffers: Vec::new(),
+            exchange,
             missing: Vec::new(),
             filled: vec![false; params.len()],
             worker: None,
-        })
+        }
     }
 
     /// Whether this reducer is for exactly `params`, in this order (a
@@ -278,7 +180,16 @@ impl OverlapReducer {
     /// assert!(!reducer.is_for(&[b, a]));
     /// ```
     pub fn is_for(&self, params: &[Tensor]) -> bool {
-        params.len() == self.params.len() && params.iter().enumerate().all(|(i, p)| self.params.get(&p.id()) == Some(&i))
+        self.is_for_ids(params.iter().map(Tensor::id))
+    }
+
+    /// [`is_for`](Self::is_for) by the parameters' ids.
+    pub fn is_for_ids(&self, ids: impl IntoIterator<Item = TensorId>) -> bool {
+        let mut n = 0;
+        ids.into_iter().all(|id| {
+            n += 1;
+            self.order.get(n - 1) == Some(&id)
+        }) && n == self.order.len()
     }
 
     /// Whether the first step has made the plan (the next steps overlap).
@@ -343,8 +254,8 @@ impl OverlapReducer {
         buckets.extend(open);
         let mut slots = HashMap::new();
         for (b, bucket) in buckets.iter_mut().enumerate() {
-            for (id, offset, shape) in &bucket.members {
-                slots.insert(*id, (b, *offset, shape.clone()));
+            for (m, (id, offset, _)) in bucket.members.iter().enumerate() {
+                slots.insert(*id, (b, *offset, m));
             }
             bucket.len += 1; // the status element
         }
@@ -358,6 +269,7 @@ impl OverlapReducer {
         let (mut f32s, mut f64s) = (0u64, 0u64);
         for (_, dtype, shape) in order {
             hash.add(*dtype as u64);
+            hash.add(shape.dims().len() as u64);
             shape.dims().iter().for_each(|&d| hash.add(d as u64));
             match dtype {
                 DType::F32 => f32s += shape.numel() as u64,
@@ -398,11 +310,13 @@ impl StepSync<'_> {
             return Ok(());
         };
         let Some(plan) = &self.reducer.plan else {
-            check_tensor(OP, self.recorded.len(), grad)?;
+            if self.reducer.exchange.is_none() {
+                check_tensor(OP, self.recorded.len(), grad)?;
+            }
             self.recorded.push((id, grad.dtype(), grad.shape().clone()));
             return Ok(());
         };
-        let Some((b, offset, shape)) = plan.slots.get(&id).cloned() else {
+        let Some(&(b, offset, member)) = plan.slots.get(&id) else {
             self.fault.get_or_insert_with(|| {
                 format!(
                     "a parameter of shape {} got a gradient that the first step did not give it; overlapped gradient averaging needs the same parameters to get gradients every step",
@@ -411,20 +325,21 @@ impl StepSync<'_> {
             });
             return Ok(());
         };
+        let shape = &plan.buckets[b].members[member].2;
         if std::mem::replace(&mut self.reducer.filled[index], true) {
             self.fault
                 .get_or_insert_with(|| format!("the gradient of a parameter of shape {shape} was passed twice in one step"));
             return Ok(());
         }
-        let fits = grad.shape() == &shape
-            && grad.dtype() == plan.buckets[b].dtype
-            && self.reducer.buffers[b].as_mut().map(|buf| buf.fill(offset, grad)).transpose()?.unwrap_or(false);
+        let buffer = self.reducer.buffers[b].as_mut().ok_or_else(|| not_back(b))?;
+        let fits = grad.shape() == shape && grad.dtype() == plan.buckets[b].dtype && buffer.fill(offset, grad)?;
         if !fits {
             self.fault.get_or_insert_with(|| {
                 format!(
-                    "a gradient of {} {} where the first step had {} {shape} (on the CPU)",
+                    "a gradient of {} {} on {} where the first step had {} {shape}",
                     grad.dtype(),
                     grad.shape(),
+                    grad.device(),
                     plan.buckets[b].dtype
                 )
             });
@@ -433,36 +348,45 @@ impl StepSync<'_> {
         self.launch_ready()
     }
 
-    /// How many buckets have gone to the communication thread so far.
+    /// How many buckets have gone out to the other ranks so far.
     pub fn buckets_sent(&self) -> usize {
         self.launched
     }
 
-    /// Send out, in plan order, every bucket whose gradients are all in.
+    /// Send out, in plan order, every bucket whose gradients are all in,
+    /// except the last: it leaves from `finish` (or the drop of an
+    /// unfinished step), when everything this rank could find wrong with
+    /// its gradients is known, so that its status element tells the other
+    /// ranks even of a fault met after every other bucket had left.
     fn launch_ready(&mut self) -> Result<()> {
-        while self.launched < self.buckets && self.reducer.missing[self.launched] == 0 {
+        while self.launched + 1 < self.buckets && self.reducer.missing[self.launched] == 0 {
             self.launch(self.launched)?;
         }
         Ok(())
     }
 
+    /// Bucket `b` out: to the device exchange (the buffer stays here; the
+    /// exchange works in it on its stream), or to the communication thread.
     fn launch(&mut self, b: usize) -> Result<()> {
         let failed = self.fault.is_some();
         let reducer = &mut *self.reducer;
-        let mut bucket = reducer.buffers[b]
-            .take()
-            .ok_or_else(|| Error::value(OP, format!("bucket {b} is already out")))?;
-        bucket.set_status(failed);
+        // Counted first: a bucket that fails to go out is still waited for.
+        self.launched += 1;
+        if let Some(exchange) = &reducer.exchange {
+            let bucket = reducer.buffers[b].as_mut().ok_or_else(|| not_back(b))?;
+            bucket.set_status(failed)?;
+            let Bucket::Device(flat) = bucket else {
+                crate::bail!(value, OP, "bucket {b} is on the host, the gradients on {}", exchange.device());
+            };
+            return exchange.start_sum(flat);
+        }
+        let mut bucket = reducer.buffers[b].take().ok_or_else(|| not_back(b))?;
+        bucket.set_status(failed)?;
         let worker = match &mut reducer.worker {
             Some(w) => w,
             None => reducer.worker.insert(Worker::start(reducer.pg.comm.clone())?),
         };
-        worker
-            .jobs
-            .send((b, bucket))
-            .map_err(|_| Error::value(OP, "the communication thread has stopped"))?;
-        self.launched += 1;
-        Ok(())
+        worker.send(b, bucket)
     }
 
     /// Wait for every bucket (sending those still here, flagged when a
@@ -479,6 +403,23 @@ impl StepSync<'_> {
             }
         }
         let mut failed_ranks = 0;
+        if let Some(exchange) = &self.reducer.exchange {
+            // Every sum started, then the means and the statuses on the device's stream.
+            let waited = exchange.wait().and_then(|()| {
+                let world = self.reducer.pg.world_size();
+                let mut failed = 0;
+                for bucket in self.reducer.buffers.iter_mut().flatten() {
+                    bucket.divide_by(world)?;
+                    failed = failed.max(bucket.failed_ranks()?);
+                }
+                Ok(failed)
+            });
+            self.returned = self.launched;
+            return match (first_error, waited) {
+                (Some(e), _) | (None, Err(e)) => Err(e),
+                (None, Ok(failed)) => Ok(failed),
+            };
+        }
         while self.returned < self.launched {
             let Some(worker) = &self.reducer.worker else { break };
             match worker.done.recv() {
@@ -486,7 +427,10 @@ impl StepSync<'_> {
                     if let Err(e) = r {
                         first_error.get_or_insert(e);
                     }
-                    failed_ranks = failed_ranks.max(bucket.failed_ranks());
+                    match bucket.failed_ranks() {
+                        Ok(n) => failed_ranks = failed_ranks.max(n),
+                        Err(e) => drop(first_error.get_or_insert(e)),
+                    }
                     self.reducer.buffers[b] = Some(bucket);
                     self.returned += 1;
                 }
@@ -506,6 +450,21 @@ impl StepSync<'_> {
     /// `grads` with its mean over the ranks. The first step makes the plan
     /// here (after the ranks agree on it) and exchanges everything at once.
     pub fn finish(mut self, grads: &mut GradStore) -> Result<()> {
+        // Gradients the hook did not report: with accumulation, those of
+        // parameters that only earlier micro-batches reached. In parameter
+        // order, the same on every rank.
+        for index in 0..self.reducer.order.len() {
+            let id = self.reducer.order[index];
+            let unreported = match self.reducer.plan {
+                None => !self.recorded.iter().any(|r| r.0 == id),
+                Some(_) => !self.reducer.filled[index],
+            };
+            if unreported {
+                if let Some(g) = grads.get_by_id(id).cloned() {
+                    self.ready_id(id, &g)?;
+                }
+            }
+        }
         if self.reducer.plan.is_none() {
             self.make_plan_and_fill(grads)?;
         }
@@ -523,11 +482,11 @@ impl StepSync<'_> {
         }
         let reducer = &*self.reducer;
         let plan = reducer.plan.as_ref().ok_or_else(|| Error::value(OP, "no plan"))?;
-        for (id, (b, offset, shape)) in &plan.slots {
-            let bucket = reducer.buffers[*b]
-                .as_ref()
-                .ok_or_else(|| Error::value(OP, format!("bucket {b} did not come back")))?;
-            bucket.write_back(*offset, shape, *id, grads)?;
+        for (b, planned) in plan.buckets.iter().enumerate() {
+            let bucket = reducer.buffers[b].as_ref().ok_or_else(|| not_back(b))?;
+            for (id, offset, shape) in &planned.members {
+                bucket.write_back(*offset, shape, *id, grads)?;
+            }
         }
         Ok(())
     }
@@ -541,12 +500,17 @@ impl StepSync<'_> {
             let sig = OverlapReducer::plan_signature(&plan, &order);
             self.reducer.pg.agree(OP, Kind::AllReduce, &sig)?;
         }
-        for b in &plan.buckets {
-            if i32::try_from(b.len).is_err() {
+        let device = self.reducer.exchange.as_ref().map(|e| e.device());
+        if device.is_none() {
+            if let Some(b) = plan.buckets.iter().find(|b| i32::try_from(b.len).is_err()) {
                 crate::bail!(value, OP, "a gradient of {} elements exceeds MPI's count limit", b.len);
             }
         }
-        self.reducer.buffers = plan.buckets.iter().map(|b| Some(Bucket::zeros(b.dtype, b.len))).collect();
+        self.reducer.buffers = plan
+            .buckets
+            .iter()
+            .map(|b| Bucket::zeros(b.dtype, b.len, device).map(Some))
+            .collect::<Result<_>>()?;
         self.reducer.missing = plan.buckets.iter().map(|b| b.members.len()).collect();
         self.buckets = plan.buckets.len();
         self.reducer.plan = Some(plan);

@@ -2,6 +2,7 @@
 //! sends `g + 1`: the means, the buckets' timing and sizes, and the failures.
 
 use super::*;
+use crate::dist::{Communicator, HostBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -109,12 +110,69 @@ fn group(comm: Arc<PlusOne>, bucket_elems: usize) -> ProcessGroup {
     ProcessGroup::new(comm).with_bucket_elems(bucket_elems).unwrap()
 }
 
+/// Device buckets driven on the CPU: the sum (by [`PlusOne`], logged there
+/// as it starts) lands in the bucket only at `wait`, as a GPU's side stream
+/// would deliver it, so a read before `wait` would see the unsummed values.
+struct FakeExchange {
+    comm: Arc<PlusOne>,
+    pending: Mutex<Vec<(Tensor, Tensor)>>,
+}
+
+impl DeviceExchange for FakeExchange {
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+    fn start_sum(&self, bucket: &Tensor) -> Result<()> {
+        let summed = match bucket.dtype() {
+            DType::F32 => {
+                let mut v = bucket.to_vec::<f32>()?;
+                self.comm.all_reduce_sum(HostBuf::F32(&mut v))?;
+                Tensor::from_vec(v, [bucket.numel()])?
+            }
+            _ => {
+                let mut v = bucket.to_vec::<f64>()?;
+                self.comm.all_reduce_sum(HostBuf::F64(&mut v))?;
+                Tensor::from_vec(v, [bucket.numel()])?
+            }
+        };
+        self.pending.lock().unwrap().push((bucket.clone(), summed));
+        Ok(())
+    }
+    fn wait(&self) -> Result<()> {
+        for (bucket, summed) in self.pending.lock().unwrap().drain(..) {
+            bucket.assign(&summed)?;
+        }
+        Ok(())
+    }
+}
+
+/// A reducer of `model`'s gradients over `pg`: host buckets, or device
+/// buckets through a [`FakeExchange`].
+fn reducer(pg: &ProcessGroup, comm: &Arc<PlusOne>, model: &Model, device: bool) -> OverlapReducer {
+    match device {
+        false => OverlapReducer::new(pg, &model.params()).unwrap(),
+        true => {
+            let fake = FakeExchange {
+                comm: comm.clone(),
+                pending: Mutex::new(Vec::new()),
+            };
+            OverlapReducer::with_exchange(pg, &model.params(), Some(Arc::new(fake)))
+        }
+    }
+}
+
 #[test]
 fn the_means_equal_the_flat_all_reduce_and_buckets_leave_during_the_backward_pass() {
+    for device in [false, true] {
+        the_means_and_buckets(device);
+    }
+}
+
+fn the_means_and_buckets(device: bool) {
     let comm = Arc::new(PlusOne::default());
     let pg = group(comm.clone(), 8);
     let model = Model::new();
-    let mut reducer = OverlapReducer::new(&pg, &model.params()).unwrap();
+    let mut reducer = reducer(&pg, &comm, &model, device);
     for step in 0..3 {
         // The other rank sends g + 1: the mean is g + 0.5.
         let expected: Vec<Vec<f64>> = {
@@ -139,7 +197,7 @@ fn the_means_equal_the_flat_all_reduce_and_buckets_leave_during_the_backward_pas
             .unwrap();
         sync.finish(&mut grads).unwrap();
         for (p, want) in model.params().iter().zip(&expected) {
-            assert_eq!(&grads.get(p).unwrap().to_f64_vec().unwrap(), want, "step {step}");
+            assert_eq!(&grads.get(p).unwrap().to_f64_vec().unwrap(), want, "step {step}, device buckets {device}");
         }
         // The walk is depth-first: w0's branch is done first, the f64 bias last.
         assert_eq!(order, [4, 6, 2, 3]);
@@ -148,8 +206,9 @@ fn the_means_equal_the_flat_all_reduce_and_buckets_leave_during_the_backward_pas
             assert!(sent_while_running.iter().all(|&n| n == 0), "{sent_while_running:?}");
         } else {
             // w0's bucket left at w0's report; w1 and w2 share the next,
-            // sent at w2's, while the pass still had the bias to do.
-            assert_eq!(sent_while_running, [1, 1, 2, 3]);
+            // sent at w2's, while the pass still had the bias to do. The
+            // last bucket (the bias) waits for `finish`.
+            assert_eq!(sent_while_running, [1, 1, 2, 2]);
         }
         // Buckets of at most 8 f32 elements, each plus its status element:
         // [w0] (w1 would overflow it), [w1, w2], then the f64 bucket [bias].
@@ -174,8 +233,8 @@ fn step(reducer: &mut OverlapReducer, model: &Model, skip_w1: bool, fail_after: 
     Ok(grads)
 }
 
-fn planned(comm: &Arc<PlusOne>, model: &Model) -> OverlapReducer {
-    let mut reducer = OverlapReducer::new(&group(comm.clone(), 8), &model.params()).unwrap();
+fn planned(comm: &Arc<PlusOne>, model: &Model, device: bool) -> OverlapReducer {
+    let mut reducer = reducer(&group(comm.clone(), 8), comm, model, device);
     step(&mut reducer, model, false, None).unwrap();
     comm.sums.lock().unwrap().clear();
     comm.statuses.lock().unwrap().clear();
@@ -184,71 +243,77 @@ fn planned(comm: &Arc<PlusOne>, model: &Model) -> OverlapReducer {
 
 #[test]
 fn a_rank_missing_a_gradient_still_sends_every_bucket_flagged_and_every_rank_errs() {
-    let comm = Arc::new(PlusOne::default());
-    let model = Model::new();
-    let mut reducer = planned(&comm, &model);
-    // This rank: w1 gets no gradient.
-    let err = step(&mut reducer, &model, true, None).unwrap_err();
-    assert!(err.to_string().contains("some parameters got no gradient"), "{err}");
-    assert_eq!(*comm.statuses.lock().unwrap(), [0.0, 1.0, 1.0], "w0's bucket left before the fault was known");
-    // The other rank's flag: this rank's step fails too, naming the count.
-    comm.statuses.lock().unwrap().clear();
-    comm.other_failed.store(1, Ordering::Relaxed);
-    let err = step(&mut reducer, &model, false, None).unwrap_err();
-    assert!(err.to_string().contains("1 other rank(s) were missing gradients"), "{err}");
-    assert_eq!(*comm.statuses.lock().unwrap(), [0.0, 0.0, 0.0]);
-    // And when both ranks are whole again, the step goes through.
-    comm.other_failed.store(0, Ordering::Relaxed);
-    step(&mut reducer, &model, false, None).unwrap();
+    for device in [false, true] {
+        let comm = Arc::new(PlusOne::default());
+        let model = Model::new();
+        let mut reducer = planned(&comm, &model, device);
+        // This rank: w1 gets no gradient.
+        let err = step(&mut reducer, &model, true, None).unwrap_err();
+        assert!(err.to_string().contains("some parameters got no gradient"), "{err}");
+        assert_eq!(*comm.statuses.lock().unwrap(), [0.0, 1.0, 1.0], "w0's bucket left before the fault was known");
+        // The other rank's flag: this rank's step fails too, naming the count.
+        comm.statuses.lock().unwrap().clear();
+        comm.other_failed.store(1, Ordering::Relaxed);
+        let err = step(&mut reducer, &model, false, None).unwrap_err();
+        assert!(err.to_string().contains("1 other rank(s) were missing gradients"), "{err}");
+        assert_eq!(*comm.statuses.lock().unwrap(), [0.0, 0.0, 0.0]);
+        // And when both ranks are whole again, the step goes through.
+        comm.other_failed.store(0, Ordering::Relaxed);
+        step(&mut reducer, &model, false, None).unwrap();
+    }
 }
 
 #[test]
 fn a_backward_pass_that_fails_midway_still_sends_its_buckets_flagged() {
-    let comm = Arc::new(PlusOne::default());
-    let model = Model::new();
-    let mut reducer = planned(&comm, &model);
-    let err = step(&mut reducer, &model, false, Some(2)).unwrap_err();
-    assert!(err.to_string().contains("failed here"), "{err}");
-    // w0's bucket had left; the other two went out flagged when the step was dropped.
-    assert_eq!(*comm.sums.lock().unwrap(), [5, 9, 4]);
-    assert_eq!(*comm.statuses.lock().unwrap(), [0.0, 1.0, 1.0]);
-    // The reducer is whole for the next step.
-    step(&mut reducer, &model, false, None).unwrap();
+    for device in [false, true] {
+        let comm = Arc::new(PlusOne::default());
+        let model = Model::new();
+        let mut reducer = planned(&comm, &model, device);
+        let err = step(&mut reducer, &model, false, Some(2)).unwrap_err();
+        assert!(err.to_string().contains("failed here"), "{err}");
+        // w0's bucket had left; the other two went out flagged when the step was dropped.
+        assert_eq!(*comm.sums.lock().unwrap(), [5, 9, 4]);
+        assert_eq!(*comm.statuses.lock().unwrap(), [0.0, 1.0, 1.0]);
+        // The reducer is whole for the next step.
+        step(&mut reducer, &model, false, None).unwrap();
+    }
 }
 
 #[test]
 fn gradients_are_written_in_place_unless_shared_and_other_variables_are_left_alone() {
-    let comm = Arc::new(PlusOne::default());
-    let model = Model::new();
-    let mut reducer = planned(&comm, &model);
-    let extra = Tensor::from_vec(vec![3.0f32], [1]).unwrap().variable();
-    let loss = model.loss(false).add(&extra.sum_all().unwrap()).unwrap();
-    let mut sync = reducer.begin();
-    let mut held = None;
-    let mut grads = loss
-        .backward_with_hook(|v, g| {
-            if v.id() == model.w[1].id() {
-                held = Some(g.clone()); // a second handle: w1's gradient is shared
-            }
-            sync.ready(v, g)
-        })
-        .unwrap();
-    let held = held.unwrap();
-    let held_values = held.to_vec::<f32>().unwrap();
-    let w0_values = grads.get(&model.w[0]).unwrap().to_vec::<f32>().unwrap();
-    let w0_tensor = grads.get(&model.w[0]).unwrap().id();
-    sync.finish(&mut grads).unwrap();
-    // w0's gradient was the store's alone: the mean is written into it.
-    assert_eq!(grads.get(&model.w[0]).unwrap().id(), w0_tensor);
-    // w1's gradient was shared: replaced by a new tensor, the held one untouched.
-    assert_eq!(held.to_vec::<f32>().unwrap(), held_values);
-    assert!(!grads.get(&model.w[1]).unwrap().same_storage(&held));
-    let w1: Vec<f32> = held_values.iter().map(|&x| (x + (x + 1.0)) / 2.0).collect();
-    assert_eq!(grads.get(&model.w[1]).unwrap().to_vec::<f32>().unwrap(), w1);
-    let w0: Vec<f32> = w0_values.iter().map(|&x| (x + (x + 1.0)) / 2.0).collect();
-    assert_eq!(grads.get(&model.w[0]).unwrap().to_vec::<f32>().unwrap(), w0);
-    // Not a parameter of the reducer: its gradient is this rank's own.
-    assert_eq!(grads.get(&extra).unwrap().to_vec::<f32>().unwrap(), [1.0]);
+    for device in [false, true] {
+        let comm = Arc::new(PlusOne::default());
+        let model = Model::new();
+        let mut reducer = planned(&comm, &model, device);
+        let extra = Tensor::from_vec(vec![3.0f32], [1]).unwrap().variable();
+        let loss = model.loss(false).add(&extra.sum_all().unwrap()).unwrap();
+        let mut sync = reducer.begin();
+        let mut held = None;
+        let mut grads = loss
+            .backward_with_hook(|v, g| {
+                if v.id() == model.w[1].id() {
+                    held = Some(g.clone()); // a second handle: w1's gradient is shared
+                }
+                sync.ready(v, g)
+            })
+            .unwrap();
+        let held = held.unwrap();
+        let held_values = held.to_vec::<f32>().unwrap();
+        let w0_values = grads.get(&model.w[0]).unwrap().to_vec::<f32>().unwrap();
+        let w0_tensor = grads.get(&model.w[0]).unwrap().id();
+        sync.finish(&mut grads).unwrap();
+        // w0's gradient was the store's alone: the mean is written into it.
+        assert_eq!(grads.get(&model.w[0]).unwrap().id(), w0_tensor);
+        // w1's gradient was shared: replaced by a new tensor, the held one untouched.
+        assert_eq!(held.to_vec::<f32>().unwrap(), held_values);
+        assert!(!grads.get(&model.w[1]).unwrap().same_storage(&held));
+        let w1: Vec<f32> = held_values.iter().map(|&x| (x + (x + 1.0)) / 2.0).collect();
+        assert_eq!(grads.get(&model.w[1]).unwrap().to_vec::<f32>().unwrap(), w1);
+        let w0: Vec<f32> = w0_values.iter().map(|&x| (x + (x + 1.0)) / 2.0).collect();
+        assert_eq!(grads.get(&model.w[0]).unwrap().to_vec::<f32>().unwrap(), w0);
+        // Not a parameter of the reducer: its gradient is this rank's own.
+        assert_eq!(grads.get(&extra).unwrap().to_vec::<f32>().unwrap(), [1.0]);
+    }
 }
 
 #[test]
@@ -257,4 +322,108 @@ fn parameters_the_host_cannot_exchange_are_refused() {
     let half = Tensor::ones([2], DType::F32).unwrap().to_dtype(DType::F16).unwrap().variable();
     let err = OverlapReducer::new(&pg, &[half]).unwrap_err();
     assert!(err.to_string().contains("expected f32 or f64"), "{err}");
+}
+
+#[test]
+fn gradients_only_earlier_micro_batches_reached_are_averaged_too() {
+    for device in [false, true] {
+        let comm = Arc::new(PlusOne::default());
+        let pg = group(comm.clone(), 8);
+        let model = Model::new();
+        let mut reducer = reducer(&pg, &comm, &model, device);
+        for step in 0..3 {
+            // Two micro-batches; w1 only in the first. The last pass's hook
+            // never reports w1: `finish` finds its sum in the store.
+            let expected = {
+                let mut plain = crate::optim::GradAccumulator::new(2).unwrap();
+                plain.add(&model.loss(false).backward().unwrap()).unwrap();
+                plain.add(&model.loss(true).backward().unwrap()).unwrap();
+                plain.take()
+            };
+            let mut acc = crate::optim::GradAccumulator::new(2).unwrap();
+            acc.add(&model.loss(false).backward().unwrap()).unwrap();
+            let mut sync = reducer.begin();
+            let mut reported = 0;
+            model
+                .loss(true)
+                .backward_with_hook(|v, g| {
+                    let sum = acc.add_one(v.id(), g)?;
+                    reported += 1;
+                    sync.ready(v, sum)
+                })
+                .unwrap();
+            acc.end_pass();
+            let mut grads = acc.take();
+            sync.finish(&mut grads).unwrap();
+            assert_eq!(reported, 3, "w1 was not in the last pass");
+            for p in model.params() {
+                let want: Vec<f64> = match p.dtype() {
+                    DType::F32 => expected
+                        .get(&p)
+                        .unwrap()
+                        .to_vec::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|&x| f64::from((x + (x + 1.0)) / 2.0))
+                        .collect(),
+                    _ => expected
+                        .get(&p)
+                        .unwrap()
+                        .to_vec::<f64>()
+                        .unwrap()
+                        .iter()
+                        .map(|&x| (x + (x + 1.0)) / 2.0)
+                        .collect(),
+                };
+                assert_eq!(grads.get(&p).unwrap().to_f64_vec().unwrap(), want, "step {step}, device buckets {device}");
+            }
+        }
+        assert_eq!(reducer.bucket_count(), 3);
+    }
+}
+
+#[test]
+fn a_fault_met_after_the_other_buckets_left_reaches_the_other_ranks_in_the_last() {
+    for device in [false, true] {
+        let comm = Arc::new(PlusOne::default());
+        let pg = group(comm.clone(), 8);
+        let model = Model::new();
+        // A parameter the first step gives no gradient.
+        let late = Tensor::from_vec(vec![2.0f32], [1]).unwrap().variable();
+        let mut params = model.params();
+        params.push(late.clone());
+        let mut reducer = match device {
+            false => OverlapReducer::new(&pg, &params).unwrap(),
+            true => {
+                let fake = FakeExchange {
+                    comm: comm.clone(),
+                    pending: Mutex::new(Vec::new()),
+                };
+                OverlapReducer::with_exchange(&pg, &params, Some(Arc::new(fake)))
+            }
+        };
+        let mut run = |with_late: bool| -> Result<()> {
+            let mut loss = model.loss(false);
+            if with_late {
+                loss = loss.add(&late.square()?.sum_all()?)?;
+            }
+            let mut sync = reducer.begin();
+            let mut grads = loss.backward_with_hook(|v, g| sync.ready(v, g))?;
+            sync.finish(&mut grads)
+        };
+        run(false).unwrap();
+        comm.statuses.lock().unwrap().clear();
+        let err = run(true).unwrap_err();
+        assert!(err.to_string().contains("that the first step did not give it"), "{err}");
+        // Whenever this rank met the fault, the last bucket, sent by `finish`, carries it.
+        let statuses = comm.statuses.lock().unwrap().clone();
+        assert_eq!((statuses.len(), statuses.last()), (3, Some(&1.0)), "device buckets {device}");
+    }
+}
+
+#[test]
+fn a_parameter_listed_twice_is_refused() {
+    let w = Tensor::ones([2], DType::F32).unwrap().variable();
+    let err = OverlapReducer::new(&ProcessGroup::single(), &[w.clone(), w]).unwrap_err();
+    assert!(err.to_string().contains("listed twice"), "{err}");
 }
