@@ -11,7 +11,7 @@ use tamer::train::TrainConfig;
 use tamer::DType;
 
 /// Losses, final parameters, and the buckets the overlapped run used.
-type Outcome = (Vec<f64>, Vec<Vec<f64>>, Option<usize>);
+pub type Outcome = (Vec<f64>, Vec<Vec<f64>>, Option<usize>);
 
 /// A run with the gradients averaged during backward (true) or after it.
 type Train<'a> = &'a dyn Fn(bool) -> tamer::Result<Outcome>;

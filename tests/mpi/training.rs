@@ -154,6 +154,11 @@ fn train_vit(pg: ProcessGroup, dtype: DType, batch: usize) -> tamer::Result<Run>
 /// A trainer of gpt-tiny's shape (4 layers of width 128, no dropout) on a
 /// short text, over `pg` with `batch` windows of 64 characters per rank.
 pub fn gpt_trainer(pg: ProcessGroup, dtype: DType, batch: usize, config: TrainConfig) -> tamer::Result<Trainer<CharLanguageModel>> {
+    gpt_trainer_on(pg, dtype, batch, config, tamer::Device::Cpu)
+}
+
+/// [`gpt_trainer`] with the model on `device`.
+pub fn gpt_trainer_on(pg: ProcessGroup, dtype: DType, batch: usize, config: TrainConfig, device: tamer::Device) -> tamer::Result<Trainer<CharLanguageModel>> {
     let text = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!\n".repeat(40);
     let data = CharDataset::from_text(&text, "pangrams")?;
     let cfg = GptConfig {
@@ -163,6 +168,7 @@ pub fn gpt_trainer(pg: ProcessGroup, dtype: DType, batch: usize, config: TrainCo
     let block_size = cfg.block_size;
     let model = Gpt::new(cfg, &mut tamer::rng(5))?;
     model.to_dtype(dtype)?;
+    model.to_device(device)?;
     let opt = Adam::new(model.named_params(), AdamConfig::adamw(3e-3).weight_decay(0.1))?;
     let task = CharLanguageModel {
         model,

@@ -4,6 +4,9 @@
 //! Every kernel of a device is queued on one stream, so operations run in the
 //! order the program issues them and no event bookkeeping is needed between
 //! them (the caching allocator relies on this, see `backend::caching_alloc`).
+//! The one other stream is NCCL's side stream for overlapped gradient sums
+//! (`backend::nccl`), which touches only buffers that outlive its work and
+//! is joined back into this one before they are read.
 //! Host copies synchronise that stream before returning.
 
 use super::kernels::{self, KernelSource};

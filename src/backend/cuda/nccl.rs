@@ -5,7 +5,11 @@
 //! process group hands it contiguous runs of storages ([`Run`]) and carries
 //! the unique id between the ranks itself. Every call is queued on the
 //! device's stream, so it is ordered after the kernels that wrote its
-//! buffers and before those that read them, and the host never waits.
+//! buffers and before those that read them, and the host never waits;
+//! except the overlapped gradient sums, queued on a side stream of the
+//! communicator's own after an event of the device's stream, which the
+//! device's stream joins before reading them (`start_all_reduce_sum_on_side`,
+//! `join_side`).
 //!
 //! cudarc loads `libnccl.so` at run time: a build with the feature needs no
 //! NCCL, and a machine without it gets an error, never a panic. The
@@ -304,9 +308,12 @@ impl NcclComm {
         }
         self.dev.bind()?;
         let main = self.dev.stream();
-        // SAFETY: with a second stream, cudarc would start recording events
-        // on every buffer each kernel uses, to order the streams itself.
-        // tamer orders them: every kernel runs on the device's stream; the
+        // SAFETY: defensive: with a second stream, cudarc would start
+        // recording events on every `CudaSlice` a kernel uses, to order the
+        // streams itself. tamer's storage is raw device pointers (no
+        // `CudaSlice`), so this changes nothing today, and keeps any later
+        // `CudaSlice` from silently starting that bookkeeping. tamer orders
+        // the streams itself: every kernel runs on the device's stream; the
         // side stream runs only collectives on buffers whose writes it waits
         // for (an event of the device's stream) and that the device's stream
         // reads only after joining it again (`join_side`); and none of those

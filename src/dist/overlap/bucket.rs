@@ -125,16 +125,27 @@ impl Bucket {
         Ok(())
     }
 
-    /// The summed status: how many ranks were missing gradients (for a
-    /// device bucket, a copy to the host: after the exchange's `wait`).
+    /// The summed status of a host bucket: how many ranks were missing
+    /// gradients. (A device bucket's is read with the others' at once:
+    /// [`failed_ranks_on_device`].)
     pub fn failed_ranks(&self) -> Result<usize> {
         let last = self.len() - 1;
         let v = match self {
             Bucket::F32(b) => f64::from(b[last]),
             Bucket::F64(b) => b[last],
-            Bucket::Device(t) => t.narrow(0, last, 1)?.to_f64_vec()?.first().copied().unwrap_or(0.0),
+            Bucket::Device(_) => crate::bail!(value, OP, "a device bucket's status is read with failed_ranks_on_device"),
         };
         Ok(v.round() as usize)
+    }
+
+    /// A device bucket's status element, copied into a tensor of its own
+    /// on the device (reading the narrowed view itself would copy the whole
+    /// bucket to the host).
+    fn status_on_device(&self) -> Result<Option<Tensor>> {
+        let Bucket::Device(t) = self else { return Ok(None) };
+        let view = t.narrow(0, self.len() - 1, 1)?;
+        let one = view.storage().copy_contiguous(view.layout())?;
+        Ok(Some(Tensor::from_storage(one, Layout::contiguous(Shape::new([1])))))
     }
 
     /// The mean's elements of one gradient written into its tensor in
@@ -174,6 +185,27 @@ impl Bucket {
         grads.insert_by_id(id, fresh);
         Ok(())
     }
+}
+
+/// The largest summed status of the device buckets among `buckets`: their
+/// status elements gathered on the device and read with one copy to the
+/// host (after the exchange's `wait`).
+pub(super) fn failed_ranks_on_device<'a>(buckets: impl Iterator<Item = &'a Bucket>) -> Result<usize> {
+    let mut statuses = Vec::new();
+    for b in buckets {
+        if let Some(s) = b.status_on_device()? {
+            // One dtype for the gather: the counts are small whole numbers.
+            statuses.push(if s.dtype() == DType::F64 { s } else { s.to_dtype(DType::F32)? });
+        }
+    }
+    let (f32s, f64s): (Vec<Tensor>, Vec<Tensor>) = statuses.into_iter().partition(|s| s.dtype() == DType::F32);
+    let mut most = 0.0f64;
+    for group in [f32s, f64s].iter().filter(|g| !g.is_empty()) {
+        for v in Tensor::cat(group, 0)?.to_f64_vec()? {
+            most = most.max(v);
+        }
+    }
+    Ok(most.round() as usize)
 }
 
 /// An error naming the bucket when one is missing (out, not back).

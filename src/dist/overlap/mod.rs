@@ -10,7 +10,7 @@ use crate::tensor::TensorId;
 use crate::types::Shape;
 use crate::{DType, Device, Error, GradStore, Result, Tensor};
 pub(crate) use bucket::DeviceExchange;
-use bucket::{not_back, Bucket};
+use bucket::{failed_ranks_on_device, not_back, Bucket};
 use std::collections::HashMap;
 use std::sync::Arc;
 use worker::Worker;
@@ -94,6 +94,9 @@ pub struct OverlapReducer {
     /// its gradient is in (kept here, so that a steady step allocates nothing).
     missing: Vec<usize>,
     filled: Vec<bool>,
+    /// Whether sums started on the device exchange's stream may still be
+    /// running: the buckets must not be refilled or freed before a `wait`.
+    side_pending: bool,
 }
 
 impl std::fmt::Debug for OverlapReducer {
@@ -120,6 +123,14 @@ struct BucketPlan {
     len: usize,
     /// Each gradient's parameter, offset and shape.
     members: Vec<(TensorId, usize, Shape)>,
+}
+
+impl Drop for OverlapReducer {
+    /// The device buckets go back to the memory pool: only once no sum
+    /// started on the exchange's stream can still be writing them.
+    fn drop(&mut self) {
+        self.wait_for_side_stream();
+    }
 }
 
 impl OverlapReducer {
@@ -165,6 +176,17 @@ impl OverlapReducer {
             missing: Vec::new(),
             filled: vec![false; params.len()],
             worker: None,
+            side_pending: false,
+        }
+    }
+
+    /// Order the device's stream after any sum still running on the
+    /// exchange's (errors are the next step's to meet).
+    fn wait_for_side_stream(&mut self) {
+        if let (true, Some(exchange)) = (self.side_pending, &self.exchange) {
+            if exchange.wait().is_ok() {
+                self.side_pending = false;
+            }
         }
     }
 
@@ -206,6 +228,9 @@ impl OverlapReducer {
     /// [`StepSync::ready`] (from [`Tensor::backward_with_hook`]), then call
     /// [`StepSync::finish`].
     pub fn begin(&mut self) -> StepSync<'_> {
+        // A step that never reached its end (a forgotten StepSync) may have
+        // left sums running in the buckets this step refills.
+        self.wait_for_side_stream();
         let buckets = self.plan.as_ref().map_or(0, |p| p.buckets.len());
         self.filled.iter_mut().for_each(|f| *f = false);
         self.missing.clear();
@@ -378,6 +403,7 @@ impl StepSync<'_> {
             let Bucket::Device(flat) = bucket else {
                 crate::bail!(value, OP, "bucket {b} is on the host, the gradients on {}", exchange.device());
             };
+            reducer.side_pending = true;
             return exchange.start_sum(flat);
         }
         let mut bucket = reducer.buffers[b].take().ok_or_else(|| not_back(b))?;
@@ -406,13 +432,12 @@ impl StepSync<'_> {
         if let Some(exchange) = &self.reducer.exchange {
             // Every sum started, then the means and the statuses on the device's stream.
             let waited = exchange.wait().and_then(|()| {
+                self.reducer.side_pending = false;
                 let world = self.reducer.pg.world_size();
-                let mut failed = 0;
                 for bucket in self.reducer.buffers.iter_mut().flatten() {
                     bucket.divide_by(world)?;
-                    failed = failed.max(bucket.failed_ranks()?);
                 }
-                Ok(failed)
+                failed_ranks_on_device(self.reducer.buffers.iter().flatten())
             });
             self.returned = self.launched;
             return match (first_error, waited) {

@@ -110,12 +110,13 @@ fn group(comm: Arc<PlusOne>, bucket_elems: usize) -> ProcessGroup {
     ProcessGroup::new(comm).with_bucket_elems(bucket_elems).unwrap()
 }
 
-/// Device buckets driven on the CPU: the sum (by [`PlusOne`], logged there
-/// as it starts) lands in the bucket only at `wait`, as a GPU's side stream
-/// would deliver it, so a read before `wait` would see the unsummed values.
+/// Device buckets driven on the CPU, summed (by [`PlusOne`]) only at
+/// `wait`, from what the bucket holds then, as a GPU's side stream would
+/// read it whenever it gets to it: a read before `wait` sees the unsummed
+/// values, and a bucket refilled before `wait` is summed with the new ones.
 struct FakeExchange {
     comm: Arc<PlusOne>,
-    pending: Mutex<Vec<(Tensor, Tensor)>>,
+    pending: Mutex<Vec<Tensor>>,
 }
 
 impl DeviceExchange for FakeExchange {
@@ -123,23 +124,23 @@ impl DeviceExchange for FakeExchange {
         Device::Cpu
     }
     fn start_sum(&self, bucket: &Tensor) -> Result<()> {
-        let summed = match bucket.dtype() {
-            DType::F32 => {
-                let mut v = bucket.to_vec::<f32>()?;
-                self.comm.all_reduce_sum(HostBuf::F32(&mut v))?;
-                Tensor::from_vec(v, [bucket.numel()])?
-            }
-            _ => {
-                let mut v = bucket.to_vec::<f64>()?;
-                self.comm.all_reduce_sum(HostBuf::F64(&mut v))?;
-                Tensor::from_vec(v, [bucket.numel()])?
-            }
-        };
-        self.pending.lock().unwrap().push((bucket.clone(), summed));
+        self.pending.lock().unwrap().push(bucket.clone());
         Ok(())
     }
     fn wait(&self) -> Result<()> {
-        for (bucket, summed) in self.pending.lock().unwrap().drain(..) {
+        for bucket in self.pending.lock().unwrap().drain(..) {
+            let summed = match bucket.dtype() {
+                DType::F32 => {
+                    let mut v = bucket.to_vec::<f32>()?;
+                    self.comm.all_reduce_sum(HostBuf::F32(&mut v))?;
+                    Tensor::from_vec(v, [bucket.numel()])?
+                }
+                _ => {
+                    let mut v = bucket.to_vec::<f64>()?;
+                    self.comm.all_reduce_sum(HostBuf::F64(&mut v))?;
+                    Tensor::from_vec(v, [bucket.numel()])?
+                }
+            };
             bucket.assign(&summed)?;
         }
         Ok(())
@@ -426,4 +427,37 @@ fn a_parameter_listed_twice_is_refused() {
     let w = Tensor::ones([2], DType::F32).unwrap().variable();
     let err = OverlapReducer::new(&ProcessGroup::single(), &[w.clone(), w]).unwrap_err();
     assert!(err.to_string().contains("listed twice"), "{err}");
+}
+
+#[test]
+fn a_step_forgotten_mid_flight_cannot_race_the_next_on_device_buckets() {
+    let comm = Arc::new(PlusOne::default());
+    let model = Model::new();
+    let mut reducer = planned(&comm, &model, true);
+    // A step whose buckets went out (the fake holds their sums until `wait`),
+    // then forgotten: no finish, no drop.
+    let mut sync = reducer.begin();
+    let grads = model.loss(false).backward_with_hook(|v, g| sync.ready(v, g)).unwrap();
+    assert_eq!(sync.buckets_sent(), 2);
+    std::mem::forget(sync);
+    drop(grads);
+    // The next step waits for them before refilling: its means are its own.
+    let mut sync = reducer.begin();
+    let mut grads = model.loss(false).backward_with_hook(|v, g| sync.ready(v, g)).unwrap();
+    sync.finish(&mut grads).unwrap();
+    let plain = model.loss(false).backward().unwrap();
+    for p in model.params() {
+        let want: Vec<f64> = match p.dtype() {
+            DType::F32 => plain
+                .get(&p)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .map(|&x| f64::from((x + (x + 1.0)) / 2.0))
+                .collect(),
+            _ => plain.get(&p).unwrap().to_vec::<f64>().unwrap().iter().map(|&x| (x + (x + 1.0)) / 2.0).collect(),
+        };
+        assert_eq!(grads.get(&p).unwrap().to_f64_vec().unwrap(), want);
+    }
 }
