@@ -66,7 +66,7 @@ impl Tensor {
 
     /// Backward from a non-scalar output, given the gradient of the loss with respect to it.
     pub fn backward_with_grad(&self, grad: &Tensor) -> Result<GradStore> {
-        self.backward_walk(grad, &mut |_, _| Ok(()))
+        self.backward_walk(grad, None)
     }
 
     /// [`backward`](Tensor::backward), calling `on_ready(variable, grad)`
@@ -97,15 +97,17 @@ impl Tensor {
     pub fn backward_with_hook(&self, mut on_ready: impl FnMut(&Tensor, &Tensor) -> Result<()>) -> Result<GradStore> {
         let _phase = profile::backward_phase();
         let seed = self.backward_seed()?;
-        self.backward_walk(&seed, &mut on_ready)
+        self.backward_walk(&seed, Some(&mut on_ready))
     }
 
     /// The walk itself: reverse topological order, each node's gradient
-    /// handed to its backward and the results summed into its inputs. A
-    /// variable's gradient is final once every node that uses it has been
-    /// walked (counted in `uses`), which for a weight near the loss is long
-    /// before the walk reaches the variable's own place in the order.
-    fn backward_walk(&self, grad: &Tensor, on_ready: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>) -> Result<GradStore> {
+    /// handed to its backward and the results summed into its inputs. With
+    /// `on_ready`, a variable's gradient is reported once every node that
+    /// uses it has been walked (counted in `uses`), which for a weight near
+    /// the loss is long before the walk reaches the variable's own place in
+    /// the order; without, nothing is counted, and each gradient is stored
+    /// when the walk reaches its variable.
+    fn backward_walk(&self, grad: &Tensor, mut on_ready: Option<&mut ReadyHook<'_>>) -> Result<GradStore> {
         if !self.requires_grad() {
             return Err(Error::autograd(
                 "backward",
@@ -135,21 +137,25 @@ impl Tensor {
         // Every op run from here on is part of the backward pass.
         let _phase = profile::backward_phase();
         let order = topological_order(self);
-        let mut uses = count_uses(&order);
+        let counting = on_ready.is_some();
+        let mut uses = if counting { count_uses(&order) } else { HashMap::new() };
         let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
         pending.insert(self.id(), grad.clone());
         let mut store = GradStore::default();
         // A variable's gradient, once final: into the store, and reported.
         let mut finish = |v: &Tensor, g: Tensor, store: &mut GradStore| -> Result<()> {
-            on_ready(v, &g)?;
+            if let Some(report) = on_ready.as_mut() {
+                report(v, &g)?;
+            }
             store.grads.insert(v.id(), g);
             Ok(())
         };
         for t in order.iter().rev() {
             let g = pending.remove(&t.id());
             let Some(node) = t.node() else {
-                // Only the loss itself reaches here with its gradient pending:
-                // every other variable was finished when its last user was walked.
+                // With uses counted, only the loss itself reaches here with its
+                // gradient pending: every other variable was finished when its
+                // last user was walked.
                 if let (Some(g), true) = (g, t.is_variable()) {
                     finish(t, g, &mut store)?;
                 }
@@ -176,8 +182,9 @@ impl Tensor {
                     }
                     input_grads
                 }
-                // No gradient reached this node: its inputs get nothing from it,
-                // but it still counts as one of their uses walked.
+                // No gradient reached this node: its inputs get nothing from
+                // it, but when uses are counted, it is one of theirs walked.
+                None if !counting => continue,
                 None => vec![None; node.inputs.len()],
             };
             for (input, ig) in node.inputs.iter().zip(input_grads) {
@@ -220,6 +227,9 @@ impl Tensor {
         Tensor::full_on(self.shape().clone(), 1.0, self.dtype(), self.device())
     }
 }
+
+/// What [`Tensor::backward_with_hook`] calls with each final gradient.
+type ReadyHook<'a> = dyn FnMut(&Tensor, &Tensor) -> Result<()> + 'a;
 
 /// For each tensor of the walk, the number of node inputs that name it
 /// (an input named twice, as in `x * x`, counts twice): how many
