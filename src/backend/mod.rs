@@ -388,11 +388,26 @@ impl Storage {
     /// The elements `layout` selects, copied to the host, as `T` (which must be
     /// the storage's dtype: otherwise an error naming `op`).
     pub fn to_vec<T: Element>(&self, op: &'static str, layout: &Layout) -> Result<Vec<T>> {
-        self.to_cpu()?.typed::<T>(op, layout)
+        let (host, layout) = self.selected_on_host(layout)?;
+        host.typed::<T>(op, &layout)
     }
     /// The elements `layout` selects, copied to the host and converted to f64.
     pub fn to_f64_vec(&self, layout: &Layout) -> Result<Vec<f64>> {
-        Ok(self.to_cpu()?.to_f64_vec(layout))
+        let (host, layout) = self.selected_on_host(layout)?;
+        Ok(host.to_f64_vec(&layout))
+    }
+    /// The host storage that holds the elements `layout` selects, and their
+    /// layout there. A device storage of which the layout selects only part
+    /// (a row of a large buffer, one element of a bucket) is first compacted
+    /// on the device, so that only those elements cross to the host, not the
+    /// whole buffer.
+    fn selected_on_host(&self, layout: &Layout) -> Result<(std::borrow::Cow<'_, CpuStorage>, Layout)> {
+        if self.as_cpu().is_none() && layout.numel() < self.len() {
+            let compact = self.copy_contiguous(layout)?;
+            let host = crate::dispatch!(&compact, |s| s.to_host())?;
+            return Ok((std::borrow::Cow::Owned(host), Layout::contiguous(layout.shape().clone())));
+        }
+        Ok((self.to_cpu()?, layout.clone()))
     }
 
     // Everything else goes through `dispatch!` (this storage's backend) or

@@ -33,3 +33,27 @@ parity_test!(assign_writes_through_strided_destinations, 0.0, 0.0, |dev| {
     dst.t()?.narrow(1, 1, 3)?.assign(&src)?;
     Ok(vec![dst])
 });
+
+/// Views of a GPU buffer read to the host: only the selected elements cross
+/// (the buffer is compacted on the device first), and they are the CPU's.
+#[test]
+fn views_read_to_the_host_hold_the_selected_elements() {
+    let Some(dev) = crate::harness::gpu() else { return };
+    let x = randn(&[4, 6, 5], 5);
+    let on_gpu = x.to_device(dev).expect("to the GPU");
+    let views = |t: &Tensor| -> tamer::Result<Vec<Tensor>> {
+        Ok(vec![
+            t.narrow(1, 2, 3)?,
+            t.permute(&[2, 0, 1])?,
+            t.narrow(0, 3, 1)?.narrow(2, 4, 1)?.reshape([6])?,
+            t.narrow(2, 1, 1)?.broadcast_as([4, 6, 3])?,
+            t.narrow(0, 1, 1)?.narrow(1, 5, 1)?.narrow(2, 0, 1)?, // one element
+            t.clone(),
+        ])
+    };
+    for (i, (g, c)) in views(&on_gpu).unwrap().iter().zip(views(&x).unwrap()).enumerate() {
+        assert_eq!(g.to_vec::<f32>().unwrap(), c.to_vec::<f32>().unwrap(), "view {i}");
+        assert_eq!(g.to_f64_vec().unwrap(), c.to_f64_vec().unwrap(), "view {i}");
+    }
+    assert_eq!(views(&on_gpu).unwrap()[4].to_scalar().unwrap(), views(&x).unwrap()[4].to_scalar().unwrap());
+}
