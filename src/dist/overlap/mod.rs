@@ -44,10 +44,15 @@ const OP: &str = "OverlapReducer";
 ///    they own it).
 ///
 /// Each bucket carries one extra element, 0 on a rank whose gradients were
-/// all there and 1 on one that was missing some: the sum says, on every
-/// rank alike, whether any rank failed, without a collective of its own. A
-/// step dropped before `finish` (an error in the backward pass) still sends
-/// every bucket, flagged, so the other ranks are not left waiting.
+/// all there and 1 on one that was missing some (or had one the plan does
+/// not know): the sum says, on every rank alike, whether any rank failed,
+/// without a collective of its own. The last bucket leaves only in `finish`,
+/// so a fault met at any point of the pass reaches the others. After the
+/// first step, a step dropped before `finish` (an error in the backward
+/// pass) still sends every bucket, flagged, so the other ranks are not left
+/// waiting; in the first step, which agrees on the plan, that is the
+/// launcher's to end, as for any collective a failed rank leaves. Every
+/// parameter must get a gradient in every step or in none.
 ///
 /// Sums are element-wise, so the result does not depend on where the buckets
 /// are cut: with two ranks it equals [`ProcessGroup::all_reduce_in_place`]'s
