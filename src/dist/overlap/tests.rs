@@ -150,15 +150,39 @@ impl DeviceExchange for FakeExchange {
 /// A reducer of `model`'s gradients over `pg`: host buckets, or device
 /// buckets through a [`FakeExchange`].
 fn reducer(pg: &ProcessGroup, comm: &Arc<PlusOne>, model: &Model, device: bool) -> OverlapReducer {
+    reducer_of(pg, comm, &model.params(), device)
+}
+
+/// [`reducer`] of any parameters.
+fn reducer_of(pg: &ProcessGroup, comm: &Arc<PlusOne>, params: &[Tensor], device: bool) -> OverlapReducer {
     match device {
-        false => OverlapReducer::new(pg, &model.params()).unwrap(),
+        false => OverlapReducer::new(pg, params).unwrap(),
         true => {
             let fake = FakeExchange {
                 comm: comm.clone(),
                 pending: Mutex::new(Vec::new()),
             };
-            OverlapReducer::with_exchange(pg, &model.params(), Some(Arc::new(fake)))
+            OverlapReducer::with_exchange(pg, params, Some(Arc::new(fake)))
         }
+    }
+}
+
+/// The mean of `g` and the other rank's `g + 1`, in `g`'s dtype, as f64.
+fn mean_with_other(g: &Tensor) -> Vec<f64> {
+    match g.dtype() {
+        DType::F32 => g.to_vec::<f32>().unwrap().iter().map(|&x| f64::from((x + (x + 1.0)) / 2.0)).collect(),
+        _ => g.to_vec::<f64>().unwrap().iter().map(|&x| (x + (x + 1.0)) / 2.0).collect(),
+    }
+}
+
+/// `test(comm, model, reducer)` with host buckets, then with device
+/// buckets, each time on a fresh world whose first step has made the plan.
+fn with_both_kinds(test: impl Fn(&Arc<PlusOne>, &Model, &mut OverlapReducer)) {
+    for device in [false, true] {
+        let comm = Arc::new(PlusOne::default());
+        let model = Model::new();
+        let mut reducer = planned(&comm, &model, device);
+        test(&comm, &model, &mut reducer);
     }
 }
 
@@ -178,11 +202,7 @@ fn the_means_and_buckets(device: bool) {
         // The other rank sends g + 1: the mean is g + 0.5.
         let expected: Vec<Vec<f64>> = {
             let grads = model.loss(false).backward().unwrap();
-            let mean = |g: &Tensor| match g.dtype() {
-                DType::F32 => g.to_vec::<f32>().unwrap().iter().map(|&x| f64::from((x + (x + 1.0)) / 2.0)).collect(),
-                _ => g.to_vec::<f64>().unwrap().iter().map(|&x| (x + (x + 1.0)) / 2.0).collect(),
-            };
-            model.params().iter().map(|p| mean(grads.get(p).unwrap())).collect()
+            model.params().iter().map(|p| mean_with_other(grads.get(p).unwrap())).collect()
         };
         comm.sums.lock().unwrap().clear();
         let mut sync = reducer.begin();
@@ -244,48 +264,39 @@ fn planned(comm: &Arc<PlusOne>, model: &Model, device: bool) -> OverlapReducer {
 
 #[test]
 fn a_rank_missing_a_gradient_still_sends_every_bucket_flagged_and_every_rank_errs() {
-    for device in [false, true] {
-        let comm = Arc::new(PlusOne::default());
-        let model = Model::new();
-        let mut reducer = planned(&comm, &model, device);
+    with_both_kinds(|comm, model, reducer| {
         // This rank: w1 gets no gradient.
-        let err = step(&mut reducer, &model, true, None).unwrap_err();
+        let err = step(reducer, model, true, None).unwrap_err();
         assert!(err.to_string().contains("some parameters got no gradient"), "{err}");
         assert_eq!(*comm.statuses.lock().unwrap(), [0.0, 1.0, 1.0], "w0's bucket left before the fault was known");
         // The other rank's flag: this rank's step fails too, naming the count.
         comm.statuses.lock().unwrap().clear();
         comm.other_failed.store(1, Ordering::Relaxed);
-        let err = step(&mut reducer, &model, false, None).unwrap_err();
+        let err = step(reducer, model, false, None).unwrap_err();
         assert!(err.to_string().contains("1 other rank(s) were missing gradients"), "{err}");
         assert_eq!(*comm.statuses.lock().unwrap(), [0.0, 0.0, 0.0]);
         // And when both ranks are whole again, the step goes through.
         comm.other_failed.store(0, Ordering::Relaxed);
-        step(&mut reducer, &model, false, None).unwrap();
-    }
+        step(reducer, model, false, None).unwrap();
+    });
 }
 
 #[test]
 fn a_backward_pass_that_fails_midway_still_sends_its_buckets_flagged() {
-    for device in [false, true] {
-        let comm = Arc::new(PlusOne::default());
-        let model = Model::new();
-        let mut reducer = planned(&comm, &model, device);
-        let err = step(&mut reducer, &model, false, Some(2)).unwrap_err();
+    with_both_kinds(|comm, model, reducer| {
+        let err = step(reducer, model, false, Some(2)).unwrap_err();
         assert!(err.to_string().contains("failed here"), "{err}");
         // w0's bucket had left; the other two went out flagged when the step was dropped.
         assert_eq!(*comm.sums.lock().unwrap(), [5, 9, 4]);
         assert_eq!(*comm.statuses.lock().unwrap(), [0.0, 1.0, 1.0]);
         // The reducer is whole for the next step.
-        step(&mut reducer, &model, false, None).unwrap();
-    }
+        step(reducer, model, false, None).unwrap();
+    });
 }
 
 #[test]
 fn gradients_are_written_in_place_unless_shared_and_other_variables_are_left_alone() {
-    for device in [false, true] {
-        let comm = Arc::new(PlusOne::default());
-        let model = Model::new();
-        let mut reducer = planned(&comm, &model, device);
+    with_both_kinds(|_, model, reducer| {
         let extra = Tensor::from_vec(vec![3.0f32], [1]).unwrap().variable();
         let loss = model.loss(false).add(&extra.sum_all().unwrap()).unwrap();
         let mut sync = reducer.begin();
@@ -314,7 +325,7 @@ fn gradients_are_written_in_place_unless_shared_and_other_variables_are_left_alo
         assert_eq!(grads.get(&model.w[0]).unwrap().to_vec::<f32>().unwrap(), w0);
         // Not a parameter of the reducer: its gradient is this rank's own.
         assert_eq!(grads.get(&extra).unwrap().to_vec::<f32>().unwrap(), [1.0]);
-    }
+    });
 }
 
 #[test]
@@ -358,24 +369,7 @@ fn gradients_only_earlier_micro_batches_reached_are_averaged_too() {
             sync.finish(&mut grads).unwrap();
             assert_eq!(reported, 3, "w1 was not in the last pass");
             for p in model.params() {
-                let want: Vec<f64> = match p.dtype() {
-                    DType::F32 => expected
-                        .get(&p)
-                        .unwrap()
-                        .to_vec::<f32>()
-                        .unwrap()
-                        .iter()
-                        .map(|&x| f64::from((x + (x + 1.0)) / 2.0))
-                        .collect(),
-                    _ => expected
-                        .get(&p)
-                        .unwrap()
-                        .to_vec::<f64>()
-                        .unwrap()
-                        .iter()
-                        .map(|&x| (x + (x + 1.0)) / 2.0)
-                        .collect(),
-                };
+                let want = mean_with_other(expected.get(&p).unwrap());
                 assert_eq!(grads.get(&p).unwrap().to_f64_vec().unwrap(), want, "step {step}, device buckets {device}");
             }
         }
@@ -393,16 +387,7 @@ fn a_fault_met_after_the_other_buckets_left_reaches_the_other_ranks_in_the_last(
         let late = Tensor::from_vec(vec![2.0f32], [1]).unwrap().variable();
         let mut params = model.params();
         params.push(late.clone());
-        let mut reducer = match device {
-            false => OverlapReducer::new(&pg, &params).unwrap(),
-            true => {
-                let fake = FakeExchange {
-                    comm: comm.clone(),
-                    pending: Mutex::new(Vec::new()),
-                };
-                OverlapReducer::with_exchange(&pg, &params, Some(Arc::new(fake)))
-            }
-        };
+        let mut reducer = reducer_of(&pg, &comm, &params, device);
         let mut run = |with_late: bool| -> Result<()> {
             let mut loss = model.loss(false);
             if with_late {
@@ -447,17 +432,7 @@ fn a_step_forgotten_mid_flight_cannot_race_the_next_on_device_buckets() {
     sync.finish(&mut grads).unwrap();
     let plain = model.loss(false).backward().unwrap();
     for p in model.params() {
-        let want: Vec<f64> = match p.dtype() {
-            DType::F32 => plain
-                .get(&p)
-                .unwrap()
-                .to_vec::<f32>()
-                .unwrap()
-                .iter()
-                .map(|&x| f64::from((x + (x + 1.0)) / 2.0))
-                .collect(),
-            _ => plain.get(&p).unwrap().to_vec::<f64>().unwrap().iter().map(|&x| (x + (x + 1.0)) / 2.0).collect(),
-        };
+        let want = mean_with_other(plain.get(&p).unwrap());
         assert_eq!(grads.get(&p).unwrap().to_f64_vec().unwrap(), want);
     }
 }
