@@ -43,6 +43,7 @@ pub use cpu::CpuStorage;
 pub use cuda::nccl;
 #[cfg(feature = "cuda")]
 pub use cuda::CudaStorage;
+use std::borrow::Cow;
 
 /// Everything a backend must provide: generic storage management plus every
 /// op family's kernel trait (one per file of `contract/`).
@@ -401,13 +402,13 @@ impl Storage {
     /// (a row of a large buffer, one element of a bucket) is first compacted
     /// on the device, so that only those elements cross to the host, not the
     /// whole buffer.
-    fn selected_on_host(&self, layout: &Layout) -> Result<(std::borrow::Cow<'_, CpuStorage>, Layout)> {
+    fn selected_on_host<'a>(&'a self, layout: &'a Layout) -> Result<(Cow<'a, CpuStorage>, Cow<'a, Layout>)> {
         if self.as_cpu().is_none() && layout.numel() < self.len() {
             let compact = self.copy_contiguous(layout)?;
             let host = crate::dispatch!(&compact, |s| s.to_host())?;
-            return Ok((std::borrow::Cow::Owned(host), Layout::contiguous(layout.shape().clone())));
+            return Ok((Cow::Owned(host), Cow::Owned(Layout::contiguous(layout.shape().clone()))));
         }
-        Ok((self.to_cpu()?, layout.clone()))
+        Ok((self.to_cpu()?, Cow::Borrowed(layout)))
     }
 
     // Everything else goes through `dispatch!` (this storage's backend) or

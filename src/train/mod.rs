@@ -143,20 +143,20 @@ pub struct TrainConfig {
     /// of run resumes the other's. Adam, AdamW and SGD over CPU parameters of
     /// one float type; not with `diagnostics_every`.
     pub zero1: bool,
-    /// On several ranks, average the gradients while the backward pass
-    /// runs ([`OverlapReducer`](crate::dist::OverlapReducer)): each bucket
-    /// of gradients ([`ProcessGroup::bucket_elems`](crate::dist::ProcessGroup::bucket_elems))
-    /// goes to the other ranks, from a communication thread, as soon as it
-    /// is final, as PyTorch's DDP does, instead of all of them after the
-    /// pass. The results are the same (with two ranks bit for bit). It
-    /// applies to CPU parameters of f32 or f64, and to parameters on the GPU
-    /// of the group's NCCL communicator (summed on a stream of NCCL's own
-    /// while the backward kernels run; written, not yet run on a GPU),
-    /// without `zero1`; other runs average after the pass. With
-    /// `grad_accum` > 1 the last micro-batch's pass sends the accumulated
-    /// sums. Every trainable parameter must get a gradient in every step or
-    /// in none (the bucket plan is made from the first step; freezing or
-    /// unfreezing makes a new one). Off by default: on CPUs the all-reduce is itself CPU work, so it
+    /// Average the gradients over the ranks while the backward pass runs
+    /// ([`OverlapReducer`](crate::dist::OverlapReducer)), as PyTorch's DDP
+    /// does, instead of after it: each bucket of gradients
+    /// ([`ProcessGroup::bucket_elems`](crate::dist::ProcessGroup::bucket_elems))
+    /// goes out as soon as it is final. CPU parameters of f32 or f64 (with
+    /// several ranks) are summed by a communication thread; parameters on
+    /// the GPU of the group's NCCL communicator by NCCL on a stream of its
+    /// own (also with one rank; written, not yet run on a GPU). Not with
+    /// `zero1`; other runs average after the pass. The results are the same
+    /// (with two ranks bit for bit). With `grad_accum` > 1 the last
+    /// micro-batch's pass sends the accumulated sums. Every trainable
+    /// parameter must get a gradient in every step or in none (the bucket
+    /// plan is made from the first step; freezing or unfreezing makes a new
+    /// one). Off by default: on CPUs the all-reduce is itself CPU work, so it
     /// only pays where each rank has a core to spare for it or waits on a
     /// network (docs/distributed.md has the measurement: on two cores, two
     /// ranks gain nothing).

@@ -115,7 +115,8 @@ pub struct Trainer<T: TrainTask> {
     /// Host buffers the gradients are averaged through, kept across steps.
     grad_buffers: FlatBuffers,
     /// Averages the gradients during the backward pass, when the run can
-    /// ([`TrainConfig::overlap_grad_sync`]); made when `fit` starts.
+    /// ([`TrainConfig::overlap_grad_sync`]); checked before each step, and
+    /// remade when the trainable parameters change.
     overlap: Option<OverlapReducer>,
 }
 
@@ -226,7 +227,8 @@ impl<T: TrainTask> Trainer<T> {
 
     /// How many buckets the gradients travel in during the backward pass
     /// ([`TrainConfig::overlap_grad_sync`]), once a step has made the plan;
-    /// None when they are averaged after it (one rank, ZeRO-1, GPU parameters).
+    /// None when they are averaged after it (overlap off, one rank without
+    /// NCCL, ZeRO-1, GPU parameters without NCCL on their GPU).
     pub fn overlap_buckets(&self) -> Option<usize> {
         self.overlap.as_ref().filter(|r| r.is_planned()).map(OverlapReducer::bucket_count)
     }

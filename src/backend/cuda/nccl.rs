@@ -289,8 +289,13 @@ impl NcclComm {
     /// divided by the world size, as the host path computes it, by the
     /// caller: NCCL's `ncclAvg` scales each input by a rounded 1/n first.)
     pub fn all_reduce_sum_in_place(&self, op: &'static str, runs: &[Run<'_>]) -> Result<()> {
+        self.sum_in_place_on(op, self.dev.stream(), runs)
+    }
+
+    /// [`all_reduce_sum_in_place`](Self::all_reduce_sum_in_place) queued on `stream`.
+    fn sum_in_place_on(&self, op: &'static str, stream: &CudaStream, runs: &[Run<'_>]) -> Result<()> {
         let addrs = runs.iter().map(|r| self.address(op, r)).collect::<Result<Vec<_>>>()?;
-        self.grouped(op, |comm, stream| {
+        self.grouped_on(op, stream, |comm, stream| {
             for (run, (ptr, ty)) in runs.iter().zip(addrs) {
                 let p = ptr as *mut c_void;
                 // SAFETY: `p` addresses run.len elements of type `ty` on this GPU (checked above).
@@ -330,18 +335,10 @@ impl NcclComm {
     /// (what wrote the runs): the device's stream goes on meanwhile. The
     /// runs must not be read, written or freed before [`join_side`](Self::join_side).
     pub fn start_all_reduce_sum_on_side(&self, op: &'static str, runs: &[Run<'_>]) -> Result<()> {
-        let addrs = runs.iter().map(|r| self.address(op, r)).collect::<Result<Vec<_>>>()?;
         let side = self.side_stream(op)?;
         let written = self.dev.stream().record_event(None).map_err(|e| driver_error(op, e))?;
         side.wait(&written).map_err(|e| driver_error(op, e))?;
-        self.grouped_on(op, &side, |comm, stream| {
-            for (run, (ptr, ty)) in runs.iter().zip(addrs) {
-                let p = ptr as *mut c_void;
-                // SAFETY: as in all_reduce_sum_in_place.
-                unsafe { nccl::all_reduce(p, p, run.len, ty, sys::ncclRedOp_t::ncclSum, comm, stream) }.map_err(|e| nccl_error(op, e))?;
-            }
-            Ok(())
-        })
+        self.sum_in_place_on(op, &side, runs)
     }
 
     /// Order the device's stream after everything queued on the side stream.

@@ -138,16 +138,6 @@ impl Bucket {
         Ok(v.round() as usize)
     }
 
-    /// A device bucket's status element, copied into a tensor of its own
-    /// on the device (reading the narrowed view itself would copy the whole
-    /// bucket to the host).
-    fn status_on_device(&self) -> Result<Option<Tensor>> {
-        let Bucket::Device(t) = self else { return Ok(None) };
-        let view = t.narrow(0, self.len() - 1, 1)?;
-        let one = view.storage().copy_contiguous(view.layout())?;
-        Ok(Some(Tensor::from_storage(one, Layout::contiguous(Shape::new([1])))))
-    }
-
     /// The mean's elements of one gradient written into its tensor in
     /// `grads` (in its own storage when nothing else holds it, else a new
     /// tensor of its own replaces it in `grads`).
@@ -193,18 +183,15 @@ impl Bucket {
 pub(super) fn failed_ranks_on_device<'a>(buckets: impl Iterator<Item = &'a Bucket>) -> Result<usize> {
     let mut statuses = Vec::new();
     for b in buckets {
-        if let Some(s) = b.status_on_device()? {
-            // One dtype for the gather: the counts are small whole numbers.
-            statuses.push(if s.dtype() == DType::F64 { s } else { s.to_dtype(DType::F32)? });
+        if let Bucket::Device(t) = b {
+            // In one dtype, for the gather: the counts are small whole numbers.
+            statuses.push(t.narrow(0, t.numel() - 1, 1)?.to_dtype(DType::F64)?);
         }
     }
-    let (f32s, f64s): (Vec<Tensor>, Vec<Tensor>) = statuses.into_iter().partition(|s| s.dtype() == DType::F32);
-    let mut most = 0.0f64;
-    for group in [f32s, f64s].iter().filter(|g| !g.is_empty()) {
-        for v in Tensor::cat(group, 0)?.to_f64_vec()? {
-            most = most.max(v);
-        }
+    if statuses.is_empty() {
+        return Ok(0);
     }
+    let most = Tensor::cat(&statuses, 0)?.to_f64_vec()?.into_iter().fold(0.0, f64::max);
     Ok(most.round() as usize)
 }
 
