@@ -27,8 +27,9 @@ WHEELS=(
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-# pip is quick when the pinned wheels are already installed.
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${WHEELS[@]}"
+# pip is quick when the pinned wheels are already installed; no download cache
+# (the wheels stay in the venv; a cache would only take CI disk).
+"$VENV/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check "${WHEELS[@]}"
 
 CU13="$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13"))')"
 export LD_LIBRARY_PATH="$CU13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
