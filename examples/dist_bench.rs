@@ -82,13 +82,7 @@ fn run(pg: &ProcessGroup) -> Result<()> {
     };
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--steps" => {
-                steps = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| Error::value(OP, "--steps needs a whole number of at least 1"))?
-            }
+            "--steps" => steps = number(it.next(), "--steps")? as u64,
             "--no-train" => train = false,
             "--rounds" => rounds = number(it.next(), "--rounds")?,
             "--bucket-elems" => pg = pg.with_bucket_elems(number(it.next(), "--bucket-elems")?)?,

@@ -76,34 +76,5 @@ pub fn run(pg: &ProcessGroup, f: &mut Failures) {
 /// parameters, bit for bit (element-wise sums over two ranks). The check of
 /// the ordering between the two streams, which one rank cannot make.
 fn overlapped_training(pg: &ProcessGroup, f: &mut Failures, dev: Device) {
-    let run = |overlap: bool| -> tamer::Result<crate::overlap::Outcome> {
-        let config = tamer::train::TrainConfig {
-            overlap_grad_sync: overlap,
-            ..crate::training::config()
-        };
-        let pg = pg.clone().with_bucket_elems(100_000)?;
-        let mut trainer = crate::training::gpt_trainer_on(pg, DType::F32, 4, config, dev)?;
-        let losses = trainer.fit()?.losses;
-        Ok((losses, crate::training::params_of(&trainer.task.model)?, trainer.overlap_buckets()))
-    };
-    let (Some(on), Some(off)) = (
-        f.ok("gpt-tiny overlapped (nccl)", run(true)),
-        f.ok("gpt-tiny after backward (nccl)", run(false)),
-    ) else {
-        return;
-    };
-    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    f.check(bits(&on.0) == bits(&off.0), || {
-        format!("losses {:?} overlapped vs {:?} after backward (nccl)", on.0, off.0)
-    });
-    f.check(on.1.iter().zip(&off.1).all(|(a, b)| bits(a) == bits(b)), || {
-        "the final parameters differ between the overlapped NCCL run and the other".to_string()
-    });
-    f.check(on.2.is_some_and(|n| n > 1) && off.2.is_none(), || format!("buckets {:?} and {:?}", on.2, off.2));
-    if pg.is_root() {
-        println!(
-            "nccl: gpt-tiny with the gradients in {} buckets during backward: bit-identical to after backward",
-            on.2.unwrap_or(0)
-        );
-    }
+    crate::overlap::compare(pg, f, "nccl: gpt-tiny", &|o| crate::overlap::gpt(pg, o, dev));
 }

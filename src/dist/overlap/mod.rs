@@ -212,11 +212,8 @@ impl OverlapReducer {
 
     /// [`is_for`](Self::is_for) by the parameters' ids.
     pub fn is_for_ids(&self, ids: impl IntoIterator<Item = TensorId>) -> bool {
-        let mut n = 0;
-        ids.into_iter().all(|id| {
-            n += 1;
-            self.order.get(n - 1) == Some(&id)
-        }) && n == self.order.len()
+        let mut ids = ids.into_iter();
+        self.order.iter().all(|&o| ids.next() == Some(o)) && ids.next().is_none()
     }
 
     /// Whether the first step has made the plan (the next steps overlap).
